@@ -1,0 +1,110 @@
+"""The `digitlab` command: one entry point, one subcommand per job; heavy imports happen lazily."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _train(args: argparse.Namespace) -> int:
+    from digitlab.training import train_command
+
+    return train_command(args.models, limit=args.limit, jobs=args.jobs)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    if args.drawn:
+        from digitlab.drawn import evaluate_drawn_command
+
+        return evaluate_drawn_command(args.models, as_json=args.json, count=args.count, seed=args.seed)
+    from digitlab.training import evaluate_command
+
+    return evaluate_command(args.models, as_json=args.json)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from digitlab.api.server import serve
+
+    return serve(host=args.host, port=args.port, workers=args.workers)
+
+
+def _ui(args: argparse.Namespace) -> int:
+    from digitlab.ui.launch import run_ui
+
+    return run_ui(host=args.host, port=args.port)
+
+
+def _db(args: argparse.Namespace) -> int:
+    from digitlab.store.cli import db_command
+
+    return db_command(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from digitlab.runner import run_all
+
+    return run_all(train_missing=not args.no_train)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="digitlab", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train models on the 60k MNIST training set and save artefacts")
+    p.add_argument("models", nargs="*", help="model names (default: every classical model)")
+    p.add_argument("--limit", type=int, default=None, help="train on the first N images only (quick runs)")
+    p.add_argument("--jobs", type=int, default=None, help="parallel worker processes (default: cores)")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="accuracy of saved models on the official 10k MNIST test set")
+    p.add_argument("models", nargs="*", help="model names (default: every saved model)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--drawn", action="store_true", help="evaluate on digits re-drawn as canvas strokes")
+    p.add_argument("--count", type=int, default=2000, help="with --drawn: how many drawings")
+    p.add_argument("--seed", type=int, default=0, help="with --drawn: rendering seed")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("serve", help="start the prediction API (uvicorn)")
+    p.add_argument("--host", default=None)
+    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--workers", type=int, default=None)
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("ui", help="start the Streamlit frontend")
+    p.add_argument("--host", default=None)
+    p.add_argument("--port", type=int, default=None)
+    p.set_defaults(func=_ui)
+
+    p = sub.add_parser("db", help="database maintenance")
+    dbsub = p.add_subparsers(dest="db_command", required=True)
+    dbsub.add_parser("upgrade", help="apply migrations up to the newest")
+    q = dbsub.add_parser("export", help="export labelled drawings as a dataset")
+    q.add_argument("--format", choices=["csv", "idx"], default="csv")
+    q.add_argument("--out", required=True)
+    q = dbsub.add_parser("prune", help="delete predictions older than N days (retention)")
+    q.add_argument("--days", type=int, required=True)
+    p.set_defaults(func=_db)
+
+    p = sub.add_parser("run", help="train what is missing, then start API and UI together")
+    p.add_argument("--no-train", action="store_true", help="start with whatever models exist")
+    p.set_defaults(func=_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # one line a person can act on, never a traceback
+        from digitlab.errors import DigitlabError
+
+        if isinstance(exc, DigitlabError):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""One settings object, read from environment variables (and an optional `.env`), with sane defaults.
+
+Every knob of digitlab lives here so the README's configuration reference has one source.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import quote_plus
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DIGITLAB_", env_file=".env", extra="ignore")
+
+    # --- files -----------------------------------------------------------------------------------
+    data_dir: Path = Field(Path("data"), description="Working data folder (SQLite file, spool, exports).")
+    mnist_dir: Path | None = Field(
+        None, description="Folder with the four MNIST IDX .gz files; default <data_dir>/mnist."
+    )
+    model_dir: Path = Field(Path("models"), description="Where trained model artefacts are written and read.")
+    mnist_mirrors: list[str] = Field(
+        default_factory=lambda: [
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+            "http://yann.lecun.com/exdb/mnist/",
+        ],
+        description="Base URLs tried in order when the MNIST files are missing (checksums verified).",
+    )
+
+    # --- database --------------------------------------------------------------------------------
+    database_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("DATABASE_URL", "DIGITLAB_DATABASE_URL"),
+        description="SQLAlchemy URL, e.g. postgresql+psycopg://user:pass@host:5432/db.",
+    )
+    postgres_host: str | None = Field(None, validation_alias="POSTGRES_HOST")
+    postgres_port: int = Field(5432, validation_alias="POSTGRES_PORT")
+    postgres_db: str = Field("digitlab", validation_alias="POSTGRES_DB")
+    postgres_user: str = Field("postgres", validation_alias="POSTGRES_USER")
+    postgres_password: str = Field("", validation_alias="POSTGRES_PASSWORD")
+    spool_dir: Path | None = Field(
+        None, description="Durable outage spool for predictions; default <data_dir>/spool/<host>-<pid>."
+    )
+    admin_token: str | None = Field(
+        None, description="When set, history, images, export and deletion need 'Authorization: Bearer <token>'."
+    )
+
+    # --- API -------------------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    max_upload_bytes: int = Field(5_000_000, description="Largest accepted request body, in bytes.")
+    max_image_pixels: int = Field(
+        25_000_000, description="Largest accepted image (width x height) before decoding: bomb guard."
+    )
+    default_model: str | None = Field(None, description="Model used when a request names none; default: best ready.")
+
+    # --- UI --------------------------------------------------------------------------------------
+    api_url: str = Field("http://127.0.0.1:8000", description="Where the Streamlit UI reaches the API.")
+    ui_host: str = "127.0.0.1"
+    ui_port: int = 8501
+
+    @property
+    def mnist_path(self) -> Path:
+        return self.mnist_dir if self.mnist_dir is not None else self.data_dir / "mnist"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """DATABASE_URL, else POSTGRES_* when POSTGRES_HOST is set, else an embedded SQLite file."""
+        if self.database_url:
+            return self.database_url
+        if self.postgres_host:
+            auth = quote_plus(self.postgres_user)
+            if self.postgres_password:
+                auth += ":" + quote_plus(self.postgres_password)
+            return f"postgresql+psycopg://{auth}@{self.postgres_host}:{self.postgres_port}/{self.postgres_db}"
+        return f"sqlite:///{(self.data_dir / 'digitlab.db').as_posix()}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings; tests build their own `Settings(...)` instead of patching this."""
+    return Settings()
