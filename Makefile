@@ -1,0 +1,47 @@
+# Plain task runner: every command the README mentions is a target here.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+EXTRAS ?= ui,postgres,export,dev
+
+.PHONY: help install run test test-fast train evaluate evaluate-drawn bench lint clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(BIN)/digitlab: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	@touch $@
+
+install: $(BIN)/digitlab  ## create .venv and install digitlab with every extra but torch
+
+run: install  ## train what is missing, then start the API and the UI (Ctrl-C stops both)
+	$(BIN)/digitlab run
+
+test: install  ## the whole suite: unit, PostgreSQL, API, browser
+	$(BIN)/python -m pytest
+
+test-fast: install  ## everything except the browser tests
+	$(BIN)/python -m pytest -m "not browser"
+
+train: install  ## train the four classical models on the full MNIST training set
+	$(BIN)/digitlab train
+
+evaluate: install  ## accuracy of the saved models on the MNIST test set
+	$(BIN)/digitlab evaluate
+
+evaluate-drawn: install  ## accuracy on digits re-drawn as canvas strokes
+	$(BIN)/digitlab evaluate --drawn
+
+bench: install  ## benchmarks: preprocessing, models, store, API (API bench needs `digitlab serve` running)
+	$(BIN)/python bench/models_bench.py
+	$(BIN)/python bench/preprocess_bench.py
+	$(BIN)/python bench/store_bench.py
+
+lint: install
+	$(BIN)/ruff check src tests bench
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

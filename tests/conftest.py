@@ -1,0 +1,68 @@
+"""Fixtures shared by the whole suite: MNIST location, tiny trained models, throw-away PostgreSQL DBs."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PG_ADMIN_URL = os.environ.get("DIGITLAB_TEST_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """The official MNIST files: DIGITLAB_MNIST_DIR, else ../shared/mnist beside the repo, else data/mnist."""
+    for candidate in (os.environ.get("DIGITLAB_MNIST_DIR"), REPO.parent / "shared" / "mnist", REPO / "data" / "mnist"):
+        if candidate and (Path(candidate) / "t10k-images-idx3-ubyte.gz").exists():
+            return Path(candidate)
+    from digitlab.data import ensure_mnist
+
+    return ensure_mnist(REPO / "data" / "mnist")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, mnist_dir) -> Path:
+    """Every classical model trained on 2,000 images (seconds): real artefacts, real manifests."""
+    from digitlab.training import train_models
+    from digitlab.models import CLASSICAL_MODELS
+
+    model_dir = tmp_path_factory.mktemp("models")
+    train_models(list(CLASSICAL_MODELS), model_dir, limit=2000, jobs=2, mnist_dir=mnist_dir)
+    return model_dir
+
+
+def _admin_engine():
+    from sqlalchemy import create_engine
+
+    return create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+
+
+def drop_database(name: str) -> None:
+    from sqlalchemy import text
+
+    engine = _admin_engine()
+    with engine.connect() as conn:
+        conn.execute(text("UPDATE pg_database SET datallowconn = true WHERE datname = :n"), {"n": name})
+        conn.execute(
+            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n AND pid <> pg_backend_pid()"),
+            {"n": name},
+        )
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    engine.dispose()
+
+
+@pytest.fixture
+def postgres_url():
+    """A brand-new PostgreSQL database on 127.0.0.1:5432 for one test; dropped afterwards."""
+    from sqlalchemy import text
+
+    name = f"digitlab_test_{uuid.uuid4().hex[:10]}"
+    engine = _admin_engine()
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    drop_database(name)

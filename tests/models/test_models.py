@@ -1,0 +1,109 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.svm import SVC
+
+from digitlab.data import load_mnist
+from digitlab.models import CLASSICAL_MODELS, ArtifactError, ModelRegistry, load_model
+from digitlab.models.rbf_svc import FastRBFSVC
+
+
+@pytest.fixture(scope="module")
+def test_images(mnist_dir):
+    X, y = load_mnist("test", directory=mnist_dir, limit=1000)
+    return X.reshape(-1, 784).astype(np.float32) / 255.0, y
+
+
+def test_fast_rbf_svc_matches_libsvm():
+    X, y = load_digits(return_X_y=True)
+    svc = SVC(C=10, gamma="scale").fit(X[:1000] / 16, y[:1000])
+    fast = FastRBFSVC(svc).fit()
+    expected = svc.decision_function(X[1000:] / 16)
+    np.testing.assert_allclose(fast.decision_function(X[1000:] / 16), expected, atol=1e-9)
+
+
+def test_tiny_models_are_real_classifiers(tiny_model_dir, test_images):
+    X, y = test_images
+    for name in CLASSICAL_MODELS:
+        model = load_model(name, tiny_model_dir)
+        proba = model.predict_proba(X)
+        assert proba.shape == (len(X), 10)
+        np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+        accuracy = (proba.argmax(axis=1) == y).mean()
+        assert accuracy > 0.88, (name, accuracy)  # 2,000 training images; the full set gives ≥ 98 %
+        confidence = proba.max(axis=1)
+        right = proba.argmax(axis=1) == y
+        assert confidence[right].mean() > confidence[~right].mean(), name
+        # one sample gives the same answer as the batch
+        np.testing.assert_allclose(model.predict_proba(X[:1])[0], proba[0], atol=1e-5)
+        manifest = model.manifest
+        assert manifest["train_samples"] == 2000
+        assert 0.88 < manifest["metrics"]["mnist_test_accuracy"] <= 1
+        assert np.asarray(manifest["confusion_matrix"]).sum() == 10000
+
+
+def test_tree_models_are_served_through_onnx(tiny_model_dir):
+    from digitlab.models.onnx import OnnxClassifier
+
+    for name in ("extra_trees", "random_forest"):
+        assert isinstance(load_model(name, tiny_model_dir).estimator[-1], OnnxClassifier)
+
+
+def test_tampered_artefact_is_refused_before_unpickling(tiny_model_dir, tmp_path):
+    for suffix in (".joblib", ".json"):
+        (tmp_path / f"svm{suffix}").write_bytes((tiny_model_dir / f"svm{suffix}").read_bytes())
+    with open(tmp_path / "svm.joblib", "ab") as fh:
+        fh.write(b"\x00")
+    with pytest.raises(ArtifactError) as err:
+        load_model("svm", tmp_path)
+    message = str(err.value)
+    assert "svm.joblib" in message and "SHA-256" in message and "digitlab train svm" in message
+    assert "\n" not in message
+
+
+def test_missing_and_unknown_models(tmp_path):
+    with pytest.raises(ArtifactError, match="digitlab train svm"):
+        load_model("svm", tmp_path)
+    with pytest.raises(ArtifactError, match="unknown model"):
+        load_model("../../etc/passwd", tmp_path)
+
+
+def test_registry_statuses(tiny_model_dir, tmp_path):
+    registry = ModelRegistry(tiny_model_dir).load_all()
+    status = registry.status()
+    assert all(status[name] == "ready" for name in CLASSICAL_MODELS)
+    assert registry.default_name() == registry.ready_names()[0]
+    empty = ModelRegistry(tmp_path)
+    (tmp_path / "svm.training").touch()
+    empty.load_all()
+    assert empty.status()["svm"] == "training"
+    assert empty.status()["extra_trees"] == "missing"
+
+
+def test_evaluate_cli_json(tiny_model_dir, mnist_dir, monkeypatch):
+    env = {"DIGITLAB_MODEL_DIR": str(tiny_model_dir), "DIGITLAB_MNIST_DIR": str(mnist_dir), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(
+        [sys.executable, "-m", "digitlab", "evaluate", "svm", "extra_trees", "--json"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert set(report) == {"svm", "extra_trees"}
+    for row in report.values():
+        assert row["mnist_test_accuracy"] == pytest.approx(1 - row["errors"] / 10000, abs=1e-4)
+
+
+def test_evaluate_cli_names_the_bad_file(tiny_model_dir, tmp_path, mnist_dir):
+    for suffix in (".joblib", ".json"):
+        (tmp_path / f"svm{suffix}").write_bytes((tiny_model_dir / f"svm{suffix}").read_bytes())
+    (tmp_path / "svm.joblib").write_bytes(b"not the trained model")
+    env = {"DIGITLAB_MODEL_DIR": str(tmp_path), "DIGITLAB_MNIST_DIR": str(mnist_dir), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-m", "digitlab", "evaluate", "svm"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "svm.joblib" in lines[0] and "digitlab train svm" in lines[0]

@@ -1,0 +1,59 @@
+import numpy as np
+from scipy import ndimage
+
+from digitlab.features import DigitFeatures, deskew, gradient_histograms
+
+
+def _bar(slant: float) -> np.ndarray:
+    """A vertical stroke sheared by `slant` pixels per row, as a (1, 784) MNIST-like image."""
+    img = np.zeros((28, 28), np.float32)
+    for r in range(4, 24):
+        c = int(round(14 + slant * (r - 14)))
+        img[r, c - 1 : c + 2] = 1.0
+    return img.reshape(1, 784)
+
+
+def _column_spread(image: np.ndarray) -> float:
+    cols = np.nonzero(image.reshape(28, 28).sum(axis=0) > 0.2)[0]
+    return float(cols.max() - cols.min())
+
+
+def test_deskew_straightens_a_slanted_stroke():
+    slanted = _bar(0.5)
+    assert _column_spread(slanted) >= 9
+    assert _column_spread(deskew(slanted)) <= 4
+
+
+def test_deskew_centres_the_mass_and_keeps_blank_images_blank():
+    img = np.zeros((28, 28), np.float32)
+    img[2:8, 2:8] = 1.0
+    out = deskew(img.reshape(1, 784)).reshape(28, 28)
+    cy, cx = ndimage.center_of_mass(out)
+    assert abs(cy - 14) < 1 and abs(cx - 14) < 1
+    assert deskew(np.zeros((2, 784), np.float32)).max() == 0.0
+
+
+def test_batch_equals_one_by_one():
+    rng = np.random.default_rng(0)
+    batch = (rng.random((5, 784)) > 0.8).astype(np.float32)
+    one_by_one = np.vstack([deskew(row[None]) for row in batch])
+    np.testing.assert_allclose(deskew(batch), one_by_one, atol=1e-6)
+
+
+def test_gradient_histograms_see_orientation():
+    vertical, horizontal = _bar(0.0), _bar(0.0).reshape(28, 28).T.reshape(1, 784)
+    hv, hh = gradient_histograms(vertical), gradient_histograms(horizontal)
+    assert hv.shape == (1, 7 * 7 * 8)
+    per_bin_v = hv.reshape(49, 8).sum(axis=0)
+    per_bin_h = hh.reshape(49, 8).sum(axis=0)
+    # a vertical stroke has horizontal gradients (bins 0 and 4), a horizontal one vertical (2 and 6)
+    assert per_bin_v[[0, 4]].sum() > 3 * per_bin_v[[2, 6]].sum()
+    assert per_bin_h[[2, 6]].sum() > 3 * per_bin_h[[0, 4]].sum()
+
+
+def test_digit_features_blocks_and_weights():
+    x = _bar(0.2)
+    both = DigitFeatures(pixels=True, hog=True, hog_weight=0.5).transform(x)
+    assert both.shape == (1, 784 + 392)
+    np.testing.assert_allclose(both[:, 784:], 0.5 * gradient_histograms(deskew(x)), rtol=1e-5)
+    assert DigitFeatures(pixels=False).transform(x).shape == (1, 392)
