@@ -36,8 +36,6 @@ def _log(message: str) -> None:
 
 def _fit_one(name: str, seed: int, n_jobs: int) -> tuple[str, bytes, dict]:
     """Fit the final step of one model on precomputed features; return artefact bytes + manifest."""
-    from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.frozen import FrozenEstimator
     from sklearn.pipeline import Pipeline
 
     from digitlab.models.rbf_svc import FastRBFSVC
@@ -57,11 +55,16 @@ def _fit_one(name: str, seed: int, n_jobs: int) -> tuple[str, bytes, dict]:
     else:
         estimator.fit(F_fit, y_fit)
         svc = estimator[-1] if isinstance(estimator, Pipeline) else estimator
-        params = {"C": svc.C, "support_vectors": int(svc.n_support_.sum()), "calibration": "temperature"}
         fast = FastRBFSVC(svc).fit()
-        if isinstance(estimator, Pipeline):
-            fast = Pipeline([*estimator.steps[:-1], ("svc", fast)])
-        final = CalibratedClassifierCV(FrozenEstimator(fast), method="temperature").fit(F_cal, y_cal)
+        if isinstance(estimator, Pipeline):  # PCA first
+            fast.calibrate(estimator[:-1].transform(F_cal), y_cal)
+            final = Pipeline([*estimator.steps[:-1], ("svc", fast)])
+        else:
+            final = fast.calibrate(F_cal, y_cal)
+        params = {
+            "C": svc.C, "gamma": fast.gamma_, "support_vectors": int(svc.n_support_.sum()),
+            "calibration": {"vote_slope": fast.vote_slope_, "temperature": fast.temperature_},
+        }
     seconds = time.perf_counter() - started
     proba = final.predict_proba(F_test)
     accuracy, confusion = accuracy_and_confusion(y_test, proba.argmax(axis=1))

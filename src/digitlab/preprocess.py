@@ -1,0 +1,693 @@
+"""Any image a person can give -> the 28x28 MNIST convention the models were trained on.
+
+MNIST convention (what `to_mnist` produces): float32 (28, 28) in [0, 1], ink bright (1.0) on black,
+grey levels kept, the digit's longer side 20 px, its centre of mass at (14, 14), strokes about as wide
+as MNIST's (the median MNIST digit: ~100 pixels above 0.5, mean intensity ~0.13).
+
+Pipeline (see docs/preprocessing.md for the reasoning and the measured numbers):
+
+1. Normalise the input to RGBA uint8 (bytes are decoded with `decode_image`'s checks; JPEGs are
+   decoded at a reduced scale when large) and area-average it down to <= 384 px on the long side.
+2. Background: a transparent border means "ink = opacity"; otherwise the background colour is the median
+   border colour (or the `background_color` hint). Ink strength = colour distance to the background
+   (projection onto pen - background with a `pen_color` hint), so dark-on-light, light-on-dark and
+   coloured pens all work. A noise floor (from the border's own variation) and the stroke core level
+   (90th percentile of the ink) map it to [0, 1]; grey levels survive, nothing is binarised.
+3. Specks (connected components < 3 % of the largest) are dropped; blank / faint / dot-only images
+   raise `EmptyImageError`.
+4. Crop to the ink, estimate the stroke width (2 * area / perimeter, co-area formula), resample to a
+   mid resolution (~80 px long side, i.e. 4x the final 20 px), and redraw the ink at the target stroke
+   width with a signed distance field (dilate thin pens, erode thick ones).
+5. Area-average it into the 28x28 field so that the longer side is 20 px and the centre of mass lands
+   exactly on (14, 14) (sub-pixel placement, no extra blur).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageColor, ImageOps
+from scipy import ndimage as ndi
+
+from digitlab.errors import DigitlabError
+
+__all__ = [
+    "SUPPORTED_FORMATS",
+    "EmptyImageError",
+    "ImageTooLargeError",
+    "UnreadableImageError",
+    "UnsupportedImageError",
+    "decode_image",
+    "to_mnist",
+    "to_png",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# errors
+
+
+class UnreadableImageError(DigitlabError):
+    code = "unreadable_image"
+
+    def __init__(
+        self, message: str = "The file could not be read as an image: upload a PNG, JPEG, WebP or BMP."
+    ):
+        super().__init__(message)
+
+
+class UnsupportedImageError(DigitlabError):
+    code = "unsupported_media_type"
+
+    def __init__(
+        self, message: str = "This file type is not supported: upload a PNG, JPEG, WebP or BMP image."
+    ):
+        super().__init__(message)
+
+
+class ImageTooLargeError(DigitlabError):
+    code = "image_too_large"
+
+    def __init__(self, message: str = "The image has too many pixels: upload a smaller image."):
+        super().__init__(message)
+
+
+class EmptyImageError(DigitlabError):
+    code = "empty_image"
+
+    def __init__(self, message: str = "Nothing drawn: the image is blank. Draw a digit and try again."):
+        super().__init__(message)
+
+
+# --------------------------------------------------------------------------------------------------
+# tuning constants (measured against the MNIST test set; see docs/preprocessing.md)
+
+#: formats `decode_image` accepts (PIL format names). GIF: the first frame is used.
+SUPPORTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
+
+WORK_MAX = 384  # long side of the working image (inputs are area-averaged down to this first)
+MID_LONG = 80  # nominal long side of the mid-resolution crop: 4x the final 20 px box
+MID_MAX = 240  # never work above this at mid resolution (speed bound for hair-thin pens)
+MIN_MID_WIDTH = 2.0  # strokes must be at least this wide (px) at mid resolution to be redrawn
+BOX = 20.0  # the digit's longer side in the output, like MNIST
+SIZE = 28
+CENTRE = 14.0  # MNIST's mean centre of mass (row, col) in pixel-index coordinates
+TARGET_WIDTH = 2.45  # stroke width (px, 28x28 scale) of the redrawn ink; tuned to MNIST statistics
+MAX_ERODE = 0.35  # never erode more than this fraction of the estimated stroke width per side
+
+FLOOR_MIN = 12.0  # absolute colour-distance noise floor (RGB euclidean, 0..441; alpha 0..255)
+FLOOR_REL = 0.08  # ...and relative to the ink core, so every colour scheme maps to the same grey levels
+MIN_CONTRAST = 40.0  # ink core must differ at least this much from the background
+SPECK_REL = 0.03  # components smaller than this fraction of the largest one are specks
+MIN_EXTENT_REL = 0.02  # ink whose extent is below 2 % of the image's long side is a speck, not a digit
+DOT_RATIO = 3.0  # ink no longer than 3 stroke widths is a dot...
+DOT_MAX_REL = 0.2  # ...unless it spans more than 20 % of the image (then it is a big blob: let it through)
+
+_EMPTY_MSG = "Nothing drawn: the image is blank. Draw a digit and try again."
+_DOT_MSG = "Nothing drawn but a dot: draw a whole digit and try again."
+_TINY_MSG = "Nothing drawn but a speck: draw a bigger digit and try again."
+
+
+# --------------------------------------------------------------------------------------------------
+# decoding
+
+
+def _default_max_pixels() -> int:
+    from digitlab.core.config import get_settings
+
+    return int(get_settings().max_image_pixels)
+
+
+_OTHER_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"%PDF", "PDF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"8BPS", "PSD"),
+    (b"\x00\x00\x01\x00", "ICO"),
+    (b"PK\x03\x04", "ZIP"),
+    (b"\x1f\x8b", "gzip"),
+    (b"\xff\x0a", "JPEG XL"),
+    (b"\x00\x00\x00\x0cJXL ", "JPEG XL"),
+)
+
+
+def _sniff_other(data: bytes) -> str | None:
+    """Name a recognised format we refuse (so it gets unsupported_media_type, not unreadable_image)."""
+    head = bytes(data[:512])
+    for sig, name in _OTHER_SIGNATURES:
+        if head.startswith(sig):
+            return name
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in (b"avif", b"avis"):
+            return "AVIF"
+        if brand[:3] in (b"hei", b"hev", b"mif", b"msf"):
+            return "HEIC"
+        return "video"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in head.lower()):
+        return "SVG"
+    if text.startswith((b"<!doctype html", b"<html")):
+        return "HTML"
+    return None
+
+
+def _open(data: bytes, max_pixels: int | None, *, draft_to: int | None = None) -> Image.Image:
+    """Open, bomb-check (header only), then decode. Returns a loaded PIL image (any mode)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"decode_image expects bytes, not {type(data).__name__}")
+    data = bytes(data)
+    if not data:
+        raise UnreadableImageError("The file is empty: upload a PNG, JPEG, WebP or BMP image.")
+    if max_pixels is None:
+        max_pixels = _default_max_pixels()
+    other = _sniff_other(data)
+    if other is not None:
+        raise UnsupportedImageError(
+            f"{other} files are not supported: upload a PNG, JPEG, WebP or BMP image."
+        )
+    try:
+        im = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)  # reads the header only
+    except Image.DecompressionBombError as exc:  # beyond PIL's own hard limit (2 x MAX_IMAGE_PIXELS)
+        raise ImageTooLargeError(
+            "The image has too many pixels to decode safely: upload a smaller image."
+        ) from exc
+    except Exception as exc:  # UnidentifiedImageError, SyntaxError, struct.error, ...
+        fmt = _identify_any(data)
+        if fmt is not None:
+            raise UnsupportedImageError(
+                f"{fmt} images are not supported: upload a PNG, JPEG, WebP or BMP image."
+            ) from exc
+        raise UnreadableImageError() from exc
+    width, height = im.size
+    if width <= 0 or height <= 0:
+        raise UnreadableImageError("The image has no pixels: upload a PNG, JPEG, WebP or BMP image.")
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"The image is {width}x{height} pixels, more than the limit of {max_pixels:,}: "
+            "upload a smaller image."
+        )
+    try:
+        if draft_to is not None and im.format in ("JPEG", "MPO"):  # MPO: a phone camera's JPEG
+            im.draft(im.mode, (draft_to, draft_to))  # decode a large JPEG at 1/2, 1/4 or 1/8 scale
+        im.load()
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(
+            "The image has too many pixels to decode safely: upload a smaller image."
+        ) from exc
+    except MemoryError as exc:
+        raise ImageTooLargeError("The image is too large to decode: upload a smaller image.") from exc
+    except Exception as exc:  # truncated / corrupt data
+        raise UnreadableImageError(
+            "The image file is damaged or truncated: upload a PNG, JPEG, WebP or BMP image."
+        ) from exc
+    try:
+        if im.getexif().get(0x0112, 1) != 1:  # phone photos: apply the EXIF orientation
+            im = ImageOps.exif_transpose(im)
+    except Exception:  # noqa: BLE001, S110 -- a broken EXIF block does not make the picture unreadable
+        pass
+    return im
+
+
+def _identify_any(data: bytes) -> str | None:
+    """Does PIL recognise the bytes as some other image format (header only)?"""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.format or "This"
+    except Exception:  # noqa: BLE001 -- any parser error on untrusted bytes means "not recognised"
+        return None
+
+
+def _pil_to_rgba(im: Image.Image) -> np.ndarray:
+    """Any PIL mode -> RGBA uint8 (H, W, 4); 16/32-bit grey is scaled, not clipped."""
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(im)
+        arr = arr.astype(np.float64)
+        hi = float(arr.max()) if arr.size else 0.0
+        if mode.startswith("I;16") or hi > 255.0:
+            arr = arr * (255.0 / 65535.0) if hi <= 65535.0 else arr * (255.0 / hi)
+        elif mode == "F" and hi <= 1.0:
+            arr = arr * 255.0
+        grey = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+        out = np.empty(grey.shape + (4,), np.uint8)
+        out[..., :3] = grey[..., None]
+        out[..., 3] = 255
+        return out
+    if mode == "RGBA":
+        return np.array(im, dtype=np.uint8)
+    if mode == "CMYK" or mode not in ("RGB", "L", "LA", "P", "PA", "1", "RGBa", "La", "RGBX"):
+        im = im.convert("RGB")  # CMYK, YCbCr, LAB, HSV, ...
+    return np.array(im.convert("RGBA"), dtype=np.uint8)
+
+
+def decode_image(data: bytes, *, max_pixels: int | None = None) -> np.ndarray:
+    """Decode PNG / JPEG / WebP / BMP (or a GIF's first frame) bytes to RGBA uint8 (H, W, 4).
+
+    `max_pixels` (default: `Settings.max_image_pixels`, 25 000 000) is checked against the header's
+    width x height *before* any pixel is decoded. EXIF orientation is applied. 16-bit, palette, grey,
+    grey+alpha and CMYK images are converted.
+
+    Raises UnreadableImageError (empty, garbage, truncated), UnsupportedImageError (a recognised
+    format we do not take: TIFF, PDF, SVG, HEIC, ICO, ...), ImageTooLargeError (pixel limit).
+    """
+    return _pil_to_rgba(_open(data, max_pixels))
+
+
+# --------------------------------------------------------------------------------------------------
+# input normalisation
+
+
+def _array_to_rgba(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        a8 = arr
+    elif arr.dtype == np.bool_:
+        a8 = arr.astype(np.uint8) * 255
+    elif arr.dtype == np.uint16:
+        a8 = (arr.astype(np.uint32) * 255 // 65535).astype(np.uint8)
+    elif np.issubdtype(arr.dtype, np.floating):
+        finite = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+        scale = 255.0 if finite.size and float(finite.max()) <= 1.0 else 1.0
+        a8 = np.clip(np.rint(finite * scale), 0, 255).astype(np.uint8)
+    elif np.issubdtype(arr.dtype, np.integer):
+        a8 = np.clip(arr, 0, 255).astype(np.uint8)
+    else:
+        raise UnreadableImageError(f"The image array has an unusable data type ({arr.dtype}).")
+    if a8.ndim == 3 and a8.shape[2] == 1:
+        a8 = a8[..., 0]
+    if a8.ndim == 2:
+        out = np.empty(a8.shape + (4,), np.uint8)
+        out[..., :3] = a8[..., None]
+        out[..., 3] = 255
+        return out
+    if a8.ndim == 3 and a8.shape[2] == 2:  # grey + alpha
+        out = np.empty(a8.shape[:2] + (4,), np.uint8)
+        out[..., :3] = a8[..., :1]
+        out[..., 3] = a8[..., 1]
+        return out
+    if a8.ndim == 3 and a8.shape[2] == 3:
+        out = np.empty(a8.shape[:2] + (4,), np.uint8)
+        out[..., :3] = a8
+        out[..., 3] = 255
+        return out
+    if a8.ndim == 3 and a8.shape[2] == 4:
+        return a8
+    raise UnreadableImageError(
+        f"The image array has shape {arr.shape}; expected (H, W), (H, W, 3) or (H, W, 4)."
+    )
+
+
+def _working_rgba(image: Any, max_pixels: int | None) -> np.ndarray:
+    """Input -> RGBA uint8 with long side <= WORK_MAX (area-averaged, alpha premultiplied)."""
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        im = _open(bytes(image), max_pixels, draft_to=WORK_MAX)
+        rgba = _pil_to_rgba(_reduce_pil(im) if im.mode in ("RGB", "RGBA", "L", "LA") else im)
+    elif isinstance(image, Image.Image):
+        rgba = _pil_to_rgba(_reduce_pil(image) if image.mode in ("RGB", "RGBA", "L", "LA") else image)
+    elif isinstance(image, np.ndarray):
+        rgba = _array_to_rgba(image)
+    else:
+        raise TypeError(f"to_mnist expects bytes, a numpy array or a PIL image, not {type(image).__name__}")
+    if rgba.shape[0] == 0 or rgba.shape[1] == 0:
+        raise UnreadableImageError("The image has no pixels: upload a PNG, JPEG, WebP or BMP image.")
+    long_side = max(rgba.shape[:2])
+    if long_side > WORK_MAX:
+        factor = math.ceil(long_side / WORK_MAX)
+        rgba = np.asarray(Image.fromarray(np.ascontiguousarray(rgba), "RGBA").reduce(factor))
+    return rgba
+
+
+def _reduce_pil(im: Image.Image) -> Image.Image:
+    long_side = max(im.size)
+    if long_side > WORK_MAX:
+        im = im.reduce(math.ceil(long_side / WORK_MAX))
+    return im
+
+
+def _parse_colour(value: str | None, name: str) -> np.ndarray | None:
+    """'#rrggbb' (also '#rgb', 'rgb(...)', 'rgba(...)', CSS names) -> float32 RGB, or None.
+
+    A fully transparent colour (e.g. 'rgba(0,0,0,0)', 'transparent') means "no colour": None.
+    """
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text or text.lower() == "transparent":
+        return None
+    try:
+        rgb = ImageColor.getrgb(text)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a colour like '#rrggbb', got {value!r}") from exc
+    if len(rgb) == 4 and rgb[3] == 0:
+        return None
+    return np.array(rgb[:3], np.float32)
+
+
+# --------------------------------------------------------------------------------------------------
+# ink extraction
+
+
+def _border(a: np.ndarray) -> np.ndarray:
+    """The outer ring of an (H, W, 4) image, as (n, 4): 1.5 % of the short side thick (1..4 px).
+
+    A ring rather than the 1-px edge, so that a thin frame line around a picture is not taken for
+    its background.
+    """
+    h, w = a.shape[:2]
+    t = max(1, min(4, round(0.015 * min(h, w))))
+    if h <= 2 * t or w <= 2 * t:
+        return a.reshape(-1, a.shape[-1])
+    return np.concatenate(
+        [
+            a[:t].reshape(-1, a.shape[-1]),
+            a[-t:].reshape(-1, a.shape[-1]),
+            a[t:-t, :t].reshape(-1, a.shape[-1]),
+            a[t:-t, -t:].reshape(-1, a.shape[-1]),
+        ]
+    )
+
+
+def _distance(px: np.ndarray, bg: np.ndarray | None, pen: np.ndarray | None) -> np.ndarray:
+    """Ink evidence of RGBA pixels (n, 4) as float32 (n,).
+
+    No background colour (transparent background): the opacity (0..255). Otherwise the euclidean RGB
+    distance (0..441) of the pixel, alpha-composited over the background, to the background; with a
+    pen colour, the projection onto (pen - bg) instead, so colours unlike the pen count less.
+    """
+    levels = np.arange(256, dtype=np.float32)
+    if bg is None:
+        return levels[px[:, 3]]
+    if pen is not None:
+        u = (pen - bg) / float(np.linalg.norm(pen - bg))
+        luts = [(levels - bg[c]) * u[c] for c in range(3)]
+    else:
+        luts = [(levels - bg[c]) ** 2 for c in range(3)]
+    d = luts[0][px[:, 0]]
+    d += luts[1][px[:, 1]]
+    d += luts[2][px[:, 2]]
+    if pen is not None:
+        np.maximum(d, 0.0, out=d)
+    else:
+        np.sqrt(d, out=d)
+    alpha = px[:, 3]
+    if alpha.size and alpha.min() < 255:
+        d *= (levels / 255.0)[alpha]
+    return d
+
+
+def _candidates(rgba: np.ndarray, bg: np.ndarray | None) -> np.ndarray | None:
+    """Flat indices of pixels that can carry ink (not exactly the background, not transparent).
+
+    Drawn canvases are mostly exact background: skipping it makes the colour maths ~5x cheaper.
+    None means "all pixels" (photos, where nearly every pixel differs a little).
+    """
+    flat = rgba.reshape(-1, 4)
+    if bg is None:
+        differs = flat[:, 3] > 0
+        if np.count_nonzero(differs) > 0.6 * differs.size:
+            return None
+        return np.flatnonzero(differs)
+    bg8 = np.rint(bg)
+    if not rgba.flags.c_contiguous or not np.allclose(bg, bg8):
+        return None
+    key = np.array([bg8[0], bg8[1], bg8[2], 255], np.uint8).view(np.uint32)[0]
+    differs = rgba.view(np.uint32).reshape(-1) != key
+    if np.count_nonzero(differs) > 0.6 * differs.size:
+        return None
+    sel = np.flatnonzero(differs)
+    return sel[flat[sel, 3] > 0]
+
+
+def _gather(rgba: np.ndarray, sel: np.ndarray | None) -> np.ndarray:
+    """RGBA pixels (n, 4) at flat indices `sel` (all when None)."""
+    if sel is None:
+        return rgba.reshape(-1, 4)
+    if rgba.flags.c_contiguous:
+        return rgba.view(np.uint32).reshape(-1)[sel].view(np.uint8).reshape(-1, 4)
+    return rgba.reshape(-1, 4)[sel]
+
+
+def _ink(rgba: np.ndarray, pen: np.ndarray | None, bg: np.ndarray | None) -> np.ndarray:
+    """Ink strength in [0, 1] (float32 (H, W), stroke core ~1) from colour distance to the background."""
+    border = _border(rgba)
+    opaque = border[:, 3] >= 128
+    transparent_bg = opaque.mean() < 0.5
+    if transparent_bg:  # opacity is the exact ink of a transparent canvas, whatever the colours say
+        bg = pen = None
+    if bg is not None:
+        seen = np.median(border[opaque, :3].astype(np.float32), axis=0)
+        if float(np.linalg.norm(seen - bg)) > 3 * FLOOR_MIN:
+            bg = pen = None  # the hints do not describe this image (e.g. an uploaded file): infer instead
+    if bg is None and not transparent_bg:
+        bg = np.median(border[opaque, :3].astype(np.float32), axis=0)
+    if pen is not None and (bg is None or float(np.linalg.norm(pen - bg)) < MIN_CONTRAST):
+        pen = None  # a pen hint only means something relative to a known background
+    # bg None now means: transparent background, ink = opacity
+
+    edge = _distance(border, bg, pen)
+    noise = float(np.partition(edge, edge.size // 2)[edge.size // 2])  # median: a frame line is ignored
+    floor = max(FLOOR_MIN, 3.0 * noise)
+
+    sel = _candidates(rgba, bg)
+    d = _distance(_gather(rgba, sel), bg, pen)
+    cand = d[d > floor]
+    if cand.size < 3:
+        raise EmptyImageError(_EMPTY_MSG)
+    k = int(0.9 * (cand.size - 1))
+    core = float(np.partition(cand, k)[k])
+    if core < MIN_CONTRAST:
+        raise EmptyImageError(_EMPTY_MSG)
+    floor = min(max(floor, FLOOR_REL * core), 0.5 * core)
+    d -= floor
+    d *= 1.0 / (core - floor)
+    np.clip(d, 0.0, 1.0, out=d)
+    if sel is None:
+        return d.reshape(rgba.shape[:2])
+    s = np.zeros(rgba.shape[0] * rgba.shape[1], np.float32)
+    s[sel] = d
+    return s.reshape(rgba.shape[:2])
+
+
+def _drop_specks(mask: np.ndarray, s: np.ndarray) -> int:
+    """Remove connected ink components smaller than SPECK_REL of the largest one (in place).
+
+    Returns the extent (longer bbox side, px) of the largest remaining component: a real digit has
+    at least one stroke of some size, a sprinkle of specks does not.
+    """
+    pooled = mask
+    step = 1
+    if max(mask.shape) > 160:  # label at half resolution (OR-pooled): 4x cheaper, same components
+        step = 2
+        h2, w2 = mask.shape[0] // 2 * 2, mask.shape[1] // 2 * 2
+        pooled = mask[0:h2:2, 0:w2:2] | mask[1:h2:2, 0:w2:2] | mask[0:h2:2, 1:w2:2] | mask[1:h2:2, 1:w2:2]
+    labels, n = ndi.label(pooled, structure=np.ones((3, 3), bool))
+    if n <= 1:
+        y0, y1, x0, x1 = _bbox(mask)
+        return max(y1 - y0, x1 - x0)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    boxes = ndi.find_objects(labels)
+    ph, pw = pooled.shape
+    for i, b in enumerate(boxes, start=1):  # a frame line around the picture is not ink
+        touches_all_sides = (
+            b[0].start <= 1 and b[1].start <= 1 and b[0].stop >= ph - 1 and b[1].stop >= pw - 1
+        )
+        if touches_all_sides and sizes[i] < 0.25 * ph * pw and sizes.sum() > sizes[i]:
+            sizes[i] = 0
+    small = sizes < SPECK_REL * sizes.max()
+    small[0] = False
+    largest = max(
+        max(b[0].stop - b[0].start, b[1].stop - b[1].start) for b, tiny in zip(boxes, small[1:]) if not tiny
+    )
+    if small.any():
+        drop = small[labels]
+        if step == 2:
+            drop = np.repeat(np.repeat(drop, 2, axis=0), 2, axis=1)
+            drop = np.pad(
+                drop, ((0, mask.shape[0] - drop.shape[0]), (0, mask.shape[1] - drop.shape[1])), mode="edge"
+            )
+        drop = ndi.binary_dilation(drop, iterations=2) & ~(mask & ~drop)
+        mask[drop] = False
+        s[drop] = 0.0
+    return largest * step
+
+
+def _stroke_width(s: np.ndarray) -> float:
+    """Mean stroke width (px) of a soft ink map: 2 * area / perimeter (perimeter by the co-area formula)."""
+    gy, gx = np.gradient(s)
+    perimeter = float(np.sqrt(gx * gx + gy * gy).sum())
+    area = float(s.sum())
+    return 2.0 * area / perimeter if perimeter > 0 else 1.0
+
+
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def _resample(s: np.ndarray, box: tuple[float, float, float, float], size: tuple[int, int]) -> np.ndarray:
+    """Area-average (downscale) or bilinear (upscale) `box` (x0, y0, x1, y1) of `s` to `size` (w, h)."""
+    im = Image.fromarray(s, "F")
+    up = size[0] > (box[2] - box[0]) or size[1] > (box[3] - box[1])
+    return np.asarray(im.resize(size, Image.BILINEAR if up else Image.BOX, box=box))
+
+
+# --------------------------------------------------------------------------------------------------
+# the public transform
+
+
+def to_mnist(
+    image: Any,
+    *,
+    pen_color: str | None = None,
+    background_color: str | None = None,
+    max_pixels: int | None = None,
+) -> np.ndarray:
+    """Any digit image -> MNIST-like (28, 28) float32 in [0, 1], ink = 1, centred by centre of mass.
+
+    `image`: encoded bytes (PNG, JPEG, WebP, BMP, GIF), a numpy array (H, W) grey, (H, W, 3) RGB or
+    (H, W, 4) RGBA -- uint8 preferred; bool, uint16 and float ([0, 1]) are accepted -- or a PIL image.
+    `pen_color` / `background_color` ('#rrggbb') are optional hints; without them the background is
+    the border colour (or transparency) and ink is whatever differs from it, in either polarity.
+    `max_pixels` (bytes only) defaults to `Settings.max_image_pixels`.
+
+    Raises EmptyImageError when nothing (or only a dot or a speck) was drawn, and the decoding errors
+    of `decode_image` for bytes.
+    """
+    pen = _parse_colour(pen_color, "pen_color")
+    bg = _parse_colour(background_color, "background_color")
+    rgba = _working_rgba(image, max_pixels)
+    try:
+        s = _ink(rgba, pen, bg)
+    except EmptyImageError:
+        if pen is None and bg is None:
+            raise
+        s = _ink(rgba, None, None)  # hints that hide all ink describe another image: infer instead
+
+    # --- specks and empties ------------------------------------------------------------------------
+    mask = s >= 0.5
+    if not mask.any():
+        raise EmptyImageError(_EMPTY_MSG)
+    largest = _drop_specks(mask, s)
+    y0, y1, x0, x1 = _bbox(mask)
+    extent = max(y1 - y0, x1 - x0)
+    long_side = max(rgba.shape[:2])
+    if largest < max(2.0, MIN_EXTENT_REL * long_side):
+        raise EmptyImageError(_TINY_MSG)
+
+    # --- stroke width at working resolution ----------------------------------------------------------
+    h, w = s.shape
+    cy0, cy1, cx0, cx1 = max(y0 - 2, 0), min(y1 + 2, h), max(x0 - 2, 0), min(x1 + 2, w)
+    crop = s[cy0:cy1, cx0:cx1]
+    step = max(1, int(max(crop.shape) // 96))  # the estimate does not need more than ~100 px
+    width = _stroke_width(crop if step == 1 else _block_mean(crop, step)) * step
+    width = min(width, float(extent))
+    if extent < DOT_RATIO * width and extent < DOT_MAX_REL * long_side:
+        raise EmptyImageError(_DOT_MSG)
+
+    # --- mid resolution crop -------------------------------------------------------------------------
+    k = MID_LONG / extent
+    if k * width < MIN_MID_WIDTH:  # hair-thin pen: keep enough resolution for the stroke to survive
+        k = min(MIN_MID_WIDTH / width, max(1.0, k), MID_MAX / extent)
+    size = (max(1, round((cx1 - cx0) * k)), max(1, round((cy1 - cy0) * k)))
+    mid = _resample(crop, (0.0, 0.0, float(cx1 - cx0), float(cy1 - cy0)), size)
+    m = mid >= 0.5
+    if not m.any():  # hair-thin even so: lower the threshold, rescale the soft values to match
+        thr = 0.5 * float(mid.max())
+        m = mid >= thr
+        mid = np.minimum(mid * (0.5 / thr), 1.0)
+    my0, my1, mx0, mx1 = _bbox(m)
+    e_mid = float(max(my1 - my0, mx1 - mx0))
+    w_mid = min(width * size[0] / (cx1 - cx0), e_mid)
+
+    # --- redraw at the target stroke width (signed distance field) ---------------------------------
+    # final extent e' = e_mid - w_mid + W; we want W / e' = TARGET_WIDTH / BOX
+    centreline = max(e_mid - w_mid, 0.3 * e_mid)
+    w_target = TARGET_WIDTH * centreline / (BOX - TARGET_WIDTH)
+    delta = max((w_target - w_mid) / 2.0, -MAX_ERODE * w_mid)
+    pad = math.ceil(max(delta, 0.0)) + 2
+    v = _redraw(_pad(m[my0:my1, mx0:mx1], pad), _pad(mid[my0:my1, mx0:mx1], pad), delta)
+    on = v >= 0.5
+    if not on.any():
+        raise EmptyImageError(_EMPTY_MSG)
+    scale = max(_extent(v.max(axis=1)), _extent(v.max(axis=0))) / BOX  # mid pixels per output pixel
+
+    # --- place in 28x28: longer side 20, centre of mass at (14, 14) --------------------------------
+    total = float(v.sum())
+    cy = float(v.sum(axis=1) @ np.arange(v.shape[0], dtype=np.float64)) / total
+    cx = float(v.sum(axis=0) @ np.arange(v.shape[1], dtype=np.float64)) / total
+    oy = cy + 0.5 - (CENTRE + 0.5) * scale  # source coordinate of the output's top edge
+    ox = cx + 0.5 - (CENTRE + 0.5) * scale
+    # exact area averaging (fractional pixel overlaps): keeps the ink mass and its centre
+    out = _area_weights(oy, scale, v.shape[0]) @ v.astype(np.float64) @ _area_weights(ox, scale, v.shape[1]).T
+    out = out.astype(np.float32)
+    np.clip(out, 0.0, 1.0, out=out)
+    out = np.rint(out * 255.0) / np.float32(255.0)  # exactly representable as uint8 / 255, like MNIST
+    return out.astype(np.float32)
+
+
+def _area_weights(start: float, step: float, n_in: int) -> np.ndarray:
+    """(SIZE, n_in) matrix: output pixel j averages source span [start + j*step, start + (j+1)*step)."""
+    edges = start + step * np.arange(SIZE + 1, dtype=np.float64)
+    lo = np.maximum(edges[:-1, None], np.arange(n_in)[None, :])
+    hi = np.minimum(edges[1:, None], np.arange(1, n_in + 1)[None, :])
+    return np.clip(hi - lo, 0.0, None) / step
+
+
+def _redraw(m: np.ndarray, soft: np.ndarray, delta: float) -> np.ndarray:
+    """Move the ink outline by `delta` px (grow > 0, shrink < 0), keeping a 1-px anti-aliased edge.
+
+    Signed distance from the mask's edge pixels (nearest one by a Euclidean distance transform),
+    refined with that pixel's soft value: an edge pixel of coverage c lies c - 0.5 px inside the edge.
+    """
+    if delta >= 0:
+        dist, (iy, ix) = ndi.distance_transform_edt(~m, return_indices=True)
+        phi = soft[iy, ix] - 0.5 - dist  # outside: negative distance to the outline
+        v = np.clip(phi + delta + 0.5, 0.0, 1.0)
+        v[m] = np.minimum(soft[m] + delta, 1.0)
+    else:
+        dist, (iy, ix) = ndi.distance_transform_edt(m, return_indices=True)
+        phi = dist - 0.5 + soft[iy, ix]  # inside: positive distance to the outline
+        v = np.clip(phi + delta + 0.5, 0.0, 1.0)
+        v[~m] = 0.0
+    return v.astype(np.float32)
+
+
+def _extent(profile: np.ndarray) -> float:
+    """Length of the run where `profile` >= 0.5, with the two 0.5 crossings interpolated (sub-pixel)."""
+    idx = np.flatnonzero(profile >= 0.5)
+    i0, i1 = int(idx[0]), int(idx[-1])
+    a0 = float(profile[i0 - 1]) if i0 > 0 else 0.0
+    a1 = float(profile[i1 + 1]) if i1 + 1 < profile.size else 0.0
+    start = i0 - (float(profile[i0]) - 0.5) / max(float(profile[i0]) - a0, 1e-6)
+    end = i1 + (float(profile[i1]) - 0.5) / max(float(profile[i1]) - a1, 1e-6)
+    return max(end - start, 1.0)
+
+
+def _pad(a: np.ndarray, n: int) -> np.ndarray:
+    out = np.zeros((a.shape[0] + 2 * n, a.shape[1] + 2 * n), a.dtype)
+    out[n : n + a.shape[0], n : n + a.shape[1]] = a
+    return out
+
+
+def _block_mean(a: np.ndarray, step: int) -> np.ndarray:
+    """Area-average by an integer factor (PIL's reduce: C speed)."""
+    return np.asarray(Image.fromarray(np.ascontiguousarray(a, np.float32), "F").reduce(step))
+
+
+def to_png(image28: np.ndarray) -> bytes:
+    """The (28, 28) model input as an 8-bit greyscale PNG (ink white on black, as the model saw it)."""
+    arr = np.asarray(image28)
+    if arr.shape == (784,):
+        arr = arr.reshape(28, 28)
+    if arr.shape != (SIZE, SIZE):
+        raise ValueError(f"to_png expects a (28, 28) image, got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        arr = np.clip(np.rint(np.nan_to_num(arr.astype(np.float32)) * 255.0), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr, "L").save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
