@@ -1,0 +1,51 @@
+"""`digitlab db upgrade | export | prune`: maintenance without the API running (no spool involved)."""
+
+from __future__ import annotations
+
+import argparse
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from digitlab.errors import DigitlabError
+from digitlab.store import export
+from digitlab.store.db import DatabaseUnavailableError, make_engine, upgrade
+from digitlab.store.repository import Repository
+from digitlab.store.store import is_outage
+
+
+def db_command(args: argparse.Namespace, settings=None) -> int:
+    if settings is None:
+        from digitlab.core.config import get_settings
+
+        settings = get_settings()
+    if args.db_command == "prune" and args.days < 1:
+        raise DigitlabError("--days must be at least 1", code="invalid_retention")
+    url = settings.sqlalchemy_url
+    engine = make_engine(url)
+    shown = engine.url.render_as_string(hide_password=True)
+    try:
+        if url.startswith("sqlite:///"):
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        revision = upgrade(engine)  # every command works on an up-to-date schema
+        repo = Repository(engine)
+        if args.db_command == "upgrade":
+            print(f"database {shown} is at revision {revision} (head)")
+        elif args.db_command == "export":
+            if args.format == "csv":
+                n = export.write_csv(repo.labelled_images(), args.out)
+            else:
+                n = export.write_idx(repo.labelled_images(), args.out)
+            print(f"exported {n} labelled drawings to {args.out} ({args.format})")
+        elif args.db_command == "prune":
+            n = repo.delete_older_than(args.days)
+            print(f"deleted {n} predictions older than {args.days} days")
+        return 0
+    except SQLAlchemyError as exc:
+        if is_outage(exc):
+            reason = str(exc.orig if getattr(exc, "orig", None) else exc).strip().splitlines()[0]
+            raise DatabaseUnavailableError(
+                f"cannot reach the database {shown} ({reason}); check DATABASE_URL / POSTGRES_*"
+            ) from exc
+        raise
+    finally:
+        engine.dispose()

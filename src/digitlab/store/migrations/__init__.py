@@ -1,0 +1,1 @@
+"""Alembic migrations of the prediction store (a package only so that env.py ships in wheels)."""

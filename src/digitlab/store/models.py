@@ -1,0 +1,57 @@
+"""SQLAlchemy 2 model of `user_predictions`: the original app's columns first, then ours.
+
+The schema is created by the Alembic migrations (never `create_all`); a test checks that this model and
+the migrated database agree. Images come last so SQLite keeps the small columns in the row's first page.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, DateTime, Float, Index, Integer, LargeBinary, String, Text, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from digitlab.store import records as r
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Prediction(Base):
+    __tablename__ = "user_predictions"
+
+    # --- the original app's table, unchanged (existing SQL keeps working) ----------------------------
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # SERIAL on PostgreSQL
+    timestamp: Mapped[datetime | None] = mapped_column(DateTime, server_default=text("CURRENT_TIMESTAMP"))
+    model_name: Mapped[str | None] = mapped_column(String(r.MODEL_NAME_LEN))
+    drawn_digit: Mapped[int | None] = mapped_column(Integer)
+    predicted_digit: Mapped[int | None] = mapped_column(Integer)
+    probability: Mapped[float | None] = mapped_column(Float)
+    probabilities: Mapped[str | None] = mapped_column(Text)  # JSON list of 10 floats
+    correct: Mapped[bool | None] = mapped_column(Boolean)
+    background_color: Mapped[str | None] = mapped_column(String(r.COLOR_LEN))
+    pen_color: Mapped[str | None] = mapped_column(String(r.COLOR_LEN))
+
+    # --- added by digitlab (migration 0002) -------------------------------------------------------
+    uid: Mapped[str | None] = mapped_column(String(r.UID_LEN))  # unique; NULL for the original rows
+    model_version: Mapped[str | None] = mapped_column(String(r.MODEL_VERSION_LEN))
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    session_id: Mapped[str | None] = mapped_column(String(r.SESSION_ID_LEN))
+    source: Mapped[str | None] = mapped_column(String(r.SOURCE_LEN))
+    image_png: Mapped[bytes | None] = mapped_column(LargeBinary)
+    processed_png: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+    __table_args__ = (
+        Index("ix_user_predictions_uid", "uid", unique=True),
+        # history pages, newest first, optionally per model; `correct` is carried so that filtering and
+        # counting by it never reads the (large) rows
+        Index("ix_user_predictions_timestamp", "timestamp", "id", "correct"),
+        Index("ix_user_predictions_model_timestamp", "model_name", "timestamp", "id", "correct"),
+        # stats (confusion cells and accuracy per day): an index-only scan, never the rows with images
+        Index("ix_user_predictions_stats", "model_name", "drawn_digit", "predicted_digit", "timestamp"),
+        {"sqlite_autoincrement": True},
+    )
+
+
+TABLE = Prediction.__table__

@@ -1,0 +1,173 @@
+"""The values that go in and out of the store, independent of SQLAlchemy.
+
+`PredictionRecord` is what the API hands over; it is normalised on creation so that a record that
+was accepted can always be written later (the spool must never hold a record the database refuses).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import uuid
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, date, datetime
+from typing import Any, Literal
+
+SOURCES = ("ui", "api")
+
+# Column widths of user_predictions (the first three are the original app's).
+MODEL_NAME_LEN = 64
+COLOR_LEN = 16
+MODEL_VERSION_LEN = 32
+SESSION_ID_LEN = 64
+SOURCE_LEN = 8
+UID_LEN = 32
+
+
+def utc_naive(value: datetime | date) -> datetime:
+    """Timestamps are stored as naive UTC (TIMESTAMP WITHOUT TIME ZONE, like the original table)."""
+    if not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
+def check_digit(value: Any, name: str, *, optional: bool) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 9:
+        raise ValueError(f"{name} must be an integer 0-9, got {value!r}")
+    return int(value)
+
+
+def _text(value: Any, width: int) -> str | None:
+    """Cut strings to the column width: a too-long colour must not make a record unwritable."""
+    return None if value is None else str(value)[:width]
+
+
+@dataclass
+class PredictionRecord:
+    """One answered prediction. `uid` is generated here so replays of the spool are idempotent."""
+
+    model_name: str
+    predicted_digit: int
+    probabilities: list[float]
+    probability: float | None = None  # default: probabilities[predicted_digit]
+    model_version: str | None = None
+    drawn_digit: int | None = None  # the true digit, when the user told us
+    pen_color: str | None = None
+    background_color: str | None = None
+    image_png: bytes | None = None  # the submitted drawing
+    processed_png: bytes | None = None  # the 28x28 input the model saw (8-bit greyscale PNG)
+    latency_ms: float | None = None
+    session_id: str | None = None
+    source: Literal["ui", "api"] = "api"
+    uid: str = field(default_factory=lambda: uuid.uuid4().hex)
+    timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def __post_init__(self) -> None:
+        self.predicted_digit = check_digit(self.predicted_digit, "predicted_digit", optional=False)
+        self.drawn_digit = check_digit(self.drawn_digit, "drawn_digit", optional=True)
+        probs = [float(p) for p in self.probabilities]
+        if len(probs) != 10 or not all(math.isfinite(p) for p in probs):
+            raise ValueError("probabilities must be 10 finite numbers")
+        self.probabilities = probs
+        if self.probability is None:
+            self.probability = probs[self.predicted_digit]
+        self.probability = float(self.probability)
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
+        if not self.uid or len(self.uid) > UID_LEN:
+            raise ValueError(f"uid must be 1-{UID_LEN} characters")
+        self.model_name = _text(self.model_name, MODEL_NAME_LEN) or ""
+        self.model_version = _text(self.model_version, MODEL_VERSION_LEN)
+        self.pen_color = _text(self.pen_color, COLOR_LEN)
+        self.background_color = _text(self.background_color, COLOR_LEN)
+        self.session_id = _text(self.session_id, SESSION_ID_LEN)
+        if self.latency_ms is not None:
+            self.latency_ms = float(self.latency_ms)
+        if self.timestamp.tzinfo is None:
+            self.timestamp = self.timestamp.replace(tzinfo=UTC)
+
+    @property
+    def correct(self) -> bool | None:
+        return None if self.drawn_digit is None else self.drawn_digit == self.predicted_digit
+
+    def to_row(self) -> dict[str, Any]:
+        """Column values for user_predictions."""
+        row = {f.name: getattr(self, f.name) for f in fields(self)}
+        row["probabilities"] = json.dumps(self.probabilities)
+        row["timestamp"] = utc_naive(self.timestamp)
+        row["correct"] = self.correct
+        return row
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-safe dict for the spool (bytes as base64)."""
+        data = asdict(self)
+        for key in ("image_png", "processed_png"):
+            if data[key] is not None:
+                data[key] = base64.b64encode(data[key]).decode("ascii")
+        data["timestamp"] = self.timestamp.isoformat()
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PredictionRecord:
+        data = dict(data)
+        for key in ("image_png", "processed_png"):
+            if data.get(key) is not None:
+                data[key] = base64.b64decode(data[key])
+        data["timestamp"] = datetime.fromisoformat(data["timestamp"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """Where a record went: `id` is None while it waits in the spool (use `uid` for feedback)."""
+
+    id: int | None
+    uid: str
+    stored: Literal["database", "spool"]
+
+
+@dataclass(frozen=True)
+class StoredPrediction:
+    """A row of history, without the image bytes (see `has_image` / `PredictionStore.get_image`)."""
+
+    id: int
+    uid: str | None
+    timestamp: datetime | None  # UTC, timezone-aware
+    model_name: str | None
+    model_version: str | None
+    predicted_digit: int | None
+    probability: float | None
+    probabilities: list[float] | None
+    drawn_digit: int | None
+    correct: bool | None
+    pen_color: str | None
+    background_color: str | None
+    latency_ms: float | None
+    session_id: str | None
+    source: str | None
+    has_image: bool
+    has_processed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["timestamp"] = self.timestamp.isoformat() if self.timestamp else None
+        return data
+
+
+def parse_probabilities(text: str | None) -> list[float] | None:
+    """JSON list (ours); rows of the original app may hold another notation, so be lenient."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = text.strip("[](){} \n").replace(",", " ").split()
+    try:
+        return [float(v) for v in value]
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,258 @@
+"""Every query on `user_predictions`, as SQLAlchemy Core statements (always parameterized).
+
+`Repository` talks to the database and nothing else: it raises SQLAlchemy errors when the database is
+away. `PredictionStore` (store.py) adds the outage behaviour on top.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, Integer, bindparam, case, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from digitlab.store.models import TABLE as T
+from digitlab.store.records import PredictionRecord, StoredPrediction, parse_probabilities, utc_naive
+
+MAX_PAGE_SIZE = 500
+UNKNOWN_MODEL = "unknown"  # stats key for rows without a model name
+
+_SUMMARY = [
+    T.c.id,
+    T.c.uid,
+    T.c.timestamp,
+    T.c.model_name,
+    T.c.model_version,
+    T.c.predicted_digit,
+    T.c.probability,
+    T.c.probabilities,
+    T.c.drawn_digit,
+    T.c.correct,
+    T.c.pen_color,
+    T.c.background_color,
+    T.c.latency_ms,
+    T.c.session_id,
+    T.c.source,
+    T.c.image_png.is_not(None).label("has_image"),
+    T.c.processed_png.is_not(None).label("has_processed"),
+]
+_IMAGE_COLUMNS = {"input": T.c.image_png, "processed": T.c.processed_png}
+
+
+def _summary(row: Any) -> StoredPrediction:
+    data = dict(row._mapping)
+    data["probabilities"] = parse_probabilities(data["probabilities"])
+    if data["timestamp"] is not None:
+        data["timestamp"] = data["timestamp"].replace(tzinfo=UTC)
+    data["has_image"] = bool(data["has_image"])
+    data["has_processed"] = bool(data["has_processed"])
+    if data["correct"] is not None:
+        data["correct"] = bool(data["correct"])
+    return StoredPrediction(**data)
+
+
+def _correct_value(digit: int | None):
+    """SQL for `correct` after feedback: NULL when the true digit is unknown."""
+    return None if digit is None else case((T.c.predicted_digit == digit, True), else_=False)
+
+
+class Repository:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    # --- writing -------------------------------------------------------------------------------------
+    def insert(self, record: PredictionRecord) -> int:
+        """Insert one record and return its id; a uid that is already stored returns the existing id."""
+        try:
+            with self.engine.begin() as conn:
+                return conn.execute(insert(T).values(record.to_row())).inserted_primary_key[0]
+        except IntegrityError:
+            existing = self.id_for_uid(record.uid)
+            if existing is None:
+                raise
+            return existing
+
+    def insert_missing(self, conn, records: list[PredictionRecord]) -> int:
+        """Insert, in order, the records whose uid is not stored yet (idempotent replay); returns how many.
+        One executemany (psycopg pipelines it: no round trip per record)."""
+        present = set(conn.scalars(select(T.c.uid).where(T.c.uid.in_([r.uid for r in records]))))
+        rows = []
+        for record in records:
+            if record.uid not in present:
+                present.add(record.uid)
+                rows.append(record.to_row())
+        if rows:
+            conn.execute(insert(T), rows)
+        return len(rows)
+
+    def apply_feedback(self, conn, key: str, digits: dict[Any, int | None]) -> None:
+        """Many feedbacks at once, keyed by "uid" or "id" (executemany; unknown keys change nothing)."""
+        column = T.c[key]
+        sets = [{"k": k, "d": d} for k, d in digits.items() if d is not None]
+        clears = [{"k": k} for k, d in digits.items() if d is None]
+        d = bindparam("d", type_=Integer)
+        if sets:
+            stmt = update(T).where(column == bindparam("k"))
+            conn.execute(
+                stmt.values(drawn_digit=d, correct=case((T.c.predicted_digit == d, True), else_=False)), sets
+            )
+        if clears:
+            conn.execute(
+                update(T).where(column == bindparam("k")).values(drawn_digit=None, correct=None), clears
+            )
+
+    def id_for_uid(self, uid: str) -> int | None:
+        with self.engine.connect() as conn:
+            return conn.scalar(select(T.c.id).where(T.c.uid == uid))
+
+    def set_feedback(self, id: int, digit: int | None, *, conn=None) -> bool:
+        return self._feedback(T.c.id == id, digit, conn)
+
+    def set_feedback_by_uid(self, uid: str, digit: int | None, *, conn=None) -> bool:
+        return self._feedback(T.c.uid == uid, digit, conn)
+
+    def _feedback(self, where, digit: int | None, conn) -> bool:
+        stmt = update(T).where(where).values(drawn_digit=digit, correct=_correct_value(digit))
+        if conn is not None:
+            return conn.execute(stmt).rowcount > 0
+        with self.engine.begin() as c:
+            return c.execute(stmt).rowcount > 0
+
+    def delete(self, id: int) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(delete(T).where(T.c.id == id)).rowcount > 0
+
+    def delete_older_than(self, days: float, *, now: datetime | None = None) -> int:
+        cutoff = utc_naive(now or datetime.now(UTC)) - timedelta(days=days)
+        with self.engine.begin() as conn:
+            return conn.execute(delete(T).where(T.c.timestamp < cutoff)).rowcount
+
+    # --- reading -------------------------------------------------------------------------------------
+    def list(
+        self,
+        page: int = 1,
+        page_size: int = 50,
+        *,
+        model: str | None = None,
+        correct: bool | None = None,
+        since: datetime | date | None = None,
+        until: datetime | date | None = None,
+    ) -> tuple[list[StoredPrediction], int]:
+        """One page of history, newest first, and the total number of matching rows."""
+        page = max(1, int(page))
+        page_size = min(max(1, int(page_size)), MAX_PAGE_SIZE)
+        where = []
+        if model is not None:
+            where.append(T.c.model_name == model)
+        if correct is not None:
+            where.append(T.c.correct.is_(bool(correct)))
+        if since is not None:
+            where.append(T.c.timestamp >= utc_naive(since))
+        if until is not None:
+            where.append(T.c.timestamp < utc_naive(until))
+        stmt = (
+            select(*_SUMMARY)
+            .where(*where)
+            .order_by(T.c.timestamp.desc(), T.c.id.desc())
+            .limit(page_size)
+            .offset((page - 1) * page_size)
+        )
+        with self.engine.connect() as conn:
+            total = conn.scalar(select(func.count()).select_from(T).where(*where))
+            rows = [_summary(r) for r in conn.execute(stmt)]
+        return rows, int(total or 0)
+
+    def get(self, id: int) -> StoredPrediction | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(*_SUMMARY).where(T.c.id == id)).first()
+        return None if row is None else _summary(row)
+
+    def get_image(self, id: int, kind: str = "input") -> bytes | None:
+        if kind not in _IMAGE_COLUMNS:
+            raise ValueError(f"kind must be one of {sorted(_IMAGE_COLUMNS)}")
+        with self.engine.connect() as conn:
+            value = conn.scalar(select(_IMAGE_COLUMNS[kind]).where(T.c.id == id))
+        return None if value is None else bytes(value)
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.scalar(select(func.count()).select_from(T)))
+
+    def stats(self, model: str | None = None) -> dict[str, dict[str, Any]]:
+        """Per model: predictions, labelled, correct, accuracy, 10x10 confusion matrix (rows = true digit,
+        columns = predicted) and accuracy per day (UTC). One grouped query each: no row is read twice."""
+        where = [] if model is None else [T.c.model_name == model]
+        cells = (
+            select(T.c.model_name, T.c.drawn_digit, T.c.predicted_digit, func.count())
+            .where(*where)
+            .group_by(T.c.model_name, T.c.drawn_digit, T.c.predicted_digit)
+        )
+        day = func.date(T.c.timestamp)
+        daily = (
+            select(
+                T.c.model_name,
+                day,
+                func.count(),
+                func.sum(case((T.c.drawn_digit == T.c.predicted_digit, 1), else_=0)),
+            )
+            .where(T.c.drawn_digit.is_not(None), *where)
+            .group_by(T.c.model_name, day)
+            .order_by(T.c.model_name, day)
+        )
+        out: dict[str, dict[str, Any]] = {}
+
+        def entry(name: str | None) -> dict[str, Any]:
+            key = name if name is not None else UNKNOWN_MODEL
+            if key not in out:
+                out[key] = {
+                    "predictions": 0,
+                    "labelled": 0,
+                    "correct": 0,
+                    "accuracy": None,
+                    "confusion_matrix": [[0] * 10 for _ in range(10)],
+                    "daily": [],
+                }
+            return out[key]
+
+        with self.engine.connect() as conn:
+            for name, drawn, predicted, n in conn.execute(cells):
+                e = entry(name)
+                e["predictions"] += n
+                if drawn is None:
+                    continue
+                e["labelled"] += n
+                if drawn == predicted:
+                    e["correct"] += n
+                if 0 <= drawn <= 9 and predicted is not None and 0 <= predicted <= 9:
+                    e["confusion_matrix"][drawn][predicted] += n
+            for name, d, n, ok in conn.execute(daily):
+                ok = int(ok or 0)
+                entry(name)["daily"].append(
+                    {"date": str(d), "labelled": n, "correct": ok, "accuracy": ok / n}
+                )
+        for e in out.values():
+            if e["labelled"]:
+                e["accuracy"] = e["correct"] / e["labelled"]
+        return out
+
+    def labelled_images(self, batch: int = 500) -> Iterator[tuple[int, bytes]]:
+        """(true digit, 28x28 PNG) of every labelled prediction, oldest first, fetched in id-keyed batches
+        so an export never holds the whole table in memory."""
+        last = 0
+        while True:
+            stmt = (
+                select(T.c.id, T.c.drawn_digit, T.c.processed_png)
+                .where(T.c.id > last, T.c.drawn_digit.is_not(None), T.c.processed_png.is_not(None))
+                .order_by(T.c.id)
+                .limit(batch)
+            )
+            with self.engine.connect() as conn:
+                rows = conn.execute(stmt).all()
+            if not rows:
+                return
+            for id_, digit, png in rows:
+                last = id_
+                if 0 <= digit <= 9:
+                    yield digit, bytes(png)

@@ -1,0 +1,194 @@
+"""Durable outage spool: an append-only JSON-lines file, fsynced on every append.
+
+One directory belongs to one live process, proven by an exclusive `flock` on `spool.lock` (released by
+the kernel when the process dies, however it dies). That gives two guarantees:
+- two API replicas never write the same file: a locked directory is refused;
+- a directory whose lock is free but whose `spool.jsonl` is not empty was left by a process that ended
+  during an outage: any other store using a sibling directory adopts it and replays it (`orphans()`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from digitlab.errors import DigitlabError
+
+SPOOL_FILE = "spool.jsonl"
+LOCK_FILE = "spool.lock"
+REJECTED_FILE = "rejected.jsonl"  # lines the database refused for a reason other than an outage
+
+
+class SpoolBusyError(DigitlabError):
+    code = "spool_in_use"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """Not a queue in memory: everything is on disk before `append` returns."""
+
+    def __init__(self, directory: Path):
+        self.dir = Path(directory)
+        self.path = self.dir / SPOOL_FILE
+        self._lock = threading.Lock()
+        self._lock_fd: int | None = None
+        self._fh = None
+        self.offset = 0  # bytes of the file already written to the database
+        self.pending = 0  # lines after `offset`
+
+    # --- ownership -----------------------------------------------------------------------------------
+    def open(self) -> Spool:
+        """Lock the directory (SpoolBusyError if another live process has it) and count what is pending."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not self._try_lock():
+            raise SpoolBusyError(
+                f"spool directory {self.dir} is used by another running process; give each API process "
+                "its own DIGITLAB_SPOOL_DIR (or leave it unset: the default is per host and process)"
+            )
+        self._repair_tail()
+        self._fh = open(self.path, "ab")  # noqa: SIM115 - kept open for appends
+        _fsync_dir(self.dir)
+        self.offset = 0
+        self.pending = sum(1 for _ in self._lines(0))
+        return self
+
+    def _try_lock(self) -> bool:
+        lock_path = self.dir / LOCK_FILE
+        for _ in range(3):
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            try:  # an adopter may have deleted the file between our open() and flock()
+                if os.fstat(fd).st_ino == os.stat(lock_path).st_ino:
+                    self._lock_fd = fd
+                    return True
+            except FileNotFoundError:
+                self.dir.mkdir(parents=True, exist_ok=True)
+            os.close(fd)
+        return False
+
+    def _repair_tail(self) -> None:
+        """A crash mid-append leaves a line without its newline: cut it, or the next append would be
+        glued to it. (That record was never acknowledged, so nothing acknowledged is lost.)"""
+        if not self.path.exists():
+            return
+        with open(self.path, "r+b") as fh:
+            data = fh.read()
+            if data and not data.endswith(b"\n"):
+                fh.truncate(data.rfind(b"\n") + 1)
+                fh.flush()
+                os.fsync(fh.fileno())
+
+    def close(self, *, remove_if_empty: bool = True) -> None:
+        """Release the directory; an empty spool is removed so per-process directories do not pile up."""
+        with self._lock:
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
+            if self._lock_fd is None:
+                return
+            if remove_if_empty and self.pending == 0:
+                self.path.unlink(missing_ok=True)
+                if not (self.dir / REJECTED_FILE).exists():
+                    (self.dir / LOCK_FILE).unlink(missing_ok=True)
+                    try:
+                        self.dir.rmdir()
+                    except OSError:
+                        pass  # something else lives there: leave it
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def orphans(self) -> list[Spool]:
+        """Sibling spools left non-empty by processes that are gone, opened (locked) for draining."""
+        found = []
+        try:
+            siblings = sorted(p for p in self.dir.parent.iterdir() if p.is_dir() and p != self.dir)
+        except OSError:
+            return found
+        for path in siblings:
+            spool_file = path / SPOOL_FILE
+            if not (path / LOCK_FILE).exists() or not spool_file.exists() or spool_file.stat().st_size == 0:
+                continue
+            orphan = Spool(path)
+            try:
+                orphan.open()
+            except (SpoolBusyError, OSError):
+                continue
+            if orphan.pending:
+                found.append(orphan)
+            else:
+                orphan.close()
+        return found
+
+    # --- data ----------------------------------------------------------------------------------------
+    def append(self, op: dict[str, Any]) -> None:
+        line = (json.dumps(op, separators=(",", ":")) + "\n").encode()
+        with self._lock:
+            if self._fh is None:
+                raise RuntimeError("spool is not open")
+            self._fh.write(line)
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self.pending += 1
+
+    def _lines(self, offset: int) -> Iterator[tuple[bytes, int]]:
+        """Complete lines after `offset`, each with the offset just past it."""
+        if not self.path.exists():
+            return
+        with open(self.path, "rb") as fh:
+            fh.seek(offset)
+            for line in fh:
+                if not line.endswith(b"\n"):
+                    return  # being written right now
+                offset += len(line)
+                yield line, offset
+
+    def read(self, max_lines: int) -> tuple[list[bytes], int]:
+        """Up to `max_lines` pending lines (oldest first) and the offset after the last one."""
+        lines, end = [], self.offset
+        for line, end in self._lines(self.offset):
+            lines.append(line)
+            if len(lines) >= max_lines:
+                break
+        return lines, end
+
+    def commit(self, end: int, count: int) -> None:
+        """Lines up to `end` are in the database."""
+        with self._lock:
+            self.offset = end
+            self.pending = max(0, self.pending - count)
+
+    def reset_if_drained(self) -> bool:
+        """Truncate the file if everything in it is in the database. Appends go through the same lock,
+        so a record appended meanwhile is never cut away."""
+        with self._lock:
+            if self._fh is None or self.path.stat().st_size != self.offset:
+                return False
+            self._fh.truncate(0)
+            os.fsync(self._fh.fileno())
+            self.offset = 0
+            self.pending = 0
+            return True
+
+    def reject(self, line: bytes, reason: str) -> None:
+        """Keep a line the database refuses (never drop data silently); the operator decides."""
+        entry = {"reason": reason, "line": line.decode("utf-8", "replace").rstrip("\n")}
+        with open(self.dir / REJECTED_FILE, "ab") as fh:
+            fh.write((json.dumps(entry) + "\n").encode())
+            fh.flush()
+            os.fsync(fh.fileno())

@@ -1,0 +1,393 @@
+"""`PredictionStore`: the repository plus the outage behaviour the API relies on.
+
+Two modes:
+- database mode: `add()` inserts directly;
+- spool mode: `add()` appends to the durable spool and returns at once. Entered on the first database
+  error (and at start-up when the database is away); left only when a background thread has replayed the
+  whole spool, in order, into the database. While spooled records wait, new ones queue behind them, so the
+  table receives records in the order they were answered. Replays are idempotent thanks to the record
+  `uid` (UNIQUE), so a crash between the database write and the spool truncation duplicates nothing.
+
+Reads (history, images, stats, export, deletion) need the database and raise `DatabaseUnavailableError`
+(code `database_unavailable`) during an outage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from datetime import date, datetime
+from itertools import groupby
+from pathlib import Path
+from typing import IO, Any, Self
+
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from digitlab.errors import DigitlabError
+from digitlab.store import export
+from digitlab.store.db import DatabaseUnavailableError, make_engine, upgrade
+from digitlab.store.records import AddResult, PredictionRecord, StoredPrediction, check_digit
+from digitlab.store.repository import Repository
+from digitlab.store.spool import Spool
+
+log = logging.getLogger("digitlab.store")
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Errors that mean "the database is away", as opposed to "the database refuses this statement"."""
+    if isinstance(exc, DBAPIError):
+        return bool(exc.connection_invalidated) or isinstance(exc, OperationalError | InterfaceError)
+    return isinstance(exc, DisconnectionError | PoolTimeoutError)
+
+
+class PredictionStore:
+    """Thread-safe; one per process. `start()` never raises because the database is down."""
+
+    def __init__(
+        self,
+        url: str,
+        spool_dir: Path | str,
+        *,
+        connect_timeout: float = 2.0,
+        retry_initial: float = 0.5,
+        retry_max: float = 5.0,
+        batch_size: int = 200,
+        orphan_scan_interval: float = 30.0,
+    ):
+        self.url = url
+        self.engine = make_engine(url, connect_timeout=connect_timeout)
+        self.repo = Repository(self.engine)
+        self.spool = Spool(Path(spool_dir))
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self.batch_size = batch_size
+        self.orphan_scan_interval = orphan_scan_interval
+        self._mode_lock = threading.Lock()  # mode decisions + spool appends happen under it
+        self._spool_mode = True  # until the database has been reached and migrated
+        self._db_ok = False
+        self._migrated = False
+        self._orphans: list[Spool] = []
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._idle = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._last_probe = 0.0
+
+    # --- life cycle ----------------------------------------------------------------------------------
+    def start(self) -> Self:
+        """Open the spool, migrate the database if it is reachable, start the drain thread."""
+        self.spool.open()
+        self._orphans = self.spool.orphans()
+        try:
+            self._ensure_ready()
+        except Exception as exc:  # noqa: BLE001 - whatever stops us, start in spool mode and retry
+            log.warning("database unavailable at start, spooling to %s: %s", self.spool.dir, _one_line(exc))
+            self._mark_down(exc)
+        else:
+            self._mark_up()
+            with self._mode_lock:
+                self._spool_mode = self.spool.pending > 0
+        self._thread = threading.Thread(target=self._run, name="digitlab-store-drain", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the drain thread and release the spool (kept on disk when not empty, for the next start)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        for orphan in self._orphans:
+            orphan.close(remove_if_empty=False)
+        self._orphans = []
+        self.spool.close()
+        self.engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _ensure_ready(self) -> None:
+        if not self._migrated:
+            upgrade(self.engine)
+            self._migrated = True
+        else:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+
+    def _mark_up(self) -> None:
+        if not self._db_ok:
+            log.info("database %s is available", self.engine.url.render_as_string(hide_password=True))
+        self._db_ok = True
+
+    def _mark_down(self, exc: BaseException, *, wake: bool = True) -> None:
+        with self._mode_lock:
+            was_ok, self._db_ok, self._spool_mode = self._db_ok, False, True
+        if was_ok:
+            log.warning(
+                "database unavailable, spooling predictions to %s: %s", self.spool.dir, _one_line(exc)
+            )
+            if wake:  # start the drain thread's retry schedule
+                self._wake.set()
+
+    # --- writing -------------------------------------------------------------------------------------
+    def add(self, record: PredictionRecord) -> AddResult:
+        """Store a prediction: in the database, or in the spool when the database is away. Never raises
+        because of the database."""
+        op = {"op": "add", "record": record.to_json()}
+        with self._mode_lock:
+            if self._spool_mode:
+                self.spool.append(op)
+                return AddResult(None, record.uid, "spool")
+        try:
+            return AddResult(self.repo.insert(record), record.uid, "database")
+        except SQLAlchemyError as exc:
+            self._spool_after_error(op, exc)
+            return AddResult(None, record.uid, "spool")
+
+    def set_feedback(self, id: int, true_digit: int | None) -> bool:
+        """Record the digit the user meant. False if there is no such id; during an outage the feedback is
+        spooled (and True returned): it is applied after the records spooled before it."""
+        digit = check_digit(true_digit, "true_digit", optional=True)
+        return self._feedback(
+            {"op": "feedback", "id": int(id), "digit": digit}, lambda: self.repo.set_feedback(int(id), digit)
+        )
+
+    def set_feedback_by_uid(self, uid: str, true_digit: int | None) -> bool:
+        """Same, by the record's uid: the only handle on a record that is still in the spool."""
+        digit = check_digit(true_digit, "true_digit", optional=True)
+        return self._feedback(
+            {"op": "feedback", "uid": str(uid), "digit": digit},
+            lambda: self.repo.set_feedback_by_uid(str(uid), digit),
+        )
+
+    def _feedback(self, op: dict[str, Any], direct) -> bool:
+        with self._mode_lock:
+            if self._spool_mode:
+                self.spool.append(op)
+                return True
+        try:
+            return direct()
+        except SQLAlchemyError as exc:
+            if not is_outage(exc):
+                raise
+            self._spool_after_error(op, exc)
+            return True
+
+    def _spool_after_error(self, op: dict[str, Any], exc: SQLAlchemyError) -> None:
+        if is_outage(exc):
+            self._mark_down(exc)
+        else:  # the database refused it: keep it anyway; the drain thread sets it aside in rejected.jsonl
+            log.error("database refused a record, spooling it: %s", _one_line(exc))
+            self._wake.set()
+        with self._mode_lock:
+            self._spool_mode = True
+            self.spool.append(op)
+
+    def delete(self, id: int) -> bool:
+        return self._read(self.repo.delete, int(id))
+
+    def delete_older_than(self, days: float) -> int:
+        """Retention: delete predictions older than `days` days; returns how many."""
+        if days < 1:
+            raise DigitlabError(f"retention must be at least 1 day, got {days}", code="invalid_retention")
+        return self._read(self.repo.delete_older_than, days)
+
+    # --- reading -------------------------------------------------------------------------------------
+    def _read(self, fn, *args, **kwargs):
+        if not self._db_ok:
+            raise DatabaseUnavailableError("the prediction database is unavailable; try again shortly")
+        try:
+            return fn(*args, **kwargs)
+        except SQLAlchemyError as exc:
+            if not is_outage(exc):
+                raise
+            self._mark_down(exc)
+            raise DatabaseUnavailableError(
+                "the prediction database is unavailable; try again shortly"
+            ) from exc
+
+    def list(
+        self,
+        page: int = 1,
+        page_size: int = 50,
+        model: str | None = None,
+        correct: bool | None = None,
+        since: datetime | date | None = None,
+        until: datetime | date | None = None,
+    ) -> tuple[list[StoredPrediction], int]:
+        """A page of history (newest first, no image bytes) and the total number of matching rows.
+        `page` starts at 1; `page_size` is capped at 500; `since` inclusive, `until` exclusive."""
+        return self._read(
+            self.repo.list, page, page_size, model=model, correct=correct, since=since, until=until
+        )
+
+    def get(self, id: int) -> StoredPrediction | None:
+        return self._read(self.repo.get, int(id))
+
+    def get_image(self, id: int, kind: str = "input") -> bytes | None:
+        """PNG bytes of the submitted drawing (`input`) or of the 28x28 model input (`processed`)."""
+        return self._read(self.repo.get_image, int(id), kind)
+
+    def stats(self, model: str | None = None) -> dict[str, dict[str, Any]]:
+        return self._read(self.repo.stats, model)
+
+    def count(self) -> int:
+        return self._read(self.repo.count)
+
+    def export_csv(self, out: Path | str | IO[str]) -> int:
+        """Labelled drawings as CSV `label,pixel0..pixel783` (0-255, ink bright); returns the row count."""
+        return self._read(export.write_csv, self.repo.labelled_images(), out)
+
+    def export_idx(self, directory: Path | str) -> int:
+        """Labelled drawings as MNIST IDX files (`images-idx3-ubyte`, `labels-idx1-ubyte`)."""
+        return self._read(export.write_idx, self.repo.labelled_images(), directory)
+
+    def health(self) -> dict[str, Any]:
+        """{"database": "ok" | "unavailable", "spool": records waiting}. In database mode the database is
+        probed (at most once a second) so an idle outage is noticed too."""
+        now = time.monotonic()
+        if self._db_ok and not self._spool_mode and now - self._last_probe > 1.0:
+            self._last_probe = now
+            try:
+                with self.engine.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+            except SQLAlchemyError as exc:
+                self._mark_down(exc)
+        return {"database": "ok" if self._db_ok else "unavailable", "spool": self.pending()}
+
+    def pending(self) -> int:
+        """Records and feedback waiting in the spool (this process's and adopted ones)."""
+        return self.spool.pending + sum(o.pending for o in tuple(self._orphans))
+
+    def wait_drained(self, timeout: float = 30.0) -> bool:
+        """Block until the spool is empty and the store is back in database mode (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._spool_mode or self.pending():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._idle.wait(min(remaining, 0.1))
+        return True
+
+    # --- drain thread --------------------------------------------------------------------------------
+    def _run(self) -> None:
+        retry = self.retry_initial
+        next_scan = time.monotonic() + self.orphan_scan_interval
+        while not self._stop.is_set():
+            wait = self.orphan_scan_interval
+            try:
+                if time.monotonic() >= next_scan:
+                    next_scan = time.monotonic() + self.orphan_scan_interval
+                    self._orphans.extend(self.spool.orphans())
+                if self._spool_mode or self._orphans:
+                    self._ensure_ready()
+                    self._mark_up()
+                    self._drain_orphans()
+                    self._drain_own()
+                retry = self.retry_initial
+                if self._spool_mode:
+                    wait = 0  # more arrived while draining
+            except Exception as exc:
+                if not is_outage(exc) and self._migrated:
+                    log.exception("draining the spool failed")
+                log.debug("drain attempt failed: %s", _one_line(exc))
+                self._mark_down(exc, wake=False)  # back off: do not cut our own wait short
+                wait = retry
+                retry = min(retry * 2, self.retry_max)
+            with self._idle:
+                self._idle.notify_all()
+            if wait:
+                self._wake.wait(wait)
+            self._wake.clear()
+
+    def _drain_own(self) -> None:
+        """Replay in batches while adds keep appending; once caught up, take the append lock for the last
+        few lines and switch modes. (Without the lock, steady load would append between every "empty"
+        check and the switch, and the store would never leave spool mode.)"""
+        while not self._stop.is_set():
+            if self._drain_batch(self.spool) < self.batch_size:
+                with self._mode_lock:
+                    while self._drain_batch(self.spool):
+                        pass
+                    if self.spool.reset_if_drained():
+                        self._spool_mode = False
+                        log.info("spool drained, back to database mode")
+                        return
+
+    def _drain_orphans(self) -> None:
+        for orphan in list(self._orphans):
+            while self._drain_batch(orphan):
+                if self._stop.is_set():
+                    return
+            if orphan.reset_if_drained():
+                log.info("replayed the spool left by a previous process in %s", orphan.dir)
+                orphan.close()
+                self._orphans.remove(orphan)
+
+    def _drain_batch(self, spool: Spool) -> int:
+        """Replay up to `batch_size` lines in one transaction; returns how many (0: nothing pending)."""
+        lines, end = spool.read(self.batch_size)
+        if not lines:
+            return 0
+        ops = []
+        for line in lines:
+            try:
+                ops.append((line, _parse(line)))
+            except (ValueError, KeyError, TypeError) as exc:
+                spool.reject(line, f"unreadable: {exc}")
+                log.error("unreadable spool line kept in %s: %s", spool.dir, exc)
+        try:
+            with self.engine.begin() as conn:
+                self._apply(conn, [op for _, op in ops])
+        except SQLAlchemyError as exc:
+            if is_outage(exc):
+                raise
+            for line, op in ops:  # one refused line must not block the spool: retry one by one
+                try:
+                    with self.engine.begin() as conn:
+                        self._apply(conn, [op])
+                except SQLAlchemyError as exc2:
+                    if is_outage(exc2):
+                        raise
+                    spool.reject(line, _one_line(exc2))
+                    log.error("database refused a spooled line, kept in rejected.jsonl: %s", _one_line(exc2))
+        spool.commit(end, len(lines))
+        return len(lines)
+
+    def _apply(self, conn, ops: list[dict[str, Any]]) -> None:
+        """Apply spooled operations with few statements: the adds in order (one idempotent executemany),
+        then the feedback in order, runs of the same key kind as one executemany. Same result as one by one:
+        feedback only ever refers to records added before it, and within a run the last one per record
+        wins, as it would."""
+        records = [op["record"] for op in ops if op["op"] == "add"]
+        if records:
+            self.repo.insert_missing(conn, records)
+        feedback = [op for op in ops if op["op"] == "feedback"]
+        for key, run in groupby(feedback, key=lambda op: "uid" if "uid" in op else "id"):
+            self.repo.apply_feedback(conn, key, {op[key]: op["digit"] for op in run})
+
+
+def _parse(line: bytes) -> dict[str, Any]:
+    op = json.loads(line)
+    if op["op"] == "add":
+        op["record"] = PredictionRecord.from_json(op["record"])
+    elif op["op"] == "feedback":
+        op["digit"] = check_digit(op["digit"], "digit", optional=True)
+        if "uid" not in op:
+            op["id"] = int(op["id"])
+    else:
+        raise ValueError(f"unknown operation {op['op']!r}")
+    return op
+
+
+def _one_line(exc: BaseException) -> str:
+    text_ = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text_[0] if text_ else ''}"[:300]

@@ -1,0 +1,83 @@
+"""`digitlab db upgrade | export | prune` through the real command line entry point, and `from_settings`."""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from digitlab.cli import main
+from digitlab.core.config import Settings, get_settings
+from digitlab.store import from_settings
+from digitlab.store.db import head_revision, make_engine
+from digitlab.store.export import read_idx
+
+
+@pytest.fixture
+def use_database(monkeypatch, tmp_path):
+    """Point the process settings (DATABASE_URL) at a test database."""
+
+    def use(url: str) -> None:
+        monkeypatch.setenv("DATABASE_URL", url)
+        monkeypatch.setenv("DIGITLAB_DATA_DIR", str(tmp_path / "data"))
+        get_settings.cache_clear()
+
+    yield use
+    get_settings.cache_clear()
+
+
+def test_db_upgrade(use_database, empty_url, capsys):
+    use_database(empty_url)
+    assert main(["db", "upgrade"]) == 0
+    assert f"at revision {head_revision()}" in capsys.readouterr().out
+    engine = make_engine(empty_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM user_predictions").scalar() == 0
+    finally:
+        engine.dispose()
+
+
+def test_db_export_and_prune(use_database, store, make_record, make_png, tmp_path, capsys):
+    use_database(store.url)
+    now = datetime.now(UTC)
+    for i in range(3):
+        store.add(make_record(i, drawn=i, processed_png=make_png(i), timestamp=now - timedelta(days=100 * i)))
+    store.add(make_record(5))  # unlabelled
+
+    assert main(["db", "export", "--out", str(tmp_path / "d.csv")]) == 0
+    assert "exported 3 labelled drawings" in capsys.readouterr().out
+    assert len((tmp_path / "d.csv").read_text().splitlines()) == 4
+    assert main(["db", "export", "--format", "idx", "--out", str(tmp_path / "idx")]) == 0
+    assert read_idx(tmp_path / "idx")[1].tolist() == [0, 1, 2]
+
+    assert main(["db", "prune", "--days", "30"]) == 0
+    assert "deleted 2 predictions older than 30 days" in capsys.readouterr().out
+    assert store.count() == 2
+    assert main(["db", "prune", "--days", "0"]) == 2
+
+
+def test_an_unreachable_database_is_one_line_error(use_database, absent_db, capsys):
+    use_database(absent_db[0])
+    assert main(["db", "upgrade"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot reach the database") and "\n" not in err
+
+
+def test_from_settings_defaults(monkeypatch, tmp_path):
+    for var in ("DATABASE_URL", "DIGITLAB_DATABASE_URL", "POSTGRES_HOST", "DIGITLAB_SPOOL_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    store = from_settings(Settings(data_dir=tmp_path / "data", _env_file=None))
+    try:
+        assert store.url == f"sqlite:///{(tmp_path / 'data' / 'digitlab.db').as_posix()}"
+        assert (tmp_path / "data").is_dir()
+        assert store.spool.dir.parent == tmp_path / "data" / "spool"  # <data_dir>/spool/<host>-<pid>
+        assert store.spool.dir.name.endswith(f"-{os.getpid()}")
+        assert store.spool.dir.name.startswith(socket.gethostname()[:8].replace(" ", "_"))
+    finally:
+        store.engine.dispose()
+    explicit = from_settings(Settings(data_dir=tmp_path, spool_dir=tmp_path / "mine", _env_file=None))
+    assert explicit.spool.dir == tmp_path / "mine"
+    explicit.engine.dispose()

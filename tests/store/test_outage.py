@@ -1,0 +1,130 @@
+"""Acceptance 2, store level: PostgreSQL becomes unreachable for more than 10 s under continuous load.
+
+The test database is made unreachable for real: `ALTER DATABASE ... ALLOW_CONNECTIONS false` and every
+backend connected to it terminated (existing connections die mid-use, new ones are refused), then it is
+allowed again. Every add() must succeed, and afterwards the table must hold exactly one row per record,
+per writer in the order the records were added.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+
+import pytest
+from sqlalchemy import text
+
+pytestmark = pytest.mark.postgres
+
+OUTAGE_SECONDS = 10.5
+
+
+def _block(admin_connect, name: str) -> None:
+    with admin_connect() as conn:
+        conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
+
+
+def _unblock(admin_connect, name: str) -> None:
+    with admin_connect() as conn:
+        conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+
+def test_no_record_lost_or_duplicated_across_a_database_outage(
+    pg_databases, admin_connect, open_store, make_record, tmp_path
+):
+    url, name = pg_databases.scratch()
+    store = open_store(url, tmp_path / "spool" / "api-1", retry_initial=0.2, retry_max=1.0)
+    added: dict[int, list[tuple[str, str]]] = {0: [], 1: []}  # writer -> [(uid, stored)]
+    latencies: list[float] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def writer(k: int) -> None:
+        i = 0
+        while not stop.is_set():
+            rec = make_record(i % 10, drawn=i % 10 if i % 4 == 0 else None, session_id=f"w{k}")
+            t0 = time.monotonic()
+            try:
+                result = store.add(rec)
+                if i % 7 == 0:  # feedback during the outage is spooled too
+                    assert store.set_feedback_by_uid(rec.uid, (i + 1) % 10)
+            except BaseException as exc:  # noqa: BLE001 - any failure is a failed prediction
+                errors.append(exc)
+            else:
+                latencies.append(time.monotonic() - t0)
+                added[k].append((rec.uid, result.stored))
+            i += 1
+            time.sleep(0.004)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in added]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(1.5)
+        _block(admin_connect, name)
+        blocked_at = time.monotonic()
+        seen_unavailable = False
+        while time.monotonic() - blocked_at < OUTAGE_SECONDS:
+            time.sleep(0.5)
+            seen_unavailable |= store.health()["database"] == "unavailable"
+        _unblock(admin_connect, name)
+        recovered_at = time.monotonic()  # load continues through the recovery ...
+        while store.health() != {"database": "ok", "spool": 0} and time.monotonic() - recovered_at < 30:
+            time.sleep(0.1)
+        time.sleep(1.0)  # ... and after it
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+
+    try:
+        assert errors == []
+        assert seen_unavailable
+        assert store.wait_drained(timeout=60)
+        assert store.health() == {"database": "ok", "spool": 0}
+
+        stored = [s for rows in added.values() for _, s in rows]
+        summary = (
+            f"outage test: {len(stored)} records, {stored.count('database')} to the database, "
+            f"{stored.count('spool')} spooled; add() median {statistics.median(latencies) * 1000:.1f} ms, "
+            f"max {max(latencies) * 1000:.0f} ms; last records: {[[s for _, s in rows[-3:]] for rows in added.values()]}"
+        )
+        print(summary)
+        assert stored.count("spool") > 100 and stored.count("database") > 20, summary  # both paths used
+        assert all(rows[-1][1] == "database" for rows in added.values()), summary  # recovered under load
+        assert max(latencies) < 5 and statistics.median(latencies) < 0.25, summary  # never waits on the DB
+
+        with store.engine.connect() as conn:
+            rows = conn.execute(text("SELECT id, uid, session_id FROM user_predictions ORDER BY id")).all()
+            n_distinct = conn.scalar(text("SELECT count(DISTINCT uid) FROM user_predictions"))
+        expected = {uid for rows_ in added.values() for uid, _ in rows_}
+        assert len(rows) == len(expected) == n_distinct  # one row per answered prediction
+        assert {r.uid for r in rows} == expected  # ... and the same ones
+        for k, records in added.items():  # per writer: table order == answer order
+            assert [r.uid for r in rows if r.session_id == f"w{k}"] == [uid for uid, _ in records]
+    finally:
+        store.close()
+
+
+def test_an_idle_outage_is_noticed_by_health(pg_databases, admin_connect, open_store, make_record, tmp_path):
+    """No traffic when the database goes: /health notices, and the next add() goes straight to the spool."""
+    url, name = pg_databases.scratch()
+    store = open_store(url, tmp_path / "spool" / "me")
+    try:
+        assert store.add(make_record()).stored == "database"
+        _block(admin_connect, name)
+        time.sleep(1.1)  # health probes at most once a second
+        assert store.health()["database"] == "unavailable"
+        t0 = time.monotonic()
+        assert store.add(make_record()).stored == "spool"
+        assert time.monotonic() - t0 < 0.5
+        _unblock(admin_connect, name)
+        assert store.wait_drained(timeout=30)
+        assert store.count() == 2
+    finally:
+        store.close()

@@ -1,0 +1,214 @@
+"""The repository through PredictionStore, on both backends: insert, feedback, history, images, stats,
+export, deletion, concurrency."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from datetime import UTC, datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+from sqlalchemy import text
+
+from digitlab.store.export import CSV_HEADER, png_to_pixels, read_idx
+
+
+def test_add_and_read_back(store, make_record, make_png):
+    drawing, processed = b"\x89PNG fake drawing bytes", make_png(4)
+    rec = make_record(
+        4,
+        drawn=4,
+        model="cnn",
+        model_version="1.2.0",
+        pen_color="#FFFFFF",
+        background_color="#000000",
+        image_png=drawing,
+        processed_png=processed,
+        latency_ms=12.5,
+        session_id="s1",
+        source="ui",
+    )
+    result = store.add(rec)
+    assert result.stored == "database" and result.uid == rec.uid and result.id == 1
+
+    row = store.get(result.id)
+    assert (row.model_name, row.model_version, row.predicted_digit, row.drawn_digit, row.correct) == (
+        "cnn",
+        "1.2.0",
+        4,
+        4,
+        True,
+    )
+    assert row.probability == pytest.approx(0.91)
+    assert row.probabilities == pytest.approx(rec.probabilities)
+    assert (row.latency_ms, row.session_id, row.source, row.has_image, row.has_processed) == (
+        12.5,
+        "s1",
+        "ui",
+        True,
+        True,
+    )
+    assert row.timestamp == rec.timestamp  # microseconds survive; returned as aware UTC
+    assert json.loads(json.dumps(row.to_dict()))["timestamp"] == rec.timestamp.isoformat()
+    assert store.get_image(result.id) == drawing
+    assert store.get_image(result.id, "processed") == processed
+    assert store.get(999) is None and store.get_image(999) is None
+    with pytest.raises(ValueError):
+        store.get_image(result.id, "thumbnail")
+
+    with store.engine.connect() as conn:  # plain SQL sees the original columns, probabilities as JSON
+        probs, correct = conn.execute(text("SELECT probabilities, correct FROM user_predictions")).one()
+    assert json.loads(probs) == pytest.approx(rec.probabilities) and correct
+
+
+def test_adding_the_same_uid_twice_stores_one_row(store, make_record):
+    rec = make_record()
+    assert store.add(rec).id == store.add(rec).id
+    assert store.count() == 1
+
+
+def test_feedback(store, make_record):
+    a = store.add(make_record(3)).id
+    b_rec = make_record(5)
+    store.add(b_rec)
+    assert store.set_feedback(a, 3) is True
+    assert store.set_feedback_by_uid(b_rec.uid, 6) is True
+    assert (store.get(a).drawn_digit, store.get(a).correct) == (3, True)
+    b = store.get(store.list()[0][0].id)
+    assert (b.uid, b.drawn_digit, b.correct) == (b_rec.uid, 6, False)
+    assert store.set_feedback(a, None) is True  # withdrawn
+    assert (store.get(a).drawn_digit, store.get(a).correct) == (None, None)
+    assert store.set_feedback(12345, 1) is False
+    assert store.set_feedback_by_uid("nope", 1) is False
+    with pytest.raises(ValueError):
+        store.set_feedback(a, 10)
+
+
+def test_history_pages_and_filters(store, make_record):
+    start = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    for i in range(25):
+        drawn = None if i % 5 == 0 else (i % 10 if i % 3 else (i + 1) % 10)
+        store.add(
+            make_record(
+                i % 10, drawn=drawn, model="svm" if i % 2 else "knn", timestamp=start + timedelta(hours=i)
+            )
+        )
+
+    rows, total = store.list(page=1, page_size=10)
+    assert total == 25 and len(rows) == 10
+    assert [r.timestamp for r in rows] == sorted((r.timestamp for r in rows), reverse=True)
+    assert rows[0].timestamp == start + timedelta(hours=24)
+    last, _ = store.list(page=3, page_size=10)
+    assert len(last) == 5 and last[-1].timestamp == start
+    assert store.list(page=4, page_size=10) == ([], 25)
+    assert not hasattr(rows[0], "image_png")
+
+    svm, n = store.list(model="svm", page_size=100)
+    assert n == 12 and {r.model_name for r in svm} == {"svm"}
+    right, n_right = store.list(correct=True, page_size=100)
+    wrong, n_wrong = store.list(correct=False, page_size=100)
+    assert all(r.correct for r in right) and not any(r.correct for r in wrong)
+    assert n_right + n_wrong == 20  # the five unlabelled rows are in neither
+
+    window, n = store.list(since=start + timedelta(hours=10), until=start + timedelta(hours=15))
+    assert n == 5 and {r.timestamp.hour for r in window} == {22, 23, 0, 1, 2}
+    local = start.astimezone(timezone(timedelta(hours=2)))
+    assert store.list(since=local)[1] == 25  # aware datetimes are compared in UTC
+    assert store.list(model="svm", correct=True, since=start + timedelta(hours=12))[1] == sum(
+        1 for r in right if r.model_name == "svm" and r.timestamp >= start + timedelta(hours=12)
+    )
+
+
+def test_stats_per_model(store, make_record):
+    pairs = [(1, 1), (1, 1), (2, 7), (7, 7), (3, None), (9, 4)]  # (predicted, drawn)
+    for predicted, drawn in pairs:
+        store.add(make_record(predicted, drawn=drawn, model="svm"))
+    store.add(make_record(5, drawn=5, model="cnn"))
+
+    stats = store.stats()
+    assert set(stats) == {"svm", "cnn"}
+    svm = stats["svm"]
+    assert (svm["predictions"], svm["labelled"], svm["correct"]) == (6, 5, 3)
+    assert svm["accuracy"] == pytest.approx(3 / 5)
+    cm = np.array(svm["confusion_matrix"])  # rows: true digit, columns: predicted
+    assert cm.shape == (10, 10) and cm.sum() == 5
+    assert (cm[1, 1], cm[7, 2], cm[7, 7], cm[4, 9]) == (2, 1, 1, 1)
+    today = datetime.now(UTC).date().isoformat()
+    assert svm["daily"] == [{"date": today, "labelled": 5, "correct": 3, "accuracy": pytest.approx(0.6)}]
+    assert list(store.stats("cnn")) == ["cnn"] and store.stats("cnn")["cnn"]["accuracy"] == 1.0
+    assert store.stats("nobody") == {}
+
+
+def test_export_csv_and_idx(store, make_record, make_png, tmp_path):
+    pngs = {i: make_png(i, seed=i) for i in range(4)}
+    for i, png in pngs.items():
+        store.add(make_record(i, drawn=(i + 1) % 10, processed_png=png))
+    store.add(make_record(5, processed_png=make_png(5)))  # unlabelled: not exported
+    store.add(make_record(6, drawn=6))  # no processed image: not exported
+
+    out = tmp_path / "export" / "drawn.csv"
+    assert store.export_csv(out) == 4
+    lines = out.read_text().splitlines()
+    assert lines[0] == CSV_HEADER and len(lines[0].split(",")) == 785 and len(lines) == 5
+    first = [int(v) for v in lines[1].split(",")]
+    assert first[0] == 1 and first[1:] == png_to_pixels(pngs[0]).tolist()
+
+    buf = io.StringIO()
+    assert store.export_csv(buf) == 4 and buf.getvalue() == out.read_text()
+
+    assert store.export_idx(tmp_path / "idx") == 4
+    images, labels = read_idx(tmp_path / "idx")
+    assert images.shape == (4, 28, 28) and labels.tolist() == [1, 2, 3, 4]
+    assert images[2].reshape(784).tolist() == png_to_pixels(pngs[2]).tolist()
+
+
+def test_delete_by_id_and_by_age(store, make_record):
+    now = datetime.now(UTC)
+    old = [store.add(make_record(timestamp=now - timedelta(days=40 + i))).id for i in range(3)]
+    new = [store.add(make_record(timestamp=now - timedelta(days=i))).id for i in range(2)]
+    assert store.delete(new[0]) is True and store.delete(new[0]) is False
+    assert store.delete_older_than(30) == 3
+    assert [r.id for r in store.list()[0]] == [new[1]]
+    assert all(store.get(i) is None for i in old)
+    with pytest.raises(Exception, match="at least 1 day"):
+        store.delete_older_than(0)
+
+
+def test_concurrent_adds_from_many_threads(store, make_record):
+    ids: list[int] = []
+    lock = threading.Lock()
+
+    def work():
+        for _ in range(15):
+            result = store.add(make_record())
+            with lock:
+                ids.append(result.id)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(ids) == 60 and len(set(ids)) == 60 and None not in ids
+    assert store.count() == 60
+
+
+def test_rows_written_by_the_original_app_are_readable(store):
+    with store.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO user_predictions (model_name, drawn_digit, predicted_digit, probability, "
+                "probabilities, correct) VALUES ('old', 2, 2, 0.9, :p, true)"
+            ),
+            {"p": "[0.0, 0.0, 0.9, 0.1, 0, 0, 0, 0, 0, 0]"},
+        )
+        conn.execute(text("INSERT INTO user_predictions (model_name, probabilities) VALUES ('odd', 'n/a')"))
+    rows, total = store.list()
+    assert total == 2
+    by_model = {r.model_name: r for r in rows}
+    assert by_model["old"].probabilities[2] == 0.9 and by_model["old"].correct is True
+    assert by_model["odd"].probabilities is None and by_model["odd"].uid is None
+    assert by_model["old"].timestamp is not None  # DEFAULT CURRENT_TIMESTAMP still applies
+    assert store.stats()["old"]["accuracy"] == 1.0

@@ -1,0 +1,162 @@
+"""The durable spool on its own, and the store's outage behaviour on both backends: start while the
+database is away, replay in order and exactly once, adopt spools of dead processes, set refused lines
+aside."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from digitlab.store import DatabaseUnavailableError, PredictionStore, SpoolBusyError
+from digitlab.store.spool import REJECTED_FILE, SPOOL_FILE, Spool
+
+
+# --- the spool file ------------------------------------------------------------------------------------
+def test_append_read_commit_reset(tmp_path):
+    spool = Spool(tmp_path / "s").open()
+    for i in range(5):
+        spool.append({"op": "x", "i": i})
+    assert spool.pending == 5
+    lines, end = spool.read(3)
+    assert [json.loads(line)["i"] for line in lines] == [0, 1, 2]
+    spool.commit(end, 3)
+    assert spool.pending == 2 and not spool.reset_if_drained()
+    lines, end = spool.read(10)
+    spool.commit(end, len(lines))
+    assert spool.reset_if_drained() and spool.pending == 0 and spool.path.stat().st_size == 0
+    spool.append({"op": "x", "i": 5})  # appends continue after the truncation
+    assert json.loads(spool.read(10)[0][0])["i"] == 5
+    spool.close()
+    assert (tmp_path / "s").exists()  # not empty: kept
+
+
+def test_a_torn_last_line_is_cut_on_open(tmp_path):
+    spool = Spool(tmp_path / "s").open()
+    spool.append({"op": "x", "i": 1})
+    spool.close()
+    with open(tmp_path / "s" / SPOOL_FILE, "ab") as fh:
+        fh.write(b'{"op":"x","i":2')  # the process died mid-write
+    spool = Spool(tmp_path / "s").open()
+    assert spool.pending == 1
+    spool.append({"op": "x", "i": 3})
+    assert [json.loads(line)["i"] for line in spool.read(10)[0]] == [1, 3]
+    spool.close()
+
+
+def test_a_directory_has_one_owner_and_empty_ones_are_removed(tmp_path):
+    owner = Spool(tmp_path / "s").open()
+    with pytest.raises(SpoolBusyError):
+        Spool(tmp_path / "s").open()
+    assert owner.orphans() == []
+    owner.close()
+    assert not (tmp_path / "s").exists()  # empty: removed, per-process directories do not pile up
+
+
+def test_orphans_are_spools_of_processes_that_are_gone(tmp_path):
+    dead = Spool(tmp_path / "host-1").open()
+    dead.append({"op": "x"})
+    dead.close()  # lock released, data kept: what a crashed process leaves
+    alive = Spool(tmp_path / "host-2").open()
+    alive.append({"op": "y"})
+    me = Spool(tmp_path / "host-3").open()
+    orphans = me.orphans()
+    assert [o.dir.name for o in orphans] == ["host-1"] and orphans[0].pending == 1
+    for s in (*orphans, alive, me):
+        s.close()
+
+
+# --- the store during an outage ---------------------------------------------------------------------------
+def test_start_while_the_database_is_away_then_recover(absent_db, tmp_path, make_record, open_store):
+    url, bring_back = absent_db
+    store = open_store(url, tmp_path / "spool" / "me")  # must not raise
+    try:
+        assert store.health() == {"database": "unavailable", "spool": 0}
+        records = [make_record(i % 10) for i in range(12)]
+        started = time.monotonic()
+        results = [store.add(r) for r in records]
+        assert time.monotonic() - started < 2  # no database round trip per add while it is away
+        assert {r.stored for r in results} == {"spool"} and all(r.id is None for r in results)
+        assert store.set_feedback_by_uid(records[3].uid, 3) is True  # spooled as well
+        assert store.health() == {"database": "unavailable", "spool": 13}
+        with pytest.raises(DatabaseUnavailableError):
+            store.list()
+
+        bring_back()
+        assert store.wait_drained(timeout=30)
+        assert store.health() == {"database": "ok", "spool": 0}
+        rows, total = store.list(page_size=100)
+        assert total == 12
+        by_id = sorted(rows, key=lambda r: r.id)
+        assert [r.uid for r in by_id] == [r.uid for r in records]  # in order, exactly once
+        assert (by_id[3].drawn_digit, by_id[3].correct) == (3, True)  # feedback applied after its insert
+        assert store.add(make_record()).stored == "database"
+    finally:
+        store.close()
+    assert not (tmp_path / "spool" / "me").exists()
+
+
+def test_replay_is_idempotent_after_a_crash_between_write_and_truncate(
+    db_url, tmp_path, make_record, open_store
+):
+    """Records already in the database and still in the spool are not written twice."""
+    records = [make_record(i) for i in range(6)]
+    with PredictionStore(db_url, tmp_path / "a") as store:
+        for r in records[:4]:
+            store.add(r)
+    spool = Spool(tmp_path / "spool" / "me").open()
+    for r in records:  # the first four were written to the database, then the process died
+        spool.append({"op": "add", "record": r.to_json()})
+    spool.append({"op": "feedback", "uid": records[5].uid, "digit": 5})
+    spool.append({"op": "feedback", "id": 1, "digit": 7})
+    spool.append({"op": "feedback", "uid": records[0].uid, "digit": 8})
+    spool.append({"op": "feedback", "id": 1, "digit": 0})  # the last word counts
+    spool.close()
+
+    store = open_store(db_url, tmp_path / "spool" / "me")
+    try:
+        assert store.wait_drained(timeout=30)
+        rows, total = store.list(page_size=50)
+        assert total == 6
+        by_id = sorted(rows, key=lambda r: r.id)
+        assert [r.uid for r in by_id] == [r.uid for r in records]
+        assert by_id[5].correct is True and by_id[0].drawn_digit == 0
+    finally:
+        store.close()
+
+
+def test_a_dead_process_spool_is_adopted(db_url, tmp_path, make_record, open_store):
+    records = [make_record(i) for i in range(3)]
+    dead = Spool(tmp_path / "spool" / "host-111").open()
+    for r in records:
+        dead.append({"op": "add", "record": r.to_json()})
+    dead.close()
+
+    store = open_store(db_url, tmp_path / "spool" / "host-222")
+    try:
+        assert store.wait_drained(timeout=30)
+        assert store.count() == 3
+        assert not (tmp_path / "spool" / "host-111").exists()
+    finally:
+        store.close()
+
+
+def test_lines_the_database_refuses_are_set_aside(db_url, tmp_path, make_record, open_store):
+    good = make_record(1)
+    spool = Spool(tmp_path / "spool" / "me").open()
+    spool.append({"op": "add", "record": {"model_name": "broken"}})
+    spool.append({"op": "add", "record": good.to_json()})
+    spool.close()
+    with open(tmp_path / "spool" / "me" / SPOOL_FILE, "ab") as fh:
+        fh.write(b"not json\n")
+
+    store = open_store(db_url, tmp_path / "spool" / "me")
+    try:
+        assert store.wait_drained(timeout=30)
+        assert [r.uid for r in store.list()[0]] == [good.uid]
+        rejected = (tmp_path / "spool" / "me" / REJECTED_FILE).read_text().splitlines()
+        assert len(rejected) == 2
+    finally:
+        store.close()
+    assert (tmp_path / "spool" / "me" / REJECTED_FILE).exists()  # kept for the operator
