@@ -4,12 +4,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= ui,postgres,export,dev
 
-.PHONY: help install run test test-fast train evaluate evaluate-drawn bench lint clean
+.PHONY: help install run test test-fast train evaluate evaluate-drawn bench bench-api lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 $(BIN)/digitlab: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "digitlab needs Python 3.11+: make run PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
@@ -35,10 +36,13 @@ evaluate: install  ## accuracy of the saved models on the MNIST test set
 evaluate-drawn: install  ## accuracy on digits re-drawn as canvas strokes
 	$(BIN)/digitlab evaluate --drawn
 
-bench: install  ## benchmarks: preprocessing, models, store, API (API bench needs `digitlab serve` running)
+bench: install  ## benchmarks: preprocessing, models, store (prints tables)
 	$(BIN)/python bench/models_bench.py
 	$(BIN)/python bench/preprocess_bench.py
 	$(BIN)/python bench/store_bench.py
+
+bench-api: install  ## HTTP benchmark: starts an API server on a free port and drives it over loopback
+	$(BIN)/python bench/api_bench.py --spawn
 
 lint: install
 	$(BIN)/ruff check src tests bench

@@ -1,0 +1,171 @@
+"""Every error the API answers is JSON `{"detail": "<one sentence>", "code": "<snake_case>"}`.
+
+`ApiError` is raised by the routes; `DigitlabError`s from the rest of the package (preprocessing, the
+store, the models) are mapped by their `code`; FastAPI's validation errors become 422 `invalid_fields`
+with a readable sentence; anything unexpected becomes 500 `internal_error` with a generic sentence (the
+traceback goes to the log only).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from digitlab.errors import DigitlabError
+
+log = logging.getLogger("digitlab.api")
+
+#: HTTP status of every error code the API can answer (docs/api.md lists them with their meaning).
+STATUS_BY_CODE: dict[str, int] = {
+    "malformed_body": 400,
+    "unreadable_image": 400,
+    "empty_image": 400,
+    "unauthorized": 401,
+    "not_found": 404,
+    "unknown_model": 404,
+    "prediction_not_found": 404,
+    "image_not_found": 404,
+    "method_not_allowed": 405,
+    "payload_too_large": 413,
+    "image_too_large": 413,
+    "unsupported_media_type": 415,
+    "invalid_fields": 422,
+    "internal_error": 500,
+    "model_not_ready": 503,
+    "model_artifact_invalid": 503,
+    "database_unavailable": 503,
+}
+
+_CODE_BY_STATUS = {
+    400: "malformed_body",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_fields",
+    500: "internal_error",
+    503: "service_unavailable",
+}
+
+INTERNAL_ERROR_MESSAGE = "Something went wrong on the server; the error was logged. Please try again."
+
+
+class ApiError(DigitlabError):
+    """An error with a status and code; `headers` go into the response (e.g. WWW-Authenticate)."""
+
+    def __init__(
+        self, message: str, code: str, status: int | None = None, headers: dict[str, str] | None = None
+    ):
+        super().__init__(message, code=code)
+        self.status = status or STATUS_BY_CODE.get(code, 400)
+        self.headers = headers
+
+
+def status_for(exc: DigitlabError) -> int:
+    if isinstance(exc, ApiError):
+        return exc.status
+    return STATUS_BY_CODE.get(exc.code, 400)
+
+
+def error_body(detail: str, code: str) -> bytes:
+    import json
+
+    return json.dumps({"detail": detail, "code": code}, ensure_ascii=False).encode()
+
+
+def error_response(status: int, detail: str, code: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        error_body(detail, code), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+def _count(request: Request, code: str) -> None:
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.errors.labels(code).inc()
+
+
+def _sentence(text: str) -> str:
+    text = " ".join(str(text).split())
+    if not text:
+        return text
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def describe_validation_errors(errors: list[dict[str, Any]] | tuple) -> str:
+    """FastAPI/pydantic errors -> one sentence naming the fields, never echoing the submitted values."""
+    parts = []
+    for err in list(errors)[:5]:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header", "form")]
+        where = ".".join(loc) or "request body"
+        msg = str(err.get("msg", "is invalid"))
+        if err.get("type") == "missing":
+            parts.append(f"'{where}' is required")
+        elif err.get("type") == "json_invalid":
+            parts.append("the body is not valid JSON")
+        else:
+            parts.append(f"'{where}': {msg[0].lower() + msg[1:] if msg else 'is invalid'}")
+    more = len(errors) - len(parts)
+    if more > 0:
+        parts.append(f"{more} more")
+    return _sentence("Invalid request: " + "; ".join(parts))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def digitlab_error(request: Request, exc: DigitlabError) -> Response:
+        status = status_for(exc)
+        _count(request, exc.code)
+        if status >= 500:
+            log.warning("%s %s -> %s %s: %s", request.method, request.url.path, status, exc.code, exc)
+        return error_response(status, _sentence(str(exc)), exc.code, getattr(exc, "headers", None))
+
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        _count(request, "invalid_fields")
+        return error_response(422, describe_validation_errors(exc.errors()), "invalid_fields")
+
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = _CODE_BY_STATUS.get(exc.status_code, f"http_{exc.status_code}")
+        _count(request, code)
+        if exc.status_code == 404:
+            detail = f"There is no {request.url.path[:100]!r} here: see /docs for the API's paths."
+        elif exc.status_code == 405:
+            detail = f"{request.method} is not allowed on this path: see /docs."
+        elif exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            detail = "The request body could not be parsed."
+        else:
+            detail = exc.detail if isinstance(exc.detail, str) else "The request was refused."
+        return error_response(exc.status_code, _sentence(detail), code, getattr(exc, "headers", None))
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        _count(request, "internal_error")
+        # Starlette re-raises after this response, so the server logs the traceback once.
+        log.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path)
+        return error_response(500, INTERNAL_ERROR_MESSAGE, "internal_error")
+
+    app.add_exception_handler(DigitlabError, digitlab_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)
+
+
+#: OpenAPI description of the error body, for `responses=` on routes.
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    from digitlab.api.schemas import ErrorResponse
+
+    descriptions = {
+        400: "Unreadable image, nothing drawn, or a malformed body",
+        401: "Missing or wrong admin token",
+        404: "Unknown model or prediction",
+        413: "Body or image too large",
+        415: "Unsupported media type",
+        422: "Invalid fields",
+        503: "Model not ready or database unavailable",
+    }
+    return {s: {"model": ErrorResponse, "description": descriptions.get(s, "Error")} for s in statuses}

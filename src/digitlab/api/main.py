@@ -1,0 +1,142 @@
+"""The FastAPI application: `create_app(settings)` builds it; its lifespan loads the models (SHA-256
+checked) and opens the prediction store once, before the first request is accepted.
+
+    uvicorn --factory digitlab.api.main:create_app      # or: digitlab serve
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+
+import anyio
+from fastapi import FastAPI
+
+from digitlab import __version__ as _pkg_version
+from digitlab.api.errors import install_error_handlers
+from digitlab.api.limits import BodyLimitMiddleware
+from digitlab.api.metrics import Metrics, MetricsMiddleware
+from digitlab.api.service import MODEL_REFRESH_SECONDS, AppContext, manifest_key, refresh_models, warm_up
+from digitlab.core.config import Settings
+from digitlab.models.registry import MODEL_SPECS, ModelRegistry
+
+log = logging.getLogger("digitlab.api")
+
+#: Threads that run CPU work (preprocessing + inference) at once: more than the cores only adds GIL
+#: contention. Store writes wait on the database in their own threads (IO_THREADS), so a slow database
+#: never holds a CPU slot.
+CPU_THREADS = max(2, os.cpu_count() or 1)
+IO_THREADS = 16
+
+DESCRIPTION = """\
+Handwritten-digit recognition. Send a drawing to `POST /api/v1/predict` (multipart file field `image`,
+or JSON with `image` as base64) and get the digit, the confidence and all ten probabilities back.
+Every prediction is logged; tell the API what was really drawn with
+`POST /api/v1/predictions/{id}/feedback`. Errors are JSON `{"detail": "...", "code": "..."}`.
+"""
+
+
+def _open_store(settings: Settings):
+    from digitlab.store import from_settings
+
+    return from_settings(settings).start()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A new app. Without `settings`, they are read from the environment (DIGITLAB_*, DATABASE_URL)."""
+    settings = settings if settings is not None else Settings()
+    metrics = Metrics()
+    ctx = AppContext(settings=settings, registry=ModelRegistry(settings.model_dir), metrics=metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        started = time.perf_counter()
+        ctx.cpu_limiter = anyio.CapacityLimiter(CPU_THREADS)
+        ctx.io_limiter = anyio.CapacityLimiter(IO_THREADS)
+
+        def load_models() -> None:
+            for name in MODEL_SPECS:
+                ctx.manifest_keys[name] = manifest_key(name, settings.model_dir)
+            ctx.registry.load_all()
+            warm_up(ctx)
+
+        def open_store():
+            try:
+                return _open_store(settings)
+            except Exception as exc:  # noqa: BLE001
+                # e.g. an unwritable spool folder: serve anyway, report it
+                log.error("prediction store not available, predictions will not be logged: %s", exc)
+                return None
+
+        async with anyio.create_task_group() as tg:  # models and store load in parallel
+
+            async def _models() -> None:
+                await anyio.to_thread.run_sync(load_models)
+
+            async def _store() -> None:
+                ctx.store = await anyio.to_thread.run_sync(open_store)
+
+            tg.start_soon(_models)
+            tg.start_soon(_store)
+        status = ctx.registry.status()
+        database = (
+            "unavailable"
+            if ctx.store is None
+            else (await anyio.to_thread.run_sync(ctx.store.health))["database"]
+        )
+        ctx.ready_at = time.perf_counter()
+        log.info(
+            "ready in %.1f s; models: %s; database: %s",
+            ctx.ready_at - started,
+            ", ".join(f"{n}={s}" for n, s in status.items()),
+            database,
+        )
+        refresher = asyncio.create_task(_refresh_loop(ctx))
+        try:
+            yield
+        finally:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
+            if ctx.store is not None:
+                await anyio.to_thread.run_sync(ctx.store.close)
+                ctx.store = None
+
+    app = FastAPI(
+        title="digitlab",
+        version=_pkg_version,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    app.state.metrics = metrics
+    install_error_handlers(app)
+
+    from digitlab.api.routes import health, models, predict, predictions
+    from digitlab.api.routes import metrics as metrics_route
+
+    app.include_router(health.router)
+    app.include_router(models.router)
+    app.include_router(predict.router)
+    app.include_router(predictions.router)
+    app.include_router(metrics_route.router)
+
+    refused = metrics.errors.labels("payload_too_large")
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, on_refuse=refused.inc)
+    app.add_middleware(
+        MetricsMiddleware, metrics=metrics, routes=lambda: app.router.routes
+    )  # outermost: times everything, 413s included
+    return app
+
+
+async def _refresh_loop(ctx: AppContext) -> None:
+    while True:
+        await asyncio.sleep(MODEL_REFRESH_SECONDS)
+        try:
+            await anyio.to_thread.run_sync(refresh_models, ctx)
+        except Exception:  # never let the loop die; the next round tries again
+            log.exception("checking for new model files failed")

@@ -1,0 +1,136 @@
+"""Prometheus metrics, one `CollectorRegistry` per app (several apps in one process never clash)."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
+#: scope key a route sets so the request metrics carry the model that answered
+MODEL_SCOPE_KEY = "digitlab.model"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class Metrics:
+    def __init__(self) -> None:
+        disable_created_metrics()  # no `*_created` series: they double the output and nobody graphs them
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "digitlab_http_requests",
+            "HTTP requests answered, by route template, method, status and model.",
+            ["method", "route", "status", "model"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "digitlab_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route and model.",
+            ["method", "route", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.predictions = Counter(
+            "digitlab_predictions",
+            "Predictions answered, by model and predicted digit.",
+            ["model", "digit"],
+            registry=r,
+        )
+        self.prediction_seconds = Histogram(
+            "digitlab_prediction_duration_seconds",
+            "Preprocessing + inference time of one prediction, by model.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.uncertain = Counter(
+            "digitlab_predictions_uncertain",
+            "Predictions flagged uncertain (low confidence), by model.",
+            ["model"],
+            registry=r,
+        )
+        self.logged = Counter(
+            "digitlab_predictions_logged",
+            "Predictions written to the store, by destination.",
+            ["stored"],
+            registry=r,
+        )
+        self.store_failures = Counter(
+            "digitlab_store_write_failures",
+            "Predictions that could not be logged (store raised).",
+            registry=r,
+        )
+        self.errors = Counter("digitlab_errors", "Error responses, by error code.", ["code"], registry=r)
+        self.spool_pending = Gauge(
+            "digitlab_store_spool_pending", "Records waiting in the outage spool.", registry=r
+        )
+        self.database_up = Gauge(
+            "digitlab_database_up", "1 when the prediction database is reachable.", registry=r
+        )
+        self.model_ready = Gauge(
+            "digitlab_model_ready", "1 when the model is loaded and serving.", ["model"], registry=r
+        )
+
+
+class MetricsMiddleware:
+    """Pure ASGI: counts and times every HTTP request by its route *template* (bounded label values)."""
+
+    def __init__(self, app, metrics: Metrics, routes=None):
+        self.app = app
+        self.metrics = metrics
+        self.routes = routes  # callable -> the app's routes, to name requests refused before routing (413)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        started = time.perf_counter()
+
+        async def send_wrapper(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            if route is None and self.routes is not None:
+                route = _match(self.routes(), scope)
+            path = getattr(route, "path", None) or "unmatched"
+            model = scope.get(MODEL_SCOPE_KEY) or ""
+            method = scope.get("method", "")
+            method = method if method in _METHODS else "other"
+            self.metrics.requests.labels(method, path, str(status), model).inc()
+            self.metrics.request_seconds.labels(method, path, model).observe(time.perf_counter() - started)
+
+
+def _match(routes, scope):
+    from starlette.routing import Match
+
+    for route in routes:
+        try:
+            if route.matches(scope)[0] == Match.FULL:
+                return route
+        except Exception:  # noqa: BLE001
+            return None
+    return None

@@ -1,0 +1,31 @@
+"""`GET /health`: models, database and spool, with `status: degraded` when a part is down."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from digitlab.api.deps import Ctx, FastJSONResponse
+from digitlab.api.schemas import HealthResponse
+from digitlab.api.service import AppContext
+
+router = APIRouter(tags=["health"])
+
+
+def health_payload(ctx: AppContext) -> dict:
+    models = ctx.registry.status()
+    if ctx.store is None:
+        store = {"database": "unavailable", "spool": 0}
+    else:
+        try:
+            store = ctx.store.health()
+        except Exception:  # a broken probe is an unavailable database, not a 500  # noqa: BLE001
+            store = {"database": "unavailable", "spool": 0}
+    ready = any(state == "ready" for state in models.values())
+    status = "ok" if ready and store["database"] == "ok" else "degraded"
+    return {"status": status, "models": models, "database": store["database"], "spool": int(store["spool"])}
+
+
+@router.get("/health", response_model=HealthResponse, response_class=FastJSONResponse)
+def health(ctx: Ctx):
+    """Always 200 once the server is up; read `status` (and the parts) to know whether all is well."""
+    return FastJSONResponse(health_payload(ctx))

@@ -1,0 +1,52 @@
+"""`GET /api/v1/models`: every known model with its status, version and test metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from digitlab.api.deps import Ctx, FastJSONResponse
+from digitlab.api.schemas import ModelInfo
+from digitlab.api.service import AppContext
+from digitlab.models.registry import MODEL_SPECS
+
+router = APIRouter(prefix="/api/v1", tags=["models"])
+
+
+def model_list(ctx: AppContext) -> list[dict]:
+    registry = ctx.registry
+    status = registry.status()
+    default = registry.default_name(ctx.settings.default_model)
+    errors = registry.errors()
+    out = []
+    for name, spec in MODEL_SPECS.items():
+        model = registry.get(name)
+        manifest = model.manifest if model is not None else {}
+        metrics = {
+            k: float(v)
+            for k, v in (manifest.get("metrics") or {}).items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        out.append(
+            {
+                "name": name,
+                "display_name": spec.display_name,
+                "description": spec.description,
+                "status": status[name],
+                "version": str(model.version if model is not None else spec.version),
+                "default": name == default,
+                "metrics": metrics,
+                "confusion_matrix": manifest.get("confusion_matrix"),
+                "size_bytes": manifest.get("size_bytes"),
+                "trained_at": manifest.get("trained_at"),
+                "training_seconds": manifest.get("training_seconds"),
+                "train_samples": manifest.get("train_samples"),
+                "error": errors.get(name) if model is None else None,
+            }
+        )
+    return out
+
+
+@router.get("/models", response_model=list[ModelInfo], response_class=FastJSONResponse)
+def list_models(ctx: Ctx):
+    """Models in preference order; `default` marks the one used when a request names none."""
+    return FastJSONResponse(model_list(ctx))

@@ -1,0 +1,172 @@
+"""`POST /api/v1/predict`: an image (multipart file field `image`, or base64 in JSON) -> the digit."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from functools import partial
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from digitlab.api.deps import FastJSONResponse, get_ctx, orjson
+from digitlab.api.errors import ApiError, describe_validation_errors, error_responses
+from digitlab.api.metrics import MODEL_SCOPE_KEY
+from digitlab.api.schemas import (
+    MultiPredictionResult,
+    PredictForm,
+    PredictionResult,
+    PredictJSON,
+    PredictOptions,
+    clean_form_value,
+    form_digit,
+)
+from digitlab.api.service import compute_predictions, log_predictions, resolve_models
+
+router = APIRouter(prefix="/api/v1", tags=["predict"])
+
+_OPTION_FIELDS = tuple(PredictOptions.model_fields)
+_REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": PredictForm.model_json_schema(),
+            "encoding": {"image": {"contentType": "image/png, image/jpeg, image/webp, image/bmp"}},
+        },
+        "application/json": {"schema": PredictJSON.model_json_schema()},
+    },
+}
+
+
+def _invalid(message: str) -> ApiError:
+    return ApiError(message, "invalid_fields")
+
+
+async def _from_multipart(request: Request) -> tuple[bytes, PredictOptions]:
+    try:
+        form = await request.form(max_files=4, max_fields=32)
+    except Exception as exc:  # starlette answers a broken multipart body with HTTPException(400)
+        raise ApiError(
+            "The multipart body could not be parsed: send a form with a file field named 'image'.",
+            "malformed_body",
+        ) from exc
+    try:
+        upload = form.get("image")
+        if upload is None:
+            raise _invalid(
+                "Invalid request: 'image' is required (a file field with the PNG, JPEG, WebP or BMP)."
+            )
+        if not isinstance(upload, UploadFile):
+            raise _invalid("Invalid request: 'image' must be a file field, not a text field.")
+        data = await upload.read()
+        values: dict[str, Any] = {}
+        for name in _OPTION_FIELDS:
+            value = form.get(name)
+            if isinstance(value, UploadFile):
+                raise _invalid(f"Invalid request: '{name}' must be a text field, not a file.")
+            value = clean_form_value(value)
+            if value is not None:
+                values[name] = form_digit(value) if name == "true_digit" else value
+    finally:
+        await form.close()
+    try:
+        options = PredictOptions.model_validate(values)
+    except ValidationError as exc:
+        raise _invalid(describe_validation_errors(exc.errors())) from None
+    return data, options
+
+
+def _loads(body: bytes) -> Any:
+    if orjson is not None:
+        return orjson.loads(body)
+
+    def no_constants(name: str):
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(body, parse_constant=no_constants)
+
+
+def decode_base64_image(text: str) -> bytes:
+    """Standard or URL-safe base64, padding optional, whitespace ignored; a `data:...;base64,` prefix is fine."""
+    if text.startswith("data:"):
+        header, _, text = text.partition(",")
+        if ";base64" not in header:
+            raise _invalid("Invalid request: 'image' must be base64 (a data: URL needs ';base64').")
+    text = "".join(text.split()).translate(_URLSAFE_TO_STANDARD)
+    if len(text) % 4:
+        text += "=" * (-len(text) % 4)
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise _invalid("Invalid request: 'image' is not valid base64.") from None
+
+
+_URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
+
+
+async def _from_json(request: Request) -> tuple[bytes, PredictOptions]:
+    body = await request.body()
+    try:
+        payload = _loads(body)
+    except ValueError:
+        raise _invalid("Invalid request: the body is not valid JSON.") from None
+    if not isinstance(payload, dict):
+        raise _invalid("Invalid request: the body must be a JSON object with an 'image' member.")
+    try:
+        options = PredictJSON.model_validate(payload)
+    except ValidationError as exc:
+        raise _invalid(describe_validation_errors(exc.errors())) from None
+    return decode_base64_image(options.image), options
+
+
+@router.post(
+    "/predict",
+    response_class=FastJSONResponse,
+    response_model=PredictionResult | MultiPredictionResult,
+    openapi_extra={"requestBody": _REQUEST_BODY},
+    responses={
+        200: {"description": "The prediction (or, with `model=all`, one per ready model)"},
+        **error_responses(400, 404, 413, 415, 422, 503),
+    },
+)
+async def predict(request: Request) -> FastJSONResponse:
+    """Recognise the digit in an image.
+
+    Send `multipart/form-data` with a file field `image` (PNG, JPEG, WebP or BMP; the type is decided
+    from the bytes) and optional fields `model` (a name, or `all`), `true_digit`, `pen_color`,
+    `background_color`, `session_id`, `source`; or the same as JSON with `image` in base64.
+    """
+    ctx = get_ctx(request)
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type == "multipart/form-data":
+        data, options = await _from_multipart(request)
+    elif media_type == "application/json" or media_type.endswith("+json"):
+        data, options = await _from_json(request)
+    else:
+        raise ApiError(
+            "Send multipart/form-data with a file field 'image', or JSON with the image in base64.",
+            "unsupported_media_type",
+        )
+    models = resolve_models(ctx, options.model)
+    request.scope[MODEL_SCOPE_KEY] = "all" if options.model == "all" else models[0].name
+    work = partial(
+        compute_predictions,
+        ctx,
+        data,
+        models,
+        true_digit=options.true_digit,
+        pen_color=options.pen_color,
+        background_color=options.background_color,
+        session_id=options.session_id,
+        source=options.source,
+    )
+    computed = await anyio.to_thread.run_sync(work, limiter=ctx.cpu_limiter)
+    await anyio.to_thread.run_sync(log_predictions, ctx, computed, limiter=ctx.io_limiter)
+    results, processed = computed.results, computed.processed_b64
+    if options.model == "all":
+        return FastJSONResponse({"predictions": results, "processed_image": processed})
+    return FastJSONResponse(results[0])

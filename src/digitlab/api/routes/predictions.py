@@ -1,0 +1,257 @@
+"""History, feedback, images, stats, export and deletion: everything served from the prediction store.
+
+Reading history, images and the export, and deleting, need the admin token when DIGITLAB_ADMIN_TOKEN is
+set; feedback and stats stay open (like predicting). Store reads raise `DatabaseUnavailableError`
+during an outage -> 503 `database_unavailable`; feedback is queued in the spool instead.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Path, Query
+from starlette.background import BackgroundTask
+from starlette.responses import FileResponse, Response
+
+from digitlab.api.deps import Ctx, FastJSONResponse, require_admin, store_or_503
+from digitlab.api.errors import ApiError, error_responses
+from digitlab.api.schemas import (
+    FeedbackRequest,
+    FeedbackResponse,
+    PredictionPage,
+    StatsResponse,
+    StoredPredictionOut,
+)
+from digitlab.api.service import AppContext
+
+router = APIRouter(prefix="/api/v1", tags=["predictions"])
+
+MAX_ID = 2**31 - 1  # user_predictions.id is INTEGER (SERIAL on PostgreSQL)
+PredictionId = Annotated[int, Path(ge=1, le=MAX_ID, description="The prediction's database id.")]
+Uid = Annotated[str, Path(pattern=r"^[0-9a-fA-F]{32}$", description="The `uid` of a prediction response.")]
+ADMIN = [Depends(require_admin)]
+
+
+def _not_found(prediction_id: int | str) -> ApiError:
+    return ApiError(f"There is no prediction {prediction_id}.", "prediction_not_found")
+
+
+def _utc(value: datetime | None, name: str) -> datetime | None:
+    """Timezone-aware -> UTC here (the store compares naive UTC); refuse dates that overflow on the way."""
+    if value is None or value.tzinfo is None:
+        return value
+    try:
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ApiError(f"Invalid request: '{name}' is out of range.", "invalid_fields") from None
+
+
+# --- feedback ------------------------------------------------------------------------------------------
+
+
+def _feedback_answer(ctx: AppContext, store, prediction_id: int | None, uid: str | None, digit: int) -> dict:
+    queued = False
+    correct = None
+    row = None
+    try:
+        row = store.get(prediction_id) if prediction_id is not None else None
+        if row is not None:
+            correct = row.predicted_digit == digit
+        queued = store.pending() > 0
+    except Exception:  # database unavailable: the feedback waits in the spool  # noqa: BLE001
+        queued = True
+    return {
+        "id": prediction_id,
+        "uid": uid if uid is not None else (row.uid if row is not None else None),
+        "true_digit": digit,
+        "correct": correct,
+        "stored": "spool" if queued else "database",
+        "queued": queued,
+    }
+
+
+@router.post(
+    "/predictions/{prediction_id}/feedback",
+    response_model=FeedbackResponse,
+    response_class=FastJSONResponse,
+    responses=error_responses(404, 422, 503),
+)
+def feedback(ctx: Ctx, prediction_id: PredictionId, body: FeedbackRequest):
+    """Record what was really drawn: sets the stored `drawn_digit` and `correct`. During a database
+    outage the feedback is queued (`queued: true`) and applied when the database is back."""
+    store = store_or_503(ctx)
+    if not store.set_feedback(prediction_id, body.true_digit):
+        raise _not_found(prediction_id)
+    return FastJSONResponse(_feedback_answer(ctx, store, prediction_id, None, body.true_digit))
+
+
+@router.post(
+    "/predictions/uid/{uid}/feedback",
+    response_model=FeedbackResponse,
+    response_class=FastJSONResponse,
+    responses=error_responses(404, 422, 503),
+)
+def feedback_by_uid(ctx: Ctx, uid: Uid, body: FeedbackRequest):
+    """The same by `uid`: works for a prediction answered with `id: null` (spooled during an outage)."""
+    store = store_or_503(ctx)
+    uid = uid.lower()
+    if not store.set_feedback_by_uid(uid, body.true_digit):
+        raise _not_found(uid)
+    answer = _feedback_answer(ctx, store, None, uid, body.true_digit)
+    return FastJSONResponse(answer)
+
+
+# --- history ---------------------------------------------------------------------------------------------
+
+
+@router.get(
+    "/predictions",
+    response_model=PredictionPage,
+    response_class=FastJSONResponse,
+    dependencies=ADMIN,
+    responses=error_responses(401, 422, 503),
+)
+def list_predictions(
+    ctx: Ctx,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=500)] = 50,
+    model: Annotated[str | None, Query(max_length=64, description="Only this model's predictions.")] = None,
+    correct: Annotated[
+        bool | None, Query(description="Only right (true) or wrong (false) labelled ones.")
+    ] = None,
+    since: Annotated[datetime | None, Query(description="From this time (inclusive, ISO 8601).")] = None,
+    until: Annotated[datetime | None, Query(description="Before this time (exclusive, ISO 8601).")] = None,
+):
+    """A page of logged predictions, newest first (no image bytes: see `.../{id}/image`)."""
+    store = store_or_503(ctx)
+    rows, total = store.list(
+        page,
+        page_size,
+        model=model or None,
+        correct=correct,
+        since=_utc(since, "since"),
+        until=_utc(until, "until"),
+    )
+    return FastJSONResponse(
+        {"items": [r.to_dict() for r in rows], "total": total, "page": page, "page_size": page_size}
+    )
+
+
+@router.get(
+    "/predictions/{prediction_id}",
+    response_model=StoredPredictionOut,
+    response_class=FastJSONResponse,
+    dependencies=ADMIN,
+    responses=error_responses(401, 404, 422, 503),
+)
+def get_prediction(ctx: Ctx, prediction_id: PredictionId):
+    """One logged prediction (without image bytes)."""
+    row = store_or_503(ctx).get(prediction_id)
+    if row is None:
+        raise _not_found(prediction_id)
+    return FastJSONResponse(row.to_dict())
+
+
+@router.get(
+    "/predictions/{prediction_id}/image",
+    response_class=Response,
+    dependencies=ADMIN,
+    responses={
+        200: {
+            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "PNG",
+        },
+        **error_responses(401, 404, 422, 503),
+    },
+)
+def get_image(
+    prediction_id: PredictionId,
+    ctx: Ctx,
+    kind: Annotated[
+        Literal["input", "processed"],
+        Query(
+            description="`input`: the drawing as submitted (PNG); `processed`: the 28x28 image the model saw."
+        ),
+    ] = "input",
+) -> Response:
+    """The submitted drawing or the 28x28 model input, as image/png."""
+    store = store_or_503(ctx)
+    png = store.get_image(prediction_id, kind)
+    if png is None:
+        if store.get(prediction_id) is None:
+            raise _not_found(prediction_id)
+        raise ApiError(f"Prediction {prediction_id} has no {kind} image stored.", "image_not_found")
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.delete(
+    "/predictions/{prediction_id}",
+    status_code=204,
+    response_class=Response,
+    dependencies=ADMIN,
+    responses=error_responses(401, 404, 422, 503),
+)
+def delete_prediction(ctx: Ctx, prediction_id: PredictionId) -> Response:
+    """Delete one prediction and its images."""
+    if not store_or_503(ctx).delete(prediction_id):
+        raise _not_found(prediction_id)
+    return Response(status_code=204)
+
+
+# --- aggregates --------------------------------------------------------------------------------------------
+
+
+@router.get(
+    "/stats",
+    response_model=StatsResponse,
+    response_class=FastJSONResponse,
+    responses=error_responses(422, 503),
+)
+def stats(
+    ctx: Ctx,
+    model: Annotated[str | None, Query(max_length=64, description="Only this model.")] = None,
+):
+    """Per model: predictions, labelled, accuracy on the labelled ones, 10x10 confusion matrix
+    (rows = true digit, columns = predicted) and accuracy per day."""
+    per_model = store_or_503(ctx).stats(model or None)
+    return FastJSONResponse(
+        {
+            "models": per_model,
+            "total_predictions": sum(s["predictions"] for s in per_model.values()),
+            "total_labelled": sum(s["labelled"] for s in per_model.values()),
+        }
+    )
+
+
+@router.get(
+    "/export.csv",
+    response_class=Response,
+    dependencies=ADMIN,
+    responses={
+        200: {
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+            "description": "label,pixel0..pixel783",
+        },
+        **error_responses(401, 503),
+    },
+)
+def export_csv(ctx: Ctx) -> Response:
+    """Labelled drawings as CSV `label,pixel0,...,pixel783` (the 28x28 model input, 0-255, ink bright:
+    MNIST's convention, ready to append to a training set)."""
+    store = store_or_503(ctx)
+    fd, path = tempfile.mkstemp(prefix="digitlab-export-", suffix=".csv")
+    os.close(fd)
+    try:
+        store.export_csv(path)
+    except BaseException:
+        os.unlink(path)
+        raise
+    return FileResponse(
+        path,
+        media_type="text/csv",
+        filename="digitlab-labelled.csv",
+        background=BackgroundTask(os.unlink, path),
+    )

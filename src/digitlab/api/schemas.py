@@ -1,0 +1,199 @@
+"""Request and response bodies of the API (pydantic); they are what /docs and /openapi.json show."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+ModelStatus = Literal["ready", "training", "missing"]
+COLOR_PATTERN = r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$"
+MODEL_FIELD_MAX = 64
+SESSION_ID_MAX = 64
+StrictDigit = Annotated[int, Field(ge=0, le=9, strict=True)]
+
+
+class ErrorResponse(BaseModel):
+    detail: str = Field(description="One sentence a person can act on.")
+    code: str = Field(description="Stable snake_case code, e.g. `unreadable_image`.")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "degraded"] = Field(
+        description="`degraded` when the database is unavailable or no model is ready."
+    )
+    models: dict[str, ModelStatus]
+    database: Literal["ok", "unavailable"]
+    spool: int = Field(description="Predictions and feedback waiting in the outage spool.")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    display_name: str
+    description: str
+    status: ModelStatus
+    version: str
+    default: bool = Field(description="Used when a prediction request names no model.")
+    metrics: dict[str, float] = Field(description="From the training manifest, e.g. `mnist_test_accuracy`.")
+    confusion_matrix: list[list[int]] | None = Field(
+        None, description="10x10 on the MNIST test set: rows = true digit, columns = predicted."
+    )
+    size_bytes: int | None = None
+    trained_at: str | None = None
+    training_seconds: float | None = None
+    train_samples: int | None = None
+    error: str | None = Field(None, description="Why a model whose artefact exists could not be loaded.")
+
+
+class PredictionResult(BaseModel):
+    id: int | None = Field(
+        description="Database id of the logged prediction; null while it waits in the spool."
+    )
+    uid: str = Field(description="Unique id of the record; works for feedback even while it is spooled.")
+    model: str
+    model_version: str
+    digit: int = Field(ge=0, le=9)
+    confidence: float = Field(description="Probability of `digit`.")
+    probabilities: list[float] = Field(min_length=10, max_length=10, description="Digits 0-9, summing to 1.")
+    uncertain: bool = Field(description="True when `confidence` is below the API's uncertainty threshold.")
+    processed_image: str = Field(description="Base64 PNG of the 28x28 input the model saw.")
+    latency_ms: float = Field(description="Server time for preprocessing + this model's inference.")
+    logged: bool = Field(description="The prediction was stored durably (database or outage spool).")
+
+
+class MultiPredictionResult(BaseModel):
+    predictions: list[PredictionResult]
+    processed_image: str = Field(description="Base64 PNG of the 28x28 input every model saw.")
+
+
+class PredictOptions(BaseModel):
+    """The optional fields of a prediction request (multipart form fields or JSON members)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = Field(
+        None,
+        max_length=MODEL_FIELD_MAX,
+        description="A model name, or `all` for every ready model; default: the best ready model.",
+    )
+    true_digit: StrictDigit | None = Field(None, description="What the user says they drew (0-9).")
+    pen_color: str | None = Field(
+        None, pattern=COLOR_PATTERN, description="`#rrggbb` hint for the ink colour."
+    )
+    background_color: str | None = Field(
+        None, pattern=COLOR_PATTERN, description="`#rrggbb` background hint."
+    )
+    session_id: str | None = Field(None, max_length=SESSION_ID_MAX, description="Groups a user's drawings.")
+    source: Literal["ui", "api"] = Field("api", description="Who asked; stored with the record.")
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _blank_model_is_default(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("session_id")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        if value is not None and not value.isprintable():
+            raise ValueError("must be printable text")
+        return value
+
+
+class PredictJSON(PredictOptions):
+    image: str = Field(
+        description="The image file (PNG, JPEG, WebP or BMP) as base64; a data: URL is accepted."
+    )
+
+
+class PredictForm(BaseModel):
+    """Only for the OpenAPI description of the multipart body (parsing is done by the route)."""
+
+    image: bytes = Field(json_schema_extra={"format": "binary"}, description="PNG, JPEG, WebP or BMP file.")
+    model: str | None = Field(None, max_length=MODEL_FIELD_MAX)
+    true_digit: int | None = Field(None, ge=0, le=9)
+    pen_color: str | None = Field(None, pattern=COLOR_PATTERN)
+    background_color: str | None = Field(None, pattern=COLOR_PATTERN)
+    session_id: str | None = Field(None, max_length=SESSION_ID_MAX)
+    source: Literal["ui", "api"] = "api"
+
+
+class FeedbackRequest(BaseModel):
+    true_digit: StrictDigit = Field(description="What was really drawn (0-9).")
+
+
+class FeedbackResponse(BaseModel):
+    id: int | None
+    uid: str | None = None
+    true_digit: int
+    correct: bool | None = Field(None, description="Whether the prediction was right; null while queued.")
+    stored: Literal["database", "spool"]
+    queued: bool = Field(description="The database is unavailable: the feedback waits in the spool.")
+
+
+class StoredPredictionOut(BaseModel):
+    id: int
+    uid: str | None
+    timestamp: str | None
+    model_name: str | None
+    model_version: str | None
+    predicted_digit: int | None
+    probability: float | None
+    probabilities: list[float] | None
+    drawn_digit: int | None
+    correct: bool | None
+    pen_color: str | None
+    background_color: str | None
+    latency_ms: float | None
+    session_id: str | None
+    source: str | None
+    has_image: bool
+    has_processed: bool
+
+
+class PredictionPage(BaseModel):
+    items: list[StoredPredictionOut]
+    total: int
+    page: int
+    page_size: int
+
+
+class DailyAccuracy(BaseModel):
+    date: str
+    labelled: int
+    correct: int
+    accuracy: float
+
+
+class ModelStats(BaseModel):
+    predictions: int
+    labelled: int
+    correct: int
+    accuracy: float | None = Field(description="Accuracy on the labelled predictions; null when none.")
+    confusion_matrix: list[list[int]] = Field(description="10x10: rows = true digit, columns = predicted.")
+    daily: list[DailyAccuracy] = []
+
+
+class StatsResponse(BaseModel):
+    models: dict[str, ModelStats]
+    total_predictions: int
+    total_labelled: int
+
+
+def clean_form_value(value: Any) -> Any:
+    """HTML forms send empty strings for fields left blank: treat them as absent."""
+    if isinstance(value, str) and value.strip() == "":
+        return None
+    return value
+
+
+_DIGIT_TEXT = re.compile(r"^\s*[0-9]\s*$")
+
+
+def form_digit(value: Any) -> Any:
+    """Form fields are text: '7' -> 7; anything else is left for strict validation to refuse."""
+    if isinstance(value, str) and _DIGIT_TEXT.match(value):
+        return int(value)
+    return value

@@ -1,0 +1,405 @@
+"""What the routes share: the loaded models, the store, the metrics, and the prediction itself.
+
+`run_prediction` is plain synchronous code (decode, preprocess, infer, log); the predict route runs it
+in a worker thread so the event loop keeps answering while the CPU works.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import numpy as np
+
+from digitlab.api.errors import ApiError
+from digitlab.api.metrics import Metrics
+from digitlab.core.config import Settings
+from digitlab.errors import DigitlabError
+from digitlab.models.registry import MODEL_SPECS, LoadedModel, ModelRegistry, is_training, model_dirs_for
+
+log = logging.getLogger("digitlab.api")
+
+#: A prediction whose confidence is below this is flagged `uncertain` (to be tuned on drawn digits).
+UNCERTAIN_BELOW = 0.5
+#: Seconds between checks for models whose training finished (a few stat calls; no reads when unchanged).
+MODEL_REFRESH_SECONDS = 5.0
+#: Non-PNG uploads are stored as a PNG no larger than this on the long side.
+STORED_INPUT_MAX_SIDE = 512
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass
+class AppContext:
+    """Everything a request needs, built once at start-up (`app.state.ctx`)."""
+
+    settings: Settings
+    registry: ModelRegistry
+    metrics: Metrics
+    store: Any = None  # digitlab.store.PredictionStore, or None when it could not be opened
+    cpu_limiter: anyio.CapacityLimiter | None = None  # preprocessing + inference
+    io_limiter: anyio.CapacityLimiter | None = None  # store writes (waiting on the database)
+    manifest_keys: dict[str, tuple[str, float] | None] = field(default_factory=dict)
+    ready_at: float | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# image type by magic bytes
+
+
+def sniff(data: bytes) -> str:
+    """'png' | 'jpeg' | 'webp' | 'bmp' from the first bytes; raises for everything else.
+
+    The client's declared content type is ignored: only the bytes count. A recognised image or
+    document format we do not take (GIF, TIFF, PDF, SVG, HEIC, ...) is 415 `unsupported_media_type`;
+    anything else (empty, garbage) is 400 `unreadable_image`.
+    """
+    if not data:
+        raise ApiError("The image file is empty: upload a PNG, JPEG, WebP or BMP image.", "unreadable_image")
+    head = data[:32]
+    if head.startswith(PNG_MAGIC):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[:2] == b"BM" and len(data) >= 26:
+        return "bmp"
+    other = _other_format(data)
+    if other:
+        raise ApiError(
+            f"{other} files are not supported: upload a PNG, JPEG, WebP or BMP image.",
+            "unsupported_media_type",
+        )
+    raise ApiError(
+        "The file is not an image we can read: upload a PNG, JPEG, WebP or BMP image.", "unreadable_image"
+    )
+
+
+_SIGNATURES = (
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"%PDF", "PDF"),
+    (b"8BPS", "PSD"),
+    (b"\x00\x00\x01\x00", "ICO"),
+    (b"\x00\x00\x02\x00", "CUR"),
+    (b"PK\x03\x04", "ZIP"),
+    (b"\x1f\x8b", "gzip"),
+    (b"\xff\x0a", "JPEG XL"),
+    (b"\x00\x00\x00\x0cJXL ", "JPEG XL"),
+    (b"qoif", "QOI"),
+    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+    (b"\xffO\xffQ", "JPEG 2000"),
+    (b"\x8aMNG", "MNG"),
+    (b"DDS ", "DDS"),
+    (b"#?RADIANCE", "HDR"),
+    (b"\x76\x2f\x31\x01", "OpenEXR"),
+    (b"%!PS", "PostScript"),
+)
+
+
+def _other_format(data: bytes) -> str | None:
+    head = data[:512]
+    for signature, name in _SIGNATURES:
+        if head.startswith(signature):
+            return name
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in (b"avif", b"avis"):
+            return "AVIF"
+        if brand[:3] in (b"hei", b"hev", b"mif", b"msf"):
+            return "HEIC"
+        return "Video"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in text):
+        return "SVG"
+    if text.startswith((b"<!doctype html", b"<html")):
+        return "HTML"
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# choosing models
+
+
+def resolve_models(ctx: AppContext, requested: str | None) -> list[LoadedModel]:
+    """The model(s) a request asks for: 404 `unknown_model`, 503 `model_not_ready`."""
+    registry = ctx.registry
+    if requested is None:
+        name = registry.default_name(ctx.settings.default_model)
+        if name is None:
+            raise ApiError(
+                "No model is ready yet: train one with `digitlab train` (or wait for training to finish).",
+                "model_not_ready",
+            )
+        return [registry.get(name)]
+    if requested == "all":
+        names = registry.ready_names()
+        if not names:
+            raise ApiError("No model is ready yet: train one with `digitlab train`.", "model_not_ready")
+        return [registry.get(n) for n in names]
+    model = registry.get(requested)
+    if model is not None:
+        return [model]
+    if requested not in MODEL_SPECS:
+        shown = requested if len(requested) <= 40 else requested[:40] + "..."
+        raise ApiError(
+            f"Unknown model {shown!r}: choose one of {', '.join(MODEL_SPECS)}, or 'all'.", "unknown_model"
+        )
+    if is_training(requested, ctx.settings.model_dir):
+        raise ApiError(f"Model {requested!r} is training: try again when it is ready.", "model_not_ready")
+    reason = ctx.registry.errors().get(requested)
+    if reason:
+        raise ApiError(
+            f"Model {requested!r} could not be loaded: run `digitlab train {requested}`.", "model_not_ready"
+        )
+    raise ApiError(
+        f"Model {requested!r} is not trained: run `digitlab train {requested}`.", "model_not_ready"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# the prediction
+
+
+def stored_input_png(data: bytes, fmt: str) -> bytes:
+    """PNG uploads are stored as sent; other formats as a PNG of at most STORED_INPUT_MAX_SIDE px."""
+    if fmt == "png":
+        return data
+    from PIL import Image, ImageOps
+
+    with Image.open(io.BytesIO(data)) as im:
+        if im.format == "JPEG":
+            im.draft("RGB", (STORED_INPUT_MAX_SIDE, STORED_INPUT_MAX_SIDE))
+        im = ImageOps.exif_transpose(im)
+        if im.mode not in ("RGB", "RGBA", "L", "LA"):
+            im = im.convert("RGBA")
+        im.thumbnail((STORED_INPUT_MAX_SIDE, STORED_INPUT_MAX_SIDE))
+        out = io.BytesIO()
+        im.save(out, format="PNG")
+        return out.getvalue()
+
+
+def preprocess(ctx: AppContext, data: bytes, *, pen_color: str | None, background_color: str | None):
+    """bytes -> (28x28 float32, format). Only 4xx errors leave this function for a bad image."""
+    from digitlab.preprocess import to_mnist
+
+    fmt = sniff(data)
+    try:
+        image = to_mnist(
+            data,
+            pen_color=pen_color,
+            background_color=background_color,
+            max_pixels=ctx.settings.max_image_pixels,
+        )
+    except DigitlabError:
+        raise
+    except (MemoryError, OverflowError) as exc:
+        raise ApiError(
+            "The image is too large to process: upload a smaller image.", "image_too_large"
+        ) from exc
+    except Exception as exc:  # a decoder choking on a damaged file; logged so a real bug stays visible
+        log.warning("preprocessing a %s upload failed (%s: %s)", fmt, type(exc).__name__, exc, exc_info=True)
+        raise ApiError(
+            "The image could not be processed: upload a PNG, JPEG, WebP or BMP image of a digit.",
+            "unreadable_image",
+        ) from exc
+    return image, fmt
+
+
+@dataclass
+class Computed:
+    """The CPU part of a prediction request: answers to send and the records to log."""
+
+    results: list[dict[str, Any]]
+    processed_b64: str
+    records: list[Any]  # PredictionRecord per result, or None when the record could not be built
+
+
+def compute_predictions(
+    ctx: AppContext,
+    data: bytes,
+    models: list[LoadedModel],
+    *,
+    true_digit: int | None = None,
+    pen_color: str | None = None,
+    background_color: str | None = None,
+    session_id: str | None = None,
+    source: str = "api",
+) -> Computed:
+    """Decode and preprocess once, run each model, build the records (CPU only, no I/O)."""
+    from digitlab.preprocess import to_png
+
+    started = time.perf_counter()
+    image, fmt = preprocess(ctx, data, pen_color=pen_color, background_color=background_color)
+    pre_seconds = time.perf_counter() - started
+    processed_png = to_png(image)
+    processed_b64 = base64.b64encode(processed_png).decode("ascii")
+    try:
+        input_png = stored_input_png(data, fmt)
+    except Exception as exc:  # noqa: BLE001
+        # never lose the answer over the stored copy
+        log.warning("could not convert the %s upload to PNG for the store: %s", fmt, exc)
+        input_png = None
+    X = image.reshape(1, 784)
+    m = ctx.metrics
+    out = Computed([], processed_b64, [])
+    for model in models:
+        t0 = time.perf_counter()
+        proba = model.predict_proba(X)[0]
+        seconds = pre_seconds + (time.perf_counter() - t0)
+        digit = int(np.argmax(proba))
+        confidence = float(proba[digit])
+        probabilities = [float(p) for p in proba]
+        uncertain = confidence < UNCERTAIN_BELOW
+        latency_ms = round(seconds * 1000.0, 3)
+        m.predictions.labels(model.name, str(digit)).inc()
+        m.prediction_seconds.labels(model.name).observe(seconds)
+        if uncertain:
+            m.uncertain.labels(model.name).inc()
+        record = make_record(
+            model,
+            digit,
+            probabilities,
+            drawn_digit=true_digit,
+            pen_color=pen_color,
+            background_color=background_color,
+            image_png=input_png,
+            processed_png=processed_png,
+            latency_ms=latency_ms,
+            session_id=session_id,
+            source=source,
+        )
+        out.records.append(record)
+        out.results.append(
+            {
+                "id": None,
+                "uid": record.uid if record is not None else uuid.uuid4().hex,
+                "model": model.name,
+                "model_version": str(model.version),
+                "digit": digit,
+                "confidence": confidence,
+                "probabilities": probabilities,
+                "uncertain": uncertain,
+                "processed_image": processed_b64,
+                "latency_ms": latency_ms,
+                "logged": False,
+            }
+        )
+    return out
+
+
+def make_record(model: LoadedModel, digit: int, probabilities: list[float], **fields):
+    """A PredictionRecord, or None when it cannot be built (e.g. non-finite probabilities)."""
+    from digitlab.store import PredictionRecord
+
+    try:
+        return PredictionRecord(
+            model_name=model.name,
+            model_version=str(model.version),
+            predicted_digit=digit,
+            probabilities=probabilities,
+            **fields,
+        )
+    except Exception as exc:  # noqa: BLE001
+        log.error("prediction of %s will not be logged: the record was refused (%s)", model.name, exc)
+        return None
+
+
+def log_predictions(ctx: AppContext, computed: Computed) -> None:
+    """Hand each record to the store and fill in `id` and `logged` (I/O only). Never raises: a store
+    failure leaves `logged: false` and counts in `digitlab_store_write_failures_total`."""
+    for result, record in zip(computed.results, computed.records, strict=True):
+        if record is None or ctx.store is None:
+            ctx.metrics.store_failures.inc()
+            continue
+        try:
+            stored = ctx.store.add(record)
+        except Exception as exc:  # noqa: BLE001
+            log.error("prediction of %s not logged: %s: %s", record.model_name, type(exc).__name__, exc)
+            ctx.metrics.store_failures.inc()
+            continue
+        ctx.metrics.logged.labels(stored.stored).inc()
+        result["id"] = stored.id
+        result["uid"] = stored.uid
+        result["logged"] = True
+
+
+def run_prediction(
+    ctx: AppContext, data: bytes, models: list[LoadedModel], **options
+) -> tuple[list[dict], str]:
+    """Both steps in the calling thread (scripts and tests); the route runs them in separate pools."""
+    computed = compute_predictions(ctx, data, models, **options)
+    log_predictions(ctx, computed)
+    return computed.results, computed.processed_b64
+
+
+# --------------------------------------------------------------------------------------------------
+# model files appearing or changing while the API runs
+
+
+def manifest_key(name: str, model_dir: Path) -> tuple[str, float] | None:
+    for directory in model_dirs_for(name, model_dir):
+        path = directory / f"{name}.json"
+        try:
+            return str(path), path.stat().st_mtime
+        except OSError:
+            continue
+    return None
+
+
+def refresh_models(ctx: AppContext) -> None:
+    """(Re)load a model whose manifest appeared or changed since the last look; a broken artefact is
+    tried once per manifest change, not every few seconds. Loaded models are swapped atomically."""
+    for name in MODEL_SPECS:
+        if is_training(name, ctx.settings.model_dir):
+            continue  # wait for the finished files
+        key = manifest_key(name, ctx.settings.model_dir)
+        if key is None or key == ctx.manifest_keys.get(name):
+            continue
+        ctx.manifest_keys[name] = key
+        before = ctx.registry.get(name)
+        ctx.registry.refresh(name)
+        after = ctx.registry.get(name)
+        if after is not None and after is not before:
+            log.info("model %s %s (version %s)", name, "reloaded" if before else "loaded", after.version)
+
+
+def sample_drawing(size: int = 280) -> bytes:
+    """A drawn '7' as a PNG (dark pen on white, like the UI's canvas): warm-up, tests and the benchmark."""
+    from PIL import Image, ImageDraw
+
+    k = size / 280
+    im = Image.new("RGB", (size, size), "white")
+    ImageDraw.Draw(im).line(
+        [(80 * k, 62 * k), (196 * k, 58 * k), (150 * k, 140 * k), (118 * k, 226 * k)],
+        fill="#1f2340",
+        width=max(1, round(18 * k)),
+        joint="curve",
+    )
+    out = io.BytesIO()
+    im.save(out, format="PNG")
+    return out.getvalue()
+
+
+def warm_up(ctx: AppContext) -> None:
+    """One prediction per loaded model (not logged), so the first real request is not the slow one."""
+    from digitlab.preprocess import to_mnist, to_png
+
+    try:
+        image = to_mnist(sample_drawing())
+        to_png(image)
+        for name in ctx.registry.ready_names():
+            ctx.registry.get(name).predict_proba(image.reshape(1, 784))
+    except Exception as exc:  # noqa: BLE001
+        # a warm-up problem must not stop the server; real requests will report it
+        log.warning("warm-up failed: %s: %s", type(exc).__name__, exc)

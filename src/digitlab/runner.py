@@ -1,0 +1,459 @@
+"""`digitlab run`: one command from a fresh clone to drawing digits.
+
+1. refuse at once, in one line, when the API or UI port is taken;
+2. start the UI (`digitlab ui`), apply the database migrations meanwhile (embedded SQLite by default,
+   or DATABASE_URL / POSTGRES_*), then start the API (`digitlab serve`); each child gets its own process
+   group. The models that exist (the bundled CNN at least) answer at once while the others train;
+3. train the missing classical models in a background `digitlab train` (it fetches MNIST first when
+   needed, checksums verified; its progress goes to this terminal). Until a model is done its
+   `<name>.training` marker makes the API and the UI show it as "training"; the API loads finished
+   models by itself (it re-scans the model folder every few seconds);
+4. print both URLs once both answer;
+5. on Ctrl-C (SIGINT), SIGTERM or SIGHUP: SIGTERM to every child's process group (uvicorn, Streamlit,
+   training workers: grandchildren included), SIGKILL to whatever is left after a few seconds; the
+   whole stop takes at most `STOP_TIMEOUT` seconds and returns 0.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from digitlab.core.config import Settings, get_settings
+from digitlab.errors import DigitlabError
+
+#: Seconds between SIGTERM and SIGKILL; the whole stop stays under STOP_TIMEOUT.
+STOP_GRACE = 3.0
+STOP_TIMEOUT = 5.0
+#: After this long without both services answering, say so once (and keep waiting: Ctrl-C stops).
+SLOW_START_NOTICE = 90.0
+POLL = 0.2
+#: While training runs, one line every this many seconds says which models are done.
+PROGRESS_EVERY = 60.0
+#: Extra arguments for the background `digitlab train` (tests set e.g. ["--limit", "2000"]).
+TRAIN_ARGS: list[str] = []
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class PortInUseError(DigitlabError):
+    code = "port_in_use"
+
+
+def _say(message: str) -> None:
+    print(f"digitlab run: {message}", flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# what to do
+
+
+def missing_models(model_dir: Path) -> list[str]:
+    """Classical models without a manifest in `model_dir` (the ones `digitlab run` trains)."""
+    from digitlab.models.registry import CLASSICAL_MODELS, model_dirs_for
+
+    return [
+        n
+        for n in CLASSICAL_MODELS
+        if not any((d / f"{n}.json").exists() for d in model_dirs_for(n, model_dir))
+    ]
+
+
+def _has_cnn(model_dir: Path) -> bool:
+    from digitlab.models.registry import model_dirs_for
+
+    return any((d / "cnn.json").exists() for d in model_dirs_for("cnn", model_dir))
+
+
+def connect_host(host: str) -> str:
+    """The address a local client uses to reach a server bound to `host` (for URLs)."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True when nothing could listen on host:port now (uvicorn and Streamlit both use SO_REUSEADDR,
+    so a port in TIME_WAIT is free for them and for this check)."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return False  # let the server report the bad host itself
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError:
+            return True
+    return False
+
+
+def check_ports(settings: Settings) -> None:
+    for what, host, port, variable in (
+        ("API", settings.host, settings.port, "DIGITLAB_PORT"),
+        ("UI", settings.ui_host, settings.ui_port, "DIGITLAB_UI_PORT"),
+    ):
+        if port_in_use(host, port):
+            raise PortInUseError(
+                f"port {port} ({what}, {host}) is already in use — stop whatever uses it (another "
+                f"`digitlab run`?) or choose another port, e.g. {variable}={port + 1}"
+            )
+    if settings.port == settings.ui_port:
+        raise PortInUseError(f"the API and the UI cannot both use port {settings.port}: set DIGITLAB_UI_PORT")
+
+
+def migrate(settings: Settings) -> None:
+    """Apply the migrations now (fast when up to date). A database that cannot be reached is not fatal:
+    the API starts anyway and keeps predictions in its outage spool until the database is back."""
+    from digitlab.store.db import make_engine, upgrade
+
+    url = settings.sqlalchemy_url
+    if url.startswith("sqlite:///"):
+        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    engine = make_engine(url)
+    shown = engine.url.render_as_string(hide_password=True)
+    try:
+        revision = upgrade(engine)
+        _say(f"database {shown} is at revision {revision}")
+    except Exception as exc:  # noqa: BLE001 - reported in one line; the API retries on its own
+        reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+        _say(f"warning: could not migrate the database {shown} ({reason}); the API will spool predictions "
+             "until it is reachable")  # fmt: skip
+    finally:
+        engine.dispose()
+
+
+# --------------------------------------------------------------------------------------------------
+# children
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen
+    term_group: bool = True  # False: the child passes SIGTERM on to its own children (digitlab ui)
+    terminated: bool = False  # SIGTERM sent
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def pgid(self) -> int:
+        return self.proc.pid  # start_new_session: the child leads its own session and process group
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+
+def _prctl():
+    """libc's prctl on Linux (loaded in the parent: nothing is imported between fork and exec)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def _child_setup(background: bool):
+    """Runs in each child between fork and exec: SIGTERM it if this runner dies without stopping it
+    (even by SIGKILL), and give training a lower CPU priority than the servers."""
+
+    def setup() -> None:  # pragma: no cover - runs in the forked child
+        if _PRCTL is not None:
+            _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+        if background:
+            try:
+                os.nice(10)
+            except OSError:
+                pass
+
+    return setup
+
+
+def start_child(
+    name: str, argv: list[str], env: dict[str, str], *, background: bool = False, term_group: bool = True
+) -> Child:
+    proc = subprocess.Popen(
+        argv,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # Ctrl-C reaches only us; we stop each group ourselves, grandchildren included
+        preexec_fn=_child_setup(background),  # noqa: PLW1509 - no threads in this process
+    )
+    return Child(name, proc, term_group)
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of process group `pgid`."""
+    proc = Path("/proc")
+    if not proc.is_dir():  # not Linux: ask the kernel whether the group still has a member
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return []
+        except PermissionError:
+            pass
+        return [pgid]
+    members = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) "
+        if len(fields) > 2 and fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def terminate(children: list[Child]) -> None:
+    """First step of a stop: SIGTERM to each child not signalled yet (`term_group`: its whole group)."""
+    for child in children:
+        if child.terminated:
+            continue
+        child.terminated = True
+        if child.term_group:
+            _signal_group(child.pgid, signal.SIGTERM)
+        elif child.running():
+            child.proc.send_signal(signal.SIGTERM)  # it forwards the signal itself (digitlab ui)
+
+
+def stop_children(
+    children: list[Child],
+    *,
+    since: float | None = None,
+    grace: float = STOP_GRACE,
+    timeout: float = STOP_TIMEOUT,
+) -> list[str]:
+    """Stop every child with its whole process group; returns the names that needed SIGKILL.
+
+    SIGTERM first (see `terminate`; `since` is when that began, if it already did); a second later, to
+    whatever is left of each group; after `grace`, SIGKILL. Direct children are reaped (no zombie)."""
+    started = time.monotonic() if since is None else since
+    terminate(children)
+    escalated = False
+    killed: list[str] = []
+    while True:
+        for child in children:
+            child.proc.poll()
+        alive = [c for c in children if c.running() or group_members(c.pgid)]
+        if not alive:
+            return killed
+        elapsed = time.monotonic() - started
+        if elapsed >= 1.0 and not escalated:
+            escalated = True
+            for child in alive:
+                if not child.term_group:
+                    _signal_group(child.pgid, signal.SIGTERM)
+        if elapsed >= grace and not killed:
+            for child in alive:
+                killed.append(child.name)
+                _signal_group(child.pgid, signal.SIGKILL)
+        if elapsed >= timeout:
+            return killed
+        time.sleep(0.05)
+
+
+def _healthy(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=0.5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+# --------------------------------------------------------------------------------------------------
+# the command
+
+
+class _Stop:
+    """The stop signal handler: SIGTERMs the children at once, and remembers when; the main loop polls
+    it and returns, and `run_all` finishes the stop (no exception raised in the middle of a step)."""
+
+    def __init__(self, children: list[Child]) -> None:
+        self.children = children
+        self.signum: int | None = None
+        self.at: float | None = None
+
+    def __call__(self, signum, _frame) -> None:
+        if self.signum is None:
+            self.signum, self.at = signum, time.monotonic()
+            terminate(self.children)
+
+    def __bool__(self) -> bool:
+        return self.signum is not None
+
+
+def run_all(train_missing: bool) -> int:
+    """Start everything, wait for a stop signal, stop everything. 0 on a clean stop."""
+    settings = get_settings()
+    check_ports(settings)
+
+    began = time.monotonic()
+    children: list[Child] = []
+    markers: list[Path] = []
+    stop = _Stop(children)
+    previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
+    try:
+        return _run(settings, train_missing, stop, children, markers, began)
+    finally:
+        if children:
+            since = stop.at if stop.at is not None else time.monotonic()
+            names = ", ".join(c.name for c in children)
+            killed = stop_children(children, since=since)
+            left = [c.name for c in children if group_members(c.pgid)]
+            took = time.monotonic() - since
+            if left:
+                _say(f"could not stop {', '.join(left)} (still running after {took:.1f} s)")
+            else:
+                _say(
+                    f"stopped {names} in {took:.1f} s" + (f" ({', '.join(killed)} killed)" if killed else "")
+                )
+        for marker in markers:  # a killed trainer cannot remove its own
+            marker.unlink(missing_ok=True)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        gc.freeze()  # nothing is left to collect: skip the ~1 s final collection of SQLAlchemy/Alembic objects
+
+
+def _run(
+    settings: Settings,
+    train_missing: bool,
+    stop: _Stop,
+    children: list[Child],
+    markers: list[Path],
+    began: float,
+) -> int:
+    from digitlab.models.registry import CLASSICAL_MODELS
+
+    model_dir = Path(settings.model_dir)
+    missing = missing_models(model_dir)
+    to_train = missing if train_missing else []
+    if missing and not train_missing:
+        _say(f"not training {', '.join(missing)} (--no-train): they show as missing")
+    if not _has_cnn(model_dir) and len(missing) == len(CLASSICAL_MODELS):
+        _say("no model is trained yet and the CNN is not bundled: predictions answer once training finishes")
+    if to_train:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        for name in to_train:  # "training" from the very first /health, before the trainer is up
+            marker = model_dir / f"{name}.training"
+            marker.touch()
+            markers.append(marker)
+
+    api_url = f"http://{connect_host(settings.host)}:{settings.port}"
+    ui_url = f"http://{connect_host(settings.ui_host)}:{settings.ui_port}"
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["DIGITLAB_HOST"], env["DIGITLAB_PORT"] = settings.host, str(settings.port)
+    env["DIGITLAB_UI_HOST"], env["DIGITLAB_UI_PORT"] = settings.ui_host, str(settings.ui_port)
+    ui_env = dict(env, DIGITLAB_API_URL=api_url)  # the UI talks to the API started here
+    python = [sys.executable, "-m", "digitlab"]
+    # The UI first: it needs no database, so it starts while the migrations run; the API after them.
+    ui = start_child("UI", [*python, "ui"], ui_env, term_group=False)
+    children.append(ui)
+    migrate(settings)
+    if stop:
+        return 0
+    api = start_child("API", [*python, "serve"], env)
+    children.append(api)
+
+    waiting = {"API": f"{api_url}/health", "UI": f"{ui_url}/_stcore/health"}
+    noticed = False
+    while waiting:
+        if stop:
+            return 0
+        for child in (api, ui):
+            if not child.running():
+                _say(f"the {child.name} stopped while starting (exit code {child.proc.returncode}); see its "
+                     "messages above")  # fmt: skip
+                return 1
+        for name, url in list(waiting.items()):
+            if _healthy(url):
+                del waiting[name]
+        if waiting and not noticed and time.monotonic() - began > SLOW_START_NOTICE:
+            noticed = True
+            _say(f"still waiting for the {' and the '.join(waiting)} to answer (Ctrl-C stops)")
+        if waiting:
+            time.sleep(POLL)
+
+    trainer = None
+    if to_train:
+        trainer = start_child("training", [*python, "train", *to_train, *TRAIN_ARGS], env, background=True)
+        children.append(trainer)
+    next_note = time.monotonic() + PROGRESS_EVERY
+    ready = time.monotonic() - began
+    status = _status(api_url)
+    print(
+        "\n"
+        f"  digitlab is running (ready in {ready:.1f} s)\n"
+        f"    UI   {ui_url}      <- open this and draw a digit\n"
+        f"    API  {api_url}      (docs: {api_url}/docs)\n"
+        + (f"    models: {status}\n" if status else "")
+        + (f"    training {', '.join(to_train)} in the background; they show as 'training' until done\n"
+           if to_train else "")
+        + "  Ctrl-C stops both.\n",
+        flush=True,
+    )  # fmt: skip
+
+    while not stop:
+        for child in (api, ui):
+            if not child.running():
+                _say(f"the {child.name} stopped unexpectedly (exit code {child.proc.returncode}); stopping")
+                return 1
+        if trainer is not None and trainer.running() and time.monotonic() >= next_note:
+            next_note += PROGRESS_EVERY
+            still = [n for n in missing_models(model_dir) if n in to_train]
+            done = [n for n in to_train if n not in still]
+            minutes = (time.monotonic() - trainer.started) / 60
+            _say(
+                f"training for {minutes:.0f} min: {', '.join(done) + ' ready, ' if done else ''}"
+                f"{', '.join(still)} still training (the other models answer meanwhile)"
+            )
+        if trainer is not None and not trainer.running():
+            code = trainer.proc.returncode
+            for marker in markers:
+                marker.unlink(missing_ok=True)
+            if code == 0:
+                _say(f"training finished: {', '.join(to_train)} ready (the API loads them within seconds)")
+            else:
+                still = [n for n in missing_models(model_dir) if n in to_train]
+                _say(f"training stopped with exit code {code}: {', '.join(still) or 'nothing'} not trained; the "
+                     "API serves the models it has. Fix the error above, then run `digitlab train`.")  # fmt: skip
+            children.remove(trainer)
+            trainer = None
+        time.sleep(POLL)
+    return 0
+
+
+def _status(api_url: str) -> str:
+    import httpx
+
+    try:
+        models = httpx.get(f"{api_url}/health", timeout=2.0).json().get("models", {})
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return ""
+    return ", ".join(f"{name} {state}" for name, state in models.items())

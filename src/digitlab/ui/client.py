@@ -1,0 +1,366 @@
+"""The UI's only door to the prediction API: httpx with short timeouts, friendly errors, no tracebacks.
+
+Every method either returns plain data or raises `ApiError` whose `str()` is one sentence a person can
+read ("The prediction service is not reachable at http://… — retrying."). `ApiUnavailable` (a subclass)
+means the service itself is away (refused, timed out, 502/503/504 from a proxy), as opposed to the
+service answering "no" to this request.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+import httpx
+
+__all__ = [
+    "ApiError",
+    "ApiUnavailable",
+    "Comparison",
+    "DigitlabClient",
+    "FeedbackResult",
+    "Health",
+    "Prediction",
+]
+
+# Seconds. The UI must never hang: a slow API shows a message instead of a spinner forever.
+CONNECT_TIMEOUT = 1.5
+HEALTH_TIMEOUT = 1.5
+READ_TIMEOUT = 6.0
+HEAVY_TIMEOUT = 15.0  # exports and big history pages
+
+
+class ApiError(Exception):
+    """A failure a person can read: `str(exc)` is one sentence; `code` is the API's stable code."""
+
+    def __init__(self, message: str, *, code: str = "api_error", status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.status = status
+
+
+class ApiUnavailable(ApiError):
+    """The prediction service could not be reached or did not answer in time."""
+
+
+@dataclass(frozen=True)
+class Health:
+    status: str  # "ok" | "degraded"
+    models: dict[str, str]  # name -> "ready" | "training" | "missing"
+    database: str  # "ok" | "unavailable"
+    spool: int = 0
+
+    @property
+    def ready_models(self) -> list[str]:
+        return [name for name, state in self.models.items() if state == "ready"]
+
+    @property
+    def database_ok(self) -> bool:
+        return self.database == "ok"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    model: str
+    digit: int
+    confidence: float
+    probabilities: list[float]
+    processed_png: bytes | None = None
+    latency_ms: float | None = None
+    id: int | None = None
+    logged: bool = False
+    uncertain: bool = False
+    uid: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    predictions: list[Prediction]
+    processed_png: bytes | None
+
+    @property
+    def agree(self) -> bool:
+        return len({p.digit for p in self.predictions}) <= 1
+
+    @property
+    def votes(self) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = {}
+        for p in self.predictions:
+            out.setdefault(p.digit, []).append(p.model)
+        return dict(sorted(out.items(), key=lambda kv: (-len(kv[1]), kv[0])))
+
+
+@dataclass(frozen=True)
+class FeedbackResult:
+    saved: bool  # written to the database now
+    queued: bool  # kept in the outage spool; written when the database is back
+    message: str
+
+
+def _b64(value: Any) -> bytes | None:
+    if not value or not isinstance(value, str):
+        return None
+    if value.startswith("data:"):
+        value = value.split(",", 1)[-1]
+    try:
+        return base64.b64decode(value, validate=False)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _prediction(data: dict[str, Any], processed: bytes | None = None) -> Prediction:
+    try:
+        probs = [float(p) for p in data["probabilities"]]
+        digit = int(data["digit"])
+        confidence = float(data.get("confidence", probs[digit]))
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise ApiError(
+            "The prediction service sent an answer the UI does not understand.", code="bad_response"
+        ) from exc
+    known = {"id", "model", "digit", "confidence", "probabilities", "processed_image", "latency_ms", "logged",
+             "uncertain", "uid"}  # fmt: skip
+    return Prediction(
+        model=str(data.get("model", "")),
+        digit=digit,
+        confidence=confidence,
+        probabilities=probs,
+        processed_png=_b64(data.get("processed_image")) or processed,
+        latency_ms=None if data.get("latency_ms") is None else float(data["latency_ms"]),
+        id=None if data.get("id") is None else int(data["id"]),
+        logged=bool(data.get("logged", False)),
+        uncertain=bool(data.get("uncertain", False)),
+        uid=data.get("uid"),
+        extra={k: v for k, v in data.items() if k not in known},
+    )
+
+
+def _iso(value: date | datetime | str | None) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return value.isoformat()
+
+
+class DigitlabClient:
+    """Thread-safe (one `httpx.Client`, keep-alive); share one per UI process."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+        read_timeout: float = READ_TIMEOUT,
+    ):
+        self.base_url = base_url.rstrip("/")
+        headers = {"Accept": "application/json", "User-Agent": "digitlab-ui"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(read_timeout, connect=CONNECT_TIMEOUT),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- plumbing ------------------------------------------------------------------------------------
+    def _request(
+        self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        if timeout is not None:
+            kwargs["timeout"] = httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT, timeout))
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise ApiUnavailable(
+                f"The prediction service at {self.base_url} did not answer in time — retrying.",
+                code="api_timeout",
+            ) from exc
+        except (httpx.TransportError, OSError) as exc:  # refused, reset, DNS, ...
+            raise ApiUnavailable(
+                f"The prediction service is not reachable at {self.base_url} — retrying.",
+                code="api_unreachable",
+            ) from exc
+        except httpx.HTTPError as exc:  # anything else httpx can raise (invalid URL, ...)
+            raise ApiUnavailable(
+                f"The prediction service address {self.base_url} cannot be used ({type(exc).__name__}).",
+                code="api_unreachable",
+            ) from exc
+        if response.status_code >= 400:
+            raise self._error(response)
+        return response
+
+    def _error(self, response: httpx.Response) -> ApiError:
+        detail, code = None, None
+        try:
+            body = response.json()
+            if isinstance(body, dict):
+                detail, code = body.get("detail"), body.get("code")
+                if isinstance(detail, list):  # FastAPI validation errors
+                    detail = "; ".join(
+                        str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail
+                    )
+        except ValueError:
+            pass
+        status = response.status_code
+        if not code:
+            code = {401: "unauthorized", 403: "forbidden", 404: "not_found"}.get(status, f"http_{status}")
+        if detail:
+            message = str(detail).strip()
+            message = message[0].upper() + message[1:] if message else message
+        elif status in (502, 504):
+            message = (
+                f"The prediction service at {self.base_url} is not answering (HTTP {status}) — retrying."
+            )
+        elif status in (401, 403):
+            message = "The prediction service refused access: set DIGITLAB_ADMIN_TOKEN for the UI."
+        else:
+            message = f"The prediction service answered HTTP {status}."
+        cls = ApiUnavailable if status in (502, 504) or (status == 503 and not detail) else ApiError
+        return cls(message, code=str(code), status=status)
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._request(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ApiError(
+                "The prediction service sent an answer the UI does not understand.", code="bad_response"
+            ) from exc
+
+    # --- endpoints -----------------------------------------------------------------------------------
+    def health(self) -> Health:
+        data = self._json("GET", "/health", timeout=HEALTH_TIMEOUT)
+        if not isinstance(data, dict):
+            raise ApiError(
+                "The prediction service sent an answer the UI does not understand.", code="bad_response"
+            )
+        return Health(
+            status=str(data.get("status", "degraded")),
+            models={str(k): str(v) for k, v in (data.get("models") or {}).items()},
+            database=str(data.get("database", "unavailable")),
+            spool=int(data.get("spool") or 0),
+        )
+
+    def models(self) -> list[dict[str, Any]]:
+        data = self._json("GET", "/api/v1/models")
+        if isinstance(data, dict):  # tolerate {"models": [...]}
+            data = data.get("models", [])
+        return [m for m in data if isinstance(m, dict)]
+
+    def _predict_form(self, png: bytes, model: str, **fields: Any) -> dict[str, Any]:
+        form = {"model": model, "source": "ui"}
+        form.update({k: str(v) for k, v in fields.items() if v is not None})
+        return self._json(
+            "POST", "/api/v1/predict", files={"image": ("drawing.png", png, "image/png")}, data=form
+        )
+
+    def predict(
+        self,
+        png: bytes,
+        model: str | None = None,
+        *,
+        pen_color: str | None = None,
+        background_color: str | None = None,
+        session_id: str | None = None,
+        true_digit: int | None = None,
+    ) -> Prediction:
+        data = self._predict_form(
+            png, model or "", pen_color=pen_color, background_color=background_color,
+            session_id=session_id, true_digit=true_digit,
+        )  # fmt: skip
+        if not isinstance(data, dict):
+            raise ApiError(
+                "The prediction service sent an answer the UI does not understand.", code="bad_response"
+            )
+        return _prediction(data)
+
+    def predict_all(
+        self,
+        png: bytes,
+        *,
+        pen_color: str | None = None,
+        background_color: str | None = None,
+        session_id: str | None = None,
+    ) -> Comparison:
+        data = self._predict_form(png, "all", pen_color=pen_color, background_color=background_color,
+                                  session_id=session_id)  # fmt: skip
+        if not isinstance(data, dict) or not isinstance(data.get("predictions"), list):
+            raise ApiError(
+                "The prediction service sent an answer the UI does not understand.", code="bad_response"
+            )
+        processed = _b64(data.get("processed_image"))
+        return Comparison([_prediction(p, processed) for p in data["predictions"]], processed)
+
+    def feedback(self, prediction: Prediction, true_digit: int) -> FeedbackResult:
+        """Tell the API what was really drawn. Works during a database outage (the API queues it)."""
+        if prediction.id is not None:
+            path = f"/api/v1/predictions/{prediction.id}/feedback"
+        elif prediction.uid:
+            path = f"/api/v1/predictions/uid/{prediction.uid}/feedback"
+        else:
+            return FeedbackResult(
+                False, False, "This prediction was not recorded, so the answer cannot be saved."
+            )
+        data = self._json("POST", path, json={"true_digit": int(true_digit)})
+        data = data if isinstance(data, dict) else {}
+        queued = bool(data.get("queued")) or data.get("stored") == "spool" or prediction.id is None
+        if queued:
+            return FeedbackResult(False, True, "The database is unavailable: your answer is queued and will be "
+                                               "saved when it is back.")  # fmt: skip
+        return FeedbackResult(True, False, "Saved — thank you!")
+
+    def predictions(
+        self,
+        *,
+        page: int = 1,
+        page_size: int = 50,
+        model: str | None = None,
+        correct: bool | None = None,
+        since: date | datetime | str | None = None,
+        until: date | datetime | str | None = None,
+    ) -> dict[str, Any]:
+        """{"items": [...], "total": n, "page": p, "page_size": s}."""
+        params: dict[str, Any] = {"page": page, "page_size": page_size}
+        if model:
+            params["model"] = model
+        if correct is not None:
+            params["correct"] = "true" if correct else "false"
+        if since is not None:
+            params["since"] = _iso(since)
+        if until is not None:
+            params["until"] = _iso(until)
+        data = self._json("GET", "/api/v1/predictions", params=params, timeout=HEAVY_TIMEOUT)
+        if isinstance(data, list):
+            data = {"items": data, "total": len(data), "page": page, "page_size": page_size}
+        if not isinstance(data, dict):
+            raise ApiError(
+                "The prediction service sent an answer the UI does not understand.", code="bad_response"
+            )
+        data.setdefault("items", data.get("predictions", []))
+        data.setdefault("total", len(data["items"]))
+        return data
+
+    def image(self, prediction_id: int, kind: str = "processed") -> bytes:
+        return self._request(
+            "GET", f"/api/v1/predictions/{int(prediction_id)}/image", params={"kind": kind}
+        ).content
+
+    def stats(self) -> dict[str, Any]:
+        data = self._json("GET", "/api/v1/stats", timeout=HEAVY_TIMEOUT)
+        if not isinstance(data, dict):
+            raise ApiError(
+                "The prediction service sent an answer the UI does not understand.", code="bad_response"
+            )
+        return data
+
+    def export_csv(self) -> bytes:
+        return self._request("GET", "/api/v1/export.csv", timeout=60.0).content

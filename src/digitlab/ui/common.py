@@ -1,0 +1,214 @@
+"""What every page shares: the API client, the health monitor and its banner, styling, small widgets."""
+
+from __future__ import annotations
+
+import html
+import io
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from digitlab.ui.client import ApiError, DigitlabClient, Health
+
+ASSETS = Path(__file__).with_name("assets")
+HEALTH_POLL_SECONDS = 2.0  # an outage shows on every page within this (+ one request)
+
+STATUS_BADGE = {
+    "ready": ("ready", "green", ":material/check_circle:"),
+    "training": ("training…", "orange", ":material/hourglass_top:"),
+    "missing": ("missing", "gray", ":material/block:"),
+}
+
+CSS = """
+<style>
+[data-testid="stMainBlockContainer"] {padding-top: 4.2rem;}
+/* digitlab: the result card and small touches on top of the theme in .streamlit/config.toml */
+.dl-result {display:flex; align-items:center; gap:1.1rem; padding:.8rem 1.1rem; border-radius:.8rem; margin-bottom:.6rem;
+  background:linear-gradient(135deg,#EEF0FF 0%,#F8F9FF 100%); border:1px solid #DCDFEE; min-height:7.2rem;}
+.dl-digit {font-size:5.2rem; line-height:1; font-weight:800; color:#4F46E5; min-width:3.4rem;
+  text-align:center; font-variant-numeric:tabular-nums;}
+.dl-digit.dl-unsure {color:#B45309;}
+.dl-meta {display:flex; flex-direction:column; gap:.2rem; font-size:.95rem; color:#41465F;}
+.dl-meta b {font-size:1.45rem; color:#1F2340;}
+.dl-placeholder {display:flex; align-items:center; justify-content:center; text-align:center; padding:1rem;
+  border:2px dashed #C9CDE6; border-radius:.8rem; color:#5B6079; min-height:7.2rem; font-size:1rem;}
+.dl-card-digit {font-size:3.2rem; line-height:1.05; font-weight:800; color:#4F46E5;
+  font-variant-numeric:tabular-nums;}
+.dl-card-digit.dl-odd {color:#B45309;}
+.dl-small {font-size:.88rem; color:#5B6079;}
+.dl-step {text-align:center; font-size:.9rem; color:#41465F;}
+.dl-arrow {text-align:center; font-size:1.8rem; color:#9CA3C7; padding-top:2.4rem;}
+[data-testid="stButtonGroup"] > div {flex-wrap: wrap !important; row-gap: .4rem;}
+.dl-seen {margin:0 0 0 auto; display:flex; flex-direction:column; align-items:center; gap:.2rem;}
+.dl-seen img {border-radius:.35rem; display:block;}
+.dl-seen figcaption {font-size:.72rem; color:#5B6079; text-align:center; max-width:7.5rem; line-height:1.2;}
+@media (max-width: 640px) {
+  .dl-arrow {padding-top:0; transform:rotate(90deg);}
+  .dl-digit {font-size:4.2rem; min-width:2.6rem;}
+  .dl-result {gap:.8rem; padding:.7rem .8rem;}
+  .dl-seen img {max-width:72px !important;}
+  [data-testid="stButtonGroup"] > div {column-gap:.3rem !important;}
+  [data-testid="stButtonGroup"] button[data-variant="pills"] {padding-left:.4rem !important;
+    padding-right:.4rem !important; min-width:1.85rem !important;}
+  [data-testid="stMainBlockContainer"] {padding-top: 3.2rem;}
+  h1 {font-size: 1.75rem !important;}
+}
+</style>
+"""
+
+
+# --- settings, client, session ----------------------------------------------------------------------
+@st.cache_resource(show_spinner=False)
+def _client(api_url: str, token: str | None) -> DigitlabClient:
+    return DigitlabClient(api_url, token=token)
+
+
+def api_url() -> str:
+    from digitlab.core.config import get_settings
+
+    return get_settings().api_url
+
+
+def client() -> DigitlabClient:
+    from digitlab.core.config import get_settings
+
+    settings = get_settings()
+    return _client(settings.api_url, settings.admin_token)
+
+
+def session_id() -> str:
+    if "session_id" not in st.session_state:
+        st.session_state["session_id"] = uuid.uuid4().hex
+    return st.session_state["session_id"]
+
+
+def apply_style() -> None:
+    st.html(CSS)
+
+
+# --- health --------------------------------------------------------------------------------------------
+def check_health() -> Health | None:
+    """Ask /health now; remember the answer (or the friendly error) in the session."""
+    try:
+        health = client().health()
+    except ApiError as exc:
+        st.session_state["api_error"] = str(exc)
+        st.session_state["health"] = None
+        return None
+    st.session_state["api_error"] = None
+    st.session_state["health"] = health
+    return health
+
+
+def health() -> Health | None:
+    """The last known health (set by the monitor at the top of every run)."""
+    return st.session_state.get("health")
+
+
+def api_error() -> str | None:
+    return st.session_state.get("api_error")
+
+
+@st.fragment(run_every=HEALTH_POLL_SECONDS)
+def health_monitor() -> None:
+    """Polls /health; shows a banner while the API or its database is away; reruns the whole page when
+    the API comes back (or goes away), so every page recovers by itself without a reload."""
+    was_ok = st.session_state.get("api_ok")
+    state = check_health()
+    ok = state is not None
+    st.session_state["api_ok"] = ok
+    if was_ok is not None and ok != was_ok:
+        if ok:
+            st.session_state["api_recovered_at"] = datetime.now()
+        st.rerun(scope="app")
+    if not ok:
+        message = str(api_error()).replace(api_url(), f"`{api_url()}`")  # no autolink to an internal URL
+        st.error(
+            f"**{message}**  \nThe page reconnects by itself as soon as the service is back; "
+            "your drawing stays on the canvas.",
+            icon=":material/cloud_off:",
+        )
+    elif not state.database_ok:
+        waiting = f" ({state.spool} waiting)" if state.spool else ""
+        st.warning(
+            "**The database is unavailable.** Predictions still work; new drawings and answers are queued"
+            f"{waiting} and saved when it is back. History is paused.",
+            icon=":material/database:",
+        )
+
+
+# --- model catalogue -----------------------------------------------------------------------------------
+@st.cache_data(ttl=10, show_spinner=False)
+def _models_cached(api_url: str) -> list[dict[str, Any]]:
+    return client().models()
+
+
+def model_catalog() -> tuple[list[dict[str, Any]], str | None]:
+    """(models, error). Falls back to the last list this session saw when the API is away."""
+    try:
+        models = _models_cached(api_url())
+    except ApiError as exc:
+        return st.session_state.get("_last_models", []), str(exc)
+    st.session_state["_last_models"] = models
+    return models, None
+
+
+def display_name(models: list[dict[str, Any]], name: str) -> str:
+    for m in models:
+        if m.get("name") == name:
+            return str(m.get("display_name") or name)
+    return name
+
+
+def accuracy_of(model: dict[str, Any]) -> float | None:
+    value = (model.get("metrics") or {}).get("mnist_test_accuracy")
+    return None if value is None else float(value)
+
+
+# --- formatting ------------------------------------------------------------------------------------------
+def pct(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None else f"{value * 100:.{digits}f} %"
+
+
+def size_text(n: float | None) -> str:
+    if n is None:
+        return "—"
+    n = float(n)
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def when_text(value: str | None) -> str:
+    if not value:
+        return "—"
+    try:
+        dt = datetime.fromisoformat(str(value))  # Python 3.11 reads a trailing "Z" too
+    except ValueError:
+        return str(value)
+    return dt.strftime("%d %b %Y, %H:%M")
+
+
+def esc(text: Any) -> str:
+    return html.escape(str(text))
+
+
+def zoom_png(png: bytes, size: int = 140) -> bytes:
+    """Scale a small greyscale PNG up with hard pixel edges (the browser would blur it)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as im:
+        big = im.convert("L").resize((size, size), Image.Resampling.NEAREST)
+    out = io.BytesIO()
+    big.save(out, format="PNG")
+    return out.getvalue()
+
+
+def page_header(title: str, caption: str) -> None:
+    st.title(title)
+    st.caption(caption)

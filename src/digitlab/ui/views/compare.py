@@ -1,0 +1,109 @@
+"""Compare: one drawing, every ready model side by side, and whether they agree."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from digitlab.ui import charts, common
+from digitlab.ui.canvas import Drawing, drawing_canvas
+from digitlab.ui.client import ApiError, ApiUnavailable, Comparison
+
+CACHE_SIZE = 32
+
+
+def compare(drawing: Drawing) -> tuple[Comparison | None, ApiError | None]:
+    cache: dict = st.session_state.setdefault("compare_cache", {})
+    if drawing.digest in cache:
+        return cache[drawing.digest], None
+    try:
+        result = common.client().predict_all(
+            drawing.png, pen_color=drawing.pen_color, background_color=drawing.background_color,
+            session_id=common.session_id(),
+        )  # fmt: skip
+    except ApiError as exc:
+        return None, exc
+    if len(cache) >= CACHE_SIZE:
+        cache.pop(next(iter(cache)))
+    cache[drawing.digest] = result
+    return result, None
+
+
+def verdict(result: Comparison, models: list[dict]) -> None:
+    n = len(result.predictions)
+    if not n:
+        st.warning("No model is ready yet.", icon=":material/hourglass_top:")
+        return
+    if result.agree:
+        digit = result.predictions[0].digit
+        text = (
+            f"All {n} models agree: it is a **{digit}**."
+            if n > 1
+            else f"The only ready model says **{digit}**."
+        )
+        st.success(text, icon=":material/handshake:")
+        return
+    parts = []
+    for digit, names in result.votes.items():
+        who = ", ".join(common.display_name(models, m) for m in names)
+        parts.append(f"**{digit}** ({who})")
+    st.warning("The models disagree: " + " vs ".join(parts) + ".", icon=":material/call_split:")
+
+
+def cards(result: Comparison, models: list[dict], digest: str) -> None:
+    majority = next(iter(result.votes)) if result.predictions else None
+    with st.grid("auto", min_column_width=135, gap="small", key="cmp_cards"):
+        for p in result.predictions:
+            odd = " dl-odd" if p.digit != majority else ""
+            latency = f"{p.latency_ms:.0f}&nbsp;ms" if p.latency_ms is not None else "—"
+            with st.container(border=True, key=f"cmp_card_{p.model}"):
+                st.markdown(
+                    f"""<div data-testid="dl-compare-card" data-drawing="{digest[:16]}" data-model="{
+                        p.model
+                    }"><div class="dl-small">{common.esc(common.display_name(models, p.model))}</div>
+                    <div class="dl-card-digit{odd}">{p.digit}</div>
+                    <div class="dl-small"><b>{p.confidence * 100:.0f}%</b> sure · {latency}</div></div>""",
+                    unsafe_allow_html=True,
+                )
+
+
+@st.fragment
+def compare_area() -> None:
+    models, _ = common.model_catalog()
+    left, right = st.columns([1, 1.6], gap="large")
+    with left:
+        drawing = drawing_canvas("compare", hint="Draw one digit, 0–9")
+        seen = st.empty()
+    with right:
+        if drawing.empty:
+            st.markdown(
+                '<div class="dl-placeholder" data-testid="dl-empty">Draw a digit on the canvas to see every model\'s '
+                "answer side by side.</div>",
+                unsafe_allow_html=True,
+            )
+            return
+        result, error = compare(drawing)
+        if error is not None:
+            if error.code == "empty_image":
+                st.info("Nothing to recognise yet: draw a larger digit.", icon=":material/gesture:")
+            elif isinstance(error, ApiUnavailable):
+                st.warning(f"{error} Your drawing is kept.", icon=":material/cloud_off:")
+            else:
+                st.warning(str(error), icon=":material/warning:")
+            return
+        verdict(result, models)
+        cards(result, models, drawing.digest)
+        rows = [
+            {"model": common.display_name(models, p.model), "digit": str(d), "probability": float(q)}
+            for p in result.predictions
+            for d, q in enumerate(p.probabilities)
+        ]
+        if rows:
+            st.altair_chart(charts.compare(rows), width="stretch")
+    if result.processed_png:
+        seen.image(common.zoom_png(result.processed_png, 84), width=84, caption="What every model saw")
+
+
+common.page_header(
+    "Compare models", "One drawing, every ready model: their answers, how sure they are, how fast."
+)
+compare_area()

@@ -1,0 +1,163 @@
+"""Draw: a canvas; the prediction appears when a stroke ends; one click tells the model what it was."""
+
+from __future__ import annotations
+
+import base64
+
+import streamlit as st
+
+from digitlab.ui import charts, common
+from digitlab.ui.canvas import Drawing, drawing_canvas
+from digitlab.ui.client import ApiError, ApiUnavailable, Prediction
+
+AUTO = "__auto__"
+CACHE_SIZE = 64
+
+
+def _model_options(models: list[dict]) -> tuple[list[str], dict[str, str]]:
+    health = common.health()
+    ready = (
+        set(health.ready_models) if health else {m.get("name") for m in models if m.get("status") == "ready"}
+    )
+    labels = {AUTO: "Best available model"}
+    options = [AUTO]
+    for m in models:
+        name = m.get("name")
+        if name not in ready:
+            continue
+        acc = common.accuracy_of(m)
+        labels[name] = f"{m.get('display_name') or name} · {common.pct(acc)} on MNIST" if acc else str(name)
+        options.append(name)
+    return options, labels
+
+
+def model_picker(models: list[dict]) -> str | None:
+    options, labels = _model_options(models)
+    current = st.session_state.get("draw_model")
+    if current not in options:  # a model went away (or this is the first run)
+        st.session_state.pop("draw_model", None)
+    not_ready = [m for m in models if m.get("name") not in options and m.get("name")]
+    help_text = "Accuracy on the 10,000 MNIST test digits; the Models page tells more about each."
+    if not_ready:
+        help_text += " Not available now: " + ", ".join(
+            f"{m.get('display_name') or m['name']} ({m.get('status', 'missing')})" for m in not_ready) + "."  # fmt: skip
+    choice = st.selectbox(
+        "Model", options, format_func=lambda o: labels.get(o, o), key="draw_model", help=help_text
+    )
+    return None if choice in (None, AUTO) else choice
+
+
+def predict(drawing: Drawing, model: str | None) -> tuple[Prediction | None, ApiError | None]:
+    """One API call per distinct (drawing, model); errors are not cached so the next rerun retries."""
+    cache: dict = st.session_state.setdefault("draw_cache", {})
+    key = (drawing.digest, model)
+    if key in cache:
+        return cache[key], None
+    try:
+        prediction = common.client().predict(
+            drawing.png, model, pen_color=drawing.pen_color, background_color=drawing.background_color,
+            session_id=common.session_id(),
+        )  # fmt: skip
+    except ApiError as exc:
+        return None, exc
+    if len(cache) >= CACHE_SIZE:
+        cache.pop(next(iter(cache)))
+    cache[key] = prediction
+    return prediction, None
+
+
+def send_feedback(key: str, prediction: Prediction) -> None:
+    digit = st.session_state.get(key)
+    if digit is None:
+        return
+    try:
+        result = common.client().feedback(prediction, int(digit))
+        st.session_state[f"{key}_result"] = ("saved" if result.saved else "queued" if result.queued else "info",
+                                             result.message, int(digit))  # fmt: skip
+    except ApiError as exc:
+        st.session_state[f"{key}_result"] = ("error", str(exc), int(digit))
+
+
+def show_result(prediction: Prediction, models: list[dict], digest: str) -> None:
+    name = common.display_name(models, prediction.model)
+    unsure = " dl-unsure" if prediction.uncertain else ""
+    latency = f" · {prediction.latency_ms:.0f}&nbsp;ms" if prediction.latency_ms is not None else ""
+    seen = ""
+    if prediction.processed_png:
+        big = common.zoom_png(prediction.processed_png, 96)  # hard pixel edges at its natural size
+        uri = "data:image/png;base64," + base64.b64encode(big).decode("ascii")
+        seen = (f'<figure class="dl-seen"><img src="{uri}" alt="The 28×28 image the model saw">'
+                "<figcaption>What the model saw (28×28)</figcaption></figure>")  # fmt: skip
+    st.markdown(
+        f"""<div class="dl-result" data-testid="dl-prediction" data-drawing="{digest[:16]}">
+          <div class="dl-digit{unsure}" data-testid="dl-digit">{prediction.digit}</div>
+          <div class="dl-meta"><span><b>{prediction.confidence * 100:.0f}%</b> sure</span>
+            <span>{common.esc(name)}{latency}</span></div>{seen}</div>""",
+        unsafe_allow_html=True,
+    )
+    if prediction.uncertain:
+        st.info("The model is not sure about this one. A clearer, larger digit usually helps.",
+                icon=":material/help:")  # fmt: skip
+    st.altair_chart(
+        charts.probabilities(prediction.probabilities, prediction.digit),
+        width="stretch",
+        alt=charts.probabilities_alt(prediction.probabilities),
+    )
+
+    key = f"fb_{digest[:12]}_{prediction.model}"
+    st.pills(
+        "What did you draw?", list(range(10)), key=key, on_change=send_feedback, args=(key, prediction),
+        help="One click saves the true digit with this drawing, so the History page can measure accuracy.",
+    )  # fmt: skip
+    outcome = st.session_state.get(f"{key}_result")
+    if outcome:
+        kind, message, digit = outcome
+        verdict = (
+            "The model was right." if digit == prediction.digit else f"The model said {prediction.digit}."
+        )
+        if kind == "saved":
+            st.success(f"Saved: you drew a **{digit}**. {verdict} Thank you!", icon=":material/check_circle:")
+        elif kind == "queued":
+            st.warning(f"You drew a **{digit}** — {message}", icon=":material/schedule:")
+        elif kind == "error":
+            st.error(f"Your answer was not saved: {message}", icon=":material/error:")
+        else:
+            st.info(message)
+    elif prediction.id is not None:
+        st.caption(f":material/database: Saved to the history as #{prediction.id}.")
+    elif prediction.logged:
+        st.caption(":material/schedule: The database is unavailable: this drawing is queued and saved when it is "
+                   "back.")  # fmt: skip
+
+
+@st.fragment
+def draw_area() -> None:
+    models, _ = common.model_catalog()
+    left, right = st.columns([1, 1.25], gap="large")
+    with left:
+        drawing = drawing_canvas("draw", hint="Draw one digit, 0–9, big")
+        model = model_picker(models)
+    with right:
+        if drawing.empty:
+            st.markdown(
+                '<div class="dl-placeholder" data-testid="dl-empty">Draw a digit on the canvas.<br>'
+                "The answer shows up here as soon as you lift the pen.</div>",
+                unsafe_allow_html=True,
+            )
+            return
+        prediction, error = predict(drawing, model)
+        if error is not None:
+            if error.code == "empty_image":
+                st.info("Nothing to recognise yet: draw a larger digit.", icon=":material/gesture:")
+            elif isinstance(error, ApiUnavailable):
+                st.warning(f"{error} Your drawing is kept; it is recognised as soon as the service is back.",
+                           icon=":material/cloud_off:")  # fmt: skip
+            else:
+                st.warning(str(error), icon=":material/warning:")
+            return
+        show_result(prediction, models, drawing.digest)
+
+
+common.page_header("Draw a digit", "Draw a digit with the mouse or a finger: it is recognised when you lift the "
+                   "pen. Then tell the model whether it was right.")  # fmt: skip
+draw_area()

@@ -1,0 +1,264 @@
+"""History (the original Report view, grown up): the prediction log, accuracy, confusion, trends, export."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+import streamlit as st
+
+from digitlab.ui import charts, common
+from digitlab.ui.client import ApiError
+
+PAGE_SIZE = 25
+PERIODS = {"All time": None, "Today": 0, "7 days": 7, "30 days": 30, "Custom": "custom"}
+OUTCOMES = {"All": None, "Right": True, "Wrong": False}
+
+
+def _get(item: dict[str, Any], *names: str) -> Any:
+    for n in names:
+        if item.get(n) is not None:
+            return item[n]
+    return None
+
+
+@st.cache_data(max_entries=5000, show_spinner=False)
+def _thumbnail(api_url: str, prediction_id: int, kind: str) -> str:
+    png = common.client().image(prediction_id, kind)
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def thumbnails(items: list[dict[str, Any]]) -> dict[int, str | None]:
+    url = common.api_url()
+
+    def one(item: dict[str, Any]) -> tuple[int, str | None]:
+        pid = int(item["id"])
+        kind = "processed" if item.get("has_processed", True) else "input" if item.get("has_image") else None
+        if kind is None:
+            return pid, None
+        try:
+            return pid, _thumbnail(url, pid, kind)
+        except ApiError:
+            return pid, None
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        return dict(pool.map(one, [i for i in items if i.get("id") is not None]))
+
+
+def _timezone() -> tuple[str, str]:
+    """The browser's time zone (Streamlit reports it), else UTC."""
+    try:
+        name = st.context.timezone or "UTC"
+        ZoneInfo(name)
+    except (ValueError, KeyError, OSError, AttributeError):  # unknown or missing zone: show UTC, say so
+        name = "UTC"
+    return name, ("UTC" if name in ("UTC", "Etc/UTC") else "local time")
+
+
+def filters(models: list[dict[str, Any]], stats_models: list[str]) -> dict[str, Any]:
+    names = list(dict.fromkeys([m["name"] for m in models if m.get("name")] + stats_models))
+    with st.container(horizontal=True, gap="medium", vertical_alignment="bottom", key="hist_filters"):
+        model = st.selectbox("Model", ["All models", *names], key="hist_model", width=230,
+                             format_func=lambda n: n if n == "All models" else common.display_name(models, n))  # fmt: skip
+        outcome = st.pills("Answer", list(OUTCOMES), default="All", key="hist_outcome",
+                           help="Right / wrong needs the true digit: give it on the Draw page.")  # fmt: skip
+        period = st.pills("Period", list(PERIODS), default="All time", key="hist_period")
+    since = until = None
+    zone = ZoneInfo(_timezone()[0])
+    today = datetime.now(zone).date()
+    if period == "Custom":
+        picked = st.date_input(
+            "Dates", value=(today - timedelta(days=7), today), max_value=today, key="hist_dates"
+        )
+        if isinstance(picked, (tuple, list)) and len(picked) == 2:
+            since, until = picked[0], picked[1] + timedelta(days=1)
+        elif isinstance(picked, (tuple, list)) and len(picked) == 1:
+            since = picked[0]
+    elif PERIODS.get(period) is not None:
+        since = today - timedelta(days=int(PERIODS[period]))
+    if since is not None:  # the person's midnight, so "Today" means their today
+        since = datetime.combine(since, datetime.min.time(), tzinfo=zone)
+    if until is not None:
+        until = datetime.combine(until, datetime.min.time(), tzinfo=zone)
+    return {
+        "model": None if model in (None, "All models") else model,
+        "correct": OUTCOMES.get(outcome or "All"),
+        "since": since,
+        "until": until,
+    }
+
+
+def log_table(page: dict[str, Any], models: list[dict[str, Any]]) -> None:
+    items = page.get("items") or []
+    thumbs = thumbnails(items)
+    tz, tz_label = _timezone()
+    rows = []
+    for item in items:
+        predicted = _get(item, "predicted_digit", "digit")
+        drawn = _get(item, "drawn_digit", "true_digit")
+        correct = item.get("correct")
+        if correct is None and drawn is not None and predicted is not None:
+            correct = drawn == predicted
+        ts = _get(item, "timestamp", "created_at")
+        rows.append({
+            "#": item.get("id"),
+            "drawing": thumbs.get(item.get("id")),
+            "when": pd.to_datetime(ts, utc=True).tz_convert(tz).tz_localize(None) if ts else None,
+            "model": common.display_name(models, _get(item, "model_name", "model") or "?"),
+            "predicted": predicted,
+            "you drew": "—" if drawn is None else str(drawn),
+            "right?": "—" if correct is None else ("✓ right" if correct else "✗ wrong"),
+            "confidence": None if _get(item, "probability", "confidence") is None
+            else 100 * float(_get(item, "probability", "confidence")),
+            "latency": _get(item, "latency_ms"),
+        })  # fmt: skip
+    df = pd.DataFrame(rows)
+    st.dataframe(
+        df,
+        hide_index=True,
+        row_height=42,
+        key="hist_table",
+        column_order=[
+            "drawing",
+            "predicted",
+            "you drew",
+            "right?",
+            "confidence",
+            "model",
+            "when",
+            "latency",
+            "#",
+        ],
+        column_config={
+            "#": st.column_config.NumberColumn("#", width=60, format="%d"),
+            "drawing": st.column_config.ImageColumn(
+                "drawing", width=70, help="The 28×28 image the model saw"
+            ),
+            "when": st.column_config.DatetimeColumn(
+                f"when ({tz_label})", format="D MMM YYYY, HH:mm:ss", width=170
+            ),
+            "model": st.column_config.TextColumn("model", width=170),
+            "predicted": st.column_config.NumberColumn("predicted", format="%d", width=80),
+            "you drew": st.column_config.TextColumn("you drew", width=80),
+            "right?": st.column_config.TextColumn("right?", width=80),
+            "confidence": st.column_config.ProgressColumn(
+                "confidence", format="%.0f%%", min_value=0, max_value=100, width=110
+            ),
+            "latency": st.column_config.NumberColumn("latency", format="%.0f ms", width=80),
+        },
+    )
+
+
+def stats_section(stats: dict[str, Any], models: list[dict[str, Any]], model_filter: str | None) -> None:
+    per_model: dict[str, dict[str, Any]] = (
+        stats.get("models", stats) if isinstance(stats.get("models"), dict) else stats
+    )
+    per_model = {k: v for k, v in per_model.items() if isinstance(v, dict)}
+    if model_filter:
+        per_model = {k: v for k, v in per_model.items() if k == model_filter}
+    labelled = sum(int(v.get("labelled") or 0) for v in per_model.values())
+    total = sum(int(v.get("predictions") or 0) for v in per_model.values())
+    correct = sum(int(v.get("correct") or round((v.get("accuracy") or 0) * (v.get("labelled") or 0)))
+                  for v in per_model.values())  # fmt: skip
+    with st.container(horizontal=True, gap="small", key="hist_metrics"):
+        st.metric("Predictions", f"{total:,}", border=True)
+        st.metric("Labelled by you", f"{labelled:,}", border=True)
+        st.metric("Accuracy on labelled", common.pct(correct / labelled) if labelled else "—", border=True,
+                  help="Share of labelled drawings the model got right.")  # fmt: skip
+    if not labelled:
+        st.info("No labelled drawings yet: answer “What did you draw?” on the Draw page and accuracy, the confusion "
+                "matrix and trends appear here.", icon=":material/touch_app:")  # fmt: skip
+        return
+    acc_rows = [
+        {
+            "model": common.display_name(models, k),
+            "accuracy": float(v["accuracy"]),
+            "labelled": int(v["labelled"]),
+        }
+        for k, v in per_model.items()
+        if v.get("labelled") and v.get("accuracy") is not None
+    ]
+    c1, c2 = st.columns([1, 1], gap="large")
+    with c1:
+        st.altair_chart(charts.accuracy_by_model(acc_rows), width="stretch")
+        daily = [
+            {"date": d["date"], "model": common.display_name(models, k), "accuracy": float(d["accuracy"]),
+             "labelled": int(d.get("labelled") or 0)}
+            for k, v in per_model.items() for d in (v.get("daily") or v.get("accuracy_over_time") or [])
+            if d.get("accuracy") is not None
+        ]  # fmt: skip
+        if daily:
+            st.altair_chart(charts.accuracy_over_time(daily), width="stretch")
+    with c2:
+        names = [k for k, v in per_model.items() if v.get("labelled")]
+        options = ["all", *names] if len(names) > 1 else names
+        pick = st.selectbox("Confusion matrix of", options, key="hist_cm_model",
+                            format_func=lambda n: "all models together" if n == "all" else common.display_name(models, n))  # fmt: skip
+        chosen = names if pick == "all" else [pick]
+        matrix = [[0] * 10 for _ in range(10)]
+        for k in chosen:
+            for t, row in enumerate(per_model[k].get("confusion_matrix") or []):
+                for p, n in enumerate(row):
+                    matrix[t][p] += int(n)
+        st.altair_chart(
+            charts.confusion(matrix, title="True digit (rows) vs predicted (columns)"), width="stretch"
+        )
+        st.caption("Each row is what you drew; the diagonal is right, everything else is a mistake.")
+
+
+def export_button() -> None:
+    def data() -> bytes:
+        try:
+            return common.client().export_csv()
+        except ApiError as exc:
+            return f"# export failed: {exc}\n".encode()
+
+    st.download_button(
+        "Download labelled drawings (CSV)", data=data, file_name="digitlab-labelled.csv", mime="text/csv",
+        icon=":material/download:", key="hist_export",
+        help="One row per labelled drawing: label, then the 784 pixels (0–255) of the 28×28 image, like MNIST.",
+    )  # fmt: skip
+
+
+def main() -> None:
+    common.page_header("History", "Every prediction, what you said it was, and how the models are doing on your "
+                       "drawings.")  # fmt: skip
+    models, _ = common.model_catalog()
+    client = common.client()
+    try:
+        stats = client.stats()
+    except ApiError as exc:
+        st.warning(f"History is not available right now: {exc}", icon=":material/cloud_off:")
+        return
+    stats_names = [k for k, v in (stats.get("models", stats) or {}).items() if isinstance(v, dict)]
+    f = filters(models, stats_names)
+    # New filters start again at page 1: the pager gets a new key (setting its value would warn).
+    pager_key = "hist_page_" + hashlib.sha1(repr(sorted(f.items(), key=str)).encode()).hexdigest()[:10]
+    page_no = int(st.session_state.get(pager_key) or 1)
+    try:
+        page = client.predictions(page=page_no, page_size=PAGE_SIZE, **f)
+    except ApiError as exc:
+        st.warning(f"History is not available right now: {exc}", icon=":material/cloud_off:")
+        return
+    total = int(page.get("total") or 0)
+    st.subheader("Prediction log")
+    if not total:
+        st.info("Nothing matches these filters yet. Draw something on the Draw page!", icon=":material/draw:")
+    else:
+        log_table(page, models)
+        pages = max(1, -(-total // PAGE_SIZE))
+        first = (page_no - 1) * PAGE_SIZE + 1
+        st.caption(f"{first:,}–{min(total, page_no * PAGE_SIZE):,} of {total:,} predictions · newest first")
+        if pages > 1:
+            st.pagination(pages, key=pager_key)
+    export_button()
+    st.subheader("Accuracy")
+    stats_section(stats, models, f["model"])
+
+
+main()

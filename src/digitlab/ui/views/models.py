@@ -1,0 +1,127 @@
+"""Models: one card per model — what it is, how good, how fast, how big, when trained, and its status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from digitlab.ui import charts, common
+from digitlab.ui.client import ApiError
+
+
+def _offline_catalogue() -> list[dict[str, Any]]:
+    """Names and descriptions come with the package, so the page still says what each model is."""
+    from digitlab.models.registry import MODEL_SPECS
+
+    return [
+        {"name": s.name, "display_name": s.display_name, "description": s.description, "version": s.version,
+         "status": "unknown"}
+        for s in MODEL_SPECS.values()
+    ]  # fmt: skip
+
+
+def _latencies() -> dict[str, float]:
+    """Median answer time per model: from /stats when the API reports it, else from the recent log."""
+    try:
+        stats = common.client().stats()
+    except ApiError:
+        return {}
+    per_model = stats.get("models", stats) if isinstance(stats.get("models"), dict) else stats
+    out = {}
+    for name, s in per_model.items():
+        if isinstance(s, dict):
+            value = s.get("median_latency_ms") or s.get("latency_ms") or s.get("mean_latency_ms")
+            if value is not None:
+                out[name] = float(value)
+    if out:
+        return out
+    try:
+        items = common.client().predictions(page=1, page_size=500).get("items") or []
+    except ApiError:
+        return {}
+    by_model: dict[str, list[float]] = {}
+    for item in items:
+        name, ms = item.get("model_name") or item.get("model"), item.get("latency_ms")
+        if name and ms is not None:
+            by_model.setdefault(name, []).append(float(ms))
+    return {k: sorted(v)[len(v) // 2] for k, v in by_model.items()}
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def latencies(api_url: str) -> dict[str, float]:
+    return _latencies()
+
+
+def card(model: dict[str, Any], latency: float | None, live_status: str | None) -> None:
+    status = live_status or model.get("status") or "unknown"
+    label, colour, icon = common.STATUS_BADGE.get(status, ("status unknown", "gray", ":material/help:"))
+    metrics = model.get("metrics") or {}
+    with st.container(border=True, key=f"model_card_{model.get('name')}"):
+        with st.container(horizontal=True, vertical_alignment="center", gap="small"):
+            st.markdown(f"#### {common.esc(model.get('display_name') or model.get('name'))}")
+            st.badge(label, color=colour, icon=icon)
+            if model.get("default"):
+                st.badge("default", color="violet", icon=":material/star:")
+        st.markdown(common.esc(model.get("description") or ""))
+        with st.container(horizontal=True, gap="small"):
+            st.metric("MNIST test accuracy", common.pct(metrics.get("mnist_test_accuracy"), 2),
+                      help="On the official 10,000 MNIST test digits, never seen in training.")  # fmt: skip
+            st.metric("Median answer time", f"{latency:.0f} ms" if latency is not None else "—",
+                      help="Time the API spent on one drawing (pre-processing + model), from recent predictions.")  # fmt: skip
+            st.metric("Size", common.size_text(model.get("size_bytes")))
+        extra = []
+        if model.get("trained_at"):
+            extra.append(f"trained {common.when_text(model['trained_at'])}")
+        if model.get("training_seconds"):
+            extra.append(f"in {float(model['training_seconds']):.0f} s")
+        if model.get("version"):
+            extra.append(f"version {model['version']}")
+        if metrics.get("drawn_accuracy") is not None:
+            extra.append(f"{common.pct(metrics['drawn_accuracy'])} on re-drawn digits")
+        if extra:
+            st.caption(" · ".join(extra))
+        matrix = model.get("confusion_matrix")
+        if matrix:
+            with st.expander("Confusion matrix on the MNIST test set", icon=":material/grid_on:"):
+                st.altair_chart(charts.confusion(matrix, title="", height=260), width="stretch")
+                st.caption(
+                    "Rows: the true digit; columns: what the model said. Off-diagonal cells are mistakes."
+                )
+        elif status == "missing":
+            st.caption(f"Not trained yet: run `digitlab train {model.get('name')}`.")
+        elif status == "training":
+            st.caption("Training now; the card fills in when it is done.")
+
+
+def main() -> None:
+    common.page_header("Models", "The models behind the predictions, measured on the MNIST test set.")
+    try:
+        models = common.client().models()
+    except ApiError as exc:
+        st.info(f"Live figures need the prediction service ({exc}) Here is what each model is.",
+                icon=":material/cloud_off:")  # fmt: skip
+        models = _offline_catalogue()
+    health = common.health()
+    lat = latencies(common.api_url()) if health else {}
+    scored = [
+        {"model": m.get("display_name") or m.get("name"), "accuracy": common.accuracy_of(m)}
+        for m in models
+        if common.accuracy_of(m) is not None
+    ]
+    if scored:
+        st.altair_chart(charts.mistakes(scored), width="stretch",
+                        alt="Mistakes per 1,000 MNIST test digits: " + ", ".join(
+                            f"{r['model']} {(1 - r['accuracy']) * 1000:.0f}" for r in scored))  # fmt: skip
+    for start in range(0, len(models), 2):  # row by row, so a phone shows them in the same order
+        cols = st.columns(2, gap="medium")
+        for col, model in zip(cols, models[start : start + 2], strict=False):
+            with col:
+                card(
+                    model,
+                    lat.get(model.get("name")),
+                    health.models.get(model.get("name")) if health else None,
+                )
+
+
+main()

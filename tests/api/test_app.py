@@ -1,0 +1,290 @@
+"""In-process tests of the app's own machinery (TestClient): what is awkward to provoke in a live server."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import warnings
+
+import pytest
+
+from digitlab.api.errors import describe_validation_errors
+from digitlab.api.limits import BodyLimitMiddleware
+from digitlab.api.main import create_app
+from digitlab.api.service import refresh_models, sniff
+from digitlab.core.config import Settings
+
+from .conftest import assert_error, draw_digit
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+
+def settings_for(tmp_path, model_dir, **kw) -> Settings:
+    return Settings(
+        _env_file=None,
+        model_dir=model_dir,
+        data_dir=tmp_path / "data",
+        database_url=f"sqlite:///{(tmp_path / 'app.db').as_posix()}",
+        **kw,
+    )
+
+
+@pytest.fixture
+def png() -> bytes:
+    return draw_digit()
+
+
+def test_without_admin_token_history_is_open(tmp_path, served_model_dir, png):
+    with TestClient(create_app(settings_for(tmp_path, served_model_dir))) as c:
+        p = c.post("/api/v1/predict", files={"image": ("d.png", png)}).json()
+        assert c.get("/api/v1/predictions").json()["total"] == 1
+        assert c.get(f"/api/v1/predictions/{p['id']}/image?kind=processed").status_code == 200
+        assert c.get("/api/v1/export.csv").status_code == 200
+        assert c.delete(f"/api/v1/predictions/{p['id']}").status_code == 204
+
+
+def test_store_failure_still_answers(tmp_path, served_model_dir, png):
+    app = create_app(settings_for(tmp_path, served_model_dir))
+    with TestClient(app) as c:
+
+        class Broken:
+            def add(self, record):
+                raise RuntimeError("disk on fire")
+
+            def health(self):
+                return {"database": "ok", "spool": 0}
+
+            def close(self):
+                pass
+
+        real, app.state.ctx.store = app.state.ctx.store, Broken()
+        try:
+            r = c.post("/api/v1/predict", files={"image": ("d.png", png)})
+            assert r.status_code == 200
+            assert r.json()["logged"] is False and r.json()["id"] is None and r.json()["digit"] == 7
+            metrics = c.get("/metrics").text
+            assert "digitlab_store_write_failures_total 1.0" in metrics
+        finally:
+            app.state.ctx.store = real
+
+
+def test_store_that_cannot_open_degrades(tmp_path, served_model_dir, png, monkeypatch):
+    from digitlab.api import main
+
+    def boom(settings):
+        raise PermissionError("spool folder is read-only")
+
+    monkeypatch.setattr(main, "_open_store", boom)
+    with TestClient(create_app(settings_for(tmp_path, served_model_dir))) as c:
+        health = c.get("/health").json()
+        assert health["status"] == "degraded" and health["database"] == "unavailable"
+        r = c.post("/api/v1/predict", files={"image": ("d.png", png)})
+        assert r.status_code == 200 and r.json()["logged"] is False
+        assert_error(c.get("/api/v1/predictions"), 503, "database_unavailable")
+        assert_error(
+            c.post("/api/v1/predictions/1/feedback", json={"true_digit": 1}), 503, "database_unavailable"
+        )
+
+
+def test_no_model_ready(tmp_path, png):
+    empty = tmp_path / "no-models"
+    empty.mkdir()
+    with TestClient(create_app(settings_for(tmp_path, empty))) as c:
+        health = c.get("/health").json()
+        if health["models"]["cnn"] == "ready":
+            pytest.skip("the package bundles a CNN: a model is always ready")
+        assert health["status"] == "degraded"
+        assert_error(c.post("/api/v1/predict", files={"image": ("d.png", png)}), 503, "model_not_ready")
+        assert_error(
+            c.post("/api/v1/predict", files={"image": ("d.png", png)}, data={"model": "all"}),
+            503,
+            "model_not_ready",
+        )
+
+
+def test_new_model_files_are_picked_up(tmp_path, tiny_model_dir, png):
+    model_dir = tmp_path / "models"
+    model_dir.mkdir()
+    app = create_app(settings_for(tmp_path, model_dir))
+    with TestClient(app) as c:
+        ctx = app.state.ctx
+        assert c.get("/health").json()["models"]["svm_pca"] == "missing"
+        (model_dir / "svm_pca.training").touch()
+        refresh_models(ctx)
+        assert c.get("/health").json()["models"]["svm_pca"] == "training"
+        shutil.copy2(tiny_model_dir / "svm_pca.joblib", model_dir / "svm_pca.joblib")
+        shutil.copy2(tiny_model_dir / "svm_pca.json", model_dir / "svm_pca.json")
+        refresh_models(ctx)
+        assert c.get("/health").json()["models"]["svm_pca"] == "training"  # still marked: wait
+        (model_dir / "svm_pca.training").unlink()
+        refresh_models(ctx)
+        assert c.get("/health").json()["models"]["svm_pca"] == "ready"
+        r = c.post("/api/v1/predict", files={"image": ("d.png", png)}, data={"model": "svm_pca"})
+        assert r.status_code == 200 and r.json()["model"] == "svm_pca"
+
+
+def test_tampered_artefact_is_not_loaded(tmp_path, tiny_model_dir, png):
+    model_dir = tmp_path / "models"
+    model_dir.mkdir()
+    shutil.copy2(tiny_model_dir / "svm.json", model_dir / "svm.json")
+    (model_dir / "svm.joblib").write_bytes((tiny_model_dir / "svm.joblib").read_bytes() + b"evil")
+    with TestClient(create_app(settings_for(tmp_path, model_dir))) as c:
+        svm = next(m for m in c.get("/api/v1/models").json() if m["name"] == "svm")
+        assert svm["status"] == "missing" and "SHA-256" in svm["error"]
+        body = assert_error(
+            c.post("/api/v1/predict", files={"image": ("d.png", png)}, data={"model": "svm"}),
+            503,
+            "model_not_ready",
+        )
+        assert "digitlab train svm" in body["detail"]
+
+
+def test_default_model_setting(tmp_path, served_model_dir, png):
+    with TestClient(create_app(settings_for(tmp_path, served_model_dir, default_model="svm_pca"))) as c:
+        assert c.post("/api/v1/predict", files={"image": ("d.png", png)}).json()["model"] == "svm_pca"
+        defaults = [m["name"] for m in c.get("/api/v1/models").json() if m["default"]]
+        assert defaults == ["svm_pca"]
+
+
+def test_unexpected_exception_is_a_json_500(tmp_path, served_model_dir):
+    app = create_app(settings_for(tmp_path, served_model_dir))
+
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("secret internals")
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        body = assert_error(c.get("/boom"), 500, "internal_error")
+        assert "secret" not in body["detail"]
+
+
+def test_two_apps_in_one_process_have_their_own_metrics(tmp_path, served_model_dir, png):
+    a = create_app(settings_for(tmp_path / "a", served_model_dir))
+    b = create_app(settings_for(tmp_path / "b", served_model_dir))
+    with TestClient(a) as ca, TestClient(b) as cb:
+        ca.post("/api/v1/predict", files={"image": ("d.png", png)}, data={"model": "svm"})
+        line = 'digitlab_predictions_total{digit="7",model="svm"}'
+        assert line + " 1.0" in ca.get("/metrics").text
+        assert line not in cb.get("/metrics").text
+
+
+def test_small_body_limit_is_configurable(tmp_path, served_model_dir, png):
+    with TestClient(create_app(settings_for(tmp_path, served_model_dir, max_upload_bytes=1000))) as c:
+        assert_error(c.post("/api/v1/predict", files={"image": ("d.png", png)}), 413, "payload_too_large")
+        assert c.get("/health").status_code == 200
+
+
+def test_validation_sentence_names_fields_not_values():
+    text = describe_validation_errors(
+        [
+            {
+                "loc": ("query", "page"),
+                "msg": "Input should be greater than or equal to 1",
+                "type": "greater_than_equal",
+                "input": "SECRET",
+            },
+            {"loc": ("body", "true_digit"), "msg": "Field required", "type": "missing"},
+        ]
+    )
+    assert (
+        text
+        == "Invalid request: 'page': input should be greater than or equal to 1; 'true_digit' is required."
+    )
+    assert "SECRET" not in text
+
+
+@pytest.mark.parametrize(
+    "head, kind",
+    [
+        (b"\x89PNG\r\n\x1a\n", "png"),
+        (b"\xff\xd8\xff\xe0", "jpeg"),
+        (b"RIFF\0\0\0\0WEBPVP8 ", "webp"),
+        (b"BM" + b"\0" * 30, "bmp"),
+    ],
+)
+def test_sniff_by_magic_bytes(head, kind):
+    assert sniff(head + b"\0" * 16) == kind
+
+
+def test_body_limit_counts_chunked_bodies():
+    """A body without Content-Length is refused as soon as the count passes the limit: the rest is never read."""
+    sent, reads, called = [], [], []
+
+    async def app(scope, receive, send):
+        called.append(True)
+
+    async def receive():
+        reads.append(1)
+        return {"type": "http.request", "body": b"x" * 400, "more_body": True}
+
+    async def send(message):
+        sent.append(message)
+
+    mw = BodyLimitMiddleware(app, max_bytes=1000)
+    asyncio.run(mw({"type": "http", "method": "POST", "headers": []}, receive, send))
+    assert sent[0]["status"] == 413 and not called and len(reads) == 3
+
+
+def test_body_limit_refuses_declared_length_without_reading():
+    sent = []
+
+    async def receive():
+        raise AssertionError("the body must not be read")
+
+    async def send(message):
+        sent.append(message)
+
+    async def app(scope, receive, send):
+        raise AssertionError("the app must not be called")
+
+    mw = BodyLimitMiddleware(app, max_bytes=1000)
+    asyncio.run(
+        mw({"type": "http", "method": "POST", "headers": [(b"content-length", b"5000")]}, receive, send)
+    )
+    assert sent[0]["status"] == 413
+    assert b'"payload_too_large"' in sent[1]["body"]
+
+
+def test_serve_refuses_bad_arguments():
+    from digitlab.api.server import serve
+    from digitlab.errors import DigitlabError
+
+    with pytest.raises(DigitlabError):
+        serve(port=70000)
+    with pytest.raises(DigitlabError):
+        serve(workers=0)
+
+
+def test_json_without_orjson(monkeypatch):
+    """orjson is optional: the standard library gives the same bodies (and refuses NaN the same way)."""
+    from digitlab.api import deps
+    from digitlab.api.routes import predict
+
+    monkeypatch.setattr(deps, "orjson", None)
+    monkeypatch.setattr(predict, "orjson", None)
+    body = deps.FastJSONResponse({"digit": 7, "probabilities": [0.5, 0.5]}).body
+    assert body == b'{"digit":7,"probabilities":[0.5,0.5]}'
+    assert predict._loads(b'{"a": [1, 2]}') == {"a": [1, 2]}
+    with pytest.raises(ValueError):
+        predict._loads(b'{"true_digit": NaN}')
+
+
+def test_base64_variants():
+    from digitlab.api.errors import ApiError
+    from digitlab.api.routes.predict import decode_base64_image
+
+    raw = bytes(range(256))
+    import base64
+
+    for text in (
+        base64.b64encode(raw).decode(),
+        base64.urlsafe_b64encode(raw).decode().rstrip("="),
+        "data:image/png;base64," + base64.b64encode(raw).decode(),
+        "\n".join(base64.encodebytes(raw).decode().split("\n")),
+    ):
+        assert decode_base64_image(text) == raw
+    for bad in ("@@@", "data:image/png,abc", "a"):
+        with pytest.raises(ApiError):
+            decode_base64_image(bad)

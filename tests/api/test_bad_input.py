@@ -1,0 +1,438 @@
+"""A corpus of bad (and odd-but-valid) input against the live server: every answer is the documented
+status and code, never a 5xx, and the server keeps answering afterwards."""
+
+from __future__ import annotations
+
+import base64
+import io
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from .conftest import assert_error, draw_digit
+
+PREDICT = "/api/v1/predict"
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return (
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    )
+
+
+def png_claiming(width: int, height: int, *, idat: bytes | None = None) -> bytes:
+    """A tiny PNG whose header claims `width` x `height` (a decompression bomb if large)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 64) if idat is None else idat
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+
+
+def _save(im: Image.Image, fmt: str, **kw) -> bytes:
+    out = io.BytesIO()
+    im.save(out, format=fmt, **kw)
+    return out.getvalue()
+
+
+def _digit_array(size: int = 280) -> np.ndarray:
+    """A drawn 7 as greyscale uint8 (ink dark on white)."""
+    return np.asarray(Image.open(io.BytesIO(draw_digit(size))).convert("L"))
+
+
+def png16_digit(blank: bool = False) -> bytes:
+    arr = np.full((280, 280), 65535, np.uint16) if blank else (_digit_array().astype(np.uint16) * 257)
+    return _save(Image.fromarray(arr), "PNG")
+
+
+def cmyk_jpeg() -> bytes:
+    return _save(Image.open(io.BytesIO(draw_digit())).convert("CMYK"), "JPEG", quality=90)
+
+
+def animated_gif() -> bytes:
+    frames = [Image.open(io.BytesIO(draw_digit())).convert("P"), Image.new("P", (280, 280), 0)]
+    return _save(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+
+
+def transparent_png() -> bytes:
+    """Ink as opacity on a transparent canvas (what a canvas with no background exports)."""
+    alpha = 255 - _digit_array()
+    rgba = np.zeros((280, 280, 4), np.uint8)
+    rgba[..., 3] = alpha
+    return _save(Image.fromarray(rgba), "PNG")
+
+
+def big_pixel_png() -> bytes:
+    """A real, highly compressed 6000 x 6000 bitmap (36 Mpx > the 25 Mpx limit, small on the wire)."""
+    return _save(Image.new("1", (6000, 6000), 1), "PNG")
+
+
+@dataclass
+class Case:
+    id: str
+    status: int
+    code: str | None  # None: success (200)
+    files: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None
+    json: Any = None
+    content: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    method: str = "POST"
+    path: str = PREDICT
+    admin: bool = False
+
+
+def img(data: bytes, name: str = "image.png", ctype: str = "image/png") -> dict:
+    return {"image": (name, data, ctype)}
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def cases() -> list[Case]:
+    png = draw_digit()
+    jpeg = draw_digit(fmt="JPEG")
+    blank = _save(Image.new("RGB", (280, 280), "white"), "PNG")
+    dot = Image.new("L", (280, 280), 255)
+    dot.putpixel((140, 140), 0)
+    return [
+        # --- broken or foreign files -----------------------------------------------------------------------
+        Case("zero-byte-file", 400, "unreadable_image", files=img(b"")),
+        Case("truncated-png", 400, "unreadable_image", files=img(png[: len(png) // 2])),
+        Case("png-header-only", 400, "unreadable_image", files=img(png[:33])),
+        Case("wrong-magic-bytes", 400, "unreadable_image", files=img(b"\x89PNX" + png[4:])),
+        Case(
+            "random-bytes",
+            400,
+            "unreadable_image",
+            files=img(bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8))),
+        ),
+        Case(
+            "text-file",
+            400,
+            "unreadable_image",
+            files=img(b"hello, this is not an image\n" * 10, "a.txt", "text/plain"),
+        ),
+        Case(
+            "truncated-jpeg",
+            400,
+            "unreadable_image",
+            files=img(jpeg[: len(jpeg) // 3], "a.jpg", "image/jpeg"),
+        ),
+        Case("jpeg-magic-only", 400, "unreadable_image", files=img(b"\xff\xd8\xff\xe0" + b"\0" * 100)),
+        Case("webp-garbage", 400, "unreadable_image", files=img(b"RIFF\x10\0\0\0WEBPVP8 " + b"\x01" * 40)),
+        Case(
+            "bmp-truncated", 400, "unreadable_image", files=img(_save(Image.new("RGB", (64, 64)), "BMP")[:40])
+        ),
+        Case("png-zero-width", 400, "unreadable_image", files=img(png_claiming(0, 10))),
+        Case("png-corrupt-idat", 400, "unreadable_image", files=img(png_claiming(64, 64, idat=b"not zlib"))),
+        Case("animated-gif", 415, "unsupported_media_type", files=img(animated_gif(), "a.gif", "image/gif")),
+        Case(
+            "gif-declared-as-png",
+            415,
+            "unsupported_media_type",
+            files=img(_save(Image.new("L", (28, 28)), "GIF")),
+        ),
+        Case("tiff", 415, "unsupported_media_type", files=img(_save(Image.new("L", (28, 28)), "TIFF"))),
+        Case(
+            "pdf",
+            415,
+            "unsupported_media_type",
+            files=img(b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF"),
+        ),
+        Case(
+            "svg",
+            415,
+            "unsupported_media_type",
+            files=img(b'<svg xmlns="http://www.w3.org/2000/svg"><path d="M0 0L9 9"/></svg>'),
+        ),
+        Case("ico", 415, "unsupported_media_type", files=img(_save(Image.new("RGB", (32, 32)), "ICO"))),
+        # --- bombs and sizes ----------------------------------------------------------------------------------
+        Case("png-claims-50000x50000", 413, "image_too_large", files=img(png_claiming(50000, 50000))),
+        Case("png-claims-1x2e9", 413, "image_too_large", files=img(png_claiming(1, 2_000_000_000))),
+        Case("real-36-megapixel-png", 413, "image_too_large", files=img(big_pixel_png())),
+        Case("10MB-body", 413, "payload_too_large", files=img(b"\x89PNG\r\n\x1a\n" + b"\0" * 10_000_000)),
+        Case("10MB-json", 413, "payload_too_large", json={"image": "A" * 10_000_000}),
+        # --- odd but valid images: answered ------------------------------------------------------------------
+        Case("16-bit-png-digit", 200, None, files=img(png16_digit())),
+        Case("cmyk-jpeg-digit", 200, None, files=img(cmyk_jpeg(), "a.jpg", "image/jpeg")),
+        Case("transparent-png-digit", 200, None, files=img(transparent_png())),
+        Case("tiny-28x28-digit", 200, None, files=img(draw_digit(28))),
+        # --- nothing drawn ---------------------------------------------------------------------------------
+        Case("blank-white", 400, "empty_image", files=img(blank)),
+        Case("blank-16-bit", 400, "empty_image", files=img(png16_digit(blank=True))),
+        Case("single-dot", 400, "empty_image", files=img(_save(dot, "PNG"))),
+        Case("one-pixel-png", 400, "empty_image", files=img(_save(Image.new("L", (1, 1)), "PNG"))),
+        # --- fields -------------------------------------------------------------------------------------------
+        Case(
+            "model-sql",
+            404,
+            "unknown_model",
+            files=img(png),
+            data={"model": "svm'; DROP TABLE user_predictions;--"},
+        ),
+        Case("model-path", 404, "unknown_model", files=img(png), data={"model": "../../../etc/passwd"}),
+        Case("model-nul", 404, "unknown_model", files=img(png), data={"model": "svm\x00.joblib"}),
+        Case("model-unicode", 404, "unknown_model", files=img(png), data={"model": "svm\u200b"}),
+        Case("model-too-long", 422, "invalid_fields", files=img(png), data={"model": "x" * 1000}),
+        Case("true-digit-nan", 422, "invalid_fields", files=img(png), data={"true_digit": "NaN"}),
+        Case("true-digit-float", 422, "invalid_fields", files=img(png), data={"true_digit": "3.5"}),
+        Case("true-digit-negative", 422, "invalid_fields", files=img(png), data={"true_digit": "-1"}),
+        Case("true-digit-huge", 422, "invalid_fields", files=img(png), data={"true_digit": "1" * 400}),
+        Case("pen-color-junk", 422, "invalid_fields", files=img(png), data={"pen_color": "#zzzzzz"}),
+        Case(
+            "background-color-long",
+            422,
+            "invalid_fields",
+            files=img(png),
+            data={"background_color": "#" + "f" * 100},
+        ),
+        Case(
+            "session-id-control-chars",
+            422,
+            "invalid_fields",
+            files=img(png),
+            data={"session_id": "a\x00\x01b"},
+        ),
+        Case("source-unknown", 422, "invalid_fields", files=img(png), data={"source": "admin"}),
+        Case(
+            "image-as-text-field", 422, "invalid_fields", data={"image": b64(png)}, files={"x": ("x", b"x")}
+        ),
+        Case("model-as-file", 422, "invalid_fields", files={**img(png), "model": ("m", b"svm")}),
+        Case("no-image-field", 422, "invalid_fields", files={"picture": ("d.png", png, "image/png")}),
+        # --- JSON bodies --------------------------------------------------------------------------------------
+        Case("json-base64-garbage", 422, "invalid_fields", json={"image": "@@not*base64!!"}),
+        Case("json-base64-of-garbage", 400, "unreadable_image", json={"image": b64(b"garbage bytes here")}),
+        Case("json-empty-image", 400, "unreadable_image", json={"image": ""}),
+        Case("json-image-number", 422, "invalid_fields", json={"image": 12345}),
+        Case("json-true-digit-string", 422, "invalid_fields", json={"image": b64(png), "true_digit": "7"}),
+        Case("json-true-digit-bool", 422, "invalid_fields", json={"image": b64(png), "true_digit": True}),
+        Case(
+            "json-true-digit-nan",
+            422,
+            "invalid_fields",
+            content=b'{"image": "AAAA", "true_digit": NaN}',
+            headers={"content-type": "application/json"},
+        ),
+        Case("json-array", 422, "invalid_fields", json=[1, 2, 3]),
+        Case(
+            "json-invalid",
+            422,
+            "invalid_fields",
+            content=b'{"image": ',
+            headers={"content-type": "application/json"},
+        ),
+        Case(
+            "json-empty-body",
+            422,
+            "invalid_fields",
+            content=b"",
+            headers={"content-type": "application/json"},
+        ),
+        Case(
+            "json-deep-nesting",
+            422,
+            "invalid_fields",
+            content=b"[" * 100_000 + b"]" * 100_000,
+            headers={"content-type": "application/json"},
+        ),
+        Case("json-model-sql", 404, "unknown_model", json={"image": b64(png), "model": "1 OR 1=1"}),
+        # --- request framing ----------------------------------------------------------------------------------
+        Case(
+            "multipart-no-boundary",
+            400,
+            "malformed_body",
+            content=b"--x\r\n\r\n",
+            headers={"content-type": "multipart/form-data"},
+        ),
+        Case(
+            "multipart-garbage",
+            400,
+            "malformed_body",
+            content=b"\x00\x01garbage",
+            headers={"content-type": "multipart/form-data; boundary=zzz"},
+        ),
+        Case(
+            "text-plain-body",
+            415,
+            "unsupported_media_type",
+            content=png,
+            headers={"content-type": "text/plain"},
+        ),
+        Case(
+            "raw-png-body", 415, "unsupported_media_type", content=png, headers={"content-type": "image/png"}
+        ),
+        Case("no-content-type", 415, "unsupported_media_type", content=png),
+        # --- other routes -------------------------------------------------------------------------------------
+        Case(
+            "feedback-string-digit",
+            422,
+            "invalid_fields",
+            path="/api/v1/predictions/1/feedback",
+            json={"true_digit": "7"},
+        ),
+        Case(
+            "feedback-digit-11",
+            422,
+            "invalid_fields",
+            path="/api/v1/predictions/1/feedback",
+            json={"true_digit": 11},
+        ),
+        Case(
+            "feedback-id-zero",
+            422,
+            "invalid_fields",
+            path="/api/v1/predictions/0/feedback",
+            json={"true_digit": 1},
+        ),
+        Case(
+            "feedback-id-huge",
+            422,
+            "invalid_fields",
+            path="/api/v1/predictions/99999999999999999999/feedback",
+            json={"true_digit": 1},
+        ),
+        Case(
+            "feedback-id-text",
+            422,
+            "invalid_fields",
+            path="/api/v1/predictions/abc/feedback",
+            json={"true_digit": 1},
+        ),
+        Case(
+            "feedback-unknown-id",
+            404,
+            "prediction_not_found",
+            path="/api/v1/predictions/2147483647/feedback",
+            json={"true_digit": 1},
+        ),
+        Case(
+            "feedback-bad-uid",
+            422,
+            "invalid_fields",
+            path="/api/v1/predictions/uid/zz%27%20OR%201=1/feedback",
+            json={"true_digit": 1},
+        ),
+        Case(
+            "feedback-uid-traversal",
+            404,
+            "not_found",
+            path="/api/v1/predictions/uid/..%2F..%2Fetc/feedback",
+            json={"true_digit": 1},
+        ),
+        Case(
+            "feedback-unknown-uid",
+            404,
+            "prediction_not_found",
+            path="/api/v1/predictions/uid/" + "ab" * 16 + "/feedback",
+            json={"true_digit": 1},
+        ),
+        Case(
+            "history-page-zero",
+            422,
+            "invalid_fields",
+            method="GET",
+            path="/api/v1/predictions?page=0",
+            admin=True,
+        ),
+        Case(
+            "history-page-size-huge",
+            422,
+            "invalid_fields",
+            method="GET",
+            path="/api/v1/predictions?page_size=100000",
+            admin=True,
+        ),
+        Case(
+            "history-since-junk",
+            422,
+            "invalid_fields",
+            method="GET",
+            path="/api/v1/predictions?since=yesterday",
+            admin=True,
+        ),
+        Case(
+            "history-since-overflow",
+            422,
+            "invalid_fields",
+            method="GET",
+            path="/api/v1/predictions?since=9999-12-31T23:59:59-23:59",
+            admin=True,
+        ),
+        Case(
+            "history-model-sql",
+            200,
+            None,
+            method="GET",
+            path="/api/v1/predictions?model=%27%3B%20DROP%20TABLE%20x%3B--",
+            admin=True,
+        ),
+        Case(
+            "image-kind-unknown",
+            422,
+            "invalid_fields",
+            method="GET",
+            path="/api/v1/predictions/1/image?kind=../../x",
+            admin=True,
+        ),
+        Case(
+            "image-unknown-id",
+            404,
+            "prediction_not_found",
+            method="GET",
+            path="/api/v1/predictions/2147483647/image",
+            admin=True,
+        ),
+        Case(
+            "delete-unknown-id",
+            404,
+            "prediction_not_found",
+            method="DELETE",
+            path="/api/v1/predictions/2147483647",
+            admin=True,
+        ),
+    ]
+
+
+CASES = cases()
+
+
+def test_corpus_is_big_enough():
+    assert len(CASES) >= 30
+    assert len({c.id for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(live_server, admin, case: Case):
+    headers = dict(case.headers)
+    if case.admin:
+        headers.update(admin)
+    kwargs: dict[str, Any] = {"headers": headers}
+    for name in ("files", "data", "json", "content"):
+        value = getattr(case, name)
+        if value is not None:
+            kwargs[name] = value
+    with live_server.client() as client:
+        r = client.request(case.method, case.path, **kwargs)
+    assert r.status_code < 500, (r.status_code, r.text[:300])
+    if case.code is None:
+        assert r.status_code == 200, r.text[:300]
+    else:
+        assert_error(r, case.status, case.code)
+
+
+def test_server_still_answers_after_the_corpus(live_server, sample_png):
+    """Runs after the corpus (file order): the same process answers health and a good prediction, and
+    its log holds no traceback."""
+    with live_server.client() as client:
+        health = client.get("/health").json()
+        assert health["status"] == "ok"
+        r = client.post(PREDICT, files={"image": ("d.png", sample_png, "image/png")})
+        assert r.status_code == 200 and r.json()["digit"] == 7
+    assert live_server.alive()
+    log = live_server.log_text()
+    assert "Traceback" not in log and "internal_error" not in log, live_server.log_tail()

@@ -1,0 +1,213 @@
+"""History, feedback, images, stats, export and deletion over a live server, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from PIL import Image
+
+from .conftest import assert_error, draw_digit
+
+
+@pytest.fixture
+def client(store_server):
+    with store_server.client() as c:
+        yield c
+
+
+def predict(client, png: bytes, **data) -> dict:
+    r = client.post("/api/v1/predict", files={"image": ("d.png", png, "image/png")}, data=data)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_prediction_is_logged_with_everything(client, admin):
+    png = draw_digit()
+    session = uuid.uuid4().hex
+    p = predict(
+        client,
+        png,
+        model="svm",
+        true_digit="7",
+        pen_color="#1f2340",
+        background_color="#ffffff",
+        session_id=session,
+        source="ui",
+    )
+    assert p["logged"] is True and isinstance(p["id"], int)
+    row = client.get(f"/api/v1/predictions/{p['id']}", headers=admin).json()
+    assert row["id"] == p["id"] and row["uid"] == p["uid"]
+    assert row["model_name"] == "svm" and row["model_version"] == p["model_version"]
+    assert row["predicted_digit"] == p["digit"] == 7
+    assert row["drawn_digit"] == 7 and row["correct"] is True
+    assert row["pen_color"] == "#1f2340" and row["background_color"] == "#ffffff"
+    assert row["session_id"] == session and row["source"] == "ui"
+    assert row["probabilities"] == pytest.approx(p["probabilities"])
+    assert row["latency_ms"] == pytest.approx(p["latency_ms"])
+    assert row["has_image"] and row["has_processed"]
+    stamp = datetime.fromisoformat(row["timestamp"])
+    assert abs(stamp - datetime.now(UTC)) < timedelta(minutes=5)
+
+    original = client.get(f"/api/v1/predictions/{p['id']}/image", headers=admin)
+    assert original.status_code == 200 and original.headers["content-type"] == "image/png"
+    assert original.content == png  # PNG uploads are stored as sent
+    processed = client.get(f"/api/v1/predictions/{p['id']}/image?kind=processed", headers=admin)
+    assert processed.headers["content-type"] == "image/png"
+    assert processed.content == base64.b64decode(p["processed_image"])
+    assert Image.open(io.BytesIO(processed.content)).size == (28, 28)
+
+
+def test_non_png_upload_is_stored_as_png(client, admin):
+    p = predict(client, draw_digit(1000, fmt="JPEG"), model="svm")
+    stored = client.get(f"/api/v1/predictions/{p['id']}/image", headers=admin).content
+    im = Image.open(io.BytesIO(stored))
+    assert im.format == "PNG" and max(im.size) <= 512
+
+
+def test_default_source_is_api_and_source_filter_free(client, admin):
+    p = predict(client, draw_digit())
+    assert client.get(f"/api/v1/predictions/{p['id']}", headers=admin).json()["source"] == "api"
+
+
+def test_feedback_sets_drawn_digit_and_correct(client, admin):
+    p = predict(client, draw_digit(), model="svm")
+    r = client.post(f"/api/v1/predictions/{p['id']}/feedback", json={"true_digit": 1})
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "id": p["id"],
+        "uid": p["uid"],
+        "true_digit": 1,
+        "correct": False,
+        "stored": "database",
+        "queued": False,
+    }
+    row = client.get(f"/api/v1/predictions/{p['id']}", headers=admin).json()
+    assert row["drawn_digit"] == 1 and row["correct"] is False
+    r = client.post(f"/api/v1/predictions/uid/{p['uid']}/feedback", json={"true_digit": 7})
+    assert r.status_code == 200 and r.json()["stored"] == "database"
+    row = client.get(f"/api/v1/predictions/{p['id']}", headers=admin).json()
+    assert row["drawn_digit"] == 7 and row["correct"] is True
+
+
+def test_feedback_unknown_prediction_is_404(client):
+    assert_error(
+        client.post("/api/v1/predictions/2000000000/feedback", json={"true_digit": 1}),
+        404,
+        "prediction_not_found",
+    )
+    assert_error(
+        client.post(f"/api/v1/predictions/uid/{uuid.uuid4().hex}/feedback", json={"true_digit": 1}),
+        404,
+        "prediction_not_found",
+    )
+
+
+def test_history_pages_and_filters(client, admin):
+    ids = [predict(client, draw_digit(), model=m)["id"] for m in ("svm", "svm_pca", "svm")]
+    since = datetime.fromisoformat(
+        client.get(f"/api/v1/predictions/{ids[0]}", headers=admin).json()["timestamp"]
+    )
+    page = client.get(
+        "/api/v1/predictions", params={"page_size": 2, "since": since.isoformat()}, headers=admin
+    )
+    assert page.status_code == 200, page.text
+    body = page.json()
+    assert body["total"] == 3 and body["page"] == 1 and body["page_size"] == 2
+    assert [r["id"] for r in body["items"]] == [ids[2], ids[1]]  # newest first
+    assert "image_png" not in body["items"][0]
+    page2 = client.get(
+        "/api/v1/predictions", params={"page": 2, "page_size": 2, "since": since.isoformat()}, headers=admin
+    ).json()
+    assert [r["id"] for r in page2["items"]] == [ids[0]]
+    only_pca = client.get(
+        "/api/v1/predictions", params={"model": "svm_pca", "since": since.isoformat()}, headers=admin
+    ).json()
+    assert [r["id"] for r in only_pca["items"]] == [ids[1]]
+    client.post(f"/api/v1/predictions/{ids[0]}/feedback", json={"true_digit": 7})
+    right = client.get(
+        "/api/v1/predictions", params={"correct": "true", "since": since.isoformat()}, headers=admin
+    ).json()
+    assert ids[0] in [r["id"] for r in right["items"]]
+    future = client.get("/api/v1/predictions", params={"since": "2999-01-01T00:00:00Z"}, headers=admin).json()
+    assert future["total"] == 0 and future["items"] == []
+    none = client.get("/api/v1/predictions", params={"until": "2000-01-01"}, headers=admin).json()
+    assert none["total"] == 0
+
+
+def test_stats_per_model(client):
+    before = client.get("/api/v1/stats").json()
+    p = predict(client, draw_digit(), model="svm_pca", true_digit="7")
+    q = predict(client, draw_digit(), model="svm_pca")
+    client.post(f"/api/v1/predictions/{q['id']}/feedback", json={"true_digit": 3})
+    after = client.get("/api/v1/stats").json()
+    assert set(after) == {"models", "total_predictions", "total_labelled"}
+    old = before["models"].get("svm_pca", {"predictions": 0, "labelled": 0, "correct": 0})
+    new = after["models"]["svm_pca"]
+    assert new["predictions"] == old["predictions"] + 2
+    assert new["labelled"] == old["labelled"] + 2
+    assert new["correct"] == old["correct"] + (p["digit"] == 7) + (q["digit"] == 3)
+    assert new["accuracy"] == pytest.approx(new["correct"] / new["labelled"])
+    cm = new["confusion_matrix"]
+    assert len(cm) == 10 and all(len(r) == 10 for r in cm)
+    assert sum(map(sum, cm)) == new["labelled"]
+    assert cm[3][q["digit"]] >= 1
+    assert after["total_predictions"] == before["total_predictions"] + 2
+    only = client.get("/api/v1/stats", params={"model": "svm_pca"}).json()
+    assert set(only["models"]) == {"svm_pca"}
+
+
+def test_export_csv_has_labelled_drawings(client, admin):
+    p = predict(client, draw_digit(), model="svm", true_digit="7")
+    r = client.get("/api/v1/export.csv", headers=admin)
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/csv")
+    assert "attachment" in r.headers.get("content-disposition", "")
+    rows = list(csv.reader(io.StringIO(r.text)))
+    assert rows[0][:2] == ["label", "pixel0"] and len(rows[0]) == 785
+    assert len(rows) >= 2 and all(len(row) == 785 for row in rows[1:])
+    processed = Image.open(io.BytesIO(base64.b64decode(p["processed_image"])))
+    pixels = [str(v) for v in processed.tobytes()]
+    assert ["7", *pixels] in rows[1:]
+
+
+def test_delete_prediction(client, admin):
+    p = predict(client, draw_digit())
+    assert client.delete(f"/api/v1/predictions/{p['id']}", headers=admin).status_code == 204
+    assert_error(client.get(f"/api/v1/predictions/{p['id']}", headers=admin), 404, "prediction_not_found")
+    assert_error(
+        client.get(f"/api/v1/predictions/{p['id']}/image", headers=admin), 404, "prediction_not_found"
+    )
+    assert_error(client.delete(f"/api/v1/predictions/{p['id']}", headers=admin), 404, "prediction_not_found")
+    assert_error(
+        client.post(f"/api/v1/predictions/{p['id']}/feedback", json={"true_digit": 1}),
+        404,
+        "prediction_not_found",
+    )
+
+
+def test_model_all_logs_one_record_per_model(client, admin):
+    r = client.post("/api/v1/predict", files={"image": ("d.png", draw_digit())}, data={"model": "all"}).json()
+    for p in r["predictions"]:
+        row = client.get(f"/api/v1/predictions/{p['id']}", headers=admin).json()
+        assert row["model_name"] == p["model"]
+
+
+def test_row_without_images_answers_image_not_found(store_server, client, admin, tmp_path):
+    """Rows written by the original app have no images: the row exists, its image does not."""
+    from digitlab.store import PredictionRecord, PredictionStore
+
+    store = PredictionStore(store_server.env["DATABASE_URL"], tmp_path / "spool").start()
+    try:
+        result = store.add(PredictionRecord(model_name="svm", predicted_digit=3, probabilities=[0.1] * 10))
+    finally:
+        store.close()
+    assert result.id is not None
+    assert client.get(f"/api/v1/predictions/{result.id}", headers=admin).json()["has_image"] is False
+    for kind in ("input", "processed"):
+        r = client.get(f"/api/v1/predictions/{result.id}/image", params={"kind": kind}, headers=admin)
+        assert_error(r, 404, "image_not_found")

@@ -1,0 +1,358 @@
+"""`digitlab run` as a person uses it: start, wait for both URLs, stop with Ctrl-C (SIGINT) or SIGTERM.
+
+Each test runs the real command in a subprocess (real uvicorn, real Streamlit, real training) on free
+ports, with a private model folder, data folder (SQLite) and working directory; afterwards no process
+it started may be left and both ports must be free.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image, ImageDraw
+
+from digitlab import runner
+
+READY_LINE = "Ctrl-C stops both."
+START_TIMEOUT = 180.0  # generous: CI shares two cores with the rest of the suite
+STOP_LIMIT = 5.0  # the acceptance criterion
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_free(port: int) -> bool:
+    """A server could listen there now (SO_REUSEADDR like uvicorn/Streamlit) and nothing answers."""
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", port)) == 0:
+            return False
+    return not runner.port_in_use("127.0.0.1", port)
+
+
+def _proc_table() -> dict[int, tuple[int, int, str, str]]:
+    """pid -> (ppid, pgid, state, start time) from /proc."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        table[int(entry.name)] = (int(fields[1]), int(fields[2]), fields[0], fields[19])
+    return table
+
+
+def descendants(pid: int) -> dict[int, tuple[int, str]]:
+    """Every live descendant of `pid`: pid -> (pgid, start time)."""
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for p, (ppid, *_rest) in table.items():
+        children.setdefault(ppid, []).append(p)
+    out, todo = {}, list(children.get(pid, []))
+    while todo:
+        p = todo.pop()
+        ppid, pgid, state, start = table[p]
+        if state != "Z":
+            out[p] = (pgid, start)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def survivors(recorded: dict[int, tuple[int, str]]) -> list[str]:
+    """Recorded processes still alive (same pid and start time), and any live member of their groups."""
+    table = _proc_table()
+    groups = {pgid for pgid, _ in recorded.values()}
+    left = []
+    for pid, (_ppid, pgid, state, start) in table.items():
+        if state == "Z":
+            continue
+        if recorded.get(pid, (None, None))[1] == start or pgid in groups:
+            try:
+                cmd = (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                cmd = "?"
+            left.append(f"{pid} {cmd}")
+    return left
+
+
+def _kill_survivors(recorded: dict[int, tuple[int, str]]) -> None:
+    """SIGKILL recorded processes that still run (same pid *and* start time: never a recycled pid)."""
+    table = _proc_table()
+    for pid, (_pgid, start) in recorded.items():
+        if pid in table and table[pid][3] == start:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+class Run:
+    """`python -m digitlab run ...` (or any argv) in a subprocess, its output collected line by line."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path):
+        self.proc = subprocess.Popen(
+            argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            text=True, bufsize=1,
+        )  # fmt: skip
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float = START_TIMEOUT) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                match = re.search(pattern, line)
+                if match:
+                    return match
+            if self.proc.poll() is not None:
+                self._reader.join(2)
+                for line in self.lines:
+                    if re.search(pattern, line):
+                        return re.search(pattern, line)
+                pytest.fail(f"exited with {self.proc.returncode} before printing {pattern!r}:\n{self.output}")
+            time.sleep(0.1)
+        pytest.fail(f"no {pattern!r} after {timeout:.0f} s:\n{self.output}")
+
+    def stop(self, sig: int) -> tuple[int, float]:
+        started = time.monotonic()
+        self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout=STOP_LIMIT + 5)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(
+                f"digitlab run still running {STOP_LIMIT + 5:.0f} s after {signal.Signals(sig).name}:\n{self.output}"
+            )
+        self._reader.join(2)
+        return code, time.monotonic() - started
+
+    def kill(self) -> None:
+        """Last-resort cleanup so a failed test leaves nothing behind."""
+        for pid, (pgid, _) in descendants(self.proc.pid).items():
+            for kill, target in ((os.killpg, pgid), (os.kill, pid)):
+                try:
+                    kill(target, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@pytest.fixture
+def app_env(tmp_path, tiny_model_dir):
+    """Environment for one `digitlab run`: free ports, private model/data folders, SQLite, no .env."""
+    models = tmp_path / "models"
+    shutil.copytree(tiny_model_dir, models, ignore=shutil.ignore_patterns("*.training"))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DIGITLAB_", "POSTGRES_")) and k != "DATABASE_URL"
+    }
+    if os.environ.get("DIGITLAB_MNIST_DIR"):
+        env["DIGITLAB_MNIST_DIR"] = os.environ["DIGITLAB_MNIST_DIR"]
+    env.update(
+        DIGITLAB_MODEL_DIR=str(models),
+        DIGITLAB_DATA_DIR=str(tmp_path / "data"),
+        DIGITLAB_PORT=str(free_port()),
+        DIGITLAB_UI_PORT=str(free_port()),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def _ports(env) -> tuple[int, int]:
+    return int(env["DIGITLAB_PORT"]), int(env["DIGITLAB_UI_PORT"])
+
+
+def _draw_seven() -> bytes:
+    import io
+
+    im = Image.new("RGB", (280, 280), "white")
+    ImageDraw.Draw(im).line(
+        [(80, 62), (196, 58), (150, 140), (118, 226)], fill="#1f2340", width=18, joint="curve"
+    )
+    out = io.BytesIO()
+    im.save(out, format="PNG")
+    return out.getvalue()
+
+
+def _start(env, tmp_path, *args: str) -> Run:
+    return Run([sys.executable, "-m", "digitlab", "run", *args], env, tmp_path)
+
+
+def _check_clean_stop(run: Run, sig: int, env) -> float:
+    recorded = descendants(run.proc.pid)
+    assert len(recorded) >= 3, f"expected API, UI launcher and Streamlit under the runner, got {recorded}"
+    code, took = run.stop(sig)
+    assert code == 0, run.output
+    assert took <= STOP_LIMIT, f"stopping took {took:.1f} s:\n{run.output}"
+    time.sleep(0.2)  # let init reap what was reparented to it
+    assert survivors(recorded) == [], run.output
+    api_port, ui_port = _ports(env)
+    assert port_free(api_port) and port_free(ui_port)
+    return took
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_run_starts_both_and_stops_cleanly(app_env, tmp_path, sig):
+    api_port, ui_port = _ports(app_env)
+    run = _start(app_env, tmp_path, "--no-train")
+    try:
+        run.wait_for(re.escape(READY_LINE))
+        assert f"http://127.0.0.1:{ui_port}" in run.output and f"http://127.0.0.1:{api_port}" in run.output
+        health = httpx.get(f"http://127.0.0.1:{api_port}/health", timeout=5).json()
+        assert {name for name, state in health["models"].items() if state == "ready"} >= {"svm", "svm_pca"}
+        assert httpx.get(f"http://127.0.0.1:{ui_port}/_stcore/health", timeout=5).status_code == 200
+        answer = httpx.post(
+            f"http://127.0.0.1:{api_port}/api/v1/predict", files={"image": ("d.png", _draw_seven(), "image/png")},
+            data={"model": "svm"}, timeout=30,
+        )  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        assert (tmp_path / "data" / "digitlab.db").exists()  # migrated SQLite store
+        _check_clean_stop(run, sig, app_env)
+        assert re.search(r"stopped (UI, API|API, UI) in \d", run.output), run.output
+    finally:
+        run.kill()
+
+
+def test_children_stop_even_when_the_runner_is_killed(app_env, tmp_path):
+    """SIGKILL cannot be handled: the children are started with a parent-death signal instead."""
+    run = _start(app_env, tmp_path, "--no-train")
+    recorded: dict[int, tuple[int, str]] = {}
+    try:
+        run.wait_for(re.escape(READY_LINE))
+        recorded = descendants(run.proc.pid)
+        run.proc.kill()
+        run.proc.wait(5)
+        deadline = time.monotonic() + 15
+        while survivors(recorded) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert survivors(recorded) == []
+        api_port, ui_port = _ports(app_env)
+        assert port_free(api_port) and port_free(ui_port)
+    finally:
+        run.kill()
+        _kill_survivors(recorded)  # the runner is gone: clean up by hand if the test failed
+
+
+def test_busy_port_is_one_line_and_starts_nothing(app_env, tmp_path):
+    api_port, _ = _ports(app_env)
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", api_port))
+        blocker.listen()
+        run = _start(app_env, tmp_path, "--no-train")
+        try:
+            code = run.proc.wait(timeout=60)
+            run._reader.join(2)
+        finally:
+            run.kill()
+    assert code == 2
+    errors = [line for line in run.lines if line.strip()]
+    assert len(errors) == 1, run.output
+    assert f"port {api_port}" in errors[0] and "already in use" in errors[0] and "DIGITLAB_PORT" in errors[0]
+
+
+def _run_training(env, tmp_path, limit: int) -> Run:
+    """`digitlab run` with the background training limited to `limit` images (seconds, not minutes)."""
+    code = (
+        "import sys; from digitlab import runner; "
+        f"runner.TRAIN_ARGS[:] = ['--limit', '{limit}', '--jobs', '1']; "
+        "sys.exit(runner.run_all(train_missing=True))"
+    )
+    return Run([sys.executable, "-c", code], env, tmp_path)
+
+
+def test_missing_models_train_in_background_while_others_answer(app_env, tmp_path, mnist_dir):
+    models = Path(app_env["DIGITLAB_MODEL_DIR"])
+    for path in models.glob("svm.*"):
+        path.unlink()
+    app_env["DIGITLAB_MNIST_DIR"] = str(mnist_dir)
+    api_port, _ = _ports(app_env)
+    api = f"http://127.0.0.1:{api_port}"
+    run = _run_training(app_env, tmp_path, 1500)
+    try:
+        run.wait_for(re.escape(READY_LINE))
+        assert "svm training" in run.output  # the banner's model list
+        assert runner.missing_models(models) == ["svm"]
+        # The others answer at once.
+        answer = httpx.post(f"{api}/api/v1/predict", files={"image": ("d.png", _draw_seven(), "image/png")},
+                            data={"model": "svm_pca"}, timeout=30)  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        states = httpx.get(f"{api}/health", timeout=5).json()["models"]
+        if states["svm"] != "ready":  # (training 1,500 images may already be over)
+            assert states["svm"] == "training"
+            refused = httpx.post(f"{api}/api/v1/predict", files={"image": ("d.png", _draw_seven(), "image/png")},
+                                 data={"model": "svm"}, timeout=30)  # fmt: skip
+            assert refused.status_code == 503 and refused.json()["code"] == "model_not_ready"
+        run.wait_for(r"training finished: svm ready", timeout=300)
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{api}/health", timeout=5).json()["models"]["svm"] != "ready":
+            assert time.monotonic() < deadline, "the API did not pick up the trained model"
+            time.sleep(0.5)
+        answer = httpx.post(f"{api}/api/v1/predict", files={"image": ("d.png", _draw_seven(), "image/png")},
+                            data={"model": "svm"}, timeout=30)  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        assert not list(models.glob("*.training"))
+        _check_clean_stop(run, signal.SIGINT, app_env)
+    finally:
+        run.kill()
+
+
+def test_stop_during_training_leaves_no_worker_and_no_marker(app_env, tmp_path, mnist_dir):
+    models = Path(app_env["DIGITLAB_MODEL_DIR"])
+    for path in [*models.glob("random_forest.*"), *models.glob("extra_trees.*")]:
+        path.unlink()
+    app_env["DIGITLAB_MNIST_DIR"] = str(mnist_dir)
+    run = _run_training(app_env, tmp_path, 60000)  # minutes of work: still running when we stop
+    try:
+        run.wait_for(re.escape(READY_LINE))
+        run.wait_for(r"features for|training extra_trees|training random_forest", timeout=120)
+        took = _check_clean_stop(run, signal.SIGTERM, app_env)
+        assert took <= STOP_LIMIT
+        assert not list(models.glob("*.training")), "the trainer's markers must not outlive it"
+        assert sorted(runner.missing_models(models)) == ["extra_trees", "random_forest"]
+    finally:
+        run.kill()
+
+
+def test_helpers():
+    assert runner.connect_host("0.0.0.0") == "127.0.0.1"
+    assert runner.connect_host("::") == "[::1]"
+    assert runner.connect_host("example.org") == "example.org"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        assert runner.port_in_use("127.0.0.1", s.getsockname()[1])
+    assert not runner.port_in_use("127.0.0.1", free_port())
+
+
+def test_missing_models(tmp_path):
+    assert runner.missing_models(tmp_path) == ["svm", "svm_pca", "extra_trees", "random_forest"]
+    (tmp_path / "svm_pca.json").write_text("{}")
+    assert "svm_pca" not in runner.missing_models(tmp_path)

@@ -1,0 +1,299 @@
+"""The UI end to end: real API, real Streamlit server, headless chromium driven with mouse and touch.
+
+Order matters (one API and UI for the module): draw + feedback + history, the latency run, Compare,
+the phone, the screenshots, and last the outage (it stops and restarts the API).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+from ui_browser import (
+    CANVAS,
+    EMPTY,
+    PREDICTION,
+    SCREENSHOTS,
+    Touch,
+    canvas_box,
+    click_tool,
+    current_drawing,
+    draw_digit,
+    median,
+    mouse_stroke,
+    no_traceback,
+    open_page,
+    screenshot,
+    shown_probabilities,
+    stroke_latency_ms,
+    wait_idle,
+    wait_new_prediction,
+)
+from ui_strokes import DIGITS
+
+pytestmark = pytest.mark.browser
+
+PAGES = {"draw": "", "compare": "compare", "history": "history", "models": "models", "about": "about"}
+LATENCY_STROKES = 20
+LATENCY_BUDGET_MS = 700.0
+OUTAGE_BUDGET_S = 3.0
+
+
+def ready_models(api_url: str) -> list[str]:
+    models = httpx.get(f"{api_url}/health", timeout=5).json()["models"]
+    return [name for name, state in models.items() if state == "ready"]
+
+
+def feedback_pill(page, digit: int):
+    return page.locator('[class*="st-key-fb_"] button').filter(has_text=re.compile(rf"^{digit}$")).first
+
+
+def test_draw_predict_feedback_then_history(desktop, ui_server, api_server):
+    page = desktop
+    open_page(page, ui_server.url, PAGES["draw"], ready=CANVAS)
+    expect(page.locator(EMPTY)).to_be_visible()
+
+    draw_digit(page, 7)
+    wait_new_prediction(page, None)
+    wait_idle(page)
+    digit = page.locator('[data-testid="dl-digit"]').inner_text().strip()
+    assert re.fullmatch(r"[0-9]", digit), digit
+    probs = shown_probabilities(page)
+    assert len(probs) == 10 and abs(sum(probs) - 1) < 0.01, probs
+    assert max(range(10), key=lambda d: probs[d]) == int(digit)
+    expect(page.get_by_text("What the model saw (28×28)")).to_be_visible()
+    saved = page.get_by_text(re.compile(r"Saved to the history as #\d+"))
+    expect(saved).to_be_visible()
+    prediction_id = int(re.search(r"#(\d+)", saved.inner_text()).group(1))
+
+    feedback_pill(page, 7).click()
+    expect(page.get_by_text(re.compile(r"Saved: you drew a 7"))).to_be_visible()
+    no_traceback(page)
+
+    # The API has it...
+    row = httpx.get(f"{api_server.url}/api/v1/predictions/{prediction_id}", timeout=5).json()
+    assert row["drawn_digit"] == 7 and row["source"] == "ui"
+    # ...and the History page shows it: newest first, with the answer, counted in the accuracy.
+    open_page(page, ui_server.url, PAGES["history"], ready='[data-testid="stDataFrame"]')
+    wait_idle(page, settle=0.8)
+    rows = _table_rows(page)
+    assert rows[0]["#"] == str(prediction_id), rows[:2]
+    assert rows[0]["you drew"] == "7" and rows[0]["predicted"] == digit, rows[0]
+    assert rows[0]["right?"] == ("✓ right" if digit == "7" else "✗ wrong"), rows[0]
+    expect(page.get_by_text("Labelled by you")).to_be_visible()
+    no_traceback(page)
+
+    # Filter "Right"/"Wrong" keeps or drops the row consistently with the answer.
+    verdict = "Right" if row["correct"] else "Wrong"
+    page.locator(".st-key-hist_outcome button").filter(has_text=verdict).click()
+    wait_idle(page, settle=0.8)
+    assert _table_rows(page)[0]["#"] == str(prediction_id)
+
+
+def _table_rows(page) -> list[dict[str, str]]:
+    """The History table's rows, through the dataframe toolbar's own 'Download as CSV' button."""
+    import csv
+
+    table = page.locator('[data-testid="stDataFrame"]').first
+    table.hover()
+    with page.expect_download() as info:
+        table.get_by_role("button", name="Download as CSV").click()
+    with open(info.value.path(), encoding="utf-8-sig", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_stroke_to_prediction_latency(desktop, ui_server):
+    """Acceptance 2: median time from the end of a stroke to its prediction on screen, over 20 strokes."""
+    page = desktop
+    open_page(page, ui_server.url, PAGES["draw"], ready=CANVAS)
+    wait_idle(page)
+    latencies: list[float] = []
+    previous = current_drawing(page)
+    digits = iter([4, 7, 1, 0, 8, 5, 3, 9, 2, 6] * 3)
+    for n in range(LATENCY_STROKES):  # (a new position each round: no drawing repeats, no cache hits)
+        if len(latencies) >= LATENCY_STROKES:
+            break
+        digit = next(digits)
+        box = dict(canvas_box(page))
+        box["x"] += 3 * (n % 5) - 6
+        box["y"] += 2 * (n % 7) - 6
+        for stroke in DIGITS[digit]:
+            mouse_stroke(page, stroke, box)
+            previous = wait_new_prediction(page, previous)
+            latencies.append(stroke_latency_ms(page, previous))
+            wait_idle(page, settle=0.15)
+        click_tool(page, "draw", "Clear")
+        expect(page.locator(EMPTY)).to_be_visible()
+    latencies = latencies[:LATENCY_STROKES]
+    assert len(set(latencies)) > LATENCY_STROKES // 2, latencies  # each stroke measured on its own
+    med = median(latencies)
+    print(f"\nstroke end -> prediction on screen over {len(latencies)} strokes: median {med:.0f} ms, "
+          f"min {min(latencies):.0f} ms, max {max(latencies):.0f} ms; all: {[round(x) for x in latencies]}")  # fmt: skip
+    assert med <= LATENCY_BUDGET_MS
+
+
+def test_undo_removes_the_last_stroke(desktop, ui_server):
+    page = desktop
+    open_page(page, ui_server.url, PAGES["draw"], ready=CANVAS)
+    draw_digit(page, 4)  # two strokes
+    first = wait_new_prediction(page, None)
+    wait_idle(page)
+    click_tool(page, "draw", "Undo")
+    after_undo = wait_new_prediction(page, first)
+    assert after_undo != first
+    click_tool(page, "draw", "Clear")
+    expect(page.locator(EMPTY)).to_be_visible()
+
+
+def test_compare_shows_every_ready_model(desktop, ui_server, api_server):
+    page = desktop
+    ready = ready_models(api_server.url)
+    open_page(page, ui_server.url, PAGES["compare"], ready=CANVAS)
+    draw_digit(page, 3)
+    cards = page.locator('[data-testid="dl-compare-card"]')
+    expect(cards).to_have_count(len(ready), timeout=15_000)
+    wait_idle(page)
+    assert sorted(cards.nth(i).get_attribute("data-model") for i in range(len(ready))) == sorted(ready)
+    text = page.locator('[data-testid="stMain"]').inner_text()
+    assert re.search(r"All \d+ models agree|The models disagree", text), text[:800]
+    assert re.search(r"\d+% sure · \d+\s+ms", text)
+    expect(page.get_by_text("Probabilities, model by model")).to_be_attached()
+    no_traceback(page)
+
+
+def test_phone_touch_drawing(phone, ui_server):
+    """390x844: the canvas fits the screen and a finger (real touch events) draws on it."""
+    page = phone
+    open_page(page, ui_server.url, PAGES["draw"], ready=CANVAS)
+    box = canvas_box(page)
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+    assert box["height"] <= 844
+    page_width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert page_width <= 390, f"the page scrolls sideways: {page_width} px"
+    touch = Touch(page)
+    draw_digit(page, 7, touch=touch)
+    key = wait_new_prediction(page, None)
+    assert re.fullmatch(r"[0-9]", page.locator('[data-testid="dl-digit"]').inner_text().strip())
+    print(f"\nphone: touch stroke end -> prediction on screen {stroke_latency_ms(page, key):.0f} ms")
+    assert len(shown_probabilities(page)) == 10
+    no_traceback(page)
+
+
+def _seed_history(api_url: str) -> None:
+    """A few dozen labelled drawings, so History's table, accuracy, confusion matrix and trend have data."""
+    from PIL import Image, ImageDraw
+    from ui_strokes import points
+
+    with httpx.Client(base_url=api_url, timeout=10) as client:
+        models = ready_models(api_url)
+        for i in range(30):
+            digit = i % 10
+            im = Image.new("RGB", (280, 280), "white")
+            draw = ImageDraw.Draw(im)
+            for stroke in DIGITS[digit]:
+                draw.line(points(stroke), fill=(31, 35, 64), width=18, joint="curve")
+            buf = io.BytesIO()
+            im.save(buf, format="PNG")
+            client.post(
+                "/api/v1/predict",
+                files={"image": ("d.png", buf.getvalue(), "image/png")},
+                data={"model": models[i % len(models)], "true_digit": str(digit), "source": "ui"},
+            ).raise_for_status()
+
+
+def test_screenshots_of_every_page(browser, ui_server, api_server):
+    """Acceptance 3: every page at 1280x800 and 390x844, saved to docs/img/ui/ (each < 300 KB)."""
+    _seed_history(api_server.url)
+    saved = []
+    for width, height, touch in ((1280, 800, False), (390, 844, True)):
+        context = browser.new_context(viewport={"width": width, "height": height}, device_scale_factor=1,
+                                      is_mobile=touch, has_touch=touch)  # fmt: skip
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        size = f"{width}x{height}"
+        for name, path in PAGES.items():
+            ready = CANVAS if name in ("draw", "compare") else "h1"
+            open_page(page, ui_server.url, path, ready=ready)
+            if name in ("draw", "compare"):
+                draw_digit(page, 3, touch=Touch(page) if touch else None)
+                page.wait_for_selector(PREDICTION if name == "draw" else '[data-testid="dl-compare-card"]')
+                if name == "draw":
+                    feedback_pill(page, 3).click()
+                    expect(page.get_by_text(re.compile(r"Saved: you drew a 3"))).to_be_visible()
+            wait_idle(page, settle=1.0)
+            page.mouse.move(0, height - 1)  # no hover toolbars in the picture
+            _scroll_to(page, "h1")
+            no_traceback(page)
+            saved.append(screenshot(page, SCREENSHOTS / f"{name}-{size}.png"))
+            if touch and name in ("draw", "compare"):  # the answer is below the canvas on a phone
+                _scroll_to(page, PREDICTION if name == "draw" else '[data-testid="stAlert"]')
+                saved.append(screenshot(page, SCREENSHOTS / f"{name}-result-{size}.png"))
+            if name == "history":
+                _scroll_to(page, ".st-key-hist_metrics")
+                saved.append(screenshot(page, SCREENSHOTS / f"history-accuracy-{size}.png"))
+            if touch and name in ("models", "about"):
+                _scroll_to(
+                    page, ".st-key-model_card_svm" if name == "models" else 'h3:has-text("From your drawing")'
+                )
+                saved.append(screenshot(page, SCREENSHOTS / f"{name}-more-{size}.png"))
+        context.close()
+    print("\nscreenshots: " + ", ".join(str(p.relative_to(SCREENSHOTS.parents[2])) for p in saved))
+
+
+def _scroll_to(page, selector: str) -> None:
+    """Scroll so that the element is at the top of the view (under the header), then let charts settle."""
+    page.locator(selector).first.evaluate(
+        "e => { e.scrollIntoView({block: 'start'}); const m = document.querySelector('[data-testid=stMain]');"
+        " if (m) m.scrollBy(0, -72); }"  # below the fixed header
+    )
+    time.sleep(0.6)
+
+
+def test_api_outage_and_recovery(desktop, ui_server, api_server):
+    """Acceptance 4: API stopped mid-session -> a friendly message on every page within 3 s; API back ->
+    the next stroke is predicted without reloading the page."""
+    page = desktop
+    open_page(page, ui_server.url, PAGES["draw"], ready=CANVAS)
+    draw_digit(page, 1)
+    before = wait_new_prediction(page, None)
+    wait_idle(page)
+
+    api_server.stop()
+    try:
+        banner = page.get_by_text(re.compile(r"The prediction service is not reachable at .* retrying"))
+        started = time.monotonic()
+        expect(banner.first).to_be_visible(timeout=OUTAGE_BUDGET_S * 1000)
+        print(f"\noutage: draw page warned after {time.monotonic() - started:.1f} s")
+        no_traceback(page)
+        # Every other page, reached through the navigation (no reload), says so too.
+        titles = {"compare": "Compare models", "history": "History", "models": "Models", "about": "About digitlab",
+                  "draw": "Draw a digit"}  # fmt: skip
+        for name, title in titles.items():
+            page.get_by_role("link", name=name.capitalize(), exact=True).first.click()
+            started = time.monotonic()
+            expect(page.locator("h1").filter(has_text=title)).to_be_visible(timeout=10_000)
+            wait_idle(page, settle=0.2)
+            expect(banner.first).to_be_visible(timeout=OUTAGE_BUDGET_S * 1000)
+            expect(page.locator('[data-stale="true"]')).to_have_count(0)
+            print(f"outage: {name} page warned after {time.monotonic() - started:.1f} s")
+            no_traceback(page)
+        expect(page.locator(CANVAS)).to_be_visible()
+        screenshot(page, SCREENSHOTS / "outage-1280x800.png")
+        # A stroke while the API is away: a clear message, no traceback, the drawing stays.
+        mouse_stroke(page, DIGITS[7][0], canvas_box(page))
+        expect(page.get_by_text(re.compile(r"Your drawing is kept")).first).to_be_visible(timeout=10_000)
+        no_traceback(page)
+    finally:
+        api_server.start()
+
+    expect(banner.first).to_be_hidden(timeout=10_000)  # the banner goes by itself
+    box = canvas_box(page)
+    mouse_stroke(page, DIGITS[4][1], box)
+    after = wait_new_prediction(page, before, timeout=15)
+    assert after != before
+    assert page.locator(PREDICTION).count() == 1
+    no_traceback(page)

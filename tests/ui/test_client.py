@@ -1,0 +1,168 @@
+"""`digitlab.ui.client`: every failure becomes a one-sentence `ApiError`; answers are parsed leniently."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+from datetime import UTC
+
+import httpx
+import pytest
+
+from digitlab.ui.client import ApiError, ApiUnavailable, DigitlabClient, _prediction
+
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
+PREDICTION = {
+    "id": 12, "uid": "ab" * 16, "model": "svm", "model_version": "1.0.0", "digit": 7, "confidence": 0.9,
+    "probabilities": [0.0] * 7 + [0.9, 0.05, 0.05], "uncertain": False, "processed_image": PNG,
+    "latency_ms": 4.2, "logged": True,
+}  # fmt: skip
+
+
+def client_for(handler) -> DigitlabClient:
+    return DigitlabClient("http://api.test", transport=httpx.MockTransport(handler))
+
+
+def test_health_and_models():
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/health":
+            return httpx.Response(200, json={"status": "degraded", "models": {"svm": "ready", "cnn": "missing"},
+                                             "database": "unavailable", "spool": 3})  # fmt: skip
+        return httpx.Response(200, json=[{"name": "svm", "metrics": {"mnist_test_accuracy": 0.99}}])
+
+    c = client_for(handler)
+    h = c.health()
+    assert h.ready_models == ["svm"] and not h.database_ok and h.spool == 3
+    assert c.models()[0]["name"] == "svm"
+
+
+def test_predict_sends_the_form_and_parses_the_answer():
+    seen = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen["body"] = request.read()
+        seen["type"] = request.headers["content-type"]
+        return httpx.Response(200, json=PREDICTION)
+
+    p = client_for(handler).predict(b"png-bytes", "svm", pen_color="#000000", background_color="#ffffff",
+                                    session_id="s1")  # fmt: skip
+    assert seen["type"].startswith("multipart/form-data")
+    body = seen["body"]
+    for part in (
+        b'name="image"',
+        b"png-bytes",
+        b'name="model"',
+        b"svm",
+        b'name="source"',
+        b"ui",
+        b"#ffffff",
+        b"s1",
+    ):
+        assert part in body
+    assert b"true_digit" not in body  # absent fields are not sent
+    assert (p.id, p.digit, p.model, p.logged) == (12, 7, "svm", True)
+    assert len(p.probabilities) == 10 and p.processed_png.startswith(b"\x89PNG")
+
+
+def test_predict_all_and_agreement():
+    answer = {"predictions": [dict(PREDICTION, model="svm"), dict(PREDICTION, model="cnn", digit=1)],
+              "processed_image": PNG}  # fmt: skip
+    result = client_for(lambda r: httpx.Response(200, json=answer)).predict_all(b"png")
+    assert [p.model for p in result.predictions] == ["svm", "cnn"]
+    assert not result.agree and set(result.votes) == {7, 1}
+
+
+@pytest.mark.parametrize(
+    ("prediction_id", "uid", "answer", "path", "saved", "queued"),
+    [
+        (12, "ab" * 16, {"stored": "database", "queued": False}, "/api/v1/predictions/12/feedback", True, False),
+        (12, "ab" * 16, {"stored": "spool", "queued": True}, "/api/v1/predictions/12/feedback", False, True),
+        (None, "ab" * 16, {"stored": "spool", "queued": True}, f"/api/v1/predictions/uid/{'ab' * 16}/feedback",
+         False, True),
+    ],
+)  # fmt: skip
+def test_feedback_by_id_or_uid(prediction_id, uid, answer, path, saved, queued):
+    seen = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen["path"], seen["json"] = request.url.path, json.loads(request.read())
+        return httpx.Response(200, json=answer)
+
+    pred = _prediction(dict(PREDICTION, id=prediction_id, uid=uid))
+    result = client_for(handler).feedback(pred, 3)
+    assert seen == {"path": path, "json": {"true_digit": 3}}
+    assert (result.saved, result.queued) == (saved, queued)
+    assert ("queued" in result.message) == queued
+
+
+def test_api_error_body_becomes_the_message():
+    body = {"detail": "nothing drawn: the image is blank. Draw a digit and try again.", "code": "empty_image"}
+    c = client_for(lambda r: httpx.Response(400, json=body))
+    with pytest.raises(ApiError) as info:
+        c.predict(b"png")
+    assert not isinstance(info.value, ApiUnavailable)
+    assert info.value.code == "empty_image" and info.value.status == 400
+    assert str(info.value).startswith("Nothing drawn")  # capitalised, as a sentence
+
+
+def test_model_not_ready_is_an_api_error_not_an_outage():
+    body = {"detail": "The model svm is still training.", "code": "model_not_ready"}
+    with pytest.raises(ApiError) as info:
+        client_for(lambda r: httpx.Response(503, json=body)).predict(b"png", "svm")
+    assert not isinstance(info.value, ApiUnavailable) and info.value.code == "model_not_ready"
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_gateway_errors_mean_unavailable(status):
+    with pytest.raises(ApiUnavailable) as info:
+        client_for(lambda r: httpx.Response(status, text="<html>bad gateway</html>")).health()
+    assert "not answering" in str(info.value)
+
+
+def test_garbage_answer_is_a_friendly_error():
+    with pytest.raises(ApiError) as info:
+        client_for(lambda r: httpx.Response(200, text="<html>")).stats()
+    assert info.value.code == "bad_response" and "does not understand" in str(info.value)
+
+
+def test_timeouts_and_refusals_are_friendly():
+    def slow(request):
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    with pytest.raises(ApiUnavailable, match="did not answer in time"):
+        client_for(slow).health()
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ApiUnavailable, match=rf"not reachable at http://127.0.0.1:{port}"):
+        DigitlabClient(f"http://127.0.0.1:{port}").health()
+
+
+def test_history_query_parameters():
+    seen = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.update(dict(request.url.params))
+        return httpx.Response(200, json={"items": [], "total": 0, "page": 2, "page_size": 10})
+
+    from datetime import datetime
+
+    page = client_for(handler).predictions(page=2, page_size=10, model="svm", correct=False,
+                                           since=datetime(2026, 1, 2, tzinfo=UTC))  # fmt: skip
+    assert seen == {"page": "2", "page_size": "10", "model": "svm", "correct": "false",
+                    "since": "2026-01-02T00:00:00+00:00"}  # fmt: skip
+    assert page["total"] == 0
+
+
+def test_admin_token_is_sent():
+    seen = {}
+
+    def handler(request):
+        seen["auth"] = request.headers.get("authorization")
+        return httpx.Response(200, content=b"label,pixel0\n")
+
+    c = DigitlabClient("http://api.test", token="s3cret", transport=httpx.MockTransport(handler))
+    assert c.export_csv().startswith(b"label")
+    assert seen["auth"] == "Bearer s3cret"

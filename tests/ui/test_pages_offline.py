@@ -1,0 +1,49 @@
+"""Every page runs without the API (Streamlit's AppTest, no browser): a friendly message, no exception,
+and the About and Models pages still explain what they can offline."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from digitlab.ui import launch
+
+pytest.importorskip("streamlit.testing.v1")
+
+
+@pytest.fixture
+def dead_api(monkeypatch):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("DIGITLAB_API_URL", f"http://127.0.0.1:{port}")
+    from digitlab.core.config import get_settings
+
+    get_settings.cache_clear()
+    yield f"http://127.0.0.1:{port}"
+    get_settings.cache_clear()
+
+
+def _text(at) -> str:
+    parts = []
+    for kind in ("error", "warning", "info", "markdown", "caption", "title", "subheader", "header"):
+        parts += [str(e.value) for e in getattr(at, kind)]
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("page", ["draw", "compare", "history", "models", "about"])
+def test_every_page_survives_the_api_being_down(dead_api, page):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(launch.APP), default_timeout=60)
+    at.run()
+    if page != "draw":
+        at.switch_page(f"views/{page}.py").run()
+    assert not at.exception, at.exception
+    text = _text(at)
+    assert f"The prediction service is not reachable at `{dead_api}`" in text, text[:1000]
+    if page == "models":
+        assert "Support vector machine" in text  # the packaged descriptions, offline
+    if page == "about":
+        assert "MNIST" in text and "From your drawing to a digit" in text
