@@ -84,3 +84,59 @@ def test_database_outage_and_recovery(outage_server, sample_png, admin):
         after = api.post("/api/v1/predict", files={"image": ("d.png", sample_png)}).json()
         assert after["logged"] and isinstance(after["id"], int)
     assert "Traceback" not in server.log_text(), server.log_tail()
+
+
+def test_outage_under_continuous_load_loses_nothing(outage_server, sample_png):
+    """Four clients predict without pause; PostgreSQL is unreachable for 10.5 s in the middle.
+
+    Every request must be answered, and afterwards the table must hold exactly one row per answered
+    prediction: the same uids, the database ids unique, nothing missing, nothing twice.
+    """
+    import threading
+
+    from sqlalchemy import create_engine, text
+
+    server, proxy = outage_server
+    answered: list[dict] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        with server.client(timeout=30) as api:
+            while not stop.is_set():
+                r = api.post("/api/v1/predict", files={"image": ("d.png", sample_png)}, data={"session_id": "load"})
+                if r.status_code == 200 and r.json()["logged"]:
+                    answered.append(r.json())
+                else:
+                    failures.append(f"{r.status_code} {r.text[:200]}")
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(2.0)
+    proxy.stop()
+    outage_started = time.monotonic()
+    time.sleep(10.5)
+    proxy.start()
+    outage_seconds = time.monotonic() - outage_started
+    time.sleep(2.0)
+    stop.set()
+    for t in threads:
+        t.join(timeout=60)
+
+    assert not failures, failures[:5]
+    spooled = [p for p in answered if p["id"] is None]
+    assert len(spooled) > 20 and outage_seconds >= 10  # the outage really happened under load
+    with server.client() as api:
+        wait_for(lambda: api.get("/health").json()["spool"] == 0, timeout=60)
+    engine = create_engine(server.env["DATABASE_URL"])
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, uid FROM user_predictions WHERE session_id = 'load'")).all()
+    engine.dispose()
+    assert len(rows) == len(answered)
+    assert {uid for _, uid in rows} == {p["uid"] for p in answered}
+    assert len({row_id for row_id, _ in rows}) == len(rows)
+    direct_ids = {p["id"] for p in answered if p["id"] is not None}
+    assert direct_ids <= {row_id for row_id, _ in rows}
+    print(f"\noutage {outage_seconds:.1f} s: {len(answered)} answered, {len(spooled)} spooled, 0 failed, "
+          f"{len(rows)} rows")
