@@ -9,7 +9,7 @@ import sys
 def _train(args: argparse.Namespace) -> int:
     from digitlab.training import train_command
 
-    return train_command(args.models, limit=args.limit, jobs=args.jobs)
+    return train_command(args.models, limit=args.limit, jobs=args.jobs, calibrate_only=args.calibrate_only)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -51,9 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train models on the 60k MNIST training set and save artefacts")
-    p.add_argument("models", nargs="*", help="model names (default: every classical model)")
+    p.add_argument(
+        "models", nargs="*",
+        help="model names, 'cnn' or 'detector' (default: every classical model)",
+    )
     p.add_argument("--limit", type=int, default=None, help="train on the first N images only (quick runs)")
     p.add_argument("--jobs", type=int, default=None, help="parallel worker processes (default: cores)")
+    p.add_argument(
+        "--calibrate-only", action="store_true",
+        help="with 'detector': new uncertainty thresholds for the current models, same weights",
+    )
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="accuracy of saved models on the official 10k MNIST test set")

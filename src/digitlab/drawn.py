@@ -1472,6 +1472,7 @@ def evaluate_drawn(
     preprocess: Callable[[bytes], np.ndarray] | None = None,
     digits: tuple[np.ndarray, np.ndarray] | None = None,
     progress: Callable[[str, int], None] | None = None,
+    detector: Any = None,
 ) -> dict[str, Any]:
     """Score models on drawn digits the way the API sees them: PNG bytes -> `preprocess` -> model.
 
@@ -1551,6 +1552,13 @@ def evaluate_drawn(
             }
         entry["seconds"] = round(time.perf_counter() - t, 2)
         result["models"][name] = entry
+    if detector is not None and scribble_count and count:
+        # the API's `uncertain` rule (digitlab.uncertainty): flagged scribbles and flagged correct answers
+        from digitlab.uncertainty import uncertainty_rates
+
+        rates = uncertainty_rates(detector, predict_fns, X, labels, SX, ok=ok, scribbles_ok=s_ok)
+        for name in predict_fns:
+            result["models"][name]["uncertain"] = rates[name]
     return result
 
 
@@ -1599,8 +1607,16 @@ def evaluate_drawn_command(models: Sequence[str] | None, as_json: bool = False, 
             "render": bar.add_task("drawing digits and scribbles", total=count + scribble_count),
             "preprocess": bar.add_task("preprocessing (API path)", total=count + scribble_count),
         }
+        try:
+            from digitlab.uncertainty import load_detector
+
+            detector = load_detector(settings.model_dir)
+        except DigitlabError as exc:
+            err.print(f"not-a-digit detector not loaded ({exc}); uncertainty rates left out")
+            detector = None
         result = evaluate_drawn(
-            fns, count, seed, scribble_count=scribble_count, progress=lambda stage, n: bar.advance(tasks[stage], n)
+            fns, count, seed, scribble_count=scribble_count, detector=detector,
+            progress=lambda stage, n: bar.advance(tasks[stage], n),
         )
     if as_json:
         print(json.dumps(result, indent=2))
@@ -1650,6 +1666,15 @@ def _print_tables(result: dict[str, Any], console) -> None:
             cells = [f"{100 * result['models'][m]['confidence'][kind + '_below'][str(c)]:.1f}%" for m in models]
             conf.add_row(f"{kind} ({n}), top p < {c}", *cells, end_section=i == len(CONFIDENCE_LEVELS) - 1)
     console.print(conf)
+    if all("uncertain" in result["models"][m] for m in models):
+        unsure = Table(title="The API's `uncertain` flag (docs/uncertainty.md)")
+        unsure.add_column("share flagged")
+        for m in models:
+            unsure.add_column(m, justify="right")
+        for label, key in (("scribbles", "scribbles_flagged"), ("correct digit answers", "correct_flagged"),
+                           ("wrong digit answers", "wrong_flagged")):
+            unsure.add_row(label, *[f"{100 * (result['models'][m]['uncertain'][key] or 0):.1f}%" for m in models])
+        console.print(unsure)
     if result["preprocess_refused"] or result["scribbles_refused"]:
         console.print(
             f"preprocessing refused {result['preprocess_refused']} digit drawings (counted wrong) and "

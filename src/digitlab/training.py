@@ -152,22 +152,53 @@ def train_models(
             marker.unlink(missing_ok=True)
 
 
-def train_command(names: list[str], *, limit: int | None = None, jobs: int | None = None) -> int:
-    settings = get_settings()
-    names = names or list(CLASSICAL_MODELS)
-    unknown = [n for n in names if n not in MODEL_SPECS]
-    if unknown:
-        raise DigitlabError(f"unknown model(s) {', '.join(unknown)}: choose from {', '.join(MODEL_SPECS)}.")
-    started = time.perf_counter()
-    if "cnn" in names:
-        from digitlab.models.cnn import train_cnn_command
+def train_command(
+    names: list[str], *, limit: int | None = None, jobs: int | None = None, calibrate_only: bool = False
+) -> int:
+    """`digitlab train [MODEL ...]`: classical models by default; `cnn` and `detector` on request.
 
-        train_cnn_command(settings.model_dir, limit=limit)
-        names = [n for n in names if n != "cnn"]
-    if names:
-        train_models(names, settings.model_dir, limit=limit, jobs=jobs, mnist_dir=settings.mnist_dir)
+    The detector goes last: its thresholds are calibrated against the models just trained.
+    """
+    settings = get_settings()
+    requested = list(names) or list(CLASSICAL_MODELS)
+    unknown = [n for n in requested if n not in MODEL_SPECS and n != "detector"]
+    if unknown:
+        raise DigitlabError(
+            f"unknown model(s) {', '.join(unknown)}: choose from {', '.join([*MODEL_SPECS, 'detector'])}."
+        )
+    started = time.perf_counter()
+    if "cnn" in requested:
+        train_cnn_with_drawings(settings, limit=limit, jobs=jobs)
+    classical_names = [n for n in requested if n in CLASSICAL_MODELS]
+    if classical_names:
+        train_models(classical_names, settings.model_dir, limit=limit, jobs=jobs, mnist_dir=settings.mnist_dir)
+    if "detector" in requested:
+        from digitlab.uncertainty import train_detector_command
+
+        train_detector_command(jobs=jobs, calibrate_only=calibrate_only)
     _log(f"done in {time.perf_counter() - started:.0f} s; artefacts in {settings.model_dir}")
     return 0
+
+
+#: Re-drawn MNIST training digits (canvas-like pens and rare styles, see `augment.py`) added to the
+#: CNN's training set so it reads canvas drawings as well as scans.
+CNN_DRAWN_SAMPLES = 20_000
+
+
+def train_cnn_with_drawings(settings, *, limit: int | None = None, jobs: int | None = None) -> dict:
+    """Train the CNN (needs the `cnn` extra: torch) on MNIST plus re-drawn training digits."""
+    try:
+        from digitlab.models.cnn import train_cnn
+    except ImportError as exc:  # pragma: no cover - depends on the installed extras
+        raise DigitlabError(f"training the CNN needs PyTorch ({exc}): pip install -e '.[cnn]'.") from None
+    from digitlab.augment import drawn_training_set
+
+    count = CNN_DRAWN_SAMPLES if limit is None else min(CNN_DRAWN_SAMPLES, max(limit // 3, 100))
+    _log(f"cnn: rendering {count} training digits as canvas drawings")
+    extra = drawn_training_set(
+        count, seed=0, mnist_dir=settings.mnist_dir, jobs=jobs, cache_dir=settings.data_dir / "cache"
+    )
+    return train_cnn(settings.model_dir, limit=limit, mnist_dir=settings.mnist_dir, extra_data=extra)
 
 
 def evaluate_models(names: list[str], model_dir: Path, *, mnist_dir: Path | None = None) -> list[dict]:

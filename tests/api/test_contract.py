@@ -176,21 +176,27 @@ def test_predict_empty_form_fields_mean_defaults(api, sample_png):
     assert r.status_code == 200, r.text
 
 
-def test_predict_uncertain_flag_on_ambiguous_input(api):
-    """A blob that is no digit: any answer must carry a consistent uncertain flag."""
-    im = Image.new("L", (280, 280), 255)
+def test_predict_uncertain_flag_on_non_digits(api, sample_png):
+    """A zig-zag and a '#' are no digits: every model flags them; a clear 7 is not flagged."""
     from PIL import ImageDraw
 
-    ImageDraw.Draw(im).ellipse((60, 60, 220, 220), outline=0, width=40)
-    ImageDraw.Draw(im).line((60, 140, 220, 140), fill=0, width=40)
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    r = api.post(
-        "/api/v1/predict", files={"image": ("d.png", buf.getvalue(), "image/png")}, data={"model": "all"}
-    )
-    assert r.status_code == 200
-    for p in r.json()["predictions"]:
-        assert p["uncertain"] == (p["confidence"] < 0.5)
+    def png(draw) -> bytes:
+        im = Image.new("L", (280, 280), 255)
+        draw(ImageDraw.Draw(im))
+        buf = io.BytesIO()
+        im.save(buf, format="PNG")
+        return buf.getvalue()
+
+    zigzag = png(lambda g: g.line([(30, 60), (80, 220), (130, 60), (180, 220), (230, 60), (260, 220)], fill=0,
+                                  width=14, joint="curve"))
+    grid = png(lambda g: [g.line(xy, fill=0, width=14) for xy in
+                          ((90, 30, 90, 250), (190, 30, 190, 250), (30, 100, 250, 100), (30, 190, 250, 190))])
+    for image in (zigzag, grid):
+        r = api.post("/api/v1/predict", files={"image": ("d.png", image, "image/png")}, data={"model": "all"})
+        assert r.status_code == 200
+        assert all(p["uncertain"] for p in r.json()["predictions"]), r.json()["predictions"]
+    r = api.post("/api/v1/predict", files={"image": ("d.png", sample_png)}, data={"model": "all"})
+    assert not any(p["uncertain"] for p in r.json()["predictions"])
 
 
 # --- documented errors -----------------------------------------------------------------------------------

@@ -62,6 +62,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for name in MODEL_SPECS:
                 ctx.manifest_keys[name] = manifest_key(name, settings.model_dir)
             ctx.registry.load_all()
+            try:
+                from digitlab.uncertainty import load_detector
+
+                ctx.detector = load_detector(settings.model_dir)
+            except Exception as exc:  # noqa: BLE001 - serve without it; `uncertain` falls back to confidence
+                log.error("not-a-digit detector not loaded, uncertainty uses confidence only: %s", exc)
             warm_up(ctx)
 
         def open_store():

@@ -56,7 +56,10 @@ class PredictionResult(BaseModel):
     digit: int = Field(ge=0, le=9)
     confidence: float = Field(description="Probability of `digit`.")
     probabilities: list[float] = Field(min_length=10, max_length=10, description="Digits 0-9, summing to 1.")
-    uncertain: bool = Field(description="True when `confidence` is below the API's uncertainty threshold.")
+    uncertain: bool = Field(
+        description="True when the drawing is not confidently a digit: the not-a-digit detector or the "
+        "model's own confidence is past a threshold chosen on validation drawings (docs/uncertainty.md)."
+    )
     processed_image: str = Field(description="Base64 PNG of the 28x28 input the model saw.")
     latency_ms: float = Field(description="Server time for preprocessing + this model's inference.")
     logged: bool = Field(description="The prediction was stored durably (database or outage spool).")

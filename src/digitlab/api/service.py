@@ -26,7 +26,7 @@ from digitlab.models.registry import MODEL_SPECS, LoadedModel, ModelRegistry, is
 
 log = logging.getLogger("digitlab.api")
 
-#: A prediction whose confidence is below this is flagged `uncertain` (to be tuned on drawn digits).
+#: Without the not-a-digit detector, a prediction below this confidence is flagged `uncertain`.
 UNCERTAIN_BELOW = 0.5
 #: Seconds between checks for models whose training finished (a few stat calls; no reads when unchanged).
 MODEL_REFRESH_SECONDS = 5.0
@@ -44,6 +44,7 @@ class AppContext:
     registry: ModelRegistry
     metrics: Metrics
     store: Any = None  # digitlab.store.PredictionStore, or None when it could not be opened
+    detector: Any = None  # digitlab.uncertainty.UncertaintyDetector (flags non-digits), or None
     cpu_limiter: anyio.CapacityLimiter | None = None  # preprocessing + inference
     io_limiter: anyio.CapacityLimiter | None = None  # store writes (waiting on the database)
     manifest_keys: dict[str, tuple[str, float] | None] = field(default_factory=dict)
@@ -253,6 +254,8 @@ def compute_predictions(
     X = image.reshape(1, 784)
     m = ctx.metrics
     out = Computed([], processed_b64, [])
+    detector = ctx.detector
+    p_not_digit = detector.not_digit_probability(image) if detector is not None else None
     for model in models:
         t0 = time.perf_counter()
         proba = model.predict_proba(X)[0]
@@ -260,7 +263,10 @@ def compute_predictions(
         digit = int(np.argmax(proba))
         confidence = float(proba[digit])
         probabilities = [float(p) for p in proba]
-        uncertain = confidence < UNCERTAIN_BELOW
+        if detector is not None:
+            uncertain = bool(detector.is_uncertain(model.name, image, proba, p_not_digit=p_not_digit))
+        else:
+            uncertain = confidence < UNCERTAIN_BELOW
         latency_ms = round(seconds * 1000.0, 3)
         m.predictions.labels(model.name, str(digit)).inc()
         m.prediction_seconds.labels(model.name).observe(seconds)
@@ -400,6 +406,8 @@ def warm_up(ctx: AppContext) -> None:
         to_png(image)
         for name in ctx.registry.ready_names():
             ctx.registry.get(name).predict_proba(image.reshape(1, 784))
+        if ctx.detector is not None:
+            ctx.detector.not_digit_probability(image)
     except Exception as exc:  # noqa: BLE001
         # a warm-up problem must not stop the server; real requests will report it
         log.warning("warm-up failed: %s: %s", type(exc).__name__, exc)

@@ -78,6 +78,14 @@ def send_feedback(key: str, prediction: Prediction) -> None:
         st.session_state[f"{key}_result"] = ("error", str(exc), int(digit))
 
 
+def not_sure_sentence(probabilities: list[float]) -> str:
+    """'Not sure — is it a 4?' or, when the runner-up is close, 'Not sure — is it a 4 or a 9?'."""
+    first, second = sorted(range(10), key=lambda d: probabilities[d], reverse=True)[:2]
+    if probabilities[second] >= 0.15:
+        return f"Not sure — is it a {first} or a {second}?"
+    return f"Not sure — is it a {first}?"
+
+
 def show_result(prediction: Prediction, models: list[dict], digest: str) -> None:
     name = common.display_name(models, prediction.model)
     unsure = " dl-unsure" if prediction.uncertain else ""
@@ -96,7 +104,7 @@ def show_result(prediction: Prediction, models: list[dict], digest: str) -> None
         unsafe_allow_html=True,
     )
     if prediction.uncertain:
-        st.info("The model is not sure about this one. A clearer, larger digit usually helps.",
+        st.info(f"{not_sure_sentence(prediction.probabilities)} It may not be a digit at all: draw one digit, large.",
                 icon=":material/help:")  # fmt: skip
     st.altair_chart(
         charts.probabilities(prediction.probabilities, prediction.digit),

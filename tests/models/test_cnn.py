@@ -1,0 +1,187 @@
+"""The CNN: the committed ONNX artefact (onnxruntime only, no torch) and a tiny training run (torch only).
+
+Serving must work without torch, so everything except `test_tiny_training_*` / `test_train_network_*`
+runs on onnxruntime and numpy alone; the training tests skip themselves when torch is not installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from digitlab.models import cnn
+
+# Before torch is first imported: OpenMP threads sleep instead of spinning while they wait, which keeps
+# the training tests fast on a busy (CI / shared) CPU. Same as `cnn._import_torch` does for training.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+BUNDLED = cnn.BUNDLED_DIR
+MANIFEST_KEYS = {
+    "name", "display_name", "version", "artifact", "format", "sha256", "size_bytes", "trained_at",
+    "training_seconds", "train_samples", "library_versions", "metrics", "confusion_matrix", "params",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def manifest() -> dict:
+    return json.loads((BUNDLED / "cnn.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def session():
+    return cnn.onnx_session(BUNDLED / cnn.ARTIFACT, threads=1)
+
+
+@pytest.fixture(scope="module")
+def test_images(mnist_dir):
+    from digitlab.data import load_mnist
+
+    return load_mnist("test", directory=mnist_dir, download=False, limit=2000)
+
+
+# --- the committed artefact (onnxruntime only) -----------------------------------------------------
+
+
+def test_bundled_manifest_matches_artifact(manifest):
+    payload = (BUNDLED / manifest["artifact"]).read_bytes()
+    assert MANIFEST_KEYS <= manifest.keys()
+    assert manifest["name"] == "cnn" and manifest["artifact"] == "cnn.onnx" and manifest["format"] == "onnx"
+    assert manifest["display_name"] == "CNN (convolutional network)"
+    assert hashlib.sha256(payload).hexdigest() == manifest["sha256"]
+    assert len(payload) == manifest["size_bytes"] <= 5_000_000
+    assert manifest["metrics"]["mnist_test_accuracy"] >= 0.996
+    cm = np.asarray(manifest["confusion_matrix"])
+    assert cm.shape == (10, 10) and cm.sum() == 10_000
+    assert np.trace(cm) / cm.sum() == pytest.approx(manifest["metrics"]["mnist_test_accuracy"], abs=1e-5)
+    assert manifest["params"]["temperature"] > 0
+    assert {"epochs", "seed", "architecture"} <= manifest["params"].keys()
+    assert {"torch", "onnx", "onnxruntime", "numpy", "python"} <= manifest["library_versions"].keys()
+
+
+def test_bundled_onnx_contract(session):
+    (inp,), (out,) = session.get_inputs(), session.get_outputs()
+    assert inp.name == "input" and inp.type == "tensor(float)"
+    assert len(inp.shape) == 2 and inp.shape[1] == 784 and not isinstance(inp.shape[0], int)  # dynamic batch
+    assert out.name == "probabilities" and out.type == "tensor(float)" and out.shape[1] == 10
+
+
+def test_bundled_accuracy_on_first_2000_test_images(session, test_images):
+    images, labels = test_images
+    proba = cnn.onnx_predict_proba(session, images)
+    assert proba.shape == (2000, 10) and proba.dtype == np.float32
+    assert (proba.argmax(axis=1) == labels).mean() >= 0.99
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+    assert proba.min() >= 0.0
+
+
+def test_bundled_single_sample_matches_batch(session, test_images):
+    images, _ = test_images
+    x = images[:16].reshape(16, 784).astype(np.float32) / 255.0
+    batch = session.run(["probabilities"], {"input": x})[0]
+    singles = np.concatenate([session.run(["probabilities"], {"input": x[i : i + 1]})[0] for i in range(16)])
+    np.testing.assert_allclose(singles, batch, atol=1e-5)
+
+
+def test_bundled_blank_and_extreme_inputs_do_not_crash(session):
+    for x in (np.zeros((1, 784), np.float32), np.ones((2, 784), np.float32), np.zeros((0, 784), np.float32)):
+        proba = session.run(["probabilities"], {"input": x})[0]
+        assert proba.shape == (len(x), 10)
+        assert np.isfinite(proba).all()
+        np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_bundled_model_loads_through_the_registry(tmp_path, test_images):
+    from digitlab.models import load_model
+
+    model = load_model("cnn", tmp_path)  # empty model dir: falls back to the bundled artefact
+    assert model.manifest["format"] == "onnx"
+    images, labels = test_images
+    proba = model.predict_proba(images[:50].reshape(50, 784).astype(np.float32) / 255.0)
+    assert (proba.argmax(axis=1) == labels[:50]).mean() >= 0.96
+
+
+def test_importing_the_module_does_not_need_torch():
+    code = "import sys, digitlab.models.cnn; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_fit_temperature_recovers_a_known_temperature():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4000, 10)) * 4
+    p = np.exp(cnn._log_softmax(logits / 2.5))
+    labels = np.array([rng.choice(10, p=row) for row in p])
+    assert cnn.fit_temperature(logits, labels) == pytest.approx(2.5, rel=0.1)
+    assert cnn.nll(logits, labels, cnn.fit_temperature(logits, labels)) <= cnn.nll(logits, labels, 1.0)
+
+
+# --- training (torch only) -------------------------------------------------------------------------
+
+
+def test_augment_batch_is_seeded_and_keeps_range():
+    torch = pytest.importorskip("torch")
+    x = torch.zeros(32, 1, 28, 28)
+    x[:, :, 6:22, 12:16] = 1.0  # a bar
+    a = cnn.augment_batch(x, torch.Generator().manual_seed(3))
+    b = cnn.augment_batch(x, torch.Generator().manual_seed(3))
+    assert a.shape == x.shape
+    assert torch.equal(a, b)
+    assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
+    assert not torch.equal(a, x)
+    assert (a.flatten(1).sum(1) > 10).all()  # no digit is wiped out
+
+
+def test_train_network_is_deterministic(mnist_dir):
+    pytest.importorskip("torch")
+    from digitlab.data import load_mnist
+
+    images, labels = load_mnist("train", directory=mnist_dir, download=False, limit=384)
+    config = cnn.TrainConfig(epochs=1, seed=7, widths=(8, 8, 16, 16, 32))
+    runs = [
+        cnn.train_network(images[:320], labels[:320], images[320:], labels[320:], config, progress=False)
+        for _ in range(2)
+    ]
+    (net1, hist1), (net2, hist2) = runs
+    for (k, v1), v2 in zip(net1.state_dict().items(), net2.state_dict().values()):
+        assert (v1 == v2).all(), k
+    assert hist1[0]["loss"] == hist2[0]["loss"]
+
+
+def test_tiny_training_run_exports_a_valid_onnx(tmp_path, mnist_dir):
+    pytest.importorskip("torch")
+    onnx = pytest.importorskip("onnx")
+    extra = (np.zeros((40, 28, 28), np.uint8), np.full(40, 3, np.uint8))
+    extra[0][:, 4:24, 10:18] = 255
+    manifest = cnn.train_cnn(
+        tmp_path, epochs=1, seed=1, limit=2000, progress=False, extra_data=extra, mnist_dir=mnist_dir,
+        test_limit=500,
+    )  # fmt: skip
+    payload = (tmp_path / "cnn.onnx").read_bytes()
+    assert json.loads((tmp_path / "cnn.json").read_text()) == manifest
+    assert MANIFEST_KEYS <= manifest.keys()
+    assert manifest["sha256"] == hashlib.sha256(payload).hexdigest()
+    assert manifest["train_samples"] == 1800 + 40 and manifest["params"]["extra_samples"] == 40
+    assert 0.0 <= manifest["metrics"]["mnist_test_accuracy"] <= 1.0
+    assert manifest["metrics"]["mnist_test_samples"] == 500
+    assert np.asarray(manifest["confusion_matrix"]).sum() == 500
+    onnx.checker.check_model(onnx.load_from_string(payload))
+    session = cnn.onnx_session(payload)
+    proba = session.run(["probabilities"], {"input": np.random.default_rng(0).random((3, 784), np.float32)})[
+        0
+    ]
+    assert proba.shape == (3, 10)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_train_cnn_rejects_bad_extra_data(tmp_path, mnist_dir):
+    pytest.importorskip("torch")
+    with pytest.raises(ValueError, match="extra_data"):
+        cnn.train_cnn(
+            tmp_path, epochs=1, limit=100, progress=False, mnist_dir=mnist_dir,
+            extra_data=(np.zeros((2, 28, 28), np.float32), np.zeros(2, np.uint8)),
+        )  # fmt: skip

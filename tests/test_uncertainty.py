@@ -1,0 +1,251 @@
+"""digitlab.uncertainty: the bundled not-a-digit detector, its thresholds and the "uncertain" rule."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+
+import numpy as np
+import pytest
+
+from digitlab import drawn
+from digitlab.models import MODEL_SPECS, ArtifactError
+from digitlab.models.artifacts import sha256_bytes
+from digitlab.models.registry import BUNDLED_DIR
+from digitlab.uncertainty import (
+    DEFAULT_T_MODEL_KEY,
+    N_FEATURES,
+    NEGATIVE_KINDS,
+    UncertaintyDetector,
+    detector_features,
+    load_detector,
+    negative_strokes,
+    pen_variation,
+    render_negatives,
+    render_positives,
+    uncertainty_rates,
+)
+
+# seeds no training, validation or evaluation run uses
+FRESH = 424_242
+
+
+@pytest.fixture(scope="module")
+def detector() -> UncertaintyDetector:
+    return load_detector()
+
+
+@pytest.fixture(scope="module")
+def test_digits(mnist_dir):
+    from digitlab.data import load_mnist
+
+    images, labels = load_mnist("test", directory=mnist_dir, download=False, limit=400)
+    return np.array(images), np.array(labels)
+
+
+def _preprocessed(pngs):
+    from digitlab.errors import DigitlabError
+    from digitlab.preprocess import to_mnist
+
+    out = []
+    for png in pngs:
+        try:
+            out.append(to_mnist(png).reshape(784))
+        except DigitlabError:
+            pass  # the API answers these with an error, not a digit
+    return np.array(out, dtype=np.float32)
+
+
+# --- the artefact ---------------------------------------------------------------------------------
+
+
+def test_bundled_artefact_matches_its_manifest_and_is_small():
+    manifest = json.loads((BUNDLED_DIR / "detector.json").read_text())
+    payload = (BUNDLED_DIR / manifest["artifact"]).read_bytes()
+    assert manifest["format"] == "npz" and manifest["artifact"] == "detector.npz"
+    assert sha256_bytes(payload) == manifest["sha256"]
+    assert manifest["size_bytes"] == len(payload) < 2_000_000
+
+
+def test_tampered_detector_is_refused(tmp_path):
+    for name in ("detector.json", "detector.npz"):
+        shutil.copy(BUNDLED_DIR / name, tmp_path / name)
+    load_detector(tmp_path)  # an intact copy loads from the given folder
+    data = bytearray((tmp_path / "detector.npz").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / "detector.npz").write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="SHA-256"):
+        load_detector(tmp_path)
+
+
+def test_detector_manifest_that_is_not_one_is_refused(tmp_path):
+    (tmp_path / "detector.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match="unreadable"):
+        load_detector(tmp_path)
+    payload = (BUNDLED_DIR / "detector.npz").read_bytes()
+    (tmp_path / "detector.npz").write_bytes(payload)
+    (tmp_path / "detector.json").write_text(
+        json.dumps({"artifact": "detector.npz", "format": "npz", "sha256": sha256_bytes(payload)})
+    )
+    with pytest.raises(ArtifactError, match="not a detector manifest"):
+        load_detector(tmp_path)
+
+
+def test_a_folder_without_a_detector_falls_back_to_the_bundled_one(tmp_path, detector):
+    assert load_detector(tmp_path).manifest["sha256"] == detector.manifest["sha256"]
+
+
+def test_thresholds_cover_every_model(detector):
+    t = detector.manifest["thresholds"]
+    assert 0.0 < t["t_detector"] <= 1.0
+    for name in [*MODEL_SPECS, DEFAULT_T_MODEL_KEY]:
+        assert 0.0 <= t["t_model"][name] < 1.0, name
+    assert detector.threshold("a-model-nobody-knows") == t["t_model"][DEFAULT_T_MODEL_KEY]
+
+
+# --- the rule -------------------------------------------------------------------------------------
+
+
+def _with_thresholds(detector: UncertaintyDetector, t_detector: float, t_model: dict) -> UncertaintyDetector:
+    manifest = {**detector.manifest, "thresholds": {"t_detector": t_detector, "t_model": t_model}}
+    return dataclasses.replace(detector, manifest=manifest)
+
+
+def test_is_uncertain_follows_both_thresholds(detector):
+    d = _with_thresholds(detector, 0.9, {"svm": 0.7, DEFAULT_T_MODEL_KEY: 0.4})
+    image = np.zeros((28, 28), np.float32)
+    sure = np.array([0.95] + [0.05 / 9] * 9)
+    unsure = np.array([0.6, 0.4] + [0.0] * 8)
+    assert not d.is_uncertain("svm", image, sure, p_not_digit=0.5)
+    assert d.is_uncertain("svm", image, sure, p_not_digit=0.95)  # the detector alone
+    assert d.is_uncertain("svm", image, unsure, p_not_digit=0.1)  # below svm's 0.7
+    assert not d.is_uncertain("cnn", image, unsure, p_not_digit=0.1)  # default 0.4 for an unknown name
+    assert d.is_uncertain("cnn", image, np.full(10, 0.1), p_not_digit=0.1)
+    # without p_not_digit the detector is run on the image; batch flags agree with single calls
+    X = np.zeros((2, 784), np.float32)
+    flags = d.flags("svm", X, np.vstack([sure, unsure]), p_not_digit=np.array([0.95, 0.1]))
+    assert flags.tolist() == [True, True]
+
+
+def test_features_and_probabilities_batch_equals_single(detector, test_digits):
+    X = test_digits[0][:8].reshape(8, 784).astype(np.float32) / 255.0
+    F = detector_features(X)
+    assert F.shape == (8, N_FEATURES) and F.dtype == np.float32 and np.isfinite(F).all()
+    batch = detector.not_digit_probabilities(X)
+    single = [detector.not_digit_probability(x.reshape(28, 28)) for x in X]
+    np.testing.assert_allclose(batch, single, atol=1e-6)
+    assert ((batch >= 0) & (batch <= 1)).all()
+    # blank and saturated inputs do not crash
+    assert 0.0 <= detector.not_digit_probability(np.zeros((28, 28), np.float32)) <= 1.0
+    assert 0.0 <= detector.not_digit_probability(np.ones(784, np.float32)) <= 1.0
+
+
+def test_detector_is_fast(detector, test_digits):
+    x = test_digits[0][0].astype(np.float32) / 255.0
+    proba = np.full(10, 0.1)
+    detector.is_uncertain("svm", x, proba)
+    n = 200
+    started = time.process_time()
+    for _ in range(n):
+        detector.is_uncertain("svm", x, proba)
+    per_call = (time.process_time() - started) / n
+    assert per_call < 0.003, f"{per_call * 1000:.2f} ms per call"  # ~0.3 ms; loose for a busy CI machine
+
+
+# --- what it flags ---------------------------------------------------------------------------------
+
+
+def test_flags_scribbles_of_every_kind(detector):
+    pngs, _ = drawn.scribbles(40, seed=FRESH, as_png=True)
+    X = _preprocessed(pngs)
+    Xn, _, kinds = render_negatives(60, FRESH)
+    p = detector.not_digit_probabilities(np.vstack([X, Xn.astype(np.float32) / 255.0]))
+    assert len(set(kinds)) >= 8
+    assert np.mean(p > detector.t_detector) >= 0.8, np.round(p, 2)
+
+
+def test_does_not_flag_clean_drawn_digits(detector, test_digits):
+    pngs, _, _ = drawn.drawn_dataset(60, seed=FRESH, source="mixed", as_png=True, digits=test_digits)
+    X = _preprocessed(pngs)
+    Xs, _, _ = render_positives(40, FRESH, augment=False)  # style templates, rare ones included
+    p = detector.not_digit_probabilities(np.vstack([X, Xs.astype(np.float32) / 255.0]))
+    assert np.sum(p > detector.t_detector) <= 2, np.round(np.sort(p)[-5:], 3)
+
+
+def test_uncertainty_rates_per_model(detector):
+    class Sure:
+        def __call__(self, X):
+            out = np.full((len(X), 10), 0.001)
+            out[:, 3] = 0.991
+            return out
+
+    Xd = np.zeros((4, 784), np.float32)
+    rates = uncertainty_rates(
+        detector, {"svm": Sure()}, Xd, np.array([3, 3, 3, 1]), Xd[:2], ok=np.array([True, True, True, False])
+    )
+    entry = rates["svm"]
+    assert entry["n_digits"] == 4 and entry["n_correct"] == 3 and entry["n_scribbles"] == 2
+    assert entry["t_model"] == detector.threshold("svm")
+    assert rates["_rule"]["t_detector"] == detector.t_detector
+
+
+# --- the generators ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", list(NEGATIVE_KINDS))
+def test_every_negative_kind_draws_something(kind):
+    rng = np.random.default_rng([7, FRESH])
+    for _ in range(5):
+        strokes = negative_strokes(kind, rng)
+        assert strokes and all(np.isfinite(s).all() and s.shape[1] == 2 for s in strokes)
+        drawn.render(strokes, rng, size=56)
+
+
+def test_pen_variation_keeps_the_drawing_in_place():
+    rng = np.random.default_rng(FRESH)
+    strokes = drawn.style_digit(4, rng)
+    lo, hi = np.vstack(strokes).min(0), np.vstack(strokes).max(0)
+    for kind in ("jitter", "hooks", "coarse", "uneven"):
+        varied = np.vstack(pen_variation(strokes, rng, kind))
+        assert np.all(np.abs(varied.min(0) - lo) < 0.15) and np.all(np.abs(varied.max(0) - hi) < 0.15), kind
+
+
+def test_train_detector_writes_a_loadable_detector(tmp_path, mnist_dir):
+    from digitlab.uncertainty import train_detector
+
+    manifest = train_detector(
+        tmp_path,
+        count=160,
+        val_count=60,
+        progress=False,
+        jobs=1,
+        model_dir=tmp_path / "none",
+        mnist_dir=mnist_dir,
+    )
+    assert (tmp_path / "detector.npz").exists() and manifest["name"] == "detector"
+    assert set(MODEL_SPECS) <= set(manifest["thresholds"]["t_model"])
+    # no trained model in model_dir: only the bundled CNN (if any) is calibrated, the rest get the default
+    from digitlab.models import CLASSICAL_MODELS
+
+    assert set(CLASSICAL_MODELS) <= set(manifest["calibration"]["uncalibrated_models"])
+    t = manifest["thresholds"]["t_model"]
+    assert all(t[name] == t["default"] for name in CLASSICAL_MODELS)
+    loaded = load_detector(tmp_path)
+    assert loaded.manifest["sha256"] == manifest["sha256"]
+    assert 0.0 <= loaded.not_digit_probability(np.zeros((28, 28), np.float32)) <= 1.0
+
+
+def test_recalibrate_keeps_the_weights_and_writes_to_the_given_folder(tmp_path, mnist_dir, detector):
+    from digitlab.uncertainty import recalibrate
+
+    bundled_json = (BUNDLED_DIR / "detector.json").read_bytes()
+    manifest = recalibrate(
+        tmp_path, model_dir=tmp_path / "none", val_count=60, mnist_dir=mnist_dir, jobs=1, progress=False
+    )
+    assert (BUNDLED_DIR / "detector.json").read_bytes() == bundled_json  # the package is left alone
+    assert manifest["sha256"] == detector.manifest["sha256"]
+    assert (tmp_path / "detector.npz").read_bytes() == (BUNDLED_DIR / "detector.npz").read_bytes()
+    assert manifest["params"]["val_count"] == 60 and manifest["calibration"]["validation_digits"] <= 60
+    assert load_detector(tmp_path).manifest["calibration"]["calibrated_at"]
