@@ -670,50 +670,6 @@ _RING[7:21, 7:21] = False
 N_STATS = 20
 
 
-def _deskew(x: np.ndarray) -> np.ndarray:
-    """Moment-based deskew of (n, 28, 28) images (like `digitlab.features.deskew`), centred at 14."""
-    from scipy import ndimage
-
-    out = np.empty_like(x)
-    total = x.sum(axis=(1, 2))
-    for i in range(len(x)):
-        img = x[i]
-        if total[i] <= 1e-6:
-            out[i] = 0.0
-            continue
-        cy = float((img * _GY).sum()) / float(total[i])
-        cx = float((img * _GX).sum()) / float(total[i])
-        dy = _GY - cy
-        var_y = float((img * dy * dy).sum()) / float(total[i])
-        alpha = float((img * (_GX - cx) * dy).sum()) / float(total[i]) / var_y if var_y > 1e-6 else 0.0
-        # output (r, c) samples input (r + cy - 14, c + alpha * (r - 14) + cx - 14)
-        matrix = np.array([[1.0, 0.0], [alpha, 1.0]])
-        offset = np.array([cy - 14.0, cx - 14.0 - 14.0 * alpha])
-        out[i] = ndimage.affine_transform(img, matrix, offset, order=1, mode="constant", cval=0.0)
-    return np.clip(out, 0.0, 1.0)
-
-
-def _hog(x: np.ndarray, cell: int, bins: int = 8) -> np.ndarray:
-    """Gradient-orientation histograms per cell (as `digitlab.features.gradient_histograms`), via bincount."""
-    n = len(x)
-    gy = np.zeros_like(x)
-    gx = np.zeros_like(x)
-    gy[:, 1:-1] = x[:, 2:] - x[:, :-2]
-    gx[:, :, 1:-1] = x[:, :, 2:] - x[:, :, :-2]
-    mag = np.hypot(gx, gy)
-    pos = np.mod(np.arctan2(gy, gx), 2 * np.pi) * (bins / (2 * np.pi))
-    lo = np.floor(pos)
-    frac = pos - lo
-    lo = lo.astype(np.int64) % bins
-    nc = 28 // cell
-    c = np.arange(28) // cell
-    base = (np.arange(n)[:, None, None] * nc * nc + (c[:, None] * nc + c[None, :])[None]) * bins
-    size = n * nc * nc * bins
-    out = np.bincount((base + lo).ravel(), (mag * (1 - frac)).ravel(), minlength=size)
-    out += np.bincount((base + (lo + 1) % bins).ravel(), (mag * frac).ravel(), minlength=size)
-    return np.sqrt(out.reshape(n, -1)).astype(np.float32)
-
-
 _MOMENTS = np.stack(
     [np.ones(784), _GY.ravel(), _GX.ravel(), _GY.ravel() ** 2, _GX.ravel() ** 2, _RING.ravel()], axis=1
 ).astype(np.float64)  # (784, 6)
@@ -772,12 +728,14 @@ def detector_features(X: np.ndarray) -> np.ndarray:
     the raw image on a coarse grid (7x7-px cells, 128: orientation before deskewing, so a slanted
     line is not just a "1"), and `N_STATS` shape statistics (`_shape_stats`).
     """
+    from digitlab.features import deskew, gradient_histograms
+
     x = np.asarray(X, dtype=np.float32).reshape(-1, 28, 28)
-    straight = _deskew(x)
+    straight = deskew(x).reshape(-1, 28, 28)
     out = np.empty((len(x), N_FEATURES), np.float32)
     out[:, :784] = straight.reshape(-1, 784)
-    out[:, 784:1176] = _hog(straight, 4)
-    out[:, 1176:1304] = _hog(x, 7)
+    out[:, 784:1176] = gradient_histograms(straight, cell=4)
+    out[:, 1176:1304] = gradient_histograms(x, cell=7)
     out[:, 1304:] = _shape_stats(x)
     return out
 
