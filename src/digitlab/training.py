@@ -182,7 +182,7 @@ def train_command(
 
 #: Re-drawn MNIST training digits (canvas-like pens and rare styles, see `augment.py`) added to the
 #: CNN's training set so it reads canvas drawings as well as scans.
-CNN_DRAWN_SAMPLES = 20_000
+CNN_DRAWN_SAMPLES = 12_000
 
 
 def train_cnn_with_drawings(settings, *, limit: int | None = None, jobs: int | None = None) -> dict:
@@ -194,11 +194,17 @@ def train_cnn_with_drawings(settings, *, limit: int | None = None, jobs: int | N
     from digitlab.augment import drawn_training_set
 
     count = CNN_DRAWN_SAMPLES if limit is None else min(CNN_DRAWN_SAMPLES, max(limit // 3, 100))
-    _log(f"cnn: rendering {count} training digits as canvas drawings")
-    extra = drawn_training_set(
-        count, seed=0, mnist_dir=settings.mnist_dir, jobs=jobs, cache_dir=settings.data_dir / "cache"
-    )
-    return train_cnn(settings.model_dir, limit=limit, mnist_dir=settings.mnist_dir, extra_data=extra)
+    marker = Path(settings.model_dir) / "cnn.training"  # the API and UI show "training" meanwhile
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    try:
+        _log(f"cnn: rendering {count} training digits as canvas drawings")
+        extra = drawn_training_set(
+            count, seed=0, mnist_dir=settings.mnist_dir, jobs=jobs, cache_dir=settings.data_dir / "cache"
+        )
+        return train_cnn(settings.model_dir, limit=limit, mnist_dir=settings.mnist_dir, extra_data=extra)
+    finally:
+        marker.unlink(missing_ok=True)
 
 
 def evaluate_models(names: list[str], model_dir: Path, *, mnist_dir: Path | None = None) -> list[dict]:
