@@ -131,10 +131,19 @@ _OTHER_SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\x1f\x8b", "gzip"),
     (b"\xff\x0a", "JPEG XL"),
     (b"\x00\x00\x00\x0cJXL ", "JPEG XL"),
+    (b"\x00\x00\x02\x00", "CUR"),
+    (b"qoif", "QOI"),
+    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+    (b"\xffO\xffQ", "JPEG 2000"),
+    (b"\x8aMNG", "MNG"),
+    (b"DDS ", "DDS"),
+    (b"#?RADIANCE", "HDR"),
+    (b"\x76\x2f\x31\x01", "OpenEXR"),
+    (b"%!PS", "PostScript"),
 )
 
 
-def _sniff_other(data: bytes) -> str | None:
+def unsupported_format(data: bytes) -> str | None:
     """Name a recognised format we refuse (so it gets unsupported_media_type, not unreadable_image)."""
     head = bytes(data[:512])
     for sig, name in _OTHER_SIGNATURES:
@@ -164,7 +173,7 @@ def _open(data: bytes, max_pixels: int | None, *, draft_to: int | None = None) -
         raise UnreadableImageError("The file is empty: upload a PNG, JPEG, WebP or BMP image.")
     if max_pixels is None:
         max_pixels = _default_max_pixels()
-    other = _sniff_other(data)
+    other = unsupported_format(data)
     if other is not None:
         raise UnsupportedImageError(
             f"{other} files are not supported: upload a PNG, JPEG, WebP or BMP image."

@@ -73,7 +73,10 @@ def sniff(data: bytes) -> str:
         return "webp"
     if head[:2] == b"BM" and len(data) >= 26:
         return "bmp"
-    other = _other_format(data)
+    from digitlab.preprocess import unsupported_format
+
+    # GIF: `preprocess` reads its first frame, but the API's contract names PNG, JPEG, WebP and BMP only
+    other = "GIF" if data[:6] in (b"GIF87a", b"GIF89a") else unsupported_format(data)
     if other:
         raise ApiError(
             f"{other} files are not supported: upload a PNG, JPEG, WebP or BMP image.",
@@ -82,50 +85,6 @@ def sniff(data: bytes) -> str:
     raise ApiError(
         "The file is not an image we can read: upload a PNG, JPEG, WebP or BMP image.", "unreadable_image"
     )
-
-
-_SIGNATURES = (
-    (b"GIF87a", "GIF"),
-    (b"GIF89a", "GIF"),
-    (b"II*\x00", "TIFF"),
-    (b"MM\x00*", "TIFF"),
-    (b"%PDF", "PDF"),
-    (b"8BPS", "PSD"),
-    (b"\x00\x00\x01\x00", "ICO"),
-    (b"\x00\x00\x02\x00", "CUR"),
-    (b"PK\x03\x04", "ZIP"),
-    (b"\x1f\x8b", "gzip"),
-    (b"\xff\x0a", "JPEG XL"),
-    (b"\x00\x00\x00\x0cJXL ", "JPEG XL"),
-    (b"qoif", "QOI"),
-    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
-    (b"\xffO\xffQ", "JPEG 2000"),
-    (b"\x8aMNG", "MNG"),
-    (b"DDS ", "DDS"),
-    (b"#?RADIANCE", "HDR"),
-    (b"\x76\x2f\x31\x01", "OpenEXR"),
-    (b"%!PS", "PostScript"),
-)
-
-
-def _other_format(data: bytes) -> str | None:
-    head = data[:512]
-    for signature, name in _SIGNATURES:
-        if head.startswith(signature):
-            return name
-    if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in (b"avif", b"avis"):
-            return "AVIF"
-        if brand[:3] in (b"hei", b"hev", b"mif", b"msf"):
-            return "HEIC"
-        return "Video"
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in text):
-        return "SVG"
-    if text.startswith((b"<!doctype html", b"<html")):
-        return "HTML"
-    return None
 
 
 # --------------------------------------------------------------------------------------------------
