@@ -79,6 +79,22 @@ def client() -> DigitlabClient:
     return _client(settings.api_url, settings.admin_token)
 
 
+def cached_api_call(cache_name: str, key: Any, call, size: int = 64):
+    """`(result, None)` or `(None, ApiError)`; answers are kept per session so reruns (every widget
+    change) never send the same drawing again. The oldest entry goes when `size` is reached."""
+    cache: dict = st.session_state.setdefault(cache_name, {})
+    if key in cache:
+        return cache[key], None
+    try:
+        result = call()
+    except ApiError as exc:
+        return None, exc
+    if len(cache) >= size:
+        cache.pop(next(iter(cache)))
+    cache[key] = result
+    return result, None
+
+
 def session_id() -> str:
     if "session_id" not in st.session_state:
         st.session_state["session_id"] = uuid.uuid4().hex

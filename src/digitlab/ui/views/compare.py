@@ -12,20 +12,14 @@ CACHE_SIZE = 32
 
 
 def compare(drawing: Drawing) -> tuple[Comparison | None, ApiError | None]:
-    cache: dict = st.session_state.setdefault("compare_cache", {})
-    if drawing.digest in cache:
-        return cache[drawing.digest], None
-    try:
-        result = common.client().predict_all(
+    return common.cached_api_call(
+        "compare_cache", drawing.digest,
+        lambda: common.client().predict_all(
             drawing.png, pen_color=drawing.pen_color, background_color=drawing.background_color,
             session_id=common.session_id(),
-        )  # fmt: skip
-    except ApiError as exc:
-        return None, exc
-    if len(cache) >= CACHE_SIZE:
-        cache.pop(next(iter(cache)))
-    cache[drawing.digest] = result
-    return result, None
+        ),
+        size=CACHE_SIZE,
+    )  # fmt: skip
 
 
 def verdict(result: Comparison, models: list[dict]) -> None:

@@ -49,21 +49,14 @@ def model_picker(models: list[dict]) -> str | None:
 
 def predict(drawing: Drawing, model: str | None) -> tuple[Prediction | None, ApiError | None]:
     """One API call per distinct (drawing, model); errors are not cached so the next rerun retries."""
-    cache: dict = st.session_state.setdefault("draw_cache", {})
-    key = (drawing.digest, model)
-    if key in cache:
-        return cache[key], None
-    try:
-        prediction = common.client().predict(
+    return common.cached_api_call(
+        "draw_cache", (drawing.digest, model),
+        lambda: common.client().predict(
             drawing.png, model, pen_color=drawing.pen_color, background_color=drawing.background_color,
             session_id=common.session_id(),
-        )  # fmt: skip
-    except ApiError as exc:
-        return None, exc
-    if len(cache) >= CACHE_SIZE:
-        cache.pop(next(iter(cache)))
-    cache[key] = prediction
-    return prediction, None
+        ),
+        size=CACHE_SIZE,
+    )  # fmt: skip
 
 
 def send_feedback(key: str, prediction: Prediction) -> None:
