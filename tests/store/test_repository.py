@@ -195,6 +195,48 @@ def test_concurrent_adds_from_many_threads(store, make_record):
     assert store.count() == 60
 
 
+def test_add_many_returns_each_records_own_id_in_order(store, make_record):
+    records = [make_record(d) for d in range(5)]
+    results = store.add_many(records)
+    assert [r.stored for r in results] == ["database"] * 5
+    assert [store.get(r.id).uid for r in results] == [rec.uid for rec in records]
+    assert [store.get(r.id).predicted_digit for r in results] == list(range(5))
+
+
+def test_concurrent_adds_share_commits_and_each_caller_gets_its_own_id(store, make_record):
+    """Group commit: records queued while the writer commits go into one transaction, and every
+    caller still gets the id of its own row; a uid sent twice (a retry) in the same batch stays one row."""
+    batches: list[int] = []
+    insert_many = store.repo.insert_many
+
+    def counting(records):
+        batches.append(len(records))
+        return insert_many(records)
+
+    store.repo.insert_many = counting
+    retried = make_record(7)
+    answers: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    def work(i: int):
+        for j in range(20):
+            rec = retried if (i, j) in ((0, 10), (1, 10)) else make_record(j % 10)
+            result = store.add(rec)
+            with lock:
+                answers.append((rec.uid, result.id))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(answers) == 320 and None not in {id for _, id in answers}
+    assert all(store.get(id).uid == uid for uid, id in answers)
+    assert store.count() == 319  # the retried record is stored once
+    assert len({id for uid, id in answers if uid == retried.uid}) == 1
+    assert max(batches) > 1 and len(batches) < 320  # commits were shared
+
+
 def test_rows_written_by_the_original_app_are_readable(store):
     with store.engine.begin() as conn:
         conn.execute(

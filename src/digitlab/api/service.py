@@ -281,21 +281,26 @@ def make_record(model: LoadedModel, digit: int, probabilities: list[float], **fi
 
 
 def log_predictions(ctx: AppContext, computed: Computed) -> None:
-    """Hand each record to the store and fill in `id` and `logged` (I/O only). Never raises: a store
-    failure leaves `logged: false` and counts in `digitlab_store_write_failures_total`."""
-    for result, record in zip(computed.results, computed.records, strict=True):
-        if record is None or ctx.store is None:
-            ctx.metrics.store_failures.inc()
-            continue
-        try:
-            stored = ctx.store.add(record)
-        except Exception as exc:  # noqa: BLE001
-            log.error("prediction of %s not logged: %s: %s", record.model_name, type(exc).__name__, exc)
-            ctx.metrics.store_failures.inc()
-            continue
-        ctx.metrics.logged.labels(stored.stored).inc()
-        result["id"] = stored.id
-        result["uid"] = stored.uid
+    """Hand the records to the store (one transaction) and fill in `id` and `logged` (I/O only). Never
+    raises: a store failure leaves `logged: false` and counts in `digitlab_store_write_failures_total`."""
+    pairs = [(result, record) for result, record in zip(computed.results, computed.records, strict=True)]
+    if ctx.store is None:
+        ctx.metrics.store_failures.inc(len(pairs))
+        return
+    valid = [(result, record) for result, record in pairs if record is not None]
+    ctx.metrics.store_failures.inc(len(pairs) - len(valid))
+    if not valid:
+        return
+    try:
+        stored = ctx.store.add_many([record for _, record in valid])
+    except Exception as exc:  # noqa: BLE001
+        log.error("%d prediction(s) not logged: %s: %s", len(valid), type(exc).__name__, exc)
+        ctx.metrics.store_failures.inc(len(valid))
+        return
+    for (result, _), added in zip(valid, stored, strict=True):
+        ctx.metrics.logged.labels(added.stored).inc()
+        result["id"] = added.id
+        result["uid"] = added.uid
         result["logged"] = True
 
 

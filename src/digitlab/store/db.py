@@ -28,9 +28,8 @@ def make_engine(url: str, *, connect_timeout: float = 2.0) -> Engine:
     """A pooled engine. Short connect timeout so an outage costs seconds, not minutes, to notice."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(
-            parsed, connect_args={"check_same_thread": False, "timeout": 5.0}, pool_pre_ping=True
-        )
+        # no pool_pre_ping: a file does not drop connections, and the ping was a query per checkout
+        engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 5.0})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     connect_args: dict[str, int] = {}

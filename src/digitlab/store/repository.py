@@ -74,6 +74,15 @@ class Repository:
                 raise
             return existing
 
+    def insert_many(self, records: list[PredictionRecord]) -> list[int]:
+        """Insert records in one transaction (one commit, one fsync) and return their ids, in order.
+        Raises IntegrityError, inserting nothing, when a uid is already stored."""
+        with self.engine.begin() as conn:
+            if len(records) == 1:
+                return [conn.execute(insert(T).values(records[0].to_row())).inserted_primary_key[0]]
+            stmt = insert(T).returning(T.c.id, sort_by_parameter_order=True)
+            return list(conn.execute(stmt, [r.to_row() for r in records]).scalars())
+
     def insert_missing(self, conn, records: list[PredictionRecord]) -> int:
         """Insert, in order, the records whose uid is not stored yet (idempotent replay); returns how many.
         One executemany (psycopg pipelines it: no round trip per record)."""

@@ -1,7 +1,8 @@
 """`PredictionStore`: the repository plus the outage behaviour the API relies on.
 
 Two modes:
-- database mode: `add()` inserts directly;
+- database mode: `add()` inserts through one writer thread that commits whatever has queued up as one
+  transaction (group commit): under load, many predictions share one commit and one fsync;
 - spool mode: `add()` appends to the durable spool and returns at once. Entered on the first database
   error (and at start-up when the database is away); left only when a background thread has replayed the
   whole spool, in order, into the database. While spooled records wait, new ones queue behind them, so the
@@ -16,15 +17,24 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 import time
+from concurrent.futures import Future
 from datetime import date, datetime
 from itertools import groupby
 from pathlib import Path
 from typing import IO, Any, Self
 
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from digitlab.errors import DigitlabError
@@ -61,6 +71,7 @@ class PredictionStore:
         self.url = url
         self.engine = make_engine(url, connect_timeout=connect_timeout)
         self.repo = Repository(self.engine)
+        self.writer = GroupCommit(self.repo)
         self.spool = Spool(Path(spool_dir))
         self.retry_initial = retry_initial
         self.retry_max = retry_max
@@ -91,12 +102,14 @@ class PredictionStore:
             self._mark_up()
             with self._mode_lock:
                 self._spool_mode = self.spool.pending > 0
+        self.writer.start()
         self._thread = threading.Thread(target=self._run, name="digitlab-store-drain", daemon=True)
         self._thread.start()
         return self
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the drain thread and release the spool (kept on disk when not empty, for the next start)."""
+        self.writer.close(timeout)  # commits what is queued first
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
@@ -140,16 +153,22 @@ class PredictionStore:
     def add(self, record: PredictionRecord) -> AddResult:
         """Store a prediction: in the database, or in the spool when the database is away. Never raises
         because of the database."""
-        op = {"op": "add", "record": record.to_json()}
+        return self.add_many([record])[0]
+
+    def add_many(self, records: list[PredictionRecord]) -> list[AddResult]:
+        """Store several predictions (e.g. one request's `model=all` answers) in one transaction."""
         with self._mode_lock:
             if self._spool_mode:
-                self.spool.append(op)
-                return AddResult(None, record.uid, "spool")
+                for record in records:
+                    self.spool.append({"op": "add", "record": record.to_json()})
+                return [AddResult(None, r.uid, "spool") for r in records]
         try:
-            return AddResult(self.repo.insert(record), record.uid, "database")
+            ids = self.writer.insert(records)
         except SQLAlchemyError as exc:
-            self._spool_after_error(op, exc)
-            return AddResult(None, record.uid, "spool")
+            for record in records:
+                self._spool_after_error({"op": "add", "record": record.to_json()}, exc)
+            return [AddResult(None, r.uid, "spool") for r in records]
+        return [AddResult(id, r.uid, "database") for id, r in zip(ids, records, strict=True)]
 
     def set_feedback(self, id: int, true_digit: int | None) -> bool:
         """Record the digit the user meant. False if there is no such id; during an outage the feedback is
@@ -373,6 +392,85 @@ class PredictionStore:
         feedback = [op for op in ops if op["op"] == "feedback"]
         for key, run in groupby(feedback, key=lambda op: "uid" if "uid" in op else "id"):
             self.repo.apply_feedback(conn, key, {op[key]: op["digit"] for op in run})
+
+
+class GroupCommit:
+    """Group commit: one writer thread inserts everything that queued up while it was committing.
+
+    One request alone pays a thread hand-off; under load, many requests share one transaction, so one
+    fsync and (SQLite with several worker processes) one hand-over of the write lock instead of one each.
+    Callers block until their records are committed and get their ids, exactly as with direct inserts.
+    """
+
+    MAX_BATCH = 256
+
+    def __init__(self, repo: Repository):
+        self.repo = repo
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="digitlab-store-writer", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 10.0) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout)
+            self._thread = None
+
+    def insert(self, records: list[PredictionRecord]) -> list[int]:
+        """The records' ids once committed; raises what the database raised."""
+        if self._thread is None:  # not started (scripts, or after close): insert directly
+            return self._insert_or_existing(records)
+        future: Future = Future()
+        self._queue.put((records, future))
+        return future.result()
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            size = len(first[0])
+            while size < self.MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True  # commit this batch, then stop
+                    break
+                batch.append(item)
+                size += len(item[0])
+            self._commit(batch)
+
+    def _commit(self, batch: list[tuple[list[PredictionRecord], Future]]) -> None:
+        try:
+            ids = self.repo.insert_many([r for records, _ in batch for r in records])
+        except IntegrityError:  # a uid already stored (a replayed record): sort it out per request
+            for records, future in batch:
+                try:
+                    future.set_result(self._insert_or_existing(records))
+                except Exception as exc:  # noqa: BLE001 - handed to the waiting caller
+                    future.set_exception(exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - every waiting caller gets it (and spools its records)
+            for _, future in batch:
+                future.set_exception(exc)
+            return
+        start = 0
+        for records, future in batch:
+            future.set_result(ids[start : start + len(records)])
+            start += len(records)
+
+    def _insert_or_existing(self, records: list[PredictionRecord]) -> list[int]:
+        try:
+            return self.repo.insert_many(records)
+        except IntegrityError:
+            return [self.repo.insert(r) for r in records]  # an already stored uid returns its id
 
 
 def _parse(line: bytes) -> dict[str, Any]:
