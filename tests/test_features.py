@@ -51,6 +51,27 @@ def test_gradient_histograms_see_orientation():
     assert per_bin_h[[2, 6]].sum() > 3 * per_bin_h[[0, 4]].sum()
 
 
+def test_gradient_histograms_split_each_gradient_between_its_two_nearest_bins():
+    """The scatter-add implementation against the definition: per cell and bin, the sum of the
+    gradient magnitudes weighted by max(0, 1 - circular distance to the bin), square-rooted."""
+    x = np.random.default_rng(3).random((3, 28, 28)).astype(np.float32) ** 4
+    gy, gx = np.zeros_like(x), np.zeros_like(x)
+    gy[:, 1:-1] = x[:, 2:] - x[:, :-2]
+    gx[:, :, 1:-1] = x[:, :, 2:] - x[:, :, :-2]
+    mag = np.hypot(gx, gy)
+    pos = np.mod(np.arctan2(gy, gx), 2 * np.pi) * (8 / (2 * np.pi))
+    for cell in (4, 7):
+        n = 28 // cell
+        expected = np.zeros((3, n, n, 8))
+        for k in range(8):
+            d = np.abs(pos - k)
+            w = mag * np.clip(1 - np.minimum(d, 8 - d), 0, None)
+            expected[..., k] = w.reshape(3, n, cell, n, cell).sum(axis=(2, 4))
+        got = gradient_histograms(x, cell=cell)
+        assert got.shape == (3, n * n * 8)
+        np.testing.assert_allclose(got, np.sqrt(expected.reshape(3, -1)), atol=1e-5)
+
+
 def test_digit_features_blocks_and_weights():
     x = _bar(0.2)
     both = DigitFeatures(pixels=True, hog=True, hog_weight=0.5).transform(x)
