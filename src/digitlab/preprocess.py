@@ -420,7 +420,7 @@ def _candidates(rgba: np.ndarray, bg: np.ndarray | None) -> np.ndarray | None:
             return None
         return np.flatnonzero(differs)
     bg8 = np.rint(bg)
-    if not rgba.flags.c_contiguous or not np.allclose(bg, bg8):
+    if not rgba.flags.c_contiguous or float(np.abs(bg - bg8).max()) > 1e-6:  # (allclose: 10x slower)
         return None
     key = np.array([bg8[0], bg8[1], bg8[2], 255], np.uint8).view(np.uint32)[0]
     differs = rgba.view(np.uint32).reshape(-1) != key

@@ -254,3 +254,21 @@ def test_rows_written_by_the_original_app_are_readable(store):
     assert by_model["odd"].probabilities is None and by_model["odd"].uid is None
     assert by_model["old"].timestamp is not None  # DEFAULT CURRENT_TIMESTAMP still applies
     assert store.stats()["old"]["accuracy"] == 1.0
+
+
+def test_group_commit_fails_queued_writes_at_once_when_the_database_is_known_away(store, make_record):
+    """Records queued behind a write that found the database gone are not tried again (another
+    connect timeout each): the writer hands them back so the store spools them."""
+    from digitlab.store.store import GroupCommit, WriteSkipped
+
+    away = threading.Event()
+    writer = GroupCommit(store.repo, skip=away.is_set)
+    writer.start()
+    try:
+        assert len(writer.insert([make_record(), make_record()])) == 2
+        away.set()
+        with pytest.raises(WriteSkipped):
+            writer.insert([make_record()])
+    finally:
+        writer.close()
+    assert store.count() == 2

@@ -71,7 +71,7 @@ class PredictionStore:
         self.url = url
         self.engine = make_engine(url, connect_timeout=connect_timeout)
         self.repo = Repository(self.engine)
-        self.writer = GroupCommit(self.repo)
+        self.writer = GroupCommit(self.repo, skip=lambda: self._spool_mode)
         self.spool = Spool(Path(spool_dir))
         self.retry_initial = retry_initial
         self.retry_max = retry_max
@@ -164,6 +164,11 @@ class PredictionStore:
                 return [AddResult(None, r.uid, "spool") for r in records]
         try:
             ids = self.writer.insert(records)
+        except WriteSkipped:  # the database went away while these waited in the writer's queue
+            with self._mode_lock:
+                for record in records:
+                    self.spool.append({"op": "add", "record": record.to_json()})
+            return [AddResult(None, r.uid, "spool") for r in records]
         except SQLAlchemyError as exc:
             for record in records:
                 self._spool_after_error({"op": "add", "record": record.to_json()}, exc)
@@ -394,6 +399,10 @@ class PredictionStore:
             self.repo.apply_feedback(conn, key, {op[key]: op["digit"] for op in run})
 
 
+class WriteSkipped(Exception):
+    """The writer did not try: the store switched to spool mode while the records were queued."""
+
+
 class GroupCommit:
     """Group commit: one writer thread inserts everything that queued up while it was committing.
 
@@ -404,8 +413,9 @@ class GroupCommit:
 
     MAX_BATCH = 256
 
-    def __init__(self, repo: Repository):
+    def __init__(self, repo: Repository, skip=lambda: False):
         self.repo = repo
+        self.skip = skip  # true when the database is known to be away: fail queued writes at once
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
@@ -448,6 +458,10 @@ class GroupCommit:
             self._commit(batch)
 
     def _commit(self, batch: list[tuple[list[PredictionRecord], Future]]) -> None:
+        if self.skip():  # an outage began while these waited: do not wait for another timeout
+            for _, future in batch:
+                future.set_exception(WriteSkipped())
+            return
         try:
             ids = self.repo.insert_many([r for records, _ in batch for r in records])
         except IntegrityError:  # a uid already stored (a replayed record): sort it out per request
