@@ -288,3 +288,13 @@ def test_base64_variants():
     for bad in ("@@@", "data:image/png,abc", "a"):
         with pytest.raises(ApiError):
             decode_base64_image(bad)
+
+
+def test_serving_runs_blas_on_one_thread(tmp_path, served_model_dir):
+    """Parallelism comes from requests: multi-threaded BLAS on one drawing only burns CPU spinning."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    threadpool_limits(limits=2)  # what numpy starts with on a 2-core machine
+    with TestClient(create_app(settings_for(tmp_path, served_model_dir))):
+        pools = [p for p in threadpool_info() if p["user_api"] == "blas"]
+        assert pools and all(p["num_threads"] == 1 for p in pools)
