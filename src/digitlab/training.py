@@ -182,7 +182,7 @@ def train_command(
 
 #: Re-drawn MNIST training digits (canvas-like pens and rare styles, see `augment.py`) added to the
 #: CNN's training set so it reads canvas drawings as well as scans.
-CNN_DRAWN_SAMPLES = 12_000
+CNN_DRAWN_SAMPLES = 8_000
 
 
 def train_cnn_with_drawings(settings, *, limit: int | None = None, jobs: int | None = None) -> dict:

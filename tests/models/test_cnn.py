@@ -112,6 +112,34 @@ def test_importing_the_module_does_not_need_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_arch_strings_build_the_layers_they_name():
+    torch = pytest.importorskip("torch")
+    net = cnn.build_network("c8k5,p,c16,p,c32")
+    convs = [m for m in net if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size) for c in convs] == [(8, (5, 5)), (16, (3, 3)), (32, (3, 3))]
+    assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert cnn.architecture_summary("c8k5,p,c16").startswith("conv5x5(8)-BN-ReLU, maxpool2, conv3x3(16)")
+    for bad in ("c8,x", "p,p", "ck3", "c8k"):
+        with pytest.raises(ValueError):
+            cnn.build_network(bad)
+
+
+def test_weight_average_follows_the_live_weights_with_a_ramped_decay():
+    torch = pytest.importorskip("torch")
+    net = cnn.build_network("c4,p,c8")
+    average = cnn._WeightAverage(net, decay=0.99)
+    live_w = net[0].weight
+    before = average.net[0].weight.detach().clone()
+    with torch.no_grad():
+        live_w.add_(1.0)
+        net[1].running_mean.add_(2.0)  # BN statistics are averaged too
+    average.update()  # step 1: decay min(0.99, 2 / 11) -> moves 9/11 of the way
+    moved = average.net[0].weight.detach() - before
+    torch.testing.assert_close(moved, torch.full_like(moved, 9 / 11))
+    torch.testing.assert_close(average.net[1].running_mean, torch.full((4,), 2.0 * 9 / 11))
+    assert average.net[0].weight is not live_w  # a separate copy, not the live module
+
+
 def test_fit_temperature_recovers_a_known_temperature():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(4000, 10)) * 4
@@ -142,7 +170,7 @@ def test_train_network_is_deterministic(mnist_dir):
     from digitlab.data import load_mnist
 
     images, labels = load_mnist("train", directory=mnist_dir, download=False, limit=384)
-    config = cnn.TrainConfig(epochs=1, seed=7, widths=(8, 8, 16, 16, 32))
+    config = cnn.TrainConfig(epochs=1, seed=7, arch="c8k5,p,c16,p,c16")
     runs = [
         cnn.train_network(images[:320], labels[:320], images[320:], labels[320:], config, progress=False)
         for _ in range(2)

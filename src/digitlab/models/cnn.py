@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -39,13 +40,14 @@ OPSET = 17
 INPUT_NAME = "input"
 OUTPUT_NAME = "probabilities"
 
-DEFAULT_EPOCHS = 12
+DEFAULT_EPOCHS = 8
 DEFAULT_SEED = 0
-VAL_SIZE = 5000  # held out of the 60k training images: temperature fit + per-epoch monitoring
+VAL_SIZE = 2000  # held out of the 60k training images: temperature fit + per-epoch monitoring
 BATCH_SIZE = 128
 THREADS = 2
-#: output channels of the five 3x3 conv blocks: 2 at 28x28, pool, 2 at 14x14, pool, 1 at 7x7
-WIDTHS = (32, 32, 64, 64, 128)
+#: the network, left to right: `c<N>` a conv-BN-ReLU block with N channels (3x3; `c<N>k5` 5x5), `p` a
+#: 2x2 max-pool; then global average pooling, dropout and a linear layer to the 10 classes
+ARCH = "c32,p,c64,c64,p,c128"
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,11 @@ class TrainConfig:
     max_lr: float = 4e-3
     weight_decay: float = 1e-2
     label_smoothing: float = 0.05
-    widths: tuple[int, ...] = WIDTHS
+    arch: str = ARCH
     val_size: int = VAL_SIZE
+    #: the exported network is an exponential moving average of the weights (and BN statistics):
+    #: it smooths out the last steps' noise, worth a few test errors in 10k for no extra time
+    ema_decay: float = 0.999
     augmentation: Augmentation = Augmentation()
 
 
@@ -110,34 +115,49 @@ def _split_validation(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.
 # --- network ---------------------------------------------------------------------------------------
 
 
-def build_network(widths: tuple[int, ...] = WIDTHS):
-    """[conv3x3-BN-ReLU] x2 -> maxpool -> [conv3x3-BN-ReLU] x2 -> maxpool -> conv3x3-BN-ReLU -> GAP -> FC 10.
+def _parse_arch(arch: str) -> list[tuple[str, int, int]]:
+    """'c32,p,c64k5' -> [('conv', 32, 3), ('pool', 0, 0), ('conv', 64, 5)]."""
+    layers = []
+    for token in arch.replace(" ", "").split(","):
+        if token == "p":
+            layers.append(("pool", 0, 0))
+            continue
+        match = re.fullmatch(r"c(\d+)(?:k(\d+))?", token)
+        if match is None:
+            raise ValueError(f"bad layer {token!r} in arch {arch!r}: use c<channels>[k<kernel>] or p")
+        layers.append(("conv", int(match[1]), int(match[2] or 3)))
+    if not any(kind == "conv" for kind, _, _ in layers):
+        raise ValueError(f"arch {arch!r} has no convolution")
+    return layers
 
-    Input `(n, 1, 28, 28)`, output logits `(n, 10)`. ~140k parameters with the default widths.
+
+def build_network(arch: str = ARCH):
+    """The layers of `arch` (see ARCH), then global average pooling, dropout 0.1 and FC(10).
+
+    Input `(n, 1, 28, 28)`, output logits `(n, 10)`.
     """
     from torch import nn
 
-    if len(widths) != 5:
-        raise ValueError(f"widths needs 5 entries (one per conv block), got {widths!r}")
+    layers, cin = [], 1
+    for kind, channels, kernel in _parse_arch(arch):
+        if kind == "pool":
+            layers.append(nn.MaxPool2d(2))
+            continue
+        layers += [
+            nn.Conv2d(cin, channels, kernel, padding=kernel // 2, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+        ]
+        cin = channels
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.1), nn.Linear(cin, 10))
 
-    def block(cin: int, cout: int) -> list:
-        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
-    w1, w2, w3, w4, w5 = widths
-    return nn.Sequential(
-        *block(1, w1), *block(w1, w2), nn.MaxPool2d(2),
-        *block(w2, w3), *block(w3, w4), nn.MaxPool2d(2),
-        *block(w4, w5),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.1), nn.Linear(w5, 10),
-    )  # fmt: skip
-
-
-def architecture_summary(widths: tuple[int, ...] = WIDTHS) -> str:
-    w1, w2, w3, w4, w5 = widths
-    return (
-        f"conv3x3({w1})-BN-ReLU, conv3x3({w2})-BN-ReLU, maxpool2, conv3x3({w3})-BN-ReLU, "
-        f"conv3x3({w4})-BN-ReLU, maxpool2, conv3x3({w5})-BN-ReLU, global-avg-pool, dropout 0.1, FC(10)"
-    )
+def architecture_summary(arch: str = ARCH) -> str:
+    parts = [
+        "maxpool2" if kind == "pool" else f"conv{kernel}x{kernel}({channels})-BN-ReLU"
+        for kind, channels, kernel in _parse_arch(arch)
+    ]
+    return ", ".join([*parts, "global-avg-pool", "dropout 0.1", "FC(10)"])
 
 
 def _inference_module(net, temperature: float):
@@ -414,6 +434,34 @@ def _evaluate_logits(net, images_u8, batch: int = 1000) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, 10), np.float32)
 
 
+class _WeightAverage:
+    """Exponential moving average of a network's float parameters and buffers (BN statistics).
+
+    The decay ramps up as `(1 + t) / (10 + t)` so early steps are not dominated by the random init.
+    """
+
+    def __init__(self, net, decay: float):
+        import copy
+
+        self.decay = decay
+        self.steps = 0
+        self.net = copy.deepcopy(net).eval()
+        self._avg = [t for t in self._tensors(self.net)]
+        self._live = [t for t in self._tensors(net)]
+
+    @staticmethod
+    def _tensors(net) -> list:
+        return [*net.parameters(), *(b for b in net.buffers() if b.is_floating_point())]
+
+    def update(self) -> None:
+        import torch
+
+        self.steps += 1
+        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        with torch.no_grad():
+            torch._foreach_lerp_(self._avg, self._live, 1.0 - decay)
+
+
 def train_network(
     train_images: np.ndarray,
     train_labels: np.ndarray,
@@ -435,7 +483,7 @@ def train_network(
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     # channels_last: oneDNN's fast path for these convolutions on CPU (~25 % less CPU per step here)
-    net = build_network(config.widths).to(memory_format=torch.channels_last)
+    net = build_network(config.arch).to(memory_format=torch.channels_last)
     data_gen = torch.Generator().manual_seed(config.seed + 1)
     aug_gen = torch.Generator().manual_seed(config.seed + 2)
 
@@ -451,6 +499,7 @@ def train_network(
         optimizer, max_lr=config.max_lr, total_steps=total_steps, pct_start=0.25,
         div_factor=20.0, final_div_factor=200.0,
     )  # fmt: skip
+    average = _WeightAverage(net, config.ema_decay) if config.ema_decay else None
     display = _Progress(progress)
     display.line(
         f"cnn: training on {n:,} images ({len(x_val):,} held out for validation), {config.epochs} epochs, "
@@ -478,6 +527,8 @@ def train_network(
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
+                if average is not None:
+                    average.update()
                 batch_loss = loss.detach().item()
                 loss_sum += batch_loss * len(y)
                 correct += int((logits.argmax(1) == y).sum())
@@ -486,7 +537,7 @@ def train_network(
         finally:
             display.end_epoch()
         train_seconds = time.perf_counter() - started
-        val_logits = _evaluate_logits(net, x_val)
+        val_logits = _evaluate_logits(net if average is None else average.net, x_val)
         val_acc = float((val_logits.argmax(1) == val_labels).mean()) if len(val_labels) else float("nan")
         record = {
             "epoch": epoch,
@@ -504,6 +555,8 @@ def train_network(
         )
         if on_epoch is not None:
             on_epoch(record)
+    if average is not None:
+        net = average.net
     net = net.to(memory_format=torch.contiguous_format).eval()
     return net, history
 
@@ -606,7 +659,8 @@ def train_cnn(
             "epochs": config.epochs,
             "seed": config.seed,
             "temperature": round(temperature, 6),
-            "architecture": architecture_summary(config.widths),
+            "architecture": architecture_summary(config.arch),
+            "arch": config.arch,
             "parameters": int(sum(p.numel() for p in net.parameters())),
             "input": f"{INPUT_NAME} float32 (n, 784) in [0, 1], ink = 1",
             "output": f"{OUTPUT_NAME} float32 (n, 10) = softmax(logits / temperature)",
@@ -614,6 +668,7 @@ def train_cnn(
             "batch_size": config.batch_size,
             "optimizer": f"AdamW(weight_decay={config.weight_decay}) + OneCycle(max_lr={config.max_lr})",
             "label_smoothing": config.label_smoothing,
+            "ema_decay": config.ema_decay,
             "validation_samples": len(y_val),
             "extra_samples": extra_samples,
             "limit": limit,
