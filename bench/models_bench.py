@@ -24,6 +24,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=300)
     args = parser.parse_args()
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)  # as in the API: one BLAS thread per process
     settings = get_settings()
     X, _ = load_mnist("test", directory=settings.mnist_dir, limit=1000)
     X = X.reshape(-1, 784).astype(np.float32) / 255.0
