@@ -291,10 +291,19 @@ def test_base64_variants():
 
 
 def test_serving_runs_blas_on_one_thread(tmp_path, served_model_dir):
-    """Parallelism comes from requests: multi-threaded BLAS on one drawing only burns CPU spinning."""
+    """Parallelism comes from requests: multi-threaded BLAS on one drawing only burns CPU spinning.
+    The lifespan runs in the main thread here, as under uvicorn (OpenBLAS ignores the setting when
+    it comes from another thread, e.g. TestClient's portal)."""
+    import asyncio
+
     from threadpoolctl import threadpool_info, threadpool_limits
 
     threadpool_limits(limits=2)  # what numpy starts with on a 2-core machine
-    with TestClient(create_app(settings_for(tmp_path, served_model_dir))):
-        pools = [p for p in threadpool_info() if p["user_api"] == "blas"]
-        assert pools and all(p["num_threads"] == 1 for p in pools)
+    app = create_app(settings_for(tmp_path, served_model_dir))
+
+    async def serve_once() -> list[int]:
+        async with app.router.lifespan_context(app):
+            return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    threads = asyncio.run(serve_once())
+    assert threads and set(threads) == {1}

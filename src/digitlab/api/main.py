@@ -145,7 +145,8 @@ def limit_blas_threads() -> None:
 
     One drawing is a matrix-vector product; OpenBLAS splitting it over threads that then spin while
     they wait burned more CPU than the SVM itself (measured: 30 ms of CPU per svm request with 2 BLAS
-    threads under load, against 15 for the CNN).
+    threads under load, against 15 for the CNN). Must run in the main thread, as the lifespan does
+    under uvicorn: OpenBLAS ignores the setting from other threads.
     """
     from threadpoolctl import threadpool_limits
 
