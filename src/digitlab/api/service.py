@@ -283,7 +283,7 @@ def make_record(model: LoadedModel, digit: int, probabilities: list[float], **fi
 def log_predictions(ctx: AppContext, computed: Computed) -> None:
     """Hand the records to the store (one transaction) and fill in `id` and `logged` (I/O only). Never
     raises: a store failure leaves `logged: false` and counts in `digitlab_store_write_failures_total`."""
-    pairs = [(result, record) for result, record in zip(computed.results, computed.records, strict=True)]
+    pairs = list(zip(computed.results, computed.records, strict=True))
     if ctx.store is None:
         ctx.metrics.store_failures.inc(len(pairs))
         return
