@@ -32,21 +32,6 @@ from urllib.parse import urlsplit
 BOUNDARY = "digitlab-bench-boundary"
 
 
-def drawing_png() -> bytes:
-    """A drawn 7 (dark pen on white), like a canvas export."""
-    import io
-
-    from PIL import Image, ImageDraw
-
-    im = Image.new("RGB", (280, 280), "white")
-    ImageDraw.Draw(im).line(
-        [(80, 62), (196, 58), (150, 140), (118, 226)], fill="#1f2340", width=18, joint="curve"
-    )
-    out = io.BytesIO()
-    im.save(out, format="PNG")
-    return out.getvalue()
-
-
 def build_request(host: str, png: bytes, model: str | None) -> bytes:
     parts = [
         f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="image"; filename="drawing.png"\r\n'
@@ -296,7 +281,9 @@ def run(args, startup: float | None, pid: int | None = None) -> int:
         tp_names = {default}
     else:
         tp_names = set(args.throughput_models.split(","))
-    png = drawing_png()
+    from digitlab.api.service import sample_drawing
+
+    png = sample_drawing()  # a drawn 7, dark pen on white, like a canvas export
     print(
         f"server {url}: database {health['database']}, default model {default}, "
         f"{os.cpu_count()} cores, image {len(png)} bytes PNG 280x280, "

@@ -31,6 +31,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from digitlab.api.service import sample_drawing
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 COMPOSE = REPO / "docker-compose.yml"
@@ -348,20 +350,6 @@ def served_models(tmp_path, tiny_model_dir) -> Path:
     return out
 
 
-def _png() -> bytes:
-    import io
-
-    from PIL import Image, ImageDraw
-
-    im = Image.new("RGB", (280, 280), "white")
-    ImageDraw.Draw(im).line(
-        [(80, 62), (196, 58), (150, 140), (118, 226)], fill="#1f2340", width=18, joint="curve"
-    )
-    out = io.BytesIO()
-    im.save(out, format="PNG")
-    return out.getvalue()
-
-
 @pytest.mark.postgres
 def test_containers_commands_store_a_ui_prediction_in_postgres(tmp_path, postgres_url, served_models):
     from digitlab.core.config import Settings
@@ -386,7 +374,7 @@ def test_containers_commands_store_a_ui_prediction_in_postgres(tmp_path, postgre
         try:
             health = client.health()
             assert health.database_ok and "svm" in health.ready_models
-            prediction = client.predict(_png(), "svm", session_id="deploy-test")
+            prediction = client.predict(sample_drawing(), "svm", session_id="deploy-test")
         finally:
             client.close()
         assert prediction.id is not None and prediction.logged
@@ -450,7 +438,7 @@ def test_two_api_replicas_share_postgres_and_keep_their_spools_apart(tmp_path, p
         env = envs[i % 2]
         response = httpx.post(
             f"http://127.0.0.1:{env['DIGITLAB_PORT']}/api/v1/predict",
-            files={"image": ("d.png", _png(), "image/png")}, data={"model": "svm_pca" if i % 3 else "svm"},
+            files={"image": ("d.png", sample_drawing(), "image/png")}, data={"model": "svm_pca" if i % 3 else "svm"},
             timeout=60,
         )  # fmt: skip
         assert response.status_code == 200, response.text

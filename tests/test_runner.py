@@ -20,9 +20,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from PIL import Image, ImageDraw
 
 from digitlab import runner
+from digitlab.api.service import sample_drawing
 
 READY_LINE = "Ctrl-C stops both."
 START_TIMEOUT = 180.0  # generous: CI shares two cores with the rest of the suite
@@ -190,18 +190,6 @@ def _ports(env) -> tuple[int, int]:
     return int(env["DIGITLAB_PORT"]), int(env["DIGITLAB_UI_PORT"])
 
 
-def _draw_seven() -> bytes:
-    import io
-
-    im = Image.new("RGB", (280, 280), "white")
-    ImageDraw.Draw(im).line(
-        [(80, 62), (196, 58), (150, 140), (118, 226)], fill="#1f2340", width=18, joint="curve"
-    )
-    out = io.BytesIO()
-    im.save(out, format="PNG")
-    return out.getvalue()
-
-
 def _start(env, tmp_path, *args: str) -> Run:
     return Run([sys.executable, "-m", "digitlab", "run", *args], env, tmp_path)
 
@@ -230,7 +218,7 @@ def test_run_starts_both_and_stops_cleanly(app_env, tmp_path, sig):
         assert {name for name, state in health["models"].items() if state == "ready"} >= {"svm", "svm_pca"}
         assert httpx.get(f"http://127.0.0.1:{ui_port}/_stcore/health", timeout=5).status_code == 200
         answer = httpx.post(
-            f"http://127.0.0.1:{api_port}/api/v1/predict", files={"image": ("d.png", _draw_seven(), "image/png")},
+            f"http://127.0.0.1:{api_port}/api/v1/predict", files={"image": ("d.png", sample_drawing(), "image/png")},
             data={"model": "svm"}, timeout=30,
         )  # fmt: skip
         assert answer.status_code == 200, answer.text
@@ -301,13 +289,13 @@ def test_missing_models_train_in_background_while_others_answer(app_env, tmp_pat
         assert "svm training" in run.output  # the banner's model list
         assert runner.missing_models(models) == ["svm"]
         # The others answer at once.
-        answer = httpx.post(f"{api}/api/v1/predict", files={"image": ("d.png", _draw_seven(), "image/png")},
+        answer = httpx.post(f"{api}/api/v1/predict", files={"image": ("d.png", sample_drawing(), "image/png")},
                             data={"model": "svm_pca"}, timeout=30)  # fmt: skip
         assert answer.status_code == 200, answer.text
         states = httpx.get(f"{api}/health", timeout=5).json()["models"]
         if states["svm"] != "ready":  # (training 1,500 images may already be over)
             assert states["svm"] == "training"
-            refused = httpx.post(f"{api}/api/v1/predict", files={"image": ("d.png", _draw_seven(), "image/png")},
+            refused = httpx.post(f"{api}/api/v1/predict", files={"image": ("d.png", sample_drawing(), "image/png")},
                                  data={"model": "svm"}, timeout=30)  # fmt: skip
             assert refused.status_code == 503 and refused.json()["code"] == "model_not_ready"
         run.wait_for(r"training finished: svm ready", timeout=300)
@@ -315,7 +303,7 @@ def test_missing_models_train_in_background_while_others_answer(app_env, tmp_pat
         while httpx.get(f"{api}/health", timeout=5).json()["models"]["svm"] != "ready":
             assert time.monotonic() < deadline, "the API did not pick up the trained model"
             time.sleep(0.5)
-        answer = httpx.post(f"{api}/api/v1/predict", files={"image": ("d.png", _draw_seven(), "image/png")},
+        answer = httpx.post(f"{api}/api/v1/predict", files={"image": ("d.png", sample_drawing(), "image/png")},
                             data={"model": "svm"}, timeout=30)  # fmt: skip
         assert answer.status_code == 200, answer.text
         assert not list(models.glob("*.training"))
