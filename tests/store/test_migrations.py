@@ -126,3 +126,30 @@ def test_downgrade_and_upgrade_again(empty_url):
         assert upgrade(engine) == head_revision()
     finally:
         engine.dispose()
+
+
+def _upgrade_in_child(url: str, barrier, results) -> None:
+    engine = make_engine(url)
+    try:
+        barrier.wait(timeout=60)  # all at once, like workers started together
+        results.put(upgrade(engine))
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        results.put(f"{type(exc).__name__}: {exc}")
+    finally:
+        engine.dispose()
+
+
+def test_processes_migrating_one_new_sqlite_file_at_once_all_succeed(tmp_path):
+    """`serve --workers 4` on a fresh file: every worker migrates at start-up, at the same moment."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    barrier, results = ctx.Barrier(4), ctx.Queue()
+    children = [ctx.Process(target=_upgrade_in_child, args=(url, barrier, results)) for _ in range(4)]
+    for child in children:
+        child.start()
+    revisions = [results.get(timeout=120) for _ in children]
+    for child in children:
+        child.join(timeout=30)
+    assert revisions == [head_revision()] * 4

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
@@ -57,9 +60,14 @@ def make_engine(url: str, *, connect_timeout: float = 2.0) -> Engine:
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
-    """WAL lets history pages read while a prediction is written; busy_timeout instead of 'locked'."""
+    """WAL lets history pages read while a prediction is written; busy_timeout instead of 'locked'.
+
+    synchronous=NORMAL: in WAL mode a crash of the process loses nothing, only a power cut can lose the
+    last commits; it saves an fsync per commit (a third of the store's CPU under load).
+    """
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=5000")
     cur.close()
 
@@ -82,12 +90,28 @@ def current_revision(engine: Engine) -> str | None:
 def upgrade(engine: Engine, revision: str = "head") -> str | None:
     """`alembic upgrade head` on this engine, in one transaction on PostgreSQL; returns the new revision."""
     cfg = alembic_config()
-    with engine.begin() as conn:
+    with _sqlite_file_lock(engine), engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
     return current_revision(engine)
+
+
+@contextlib.contextmanager
+def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
+    """Serialise migrations of one SQLite file across processes (`serve --workers 2` on a fresh file:
+    both workers found no table and the second one's CREATE failed). PostgreSQL has its advisory lock."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    with open(f"{database}.migrate-lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def downgrade(engine: Engine, revision: str) -> str | None:
