@@ -106,12 +106,14 @@ def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
     if not database or database == ":memory:" or database.startswith("file:"):
         yield
         return
-    with open(f"{database}.migrate-lock", "a+b") as handle:
+    try:
+        handle = open(f"{database}.migrate-lock", "a+b")  # noqa: SIM115 - closed below
+    except OSError:  # no such folder, read-only: connecting fails the same way and says so
+        yield
+        return
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        yield
 
 
 def downgrade(engine: Engine, revision: str) -> str | None:
