@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= ui,postgres,export,dev
+EXTRAS ?= ui,postgres,dev
 
 .PHONY: help install run test test-fast train evaluate evaluate-drawn bench bench-api lint clean
 

@@ -222,7 +222,7 @@ def test_pinned_requirements_satisfy_pyproject():
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     wanted = list(project["dependencies"])
-    for extra in ("postgres", "ui", "export"):
+    for extra in ("postgres", "ui"):
         wanted += project["optional-dependencies"][extra]
     build = tomllib.loads((REPO / "pyproject.toml").read_text())["build-system"]["requires"]
     pins = _locked()

@@ -48,10 +48,10 @@ def _fit_one(name: str, seed: int, n_jobs: int) -> tuple[str, bytes, dict]:
     estimator = classical.head(name, seed=seed, n_jobs=n_jobs)
     if name in TREES:
         estimator.fit(np.vstack([F_fit, F_cal]), np.concatenate([y_fit, y_cal]))
-        from digitlab.models.onnx import OnnxClassifier, tree_ensemble_to_onnx
+        from digitlab.models.forest import FlatForest
 
-        final = OnnxClassifier(tree_ensemble_to_onnx(estimator, F_fit.shape[1]))
-        params = {"n_estimators": estimator.n_estimators, "nodes": int(sum(t.tree_.node_count for t in estimator.estimators_))}
+        final = FlatForest.from_sklearn(estimator)
+        params = {"n_estimators": estimator.n_estimators, "nodes": len(final.feature), "depth": final.depth}
     else:
         estimator.fit(F_fit, y_fit)
         svc = estimator[-1] if isinstance(estimator, Pipeline) else estimator
@@ -75,7 +75,7 @@ def _fit_one(name: str, seed: int, n_jobs: int) -> tuple[str, bytes, dict]:
         "version": spec.version,
         "training_seconds": round(seconds + _SHARED["feature_seconds"], 1),
         "train_samples": int(len(y_fit) + len(y_cal)),
-        "library_versions": library_versions("skl2onnx", "onnx"),
+        "library_versions": library_versions(),
         "metrics": {
             "mnist_test_accuracy": round(accuracy, 5),
             "mnist_test_log_loss": round(float(-np.mean(np.log(np.clip(proba[np.arange(len(y_test)), y_test], 1e-12, 1)))), 5),

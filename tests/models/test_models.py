@@ -46,11 +46,12 @@ def test_tiny_models_are_real_classifiers(tiny_model_dir, test_images):
         assert np.asarray(manifest["confusion_matrix"]).sum() == 10000
 
 
-def test_tree_models_are_served_through_onnx(tiny_model_dir):
-    from digitlab.models.onnx import OnnxClassifier
+def test_tree_models_are_served_as_flat_forests(tiny_model_dir):
+    from digitlab.models.forest import FlatForest
 
     for name in ("extra_trees", "random_forest"):
-        assert isinstance(load_model(name, tiny_model_dir).estimator[-1], OnnxClassifier)
+        forest = load_model(name, tiny_model_dir).estimator[-1]
+        assert isinstance(forest, FlatForest) and forest.n_estimators == 100
 
 
 def test_tampered_artefact_is_refused_before_unpickling(tiny_model_dir, tmp_path):

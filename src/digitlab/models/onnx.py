@@ -1,7 +1,6 @@
 """onnxruntime inference behind the scikit-learn `predict_proba` interface.
 
-Tree ensembles answer a single sample hundreds of times faster through onnxruntime than through
-scikit-learn, and the CNN needs no torch at serving time. The session is built once per process
+The CNN needs no torch at serving time. The session is built once per process
 (never pickled) with one intra-op thread: single drawings are small, and API workers run in parallel.
 """
 
@@ -61,17 +60,3 @@ class OnnxClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
-
-def tree_ensemble_to_onnx(estimator, n_features: int) -> bytes:
-    """Convert a fitted scikit-learn tree ensemble to ONNX with a plain `probabilities` matrix output."""
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
-
-    onx = convert_sklearn(
-        estimator,
-        initial_types=[("input", FloatTensorType([None, n_features]))],
-        options={id(estimator): {"zipmap": False}},
-        target_opset={"": 17, "ai.onnx.ml": 3},
-    )
-    assert [o.name for o in onx.graph.output] == ["label", "probabilities"], "skl2onnx output names changed"
-    return onx.SerializeToString()
