@@ -46,7 +46,7 @@ class FlatForest(ClassifierMixin, BaseEstimator):
         self.classes = classes
 
     @classmethod
-    def from_sklearn(cls, forest) -> "FlatForest":
+    def from_sklearn(cls, forest) -> FlatForest:
         """Flatten a fitted `RandomForestClassifier` / `ExtraTreesClassifier` (single output)."""
         trees = [estimator.tree_ for estimator in forest.estimators_]
         sizes = np.array([t.node_count for t in trees])
