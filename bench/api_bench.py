@@ -5,7 +5,8 @@
 
 For every ready model: `--n` sequential predictions on one keep-alive connection (median and p99 latency,
 measured by the client around the whole HTTP exchange), then `--concurrency` clients, each on its own
-connection, sending predictions back to back for `--seconds` (throughput = 200 answers / second).
+connection, sending predictions back to back for `--seconds` (throughput = 200 answers / second),
+`--rounds` times: the table shows the median run and the range (a shared machine's speed drifts).
 The image is a realistic drawing: a '7' drawn with PIL lines on a 280x280 canvas, sent as multipart PNG,
 like the Streamlit UI does. Every prediction is logged by the server, as in production.
 
@@ -236,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=20, help="sequential predictions before measuring")
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients (throughput)")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each throughput run")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="throughput runs per model; the table shows their median"
+    )
     parser.add_argument("--models", default=None, help="comma-separated models (default: every ready one)")
     parser.add_argument(
         "--throughput-models",
@@ -305,32 +309,44 @@ def run(args, startup: float | None, pid: int | None = None) -> int:
         failed += f1
         if name in tp_names:
             cpu0 = process_cpu_seconds(pid)
-            done, f2, elapsed, clat = asyncio.run(concurrent(host, port, raw, args.concurrency, args.seconds))
-            cpu1 = process_cpu_seconds(pid)
-            failed += f2
-            row.update(
-                throughput=done / elapsed, conc_median_ms=statistics.median(clat), conc_p99_ms=pct(clat, 99)
-            )
-            if cpu0 is not None and cpu1 is not None and done:
+            rates, clat, answered = [], [], 0
+            for _ in range(max(1, args.rounds)):  # a shared machine's speed drifts: take the median run
+                done, f2, elapsed, lat_round = asyncio.run(
+                    concurrent(host, port, raw, args.concurrency, args.seconds)
+                )
+                failed += f2
+                rates.append(done / elapsed)
+                clat += lat_round
                 # the warm-up request of each connection is included in the CPU time, not in `done`
-                row["server_cpu_ms"] = 1000.0 * (cpu1 - cpu0) / (done + f2 + args.concurrency)
+                answered += done + f2 + args.concurrency
+            cpu1 = process_cpu_seconds(pid)
+            row.update(
+                throughput=statistics.median(rates),
+                throughput_range=(min(rates), max(rates)),
+                conc_median_ms=statistics.median(clat),
+                conc_p99_ms=pct(clat, 99),
+            )
+            if cpu0 is not None and cpu1 is not None and answered:
+                row["server_cpu_ms"] = 1000.0 * (cpu1 - cpu0) / answered
         rows.append(row)
         print(f"  {name}: done", file=sys.stderr)
 
     header = (
         f"{'model':<22} {'median ms':>10} {'p99 ms':>8} {'1-client/s':>11} "
-        f"{'tput/s @' + str(args.concurrency):>12} {'median ms':>10} {'p99 ms':>8} {'server CPU ms/req':>18}"
+        f"{'tput/s @' + str(args.concurrency):>12} {'runs min-max':>13} {'median ms':>10} {'p99 ms':>8} "
+        f"{'server CPU ms/req':>18}"
     )
     print()
     print(
         f"{'':<22} {'-- single predictions, n=' + str(args.n) + ' --':^31} "
-        f"{'-- ' + str(args.concurrency) + ' concurrent clients --':^32}"
+        f"{'-- ' + str(args.concurrency) + ' concurrent clients, ' + str(args.rounds) + ' runs --':^46}"
     )
     print(header)
     print("-" * len(header))
     for r in rows:
         tp = (
-            f"{r['throughput']:>12.0f} {r['conc_median_ms']:>10.1f} {r['conc_p99_ms']:>8.1f}"
+            f"{r['throughput']:>12.0f} {'%.0f-%.0f' % r['throughput_range']:>13} "
+            f"{r['conc_median_ms']:>10.1f} {r['conc_p99_ms']:>8.1f}"
             if "throughput" in r
             else ""
         )
