@@ -345,7 +345,7 @@ def run(args, startup: float | None, pid: int | None = None) -> int:
     print("-" * len(header))
     for r in rows:
         tp = (
-            f"{r['throughput']:>12.0f} {'%.0f-%.0f' % r['throughput_range']:>13} "
+            f"{r['throughput']:>12.0f} {'{:.0f}-{:.0f}'.format(*r['throughput_range']):>13} "
             f"{r['conc_median_ms']:>10.1f} {r['conc_p99_ms']:>8.1f}"
             if "throughput" in r
             else ""
