@@ -1,7 +1,7 @@
 """Benchmark the prediction API over loopback: per model, single-request latency and concurrent throughput.
 
     python bench/api_bench.py --url http://127.0.0.1:8000             # a server that is already running
-    python bench/api_bench.py --spawn [--workers 2]                    # start `digitlab serve`, time start-up
+    python bench/api_bench.py --spawn [--workers N]                    # start `digitlab serve`, time start-up
 
 For every ready model: `--n` sequential predictions on one keep-alive connection (median and p99 latency,
 measured by the client around the whole HTTP exchange), then `--concurrency` clients, each on its own
@@ -249,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--spawn", action="store_true", help="start `digitlab serve` (env settings) and time it"
     )
-    parser.add_argument("--workers", type=int, default=1, help="with --spawn: uvicorn worker processes")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="with --spawn: uvicorn worker processes (0: the default, one per core)"
+    )
     parser.add_argument("--json", dest="json_out", default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
 

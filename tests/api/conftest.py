@@ -96,6 +96,7 @@ class LiveServer:
         }
         env.update(self.env)
         cmd = [sys.executable, "-m", "digitlab", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd += ["--workers", "1"]  # one process: /metrics and restarts are exact (the default is one per core)
         started = time.perf_counter()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, env=env, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)

@@ -254,7 +254,20 @@ def test_serve_refuses_bad_arguments():
     with pytest.raises(DigitlabError):
         serve(port=70000)
     with pytest.raises(DigitlabError):
-        serve(workers=0)
+        serve(workers=-1)
+
+
+def test_workers_default_to_one_per_core_at_most_four(monkeypatch):
+    """2 cores -> 2 workers: one process uses about one core (the GIL), so the default uses them all."""
+    from digitlab.api import server
+
+    for cores, expected in ((1, 1), (2, 2), (3, 3), (16, server.AUTO_MAX_WORKERS)):
+        monkeypatch.setattr(server.os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)))
+        assert server.resolve_workers(0) == expected
+    assert server.resolve_workers(3) == 3
+    from digitlab.core.config import Settings
+
+    assert Settings().workers == 0
 
 
 def test_json_without_orjson(monkeypatch):

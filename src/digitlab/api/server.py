@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import sys
 
 from digitlab.core.config import get_settings
@@ -30,6 +31,21 @@ def _fast_impl(module: str, fallback: str, value: str) -> str:
         return fallback
 
 
+#: the most worker processes `workers=0` starts: every worker holds its own models (~350 MB)
+AUTO_MAX_WORKERS = 4
+
+
+def resolve_workers(workers: int) -> int:
+    """0 -> one worker per CPU core this process may use (at most AUTO_MAX_WORKERS): the GIL lets one
+    process use about one core for Python work, so one worker on 2 cores serves about half as much."""
+    if workers < 0:
+        raise DigitlabError(f"workers must be 0 (one per core) or more, got {workers}", code="invalid_workers")
+    if workers > 0:
+        return workers
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(AUTO_MAX_WORKERS, cores))
+
+
 def serve(host: str | None = None, port: int | None = None, workers: int | None = None) -> int:
     """Run the API until interrupted; arguments left as None come from the settings (DIGITLAB_HOST, ...)."""
     import uvicorn
@@ -37,11 +53,9 @@ def serve(host: str | None = None, port: int | None = None, workers: int | None 
     settings = get_settings()
     host = host or settings.host
     port = settings.port if port is None else port
-    workers = settings.workers if workers is None else workers
+    workers = resolve_workers(settings.workers if workers is None else workers)
     if not 0 <= port <= 65535:
         raise DigitlabError(f"port must be 0-65535, got {port}", code="invalid_port")
-    if workers < 1:
-        raise DigitlabError(f"workers must be at least 1, got {workers}", code="invalid_workers")
     print(
         f"digitlab API on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''}); docs at /docs",
         file=sys.stderr,

@@ -52,7 +52,9 @@ class Settings(BaseSettings):
     # --- API -------------------------------------------------------------------------------------
     host: str = "127.0.0.1"
     port: int = 8000
-    workers: int = 1
+    workers: int = Field(
+        0, description="uvicorn worker processes of one API; 0: one per CPU core, at most 4 (each ~350 MB)."
+    )
     max_upload_bytes: int = Field(5_000_000, description="Largest accepted request body, in bytes.")
     max_image_pixels: int = Field(
         25_000_000, description="Largest accepted image (width x height) before decoding: bomb guard."
