@@ -78,8 +78,9 @@ def served_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
 class LiveServer:
     """`python -m digitlab serve` in a subprocess; its log is kept and shown when something fails."""
 
-    def __init__(self, name: str, env: dict[str, str], workdir: Path):
+    def __init__(self, name: str, env: dict[str, str], workdir: Path, workers: int = 1):
         self.name = name
+        self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workdir = workdir
@@ -96,7 +97,7 @@ class LiveServer:
         }
         env.update(self.env)
         cmd = [sys.executable, "-m", "digitlab", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
-        cmd += ["--workers", "1"]  # one process: /metrics and restarts are exact (the default is one per core)
+        cmd += ["--workers", str(self.workers)]  # default 1 here: restarts are simple (serve's default: one per core)
         started = time.perf_counter()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, env=env, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)

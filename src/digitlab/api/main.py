@@ -20,7 +20,14 @@ from digitlab import __version__ as _pkg_version
 from digitlab.api.errors import install_error_handlers
 from digitlab.api.limits import BodyLimitMiddleware
 from digitlab.api.metrics import Metrics, MetricsMiddleware
-from digitlab.api.service import MODEL_REFRESH_SECONDS, AppContext, manifest_key, refresh_models, warm_up
+from digitlab.api.service import (
+    MODEL_REFRESH_SECONDS,
+    AppContext,
+    manifest_key,
+    refresh_gauges,
+    refresh_models,
+    warm_up,
+)
 from digitlab.core.config import Settings
 from digitlab.models.registry import MODEL_SPECS, ModelRegistry
 
@@ -93,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if ctx.store is None
             else (await anyio.to_thread.run_sync(ctx.store.health))["database"]
         )
+        await anyio.to_thread.run_sync(refresh_gauges, ctx)
         ctx.ready_at = time.perf_counter()
         log.info(
             "ready in %.1f s; models: %s; database: %s",
@@ -110,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if ctx.store is not None:
                 await anyio.to_thread.run_sync(ctx.store.close)
                 ctx.store = None
+            metrics.process_exiting()
 
     app = FastAPI(
         title="digitlab",
@@ -156,5 +165,6 @@ async def _refresh_loop(ctx: AppContext) -> None:
         await asyncio.sleep(MODEL_REFRESH_SECONDS)
         try:
             await anyio.to_thread.run_sync(refresh_models, ctx)
+            await anyio.to_thread.run_sync(refresh_gauges, ctx)
         except Exception:  # never let the loop die; the next round tries again
             log.exception("checking for new model files failed")

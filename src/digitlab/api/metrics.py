@@ -1,10 +1,26 @@
-"""Prometheus metrics, one `CollectorRegistry` per app (several apps in one process never clash)."""
+"""Prometheus metrics, one `CollectorRegistry` per app (several apps in one process never clash).
+
+With several worker processes (`digitlab serve --workers N`), `serve` points PROMETHEUS_MULTIPROC_DIR
+at a fresh folder before the workers start: every worker writes its values there, and `exposition()`
+adds them up, so any scrape reports the whole server, whichever worker answers it.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 LATENCY_BUCKETS = (
     0.001,
@@ -78,15 +94,44 @@ class Metrics:
             registry=r,
         )
         self.errors = Counter("digitlab_errors", "Error responses, by error code.", ["code"], registry=r)
+        # several workers: spools add up; the database and a model count as up only where all agree
         self.spool_pending = Gauge(
-            "digitlab_store_spool_pending", "Records waiting in the outage spool.", registry=r
+            "digitlab_store_spool_pending",
+            "Records waiting in the outage spool.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.database_up = Gauge(
-            "digitlab_database_up", "1 when the prediction database is reachable.", registry=r
+            "digitlab_database_up",
+            "1 when the prediction database is reachable.",
+            registry=r,
+            multiprocess_mode="livemin",
         )
         self.model_ready = Gauge(
-            "digitlab_model_ready", "1 when the model is loaded and serving.", ["model"], registry=r
+            "digitlab_model_ready",
+            "1 when the model is loaded and serving.",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livemin",
         )
+
+    def exposition(self) -> tuple[bytes, str]:
+        """(body, content type) of a scrape: this process's registry, or every worker's values."""
+        if os.environ.get(MULTIPROC_ENV):
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    @staticmethod
+    def process_exiting() -> None:
+        """Drop this worker's live gauges from the shared folder (its counters stay: they happened)."""
+        if os.environ.get(MULTIPROC_ENV):
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid())
 
 
 class MetricsMiddleware:

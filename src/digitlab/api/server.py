@@ -3,10 +3,14 @@ models itself) from the environment through `create_app()`."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 
 from digitlab.core.config import get_settings
 from digitlab.errors import DigitlabError
@@ -61,6 +65,31 @@ def serve(host: str | None = None, port: int | None = None, workers: int | None 
         file=sys.stderr,
         flush=True,
     )
+    with _shared_metrics(workers):
+        _run_uvicorn(uvicorn, host, port, workers)
+    logging.getLogger("digitlab.api").info("API stopped")
+    return 0
+
+
+@contextlib.contextmanager
+def _shared_metrics(workers: int) -> Iterator[None]:
+    """Several workers: a fresh folder where each one writes its metrics, so /metrics adds them up.
+    A folder the operator set in PROMETHEUS_MULTIPROC_DIR is used as it is (and kept)."""
+    from digitlab.api.metrics import MULTIPROC_ENV
+
+    if workers < 2 or os.environ.get(MULTIPROC_ENV):
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="digitlab-metrics-")
+    os.environ[MULTIPROC_ENV] = folder  # inherited by the worker processes, read when they import prometheus
+    try:
+        yield
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run_uvicorn(uvicorn, host: str, port: int, workers: int) -> None:
     uvicorn.run(
         APP,
         factory=True,
@@ -74,5 +103,3 @@ def serve(host: str | None = None, port: int | None = None, workers: int | None 
         timeout_graceful_shutdown=10,
         server_header=False,
     )
-    logging.getLogger("digitlab.api").info("API stopped")
-    return 0

@@ -364,6 +364,24 @@ def refresh_models(ctx: AppContext) -> None:
             log.info("model %s %s (version %s)", name, "reloaded" if before else "loaded", after.version)
 
 
+def refresh_gauges(ctx: AppContext) -> None:
+    """This worker's model-readiness, database and spool gauges. Set at every scrape and every
+    MODEL_REFRESH_SECONDS, so that with several workers the combined values are at most that old."""
+    m = ctx.metrics
+    for name, state in ctx.registry.status().items():
+        m.model_ready.labels(name).set(1 if state == "ready" else 0)
+    if ctx.store is None:
+        m.database_up.set(0)
+        return
+    try:
+        state = ctx.store.health()
+    except Exception:  # noqa: BLE001 - a failing health check means "down", never a failing scrape
+        m.database_up.set(0)
+        return
+    m.spool_pending.set(state["spool"])
+    m.database_up.set(1 if state["database"] == "ok" else 0)
+
+
 def sample_drawing(size: int = 280) -> bytes:
     """A drawn '7' as a PNG (dark pen on white, like the UI's canvas): warm-up, tests and the benchmark."""
     from PIL import Image, ImageDraw

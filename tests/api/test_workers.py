@@ -1,0 +1,45 @@
+"""Several worker processes (the default on a multi-core machine) behave as one server."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from .conftest import LiveServer
+
+
+def _total(text: str, metric: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith((metric + "{", metric + " ")) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_two_workers_share_one_metrics_view(served_model_dir, tmp_path, sample_png):
+    """Each request on its own connection lands on either worker; every scrape, whichever worker
+    answers it, counts all of them (per-worker counters made one scrape show about half)."""
+    env = {
+        "DIGITLAB_MODEL_DIR": str(served_model_dir),
+        "DIGITLAB_DATA_DIR": str(tmp_path / "data"),
+        "DATABASE_URL": f"sqlite:///{(tmp_path / 'digitlab.db').as_posix()}",
+    }
+    server = LiveServer("two-workers", env, tmp_path, workers=2).start()
+    try:
+        for _ in range(24):
+            with httpx.Client(base_url=server.url, timeout=30) as client:  # a new connection each time
+                r = client.post("/api/v1/predict", files={"image": ("d.png", sample_png, "image/png")})
+                assert r.status_code == 200 and r.json()["logged"] is True
+        log = server.log_text()
+        pids = set(re.findall(r"Started server process \[(\d+)\]", log))
+        assert len(pids) == 2, log[-2000:]
+        for _ in range(6):
+            with httpx.Client(base_url=server.url, timeout=30) as client:
+                text = client.get("/metrics").text
+            assert _total(text, "digitlab_predictions_total") == 24
+            assert _total(text, "digitlab_http_requests_total", route="/api/v1/predict", status="200") == 24
+            assert _total(text, "digitlab_database_up") == 1
+            assert _total(text, "digitlab_model_ready", model="cnn") == 1
+    finally:
+        server.stop()
