@@ -8,7 +8,7 @@ def _bar(slant: float) -> np.ndarray:
     """A vertical stroke sheared by `slant` pixels per row, as a (1, 784) MNIST-like image."""
     img = np.zeros((28, 28), np.float32)
     for r in range(4, 24):
-        c = int(round(14 + slant * (r - 14)))
+        c = round(14 + slant * (r - 14))
         img[r, c - 1 : c + 2] = 1.0
     return img.reshape(1, 784)
 

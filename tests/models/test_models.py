@@ -89,7 +89,7 @@ def test_evaluate_cli_json(tiny_model_dir, mnist_dir, monkeypatch):
     env = {"DIGITLAB_MODEL_DIR": str(tiny_model_dir), "DIGITLAB_MNIST_DIR": str(mnist_dir), "PATH": "/usr/bin:/bin"}
     out = subprocess.run(
         [sys.executable, "-m", "digitlab", "evaluate", "svm", "extra_trees", "--json"],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env, capture_output=True, text=True, timeout=300, check=False,
     )
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
@@ -104,7 +104,7 @@ def test_evaluate_cli_names_the_bad_file(tiny_model_dir, tmp_path, mnist_dir):
     (tmp_path / "svm.joblib").write_bytes(b"not the trained model")
     env = {"DIGITLAB_MODEL_DIR": str(tmp_path), "DIGITLAB_MNIST_DIR": str(mnist_dir), "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-m", "digitlab", "evaluate", "svm"], env=env, capture_output=True,
-                         text=True, timeout=120)
+                         text=True, timeout=120, check=False)
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "svm.joblib" in lines[0] and "digitlab train svm" in lines[0]

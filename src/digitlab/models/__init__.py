@@ -11,5 +11,11 @@ from digitlab.models.registry import (
 )
 
 __all__ = [
-    "ArtifactError", "CLASSICAL_MODELS", "MODEL_SPECS", "LoadedModel", "ModelRegistry", "ModelSpec", "load_model",
+    "CLASSICAL_MODELS",
+    "MODEL_SPECS",
+    "ArtifactError",
+    "LoadedModel",
+    "ModelRegistry",
+    "ModelSpec",
+    "load_model",
 ]

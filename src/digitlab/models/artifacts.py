@@ -13,7 +13,7 @@ import json
 import os
 import platform
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -67,7 +67,7 @@ def save_artifact(model_dir: Path, name: str, payload: bytes, fmt: str, manifest
         "sha256": sha256_bytes(payload),
         "size_bytes": len(payload),
         "trained_at": manifest.get("trained_at")
-        or datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        or datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
     }
     _atomic_write(Path(model_dir) / artifact, payload)
     _atomic_write(Path(model_dir) / f"{name}.json", json.dumps(full, indent=1).encode())

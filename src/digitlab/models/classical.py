@@ -15,10 +15,10 @@ from digitlab.features import DigitFeatures
 
 # Feature recipe per model. Distance-based models get balanced blocks; trees take them raw.
 FEATURES = {
-    "svm": dict(pixels=False, hog=True),
-    "svm_pca": dict(pixels=True, hog=True, pixel_weight=1.0, hog_weight=0.7),
-    "extra_trees": dict(pixels=True, hog=True),
-    "random_forest": dict(pixels=True, hog=True),
+    "svm": {"pixels": False, "hog": True},
+    "svm_pca": {"pixels": True, "hog": True, "pixel_weight": 1.0, "hog_weight": 0.7},
+    "extra_trees": {"pixels": True, "hog": True},
+    "random_forest": {"pixels": True, "hog": True},
 }
 
 

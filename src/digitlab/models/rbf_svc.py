@@ -67,7 +67,7 @@ class FastRBFSVC(ClassifierMixin, BaseEstimator):
     def _votes(self, ovo: np.ndarray, slope: float) -> np.ndarray:
         return expit(slope * ovo) @ self.vote_matrix_ + self.vote_base_
 
-    def calibrate(self, X, y) -> "FastRBFSVC":
+    def calibrate(self, X, y) -> FastRBFSVC:
         """Fit the vote slope and the temperature on held-out data (never the training data)."""
         ovo = self._ovo(X)
         target = np.searchsorted(self.classes_, y)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -156,7 +157,7 @@ class ModelRegistry:
         self._errors: dict[str, str] = {}
         self._lock = threading.Lock()
 
-    def load_all(self) -> "ModelRegistry":
+    def load_all(self) -> ModelRegistry:
         for name in MODEL_SPECS:
             self.refresh(name)
         return self
