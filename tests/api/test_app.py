@@ -320,3 +320,34 @@ def test_serving_runs_blas_on_one_thread(tmp_path, served_model_dir):
 
     threads = asyncio.run(serve_once())
     assert threads and set(threads) == {1}
+
+
+def test_logging_settles_quietly_when_the_waiter_gave_up(tmp_path, served_model_dir, caplog):
+    """A client that disconnects cancels the route's wait; the commit still happens and nothing is
+    raised in the store's writer thread."""
+    import logging
+    import threading
+
+    from digitlab.api.metrics import Metrics
+    from digitlab.api.service import AppContext, compute_predictions, log_predictions_async
+    from digitlab.models.registry import ModelRegistry
+    from digitlab.store import PredictionStore
+
+    store = PredictionStore(f"sqlite:///{tmp_path / 'x.db'}", tmp_path / "spool").start()
+    release = threading.Event()
+    insert_many = store.repo.insert_many
+    store.repo.insert_many = lambda records: (release.wait(10), insert_many(records))[1]
+    ctx = AppContext(settings=Settings(_env_file=None), registry=ModelRegistry(served_model_dir).load_all(),
+                     metrics=Metrics(), store=store)
+    try:
+        computed = compute_predictions(ctx, draw_digit(7), [ctx.registry.get("cnn")])
+        with caplog.at_level(logging.ERROR):
+            waiter = log_predictions_async(ctx, computed)
+            assert waiter.cancel()  # what asyncio.wrap_future does when the request task is cancelled
+            release.set()
+            assert store.wait_drained(10)
+            store.writer.close()  # the writer has run every callback
+        assert store.count() == 1 and computed.results[0]["logged"] is True
+        assert "exception calling callback" not in caplog.text
+    finally:
+        store.close()

@@ -12,7 +12,7 @@ import io
 import logging
 import time
 import uuid
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -312,16 +312,23 @@ def log_predictions_async(ctx: AppContext, computed: Computed) -> Future:
                 result["uid"] = added.uid
                 result["logged"] = True
         finally:
-            done.set_result(None)
+            _settled(done)
 
     try:
         ctx.store.add_many_async([record for _, record in valid]).add_done_callback(settle)
     except Exception as exc:  # noqa: BLE001 - e.g. the spool could not be written
         log.error("%d prediction(s) not logged: %s: %s", len(valid), type(exc).__name__, exc)
         ctx.metrics.store_failures.inc(len(valid))
-        if not done.done():
-            done.set_result(None)
+        _settled(done)
     return done
+
+
+def _settled(done: Future) -> None:
+    """Mark `done`, unless its waiter already gave up (a client that went away cancels it)."""
+    try:
+        done.set_result(None)
+    except InvalidStateError:
+        pass
 
 
 def run_prediction(
