@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import time
 
 import httpx
 
@@ -17,13 +20,22 @@ def _total(text: str, metric: str, **labels: str) -> float:
     return total
 
 
+def _scrape(server: LiveServer) -> str:
+    with httpx.Client(base_url=server.url, timeout=30) as client:  # a new connection: either worker
+        return client.get("/metrics").text
+
+
 def test_two_workers_share_one_metrics_view(served_model_dir, tmp_path, sample_png):
     """Each request on its own connection lands on either worker; every scrape, whichever worker
-    answers it, counts all of them (per-worker counters made one scrape show about half)."""
+    answers it, counts all of them (per-worker counters made one scrape show about half). A killed
+    worker's counts stay, and its replacement drops the dead one's gauges."""
+    folder = tmp_path / "metrics"
+    folder.mkdir()
     env = {
         "DIGITLAB_MODEL_DIR": str(served_model_dir),
         "DIGITLAB_DATA_DIR": str(tmp_path / "data"),
         "DATABASE_URL": f"sqlite:///{(tmp_path / 'digitlab.db').as_posix()}",
+        "PROMETHEUS_MULTIPROC_DIR": str(folder),  # an operator's folder: used as it is
     }
     server = LiveServer("two-workers", env, tmp_path, workers=2).start()
     try:
@@ -35,11 +47,23 @@ def test_two_workers_share_one_metrics_view(served_model_dir, tmp_path, sample_p
         pids = set(re.findall(r"Started server process \[(\d+)\]", log))
         assert len(pids) == 2, log[-2000:]
         for _ in range(6):
-            with httpx.Client(base_url=server.url, timeout=30) as client:
-                text = client.get("/metrics").text
+            text = _scrape(server)
             assert _total(text, "digitlab_predictions_total") == 24
             assert _total(text, "digitlab_http_requests_total", route="/api/v1/predict", status="200") == 24
             assert _total(text, "digitlab_database_up") == 1
             assert _total(text, "digitlab_model_ready", model="cnn") == 1
+
+        dead = sorted(pids)[0]
+        os.kill(int(dead), signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while len(re.findall(r"Application startup complete", server.log_text())) < 3:
+            assert time.monotonic() < deadline, server.log_tail()
+            time.sleep(0.2)
+        assert not list(folder.glob(f"gauge_live*_{dead}.db"))  # the replacement dropped them
+        assert list(folder.glob(f"counter_{dead}.db"))  # what the dead worker counted stays
+        for _ in range(4):
+            text = _scrape(server)
+            assert _total(text, "digitlab_predictions_total") == 24
+            assert _total(text, "digitlab_database_up") == 1
     finally:
         server.stop()

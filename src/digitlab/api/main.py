@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         started = time.perf_counter()
         limit_blas_threads()
+        metrics.forget_dead_workers()
         ctx.cpu_limiter = anyio.CapacityLimiter(CPU_THREADS)
 
         def load_models() -> None:

@@ -126,6 +126,20 @@ class Metrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
     @staticmethod
+    def forget_dead_workers() -> None:
+        """Drop the live gauges of workers that died without saying so (killed; uvicorn starts a new
+        one): a stale `digitlab_database_up 0` of a dead worker would otherwise hold the minimum at 0."""
+        folder = os.environ.get(MULTIPROC_ENV)
+        if not folder:
+            return
+        from prometheus_client import multiprocess
+
+        for name in os.listdir(folder):
+            pid = name.rsplit("_", 1)[-1].removesuffix(".db")
+            if name.startswith("gauge_live") and pid.isdigit() and not _alive(int(pid)):
+                multiprocess.mark_process_dead(int(pid), folder)
+
+    @staticmethod
     def process_exiting() -> None:
         """Drop this worker's live gauges from the shared folder (its counters stay: they happened)."""
         if os.environ.get(MULTIPROC_ENV):
@@ -167,6 +181,16 @@ class MetricsMiddleware:
             method = method if method in _METHODS else "other"
             self.metrics.requests.labels(method, path, str(status), model).inc()
             self.metrics.request_seconds.labels(method, path, model).observe(time.perf_counter() - started)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process with that number: leave its files alone
+        return True
+    return True
 
 
 def _match(routes, scope):
