@@ -53,7 +53,7 @@ def test_two_workers_share_one_metrics_view(served_model_dir, tmp_path, sample_p
             assert _total(text, "digitlab_database_up") == 1
             assert _total(text, "digitlab_model_ready", model="cnn") == 1
 
-        dead = sorted(pids)[0]
+        dead = min(pids)
         os.kill(int(dead), signal.SIGKILL)
         deadline = time.monotonic() + 60
         while len(re.findall(r"Application startup complete", server.log_text())) < 3:
