@@ -96,12 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             tg.start_soon(_models)
             tg.start_soon(_store)
         status = ctx.registry.status()
-        database = (
-            "unavailable"
-            if ctx.store is None
-            else (await anyio.to_thread.run_sync(ctx.store.health))["database"]
-        )
-        await anyio.to_thread.run_sync(refresh_gauges, ctx)
+        database = await anyio.to_thread.run_sync(refresh_gauges, ctx)
         ctx.ready_at = time.perf_counter()
         log.info(
             "ready in %.1f s; models: %s; database: %s",

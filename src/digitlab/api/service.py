@@ -292,12 +292,11 @@ def log_predictions_async(ctx: AppContext, computed: Computed) -> Future:
     `digitlab_store_write_failures_total`. (The route awaits it on the event loop: no thread waits.)"""
     done: Future = Future()
     pairs = list(zip(computed.results, computed.records, strict=True))
-    valid = [(result, record) for result, record in pairs if record is not None]
-    if ctx.store is None or not valid:
-        ctx.metrics.store_failures.inc(len(pairs) if ctx.store is None else len(pairs) - len(valid))
+    valid = [(result, record) for result, record in pairs if record is not None] if ctx.store else []
+    ctx.metrics.store_failures.inc(len(pairs) - len(valid))  # no store, or a record that was refused
+    if not valid:
         done.set_result(None)
         return done
-    ctx.metrics.store_failures.inc(len(pairs) - len(valid))
 
     def settle(stored: Future) -> None:
         try:
@@ -371,22 +370,24 @@ def refresh_models(ctx: AppContext) -> None:
             log.info("model %s %s (version %s)", name, "reloaded" if before else "loaded", after.version)
 
 
-def refresh_gauges(ctx: AppContext) -> None:
-    """This worker's model-readiness, database and spool gauges. Set at every scrape and every
-    MODEL_REFRESH_SECONDS, so that with several workers the combined values are at most that old."""
+def refresh_gauges(ctx: AppContext) -> str:
+    """This worker's model-readiness, database and spool gauges; returns "ok" | "unavailable" for the
+    database. Set at every scrape and every MODEL_REFRESH_SECONDS, so that with several workers the
+    combined values are at most that old."""
     m = ctx.metrics
     for name, state in ctx.registry.status().items():
         m.model_ready.labels(name).set(1 if state == "ready" else 0)
-    if ctx.store is None:
-        m.database_up.set(0)
-        return
-    try:
-        state = ctx.store.health()
-    except Exception:  # noqa: BLE001 - a failing health check means "down", never a failing scrape
-        m.database_up.set(0)
-        return
-    m.spool_pending.set(state["spool"])
-    m.database_up.set(1 if state["database"] == "ok" else 0)
+    database = "unavailable"
+    if ctx.store is not None:
+        try:
+            state = ctx.store.health()
+        except Exception as exc:  # noqa: BLE001 - a failing health check means "down", never a failing scrape
+            log.warning("database health check failed: %s: %s", type(exc).__name__, exc)
+        else:
+            m.spool_pending.set(state["spool"])
+            database = state["database"]
+    m.database_up.set(1 if database == "ok" else 0)
+    return database
 
 
 def sample_drawing(size: int = 280) -> bytes:

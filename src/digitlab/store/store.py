@@ -165,32 +165,37 @@ class PredictionStore:
         done: Future = Future()
         with self._mode_lock:
             if self._spool_mode:
-                for record in records:
-                    self.spool.append({"op": "add", "record": record.to_json()})
-                done.set_result([AddResult(None, r.uid, "spool") for r in records])
+                done.set_result(self._spool_adds(records))
                 return done
         self.writer.submit(records).add_done_callback(lambda committed: self._settle(records, committed, done))
         return done
 
     def _settle(self, records: list[PredictionRecord], committed: Future, done: Future) -> None:
-        """Runs in the writer thread: the commit's outcome, or the spool when the database failed."""
+        """Runs in the writer thread: hands `_outcome` to the waiter (an error too, e.g. a full disk)."""
         try:
-            try:
-                ids = committed.result()
-            except WriteSkipped:  # the database went away while these waited in the writer's queue
-                with self._mode_lock:
-                    for record in records:
-                        self.spool.append({"op": "add", "record": record.to_json()})
-                done.set_result([AddResult(None, r.uid, "spool") for r in records])
-            except SQLAlchemyError as exc:
-                for record in records:
-                    self._spool_after_error({"op": "add", "record": record.to_json()}, exc)
-                done.set_result([AddResult(None, r.uid, "spool") for r in records])
-            else:
-                done.set_result([AddResult(id, r.uid, "database") for id, r in zip(ids, records, strict=True)])
-        except BaseException as exc:  # noqa: BLE001 - e.g. the spool's disk is full: the waiter must hear it
+            done.set_result(self._outcome(records, committed))
+        except BaseException as exc:  # noqa: BLE001 - the waiter must hear it
             if not done.done():
                 done.set_exception(exc)
+
+    def _outcome(self, records: list[PredictionRecord], committed: Future) -> list[AddResult]:
+        """The commit's ids, or the spool when the database failed."""
+        try:
+            ids = committed.result()
+        except WriteSkipped:  # the database went away while these waited in the writer's queue
+            with self._mode_lock:
+                return self._spool_adds(records)
+        except SQLAlchemyError as exc:
+            for record in records:
+                self._spool_after_error({"op": "add", "record": record.to_json()}, exc)
+            return [AddResult(None, r.uid, "spool") for r in records]
+        return [AddResult(id, r.uid, "database") for id, r in zip(ids, records, strict=True)]
+
+    def _spool_adds(self, records: list[PredictionRecord]) -> list[AddResult]:
+        """Append the records to the spool (the caller holds `_mode_lock`)."""
+        for record in records:
+            self.spool.append({"op": "add", "record": record.to_json()})
+        return [AddResult(None, r.uid, "spool") for r in records]
 
     def set_feedback(self, id: int, true_digit: int | None) -> bool:
         """Record the digit the user meant. False if there is no such id; during an outage the feedback is

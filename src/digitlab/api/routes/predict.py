@@ -6,7 +6,6 @@ import asyncio
 import base64
 import binascii
 import json
-from functools import partial
 from typing import Any
 
 import anyio
@@ -154,20 +153,18 @@ async def predict(request: Request) -> FastJSONResponse:
         )
     models = resolve_models(ctx, options.model)
     request.scope[MODEL_SCOPE_KEY] = "all" if options.model == "all" else models[0].name
-    work = partial(
-        compute_predictions,
-        ctx,
-        data,
-        models,
-        true_digit=options.true_digit,
-        pen_color=options.pen_color,
-        background_color=options.background_color,
-        session_id=options.session_id,
-        source=options.source,
-    )
 
     def compute_and_log() -> tuple:
-        computed = work()
+        computed = compute_predictions(
+            ctx,
+            data,
+            models,
+            true_digit=options.true_digit,
+            pen_color=options.pen_color,
+            background_color=options.background_color,
+            session_id=options.session_id,
+            source=options.source,
+        )
         return computed, log_predictions_async(ctx, computed)
 
     # one hop to a worker thread for the CPU work; the store's commit is awaited here, on the loop
