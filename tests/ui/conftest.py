@@ -110,7 +110,9 @@ def api_server(tiny_model_dir, ui_workdir):
         DATABASE_URL=f"sqlite:///{(ui_workdir / 'ui.db').as_posix()}",
         DIGITLAB_DATA_DIR=str(ui_workdir),
     )
-    server = Server("api", ["serve", "--port", str(port)], env, ui_workdir, "/health", port).start()
+    # one API process: on 2 cores a second worker only competes with Chromium for the CPU
+    # (several workers are covered by tests/api/test_workers.py and the runner tests)
+    server = Server("api", ["serve", "--port", str(port), "--workers", "1"], env, ui_workdir, "/health", port).start()
     yield server
     server.stop()
 

@@ -169,8 +169,9 @@ def median(values: list[float]) -> float:
 
 
 def click_tool(page: Page, prefix: str, name: str) -> None:
-    """Click the page's own Undo / Clear button (not the canvas toolbar's icon buttons)."""
-    wait_idle(page, settle=0.2)
+    """Click the page's own Undo / Clear button (not the canvas toolbar's icon buttons), once the app
+    has been quiet long enough that no late canvas update races the click."""
+    wait_idle(page, settle=0.4)
     button = page.locator(f".st-key-{prefix}_{name.lower()} button").first
     expect(button).to_be_enabled()
     button.click()
