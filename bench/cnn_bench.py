@@ -17,7 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from digitlab.models.cnn import ARTIFACT, BUNDLED_DIR, INPUT_NAME, OUTPUT_NAME, onnx_session
+from digitlab.models.onnx import make_session
+from digitlab.models.registry import BUNDLED_DIR
+
+ARTIFACT, INPUT_NAME, OUTPUT_NAME = "cnn.onnx", "input", "probabilities"
 
 
 def _images(mnist_dir: Path | None, n: int) -> np.ndarray:
@@ -35,7 +38,7 @@ def _images(mnist_dir: Path | None, n: int) -> np.ndarray:
 
 
 def single_sample(model: Path, x: np.ndarray, runs: int) -> np.ndarray:
-    session = onnx_session(model, threads=1)
+    session = make_session(Path(model).read_bytes(), threads=1)
     for i in range(min(200, runs)):  # warm-up
         session.run([OUTPUT_NAME], {INPUT_NAME: x[i : i + 1]})
     times = np.empty(runs)
@@ -48,7 +51,7 @@ def single_sample(model: Path, x: np.ndarray, runs: int) -> np.ndarray:
 
 
 def throughput(model: Path, x: np.ndarray, batch: int, threads: int, repeats: int = 3) -> float:
-    session = onnx_session(model, threads=threads)
+    session = make_session(Path(model).read_bytes(), threads=threads)
     session.run([OUTPUT_NAME], {INPUT_NAME: x[:batch]})
     best = float("inf")
     for _ in range(repeats):

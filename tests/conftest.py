@@ -27,7 +27,7 @@ def mnist_dir() -> Path:
 def tiny_model_dir(tmp_path_factory, mnist_dir) -> Path:
     """Every classical model trained on 2,000 images (seconds): real artefacts, real manifests."""
     from digitlab.models import CLASSICAL_MODELS
-    from digitlab.training import train_models
+    from digitlab.training.classical import train_models
 
     model_dir = tmp_path_factory.mktemp("models")
     train_models(list(CLASSICAL_MODELS), model_dir, limit=2000, jobs=2, mnist_dir=mnist_dir)

@@ -11,24 +11,12 @@ import pytest
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from digitlab import drawn
-from digitlab.drawn import (
-    HEIGHT_RANGE,
-    SCHEMES,
-    SCRIBBLE_KINDS,
-    STYLES,
-    WIDTH_RANGE,
-    drawn_dataset,
-    evaluate_drawn,
-    ink_bbox,
-    render,
-    render_with_meta,
-    save_contact_sheet,
-    scribbles,
-    skeletonize,
-    strokes_from_mnist,
-    style_digit,
-)
+from digitlab.evaluation.drawn import evaluate_drawn, evaluate_drawn_command
+from digitlab.synth import datasets
+from digitlab.synth.datasets import SCRIBBLE_KINDS, drawn_dataset, save_contact_sheet, scribbles
+from digitlab.synth.glyphs import STYLES, style_digit
+from digitlab.synth.render import HEIGHT_RANGE, SCHEMES, WIDTH_RANGE, ink_bbox, render, render_with_meta
+from digitlab.synth.trace import _adjacency, skeletonize, stroke_fidelity, strokes_from_mnist
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +145,7 @@ def test_skeletonize_bar_and_ring():
     r = np.hypot(yy - 30, xx - 30)
     ring = (r > 15) & (r < 22)
     sk = skeletonize(ring)
-    adj = drawn._adjacency(sk)
+    adj = _adjacency(sk)
     assert all(len(nb) == 2 for nb in adj.values())  # a closed loop: no ends, no junctions
     assert np.allclose(np.hypot(*(np.argwhere(sk) - 30).T).mean(), 18.5, atol=1.5)
 
@@ -186,7 +174,7 @@ def test_strokes_from_real_mnist_digits_redraw_to_the_same_digit(test_digits):
         a = ndimage.gaussian_filter(img / 255.0, 0.8)
         b = ndimage.gaussian_filter(_redraw28(strokes, 2.5), 0.8)
         corr.append(np.corrcoef(a.ravel(), b.ravel())[0, 1])
-        assert drawn.stroke_fidelity(strokes, img) > 0.6
+        assert stroke_fidelity(strokes, img) > 0.6
     corr = np.array(corr)
     assert corr.min() > 0.6 and corr.mean() > 0.85, corr.round(2)
 
@@ -366,15 +354,15 @@ def test_evaluate_drawn_command_json(monkeypatch, capsys, test_digits):
             return FakeModel()
 
     monkeypatch.setattr(digitlab.models, "ModelRegistry", FakeRegistry)
-    monkeypatch.setattr(drawn, "_mnist_test_digits", lambda directory=None: test_digits)
-    assert drawn.evaluate_drawn_command([], as_json=True, count=20, seed=0) == 0
+    monkeypatch.setattr(datasets, "_mnist_test_digits", lambda directory=None: test_digits)
+    assert evaluate_drawn_command([], as_json=True, count=20, seed=0) == 0
     report = json.loads(capsys.readouterr().out)
     assert list(report["models"]) == ["ones"] and report["count"] == 20
     from digitlab.errors import DigitlabError
 
     with pytest.raises(DigitlabError, match="digitlab train svm"):
-        drawn.evaluate_drawn_command(["svm"], as_json=True, count=5, seed=0)
+        evaluate_drawn_command(["svm"], as_json=True, count=5, seed=0)
     with pytest.raises(DigitlabError, match="unknown model"):
-        drawn.evaluate_drawn_command(["nope"], as_json=True, count=5, seed=0)
-    assert drawn.evaluate_drawn_command(["ones"], as_json=False, count=8, seed=0) == 0
+        evaluate_drawn_command(["nope"], as_json=True, count=5, seed=0)
+    assert evaluate_drawn_command(["ones"], as_json=False, count=8, seed=0) == 0
     assert "Drawn-digit accuracy" in capsys.readouterr().out

@@ -10,23 +10,17 @@ import time
 import numpy as np
 import pytest
 
-from digitlab import drawn
+from digitlab.detector.features import N_FEATURES, detector_features
+from digitlab.detector.runtime import DEFAULT_T_MODEL_KEY, UncertaintyDetector, load_detector
+from digitlab.evaluation.flags import uncertainty_rates
 from digitlab.models import MODEL_SPECS, ArtifactError
 from digitlab.models.artifacts import sha256_bytes
 from digitlab.models.registry import BUNDLED_DIR
-from digitlab.uncertainty import (
-    DEFAULT_T_MODEL_KEY,
-    N_FEATURES,
-    NEGATIVE_KINDS,
-    UncertaintyDetector,
-    detector_features,
-    load_detector,
-    negative_strokes,
-    pen_variation,
-    render_negatives,
-    render_positives,
-    uncertainty_rates,
-)
+from digitlab.synth.datasets import drawn_dataset, scribbles
+from digitlab.synth.detector_sets import render_negatives, render_positives
+from digitlab.synth.glyphs import style_digit
+from digitlab.synth.negatives import NEGATIVE_KINDS, negative_strokes
+from digitlab.synth.render import pen_variation, render
 
 # seeds no training, validation or evaluation run uses
 FRESH = 424_242
@@ -158,7 +152,7 @@ def test_detector_is_fast(detector, test_digits):
 
 
 def test_flags_scribbles_of_every_kind(detector):
-    pngs, _ = drawn.scribbles(40, seed=FRESH, as_png=True)
+    pngs, _ = scribbles(40, seed=FRESH, as_png=True)
     X = _preprocessed(pngs)
     Xn, _, kinds = render_negatives(60, FRESH)
     p = detector.not_digit_probabilities(np.vstack([X, Xn.astype(np.float32) / 255.0]))
@@ -167,7 +161,7 @@ def test_flags_scribbles_of_every_kind(detector):
 
 
 def test_does_not_flag_clean_drawn_digits(detector, test_digits):
-    pngs, _, _ = drawn.drawn_dataset(60, seed=FRESH, source="mixed", as_png=True, digits=test_digits)
+    pngs, _, _ = drawn_dataset(60, seed=FRESH, source="mixed", as_png=True, digits=test_digits)
     X = _preprocessed(pngs)
     Xs, _, _ = render_positives(40, FRESH, augment=False)  # style templates, rare ones included
     p = detector.not_digit_probabilities(np.vstack([X, Xs.astype(np.float32) / 255.0]))
@@ -200,12 +194,12 @@ def test_every_negative_kind_draws_something(kind):
     for _ in range(5):
         strokes = negative_strokes(kind, rng)
         assert strokes and all(np.isfinite(s).all() and s.shape[1] == 2 for s in strokes)
-        drawn.render(strokes, rng, size=56)
+        render(strokes, rng, size=56)
 
 
 def test_pen_variation_keeps_the_drawing_in_place():
     rng = np.random.default_rng(FRESH)
-    strokes = drawn.style_digit(4, rng)
+    strokes = style_digit(4, rng)
     lo, hi = np.vstack(strokes).min(0), np.vstack(strokes).max(0)
     for kind in ("jitter", "hooks", "coarse", "uneven"):
         varied = np.vstack(pen_variation(strokes, rng, kind))
@@ -213,7 +207,7 @@ def test_pen_variation_keeps_the_drawing_in_place():
 
 
 def test_train_detector_writes_a_loadable_detector(tmp_path, mnist_dir):
-    from digitlab.uncertainty import train_detector
+    from digitlab.training.detector import train_detector
 
     manifest = train_detector(
         tmp_path,
@@ -238,7 +232,7 @@ def test_train_detector_writes_a_loadable_detector(tmp_path, mnist_dir):
 
 
 def test_recalibrate_keeps_the_weights_and_writes_to_the_given_folder(tmp_path, mnist_dir, detector):
-    from digitlab.uncertainty import recalibrate
+    from digitlab.training.detector import recalibrate
 
     bundled_json = (BUNDLED_DIR / "detector.json").read_bytes()
     manifest = recalibrate(

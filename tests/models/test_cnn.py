@@ -14,14 +14,17 @@ import sys
 
 import numpy as np
 import pytest
+from scipy.special import log_softmax
 
-from digitlab.models import cnn
+from digitlab.models.onnx import make_session
+from digitlab.models.registry import BUNDLED_DIR
+from digitlab.training import calibration, cnn, cnn_augment, cnn_net
 
 # Before torch is first imported: OpenMP threads sleep instead of spinning while they wait, which keeps
-# the training tests fast on a busy (CI / shared) CPU. Same as `cnn._import_torch` does for training.
+# the training tests fast on a busy (CI / shared) CPU. Same as `cnn_net.import_torch` does for training.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-BUNDLED = cnn.BUNDLED_DIR
+BUNDLED = BUNDLED_DIR
 MANIFEST_KEYS = {
     "name", "display_name", "version", "artifact", "format", "sha256", "size_bytes", "trained_at",
     "training_seconds", "train_samples", "library_versions", "metrics", "confusion_matrix", "params",
@@ -35,7 +38,7 @@ def manifest() -> dict:
 
 @pytest.fixture(scope="module")
 def session():
-    return cnn.onnx_session(BUNDLED / cnn.ARTIFACT, threads=1)
+    return make_session((BUNDLED / "cnn.onnx").read_bytes())
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +77,7 @@ def test_bundled_onnx_contract(session):
 
 def test_bundled_accuracy_on_first_2000_test_images(session, test_images):
     images, labels = test_images
-    proba = cnn.onnx_predict_proba(session, images)
+    proba = session.run(["probabilities"], {"input": images.reshape(-1, 784).astype(np.float32) / 255})[0]
     assert proba.shape == (2000, 10) and proba.dtype == np.float32
     assert (proba.argmax(axis=1) == labels).mean() >= 0.99
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
@@ -108,25 +111,25 @@ def test_bundled_model_loads_through_the_registry(tmp_path, test_images):
 
 
 def test_importing_the_module_does_not_need_torch():
-    code = "import sys, digitlab.models.cnn; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, digitlab.training.cnn; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_arch_strings_build_the_layers_they_name():
     torch = pytest.importorskip("torch")
-    net = cnn.build_network("c8k5,p,c16,p,c32")
+    net = cnn_net.build_network("c8k5,p,c16,p,c32")
     convs = [m for m in net if isinstance(m, torch.nn.Conv2d)]
     assert [(c.out_channels, c.kernel_size) for c in convs] == [(8, (5, 5)), (16, (3, 3)), (32, (3, 3))]
     assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
-    assert cnn.architecture_summary("c8k5,p,c16").startswith("conv5x5(8)-BN-ReLU, maxpool2, conv3x3(16)")
+    assert cnn_net.architecture_summary("c8k5,p,c16").startswith("conv5x5(8)-BN-ReLU, maxpool2, conv3x3(16)")
     for bad in ("c8,x", "p,p", "ck3", "c8k"):
         with pytest.raises(ValueError):
-            cnn.build_network(bad)
+            cnn_net.build_network(bad)
 
 
 def test_weight_average_follows_the_live_weights_with_a_ramped_decay():
     torch = pytest.importorskip("torch")
-    net = cnn.build_network("c4,p,c8")
+    net = cnn_net.build_network("c4,p,c8")
     average = cnn._WeightAverage(net, decay=0.99)
     live_w = net[0].weight
     before = average.net[0].weight.detach().clone()
@@ -143,10 +146,10 @@ def test_weight_average_follows_the_live_weights_with_a_ramped_decay():
 def test_fit_temperature_recovers_a_known_temperature():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(4000, 10)) * 4
-    p = np.exp(cnn._log_softmax(logits / 2.5))
+    p = np.exp(log_softmax(logits / 2.5, axis=1))
     labels = np.array([rng.choice(10, p=row) for row in p])
-    assert cnn.fit_temperature(logits, labels) == pytest.approx(2.5, rel=0.1)
-    assert cnn.nll(logits, labels, cnn.fit_temperature(logits, labels)) <= cnn.nll(logits, labels, 1.0)
+    assert calibration.fit_temperature(logits, labels) == pytest.approx(2.5, rel=0.1)
+    assert calibration.nll(logits, labels, calibration.fit_temperature(logits, labels)) <= calibration.nll(logits, labels, 1.0)
 
 
 # --- training (torch only) -------------------------------------------------------------------------
@@ -156,8 +159,8 @@ def test_augment_batch_is_seeded_and_keeps_range():
     torch = pytest.importorskip("torch")
     x = torch.zeros(32, 1, 28, 28)
     x[:, :, 6:22, 12:16] = 1.0  # a bar
-    a = cnn.augment_batch(x, torch.Generator().manual_seed(3))
-    b = cnn.augment_batch(x, torch.Generator().manual_seed(3))
+    a = cnn_augment.augment_batch(x, torch.Generator().manual_seed(3))
+    b = cnn_augment.augment_batch(x, torch.Generator().manual_seed(3))
     assert a.shape == x.shape
     assert torch.equal(a, b)
     assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
@@ -199,7 +202,7 @@ def test_tiny_training_run_exports_a_valid_onnx(tmp_path, mnist_dir):
     assert manifest["metrics"]["mnist_test_samples"] == 500
     assert np.asarray(manifest["confusion_matrix"]).sum() == 500
     onnx.checker.check_model(onnx.load_from_string(payload))
-    session = cnn.onnx_session(payload)
+    session = make_session(payload)
     proba = session.run(["probabilities"], {"input": np.random.default_rng(0).random((3, 784), np.float32)})[
         0
     ]

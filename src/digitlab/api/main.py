@@ -70,7 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ctx.manifest_keys[name] = manifest_key(name, settings.model_dir)
             ctx.registry.load_all()
             try:
-                from digitlab.uncertainty import load_detector
+                from digitlab.detector.runtime import load_detector
 
                 ctx.detector = load_detector(settings.model_dir)
             except Exception as exc:  # noqa: BLE001 - serve without it; `uncertain` falls back to confidence

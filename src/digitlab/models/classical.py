@@ -1,7 +1,7 @@
 """The four classical models of the original app, as small scikit-learn pipelines.
 
 Each pipeline is `DigitFeatures` (stateless: deskew, gradient histograms) followed by a fitted
-estimator. Training computes the features once and fits only the last step (see `training.py`).
+estimator. Training computes the features once and fits only the last step (see `training/classical.py`).
 """
 
 from __future__ import annotations

@@ -34,11 +34,13 @@ def mnist_samples(mnist_dir: Path) -> None:
 
 
 def pipeline() -> None:
-    from digitlab import drawn, preprocess
+    from digitlab import preprocess
+    from digitlab.synth.glyphs import style_digit
+    from digitlab.synth.render import ink_bbox, render_with_meta
 
     rng = np.random.default_rng(7)
-    strokes = drawn.style_digit(3, rng, style="3-round")
-    rgba, meta = drawn.render_with_meta(strokes, rng, width=18, height_frac=0.62, rotation=-6,
+    strokes = style_digit(3, rng, style="3-round")
+    rgba, meta = render_with_meta(strokes, rng, width=18, height_frac=0.62, rotation=-6,
                                         scheme="black-on-white")  # fmt: skip
     from scipy import ndimage
 
@@ -49,7 +51,7 @@ def pipeline() -> None:
 
     shown = Image.fromarray(rgba, "RGBA").convert("RGB").resize((166, 166), Image.Resampling.LANCZOS)
     ImageOps.expand(shown, border=1, fill=(200, 204, 225)).save(HERE / "pipeline_drawing.png", optimize=True)
-    box = drawn.ink_bbox(rgba)
+    box = ink_bbox(rgba)
     x0, y0, x1, y1 = box
     crop = Image.fromarray(rgba, "RGBA").convert("L").crop((int(x0), int(y0), int(x1), int(y1)))
     crop = Image.fromarray(255 - np.asarray(crop), "L")

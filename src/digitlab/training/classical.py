@@ -1,4 +1,4 @@
-"""`digitlab train` and `digitlab evaluate`: build the models from MNIST, and score saved ones.
+"""Training the four classical models on MNIST (`digitlab train`).
 
 Features are stateless, so they are computed once per recipe and shared by every model that uses
 them; the models then train in parallel worker processes (forked, so the arrays are not copied).
@@ -16,12 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from digitlab.core.config import get_settings
-from digitlab.errors import DigitlabError
 from digitlab.features import deskew, gradient_histograms
 from digitlab.models import classical
 from digitlab.models.artifacts import accuracy_and_confusion, dump_joblib, library_versions, save_artifact
-from digitlab.models.registry import CLASSICAL_MODELS, MODEL_SPECS, load_model
+from digitlab.models.registry import MODEL_SPECS
 
 CALIBRATION_SIZE = 5000  # held out of the training set to fit the SVMs' probability temperature
 TREES = {"extra_trees", "random_forest"}
@@ -30,7 +28,7 @@ SLOWEST_FIRST = ["svm", "random_forest", "svm_pca", "extra_trees"]
 _SHARED: dict = {}  # arrays inherited by forked workers
 
 
-def _log(message: str) -> None:
+def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
@@ -119,7 +117,7 @@ def train_models(
         started = time.perf_counter()
         recipes = {_recipe_key(name): classical.features(name) for name in names}
         _SHARED.update(fit={}, cal={}, test={}, y_fit=y[fit], y_cal=y[cal], y_test=y_test.astype(int))
-        _log(f"features for {len(X)} + {len(X_test)} images (deskew, gradient histograms)")
+        log(f"features for {len(X)} + {len(X_test)} images (deskew, gradient histograms)")
         straight, straight_test = deskew(X), deskew(X_test)
         histograms, histograms_test = gradient_histograms(straight), gradient_histograms(straight_test)
         for key, transformer in recipes.items():
@@ -131,7 +129,7 @@ def train_models(
         manifests = []
         workers = min(jobs, len(queue))
         tree_jobs = max(1, jobs // workers)
-        _log(f"training {', '.join(queue)} in {workers} process(es) on {len(fit) + n_cal} images")
+        log(f"training {', '.join(queue)} in {workers} process(es) on {len(fit) + n_cal} images")
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
             futures = {pool.submit(_fit_one, name, seed, tree_jobs): name for name in queue}
@@ -140,7 +138,7 @@ def train_models(
                 manifest = save_artifact(model_dir, name, payload, "joblib", manifest)
                 (model_dir / f"{name}.training").unlink(missing_ok=True)
                 manifests.append(manifest)
-                _log(
+                log(
                     f"{name}: test accuracy {manifest['metrics']['mnist_test_accuracy']:.2%}, "
                     f"{manifest['training_seconds']:.0f} s, {manifest['size_bytes'] / 1e6:.1f} MB "
                     f"({len(manifests)}/{len(queue)} done)"
@@ -152,113 +150,3 @@ def train_models(
             marker.unlink(missing_ok=True)
 
 
-def train_command(
-    names: list[str], *, limit: int | None = None, jobs: int | None = None, calibrate_only: bool = False
-) -> int:
-    """`digitlab train [MODEL ...]`: classical models by default; `cnn` and `detector` on request.
-
-    The detector goes last: its thresholds are calibrated against the models just trained.
-    """
-    settings = get_settings()
-    requested = list(names) or list(CLASSICAL_MODELS)
-    unknown = [n for n in requested if n not in MODEL_SPECS and n != "detector"]
-    if unknown:
-        raise DigitlabError(
-            f"unknown model(s) {', '.join(unknown)}: choose from {', '.join([*MODEL_SPECS, 'detector'])}."
-        )
-    started = time.perf_counter()
-    if "cnn" in requested:
-        train_cnn_with_drawings(settings, limit=limit, jobs=jobs)
-    classical_names = [n for n in requested if n in CLASSICAL_MODELS]
-    if classical_names:
-        train_models(classical_names, settings.model_dir, limit=limit, jobs=jobs, mnist_dir=settings.mnist_dir)
-    if "detector" in requested:
-        from digitlab.uncertainty import train_detector_command
-
-        train_detector_command(jobs=jobs, calibrate_only=calibrate_only)
-    _log(f"done in {time.perf_counter() - started:.0f} s; artefacts in {settings.model_dir}")
-    return 0
-
-
-#: Re-drawn MNIST training digits (canvas-like pens and rare styles, see `augment.py`) added to the
-#: CNN's training set so it reads canvas drawings as well as scans.
-CNN_DRAWN_SAMPLES = 8_000
-
-
-def train_cnn_with_drawings(settings, *, limit: int | None = None, jobs: int | None = None) -> dict:
-    """Train the CNN (needs the `cnn` extra: torch) on MNIST plus re-drawn training digits."""
-    try:
-        from digitlab.models.cnn import train_cnn
-    except ImportError as exc:  # pragma: no cover - depends on the installed extras
-        raise DigitlabError(f"training the CNN needs PyTorch ({exc}): pip install -e '.[cnn]'.") from None
-    from digitlab.augment import drawn_training_set
-
-    count = CNN_DRAWN_SAMPLES if limit is None else min(CNN_DRAWN_SAMPLES, max(limit // 3, 100))
-    marker = Path(settings.model_dir) / "cnn.training"  # the API and UI show "training" meanwhile
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.touch()
-    try:
-        _log(f"cnn: rendering {count} training digits as canvas drawings")
-        extra = drawn_training_set(
-            count, seed=0, mnist_dir=settings.mnist_dir, jobs=jobs, cache_dir=settings.data_dir / "cache"
-        )
-        return train_cnn(settings.model_dir, limit=limit, mnist_dir=settings.mnist_dir, extra_data=extra)
-    finally:
-        marker.unlink(missing_ok=True)
-
-
-def evaluate_models(names: list[str], model_dir: Path, *, mnist_dir: Path | None = None) -> list[dict]:
-    """Load each saved model (hash-checked) and score it on the official 10k test set."""
-    from digitlab.data import load_mnist
-
-    X_test, y_test = load_mnist("test", directory=mnist_dir)
-    X_test = X_test.reshape(len(X_test), 784).astype(np.float32) / 255.0
-    rows = []
-    for name in names:
-        model = load_model(name, model_dir)
-        started = time.perf_counter()
-        proba = model.predict_proba(X_test)
-        seconds = time.perf_counter() - started
-        accuracy, confusion = accuracy_and_confusion(y_test, proba.argmax(axis=1))
-        rows.append(
-            {
-                "model": name,
-                "version": model.version,
-                "mnist_test_accuracy": round(accuracy, 5),
-                "errors": int(len(y_test) - round(accuracy * len(y_test))),
-                "ms_per_image_batch": round(1000 * seconds / len(y_test), 4),
-                "confusion_matrix": confusion,
-            }
-        )
-    return rows
-
-
-def evaluate_command(names: list[str], *, as_json: bool = False) -> int:
-    settings = get_settings()
-    if not names:
-        names = [n for n in MODEL_SPECS if _available(n, settings.model_dir)]
-        if not names:
-            raise DigitlabError(f"no trained models in {settings.model_dir}: run `digitlab train` first.")
-    rows = evaluate_models(names, settings.model_dir, mnist_dir=settings.mnist_dir)
-    if as_json:
-        print(json.dumps({row["model"]: {k: v for k, v in row.items() if k != "model"} for row in rows}, indent=1))
-        return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="MNIST test set (10,000 images)")
-    for column in ("model", "version", "accuracy", "errors", "ms / image (batch)"):
-        table.add_column(column, justify="left" if column == "model" else "right")
-    for row in rows:
-        table.add_row(
-            row["model"], row["version"], f"{row['mnist_test_accuracy']:.2%}", str(row["errors"]),
-            f"{row['ms_per_image_batch']:.3f}",
-        )
-    Console().print(table)
-    return 0
-
-
-def _available(name: str, model_dir: Path) -> bool:
-    from digitlab.models.registry import model_dirs_for
-
-    return any((d / f"{name}.json").exists() for d in model_dirs_for(name, model_dir))

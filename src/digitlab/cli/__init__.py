@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _train(args: argparse.Namespace) -> int:
-    from digitlab.training import train_command
+    from digitlab.cli.train import train_command
 
-    return train_command(args.models, limit=args.limit, jobs=args.jobs, calibrate_only=args.calibrate_only)
+    return train_command(
+        args.models, limit=args.limit, jobs=args.jobs, calibrate_only=args.calibrate_only, detector_out=args.out
+    )
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     if args.drawn:
-        from digitlab.drawn import evaluate_drawn_command
+        from digitlab.evaluation.drawn import evaluate_drawn_command
 
         return evaluate_drawn_command(args.models, as_json=args.json, count=args.count, seed=args.seed)
-    from digitlab.training import evaluate_command
+    from digitlab.cli.evaluate import evaluate_command
 
     return evaluate_command(args.models, as_json=args.json)
 
@@ -35,7 +38,7 @@ def _ui(args: argparse.Namespace) -> int:
 
 
 def _db(args: argparse.Namespace) -> int:
-    from digitlab.store.cli import db_command
+    from digitlab.cli.db import db_command
 
     return db_command(args)
 
@@ -60,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--calibrate-only", action="store_true",
         help="with 'detector': new uncertainty thresholds for the current models, same weights",
+    )
+    p.add_argument(
+        "--out", type=Path, default=None,
+        help="with 'detector': write it here (default: DIGITLAB_MODEL_DIR; the bundled one: src/digitlab/models/bundled)",
     )
     p.set_defaults(func=_train)
 

@@ -2,7 +2,7 @@
 
 MNIST scans differ from canvas drawings (pen width, size, slant, colour, styles such as a crossed 7
 that MNIST rarely has). Re-drawing MNIST *training* digits with a random pen (and the parametric
-rare styles of `digitlab.drawn`) and passing them through `preprocess.to_mnist` gives training
+rare styles of `digitlab.synth.glyphs`) and passing them through `preprocess.to_mnist` gives training
 samples from the distribution the models meet in production. Never uses the MNIST test set.
 """
 
@@ -22,9 +22,9 @@ CHUNK = 500
 
 def _render_chunk(args: tuple[int, int, int, Path | None]) -> tuple[np.ndarray, np.ndarray]:
     from digitlab.data import load_mnist
-    from digitlab.drawn import drawn_dataset
     from digitlab.errors import DigitlabError
     from digitlab.preprocess import to_mnist
+    from digitlab.synth.datasets import drawn_dataset
 
     count, seed, chunk, mnist_dir = args
     digits = load_mnist("train", directory=mnist_dir)

@@ -1,0 +1,42 @@
+"""`digitlab evaluate [MODEL ...] [--json]`: the MNIST test table (or JSON) of the saved models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from digitlab.core.config import get_settings
+from digitlab.errors import DigitlabError
+from digitlab.evaluation.mnist import evaluate_models
+from digitlab.models.registry import MODEL_SPECS
+
+
+def evaluate_command(names: list[str], *, as_json: bool = False) -> int:
+    settings = get_settings()
+    if not names:
+        names = [n for n in MODEL_SPECS if _available(n, settings.model_dir)]
+        if not names:
+            raise DigitlabError(f"no trained models in {settings.model_dir}: run `digitlab train` first.")
+    rows = evaluate_models(names, settings.model_dir, mnist_dir=settings.mnist_dir)
+    if as_json:
+        print(json.dumps({row["model"]: {k: v for k, v in row.items() if k != "model"} for row in rows}, indent=1))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="MNIST test set (10,000 images)")
+    for column in ("model", "version", "accuracy", "errors", "ms / image (batch)"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for row in rows:
+        table.add_row(
+            row["model"], row["version"], f"{row['mnist_test_accuracy']:.2%}", str(row["errors"]),
+            f"{row['ms_per_image_batch']:.3f}",
+        )
+    Console().print(table)
+    return 0
+
+
+def _available(name: str, model_dir: Path) -> bool:
+    from digitlab.models.registry import model_dirs_for
+
+    return any((d / f"{name}.json").exists() for d in model_dirs_for(name, model_dir))

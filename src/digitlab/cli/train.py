@@ -1,0 +1,46 @@
+"""`digitlab train [MODEL ...]`: which trainings to run, in which order, and the closing line."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from digitlab.core.config import get_settings
+from digitlab.errors import DigitlabError
+from digitlab.models.registry import CLASSICAL_MODELS, MODEL_SPECS
+from digitlab.training.classical import train_models
+from digitlab.training.cnn import train_cnn_with_drawings
+from digitlab.training.progress import log
+
+
+def train_command(
+    names: list[str],
+    *,
+    limit: int | None = None,
+    jobs: int | None = None,
+    calibrate_only: bool = False,
+    detector_out: Path | None = None,
+) -> int:
+    """`digitlab train [MODEL ...]`: classical models by default; `cnn` and `detector` on request.
+
+    The detector goes last: its thresholds are calibrated against the models just trained.
+    """
+    settings = get_settings()
+    requested = list(names) or list(CLASSICAL_MODELS)
+    unknown = [n for n in requested if n not in MODEL_SPECS and n != "detector"]
+    if unknown:
+        raise DigitlabError(
+            f"unknown model(s) {', '.join(unknown)}: choose from {', '.join([*MODEL_SPECS, 'detector'])}."
+        )
+    started = time.perf_counter()
+    if "cnn" in requested:
+        train_cnn_with_drawings(settings, limit=limit, jobs=jobs)
+    classical_names = [n for n in requested if n in CLASSICAL_MODELS]
+    if classical_names:
+        train_models(classical_names, settings.model_dir, limit=limit, jobs=jobs, mnist_dir=settings.mnist_dir)
+    if "detector" in requested:
+        from digitlab.training.detector import train_detector_command
+
+        train_detector_command(out_dir=detector_out, jobs=jobs, calibrate_only=calibrate_only)
+    log(f"done in {time.perf_counter() - started:.0f} s; artefacts in {settings.model_dir}")
+    return 0

@@ -1,0 +1,163 @@
+"""The runtime detector: a small ReLU MLP in plain numpy, its weights read from a checksummed `.npz`.
+
+    uncertain = p_not_digit > t_detector  or  max_proba < t_model[model_name]
+
+See docs/uncertainty.md for how the thresholds are chosen.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy.special import softmax
+
+from digitlab.detector.features import N_FEATURES, detector_features
+
+DETECTOR_NAME = "detector"
+NOT_DIGIT = 10  #: class index of "not a digit" in the training labels (0-9 are digits)
+
+
+
+#: a prediction is flagged when the detector's p(not a digit) exceeds t_detector, or the model's top
+#: probability is below t_model[name] ("default" for a model the manifest does not know)
+DEFAULT_T_MODEL_KEY = "default"
+
+
+@dataclass
+class UncertaintyDetector:
+    """The not-a-digit detector and the per-model thresholds of the "uncertain" rule.
+
+    Features are standardised with `mean` / `scale` and clipped to +-CLIP; `weights` are the
+    [(W, b), ...] of a ReLU MLP whose last softmax column `not_digit_index` is p(not a digit).
+    """
+
+    manifest: dict
+    mean: np.ndarray = field(repr=False)
+    scale: np.ndarray = field(repr=False)
+    weights: list[tuple[np.ndarray, np.ndarray]] = field(repr=False)
+    not_digit_index: int = NOT_DIGIT
+
+    @property
+    def t_detector(self) -> float:
+        return float(self.manifest["thresholds"]["t_detector"])
+
+    @property
+    def t_model(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.manifest["thresholds"]["t_model"].items()}
+
+    def threshold(self, model_name: str) -> float:
+        """The top-probability threshold for `model_name` (the manifest's default for unknown names)."""
+        t = self.manifest["thresholds"]["t_model"]
+        return float(t.get(model_name, t[DEFAULT_T_MODEL_KEY]))
+
+    def not_digit_probabilities(self, X: np.ndarray) -> np.ndarray:
+        """p(not a digit) for a batch: (n, 784) or (n, 28, 28) preprocessed images -> (n,) float64."""
+        h = standardise(detector_features(X), self.mean, self.scale)
+        for W, b in self.weights[:-1]:
+            h = np.maximum(h @ W + b, 0.0)
+        W, b = self.weights[-1]
+        return softmax((h @ W + b).astype(np.float64), axis=1)[:, self.not_digit_index]
+
+    def not_digit_probability(self, image28: np.ndarray) -> float:
+        """p(not a digit) of one preprocessed image ((28, 28) or (784,), float32 in [0, 1])."""
+        return float(self.not_digit_probabilities(np.asarray(image28).reshape(1, 784))[0])
+
+    def is_uncertain(
+        self, model_name: str, image28: np.ndarray, proba: np.ndarray, *, p_not_digit: float | None = None
+    ) -> bool:
+        """The rule: p_not_digit > t_detector or max(proba) < t_model[model_name].
+
+        `proba` is the model's 10 probabilities for `image28`. When several models answer for the
+        same image (model=all), compute `p_not_digit = not_digit_probability(image28)` once and pass it.
+        """
+        if p_not_digit is None:
+            p_not_digit = self.not_digit_probability(image28)
+        return bool(p_not_digit > self.t_detector or float(np.max(proba)) < self.threshold(model_name))
+
+    def flags(
+        self, model_name: str, X: np.ndarray, proba: np.ndarray, *, p_not_digit: np.ndarray | None = None
+    ) -> np.ndarray:
+        """`is_uncertain` for a batch: (n,) bool."""
+        if p_not_digit is None:
+            p_not_digit = self.not_digit_probabilities(X)
+        proba = np.asarray(proba, dtype=np.float64)
+        proba = proba.reshape(len(p_not_digit), -1) if proba.size else proba.reshape(0, 10)
+        return (np.asarray(p_not_digit) > self.t_detector) | (proba.max(axis=1) < self.threshold(model_name))
+
+
+CLIP = 8.0  #: standardised features are clipped to +-CLIP (an odd drawing cannot blow up the MLP)
+
+
+def standardise(F: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    return np.clip((F - mean) / scale, -CLIP, CLIP, dtype=np.float32)
+
+
+def pack(mean: np.ndarray, scale: np.ndarray, weights: list[tuple[np.ndarray, np.ndarray]]) -> bytes:
+    """Weights as float16, standardisation as float32, in a compressed .npz (no pickle)."""
+    arrays = {"mean": mean.astype(np.float32), "scale": scale.astype(np.float32)}
+    for i, (W, b) in enumerate(weights):
+        arrays[f"W{i}"] = W.astype(np.float16)
+        arrays[f"b{i}"] = b.astype(np.float32)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def unpack(payload: bytes) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    with np.load(io.BytesIO(payload), allow_pickle=False) as z:
+        n = sum(1 for k in z.files if k.startswith("W"))
+        weights = [(z[f"W{i}"].astype(np.float32), z[f"b{i}"].astype(np.float32)) for i in range(n)]
+        return z["mean"].astype(np.float32), z["scale"].astype(np.float32), weights
+
+
+def _bundled_dir() -> Path:
+    from digitlab.models.registry import BUNDLED_DIR
+
+    return BUNDLED_DIR
+
+
+def load_detector(model_dir: Path | None = None) -> UncertaintyDetector:
+    """Load the detector after checking its SHA-256 against `detector.json` (`ArtifactError` if not).
+
+    A `detector.json` in `model_dir` (e.g. one rebuilt with `digitlab train detector`) wins over
+    the one bundled with the package. A broken or tampered file is an error, never silently skipped.
+    """
+    from digitlab.models.artifacts import read_verified
+
+    directory = detector_dir(model_dir)
+    manifest, payload = read_verified(directory, DETECTOR_NAME)
+    return from_payload(directory, manifest, payload)
+
+
+def detector_dir(model_dir: Path | None) -> Path:
+    if model_dir is not None and (Path(model_dir) / f"{DETECTOR_NAME}.json").exists():
+        return Path(model_dir)
+    return _bundled_dir()
+
+
+def from_payload(directory: Path, manifest: dict, payload: bytes) -> UncertaintyDetector:
+    """The detector from verified bytes; `ArtifactError` if they are not a detector of these features."""
+    from digitlab.models.artifacts import ArtifactError
+
+    if manifest.get("format") != "npz" or "thresholds" not in manifest:
+        raise ArtifactError(
+            f"{directory / (DETECTOR_NAME + '.json')} is not a detector manifest: "
+            "run `digitlab train detector`."
+        )
+    try:
+        mean, scale, weights = unpack(payload)
+    except Exception as exc:  # noqa: BLE001 -- a verified but unreadable file: say which and how to fix it
+        raise ArtifactError(
+            f"{directory / manifest['artifact']} could not be read ({type(exc).__name__}): "
+            "run `digitlab train detector` to rebuild it."
+        ) from None
+    if not weights or weights[0][0].shape[0] != N_FEATURES or mean.shape != (N_FEATURES,):
+        raise ArtifactError(
+            f"{directory / manifest['artifact']} was built for other features: run `digitlab train detector`."
+        )
+    return UncertaintyDetector(
+        manifest, mean, scale, weights, int(manifest.get("not_digit_index", NOT_DIGIT))
+    )

@@ -1,0 +1,1 @@
+"""Scoring saved models: on MNIST test, on re-drawn digits, and the uncertain flag's rates."""

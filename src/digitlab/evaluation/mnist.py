@@ -1,0 +1,37 @@
+"""Scoring saved models on the official MNIST test set (artefacts are hash-checked when loaded)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from digitlab.models.artifacts import accuracy_and_confusion
+from digitlab.models.registry import load_model
+
+
+def evaluate_models(names: list[str], model_dir: Path, *, mnist_dir: Path | None = None) -> list[dict]:
+    """Load each saved model (hash-checked) and score it on the official 10k test set."""
+    from digitlab.data import load_mnist
+
+    X_test, y_test = load_mnist("test", directory=mnist_dir)
+    X_test = X_test.reshape(len(X_test), 784).astype(np.float32) / 255.0
+    rows = []
+    for name in names:
+        model = load_model(name, model_dir)
+        started = time.perf_counter()
+        proba = model.predict_proba(X_test)
+        seconds = time.perf_counter() - started
+        accuracy, confusion = accuracy_and_confusion(y_test, proba.argmax(axis=1))
+        rows.append(
+            {
+                "model": name,
+                "version": model.version,
+                "mnist_test_accuracy": round(accuracy, 5),
+                "errors": int(len(y_test) - round(accuracy * len(y_test))),
+                "ms_per_image_batch": round(1000 * seconds / len(y_test), 4),
+                "confusion_matrix": confusion,
+            }
+        )
+    return rows
