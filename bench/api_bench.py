@@ -287,7 +287,7 @@ def run(args, startup: float | None, pid: int | None = None) -> int:
         tp_names = {default}
     else:
         tp_names = set(args.throughput_models.split(","))
-    from digitlab.api.service import sample_drawing
+    from digitlab.api.upkeep import sample_drawing
 
     png = sample_drawing()  # a drawn 7, dark pen on white, like a canvas export
     print(

@@ -31,7 +31,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from digitlab.api.service import sample_drawing
+from digitlab.api.upkeep import sample_drawing
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

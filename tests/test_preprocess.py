@@ -392,7 +392,6 @@ def test_photo_with_uneven_light():
     [
         ("PNG", {}, 1e-6, 1e-6),
         ("BMP", {}, 1e-6, 1e-6),
-        ("GIF", {}, 1e-6, 1e-6),
         ("WEBP", {"lossless": True}, 1e-6, 1e-6),
         ("JPEG", {"quality": 90}, 0.015, 0.35),
         ("WEBP", {"quality": 85}, 0.015, 0.35),

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from digitlab import runner
-from digitlab.api.service import sample_drawing
+from digitlab.api.upkeep import sample_drawing
 
 READY_LINE = "Ctrl-C stops both."
 START_TIMEOUT = 180.0  # generous: CI shares two cores with the rest of the suite

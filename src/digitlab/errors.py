@@ -10,3 +10,15 @@ class DigitlabError(Exception):
         super().__init__(message)
         if code:
             self.code = code
+
+
+class UnknownModelError(DigitlabError):
+    """A model name digitlab does not know."""
+
+    code = "unknown_model"
+
+
+class ModelNotReadyError(DigitlabError):
+    """A known model that cannot answer now: not trained, still training, or its artefact is broken."""
+
+    code = "model_not_ready"

@@ -63,16 +63,6 @@ def _deskew_one(x: np.ndarray) -> np.ndarray:
     return np.clip(out, 0.0, 1.0).reshape(1, 784)
 
 
-class Deskew(TransformerMixin, BaseEstimator):
-    """Pipeline step for `deskew`; stateless."""
-
-    def fit(self, X, y=None):
-        return self
-
-    def transform(self, X):
-        return deskew(X)
-
-
 def gradient_histograms(images: np.ndarray, cell: int = 4, bins: int = 8) -> np.ndarray:
     """Histograms of gradient orientation per `cell`x`cell` block (a small HOG), square-rooted.
 

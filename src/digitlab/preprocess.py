@@ -20,6 +20,9 @@ Pipeline (see docs/preprocessing.md for the reasoning and the measured numbers):
    width with a signed distance field (dilate thin pens, erode thick ones).
 5. Area-average it into the 28x28 field so that the longer side is 20 px and the centre of mass lands
    exactly on (14, 14) (sub-pixel placement, no extra blur).
+
+Kept as one piece (a little over 500 lines): the five steps share their intermediate arrays and the
+tuning constants below, measured together. Decoding bytes lives in `digitlab.decode`.
 """
 
 from __future__ import annotations
@@ -29,10 +32,20 @@ import math
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageColor, ImageOps
+from PIL import Image, ImageColor
 from scipy import ndimage as ndi
 
-from digitlab.errors import DigitlabError
+from digitlab.decode import (
+    SUPPORTED_FORMATS,
+    EmptyImageError,
+    ImageTooLargeError,
+    UnreadableImageError,
+    UnsupportedImageError,
+    decode_image,
+    open_image,
+    pil_to_rgba,
+    sniff_format,
+)
 
 __all__ = [
     "SUPPORTED_FORMATS",
@@ -41,6 +54,7 @@ __all__ = [
     "UnreadableImageError",
     "UnsupportedImageError",
     "decode_image",
+    "sniff_format",
     "to_mnist",
     "to_png",
 ]
@@ -50,43 +64,9 @@ __all__ = [
 # errors
 
 
-class UnreadableImageError(DigitlabError):
-    code = "unreadable_image"
-
-    def __init__(
-        self, message: str = "The file could not be read as an image: upload a PNG, JPEG, WebP or BMP."
-    ):
-        super().__init__(message)
-
-
-class UnsupportedImageError(DigitlabError):
-    code = "unsupported_media_type"
-
-    def __init__(
-        self, message: str = "This file type is not supported: upload a PNG, JPEG, WebP or BMP image."
-    ):
-        super().__init__(message)
-
-
-class ImageTooLargeError(DigitlabError):
-    code = "image_too_large"
-
-    def __init__(self, message: str = "The image has too many pixels: upload a smaller image."):
-        super().__init__(message)
-
-
-class EmptyImageError(DigitlabError):
-    code = "empty_image"
-
-    def __init__(self, message: str = "Nothing drawn: the image is blank. Draw a digit and try again."):
-        super().__init__(message)
-
-
 # --------------------------------------------------------------------------------------------------
 # tuning constants (measured against the MNIST test set; see docs/preprocessing.md)
 
-#: formats `decode_image` accepts (PIL format names). GIF: the first frame is used.
-SUPPORTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
 
 WORK_MAX = 384  # long side of the working image (inputs are area-averaged down to this first)
 MID_LONG = 80  # nominal long side of the mid-resolution crop: 4x the final 20 px box
@@ -113,157 +93,6 @@ _TINY_MSG = "Nothing drawn but a speck: draw a bigger digit and try again."
 
 # --------------------------------------------------------------------------------------------------
 # decoding
-
-
-def _default_max_pixels() -> int:
-    from digitlab.core.config import get_settings
-
-    return int(get_settings().max_image_pixels)
-
-
-_OTHER_SIGNATURES: tuple[tuple[bytes, str], ...] = (
-    (b"%PDF", "PDF"),
-    (b"II*\x00", "TIFF"),
-    (b"MM\x00*", "TIFF"),
-    (b"8BPS", "PSD"),
-    (b"\x00\x00\x01\x00", "ICO"),
-    (b"PK\x03\x04", "ZIP"),
-    (b"\x1f\x8b", "gzip"),
-    (b"\xff\x0a", "JPEG XL"),
-    (b"\x00\x00\x00\x0cJXL ", "JPEG XL"),
-    (b"\x00\x00\x02\x00", "CUR"),
-    (b"qoif", "QOI"),
-    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
-    (b"\xffO\xffQ", "JPEG 2000"),
-    (b"\x8aMNG", "MNG"),
-    (b"DDS ", "DDS"),
-    (b"#?RADIANCE", "HDR"),
-    (b"\x76\x2f\x31\x01", "OpenEXR"),
-    (b"%!PS", "PostScript"),
-)
-
-
-def unsupported_format(data: bytes) -> str | None:
-    """Name a recognised format we refuse (so it gets unsupported_media_type, not unreadable_image)."""
-    head = bytes(data[:512])
-    for sig, name in _OTHER_SIGNATURES:
-        if head.startswith(sig):
-            return name
-    if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in (b"avif", b"avis"):
-            return "AVIF"
-        if brand[:3] in (b"hei", b"hev", b"mif", b"msf"):
-            return "HEIC"
-        return "video"
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in head.lower()):
-        return "SVG"
-    if text.startswith((b"<!doctype html", b"<html")):
-        return "HTML"
-    return None
-
-
-def _open(data: bytes, max_pixels: int | None, *, draft_to: int | None = None) -> Image.Image:
-    """Open, bomb-check (header only), then decode. Returns a loaded PIL image (any mode)."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"decode_image expects bytes, not {type(data).__name__}")
-    data = bytes(data)
-    if not data:
-        raise UnreadableImageError("The file is empty: upload a PNG, JPEG, WebP or BMP image.")
-    if max_pixels is None:
-        max_pixels = _default_max_pixels()
-    other = unsupported_format(data)
-    if other is not None:
-        raise UnsupportedImageError(
-            f"{other} files are not supported: upload a PNG, JPEG, WebP or BMP image."
-        )
-    try:
-        im = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)  # reads the header only
-    except Image.DecompressionBombError as exc:  # beyond PIL's own hard limit (2 x MAX_IMAGE_PIXELS)
-        raise ImageTooLargeError(
-            "The image has too many pixels to decode safely: upload a smaller image."
-        ) from exc
-    except Exception as exc:  # UnidentifiedImageError, SyntaxError, struct.error, ...
-        fmt = _identify_any(data)
-        if fmt is not None:
-            raise UnsupportedImageError(
-                f"{fmt} images are not supported: upload a PNG, JPEG, WebP or BMP image."
-            ) from exc
-        raise UnreadableImageError() from exc
-    width, height = im.size
-    if width <= 0 or height <= 0:
-        raise UnreadableImageError("The image has no pixels: upload a PNG, JPEG, WebP or BMP image.")
-    if width * height > max_pixels:
-        raise ImageTooLargeError(
-            f"The image is {width}x{height} pixels, more than the limit of {max_pixels:,}: "
-            "upload a smaller image."
-        )
-    try:
-        if draft_to is not None and im.format in ("JPEG", "MPO"):  # MPO: a phone camera's JPEG
-            im.draft(im.mode, (draft_to, draft_to))  # decode a large JPEG at 1/2, 1/4 or 1/8 scale
-        im.load()
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(
-            "The image has too many pixels to decode safely: upload a smaller image."
-        ) from exc
-    except MemoryError as exc:
-        raise ImageTooLargeError("The image is too large to decode: upload a smaller image.") from exc
-    except Exception as exc:  # truncated / corrupt data
-        raise UnreadableImageError(
-            "The image file is damaged or truncated: upload a PNG, JPEG, WebP or BMP image."
-        ) from exc
-    try:
-        if im.getexif().get(0x0112, 1) != 1:  # phone photos: apply the EXIF orientation
-            im = ImageOps.exif_transpose(im)
-    except Exception:  # noqa: BLE001, S110 -- a broken EXIF block does not make the picture unreadable
-        pass
-    return im
-
-
-def _identify_any(data: bytes) -> str | None:
-    """Does PIL recognise the bytes as some other image format (header only)?"""
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return im.format or "This"
-    except Exception:  # noqa: BLE001 -- any parser error on untrusted bytes means "not recognised"
-        return None
-
-
-def _pil_to_rgba(im: Image.Image) -> np.ndarray:
-    """Any PIL mode -> RGBA uint8 (H, W, 4); 16/32-bit grey is scaled, not clipped."""
-    mode = im.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(im)
-        arr = arr.astype(np.float64)
-        hi = float(arr.max()) if arr.size else 0.0
-        if mode.startswith("I;16") or hi > 255.0:
-            arr = arr * (255.0 / 65535.0) if hi <= 65535.0 else arr * (255.0 / hi)
-        elif mode == "F" and hi <= 1.0:
-            arr = arr * 255.0
-        grey = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-        out = np.empty(grey.shape + (4,), np.uint8)
-        out[..., :3] = grey[..., None]
-        out[..., 3] = 255
-        return out
-    if mode == "RGBA":
-        return np.array(im, dtype=np.uint8)
-    if mode == "CMYK" or mode not in ("RGB", "L", "LA", "P", "PA", "1", "RGBa", "La", "RGBX"):
-        im = im.convert("RGB")  # CMYK, YCbCr, LAB, HSV, ...
-    return np.array(im.convert("RGBA"), dtype=np.uint8)
-
-
-def decode_image(data: bytes, *, max_pixels: int | None = None) -> np.ndarray:
-    """Decode PNG / JPEG / WebP / BMP (or a GIF's first frame) bytes to RGBA uint8 (H, W, 4).
-
-    `max_pixels` (default: `Settings.max_image_pixels`, 25 000 000) is checked against the header's
-    width x height *before* any pixel is decoded. EXIF orientation is applied. 16-bit, palette, grey,
-    grey+alpha and CMYK images are converted.
-
-    Raises UnreadableImageError (empty, garbage, truncated), UnsupportedImageError (a recognised
-    format we do not take: TIFF, PDF, SVG, HEIC, ICO, ...), ImageTooLargeError (pixel limit).
-    """
-    return _pil_to_rgba(_open(data, max_pixels))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -312,10 +141,10 @@ def _array_to_rgba(arr: np.ndarray) -> np.ndarray:
 def _working_rgba(image: Any, max_pixels: int | None) -> np.ndarray:
     """Input -> RGBA uint8 with long side <= WORK_MAX (area-averaged, alpha premultiplied)."""
     if isinstance(image, (bytes, bytearray, memoryview)):
-        im = _open(bytes(image), max_pixels, draft_to=WORK_MAX)
-        rgba = _pil_to_rgba(_reduce_pil(im) if im.mode in ("RGB", "RGBA", "L", "LA") else im)
+        im = open_image(bytes(image), max_pixels, draft_to=WORK_MAX)
+        rgba = pil_to_rgba(_reduce_pil(im) if im.mode in ("RGB", "RGBA", "L", "LA") else im)
     elif isinstance(image, Image.Image):
-        rgba = _pil_to_rgba(_reduce_pil(image) if image.mode in ("RGB", "RGBA", "L", "LA") else image)
+        rgba = pil_to_rgba(_reduce_pil(image) if image.mode in ("RGB", "RGBA", "L", "LA") else image)
     elif isinstance(image, np.ndarray):
         rgba = _array_to_rgba(image)
     else:
@@ -569,7 +398,7 @@ def to_mnist(
     (H, W, 4) RGBA -- uint8 preferred; bool, uint16 and float ([0, 1]) are accepted -- or a PIL image.
     `pen_color` / `background_color` ('#rrggbb') are optional hints; without them the background is
     the border colour (or transparency) and ink is whatever differs from it, in either polarity.
-    `max_pixels` (bytes only) defaults to `Settings.max_image_pixels`.
+    `max_pixels` (bytes only) defaults to `DEFAULT_MAX_PIXELS`.
 
     Raises EmptyImageError when nothing (or only a dot or a speck) was drawn, and the decoding errors
     of `decode_image` for bytes.

@@ -11,8 +11,9 @@ import pytest
 from digitlab.api.errors import describe_validation_errors
 from digitlab.api.limits import BodyLimitMiddleware
 from digitlab.api.main import create_app
-from digitlab.api.service import refresh_models, sniff
+from digitlab.api.upkeep import refresh_models
 from digitlab.core.config import Settings
+from digitlab.preprocess import sniff_format
 
 from .conftest import assert_error, draw_digit
 
@@ -205,7 +206,7 @@ def test_validation_sentence_names_fields_not_values():
     ],
 )
 def test_sniff_by_magic_bytes(head, kind):
-    assert sniff(head + b"\0" * 16) == kind
+    assert sniff_format(head + b"\0" * 16) == kind
 
 
 def test_body_limit_counts_chunked_bodies():
@@ -328,8 +329,10 @@ def test_logging_settles_quietly_when_the_waiter_gave_up(tmp_path, served_model_
     import logging
     import threading
 
+    from digitlab.api.context import AppContext
     from digitlab.api.metrics import Metrics
-    from digitlab.api.service import AppContext, compute_predictions, log_predictions_async
+    from digitlab.api.prediction import compute_predictions
+    from digitlab.api.recording import log_predictions_async
     from digitlab.models.registry import ModelRegistry
     from digitlab.store import PredictionStore
 

@@ -10,8 +10,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.responses import Response
 
+from digitlab.api.context import AppContext
 from digitlab.api.errors import ApiError
-from digitlab.api.service import AppContext
 
 try:
     import orjson

@@ -17,17 +17,11 @@ import anyio
 from fastapi import FastAPI
 
 from digitlab import __version__ as _pkg_version
+from digitlab.api.context import AppContext
 from digitlab.api.errors import install_error_handlers
 from digitlab.api.limits import BodyLimitMiddleware
 from digitlab.api.metrics import Metrics, MetricsMiddleware
-from digitlab.api.service import (
-    MODEL_REFRESH_SECONDS,
-    AppContext,
-    manifest_key,
-    refresh_gauges,
-    refresh_models,
-    warm_up,
-)
+from digitlab.api.upkeep import MODEL_REFRESH_SECONDS, manifest_key, refresh_gauges, refresh_models, warm_up
 from digitlab.core.config import Settings
 from digitlab.models.registry import MODEL_SPECS, ModelRegistry
 

@@ -37,6 +37,6 @@ def evaluate_command(names: list[str], *, as_json: bool = False) -> int:
 
 
 def _available(name: str, model_dir: Path) -> bool:
-    from digitlab.models.registry import model_dirs_for
+    from digitlab.models.registry import manifest_path
 
-    return any((d / f"{name}.json").exists() for d in model_dirs_for(name, model_dir))
+    return manifest_path(name, model_dir) is not None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,17 +23,7 @@ class ModelSpec:
     display_name: str
     description: str
     version: str
-    build: Callable[[], Any] | None = None  # a fresh, unfitted scikit-learn estimator
-    bundled: bool = False  # shipped inside the package (the CNN)
-
-
-def _classical(name: str):
-    def build():
-        from digitlab.models import classical
-
-        return classical.build(name)
-
-    return build
+    bundled: bool = False  # shipped inside the package (the CNN); the others are built by `digitlab train`
 
 
 MODEL_SPECS: dict[str, ModelSpec] = {
@@ -52,32 +41,28 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             "SVM (RBF kernel)",
             "Support vector machine with a Gaussian kernel on deskewed gradient-orientation features.",
             "1.0.0",
-            _classical("svm"),
         ),
         ModelSpec(
             "svm_pca",
             "SVM + PCA",
             "PCA down to a compact code of the deskewed pixels and gradients, then an RBF support vector machine.",
             "1.0.0",
-            _classical("svm_pca"),
         ),
         ModelSpec(
             "extra_trees",
             "Extra Trees",
-            "Extremely randomized trees on deskewed pixels and gradient features, served through ONNX.",
+            "Extremely randomized trees on deskewed pixels and gradient features, served as flat numpy arrays.",
             "1.0.0",
-            _classical("extra_trees"),
         ),
         ModelSpec(
             "random_forest",
             "Random Forest",
-            "A random forest on deskewed pixels and gradient features, served through ONNX.",
+            "A random forest on deskewed pixels and gradient features, served as flat numpy arrays.",
             "1.0.0",
-            _classical("random_forest"),
         ),
     ]
 }
-CLASSICAL_MODELS = [name for name, spec in MODEL_SPECS.items() if spec.build is not None]
+CLASSICAL_MODELS = [name for name, spec in MODEL_SPECS.items() if not spec.bundled]
 # When a request names no model: the first ready one in this order (strongest first).
 PREFERENCE = ["cnn", "svm", "svm_pca", "extra_trees", "random_forest"]
 
@@ -111,6 +96,11 @@ def model_dirs_for(name: str, model_dir: Path) -> list[Path]:
     if MODEL_SPECS[name].bundled:
         dirs.append(BUNDLED_DIR)
     return dirs
+
+
+def manifest_path(name: str, model_dir: Path) -> Path | None:
+    """The manifest that serves `name`: the trained one in `model_dir`, else the bundled one; None if neither."""
+    return next((p for d in model_dirs_for(name, model_dir) if (p := d / f"{name}.json").exists()), None)
 
 
 def load_model(name: str, model_dir: Path) -> LoadedModel:
@@ -166,31 +156,22 @@ class ModelRegistry:
         """(Re)load `name` if its manifest changed; keep the loaded one when nothing new is there."""
         current = self._models.get(name)
         try:
-            manifest_path = next(
-                (d / f"{name}.json" for d in model_dirs_for(name, self.model_dir) if (d / f"{name}.json").exists()),
-                None,
-            )
-            if manifest_path is None:
+            path = manifest_path(name, self.model_dir)
+            if path is None:
                 return
-            if current is not None and current.manifest.get("_path") == str(manifest_path) and (
-                current.manifest.get("_mtime") == manifest_path.stat().st_mtime
+            if current is not None and current.manifest.get("_path") == str(path) and (
+                current.manifest.get("_mtime") == path.stat().st_mtime
             ):
                 return
             model = load_model(name, self.model_dir)
-            model.manifest["_path"] = str(manifest_path)
-            model.manifest["_mtime"] = manifest_path.stat().st_mtime
+            model.manifest["_path"] = str(path)
+            model.manifest["_mtime"] = path.stat().st_mtime
             with self._lock:
                 self._models[name] = model
                 self._errors.pop(name, None)
         except ArtifactError as exc:
             log.error("model %s not loaded: %s", name, exc)
             self._errors[name] = str(exc)
-
-    def refresh_training(self) -> None:
-        """Pick up models whose training finished since start-up (cheap: a few stat calls)."""
-        for name in MODEL_SPECS:
-            if name not in self._models or is_training(name, self.model_dir):
-                self.refresh(name)
 
     def status(self) -> dict[str, str]:
         out = {}

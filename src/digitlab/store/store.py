@@ -11,6 +11,9 @@ Two modes:
 
 Reads (history, images, stats, export, deletion) need the database and raise `DatabaseUnavailableError`
 (code `database_unavailable`) during an outage.
+
+Kept as one piece (over 500 lines): the writer thread, the spool and the outage switch share one lock
+and one ordering guarantee; split apart, each half would need the other's internals.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """MNIST scans -> pen strokes: thin a scanned digit to its skeleton, trace it into smooth pen paths.
 
 Lets evaluation and augmentation re-draw real MNIST digits with the canvas's pen (`redraw`).
+One piece (just over 500 lines): thinning, graph tracing, pruning and stroke chaining are the steps of
+one algorithm whose helpers share the skeleton's representation.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Training the four classical models on MNIST (`digitlab train`).
+"""Training the four classical models on MNIST (`digitlab train`): feature recipes, estimators, the fit.
+
+Each saved pipeline is `DigitFeatures` (stateless: deskew, gradient histograms) followed by a fitted
+estimator.
 
 Features are stateless, so they are computed once per recipe and shared by every model that uses
 them; the models then train in parallel worker processes (forked, so the arrays are not copied).
@@ -15,11 +18,40 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
+from sklearn.decomposition import PCA
+from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.svm import SVC
 
-from digitlab.features import deskew, gradient_histograms
-from digitlab.models import classical
+from digitlab.features import DigitFeatures, deskew, gradient_histograms
 from digitlab.models.artifacts import accuracy_and_confusion, dump_joblib, library_versions, save_artifact
 from digitlab.models.registry import MODEL_SPECS
+
+# Feature recipe per model. Distance-based models get balanced blocks; trees take them raw.
+FEATURES = {
+    "svm": {"pixels": False, "hog": True},
+    "svm_pca": {"pixels": True, "hog": True, "pixel_weight": 1.0, "hog_weight": 0.7},
+    "extra_trees": {"pixels": True, "hog": True},
+    "random_forest": {"pixels": True, "hog": True},
+}
+
+
+def head(name: str, *, seed: int = 0, n_jobs: int = 1):
+    """The estimator that follows the feature step (unfitted)."""
+    if name == "svm":
+        return SVC(C=10.0, gamma="scale", cache_size=1000, random_state=seed)
+    if name == "svm_pca":
+        return make_pipeline(PCA(n_components=60, random_state=seed), SVC(C=10.0, gamma="scale", cache_size=1000))
+    if name == "extra_trees":
+        return ExtraTreesClassifier(n_estimators=100, min_samples_leaf=1, n_jobs=n_jobs, random_state=seed)
+    if name == "random_forest":
+        return RandomForestClassifier(n_estimators=100, min_samples_leaf=1, n_jobs=n_jobs, random_state=seed)
+    raise KeyError(name)
+
+
+def features(name: str) -> DigitFeatures:
+    return DigitFeatures(**FEATURES[name])
+
 
 CALIBRATION_SIZE = 5000  # held out of the training set to fit the SVMs' probability temperature
 TREES = {"extra_trees", "random_forest"}
@@ -43,7 +75,7 @@ def _fit_one(name: str, seed: int, n_jobs: int) -> tuple[str, bytes, dict]:
     F_cal, y_cal = _SHARED["cal"][recipe], _SHARED["y_cal"]
     F_test, y_test = _SHARED["test"][recipe], _SHARED["y_test"]
     started = time.perf_counter()
-    estimator = classical.head(name, seed=seed, n_jobs=n_jobs)
+    estimator = head(name, seed=seed, n_jobs=n_jobs)
     if name in TREES:
         estimator.fit(np.vstack([F_fit, F_cal]), np.concatenate([y_fit, y_cal]))
         from digitlab.models.forest import FlatForest
@@ -66,7 +98,7 @@ def _fit_one(name: str, seed: int, n_jobs: int) -> tuple[str, bytes, dict]:
     seconds = time.perf_counter() - started
     proba = final.predict_proba(F_test)
     accuracy, confusion = accuracy_and_confusion(y_test, proba.argmax(axis=1))
-    pipeline = Pipeline([("features", classical.features(name)), ("classifier", final)])
+    pipeline = Pipeline([("features", features(name)), ("classifier", final)])
     spec = MODEL_SPECS[name]
     manifest = {
         "display_name": spec.display_name,
@@ -79,13 +111,13 @@ def _fit_one(name: str, seed: int, n_jobs: int) -> tuple[str, bytes, dict]:
             "mnist_test_log_loss": round(float(-np.mean(np.log(np.clip(proba[np.arange(len(y_test)), y_test], 1e-12, 1)))), 5),
         },
         "confusion_matrix": confusion,
-        "params": {"features": classical.FEATURES[name], "seed": seed, **params},
+        "params": {"features": FEATURES[name], "seed": seed, **params},
     }
     return name, dump_joblib(pipeline), manifest
 
 
 def _recipe_key(name: str) -> str:
-    return json.dumps(classical.FEATURES[name], sort_keys=True)
+    return json.dumps(FEATURES[name], sort_keys=True)
 
 
 def train_models(
@@ -115,7 +147,7 @@ def train_models(
         n_cal = min(CALIBRATION_SIZE, len(X) // 10)
         cal, fit = order[:n_cal], order[n_cal:]
         started = time.perf_counter()
-        recipes = {_recipe_key(name): classical.features(name) for name in names}
+        recipes = {_recipe_key(name): features(name) for name in names}
         _SHARED.update(fit={}, cal={}, test={}, y_fit=y[fit], y_cal=y[cal], y_test=y_test.astype(int))
         log(f"features for {len(X)} + {len(X_test)} images (deskew, gradient histograms)")
         straight, straight_test = deskew(X), deskew(X_test)

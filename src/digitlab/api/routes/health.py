@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from digitlab.api.context import AppContext
 from digitlab.api.deps import Ctx, FastJSONResponse
 from digitlab.api.schemas import HealthResponse
-from digitlab.api.service import AppContext
 
 router = APIRouter(tags=["health"])
 

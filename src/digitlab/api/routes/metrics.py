@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from digitlab.api.deps import Ctx
-from digitlab.api.service import refresh_gauges
+from digitlab.api.upkeep import refresh_gauges
 
 router = APIRouter(tags=["metrics"])
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from digitlab.api.context import AppContext
 from digitlab.api.deps import Ctx, FastJSONResponse
 from digitlab.api.schemas import ModelInfo
-from digitlab.api.service import AppContext
 from digitlab.models.registry import MODEL_SPECS
 
 router = APIRouter(prefix="/api/v1", tags=["models"])

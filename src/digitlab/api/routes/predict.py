@@ -16,6 +16,8 @@ from starlette.datastructures import UploadFile
 from digitlab.api.deps import FastJSONResponse, get_ctx, orjson
 from digitlab.api.errors import ApiError, describe_validation_errors, error_responses
 from digitlab.api.metrics import MODEL_SCOPE_KEY
+from digitlab.api.prediction import compute_predictions, resolve_models
+from digitlab.api.recording import log_predictions_async
 from digitlab.api.schemas import (
     MultiPredictionResult,
     PredictForm,
@@ -25,7 +27,6 @@ from digitlab.api.schemas import (
     clean_form_value,
     form_digit,
 )
-from digitlab.api.service import compute_predictions, log_predictions_async, resolve_models
 
 router = APIRouter(prefix="/api/v1", tags=["predict"])
 

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from starlette.background import BackgroundTask
 from starlette.responses import FileResponse, Response
 
+from digitlab.api.context import AppContext
 from digitlab.api.deps import Ctx, FastJSONResponse, require_admin, store_or_503
 from digitlab.api.errors import ApiError, error_responses
 from digitlab.api.schemas import (
@@ -25,7 +26,6 @@ from digitlab.api.schemas import (
     StatsResponse,
     StoredPredictionOut,
 )
-from digitlab.api.service import AppContext
 
 router = APIRouter(prefix="/api/v1", tags=["predictions"])
 

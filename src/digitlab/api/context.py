@@ -1,0 +1,30 @@
+"""What every request shares, built once at start-up (`app.state.ctx`): settings, models, store, metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import anyio
+
+from digitlab.api.metrics import Metrics
+from digitlab.core.config import Settings
+from digitlab.models.registry import ModelRegistry
+
+if TYPE_CHECKING:  # the store is opened by the lifespan (SQLAlchemy is imported there, not here)
+    from digitlab.detector.runtime import UncertaintyDetector
+    from digitlab.store import PredictionStore
+
+
+@dataclass
+class AppContext:
+    """Everything a request needs; `store` and `detector` are None when they could not be opened."""
+
+    settings: Settings
+    registry: ModelRegistry
+    metrics: Metrics
+    store: PredictionStore | None = None
+    detector: UncertaintyDetector | None = None  # flags drawings that are not digits
+    cpu_limiter: anyio.CapacityLimiter | None = None  # preprocessing + inference
+    manifest_keys: dict[str, tuple[str, float] | None] = field(default_factory=dict)
+    ready_at: float | None = None

@@ -1,0 +1,95 @@
+"""Keeping a running API current: models whose files appear or change are (re)loaded, gauges refreshed,
+and one warm-up prediction per model at start-up so the first real request is not the slow one.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+
+from digitlab.api.context import AppContext
+from digitlab.models.registry import MODEL_SPECS, is_training, manifest_path
+
+log = logging.getLogger("digitlab.api")
+
+#: Seconds between checks for models whose training finished (a few stat calls; no reads when unchanged).
+MODEL_REFRESH_SECONDS = 5.0
+
+
+def manifest_key(name: str, model_dir: Path) -> tuple[str, float] | None:
+    path = manifest_path(name, model_dir)
+    try:
+        return (str(path), path.stat().st_mtime) if path else None
+    except OSError:  # removed between the look and the stat
+        return None
+
+
+def refresh_models(ctx: AppContext) -> None:
+    """(Re)load a model whose manifest appeared or changed since the last look; a broken artefact is
+    tried once per manifest change, not every few seconds. Loaded models are swapped atomically."""
+    for name in MODEL_SPECS:
+        if is_training(name, ctx.settings.model_dir):
+            continue  # wait for the finished files
+        key = manifest_key(name, ctx.settings.model_dir)
+        if key is None or key == ctx.manifest_keys.get(name):
+            continue
+        ctx.manifest_keys[name] = key
+        before = ctx.registry.get(name)
+        ctx.registry.refresh(name)
+        after = ctx.registry.get(name)
+        if after is not None and after is not before:
+            log.info("model %s %s (version %s)", name, "reloaded" if before else "loaded", after.version)
+
+
+def refresh_gauges(ctx: AppContext) -> str:
+    """This worker's model-readiness, database and spool gauges; returns "ok" | "unavailable" for the
+    database. Set at every scrape and every MODEL_REFRESH_SECONDS, so that with several workers the
+    combined values are at most that old."""
+    m = ctx.metrics
+    for name, state in ctx.registry.status().items():
+        m.model_ready.labels(name).set(1 if state == "ready" else 0)
+    database = "unavailable"
+    if ctx.store is not None:
+        try:
+            state = ctx.store.health()
+        except Exception as exc:  # noqa: BLE001 - a failing health check means "down", never a failing scrape
+            log.warning("database health check failed: %s: %s", type(exc).__name__, exc)
+        else:
+            m.spool_pending.set(state["spool"])
+            database = state["database"]
+    m.database_up.set(1 if database == "ok" else 0)
+    return database
+
+
+def sample_drawing(size: int = 280) -> bytes:
+    """A drawn '7' as a PNG (dark pen on white, like the UI's canvas): warm-up, tests and the benchmark."""
+    from PIL import Image, ImageDraw
+
+    k = size / 280
+    im = Image.new("RGB", (size, size), "white")
+    ImageDraw.Draw(im).line(
+        [(80 * k, 62 * k), (196 * k, 58 * k), (150 * k, 140 * k), (118 * k, 226 * k)],
+        fill="#1f2340",
+        width=max(1, round(18 * k)),
+        joint="curve",
+    )
+    out = io.BytesIO()
+    im.save(out, format="PNG")
+    return out.getvalue()
+
+
+def warm_up(ctx: AppContext) -> None:
+    """One prediction per loaded model (not logged), so the first real request is not the slow one."""
+    from digitlab.preprocess import to_mnist, to_png
+
+    try:
+        image = to_mnist(sample_drawing())
+        to_png(image)
+        for name in ctx.registry.ready_names():
+            ctx.registry.get(name).predict_proba(image.reshape(1, 784))
+        if ctx.detector is not None:
+            ctx.detector.not_digit_probability(image)
+    except Exception as exc:  # noqa: BLE001
+        # a warm-up problem must not stop the server; real requests will report it
+        log.warning("warm-up failed: %s: %s", type(exc).__name__, exc)

@@ -1,0 +1,225 @@
+"""Untrusted bytes -> RGBA pixels: the format from the magic bytes, bomb checks on the header before any
+pixel is decoded, EXIF orientation. PNG, JPEG, WebP and BMP only; every refusal is a `DigitlabError`
+with a stable code (`unreadable_image`, `unsupported_media_type`, `image_too_large`).
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from digitlab.errors import DigitlabError
+
+
+class UnreadableImageError(DigitlabError):
+    code = "unreadable_image"
+
+    def __init__(
+        self, message: str = "The file could not be read as an image: upload a PNG, JPEG, WebP or BMP."
+    ):
+        super().__init__(message)
+
+
+class UnsupportedImageError(DigitlabError):
+    code = "unsupported_media_type"
+
+    def __init__(
+        self, message: str = "This file type is not supported: upload a PNG, JPEG, WebP or BMP image."
+    ):
+        super().__init__(message)
+
+
+class ImageTooLargeError(DigitlabError):
+    code = "image_too_large"
+
+    def __init__(self, message: str = "The image has too many pixels: upload a smaller image."):
+        super().__init__(message)
+
+
+class EmptyImageError(DigitlabError):
+    code = "empty_image"
+
+    def __init__(self, message: str = "Nothing drawn: the image is blank. Draw a digit and try again."):
+        super().__init__(message)
+
+
+#: formats `decode_image` accepts (PIL format names); the API's contract names the same four.
+SUPPORTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")
+
+
+#: decoded pixels allowed by default (the API passes `Settings.max_image_pixels`)
+DEFAULT_MAX_PIXELS = 25_000_000
+
+
+_OTHER_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"%PDF", "PDF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"8BPS", "PSD"),
+    (b"\x00\x00\x01\x00", "ICO"),
+    (b"PK\x03\x04", "ZIP"),
+    (b"\x1f\x8b", "gzip"),
+    (b"\xff\x0a", "JPEG XL"),
+    (b"\x00\x00\x00\x0cJXL ", "JPEG XL"),
+    (b"\x00\x00\x02\x00", "CUR"),
+    (b"qoif", "QOI"),
+    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+    (b"\xffO\xffQ", "JPEG 2000"),
+    (b"\x8aMNG", "MNG"),
+    (b"DDS ", "DDS"),
+    (b"#?RADIANCE", "HDR"),
+    (b"\x76\x2f\x31\x01", "OpenEXR"),
+    (b"%!PS", "PostScript"),
+)
+
+
+def unsupported_format(data: bytes) -> str | None:
+    """Name a recognised format we refuse (so it gets unsupported_media_type, not unreadable_image)."""
+    head = bytes(data[:512])
+    for sig, name in _OTHER_SIGNATURES:
+        if head.startswith(sig):
+            return name
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in (b"avif", b"avis"):
+            return "AVIF"
+        if brand[:3] in (b"hei", b"hev", b"mif", b"msf"):
+            return "HEIC"
+        return "video"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in head.lower()):
+        return "SVG"
+    if text.startswith((b"<!doctype html", b"<html")):
+        return "HTML"
+    return None
+
+
+_MAGIC: tuple[tuple[bytes, str], ...] = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpeg"))
+
+
+def sniff_format(data: bytes) -> str:
+    """'png' | 'jpeg' | 'webp' | 'bmp' from the first bytes (the declared content type never counts).
+
+    A recognised format we do not take (GIF, TIFF, PDF, SVG, HEIC, ...) raises `UnsupportedImageError`;
+    anything else (empty, garbage) `UnreadableImageError`.
+    """
+    head = bytes(data[:32])
+    if not head:
+        raise UnreadableImageError("The image file is empty: upload a PNG, JPEG, WebP or BMP image.")
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[:2] == b"BM" and len(data) >= 26:
+        return "bmp"
+    other = unsupported_format(data)
+    if other:
+        raise UnsupportedImageError(f"{other} files are not supported: upload a PNG, JPEG, WebP or BMP image.")
+    raise UnreadableImageError("The file is not an image we can read: upload a PNG, JPEG, WebP or BMP image.")
+
+
+def open_image(data: bytes, max_pixels: int | None, *, draft_to: int | None = None) -> Image.Image:
+    """Open, bomb-check (header only), then decode. Returns a loaded PIL image (any mode)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"decode_image expects bytes, not {type(data).__name__}")
+    data = bytes(data)
+    if not data:
+        raise UnreadableImageError("The file is empty: upload a PNG, JPEG, WebP or BMP image.")
+    if max_pixels is None:
+        max_pixels = DEFAULT_MAX_PIXELS
+    other = unsupported_format(data)
+    if other is not None:
+        raise UnsupportedImageError(
+            f"{other} files are not supported: upload a PNG, JPEG, WebP or BMP image."
+        )
+    try:
+        im = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)  # reads the header only
+    except Image.DecompressionBombError as exc:  # beyond PIL's own hard limit (2 x MAX_IMAGE_PIXELS)
+        raise ImageTooLargeError(
+            "The image has too many pixels to decode safely: upload a smaller image."
+        ) from exc
+    except Exception as exc:  # UnidentifiedImageError, SyntaxError, struct.error, ...
+        fmt = _identify_any(data)
+        if fmt is not None:
+            raise UnsupportedImageError(
+                f"{fmt} images are not supported: upload a PNG, JPEG, WebP or BMP image."
+            ) from exc
+        raise UnreadableImageError() from exc
+    width, height = im.size
+    if width <= 0 or height <= 0:
+        raise UnreadableImageError("The image has no pixels: upload a PNG, JPEG, WebP or BMP image.")
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"The image is {width}x{height} pixels, more than the limit of {max_pixels:,}: "
+            "upload a smaller image."
+        )
+    try:
+        if draft_to is not None and im.format in ("JPEG", "MPO"):  # MPO: a phone camera's JPEG
+            im.draft(im.mode, (draft_to, draft_to))  # decode a large JPEG at 1/2, 1/4 or 1/8 scale
+        im.load()
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(
+            "The image has too many pixels to decode safely: upload a smaller image."
+        ) from exc
+    except MemoryError as exc:
+        raise ImageTooLargeError("The image is too large to decode: upload a smaller image.") from exc
+    except Exception as exc:  # truncated / corrupt data
+        raise UnreadableImageError(
+            "The image file is damaged or truncated: upload a PNG, JPEG, WebP or BMP image."
+        ) from exc
+    try:
+        if im.getexif().get(0x0112, 1) != 1:  # phone photos: apply the EXIF orientation
+            im = ImageOps.exif_transpose(im)
+    except Exception:  # noqa: BLE001, S110 -- a broken EXIF block does not make the picture unreadable
+        pass
+    return im
+
+
+def _identify_any(data: bytes) -> str | None:
+    """Does PIL recognise the bytes as some other image format (header only)?"""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.format or "This"
+    except Exception:  # noqa: BLE001 -- any parser error on untrusted bytes means "not recognised"
+        return None
+
+
+def pil_to_rgba(im: Image.Image) -> np.ndarray:
+    """Any PIL mode -> RGBA uint8 (H, W, 4); 16/32-bit grey is scaled, not clipped."""
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(im)
+        arr = arr.astype(np.float64)
+        hi = float(arr.max()) if arr.size else 0.0
+        if mode.startswith("I;16") or hi > 255.0:
+            arr = arr * (255.0 / 65535.0) if hi <= 65535.0 else arr * (255.0 / hi)
+        elif mode == "F" and hi <= 1.0:
+            arr = arr * 255.0
+        grey = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+        out = np.empty(grey.shape + (4,), np.uint8)
+        out[..., :3] = grey[..., None]
+        out[..., 3] = 255
+        return out
+    if mode == "RGBA":
+        return np.array(im, dtype=np.uint8)
+    if mode == "CMYK" or mode not in ("RGB", "L", "LA", "P", "PA", "1", "RGBa", "La", "RGBX"):
+        im = im.convert("RGB")  # CMYK, YCbCr, LAB, HSV, ...
+    return np.array(im.convert("RGBA"), dtype=np.uint8)
+
+
+def decode_image(data: bytes, *, max_pixels: int | None = None) -> np.ndarray:
+    """Decode PNG / JPEG / WebP / BMP (or a GIF's first frame) bytes to RGBA uint8 (H, W, 4).
+
+    `max_pixels` (default `DEFAULT_MAX_PIXELS`, 25 000 000) is checked against the header's
+    width x height *before* any pixel is decoded. EXIF orientation is applied. 16-bit, palette, grey,
+    grey+alpha and CMYK images are converted.
+
+    Raises UnreadableImageError (empty, garbage, truncated), UnsupportedImageError (a recognised
+    format we do not take: TIFF, PDF, SVG, HEIC, ICO, ...), ImageTooLargeError (pixel limit).
+    """
+    return pil_to_rgba(open_image(data, max_pixels))
