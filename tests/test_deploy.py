@@ -251,7 +251,10 @@ def test_training_stage_has_every_module_training_needs(tmp_path, mnist_dir):
     for source, dest in _training_sources():
         target = build / dest.removeprefix("/build/")
         target.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / source, target / Path(source).name)
+        if (REPO / source).is_dir():  # COPY dir/ dest/ copies the folder's contents
+            shutil.copytree(REPO / source, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(REPO / source, target / Path(source).name)
     env = dict(os.environ, PYTHONPATH=str(build), DIGITLAB_MODEL_DIR=str(tmp_path / "models"),
                DIGITLAB_MNIST_DIR=str(mnist_dir))  # fmt: skip
     where = subprocess.run([sys.executable, "-c", "import digitlab; print(digitlab.__file__)"], env=env,

@@ -140,6 +140,10 @@ class LiveServer:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
     def client(self, **kwargs) -> httpx.Client:
+        """An httpx client whose every answer is checked against the OpenAPI document (openapi_check.py)."""
+        from .openapi_check import check_response
+
+        kwargs.setdefault("event_hooks", {"response": [check_response]})
         return httpx.Client(base_url=self.url, timeout=kwargs.pop("timeout", 30.0), **kwargs)
 
 

@@ -271,13 +271,11 @@ def test_workers_default_to_one_per_core_at_most_four(monkeypatch):
     assert Settings().workers == 0
 
 
-def test_json_without_orjson(monkeypatch):
-    """orjson is optional: the standard library gives the same bodies (and refuses NaN the same way)."""
+def test_fast_json_bodies():
+    """orjson bodies are compact JSON, and JSON bodies with NaN are refused."""
     from digitlab.api import deps
     from digitlab.api.routes import predict
 
-    monkeypatch.setattr(deps, "orjson", None)
-    monkeypatch.setattr(predict, "orjson", None)
     body = deps.FastJSONResponse({"digit": 7, "probabilities": [0.5, 0.5]}).body
     assert body == b'{"digit":7,"probabilities":[0.5,0.5]}'
     assert predict._loads(b'{"a": [1, 2]}') == {"a": [1, 2]}

@@ -51,7 +51,7 @@ def test_add_and_read_back(store, make_record, make_png):
         True,
     )
     assert row.timestamp == rec.timestamp  # microseconds survive; returned as aware UTC
-    assert json.loads(json.dumps(row.to_dict()))["timestamp"] == rec.timestamp.isoformat()
+    assert json.loads(row.model_dump_json())["timestamp"] == rec.timestamp.isoformat()
     assert store.get_image(result.id) == drawing
     assert store.get_image(result.id, "processed") == processed
     assert store.get(999) is None and store.get_image(999) is None

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import hmac
-import json
 from typing import Annotated, Any
 
+import orjson
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.responses import Response
+from starlette.responses import JSONResponse
 
 from digitlab.api.context import AppContext
 from digitlab.api.errors import ApiError
-
-try:
-    import orjson
-except ImportError:  # pragma: no cover - orjson is optional
-    orjson = None
 
 _bearer = HTTPBearer(auto_error=False, description="Needed only when DIGITLAB_ADMIN_TOKEN is set.")
 
@@ -28,15 +23,12 @@ def get_ctx(request: Request) -> AppContext:
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 
 
-class FastJSONResponse(Response):
-    """JSON via orjson when installed (several times faster for the float lists of a prediction)."""
-
-    media_type = "application/json"
+class FastJSONResponse(JSONResponse):
+    """JSON via orjson (several times faster for the float lists of a prediction). A JSONResponse, so
+    the OpenAPI document shows the route's `response_model` as the body's schema."""
 
     def render(self, content: Any) -> bytes:
-        if orjson is not None:
-            return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
-        return json.dumps(content, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def require_admin(

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from digitlab.store.records import StoredPrediction
+
 ModelStatus = Literal["ready", "training", "missing"]
 COLOR_PATTERN = r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$"
 MODEL_FIELD_MAX = 64
@@ -136,28 +138,8 @@ class FeedbackResponse(BaseModel):
     queued: bool = Field(description="The database is unavailable: the feedback waits in the spool.")
 
 
-class StoredPredictionOut(BaseModel):
-    id: int
-    uid: str | None
-    timestamp: str | None
-    model_name: str | None
-    model_version: str | None
-    predicted_digit: int | None
-    probability: float | None
-    probabilities: list[float] | None
-    drawn_digit: int | None
-    correct: bool | None
-    pen_color: str | None
-    background_color: str | None
-    latency_ms: float | None
-    session_id: str | None
-    source: str | None
-    has_image: bool
-    has_processed: bool
-
-
 class PredictionPage(BaseModel):
-    items: list[StoredPredictionOut]
+    items: list[StoredPrediction]
     total: int
     page: int
     page_size: int

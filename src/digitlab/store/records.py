@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
+
 SOURCES = ("ui", "api")
 
 # Column widths of user_predictions (the first three are the original app's).
@@ -131,32 +133,37 @@ class AddResult:
     stored: Literal["database", "spool"]
 
 
-@dataclass(frozen=True)
-class StoredPrediction:
-    """A row of history, without the image bytes (see `has_image` / `PredictionStore.get_image`)."""
+class StoredPrediction(BaseModel):
+    """A stored prediction as read back: the one definition the repository selects, the API sends
+    (`GET /api/v1/predictions`) and the UI parses. Image bytes are fetched apart (`has_image`)."""
+
+    model_config = ConfigDict(frozen=True)
 
     id: int
-    uid: str | None
-    timestamp: datetime | None  # UTC, timezone-aware
+    uid: str | None = Field(description="Unique id of the record (feedback works with it while spooled).")
+    timestamp: datetime | None = Field(description="When it was answered (UTC, ISO 8601).")
     model_name: str | None
     model_version: str | None
     predicted_digit: int | None
-    probability: float | None
-    probabilities: list[float] | None
-    drawn_digit: int | None
-    correct: bool | None
+    probability: float | None = Field(description="Probability of `predicted_digit`.")
+    probabilities: list[float] | None = Field(description="Digits 0-9.")
+    drawn_digit: int | None = Field(description="What the user said they drew.")
+    correct: bool | None = Field(description="`predicted_digit == drawn_digit`; null while unlabelled.")
     pen_color: str | None
     background_color: str | None
     latency_ms: float | None
     session_id: str | None
     source: str | None
-    has_image: bool
-    has_processed: bool
+    has_image: bool = Field(description="The submitted drawing is stored (`.../image?kind=input`).")
+    has_processed: bool = Field(description="The 28x28 input is stored (`.../image?kind=processed`).")
 
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["timestamp"] = self.timestamp.isoformat() if self.timestamp else None
-        return data
+    @field_serializer("timestamp")
+    def _iso(self, value: datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+
+#: columns of user_predictions that a StoredPrediction reads as they are (the rest are computed)
+STORED_COLUMNS = tuple(name for name in StoredPrediction.model_fields if not name.startswith("has_"))
 
 
 def parse_probabilities(text: str | None) -> list[float] | None:

@@ -14,27 +14,19 @@ from sqlalchemy import Engine, Integer, bindparam, case, delete, func, insert, s
 from sqlalchemy.exc import IntegrityError
 
 from digitlab.store.models import TABLE as T
-from digitlab.store.records import PredictionRecord, StoredPrediction, parse_probabilities, utc_naive
+from digitlab.store.records import (
+    STORED_COLUMNS,
+    PredictionRecord,
+    StoredPrediction,
+    parse_probabilities,
+    utc_naive,
+)
 
 MAX_PAGE_SIZE = 500
 UNKNOWN_MODEL = "unknown"  # stats key for rows without a model name
 
 _SUMMARY = [
-    T.c.id,
-    T.c.uid,
-    T.c.timestamp,
-    T.c.model_name,
-    T.c.model_version,
-    T.c.predicted_digit,
-    T.c.probability,
-    T.c.probabilities,
-    T.c.drawn_digit,
-    T.c.correct,
-    T.c.pen_color,
-    T.c.background_color,
-    T.c.latency_ms,
-    T.c.session_id,
-    T.c.source,
+    *(T.c[name] for name in STORED_COLUMNS),
     T.c.image_png.is_not(None).label("has_image"),
     T.c.processed_png.is_not(None).label("has_processed"),
 ]
@@ -50,7 +42,7 @@ def _summary(row: Any) -> StoredPrediction:
     data["has_processed"] = bool(data["has_processed"])
     if data["correct"] is not None:
         data["correct"] = bool(data["correct"])
-    return StoredPrediction(**data)
+    return StoredPrediction.model_validate(data)
 
 
 def _correct_value(digit: int | None):

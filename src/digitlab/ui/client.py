@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 
+from digitlab.store.records import StoredPrediction
+
 __all__ = [
     "ApiError",
     "ApiUnavailable",
@@ -328,7 +330,7 @@ class DigitlabClient:
         since: date | datetime | str | None = None,
         until: date | datetime | str | None = None,
     ) -> dict[str, Any]:
-        """{"items": [...], "total": n, "page": p, "page_size": s}."""
+        """{"items": [StoredPrediction, ...], "total": n, "page": p, "page_size": s}."""
         params: dict[str, Any] = {"page": page, "page_size": page_size}
         if model:
             params["model"] = model
@@ -339,15 +341,17 @@ class DigitlabClient:
         if until is not None:
             params["until"] = _iso(until)
         data = self._json("GET", "/api/v1/predictions", params=params, timeout=HEAVY_TIMEOUT)
-        if isinstance(data, list):
-            data = {"items": data, "total": len(data), "page": page, "page_size": page_size}
-        if not isinstance(data, dict):
+        try:
+            return {
+                "items": [StoredPrediction.model_validate(item) for item in data["items"]],
+                "total": int(data["total"]),
+                "page": int(data.get("page", page)),
+                "page_size": int(data.get("page_size", page_size)),
+            }
+        except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
             raise ApiError(
                 "The prediction service sent an answer the UI does not understand.", code="bad_response"
-            )
-        data.setdefault("items", data.get("predictions", []))
-        data.setdefault("total", len(data["items"]))
-        return data
+            ) from exc
 
     def image(self, prediction_id: int, kind: str = "processed") -> bytes:
         return self._request(

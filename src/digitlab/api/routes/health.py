@@ -5,13 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from digitlab.api.context import AppContext
-from digitlab.api.deps import Ctx, FastJSONResponse
+from digitlab.api.deps import Ctx
 from digitlab.api.schemas import HealthResponse
 
 router = APIRouter(tags=["health"])
 
 
-def health_payload(ctx: AppContext) -> dict:
+def health_payload(ctx: AppContext) -> HealthResponse:
     models = ctx.registry.status()
     if ctx.store is None:
         store = {"database": "unavailable", "spool": 0}
@@ -22,10 +22,10 @@ def health_payload(ctx: AppContext) -> dict:
             store = {"database": "unavailable", "spool": 0}
     ready = any(state == "ready" for state in models.values())
     status = "ok" if ready and store["database"] == "ok" else "degraded"
-    return {"status": status, "models": models, "database": store["database"], "spool": int(store["spool"])}
+    return HealthResponse(status=status, models=models, database=store["database"], spool=int(store["spool"]))
 
 
-@router.get("/health", response_model=HealthResponse, response_class=FastJSONResponse)
+@router.get("/health", response_model=HealthResponse)
 def health(ctx: Ctx):
     """Always 200 once the server is up; read `status` (and the parts) to know whether all is well."""
-    return FastJSONResponse(health_payload(ctx))
+    return health_payload(ctx)

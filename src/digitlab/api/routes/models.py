@@ -5,14 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from digitlab.api.context import AppContext
-from digitlab.api.deps import Ctx, FastJSONResponse
+from digitlab.api.deps import Ctx
 from digitlab.api.schemas import ModelInfo
 from digitlab.models.registry import MODEL_SPECS
 
 router = APIRouter(prefix="/api/v1", tags=["models"])
 
 
-def model_list(ctx: AppContext) -> list[dict]:
+def model_list(ctx: AppContext) -> list[ModelInfo]:
     registry = ctx.registry
     status = registry.status()
     default = registry.default_name(ctx.settings.default_model)
@@ -27,26 +27,26 @@ def model_list(ctx: AppContext) -> list[dict]:
             if isinstance(v, int | float) and not isinstance(v, bool)
         }
         out.append(
-            {
-                "name": name,
-                "display_name": spec.display_name,
-                "description": spec.description,
-                "status": status[name],
-                "version": str(model.version if model is not None else spec.version),
-                "default": name == default,
-                "metrics": metrics,
-                "confusion_matrix": manifest.get("confusion_matrix"),
-                "size_bytes": manifest.get("size_bytes"),
-                "trained_at": manifest.get("trained_at"),
-                "training_seconds": manifest.get("training_seconds"),
-                "train_samples": manifest.get("train_samples"),
-                "error": errors.get(name) if model is None else None,
-            }
+            ModelInfo(
+                name=name,
+                display_name=spec.display_name,
+                description=spec.description,
+                status=status[name],
+                version=str(model.version if model is not None else spec.version),
+                default=name == default,
+                metrics=metrics,
+                confusion_matrix=manifest.get("confusion_matrix"),
+                size_bytes=manifest.get("size_bytes"),
+                trained_at=manifest.get("trained_at"),
+                training_seconds=manifest.get("training_seconds"),
+                train_samples=manifest.get("train_samples"),
+                error=errors.get(name) if model is None else None,
+            )
         )
     return out
 
 
-@router.get("/models", response_model=list[ModelInfo], response_class=FastJSONResponse)
+@router.get("/models", response_model=list[ModelInfo])
 def list_models(ctx: Ctx):
     """Models in preference order; `default` marks the one used when a request names none."""
-    return FastJSONResponse(model_list(ctx))
+    return model_list(ctx)

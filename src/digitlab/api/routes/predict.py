@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 from typing import Any
 
 import anyio
+import orjson
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from digitlab.api.deps import FastJSONResponse, get_ctx, orjson
+from digitlab.api.deps import FastJSONResponse, get_ctx
 from digitlab.api.errors import ApiError, describe_validation_errors, error_responses
 from digitlab.api.metrics import MODEL_SCOPE_KEY
 from digitlab.api.prediction import compute_predictions, resolve_models
@@ -82,13 +82,7 @@ async def _from_multipart(request: Request) -> tuple[bytes, PredictOptions]:
 
 
 def _loads(body: bytes) -> Any:
-    if orjson is not None:
-        return orjson.loads(body)
-
-    def no_constants(name: str):
-        raise ValueError(f"{name} is not JSON")
-
-    return json.loads(body, parse_constant=no_constants)
+    return orjson.loads(body)  # strict: NaN / Infinity are not JSON
 
 
 def decode_base64_image(text: str) -> bytes:

@@ -17,15 +17,15 @@ from starlette.background import BackgroundTask
 from starlette.responses import FileResponse, Response
 
 from digitlab.api.context import AppContext
-from digitlab.api.deps import Ctx, FastJSONResponse, require_admin, store_or_503
+from digitlab.api.deps import Ctx, require_admin, store_or_503
 from digitlab.api.errors import ApiError, error_responses
 from digitlab.api.schemas import (
     FeedbackRequest,
     FeedbackResponse,
     PredictionPage,
     StatsResponse,
-    StoredPredictionOut,
 )
+from digitlab.store.records import StoredPrediction
 
 router = APIRouter(prefix="/api/v1", tags=["predictions"])
 
@@ -52,7 +52,9 @@ def _utc(value: datetime | None, name: str) -> datetime | None:
 # --- feedback ------------------------------------------------------------------------------------------
 
 
-def _feedback_answer(ctx: AppContext, store, prediction_id: int | None, uid: str | None, digit: int) -> dict:
+def _feedback_answer(
+    ctx: AppContext, store, prediction_id: int | None, uid: str | None, digit: int
+) -> FeedbackResponse:
     queued = False
     correct = None
     row = None
@@ -63,21 +65,20 @@ def _feedback_answer(ctx: AppContext, store, prediction_id: int | None, uid: str
         queued = store.pending() > 0
     except Exception:  # database unavailable: the feedback waits in the spool  # noqa: BLE001
         queued = True
-    return {
-        "id": prediction_id,
-        "uid": uid if uid is not None else (row.uid if row is not None else None),
-        "true_digit": digit,
-        "correct": correct,
-        "stored": "spool" if queued else "database",
-        "queued": queued,
-    }
+    return FeedbackResponse(
+        id=prediction_id,
+        uid=uid if uid is not None else (row.uid if row is not None else None),
+        true_digit=digit,
+        correct=correct,
+        stored="spool" if queued else "database",
+        queued=queued,
+    )
 
 
 @router.post(
     "/predictions/{prediction_id}/feedback",
     response_model=FeedbackResponse,
-    response_class=FastJSONResponse,
-    responses=error_responses(404, 422, 503),
+    responses=error_responses(400, 404, 422, 503),
 )
 def feedback(ctx: Ctx, prediction_id: PredictionId, body: FeedbackRequest):
     """Record what was really drawn: sets the stored `drawn_digit` and `correct`. During a database
@@ -85,14 +86,13 @@ def feedback(ctx: Ctx, prediction_id: PredictionId, body: FeedbackRequest):
     store = store_or_503(ctx)
     if not store.set_feedback(prediction_id, body.true_digit):
         raise _not_found(prediction_id)
-    return FastJSONResponse(_feedback_answer(ctx, store, prediction_id, None, body.true_digit))
+    return _feedback_answer(ctx, store, prediction_id, None, body.true_digit)
 
 
 @router.post(
     "/predictions/uid/{uid}/feedback",
     response_model=FeedbackResponse,
-    response_class=FastJSONResponse,
-    responses=error_responses(404, 422, 503),
+    responses=error_responses(400, 404, 422, 503),
 )
 def feedback_by_uid(ctx: Ctx, uid: Uid, body: FeedbackRequest):
     """The same by `uid`: works for a prediction answered with `id: null` (spooled during an outage)."""
@@ -100,8 +100,7 @@ def feedback_by_uid(ctx: Ctx, uid: Uid, body: FeedbackRequest):
     uid = uid.lower()
     if not store.set_feedback_by_uid(uid, body.true_digit):
         raise _not_found(uid)
-    answer = _feedback_answer(ctx, store, None, uid, body.true_digit)
-    return FastJSONResponse(answer)
+    return _feedback_answer(ctx, store, None, uid, body.true_digit)
 
 
 # --- history ---------------------------------------------------------------------------------------------
@@ -110,7 +109,6 @@ def feedback_by_uid(ctx: Ctx, uid: Uid, body: FeedbackRequest):
 @router.get(
     "/predictions",
     response_model=PredictionPage,
-    response_class=FastJSONResponse,
     dependencies=ADMIN,
     responses=error_responses(401, 422, 503),
 )
@@ -135,15 +133,12 @@ def list_predictions(
         since=_utc(since, "since"),
         until=_utc(until, "until"),
     )
-    return FastJSONResponse(
-        {"items": [r.to_dict() for r in rows], "total": total, "page": page, "page_size": page_size}
-    )
+    return PredictionPage(items=rows, total=total, page=page, page_size=page_size)
 
 
 @router.get(
     "/predictions/{prediction_id}",
-    response_model=StoredPredictionOut,
-    response_class=FastJSONResponse,
+    response_model=StoredPrediction,
     dependencies=ADMIN,
     responses=error_responses(401, 404, 422, 503),
 )
@@ -152,7 +147,7 @@ def get_prediction(ctx: Ctx, prediction_id: PredictionId):
     row = store_or_503(ctx).get(prediction_id)
     if row is None:
         raise _not_found(prediction_id)
-    return FastJSONResponse(row.to_dict())
+    return row
 
 
 @router.get(
@@ -207,7 +202,6 @@ def delete_prediction(ctx: Ctx, prediction_id: PredictionId) -> Response:
 @router.get(
     "/stats",
     response_model=StatsResponse,
-    response_class=FastJSONResponse,
     responses=error_responses(422, 503),
 )
 def stats(
@@ -217,12 +211,10 @@ def stats(
     """Per model: predictions, labelled, accuracy on the labelled ones, 10x10 confusion matrix
     (rows = true digit, columns = predicted) and accuracy per day."""
     per_model = store_or_503(ctx).stats(model or None)
-    return FastJSONResponse(
-        {
-            "models": per_model,
-            "total_predictions": sum(s["predictions"] for s in per_model.values()),
-            "total_labelled": sum(s["labelled"] for s in per_model.values()),
-        }
+    return StatsResponse(
+        models=per_model,
+        total_predictions=sum(s["predictions"] for s in per_model.values()),
+        total_labelled=sum(s["labelled"] for s in per_model.values()),
     )
 
 

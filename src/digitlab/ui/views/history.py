@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 import streamlit as st
 
+from digitlab.store.records import StoredPrediction
 from digitlab.ui import charts, common
 from digitlab.ui.client import ApiError
 
@@ -20,25 +21,18 @@ PERIODS = {"All time": None, "Today": 0, "7 days": 7, "30 days": 30, "Custom": "
 OUTCOMES = {"All": None, "Right": True, "Wrong": False}
 
 
-def _get(item: dict[str, Any], *names: str) -> Any:
-    for n in names:
-        if item.get(n) is not None:
-            return item[n]
-    return None
-
-
 @st.cache_data(max_entries=5000, show_spinner=False)
 def _thumbnail(api_url: str, prediction_id: int, kind: str) -> str:
     png = common.client().image(prediction_id, kind)
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def thumbnails(items: list[dict[str, Any]]) -> dict[int, str | None]:
+def thumbnails(items: list[StoredPrediction]) -> dict[int, str | None]:
     url = common.api_url()
 
-    def one(item: dict[str, Any]) -> tuple[int, str | None]:
-        pid = int(item["id"])
-        kind = "processed" if item.get("has_processed", True) else "input" if item.get("has_image") else None
+    def one(item: StoredPrediction) -> tuple[int, str | None]:
+        pid = item.id
+        kind = "processed" if item.has_processed else "input" if item.has_image else None
         if kind is None:
             return pid, None
         try:
@@ -47,7 +41,7 @@ def thumbnails(items: list[dict[str, Any]]) -> dict[int, str | None]:
             return pid, None
 
     with ThreadPoolExecutor(max_workers=6) as pool:
-        return dict(pool.map(one, [i for i in items if i.get("id") is not None]))
+        return dict(pool.map(one, items))
 
 
 def _timezone() -> tuple[str, str]:
@@ -99,23 +93,17 @@ def log_table(page: dict[str, Any], models: list[dict[str, Any]]) -> None:
     tz, tz_label = _timezone()
     rows = []
     for item in items:
-        predicted = _get(item, "predicted_digit", "digit")
-        drawn = _get(item, "drawn_digit", "true_digit")
-        correct = item.get("correct")
-        if correct is None and drawn is not None and predicted is not None:
-            correct = drawn == predicted
-        ts = _get(item, "timestamp", "created_at")
+        drawn, correct, ts = item.drawn_digit, item.correct, item.timestamp
         rows.append({
-            "#": item.get("id"),
-            "drawing": thumbs.get(item.get("id")),
-            "when": pd.to_datetime(ts, utc=True).tz_convert(tz).tz_localize(None) if ts else None,
-            "model": common.display_name(models, _get(item, "model_name", "model") or "?"),
-            "predicted": predicted,
+            "#": item.id,
+            "drawing": thumbs.get(item.id),
+            "when": pd.Timestamp(ts).tz_convert(tz).tz_localize(None) if ts else None,
+            "model": common.display_name(models, item.model_name or "?"),
+            "predicted": item.predicted_digit,
             "you drew": "—" if drawn is None else str(drawn),
             "right?": "—" if correct is None else ("✓ right" if correct else "✗ wrong"),
-            "confidence": None if _get(item, "probability", "confidence") is None
-            else 100 * float(_get(item, "probability", "confidence")),
-            "latency": _get(item, "latency_ms"),
+            "confidence": None if item.probability is None else 100 * item.probability,
+            "latency": item.latency_ms,
         })  # fmt: skip
     df = pd.DataFrame(rows)
     st.dataframe(
