@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import io
 import struct
-import time
 import zlib
 
 import numpy as np
@@ -513,13 +512,18 @@ def _png_header_only(width: int, height: int) -> bytes:
 
 
 @pytest.mark.parametrize("side", [6000, 100_000])
-def test_decompression_bombs_are_refused_from_the_header(side):
+def test_decompression_bombs_are_refused_from_the_header(side, monkeypatch):
+    from PIL import ImageFile
+
+    def no_decoding(self):
+        raise AssertionError("pixels were decoded")
+
     data = _png_header_only(side, side)
-    start = time.perf_counter()
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)  # refused before decoding anything
     with pytest.raises(ImageTooLargeError) as exc_info:
         decode_image(data)
-    assert time.perf_counter() - start < 0.5  # refused before decoding anything
     assert exc_info.value.code == "image_too_large"
+    monkeypatch.undo()
     with pytest.raises(ImageTooLargeError):
         to_mnist(data)
 
@@ -559,30 +563,13 @@ def test_wrong_input_types():
 # size, speed, determinism
 
 
-def test_huge_image_is_fast_and_alike():
+def test_huge_image_gives_the_same_digit():
+    """(Its speed is measured in bench/preprocess_bench.py.)"""
     rgba = compose(coverage("4", width=12))
     huge = np.asarray(Image.fromarray(rgba).resize((4000, 4000), Image.BILINEAR))
-    start = time.perf_counter()
-    out = to_mnist(huge)
-    assert time.perf_counter() - start < 2.0
-    close(out, to_mnist(rgba), mean_tol=0.02, max_tol=0.4)
+    close(to_mnist(huge), to_mnist(rgba), mean_tol=0.02, max_tol=0.4)
     data = encode(huge[..., :3].copy(), "JPEG", quality=90)  # decoded at reduced scale (JPEG draft)
-    start = time.perf_counter()
-    out = to_mnist(data)
-    assert time.perf_counter() - start < 2.0
-    close(out, to_mnist(rgba), mean_tol=0.02, max_tol=0.4)
-
-
-def test_canvas_is_fast():
-    rgba = compose(coverage("3", width=12), "transparent")
-    to_mnist(rgba)
-    times = []
-    for _ in range(30):
-        start = time.perf_counter()
-        to_mnist(rgba)
-        times.append(time.perf_counter() - start)
-    # the budget is 2 ms (see bench/preprocess_bench.py); CI machines are shared, so allow headroom
-    assert np.median(times) < 0.02
+    close(to_mnist(data), to_mnist(rgba), mean_tol=0.02, max_tol=0.4)
 
 
 def test_deterministic():

@@ -22,6 +22,15 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 
+
+def run_in_fresh_loop(coro):
+    """`asyncio.run` in a thread of its own: the browser tests' Playwright (sync API) leaves an event loop
+    running in the main thread, so these tests pass in any order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
 def settings_for(tmp_path, model_dir, **kw) -> Settings:
     return Settings(
         _env_file=None,
@@ -224,7 +233,7 @@ def test_body_limit_counts_chunked_bodies():
         sent.append(message)
 
     mw = BodyLimitMiddleware(app, max_bytes=1000)
-    asyncio.run(mw({"type": "http", "method": "POST", "headers": []}, receive, send))
+    run_in_fresh_loop(mw({"type": "http", "method": "POST", "headers": []}, receive, send))
     assert sent[0]["status"] == 413 and not called and len(reads) == 3
 
 
@@ -241,7 +250,7 @@ def test_body_limit_refuses_declared_length_without_reading():
         raise AssertionError("the app must not be called")
 
     mw = BodyLimitMiddleware(app, max_bytes=1000)
-    asyncio.run(
+    run_in_fresh_loop(
         mw({"type": "http", "method": "POST", "headers": [(b"content-length", b"5000")]}, receive, send)
     )
     assert sent[0]["status"] == 413
@@ -306,7 +315,6 @@ def test_serving_runs_blas_on_one_thread(tmp_path, served_model_dir):
     """Parallelism comes from requests: multi-threaded BLAS on one drawing only burns CPU spinning.
     The lifespan runs in the main thread here, as under uvicorn (OpenBLAS ignores the setting when
     it comes from another thread, e.g. TestClient's portal)."""
-    import asyncio
 
     from threadpoolctl import threadpool_info, threadpool_limits
 
@@ -317,7 +325,7 @@ def test_serving_runs_blas_on_one_thread(tmp_path, served_model_dir):
         async with app.router.lifespan_context(app):
             return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
 
-    threads = asyncio.run(serve_once())
+    threads = run_in_fresh_loop(serve_once())
     assert threads and set(threads) == {1}
 
 
