@@ -24,7 +24,6 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from datetime import date, datetime
 from itertools import groupby
 from pathlib import Path
 from typing import IO, Any, Self
@@ -262,20 +261,10 @@ class PredictionStore:
                 "the prediction database is unavailable; try again shortly"
             ) from exc
 
-    def list(
-        self,
-        page: int = 1,
-        page_size: int = 50,
-        model: str | None = None,
-        correct: bool | None = None,
-        since: datetime | date | None = None,
-        until: datetime | date | None = None,
-    ) -> tuple[list[StoredPrediction], int]:
-        """A page of history (newest first, no image bytes) and the total number of matching rows.
-        `page` starts at 1; `page_size` is capped at 500; `since` inclusive, `until` exclusive."""
-        return self._read(
-            self.repo.list, page, page_size, model=model, correct=correct, since=since, until=until
-        )
+    def list(self, page: int = 1, page_size: int = 50, **filters: Any) -> tuple[list[StoredPrediction], int]:
+        """A page of history (newest first, no image bytes) and the total number of matching rows;
+        `filters` as `Repository.list` takes them (model, correct, since, until)."""
+        return self._read(self.repo.list, page, page_size, **filters)
 
     def get(self, id: int) -> StoredPrediction | None:
         return self._read(self.repo.get, int(id))

@@ -7,7 +7,7 @@ one algorithm whose helpers share the skeleton's representation.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -112,6 +112,22 @@ def _adjacency(skel: np.ndarray) -> dict[tuple[int, int], list[tuple[int, int]]]
     return adj
 
 
+def _follow(adj, seen: set, path: list, prev, cur, stop: Callable[[tuple[int, int]], bool]) -> None:
+    """Extend `path` from `cur` (reached from `prev`) along unseen links, marking them seen, until a dead
+    end or until `stop(pixel)` holds for the pixel just reached."""
+    while True:
+        nxt = [q for q in adj[cur] if q != prev and (cur, q) not in seen]
+        if not nxt:
+            return
+        q = nxt[0]
+        seen.add((cur, q))
+        seen.add((q, cur))
+        path.append(q)
+        prev, cur = cur, q
+        if stop(cur):
+            return
+
+
 def _trace_edges(adj: Mapping[tuple[int, int], list[tuple[int, int]]]) -> list[list[tuple[int, int]]]:
     """Split the pixel graph into edges: pixel paths between nodes (degree != 2), plus pure cycles."""
     nodes = {p for p, nb in adj.items() if len(nb) != 2}
@@ -124,34 +140,15 @@ def _trace_edges(adj: Mapping[tuple[int, int], list[tuple[int, int]]]) -> list[l
             seen.add((n, m))
             seen.add((m, n))
             path = [n, m]
-            prev, cur = n, m
-            while cur not in nodes:
-                nxt = [q for q in adj[cur] if q != prev and (cur, q) not in seen]
-                if not nxt:
-                    break
-                q = nxt[0]
-                seen.add((cur, q))
-                seen.add((q, cur))
-                path.append(q)
-                prev, cur = cur, q
+            if m not in nodes:
+                _follow(adj, seen, path, n, m, nodes.__contains__)
             edges.append(path)
     # cycles made only of degree-2 pixels (an "0" with no junction)
     for start, nb in adj.items():
         if len(nb) != 2 or any((start, q) in seen for q in nb):
             continue
         path = [start]
-        prev, cur = None, start
-        while True:
-            nxt = [q for q in adj[cur] if q != prev and (cur, q) not in seen]
-            if not nxt:
-                break
-            q = nxt[0]
-            seen.add((cur, q))
-            seen.add((q, cur))
-            path.append(q)
-            prev, cur = cur, q
-            if cur == start:
-                break
+        _follow(adj, seen, path, None, start, start.__eq__)
         if len(path) > 2:
             edges.append(path)
     return edges

@@ -75,6 +75,14 @@ def _feedback_answer(
     )
 
 
+def _feedback(ctx: AppContext, digit: int, *, prediction_id: int | None = None, uid: str | None = None):
+    store = store_or_503(ctx)
+    found = store.set_feedback(prediction_id, digit) if uid is None else store.set_feedback_by_uid(uid, digit)
+    if not found:
+        raise _not_found(uid or prediction_id)
+    return _feedback_answer(ctx, store, prediction_id, uid, digit)
+
+
 @router.post(
     "/predictions/{prediction_id}/feedback",
     response_model=FeedbackResponse,
@@ -83,10 +91,7 @@ def _feedback_answer(
 def feedback(ctx: Ctx, prediction_id: PredictionId, body: FeedbackRequest):
     """Record what was really drawn: sets the stored `drawn_digit` and `correct`. During a database
     outage the feedback is queued (`queued: true`) and applied when the database is back."""
-    store = store_or_503(ctx)
-    if not store.set_feedback(prediction_id, body.true_digit):
-        raise _not_found(prediction_id)
-    return _feedback_answer(ctx, store, prediction_id, None, body.true_digit)
+    return _feedback(ctx, body.true_digit, prediction_id=prediction_id)
 
 
 @router.post(
@@ -96,11 +101,7 @@ def feedback(ctx: Ctx, prediction_id: PredictionId, body: FeedbackRequest):
 )
 def feedback_by_uid(ctx: Ctx, uid: Uid, body: FeedbackRequest):
     """The same by `uid`: works for a prediction answered with `id: null` (spooled during an outage)."""
-    store = store_or_503(ctx)
-    uid = uid.lower()
-    if not store.set_feedback_by_uid(uid, body.true_digit):
-        raise _not_found(uid)
-    return _feedback_answer(ctx, store, None, uid, body.true_digit)
+    return _feedback(ctx, body.true_digit, uid=uid.lower())
 
 
 # --- history ---------------------------------------------------------------------------------------------
