@@ -82,6 +82,7 @@ def test_feedback_sets_drawn_digit_and_correct(client, admin):
         "id": p["id"],
         "uid": p["uid"],
         "true_digit": 1,
+        "not_digit": False,
         "correct": False,
         "stored": "database",
         "queued": False,
@@ -211,3 +212,50 @@ def test_row_without_images_answers_image_not_found(store_server, client, admin,
     for kind in ("input", "processed"):
         r = client.get(f"/api/v1/predictions/{result.id}/image", params={"kind": kind}, headers=admin)
         assert_error(r, 404, "image_not_found")
+
+
+def _metric(client, name: str, **labels) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = client.get("/metrics").text
+    return sum(
+        s.value for f in text_string_to_metric_families(text) for s in f.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )  # fmt: skip
+
+
+def test_one_drawing_is_one_record_however_many_strokes(client, admin):
+    drawing = uuid.uuid4().hex
+    before = _metric(client, "digitlab_predictions_total", model="svm")
+    first = predict(client, draw_digit(), model="svm", drawing_id=drawing, source="ui")
+    second = predict(client, draw_digit(pen="#aa0000"), model="svm", drawing_id=drawing, source="ui")
+    assert second["id"] == first["id"]
+    row = client.get(f"/api/v1/predictions/{first['id']}", headers=admin).json()
+    assert row["drawing_id"] == drawing and row["uid"] == second["uid"] and row["pen_color"] is None
+    items = client.get("/api/v1/predictions", params={"model": "svm", "page_size": 500}, headers=admin).json()["items"]
+    assert [i["id"] for i in items].count(first["id"]) == 1 and sum(i["drawing_id"] == drawing for i in items) == 1
+    assert _metric(client, "digitlab_predictions_total", model="svm") == before + 1
+    assert _metric(client, "digitlab_drawing_updates_total", model="svm") >= 1
+    r = client.post(f"/api/v1/predictions/uid/{second['uid']}/feedback", json={"true_digit": 7})
+    assert r.status_code == 200
+    row = client.get(f"/api/v1/predictions/{first['id']}", headers=admin).json()
+    assert (row["drawn_digit"], row["correct"]) == (7, row["predicted_digit"] == 7)
+
+
+def test_not_a_digit_is_an_answer(client, admin):
+    p = predict(client, draw_digit(), model="svm")
+    labelled_before = client.get("/api/v1/stats").json()["models"]["svm"]["labelled"]
+    r = client.post(f"/api/v1/predictions/{p['id']}/feedback", json={"not_digit": True})
+    assert r.status_code == 200, r.text
+    assert (r.json()["not_digit"], r.json()["true_digit"], r.json()["correct"]) == (True, None, None)
+    row = client.get(f"/api/v1/predictions/{p['id']}", headers=admin).json()
+    assert (row["not_digit"], row["drawn_digit"], row["correct"]) == (True, None, None)
+    assert client.get("/api/v1/stats").json()["models"]["svm"]["labelled"] == labelled_before
+    for body in ({}, {"true_digit": 3, "not_digit": True}, {"not_digit": False}):
+        assert_error(client.post(f"/api/v1/predictions/{p['id']}/feedback", json=body), 422, "invalid_fields")
+
+
+def test_drawing_id_is_checked(client):
+    r = client.post("/api/v1/predict", files={"image": ("d.png", draw_digit(), "image/png")},
+                    data={"drawing_id": "../../etc/passwd"})  # fmt: skip
+    assert_error(r, 422, "invalid_fields")

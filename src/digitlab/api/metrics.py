@@ -8,7 +8,9 @@ adds them up, so any scrape reports the whole server, whichever worker answers i
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections import OrderedDict
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -46,6 +48,22 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 
 
 class Metrics:
+    RECENT_DRAWINGS = 50_000  #: (drawing, model) pairs remembered to tell a drawing's first answer
+
+    def first_answer(self, drawing_id: str | None, model: str) -> bool:
+        """True unless this process recently answered this drawing with this model (a later stroke)."""
+        if drawing_id is None:
+            return True
+        key = (drawing_id, model)
+        with self._drawings_lock:
+            if key in self._drawings:
+                self._drawings.move_to_end(key)
+                return False
+            self._drawings[key] = None
+            if len(self._drawings) > self.RECENT_DRAWINGS:
+                self._drawings.popitem(last=False)
+            return True
+
     def __init__(self) -> None:
         disable_created_metrics()  # no `*_created` series: they double the output and nobody graphs them
         self.registry = CollectorRegistry(auto_describe=True)
@@ -65,10 +83,19 @@ class Metrics:
         )
         self.predictions = Counter(
             "digitlab_predictions",
-            "Predictions answered, by model and predicted digit.",
+            "Drawings answered (a drawing's later strokes are counted in digitlab_drawing_updates), by model "
+            "and predicted digit.",
             ["model", "digit"],
             registry=r,
         )
+        self.drawing_updates = Counter(
+            "digitlab_drawing_updates",
+            "Live predictions of a drawing already answered (its record was updated, not added), by model.",
+            ["model"],
+            registry=r,
+        )
+        self._drawings: OrderedDict[tuple[str, str], None] = OrderedDict()  # recently answered (drawing, model)
+        self._drawings_lock = threading.Lock()
         self.prediction_seconds = Histogram(
             "digitlab_prediction_duration_seconds",
             "Preprocessing + inference time of one prediction, by model.",

@@ -124,6 +124,7 @@ def compute_predictions(
     background_color: str | None = None,
     session_id: str | None = None,
     source: str = "api",
+    drawing_id: str | None = None,
 ) -> Computed:
     """Decode and preprocess once, run each model, build the records (CPU only, no I/O)."""
     started = time.perf_counter()
@@ -154,10 +155,13 @@ def compute_predictions(
         else:
             uncertain = confidence < UNCERTAIN_BELOW
         latency_ms = round(seconds * 1000.0, 3)
-        m.predictions.labels(model.name, str(digit)).inc()
         m.prediction_seconds.labels(model.name).observe(seconds)
-        if uncertain:
-            m.uncertain.labels(model.name).inc()
+        if m.first_answer(drawing_id, model.name):
+            m.predictions.labels(model.name, str(digit)).inc()
+            if uncertain:
+                m.uncertain.labels(model.name).inc()
+        else:
+            m.drawing_updates.labels(model.name).inc()
         record = make_record(
             model,
             digit,
@@ -170,6 +174,7 @@ def compute_predictions(
             latency_ms=latency_ms,
             session_id=session_id,
             source=source,
+            drawing_id=drawing_id,
         )
         out.records.append(record)
         out.results.append(

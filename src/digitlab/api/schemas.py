@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from digitlab.store.records import StoredPrediction
 
@@ -13,6 +13,7 @@ ModelStatus = Literal["ready", "training", "missing"]
 COLOR_PATTERN = r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$"
 MODEL_FIELD_MAX = 64
 SESSION_ID_MAX = 64
+DRAWING_ID_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
 StrictDigit = Annotated[int, Field(ge=0, le=9, strict=True)]
 
 
@@ -91,6 +92,12 @@ class PredictOptions(BaseModel):
     )
     session_id: str | None = Field(None, max_length=SESSION_ID_MAX, description="Groups a user's drawings.")
     source: Literal["ui", "api"] = Field("api", description="Who asked; stored with the record.")
+    drawing_id: str | None = Field(
+        None,
+        pattern=DRAWING_ID_PATTERN,
+        description="The same id on every live prediction of one drawing (e.g. after each stroke): the drawing "
+        "keeps one stored record per model, updated with the latest prediction, instead of one per request.",
+    )
 
     @field_validator("model", mode="before")
     @classmethod
@@ -123,16 +130,27 @@ class PredictForm(BaseModel):
     background_color: str | None = Field(None, pattern=COLOR_PATTERN)
     session_id: str | None = Field(None, max_length=SESSION_ID_MAX)
     source: Literal["ui", "api"] = "api"
+    drawing_id: str | None = Field(None, pattern=DRAWING_ID_PATTERN)
 
 
 class FeedbackRequest(BaseModel):
-    true_digit: StrictDigit = Field(description="What was really drawn (0-9).")
+    """Either the digit that was really drawn, or `not_digit: true` for a drawing that is no digit."""
+
+    true_digit: StrictDigit | None = Field(None, description="What was really drawn (0-9).")
+    not_digit: bool = Field(False, description="The drawing is not a digit (a letter, a scribble, ...).")
+
+    @model_validator(mode="after")
+    def _one_answer(self) -> FeedbackRequest:
+        if (self.true_digit is None) == (not self.not_digit):
+            raise ValueError("give either true_digit (0-9) or not_digit: true")
+        return self
 
 
 class FeedbackResponse(BaseModel):
     id: int | None
     uid: str | None = None
-    true_digit: int
+    true_digit: int | None = Field(description="Null when the answer is `not_digit`.")
+    not_digit: bool = False
     correct: bool | None = Field(None, description="Whether the prediction was right; null while queued.")
     stored: Literal["database", "spool"]
     queued: bool = Field(description="The database is unavailable: the feedback waits in the spool.")

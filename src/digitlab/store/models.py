@@ -39,6 +39,9 @@ class Prediction(Base):
     latency_ms: Mapped[float | None] = mapped_column(Float)
     session_id: Mapped[str | None] = mapped_column(String(r.SESSION_ID_LEN))
     source: Mapped[str | None] = mapped_column(String(r.SOURCE_LEN))
+    # --- added by migration 0003: one drawing, one row per model; "not a digit" feedback ---------------
+    drawing_id: Mapped[str | None] = mapped_column(String(r.UID_LEN))
+    not_digit: Mapped[bool | None] = mapped_column(Boolean)
     image_png: Mapped[bytes | None] = mapped_column(LargeBinary)
     processed_png: Mapped[bytes | None] = mapped_column(LargeBinary)
 
@@ -50,6 +53,7 @@ class Prediction(Base):
         Index("ix_user_predictions_model_timestamp", "model_name", "timestamp", "id", "correct"),
         # stats (confusion cells and accuracy per day): an index-only scan, never the rows with images
         Index("ix_user_predictions_stats", "model_name", "drawn_digit", "predicted_digit", "timestamp"),
+        Index("ix_user_predictions_drawing", "drawing_id", "model_name", unique=True),
         {"sqlite_autoincrement": True},
     )
 

@@ -36,6 +36,18 @@ def utc_naive(value: datetime | date) -> datetime:
     return value
 
 
+#: the feedback label for "that was not a digit": stored as drawn_digit NULL, not_digit TRUE, correct NULL
+#: (so it never counts in digit accuracy, and it is there to teach the not-a-digit detector)
+NOT_A_DIGIT = -1
+
+
+def check_label(value: Any) -> int | None:
+    """A feedback label: a digit 0-9, NOT_A_DIGIT, or None (clear the label)."""
+    if value == NOT_A_DIGIT and not isinstance(value, bool):
+        return NOT_A_DIGIT
+    return check_digit(value, "label", optional=True)
+
+
 def check_digit(value: Any, name: str, *, optional: bool) -> int | None:
     if value is None and optional:
         return None
@@ -66,6 +78,8 @@ class PredictionRecord:
     latency_ms: float | None = None
     session_id: str | None = None
     source: Literal["ui", "api"] = "api"
+    #: the live predictions of one drawing share it: the store keeps one row per drawing and model
+    drawing_id: str | None = None
     uid: str = field(default_factory=lambda: uuid.uuid4().hex)
     timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
 
@@ -88,6 +102,8 @@ class PredictionRecord:
         self.pen_color = _text(self.pen_color, COLOR_LEN)
         self.background_color = _text(self.background_color, COLOR_LEN)
         self.session_id = _text(self.session_id, SESSION_ID_LEN)
+        if self.drawing_id is not None and not 1 <= len(str(self.drawing_id)) <= UID_LEN:
+            raise ValueError(f"drawing_id must be 1-{UID_LEN} characters")
         if self.latency_ms is not None:
             self.latency_ms = float(self.latency_ms)
         if self.timestamp.tzinfo is None:
@@ -154,6 +170,8 @@ class StoredPrediction(BaseModel):
     latency_ms: float | None
     session_id: str | None
     source: str | None
+    drawing_id: str | None = Field(description="Groups the live predictions of one drawing (one row per model).")
+    not_digit: bool | None = Field(description="The user said the drawing is not a digit.")
     has_image: bool = Field(description="The submitted drawing is stored (`.../image?kind=input`).")
     has_processed: bool = Field(description="The 28x28 input is stored (`.../image?kind=processed`).")
 

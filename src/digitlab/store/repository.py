@@ -10,11 +10,14 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Integer, bindparam, case, delete, func, insert, select, update
+from sqlalchemy import Boolean, Engine, Integer, bindparam, case, delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from digitlab.store.models import TABLE as T
 from digitlab.store.records import (
+    NOT_A_DIGIT,
     STORED_COLUMNS,
     PredictionRecord,
     StoredPrediction,
@@ -45,9 +48,32 @@ def _summary(row: Any) -> StoredPrediction:
     return StoredPrediction.model_validate(data)
 
 
-def _correct_value(digit: int | None):
-    """SQL for `correct` after feedback: NULL when the true digit is unknown."""
-    return None if digit is None else case((T.c.predicted_digit == digit, True), else_=False)
+def _label_values(label: int | None) -> dict[str, Any]:
+    """Column values for a feedback label (a digit, NOT_A_DIGIT, or None to clear it)."""
+    if label is None:
+        return {"drawn_digit": None, "correct": None, "not_digit": None}
+    if label == NOT_A_DIGIT:
+        return {"drawn_digit": None, "correct": None, "not_digit": True}
+    return {"drawn_digit": label, "correct": case((T.c.predicted_digit == label, True), else_=False), "not_digit": None}
+
+
+def _upsert_drawing(conn, record: PredictionRecord) -> int:
+    """Insert the record, or update the row of its drawing and model: the drawing's latest prediction
+    replaces the earlier one; a label already given stays unless this request brings one. Returns the id."""
+    ins = (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(T).values(record.to_row())
+    new = ins.excluded
+    drawn = func.coalesce(new.drawn_digit, T.c.drawn_digit)
+    keep = {"id", "drawing_id", "model_name", "drawn_digit", "correct", "not_digit"}
+    stmt = ins.on_conflict_do_update(
+        index_elements=[T.c.drawing_id, T.c.model_name],
+        set_={
+            **{c.name: new[c.name] for c in T.columns if c.name not in keep},
+            "drawn_digit": drawn,
+            "correct": case((drawn.is_(None), None), else_=drawn == new.predicted_digit),
+            "not_digit": case((new.drawn_digit.is_not(None), None), else_=T.c.not_digit),
+        },
+    ).returning(T.c.id)
+    return conn.execute(stmt).scalar_one()
 
 
 class Repository:
@@ -55,11 +81,18 @@ class Repository:
         self.engine = engine
 
     # --- writing -------------------------------------------------------------------------------------
+    @staticmethod
+    def _insert_one(conn, record: PredictionRecord) -> int:
+        if record.drawing_id:
+            return _upsert_drawing(conn, record)
+        return conn.execute(insert(T).values(record.to_row())).inserted_primary_key[0]
+
     def insert(self, record: PredictionRecord) -> int:
-        """Insert one record and return its id; a uid that is already stored returns the existing id."""
+        """Insert one record (or update its drawing's row) and return its id; a uid that is already
+        stored returns the existing id."""
         try:
             with self.engine.begin() as conn:
-                return conn.execute(insert(T).values(record.to_row())).inserted_primary_key[0]
+                return self._insert_one(conn, record)
         except IntegrityError:
             existing = self.id_for_uid(record.uid)
             if existing is None:
@@ -67,9 +100,12 @@ class Repository:
             return existing
 
     def insert_many(self, records: list[PredictionRecord]) -> list[int]:
-        """Insert records in one transaction (one commit, one fsync) and return their ids, in order.
-        Raises IntegrityError, inserting nothing, when a uid is already stored."""
+        """Insert records in one transaction (one commit, one fsync) and return their ids, in order; a
+        record of a drawing already stored updates that drawing's row. Raises IntegrityError, inserting
+        nothing, when a uid is already stored."""
         with self.engine.begin() as conn:
+            if any(r.drawing_id for r in records):
+                return [self._insert_one(conn, r) for r in records]
             if len(records) == 1:
                 return [conn.execute(insert(T).values(records[0].to_row())).inserted_primary_key[0]]
             stmt = insert(T).returning(T.c.id, sort_by_parameter_order=True)
@@ -79,43 +115,47 @@ class Repository:
         """Insert, in order, the records whose uid is not stored yet (idempotent replay); returns how many.
         One executemany (psycopg pipelines it: no round trip per record)."""
         present = set(conn.scalars(select(T.c.uid).where(T.c.uid.in_([r.uid for r in records]))))
-        rows = []
+        missing = []
         for record in records:
             if record.uid not in present:
                 present.add(record.uid)
-                rows.append(record.to_row())
-        if rows:
-            conn.execute(insert(T), rows)
-        return len(rows)
+                missing.append(record)
+        if any(r.drawing_id for r in missing):  # in order: a drawing's later prediction wins
+            for record in missing:
+                self._insert_one(conn, record)
+        elif missing:
+            conn.execute(insert(T), [r.to_row() for r in missing])
+        return len(missing)
 
-    def apply_feedback(self, conn, key: str, digits: dict[Any, int | None]) -> None:
-        """Many feedbacks at once, keyed by "uid" or "id" (executemany; unknown keys change nothing)."""
+    def apply_feedback(self, conn, key: str, labels: dict[Any, int | None]) -> None:
+        """Many feedbacks at once, keyed by "uid" or "id" (executemany; unknown keys change nothing).
+        A label is a digit, NOT_A_DIGIT, or None (cleared)."""
         column = T.c[key]
-        sets = [{"k": k, "d": d} for k, d in digits.items() if d is not None]
-        clears = [{"k": k} for k, d in digits.items() if d is None]
+        sets = [{"k": k, "d": d} for k, d in labels.items() if d is not None and d != NOT_A_DIGIT]
+        others = [{"k": k, "n": True if d == NOT_A_DIGIT else None} for k, d in labels.items() if d is None or d == NOT_A_DIGIT]
         d = bindparam("d", type_=Integer)
         if sets:
             stmt = update(T).where(column == bindparam("k"))
-            conn.execute(
-                stmt.values(drawn_digit=d, correct=case((T.c.predicted_digit == d, True), else_=False)), sets
-            )
-        if clears:
-            conn.execute(
-                update(T).where(column == bindparam("k")).values(drawn_digit=None, correct=None), clears
-            )
+            correct = case((T.c.predicted_digit == d, True), else_=False)
+            conn.execute(stmt.values(drawn_digit=d, correct=correct, not_digit=None), sets)
+        if others:
+            stmt = update(T).where(column == bindparam("k"))
+            n = bindparam("n", type_=Boolean)
+            conn.execute(stmt.values(drawn_digit=None, correct=None, not_digit=n), others)
 
     def id_for_uid(self, uid: str) -> int | None:
         with self.engine.connect() as conn:
             return conn.scalar(select(T.c.id).where(T.c.uid == uid))
 
-    def set_feedback(self, id: int, digit: int | None, *, conn=None) -> bool:
-        return self._feedback(T.c.id == id, digit, conn)
+    def set_feedback(self, id: int, label: int | None, *, conn=None) -> bool:
+        """Label a row: a digit 0-9, NOT_A_DIGIT, or None to clear. False when there is no such row."""
+        return self._feedback(T.c.id == id, label, conn)
 
-    def set_feedback_by_uid(self, uid: str, digit: int | None, *, conn=None) -> bool:
-        return self._feedback(T.c.uid == uid, digit, conn)
+    def set_feedback_by_uid(self, uid: str, label: int | None, *, conn=None) -> bool:
+        return self._feedback(T.c.uid == uid, label, conn)
 
-    def _feedback(self, where, digit: int | None, conn) -> bool:
-        stmt = update(T).where(where).values(drawn_digit=digit, correct=_correct_value(digit))
+    def _feedback(self, where, label: int | None, conn) -> bool:
+        stmt = update(T).where(where).values(**_label_values(label))
         if conn is not None:
             return conn.execute(stmt).rowcount > 0
         with self.engine.begin() as c:

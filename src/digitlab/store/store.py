@@ -42,7 +42,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from digitlab.errors import DigitlabError
 from digitlab.store import export
 from digitlab.store.db import DatabaseUnavailableError, make_engine, upgrade
-from digitlab.store.records import AddResult, PredictionRecord, StoredPrediction, check_digit
+from digitlab.store.records import AddResult, PredictionRecord, StoredPrediction, check_label
 from digitlab.store.repository import Repository
 from digitlab.store.spool import Spool
 
@@ -200,16 +200,16 @@ class PredictionStore:
         return [AddResult(None, r.uid, "spool") for r in records]
 
     def set_feedback(self, id: int, true_digit: int | None) -> bool:
-        """Record the digit the user meant. False if there is no such id; during an outage the feedback is
-        spooled (and True returned): it is applied after the records spooled before it."""
-        digit = check_digit(true_digit, "true_digit", optional=True)
+        """Record what the user meant: a digit, NOT_A_DIGIT, or None to clear. False if there is no such id;
+        during an outage the feedback is spooled (and True returned): applied after the records before it."""
+        digit = check_label(true_digit)
         return self._feedback(
             {"op": "feedback", "id": int(id), "digit": digit}, lambda: self.repo.set_feedback(int(id), digit)
         )
 
     def set_feedback_by_uid(self, uid: str, true_digit: int | None) -> bool:
         """Same, by the record's uid: the only handle on a record that is still in the spool."""
-        digit = check_digit(true_digit, "true_digit", optional=True)
+        digit = check_label(true_digit)
         return self._feedback(
             {"op": "feedback", "uid": str(uid), "digit": digit},
             lambda: self.repo.set_feedback_by_uid(str(uid), digit),
@@ -514,7 +514,7 @@ def _parse(line: bytes) -> dict[str, Any]:
     if op["op"] == "add":
         op["record"] = PredictionRecord.from_json(op["record"])
     elif op["op"] == "feedback":
-        op["digit"] = check_digit(op["digit"], "digit", optional=True)
+        op["digit"] = check_label(op["digit"])
         if "uid" not in op:
             op["id"] = int(op["id"])
     else:

@@ -159,6 +159,7 @@ async def predict(request: Request) -> FastJSONResponse:
             background_color=options.background_color,
             session_id=options.session_id,
             source=options.source,
+            drawing_id=options.drawing_id,
         )
         return computed, log_predictions_async(ctx, computed)
 

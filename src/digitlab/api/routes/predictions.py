@@ -25,7 +25,7 @@ from digitlab.api.schemas import (
     PredictionPage,
     StatsResponse,
 )
-from digitlab.store.records import StoredPrediction
+from digitlab.store.records import NOT_A_DIGIT, StoredPrediction
 
 router = APIRouter(prefix="/api/v1", tags=["predictions"])
 
@@ -53,34 +53,36 @@ def _utc(value: datetime | None, name: str) -> datetime | None:
 
 
 def _feedback_answer(
-    ctx: AppContext, store, prediction_id: int | None, uid: str | None, digit: int
+    ctx: AppContext, store, prediction_id: int | None, uid: str | None, label: int
 ) -> FeedbackResponse:
     queued = False
     correct = None
     row = None
     try:
         row = store.get(prediction_id) if prediction_id is not None else None
-        if row is not None:
-            correct = row.predicted_digit == digit
+        if row is not None and label != NOT_A_DIGIT:
+            correct = row.predicted_digit == label
         queued = store.pending() > 0
     except Exception:  # database unavailable: the feedback waits in the spool  # noqa: BLE001
         queued = True
     return FeedbackResponse(
         id=prediction_id,
         uid=uid if uid is not None else (row.uid if row is not None else None),
-        true_digit=digit,
+        true_digit=None if label == NOT_A_DIGIT else label,
+        not_digit=label == NOT_A_DIGIT,
         correct=correct,
         stored="spool" if queued else "database",
         queued=queued,
     )
 
 
-def _feedback(ctx: AppContext, digit: int, *, prediction_id: int | None = None, uid: str | None = None):
+def _feedback(ctx: AppContext, body: FeedbackRequest, *, prediction_id: int | None = None, uid: str | None = None):
     store = store_or_503(ctx)
-    found = store.set_feedback(prediction_id, digit) if uid is None else store.set_feedback_by_uid(uid, digit)
+    label = NOT_A_DIGIT if body.not_digit else body.true_digit
+    found = store.set_feedback(prediction_id, label) if uid is None else store.set_feedback_by_uid(uid, label)
     if not found:
         raise _not_found(uid or prediction_id)
-    return _feedback_answer(ctx, store, prediction_id, uid, digit)
+    return _feedback_answer(ctx, store, prediction_id, uid, label)
 
 
 @router.post(
@@ -89,9 +91,10 @@ def _feedback(ctx: AppContext, digit: int, *, prediction_id: int | None = None, 
     responses=error_responses(400, 404, 422, 503),
 )
 def feedback(ctx: Ctx, prediction_id: PredictionId, body: FeedbackRequest):
-    """Record what was really drawn: sets the stored `drawn_digit` and `correct`. During a database
-    outage the feedback is queued (`queued: true`) and applied when the database is back."""
-    return _feedback(ctx, body.true_digit, prediction_id=prediction_id)
+    """Record what was really drawn (`true_digit`), or that it is no digit (`not_digit: true`): sets the
+    stored `drawn_digit`, `correct` and `not_digit`. During a database outage the feedback is queued
+    (`queued: true`) and applied when the database is back."""
+    return _feedback(ctx, body, prediction_id=prediction_id)
 
 
 @router.post(
@@ -101,7 +104,7 @@ def feedback(ctx: Ctx, prediction_id: PredictionId, body: FeedbackRequest):
 )
 def feedback_by_uid(ctx: Ctx, uid: Uid, body: FeedbackRequest):
     """The same by `uid`: works for a prediction answered with `id: null` (spooled during an outage)."""
-    return _feedback(ctx, body.true_digit, uid=uid.lower())
+    return _feedback(ctx, body, uid=uid.lower())
 
 
 # --- history ---------------------------------------------------------------------------------------------
