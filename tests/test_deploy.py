@@ -92,6 +92,27 @@ def test_compose_refuses_to_run_without_a_password(tmp_path):
     assert "POSTGRES_PASSWORD" in result.stderr and ".env.example" in result.stderr
 
 
+def _db_entrypoint(tmp_path: Path, password: str) -> subprocess.CompletedProcess:
+    """The db service's entrypoint as compose runs it (`$$` is compose's escape for `$`), with a stand-in
+    for the postgres image's docker-entrypoint.sh that prints its arguments."""
+    argv = [a.replace("$$", "$") for a in compose_json()["services"]["db"]["entrypoint"]]
+    stand_in = tmp_path / "docker-entrypoint.sh"
+    stand_in.write_text('#!/bin/sh\necho "image entrypoint: $*"\n')
+    stand_in.chmod(0o755)
+    env = {"PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}", "POSTGRES_PASSWORD": password}
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=30, check=False)
+
+
+def test_db_refuses_the_placeholder_password_of_env_example(tmp_path):
+    placeholder = compose_json()["services"]["db"]["environment"]["POSTGRES_PASSWORD"]
+    assert placeholder == "change-me"  # what .env.example ships
+    refused = _db_entrypoint(tmp_path, placeholder)
+    assert refused.returncode == 1 and "image entrypoint" not in refused.stdout
+    assert "placeholder 'change-me'" in refused.stderr and ".env" in refused.stderr
+    started = _db_entrypoint(tmp_path, "3f1c0a9e5b7d2c4e6a8b0d1f")
+    assert started.returncode == 0 and started.stdout.strip() == "image entrypoint: postgres", started.stderr
+
+
 def dockerfiles() -> list[Path]:
     """Every Dockerfile of the project (hidden folders such as .venv and .git skipped)."""
     found = []

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from digitlab import runner
@@ -227,6 +228,123 @@ def test_run_starts_both_and_stops_cleanly(app_env, tmp_path, sig):
         assert re.search(r"stopped (UI, API|API, UI) in \d", run.output), run.output
     finally:
         run.kill()
+
+
+class Poller:
+    """GETs `url` every 0.1 s in a thread until stopped; counts the answers that were not 200."""
+
+    def __init__(self, url: str):
+        self.url, self.answers, self.failures = url, 0, []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._done.wait(0.1):
+            try:
+                status = httpx.get(self.url, timeout=2).status_code
+            except httpx.HTTPError as exc:
+                status = type(exc).__name__
+            self.answers += 1
+            if status != 200:
+                self.failures.append(status)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(5)
+
+
+def _api_processes(runner_pid: int) -> list[psutil.Process]:
+    """The API's uvicorn parent (`digitlab serve`) and every process under it (its workers)."""
+    serve = [p for p in psutil.Process(runner_pid).children() if p.cmdline()[-1:] == ["serve"]]
+    assert len(serve) == 1, serve
+    return [serve[0], *serve[0].children(recursive=True)]
+
+
+def _wait_healthy(url: str, timeout: float) -> float:
+    """Seconds until `url` answers 200; fails after `timeout`."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return time.monotonic() - started
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"{url} did not answer within {timeout:.0f} s")
+
+
+def test_killed_api_comes_back_while_the_ui_stays_up(app_env, tmp_path):
+    """Acceptance (issue 13.2): SIGKILL to every API process (uvicorn parent and workers) -> /health answers
+    again within 30 s, the UI answers throughout, and Ctrl-C still stops everything with both ports free."""
+    app_env["DIGITLAB_WORKERS"] = "2"  # a parent with worker processes, as on a multi-core machine
+    api_port, ui_port = _ports(app_env)
+    api, ui = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{ui_port}/_stcore/health"
+    run = _start(app_env, tmp_path, "--no-train")
+    try:
+        run.wait_for(re.escape(READY_LINE))
+        victims = _api_processes(run.proc.pid)
+        assert len(victims) >= 3, victims  # parent + 2 workers
+        ui_before = {p.pid: p.create_time() for p in psutil.Process(run.proc.pid).children(recursive=True)
+                     if p not in victims}  # fmt: skip
+        poller = Poller(ui)
+        try:
+            for victim in victims:
+                victim.kill()
+            psutil.wait_procs(victims, timeout=5)
+            took = _wait_healthy(f"{api}/health", timeout=30)
+            run.wait_for(r"the API answers again", timeout=10)
+            answer = httpx.post(f"{api}/api/v1/predict", files={"image": ("d.png", sample_drawing(), "image/png")},
+                                data={"model": "svm"}, timeout=30)  # fmt: skip
+            assert answer.status_code == 200, answer.text
+
+            # SIGTERM from outside to the new parent: a second restart in a row waits longer.
+            _api_processes(run.proc.pid)[0].terminate()
+            run.wait_for(r"the API stopped unexpectedly \(exit code 0\); restarting it in 2 s", timeout=15)
+            _wait_healthy(f"{api}/health", timeout=30)
+        finally:
+            poller.stop()
+        assert poller.answers > 20 and poller.failures == [], (poller.failures, run.output)
+        ui_after = {p.pid: p.create_time() for p in psutil.Process(run.proc.pid).children(recursive=True)}
+        assert all(ui_after.get(pid) == created for pid, created in ui_before.items()), "the UI was restarted"
+        assert "the API stopped unexpectedly (killed by SIGKILL); restarting it in 1 s" in run.output, (
+            run.output
+        )
+        assert took <= 30
+        _check_clean_stop(run, signal.SIGINT, app_env)
+    finally:
+        run.kill()
+
+
+def test_supervised_child_restarts_with_growing_backoff(monkeypatch, capsys):
+    """The restart step on a plain child process: a death is reported with its cause, the restart waits
+    BACKOFF_FIRST, then twice as long when the restarted child dies before it ever answered."""
+    monkeypatch.setattr(runner, "BACKOFF_FIRST", 0.2)
+    argv = [sys.executable, "-c", "import time; time.sleep(60)"]
+    children = [runner.start_child("UI", argv, dict(os.environ))]
+    keeper = runner.Supervised(children[0], argv, dict(os.environ), f"http://127.0.0.1:{free_port()}/")
+    try:
+        first = keeper.child
+        first.proc.kill()
+        first.proc.wait(5)
+        keeper.check(children)
+        assert (
+            "the UI stopped unexpectedly (killed by SIGKILL); restarting it in 0.2 s"
+            in capsys.readouterr().out
+        )
+        assert keeper.delay == 0.2
+        while keeper.child is first:
+            keeper.check(children)
+            time.sleep(0.02)
+        assert children == [keeper.child] and keeper.child.running()
+        keeper.child.proc.terminate()
+        keeper.child.proc.wait(5)
+        keeper.check(children)
+        assert keeper.delay == 0.4  # doubled: it died again before it ever answered
+        assert "(killed by SIGTERM); restarting it in 0.4 s" in capsys.readouterr().out
+    finally:
+        for child in children:
+            runner.stop_children([child])
 
 
 def test_children_stop_even_when_the_runner_is_killed(app_env, tmp_path):

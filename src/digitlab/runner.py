@@ -9,7 +9,11 @@
    `<name>.training` marker makes the API and the UI show it as "training"; the API loads finished
    models by itself (it re-scans the model folder every few seconds);
 4. print both URLs once both answer;
-5. on Ctrl-C (SIGINT), SIGTERM or SIGHUP: SIGTERM to every child's process group (uvicorn, Streamlit,
+5. keep both up: when the API or the UI dies afterwards (killed, crashed, SIGTERM from outside), SIGKILL
+   what is left of its process group (orphaned uvicorn workers would hold the port), say so in one line
+   and start it again after a backoff (1 s, doubling up to 30 s while it keeps dying within a minute);
+   the other one keeps running (the UI shows its outage banner while the API is away);
+6. on Ctrl-C (SIGINT), SIGTERM or SIGHUP: SIGTERM to every child's process group (uvicorn, Streamlit,
    training workers: grandchildren included), SIGKILL to whatever is left after a few seconds; the
    whole stop takes at most `STOP_TIMEOUT` seconds and returns 0.
 """
@@ -37,6 +41,11 @@ SLOW_START_NOTICE = 90.0
 POLL = 0.2
 #: While training runs, one line every this many seconds says which models are done.
 PROGRESS_EVERY = 60.0
+#: Restart backoff: the first delay, doubling for each restart in a row, at most BACKOFF_MAX seconds.
+#: A child that stayed up STABLE_AFTER seconds starts over at BACKOFF_FIRST.
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 30.0
+STABLE_AFTER = 60.0
 #: Extra arguments for the background `digitlab train` (tests set e.g. ["--limit", "2000"]).
 TRAIN_ARGS: list[str] = []
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -277,6 +286,64 @@ def stop_children(
         time.sleep(0.05)
 
 
+def clear_group(child: Child, timeout: float = 2.0) -> None:
+    """SIGKILL whatever is left of a dead child's process group (uvicorn workers outlive their parent
+    and keep the port), and wait until the group is gone or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while group_members(child.pgid) and time.monotonic() < deadline:
+        _signal_group(child.pgid, signal.SIGKILL)
+        time.sleep(0.05)
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+@dataclass
+class Supervised:
+    """A child the runner keeps up: how to start it again, and its restart backoff."""
+
+    child: Child
+    argv: list[str]
+    env: dict[str, str]
+    health_url: str
+    restarts: int = 0  # restarts in a row (a child that stays up STABLE_AFTER seconds resets it)
+    delay: float = 0.0  # the backoff before the latest restart
+    restart_at: float | None = None  # dead, restart due then
+    down_since: float | None = None  # dead or restarted but not answering yet
+
+    @property
+    def name(self) -> str:
+        return self.child.name
+
+    def check(self, children: list[Child]) -> None:
+        """One supervision step: notice a death, restart when the backoff is over, report the return."""
+        now = time.monotonic()
+        if self.restart_at is None and not self.child.running():
+            clear_group(self.child)
+            stable = self.down_since is None and now - self.child.started >= STABLE_AFTER
+            self.restarts = 1 if stable else self.restarts + 1
+            self.delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self.restarts - 1))
+            self.restart_at = now + self.delay
+            self.down_since = self.down_since if self.down_since is not None else now
+            meanwhile = " (the UI shows an outage notice meanwhile)" if self.name == "API" else ""
+            _say(f"the {self.name} stopped unexpectedly ({describe_exit(self.child.proc.returncode)}); "
+                 f"restarting it in {self.delay:g} s{meanwhile}")  # fmt: skip
+        elif self.restart_at is not None and now >= self.restart_at:
+            old = self.child
+            self.child = start_child(old.name, self.argv, self.env, term_group=old.term_group)
+            children[children.index(old)] = self.child  # the stop handler sees the new one at once
+            self.restart_at = None
+        elif self.down_since is not None and self.restart_at is None and _healthy(self.health_url):
+            _say(f"the {self.name} answers again (down {now - self.down_since:.1f} s)")
+            self.down_since = None
+
+
 def _healthy(url: str) -> bool:
     import httpx
 
@@ -373,15 +440,17 @@ def _run(
     ui_env = dict(env, DIGITLAB_API_URL=api_url)  # the UI talks to the API started here
     python = [sys.executable, "-m", "digitlab"]
     # The UI first: it needs no database, so it starts while the migrations run; the API after them.
-    ui = start_child("UI", [*python, "ui"], ui_env, term_group=False)
+    ui_argv, api_argv = [*python, "ui"], [*python, "serve"]
+    ui = start_child("UI", ui_argv, ui_env, term_group=False)
     children.append(ui)
     migrate(settings)
     if stop:
         return 0
-    api = start_child("API", [*python, "serve"], env)
+    api = start_child("API", api_argv, env)
     children.append(api)
 
-    waiting = {"API": f"{api_url}/health", "UI": f"{ui_url}/_stcore/health"}
+    waiting_urls = {"API": f"{api_url}/health", "UI": f"{ui_url}/_stcore/health"}
+    waiting = dict(waiting_urls)
     noticed = False
     while waiting:
         if stop:
@@ -419,11 +488,13 @@ def _run(
         flush=True,
     )  # fmt: skip
 
+    supervised = [
+        Supervised(api, api_argv, env, waiting_urls["API"]),
+        Supervised(ui, ui_argv, ui_env, waiting_urls["UI"]),
+    ]
     while not stop:
-        for child in (api, ui):
-            if not child.running():
-                _say(f"the {child.name} stopped unexpectedly (exit code {child.proc.returncode}); stopping")
-                return 1
+        for keeper in supervised:
+            keeper.check(children)
         if trainer is not None and trainer.running() and time.monotonic() >= next_note:
             next_note += PROGRESS_EVERY
             still = [n for n in missing_models(model_dir) if n in to_train]

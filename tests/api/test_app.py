@@ -218,30 +218,9 @@ def test_sniff_by_magic_bytes(head, kind):
     assert sniff_format(head + b"\0" * 16) == kind
 
 
-def test_body_limit_counts_chunked_bodies():
-    """A body without Content-Length is refused as soon as the count passes the limit: the rest is never read."""
-    sent, reads, called = [], [], []
-
-    async def app(scope, receive, send):
-        called.append(True)
-
-    async def receive():
-        reads.append(1)
-        return {"type": "http.request", "body": b"x" * 400, "more_body": True}
-
-    async def send(message):
-        sent.append(message)
-
-    mw = BodyLimitMiddleware(app, max_bytes=1000)
-    run_in_fresh_loop(mw({"type": "http", "method": "POST", "headers": []}, receive, send))
-    assert sent[0]["status"] == 413 and not called and len(reads) == 3
-
-
-def test_body_limit_refuses_declared_length_without_reading():
+def _limited(receive, headers, *, max_bytes=1000, drain_bytes=3000) -> list[dict]:
+    """Run BodyLimitMiddleware over one POST; the app behind it must not be reached. Returns what it sent."""
     sent = []
-
-    async def receive():
-        raise AssertionError("the body must not be read")
 
     async def send(message):
         sent.append(message)
@@ -249,12 +228,52 @@ def test_body_limit_refuses_declared_length_without_reading():
     async def app(scope, receive, send):
         raise AssertionError("the app must not be called")
 
-    mw = BodyLimitMiddleware(app, max_bytes=1000)
-    run_in_fresh_loop(
-        mw({"type": "http", "method": "POST", "headers": [(b"content-length", b"5000")]}, receive, send)
-    )
-    assert sent[0]["status"] == 413
-    assert b'"payload_too_large"' in sent[1]["body"]
+    mw = BodyLimitMiddleware(app, max_bytes=max_bytes, drain_bytes=drain_bytes)
+    run_in_fresh_loop(mw({"type": "http", "method": "POST", "headers": headers}, receive, send))
+    assert sent[0]["status"] == 413 and b'"payload_too_large"' in sent[1]["body"]
+    return sent
+
+
+def _endless_reader(reads: list[int], chunk: int = 400):
+    async def receive():
+        reads.append(chunk)
+        return {"type": "http.request", "body": b"x" * chunk, "more_body": True}
+
+    return receive
+
+
+def test_body_limit_counts_chunked_bodies():
+    """A body without Content-Length is refused once the count passes the limit; the rest is read (so the
+    client, still sending, can read the 413) only up to the drain bound."""
+    reads: list[int] = []
+    _limited(_endless_reader(reads), [])
+    assert sum(reads) == 3200  # the first read past drain_bytes=3000, not one more
+
+
+def test_body_limit_drains_a_declared_body_before_answering():
+    """No `Expect: 100-continue` (urllib): the client sends everything before it reads; read it all first."""
+    parts = [b"x" * 2000, b"x" * 500]
+
+    async def receive():
+        return {"type": "http.request", "body": parts.pop(0), "more_body": bool(parts)}
+
+    _limited(receive, [(b"content-length", b"2500")])
+    assert parts == []
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b"content-length", b"2500"), (b"expect", b"100-continue")],  # body not sent until asked for
+        [(b"content-length", b"5000")],  # beyond the drain bound: not worth reading
+    ],
+    ids=["expect-100-continue", "beyond-drain-bound"],
+)
+def test_body_limit_refuses_declared_length_without_reading(headers):
+    async def receive():
+        raise AssertionError("the body must not be read")
+
+    _limited(receive, headers)
 
 
 def test_serve_refuses_bad_arguments():

@@ -1,9 +1,17 @@
 """Request body size limit, enforced before the body is read (pure ASGI middleware).
 
-A `Content-Length` over the limit is refused at once, without reading a byte of the body. Otherwise
-the body is read here, counting bytes as they arrive (chunked uploads have no Content-Length), and
-refused as soon as the count passes the limit; an accepted body is handed to the app in one piece, so
-no route ever sees more than `max_bytes`. The server discards whatever the client still sends.
+The body is read here, counting bytes as they arrive (chunked uploads have no Content-Length); an
+accepted body is handed to the app in one piece, so no route ever sees more than `max_bytes`.
+
+A body over the limit gets a JSON 413 that the client can actually read:
+
+- a client that asked `Expect: 100-continue` (curl, requests with large files) has not sent its body
+  yet: it is answered at once, and sends nothing more;
+- every other client (Python's urllib, browsers' fetch) sends the whole body before it reads any
+  answer. Answering and closing while its bytes are still arriving makes the kernel reset the
+  connection, and the client sees "connection reset" instead of the 413. So the rest of the body is
+  read and thrown away first, up to `drain_bytes` in all (a bounded cost); a body larger than that
+  (declared or counted) is answered as soon as that is known.
 """
 
 from __future__ import annotations
@@ -12,12 +20,27 @@ from digitlab.api.errors import error_body
 
 _METHODS_WITHOUT_BODY = frozenset({b"GET", b"HEAD", b"OPTIONS", "GET", "HEAD", "OPTIONS"})
 
+#: The most bytes of an oversized request read (and discarded) so its client can read the 413.
+DRAIN_BYTES = 64 * 1024 * 1024
+
 
 class BodyLimitMiddleware:
-    def __init__(self, app, max_bytes: int, on_refuse=None):
+    def __init__(self, app, max_bytes: int, on_refuse=None, drain_bytes: int = DRAIN_BYTES):
         self.app = app
         self.max_bytes = int(max_bytes)
+        self.drain_bytes = max(int(drain_bytes), self.max_bytes)
         self.on_refuse = on_refuse  # called with no argument when a body is refused (metrics)
+
+    async def _drain(self, receive, size: int) -> None:
+        """Read and discard the rest of the body (`size` bytes read so far) while it stays within
+        `drain_bytes`; returns at its end, at a disconnect or past the bound."""
+        while size <= self.drain_bytes:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            size += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
 
     async def _refuse(self, send, length: int | None) -> None:
         if self.on_refuse is not None:
@@ -45,14 +68,18 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         declared = None
+        expects_continue = False
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = None
-                break
+            elif name == b"expect":
+                expects_continue = value.lower() == b"100-continue"
         if declared is not None and declared > self.max_bytes:
+            if not expects_continue and declared <= self.drain_bytes:
+                await self._drain(receive, 0)
             await self._refuse(send, declared)
             return
         if declared == 0 or (declared is None and scope.get("method") in _METHODS_WITHOUT_BODY):
@@ -69,6 +96,8 @@ class BodyLimitMiddleware:
             if chunk:
                 size += len(chunk)
                 if size > self.max_bytes:
+                    if message.get("more_body", False):
+                        await self._drain(receive, size)
                     await self._refuse(send, None)
                     return
                 chunks.append(chunk)

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 
 from digitlab import __version__ as _pkg_version
 from digitlab.api.context import AppContext
+from digitlab.api.docs import install_docs
 from digitlab.api.errors import install_error_handlers
 from digitlab.api.limits import BodyLimitMiddleware
 from digitlab.api.metrics import Metrics, MetricsMiddleware
@@ -115,7 +116,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=_pkg_version,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served by install_docs, from local files rather than a CDN
+        redoc_url=None,
     )
+    install_docs(app)
     app.state.ctx = ctx
     app.state.metrics = metrics
     install_error_handlers(app)
