@@ -386,12 +386,7 @@ def test_busy_port_is_one_line_and_starts_nothing(app_env, tmp_path):
 
 def _run_training(env, tmp_path, limit: int) -> Run:
     """`digitlab run` with the background training limited to `limit` images (seconds, not minutes)."""
-    code = (
-        "import sys; from digitlab import runner; "
-        f"runner.TRAIN_ARGS[:] = ['--limit', '{limit}', '--jobs', '1']; "
-        "sys.exit(runner.run_all(train_missing=True))"
-    )
-    return Run([sys.executable, "-c", code], env, tmp_path)
+    return Run([sys.executable, "-m", "digitlab", "run"], {**env, "DIGITLAB_TRAIN_LIMIT": str(limit)}, tmp_path)
 
 
 def test_missing_models_train_in_background_while_others_answer(app_env, tmp_path, mnist_dir):

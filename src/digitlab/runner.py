@@ -30,6 +30,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from digitlab.core.config import Settings, get_settings
 from digitlab.errors import DigitlabError
 
@@ -46,8 +48,6 @@ PROGRESS_EVERY = 60.0
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0
 STABLE_AFTER = 60.0
-#: Extra arguments for the background `digitlab train` (tests set e.g. ["--limit", "2000"]).
-TRAIN_ARGS: list[str] = []
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -208,26 +208,13 @@ def start_child(
 
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes of process group `pgid`."""
-    proc = Path("/proc")
-    if not proc.is_dir():  # not Linux: ask the kernel whether the group still has a member
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return []
-        except PermissionError:
-            pass
-        return [pgid]
     members = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
+    for proc in psutil.process_iter():
         try:
-            stat = (entry / "stat").read_text()
-        except OSError:
+            if proc.status() != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+                members.append(proc.pid)
+        except (psutil.Error, ProcessLookupError, PermissionError):  # gone meanwhile, or not ours to see
             continue
-        fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) "
-        if len(fields) > 2 and fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry.name))
     return members
 
 
@@ -471,7 +458,8 @@ def _run(
 
     trainer = None
     if to_train:
-        trainer = start_child("training", [*python, "train", *to_train, *TRAIN_ARGS], env, background=True)
+        limit = ["--limit", str(settings.train_limit)] if settings.train_limit else []
+        trainer = start_child("training", [*python, "train", *to_train, *limit], env, background=True)
         children.append(trainer)
     next_note = time.monotonic() + PROGRESS_EVERY
     ready = time.monotonic() - began

@@ -22,14 +22,17 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 
-
 def run_in_fresh_loop(coro):
-    """`asyncio.run` in a thread of its own: the browser tests' Playwright (sync API) leaves an event loop
-    running in the main thread, so these tests pass in any order."""
-    from concurrent.futures import ThreadPoolExecutor
+    """`asyncio.run` in this (the main) thread even when the browser tests' Playwright (sync API) left its
+    event loop marked as running here, so these tests pass in any order. The main thread matters: OpenBLAS
+    applies thread limits only from it."""
+    left_over = asyncio._get_running_loop()
+    asyncio._set_running_loop(None)
+    try:
+        return asyncio.run(coro)
+    finally:
+        asyncio._set_running_loop(left_over)
 
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()
 
 def settings_for(tmp_path, model_dir, **kw) -> Settings:
     return Settings(

@@ -22,6 +22,10 @@ class Settings(BaseSettings):
         None, description="Folder with the four MNIST IDX .gz files; default <data_dir>/mnist."
     )
     model_dir: Path = Field(Path("models"), description="Where trained model artefacts are written and read.")
+    train_limit: int | None = Field(
+        None, ge=100, description="`digitlab run` trains missing models on the first N MNIST images only "
+        "(a quick first start with weaker models); default: all 60,000."
+    )
     mnist_mirrors: list[str] = Field(
         default_factory=lambda: [
             "https://ossci-datasets.s3.amazonaws.com/mnist/",
