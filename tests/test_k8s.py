@@ -478,12 +478,13 @@ def test_manifest_commands_serve_store_and_drain_their_spools(tmp_path, postgres
     2. two API pods (each its own spool volume) and the UI (its DIGITLAB_API_URL resolved through the
        API Service) start and pass their probes; predictions through both APIs and through the UI's
        client are each stored exactly once;
-    3. database outage: both API pods answer and spool. Pod B's container is killed (SIGKILL) and
-       restarted in the same pod, i.e. on the same spool volume; pod A is deleted: its preStop hook
-       runs, waits while the database is away, and returns once the database is back and its spool is
-       drained; then SIGTERM, and A exits within the grace period. So A's spooled predictions reach the
-       database BEFORE EXIT, within the grace period (its volume is then empty: deleting it loses
-       nothing); B's reach it AFTER THE RESTART (the new process adopts the spool it finds on the volume);
+    3. database outage: both API pods answer and spool. Pod B's process gets SIGTERM during the outage,
+       stops within its grace period leaving its spool on the volume, and its container is restarted in
+       the same pod (same volume). Pod A is deleted: its preStop hook runs, waits while the database is
+       away, and returns once the database is back and its spool is drained; then SIGTERM, and A exits
+       within the grace period. So A's spooled predictions reach the database BEFORE EXIT, within the
+       grace period (its volume is then empty: deleting it loses nothing); B's reach it AFTER THE
+       RESTART (the new process adopts the spool it finds on the volume);
     4. every answered prediction is in the table exactly once, and no process wrote outside its volumes.
     """
     objects = render(EXAMPLE)
@@ -554,11 +555,15 @@ def test_manifest_commands_serve_store_and_drain_their_spools(tmp_path, postgres
             assert health["database"] == "unavailable" and health["spool"] >= 5
             assert _pending_in(pod.volumes[0]) >= 5
 
-        # B: the container dies (SIGKILL: no shutdown at all) and the kubelet restarts it in the same pod.
-        b.signal(signal.SIGKILL)
-        b.proc.wait(10)
+        # B: SIGTERM during the outage; the process stops within the grace period, leaving its spool on the
+        # volume, and its container is restarted in the same pod (same volume).
+        stopping = time.monotonic()
+        b.signal(signal.SIGTERM)
+        b.proc.wait(b.grace)
+        b_stop_seconds = time.monotonic() - stopping
+        assert "Application shutdown complete" in b.output()
+        assert _pending_in(b.volumes[0]) >= 5, "the spool stays on the volume"
         b.start().wait_ready()
-        assert _pending_in(b.volumes[0]) >= 5, "the spool survived the container"
 
         # A: the pod is deleted. preStop first; it must keep waiting while the database is away.
         started = time.monotonic()
@@ -580,6 +585,9 @@ def test_manifest_commands_serve_store_and_drain_their_spools(tmp_path, postgres
         # B replays the spool its previous container left.
         _wait_for(lambda: httpx.get(f"{b.local_url()}/health", timeout=5).json()["spool"] == 0, 60, "B drained")
         assert _pending_in(b.volumes[0]) == 0
+
+        print(f"\nB stopped in {b_stop_seconds:.1f} s during the outage; A: preStop to exit "
+              f"{time.monotonic() - started:.1f} s")  # fmt: skip
 
         # 4. every answered prediction exactly once
         stored = _stored(postgres_url)
