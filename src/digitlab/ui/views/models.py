@@ -42,9 +42,8 @@ def _latencies() -> dict[str, float]:
         return {}
     by_model: dict[str, list[float]] = {}
     for item in items:
-        name, ms = item.get("model_name") or item.get("model"), item.get("latency_ms")
-        if name and ms is not None:
-            by_model.setdefault(name, []).append(float(ms))
+        if item.model_name and item.latency_ms is not None:
+            by_model.setdefault(item.model_name, []).append(item.latency_ms)
     return {k: sorted(v)[len(v) // 2] for k, v in by_model.items()}
 
 
