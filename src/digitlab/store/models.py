@@ -59,3 +59,46 @@ class Prediction(Base):
 
 
 TABLE = Prediction.__table__
+
+
+class ModelVersion(Base):
+    """A built version of a model (migration 0004): the artefact itself, so every replica can load it."""
+
+    __tablename__ = "model_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(r.MODEL_NAME_LEN))
+    version: Mapped[str] = mapped_column(String(r.MODEL_VERSION_LEN))
+    parent_version: Mapped[str | None] = mapped_column(String(r.MODEL_VERSION_LEN))
+    status: Mapped[str] = mapped_column(String(16))  # promoted | candidate | rejected | retired
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    promoted_at: Mapped[datetime | None] = mapped_column(DateTime)
+    sha256: Mapped[str] = mapped_column(String(64))
+    manifest: Mapped[str] = mapped_column(Text)  # JSON
+    artifact: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (
+        Index("ix_model_versions_name_version", "name", "version", unique=True),
+        Index("ix_model_versions_status", "status", "name"),
+        {"sqlite_autoincrement": True},
+    )
+
+
+class LearnJob(Base):
+    """A `digitlab learn` run (migration 0004): status and progress any replica can report."""
+
+    __tablename__ = "learn_jobs"
+
+    id: Mapped[str] = mapped_column(String(r.UID_LEN), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))  # queued | running | done | failed
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    progress: Mapped[float] = mapped_column(Float, server_default=text("0"))
+    message: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[str | None] = mapped_column(Text)  # JSON summary
+
+
+VERSIONS = ModelVersion.__table__
+JOBS = LearnJob.__table__
