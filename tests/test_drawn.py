@@ -1,4 +1,4 @@
-"""digitlab.drawn: canvas-like renderer, MNIST tracing, style templates, scribbles, the evaluation."""
+"""digitlab.synth and evaluation.drawn: canvas-like renderer, MNIST tracing, style templates, scribbles, the evaluation."""
 
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from api.tcp_proxy import TcpProxy
-from digitlab.api.service import sample_drawing
+from digitlab.api.upkeep import sample_drawing
 
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "deploy" / "k8s"

@@ -1,4 +1,4 @@
-"""digitlab.uncertainty: the bundled not-a-digit detector, its thresholds and the "uncertain" rule."""
+"""digitlab.detector: the bundled not-a-digit detector, its thresholds and the "uncertain" rule (training in training.detector)."""
 
 from __future__ import annotations
 

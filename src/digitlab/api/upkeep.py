@@ -8,8 +8,11 @@ import io
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from digitlab.api.context import AppContext
-from digitlab.models.registry import MODEL_SPECS, is_training, manifest_path
+from digitlab.errors import DigitlabError
+from digitlab.models.registry import MODEL_SPECS, is_training, manifest_path, model_from_payload
 
 log = logging.getLogger("digitlab.api")
 
@@ -27,10 +30,13 @@ def manifest_key(name: str, model_dir: Path) -> tuple[str, float] | None:
 
 def refresh_models(ctx: AppContext) -> None:
     """(Re)load a model whose manifest appeared or changed since the last look; a broken artefact is
-    tried once per manifest change, not every few seconds. Loaded models are swapped atomically."""
+    tried once per manifest change, not every few seconds. Loaded models are swapped atomically.
+    A learned version promoted in the database wins over the files (see `refresh_learned`)."""
+    refresh_learned(ctx)
+    learned = ctx.registry.learned_names()
     for name in MODEL_SPECS:
-        if is_training(name, ctx.settings.model_dir):
-            continue  # wait for the finished files
+        if name in learned or is_training(name, ctx.settings.model_dir):
+            continue  # served from the database, or wait for the finished files
         key = manifest_key(name, ctx.settings.model_dir)
         if key is None or key == ctx.manifest_keys.get(name):
             continue
@@ -40,6 +46,35 @@ def refresh_models(ctx: AppContext) -> None:
         after = ctx.registry.get(name)
         if after is not None and after is not before:
             log.info("model %s %s (version %s)", name, "reloaded" if before else "loaded", after.version)
+
+
+def refresh_learned(ctx: AppContext) -> None:
+    """Serve the versions promoted in the database (every replica polls the same table, so a promotion or
+    a rollback reaches all of them within MODEL_REFRESH_SECONDS). A model whose learned versions were all
+    rolled back goes back to its files. The database being away changes nothing: keep what is served."""
+    if ctx.store is None:
+        return
+    try:
+        promoted = ctx.store.promoted_versions()
+    except DigitlabError:
+        return
+    for name, (version, sha256) in promoted.items():
+        current = ctx.registry.get(name)
+        if name not in MODEL_SPECS or (current is not None and current.manifest.get("sha256") == sha256):
+            continue
+        try:
+            manifest, payload = ctx.store.load_version(name, version)
+            model = model_from_payload(name, manifest, payload)
+            model.predict_proba(np.zeros((1, 784), np.float32))  # warm, before it takes requests
+        except Exception as exc:  # noqa: BLE001 - a broken version must not take the served one down
+            log.error("learned %s version %s not loaded: %s", name, version, exc)
+            continue
+        ctx.registry.install(model, learned=True)
+        log.info("model %s now serves learned version %s", name, version)
+    for name in ctx.registry.learned_names() - promoted.keys():
+        log.info("model %s: no learned version promoted any more, back to its files", name)
+        ctx.manifest_keys.pop(name, None)  # the file check below reloads it
+        ctx.registry.forget_learned(name)
 
 
 def refresh_gauges(ctx: AppContext) -> str:

@@ -107,7 +107,6 @@ def load_model(name: str, model_dir: Path) -> LoadedModel:
     """Load one model after checking its SHA-256; `ArtifactError` says which file and what to do."""
     if name not in MODEL_SPECS:
         raise ArtifactError(f"unknown model {name!r}: choose one of {', '.join(MODEL_SPECS)}.", code="unknown_model")
-    spec = MODEL_SPECS[name]
     error: ArtifactError | None = None
     for directory in model_dirs_for(name, model_dir):
         if not (directory / f"{name}.json").exists():
@@ -117,21 +116,26 @@ def load_model(name: str, model_dir: Path) -> LoadedModel:
         except ArtifactError as exc:
             error = error or exc
             continue
-        if manifest["format"] == "onnx":
-            from digitlab.models.onnx import OnnxClassifier
-
-            estimator = OnnxClassifier(payload)
-            estimator._session()  # fail now, at start-up, not on the first request
-        else:
-            import io
-
-            import joblib
-
-            estimator = joblib.load(io.BytesIO(payload))
-        return LoadedModel(spec, manifest, estimator)
+        return model_from_payload(name, manifest, payload)
     raise error or ArtifactError(
         f"{Path(model_dir) / (name + '.json')} is missing: run `digitlab train {name}` to build the model."
     )
+
+
+def model_from_payload(name: str, manifest: dict, payload: bytes) -> LoadedModel:
+    """A model from verified artefact bytes (a file's or a learned version's from the database)."""
+    if manifest["format"] == "onnx":
+        from digitlab.models.onnx import OnnxClassifier
+
+        estimator = OnnxClassifier(payload)
+        estimator._session()  # fail now, at load, not on the first request
+    else:
+        import io
+
+        import joblib
+
+        estimator = joblib.load(io.BytesIO(payload))
+    return LoadedModel(MODEL_SPECS[name], manifest, estimator)
 
 
 def is_training(name: str, model_dir: Path) -> bool:
@@ -145,6 +149,7 @@ class ModelRegistry:
         self.model_dir = Path(model_dir)
         self._models: dict[str, LoadedModel] = {}
         self._errors: dict[str, str] = {}
+        self._learned: set[str] = set()
         self._lock = threading.Lock()
 
     def load_all(self) -> ModelRegistry:
@@ -166,12 +171,31 @@ class ModelRegistry:
             model = load_model(name, self.model_dir)
             model.manifest["_path"] = str(path)
             model.manifest["_mtime"] = path.stat().st_mtime
-            with self._lock:
-                self._models[name] = model
-                self._errors.pop(name, None)
+            self.install(model, learned=False)
         except ArtifactError as exc:
             log.error("model %s not loaded: %s", name, exc)
             self._errors[name] = str(exc)
+
+    def install(self, model: LoadedModel, *, learned: bool) -> None:
+        """Serve `model` from now on (an atomic swap: requests in flight finish on the one they hold).
+        `learned`: a promoted version from the database, which file changes do not replace."""
+        with self._lock:
+            self._models[model.name] = model
+            self._errors.pop(model.name, None)
+            if learned:
+                self._learned.add(model.name)
+            else:
+                self._learned.discard(model.name)
+
+    def forget_learned(self, name: str) -> None:
+        """Stop treating `name` as learned (its files are loaded at the next refresh)."""
+        with self._lock:
+            self._learned.discard(name)
+            self._models.pop(name, None)
+
+    def learned_names(self) -> set[str]:
+        """Models served from a promoted learned version."""
+        return set(self._learned)
 
     def status(self) -> dict[str, str]:
         out = {}

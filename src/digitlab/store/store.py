@@ -45,6 +45,7 @@ from digitlab.store.db import DatabaseUnavailableError, make_engine, upgrade
 from digitlab.store.records import AddResult, PredictionRecord, StoredPrediction, check_label
 from digitlab.store.repository import Repository
 from digitlab.store.spool import Spool
+from digitlab.store.versions import VersionStore
 
 log = logging.getLogger("digitlab.store")
 
@@ -73,6 +74,7 @@ class PredictionStore:
         self.url = url
         self.engine = make_engine(url, connect_timeout=connect_timeout)
         self.repo = Repository(self.engine)
+        self.versions = VersionStore(self.engine)
         self.writer = GroupCommit(self.repo, skip=lambda: self._spool_mode)
         self.spool = Spool(Path(spool_dir))
         self.retry_initial = retry_initial
@@ -265,6 +267,14 @@ class PredictionStore:
         """A page of history (newest first, no image bytes) and the total number of matching rows;
         `filters` as `Repository.list` takes them (model, correct, since, until)."""
         return self._read(self.repo.list, page, page_size, **filters)
+
+    def promoted_versions(self) -> dict[str, tuple[str, str]]:
+        """{model: (version, sha256)} promoted in the database (DatabaseUnavailableError during an outage)."""
+        return self._read(self.versions.promoted)
+
+    def load_version(self, name: str, version: str) -> tuple[dict, bytes]:
+        """A learned version's manifest and verified artefact bytes."""
+        return self._read(self.versions.load, name, version)
 
     def get(self, id: int) -> StoredPrediction | None:
         return self._read(self.repo.get, int(id))

@@ -1,0 +1,197 @@
+"""Model versions and learning jobs in the database (tables of migration 0004), as parameterised statements.
+
+The database is the only state API replicas share, so a learned model lives in it: artefact bytes,
+manifest and SHA-256. At most one version per model is `promoted` (served); a promotion retires the
+previous one, a rollback re-promotes the newest retired one. Learning jobs keep their progress here, so
+any replica can answer for a job another one started.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, insert, select, update
+
+from digitlab.errors import DigitlabError
+from digitlab.models.artifacts import ArtifactError, sha256_bytes
+from digitlab.store.models import JOBS, VERSIONS
+
+STATUSES = ("promoted", "candidate", "rejected", "retired")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)  # naive UTC, like the rest of the store
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """A model version without its artefact bytes."""
+
+    name: str
+    version: str
+    parent_version: str | None
+    status: str
+    reason: str | None
+    created_at: datetime
+    promoted_at: datetime | None
+    sha256: str
+    manifest: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "manifest"}
+        out["created_at"] = self.created_at.replace(tzinfo=UTC).isoformat()
+        out["promoted_at"] = self.promoted_at.replace(tzinfo=UTC).isoformat() if self.promoted_at else None
+        out["metrics"] = self.manifest.get("metrics", {})
+        out["data"] = self.manifest.get("data", {})
+        return out
+
+
+_INFO_COLUMNS = [VERSIONS.c[n] for n in ("name", "version", "parent_version", "status", "reason", "created_at",
+                                          "promoted_at", "sha256", "manifest")]  # fmt: skip
+
+
+def _info(row) -> VersionInfo:
+    data = dict(row._mapping)
+    data["manifest"] = json.loads(data["manifest"])
+    return VersionInfo(**data)
+
+
+class VersionStore:
+    """Every statement on `model_versions` and `learn_jobs`."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    # --- versions ------------------------------------------------------------------------------------
+    def next_version(self, name: str) -> str:
+        """The next version number of `name` ("2", "3", ...; the files' version counts as "1")."""
+        with self.engine.connect() as conn:
+            versions = conn.scalars(select(VERSIONS.c.version).where(VERSIONS.c.name == name)).all()
+        numbers = [int(v) for v in versions if v.isdigit()]
+        return str(max([1, *numbers]) + 1)
+
+    def add(self, name: str, version: str, payload: bytes, manifest: dict, *, status: str,
+            parent: str | None, reason: str | None = None) -> VersionInfo:  # fmt: skip
+        """Store a built version (a candidate, promoted or rejected); promoting it retires the served one."""
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}")
+        now = _now()
+        row = {
+            "name": name, "version": version, "parent_version": parent, "status": "candidate", "reason": reason,
+            "created_at": now, "promoted_at": None, "sha256": sha256_bytes(payload),
+            "manifest": json.dumps(manifest), "artifact": payload,
+        }  # fmt: skip
+        with self.engine.begin() as conn:
+            conn.execute(insert(VERSIONS).values(row))
+            if status == "promoted":
+                self._promote(conn, name, version, now)
+            elif status != "candidate":
+                conn.execute(self._where(name, version, update(VERSIONS)).values(status=status))
+        return self.get(name, version)
+
+    @staticmethod
+    def _where(name: str, version: str, stmt):
+        return stmt.where(VERSIONS.c.name == name, VERSIONS.c.version == version)
+
+    def _promote(self, conn, name: str, version: str, now: datetime) -> None:
+        conn.execute(
+            update(VERSIONS).where(VERSIONS.c.name == name, VERSIONS.c.status == "promoted").values(status="retired")
+        )
+        conn.execute(self._where(name, version, update(VERSIONS)).values(status="promoted", promoted_at=now))
+
+    def promote(self, name: str, version: str) -> VersionInfo:
+        """Serve `version` of `name` from now on (the served one is retired)."""
+        with self.engine.begin() as conn:
+            if conn.scalar(self._where(name, version, select(VERSIONS.c.id))) is None:
+                raise DigitlabError(f"model {name!r} has no version {version!r}: see `digitlab models list`.",
+                                    code="version_not_found")  # fmt: skip
+            self._promote(conn, name, version, _now())
+        return self.get(name, version)
+
+    def rollback(self, name: str) -> VersionInfo | None:
+        """Stop serving the promoted version (it becomes `rejected`, reason "rolled back") and re-promote the
+        newest retired one; None when there is none (the model's files are served again)."""
+        with self.engine.begin() as conn:
+            current = conn.scalar(
+                select(VERSIONS.c.version).where(VERSIONS.c.name == name, VERSIONS.c.status == "promoted")
+            )
+            if current is None:
+                raise DigitlabError(f"no learned version of {name!r} is promoted: nothing to roll back.",
+                                    code="nothing_to_roll_back")  # fmt: skip
+            conn.execute(self._where(name, current, update(VERSIONS)).values(status="rejected", reason="rolled back"))
+            previous = conn.scalar(
+                select(VERSIONS.c.version)
+                .where(VERSIONS.c.name == name, VERSIONS.c.status == "retired")
+                .order_by(VERSIONS.c.promoted_at.desc(), VERSIONS.c.id.desc())
+                .limit(1)
+            )
+            if previous is None:
+                return None
+            self._promote(conn, name, previous, _now())
+        return self.get(name, previous)
+
+    def get(self, name: str, version: str) -> VersionInfo | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(self._where(name, version, select(*_INFO_COLUMNS))).first()
+        return _info(row) if row else None
+
+    def list(self, name: str | None = None) -> list[VersionInfo]:
+        """Every version (of `name`, or of all models), newest first."""
+        stmt = select(*_INFO_COLUMNS).order_by(VERSIONS.c.name, VERSIONS.c.id.desc())
+        if name is not None:
+            stmt = stmt.where(VERSIONS.c.name == name)
+        with self.engine.connect() as conn:
+            return [_info(row) for row in conn.execute(stmt)]
+
+    def promoted(self) -> dict[str, tuple[str, str]]:
+        """{model name: (version, sha256)} of the promoted versions: a cheap poll (no artefact bytes)."""
+        stmt = select(VERSIONS.c.name, VERSIONS.c.version, VERSIONS.c.sha256).where(VERSIONS.c.status == "promoted")
+        with self.engine.connect() as conn:
+            return {name: (version, sha) for name, version, sha in conn.execute(stmt)}
+
+    def load(self, name: str, version: str) -> tuple[dict, bytes]:
+        """The manifest and artefact bytes of a version, only if the bytes hash to its SHA-256."""
+        stmt = self._where(name, version, select(VERSIONS.c.manifest, VERSIONS.c.artifact, VERSIONS.c.sha256))
+        with self.engine.connect() as conn:
+            row = conn.execute(stmt).first()
+        if row is None:
+            raise ArtifactError(f"model {name!r} version {version!r} is not in the database.")
+        manifest, payload, sha = json.loads(row.manifest), bytes(row.artifact), row.sha256
+        if sha256_bytes(payload) != sha:
+            raise ArtifactError(f"model {name!r} version {version!r}: the stored bytes do not match their SHA-256.")
+        return manifest, payload
+
+    # --- learning jobs -------------------------------------------------------------------------------
+    def create_job(self) -> str:
+        """A new queued job; returns its id."""
+        job_id = uuid.uuid4().hex
+        with self.engine.begin() as conn:
+            conn.execute(insert(JOBS).values(id=job_id, status="queued", created_at=_now(), progress=0.0))
+        return job_id
+
+    def update_job(self, job_id: str, **values: Any) -> None:
+        """Set any of status, progress (0-1), message, result (a dict), started_at, finished_at."""
+        if "result" in values and not isinstance(values["result"], str | None):
+            values["result"] = json.dumps(values["result"])
+        with self.engine.begin() as conn:
+            conn.execute(update(JOBS).where(JOBS.c.id == job_id).values(**values))
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        """A job as a JSON-ready dict, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(JOBS).where(JOBS.c.id == job_id)).first()
+        if row is None:
+            return None
+        data = dict(row._mapping)
+        for key in ("created_at", "started_at", "finished_at"):
+            data[key] = data[key].replace(tzinfo=UTC).isoformat() if data[key] else None
+        data["result"] = json.loads(data["result"]) if data["result"] else None
+        return data
+
+    def running_jobs(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.scalar(select(func.count()).select_from(JOBS).where(JOBS.c.status == "running"))
