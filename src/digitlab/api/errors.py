@@ -31,6 +31,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "prediction_not_found": 404,
     "image_not_found": 404,
     "method_not_allowed": 405,
+    "learning_busy": 409,
+    "busy": 409,
     "payload_too_large": 413,
     "image_too_large": 413,
     "unsupported_media_type": 415,
@@ -165,6 +167,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "Unknown model or prediction",
         413: "Body or image too large",
         415: "Unsupported media type",
+        409: "A learning run is going on already",
         422: "Invalid fields",
         503: "Model not ready or database unavailable",
     }

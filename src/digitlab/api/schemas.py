@@ -185,6 +185,35 @@ class StatsResponse(BaseModel):
     total_labelled: int
 
 
+class LearnStarted(BaseModel):
+    job_id: str = Field(description="Follow the run at `status_url`.")
+    status_url: str
+
+
+class LearnJob(BaseModel):
+    id: str
+    status: Literal["queued", "running", "done", "failed"]
+    progress: float = Field(ge=0, le=1)
+    message: str | None = Field(description="The last thing the run said (or why it failed).")
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    result: dict[str, Any] | None = Field(description="When done: data counts and, per model, what became of it.")
+
+
+class ModelVersion(BaseModel):
+    name: str
+    version: str
+    parent_version: str | None
+    status: Literal["promoted", "candidate", "rejected", "retired"]
+    reason: str | None = Field(description="Why it was rejected (or rolled back).")
+    created_at: str
+    promoted_at: str | None
+    sha256: str
+    metrics: dict[str, Any] = Field(description="MNIST test and held-out users' accuracy, and the parent's.")
+    data: dict[str, Any] = Field(description="How many users' drawings it learned from, held out, left out.")
+
+
 def clean_form_value(value: Any) -> Any:
     """HTML forms send empty strings for fields left blank: treat them as absent."""
     if isinstance(value, str) and value.strip() == "":

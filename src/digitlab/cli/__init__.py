@@ -43,6 +43,18 @@ def _db(args: argparse.Namespace) -> int:
     return db_command(args)
 
 
+def _learn(args: argparse.Namespace) -> int:
+    from digitlab.cli.learn import learn_command
+
+    return learn_command(args)
+
+
+def _models(args: argparse.Namespace) -> int:
+    from digitlab.cli.learn import models_command
+
+    return models_command(args)
+
+
 def _run(args: argparse.Namespace) -> int:
     from digitlab.runner import run_all
 
@@ -98,6 +110,24 @@ def build_parser() -> argparse.ArgumentParser:
     q = dbsub.add_parser("prune", help="delete predictions older than N days (retention)")
     q.add_argument("--days", type=int, required=True)
     p.set_defaults(func=_db)
+
+    p = sub.add_parser("learn", help="new model versions from the users' labelled drawings (promoted if better)")
+    p.add_argument("models", nargs="*", help="model names (default: every trained model)")
+    p.add_argument("--min-new", type=int, default=0, metavar="N",
+                   help="do nothing unless at least N drawings were labelled since the last run (for cron)")
+    p.add_argument("--job-id", default=None, help=argparse.SUPPRESS)  # set by POST /api/v1/learn
+    p.set_defaults(func=_learn)
+
+    p = sub.add_parser("models", help="learned model versions: list, promote, roll back")
+    msub = p.add_subparsers(dest="action", required=True)
+    q = msub.add_parser("list", help="every learned version with its figures")
+    q.add_argument("name", nargs="?", default=None)
+    q = msub.add_parser("promote", help="serve this version from now on")
+    q.add_argument("name")
+    q.add_argument("version")
+    q = msub.add_parser("rollback", help="stop serving the promoted version; the previous one comes back")
+    q.add_argument("name")
+    p.set_defaults(func=_models)
 
     p = sub.add_parser("run", help="train what is missing, then start API and UI together")
     p.add_argument("--no-train", action="store_true", help="start with whatever models exist")

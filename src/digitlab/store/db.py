@@ -19,6 +19,36 @@ from digitlab.errors import DigitlabError
 MIGRATIONS = Path(__file__).with_name("migrations")
 # pg_advisory_xact_lock key: two replicas starting together must not both create the table.
 _MIGRATION_LOCK = 0x64_69_67_69  # "digi"
+# pg_try_advisory_lock key held by a running `digitlab learn` (any host of the deployment).
+_LEARN_LOCK = 0x6C_65_61_72  # "lear"
+
+
+class BusyError(DigitlabError):
+    """Another process holds the lock (e.g. a second `digitlab learn` while one runs)."""
+
+    code = "busy"
+
+
+@contextlib.contextmanager
+def exclusive(engine: Engine, what: str) -> Iterator[None]:
+    """Hold a deployment-wide lock for the block, or raise BusyError at once: a PostgreSQL session
+    advisory lock (every replica sees it; released if the process dies), or on SQLite a file lock beside
+    the database file. `what` names the job in the message."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            if not conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": _LEARN_LOCK}):
+                raise BusyError(f"another {what} is running: try again when it has finished.")
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LEARN_LOCK})
+        return
+    with open(f"{engine.url.database}.learn-lock", "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BusyError(f"another {what} is running: try again when it has finished.") from None
+        yield
 
 
 class DatabaseUnavailableError(DigitlabError):

@@ -278,13 +278,23 @@ class Repository:
                 e["accuracy"] = e["correct"] / e["labelled"]
         return out
 
+    def labelled_after(self, last_id: int) -> int:
+        """How many rows after id `last_id` carry a digit label (new material for `digitlab learn`)."""
+        stmt = select(func.count()).select_from(T).where(T.c.id > last_id, T.c.drawn_digit.is_not(None))
+        with self.engine.connect() as conn:
+            return int(conn.scalar(stmt))
+
     def labelled_images(self, batch: int = 500) -> Iterator[tuple[int, bytes]]:
-        """(true digit, 28x28 PNG) of every labelled prediction, oldest first, fetched in id-keyed batches
-        so an export never holds the whole table in memory."""
+        """(true digit, 28x28 PNG) of every labelled prediction, oldest first (see `labelled_drawings`)."""
+        return ((digit, png) for _, _, digit, png in self.labelled_drawings(batch))
+
+    def labelled_drawings(self, batch: int = 500) -> Iterator[tuple[int, str | None, int, bytes]]:
+        """(id, session id, true digit, 28x28 PNG) of every prediction labelled with a digit, oldest first,
+        fetched in id-keyed batches so an export or a learning run never holds the whole table in memory."""
         last = 0
         while True:
             stmt = (
-                select(T.c.id, T.c.drawn_digit, T.c.processed_png)
+                select(T.c.id, T.c.session_id, T.c.drawn_digit, T.c.processed_png)
                 .where(T.c.id > last, T.c.drawn_digit.is_not(None), T.c.processed_png.is_not(None))
                 .order_by(T.c.id)
                 .limit(batch)
@@ -293,7 +303,7 @@ class Repository:
                 rows = conn.execute(stmt).all()
             if not rows:
                 return
-            for id_, digit, png in rows:
+            for id_, session, digit, png in rows:
                 last = id_
                 if 0 <= digit <= 9:
-                    yield digit, bytes(png)
+                    yield id_, session, digit, bytes(png)

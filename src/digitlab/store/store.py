@@ -268,6 +268,11 @@ class PredictionStore:
         `filters` as `Repository.list` takes them (model, correct, since, until)."""
         return self._read(self.repo.list, page, page_size, **filters)
 
+    def with_database(self, fn, *args, **kwargs):
+        """`fn(*args, **kwargs)` (e.g. a `self.versions` method) with the store's outage handling: raises
+        DatabaseUnavailableError, never a driver error, while the database is away."""
+        return self._read(fn, *args, **kwargs)
+
     def promoted_versions(self) -> dict[str, tuple[str, str]]:
         """{model: (version, sha256)} promoted in the database (DatabaseUnavailableError during an outage)."""
         return self._read(self.versions.promoted)

@@ -173,6 +173,15 @@ class VersionStore:
             conn.execute(insert(JOBS).values(id=job_id, status="queued", created_at=_now(), progress=0.0))
         return job_id
 
+    def fail_interrupted_jobs(self) -> int:
+        """Mark jobs still 'running' as failed: called by a run holding the learning lock, so no other run
+        is alive and those were killed half-way. Returns how many."""
+        stmt = update(JOBS).where(JOBS.c.status == "running").values(
+            status="failed", message="interrupted (the process ended before it finished)", finished_at=_now()
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount
+
     def update_job(self, job_id: str, **values: Any) -> None:
         """Set any of status, progress (0-1), message, result (a dict), started_at, finished_at."""
         if "result" in values and not isinstance(values["result"], str | None):
@@ -191,6 +200,18 @@ class VersionStore:
             data[key] = data[key].replace(tzinfo=UTC).isoformat() if data[key] else None
         data["result"] = json.loads(data["result"]) if data["result"] else None
         return data
+
+    def last_learned_row(self) -> int:
+        """The newest labelled row id that the last finished learning run had read (0 before any run)."""
+        stmt = (
+            select(JOBS.c.result)
+            .where(JOBS.c.status == "done", JOBS.c.result.is_not(None))
+            .order_by(JOBS.c.finished_at.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            result = conn.scalar(stmt)
+        return int(json.loads(result).get("last_row_id", 0)) if result else 0
 
     def running_jobs(self) -> int:
         with self.engine.connect() as conn:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -26,6 +25,7 @@ from sklearn.svm import SVC
 from digitlab.features import DigitFeatures, deskew, gradient_histograms
 from digitlab.models.artifacts import accuracy_and_confusion, dump_joblib, library_versions, save_artifact
 from digitlab.models.registry import MODEL_SPECS
+from digitlab.training.progress import log
 
 # Feature recipe per model. Distance-based models get balanced blocks; trees take them raw.
 FEATURES = {
@@ -60,10 +60,6 @@ SLOWEST_FIRST = ["svm", "random_forest", "svm_pca", "extra_trees"]
 _SHARED: dict = {}  # arrays inherited by forked workers
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
 def _fit_one(name: str, seed: int, n_jobs: int) -> tuple[str, bytes, dict]:
     """Fit the final step of one model on precomputed features; return artefact bytes + manifest."""
     from sklearn.pipeline import Pipeline
@@ -71,19 +67,21 @@ def _fit_one(name: str, seed: int, n_jobs: int) -> tuple[str, bytes, dict]:
     from digitlab.models.rbf_svc import FastRBFSVC
 
     recipe = _recipe_key(name)
-    F_fit, y_fit = _SHARED["fit"][recipe], _SHARED["y_fit"]
+    F_fit, y_fit, w_fit = _SHARED["fit"][recipe], _SHARED["y_fit"], _SHARED["w_fit"]
     F_cal, y_cal = _SHARED["cal"][recipe], _SHARED["y_cal"]
     F_test, y_test = _SHARED["test"][recipe], _SHARED["y_test"]
     started = time.perf_counter()
     estimator = head(name, seed=seed, n_jobs=n_jobs)
     if name in TREES:
-        estimator.fit(np.vstack([F_fit, F_cal]), np.concatenate([y_fit, y_cal]))
+        weights = np.concatenate([w_fit, np.ones(len(y_cal))])
+        estimator.fit(np.vstack([F_fit, F_cal]), np.concatenate([y_fit, y_cal]), sample_weight=weights)
         from digitlab.models.forest import FlatForest
 
         final = FlatForest.from_sklearn(estimator)
         params = {"n_estimators": estimator.n_estimators, "nodes": len(final.feature), "depth": final.depth}
     else:
-        estimator.fit(F_fit, y_fit)
+        weight_key = "svc__sample_weight" if isinstance(estimator, Pipeline) else "sample_weight"
+        estimator.fit(F_fit, y_fit, **{weight_key: w_fit})
         svc = estimator[-1] if isinstance(estimator, Pipeline) else estimator
         fast = FastRBFSVC(svc).fit()
         if isinstance(estimator, Pipeline):  # PCA first
@@ -128,8 +126,12 @@ def train_models(
     jobs: int | None = None,
     seed: int = 0,
     mnist_dir: Path | None = None,
+    extra: tuple[np.ndarray, np.ndarray] | None = None,
+    extra_weight: float = 1.0,
 ) -> list[dict]:
-    """Train `names` on MNIST's training set (first `limit` images), save artefacts, return manifests."""
+    """Train `names` on MNIST's training set (first `limit` images), save artefacts, return manifests.
+    `extra`: more training images (uint8 (n, 28, 28), labels), e.g. users' drawings, each weighing
+    `extra_weight` MNIST images; they are never used for the probability calibration."""
     from digitlab.data import load_mnist
 
     model_dir = Path(model_dir)
@@ -146,9 +148,17 @@ def train_models(
         order = np.random.default_rng(seed).permutation(len(X))
         n_cal = min(CALIBRATION_SIZE, len(X) // 10)
         cal, fit = order[:n_cal], order[n_cal:]
+        weights = np.ones(len(X))
+        if extra is not None and len(extra[1]):
+            fit = np.concatenate([fit, np.arange(len(X), len(X) + len(extra[1]))])
+            X = np.vstack([X, extra[0].reshape(-1, 784).astype(np.float32) / 255.0])
+            y = np.concatenate([y, np.asarray(extra[1], dtype=y.dtype)])
+            weights = np.concatenate([weights, np.full(len(extra[1]), float(extra_weight))])
         started = time.perf_counter()
         recipes = {_recipe_key(name): features(name) for name in names}
-        _SHARED.update(fit={}, cal={}, test={}, y_fit=y[fit], y_cal=y[cal], y_test=y_test.astype(int))
+        _SHARED.update(
+            fit={}, cal={}, test={}, y_fit=y[fit], w_fit=weights[fit], y_cal=y[cal], y_test=y_test.astype(int)
+        )
         log(f"features for {len(X)} + {len(X_test)} images (deskew, gradient histograms)")
         straight, straight_test = deskew(X), deskew(X_test)
         histograms, histograms_test = gradient_histograms(straight), gradient_histograms(straight_test)

@@ -1,0 +1,68 @@
+"""Learning from users, over HTTP: start a `digitlab learn` run (admin), follow it, list model versions.
+
+The run is its own process (`python -m digitlab learn --job-id ...`), never work inside an API worker; its
+progress lives in the database, so any replica can report on a job another one started.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path
+from starlette.responses import Response
+
+from digitlab.api.deps import Ctx, require_admin, store_or_503
+from digitlab.api.errors import ApiError, error_responses
+from digitlab.api.schemas import LearnJob, LearnStarted, ModelVersion
+from digitlab.models.registry import MODEL_SPECS
+
+router = APIRouter(prefix="/api/v1", tags=["learning"])
+JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="The id `POST /api/v1/learn` answered.")]
+
+
+@router.post(
+    "/learn",
+    status_code=202,
+    response_model=LearnStarted,
+    dependencies=[Depends(require_admin)],
+    responses=error_responses(401, 409, 503),
+)
+def start_learning(ctx: Ctx, response: Response):
+    """Start learning from the users' labelled drawings in the background; follow it at
+    `GET /api/v1/learn/{job_id}`. 409 while a run is going on."""
+    store = store_or_503(ctx)
+    if store.with_database(store.versions.running_jobs):
+        raise ApiError("A learning run is going on already: follow it, or try again when it has finished.",
+                       "learning_busy")  # fmt: skip
+    job_id = store.with_database(store.versions.create_job)
+    subprocess.Popen(
+        [sys.executable, "-m", "digitlab", "learn", "--job-id", job_id],
+        env=os.environ.copy(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,  # outlives this worker, and a Ctrl-C meant for the server
+    )  # fmt: skip
+    response.headers["Location"] = f"/api/v1/learn/{job_id}"
+    return LearnStarted(job_id=job_id, status_url=f"/api/v1/learn/{job_id}")
+
+
+@router.get("/learn/{job_id}", response_model=LearnJob, responses=error_responses(404, 422, 503))
+def learning_job(ctx: Ctx, job_id: JobId):
+    """A learning run: status (queued, running, done, failed), progress 0-1, the last message and, when
+    done, what was promoted or rejected and why."""
+    store = store_or_503(ctx)
+    job = store.with_database(store.versions.job, job_id)
+    if job is None:
+        raise ApiError(f"There is no learning job {job_id}.", "not_found")
+    return LearnJob.model_validate(job)
+
+
+@router.get("/models/{name}/versions", response_model=list[ModelVersion], responses=error_responses(404, 503))
+def model_versions(ctx: Ctx, name: str):
+    """Every learned version of a model, newest first: when built, from how many drawings, accuracy on the
+    held-out users' drawings before and after, status (promoted, rejected, retired) and why."""
+    if name not in MODEL_SPECS:
+        raise ApiError(f"Unknown model {name[:40]!r}: choose one of {', '.join(MODEL_SPECS)}.", "unknown_model")
+    store = store_or_503(ctx)
+    return [ModelVersion.model_validate(v.to_json()) for v in store.with_database(store.versions.list, name)]

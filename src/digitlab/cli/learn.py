@@ -1,0 +1,59 @@
+"""`digitlab learn` and `digitlab models list | promote | rollback`: parse, call, print."""
+
+from __future__ import annotations
+
+import argparse
+
+from digitlab.core.config import get_settings
+
+
+def learn_command(args: argparse.Namespace) -> int:
+    """Learn every model (or the named ones); 0 whether or not anything was promoted."""
+    from digitlab.training.learn import learn
+
+    outcomes = learn(get_settings(), models=args.models or None, min_new=args.min_new, job_id=args.job_id)
+    for outcome in outcomes:
+        print(outcome.line())
+    return 0
+
+
+def _versions():
+    from digitlab.store.db import make_engine, upgrade
+    from digitlab.store.versions import VersionStore
+
+    engine = make_engine(get_settings().sqlalchemy_url)
+    upgrade(engine)
+    return VersionStore(engine)
+
+
+def models_command(args: argparse.Namespace) -> int:
+    versions = _versions()
+    if args.action == "promote":
+        info = versions.promote(args.name, args.version)
+        print(f"{info.name}: version {info.version} promoted (every API process serves it within seconds)")
+        return 0
+    if args.action == "rollback":
+        info = versions.rollback(args.name)
+        print(f"{args.name}: rolled back to version {info.version}" if info else
+              f"{args.name}: rolled back to the version of its files (no learned version left)")  # fmt: skip
+        return 0
+    rows = versions.list(args.name)
+    if not rows:
+        print("no learned versions yet: the models' files are served (`digitlab learn` builds new versions)")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Learned model versions (newest first)")
+    for column in ("model", "version", "parent", "status", "built", "users' drawings", "held-out users", "MNIST test", "reason"):
+        table.add_column(column)
+    for v in rows:
+        m, d = v.manifest.get("metrics", {}), v.manifest.get("data", {})
+        table.add_row(
+            v.name, v.version, v.parent_version or "", v.status, v.created_at.strftime("%Y-%m-%d %H:%M"),
+            str(d.get("train", "")),
+            f"{m.get('parent_user_holdout_accuracy', 0):.1%} -> {m.get('user_holdout_accuracy', 0):.1%}",
+            f"{m.get('mnist_test_accuracy', 0):.2%}", v.reason or "",
+        )  # fmt: skip
+    Console().print(table)
+    return 0

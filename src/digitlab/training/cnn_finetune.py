@@ -1,0 +1,103 @@
+"""Fine-tuning a served CNN on labelled user drawings (`digitlab learn`), starting from its ONNX artefact.
+
+The served graph is a chain (Conv with batch norm folded in, Relu, MaxPool, GlobalAveragePool, Flatten,
+Gemm, then `* 1/T` and Softmax), so it is rebuilt as a torch `Sequential` with the same weights, trained
+for a short while on user drawings mixed with MNIST, and exported again with the same temperature.
+torch is imported inside functions only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from digitlab.training.cnn_augment import Augmentation, augment_batch
+from digitlab.training.cnn_net import export_onnx, import_torch
+from digitlab.training.progress import log
+
+EPOCHS = 2
+BATCH = 128
+LEARNING_RATE = 1e-4
+#: mild augmentation: the user drawings are already canvas drawings through the app's preprocessing
+FINETUNE_AUGMENTATION = Augmentation(rotation_deg=8.0, scale=(0.9, 1.1), translate_px=1.5, elastic_p=0.2)
+
+
+def network_from_onnx(payload: bytes):
+    """(torch Sequential producing logits from (n, 1, 28, 28), temperature) from a served CNN's bytes."""
+    import onnx
+    from onnx import numpy_helper
+
+    torch = import_torch()
+    from torch import nn
+
+    model = onnx.load_from_string(payload)
+    weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    layers: list = []
+    temperature = 1.0
+    for node in model.graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "Conv":
+            w, b = weights[node.input[1]], weights[node.input[2]]
+            conv = nn.Conv2d(w.shape[1], w.shape[0], tuple(w.shape[2:]), stride=tuple(attrs["strides"]),
+                             padding=tuple(attrs["pads"][:2]))  # fmt: skip
+            conv.weight.data = torch.from_numpy(w.copy())
+            conv.bias.data = torch.from_numpy(b.copy())
+            layers.append(conv)
+        elif node.op_type == "Relu":
+            layers.append(nn.ReLU())
+        elif node.op_type == "MaxPool":
+            layers.append(nn.MaxPool2d(tuple(attrs["kernel_shape"]), tuple(attrs["strides"])))
+        elif node.op_type == "GlobalAveragePool":
+            layers.append(nn.AdaptiveAvgPool2d(1))
+        elif node.op_type == "Flatten":
+            layers.append(nn.Flatten())
+        elif node.op_type == "Gemm":
+            w, b = weights[node.input[1]], weights[node.input[2]]
+            linear = nn.Linear(w.shape[1], w.shape[0])
+            linear.weight.data = torch.from_numpy(w.copy())
+            linear.bias.data = torch.from_numpy(b.copy())
+            layers.append(linear)
+        elif node.op_type == "Mul":
+            temperature = 1.0 / float(weights[node.input[1]])
+        elif node.op_type not in ("Constant", "Reshape", "Softmax"):
+            raise ValueError(f"the CNN's graph has a {node.op_type} node this fine-tuner does not know")
+    return nn.Sequential(*layers), temperature
+
+
+def finetune(
+    payload: bytes,
+    user: tuple[np.ndarray, np.ndarray],
+    mnist: tuple[np.ndarray, np.ndarray],
+    *,
+    weight: int,
+    seed: int = 0,
+) -> bytes:
+    """The served CNN fine-tuned on user drawings (each seen `weight` times per epoch) mixed with MNIST
+    digits (uint8 (n, 28, 28) arrays); returns the new ONNX bytes."""
+    torch = import_torch()
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    net, temperature = network_from_onnx(payload)
+    x = np.concatenate([np.repeat(user[0], weight, axis=0), mnist[0]]).reshape(-1, 28, 28)
+    y = np.concatenate([np.repeat(user[1], weight), mnist[1]]).astype(np.int64)
+    x_all, y_all = torch.from_numpy(np.ascontiguousarray(x, np.uint8)), torch.from_numpy(y)
+    generator = torch.Generator().manual_seed(seed + 1)
+    optimizer = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
+    batches = max(1, len(x_all) // BATCH)
+    for epoch in range(1, EPOCHS + 1):
+        net.train()
+        order = torch.randperm(len(x_all), generator=generator)
+        total = 0.0
+        for step in range(batches):
+            idx = order[step * BATCH : (step + 1) * BATCH]
+            batch = x_all[idx].float().div_(255.0).unsqueeze(1)
+            with torch.no_grad():
+                batch = augment_batch(batch, generator, FINETUNE_AUGMENTATION)
+            loss = F.cross_entropy(net(batch), y_all[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+        log(f"cnn: fine-tuning epoch {epoch}/{EPOCHS} on {len(x_all):,} images, loss {total / batches:.4f}")
+    net.eval()
+    return export_onnx(net, temperature)

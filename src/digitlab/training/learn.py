@@ -1,0 +1,281 @@
+"""`digitlab learn`: a new version of every model from its base data plus the users' labelled drawings,
+promoted only when it reads the held-out users' drawings at least as well as the served version and
+loses at most MNIST_LOSS_ALLOWED on MNIST test (docs/learning.md).
+
+Runs in its own process (the CLI, a compose `trainer` service, a Kubernetes CronJob, or started by
+`POST /api/v1/learn`), never inside an API worker. One run at a time per deployment (a database lock);
+a run killed half-way has written nothing but finished versions: each version is one transaction, and
+the API only ever loads promoted, hash-checked versions.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from digitlab.core.config import Settings
+from digitlab.errors import DigitlabError
+from digitlab.models.registry import (
+    CLASSICAL_MODELS,
+    MODEL_SPECS,
+    LoadedModel,
+    load_model,
+    model_from_payload,
+)
+from digitlab.store.db import BusyError, exclusive, make_engine, upgrade
+from digitlab.store.repository import Repository
+from digitlab.store.versions import VersionStore
+from digitlab.training.progress import log
+from digitlab.training.user_data import UserData, prepare
+
+#: a user's drawing weighs as much as this many MNIST digits (7,500 drawings vs 60,000 MNIST: ~1/3 of the
+#: weight), enough to learn styles MNIST lacks without forgetting MNIST (measured: docs/learning.md)
+USER_WEIGHT = 4.0
+MNIST_LOSS_ALLOWED = 0.001  #: a candidate may lose at most 0.1 point of MNIST test accuracy
+MIN_HOLDOUT = 20  #: fewer held-out drawings than this cannot judge a model
+CNN_MNIST_MIX = 20_000  #: MNIST digits mixed into the CNN's fine-tuning (so it does not forget them)
+ORDER = ["cnn", "svm", "svm_pca", "extra_trees", "random_forest"]
+
+
+@dataclass
+class Outcome:
+    """What became of one model in a run."""
+
+    model: str
+    status: str  # promoted | rejected | skipped
+    version: str | None = None
+    parent: str | None = None
+    reason: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def line(self) -> str:
+        m = self.metrics
+        figures = ""
+        if "user_holdout_accuracy" in m:
+            figures = (
+                f" (held-out users {m['parent_user_holdout_accuracy']:.2%} -> {m['user_holdout_accuracy']:.2%}, "
+                f"MNIST test {m['parent_mnist_test_accuracy']:.2%} -> {m['mnist_test_accuracy']:.2%})"
+            )
+        what = f"version {self.version} {self.status}" if self.version else self.status
+        return f"{self.model}: {what}{figures}" + (f": {self.reason}" if self.reason else "")
+
+
+def served_models(settings: Settings, versions: VersionStore) -> dict[str, LoadedModel]:
+    """What the API serves now: the promoted learned version of each model, else its files."""
+    out: dict[str, LoadedModel] = {}
+    promoted = versions.promoted()
+    for name in MODEL_SPECS:
+        try:
+            if name in promoted:
+                out[name] = model_from_payload(name, *versions.load(name, promoted[name][0]))
+            else:
+                out[name] = load_model(name, settings.model_dir)
+        except DigitlabError:
+            continue  # not trained: nothing to learn from
+    return out
+
+
+def _accuracy(model: LoadedModel, x: np.ndarray, y: np.ndarray) -> float:
+    proba = model.predict_proba(x.reshape(len(x), 784).astype(np.float32) / 255.0)
+    return float((proba.argmax(axis=1) == y).mean())
+
+
+def _mnist_test(settings: Settings) -> tuple[np.ndarray, np.ndarray]:
+    from digitlab.data import load_mnist
+
+    return load_mnist("test", directory=settings.mnist_dir)
+
+
+def _naive_now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _gate(metrics: dict[str, float]) -> str:
+    """'' when the candidate may be promoted, else why not."""
+    if metrics["user_holdout_accuracy"] < metrics["parent_user_holdout_accuracy"]:
+        return "worse than the served version on the held-out users' drawings"
+    if metrics["mnist_test_accuracy"] < metrics["parent_mnist_test_accuracy"] - MNIST_LOSS_ALLOWED:
+        return f"loses more than {MNIST_LOSS_ALLOWED:.1%} on MNIST test"
+    return ""
+
+
+def learn(
+    settings: Settings,
+    *,
+    models: list[str] | None = None,
+    min_new: int = 0,
+    job_id: str | None = None,
+    limit: int | None = None,
+    say: Callable[[str], None] = log,
+) -> list[Outcome]:
+    """One learning run; returns what became of each model. Raises BusyError while another run goes on."""
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        upgrade(engine)
+        versions = VersionStore(engine)
+        try:
+            with exclusive(engine, "digitlab learn"):
+                versions.fail_interrupted_jobs()
+                run = _Run(settings, versions, Repository(engine), job_id or versions.create_job(), say, limit)
+                return run.tracked(models or ORDER, min_new)
+        except BusyError as exc:
+            if job_id:  # started by the API: its job says why it did nothing
+                versions.update_job(job_id, status="failed", message=str(exc), finished_at=_naive_now())
+            raise
+    finally:
+        engine.dispose()
+
+
+class _Run:
+    """One learning run: read and clean the drawings, build each candidate, judge it, store it."""
+
+    def __init__(self, settings: Settings, versions: VersionStore, repo: Repository, job_id: str, say, limit):
+        self.settings, self.versions, self.repo, self.job_id, self.say = settings, versions, repo, job_id, say
+        self.limit = limit  # first N MNIST training images only (tests, quick trials)
+        self.step, self.steps = 0, 1
+
+    def tracked(self, names: list[str], min_new: int) -> list[Outcome]:
+        """`all`, with the job's status kept up to date (failed, with the reason, if anything raises)."""
+        self.versions.update_job(self.job_id, status="running", started_at=_naive_now(),
+                                 message="reading the labelled drawings")  # fmt: skip
+        try:
+            outcomes, result = self.all(names, min_new)
+        except BaseException as exc:
+            self.versions.update_job(self.job_id, status="failed", message=str(exc)[:500], finished_at=_naive_now())
+            raise
+        self.versions.update_job(self.job_id, status="done", progress=1.0, result=result, message=result["message"],
+                                 finished_at=_naive_now())  # fmt: skip
+        return outcomes
+
+    def progress(self, message: str) -> None:
+        self.say(message)
+        self.versions.update_job(self.job_id, progress=round(self.step / self.steps, 3), message=message)
+
+    def all(self, names: list[str], min_new: int) -> tuple[list[Outcome], dict]:
+        unknown = [n for n in names if n not in MODEL_SPECS]
+        if unknown:
+            raise DigitlabError(f"unknown model(s) {', '.join(unknown)}: choose from {', '.join(MODEL_SPECS)}.")
+        last_id = self.versions.last_learned_row()
+        new = self.repo.labelled_after(last_id)
+        if new < min_new:
+            message = f"{new} drawing(s) labelled since the last run, fewer than --min-new {min_new}: nothing done"
+            self.say(message)
+            return [], {"message": message, "new_labelled": new, "last_row_id": last_id, "models": []}
+        rows = list(self.repo.labelled_drawings())
+        data = prepare(rows)
+        for note in data.notes:
+            self.say(note)
+        base = {"data": data.counts, "new_labelled": new, "last_row_id": max((r[0] for r in rows), default=last_id)}
+        refusal = self._refusal(data)
+        if refusal:
+            self.say(refusal)
+            return [], {**base, "message": refusal, "models": []}
+        self.say(f"learning from {len(data.train_y)} users' drawing(s), judged on {len(data.holdout_y)} held-out "
+                 f"drawing(s) of {data.counts['holdout_sessions']} other session(s)")  # fmt: skip
+        parents = served_models(self.settings, self.versions)
+        outcomes = [Outcome(n, "skipped", reason="not trained: run `digitlab train` first")
+                    for n in names if n not in parents]  # fmt: skip
+        todo = [n for n in names if n in parents]
+        self.steps = len(todo) + 1
+        built = self._build(todo, parents, data)
+        x_test, y_test = self._mnist("test")
+        for name in todo:
+            self.step += 1
+            outcome = self._judge(name, parents[name], *built[name], data, x_test, y_test)
+            outcomes.append(outcome)
+            self.progress(outcome.line())
+        promoted = [o.model for o in outcomes if o.status == "promoted"]
+        rejected = [o.model for o in outcomes if o.status == "rejected"]
+        message = f"promoted: {', '.join(promoted) or 'none'}; rejected: {', '.join(rejected) or 'none'}"
+        return outcomes, {**base, "message": message, "models": [o.__dict__ for o in outcomes]}
+
+    @staticmethod
+    def _refusal(data: UserData) -> str:
+        if data.empty:
+            return "no labelled drawings in the store: nothing to learn (label drawings on the Draw page first)"
+        if len(data.holdout_y) < MIN_HOLDOUT:
+            return (f"only {len(data.holdout_y)} held-out drawing(s) (the drawings come from "
+                    f"{data.counts['sessions']} session(s)): at least {MIN_HOLDOUT} drawings of sessions other than "
+                    "the learning ones are needed to judge a new model, so nothing is built or promoted")  # fmt: skip
+        return ""
+
+    def _mnist(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        from digitlab.data import load_mnist
+
+        return load_mnist(split, directory=self.settings.mnist_dir, limit=self.limit if split == "train" else None)
+
+    def _build(self, names: list[str], parents: dict[str, LoadedModel], data: UserData) -> dict[str, tuple[dict, bytes]]:
+        from digitlab.models.artifacts import read_verified
+        from digitlab.training.classical import train_models
+
+        built: dict[str, tuple[dict, bytes]] = {}
+        classical = [n for n in names if n in CLASSICAL_MODELS]
+        if classical:
+            self.progress(f"refitting {', '.join(classical)} on MNIST + the users' drawings")
+            with tempfile.TemporaryDirectory(prefix="digitlab-learn-") as tmp:
+                train_models(classical, Path(tmp), mnist_dir=self.settings.mnist_dir, limit=self.limit,
+                             extra=(data.train_x, data.train_y), extra_weight=USER_WEIGHT)  # fmt: skip
+                built.update({name: read_verified(Path(tmp), name) for name in classical})
+        if "cnn" in names:
+            self.progress("fine-tuning the CNN on the users' drawings mixed with MNIST")
+            built["cnn"] = self._build_cnn(parents["cnn"], data)
+        return built
+
+    def _build_cnn(self, parent: LoadedModel, data: UserData) -> tuple[dict, bytes]:
+        from digitlab.models.onnx import OnnxClassifier
+        from digitlab.training.cnn_finetune import finetune
+
+        images, labels = self._mnist("train")
+        pick = np.random.default_rng(0).choice(len(labels), size=min(CNN_MNIST_MIX, len(labels)), replace=False)
+        started = time.perf_counter()
+        payload = _payload_of(self.settings, self.versions, "cnn")
+        new = finetune(payload, (data.train_x, data.train_y), (images[pick], labels[pick]), weight=int(USER_WEIGHT))
+        x_test, y_test = self._mnist("test")
+        proba = OnnxClassifier(new).predict_proba(x_test.reshape(-1, 784).astype(np.float32) / 255.0)
+        manifest = {
+            **{k: v for k, v in parent.manifest.items() if not k.startswith("_")},
+            "training_seconds": round(time.perf_counter() - started, 1),
+            "train_samples": int(len(pick) + len(data.train_y)),
+            "metrics": {"mnist_test_accuracy": round(float((proba.argmax(axis=1) == y_test).mean()), 5)},
+        }
+        return manifest, new
+
+    def _judge(self, name: str, parent: LoadedModel, manifest: dict, payload: bytes, data: UserData,
+               x_test: np.ndarray, y_test: np.ndarray) -> Outcome:  # fmt: skip
+        """Measure the candidate beside the served version, apply the gate, store the version."""
+        candidate = model_from_payload(name, manifest, payload)
+        metrics = {
+            "mnist_test_accuracy": float(manifest["metrics"]["mnist_test_accuracy"]),
+            "user_holdout_accuracy": _accuracy(candidate, data.holdout_x, data.holdout_y),
+            "parent_mnist_test_accuracy": _accuracy(parent, x_test, y_test),
+            "parent_user_holdout_accuracy": _accuracy(parent, data.holdout_x, data.holdout_y),
+        }
+        reason = _gate(metrics)
+        version = self.versions.next_version(name)
+        full = {
+            **manifest, "name": name, "version": version, "parent_version": str(parent.version),
+            "trained_at": _naive_now().replace(microsecond=0).isoformat() + "Z",
+            "data": {**data.counts, "user_weight": USER_WEIGHT},
+            "metrics": {**manifest.get("metrics", {}), **{k: round(v, 5) for k, v in metrics.items()}},
+        }  # fmt: skip
+        status = "rejected" if reason else "promoted"
+        self.versions.add(name, version, payload, full, status=status, parent=str(parent.version), reason=reason or None)
+        return Outcome(name, status, version, str(parent.version), reason, full["metrics"])
+
+
+def _payload_of(settings: Settings, versions: VersionStore, name: str) -> bytes:
+    """The artefact bytes the API serves for `name` now."""
+    from digitlab.models.artifacts import read_verified
+    from digitlab.models.registry import manifest_path
+
+    promoted = versions.promoted()
+    if name in promoted:
+        return versions.load(name, promoted[name][0])[1]
+    return read_verified(manifest_path(name, settings.model_dir).parent, name)[1]

@@ -1,0 +1,200 @@
+"""`digitlab learn`: the data rules, the promotion gate, bad data, faults, and the model versions it
+stores. Real store (SQLite file), real MNIST, tiny models (the first 2,000 MNIST images)."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from digitlab.core.config import Settings
+from digitlab.store import PredictionRecord, from_settings
+from digitlab.store.db import BusyError, exclusive, make_engine, upgrade
+from digitlab.store.versions import VersionStore
+from digitlab.training.learn import MIN_HOLDOUT, learn
+from digitlab.training.user_data import CAP_PER_SESSION_DIGIT, prepare
+
+LIMIT = 2000
+
+
+def png(img: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(img, np.uint8), "L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def env(tmp_path, tiny_model_dir, mnist_dir):
+    models = tmp_path / "models"
+    shutil.copytree(tiny_model_dir, models)
+    return {"DIGITLAB_DATA_DIR": str(tmp_path / "data"), "DIGITLAB_MODEL_DIR": str(models),
+            "DIGITLAB_MNIST_DIR": str(mnist_dir), "DATABASE_URL": f"sqlite:///{tmp_path / 'learn.db'}"}  # fmt: skip
+
+
+@pytest.fixture
+def settings(env) -> Settings:
+    return Settings(_env_file=None, data_dir=env["DIGITLAB_DATA_DIR"], model_dir=env["DIGITLAB_MODEL_DIR"],
+                    mnist_dir=env["DIGITLAB_MNIST_DIR"], database_url=env["DATABASE_URL"])  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def user_digits(mnist_dir):
+    """MNIST *test* digits standing in for users' labelled drawings (the classical models never saw them)."""
+    from digitlab.data import load_mnist
+
+    return load_mnist("test", directory=mnist_dir, limit=600)
+
+
+def _variant(img: np.ndarray, i: int) -> np.ndarray:
+    """A distinct copy of `img` (its top row, blank in MNIST, encodes `i`)."""
+    out = np.array(img, np.uint8)
+    out[0, :] = 0
+    out[0, i % 28] = 1 + i // 28
+    return out
+
+
+def label(settings: Settings, images, labels, sessions) -> None:
+    store = from_settings(settings).start()
+    try:
+        for img, digit, session in zip(images, labels, sessions, strict=True):
+            store.add(PredictionRecord(model_name="svm", predicted_digit=int(digit), probabilities=[0.1] * 10,
+                                       drawn_digit=int(digit), processed_png=png(img), session_id=session))  # fmt: skip
+    finally:
+        store.close()
+
+
+def versions_of(settings: Settings) -> VersionStore:
+    engine = make_engine(settings.sqlalchemy_url)
+    upgrade(engine)
+    return VersionStore(engine)
+
+
+# --- the data rules --------------------------------------------------------------------------------------
+
+
+def test_prepare_dedupes_drops_conflicts_caps_and_holds_out_whole_sessions(user_digits):
+    images, labels = user_digits
+    rows = [(i, f"s{i % 6}", int(labels[i]), png(images[i])) for i in range(120)]
+    rows += [(1000 + i, "s0", int(labels[i]), png(images[i])) for i in range(10)]  # the same drawings again
+    rows += [(2000, "s1", 3, png(images[200])), (2001, "s2", 8, png(images[200]))]  # one image, two labels
+    rows += [(3000 + i, "poison", 1, png(_variant(images[300], i))) for i in range(400)]
+    data = prepare(rows)
+    c = data.counts
+    assert c["duplicates"] == 10 + 1 and c["conflicting_images"] == 1
+    assert c["capped"] >= 400 - CAP_PER_SESSION_DIGIT - 100  # the poisoner keeps at most 80 of its "1"s
+    assert (data.train_y == 1).sum() + (data.holdout_y == 1).sum() <= CAP_PER_SESSION_DIGIT + 120
+    assert c["holdout_sessions"] >= 1 and c["train"] + c["holdout"] == len(data.train_y) + len(data.holdout_y)
+    assert any("different digits" in n for n in data.notes) and any("cap" in n for n in data.notes)
+    one = prepare([(i, "alone", int(labels[i]), png(images[i])) for i in range(30)])
+    assert len(one.holdout_y) == 0 and any("one session" in n for n in one.notes)
+
+
+# --- runs --------------------------------------------------------------------------------------------------
+
+
+def test_learn_builds_versions_and_promotes_only_what_passes_the_gate(settings, user_digits):
+    images, labels = user_digits
+    label(settings, images[:400], labels[:400], [f"writer{i % 8}" for i in range(400)])
+    outcomes = learn(settings, models=["svm_pca", "extra_trees"], limit=LIMIT, say=lambda m: None)
+    assert [o.model for o in outcomes] == ["svm_pca", "extra_trees"]
+    versions = versions_of(settings)
+    for o in outcomes:
+        m = o.metrics
+        assert o.version == "2" and o.parent == "1.0.0" and o.status in ("promoted", "rejected")
+        passes = (m["user_holdout_accuracy"] >= m["parent_user_holdout_accuracy"]
+                  and m["mnist_test_accuracy"] >= m["parent_mnist_test_accuracy"] - 0.001)  # fmt: skip
+        assert (o.status == "promoted") == passes, o.line()
+        info = versions.get(o.model, "2")
+        assert info.status == o.status and info.manifest["parent_version"] == "1.0.0"
+        assert info.manifest["data"]["train"] + info.manifest["data"]["holdout"] == 400
+        manifest, payload = versions.load(o.model, "2")  # hash-checked bytes
+        assert manifest["version"] == "2" and payload
+    promoted = versions.promoted()
+    assert set(promoted) == {o.model for o in outcomes if o.status == "promoted"}
+    for name in promoted:  # a rollback brings the files' version back; a promote serves it again
+        assert versions.rollback(name) is None and name not in versions.promoted()
+        assert versions.promote(name, "2").status == "promoted"
+    # the job is recorded, and --min-new skips a run when nothing new was labelled
+    assert learn(settings, models=["svm_pca"], min_new=1, limit=LIMIT, say=lambda m: None) == []
+    assert versions.last_learned_row() == 400
+
+
+def test_bad_data_is_a_clear_message_and_no_promotion(settings, env, user_digits):
+    def run() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "digitlab", "learn", "svm_pca"], env={**os.environ, **env},
+                              capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+
+    empty = run()
+    assert empty.returncode == 0 and "no labelled drawings" in empty.stderr + empty.stdout
+    images, labels = user_digits
+    label(settings, images[:60], labels[:60], ["alone"] * 60)  # one session only
+    alone = run()
+    assert alone.returncode == 0, alone.stderr
+    assert "one session" in alone.stderr and f"at least {MIN_HOLDOUT}" in alone.stderr
+    label(settings, [images[100]] * 2, [3, 8], ["a", "b"])  # the same image labelled 3 and 8
+    assert "labelled with different digits" in run().stderr
+    assert versions_of(settings).list() == [] and versions_of(settings).promoted() == {}
+    assert "Traceback" not in empty.stderr + alone.stderr
+
+
+def test_poisoning_session_is_capped_and_cannot_promote_a_worse_model(settings, user_digits):
+    images, labels = user_digits
+    label(settings, images[:300], labels[:300], [f"writer{i % 6}" for i in range(300)])
+    sevens = images[labels == 7]
+    poison = [_variant(sevens[i % len(sevens)], i) for i in range(2000)]
+    label(settings, poison, [1] * 2000, ["poisoner"] * 2000)  # every 7 labelled as 1, 2,000 times
+    said: list[str] = []
+    outcomes = learn(settings, models=["svm_pca"], limit=LIMIT, say=said.append)
+    assert any("cap" in line for line in said)
+    for o in outcomes:
+        if o.status == "promoted":
+            assert o.metrics["user_holdout_accuracy"] >= o.metrics["parent_user_holdout_accuracy"]
+            assert o.metrics["mnist_test_accuracy"] >= o.metrics["parent_mnist_test_accuracy"] - 0.001
+
+
+def test_a_second_run_is_refused_while_one_runs(settings):
+    versions = versions_of(settings)
+    with exclusive(versions.engine, "digitlab learn"), pytest.raises(BusyError, match="another digitlab learn"):
+        learn(settings, limit=LIMIT, say=lambda m: None)
+
+
+def test_a_run_killed_half_way_leaves_served_models_and_the_store_untouched(settings, env, user_digits):
+    images, labels = user_digits
+    label(settings, images[:300], labels[:300], [f"writer{i % 6}" for i in range(300)])
+    proc = subprocess.Popen([sys.executable, "-m", "digitlab", "learn"], env={**os.environ, **env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    versions = versions_of(settings)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            jobs = [versions.job(j) for j in _job_ids(versions)]
+            if any(j and j["status"] == "running" and "refitting" in (j["message"] or "") for j in jobs):
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the run never started refitting")
+        proc.send_signal(signal.SIGKILL)  # in the middle of building the candidates
+        proc.wait(30)
+    finally:
+        proc.kill()
+    assert versions.list() == [] and versions.promoted() == {}  # no half-written version, nothing served
+    assert sorted(p.name for p in (settings.model_dir).iterdir()) == sorted(os.listdir(env["DIGITLAB_MODEL_DIR"]))
+    learn(settings, models=["svm_pca"], limit=LIMIT, say=lambda m: None)  # the next run takes over
+    assert [versions.job(j)["status"] for j in _job_ids(versions)].count("failed") == 1
+
+
+def _job_ids(versions: VersionStore) -> list[str]:
+    from sqlalchemy import select
+
+    from digitlab.store.models import JOBS
+
+    with versions.engine.connect() as conn:
+        return list(conn.scalars(select(JOBS.c.id)))
