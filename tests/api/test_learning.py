@@ -1,0 +1,97 @@
+"""Learned versions reach every API process without a restart: two servers on one PostgreSQL database,
+a promotion and a rollback, the version recorded with each prediction; and the learning endpoints."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from digitlab.models.artifacts import read_verified
+from digitlab.store.db import make_engine, upgrade
+from digitlab.store.versions import VersionStore
+from digitlab.training.classical import train_models
+
+from .conftest import ADMIN_TOKEN, LiveServer, assert_error, draw_digit
+
+pytestmark = pytest.mark.postgres
+PICKUP_LIMIT = 30.0  # seconds: a promotion must reach every process within this
+
+
+def _served_version(server: LiveServer, name: str) -> str | None:
+    with server.client() as c:
+        return next((m["version"] for m in c.get("/api/v1/models").json() if m["name"] == name), None)
+
+
+def _wait_for(servers: list[LiveServer], name: str, version: str) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < PICKUP_LIMIT + 5:
+        if all(_served_version(s, name) == version for s in servers):
+            return time.monotonic() - started
+        time.sleep(0.5)
+    pytest.fail(f"{name} version {version} not served by every process: "
+                f"{[_served_version(s, name) for s in servers]}")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def two_servers(pg_databases, served_model_dir, tmp_path_factory):
+    url = pg_databases.create()
+    root = tmp_path_factory.mktemp("learning")
+    servers = []
+    for name in ("a", "b"):
+        env = {"DIGITLAB_MODEL_DIR": str(served_model_dir), "DIGITLAB_DATA_DIR": str(root / name),
+               "DATABASE_URL": url, "DIGITLAB_ADMIN_TOKEN": ADMIN_TOKEN}  # fmt: skip
+        (root / name).mkdir()
+        servers.append(LiveServer(f"learning-{name}", env, root / name).start())
+    yield url, servers
+    for server in servers:
+        server.stop()
+
+
+def test_a_promotion_reaches_both_processes_and_each_prediction_names_its_version(
+    two_servers, tmp_path, mnist_dir, admin
+):
+    url, servers = two_servers
+    train_models(["svm_pca"], tmp_path, limit=1500, jobs=1, mnist_dir=mnist_dir)  # other bytes than served
+    manifest, payload = read_verified(tmp_path, "svm_pca")
+    engine = make_engine(url)
+    upgrade(engine)
+    versions = VersionStore(engine)
+    versions.add("svm_pca", "2", payload, {**manifest, "version": "2"}, status="promoted", parent="1.0.0")
+    seconds = _wait_for(servers, "svm_pca", "2")
+    print(f"\npromotion served by both processes after {seconds:.1f} s")
+    for server in servers:
+        with server.client() as c:
+            p = c.post("/api/v1/predict", files={"image": ("d.png", draw_digit())}, data={"model": "svm_pca"}).json()
+            assert p["model_version"] == "2"
+            row = c.get(f"/api/v1/predictions/{p['id']}", headers=admin).json()
+            assert row["model_version"] == "2"
+        with server.client() as c:
+            listed = c.get("/api/v1/models/svm_pca/versions").json()
+            assert listed[0]["version"] == "2" and listed[0]["status"] == "promoted"
+    assert versions.rollback("svm_pca") is None  # no earlier learned version: back to the files
+    print(f"rollback served by both processes after {_wait_for(servers, 'svm_pca', '1.0.0'):.1f} s")
+    engine.dispose()
+
+
+def test_learn_endpoints(two_servers, admin):
+    _, servers = two_servers
+    with servers[0].client() as c:
+        assert_error(c.post("/api/v1/learn"), 401, "unauthorized")
+        r = c.post("/api/v1/learn", headers=admin)
+        assert r.status_code == 202, r.text
+        job = r.json()
+        assert r.headers["location"] == job["status_url"]
+    deadline = time.monotonic() + 120
+    with servers[1].client() as c:  # any replica answers for the job
+        while time.monotonic() < deadline:
+            state = c.get(job["status_url"]).json()
+            if state["status"] in ("done", "failed"):
+                break
+            time.sleep(0.5)
+        assert state["status"] == "done", state
+        assert "no labelled drawings" in state["message"]
+        assert_error(c.get("/api/v1/learn/" + "0" * 32), 404, "not_found")
+        assert_error(c.get("/api/v1/models/nope/versions"), 404, "unknown_model")
+    assert httpx.get(servers[0].url + "/health", timeout=10).json()["status"] == "ok"
