@@ -141,7 +141,7 @@ def test_every_dockerfile_passes_hadolint():
 def test_compose_services_are_deployable_and_scalable():
     config = compose_json()
     services = config["services"]
-    assert set(services) == {"db", "api", "ui"}
+    assert set(services) == {"db", "api", "ui", "trainer"}
 
     db = services["db"]
     assert re.fullmatch(r"postgres:\d+\.\d+-\w+", db["image"]), "official PostgreSQL image, pinned"
@@ -168,6 +168,10 @@ def test_compose_services_are_deployable_and_scalable():
     assert not [v for v in api.get("volumes", []) if v.get("source") and v["type"] in ("volume", "bind")], (
         "the API replicas share nothing on disk: PostgreSQL is the only shared state"
     )
+
+    trainer = services["trainer"]  # `digitlab learn` in a process of its own, from the API's image
+    assert trainer["image"] == api["image"] and "learn --min-new" in " ".join(trainer["command"])
+    assert trainer["environment"]["POSTGRES_HOST"] == "db" and "ports" not in trainer
 
     ui = services["ui"]
     assert ui["depends_on"]["api"]["condition"] == "service_healthy"
