@@ -64,14 +64,14 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         ModelSpec(
             "extra_trees",
             "Extra Trees",
-            "Extremely randomized trees on deskewed pixels and gradient features, served through ONNX.",
+            "Extremely randomized trees on deskewed pixels and gradient features, walked as flat numpy arrays.",
             "1.0.0",
             _classical("extra_trees"),
         ),
         ModelSpec(
             "random_forest",
             "Random Forest",
-            "A random forest on deskewed pixels and gradient features, served through ONNX.",
+            "A random forest on deskewed pixels and gradient features, walked as flat numpy arrays.",
             "1.0.0",
             _classical("random_forest"),
         ),
