@@ -1,8 +1,8 @@
 """Browser-test fixtures: the real API and the real Streamlit server as subprocesses, headless chromium.
 
-The API serves the `tiny_model_dir` models (plus the bundled CNN when there is one) from a throw-away
-SQLite database; the UI is started exactly like a user would (`python -m digitlab ui --port N`).
-Both run in their own process group and are stopped (SIGTERM, then SIGKILL) at the end.
+The API serves the `tiny_model_dir` models (plus the bundled CNN when there is one; TRAINING_MODEL
+shows as still training) from a throw-away SQLite database; the UI is started exactly like a user
+would (`python -m digitlab ui --port N`). Both run in their own process group and are stopped (SIGTERM, then SIGKILL) at the end.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from ui_browser import TRAINING_MODEL
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("DIGITLAB_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -103,10 +104,21 @@ def ui_workdir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def api_server(tiny_model_dir, ui_workdir):
+def ui_model_dir(tiny_model_dir, ui_workdir) -> Path:
+    """The tiny models, with TRAINING_MODEL 'training': the pages must show that state too."""
+    import shutil
+
+    out = ui_workdir / "models"
+    shutil.copytree(tiny_model_dir, out, ignore=shutil.ignore_patterns("*.training", f"{TRAINING_MODEL}.*"))
+    (out / f"{TRAINING_MODEL}.training").touch()
+    return out
+
+
+@pytest.fixture(scope="session")
+def api_server(ui_model_dir, ui_workdir):
     port = free_port()
     env = _clean_env(
-        DIGITLAB_MODEL_DIR=str(tiny_model_dir),
+        DIGITLAB_MODEL_DIR=str(ui_model_dir),
         DATABASE_URL=f"sqlite:///{(ui_workdir / 'ui.db').as_posix()}",
         DIGITLAB_DATA_DIR=str(ui_workdir),
     )

@@ -261,13 +261,18 @@ def test_api_outage_and_recovery(desktop, ui_server, api_server):
     draw_digit(page, 1)
     before = wait_new_prediction(page, None)
     wait_idle(page)
+    canvas_top = page.locator(CANVAS).first.bounding_box()["y"]
 
     api_server.stop()
     try:
         banner = page.get_by_text(re.compile(r"The prediction service is not reachable at .* retrying"))
+        notice = page.locator(".st-key-dl_outage")
         started = time.monotonic()
         expect(banner.first).to_be_visible(timeout=OUTAGE_BUDGET_S * 1000)
         print(f"\noutage: draw page warned after {time.monotonic() - started:.1f} s")
+        # the notice floats: the canvas has not moved (issue 13.8: it was pushed down ~96 px)
+        assert page.locator(CANVAS).first.bounding_box()["y"] == canvas_top
+        expect(notice).to_contain_text("your drawing stays on the canvas")
         no_traceback(page)
         # Every other page, reached through the navigation (no reload), says so too.
         titles = {"compare": "Compare models", "history": "History", "models": "Models", "about": "About digitlab",
@@ -279,6 +284,10 @@ def test_api_outage_and_recovery(desktop, ui_server, api_server):
             wait_idle(page, settle=0.2)
             expect(banner.first).to_be_visible(timeout=OUTAGE_BUDGET_S * 1000)
             expect(page.locator('[data-stale="true"]')).to_have_count(0)
+            if name in ("draw", "compare"):  # only a page with a canvas promises to keep the drawing
+                expect(notice).to_contain_text("your drawing stays on the canvas")
+            else:
+                expect(notice).not_to_contain_text("canvas")
             print(f"outage: {name} page warned after {time.monotonic() - started:.1f} s")
             no_traceback(page)
         expect(page.locator(CANVAS)).to_be_visible()

@@ -13,6 +13,8 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "img" / "ui"
 PREDICTION = '[data-testid="dl-prediction"]'
 EMPTY = '[data-testid="dl-empty"]'
 CANVAS = "canvas.upper-canvas"
+#: A model the UI tests' API shows as still training (its files left out, its marker in place).
+TRAINING_MODEL = "random_forest"
 
 # Records, in the page, when the last stroke ended and when each new prediction card was painted.
 PROBE_JS = """

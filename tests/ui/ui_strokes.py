@@ -48,3 +48,12 @@ def points(
         n = max(1, int(math.hypot(x1 - x0, y1 - y0) / step))
         out.extend((x0 + (x1 - x0) * i / n, y0 + (y1 - y0) * i / n) for i in range(1, n + 1))
     return out
+
+
+#: A "#": no digit at all. The not-a-digit detector flags it, so every model's answer is `uncertain`.
+NOT_A_DIGIT: list[Stroke] = [
+    [(0.35, 0.1), (0.35, 0.9)],
+    [(0.65, 0.1), (0.65, 0.9)],
+    [(0.1, 0.35), (0.9, 0.35)],
+    [(0.1, 0.65), (0.9, 0.65)],
+]

@@ -26,5 +26,5 @@ pages = [
     st.Page(HERE / "views" / "about.py", title="About", icon=":material/info:", url_path="about"),
 ]
 page = st.navigation(pages, position="top")
-common.health_monitor()
+common.health_monitor(has_canvas=page.url_path in ("", "compare"))  # Draw and Compare keep a drawing
 page.run()

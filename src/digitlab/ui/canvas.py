@@ -3,6 +3,11 @@
 Undo and Clear are Streamlit buttons (the canvas' own toolbar only shows on mouse hover, so a phone
 would never see it): they hand the canvas a new `initial_drawing` (the strokes minus the last one, or
 none), which it loads and sends straight back, so the prediction follows without a remount.
+
+The drawing outlives the page: its strokes and the last `Drawing` are kept in the session. Back on the
+page after another one (the canvas component starts empty then), the strokes are handed to the new
+canvas as its `initial_drawing`, and the kept `Drawing` (so its answer, from the session's cache) is
+shown until the canvas reports them back.
 """
 
 from __future__ import annotations
@@ -69,6 +74,11 @@ def drawing_canvas(prefix: str, *, hint: str = "Draw one digit, 0–9") -> Drawi
     pen = st.session_state.get("pen_color", DEFAULT_PEN)
     bg = st.session_state.get("bg_color", DEFAULT_BACKGROUND)
     st.caption(hint)  # short: the canvas' hover toolbar floats over the right part of this line
+    kept_objects = st.session_state.get(f"{prefix}_objects") or []
+    kept: Drawing | None = st.session_state.get(f"{prefix}_drawing")
+    if f"{prefix}_canvas" not in st.session_state and kept_objects:  # back from another page: a new canvas
+        _set_drawing(prefix, kept_objects)
+        st.session_state[f"{prefix}_restoring"] = len(kept_objects)
     with st.container(key=f"{prefix}_canvas_box"):
         result = st_canvas(
             stroke_width=width,
@@ -82,7 +92,12 @@ def drawing_canvas(prefix: str, *, hint: str = "Draw one digit, 0–9") -> Drawi
             return_image_data=True,
             key=f"{prefix}_canvas",
         )
-    objects = (result.json_data or {}).get("objects") or []
+    restoring = st.session_state.get(f"{prefix}_restoring")
+    if result.json_data is None and restoring:  # the new canvas has not reported the strokes back yet
+        objects = kept_objects
+    else:
+        objects = (result.json_data or {}).get("objects") or []
+        st.session_state.pop(f"{prefix}_restoring", None)
     st.session_state[f"{prefix}_objects"] = objects
     with st.container(horizontal=True, gap="small", key=f"{prefix}_tools"):
         width, pen, bg = pen_settings()
@@ -90,5 +105,10 @@ def drawing_canvas(prefix: str, *, hint: str = "Draw one digit, 0–9") -> Drawi
                   disabled=not objects, help="Remove the last stroke")  # fmt: skip
         st.button("Clear", icon=":material/ink_eraser:", key=f"{prefix}_clear", on_click=_clear, args=(prefix,),
                   disabled=not objects, help="Start again with an empty canvas")  # fmt: skip
-    png = result.image_bytes if objects else None
-    return Drawing(png=png, strokes=len(objects), pen_color=pen, background_color=bg)
+    if restoring and kept is not None and len(objects) == restoring:
+        drawing = kept  # the same strokes, re-drawn: the same drawing (no new prediction, no new record)
+    else:
+        png = result.image_bytes if objects else None
+        drawing = Drawing(png=png, strokes=len(objects), pen_color=pen, background_color=bg)
+    st.session_state[f"{prefix}_drawing"] = drawing
+    return drawing

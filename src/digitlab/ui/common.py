@@ -42,6 +42,30 @@ CSS = """
 .dl-step {text-align:center; font-size:.9rem; color:#41465F;}
 .dl-arrow {text-align:center; font-size:1.8rem; color:#9CA3C7; padding-top:2.4rem;}
 [data-testid="stButtonGroup"] > div {flex-wrap: wrap !important; row-gap: .4rem;}
+/* the outage notice floats over the bottom of the page: it never moves the canvas or the answer */
+.st-key-dl_outage {position:fixed; bottom:.8rem; left:50%; transform:translateX(-50%); z-index:999990;
+  width:min(46rem, calc(100vw - 1.5rem)); box-shadow:0 .4rem 1.4rem rgba(31,35,64,.18); border-radius:.6rem;}
+.st-key-dl_outage [data-testid="stAlert"] {background:#FFF1F1;}
+[data-testid="stLayoutWrapper"]:has(.st-key-dl_outage) {position:absolute;}  /* no flex gap left behind */
+/* the probability of each digit, drawn in the same element as the answer (they never disagree) */
+.dl-answer {display:flex; flex-direction:column; gap:.5rem;}
+.dl-answer .dl-result {margin-bottom:0;}
+.dl-note {padding:.55rem .8rem; border-radius:.5rem; background:#FFF7E6; color:#7A4B00; font-size:.95rem;}
+.dl-probs {margin:0; padding:.2rem 0 0 0;}
+.dl-probs figcaption {font-weight:600; font-size:.95rem; color:#1F2340;}
+.dl-plot {position:relative; height:10rem; margin:1.3rem .2rem 0 2.3rem; border-bottom:1px solid #9CA3C7;}
+.dl-grid {position:absolute; left:0; right:0; height:0; border-top:1px solid #E6E8F3;}
+.dl-grid span {position:absolute; left:-2.3rem; width:2rem; text-align:right; transform:translateY(-50%);
+  font-size:.7rem; color:#5B6079;}
+.dl-bars {position:absolute; inset:0; display:flex; gap:4%; padding:0 .3rem;}
+.dl-barcol {flex:1; position:relative; height:100%; min-width:0;}
+.dl-bar {position:absolute; left:0; right:0; bottom:0; background:#C7CBE3; border-radius:3px 3px 0 0;}
+.dl-bar.dl-win {background:#4F46E5;}
+.dl-val {position:absolute; left:50%; transform:translateX(-50%); font-size:.68rem; color:#41465F;
+  line-height:1.2; white-space:nowrap; margin-bottom:2px;}
+.dl-xaxis {display:flex; gap:4%; margin:0 .2rem 0 2.3rem; padding:.15rem .3rem 0; font-size:.85rem; color:#41465F;}
+.dl-xaxis span {flex:1; text-align:center; min-width:0;}
+.dl-axis-title {font-size:.72rem; color:#5B6079; text-align:center; margin-left:2.3rem;}
 .dl-seen {margin:0 0 0 auto; display:flex; flex-direction:column; align-items:center; gap:.2rem;}
 .dl-seen img {border-radius:.35rem; display:block;}
 .dl-seen figcaption {font-size:.72rem; color:#5B6079; text-align:center; max-width:7.5rem; line-height:1.2;}
@@ -55,6 +79,7 @@ CSS = """
     padding-right:.4rem !important; min-width:1.85rem !important;}
   [data-testid="stMainBlockContainer"] {padding-top: 3.2rem;}
   h1 {font-size: 1.75rem !important;}
+  .st-key-dl_outage [data-testid="stAlert"] p {font-size:.85rem; line-height:1.35;}
 }
 </style>
 """
@@ -129,9 +154,12 @@ def api_error() -> str | None:
 
 
 @st.fragment(run_every=HEALTH_POLL_SECONDS)
-def health_monitor() -> None:
-    """Polls /health; shows a banner while the API or its database is away; reruns the whole page when
-    the API comes back (or goes away), so every page recovers by itself without a reload."""
+def health_monitor(has_canvas: bool = False) -> None:
+    """Polls /health; shows a notice while the API or its database is away; reruns the whole page when
+    the API comes back (or goes away), so every page recovers by itself without a reload.
+
+    The notice floats over the bottom of the window (`.st-key-dl_outage`): appearing and going, it moves
+    nothing on the page. `has_canvas`: the page keeps a drawing (Draw, Compare), so the notice says so."""
     was_ok = st.session_state.get("api_ok")
     state = check_health()
     ok = state is not None
@@ -142,18 +170,18 @@ def health_monitor() -> None:
         st.rerun(scope="app")
     if not ok:
         message = str(api_error()).replace(api_url(), f"`{api_url()}`")  # no autolink to an internal URL
-        st.error(
-            f"**{message}**  \nThe page reconnects by itself as soon as the service is back; "
-            "your drawing stays on the canvas.",
-            icon=":material/cloud_off:",
-        )
+        kept = "; your drawing stays on the canvas" if has_canvas else ""
+        with st.container(key="dl_outage"):
+            st.error(f"**{message}**  \nThe page reconnects by itself as soon as the service is back{kept}.",
+                     icon=":material/cloud_off:")  # fmt: skip
     elif not state.database_ok:
         waiting = f" ({state.spool} waiting)" if state.spool else ""
-        st.warning(
-            "**The database is unavailable.** Predictions still work; new drawings and answers are queued"
-            f"{waiting} and saved when it is back. History is paused.",
-            icon=":material/database:",
-        )
+        with st.container(key="dl_outage"):
+            st.warning(
+                "**The database is unavailable.** Predictions still work; new drawings and answers are queued"
+                f"{waiting} and saved when it is back. History is paused.",
+                icon=":material/database:",
+            )
 
 
 # --- model catalogue -----------------------------------------------------------------------------------
@@ -179,24 +207,65 @@ def display_name(models: list[dict[str, Any]], name: str) -> str:
     return name
 
 
+def not_ready_note(models: list[dict[str, Any]]) -> str | None:
+    """A line for the page (not only a tooltip) naming the models that cannot answer yet, or None."""
+    training = [display_name(models, m["name"]) for m in models if m.get("status") == "training"]
+    missing = [display_name(models, m["name"]) for m in models if m.get("status") == "missing"]
+    parts = []
+    if training:
+        parts.append(f"Still training: {', '.join(training)}; they join as soon as they are ready.")
+    if missing:
+        parts.append(f"Not trained: {', '.join(missing)} (`digitlab train`).")
+    return " ".join(parts) or None
+
+
+def names_text(models: list[dict[str, Any]], names: list[str]) -> str:
+    """'SVM (RBF kernel)', 'SVM (RBF kernel) and Extra Trees', 'A, B and C' (display names)."""
+    shown = [display_name(models, m) for m in names]
+    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
+
+
+def disagreement(votes: dict[int, list[str]], models: list[dict[str, Any]]) -> str:
+    """'The models disagree: **7** according to CNN (convolutional network) and SVM (RBF kernel); **1**
+    according to Extra Trees.' Display names carry parentheses, so the sentence adds none around them."""
+    parts = [f"**{digit}** according to {names_text(models, names)}" for digit, names in votes.items()]
+    return "The models disagree: " + "; ".join(parts) + "."
+
+
 def accuracy_of(model: dict[str, Any]) -> float | None:
     value = (model.get("metrics") or {}).get("mnist_test_accuracy")
     return None if value is None else float(value)
 
 
 # --- formatting ------------------------------------------------------------------------------------------
+def a_digit(digit: int, *, bold: bool = False) -> str:
+    """'a 7', 'an 8' (English wants "an" before "eight"); `bold`: 'an **8**' for markdown."""
+    shown = f"**{digit}**" if bold else str(digit)
+    return f"{'an' if int(digit) == 8 else 'a'} {shown}"
+
+
+def not_sure_sentence(probabilities: list[float]) -> str:
+    """'Not sure — is it a 4?' or, when the runner-up is close, 'Not sure — is it an 8 or a 9?'."""
+    first, second = sorted(range(10), key=lambda d: probabilities[d], reverse=True)[:2]
+    if probabilities[second] >= 0.15:
+        return f"Not sure — is it {a_digit(first)} or {a_digit(second)}?"
+    return f"Not sure — is it {a_digit(first)}?"
+
+
+
 def pct(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{value * 100:.{digits}f} %"
 
 
 def size_text(n: float | None) -> str:
+    """Decimal units, like the training log (`7.5 MB` = 7,500,000 bytes of the artefact file)."""
     if n is None:
         return "—"
     n = float(n)
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
+    for unit in ("bytes", "kB", "MB"):
+        if n < 1000:
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
+        n /= 1000
     return f"{n:.1f} GB"
 
 

@@ -22,32 +22,43 @@ def compare(drawing: Drawing) -> tuple[Comparison | None, ApiError | None]:
     )  # fmt: skip
 
 
+def mean_probabilities(result: Comparison) -> list[float]:
+    n = len(result.predictions)
+    return [sum(p.probabilities[d] for p in result.predictions) / n for d in range(10)]
+
+
 def verdict(result: Comparison, models: list[dict]) -> None:
+    """Whether the models agree, and, like the Draw page, when they are not sure (any model flags its
+    answer as uncertain: an unclear digit, or no digit at all)."""
     n = len(result.predictions)
     if not n:
         st.warning("No model is ready yet.", icon=":material/hourglass_top:")
         return
+    unsure = [p.model for p in result.predictions if p.uncertain]
     if result.agree:
         digit = result.predictions[0].digit
+        said = f"{digit}" if not unsure else f"{digit}, but not sure"
         text = (
-            f"All {n} models agree: it is a **{digit}**."
+            f"All {n} models agree: it is {common.a_digit(digit, bold=True)}."
             if n > 1
-            else f"The only ready model says **{digit}**."
+            else f"The only ready model says **{said}**."
         )
-        st.success(text, icon=":material/handshake:")
-        return
-    parts = []
-    for digit, names in result.votes.items():
-        who = ", ".join(common.display_name(models, m) for m in names)
-        parts.append(f"**{digit}** ({who})")
-    st.warning("The models disagree: " + " vs ".join(parts) + ".", icon=":material/call_split:")
+        (st.info if unsure else st.success)(text, icon=":material/handshake:")
+    else:
+        st.warning(common.disagreement(result.votes, models), icon=":material/call_split:")
+    if unsure:
+        verb = "is" if len(unsure) == 1 else "are"
+        who = "every model is" if len(unsure) == n else f"{common.names_text(models, unsure)} {verb}"
+        st.info(f"{common.not_sure_sentence(mean_probabilities(result))} Here {who} unsure: it may not be a digit "
+                "at all. Draw one digit, large.", icon=":material/help:")  # fmt: skip
 
 
 def cards(result: Comparison, models: list[dict], digest: str) -> None:
     majority = next(iter(result.votes)) if result.predictions else None
     with st.grid("auto", min_column_width=135, gap="small", key="cmp_cards"):
         for p in result.predictions:
-            odd = " dl-odd" if p.digit != majority else ""
+            odd = " dl-odd" if p.digit != majority or p.uncertain else ""
+            sure = "not sure" if p.uncertain else "sure"
             latency = f"{p.latency_ms:.0f}&nbsp;ms" if p.latency_ms is not None else "—"
             with st.container(border=True, key=f"cmp_card_{p.model}"):
                 st.markdown(
@@ -55,7 +66,7 @@ def cards(result: Comparison, models: list[dict], digest: str) -> None:
                         p.model
                     }"><div class="dl-small">{common.esc(common.display_name(models, p.model))}</div>
                     <div class="dl-card-digit{odd}">{p.digit}</div>
-                    <div class="dl-small"><b>{p.confidence * 100:.0f}%</b> sure · {latency}</div></div>""",
+                    <div class="dl-small"><b>{p.confidence * 100:.0f}%</b> {sure} · {latency}</div></div>""",
                     unsafe_allow_html=True,
                 )
 
@@ -66,10 +77,14 @@ def compare_area() -> None:
     left, right = st.columns([1, 1.6], gap="large")
     with left:
         drawing = drawing_canvas("compare", hint="Draw one digit, 0–9")
+        note = common.not_ready_note(models)
+        if note:
+            st.caption(f":material/hourglass_top: {note}")
         seen = st.empty()
     with right:
+        slot = st.empty()  # the whole result goes into this one element, written once it is all built
         if drawing.empty:
-            st.markdown(
+            slot.markdown(
                 '<div class="dl-placeholder" data-testid="dl-empty">Draw a digit on the canvas to see every model\'s '
                 "answer side by side.</div>",
                 unsafe_allow_html=True,
@@ -78,21 +93,23 @@ def compare_area() -> None:
         result, error = compare(drawing)
         if error is not None:
             if error.code == "empty_image":
-                st.info("Nothing to recognise yet: draw a larger digit.", icon=":material/gesture:")
+                slot.info("Nothing to recognise yet: draw a larger digit.", icon=":material/gesture:")
             elif isinstance(error, ApiUnavailable):
-                st.warning(f"{error} Your drawing is kept.", icon=":material/cloud_off:")
+                slot.warning(f"{error} Your drawing is kept.", icon=":material/cloud_off:")
             else:
-                st.warning(str(error), icon=":material/warning:")
+                slot.warning(str(error), icon=":material/warning:")
             return
-        verdict(result, models)
-        cards(result, models, drawing.digest)
         rows = [
             {"model": common.display_name(models, p.model), "digit": str(d), "probability": float(q)}
             for p in result.predictions
             for d, q in enumerate(p.probabilities)
         ]
-        if rows:
-            st.altair_chart(charts.compare(rows), width="stretch")
+        chart = charts.compare(rows) if rows else None
+        with slot.container():
+            verdict(result, models)
+            cards(result, models, drawing.digest)
+            if chart is not None:
+                st.altair_chart(chart, width="stretch")
     if result.processed_png:
         seen.image(common.zoom_png(result.processed_png, 84), width=84, caption="What every model saw")
 

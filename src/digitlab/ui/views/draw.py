@@ -71,15 +71,9 @@ def send_feedback(key: str, prediction: Prediction) -> None:
         st.session_state[f"{key}_result"] = ("error", str(exc), int(digit))
 
 
-def not_sure_sentence(probabilities: list[float]) -> str:
-    """'Not sure — is it a 4?' or, when the runner-up is close, 'Not sure — is it a 4 or a 9?'."""
-    first, second = sorted(range(10), key=lambda d: probabilities[d], reverse=True)[:2]
-    if probabilities[second] >= 0.15:
-        return f"Not sure — is it a {first} or a {second}?"
-    return f"Not sure — is it a {first}?"
-
-
-def show_result(prediction: Prediction, models: list[dict], digest: str) -> None:
+def answer_html(prediction: Prediction, models: list[dict], digest: str) -> str:
+    """The answer card, the 28×28 image the model saw, the "not sure" note and the probability bars, as
+    one HTML block: written in one piece, they always show the same result."""
     name = common.display_name(models, prediction.model)
     unsure = " dl-unsure" if prediction.uncertain else ""
     latency = f" · {prediction.latency_ms:.0f}&nbsp;ms" if prediction.latency_ms is not None else ""
@@ -89,21 +83,19 @@ def show_result(prediction: Prediction, models: list[dict], digest: str) -> None
         uri = "data:image/png;base64," + base64.b64encode(big).decode("ascii")
         seen = (f'<figure class="dl-seen"><img src="{uri}" alt="The 28×28 image the model saw">'
                 "<figcaption>What the model saw (28×28)</figcaption></figure>")  # fmt: skip
-    st.markdown(
-        f"""<div class="dl-result" data-testid="dl-prediction" data-drawing="{digest[:16]}">
-          <div class="dl-digit{unsure}" data-testid="dl-digit">{prediction.digit}</div>
-          <div class="dl-meta"><span><b>{prediction.confidence * 100:.0f}%</b> sure</span>
-            <span>{common.esc(name)}{latency}</span></div>{seen}</div>""",
-        unsafe_allow_html=True,
-    )
+    note = ""
     if prediction.uncertain:
-        st.info(f"{not_sure_sentence(prediction.probabilities)} It may not be a digit at all: draw one digit, large.",
-                icon=":material/help:")  # fmt: skip
-    st.altair_chart(
-        charts.probabilities(prediction.probabilities, prediction.digit),
-        width="stretch",
-        alt=charts.probabilities_alt(prediction.probabilities),
-    )
+        note = (f'<div class="dl-note" data-testid="dl-unsure">{common.not_sure_sentence(prediction.probabilities)} '
+                "It may not be a digit at all: draw one digit, large.</div>")  # fmt: skip
+    return f"""<div class="dl-answer" data-testid="dl-prediction" data-drawing="{digest[:16]}">
+        <div class="dl-result"><div class="dl-digit{unsure}" data-testid="dl-digit">{prediction.digit}</div>
+          <div class="dl-meta"><span><b>{prediction.confidence * 100:.0f}%</b> sure</span>
+            <span>{common.esc(name)}{latency}</span></div>{seen}</div>
+        {note}{charts.probabilities_html(prediction.probabilities, prediction.digit)}</div>"""
+
+
+def show_result(prediction: Prediction, models: list[dict], digest: str, slot) -> None:
+    slot.markdown(answer_html(prediction, models, digest), unsafe_allow_html=True)
 
     key = f"fb_{digest[:12]}_{prediction.model}"
     st.pills(
@@ -117,9 +109,10 @@ def show_result(prediction: Prediction, models: list[dict], digest: str) -> None
             "The model was right." if digit == prediction.digit else f"The model said {prediction.digit}."
         )
         if kind == "saved":
-            st.success(f"Saved: you drew a **{digit}**. {verdict} Thank you!", icon=":material/check_circle:")
+            st.success(f"Saved: you drew {common.a_digit(digit, bold=True)}. {verdict} Thank you!",
+                       icon=":material/check_circle:")  # fmt: skip
         elif kind == "queued":
-            st.warning(f"You drew a **{digit}** — {message}", icon=":material/schedule:")
+            st.warning(f"You drew {common.a_digit(digit, bold=True)} — {message}", icon=":material/schedule:")
         elif kind == "error":
             st.error(f"Your answer was not saved: {message}", icon=":material/error:")
         else:
@@ -138,9 +131,13 @@ def draw_area() -> None:
     with left:
         drawing = drawing_canvas("draw", hint="Draw one digit, 0–9, big")
         model = model_picker(models)
+        note = common.not_ready_note(models)
+        if note:
+            st.caption(f":material/hourglass_top: {note}")
     with right:
+        slot = st.empty()  # one element for the answer (or the message instead of it)
         if drawing.empty:
-            st.markdown(
+            slot.markdown(
                 '<div class="dl-placeholder" data-testid="dl-empty">Draw a digit on the canvas.<br>'
                 "The answer shows up here as soon as you lift the pen.</div>",
                 unsafe_allow_html=True,
@@ -149,14 +146,14 @@ def draw_area() -> None:
         prediction, error = predict(drawing, model)
         if error is not None:
             if error.code == "empty_image":
-                st.info("Nothing to recognise yet: draw a larger digit.", icon=":material/gesture:")
+                slot.info("Nothing to recognise yet: draw a larger digit.", icon=":material/gesture:")
             elif isinstance(error, ApiUnavailable):
-                st.warning(f"{error} Your drawing is kept; it is recognised as soon as the service is back.",
-                           icon=":material/cloud_off:")  # fmt: skip
+                slot.warning(f"{error} Your drawing is kept; it is recognised as soon as the service is back.",
+                             icon=":material/cloud_off:")  # fmt: skip
             else:
-                st.warning(str(error), icon=":material/warning:")
+                slot.warning(str(error), icon=":material/warning:")
             return
-        show_result(prediction, models, drawing.digest)
+        show_result(prediction, models, drawing.digest, slot)
 
 
 common.page_header("Draw a digit", "Draw a digit with the mouse or a finger: it is recognised when you lift the "

@@ -68,7 +68,9 @@ def card(model: dict[str, Any], latency: float | None, live_status: str | None) 
                       help="On the official 10,000 MNIST test digits, never seen in training.")  # fmt: skip
             st.metric("Median answer time", f"{latency:.0f} ms" if latency is not None else "—",
                       help="Time the API spent on one drawing (pre-processing + model), from recent predictions.")  # fmt: skip
-            st.metric("Size", common.size_text(model.get("size_bytes")))
+            size = model.get("size_bytes")
+            st.metric("Size", common.size_text(size),
+                      help=f"The model file: {size:,} bytes." if size else None)  # fmt: skip
         extra = []
         if model.get("trained_at"):
             extra.append(f"trained {common.when_text(model['trained_at'])}")

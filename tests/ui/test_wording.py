@@ -1,0 +1,63 @@
+"""What the pages say, checked without a browser (issue 13.8): "an 8", sizes as the training log prints
+them, the trees' description, Compare's sentence without nested parentheses, the training-model line."""
+
+from __future__ import annotations
+
+import re
+
+from digitlab.models.registry import MODEL_SPECS
+from digitlab.ui import charts, common
+
+
+def test_an_eight_everywhere():
+    assert common.a_digit(8) == "an 8" and common.a_digit(7) == "a 7" and common.a_digit(0) == "a 0"
+    assert common.a_digit(8, bold=True) == "an **8**"
+    probs = [0.0] * 10
+    probs[8], probs[3] = 0.55, 0.4
+    assert common.not_sure_sentence(probs) == "Not sure — is it an 8 or a 3?"
+    probs[8], probs[3] = 0.9, 0.05
+    assert common.not_sure_sentence(probs) == "Not sure — is it an 8?"
+
+
+def test_sizes_read_like_the_training_log():
+    """The training log prints `size_bytes / 1e6` with one decimal: the Models page shows the same."""
+    for size in (7_512_345, 3_300_000, 513_900, 419_012):
+        shown = common.size_text(size)
+        if size >= 1_000_000:
+            assert shown == f"{size / 1e6:.1f} MB"
+        else:
+            assert shown == f"{size / 1e3:.1f} kB"
+    assert common.size_text(999) == "999 bytes" and common.size_text(None) == "—"
+
+
+def test_tree_descriptions_say_how_they_are_served():
+    for name in ("extra_trees", "random_forest"):
+        assert "ONNX" not in MODEL_SPECS[name].description
+        assert "numpy" in MODEL_SPECS[name].description
+
+
+def test_not_ready_note_names_training_and_missing_models():
+    models = [
+        {"name": "cnn", "display_name": "CNN", "status": "ready"},
+        {"name": "random_forest", "display_name": "Random Forest", "status": "training"},
+        {"name": "svm", "display_name": "SVM (RBF kernel)", "status": "missing"},
+    ]
+    note = common.not_ready_note(models)
+    assert "Still training: Random Forest" in note and "Not trained: SVM (RBF kernel)" in note
+    assert common.not_ready_note(models[:1]) is None
+
+
+def test_compare_sentence_has_no_nested_parentheses():
+    models = [{"name": n, "display_name": MODEL_SPECS[n].display_name} for n in MODEL_SPECS]
+    sentence = common.disagreement({7: ["cnn", "svm"], 1: ["extra_trees"]}, models)
+    assert sentence == ("The models disagree: **7** according to CNN (convolutional network) and SVM (RBF kernel); "
+                        "**1** according to Extra Trees.")  # fmt: skip
+    assert not re.search(r"\([^()]*\(", sentence)
+
+
+def test_probability_bars_say_what_they_show():
+    probs = [0.01, 0.0, 0.02, 0.0, 0.0, 0.0, 0.0, 0.9, 0.07, 0.0]
+    html = charts.probabilities_html(probs, 7)
+    assert f'aria-label="{charts.probabilities_alt(probs)}"' in html
+    assert len(re.findall(r'class="dl-bar( dl-win)?"', html)) == 10 and html.count("dl-win") == 1
+    assert re.search(r'dl-bar dl-win" style="height:90\.0%"', html)
