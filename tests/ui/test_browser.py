@@ -11,7 +11,9 @@ import re
 import time
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 from playwright.sync_api import expect
 from ui_browser import (
     CANVAS,
@@ -33,7 +35,7 @@ from ui_browser import (
     wait_idle,
     wait_new_prediction,
 )
-from ui_strokes import DIGITS
+from ui_strokes import DIGITS, NOT_A_DIGIT
 
 pytestmark = pytest.mark.browser
 
@@ -94,6 +96,59 @@ def test_draw_predict_feedback_then_history(desktop, ui_server, api_server):
     assert _table_rows(page)[0]["#"] == str(prediction_id)
 
 
+def _newest_rows(api_url: str, n: int = 5) -> tuple[int, list[dict]]:
+    page = httpx.get(f"{api_url}/api/v1/predictions", params={"page_size": n}, timeout=10).json()
+    return page["total"], page["items"]
+
+
+def test_a_drawing_in_two_strokes_is_one_record(desktop, ui_server, api_server):
+    """Issue 13.1: the first stroke of a 4 is predicted and stored, the second updates the same record; the
+    stored drawing has both strokes and the final answer; the feedback labels that record."""
+    page = desktop
+    open_page(page, ui_server.url, PAGES["draw"], ready=CANVAS)
+    before, _ = _newest_rows(api_server.url)
+    box = canvas_box(page)
+    mouse_stroke(page, DIGITS[4][0], box)  # the first stroke alone
+    first = wait_new_prediction(page, None)
+    wait_idle(page, settle=1.0)  # a pause, as a person makes between strokes
+    mouse_stroke(page, DIGITS[4][1], box)
+    wait_new_prediction(page, first)
+    wait_idle(page)
+    shown = int(page.locator('[data-testid="dl-digit"]').inner_text().strip())
+    total, rows = _newest_rows(api_server.url)
+    assert total == before + 1, rows  # one drawing, one record
+    row = rows[0]
+    assert row["drawing_id"] and row["predicted_digit"] == shown and row["source"] == "ui"
+    png = httpx.get(f"{api_server.url}/api/v1/predictions/{row['id']}/image", params={"kind": "input"}, timeout=10)
+    ink = np.asarray(Image.open(io.BytesIO(png.content)).convert("L")) < 128  # dark pen on white
+    assert ink[164, 90:110].any() and ink[210:225, 160:170].any()  # the crossbar and the stem's foot
+    feedback_pill(page, 4).click()
+    expect(page.get_by_text(re.compile(r"Saved: you drew a 4"))).to_be_visible()
+    row = httpx.get(f"{api_server.url}/api/v1/predictions/{row['id']}", timeout=10).json()
+    assert row["drawn_digit"] == 4 and _newest_rows(api_server.url)[0] == before + 1
+    click_tool(page, "draw", "Clear")
+    expect(page.locator(EMPTY)).to_be_visible()
+
+
+def test_not_a_digit_is_an_answer(desktop, ui_server, api_server):
+    """Issue 13.6: "Not a digit" is stored, shown in History, and left out of the digit accuracy."""
+    page = desktop
+    open_page(page, ui_server.url, PAGES["draw"], ready=CANVAS)
+    box = canvas_box(page)
+    for stroke in NOT_A_DIGIT:
+        mouse_stroke(page, stroke, box)
+    wait_new_prediction(page, None)
+    wait_idle(page, settle=1.5)  # every stroke's answer has arrived: the pills belong to the whole drawing
+    page.locator('[class*="st-key-fb_"] button').filter(has_text="Not a digit").first.click()
+    expect(page.get_by_text(re.compile(r"Saved: not a digit"))).to_be_visible()
+    _, rows = _newest_rows(api_server.url)
+    assert rows[0]["not_digit"] is True and rows[0]["drawn_digit"] is None and rows[0]["correct"] is None
+    open_page(page, ui_server.url, PAGES["history"], ready='[data-testid="stDataFrame"]')
+    wait_idle(page, settle=0.8)
+    assert _table_rows(page)[0]["you drew"] == "not a digit"
+    no_traceback(page)
+
+
 def _table_rows(page) -> list[dict[str, str]]:
     """The History table's rows, through the dataframe toolbar's own 'Download as CSV' button."""
     import csv
@@ -101,7 +156,7 @@ def _table_rows(page) -> list[dict[str, str]]:
     table = page.locator('[data-testid="stDataFrame"]').first
     table.hover()
     with page.expect_download() as info:
-        table.get_by_role("button", name="Download as CSV").click()
+        table.get_by_role("button", name="Download as CSV").dispatch_event("click")  # no pointer races
     with open(info.value.path(), encoding="utf-8-sig", newline="") as f:
         return list(csv.DictReader(f))
 

@@ -4,6 +4,10 @@ Undo and Clear are Streamlit buttons (the canvas' own toolbar only shows on mous
 would never see it): they hand the canvas a new `initial_drawing` (the strokes minus the last one, or
 none), which it loads and sends straight back, so the prediction follows without a remount.
 
+One drawing is one record: from an empty canvas to Clear (or Undo back to empty), the predictions after
+each stroke carry the same drawing id, so the API keeps one stored record per drawing (and model), updated
+with each stroke, instead of one per stroke.
+
 The drawing outlives the page: its strokes and the last `Drawing` are kept in the session. Back on the
 page after another one (the canvas component starts empty then), the strokes are handed to the new
 canvas as its `initial_drawing`, and the kept `Drawing` (so its answer, from the session's cache) is
@@ -13,6 +17,7 @@ shown until the canvas reports them back.
 from __future__ import annotations
 
 import hashlib
+import uuid
 from dataclasses import dataclass
 
 import streamlit as st
@@ -30,6 +35,7 @@ class Drawing:
     strokes: int
     pen_color: str
     background_color: str
+    drawing_id: str | None = None  # the same for every stroke of one drawing (see the module docstring)
 
     @property
     def empty(self) -> bool:
@@ -38,6 +44,19 @@ class Drawing:
     @property
     def digest(self) -> str | None:
         return None if self.empty else hashlib.sha1(self.png).hexdigest()
+
+
+def _drawing_id(prefix: str, inked: bool, background: str) -> str | None:
+    """The current drawing's id: a new one when ink appears on an empty canvas (or on a new background)."""
+    key = f"{prefix}_drawing_id"
+    current = st.session_state.get(key)
+    if not inked:
+        st.session_state.pop(key, None)
+        return None
+    if current is None or current[1] != background:
+        current = (uuid.uuid4().hex, background)
+        st.session_state[key] = current
+    return current[0]
 
 
 def _set_drawing(prefix: str, objects: list) -> None:
@@ -109,6 +128,7 @@ def drawing_canvas(prefix: str, *, hint: str = "Draw one digit, 0–9") -> Drawi
         drawing = kept  # the same strokes, re-drawn: the same drawing (no new prediction, no new record)
     else:
         png = result.image_bytes if objects else None
-        drawing = Drawing(png=png, strokes=len(objects), pen_color=pen, background_color=bg)
+        drawing = Drawing(png=png, strokes=len(objects), pen_color=pen, background_color=bg,
+                          drawing_id=_drawing_id(prefix, bool(objects), bg))  # fmt: skip
     st.session_state[f"{prefix}_drawing"] = drawing
     return drawing

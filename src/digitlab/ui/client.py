@@ -274,10 +274,12 @@ class DigitlabClient:
         background_color: str | None = None,
         session_id: str | None = None,
         true_digit: int | None = None,
+        drawing_id: str | None = None,
     ) -> Prediction:
+        """`drawing_id`: the same on every stroke of one drawing, so the API keeps one record for it."""
         data = self._predict_form(
             png, model or "", pen_color=pen_color, background_color=background_color,
-            session_id=session_id, true_digit=true_digit,
+            session_id=session_id, true_digit=true_digit, drawing_id=drawing_id,
         )  # fmt: skip
         if not isinstance(data, dict):
             raise ApiError(
@@ -292,9 +294,10 @@ class DigitlabClient:
         pen_color: str | None = None,
         background_color: str | None = None,
         session_id: str | None = None,
+        drawing_id: str | None = None,
     ) -> Comparison:
         data = self._predict_form(png, "all", pen_color=pen_color, background_color=background_color,
-                                  session_id=session_id)  # fmt: skip
+                                  session_id=session_id, drawing_id=drawing_id)  # fmt: skip
         if not isinstance(data, dict) or not isinstance(data.get("predictions"), list):
             raise ApiError(
                 "The prediction service sent an answer the UI does not understand.", code="bad_response"
@@ -302,8 +305,9 @@ class DigitlabClient:
         processed = _b64(data.get("processed_image"))
         return Comparison([_prediction(p, processed) for p in data["predictions"]], processed)
 
-    def feedback(self, prediction: Prediction, true_digit: int) -> FeedbackResult:
-        """Tell the API what was really drawn. Works during a database outage (the API queues it)."""
+    def feedback(self, prediction: Prediction, true_digit: int | None, *, not_digit: bool = False) -> FeedbackResult:
+        """Tell the API what was really drawn (or that it is no digit). Works during a database outage (the
+        API queues it)."""
         if prediction.id is not None:
             path = f"/api/v1/predictions/{prediction.id}/feedback"
         elif prediction.uid:
@@ -312,7 +316,8 @@ class DigitlabClient:
             return FeedbackResult(
                 False, False, "This prediction was not recorded, so the answer cannot be saved."
             )
-        data = self._json("POST", path, json={"true_digit": int(true_digit)})
+        body = {"not_digit": True} if not_digit else {"true_digit": int(true_digit)}
+        data = self._json("POST", path, json=body)
         data = data if isinstance(data, dict) else {}
         queued = bool(data.get("queued")) or data.get("stored") == "spool" or prediction.id is None
         if queued:

@@ -16,7 +16,7 @@ def compare(drawing: Drawing) -> tuple[Comparison | None, ApiError | None]:
         "compare_cache", drawing.digest,
         lambda: common.client().predict_all(
             drawing.png, pen_color=drawing.pen_color, background_color=drawing.background_color,
-            session_id=common.session_id(),
+            session_id=common.session_id(), drawing_id=drawing.drawing_id,
         ),
         size=CACHE_SIZE,
     )  # fmt: skip

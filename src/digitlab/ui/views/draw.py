@@ -53,22 +53,29 @@ def predict(drawing: Drawing, model: str | None) -> tuple[Prediction | None, Api
         "draw_cache", (drawing.digest, model),
         lambda: common.client().predict(
             drawing.png, model, pen_color=drawing.pen_color, background_color=drawing.background_color,
-            session_id=common.session_id(),
+            session_id=common.session_id(), drawing_id=drawing.drawing_id,
         ),
         size=CACHE_SIZE,
     )  # fmt: skip
 
 
+NOT_A_DIGIT = "Not a digit"
+ANSWERS = [*range(10), NOT_A_DIGIT]
+
+
 def send_feedback(key: str, prediction: Prediction) -> None:
-    digit = st.session_state.get(key)
-    if digit is None:
+    answer = st.session_state.get(key)
+    if answer is None:
         return
     try:
-        result = common.client().feedback(prediction, int(digit))
+        if answer == NOT_A_DIGIT:
+            result = common.client().feedback(prediction, None, not_digit=True)
+        else:
+            result = common.client().feedback(prediction, int(answer))
         st.session_state[f"{key}_result"] = ("saved" if result.saved else "queued" if result.queued else "info",
-                                             result.message, int(digit))  # fmt: skip
+                                             result.message, answer)  # fmt: skip
     except ApiError as exc:
-        st.session_state[f"{key}_result"] = ("error", str(exc), int(digit))
+        st.session_state[f"{key}_result"] = ("error", str(exc), answer)
 
 
 def answer_html(prediction: Prediction, models: list[dict], digest: str) -> str:
@@ -99,20 +106,22 @@ def show_result(prediction: Prediction, models: list[dict], digest: str, slot) -
 
     key = f"fb_{digest[:12]}_{prediction.model}"
     st.pills(
-        "What did you draw?", list(range(10)), key=key, on_change=send_feedback, args=(key, prediction),
-        help="One click saves the true digit with this drawing, so the History page can measure accuracy.",
+        "What did you draw?", ANSWERS, key=key, on_change=send_feedback, args=(key, prediction),
+        help="One click saves the true digit with this drawing, so the History page can measure accuracy and "
+        "the models can learn from it. 'Not a digit' teaches the check that catches scribbles.",
     )  # fmt: skip
     outcome = st.session_state.get(f"{key}_result")
     if outcome:
-        kind, message, digit = outcome
-        verdict = (
-            "The model was right." if digit == prediction.digit else f"The model said {prediction.digit}."
-        )
+        kind, message, answer = outcome
+        if answer == NOT_A_DIGIT:
+            what, verdict = "not a digit", "It is kept out of the digit accuracy."
+        else:
+            what = f"you drew {common.a_digit(answer, bold=True)}"
+            verdict = "The model was right." if answer == prediction.digit else f"The model said {prediction.digit}."
         if kind == "saved":
-            st.success(f"Saved: you drew {common.a_digit(digit, bold=True)}. {verdict} Thank you!",
-                       icon=":material/check_circle:")  # fmt: skip
+            st.success(f"Saved: {what}. {verdict} Thank you!", icon=":material/check_circle:")
         elif kind == "queued":
-            st.warning(f"You drew {common.a_digit(digit, bold=True)} — {message}", icon=":material/schedule:")
+            st.warning(f"Saved later: {what} — {message}", icon=":material/schedule:")
         elif kind == "error":
             st.error(f"Your answer was not saved: {message}", icon=":material/error:")
         else:

@@ -100,7 +100,7 @@ def log_table(page: dict[str, Any], models: list[dict[str, Any]]) -> None:
             "when": pd.Timestamp(ts).tz_convert(tz).tz_localize(None) if ts else None,
             "model": common.display_name(models, item.model_name or "?"),
             "predicted": item.predicted_digit,
-            "you drew": "—" if drawn is None else str(drawn),
+            "you drew": "not a digit" if item.not_digit else "—" if drawn is None else str(drawn),
             "right?": "—" if correct is None else ("✓ right" if correct else "✗ wrong"),
             "confidence": None if item.probability is None else 100 * item.probability,
             "latency": item.latency_ms,
