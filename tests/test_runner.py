@@ -22,7 +22,7 @@ import httpx
 import psutil
 import pytest
 
-from digitlab import runner
+from digitlab import processes, runner
 from digitlab.api.upkeep import sample_drawing
 
 READY_LINE = "Ctrl-C stops both."
@@ -321,7 +321,7 @@ def test_supervised_child_restarts_with_growing_backoff(monkeypatch, capsys):
     BACKOFF_FIRST, then twice as long when the restarted child dies before it ever answered."""
     monkeypatch.setattr(runner, "BACKOFF_FIRST", 0.2)
     argv = [sys.executable, "-c", "import time; time.sleep(60)"]
-    children = [runner.start_child("UI", argv, dict(os.environ))]
+    children = [processes.start_child("UI", argv, dict(os.environ))]
     keeper = runner.Supervised(children[0], argv, dict(os.environ), f"http://127.0.0.1:{free_port()}/")
     try:
         first = keeper.child
@@ -344,7 +344,7 @@ def test_supervised_child_restarts_with_growing_backoff(monkeypatch, capsys):
         assert "(killed by SIGTERM); restarting it in 0.4 s" in capsys.readouterr().out
     finally:
         for child in children:
-            runner.stop_children([child])
+            processes.stop_children([child])
 
 
 def test_children_stop_even_when_the_runner_is_killed(app_env, tmp_path):

@@ -24,20 +24,23 @@ import gc
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-
-import psutil
 
 from digitlab.core.config import Settings, get_settings
 from digitlab.errors import DigitlabError
+from digitlab.processes import (
+    Child,
+    clear_group,
+    describe_exit,
+    group_members,
+    start_child,
+    stop_children,
+    terminate,
+)
 
-#: Seconds between SIGTERM and SIGKILL; the whole stop stays under STOP_TIMEOUT.
-STOP_GRACE = 3.0
-STOP_TIMEOUT = 5.0
 #: After this long without both services answering, say so once (and keep waiting: Ctrl-C stops).
 SLOW_START_NOTICE = 90.0
 POLL = 0.2
@@ -143,152 +146,6 @@ def migrate(settings: Settings) -> None:
 
 # --------------------------------------------------------------------------------------------------
 # children
-
-
-@dataclass
-class Child:
-    name: str
-    proc: subprocess.Popen
-    term_group: bool = True  # False: the child passes SIGTERM on to its own children (digitlab ui)
-    terminated: bool = False  # SIGTERM sent
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def pgid(self) -> int:
-        return self.proc.pid  # start_new_session: the child leads its own session and process group
-
-    def running(self) -> bool:
-        return self.proc.poll() is None
-
-
-def _prctl():
-    """libc's prctl on Linux (loaded in the parent: nothing is imported between fork and exec)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _prctl()
-_PR_SET_PDEATHSIG = 1
-
-
-def _child_setup(background: bool):
-    """Runs in each child between fork and exec: SIGTERM it if this runner dies without stopping it
-    (even by SIGKILL), and give training a lower CPU priority than the servers."""
-
-    def setup() -> None:  # pragma: no cover - runs in the forked child
-        if _PRCTL is not None:
-            _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
-        if background:
-            try:
-                os.nice(10)
-            except OSError:
-                pass
-
-    return setup
-
-
-def start_child(
-    name: str, argv: list[str], env: dict[str, str], *, background: bool = False, term_group: bool = True
-) -> Child:
-    proc = subprocess.Popen(
-        argv,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,  # Ctrl-C reaches only us; we stop each group ourselves, grandchildren included
-        preexec_fn=_child_setup(background),  # noqa: PLW1509 - no threads in this process
-    )
-    return Child(name, proc, term_group)
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of process group `pgid`."""
-    members = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.status() != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
-                members.append(proc.pid)
-        except (psutil.Error, ProcessLookupError, PermissionError):  # gone meanwhile, or not ours to see
-            continue
-    return members
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def terminate(children: list[Child]) -> None:
-    """First step of a stop: SIGTERM to each child not signalled yet (`term_group`: its whole group)."""
-    for child in children:
-        if child.terminated:
-            continue
-        child.terminated = True
-        if child.term_group:
-            _signal_group(child.pgid, signal.SIGTERM)
-        elif child.running():
-            child.proc.send_signal(signal.SIGTERM)  # it forwards the signal itself (digitlab ui)
-
-
-def stop_children(
-    children: list[Child],
-    *,
-    since: float | None = None,
-    grace: float = STOP_GRACE,
-    timeout: float = STOP_TIMEOUT,
-) -> list[str]:
-    """Stop every child with its whole process group; returns the names that needed SIGKILL.
-
-    SIGTERM first (see `terminate`; `since` is when that began, if it already did); a second later, to
-    whatever is left of each group; after `grace`, SIGKILL. Direct children are reaped (no zombie)."""
-    started = time.monotonic() if since is None else since
-    terminate(children)
-    escalated = False
-    killed: list[str] = []
-    while True:
-        for child in children:
-            child.proc.poll()
-        alive = [c for c in children if c.running() or group_members(c.pgid)]
-        if not alive:
-            return killed
-        elapsed = time.monotonic() - started
-        if elapsed >= 1.0 and not escalated:
-            escalated = True
-            for child in alive:
-                if not child.term_group:
-                    _signal_group(child.pgid, signal.SIGTERM)
-        if elapsed >= grace and not killed:
-            for child in alive:
-                killed.append(child.name)
-                _signal_group(child.pgid, signal.SIGKILL)
-        if elapsed >= timeout:
-            return killed
-        time.sleep(0.05)
-
-
-def clear_group(child: Child, timeout: float = 2.0) -> None:
-    """SIGKILL whatever is left of a dead child's process group (uvicorn workers outlive their parent
-    and keep the port), and wait until the group is gone or `timeout` passes."""
-    deadline = time.monotonic() + timeout
-    while group_members(child.pgid) and time.monotonic() < deadline:
-        _signal_group(child.pgid, signal.SIGKILL)
-        time.sleep(0.05)
-
-
-def describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
 
 
 @dataclass
