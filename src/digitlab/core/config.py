@@ -22,6 +22,11 @@ class Settings(BaseSettings):
         None, description="Folder with the four MNIST IDX .gz files; default <data_dir>/mnist."
     )
     model_dir: Path = Field(Path("models"), description="Where trained model artefacts are written and read.")
+    handwriting_dir: Path | None = Field(
+        None,
+        description="Folder with real handwriting that is not MNIST (usps.npz, semeion.npz, SHA256SUMS) for "
+        "`digitlab evaluate --real`; default <data_dir>/handwriting.",
+    )
     mnist_mirrors: list[str] = Field(
         default_factory=lambda: [
             "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -69,6 +74,10 @@ class Settings(BaseSettings):
     @property
     def mnist_path(self) -> Path:
         return self.mnist_dir if self.mnist_dir is not None else self.data_dir / "mnist"
+
+    @property
+    def handwriting_path(self) -> Path:
+        return self.handwriting_dir if self.handwriting_dir is not None else self.data_dir / "handwriting"
 
     @property
     def sqlalchemy_url(self) -> str:
