@@ -109,8 +109,8 @@ def test_scores_follow_the_predictions(handwriting_dir):
 
 def test_benchmark_on_a_small_slice_with_tiny_models(handwriting_dir, tiny_model_dir):
     """The CI slice: every tiny model and the bundled CNN, with the uncertain flag's rates."""
-    from digitlab.models import ModelRegistry
     from digitlab.detector.runtime import load_detector
+    from digitlab.models import ModelRegistry
 
     registry = ModelRegistry(tiny_model_dir).load_all()
     fns = {name: registry.get(name).predict_proba for name in registry.ready_names()}
