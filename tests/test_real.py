@@ -28,6 +28,7 @@ def handwriting_dir() -> Path:
 def test_held_out_parts_share_no_writer_group(handwriting_dir):
     _, labels = real.load_part("semeion", "heldout", handwriting_dir)
     _, fit_labels = real.load_part("semeion", "fit", handwriting_dir)
+    _, cal_labels = real.load_part("semeion", "calibration", handwriting_dir)
     with np.load(handwriting_dir / "semeion.npz") as z:
         all_labels = z["labels"]
     groups = real.semeion_groups(all_labels)
@@ -36,10 +37,14 @@ def test_held_out_parts_share_no_writer_group(handwriting_dir):
     for g in np.unique(groups):
         assert set(all_labels[groups == g]) == set(range(10))
         assert np.all(np.diff(all_labels[groups == g].astype(int)) >= 0)
-    assert len(labels) + len(fit_labels) == len(all_labels)
+    assert len(labels) + len(fit_labels) + len(cal_labels) == len(all_labels)
+    assert set(groups[: len(fit_labels)]) == {0, 1, 2} and set(groups[-len(labels) :]) == {4, 5}
     assert 0.4 < len(labels) / len(all_labels) < 0.6
     usps_held, usps_labels = real.load_part("usps", "heldout", handwriting_dir)
     assert usps_held.shape == (2007, 16, 16) and len(usps_labels) == 2007
+    fit, _ = real.load_part("usps", "fit", handwriting_dir)
+    calibration, _ = real.load_part("usps", "calibration", handwriting_dir)
+    assert len(fit) + len(calibration) == 7291 and len(calibration) == real.USPS_CALIBRATION
 
 
 def test_a_damaged_file_is_refused(handwriting_dir, tmp_path):

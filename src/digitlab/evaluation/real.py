@@ -7,7 +7,8 @@ colour schemes, the writer's strokes re-drawn with the canvas pen), passed throu
 preprocessing (`preprocess.to_mnist`) and each model's `predict_proba`.
 
 Held out (never used to train or calibrate anything): USPS `test_*` and Semeion's writer groups
-`SEMEION_HELD_OUT_GROUPS`. The rest (`part="fit"`) may be used for training and calibration.
+`SEMEION_PARTS["heldout"]`. Of the rest, part "fit" may be trained on and part "calibration" is
+kept for choosing the "uncertain" thresholds.
 See docs/real.md.
 """
 
@@ -37,8 +38,12 @@ CHECKSUMS = {
 }
 #: Semeion's file runs through the digits 0-9 once per group of writers (6 groups of 10-20 people,
 #: each writing every digit twice); these groups (the last two, ~40 writers) are held out
-SEMEION_HELD_OUT_GROUPS = (4, 5)
-PARTS = ("heldout", "fit")
+SEMEION_PARTS = {"heldout": (4, 5), "calibration": (3,), "fit": (0, 1, 2)}
+#: the last USPS training scans: the "calibration" part (the "uncertain" thresholds), not trained on
+USPS_CALIBRATION = 2000
+#: "heldout": never trained or calibrated on (the benchmark); "fit": may be trained on;
+#: "calibration": kept out of training, to choose the "uncertain" thresholds on
+PARTS = ("heldout", "fit", "calibration")
 
 CANVAS = 280
 #: how a scan reaches the models: as an uploaded file, or drawn at canvas size in a colour scheme
@@ -85,18 +90,21 @@ def semeion_groups(labels: np.ndarray) -> np.ndarray:
 
 
 def load_part(name: str, part: str, directory: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(images uint8 (n, 16, 16) ink bright, labels int64) of one set's held-out or fit part."""
+    """(images uint8 (n, 16, 16) ink bright, labels int64) of one set's part (see `PARTS`)."""
     if name not in SETS or part not in PARTS:
         raise ValueError(f"set must be one of {SETS} and part one of {PARTS}, not {name!r}/{part!r}")
     path = Path(directory) / f"{name}.npz"
     verify(path)
     with np.load(path, allow_pickle=False) as z:
+        if name == "usps" and part == "heldout":
+            return z["test_images"], z["test_labels"].astype(np.int64)
         if name == "usps":
-            prefix = "test" if part == "heldout" else "train"
-            return z[f"{prefix}_images"], z[f"{prefix}_labels"].astype(np.int64)
+            images, labels = z["train_images"], z["train_labels"].astype(np.int64)
+            cut = len(labels) - USPS_CALIBRATION
+            return (images[:cut], labels[:cut]) if part == "fit" else (images[cut:], labels[cut:])
         images, labels = z["images"], z["labels"].astype(np.int64)
-    held = np.isin(semeion_groups(labels), SEMEION_HELD_OUT_GROUPS)
-    keep = held if part == "heldout" else ~held
+    groups = semeion_groups(labels)
+    keep = np.isin(groups, SEMEION_PARTS[part])
     return images[keep], labels[keep]
 
 

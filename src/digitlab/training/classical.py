@@ -112,6 +112,7 @@ def _fit_one(name: str, seed: int, n_jobs: int) -> tuple[str, bytes, dict]:
         },
         "confusion_matrix": confusion,
         "params": {"features": FEATURES[name], "seed": seed, **params},
+        "extra_training_data": _SHARED.get("extra"),
     }
     return name, dump_joblib(pipeline), manifest
 
@@ -128,8 +129,13 @@ def train_models(
     jobs: int | None = None,
     seed: int = 0,
     mnist_dir: Path | None = None,
+    extra: tuple[np.ndarray, np.ndarray, dict] | None = None,
 ) -> list[dict]:
-    """Train `names` on MNIST's training set (first `limit` images), save artefacts, return manifests."""
+    """Train `names` on MNIST's training set (first `limit` images), save artefacts, return manifests.
+
+    `extra`: (uint8 (m, 28, 28) images, labels, summary) added to the fitting data (never to the
+    held-out calibration images), e.g. `training.coverage.coverage_set`; the summary goes into the manifest.
+    """
     from digitlab.data import load_mnist
 
     model_dir = Path(model_dir)
@@ -146,6 +152,11 @@ def train_models(
         order = np.random.default_rng(seed).permutation(len(X))
         n_cal = min(CALIBRATION_SIZE, len(X) // 10)
         cal, fit = order[:n_cal], order[n_cal:]
+        if extra is not None:
+            fit = np.concatenate([fit, np.arange(len(X), len(X) + len(extra[1]))])
+            X = np.vstack([X, np.asarray(extra[0], np.float32).reshape(-1, 784) / 255.0])
+            y = np.concatenate([y, np.asarray(extra[1], y.dtype)])
+            _SHARED["extra"] = extra[2]
         started = time.perf_counter()
         recipes = {_recipe_key(name): features(name) for name in names}
         _SHARED.update(fit={}, cal={}, test={}, y_fit=y[fit], y_cal=y[cal], y_test=y_test.astype(int))
