@@ -368,7 +368,6 @@ CNN_DRAWN_SAMPLES = 8_000
 def train_cnn_with_drawings(settings, *, limit: int | None = None, jobs: int | None = None) -> dict:
     """Train the CNN (needs the `cnn` extra: torch) on MNIST plus re-drawn training digits."""
     from digitlab.training.augment import drawn_training_set
-    from digitlab.training.coverage import coverage_set
 
     count = CNN_DRAWN_SAMPLES if limit is None else min(CNN_DRAWN_SAMPLES, max(limit // 3, 100))
     marker = Path(settings.model_dir) / "cnn.training"  # the API and UI show "training" meanwhile
@@ -376,11 +375,9 @@ def train_cnn_with_drawings(settings, *, limit: int | None = None, jobs: int | N
     marker.touch()
     try:
         log(f"cnn: rendering {count} training digits as canvas drawings")
-        drawn_x, drawn_y = drawn_training_set(
+        extra = drawn_training_set(
             count, seed=0, mnist_dir=settings.mnist_dir, jobs=jobs, cache_dir=settings.data_dir / "cache"
         )
-        style_x, style_y, _ = coverage_set(settings, limit=limit, jobs=jobs)  # the styles people draw
-        extra = np.concatenate([drawn_x, style_x]), np.concatenate([drawn_y, style_y])
         return train_cnn(settings.model_dir, limit=limit, mnist_dir=settings.mnist_dir, extra_data=extra)
     finally:
         marker.unlink(missing_ok=True)
