@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from digitlab.training.augment import save_npz
 from digitlab.training.progress import log
 
 STYLE_COUNT = 8_000  #: style drawings added to the 60k MNIST images
@@ -87,10 +88,7 @@ def style_training_set(
     X = np.concatenate([x for x, _ in parts]) if parts else np.zeros((0, 28, 28), np.uint8)
     y = np.concatenate([y for _, y in parts]) if parts else np.zeros(0, np.uint8)
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, images=X, labels=y)
-        os.replace(tmp, cache)
+        save_npz(cache, images=X, labels=y)
     return X, y
 
 
