@@ -16,10 +16,15 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    if args.real:
+        from digitlab.evaluation.real import evaluate_real_command
+
+        return evaluate_real_command(args.models, as_json=args.json, count=args.count, seed=args.seed)
     if args.drawn:
         from digitlab.evaluation.drawn import evaluate_drawn_command
 
-        return evaluate_drawn_command(args.models, as_json=args.json, count=args.count, seed=args.seed)
+        count = 2000 if args.count is None else args.count
+        return evaluate_drawn_command(args.models, as_json=args.json, count=count, seed=args.seed)
     from digitlab.cli.evaluate import evaluate_command
 
     return evaluate_command(args.models, as_json=args.json)
@@ -86,8 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("models", nargs="*", help="model names (default: every saved model)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--drawn", action="store_true", help="evaluate on digits re-drawn as canvas strokes")
-    p.add_argument("--count", type=int, default=2000, help="with --drawn: how many drawings")
-    p.add_argument("--seed", type=int, default=0, help="with --drawn: rendering seed")
+    p.add_argument(
+        "--real", action="store_true", help="evaluate on held-out real handwriting that is not MNIST (USPS, Semeion)"
+    )
+    p.add_argument(
+        "--count", type=int, default=None, help="with --drawn: how many drawings (2000); with --real: scans per set (all)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="with --drawn / --real: rendering seed")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("serve", help="start the prediction API (uvicorn)")

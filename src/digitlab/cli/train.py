@@ -37,7 +37,13 @@ def train_command(
         train_cnn_with_drawings(settings, limit=limit, jobs=jobs)
     classical_names = [n for n in requested if n in CLASSICAL_MODELS]
     if classical_names:
-        train_models(classical_names, settings.model_dir, limit=limit, jobs=jobs, mnist_dir=settings.mnist_dir)
+        from digitlab.training.coverage import coverage_set
+
+        images, labels, summary = coverage_set(settings, limit=limit, jobs=jobs)
+        train_models(
+            classical_names, settings.model_dir, limit=limit, jobs=jobs, mnist_dir=settings.mnist_dir,
+            extra=(images, labels), extra_summary=summary,
+        )
     if "detector" in requested:
         from digitlab.training.detector import train_detector_command
 

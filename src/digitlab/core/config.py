@@ -26,6 +26,11 @@ class Settings(BaseSettings):
         None, ge=100, description="`digitlab run` trains missing models on the first N MNIST images only "
         "(a quick first start with weaker models); default: all 60,000."
     )
+    handwriting_dir: Path | None = Field(
+        None,
+        description="Folder with real handwriting that is not MNIST (usps.npz, semeion.npz, SHA256SUMS) for "
+        "`digitlab evaluate --real`; default <data_dir>/handwriting.",
+    )
     mnist_mirrors: list[str] = Field(
         default_factory=lambda: [
             "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -73,6 +78,10 @@ class Settings(BaseSettings):
     @property
     def mnist_path(self) -> Path:
         return self.mnist_dir if self.mnist_dir is not None else self.data_dir / "mnist"
+
+    @property
+    def handwriting_path(self) -> Path:
+        return self.handwriting_dir if self.handwriting_dir is not None else self.data_dir / "handwriting"
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -67,8 +67,13 @@ def drawn_training_set(
     X, Y = np.concatenate(images), np.concatenate(labels)
     print(f" ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, images=X, labels=Y)
-        os.replace(tmp, cache)
+        save_npz(cache, images=X, labels=Y)
     return X, Y
+
+
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Write a compressed .npz atomically (a cache that is there is whole)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)

@@ -110,6 +110,7 @@ def _fit_one(name: str, seed: int, n_jobs: int) -> tuple[str, bytes, dict]:
         },
         "confusion_matrix": confusion,
         "params": {"features": FEATURES[name], "seed": seed, **params},
+        "extra_training_data": _SHARED.get("extra"),
     }
     return name, dump_joblib(pipeline), manifest
 
@@ -127,11 +128,16 @@ def train_models(
     seed: int = 0,
     mnist_dir: Path | None = None,
     extra: tuple[np.ndarray, np.ndarray] | None = None,
-    extra_weight: float = 1.0,
+    extra_weight: float | np.ndarray = 1.0,
+    extra_summary: dict | None = None,
 ) -> list[dict]:
     """Train `names` on MNIST's training set (first `limit` images), save artefacts, return manifests.
-    `extra`: more training images (uint8 (n, 28, 28), labels), e.g. users' drawings, each weighing
-    `extra_weight` MNIST images; they are never used for the probability calibration."""
+
+    `extra`: more training images (uint8 (m, 28, 28), labels) added to the fitting data (never to the
+    held-out calibration images): style drawings and real handwriting (`training.coverage`), users'
+    drawings (`digitlab learn`). Each weighs `extra_weight` MNIST images (one number, or one per image);
+    `extra_summary` goes into the manifest.
+    """
     from digitlab.data import load_mnist
 
     model_dir = Path(model_dir)
@@ -151,9 +157,10 @@ def train_models(
         weights = np.ones(len(X))
         if extra is not None and len(extra[1]):
             fit = np.concatenate([fit, np.arange(len(X), len(X) + len(extra[1]))])
-            X = np.vstack([X, extra[0].reshape(-1, 784).astype(np.float32) / 255.0])
-            y = np.concatenate([y, np.asarray(extra[1], dtype=y.dtype)])
-            weights = np.concatenate([weights, np.full(len(extra[1]), float(extra_weight))])
+            X = np.vstack([X, np.asarray(extra[0], np.float32).reshape(-1, 784) / 255.0])
+            y = np.concatenate([y, np.asarray(extra[1], y.dtype)])
+            weights = np.concatenate([weights, np.broadcast_to(np.asarray(extra_weight, float), len(extra[1]))])
+        _SHARED["extra"] = extra_summary
         started = time.perf_counter()
         recipes = {_recipe_key(name): features(name) for name in names}
         _SHARED.update(

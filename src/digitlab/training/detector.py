@@ -176,8 +176,13 @@ def calibrate(
     *,
     detector_share: float = DETECTOR_SHARE,
     model_share: float = MODEL_SHARE,
+    real: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict[str, Any]:
-    """Thresholds for `detector` and `models` (name -> LoadedModel) on a `validation_set`."""
+    """Thresholds for `detector` and `models` (name -> LoadedModel) on a `validation_set`.
+
+    With `real` (`training.real_calibration.real_calibration_data`), the thresholds are then re-chosen
+    so that the flag catches real mistakes within the budget of correct answers flagged.
+    """
     from digitlab.models.registry import MODEL_SPECS
 
     Xd = val["digits"].astype(np.float32) / 255.0
@@ -190,6 +195,14 @@ def calibrate(
         p_d, val["labels"], p_n, outputs, detector_share=detector_share, model_share=model_share
     )
     t_model = {name: round(t, 4) for name, t in chosen["t_model"].items()}
+    real_rates = None
+    if real is not None and models:
+        from digitlab.training.real_calibration import real_thresholds
+
+        on_real = real_thresholds(
+            detector, models, real, (p_d, val["labels"], {n: o[0] for n, o in outputs.items()}), chosen["t_detector"]
+        )
+        chosen["t_detector"], t_model, real_rates = on_real["t_detector"], on_real["t_model"], on_real["real"]
     # a model the thresholds were not fitted to gets the most cautious calibrated value (or 0.3)
     default = round(min(t_model.values()), 4) if t_model else 0.3
     full = {name: t_model.get(name, default) for name in MODEL_SPECS}
@@ -205,6 +218,7 @@ def calibrate(
             "validation_digits": len(Xd),
             "validation_negatives": len(Xn),
             "validation": chosen["validation"],
+            "real_handwriting": real_rates,
         },
     }
 
@@ -219,6 +233,7 @@ def train_detector(
     model_dir: Path | None = None,
     mnist_dir: Path | None = None,
     val_count: int = VAL_COUNT,
+    handwriting_dir: Path | None = None,
 ) -> dict:
     """Train the not-a-digit detector, choose its thresholds, write `detector.npz` + `detector.json`.
 
@@ -289,7 +304,7 @@ def train_detector(
     models = _ready_models(model_dir)
     if not models:
         log("no trained model found: only the detector's threshold is calibrated")
-    cal = calibrate(detector, val, models)
+    cal = calibrate(detector, val, models, real=_real(handwriting_dir, jobs))
     kinds_p: dict[str, int] = {}
     for k in kp:
         key = "traced" if k == "traced" else "styles"
@@ -351,6 +366,7 @@ def recalibrate(
     mnist_dir: Path | None = None,
     jobs: int | None = None,
     progress: bool = True,
+    handwriting_dir: Path | None = None,
 ) -> dict:
     """Choose the thresholds again for the models there are now (e.g. after a model was retrained).
 
@@ -371,7 +387,7 @@ def recalibrate(
     val_count = params.get("val_count", VAL_COUNT) if val_count is None else val_count
     jobs = max(1, jobs or min(2, os.cpu_count() or 1))
     val = validation_set(seed, val_count, mnist_dir=mnist_dir, jobs=jobs, progress=progress)
-    cal = calibrate(detector, val, _ready_models(model_dir))
+    cal = calibrate(detector, val, _ready_models(model_dir), real=_real(handwriting_dir, jobs))
     keep = {
         k: v
         for k, v in manifest.items()
@@ -385,6 +401,15 @@ def recalibrate(
         f"t_model {new['thresholds']['t_model']}"
     )
     return new
+
+
+def _real(handwriting_dir: Path | None, jobs: int | None) -> dict | None:
+    """The real-handwriting calibration part (see `training.real_calibration`), if asked for and there."""
+    if handwriting_dir is None:
+        return None
+    from digitlab.training.real_calibration import real_calibration_data
+
+    return real_calibration_data(handwriting_dir, jobs=jobs)
 
 
 def train_detector_command(
@@ -401,7 +426,10 @@ def train_detector_command(
     settings = get_settings()
     out = Path(out_dir) if out_dir is not None else settings.model_dir
     if calibrate_only:
-        recalibrate(out, model_dir=settings.model_dir, mnist_dir=settings.mnist_dir, jobs=jobs)
+        recalibrate(
+            out, model_dir=settings.model_dir, mnist_dir=settings.mnist_dir, jobs=jobs,
+            handwriting_dir=settings.handwriting_path,
+        )
         return 0
     train_detector(
         out,
@@ -410,5 +438,6 @@ def train_detector_command(
         jobs=jobs,
         model_dir=settings.model_dir,
         mnist_dir=settings.mnist_dir,
+        handwriting_dir=settings.handwriting_path,
     )
     return 0

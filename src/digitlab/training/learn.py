@@ -222,9 +222,17 @@ class _Run:
         classical = [n for n in names if n in CLASSICAL_MODELS]
         if classical:
             self.progress(f"refitting {', '.join(classical)} on MNIST + the users' drawings")
+            from digitlab.training.coverage import coverage_set
+
+            # the base data is what `digitlab train` uses (MNIST + style drawings + real handwriting)
+            base_x, base_y, summary = coverage_set(self.settings, limit=self.limit)
+            images = np.concatenate([base_x.reshape(-1, 28, 28), data.train_x])
+            labels = np.concatenate([base_y.astype(np.int64), data.train_y])
+            weights = np.concatenate([np.ones(len(base_y)), np.full(len(data.train_y), USER_WEIGHT)])
             with tempfile.TemporaryDirectory(prefix="digitlab-learn-") as tmp:
                 train_models(classical, Path(tmp), mnist_dir=self.settings.mnist_dir, limit=self.limit,
-                             extra=(data.train_x, data.train_y), extra_weight=USER_WEIGHT)  # fmt: skip
+                             extra=(images, labels), extra_weight=weights,
+                             extra_summary={**summary, "users_drawings": len(data.train_y)})  # fmt: skip
                 built.update({name: read_verified(Path(tmp), name) for name in classical})
         if "cnn" in names:
             self.progress("fine-tuning the CNN on the users' drawings mixed with MNIST")

@@ -1,0 +1,133 @@
+"""Training data for the styles people really draw, added to MNIST for every model.
+
+MNIST's writers rarely draw a one-stroke open 4, a hooked 9 or a long-flag 1, and models trained on
+MNIST alone lose those to 5, 3 and 7 on real handwriting (`digitlab evaluate --real`). Two sources:
+
+- **style drawings**: the parametric styles of `synth.glyphs.STYLES` and `synth.real_glyphs`, drawn
+  with the canvas pen and seen through `preprocess.to_mnist`; the rare ones weighted up
+  (`STYLE_WEIGHT`);
+- **real handwriting that is not held out**: USPS train and Semeion's first writer groups
+  (`evaluation.real`, part "fit"), shown as the app receives them (`REAL_VIEWS`). Skipped, with a
+  note in the log, when the files are not there.
+
+The shares were chosen by measurement on the held-out real handwriting (docs/real.md).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from digitlab.training.augment import save_npz
+from digitlab.training.progress import log
+
+STYLE_COUNT = 8_000  #: style drawings added to the 60k MNIST images
+CHUNK = 500
+#: weight of a style within its digit: ordinary styles 1, MNIST-rare and real-handwriting styles more
+STYLE_WEIGHT = {"ordinary": 1.0, "rare": 2.0, "real": 2.0}
+#: how USPS train / Semeion fit are shown to the models when trained on
+REAL_VIEWS = {
+    "usps": ("black-on-white", "pen-redrawn"),
+    "semeion": ("upload", "black-on-white", "white-on-black", "colour-on-transparent", "pen-redrawn"),
+}
+
+
+def style_table() -> dict[int, tuple[list[str], np.ndarray]]:
+    """digit -> (style names, probabilities) over both style tables."""
+    from digitlab.synth.glyphs import RARE_STYLES, STYLES
+    from digitlab.synth.real_glyphs import REAL_STYLES
+
+    table: dict[int, tuple[list[str], np.ndarray]] = {}
+    for digit in range(10):
+        names = [n for n, (d, _, _) in {**STYLES, **REAL_STYLES}.items() if d == digit]
+        kinds = ["real" if n in REAL_STYLES else "rare" if n in RARE_STYLES else "ordinary" for n in names]
+        w = np.array([STYLE_WEIGHT[k] for k in kinds])
+        table[digit] = (names, w / w.sum())
+    return table
+
+
+def _style_chunk(args: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    from digitlab.errors import DigitlabError
+    from digitlab.preprocess import to_mnist
+    from digitlab.synth.real_glyphs import any_style_digit
+    from digitlab.synth.render import render
+
+    count, seed, chunk = args
+    table = style_table()
+    out, kept = [], []
+    for i in range(count):
+        rng = np.random.default_rng([int(seed), chunk, i, 15])
+        digit = int(rng.integers(10))
+        names, p = table[digit]
+        strokes = any_style_digit(digit, rng, names[int(rng.choice(len(names), p=p))])
+        try:
+            out.append(np.rint(to_mnist(render(strokes, rng)) * 255).astype(np.uint8))
+            kept.append(digit)
+        except DigitlabError:  # a rendering the app would refuse teaches nothing
+            continue
+    return np.asarray(out, np.uint8).reshape(-1, 28, 28), np.asarray(kept, np.uint8)
+
+
+def style_training_set(
+    count: int, seed: int = 0, *, jobs: int | None = None, cache_dir: Path | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """`count` style drawings as (uint8 (n, 28, 28), uint8 labels); the same for the same seed; cached."""
+    cache = Path(cache_dir) / f"style_train_{count}_{seed}.npz" if cache_dir else None
+    if cache is not None and cache.exists():
+        with np.load(cache) as data:
+            return data["images"], data["labels"]
+    tasks = [(min(CHUNK, count - lo), seed, i) for i, lo in enumerate(range(0, count, CHUNK))]
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(tasks) or 1))
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+        parts = list(pool.map(_style_chunk, tasks))
+    X = np.concatenate([x for x, _ in parts]) if parts else np.zeros((0, 28, 28), np.uint8)
+    y = np.concatenate([y for _, y in parts]) if parts else np.zeros(0, np.uint8)
+    if cache is not None:
+        save_npz(cache, images=X, labels=y)
+    return X, y
+
+
+def real_training_set(
+    handwriting_dir: Path, *, jobs: int | None = None, cache_dir: Path | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The non-held-out real handwriting in `REAL_VIEWS`, preprocessed; None when the files are missing."""
+    from digitlab.evaluation.real import HandwritingError, prepared_part
+
+    images, labels = [], []
+    for name, views in REAL_VIEWS.items():
+        try:
+            data = prepared_part(name, "fit", handwriting_dir, views=views, jobs=jobs, cache_dir=cache_dir)
+        except HandwritingError as exc:
+            log(f"real handwriting not used for training ({exc})")
+            return None
+        ok = data["status"] == 1
+        images.append(data["X"][ok].reshape(-1, 28, 28))
+        labels.append(data["labels"][ok].astype(np.uint8))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def coverage_set(settings, *, limit: int | None = None, jobs: int | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Style drawings plus real handwriting for training: (uint8 (n, 28, 28), uint8 labels, summary).
+
+    With `limit` (quick runs, tests) the style drawings shrink to a third of it and real handwriting
+    is left out.
+    """
+    started = time.perf_counter()
+    cache_dir = settings.data_dir / "cache"
+    count = STYLE_COUNT if limit is None else min(STYLE_COUNT, max(limit // 3, 100))
+    log(f"coverage: rendering {count} style drawings")
+    X, y = style_training_set(count, jobs=jobs, cache_dir=cache_dir)
+    summary = {"style_drawings": len(y), "real_handwriting": 0}
+    if limit is None:
+        log("coverage: real handwriting that is not held out (USPS train, Semeion fit part)")
+        found = real_training_set(settings.handwriting_path, jobs=jobs, cache_dir=cache_dir)
+        if found is not None:
+            X, y = np.concatenate([X, found[0]]), np.concatenate([y, found[1]])
+            summary["real_handwriting"] = len(found[1])
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    return X, y, summary

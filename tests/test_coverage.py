@@ -1,0 +1,113 @@
+"""Style coverage for training (training.coverage, synth.real_glyphs) and the real-handwriting thresholds."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from digitlab.synth.glyphs import RARE_STYLES, STYLES
+from digitlab.synth.real_glyphs import REAL_STYLES, any_style_digit
+from digitlab.training import coverage
+from digitlab.training.real_calibration import REAL_BUDGET, _largest_threshold, real_thresholds
+
+
+def test_every_digit_mixes_ordinary_rare_and_real_styles():
+    table = coverage.style_table()
+    assert set(table) == set(range(10))
+    for digit, (names, p) in table.items():
+        assert p.sum() == pytest.approx(1.0)
+        assert set(names) == {n for n, (d, _, _) in {**STYLES, **REAL_STYLES}.items() if d == digit}
+        weights = dict(zip(names, p))
+        ordinary = [weights[n] for n in names if n in STYLES and n not in RARE_STYLES]
+        special = [weights[n] for n in names if n in RARE_STYLES or n in REAL_STYLES]
+        if ordinary and special:
+            assert min(special) > max(ordinary)
+    for name in ("4-one-stroke", "4-bolt", "7-low-crossbar", "7-hook", "9-open-loop", "9-hooked-tail"):
+        assert name in REAL_STYLES
+
+
+def test_real_styles_draw_their_digit_in_a_unit_box():
+    for name, (digit, n_strokes, _) in REAL_STYLES.items():
+        strokes = any_style_digit(digit, np.random.default_rng(3), name)
+        assert len(strokes) == n_strokes
+        pts = np.vstack(strokes)
+        assert pts.shape[1] == 2 and np.isfinite(pts).all()
+        assert -0.6 < pts.min() and pts.max() < 1.6
+        assert np.ptp(pts[:, 1]) > 0.7, name  # a whole digit high
+    with pytest.raises(ValueError, match="draws a 4"):
+        any_style_digit(7, np.random.default_rng(0), "4-bolt")
+
+
+def test_style_training_set_is_reproducible_and_preprocessed(tmp_path):
+    X, y = coverage.style_training_set(40, seed=5, jobs=1, cache_dir=tmp_path)
+    assert X.dtype == np.uint8 and X.shape[1:] == (28, 28) and 35 <= len(y) <= 40
+    assert set(np.unique(y)) <= set(range(10)) and len(np.unique(y)) >= 6
+    # like preprocess.to_mnist: ink centred, longer side about 20 px
+    rows = np.nonzero(X[0].max(axis=1))[0]
+    assert 3 <= rows.min() and rows.max() <= 25
+    X2, y2 = coverage.style_training_set(40, seed=5, jobs=2)  # no cache, other process layout
+    assert np.array_equal(X, X2) and np.array_equal(y, y2)
+    assert (tmp_path / "style_train_40_5.npz").exists()
+
+
+def test_coverage_set_for_quick_runs_leaves_out_real_handwriting(tmp_path):
+    settings = SimpleNamespace(data_dir=tmp_path, handwriting_path=tmp_path / "nowhere")
+    images, y, summary = coverage.coverage_set(settings, limit=300, jobs=1)
+    assert images.shape == (len(y), 28, 28)
+    assert summary["style_drawings"] == len(y) <= 100 and summary["real_handwriting"] == 0
+    assert coverage.real_training_set(tmp_path / "nowhere", jobs=1) is None
+
+
+def test_largest_threshold_keeps_the_budget():
+    rng = np.random.default_rng(0)
+    conf = rng.random(1000)
+    correct = rng.random(1000) < 0.9
+    already = rng.random(1000) < 0.005
+    t = _largest_threshold(conf, already, correct, 0.03)
+    flagged = (already | (conf < t)) & correct
+    assert flagged.sum() <= 0.03 * correct.sum()
+    # one step further would break it
+    nxt = np.sort(conf[correct & ~already & (conf >= t)])[1]
+    assert ((already | (conf < nxt)) & correct).sum() > 0.03 * correct.sum()
+
+
+class _Det:
+    def __init__(self, p):
+        self.p = p
+
+    def not_digit_probabilities(self, X):
+        return self.p[: len(X)]
+
+
+class _Model:
+    """A model sure of its right answers and unsure of its wrong ones (a third of them sure)."""
+
+    def __init__(self, labels, wrong):
+        self.labels, self.wrong = labels, wrong
+
+    def predict_proba(self, X):
+        idx = X[:, 0].astype(int)
+        out = np.full((len(X), 10), 0.02)
+        pred = np.where(self.wrong[idx], (self.labels[idx] + 1) % 10, self.labels[idx])
+        conf = np.where(self.wrong[idx] & (idx % 3 != 0), 0.4, 0.95) - (idx % 7) * 0.01
+        out[np.arange(len(X)), pred] = conf
+        return out
+
+
+def test_real_thresholds_flag_most_mistakes_within_the_budget():
+    n = 3000
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 10, n)
+    wrong = rng.random(n) < 0.05
+    X = np.arange(n, dtype=np.float32)[:, None] * np.ones((1, 784), np.float32)
+    det = _Det(rng.random(n) * 0.5)
+    model = _Model(labels, wrong)
+    real = {"a": (X, labels)}
+    drawn = (np.zeros(10), np.zeros(10, int), {})
+    chosen = real_thresholds(det, {"m": model}, real, drawn, t_detector=0.9)
+    rates = chosen["real"]["m"]["a"]
+    assert rates["correct_flagged"] <= REAL_BUDGET
+    assert rates["wrong_flagged"] > 0.5
+    assert chosen["t_detector"] >= 0.9 and 0.4 < chosen["t_model"]["m"] <= 0.95
