@@ -17,7 +17,7 @@ from PIL import Image
 
 from digitlab.core.config import Settings
 from digitlab.store import PredictionRecord, from_settings
-from digitlab.store.db import BusyError, exclusive, make_engine, upgrade
+from digitlab.store.db import BusyError, make_engine, upgrade
 from digitlab.store.versions import VersionStore
 from digitlab.training.learn import MIN_HOLDOUT, learn
 from digitlab.training.user_data import CAP_PER_SESSION_DIGIT, prepare
@@ -161,9 +161,21 @@ def test_poisoning_session_is_capped_and_cannot_promote_a_worse_model(settings, 
 
 
 def test_a_second_run_is_refused_while_one_runs(settings):
-    versions = versions_of(settings)
-    with exclusive(versions.engine, "digitlab learn"), pytest.raises(BusyError, match="another digitlab learn"):
-        learn(settings, limit=LIMIT, say=lambda m: None)
+    versions_of(settings)  # migrated
+    code = (
+        "import time\nfrom digitlab.store.db import exclusive, make_engine\n"
+        f"with exclusive(make_engine({settings.sqlalchemy_url!r}), 'digitlab learn'):\n"
+        "    print('locked', flush=True); time.sleep(120)"
+    )
+    # another process holds the learning lock, as a running `digitlab learn` does
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(BusyError, match="another digitlab learn"):
+            learn(settings, limit=LIMIT, say=lambda m: None)
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_a_run_killed_half_way_leaves_served_models_and_the_store_untouched(settings, env, user_digits):

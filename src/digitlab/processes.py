@@ -53,6 +53,22 @@ _PRCTL = _prctl()
 _PR_SET_PDEATHSIG = 1
 
 
+def die_with_parent() -> None:
+    """In a forked worker: be killed when the process that forked it dies (even by SIGKILL), so a killed
+    run leaves no orphan that keeps computing or keeps its locks and database sessions open."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+
+
+def fork_pool(workers: int):
+    """A fork-based process pool (workers inherit the parent's arrays without copies) whose workers die
+    with the parent."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=die_with_parent)
+
+
 def _child_setup(background: bool):
     """Runs in each child between fork and exec: SIGTERM it if this runner dies without stopping it
     (even by SIGKILL), and give training a lower CPU priority than the servers."""

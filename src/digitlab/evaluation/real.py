@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from digitlab.errors import DigitlabError
+from digitlab.processes import fork_pool
 
 SETS = ("usps", "semeion")
 #: SHA-256 of the two files as published in the handwriting folder's SHA256SUMS
@@ -238,7 +237,7 @@ def prepare(
     if jobs == 1:
         results = [_prepare_chunk(t) for t in tasks]
     else:
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+        with fork_pool(jobs) as pool:
             results = list(pool.map(_prepare_chunk, tasks))
     if not results:
         return {

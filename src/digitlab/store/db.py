@@ -44,9 +44,9 @@ def exclusive(engine: Engine, what: str) -> Iterator[None]:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LEARN_LOCK})
         return
     with open(f"{engine.url.database}.learn-lock", "a+b") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        try:  # a POSIX record lock: owned by this process only (forked workers do not inherit it)
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
             raise BusyError(f"another {what} is running: try again when it has finished.") from None
         yield
 

@@ -8,14 +8,14 @@ samples from the distribution the models meet in production. Never uses the MNIS
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from digitlab.processes import fork_pool
 
 CHUNK = 500
 
@@ -56,7 +56,7 @@ def drawn_training_set(
     tasks = [(min(CHUNK, count - lo), seed, i, mnist_dir) for i, lo in enumerate(range(0, count, CHUNK))]
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(tasks)))
     images, labels = [], []
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+    with fork_pool(jobs) as pool:
         for done, (x, y) in enumerate(pool.map(_render_chunk, tasks), start=1):
             images.append(x)
             labels.append(y)

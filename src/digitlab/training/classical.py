@@ -10,10 +10,9 @@ them; the models then train in parallel worker processes (forked, so the arrays 
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from sklearn.svm import SVC
 from digitlab.features import DigitFeatures, deskew, gradient_histograms
 from digitlab.models.artifacts import accuracy_and_confusion, dump_joblib, library_versions, save_artifact
 from digitlab.models.registry import MODEL_SPECS
+from digitlab.processes import fork_pool
 from digitlab.training.progress import log
 
 # Feature recipe per model. Distance-based models get balanced blocks; trees take them raw.
@@ -179,8 +179,7 @@ def train_models(
         workers = min(jobs, len(queue))
         tree_jobs = max(1, jobs // workers)
         log(f"training {', '.join(queue)} in {workers} process(es) on {len(fit) + n_cal} images")
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        with fork_pool(workers) as pool:
             futures = {pool.submit(_fit_one, name, seed, tree_jobs): name for name in queue}
             for future in as_completed(futures):
                 name, payload, manifest = future.result()

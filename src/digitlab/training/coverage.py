@@ -15,14 +15,13 @@ The shares were chosen by measurement on the held-out real handwriting (docs/rea
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+from digitlab.processes import fork_pool
 from digitlab.training.augment import save_npz
 from digitlab.training.progress import log
 
@@ -83,7 +82,7 @@ def style_training_set(
             return data["images"], data["labels"]
     tasks = [(min(CHUNK, count - lo), seed, i) for i, lo in enumerate(range(0, count, CHUNK))]
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(tasks) or 1))
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+    with fork_pool(jobs) as pool:
         parts = list(pool.map(_style_chunk, tasks))
     X = np.concatenate([x for x, _ in parts]) if parts else np.zeros((0, 28, 28), np.uint8)
     y = np.concatenate([y for _, y in parts]) if parts else np.zeros(0, np.uint8)
