@@ -371,5 +371,17 @@ class DigitlabClient:
             )
         return data
 
+    def model_versions(self, name: str) -> list[dict[str, Any]]:
+        """A model's learned versions, newest first (`GET /api/v1/models/{name}/versions`)."""
+        data = self._json("GET", f"/api/v1/models/{name}/versions")
+        return data if isinstance(data, list) else []
+
+    def start_learning(self) -> dict[str, Any]:
+        """Start `digitlab learn` in the background (admin token); {"job_id", "status_url"}."""
+        return self._json("POST", "/api/v1/learn")
+
+    def learn_job(self, job_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/api/v1/learn/{job_id}")
+
     def export_csv(self) -> bytes:
         return self._request("GET", "/api/v1/export.csv", timeout=60.0).content

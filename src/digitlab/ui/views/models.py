@@ -52,6 +52,70 @@ def latencies(api_url: str) -> dict[str, float]:
     return _latencies()
 
 
+@st.cache_data(ttl=15, show_spinner=False)
+def versions(api_url: str, name: str) -> list[dict[str, Any]]:
+    try:
+        return common.client().model_versions(name)
+    except ApiError:
+        return []
+
+
+def version_history(name: str) -> None:
+    """The learned versions of one model: when, from how many drawings, users' accuracy before and after."""
+    rows = versions(common.api_url(), name)
+    if not rows:
+        return
+    with st.expander(f"Learned from users: {len(rows)} version(s)", icon=":material/school:"):
+        table = [
+            {
+                "version": v["version"],
+                "status": v["status"] + (f" ({v['reason']})" if v.get("reason") else ""),
+                "built": common.when_text(v["created_at"]),
+                "users' drawings": v["data"].get("train"),
+                "held-out users before → after": (
+                    f"{common.pct(v['metrics'].get('parent_user_holdout_accuracy'))} → "
+                    f"{common.pct(v['metrics'].get('user_holdout_accuracy'))}"
+                ),
+                "MNIST test": common.pct(v["metrics"].get("mnist_test_accuracy"), 2),
+            }
+            for v in rows
+        ]
+        st.dataframe(table, hide_index=True, width="stretch")
+        st.caption("Promoted only when it reads other people's drawings at least as well and keeps its MNIST "
+                   "accuracy (docs/learning.md). `digitlab models rollback` brings the previous one back.")  # fmt: skip
+
+
+@st.fragment(run_every=2)
+def learning_progress(job_id: str) -> None:
+    try:
+        job = common.client().learn_job(job_id)
+    except ApiError as exc:
+        st.warning(f"Cannot follow the learning run: {exc}")
+        return
+    if job["status"] in ("queued", "running"):
+        st.progress(float(job.get("progress") or 0), text=job.get("message") or "Starting…")
+    elif job["status"] == "done":
+        st.success(f"Learning finished: {job.get('message')}", icon=":material/school:")
+    else:
+        st.error(f"Learning stopped: {job.get('message')}", icon=":material/error:")
+
+
+def learn_now() -> None:
+    """Admin only (the UI runs with DIGITLAB_ADMIN_TOKEN): start a learning run and follow it."""
+    from digitlab.core.config import get_settings
+
+    if not get_settings().admin_token:
+        return
+    if st.button("Learn now", icon=":material/school:", key="learn_now",
+                 help="Build new versions of every model from the labelled drawings (a few minutes)."):  # fmt: skip
+        try:
+            st.session_state["learn_job"] = common.client().start_learning()["job_id"]
+        except ApiError as exc:
+            st.warning(str(exc), icon=":material/warning:")
+    if st.session_state.get("learn_job"):
+        learning_progress(st.session_state["learn_job"])
+
+
 def card(model: dict[str, Any], latency: float | None, live_status: str | None) -> None:
     status = live_status or model.get("status") or "unknown"
     label, colour, icon = common.STATUS_BADGE.get(status, ("status unknown", "gray", ":material/help:"))
@@ -91,6 +155,8 @@ def card(model: dict[str, Any], latency: float | None, live_status: str | None) 
                 )
         elif status == "missing":
             st.caption(f"Not trained yet: run `digitlab train {model.get('name')}`.")
+        if status != "missing":
+            version_history(model.get("name"))
         elif status == "training":
             st.caption("Training now; the card fills in when it is done.")
 
@@ -105,6 +171,8 @@ def main() -> None:
         models = _offline_catalogue()
     health = common.health()
     lat = latencies(common.api_url()) if health else {}
+    if health:
+        learn_now()
     scored = [
         {"model": m.get("display_name") or m.get("name"), "accuracy": common.accuracy_of(m)}
         for m in models
