@@ -16,6 +16,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    if args.numbers:
+        from digitlab.evaluation.numbers import evaluate_numbers_command
+
+        return evaluate_numbers_command(args.models, as_json=args.json, count=args.count, seed=args.seed)
     if args.drawn:
         from digitlab.evaluation.drawn import evaluate_drawn_command
 
@@ -74,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("models", nargs="*", help="model names (default: every saved model)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--drawn", action="store_true", help="evaluate on digits re-drawn as canvas strokes")
-    p.add_argument("--count", type=int, default=2000, help="with --drawn: how many drawings")
-    p.add_argument("--seed", type=int, default=0, help="with --drawn: rendering seed")
+    p.add_argument("--numbers", action="store_true", help="read written numbers of 2-6 real non-MNIST digits")
+    p.add_argument("--count", type=int, default=2000, help="with --drawn / --numbers: how many drawings")
+    p.add_argument("--seed", type=int, default=0, help="with --drawn / --numbers: rendering seed")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("serve", help="start the prediction API (uvicorn)")
