@@ -93,3 +93,46 @@ def test_true_text_is_digits_only(api, true_text):
         assert r.status_code == 200  # a blank form field means "not given", as on /predict
     else:
         assert_error(r, 422, "invalid_fields")
+
+
+def test_a_reading_is_one_stored_record_with_feedback(store_server, admin):
+    with store_server.client() as api:
+        _reading_round_trip(api, admin)
+
+
+def _reading_round_trip(api, admin) -> None:
+    image = draw_number("307")
+    r = api.post(
+        READ, files={"image": ("n.png", image, "image/png")}, data={"model": "cnn", "session_id": "numbers-1"}
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["logged"] is True and isinstance(body["id"], int)
+    number_id = body["id"]
+
+    fb = api.post(f"/api/v1/numbers/{number_id}/feedback", json={"true_text": "307"})
+    assert fb.status_code == 200, fb.text
+    assert fb.json()["true_text"] == "307" and fb.json()["correct"] is (body["text"] == "307")
+
+    page = api.get("/api/v1/numbers", params={"page_size": 5}, headers=admin)
+    assert page.status_code == 200, page.text
+    mine = [n for n in page.json()["items"] if n["id"] == number_id]
+    assert mine and mine[0]["text"] == body["text"] and mine[0]["session_id"] == "numbers-1"
+    assert [d["box"] for d in mine[0]["digits"]] == [d["box"] for d in body["digits"]]
+
+    png = api.get(f"/api/v1/numbers/{number_id}/image", headers=admin)
+    assert png.status_code == 200 and png.content == image
+
+
+def test_number_routes_errors(api, admin):
+    assert_error(api.get("/api/v1/numbers"), 401, "unauthorized")
+    assert_error(api.get("/api/v1/numbers/1/image"), 401, "unauthorized")
+    assert_error(
+        api.post("/api/v1/numbers/2147483647/feedback", json={"true_text": "1"}), 404, "number_not_found"
+    )
+    assert_error(api.get("/api/v1/numbers/2147483647/image", headers=admin), 404, "number_not_found")
+    assert_error(api.post("/api/v1/numbers/1/feedback", json={"true_text": "1a"}), 422, "invalid_fields")
+    assert_error(api.post("/api/v1/numbers/1/feedback", json={"true_text": 12}), 422, "invalid_fields")
+    assert_error(
+        api.get("/api/v1/numbers", params={"page_size": 100000}, headers=admin), 422, "invalid_fields"
+    )

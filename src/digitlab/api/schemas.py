@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from digitlab.store.numbers import StoredNumber
 from digitlab.store.records import StoredPrediction
 
 ModelStatus = Literal["ready", "training", "missing"]
@@ -199,6 +200,17 @@ class ReadResult(BaseModel):
     model_version: str
     latency_ms: float = Field(description="Server time for segmentation, preprocessing and inference.")
     logged: bool = Field(description="The reading was stored in the database.")
+
+
+class NumberFeedback(BaseModel):
+    true_text: str = Field(pattern=TRUE_TEXT_PATTERN, description="The number really written, digits only.")
+
+
+class NumberPage(BaseModel):
+    items: list[StoredNumber]
+    total: int
+    page: int
+    page_size: int
 
 
 class FeedbackRequest(BaseModel):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import anyio
 from fastapi import APIRouter, Request
 
@@ -12,6 +14,9 @@ from digitlab.api.prediction import resolve_models
 from digitlab.api.reading import compute_reading
 from digitlab.api.routes.predict import parse_image_request
 from digitlab.api.schemas import ReadForm, ReadJSON, ReadOptions, ReadResult
+from digitlab.store.numbers import NumberRecord, insert_number
+
+log = logging.getLogger("digitlab.api")
 
 router = APIRouter(prefix="/api/v1", tags=["read"])
 
@@ -55,5 +60,29 @@ async def read(request: Request) -> FastJSONResponse:
             ctx, data, model, pen_color=options.pen_color, background_color=options.background_color
         )
 
-    answer, _reading, _input_png = await anyio.to_thread.run_sync(compute, limiter=ctx.cpu_limiter)
+    answer, _reading, input_png = await anyio.to_thread.run_sync(compute, limiter=ctx.cpu_limiter)
+    if ctx.store is not None:
+        record = number_record(answer, options, input_png)
+        try:
+            answer["id"] = await anyio.to_thread.run_sync(insert_number, ctx.store.engine, record)
+            answer["logged"] = True
+        except Exception as exc:  # noqa: BLE001 -- the reading is answered even when it cannot be stored
+            log.warning("read number not stored: %s", str(exc).splitlines()[0] if str(exc) else exc)
     return FastJSONResponse(answer)
+
+
+def number_record(answer: dict, options: ReadOptions, input_png: bytes | None) -> NumberRecord:
+    """The store's record of a `/read` answer (digits keep their box, probabilities and 28x28 PNG)."""
+    return NumberRecord(
+        model_name=answer["model"],
+        model_version=answer["model_version"],
+        text=answer["text"],
+        confidence=answer["confidence"],
+        uncertain=answer["uncertain"],
+        digits=answer["digits"],
+        true_text=options.true_text,
+        latency_ms=answer["latency_ms"],
+        session_id=options.session_id,
+        source=options.source,
+        image_png=input_png,
+    )

@@ -1,0 +1,88 @@
+"""Read numbers (`read_numbers`, migration 0005) on SQLite and PostgreSQL: insert, feedback, paging, image."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from digitlab.store.db import make_engine
+from digitlab.store.numbers import (
+    NumberRecord,
+    get_number,
+    get_number_image,
+    insert_number,
+    list_numbers,
+    set_true_text,
+)
+
+
+@pytest.fixture
+def engine(shared_url, backend):
+    """The shared migrated database with `read_numbers` emptied."""
+    engine = make_engine(shared_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM read_numbers")
+    yield engine
+    engine.dispose()
+
+
+def number(text: str = "2024", **kwargs) -> NumberRecord:
+    digits = [
+        {"digit": int(c), "confidence": 0.9, "box": [10 * i, 0, 8, 20]}
+        for i, c in enumerate(text)
+        if c.isdigit()
+    ]
+    fields = {"model_name": "cnn", "text": text, "confidence": 0.9 ** len(text), "uncertain": False}
+    return NumberRecord(**{**fields, "digits": digits, **kwargs})
+
+
+def test_insert_and_read_back(engine):
+    number_id = insert_number(engine, number("307", image_png=b"\x89PNG...", session_id="s1", source="ui"))
+    row = get_number(engine, number_id)
+    assert row.text == "307" and row.model_name == "cnn" and row.session_id == "s1" and row.source == "ui"
+    assert [d["digit"] for d in row.digits] == [3, 0, 7]
+    assert row.digits[2]["box"] == [20, 0, 8, 20]
+    assert row.has_image and get_number_image(engine, number_id) == b"\x89PNG..."
+    assert row.true_text is None and row.correct is None
+    assert row.timestamp is not None and row.timestamp.tzinfo is not None
+
+
+def test_true_text_given_with_the_reading(engine):
+    right = get_number(engine, insert_number(engine, number("42", true_text="42")))
+    wrong = get_number(engine, insert_number(engine, number("47", true_text="41")))
+    assert (right.correct, wrong.correct) == (True, False)
+
+
+def test_feedback_sets_true_text_and_correct(engine):
+    number_id = insert_number(engine, number("1999"))
+    assert set_true_text(engine, number_id, "1999").correct is True
+    row = set_true_text(engine, number_id, "1990")
+    assert row.true_text == "1990" and row.correct is False
+    assert get_number(engine, number_id).true_text == "1990"
+    assert set_true_text(engine, number_id + 1000, "1") is None
+
+
+def test_pages_newest_first(engine):
+    ids = [insert_number(engine, number(str(n))) for n in range(10, 17)]
+    first, total = list_numbers(engine, page=1, page_size=3)
+    second, _ = list_numbers(engine, page=2, page_size=3)
+    assert total == 7
+    assert [r.id for r in first + second] == ids[::-1][:6]
+    assert not first[0].has_image and get_number_image(engine, ids[0]) is None
+
+
+def test_hostile_text_is_stored_as_data_not_sql(engine):
+    with pytest.raises(ValidationError):
+        number("1'; DROP TABLE read_numbers;--")
+    number_id = insert_number(engine, number("12", session_id="x'); DROP TABLE read_numbers;--"))
+    assert get_number(engine, number_id).session_id.startswith("x');")
+    assert list_numbers(engine)[1] == 1
+
+
+def test_records_refuse_what_the_table_cannot_hold():
+    with pytest.raises(ValidationError):
+        number("12a")
+    with pytest.raises(ValidationError):
+        number("12", true_text="")
+    with pytest.raises(ValidationError):
+        number("12", confidence=1.5)
