@@ -43,6 +43,11 @@ CUT_COST = math.log(2.0)  # cutting through ink is a guess: it must buy a clearl
 MIN_OVERLAP = 0.3  # separate strokes form one digit only if they overlap this much horizontally
 MAX_PIECES = 5  # pieces per digit
 MAX_CUTS = 6  # candidate cuts per stroke
+SPLIT_WIDTH = 0.95  # a stroke wider than this (in writing heights) is cut near where digits would meet
+MAX_SPLIT = 4  # ...into at most this many
+CUT_MARGIN = 0.15  # no cut closer than this (in writing heights) to a stroke's end
+CUT_SPACING = 0.25  # ...or to another cut
+DIGIT_BONUS = 0.0  # added per digit read: evens out the sum of log-probabilities' preference for fewer digits
 DETECTOR_WEIGHT = 0.5  # weight of log p(digit) from the not-a-digit detector in a digit's score
 UNCERTAIN_BELOW = 0.5  # without the detector, digits below this confidence are uncertain
 
@@ -193,7 +198,7 @@ def _cuts(
     bins = np.floor(xp - lo).astype(np.int64)
     counts = np.bincount(bins)
     smooth = ndi.uniform_filter1d(counts.astype(np.float32), 3)
-    margin = max(2, int(0.15 * height))
+    margin = max(2, int(CUT_MARGIN * height))
     found: list[tuple[float, int]] = []
     for i in range(margin, len(smooth) - margin):
         if smooth[i] <= smooth[i - 1] and smooth[i] <= smooth[i + 1] and smooth[i] <= 3.0 * stroke:
@@ -202,9 +207,20 @@ def _cuts(
             if smooth[i] <= 0.6 * shoulders and _runs(ys[bins == i]) <= max_runs:
                 found.append((float(smooth[i]), i))
     found.sort()
+    if width > SPLIT_WIDTH * height:  # too wide for one digit: also cut near where k digits would meet
+        for k in range(2, min(MAX_SPLIT, round(width / (0.45 * height))) + 1):
+            for m in range(1, k):
+                centre = int(m * width / k)
+                a, b = (
+                    max(margin, centre - int(0.12 * height)),
+                    min(len(smooth) - margin, centre + int(0.12 * height) + 1),
+                )
+                if a < b:
+                    i = a + int(np.argmin(smooth[a:b]))
+                    found.append((float("inf"), i))  # after every thin column
     chosen: list[int] = []
     for _, i in found:
-        if all(abs(i - j) >= max(2, 0.25 * height) for j in chosen):
+        if all(abs(i - j) >= max(2, CUT_SPACING * height) for j in chosen):
             chosen.append(i)
         if len(chosen) >= MAX_CUTS:
             break
@@ -349,6 +365,7 @@ def read_number(
         width = (max(p.right for p in group) - min(p.left for p in group)) / height
         scores[k] -= WIDE_COST * max(0.0, width - WIDE_PRIOR)
         scores[k] -= CUT_COST * group[0].cut_left  # this reading cuts through ink on its left
+        scores[k] += DIGIT_BONUS
     # best path: best[j] = best score of a reading of pieces[:j]; a mark may also be skipped
     best = np.full(n + 1, -np.inf)
     best[0] = 0.0

@@ -86,3 +86,15 @@ def test_records_refuse_what_the_table_cannot_hold():
         number("12", true_text="")
     with pytest.raises(ValidationError):
         number("12", confidence=1.5)
+
+
+def test_live_reads_of_one_drawing_keep_one_row(engine):
+    first = insert_number(engine, number("3", drawing_id="d-1"))
+    set_true_text(engine, first, "307")
+    again = insert_number(engine, number("30", drawing_id="d-1"))
+    last = insert_number(engine, number("307", drawing_id="d-1"))
+    other = insert_number(engine, number("5", drawing_id="d-2"))
+    assert first == again == last != other
+    row = get_number(engine, last)
+    assert row.text == "307" and row.true_text == "307" and row.correct is True
+    assert list_numbers(engine)[1] == 2

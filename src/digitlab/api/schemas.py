@@ -151,6 +151,11 @@ class ReadOptions(ImageOptions):
     true_text: str | None = Field(
         None, pattern=TRUE_TEXT_PATTERN, description="The number the person wrote, digits only."
     )
+    drawing_id: str | None = Field(
+        None,
+        pattern=DRAWING_ID_PATTERN,
+        description="The same id on every live read of one drawing: it keeps one stored record, updated.",
+    )
 
 
 class ReadJSON(ReadOptions):
@@ -169,6 +174,7 @@ class ReadForm(BaseModel):
     background_color: str | None = Field(None, pattern=COLOR_PATTERN)
     session_id: str | None = Field(None, max_length=SESSION_ID_MAX)
     source: Literal["ui", "api"] = "api"
+    drawing_id: str | None = Field(None, pattern=DRAWING_ID_PATTERN)
 
 
 Box = Annotated[

@@ -122,10 +122,12 @@ class ReadNumber(Base):
     latency_ms: Mapped[float | None] = mapped_column(Float)
     session_id: Mapped[str | None] = mapped_column(String(r.SESSION_ID_LEN))
     source: Mapped[str | None] = mapped_column(String(r.SOURCE_LEN))
+    drawing_id: Mapped[str | None] = mapped_column(String(r.UID_LEN))  # live reads of one drawing: one row
     image_png: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     __table_args__ = (
         Index("ix_read_numbers_timestamp", "timestamp", "id"),
+        Index("ix_read_numbers_drawing", "drawing_id", unique=True),
         {"sqlite_autoincrement": True},
     )
 

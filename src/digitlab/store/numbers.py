@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import Engine, case, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from digitlab.store.models import NUMBERS as N
 from digitlab.store.records import MODEL_NAME_LEN, MODEL_VERSION_LEN, NUMBER_TEXT_LEN, SESSION_ID_LEN
@@ -35,6 +37,7 @@ class NumberRecord(BaseModel):
     latency_ms: float | None = None
     session_id: str | None = Field(None, max_length=SESSION_ID_LEN)
     source: Literal["ui", "api"] | None = None
+    drawing_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,32}$")
     image_png: bytes | None = None
 
     def to_row(self) -> dict[str, Any]:
@@ -93,9 +96,22 @@ def _stored(row: Any) -> StoredNumber:
 
 
 def insert_number(engine: Engine, record: NumberRecord) -> int:
-    """Store one read number; returns its id."""
+    """Store one read number, or update its drawing's row (a `true_text` given earlier stays); returns its id."""
     with engine.begin() as conn:
-        return conn.execute(insert(N).values(record.to_row())).inserted_primary_key[0]
+        if not record.drawing_id:
+            return conn.execute(insert(N).values(record.to_row())).inserted_primary_key[0]
+        ins = (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(N).values(record.to_row())
+        new = ins.excluded
+        true_text = func.coalesce(new.true_text, N.c.true_text)
+        stmt = ins.on_conflict_do_update(
+            index_elements=[N.c.drawing_id],
+            set_={
+                **{c.name: new[c.name] for c in N.columns if c.name not in ("id", "true_text", "correct")},
+                "true_text": true_text,
+                "correct": case((true_text.is_(None), None), else_=true_text == new.text),
+            },
+        ).returning(N.c.id)
+        return conn.execute(stmt).scalar_one()
 
 
 def set_true_text(engine: Engine, number_id: int, true_text: str) -> StoredNumber | None:

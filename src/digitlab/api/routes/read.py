@@ -84,5 +84,6 @@ def number_record(answer: dict, options: ReadOptions, input_png: bytes | None) -
         latency_ms=answer["latency_ms"],
         session_id=options.session_id,
         source=options.source,
+        drawing_id=options.drawing_id,
         image_png=input_png,
     )

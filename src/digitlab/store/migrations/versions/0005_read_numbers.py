@@ -1,6 +1,7 @@
 """Read numbers: a number written on a wide canvas or photographed (`POST /api/v1/read`) is one record,
 with the digits read (`text`), each digit's result, box and 28x28 input as JSON (`digits`), the image,
-and the person's answer (`true_text`, `correct`).
+and the person's answer (`true_text`, `correct`). The live reads of one drawing (the UI reads after
+every stroke) share a `drawing_id` and update one row.
 
 Revision ID: 0005
 Revises: 0004
@@ -34,12 +35,15 @@ def upgrade() -> None:
         sa.Column("latency_ms", sa.Float),
         sa.Column("session_id", sa.String(64)),
         sa.Column("source", sa.String(8)),
+        sa.Column("drawing_id", sa.String(32)),
         sa.Column("image_png", sa.LargeBinary),
         sqlite_autoincrement=True,
     )
     op.create_index("ix_read_numbers_timestamp", "read_numbers", ["timestamp", "id"])
+    op.create_index("ix_read_numbers_drawing", "read_numbers", ["drawing_id"], unique=True)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_read_numbers_drawing", table_name="read_numbers")
     op.drop_index("ix_read_numbers_timestamp", table_name="read_numbers")
     op.drop_table("read_numbers")
