@@ -43,7 +43,8 @@ CUT_COST = math.log(2.0)  # cutting through ink is a guess: it must buy a clearl
 MIN_OVERLAP = 0.3  # separate strokes form one digit only if they overlap this much horizontally
 MAX_PIECES = 5  # pieces per digit
 MAX_CUTS = 6  # candidate cuts per stroke
-SPLIT_WIDTH = 0.95  # a stroke wider than this (in writing heights) is cut near where digits would meet
+CUT_MIN_WIDTH = 0.55  # strokes narrower than this (in writing heights) are never cut
+SPLIT_WIDTH = 1.25  # a stroke wider than this (in writing heights) is cut near where digits would meet
 MAX_SPLIT = 4  # ...into at most this many
 CUT_MARGIN = 0.15  # no cut closer than this (in writing heights) to a stroke's end
 CUT_SPACING = 0.25  # ...or to another cut
@@ -164,14 +165,26 @@ class Piece:
         return 0.5 * (self.left + self.right)
 
 
-def _slant(mask: np.ndarray) -> float:
+def _slant(ys: np.ndarray, xs: np.ndarray) -> float:
     """dx/dy of the writing's main axis (second moments of the stroke pixels), clipped to a sane range."""
-    ys, xs = np.nonzero(mask)
     if len(ys) < 10:
         return 0.0
     yc = ys - ys.mean()
-    var = float(yc @ yc)
-    return float(np.clip((yc @ (xs - xs.mean())) / var, -0.7, 0.7)) if var > 0 else 0.0
+    var = float(np.sum(yc * yc))  # (elementwise: a BLAS dot spins up threads for a few thousand pixels)
+    return float(np.clip(np.sum(yc * (xs - xs.mean())) / var, -0.7, 0.7)) if var > 0 else 0.0
+
+
+def _weighted_median(pairs: list[tuple[float, int]]) -> float:
+    if not pairs:
+        return 0.0
+    pairs = sorted(pairs)
+    half = 0.5 * sum(w for _, w in pairs)
+    acc = 0
+    for value, w in pairs:
+        acc += w
+        if acc >= half:
+            return value
+    return pairs[-1][0]
 
 
 def _runs(ys: np.ndarray) -> int:
@@ -191,7 +204,7 @@ def _cuts(
     (digits that overlap); a 0 is never cut down its middle unless it is too wide for one digit.
     """
     width = right - left
-    if width < 0.55 * height:
+    if width < CUT_MIN_WIDTH * height:
         return []
     max_runs = 2 if width > 1.0 * height else 1
     lo = math.floor(left)
@@ -199,13 +212,21 @@ def _cuts(
     counts = np.bincount(bins)
     smooth = ndi.uniform_filter1d(counts.astype(np.float32), 3)
     margin = max(2, int(CUT_MARGIN * height))
-    found: list[tuple[float, int]] = []
-    for i in range(margin, len(smooth) - margin):
-        if smooth[i] <= smooth[i - 1] and smooth[i] <= smooth[i + 1] and smooth[i] <= 3.0 * stroke:
-            window = max(2, int(0.3 * height))
-            shoulders = min(smooth[max(0, i - window) : i].max(), smooth[i + 1 : i + 1 + window].max())
-            if smooth[i] <= 0.6 * shoulders and _runs(ys[bins == i]) <= max_runs:
-                found.append((float(smooth[i]), i))
+    window = max(2, int(0.3 * height))
+    padded = np.concatenate([np.full(window, -np.inf), smooth, np.full(window, -np.inf)])
+    maxima = np.lib.stride_tricks.sliding_window_view(padded, window).max(axis=1)
+    idx = np.arange(len(smooth))
+    left, right = maxima[idx], maxima[np.minimum(idx + 1 + window, len(maxima) - 1)]  # the two shoulders
+    prev, nxt = np.roll(smooth, 1), np.roll(smooth, -1)
+    ok = (
+        (smooth <= prev)
+        & (smooth <= nxt)
+        & (smooth <= 3.0 * stroke)
+        & (smooth <= 0.6 * np.minimum(left, right))
+    )
+    ok[:margin] = False
+    ok[len(smooth) - margin :] = False
+    found = [(float(smooth[i]), int(i)) for i in np.flatnonzero(ok) if _runs(ys[bins == i]) <= max_runs]
     found.sort()
     if width > SPLIT_WIDTH * height:  # too wide for one digit: also cut near where k digits would meet
         for k in range(2, min(MAX_SPLIT, round(width / (0.45 * height))) + 1):
@@ -233,28 +254,32 @@ def pieces_of(s: np.ndarray) -> tuple[list[Piece], float, list[Piece]]:
     labels, n = ndi.label(mask, structure=np.ones((3, 3), bool))
     if n == 0:
         raise EmptyImageError("Nothing written: the image is blank. Write a number and try again.")
-    mass = ndi.sum_labels(s, labels, index=np.arange(1, n + 1))
+    mass = np.bincount(labels.ravel(), weights=s.ravel(), minlength=n + 1)[1:]
     boxes = ndi.find_objects(labels)
     keep = [i for i in range(n) if mass[i] >= SPECK_AREA * mass.max()]
     heights = np.array([boxes[i][0].stop - boxes[i][0].start for i in keep], float)
     height = float(np.median(heights[heights >= 0.5 * heights.max()]))
-    shear = _slant(np.isin(labels, [i + 1 for i in keep if heights[keep.index(i)] >= 0.5 * heights.max()]))
+    tall = {i for i, h in zip(keep, heights, strict=True) if h >= 0.5 * heights.max()}
+    coords = []
+    for i in range(n):  # every stroke's pixels, once
+        sl = boxes[i]
+        ys, xs = np.nonzero(labels[sl] == i + 1)
+        coords.append((ys + sl[0].start, xs + sl[1].start))
+    slants = [(_slant(*(c.astype(np.float64) for c in coords[i])), len(coords[i][0])) for i in sorted(tall)]
+    shear = _weighted_median(slants)  # each stroke's own axis: one odd digit (a 7's bar) cannot tilt the rest
     yc = 0.5 * (labels.shape[0] - 1)
     area = float(mask.sum())
     edges = float(np.count_nonzero(mask[:, 1:] != mask[:, :-1]) + np.count_nonzero(mask[1:] != mask[:-1]))
     stroke = max(1.0, 2.0 * area / max(edges, 1.0))
     pieces: list[Piece] = []
     specks: list[Piece] = []
+    kept = set(keep)
     for i in range(n):
-        sl = boxes[i]
-        sub = labels[sl] == i + 1
-        ys, xs = np.nonzero(sub)
-        ys = ys + sl[0].start
-        xs = xs + sl[1].start
+        ys, xs = coords[i]
         xp = xs - shear * (ys - yc)
         piece = Piece(ys, xs, float(xp.min()), float(xp.max()) + 1.0, i)
-        h = sl[0].stop - sl[0].start
-        if i not in keep:
+        h = boxes[i][0].stop - boxes[i][0].start
+        if i not in kept:
             specks.append(piece)
             continue
         piece.mark = h < MARK_HEIGHT * height and (piece.right - piece.left) < 0.5 * height
@@ -357,7 +382,11 @@ def read_number(
         raise EmptyImageError("Nothing written but dots or specks: write a number and try again.")
     X = np.stack(images).reshape(len(images), 784)
     proba = np.asarray(model.predict_proba(X), np.float64)
-    p_not = detector.not_digit_probabilities(X) if detector is not None else np.zeros(len(X))
+    p_not = np.zeros(len(X))
+    if detector is not None:  # only where it can change the reading: candidates that compete with others
+        contested = _contested(spans, pieces)
+        if contested.any():
+            p_not[contested] = detector.not_digit_probabilities(X[contested])
     top = proba.max(axis=1)
     scores = np.log(np.maximum(top, 1e-6)) + DETECTOR_WEIGHT * np.log(np.maximum(1.0 - p_not, 1e-6))
     for k, (i, j) in enumerate(spans):
@@ -394,6 +423,10 @@ def read_number(
         j = i
     chosen.reverse()
     dropped.reverse()
+    if detector is not None:
+        late = [k for k in chosen if not contested[k]]
+        if late:
+            p_not[late] = detector.not_digit_probabilities(X[late])
     digits = []
     for k in chosen:
         p = proba[k]
@@ -415,6 +448,15 @@ def read_number(
         uncertain=any(d.uncertain for d in digits),
         dropped=[_scaled(b, factor) for b in dropped],
     )
+
+
+def _contested(spans: list[tuple[int, int]], pieces: list[Piece]) -> np.ndarray:
+    """Candidates another candidate overlaps (or made of marks, which may be skipped): only there does
+    the score decide anything."""
+    cover = np.zeros(len(pieces) + 1, np.int64)
+    for i, j in spans:
+        cover[i:j] += 1
+    return np.array([cover[i:j].max() > 1 or any(p.mark for p in pieces[i:j]) for i, j in spans], dtype=bool)
 
 
 def _scaled(box: tuple[int, int, int, int], factor: float) -> tuple[int, int, int, int]:
