@@ -126,17 +126,20 @@ class PredictJSON(PredictOptions):
     )
 
 
-class PredictForm(BaseModel):
-    """Only for the OpenAPI description of the multipart body (parsing is done by the route)."""
+class ImageForm(BaseModel):
+    """Only for the OpenAPI description of a multipart body (parsing is done by the route)."""
 
     image: bytes = Field(json_schema_extra={"format": "binary"}, description="PNG, JPEG, WebP or BMP file.")
     model: str | None = Field(None, max_length=MODEL_FIELD_MAX)
-    true_digit: int | None = Field(None, ge=0, le=9)
     pen_color: str | None = Field(None, pattern=COLOR_PATTERN)
     background_color: str | None = Field(None, pattern=COLOR_PATTERN)
     session_id: str | None = Field(None, max_length=SESSION_ID_MAX)
     source: Literal["ui", "api"] = "api"
     drawing_id: str | None = Field(None, pattern=DRAWING_ID_PATTERN)
+
+
+class PredictForm(ImageForm):
+    true_digit: int | None = Field(None, ge=0, le=9)
 
 
 TRUE_TEXT_PATTERN = r"^[0-9]{1,32}$"
@@ -164,17 +167,8 @@ class ReadJSON(ReadOptions):
     )
 
 
-class ReadForm(BaseModel):
-    """Only for the OpenAPI description of the multipart body of `/read`."""
-
-    image: bytes = Field(json_schema_extra={"format": "binary"}, description="PNG, JPEG, WebP or BMP file.")
-    model: str | None = Field(None, max_length=MODEL_FIELD_MAX)
+class ReadForm(ImageForm):
     true_text: str | None = Field(None, pattern=TRUE_TEXT_PATTERN)
-    pen_color: str | None = Field(None, pattern=COLOR_PATTERN)
-    background_color: str | None = Field(None, pattern=COLOR_PATTERN)
-    session_id: str | None = Field(None, max_length=SESSION_ID_MAX)
-    source: Literal["ui", "api"] = "api"
-    drawing_id: str | None = Field(None, pattern=DRAWING_ID_PATTERN)
 
 
 Box = Annotated[

@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from digitlab.api.deps import Ctx, require_admin, store_or_503
 from digitlab.api.errors import ApiError, error_responses
+from digitlab.api.routes.predictions import PNG_RESPONSE
 from digitlab.api.schemas import NumberFeedback, NumberPage
 from digitlab.store import numbers as repo
 from digitlab.store.numbers import StoredNumber
@@ -72,13 +73,7 @@ async def list_numbers(
     "/numbers/{number_id}/image",
     response_class=Response,
     dependencies=ADMIN,
-    responses={
-        200: {
-            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
-            "description": "PNG",
-        },
-        **error_responses(401, 404, 422, 503),
-    },
+    responses={200: PNG_RESPONSE, **error_responses(401, 404, 422, 503)},
 )
 async def number_image(ctx: Ctx, number_id: NumberId) -> Response:
     """The submitted image of a read number, as image/png."""

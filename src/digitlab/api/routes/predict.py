@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import orjson
 from fastapi import APIRouter, Request
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
 from digitlab.api.deps import FastJSONResponse, get_ctx
@@ -31,16 +31,23 @@ from digitlab.api.schemas import (
 
 router = APIRouter(prefix="/api/v1", tags=["predict"])
 
-_REQUEST_BODY = {
-    "required": True,
-    "content": {
-        "multipart/form-data": {
-            "schema": PredictForm.model_json_schema(),
-            "encoding": {"image": {"contentType": "image/png, image/jpeg, image/webp, image/bmp"}},
+
+
+def image_request_body(form_model: type[BaseModel], json_model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI request body of an image route: a multipart form or JSON with the image in base64."""
+    return {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": form_model.model_json_schema(),
+                "encoding": {"image": {"contentType": "image/png, image/jpeg, image/webp, image/bmp"}},
+            },
+            "application/json": {"schema": json_model.model_json_schema()},
         },
-        "application/json": {"schema": PredictJSON.model_json_schema()},
-    },
-}
+    }
+
+
+_REQUEST_BODY = image_request_body(PredictForm, PredictJSON)
 
 
 def _invalid(message: str) -> ApiError:

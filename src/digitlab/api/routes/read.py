@@ -12,7 +12,7 @@ from digitlab.api.errors import ApiError, error_responses
 from digitlab.api.metrics import MODEL_SCOPE_KEY
 from digitlab.api.prediction import resolve_models
 from digitlab.api.reading import compute_reading
-from digitlab.api.routes.predict import parse_image_request
+from digitlab.api.routes.predict import image_request_body, parse_image_request
 from digitlab.api.schemas import ReadForm, ReadJSON, ReadOptions, ReadResult
 from digitlab.store.numbers import NumberRecord, insert_number
 
@@ -20,16 +20,7 @@ log = logging.getLogger("digitlab.api")
 
 router = APIRouter(prefix="/api/v1", tags=["read"])
 
-_REQUEST_BODY = {
-    "required": True,
-    "content": {
-        "multipart/form-data": {
-            "schema": ReadForm.model_json_schema(),
-            "encoding": {"image": {"contentType": "image/png, image/jpeg, image/webp, image/bmp"}},
-        },
-        "application/json": {"schema": ReadJSON.model_json_schema()},
-    },
-}
+_REQUEST_BODY = image_request_body(ReadForm, ReadJSON)
 
 
 @router.post(
