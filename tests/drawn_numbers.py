@@ -25,12 +25,14 @@ STROKES = {
 WIDTH = {"1": 0.2}
 
 
-def draw_number(text: str, *, gap: float = 0.3, slant: float = 0.0, size: int = 160, extra=None) -> bytes:
+def draw_number(
+    text: str, *, gap: float = 0.3, slant: float = 0.0, size: int = 160, lead: float = 0.0, extra=None
+) -> bytes:
     """`text` written with a round pen on a white canvas, digits `size` px high, `gap` heights apart."""
-    width = int(size * (1.5 + sum(WIDTH.get(c, 0.65) + gap for c in text)))
+    width = int(size * (1.5 + lead + sum(WIDTH.get(c, 0.65) + gap for c in text)))
     im = Image.new("RGB", (width, int(size * 1.8)), "white")
     pen = ImageDraw.Draw(im)
-    x = 0.5 * size
+    x = (0.5 + lead) * size  # `lead`: room on the left for `extra` marks
     y0 = 0.4 * size
     for c in text:
         w = WIDTH.get(c, 0.65) * size

@@ -83,3 +83,15 @@ def test_numbers_benchmark_slice(cnn, detector):
     result = score(samples, texts)
     assert result["all"]["numbers"] == 20
     assert result["all"]["digit_accuracy"] >= 0.7, result
+
+
+def test_a_currency_sign_is_not_read_as_a_digit(cnn, detector):
+    def dollar(pen, size):  # an S crossed by a long vertical bar, left of the digits
+        s = [(0.9, 0.15), (0.5, 0.0), (0.1, 0.2), (0.5, 0.5), (0.9, 0.75), (0.5, 1.0), (0.1, 0.85)]
+        pen.line([(0.05 * size + 0.45 * size * x, 0.4 * size + size * y) for x, y in s], fill="#1f2340",
+                 width=size // 10, joint="curve")  # fmt: skip
+        pen.line([(0.28 * size, 0.25 * size), (0.28 * size, 1.55 * size)], fill="#1f2340", width=size // 10)
+
+    reading = read_number(draw_number("42", lead=0.6, extra=dollar), cnn, detector)
+    assert reading.text == "42"
+    assert len(reading.dropped) == 1 and reading.dropped[0][0] < reading.digits[0].box[0]

@@ -50,6 +50,7 @@ CUT_MARGIN = 0.15  # no cut closer than this (in writing heights) to a stroke's 
 CUT_SPACING = 0.25  # ...or to another cut
 DIGIT_BONUS = 0.0  # added per digit read: evens out the sum of log-probabilities' preference for fewer digits
 DETECTOR_WEIGHT = 0.5  # weight of log p(digit) from the not-a-digit detector in a digit's score
+DROP_NOT_DIGITS = True  # leave out of the text what the detector is sure is no digit ($, a letter)
 UNCERTAIN_BELOW = 0.5  # without the detector, digits below this confidence are uncertain
 
 
@@ -429,6 +430,9 @@ def read_number(
             p_not[late] = detector.not_digit_probabilities(X[late])
     digits = []
     for k in chosen:
+        if DROP_NOT_DIGITS and detector is not None and len(chosen) > 1 and p_not[k] > detector.t_detector:
+            dropped.append(boxes[k])  # a currency sign, a letter: the detector is sure it is no digit
+            continue
         p = proba[k]
         digit = int(np.argmax(p))
         if detector is not None:
@@ -446,7 +450,7 @@ def read_number(
         digits=digits,
         confidence=confidence,
         uncertain=any(d.uncertain for d in digits),
-        dropped=[_scaled(b, factor) for b in dropped],
+        dropped=sorted(_scaled(b, factor) for b in dropped),
     )
 
 
