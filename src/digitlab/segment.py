@@ -317,8 +317,8 @@ def _joinable(group: list[Piece], height: float) -> bool:
     if all(p.mark for p in group):
         return False
     for a, b in itertools.pairwise(group):
-        if a.component == b.component or a.mark or b.mark:
-            continue
+        if a.component == b.component:
+            continue  # (a mark joins a digit only where it overlaps it: a 5's top, not a comma beside it)
         overlap = min(a.right, b.right) - max(a.left, b.left)
         if overlap < MIN_OVERLAP * min(a.right - a.left, b.right - b.left):
             return False

@@ -43,7 +43,7 @@ async def _query(ctx, fn: Callable[..., Any], *args: Any) -> Any:
 @router.post(
     "/numbers/{number_id}/feedback",
     response_model=StoredNumber,
-    responses=error_responses(404, 422, 503),
+    responses=error_responses(400, 404, 422, 503),
 )
 async def number_feedback(ctx: Ctx, number_id: NumberId, body: NumberFeedback):
     """What was really written (`true_text`, digits only): sets the stored `true_text` and `correct`."""
