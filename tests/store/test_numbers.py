@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import io
+
 import pytest
 from pydantic import ValidationError
 
@@ -11,6 +14,7 @@ from digitlab.store.numbers import (
     get_number,
     get_number_image,
     insert_number,
+    labelled_digit_crops,
     list_numbers,
     set_true_text,
 )
@@ -98,3 +102,21 @@ def test_live_reads_of_one_drawing_keep_one_row(engine):
     row = get_number(engine, last)
     assert row.text == "307" and row.true_text == "307" and row.correct is True
     assert list_numbers(engine)[1] == 2
+
+
+def test_confirmed_numbers_give_labelled_digit_crops(engine, store, make_png):
+    def with_crops(text: str, **kwargs) -> NumberRecord:
+        record = number(text, **kwargs)
+        for i, d in enumerate(record.digits):
+            d["processed_image"] = base64.b64encode(make_png(int(text[i]), seed=i)).decode()
+        return record
+
+    insert_number(engine, with_crops("307", true_text="301"))  # confirmed: 3, 0, 1 with their crops
+    insert_number(engine, with_crops("42"))  # not confirmed: nothing to learn from
+    insert_number(engine, with_crops("55", true_text="558"))  # a digit missed: labels unknown
+    crops = list(labelled_digit_crops(engine))
+    assert [label for label, _ in crops] == [3, 0, 1]
+    assert crops[2][1] == make_png(7, seed=2)  # the crop read as 7, labelled 1 by the writer
+    out = io.StringIO()
+    assert store.export_csv(out) == 3  # the dataset export includes them
+    assert [line.split(",")[0] for line in out.getvalue().splitlines()[1:]] == ["3", "0", "1"]

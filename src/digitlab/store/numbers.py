@@ -7,8 +7,10 @@ database is away the functions raise SQLAlchemy errors and the API answers the r
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -150,3 +152,27 @@ def get_number_image(engine: Engine, number_id: int) -> bytes | None:
     """The submitted image of a stored number (PNG), or None."""
     with engine.connect() as conn:
         return conn.execute(select(N.c.image_png).where(N.c.id == number_id)).scalar_one_or_none()
+
+
+def labelled_digit_crops(engine: Engine, batch: int = 200) -> Iterator[tuple[int, bytes]]:
+    """(true digit, 28x28 PNG) of every digit of a confirmed number whose reading had as many digits as
+    were written (so each crop's label is known), oldest first, in id-keyed batches."""
+    last = 0
+    while True:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(N.c.id, N.c.true_text, N.c.digits)
+                .where(N.c.id > last, N.c.true_text.is_not(None))
+                .order_by(N.c.id)
+                .limit(batch)
+            ).all()
+        if not rows:
+            return
+        for row in rows:
+            digits = json.loads(row.digits)
+            if len(digits) != len(row.true_text):
+                continue
+            for char, d in zip(row.true_text, digits, strict=True):
+                if d.get("processed_image"):
+                    yield int(char), base64.b64decode(d["processed_image"])
+        last = rows[-1].id
