@@ -22,11 +22,14 @@ from digitlab.store.numbers import (
 
 @pytest.fixture
 def engine(shared_url, backend):
-    """The shared migrated database with `read_numbers` emptied."""
+    """The shared migrated database with `read_numbers` emptied (before and after: other store tests
+    export from the same database)."""
     engine = make_engine(shared_url)
     with engine.begin() as conn:
         conn.exec_driver_sql("DELETE FROM read_numbers")
     yield engine
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM read_numbers")
     engine.dispose()
 
 
