@@ -381,6 +381,23 @@ def _resample(s: np.ndarray, box: tuple[float, float, float, float], size: tuple
     return np.asarray(im.resize(size, Image.BILINEAR if up else Image.BOX, box=box))
 
 
+def ink_map(
+    rgba: np.ndarray, *, pen_color: str | None = None, background_color: str | None = None
+) -> np.ndarray:
+    """RGBA uint8 (H, W, 4) -> ink strength (H, W) float32 in [0, 1] (step 2; `digitlab.segment` shares it).
+
+    Raises EmptyImageError when nothing differs from the background.
+    """
+    pen = _parse_colour(pen_color, "pen_color")
+    bg = _parse_colour(background_color, "background_color")
+    try:
+        return _ink(rgba, pen, bg)
+    except EmptyImageError:
+        if pen is None and bg is None:
+            raise
+        return _ink(rgba, None, None)  # hints that hide all ink describe another image: infer instead
+
+
 # --------------------------------------------------------------------------------------------------
 # the public transform
 
@@ -403,15 +420,8 @@ def to_mnist(
     Raises EmptyImageError when nothing (or only a dot or a speck) was drawn, and the decoding errors
     of `decode_image` for bytes.
     """
-    pen = _parse_colour(pen_color, "pen_color")
-    bg = _parse_colour(background_color, "background_color")
     rgba = _working_rgba(image, max_pixels)
-    try:
-        s = _ink(rgba, pen, bg)
-    except EmptyImageError:
-        if pen is None and bg is None:
-            raise
-        s = _ink(rgba, None, None)  # hints that hide all ink describe another image: infer instead
+    s = ink_map(rgba, pen_color=pen_color, background_color=background_color)
 
     # --- specks and empties ------------------------------------------------------------------------
     mask = s >= 0.5

@@ -124,12 +124,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     install_error_handlers(app)
 
-    from digitlab.api.routes import health, learn, models, predict, predictions
+    from digitlab.api.routes import health, learn, models, numbers, predict, predictions, read
     from digitlab.api.routes import metrics as metrics_route
 
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(predict.router)
+    app.include_router(read.router)
+    app.include_router(numbers.router)
     app.include_router(predictions.router)
     app.include_router(learn.router)
     app.include_router(metrics_route.router)

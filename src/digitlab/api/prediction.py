@@ -7,10 +7,12 @@ cannot answer raise `DigitlabError`s with a stable code; `api/errors.py` maps co
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import logging
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,16 +85,11 @@ def stored_input_png(data: bytes, fmt: str) -> bytes:
         return out.getvalue()
 
 
-def preprocess(ctx: AppContext, data: bytes, *, pen_color: str | None, background_color: str | None):
-    """bytes -> (28x28 float32, format). Only 4xx errors leave this function for a bad image."""
-    fmt = sniff_format(data)
+@contextlib.contextmanager
+def image_errors(fmt: str) -> Iterator[None]:
+    """Turns anything an image's processing raises into a 4xx `DigitlabError` (never a 500)."""
     try:
-        image = to_mnist(
-            data,
-            pen_color=pen_color,
-            background_color=background_color,
-            max_pixels=ctx.settings.max_image_pixels,
-        )
+        yield
     except DigitlabError:
         raise
     except (MemoryError, OverflowError) as exc:
@@ -102,6 +99,18 @@ def preprocess(ctx: AppContext, data: bytes, *, pen_color: str | None, backgroun
         raise UnreadableImageError(
             "The image could not be processed: upload a PNG, JPEG, WebP or BMP image of a digit."
         ) from exc
+
+
+def preprocess(ctx: AppContext, data: bytes, *, pen_color: str | None, background_color: str | None):
+    """bytes -> (28x28 float32, format). Only 4xx errors leave this function for a bad image."""
+    fmt = sniff_format(data)
+    with image_errors(fmt):
+        image = to_mnist(
+            data,
+            pen_color=pen_color,
+            background_color=background_color,
+            max_pixels=ctx.settings.max_image_pixels,
+        )
     return image, fmt
 
 

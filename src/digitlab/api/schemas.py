@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from digitlab.store.numbers import StoredNumber
 from digitlab.store.records import StoredPrediction
 
 ModelStatus = Literal["ready", "training", "missing"]
@@ -73,8 +74,8 @@ class MultiPredictionResult(BaseModel):
     processed_image: str = Field(description="Base64 PNG of the 28x28 input every model saw.")
 
 
-class PredictOptions(BaseModel):
-    """The optional fields of a prediction request (multipart form fields or JSON members)."""
+class ImageOptions(BaseModel):
+    """The optional fields every image request shares (multipart form fields or JSON members)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -83,7 +84,6 @@ class PredictOptions(BaseModel):
         max_length=MODEL_FIELD_MAX,
         description="A model name, or `all` for every ready model; default: the best ready model.",
     )
-    true_digit: StrictDigit | None = Field(None, description="What the user says they drew (0-9).")
     pen_color: str | None = Field(
         None, pattern=COLOR_PATTERN, description="`#rrggbb` hint for the ink colour."
     )
@@ -92,12 +92,6 @@ class PredictOptions(BaseModel):
     )
     session_id: str | None = Field(None, max_length=SESSION_ID_MAX, description="Groups a user's drawings.")
     source: Literal["ui", "api"] = Field("api", description="Who asked; stored with the record.")
-    drawing_id: str | None = Field(
-        None,
-        pattern=DRAWING_ID_PATTERN,
-        description="The same id on every live prediction of one drawing (e.g. after each stroke): the drawing "
-        "keeps one stored record per model, updated with the latest prediction, instead of one per request.",
-    )
 
     @field_validator("model", mode="before")
     @classmethod
@@ -114,23 +108,109 @@ class PredictOptions(BaseModel):
         return value
 
 
+class PredictOptions(ImageOptions):
+    """The optional fields of a prediction request (multipart form fields or JSON members)."""
+
+    true_digit: StrictDigit | None = Field(None, description="What the user says they drew (0-9).")
+    drawing_id: str | None = Field(
+        None,
+        pattern=DRAWING_ID_PATTERN,
+        description="The same id on every live prediction of one drawing (e.g. after each stroke): the drawing "
+        "keeps one stored record per model, updated with the latest prediction, instead of one per request.",
+    )
+
+
 class PredictJSON(PredictOptions):
     image: str = Field(
         description="The image file (PNG, JPEG, WebP or BMP) as base64; a data: URL is accepted."
     )
 
 
-class PredictForm(BaseModel):
-    """Only for the OpenAPI description of the multipart body (parsing is done by the route)."""
+class ImageForm(BaseModel):
+    """Only for the OpenAPI description of a multipart body (parsing is done by the route)."""
 
     image: bytes = Field(json_schema_extra={"format": "binary"}, description="PNG, JPEG, WebP or BMP file.")
     model: str | None = Field(None, max_length=MODEL_FIELD_MAX)
-    true_digit: int | None = Field(None, ge=0, le=9)
     pen_color: str | None = Field(None, pattern=COLOR_PATTERN)
     background_color: str | None = Field(None, pattern=COLOR_PATTERN)
     session_id: str | None = Field(None, max_length=SESSION_ID_MAX)
     source: Literal["ui", "api"] = "api"
     drawing_id: str | None = Field(None, pattern=DRAWING_ID_PATTERN)
+
+
+class PredictForm(ImageForm):
+    true_digit: int | None = Field(None, ge=0, le=9)
+
+
+TRUE_TEXT_PATTERN = r"^[0-9]{1,32}$"
+
+
+class ReadOptions(ImageOptions):
+    """The optional fields of a `/read` request (a written number)."""
+
+    model: str | None = Field(
+        None, max_length=MODEL_FIELD_MAX, description="A model name; default: the best ready model."
+    )
+    true_text: str | None = Field(
+        None, pattern=TRUE_TEXT_PATTERN, description="The number the person wrote, digits only."
+    )
+    drawing_id: str | None = Field(
+        None,
+        pattern=DRAWING_ID_PATTERN,
+        description="The same id on every live read of one drawing: it keeps one stored record, updated.",
+    )
+
+
+class ReadJSON(ReadOptions):
+    image: str = Field(
+        description="The image file (PNG, JPEG, WebP or BMP) as base64; a data: URL is accepted."
+    )
+
+
+class ReadForm(ImageForm):
+    true_text: str | None = Field(None, pattern=TRUE_TEXT_PATTERN)
+
+
+Box = Annotated[
+    list[int], Field(min_length=4, max_length=4, description="x, y, width, height in input pixels.")
+]
+
+
+class ReadDigit(BaseModel):
+    digit: int = Field(ge=0, le=9)
+    confidence: float = Field(description="Probability of `digit`.")
+    probabilities: list[float] = Field(min_length=10, max_length=10, description="Digits 0-9, summing to 1.")
+    box: Box
+    uncertain: bool = Field(
+        description="Not confidently a digit (the same rule as a prediction's `uncertain`)."
+    )
+    processed_image: str = Field(description="Base64 PNG of the 28x28 input the model saw for this digit.")
+
+
+class ReadResult(BaseModel):
+    id: int | None = Field(description="Database id of the stored reading; null when it could not be stored.")
+    text: str = Field(description="The digits read, left to right.")
+    digits: list[ReadDigit]
+    confidence: float = Field(description="Product of the digits' confidences.")
+    uncertain: bool = Field(description="Some digit is uncertain.")
+    dropped: list[Box] = Field(
+        description="Marks that are no digits (a dot, a comma, ...), left out of `text`."
+    )
+    model: str
+    model_version: str
+    latency_ms: float = Field(description="Server time for segmentation, preprocessing and inference.")
+    logged: bool = Field(description="The reading was stored in the database.")
+
+
+class NumberFeedback(BaseModel):
+    true_text: str = Field(pattern=TRUE_TEXT_PATTERN, description="The number really written, digits only.")
+
+
+class NumberPage(BaseModel):
+    items: list[StoredNumber]
+    total: int
+    page: int
+    page_size: int
 
 
 class FeedbackRequest(BaseModel):

@@ -20,6 +20,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         from digitlab.evaluation.real import evaluate_real_command
 
         return evaluate_real_command(args.models, as_json=args.json, count=args.count, seed=args.seed)
+    if args.numbers:
+        from digitlab.evaluation.numbers import evaluate_numbers_command
+
+        return evaluate_numbers_command(args.models, as_json=args.json, count=args.count or 2000, seed=args.seed)
     if args.drawn:
         from digitlab.evaluation.drawn import evaluate_drawn_command
 
@@ -94,10 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--real", action="store_true", help="evaluate on held-out real handwriting that is not MNIST (USPS, Semeion)"
     )
+    p.add_argument("--numbers", action="store_true", help="read written numbers of 2-6 real non-MNIST digits")
     p.add_argument(
-        "--count", type=int, default=None, help="with --drawn: how many drawings (2000); with --real: scans per set (all)"
+        "--count", type=int, default=None,
+        help="with --drawn / --numbers: how many drawings (2000); with --real: scans per set (all)",
     )
-    p.add_argument("--seed", type=int, default=0, help="with --drawn / --real: rendering seed")
+    p.add_argument("--seed", type=int, default=0, help="with --drawn / --real / --numbers: rendering seed")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("serve", help="start the prediction API (uvicorn)")

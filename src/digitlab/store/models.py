@@ -102,3 +102,34 @@ class LearnJob(Base):
 
 VERSIONS = ModelVersion.__table__
 JOBS = LearnJob.__table__
+
+
+class ReadNumber(Base):
+    """A written number read by `/read` (migration 0005): one row per number, its digits as JSON."""
+
+    __tablename__ = "read_numbers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    timestamp: Mapped[datetime] = mapped_column(DateTime, server_default=text("CURRENT_TIMESTAMP"))
+    model_name: Mapped[str] = mapped_column(String(r.MODEL_NAME_LEN))
+    model_version: Mapped[str | None] = mapped_column(String(r.MODEL_VERSION_LEN))
+    read_text: Mapped[str] = mapped_column("text", String(r.NUMBER_TEXT_LEN))  # the digits read
+    confidence: Mapped[float] = mapped_column(Float)
+    uncertain: Mapped[bool] = mapped_column(Boolean)
+    digits: Mapped[str] = mapped_column(Text)  # JSON: per digit its result, box and 28x28 PNG (base64)
+    true_text: Mapped[str | None] = mapped_column(String(r.NUMBER_TEXT_LEN))  # feedback: what was written
+    correct: Mapped[bool | None] = mapped_column(Boolean)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    session_id: Mapped[str | None] = mapped_column(String(r.SESSION_ID_LEN))
+    source: Mapped[str | None] = mapped_column(String(r.SOURCE_LEN))
+    drawing_id: Mapped[str | None] = mapped_column(String(r.UID_LEN))  # live reads of one drawing: one row
+    image_png: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+    __table_args__ = (
+        Index("ix_read_numbers_timestamp", "timestamp", "id"),
+        Index("ix_read_numbers_drawing", "drawing_id", unique=True),
+        {"sqlite_autoincrement": True},
+    )
+
+
+NUMBERS = ReadNumber.__table__

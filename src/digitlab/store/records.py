@@ -25,6 +25,7 @@ MODEL_VERSION_LEN = 32
 SESSION_ID_LEN = 64
 SOURCE_LEN = 8
 UID_LEN = 32
+NUMBER_TEXT_LEN = 64  # digits of a read number (/read takes true_text up to 32)
 
 
 def utc_naive(value: datetime | date) -> datetime:

@@ -23,6 +23,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future
 from itertools import groupby
 from pathlib import Path
@@ -296,11 +297,18 @@ class PredictionStore:
 
     def export_csv(self, out: Path | str | IO[str]) -> int:
         """Labelled drawings as CSV `label,pixel0..pixel783` (0-255, ink bright); returns the row count."""
-        return self._read(export.write_csv, self.repo.labelled_images(), out)
+        return self._read(export.write_csv, self._labelled(), out)
 
     def export_idx(self, directory: Path | str) -> int:
         """Labelled drawings as MNIST IDX files (`images-idx3-ubyte`, `labels-idx1-ubyte`)."""
-        return self._read(export.write_idx, self.repo.labelled_images(), directory)
+        return self._read(export.write_idx, self._labelled(), directory)
+
+    def _labelled(self) -> Iterator[tuple[int, bytes]]:
+        """Labelled drawings, then the digits of confirmed numbers (`numbers.labelled_digit_crops`)."""
+        from digitlab.store.numbers import labelled_digit_crops
+
+        yield from self.repo.labelled_images()
+        yield from labelled_digit_crops(self.engine)
 
     def health(self) -> dict[str, Any]:
         """{"database": "ok" | "unavailable", "spool": records waiting}. In database mode the database is

@@ -16,6 +16,7 @@ common.session_id()
 
 pages = [
     st.Page(HERE / "views" / "draw.py", title="Draw", icon=":material/draw:", default=True),
+    st.Page(HERE / "views" / "number.py", title="Number", icon=":material/pin:", url_path="number"),
     st.Page(
         HERE / "views" / "compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"
     ),

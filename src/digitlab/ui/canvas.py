@@ -87,8 +87,11 @@ def pen_settings() -> tuple[int, str, str]:
     return int(width), pen, bg
 
 
-def drawing_canvas(prefix: str, *, hint: str = "Draw one digit, 0–9") -> Drawing:
+def drawing_canvas(
+    prefix: str, *, hint: str = "Draw one digit, 0–9", width: int = CANVAS_SIZE, height: int = CANVAS_SIZE
+) -> Drawing:
     """Canvas + tool row. Returns what is on the canvas after the last finished stroke."""
+    canvas_width, canvas_height = width, height
     width = int(st.session_state.get("pen_width", DEFAULT_WIDTH))
     pen = st.session_state.get("pen_color", DEFAULT_PEN)
     bg = st.session_state.get("bg_color", DEFAULT_BACKGROUND)
@@ -105,8 +108,8 @@ def drawing_canvas(prefix: str, *, hint: str = "Draw one digit, 0–9") -> Drawi
             background_color=bg,
             initial_drawing=st.session_state.get(f"{prefix}_initial"),
             update_streamlit=True,
-            height=CANVAS_SIZE,
-            width=CANVAS_SIZE,
+            height=canvas_height,
+            width=canvas_width,
             drawing_mode="freedraw",
             return_image_data=True,
             key=f"{prefix}_canvas",

@@ -325,6 +325,42 @@ class DigitlabClient:
                                                "saved when it is back.")  # fmt: skip
         return FeedbackResult(True, False, "Saved — thank you!")
 
+    def read(
+        self,
+        image: bytes,
+        model: str | None = None,
+        *,
+        filename: str = "number.png",
+        pen_color: str | None = None,
+        background_color: str | None = None,
+        session_id: str | None = None,
+        drawing_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Read a written number (`POST /api/v1/read`): the answer as the API sends it."""
+        form = {"model": model or "", "source": "ui"}
+        fields = {"pen_color": pen_color, "background_color": background_color, "session_id": session_id,
+                  "drawing_id": drawing_id}  # fmt: skip
+        form.update({k: str(v) for k, v in fields.items() if v is not None})
+        data = self._json("POST", "/api/v1/read", files={"image": (filename, image)}, data=form)
+        if not isinstance(data, dict) or not isinstance(data.get("digits"), list):
+            raise ApiError(
+                "The prediction service sent an answer the UI does not understand.", code="bad_response"
+            )
+        return data
+
+    def number_feedback(self, number_id: int, true_text: str) -> dict[str, Any]:
+        """Tell the API which number was really written; returns the stored number (with `correct`)."""
+        return self._json("POST", f"/api/v1/numbers/{int(number_id)}/feedback", json={"true_text": true_text})
+
+    def numbers(self, *, page: int = 1, page_size: int = 25) -> dict[str, Any]:
+        """{"items": [stored number, ...], "total": n, ...}: read numbers, newest first."""
+        data = self._json("GET", "/api/v1/numbers", params={"page": page, "page_size": page_size})
+        if not isinstance(data, dict) or not isinstance(data.get("items"), list):
+            raise ApiError(
+                "The prediction service sent an answer the UI does not understand.", code="bad_response"
+            )
+        return data
+
     def predictions(
         self,
         *,

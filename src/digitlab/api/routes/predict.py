@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import orjson
 from fastapi import APIRouter, Request
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
 from digitlab.api.deps import FastJSONResponse, get_ctx
@@ -19,6 +19,7 @@ from digitlab.api.metrics import MODEL_SCOPE_KEY
 from digitlab.api.prediction import compute_predictions, resolve_models
 from digitlab.api.recording import log_predictions_async
 from digitlab.api.schemas import (
+    ImageOptions,
     MultiPredictionResult,
     PredictForm,
     PredictionResult,
@@ -30,24 +31,30 @@ from digitlab.api.schemas import (
 
 router = APIRouter(prefix="/api/v1", tags=["predict"])
 
-_OPTION_FIELDS = tuple(PredictOptions.model_fields)
-_REQUEST_BODY = {
-    "required": True,
-    "content": {
-        "multipart/form-data": {
-            "schema": PredictForm.model_json_schema(),
-            "encoding": {"image": {"contentType": "image/png, image/jpeg, image/webp, image/bmp"}},
+
+
+def image_request_body(form_model: type[BaseModel], json_model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI request body of an image route: a multipart form or JSON with the image in base64."""
+    return {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": form_model.model_json_schema(),
+                "encoding": {"image": {"contentType": "image/png, image/jpeg, image/webp, image/bmp"}},
+            },
+            "application/json": {"schema": json_model.model_json_schema()},
         },
-        "application/json": {"schema": PredictJSON.model_json_schema()},
-    },
-}
+    }
+
+
+_REQUEST_BODY = image_request_body(PredictForm, PredictJSON)
 
 
 def _invalid(message: str) -> ApiError:
     return ApiError(message, "invalid_fields")
 
 
-async def _from_multipart(request: Request) -> tuple[bytes, PredictOptions]:
+async def _from_multipart(request: Request, options_model: type[ImageOptions]) -> tuple[bytes, Any]:
     try:
         form = await request.form(max_files=4, max_fields=32)
     except Exception as exc:  # starlette answers a broken multipart body with HTTPException(400)
@@ -65,7 +72,7 @@ async def _from_multipart(request: Request) -> tuple[bytes, PredictOptions]:
             raise _invalid("Invalid request: 'image' must be a file field, not a text field.")
         data = await upload.read()
         values: dict[str, Any] = {}
-        for name in _OPTION_FIELDS:
+        for name in options_model.model_fields:
             value = form.get(name)
             if isinstance(value, UploadFile):
                 raise _invalid(f"Invalid request: '{name}' must be a text field, not a file.")
@@ -75,7 +82,7 @@ async def _from_multipart(request: Request) -> tuple[bytes, PredictOptions]:
     finally:
         await form.close()
     try:
-        options = PredictOptions.model_validate(values)
+        options = options_model.model_validate(values)
     except ValidationError as exc:
         raise _invalid(describe_validation_errors(exc.errors())) from None
     return data, options
@@ -103,7 +110,7 @@ def decode_base64_image(text: str) -> bytes:
 _URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
 
 
-async def _from_json(request: Request) -> tuple[bytes, PredictOptions]:
+async def _from_json(request: Request, json_model: type[ImageOptions]) -> tuple[bytes, Any]:
     body = await request.body()
     try:
         payload = _loads(body)
@@ -112,10 +119,25 @@ async def _from_json(request: Request) -> tuple[bytes, PredictOptions]:
     if not isinstance(payload, dict):
         raise _invalid("Invalid request: the body must be a JSON object with an 'image' member.")
     try:
-        options = PredictJSON.model_validate(payload)
+        options = json_model.model_validate(payload)
     except ValidationError as exc:
         raise _invalid(describe_validation_errors(exc.errors())) from None
     return decode_base64_image(options.image), options
+
+
+async def parse_image_request(
+    request: Request, options_model: type[ImageOptions], json_model: type[ImageOptions]
+) -> tuple[bytes, Any]:
+    """(image bytes, validated options) from a multipart or JSON body; `ApiError` (4xx) otherwise."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type == "multipart/form-data":
+        return await _from_multipart(request, options_model)
+    if media_type == "application/json" or media_type.endswith("+json"):
+        return await _from_json(request, json_model)
+    raise ApiError(
+        "Send multipart/form-data with a file field 'image', or JSON with the image in base64.",
+        "unsupported_media_type",
+    )
 
 
 @router.post(
@@ -136,16 +158,7 @@ async def predict(request: Request) -> FastJSONResponse:
     `background_color`, `session_id`, `source`; or the same as JSON with `image` in base64.
     """
     ctx = get_ctx(request)
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type == "multipart/form-data":
-        data, options = await _from_multipart(request)
-    elif media_type == "application/json" or media_type.endswith("+json"):
-        data, options = await _from_json(request)
-    else:
-        raise ApiError(
-            "Send multipart/form-data with a file field 'image', or JSON with the image in base64.",
-            "unsupported_media_type",
-        )
+    data, options = await parse_image_request(request, PredictOptions, PredictJSON)
     models = resolve_models(ctx, options.model)
     request.scope[MODEL_SCOPE_KEY] = "all" if options.model == "all" else models[0].name
 

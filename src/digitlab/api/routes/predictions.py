@@ -33,6 +33,10 @@ MAX_ID = 2**31 - 1  # user_predictions.id is INTEGER (SERIAL on PostgreSQL)
 PredictionId = Annotated[int, Path(ge=1, le=MAX_ID, description="The prediction's database id.")]
 Uid = Annotated[str, Path(pattern=r"^[0-9a-fA-F]{32}$", description="The `uid` of a prediction response.")]
 ADMIN = [Depends(require_admin)]
+PNG_RESPONSE = {
+    "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+    "description": "PNG",
+}
 
 
 def _not_found(prediction_id: int | str) -> ApiError:
@@ -158,13 +162,7 @@ def get_prediction(ctx: Ctx, prediction_id: PredictionId):
     "/predictions/{prediction_id}/image",
     response_class=Response,
     dependencies=ADMIN,
-    responses={
-        200: {
-            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
-            "description": "PNG",
-        },
-        **error_responses(401, 404, 422, 503),
-    },
+    responses={200: PNG_RESPONSE, **error_responses(401, 404, 422, 503)},
 )
 def get_image(
     prediction_id: PredictionId,

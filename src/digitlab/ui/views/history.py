@@ -199,6 +199,34 @@ def stats_section(stats: dict[str, Any], models: list[dict[str, Any]], model_fil
         st.caption("Each row is what you drew; the diagonal is right, everything else is a mistake.")
 
 
+def numbers_section() -> None:
+    """Numbers read on the Number page (or by `/read`): newest first, with what was written."""
+    try:
+        page = common.client().numbers(page=1, page_size=PAGE_SIZE)
+    except ApiError as exc:
+        st.caption(f"Numbers are not available right now: {exc}")
+        return
+    st.subheader("Numbers")
+    if not page["items"]:
+        st.info("No numbers yet. Write one on the Number page!", icon=":material/pin:")
+        return
+    rows = [
+        {
+            "#": n.get("id"),
+            "Read": n.get("text"),
+            "You wrote": n.get("true_text") or "",
+            "Right?": {True: "✓", False: "✗"}.get(n.get("correct"), ""),
+            "Digits": len(n.get("digits") or []),
+            "Sure": f"{(n.get('confidence') or 0) * 100:.0f}%",
+            "Model": n.get("model_name"),
+            "When": common.when_text(n.get("timestamp")),
+        }
+        for n in page["items"]
+    ]
+    st.table(pd.DataFrame(rows).set_index("#"))  # a plain table: a handful of short rows
+    st.caption(f"{min(len(rows), page['total']):,} of {page['total']:,} numbers · newest first")
+
+
 def export_button() -> None:
     def data() -> bytes:
         try:
@@ -245,6 +273,7 @@ def main() -> None:
         if pages > 1:
             st.pagination(pages, key=pager_key)
     export_button()
+    numbers_section()
     st.subheader("Accuracy")
     stats_section(stats, models, f["model"])
 

@@ -1,0 +1,83 @@
+"""Read numbers in the store: history (admin), the submitted image (admin), and "what did you write?"
+feedback (open, like predicting). Reads during a database outage answer 503 `database_unavailable`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Depends, Path, Query
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.responses import Response
+
+from digitlab.api.deps import Ctx, require_admin, store_or_503
+from digitlab.api.errors import ApiError, error_responses
+from digitlab.api.routes.predictions import PNG_RESPONSE
+from digitlab.api.schemas import NumberFeedback, NumberPage
+from digitlab.store import numbers as repo
+from digitlab.store.numbers import StoredNumber
+
+router = APIRouter(prefix="/api/v1", tags=["numbers"])
+
+MAX_ID = 2**31 - 1
+NumberId = Annotated[int, Path(ge=1, le=MAX_ID, description="The read number's database id.")]
+ADMIN = [Depends(require_admin)]
+
+
+def _not_found(number_id: int) -> ApiError:
+    return ApiError(f"There is no read number {number_id}.", "number_not_found", status=404)
+
+
+async def _query(ctx, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run one repository function in a worker thread; an unreachable database is a 503."""
+    store = store_or_503(ctx)
+    try:
+        return await anyio.to_thread.run_sync(fn, store.engine, *args)
+    except SQLAlchemyError as exc:
+        raise ApiError(
+            "The prediction database is unavailable; try again shortly.", "database_unavailable"
+        ) from exc
+
+
+@router.post(
+    "/numbers/{number_id}/feedback",
+    response_model=StoredNumber,
+    responses=error_responses(400, 404, 422, 503),
+)
+async def number_feedback(ctx: Ctx, number_id: NumberId, body: NumberFeedback):
+    """What was really written (`true_text`, digits only): sets the stored `true_text` and `correct`."""
+    row = await _query(ctx, repo.set_true_text, number_id, body.true_text)
+    if row is None:
+        raise _not_found(number_id)
+    return row
+
+
+@router.get(
+    "/numbers",
+    response_model=NumberPage,
+    dependencies=ADMIN,
+    responses=error_responses(401, 422, 503),
+)
+async def list_numbers(
+    ctx: Ctx,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=repo.MAX_PAGE_SIZE)] = 50,
+):
+    """A page of read numbers, newest first (no image bytes: see `.../{id}/image`)."""
+    items, total = await _query(ctx, repo.list_numbers, page, page_size)
+    return NumberPage(items=items, total=total, page=page, page_size=page_size)
+
+
+@router.get(
+    "/numbers/{number_id}/image",
+    response_class=Response,
+    dependencies=ADMIN,
+    responses={200: PNG_RESPONSE, **error_responses(401, 404, 422, 503)},
+)
+async def number_image(ctx: Ctx, number_id: NumberId) -> Response:
+    """The submitted image of a read number, as image/png."""
+    png = await _query(ctx, repo.get_number_image, number_id)
+    if png is None:
+        raise _not_found(number_id)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})

@@ -1,0 +1,80 @@
+"""`POST /api/v1/read`: an image of a written number -> its digits, left to right, with boxes."""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+from fastapi import APIRouter, Request
+
+from digitlab.api.deps import FastJSONResponse, get_ctx
+from digitlab.api.errors import ApiError, error_responses
+from digitlab.api.metrics import MODEL_SCOPE_KEY
+from digitlab.api.prediction import resolve_models
+from digitlab.api.reading import compute_reading
+from digitlab.api.routes.predict import image_request_body, parse_image_request
+from digitlab.api.schemas import ReadForm, ReadJSON, ReadOptions, ReadResult
+from digitlab.store.numbers import NumberRecord, insert_number
+
+log = logging.getLogger("digitlab.api")
+
+router = APIRouter(prefix="/api/v1", tags=["read"])
+
+_REQUEST_BODY = image_request_body(ReadForm, ReadJSON)
+
+
+@router.post(
+    "/read",
+    response_class=FastJSONResponse,
+    response_model=ReadResult,
+    openapi_extra={"requestBody": _REQUEST_BODY},
+    responses={200: {"description": "The number read"}, **error_responses(400, 404, 413, 415, 422, 503)},
+)
+async def read(request: Request) -> FastJSONResponse:
+    """Read a written number (a year, a price, a PIN): its digits left to right.
+
+    Send `multipart/form-data` with a file field `image` (PNG, JPEG, WebP or BMP; the same limits as
+    `/predict`) and optional fields `model`, `true_text` (the number written, digits only),
+    `session_id`, `pen_color`, `background_color`, `source`; or the same as JSON with `image` in base64.
+    Each digit comes with its box in the input image's pixels; marks that are no digits (a comma, a dot)
+    are left out of `text` and listed in `dropped`.
+    """
+    ctx = get_ctx(request)
+    data, options = await parse_image_request(request, ReadOptions, ReadJSON)
+    if options.model == "all":
+        raise ApiError("Invalid request: /read takes one model, not 'all'.", "invalid_fields")
+    model = resolve_models(ctx, options.model)[0]
+    request.scope[MODEL_SCOPE_KEY] = model.name
+
+    def compute():
+        return compute_reading(
+            ctx, data, model, pen_color=options.pen_color, background_color=options.background_color
+        )
+
+    answer, _reading, input_png = await anyio.to_thread.run_sync(compute, limiter=ctx.cpu_limiter)
+    if ctx.store is not None:
+        record = number_record(answer, options, input_png)
+        try:
+            answer["id"] = await anyio.to_thread.run_sync(insert_number, ctx.store.engine, record)
+            answer["logged"] = True
+        except Exception as exc:  # noqa: BLE001 -- the reading is answered even when it cannot be stored
+            log.warning("read number not stored: %s", str(exc).splitlines()[0] if str(exc) else exc)
+    return FastJSONResponse(answer)
+
+
+def number_record(answer: dict, options: ReadOptions, input_png: bytes | None) -> NumberRecord:
+    """The store's record of a `/read` answer (digits keep their box, probabilities and 28x28 PNG)."""
+    return NumberRecord(
+        model_name=answer["model"],
+        model_version=answer["model_version"],
+        text=answer["text"],
+        confidence=answer["confidence"],
+        uncertain=answer["uncertain"],
+        digits=answer["digits"],
+        true_text=options.true_text,
+        latency_ms=answer["latency_ms"],
+        session_id=options.session_id,
+        source=options.source,
+        drawing_id=options.drawing_id,
+        image_png=input_png,
+    )

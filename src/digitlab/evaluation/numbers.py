@@ -1,0 +1,242 @@
+"""`digitlab evaluate --numbers`: written numbers of 2-6 digits from real handwriting that is not MNIST,
+read by `digitlab.segment` with each model; whole-number and per-digit accuracy.
+
+The digits are scans of paper by other writers (see /work/shared/handwriting/README.md): the USPS *test*
+split (never its train split) and the held-out half of Semeion (`SEMEION_HELD_OUT`; the other half is
+left for training). They are composed into numbers with uneven sizes, baselines and slant, and gaps from
+wide to touching and overlapping; half of the numbers are then put on simulated photos of paper (uneven
+light, a shadow, lined or squared paper, blue or black ink, sensor noise, JPEG).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage as ndi
+
+HANDWRITING_DIR = Path(os.environ.get("DIGITLAB_HANDWRITING_DIR", "/work/shared/handwriting"))
+SEMEION_SPLIT_SEED = 16
+GAPS = {  # gap between neighbouring digits, in digit heights
+    "wide": (0.3, 0.6),
+    "normal": (0.1, 0.3),
+    "narrow": (0.0, 0.1),
+    "touching": (-0.06, 0.0),
+    "overlapping": (-0.16, -0.06),
+}
+
+
+@dataclass
+class NumberSample:
+    image: bytes  # PNG (canvas) or JPEG (photo)
+    text: str
+    gap: str
+    photo: bool
+
+
+def held_out_digits(directory: Path = HANDWRITING_DIR) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
+    """(images uint8 ink-bright, labels, source) of USPS test + the held-out half of Semeion."""
+    usps = np.load(directory / "usps.npz")
+    semeion = np.load(directory / "semeion.npz")
+    order = np.random.default_rng(SEMEION_SPLIT_SEED).permutation(len(semeion["labels"]))
+    held = np.sort(order[len(order) // 2 :])  # SEMEION_HELD_OUT
+    images = list(usps["test_images"]) + list(semeion["images"][held])
+    labels = np.concatenate([usps["test_labels"], semeion["labels"][held]]).astype(int)
+    sources = ["usps"] * len(usps["test_labels"]) + ["semeion"] * len(held)
+    return images, labels, sources
+
+
+def _glyph(img16: np.ndarray, label: int, source: str, height: int, rng: np.random.Generator) -> np.ndarray:
+    """A 16x16 scan -> ink in [0, 1] at `height` px, at a handwriting-like width."""
+    ys, xs = np.nonzero(img16 > 40)
+    crop = img16[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].astype(np.float32) / 255.0
+    native = crop.shape[1] / crop.shape[0]
+    if source == "semeion" or native > 0.9:  # Semeion is stretched to its box: give it a natural width
+        native = rng.uniform(0.25, 0.4) if label == 1 else rng.uniform(0.55, 0.85)
+    width = max(2, round(height * min(native, 0.95)))
+    im = Image.fromarray(crop, "F").resize((width, height), Image.BICUBIC)
+    return np.clip(ndi.gaussian_filter(np.asarray(im), 0.6), 0.0, 1.0)
+
+
+def compose(
+    glyphs: list[np.ndarray], gap: tuple[float, float], rng: np.random.Generator, height: int
+) -> np.ndarray:
+    """Digits side by side (max of ink where they overlap) with baseline jitter; ink in [0, 1]."""
+    margin = height // 2
+    width = sum(g.shape[1] for g in glyphs) + int(height * max(gap[1], 0) * len(glyphs)) + 2 * margin
+    canvas = np.zeros((int(height * 1.7) + 2 * margin, width + 2 * margin), np.float32)
+    x = margin
+    for g in glyphs:
+        y = margin + int(0.35 * height) + int(rng.uniform(-0.08, 0.08) * height) + (height - g.shape[0])
+        canvas[y : y + g.shape[0], x : x + g.shape[1]] = np.maximum(
+            canvas[y : y + g.shape[0], x : x + g.shape[1]], g
+        )
+        x += g.shape[1] + int(rng.uniform(*gap) * height)
+    ys, xs = np.nonzero(canvas > 0.05)
+    return canvas[
+        max(0, ys.min() - margin) : ys.max() + margin, max(0, xs.min() - margin) : xs.max() + margin
+    ]
+
+
+def _shear(ink: np.ndarray, k: float) -> np.ndarray:
+    h, w = ink.shape
+    pad = int(abs(k) * h) + 2
+    out = np.zeros((h, w + 2 * pad), np.float32)
+    out[:, pad : pad + w] = ink
+    return ndi.affine_transform(out, [[1, 0], [k, 1]], offset=[0, -k * h / 2], order=1)
+
+
+def canvas_png(ink: np.ndarray) -> bytes:
+    rgb = (255 - np.rint(ink * (255 - 35))).astype(np.uint8)
+    return _encode(Image.fromarray(rgb, "L").convert("RGB"), "PNG")
+
+
+def photo_jpeg(ink: np.ndarray, rng: np.random.Generator) -> bytes:
+    """Ink on a simulated phone photo of paper: lit unevenly, a shadow, ruled lines, noise, JPEG."""
+    h, w = ink.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    paper = np.array(rng.uniform([225, 220, 205], [250, 248, 240]), np.float32)
+    light = 1.0 - rng.uniform(0.1, 0.35) * (xx / w if rng.random() < 0.5 else yy / h)
+    light *= 1.0 - rng.uniform(0.0, 0.25) * (((xx - w / 2) / w) ** 2 + ((yy - h / 2) / h) ** 2) * 2
+    edge = rng.uniform(0.2, 0.8) * w
+    shadow = 1.0 - rng.uniform(0.2, 0.45) / (1.0 + np.exp(-(xx - edge - 0.3 * (yy - h / 2)) / (0.03 * w)))
+    if rng.random() < 0.5:
+        shadow = shadow[:, ::-1]
+    img = paper[None, None, :] * (light * shadow)[..., None]
+    line_colour = np.array(rng.choice([[150, 170, 215], [170, 170, 170], [200, 150, 150]]), np.float32)
+    spacing = rng.uniform(0.35, 0.6) * h
+    kind = rng.choice(["lined", "squared", "plain"], p=[0.45, 0.4, 0.15])
+    lines = np.zeros((h, w), np.float32)
+    if kind != "plain":
+        lines[(np.mod(yy + rng.uniform(0, spacing), spacing) < 1.5)] = rng.uniform(0.4, 0.8)
+    if kind == "squared":
+        lines[(np.mod(xx + rng.uniform(0, spacing), spacing) < 1.5)] = rng.uniform(0.4, 0.8)
+    img = img * (1 - lines[..., None]) + line_colour * (light * shadow)[..., None] * lines[..., None]
+    pen = np.array(rng.choice([[25, 30, 45], [20, 40, 140], [10, 10, 10]]), np.float32)
+    strength = rng.uniform(0.8, 0.95) * ink[..., None]
+    img = img * (1 - strength) + pen * (light * shadow)[..., None] * strength
+    img = ndi.gaussian_filter(img, (rng.uniform(0.3, 1.0), rng.uniform(0.3, 1.0), 0))
+    img += rng.normal(0, rng.uniform(2, 6), img.shape)
+    im = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
+    return _encode(im, "JPEG", quality=int(rng.integers(50, 86)))
+
+
+def _encode(im: Image.Image, fmt: str, **kw) -> bytes:
+    out = io.BytesIO()
+    im.save(out, format=fmt, **kw)
+    return out.getvalue()
+
+
+def number_samples(count: int, *, seed: int = 0, directory: Path = HANDWRITING_DIR) -> list[NumberSample]:
+    """`count` written numbers (2-6 digits; every gap kind equally often; every other one a photo)."""
+    images, labels, sources = held_out_digits(directory)
+    rng = np.random.default_rng(seed)
+    gap_names = list(GAPS)
+    out = []
+    for n in range(count):
+        length = int(rng.integers(2, 7))
+        picks = rng.integers(0, len(labels), length)
+        height = int(rng.integers(40, 90))
+        glyphs = [
+            _glyph(images[i], int(labels[i]), sources[i], max(12, int(height * rng.uniform(0.8, 1.12))), rng)
+            for i in picks
+        ]
+        gap = gap_names[n % len(gap_names)]
+        ink = compose(glyphs, GAPS[gap], rng, height)
+        if rng.random() < 0.5:
+            ink = _shear(ink, rng.uniform(-0.25, 0.25))
+        photo = (n // len(gap_names)) % 2 == 1
+        data = photo_jpeg(ink, rng) if photo else canvas_png(ink)
+        out.append(NumberSample(data, "".join(str(int(labels[i])) for i in picks), gap, photo))
+    return out
+
+
+def _edit_distance(a: str, b: str) -> int:
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+def score(samples: list[NumberSample], texts: list[str | None]) -> dict:
+    """Whole-number and per-digit accuracy (digits read right = true length - edit distance), by slice."""
+
+    def block(idx: list[int]) -> dict:
+        if not idx:
+            return {"numbers": 0}
+        whole = sum(texts[i] == samples[i].text for i in idx)
+        total = sum(len(samples[i].text) for i in idx)
+        right = sum(
+            max(0, len(samples[i].text) - _edit_distance(texts[i] or "", samples[i].text)) for i in idx
+        )
+        return {
+            "numbers": len(idx),
+            "number_accuracy": round(whole / len(idx), 4),
+            "digit_accuracy": round(right / total, 4),
+        }
+
+    all_idx = list(range(len(samples)))
+    out = {"all": block(all_idx)}
+    out["canvas"] = block([i for i in all_idx if not samples[i].photo])
+    out["photo"] = block([i for i in all_idx if samples[i].photo])
+    for gap in GAPS:
+        out[gap] = block([i for i in all_idx if samples[i].gap == gap])
+    return out
+
+
+def evaluate_numbers(names: list[str], model_dir: Path, *, count: int, seed: int = 0) -> list[dict]:
+    """Read every sample with each model; one row of scores per model."""
+    from digitlab.detector.runtime import load_detector
+    from digitlab.errors import DigitlabError
+    from digitlab.models.registry import load_model
+    from digitlab.segment import read_number
+
+    samples = number_samples(count, seed=seed)
+    detector = load_detector(model_dir)
+    rows = []
+    for name in names:
+        model = load_model(name, model_dir)
+        texts: list[str | None] = []
+        started = time.perf_counter()
+        for sample in samples:
+            try:
+                texts.append(read_number(sample.image, model, detector).text)
+            except DigitlabError:
+                texts.append(None)
+        seconds = time.perf_counter() - started
+        rows.append(
+            {"model": name, "ms_per_number": round(1000 * seconds / len(samples), 1), **score(samples, texts)}
+        )
+    return rows
+
+
+def evaluate_numbers_command(names: list[str], *, as_json: bool, count: int, seed: int) -> int:
+    from digitlab.core.config import Settings
+    from digitlab.models.registry import MODEL_SPECS, manifest_path
+
+    model_dir = Settings().model_dir
+    names = names or [n for n in MODEL_SPECS if manifest_path(n, model_dir) is not None]
+    rows = evaluate_numbers(names, model_dir, count=count, seed=seed)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    slices = ["all", "canvas", "photo", *GAPS]
+    print(
+        f"{count} written numbers (2-6 digits) from USPS test + held-out Semeion; numbers / digits read right"
+    )
+    print(f"{'model':<14}" + "".join(f"{s:>17}" for s in slices) + f"{'ms/number':>11}")
+    for row in rows:
+        cells = "".join(
+            f"{100 * row[s]['number_accuracy']:>8.1f} /{100 * row[s]['digit_accuracy']:>6.1f} %"
+            for s in slices
+        )
+        print(f"{row['model']:<14}{cells}{row['ms_per_number']:>11}")
+    return 0

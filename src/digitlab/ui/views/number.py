@@ -1,0 +1,145 @@
+"""Number: write a whole number on a wide canvas (or upload a photo of one); it is read after every stroke,
+with a box over each digit, each digit's 28x28 input and confidence; then "What did you write?"."""
+
+from __future__ import annotations
+
+import base64
+import io
+import uuid
+
+import streamlit as st
+from PIL import Image, ImageDraw
+
+from digitlab.ui import common
+from digitlab.ui.canvas import drawing_canvas
+from digitlab.ui.client import ApiError, ApiUnavailable
+
+CANVAS_WIDTH = 840
+CANVAS_HEIGHT = 280
+CACHE_SIZE = 32
+PHOTO_TYPES = ["png", "jpg", "jpeg", "webp", "bmp"]
+
+
+def drawing_id(empty: bool) -> str:
+    """One id per drawing: every live read of it updates one stored record; an empty canvas starts anew."""
+    if empty or "number_drawing_id" not in st.session_state:
+        st.session_state["number_drawing_id"] = uuid.uuid4().hex[:16]
+    return st.session_state["number_drawing_id"]
+
+
+def read(image: bytes, key: str, filename: str, **fields) -> tuple[dict | None, ApiError | None]:
+    return common.cached_api_call(
+        "number_cache", key,
+        lambda: common.client().read(image, filename=filename, session_id=common.session_id(), **fields),
+        size=CACHE_SIZE,
+    )  # fmt: skip
+
+
+def boxed(image: bytes, digits: list[dict]) -> bytes:
+    """The image with a numbered box over every digit read."""
+    im = Image.open(io.BytesIO(image)).convert("RGB")
+    pen = ImageDraw.Draw(im)
+    line = max(2, round(max(im.size) / 300))
+    for i, d in enumerate(digits):
+        x, y, w, h = d["box"]
+        colour = "#d9480f" if d.get("uncertain") else "#2b8a3e"
+        pen.rectangle([x, y, x + w, y + h], outline=colour, width=line)
+        pen.text((x + line + 1, y + line), str(i + 1), fill=colour)
+    out = io.BytesIO()
+    im.save(out, format="PNG")
+    return out.getvalue()
+
+
+def show_reading(answer: dict, image: bytes, key: str) -> None:
+    text = answer.get("text") or ""
+    unsure = " dl-unsure" if answer.get("uncertain") else ""
+    st.markdown(
+        f"""<div class="dl-result" data-testid="dl-number" data-text="{common.esc(text)}">
+          <div class="dl-digit{unsure}" data-testid="dl-number-text">{common.esc(text) or "–"}</div>
+          <div class="dl-meta"><span><b>{answer.get("confidence", 0) * 100:.0f}%</b> sure of every digit</span>
+            <span>{common.esc(answer.get("model", ""))} · {answer.get("latency_ms", 0):.0f}&nbsp;ms</span></div></div>""",
+        unsafe_allow_html=True,
+    )
+    st.image(boxed(image, answer["digits"]), caption="What was read: one box per digit", width="stretch")
+    if answer["digits"]:
+        cols = st.columns(len(answer["digits"]))
+        for col, d in zip(cols, answer["digits"], strict=True):
+            with col:
+                seen = common.zoom_png(base64.b64decode(d["processed_image"]), 84)
+                st.image(seen, width=84)
+                mark = " ⚠" if d.get("uncertain") else ""
+                st.caption(f"**{d['digit']}** · {d['confidence'] * 100:.0f}%{mark}")
+    if answer.get("dropped"):
+        st.caption(f"Left out {len(answer['dropped'])} mark(s) that are no digits (a dot, a comma, …).")
+    if any(d.get("uncertain") for d in answer["digits"]):
+        st.info("Some digits are uncertain (orange boxes): write them larger, with a little space between.",
+                icon=":material/help:")  # fmt: skip
+    feedback(answer, key)
+
+
+def feedback(answer: dict, key: str) -> None:
+    number_id = answer.get("id")
+    if number_id is None:
+        st.caption(":material/cloud_off: This reading could not be saved, so it cannot be confirmed.")
+        return
+    with st.form(f"num_form_{key}", border=False):
+        truth = st.text_input("What did you write?", value=answer.get("text") or "", max_chars=32,
+                              key=f"num_truth_{key}_{answer.get('text')}", help="Digits only; the reading is saved with your answer.")  # fmt: skip
+        sent = st.form_submit_button("Confirm", icon=":material/check:")
+    if sent:
+        truth = "".join(truth.split())
+        if not truth.isdigit():
+            st.warning("Type the number with digits only, e.g. 2024.", icon=":material/warning:")
+            return
+        try:
+            stored = common.client().number_feedback(int(number_id), truth)
+        except ApiError as exc:
+            st.error(f"Your answer was not saved: {exc}", icon=":material/error:")
+            return
+        verdict = (
+            "The reading was right." if stored.get("correct") else f"It was read as {answer.get('text')}."
+        )
+        st.success(f"Saved: you wrote **{truth}**. {verdict} Thank you!", icon=":material/check_circle:")
+    else:
+        st.caption(f":material/database: Saved to the history as number #{number_id}.")
+
+
+@st.fragment
+def number_area() -> None:
+    drawing = drawing_canvas("number", hint="Write a number, e.g. a year or a price",
+                             width=CANVAS_WIDTH, height=CANVAS_HEIGHT)  # fmt: skip
+    photo = st.file_uploader(
+        "…or upload a photo or scan of a written number", type=PHOTO_TYPES, key="number_photo"
+    )
+    if photo is not None:
+        image, name = photo.getvalue(), photo.name
+        answer, error = read(image, ("photo", photo.file_id), name)
+        key = f"photo_{photo.file_id}"
+    elif drawing.empty:
+        drawing_id(empty=True)
+        st.markdown(
+            '<div class="dl-placeholder" data-testid="dl-empty">Write a number on the canvas.<br>'
+            "It is read every time you lift the pen.</div>",
+            unsafe_allow_html=True,
+        )
+        return
+    else:
+        image, did = drawing.png, drawing_id(empty=False)
+        answer, error = read(image, (drawing.digest, did), "number.png", drawing_id=did,
+                             pen_color=drawing.pen_color, background_color=drawing.background_color)  # fmt: skip
+        key = did
+    if error is not None:
+        if error.code == "empty_image":
+            st.info("Nothing to read yet: write larger digits.", icon=":material/gesture:")
+        elif isinstance(error, ApiUnavailable):
+            st.warning(f"{error} Your writing is kept; it is read as soon as the service is back.",
+                       icon=":material/cloud_off:")  # fmt: skip
+        else:
+            st.warning(str(error), icon=":material/warning:")
+        return
+    show_reading(answer, image, key)
+
+
+common.page_header("Write a number", "Write several digits — a year, a price, a PIN — and watch them being read "
+                   "digit by digit. Then say what you wrote.")  # fmt: skip
+number_area()

@@ -1,0 +1,138 @@
+"""`POST /api/v1/read` over a real running server: a written number in, its digits (boxes, 28x28 inputs,
+confidences) out. Bad input is covered by the shared corpus in test_bad_input.py (it runs on both routes)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+
+import pytest
+from PIL import Image
+
+from drawn_numbers import draw_number
+
+from .conftest import MISSING, READY, TRAINING, assert_error, draw_digit
+
+READ = "/api/v1/read"
+
+
+def assert_reading(body: dict, text: str, image: bytes) -> None:
+    width, height = Image.open(io.BytesIO(image)).size
+    assert body["text"] == text
+    assert len(body["digits"]) == len(text)
+    xs = [d["box"][0] for d in body["digits"]]
+    assert xs == sorted(xs)
+    for d, char in zip(body["digits"], text, strict=True):
+        assert d["digit"] == int(char)
+        x, y, w, h = d["box"]
+        assert 0 <= x < x + w <= width and 0 <= y < y + h <= height
+        assert math.isclose(sum(d["probabilities"]), 1.0, abs_tol=1e-4)
+        assert d["confidence"] == max(d["probabilities"])
+        assert Image.open(io.BytesIO(base64.b64decode(d["processed_image"]))).size == (28, 28)
+    assert math.isclose(body["confidence"], math.prod(d["confidence"] for d in body["digits"]), rel_tol=1e-6)
+    assert body["uncertain"] == any(d["uncertain"] for d in body["digits"])
+    assert body["latency_ms"] > 0
+
+
+def test_read_a_written_number_multipart(api):
+    image = draw_number("2024")
+    r = api.post(
+        READ, files={"image": ("n.png", image, "image/png")}, data={"model": "cnn", "true_text": "2024"}
+    )
+    assert r.status_code == 200, r.text
+    assert_reading(r.json(), "2024", image)
+    assert r.json()["model"] == "cnn"
+
+
+def test_read_json_base64_and_jpeg(api):
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(draw_number("307"))).save(buf, format="JPEG", quality=80)
+    r = api.post(READ, json={"image": base64.b64encode(buf.getvalue()).decode(), "model": "cnn"})
+    assert r.status_code == 200, r.text
+    assert_reading(r.json(), "307", buf.getvalue())
+
+
+def test_one_digit_gives_a_one_digit_text(api, sample_png):
+    r = api.post(READ, files={"image": ("d.png", sample_png, "image/png")}, data={"model": "cnn"})
+    assert r.status_code == 200, r.text
+    assert r.json()["text"] == "7" and len(r.json()["digits"]) == 1
+
+
+def test_a_comma_is_not_read_as_a_digit(api):
+    def comma(pen, size):
+        pen.line([(1.3 * size, 1.35 * size), (1.25 * size, 1.5 * size)], fill="#1f2340", width=size // 10)
+
+    r = api.post(READ, files={"image": ("n.png", draw_number("230", extra=comma), "image/png")})
+    assert r.status_code == 200, r.text
+    assert r.json()["text"] == "230"
+    assert len(r.json()["dropped"]) == 1
+
+
+@pytest.mark.parametrize("model", READY)
+def test_every_ready_model_reads(api, model):
+    r = api.post(READ, files={"image": ("n.png", draw_number("41"), "image/png")}, data={"model": model})
+    assert r.status_code == 200, r.text
+    assert r.json()["model"] == model
+    assert len(r.json()["text"]) >= 1
+
+
+def test_model_errors_match_predict(api, sample_png):
+    files = {"image": ("d.png", sample_png, "image/png")}
+    assert_error(api.post(READ, files=files, data={"model": "nope"}), 404, "unknown_model")
+    assert_error(api.post(READ, files=files, data={"model": TRAINING}), 503, "model_not_ready")
+    assert_error(api.post(READ, files=files, data={"model": MISSING}), 503, "model_not_ready")
+    assert_error(api.post(READ, files=files, data={"model": "all"}), 422, "invalid_fields")
+
+
+@pytest.mark.parametrize("true_text", ["12a", "", " ", "1" * 33, "-5", "3.5"])
+def test_true_text_is_digits_only(api, true_text):
+    files = {"image": ("d.png", draw_digit(), "image/png")}
+    r = api.post(READ, files=files, data={"true_text": true_text})
+    if true_text.strip() == "":
+        assert r.status_code == 200  # a blank form field means "not given", as on /predict
+    else:
+        assert_error(r, 422, "invalid_fields")
+
+
+def test_a_reading_is_one_stored_record_with_feedback(store_server, admin):
+    with store_server.client() as api:
+        _reading_round_trip(api, admin)
+
+
+def _reading_round_trip(api, admin) -> None:
+    image = draw_number("307")
+    r = api.post(
+        READ, files={"image": ("n.png", image, "image/png")}, data={"model": "cnn", "session_id": "numbers-1"}
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["logged"] is True and isinstance(body["id"], int)
+    number_id = body["id"]
+
+    fb = api.post(f"/api/v1/numbers/{number_id}/feedback", json={"true_text": "307"})
+    assert fb.status_code == 200, fb.text
+    assert fb.json()["true_text"] == "307" and fb.json()["correct"] is (body["text"] == "307")
+
+    page = api.get("/api/v1/numbers", params={"page_size": 5}, headers=admin)
+    assert page.status_code == 200, page.text
+    mine = [n for n in page.json()["items"] if n["id"] == number_id]
+    assert mine and mine[0]["text"] == body["text"] and mine[0]["session_id"] == "numbers-1"
+    assert [d["box"] for d in mine[0]["digits"]] == [d["box"] for d in body["digits"]]
+
+    png = api.get(f"/api/v1/numbers/{number_id}/image", headers=admin)
+    assert png.status_code == 200 and png.content == image
+
+
+def test_number_routes_errors(api, admin):
+    assert_error(api.get("/api/v1/numbers"), 401, "unauthorized")
+    assert_error(api.get("/api/v1/numbers/1/image"), 401, "unauthorized")
+    assert_error(
+        api.post("/api/v1/numbers/2147483647/feedback", json={"true_text": "1"}), 404, "number_not_found"
+    )
+    assert_error(api.get("/api/v1/numbers/2147483647/image", headers=admin), 404, "number_not_found")
+    assert_error(api.post("/api/v1/numbers/1/feedback", json={"true_text": "1a"}), 422, "invalid_fields")
+    assert_error(api.post("/api/v1/numbers/1/feedback", json={"true_text": 12}), 422, "invalid_fields")
+    assert_error(
+        api.get("/api/v1/numbers", params={"page_size": 100000}, headers=admin), 422, "invalid_fields"
+    )

@@ -1,0 +1,101 @@
+"""Reading written numbers (`digitlab.segment`) with the bundled CNN: drawn cases of issue 16 point 2,
+and a small slice of the real-handwriting numbers benchmark (`digitlab evaluate --numbers`)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from digitlab.decode import EmptyImageError
+from digitlab.detector.runtime import load_detector
+from digitlab.models.registry import BUNDLED_DIR, load_model
+from digitlab.segment import read_number
+from drawn_numbers import draw_number
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    return load_model("cnn", BUNDLED_DIR)
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return load_detector(None)
+
+
+@pytest.mark.parametrize("text", ["2024", "307", "5", "1111", "4974"])
+def test_reads_drawn_numbers(cnn, detector, text):
+    reading = read_number(draw_number(text), cnn, detector)
+    assert reading.text == text
+    assert len(reading.digits) == len(text)
+
+
+def test_boxes_are_left_to_right_in_input_pixels(cnn, detector):
+    data = draw_number("2024")
+    width, height = Image.open(io.BytesIO(data)).size
+    reading = read_number(data, cnn, detector)
+    xs = [d.box[0] for d in reading.digits]
+    assert xs == sorted(xs)
+    for d in reading.digits:
+        x, y, w, h = d.box
+        assert 0 <= x and 0 <= y and x + w <= width and y + h <= height and w > 0 and h > 0
+        assert d.image28.shape == (28, 28)
+        assert abs(sum(d.probabilities) - 1.0) < 1e-4
+
+
+@pytest.mark.parametrize("gap", [0.02, -0.05])
+def test_narrow_and_touching_gaps(cnn, detector, gap):
+    text = "2390" if gap > 0 else "230"
+    assert read_number(draw_number(text, gap=gap), cnn, detector).text == text
+
+
+def test_slanted_writing(cnn, detector):
+    assert read_number(draw_number("2047", slant=0.3), cnn, detector).text == "2047"
+
+
+def test_comma_and_dot_are_not_digits(cnn, detector):
+    def marks(pen, size):
+        pen.ellipse([2.05 * size, 1.3 * size, 2.15 * size, 1.4 * size], fill="#1f2340")  # a dot after the 3rd
+        pen.line([(1.3 * size, 1.35 * size), (1.25 * size, 1.5 * size)], fill="#1f2340", width=size // 10)
+
+    reading = read_number(draw_number("230", extra=marks), cnn, detector)
+    assert reading.text == "230"
+    assert len(reading.dropped) >= 1
+
+
+def test_blank_image_is_empty(cnn):
+    out = io.BytesIO()
+    Image.new("RGB", (600, 200), "white").save(out, format="PNG")
+    with pytest.raises(EmptyImageError):
+        read_number(out.getvalue(), cnn)
+
+
+def test_numbers_benchmark_slice(cnn, detector):
+    """A CI-sized slice of `digitlab evaluate --numbers` (USPS test + held-out Semeion, canvas + photos)."""
+    from digitlab.evaluation.numbers import number_samples, score
+
+    samples = number_samples(20, seed=3)
+    assert {len(s.text) for s in samples} <= {2, 3, 4, 5, 6}
+    assert any(s.photo for s in samples) and any(not s.photo for s in samples)
+    texts = [read_number(s.image, cnn, detector).text for s in samples]
+    result = score(samples, texts)
+    assert result["all"]["numbers"] == 20
+    assert result["all"]["digit_accuracy"] >= 0.7, result
+
+
+def test_a_currency_sign_is_never_a_confident_digit(cnn, detector):
+    def dollar(pen, size):  # an S crossed by a long vertical bar, left of the digits
+        s = [(0.9, 0.15), (0.5, 0.0), (0.1, 0.2), (0.5, 0.5), (0.9, 0.75), (0.5, 1.0), (0.1, 0.85)]
+        pen.line([(0.05 * size + 0.45 * size * x, 0.4 * size + size * y) for x, y in s], fill="#1f2340",
+                 width=size // 10, joint="curve")  # fmt: skip
+        pen.line([(0.28 * size, 0.25 * size), (0.28 * size, 1.55 * size)], fill="#1f2340", width=size // 10)
+
+    reading = read_number(draw_number("42", lead=0.6, extra=dollar), cnn, detector)
+    assert reading.text[-2:] == "42"
+    if len(reading.text) == 3:  # read, then it must be flagged: never silently a digit
+        assert reading.digits[0].uncertain and reading.uncertain
+        assert detector.not_digit_probability(reading.digits[0].image28) > detector.t_detector
+    else:
+        assert len(reading.dropped) == 1 and reading.dropped[0][0] < reading.digits[0].box[0]

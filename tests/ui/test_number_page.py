@@ -1,0 +1,66 @@
+"""The Number page end to end: write a 3-digit number stroke by stroke on the wide canvas, see it read
+(boxes, one 28x28 image per digit), confirm it, and find it in History (and once in the store)."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+from ui_browser import CANVAS, canvas_box, mouse_stroke, no_traceback, open_page, wait_idle
+from ui_strokes import DIGITS
+
+pytestmark = pytest.mark.browser
+
+NUMBER = '[data-testid="dl-number"]'
+
+
+def write_number(page, text: str) -> None:
+    """Each digit in its own 280 px square of the 840 x 280 canvas, one stroke at a time."""
+    box = canvas_box(page)
+    assert box["width"] >= 3 * box["height"] - 2, box
+    side = box["height"]
+    for i, char in enumerate(text):
+        cell = {"x": box["x"] + i * side, "y": box["y"], "width": side, "height": side}
+        for stroke in DIGITS[int(char)]:
+            mouse_stroke(page, stroke, cell)
+            wait_idle(page, settle=0.2)  # read as you write: every stroke is a new reading
+
+
+def test_write_read_confirm_then_history(desktop, ui_server, api_server):
+    page = desktop
+    open_page(page, ui_server.url, "number", ready=CANVAS)
+    write_number(page, "307")
+
+    page.wait_for_function(
+        "sel => { const el = document.querySelector(sel); return el && el.getAttribute('data-text') === '307'; }",
+        arg=NUMBER,
+        timeout=20_000,
+    )
+    expect(page.get_by_text("What was read: one box per digit")).to_be_visible()
+    expect(page.locator('[data-testid="stImage"] img')).to_have_count(4)  # the boxes + three 28x28 inputs
+    saved = page.get_by_text(re.compile(r"Saved to the history as number #\d+"))
+    expect(saved).to_be_visible()
+    number_id = int(re.search(r"#(\d+)", saved.inner_text()).group(1))
+
+    answer = page.locator('input[aria-label="What did you write?"]')
+    expect(answer).to_have_value("307")  # offered: the reading
+    answer.fill("307")
+    page.get_by_role("button", name="Confirm").click()
+    expect(page.get_by_text(re.compile(r"Saved: you wrote 307\. The reading was right\."))).to_be_visible()
+    no_traceback(page)
+
+    # one record for the drawing, however many strokes were read live
+    items = httpx.get(f"{api_server.url}/api/v1/numbers", timeout=5).json()["items"]
+    mine = [n for n in items if n["id"] == number_id]
+    assert len(mine) == 1 and mine[0]["true_text"] == "307" and mine[0]["correct"] is True
+    assert mine[0]["source"] == "ui" and len(mine[0]["digits"]) == 3
+    assert sum(1 for n in items if n["session_id"] == mine[0]["session_id"]) == 1
+
+    open_page(page, ui_server.url, "history")
+    expect(page.get_by_role("heading", name="Numbers")).to_be_visible()
+    table = page.locator('[data-testid="stTable"]').filter(has_text="307").first
+    expect(table).to_be_visible()
+    expect(table).to_contain_text("✓")
+    no_traceback(page)
