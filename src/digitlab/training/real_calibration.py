@@ -28,10 +28,12 @@ from digitlab.training.progress import log
 
 DETECTOR_REAL_SHARE = 0.01  #: the detector alone flags at most this share of real calibration digits
 NEGATIVES_KEPT = 0.85  #: ... while it still flags at least this share of the validation non-digits
-REAL_BUDGET = 0.025  #: correct real answers flagged at most (the bar is 3 %; fresh writers vary)
+#: correct real answers flagged at most. The bar is 3 %, but a first calibration at 2.5 % flagged 4 %
+#: of the correct answers on held-out USPS (fresh writers, a harder set): 1.6x, hence 3 % / 1.8
+REAL_BUDGET = 0.016
 #: where the detector alone already flags more than REAL_BUDGET of a set's correct answers, the model
 #: threshold may add at most this much on top
-MODEL_EXTRA = 0.0125
+MODEL_EXTRA = 0.008
 DRAWN_BUDGET = 0.02  #: correct drawn validation answers flagged at most
 
 
