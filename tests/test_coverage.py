@@ -10,7 +10,7 @@ import pytest
 from digitlab.synth.glyphs import RARE_STYLES, STYLES
 from digitlab.synth.real_glyphs import REAL_STYLES, any_style_digit
 from digitlab.training import coverage
-from digitlab.training.real_calibration import MODEL_EXTRA, REAL_BUDGET, _largest_threshold, real_thresholds
+from digitlab.training.real_calibration import REAL_BUDGET, _largest_threshold, real_thresholds
 
 
 def test_every_digit_mixes_ordinary_rare_and_real_styles():
@@ -127,6 +127,5 @@ def test_detector_threshold_never_gives_up_the_non_digits():
     )
     assert chosen["t_detector"] == pytest.approx(np.quantile(p_negatives, 0.15))
     assert (p_negatives > chosen["t_detector"]).mean() >= 0.85 - 1e-3
-    # the detector alone spends more than the budget on this set: the model adds at most MODEL_EXTRA
-    spent = float((p_digits > chosen["t_detector"]).mean())
-    assert REAL_BUDGET < chosen["real"]["m"]["a"]["correct_flagged"] <= spent + MODEL_EXTRA + 1e-9
+    # the detector alone spends more than the budget on this set: reported, not obeyed
+    assert chosen["real"]["m"]["a"]["correct_flagged"] > REAL_BUDGET
