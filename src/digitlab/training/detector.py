@@ -200,7 +200,8 @@ def calibrate(
         from digitlab.training.real_calibration import real_thresholds
 
         on_real = real_thresholds(
-            detector, models, real, (p_d, val["labels"], {n: o[0] for n, o in outputs.items()}), chosen["t_detector"]
+            detector, models, real, (p_d, val["labels"], {n: o[0] for n, o in outputs.items()}),
+            chosen["t_detector"], p_n,
         )
         chosen["t_detector"], t_model, real_rates = on_real["t_detector"], on_real["t_model"], on_real["real"]
     # a model the thresholds were not fitted to gets the most cautious calibrated value (or 0.3)
@@ -407,9 +408,10 @@ def _real(handwriting_dir: Path | None, jobs: int | None) -> dict | None:
     """The real-handwriting calibration part (see `training.real_calibration`), if asked for and there."""
     if handwriting_dir is None:
         return None
+    from digitlab.core.config import get_settings
     from digitlab.training.real_calibration import real_calibration_data
 
-    return real_calibration_data(handwriting_dir, jobs=jobs)
+    return real_calibration_data(handwriting_dir, jobs=jobs, cache_dir=get_settings().data_dir / "cache")
 
 
 def train_detector_command(

@@ -5,11 +5,15 @@ real mistakes go unflagged (15 % caught) and the detector flags odd but correct 
 "calibration" part of USPS and Semeion (never trained on, never in the benchmark; see
 `evaluation.real`), for each set separately:
 
-- `t_detector` rises until the detector alone flags at most `DETECTOR_REAL_SHARE` of the digits;
+- `t_detector` rises until the detector alone flags at most `DETECTOR_REAL_SHARE` of the digits,
+  but never so far that it flags fewer than `NEGATIVES_KEPT` of the validation non-digits;
 - `t_model[name]` is the largest top-probability threshold that keeps the correct answers flagged
   (detector or model) at most `REAL_BUDGET`, and at most `DRAWN_BUDGET` on the drawn validation set.
 
-The strictest set decides. The flag then catches as many real mistakes as the budget allows.
+The strictest set decides; a set whose budget the detector alone already spends (Semeion: its
+scans are stretched to fill the box, a shape the detector has never seen) is reported, not obeyed:
+holding the models to it (the detector's share plus 1 point) left them catching only 21-45 % of the
+held-out mistakes.
 """
 
 from __future__ import annotations
@@ -24,7 +28,10 @@ import numpy as np
 from digitlab.training.progress import log
 
 DETECTOR_REAL_SHARE = 0.01  #: the detector alone flags at most this share of real calibration digits
-REAL_BUDGET = 0.022  #: correct real answers flagged at most (the bar is 3 %; fresh writers vary)
+NEGATIVES_KEPT = 0.85  #: ... while it still flags at least this share of the validation non-digits
+#: correct real answers flagged at most. The bar is 3 %, but a calibration at 2.5 % flagged 4 % of the
+#: correct answers on held-out USPS (fresh writers, a harder set); see docs/real.md
+REAL_BUDGET = 0.02
 DRAWN_BUDGET = 0.02  #: correct drawn validation answers flagged at most
 
 
@@ -61,15 +68,19 @@ def real_thresholds(
     real: Mapping[str, tuple[np.ndarray, np.ndarray]],
     drawn: tuple[np.ndarray, np.ndarray, Mapping[str, np.ndarray]],
     t_detector: float,
+    p_negatives: np.ndarray,
 ) -> dict[str, Any]:
     """{"t_detector", "t_model": {name: t}, "real": {set: {name: rates}}} chosen as the module says.
 
-    `drawn`: (p_not_digit, labels, {name: proba}) on the drawn validation digits.
+    `drawn`: (p_not_digit, labels, {name: proba}) on the drawn validation digits; `p_negatives`:
+    p_not_digit of the validation non-digits.
     """
     from digitlab.evaluation.flags import flag_rates
 
     p_real = {s: detector.not_digit_probabilities(X) for s, (X, _) in real.items()}
-    td = max([t_detector] + [float(np.quantile(p, 1.0 - DETECTOR_REAL_SHARE)) for p in p_real.values()])
+    wanted = max(float(np.quantile(p, 1.0 - DETECTOR_REAL_SHARE)) for p in p_real.values())
+    cap = float(np.quantile(p_negatives, 1.0 - NEGATIVES_KEPT)) if len(p_negatives) else 1.0
+    td = max(t_detector, min(wanted, cap))
     p_drawn, drawn_labels, drawn_proba = drawn
     t_model, rates = {}, {}
     outputs = {
@@ -80,12 +91,13 @@ def real_thresholds(
         limits = []
         for s, proba in per_set.items():
             correct = proba.argmax(axis=1) == real[s][1]
-            limits.append(_largest_threshold(proba.max(axis=1), p_real[s] > td, correct, REAL_BUDGET))
+            if ((p_real[s] > td) & correct).sum() <= REAL_BUDGET * correct.sum():
+                limits.append(_largest_threshold(proba.max(axis=1), p_real[s] > td, correct, REAL_BUDGET))
         if name in drawn_proba:
             proba = drawn_proba[name]
             correct = proba.argmax(axis=1) == drawn_labels
             limits.append(_largest_threshold(proba.max(axis=1), p_drawn > td, correct, DRAWN_BUDGET))
-        t_model[name] = math.floor(min(limits) * 1e4) / 1e4  # rounded down: never flags one more
+        t_model[name] = math.floor(min(limits, default=0.0) * 1e4) / 1e4  # rounded down: never one more
         rates[name] = {}
         for s, proba in per_set.items():
             correct = proba.argmax(axis=1) == real[s][1]
