@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= ui,postgres,dev
 
-.PHONY: help install run test test-fast train evaluate evaluate-drawn bench bench-api lint clean
+.PHONY: help install run test test-fast train evaluate evaluate-drawn bench bench-learn bench-api lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -40,6 +40,9 @@ bench: install  ## benchmarks: preprocessing, models, store (prints tables)
 	$(BIN)/python bench/models_bench.py
 	$(BIN)/python bench/preprocess_bench.py
 	$(BIN)/python bench/store_bench.py
+
+bench-learn: install  ## learning from users end to end (real handwriting posted through a scratch API, then digitlab learn)
+	$(BIN)/python bench/learn_bench.py
 
 bench-api: install  ## HTTP benchmark: starts an API server on a free port and drives it over loopback
 	$(BIN)/python bench/api_bench.py --spawn
