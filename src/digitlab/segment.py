@@ -55,6 +55,10 @@ DETECTOR_WEIGHT = 0.5  # weight of log p(digit) from the not-a-digit detector in
 #: costs 2 points of whole numbers, "always" 8 (real USPS / Semeion digits look odd to the detector).
 DROP_BELOW = 0.0
 UNCERTAIN_BELOW = 0.5  # without the detector, digits below this confidence are uncertain
+#: a segment of a number is also `uncertain` when the detector's p(not a digit) passes this: inside a number
+#: marks ($, %, a letter) are common, so segments get a stricter test than a whole drawing (whose threshold,
+#: chosen on real handwriting, is higher)
+MARK_NOT_DIGIT = 0.95
 
 
 class ProbabilityModel(Protocol):
@@ -441,6 +445,7 @@ def read_number(
         digit = int(np.argmax(p))
         if detector is not None:
             uncertain = bool(detector.is_uncertain(model.name, images[k], p, p_not_digit=float(p_not[k])))
+            uncertain = uncertain or float(p_not[k]) > MARK_NOT_DIGIT
         else:
             uncertain = float(p[digit]) < UNCERTAIN_BELOW
         digits.append(

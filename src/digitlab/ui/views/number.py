@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-import uuid
 
 import streamlit as st
 from PIL import Image, ImageDraw
@@ -20,11 +19,6 @@ CACHE_SIZE = 32
 PHOTO_TYPES = ["png", "jpg", "jpeg", "webp", "bmp"]
 
 
-def drawing_id(empty: bool) -> str:
-    """One id per drawing: every live read of it updates one stored record; an empty canvas starts anew."""
-    if empty or "number_drawing_id" not in st.session_state:
-        st.session_state["number_drawing_id"] = uuid.uuid4().hex[:16]
-    return st.session_state["number_drawing_id"]
 
 
 def read(image: bytes, key: str, filename: str, **fields) -> tuple[dict | None, ApiError | None]:
@@ -116,7 +110,6 @@ def number_area() -> None:
         answer, error = read(image, ("photo", photo.file_id), name)
         key = f"photo_{photo.file_id}"
     elif drawing.empty:
-        drawing_id(empty=True)
         st.markdown(
             '<div class="dl-placeholder" data-testid="dl-empty">Write a number on the canvas.<br>'
             "It is read every time you lift the pen.</div>",
@@ -124,7 +117,7 @@ def number_area() -> None:
         )
         return
     else:
-        image, did = drawing.png, drawing_id(empty=False)
+        image, did = drawing.png, drawing.drawing_id  # the canvas' id: one record per drawing
         answer, error = read(image, (drawing.digest, did), "number.png", drawing_id=did,
                              pen_color=drawing.pen_color, background_color=drawing.background_color)  # fmt: skip
         key = did
