@@ -182,6 +182,15 @@ class VersionStore:
         with self.engine.begin() as conn:
             return conn.execute(stmt).rowcount
 
+    def start_job(self, job_id: str, message: str) -> None:
+        """The job is running from now on."""
+        self.update_job(job_id, status="running", started_at=_now(), message=message)
+
+    def finish_job(self, job_id: str, status: str, message: str, result: dict | None = None) -> None:
+        """The job ended now: `status` done or failed, with its last message (and, when done, its result)."""
+        values = {"progress": 1.0, "result": result} if status == "done" else {}
+        self.update_job(job_id, status=status, message=message[:500], finished_at=_now(), **values)
+
     def update_job(self, job_id: str, **values: Any) -> None:
         """Set any of status, progress (0-1), message, result (a dict), started_at, finished_at."""
         if "result" in values and not isinstance(values["result"], str | None):

@@ -93,10 +93,6 @@ def _mnist_test(settings: Settings) -> tuple[np.ndarray, np.ndarray]:
     return load_mnist("test", directory=settings.mnist_dir)
 
 
-def _naive_now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
 def _gate(metrics: dict[str, float]) -> str:
     """'' when the candidate may be promoted, else why not."""
     if metrics["user_holdout_accuracy"] < metrics["parent_user_holdout_accuracy"]:
@@ -127,7 +123,7 @@ def learn(
                 return run.tracked(models or ORDER, min_new)
         except BusyError as exc:
             if job_id:  # started by the API: its job says why it did nothing
-                versions.update_job(job_id, status="failed", message=str(exc), finished_at=_naive_now())
+                versions.finish_job(job_id, "failed", str(exc))
             raise
     finally:
         engine.dispose()
@@ -143,15 +139,13 @@ class _Run:
 
     def tracked(self, names: list[str], min_new: int) -> list[Outcome]:
         """`all`, with the job's status kept up to date (failed, with the reason, if anything raises)."""
-        self.versions.update_job(self.job_id, status="running", started_at=_naive_now(),
-                                 message="reading the labelled drawings")  # fmt: skip
+        self.versions.start_job(self.job_id, "reading the labelled drawings")
         try:
             outcomes, result = self.all(names, min_new)
         except BaseException as exc:
-            self.versions.update_job(self.job_id, status="failed", message=str(exc)[:500], finished_at=_naive_now())
+            self.versions.finish_job(self.job_id, "failed", str(exc))
             raise
-        self.versions.update_job(self.job_id, status="done", progress=1.0, result=result, message=result["message"],
-                                 finished_at=_naive_now())  # fmt: skip
+        self.versions.finish_job(self.job_id, "done", result["message"], result)
         return outcomes
 
     def progress(self, message: str) -> None:
@@ -272,7 +266,7 @@ class _Run:
         version = self.versions.next_version(name)
         full = {
             **manifest, "name": name, "version": version, "parent_version": str(parent.version),
-            "trained_at": _naive_now().replace(microsecond=0).isoformat() + "Z",
+            "trained_at": datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
             "data": {**data.counts, "user_weight": USER_WEIGHT},
             "metrics": {**manifest.get("metrics", {}), **{k: round(v, 5) for k, v in metrics.items()}},
         }  # fmt: skip
