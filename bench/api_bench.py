@@ -252,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers", type=int, default=0, help="with --spawn: uvicorn worker processes (0: the default, one per core)"
     )
+    parser.add_argument(
+        "--pid", type=int, default=None, help="without --spawn: the running server's pid, for its CPU per request"
+    )
     parser.add_argument("--json", dest="json_out", default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
 
@@ -260,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.spawn:
         proc, args.url, startup = spawn(args.workers)
     try:
-        return run(args, startup, proc.pid if proc is not None else None)
+        return run(args, startup, proc.pid if proc is not None else args.pid)
     finally:
         if proc is not None:
             proc.terminate()

@@ -57,23 +57,37 @@ def _label_values(label: int | None) -> dict[str, Any]:
     return {"drawn_digit": label, "correct": case((T.c.predicted_digit == label, True), else_=False), "not_digit": None}
 
 
+#: Built once: a statement given its values at execute time is compiled once and then served from
+#: SQLAlchemy's cache; `insert(T).values(row)` built per request cost more than the model itself.
+_INSERT = insert(T)
+_INSERT_RETURNING = insert(T).returning(T.c.id, sort_by_parameter_order=True)
+_UPSERTS: dict[str, Any] = {}
+
+
+def _upsert_statement(dialect: str):
+    """INSERT ... ON CONFLICT (drawing_id, model_name) DO UPDATE ... RETURNING id, for this dialect."""
+    stmt = _UPSERTS.get(dialect)
+    if stmt is None:
+        ins = (pg_insert if dialect == "postgresql" else sqlite_insert)(T)
+        new = ins.excluded
+        drawn = func.coalesce(new.drawn_digit, T.c.drawn_digit)
+        keep = {"id", "drawing_id", "model_name", "drawn_digit", "correct", "not_digit"}
+        stmt = _UPSERTS[dialect] = ins.on_conflict_do_update(
+            index_elements=[T.c.drawing_id, T.c.model_name],
+            set_={
+                **{c.name: new[c.name] for c in T.columns if c.name not in keep},
+                "drawn_digit": drawn,
+                "correct": case((drawn.is_(None), None), else_=drawn == new.predicted_digit),
+                "not_digit": case((new.drawn_digit.is_not(None), None), else_=T.c.not_digit),
+            },
+        ).returning(T.c.id)
+    return stmt
+
+
 def _upsert_drawing(conn, record: PredictionRecord) -> int:
     """Insert the record, or update the row of its drawing and model: the drawing's latest prediction
     replaces the earlier one; a label already given stays unless this request brings one. Returns the id."""
-    ins = (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(T).values(record.to_row())
-    new = ins.excluded
-    drawn = func.coalesce(new.drawn_digit, T.c.drawn_digit)
-    keep = {"id", "drawing_id", "model_name", "drawn_digit", "correct", "not_digit"}
-    stmt = ins.on_conflict_do_update(
-        index_elements=[T.c.drawing_id, T.c.model_name],
-        set_={
-            **{c.name: new[c.name] for c in T.columns if c.name not in keep},
-            "drawn_digit": drawn,
-            "correct": case((drawn.is_(None), None), else_=drawn == new.predicted_digit),
-            "not_digit": case((new.drawn_digit.is_not(None), None), else_=T.c.not_digit),
-        },
-    ).returning(T.c.id)
-    return conn.execute(stmt).scalar_one()
+    return conn.execute(_upsert_statement(conn.dialect.name), record.to_row()).scalar_one()
 
 
 class Repository:
@@ -85,7 +99,7 @@ class Repository:
     def _insert_one(conn, record: PredictionRecord) -> int:
         if record.drawing_id:
             return _upsert_drawing(conn, record)
-        return conn.execute(insert(T).values(record.to_row())).inserted_primary_key[0]
+        return conn.execute(_INSERT, record.to_row()).inserted_primary_key[0]
 
     def insert(self, record: PredictionRecord) -> int:
         """Insert one record (or update its drawing's row) and return its id; a uid that is already
@@ -107,9 +121,8 @@ class Repository:
             if any(r.drawing_id for r in records):
                 return [self._insert_one(conn, r) for r in records]
             if len(records) == 1:
-                return [conn.execute(insert(T).values(records[0].to_row())).inserted_primary_key[0]]
-            stmt = insert(T).returning(T.c.id, sort_by_parameter_order=True)
-            return list(conn.execute(stmt, [r.to_row() for r in records]).scalars())
+                return [conn.execute(_INSERT, records[0].to_row()).inserted_primary_key[0]]
+            return list(conn.execute(_INSERT_RETURNING, [r.to_row() for r in records]).scalars())
 
     def insert_missing(self, conn, records: list[PredictionRecord]) -> int:
         """Insert, in order, the records whose uid is not stored yet (idempotent replay); returns how many.
@@ -124,7 +137,7 @@ class Repository:
             for record in missing:
                 self._insert_one(conn, record)
         elif missing:
-            conn.execute(insert(T), [r.to_row() for r in missing])
+            conn.execute(_INSERT, [r.to_row() for r in missing])
         return len(missing)
 
     def apply_feedback(self, conn, key: str, labels: dict[Any, int | None]) -> None:
