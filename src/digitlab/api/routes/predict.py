@@ -16,6 +16,7 @@ from starlette.datastructures import UploadFile
 from digitlab.api.deps import FastJSONResponse, get_ctx
 from digitlab.api.errors import ApiError, describe_validation_errors, error_responses
 from digitlab.api.metrics import MODEL_SCOPE_KEY
+from digitlab.api.multipart import MAX_FIELDS, MAX_FILES, Part, parse_plain_form
 from digitlab.api.prediction import compute_predictions, resolve_models
 from digitlab.api.recording import log_predictions_async
 from digitlab.api.schemas import (
@@ -55,37 +56,50 @@ def _invalid(message: str) -> ApiError:
 
 
 async def _from_multipart(request: Request, options_model: type[ImageOptions]) -> tuple[bytes, Any]:
+    body = await request.body()  # already in memory (BodyLimitMiddleware); request.form() reuses it
+    parts = parse_plain_form(request.headers.get("content-type", ""), body)
+    if parts is None:  # not the plain shape: Starlette's parser decides, with its own errors
+        parts = await _parts_from_starlette(request)
+    image = parts.get("image")
+    if image is None:
+        raise _invalid("Invalid request: 'image' is required (a file field with the PNG, JPEG, WebP or BMP).")
+    if not image.is_file:
+        raise _invalid("Invalid request: 'image' must be a file field, not a text field.")
+    values: dict[str, Any] = {}
+    for name in options_model.model_fields:
+        part = parts.get(name)
+        if part is None:
+            continue
+        if part.is_file:
+            raise _invalid(f"Invalid request: '{name}' must be a text field, not a file.")
+        value = clean_form_value(part.value)
+        if value is not None:
+            values[name] = form_digit(value) if name == "true_digit" else value
     try:
-        form = await request.form(max_files=4, max_fields=32)
+        options = options_model.model_validate(values)
+    except ValidationError as exc:
+        raise _invalid(describe_validation_errors(exc.errors())) from None
+    return image.value, options
+
+
+async def _parts_from_starlette(request: Request) -> dict[str, Part]:
+    try:
+        form = await request.form(max_files=MAX_FILES, max_fields=MAX_FIELDS)
     except Exception as exc:  # starlette answers a broken multipart body with HTTPException(400)
         raise ApiError(
             "The multipart body could not be parsed: send a form with a file field named 'image'.",
             "malformed_body",
         ) from exc
     try:
-        upload = form.get("image")
-        if upload is None:
-            raise _invalid(
-                "Invalid request: 'image' is required (a file field with the PNG, JPEG, WebP or BMP)."
-            )
-        if not isinstance(upload, UploadFile):
-            raise _invalid("Invalid request: 'image' must be a file field, not a text field.")
-        data = await upload.read()
-        values: dict[str, Any] = {}
-        for name in options_model.model_fields:
-            value = form.get(name)
+        parts = {}
+        for name, value in form.items():  # the last of a repeated name, as form.get() gives
             if isinstance(value, UploadFile):
-                raise _invalid(f"Invalid request: '{name}' must be a text field, not a file.")
-            value = clean_form_value(value)
-            if value is not None:
-                values[name] = form_digit(value) if name == "true_digit" else value
+                parts[name] = Part(True, await value.read() if name == "image" else b"")
+            else:
+                parts[name] = Part(False, value)
+        return parts
     finally:
         await form.close()
-    try:
-        options = options_model.model_validate(values)
-    except ValidationError as exc:
-        raise _invalid(describe_validation_errors(exc.errors())) from None
-    return data, options
 
 
 def _loads(body: bytes) -> Any:

@@ -1,0 +1,141 @@
+"""The plain multipart form every client sends, parsed in one pass over the body (bytes.find).
+
+A prediction request is a few small parts: the image file and a handful of short text fields.
+python-multipart parses it byte by byte through Python callbacks, which cost more CPU per request
+than the CNN. `parse_plain_form` handles the plain shape (RFC 7578 as browsers, curl, requests and
+httpx write it) and returns None for anything else -- a preamble or epilogue, quoted-pair escapes,
+`filename*`, other part headers, a non-UTF-8 charset, repeated names, too many parts -- so that
+Starlette's parser decides those, with its own errors. Both give the same fields for a plain form
+(tests/api/test_multipart.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Starlette's limits as the predict route sets them (beyond them its parser answers the error).
+MAX_FILES = 4
+MAX_FIELDS = 32
+MAX_TEXT_PART = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Part:
+    """A form part: a file's bytes (it had a filename) or a text field's value."""
+
+    is_file: bool
+    value: bytes | str
+
+
+def boundary_of(content_type: str) -> bytes | None:
+    """The boundary of `multipart/form-data; boundary=...` (plain or quoted), None if unusual."""
+    media, _, params = content_type.partition(";")
+    if media.strip().lower() != "multipart/form-data":
+        return None
+    boundary = None
+    for param in params.split(";"):
+        name, eq, value = param.strip().partition("=")
+        name = name.strip().lower()
+        if not eq:
+            if name:
+                return None
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        if '"' in value or "\\" in value:
+            return None
+        if name == "boundary" and boundary is None:
+            boundary = value
+        elif name == "charset" and value.lower() in ("utf-8", "utf8"):
+            continue
+        else:
+            return None
+    if not boundary or len(boundary) > 70 or not boundary.isascii():
+        return None
+    return boundary.encode("ascii")
+
+
+def _disposition(value: bytes) -> tuple[str, str | None] | None:
+    """(name, filename or None) of `form-data; name="..."[; filename="..."]`, None if unusual."""
+    kind, _, rest = value.partition(b";")
+    if kind.strip().lower() != b"form-data":
+        return None
+    found: dict[bytes, str] = {}
+    for param in rest.split(b";"):
+        key, eq, quoted = param.strip().partition(b"=")
+        key = key.strip().lower()
+        if not eq or key not in (b"name", b"filename") or key in found:
+            return None
+        quoted = quoted.strip()
+        if len(quoted) < 2 or quoted[:1] != b'"' or quoted[-1:] != b'"':
+            return None
+        text = quoted[1:-1]
+        if b'"' in text or b"\\" in text:
+            return None
+        try:
+            found[key] = text.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    if b"name" not in found:
+        return None
+    return found[b"name"], found.get(b"filename")
+
+
+def parse_plain_form(content_type: str, body: bytes) -> dict[str, Part] | None:
+    """{name: Part} of a plain multipart/form-data body, or None (use the full parser)."""
+    boundary = boundary_of(content_type)
+    if boundary is None:
+        return None
+    delimiter = b"--" + boundary
+    if not body.startswith(delimiter + b"\r\n"):
+        return None
+    separator = b"\r\n" + delimiter
+    parts: dict[str, Part] = {}
+    files = fields = 0
+    pos = len(delimiter) + 2
+    while True:
+        head_end = body.find(b"\r\n\r\n", pos)
+        if head_end < 0:
+            return None
+        disposition = None
+        for line in body[pos:head_end].split(b"\r\n"):
+            name, colon, value = line.partition(b":")
+            name = name.strip().lower()
+            if not colon or name not in (b"content-disposition", b"content-type"):
+                return None
+            if name == b"content-disposition":
+                if disposition is not None:
+                    return None
+                disposition = _disposition(value.strip())
+                if disposition is None:
+                    return None
+        if disposition is None:
+            return None
+        start = head_end + 4
+        end = body.find(separator, start)
+        if end < 0:
+            return None
+        field, filename = disposition
+        if field in parts:
+            return None
+        content = body[start:end]
+        if filename is not None:
+            files += 1
+            parts[field] = Part(True, content)
+        else:
+            fields += 1
+            if len(content) > MAX_TEXT_PART:
+                return None
+            try:
+                parts[field] = Part(False, content.decode("utf-8"))
+            except UnicodeDecodeError:
+                return None
+        if files > MAX_FILES or fields > MAX_FIELDS:
+            return None
+        after = end + len(separator)
+        if body.startswith(b"--", after):
+            return parts if body[after + 2 :] in (b"", b"\r\n") else None
+        if not body.startswith(b"\r\n", after):
+            return None
+        pos = after + 2

@@ -1,0 +1,102 @@
+"""The one-pass multipart parser agrees with Starlette's on plain forms and declines everything else."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from starlette.datastructures import Headers, UploadFile
+from starlette.formparsers import MultiPartParser
+
+from digitlab.api.multipart import Part, boundary_of, parse_plain_form
+
+
+def _starlette(content_type: str, body: bytes) -> dict[str, Part]:
+    async def parse():
+        async def stream():
+            yield body
+
+        form = await MultiPartParser(Headers({"content-type": content_type}), stream()).parse()
+        out = {}
+        for name, value in form.items():
+            out[name] = Part(True, await value.read()) if isinstance(value, UploadFile) else Part(False, value)
+        await form.close()
+        return out
+
+    return asyncio.run(parse())
+
+
+def _httpx_form(files, data) -> tuple[str, bytes]:
+    request = httpx.Request("POST", "http://x/", files=files, data=data)
+    return request.headers["content-type"], request.read()
+
+
+PNGISH = bytes(range(256)) * 20 + b"\r\n--not-the-boundary\r\n" + b"\r\n\r\n"
+
+FORMS = [
+    ({"image": ("d.png", PNGISH, "image/png")}, {}),
+    ({"image": ("d.png", PNGISH, "image/png")}, {"model": "cnn", "true_digit": "7", "session_id": "s-1"}),
+    ({"image": ("", b"", "application/octet-stream")}, {"model": "all"}),
+    ({"image": ("ünïcode name.png", b"\x89PNG", "image/png")}, {"source": "ui", "pen_color": "#ff0000"}),
+    ({"image": ("d.png", PNGISH, "image/png"), "model": ("m.txt", b"cnn", "text/plain")}, {}),
+    ({"f": ("f.txt", b"1", "text/plain")}, {"image": "not a file", "model": "svm"}),
+    ({"f": ("f.txt", b"1", "text/plain")}, {"true_digit": "  ", "model": "é"}),
+]
+
+
+@pytest.mark.parametrize("files,data", FORMS)
+def test_plain_forms_parse_like_starlette(files, data):
+    content_type, body = _httpx_form(files, data)
+    fast = parse_plain_form(content_type, body)
+    assert fast is not None
+    assert fast == _starlette(content_type, body)
+
+
+def test_hand_written_bodies():
+    body = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+        b"Content-Type: image/png\r\n\r\nPNGDATA\r\n"
+        b'--XyZ\r\ncontent-disposition: FORM-DATA; name="model"\r\n\r\ncnn\r\n--XyZ--\r\n'
+    )
+    for content_type in ("multipart/form-data; boundary=XyZ", 'Multipart/Form-Data; boundary="XyZ"; charset=utf-8'):
+        fast = parse_plain_form(content_type, body)
+        assert fast == {"image": Part(True, b"PNGDATA"), "model": Part(False, "cnn")}
+        assert fast == _starlette(content_type, body)
+
+
+DECLINED = {
+    "preamble": b'preamble\r\n--B\r\nContent-Disposition: form-data; name="image"; filename="a"\r\n\r\nx\r\n--B--',
+    "epilogue": b'--B\r\nContent-Disposition: form-data; name="image"; filename="a"\r\n\r\nx\r\n--B--\r\nmore',
+    "no end": b'--B\r\nContent-Disposition: form-data; name="image"; filename="a"\r\n\r\nx',
+    "no headers end": b'--B\r\nContent-Disposition: form-data; name="image"',
+    "other header": b'--B\r\nContent-Disposition: form-data; name="m"\r\nX-Other: 1\r\n\r\nx\r\n--B--',
+    "no disposition": b"--B\r\nContent-Type: text/plain\r\n\r\nx\r\n--B--",
+    "not form-data": b'--B\r\nContent-Disposition: attachment; name="m"\r\n\r\nx\r\n--B--',
+    "no name": b'--B\r\nContent-Disposition: form-data; filename="a"\r\n\r\nx\r\n--B--',
+    "unquoted": b"--B\r\nContent-Disposition: form-data; name=m\r\n\r\nx\r\n--B--",
+    "escaped quote": b'--B\r\nContent-Disposition: form-data; name="m\\"x"\r\n\r\nx\r\n--B--',
+    "filename*": b"--B\r\nContent-Disposition: form-data; name=\"image\"; filename*=UTF-8''a.png\r\n\r\nx\r\n--B--",
+    "repeated name": b'--B\r\nContent-Disposition: form-data; name="m"\r\n\r\n1\r\n--B\r\nContent-Disposition: form-data; name="m"\r\n\r\n2\r\n--B--',
+    "latin-1 field": b'--B\r\nContent-Disposition: form-data; name="m"\r\n\r\n\xe9\r\n--B--',
+    "LF only": b'--B\nContent-Disposition: form-data; name="m"\n\nx\n--B--',
+    "too many files": b"".join(
+        b'--B\r\nContent-Disposition: form-data; name="f%d"; filename="a"\r\n\r\nx\r\n' % i for i in range(5)
+    )
+    + b"--B--",
+}
+
+
+@pytest.mark.parametrize("name", list(DECLINED))
+def test_unusual_bodies_are_left_to_starlette(name):
+    assert parse_plain_form("multipart/form-data; boundary=B", DECLINED[name]) is None
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["multipart/form-data", "multipart/form-data; boundary=", "multipart/mixed; boundary=B",
+     'multipart/form-data; boundary="B"; charset=latin-1', "multipart/form-data; boundary=B; boundary=C",
+     "multipart/form-data; boundary=" + "b" * 71, "multipart/form-data; flag"],
+)
+def test_unusual_content_types_are_declined(content_type):
+    assert boundary_of(content_type) is None
