@@ -12,6 +12,7 @@ from digitlab.core.config import Settings
 from digitlab.models.registry import ModelRegistry
 
 if TYPE_CHECKING:  # the store is opened by the lifespan (SQLAlchemy is imported there, not here)
+    from digitlab.api.batching import PredictionBatcher
     from digitlab.detector.runtime import UncertaintyDetector
     from digitlab.store import PredictionStore
 
@@ -26,5 +27,6 @@ class AppContext:
     store: PredictionStore | None = None
     detector: UncertaintyDetector | None = None  # flags drawings that are not digits
     cpu_limiter: anyio.CapacityLimiter | None = None  # preprocessing + inference
+    batcher: PredictionBatcher | None = None  # the predict route's micro-batches (api/batching.py)
     manifest_keys: dict[str, tuple[str, float] | None] = field(default_factory=dict)
     ready_at: float | None = None

@@ -17,6 +17,7 @@ import anyio
 from fastapi import FastAPI
 
 from digitlab import __version__ as _pkg_version
+from digitlab.api.batching import PredictionBatcher
 from digitlab.api.context import AppContext
 from digitlab.api.docs import install_docs
 from digitlab.api.errors import install_error_handlers
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings if settings is not None else Settings()
     metrics = Metrics()
     ctx = AppContext(settings=settings, registry=ModelRegistry(settings.model_dir), metrics=metrics)
+    ctx.batcher = PredictionBatcher(ctx, slots=CPU_THREADS)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -106,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await refresher
+            await anyio.to_thread.run_sync(ctx.batcher.close)  # requests in flight finish first
             if ctx.store is not None:
                 await anyio.to_thread.run_sync(ctx.store.close)
                 ctx.store = None

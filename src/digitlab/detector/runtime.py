@@ -8,6 +8,7 @@ See docs/uncertainty.md for how the thresholds are chosen.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,16 +67,26 @@ class UncertaintyDetector:
         return float(self.not_digit_probabilities(np.asarray(image28).reshape(1, 784))[0])
 
     def is_uncertain(
-        self, model_name: str, image28: np.ndarray, proba: np.ndarray, *, p_not_digit: float | None = None
+        self,
+        model_name: str,
+        image28: np.ndarray,
+        proba: np.ndarray,
+        *,
+        p_not_digit: float | Callable[[], float] | None = None,
     ) -> bool:
         """The rule: p_not_digit > t_detector or max(proba) < t_model[model_name].
 
         `proba` is the model's 10 probabilities for `image28`. When several models answer for the
-        same image (model=all), compute `p_not_digit = not_digit_probability(image28)` once and pass it.
+        same image (model=all), pass `p_not_digit` computed once, or a function that computes it once:
+        it is only called when the model's own confidence does not already decide (the API's case).
         """
+        if float(np.max(proba)) < self.threshold(model_name):
+            return True  # flagged whatever the detector says: it need not run
         if p_not_digit is None:
             p_not_digit = self.not_digit_probability(image28)
-        return bool(p_not_digit > self.t_detector or float(np.max(proba)) < self.threshold(model_name))
+        elif callable(p_not_digit):
+            p_not_digit = p_not_digit()
+        return bool(p_not_digit > self.t_detector)
 
     def flags(
         self, model_name: str, X: np.ndarray, proba: np.ndarray, *, p_not_digit: np.ndarray | None = None

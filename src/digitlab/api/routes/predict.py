@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 from typing import Any
 
-import anyio
 import orjson
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ValidationError
@@ -17,8 +15,7 @@ from digitlab.api.deps import FastJSONResponse, get_ctx
 from digitlab.api.errors import ApiError, describe_validation_errors, error_responses
 from digitlab.api.metrics import MODEL_SCOPE_KEY
 from digitlab.api.multipart import MAX_FIELDS, MAX_FILES, Part, parse_plain_form
-from digitlab.api.prediction import compute_predictions, resolve_models
-from digitlab.api.recording import log_predictions_async
+from digitlab.api.prediction import Job, resolve_models
 from digitlab.api.schemas import (
     ImageOptions,
     MultiPredictionResult,
@@ -176,23 +173,17 @@ async def predict(request: Request) -> FastJSONResponse:
     models = resolve_models(ctx, options.model)
     request.scope[MODEL_SCOPE_KEY] = "all" if options.model == "all" else models[0].name
 
-    def compute_and_log() -> tuple:
-        computed = compute_predictions(
-            ctx,
-            data,
-            models,
-            true_digit=options.true_digit,
-            pen_color=options.pen_color,
-            background_color=options.background_color,
-            session_id=options.session_id,
-            source=options.source,
-            drawing_id=options.drawing_id,
-        )
-        return computed, log_predictions_async(ctx, computed)
-
-    # one hop to a worker thread for the CPU work; the store's commit is awaited here, on the loop
-    computed, logged = await anyio.to_thread.run_sync(compute_and_log, limiter=ctx.cpu_limiter)
-    await asyncio.wrap_future(logged)
+    job = Job(
+        data,
+        models,
+        true_digit=options.true_digit,
+        pen_color=options.pen_color,
+        background_color=options.background_color,
+        session_id=options.session_id,
+        source=options.source,
+        drawing_id=options.drawing_id,
+    )
+    computed = await ctx.batcher.predict(job)  # CPU work in a worker thread, with concurrent requests
     results, processed = computed.results, computed.processed_b64
     if options.model == "all":
         return FastJSONResponse({"predictions": results, "processed_image": processed})
