@@ -279,19 +279,20 @@ def _gather(rgba: np.ndarray, sel: np.ndarray | None) -> np.ndarray:
     return rgba.reshape(-1, 4)[sel]
 
 
-def _ink(rgba: np.ndarray, pen: np.ndarray | None, bg: np.ndarray | None) -> np.ndarray:
-    """Ink strength in [0, 1] (float32 (H, W), stroke core ~1) from colour distance to the background."""
+def _ink_values(rgba: np.ndarray, pen: np.ndarray | None, bg: np.ndarray | None):
+    """(flat indices of the candidate pixels or None for all, their ink strength in [0, 1])."""
     border = _border(rgba)
     opaque = border[:, 3] >= 128
     transparent_bg = opaque.mean() < 0.5
+    opaque_rgb = border[:, :3] if opaque.all() else border[opaque, :3]  # (a view for an opaque canvas)
     if transparent_bg:  # opacity is the exact ink of a transparent canvas, whatever the colours say
         bg = pen = None
     if bg is not None:
-        seen = _median_colour(border[opaque, :3])
+        seen = _median_colour(opaque_rgb)
         if float(np.linalg.norm(seen - bg)) > 3 * FLOOR_MIN:
             bg = pen = None  # the hints do not describe this image (e.g. an uploaded file): infer instead
     if bg is None and not transparent_bg:
-        bg = _median_colour(border[opaque, :3])
+        bg = _median_colour(opaque_rgb)
     if pen is not None and (bg is None or float(np.linalg.norm(pen - bg)) < MIN_CONTRAST):
         pen = None  # a pen hint only means something relative to a known background
     # bg None now means: transparent background, ink = opacity
@@ -313,6 +314,12 @@ def _ink(rgba: np.ndarray, pen: np.ndarray | None, bg: np.ndarray | None) -> np.
     d -= floor
     d *= 1.0 / (core - floor)
     np.clip(d, 0.0, 1.0, out=d)
+    return sel, d
+
+
+def _ink(rgba: np.ndarray, pen: np.ndarray | None, bg: np.ndarray | None) -> np.ndarray:
+    """Ink strength in [0, 1] (float32 (H, W), stroke core ~1) from colour distance to the background."""
+    sel, d = _ink_values(rgba, pen, bg)
     if sel is None:
         return d.reshape(rgba.shape[:2])
     s = np.zeros(rgba.shape[0] * rgba.shape[1], np.float32)
@@ -320,29 +327,63 @@ def _ink(rgba: np.ndarray, pen: np.ndarray | None, bg: np.ndarray | None) -> np.
     return s.reshape(rgba.shape[:2])
 
 
-def _drop_specks(mask: np.ndarray, s: np.ndarray) -> int:
+#: The window `_ink_window` keeps around the ink: wider than every neighbourhood the later steps look
+#: at (speck dilation 2 px at half resolution, the crop's 2-px margin), so they see what they would
+#: see on the whole image.
+WINDOW_MARGIN = 8
+
+
+def _ink_window(rgba: np.ndarray, pen: np.ndarray | None, bg: np.ndarray | None) -> tuple[np.ndarray, int, int]:
+    """`_ink` cut to a window around the pixels that can carry ink: (ink, top, left).
+
+    A drawing covers a fraction of its canvas; every later step works on the window instead of the
+    whole image, with the same result. The window starts on even coordinates and has an even size
+    unless it ends at the image's edge, so that `_drop_specks`' 2x2 pooling sees the same blocks.
+    """
+    sel, d = _ink_values(rgba, pen, bg)
+    h, w = rgba.shape[:2]
+    if sel is None:
+        return d.reshape(h, w), 0, 0
+    rows, cols = np.divmod(sel, w)
+    top = max(int(rows.min()) - WINDOW_MARGIN, 0) // 2 * 2
+    left = max(int(cols.min()) - WINDOW_MARGIN, 0) // 2 * 2
+    bottom = min(top + (int(rows.max()) + 1 + WINDOW_MARGIN - top + 1) // 2 * 2, h)
+    right = min(left + (int(cols.max()) + 1 + WINDOW_MARGIN - left + 1) // 2 * 2, w)
+    s = np.zeros((bottom - top, right - left), np.float32)
+    s[rows - top, cols - left] = d
+    return s, top, left
+
+
+def _drop_specks(
+    mask: np.ndarray, s: np.ndarray, image_shape: tuple[int, int] | None = None, origin: tuple[int, int] = (0, 0)
+) -> int:
     """Remove connected ink components smaller than SPECK_REL of the largest one (in place).
 
-    Returns the extent (longer bbox side, px) of the largest remaining component: a real digit has
-    at least one stroke of some size, a sprinkle of specks does not.
+    `mask` and `s` may be a window of the image (`_ink_window`: even `origin`, all ink inside) of
+    `image_shape`; the result is the same as on the whole image. Returns the extent (longer bbox side,
+    px) of the largest remaining component: a real digit has at least one stroke of some size, a
+    sprinkle of specks does not.
     """
+    image_h, image_w = image_shape if image_shape is not None else mask.shape
     pooled = mask
     step = 1
-    if max(mask.shape) > 160:  # label at half resolution (OR-pooled): 4x cheaper, same components
+    if max(image_h, image_w) > 160:  # label at half resolution (OR-pooled): 4x cheaper, same components
         step = 2
         h2, w2 = mask.shape[0] // 2 * 2, mask.shape[1] // 2 * 2
         pooled = mask[0:h2:2, 0:w2:2] | mask[1:h2:2, 0:w2:2] | mask[0:h2:2, 1:w2:2] | mask[1:h2:2, 1:w2:2]
-    labels, n = ndi.label(pooled, structure=np.ones((3, 3), bool))
+    labels, n = ndi.label(pooled, structure=_EIGHT)
     if n <= 1:
         y0, y1, x0, x1 = _bbox(mask)
         return max(y1 - y0, x1 - x0)
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
     boxes = ndi.find_objects(labels)
-    ph, pw = pooled.shape
+    # the whole image's pooled size, and where the window sits in it
+    ph, pw = (image_h // 2, image_w // 2) if step == 2 else (image_h, image_w)
+    oy, ox = origin[0] // step, origin[1] // step
     for i, b in enumerate(boxes, start=1):  # a frame line around the picture is not ink
         touches_all_sides = (
-            b[0].start <= 1 and b[1].start <= 1 and b[0].stop >= ph - 1 and b[1].stop >= pw - 1
+            b[0].start + oy <= 1 and b[1].start + ox <= 1 and b[0].stop + oy >= ph - 1 and b[1].stop + ox >= pw - 1
         )
         if touches_all_sides and sizes[i] < 0.25 * ph * pw and sizes.sum() > sizes[i]:
             sizes[i] = 0
@@ -364,12 +405,33 @@ def _drop_specks(mask: np.ndarray, s: np.ndarray) -> int:
     return largest * step
 
 
+_EIGHT = np.ones((3, 3), bool)
+
+
 def _stroke_width(s: np.ndarray) -> float:
     """Mean stroke width (px) of a soft ink map: 2 * area / perimeter (perimeter by the co-area formula)."""
-    gy, gx = np.gradient(s)
+    gy, gx = _gradient(s)
     perimeter = float(np.sqrt(gx * gx + gy * gy).sum())
     area = float(s.sum())
     return 2.0 * area / perimeter if perimeter > 0 else 1.0
+
+
+def _gradient(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`np.gradient(s)` of a 2-D float32 array (central differences, one-sided at the edges), the same
+    numbers without its general-case overhead."""
+    if min(s.shape) < 2:
+        return np.gradient(s)
+    gy = np.empty_like(s)
+    gx = np.empty_like(s)
+    np.subtract(s[2:], s[:-2], out=gy[1:-1])
+    gy[1:-1] /= 2.0
+    gy[0] = s[1] - s[0]
+    gy[-1] = s[-1] - s[-2]
+    np.subtract(s[:, 2:], s[:, :-2], out=gx[:, 1:-1])
+    gx[:, 1:-1] /= 2.0
+    gx[:, 0] = s[:, 1] - s[:, 0]
+    gx[:, -1] = s[:, -1] - s[:, -2]
+    return gy, gx
 
 
 def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
@@ -380,7 +442,8 @@ def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 def _resample(s: np.ndarray, box: tuple[float, float, float, float], size: tuple[int, int]) -> np.ndarray:
     """Area-average (downscale) or bilinear (upscale) `box` (x0, y0, x1, y1) of `s` to `size` (w, h)."""
-    im = Image.fromarray(s, "F")
+    s = np.ascontiguousarray(s, np.float32)  # (a crop: PIL would copy it row by row)
+    im = Image.frombuffer("F", (s.shape[1], s.shape[0]), s, "raw", "F", 0, 1)
     up = size[0] > (box[2] - box[0]) or size[1] > (box[3] - box[1])
     return np.asarray(im.resize(size, Image.BILINEAR if up else Image.BOX, box=box))
 
@@ -392,14 +455,18 @@ def ink_map(
 
     Raises EmptyImageError when nothing differs from the background.
     """
+    return _with_hints(_ink, rgba, pen_color, background_color)
+
+
+def _with_hints(ink, rgba: np.ndarray, pen_color: str | None, background_color: str | None):
     pen = _parse_colour(pen_color, "pen_color")
     bg = _parse_colour(background_color, "background_color")
     try:
-        return _ink(rgba, pen, bg)
+        return ink(rgba, pen, bg)
     except EmptyImageError:
         if pen is None and bg is None:
             raise
-        return _ink(rgba, None, None)  # hints that hide all ink describe another image: infer instead
+        return ink(rgba, None, None)  # hints that hide all ink describe another image: infer instead
 
 
 # --------------------------------------------------------------------------------------------------
@@ -425,13 +492,13 @@ def to_mnist(
     of `decode_image` for bytes.
     """
     rgba = _working_rgba(image, max_pixels)
-    s = ink_map(rgba, pen_color=pen_color, background_color=background_color)
+    s, top, left = _with_hints(_ink_window, rgba, pen_color, background_color)
 
     # --- specks and empties ------------------------------------------------------------------------
     mask = s >= 0.5
     if not mask.any():
         raise EmptyImageError(_EMPTY_MSG)
-    largest = _drop_specks(mask, s)
+    largest = _drop_specks(mask, s, rgba.shape[:2], (top, left))
     y0, y1, x0, x1 = _bbox(mask)
     extent = max(y1 - y0, x1 - x0)
     long_side = max(rgba.shape[:2])
