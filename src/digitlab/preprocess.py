@@ -297,8 +297,12 @@ def _ink_values(rgba: np.ndarray, pen: np.ndarray | None, bg: np.ndarray | None)
         pen = None  # a pen hint only means something relative to a known background
     # bg None now means: transparent background, ink = opacity
 
-    edge = _distance(border, bg, pen)
-    noise = float(np.partition(edge, edge.size // 2)[edge.size // 2])  # median: a frame line is ignored
+    packed = np.ascontiguousarray(border).view(np.uint32).reshape(-1)
+    if (packed == packed[0]).all():  # one colour all round (a canvas): its distance is the median
+        noise = float(_distance(border[:1], bg, pen)[0])
+    else:
+        edge = _distance(border, bg, pen)
+        noise = float(np.partition(edge, edge.size // 2)[edge.size // 2])  # median: a frame line is ignored
     floor = max(FLOOR_MIN, 3.0 * noise)
 
     sel = _candidates(rgba, bg)
