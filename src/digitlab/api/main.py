@@ -130,9 +130,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from digitlab.api.routes import health, learn, models, numbers, predict, predictions, read
     from digitlab.api.routes import metrics as metrics_route
 
+    app.include_router(predict.router)  # first: the hot route, matched before the others are tried
     app.include_router(health.router)
     app.include_router(models.router)
-    app.include_router(predict.router)
     app.include_router(read.router)
     app.include_router(numbers.router)
     app.include_router(predictions.router)

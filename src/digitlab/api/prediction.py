@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import functools
 import io
 import logging
 import time
@@ -183,15 +182,35 @@ def compute_batch(ctx: AppContext, jobs: list[Job]) -> list[Computed | BaseExcep
         for row, i in enumerate(members):
             answers[(i, model.name)] = (proba[row], seconds)
 
-    for i, image in images.items():
-        if outcomes[i] is None:
-            probas = [(model, *answers[(i, model.name)]) for model in jobs[i].models]
-            outcomes[i] = _answer(ctx, jobs[i], image, pre_seconds[i], probas)
+    answered = [i for i in images if outcomes[i] is None]
+    not_digit = _not_digit_probabilities(ctx, jobs, images, answered, answers)
+    for i in answered:
+        probas = [(model, *answers[(i, model.name)]) for model in jobs[i].models]
+        outcomes[i] = _answer(ctx, jobs[i], images[i], pre_seconds[i], probas, not_digit.get(i))
     return outcomes  # type: ignore[return-value]
 
 
-def _answer(ctx: AppContext, job: Job, image: np.ndarray, pre_seconds: float, probas: list) -> Computed:
-    """Results and records of one request from (model, probabilities, model seconds) of its models."""
+def _not_digit_probabilities(ctx: AppContext, jobs, images, answered, answers) -> dict[int, float]:
+    """The detector's p(not a digit) of the images whose flag depends on it, in one batch."""
+    detector = ctx.detector
+    if detector is None:
+        return {}
+    needed = [
+        i
+        for i in answered
+        if any(detector.needs_detector(m.name, answers[(i, m.name)][0]) for m in jobs[i].models)
+    ]
+    if not needed:
+        return {}
+    p = detector.not_digit_probabilities(np.stack([images[i].reshape(784) for i in needed]))
+    return {i: float(v) for i, v in zip(needed, p, strict=True)}
+
+
+def _answer(
+    ctx: AppContext, job: Job, image: np.ndarray, pre_seconds: float, probas: list, p_not_digit: float | None
+) -> Computed:
+    """Results and records of one request from (model, probabilities, model seconds) of its models and
+    the detector's answer (None when no model's flag needs it)."""
     processed_png = to_png(image)
     processed_b64 = base64.b64encode(processed_png).decode("ascii")
     fmt = sniff_format(job.data)
@@ -204,7 +223,6 @@ def _answer(ctx: AppContext, job: Job, image: np.ndarray, pre_seconds: float, pr
     m = ctx.metrics
     out = Computed([], processed_b64, [])
     detector = ctx.detector
-    not_digit = functools.cache(lambda: detector.not_digit_probability(image))  # once per image, if needed
     for model, proba, model_seconds in probas:
         seconds = pre_seconds + model_seconds
         digit = int(np.argmax(proba))
@@ -213,7 +231,7 @@ def _answer(ctx: AppContext, job: Job, image: np.ndarray, pre_seconds: float, pr
         if detector is None:
             uncertain = confidence < UNCERTAIN_BELOW
         else:
-            uncertain = detector.is_uncertain(model.name, image, proba, p_not_digit=not_digit)
+            uncertain = detector.is_uncertain(model.name, image, proba, p_not_digit=p_not_digit)
         latency_ms = round(seconds * 1000.0, 3)
         m.prediction_seconds.labels(model.name).observe(seconds)
         if m.first_answer(job.drawing_id, model.name):

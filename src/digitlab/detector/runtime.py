@@ -66,6 +66,10 @@ class UncertaintyDetector:
         """p(not a digit) of one preprocessed image ((28, 28) or (784,), float32 in [0, 1])."""
         return float(self.not_digit_probabilities(np.asarray(image28).reshape(1, 784))[0])
 
+    def needs_detector(self, model_name: str, proba: np.ndarray) -> bool:
+        """False when the model's own confidence already makes the answer uncertain (see `is_uncertain`)."""
+        return float(np.max(proba)) >= self.threshold(model_name)
+
     def is_uncertain(
         self,
         model_name: str,
@@ -80,7 +84,7 @@ class UncertaintyDetector:
         same image (model=all), pass `p_not_digit` computed once, or a function that computes it once:
         it is only called when the model's own confidence does not already decide (the API's case).
         """
-        if float(np.max(proba)) < self.threshold(model_name):
+        if not self.needs_detector(model_name, proba):
             return True  # flagged whatever the detector says: it need not run
         if p_not_digit is None:
             p_not_digit = self.not_digit_probability(image28)
