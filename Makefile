@@ -47,6 +47,9 @@ bench-learn: install  ## learning from users end to end (real handwriting posted
 bench-api: install  ## HTTP benchmark: starts an API server on a free port and drives it over loopback
 	$(BIN)/python bench/api_bench.py --spawn
 
+bench-soak: install  ## a minute of 64 clients: failures, every prediction stored once, memory of every process
+	$(BIN)/python bench/soak_bench.py --spawn
+
 lint: install
 	$(BIN)/ruff check src tests bench
 
