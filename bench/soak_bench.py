@@ -26,7 +26,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from api_bench import Connection, build_request, spawn, wait_ready  # noqa: E402
+from api_bench import Connection, build_request, spawn, wait_ready
 
 
 def drawings(count: int = 8) -> list[bytes]:
