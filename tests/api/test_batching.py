@@ -8,6 +8,7 @@ import asyncio
 import httpx
 import numpy as np
 import pytest
+from tests.api.conftest import draw_digit
 
 from digitlab.api.context import AppContext
 from digitlab.api.metrics import Metrics
@@ -15,7 +16,6 @@ from digitlab.api.prediction import Computed, Job, compute_batch, compute_predic
 from digitlab.core.config import Settings
 from digitlab.detector.runtime import load_detector
 from digitlab.models.registry import ModelRegistry
-from tests.api.conftest import draw_digit
 
 
 @pytest.fixture(scope="module")
