@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -12,7 +12,6 @@ from digitlab.core.config import Settings
 from digitlab.models.registry import ModelRegistry
 
 if TYPE_CHECKING:  # the store is opened by the lifespan (SQLAlchemy is imported there, not here)
-    from digitlab.api.batching import PredictionBatcher
     from digitlab.detector.runtime import UncertaintyDetector
     from digitlab.store import PredictionStore
 
@@ -27,6 +26,6 @@ class AppContext:
     store: PredictionStore | None = None
     detector: UncertaintyDetector | None = None  # flags drawings that are not digits
     cpu_limiter: anyio.CapacityLimiter | None = None  # preprocessing + inference
-    batcher: PredictionBatcher | None = None  # the predict route's micro-batches (api/batching.py)
+    batcher: Any = None  # the predict route's micro-batches: an api.batching.PredictionBatcher (it imports this)
     manifest_keys: dict[str, tuple[str, float] | None] = field(default_factory=dict)
     ready_at: float | None = None
