@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import mimetypes
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -258,12 +259,13 @@ class DigitlabClient:
             data = data.get("models", [])
         return [m for m in data if isinstance(m, dict)]
 
-    def _predict_form(self, png: bytes, model: str, **fields: Any) -> dict[str, Any]:
-        form = {"model": model, "source": "ui"}
+    def _predict_form(
+        self, png: bytes, model: str, *, source: str = "ui", filename: str = "drawing.png", **fields: Any
+    ) -> dict[str, Any]:
+        form = {"model": model, "source": source}
         form.update({k: str(v) for k, v in fields.items() if v is not None})
-        return self._json(
-            "POST", "/api/v1/predict", files={"image": ("drawing.png", png, "image/png")}, data=form
-        )
+        kind = mimetypes.guess_type(filename)[0] or "application/octet-stream"  # the API sniffs the bytes anyway
+        return self._json("POST", "/api/v1/predict", files={"image": (filename, png, kind)}, data=form)
 
     def predict(
         self,
@@ -275,11 +277,15 @@ class DigitlabClient:
         session_id: str | None = None,
         true_digit: int | None = None,
         drawing_id: str | None = None,
+        source: str = "ui",
+        filename: str = "drawing.png",
     ) -> Prediction:
-        """`drawing_id`: the same on every stroke of one drawing, so the API keeps one record for it."""
+        """`drawing_id`: the same on every stroke of one drawing, so the API keeps one record for it.
+        `source`: "ui" for the canvas, "upload" for a photo or scan (stored with the record)."""
         data = self._predict_form(
             png, model or "", pen_color=pen_color, background_color=background_color,
-            session_id=session_id, true_digit=true_digit, drawing_id=drawing_id,
+            session_id=session_id, true_digit=true_digit, drawing_id=drawing_id, source=source,
+            filename=filename,
         )  # fmt: skip
         if not isinstance(data, dict):
             raise ApiError(
