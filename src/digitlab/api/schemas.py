@@ -29,7 +29,7 @@ class HealthResponse(BaseModel):
     )
     models: dict[str, ModelStatus]
     database: Literal["ok", "unavailable"]
-    spool: int = Field(description="Predictions and feedback waiting in the outage spool.")
+    spool: int = Field(description="Predictions, read numbers and feedback waiting in the outage spool.")
 
 
 class ModelInfo(BaseModel):
