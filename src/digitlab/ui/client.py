@@ -341,9 +341,11 @@ class DigitlabClient:
         background_color: str | None = None,
         session_id: str | None = None,
         drawing_id: str | None = None,
+        source: str = "ui",
     ) -> dict[str, Any]:
-        """Read a written number (`POST /api/v1/read`): the answer as the API sends it."""
-        form = {"model": model or "", "source": "ui"}
+        """Read a written number (`POST /api/v1/read`): the answer as the API sends it. `source`: "ui" for
+        the canvas, "upload" for a photo or scan."""
+        form = {"model": model or "", "source": source}
         fields = {"pen_color": pen_color, "background_color": background_color, "session_id": session_id,
                   "drawing_id": drawing_id}  # fmt: skip
         form.update({k: str(v) for k, v in fields.items() if v is not None})

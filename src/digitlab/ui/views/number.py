@@ -113,7 +113,7 @@ def number_area() -> None:
     )
     if photo is not None:
         image, name = photo.getvalue(), photo.name
-        answer, error = read(image, ("photo", photo.file_id), name)
+        answer, error = read(image, ("photo", photo.file_id), name, source="upload")
         key = f"photo_{photo.file_id}"
     elif drawing.empty:
         st.markdown(
