@@ -1,19 +1,22 @@
-"""A database outage seen through the API: predictions keep being answered and logged (spooled),
-health says so, reads answer 503 `database_unavailable`, feedback is queued, and everything lands in
-PostgreSQL once it is reachable again. The outage is a TCP proxy in front of the real server, cut and
-restored by the test."""
+"""A database outage seen through the API: predictions and read numbers keep being answered and logged
+(spooled), health says so, reads answer 503 `database_unavailable`, feedback is queued, and everything
+lands in the database once it is reachable again, exactly once. On PostgreSQL the outage is a TCP proxy in
+front of the real server, cut and restored by the test; on SQLite (the default) another process holds the
+database file's write lock."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
 import pytest
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+
+from drawn_numbers import draw_number
 
 from .conftest import ADMIN_TOKEN, LiveServer, assert_error
 from .tcp_proxy import TcpProxy
-
-pytestmark = pytest.mark.postgres
 
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.2):
@@ -45,6 +48,7 @@ def outage_server(pg_databases, served_model_dir, tmp_path):
         proxy.stop()
 
 
+@pytest.mark.postgres
 def test_database_outage_and_recovery(outage_server, sample_png, admin):
     server, proxy = outage_server
     with server.client() as api:
@@ -86,6 +90,7 @@ def test_database_outage_and_recovery(outage_server, sample_png, admin):
     assert "Traceback" not in server.log_text(), server.log_tail()
 
 
+@pytest.mark.postgres
 def test_outage_under_continuous_load_loses_nothing(outage_server, sample_png):
     """Four clients predict without pause; PostgreSQL is unreachable for 10.5 s in the middle.
 
@@ -93,8 +98,6 @@ def test_outage_under_continuous_load_loses_nothing(outage_server, sample_png):
     prediction: the same uids, the database ids unique, nothing missing, nothing twice.
     """
     import threading
-
-    from sqlalchemy import create_engine, text
 
     server, proxy = outage_server
     answered: list[dict] = []
@@ -140,3 +143,84 @@ def test_outage_under_continuous_load_loses_nothing(outage_server, sample_png):
     assert direct_ids <= {row_id for row_id, _ in rows}
     print(f"\noutage {outage_seconds:.1f} s: {len(answered)} answered, {len(spooled)} spooled, 0 failed, "
           f"{len(rows)} rows")
+
+
+# --- read numbers (POST /api/v1/read) ---------------------------------------------------------------------
+
+READ = "/api/v1/read"
+
+
+def read_number(api, text_: str, **data) -> dict:
+    r = api.post(READ, files={"image": ("n.png", draw_number(text_), "image/png")}, data={"model": "cnn", **data})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def numbers_during_an_outage(server, cut, restore, *, reads_fail: bool = True) -> None:
+    """Numbers read while the database is away are answered `logged: true`, `id: null`; answers to them
+    (by uid, and by id for one stored before) are queued; once it is back each number is stored once."""
+    with server.client() as api:
+        before = read_number(api, "42", session_id="before")
+        assert before["logged"] is True and isinstance(before["id"], int) and len(before["uid"]) == 32
+
+        cut()
+        plain = read_number(api, "307", session_id="outage")
+        live = [read_number(api, t, session_id="outage", drawing_id="d-outage") for t in ("2024", "2024", "2024")]
+        for n in (plain, *live):
+            assert n["logged"] is True and n["id"] is None and len(n["uid"]) == 32  # in the spool
+        assert len({n["uid"] for n in (plain, *live)}) == 4
+        by_uid = api.post(f"/api/v1/numbers/uid/{plain['uid']}/feedback", json={"true_text": "307"})
+        assert by_uid.status_code == 200, by_uid.text
+        assert by_uid.json() | {"queued": True, "stored": "spool", "id": None, "uid": plain["uid"]} == by_uid.json()
+        by_id = api.post(f"/api/v1/numbers/{before['id']}/feedback", json={"true_text": "41"})
+        assert by_id.status_code == 200 and by_id.json()["queued"] is True
+        assert api.get("/health").json()["spool"] >= 6
+        if reads_fail:  # (SQLite: a write lock does not stop readers)
+            assert_error(api.get("/api/v1/numbers", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}), 503,
+                         "database_unavailable")  # fmt: skip
+
+        restore()
+        wait_for(lambda: api.get("/health").json()["spool"] == 0, timeout=60)
+        wait_for(lambda: api.get("/health").json()["database"] == "ok", timeout=30)
+        after = read_number(api, "5", session_id="after")
+        assert isinstance(after["id"], int)
+
+    engine = create_engine(server.env["DATABASE_URL"])
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, uid, text, true_text, correct, session_id, drawing_id FROM read_numbers"))
+        rows = {row.uid: row for row in rows}
+    engine.dispose()
+    assert len(rows) == 4  # before, the plain number, the drawing (one row for its three reads), after
+    assert set(rows) == {before["uid"], plain["uid"], live[-1]["uid"], after["uid"]}
+    stored = rows[plain["uid"]]
+    assert (stored.text, stored.true_text, stored.session_id) == (plain["text"], "307", "outage")
+    assert bool(stored.correct) is (plain["text"] == "307")
+    assert rows[before["uid"]].true_text == "41" and rows[before["uid"]].id == before["id"]
+    assert rows[live[-1]["uid"]].drawing_id == "d-outage"
+    assert "Traceback" not in server.log_text(), server.log_tail()
+
+
+@pytest.mark.postgres
+def test_numbers_read_during_an_outage_are_stored_once(outage_server):
+    server, proxy = outage_server
+    numbers_during_an_outage(server, proxy.stop, proxy.start)
+
+
+def test_numbers_read_while_sqlite_is_locked_are_stored_once(served_model_dir, tmp_path):
+    """The default SQLite file, its write lock held by another process (`BEGIN EXCLUSIVE`) for a while:
+    writes fail with "database is locked" after the busy timeout, which the store treats as an outage."""
+    db = tmp_path / "digitlab.db"
+    env = {
+        "DIGITLAB_MODEL_DIR": str(served_model_dir),
+        "DIGITLAB_DATA_DIR": str(tmp_path / "data"),
+        "DATABASE_URL": f"sqlite:///{db.as_posix()}",
+        "DIGITLAB_ADMIN_TOKEN": ADMIN_TOKEN,
+    }
+    server = LiveServer("sqlite-lock", env, tmp_path).start()
+    holder = sqlite3.connect(db, isolation_level=None, timeout=30)
+    try:
+        numbers_during_an_outage(server, lambda: holder.execute("BEGIN EXCLUSIVE"),
+                                 lambda: holder.execute("ROLLBACK"), reads_fail=False)  # fmt: skip
+    finally:
+        holder.close()
+        server.stop()

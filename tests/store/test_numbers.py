@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 
 import pytest
 from pydantic import ValidationError
@@ -123,3 +124,63 @@ def test_confirmed_numbers_give_labelled_digit_crops(engine, store, make_png):
     out = io.StringIO()
     assert store.export_csv(out) == 3  # the dataset export includes them
     assert [line.split(",")[0] for line in out.getvalue().splitlines()[1:]] == ["3", "0", "1"]
+
+
+# --- the outage spool: a number is stored exactly once, in order, with its feedback ----------------------
+
+
+def test_numbers_read_while_the_database_is_away_are_replayed_once(absent_db, tmp_path, open_store):
+    url, bring_back = absent_db
+    store = open_store(url, tmp_path / "spool" / "me")
+    try:
+        plain = number("2024", image_png=b"\x89PNG...", session_id="out")
+        live = [number(t, drawing_id="d-out", session_id="out") for t in ("3", "30", "307")]
+        results = [store.add_number(r) for r in (plain, *live)]
+        assert {r.stored for r in results} == {"spool"} and all(r.id is None for r in results)
+        assert [r.uid for r in results] == [r.uid for r in (plain, *live)]
+        # answers by uid while spooled: the plain number, and the drawing's latest reading; then one more
+        # stroke (a later reading of the same drawing replaces its uid, so order matters on replay)
+        assert store.set_number_feedback("2025", uid=plain.uid).stored == "spool"
+        assert store.set_number_feedback("307", uid=live[2].uid).stored == "spool"
+        later = number("3071", drawing_id="d-out", session_id="out")
+        assert store.add_number(later).stored == "spool"
+        assert store.health() == {"database": "unavailable", "spool": 7}
+
+        bring_back()
+        assert store.wait_drained(timeout=30)
+        engine = store.engine
+        rows, total = list_numbers(engine)
+        assert total == 2  # the plain number, and one row for the drawing
+        by_uid = {r.uid: r for r in rows}
+        first = by_uid[plain.uid]
+        assert (first.text, first.true_text, first.correct, first.has_image) == ("2024", "2025", False, True)
+        drawing = by_uid[later.uid]
+        assert (drawing.text, drawing.true_text, drawing.correct) == ("3071", "307", False)
+        # the time it was read, not the time it was replayed
+        assert abs((first.timestamp - plain.timestamp).total_seconds()) < 1e-3
+
+        # a replay after a crash between the database write and the spool truncation changes nothing
+        ops = [{"op": "number", "record": r} for r in (plain, *live)]
+        ops.append({"op": "number_feedback", "uid": live[2].uid, "true_text": "999"})
+        ops.append({"op": "number", "record": later})
+        with engine.begin() as conn:
+            store._apply(conn, ops)
+        again, total = list_numbers(engine)
+        assert total == 2 and {r.uid: (r.text, r.true_text) for r in again} == {
+            plain.uid: ("2024", "2025"),
+            later.uid: ("3071", "307"),
+        }
+        # back in database mode: numbers and answers go straight to the table
+        direct = store.add_number(number("11"))
+        assert direct.stored == "database" and direct.id is not None
+        answered = store.set_number_feedback("11", id=direct.id)
+        assert answered.stored == "database" and answered.number.correct is True
+        assert store.set_number_feedback("1", uid="0" * 32) is None
+    finally:
+        store.close()
+
+
+def test_spooled_number_lines_round_trip():
+    record = number("42", image_png=b"\x00\x01binary", drawing_id="d", true_text="42", source="upload")
+    back = NumberRecord.from_json(json.loads(json.dumps(record.to_json())))
+    assert back == record

@@ -96,6 +96,27 @@ def test_feedback_by_id_or_uid(prediction_id, uid, answer, path, saved, queued):
     assert ("queued" in result.message) == queued
 
 
+@pytest.mark.parametrize(
+    ("reading", "path"),
+    [
+        ({"id": 17, "uid": "cd" * 16}, "/api/v1/numbers/17/feedback"),
+        ({"id": None, "uid": "cd" * 16}, f"/api/v1/numbers/uid/{'cd' * 16}/feedback"),  # spooled
+    ],
+)
+def test_number_feedback_by_id_or_uid(reading, path):
+    seen = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen["path"], seen["json"] = request.url.path, json.loads(request.read())
+        return httpx.Response(200, json={"queued": reading["id"] is None})
+
+    answer = client_for(handler).number_feedback(reading, "307")
+    assert seen == {"path": path, "json": {"true_text": "307"}}
+    assert answer["queued"] is (reading["id"] is None)
+    with pytest.raises(ApiError, match="not recorded"):
+        client_for(handler).number_feedback({"id": None, "uid": None}, "307")
+
+
 def test_api_error_body_becomes_the_message():
     body = {"detail": "nothing drawn: the image is blank. Draw a digit and try again.", "code": "empty_image"}
     c = client_for(lambda r: httpx.Response(400, json=body))

@@ -64,3 +64,39 @@ def test_write_read_confirm_then_history(desktop, ui_server, api_server):
     expect(table).to_be_visible()
     expect(table).to_contain_text("✓")
     no_traceback(page)
+
+
+def test_a_reading_during_a_database_outage_is_queued_and_confirmed(desktop, ui_server, api_server, ui_workdir):
+    """The database is away (another process holds the SQLite file's write lock): an uploaded number is read
+    and queued in the API's spool; "What did you write?" is queued too (by the reading's uid); once the
+    lock is gone the number is stored once, with the answer."""
+    import sqlite3
+    import time
+
+    from drawn_numbers import draw_number
+
+    page = desktop
+    open_page(page, ui_server.url, "number", ready=CANVAS)
+    holder = sqlite3.connect(ui_workdir / "ui.db", isolation_level=None, timeout=30)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        page.locator('.st-key-number_photo input[type="file"]').set_input_files(
+            files=[{"name": "number.png", "mimeType": "image/png", "buffer": draw_number("42")}]
+        )
+        expect(page.get_by_text(re.compile(r"this reading is queued and saved when it is back"))).to_be_visible(
+            timeout=30_000
+        )
+        text = page.locator(NUMBER).get_attribute("data-text")
+        page.locator('input[aria-label="What did you write?"]').fill("42")
+        page.get_by_role("button", name="Confirm").click()
+        expect(page.get_by_text(re.compile(r"Saved later: you wrote 42\."))).to_be_visible(timeout=20_000)
+        no_traceback(page)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{api_server.url}/health", timeout=5).json()["spool"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    items = httpx.get(f"{api_server.url}/api/v1/numbers", timeout=5).json()["items"]
+    mine = [n for n in items if n["true_text"] == "42" and n["text"] == text]
+    assert len(mine) == 1 and mine[0]["source"] == "upload" and mine[0]["correct"] is (text == "42"), items[:3]

@@ -44,6 +44,7 @@ def compute_reading(
         input_png = None
     answer = {
         "id": None,
+        "uid": None,
         "text": reading.text,
         "digits": [
             {

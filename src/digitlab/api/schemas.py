@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from digitlab.store.numbers import StoredNumber
-from digitlab.store.records import StoredPrediction
+from digitlab.store.records import Source, StoredPrediction
 
 ModelStatus = Literal["ready", "training", "missing"]
 COLOR_PATTERN = r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$"
@@ -29,7 +29,7 @@ class HealthResponse(BaseModel):
     )
     models: dict[str, ModelStatus]
     database: Literal["ok", "unavailable"]
-    spool: int = Field(description="Predictions and feedback waiting in the outage spool.")
+    spool: int = Field(description="Predictions, read numbers and feedback waiting in the outage spool.")
 
 
 class ModelInfo(BaseModel):
@@ -91,7 +91,9 @@ class ImageOptions(BaseModel):
         None, pattern=COLOR_PATTERN, description="`#rrggbb` background hint."
     )
     session_id: str | None = Field(None, max_length=SESSION_ID_MAX, description="Groups a user's drawings.")
-    source: Literal["ui", "api"] = Field("api", description="Who asked; stored with the record.")
+    source: Source = Field(
+        "api", description="Who asked (`ui`: the canvas, `upload`: a photo or scan sent from the UI, `api`)."
+    )
 
     @field_validator("model", mode="before")
     @classmethod
@@ -134,7 +136,7 @@ class ImageForm(BaseModel):
     pen_color: str | None = Field(None, pattern=COLOR_PATTERN)
     background_color: str | None = Field(None, pattern=COLOR_PATTERN)
     session_id: str | None = Field(None, max_length=SESSION_ID_MAX)
-    source: Literal["ui", "api"] = "api"
+    source: Source = "api"
     drawing_id: str | None = Field(None, pattern=DRAWING_ID_PATTERN)
 
 
@@ -188,7 +190,13 @@ class ReadDigit(BaseModel):
 
 
 class ReadResult(BaseModel):
-    id: int | None = Field(description="Database id of the stored reading; null when it could not be stored.")
+    id: int | None = Field(
+        description="Database id of the stored reading; null while it waits in the outage spool (or when it "
+        "could not be stored: `logged` false)."
+    )
+    uid: str | None = Field(
+        description="Unique id of the stored reading; works for feedback even while it is spooled."
+    )
     text: str = Field(description="The digits read, left to right.")
     digits: list[ReadDigit]
     confidence: float = Field(description="Product of the digits' confidences.")
@@ -199,11 +207,21 @@ class ReadResult(BaseModel):
     model: str
     model_version: str
     latency_ms: float = Field(description="Server time for segmentation, preprocessing and inference.")
-    logged: bool = Field(description="The reading was stored in the database.")
+    logged: bool = Field(description="The reading was stored durably (database or outage spool).")
 
 
 class NumberFeedback(BaseModel):
     true_text: str = Field(pattern=TRUE_TEXT_PATTERN, description="The number really written, digits only.")
+
+
+class NumberFeedbackResponse(BaseModel):
+    id: int | None = Field(description="The number's database id; null when addressed by uid and queued.")
+    uid: str | None = None
+    text: str | None = Field(description="The digits read; null while queued.")
+    true_text: str
+    correct: bool | None = Field(description="Whether the reading was right; null while queued.")
+    stored: Literal["database", "spool"]
+    queued: bool = Field(description="The database is unavailable: the answer waits in the spool.")
 
 
 class NumberPage(BaseModel):

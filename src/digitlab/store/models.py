@@ -124,10 +124,13 @@ class ReadNumber(Base):
     source: Mapped[str | None] = mapped_column(String(r.SOURCE_LEN))
     drawing_id: Mapped[str | None] = mapped_column(String(r.UID_LEN))  # live reads of one drawing: one row
     image_png: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # --- added by migration 0006: makes outage-spool replays idempotent; NULL for older rows ---------
+    uid: Mapped[str | None] = mapped_column(String(r.UID_LEN))
 
     __table_args__ = (
         Index("ix_read_numbers_timestamp", "timestamp", "id"),
         Index("ix_read_numbers_drawing", "drawing_id", unique=True),
+        Index("ix_read_numbers_uid", "uid", unique=True),
         {"sqlite_autoincrement": True},
     )
 

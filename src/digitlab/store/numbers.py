@@ -1,8 +1,9 @@
 """Read numbers in `read_numbers` (migration 0005): what goes in, what comes back, and every query on
 the table as SQLAlchemy Core statements (always parameterised).
 
-A number is written straight to the database (no outage spool, unlike single predictions): when the
-database is away the functions raise SQLAlchemy errors and the API answers the reading unstored.
+These functions talk to the database and nothing else (they raise SQLAlchemy errors when it is away);
+`PredictionStore.add_number` puts a number in the outage spool instead, like a prediction, and the
+spool's replay uses `insert_missing` / `apply_true_text` (idempotent thanks to the record's `uid`).
 """
 
 from __future__ import annotations
@@ -10,17 +11,27 @@ from __future__ import annotations
 import base64
 import json
 import re
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
-from sqlalchemy import Engine, case, func, insert, select, update
+from sqlalchemy import Engine, bindparam, case, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from digitlab.store.models import NUMBERS as N
-from digitlab.store.records import MODEL_NAME_LEN, MODEL_VERSION_LEN, NUMBER_TEXT_LEN, SESSION_ID_LEN
+from digitlab.store.records import (
+    MODEL_NAME_LEN,
+    MODEL_VERSION_LEN,
+    NUMBER_TEXT_LEN,
+    SESSION_ID_LEN,
+    UID_LEN,
+    Source,
+    utc_naive,
+)
 
 MAX_PAGE_SIZE = 500
 DIGITS_ONLY = re.compile(r"^[0-9]*$")
@@ -38,21 +49,42 @@ class NumberRecord(BaseModel):
     true_text: str | None = Field(None, min_length=1, max_length=NUMBER_TEXT_LEN, pattern=DIGITS_ONLY.pattern)
     latency_ms: float | None = None
     session_id: str | None = Field(None, max_length=SESSION_ID_LEN)
-    source: Literal["ui", "api"] | None = None
+    source: Source | None = None
     drawing_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,32}$")
     image_png: bytes | None = None
+    #: generated here, so a replay of the outage spool stores the number once (and feedback can find it)
+    uid: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1, max_length=UID_LEN)
+    #: when it was read (not when a spooled record reached the table)
+    timestamp: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
     def to_row(self) -> dict[str, Any]:
         row = self.model_dump(exclude={"digits"})
         row["digits"] = json.dumps(self.digits, separators=(",", ":"))
         row["correct"] = None if self.true_text is None else self.true_text == self.text
+        row["timestamp"] = utc_naive(self.timestamp)
         return row
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-safe dict for the spool (the image as base64)."""
+        data = self.model_dump(mode="json", exclude={"image_png"})
+        data["image_png"] = (
+            None if self.image_png is None else base64.b64encode(self.image_png).decode("ascii")
+        )
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> NumberRecord:
+        data = dict(data)
+        if data.get("image_png") is not None:
+            data["image_png"] = base64.b64decode(data["image_png"])
+        return cls.model_validate(data)
 
 
 class StoredNumber(BaseModel):
     """A stored read number as `GET /api/v1/numbers` returns it (no image bytes)."""
 
     id: int
+    uid: str | None = Field(description="Unique id of the record (feedback works with it while spooled).")
     timestamp: datetime | None
     model_name: str
     model_version: str | None
@@ -75,6 +107,7 @@ class StoredNumber(BaseModel):
 
 _COLUMNS = [
     N.c.id,
+    N.c.uid,
     N.c.timestamp,
     N.c.model_name,
     N.c.model_version,
@@ -97,36 +130,95 @@ def _stored(row: Any) -> StoredNumber:
     return StoredNumber.model_validate(data)
 
 
+def _upsert(dialect: str, *, newer_only: bool = False):
+    """INSERT ... ON CONFLICT (drawing_id) DO UPDATE: the drawing's latest reading replaces the row (its
+    id stays; a `true_text` given earlier stays unless this one brings one). `newer_only`: leave a row
+    that already holds a later reading (a spool replayed twice must not bring an older one back)."""
+    ins = (pg_insert if dialect == "postgresql" else sqlite_insert)(N)
+    new = ins.excluded
+    true_text = func.coalesce(new.true_text, N.c.true_text)
+    return ins.on_conflict_do_update(
+        index_elements=[N.c.drawing_id],
+        set_={
+            **{c.name: new[c.name] for c in N.columns if c.name not in ("id", "true_text", "correct")},
+            "true_text": true_text,
+            "correct": case((true_text.is_(None), None), else_=true_text == new.text),
+        },
+        where=(N.c.timestamp <= new.timestamp) if newer_only else None,
+    )
+
+
 def insert_number(engine: Engine, record: NumberRecord) -> int:
     """Store one read number, or update its drawing's row (a `true_text` given earlier stays); returns its id."""
     with engine.begin() as conn:
         if not record.drawing_id:
             return conn.execute(insert(N).values(record.to_row())).inserted_primary_key[0]
-        ins = (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(N).values(record.to_row())
-        new = ins.excluded
-        true_text = func.coalesce(new.true_text, N.c.true_text)
-        stmt = ins.on_conflict_do_update(
-            index_elements=[N.c.drawing_id],
-            set_={
-                **{c.name: new[c.name] for c in N.columns if c.name not in ("id", "true_text", "correct")},
-                "true_text": true_text,
-                "correct": case((true_text.is_(None), None), else_=true_text == new.text),
-            },
-        ).returning(N.c.id)
+        stmt = _upsert(conn.dialect.name).values(record.to_row()).returning(N.c.id)
         return conn.execute(stmt).scalar_one()
 
 
-def set_true_text(engine: Engine, number_id: int, true_text: str) -> StoredNumber | None:
-    """Record what was really written (and whether the reading was right); None if there is no such id."""
+def insert_missing(conn, records: list[NumberRecord]) -> int:
+    """Spool replay: store, in order, the records whose uid is not stored yet; returns how many. A
+    drawing's reading only replaces a row holding an older one, so replaying twice changes nothing."""
+    present = set(conn.scalars(select(N.c.uid).where(N.c.uid.in_([r.uid for r in records]))))
+    missing = []
+    for record in records:
+        if record.uid not in present:
+            present.add(record.uid)
+            missing.append(record)
+    plain = [r.to_row() for r in missing if not r.drawing_id]
+    if plain:
+        conn.execute(insert(N), plain)
+    upsert = _upsert(conn.dialect.name, newer_only=True)
+    for record in (r for r in missing if r.drawing_id):  # in order: a drawing's later reading wins
+        conn.execute(upsert.values(record.to_row()))
+    return len(missing)
+
+
+def apply_true_text(conn, key: Literal["id", "uid"], answers: dict[Any, str]) -> None:
+    """Spool replay: many "what did you write?" answers keyed by `id` or `uid` (unknown keys change nothing)."""
+    t = bindparam("t", type_=N.c.true_text.type)
+    stmt = (
+        update(N)
+        .where(N.c[key] == bindparam("k"))
+        .values(true_text=t, correct=case((N.c.text == t, True), else_=False))
+    )
+    conn.execute(stmt, [{"k": k, "t": text} for k, text in answers.items()])
+
+
+def set_true_text_where(
+    engine: Engine, key: Literal["id", "uid"], value: Any, true_text: str
+) -> StoredNumber | None:
+    """Record what was really written (and whether the reading was right) on the number whose `key` is
+    `value`; the updated number, or None if there is none."""
+    where = N.c[key] == value
     with engine.begin() as conn:
         done = conn.execute(
             update(N)
-            .where(N.c.id == number_id)
+            .where(where)
             .values(true_text=true_text, correct=case((N.c.text == true_text, True), else_=False))
         ).rowcount
         if not done:
             return None
-        return _stored(conn.execute(select(*_COLUMNS).where(N.c.id == number_id)).one())
+        return _stored(conn.execute(select(*_COLUMNS).where(where)).one())
+
+
+def set_true_text(engine: Engine, number_id: int, true_text: str) -> StoredNumber | None:
+    """Record what was really written (and whether the reading was right); None if there is no such id."""
+    return set_true_text_where(engine, "id", number_id, true_text)
+
+
+@dataclass(frozen=True)
+class NumberFeedbackResult:
+    """Where an answer went: the updated number (database), or the spool (`number` None) during an outage."""
+
+    stored: Literal["database", "spool"]
+    number: StoredNumber | None = None
+
+
+def select_id_by_uid(uid: str):
+    """SELECT the id of the number with this uid."""
+    return select(N.c.id).where(N.c.uid == uid)
 
 
 def get_number(engine: Engine, number_id: int) -> StoredNumber | None:

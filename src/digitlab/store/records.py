@@ -12,11 +12,13 @@ import math
 import uuid
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, date, datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
-SOURCES = ("ui", "api")
+#: who asked: the UI's canvas, an API client, or a photo or scan uploaded in the UI
+Source = Literal["ui", "api", "upload"]
+SOURCES = get_args(Source)
 
 # Column widths of user_predictions (the first three are the original app's).
 MODEL_NAME_LEN = 64
@@ -78,7 +80,7 @@ class PredictionRecord:
     processed_png: bytes | None = None  # the 28x28 input the model saw (8-bit greyscale PNG)
     latency_ms: float | None = None
     session_id: str | None = None
-    source: Literal["ui", "api"] = "api"
+    source: Source = "api"
     #: the live predictions of one drawing share it: the store keeps one row per drawing and model
     drawing_id: str | None = None
     uid: str = field(default_factory=lambda: uuid.uuid4().hex)

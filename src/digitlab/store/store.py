@@ -9,6 +9,9 @@ Two modes:
   table receives records in the order they were answered. Replays are idempotent thanks to the record
   `uid` (UNIQUE), so a crash between the database write and the spool truncation duplicates nothing.
 
+Read numbers (`add_number`, `set_number_feedback`; table `read_numbers`) take the same path: direct
+writes in database mode, the same spool (operations `number`, `number_feedback`) in spool mode.
+
 Reads (history, images, stats, export, deletion) need the database and raise `DatabaseUnavailableError`
 (code `database_unavailable`) during an outage.
 
@@ -41,8 +44,9 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from digitlab.errors import DigitlabError
-from digitlab.store import export
+from digitlab.store import export, numbers
 from digitlab.store.db import DatabaseUnavailableError, make_engine, upgrade
+from digitlab.store.numbers import NumberFeedbackResult, NumberRecord
 from digitlab.store.records import AddResult, PredictionRecord, StoredPrediction, check_label
 from digitlab.store.repository import Repository
 from digitlab.store.spool import Spool
@@ -241,6 +245,51 @@ class PredictionStore:
             self._spool_mode = True
             self.spool.append(op)
 
+    # --- read numbers (table read_numbers): spooled like predictions, in the same file --------------------
+    def add_number(self, record: NumberRecord) -> AddResult:
+        """Store a read number (or update its drawing's row): in the database, or in the spool when the
+        database is away. Blocking (the API calls it in a worker thread); never raises because of the
+        database."""
+        op = {"op": "number", "record": record.to_json()}
+        with self._mode_lock:
+            if self._spool_mode:
+                self.spool.append(op)
+                return AddResult(None, record.uid, "spool")
+        try:
+            return AddResult(numbers.insert_number(self.engine, record), record.uid, "database")
+        except IntegrityError:  # its uid is stored already (cannot happen from the API: uids are fresh)
+            existing = self._read(self._number_id, record.uid)
+            if existing is None:
+                raise
+            return AddResult(existing, record.uid, "database")
+        except SQLAlchemyError as exc:
+            self._spool_after_error(op, exc)
+            return AddResult(None, record.uid, "spool")
+
+    def _number_id(self, uid: str) -> int | None:
+        with self.engine.connect() as conn:
+            return conn.scalar(numbers.select_id_by_uid(uid))
+
+    def set_number_feedback(
+        self, true_text: str, *, id: int | None = None, uid: str | None = None
+    ) -> NumberFeedbackResult | None:
+        """What was really written, on the number with this id or uid: the updated number, or None if there
+        is no such number; during an outage the answer is spooled (applied after the numbers before it)."""
+        key, value = ("id", int(id)) if uid is None else ("uid", str(uid))
+        op = {"op": "number_feedback", key: value, "true_text": str(true_text)}
+        with self._mode_lock:
+            if self._spool_mode:
+                self.spool.append(op)
+                return NumberFeedbackResult("spool")
+        try:
+            row = numbers.set_true_text_where(self.engine, key, value, str(true_text))
+        except SQLAlchemyError as exc:
+            if not is_outage(exc):
+                raise
+            self._spool_after_error(op, exc)
+            return NumberFeedbackResult("spool")
+        return None if row is None else NumberFeedbackResult("database", row)
+
     def delete(self, id: int) -> bool:
         return self._read(self.repo.delete, int(id))
 
@@ -427,13 +476,23 @@ class PredictionStore:
         """Apply spooled operations with few statements: the adds in order (one idempotent executemany),
         then the feedback in order, runs of the same key kind as one executemany. Same result as one by one:
         feedback only ever refers to records added before it, and within a run the last one per record
-        wins, as it would."""
+        wins, as it would. Read numbers (another table) are applied strictly in order, run by run: a later
+        reading of a drawing replaces its uid, so its feedback must come before that reading."""
         records = [op["record"] for op in ops if op["op"] == "add"]
         if records:
             self.repo.insert_missing(conn, records)
         feedback = [op for op in ops if op["op"] == "feedback"]
         for key, run in groupby(feedback, key=lambda op: "uid" if "uid" in op else "id"):
             self.repo.apply_feedback(conn, key, {op[key]: op["digit"] for op in run})
+        number_ops = [op for op in ops if op["op"] in NUMBER_OPS]
+        for kind, run in groupby(number_ops, key=lambda op: (op["op"], "uid" if "uid" in op else "id")):
+            if kind[0] == "number":
+                numbers.insert_missing(conn, [op["record"] for op in run])
+            else:
+                numbers.apply_true_text(conn, kind[1], {op[kind[1]]: op["true_text"] for op in run})
+
+
+NUMBER_OPS = ("number", "number_feedback")
 
 
 class WriteSkipped(Exception):
@@ -538,6 +597,12 @@ def _parse(line: bytes) -> dict[str, Any]:
         op["record"] = PredictionRecord.from_json(op["record"])
     elif op["op"] == "feedback":
         op["digit"] = check_label(op["digit"])
+        if "uid" not in op:
+            op["id"] = int(op["id"])
+    elif op["op"] == "number":
+        op["record"] = NumberRecord.from_json(op["record"])
+    elif op["op"] == "number_feedback":
+        op["true_text"] = str(op["true_text"])
         if "uid" not in op:
             op["id"] = int(op["id"])
     else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import mimetypes
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -258,12 +259,13 @@ class DigitlabClient:
             data = data.get("models", [])
         return [m for m in data if isinstance(m, dict)]
 
-    def _predict_form(self, png: bytes, model: str, **fields: Any) -> dict[str, Any]:
-        form = {"model": model, "source": "ui"}
+    def _predict_form(
+        self, png: bytes, model: str, *, source: str = "ui", filename: str = "drawing.png", **fields: Any
+    ) -> dict[str, Any]:
+        form = {"model": model, "source": source}
         form.update({k: str(v) for k, v in fields.items() if v is not None})
-        return self._json(
-            "POST", "/api/v1/predict", files={"image": ("drawing.png", png, "image/png")}, data=form
-        )
+        kind = mimetypes.guess_type(filename)[0] or "application/octet-stream"  # the API sniffs the bytes anyway
+        return self._json("POST", "/api/v1/predict", files={"image": (filename, png, kind)}, data=form)
 
     def predict(
         self,
@@ -275,11 +277,15 @@ class DigitlabClient:
         session_id: str | None = None,
         true_digit: int | None = None,
         drawing_id: str | None = None,
+        source: str = "ui",
+        filename: str = "drawing.png",
     ) -> Prediction:
-        """`drawing_id`: the same on every stroke of one drawing, so the API keeps one record for it."""
+        """`drawing_id`: the same on every stroke of one drawing, so the API keeps one record for it.
+        `source`: "ui" for the canvas, "upload" for a photo or scan (stored with the record)."""
         data = self._predict_form(
             png, model or "", pen_color=pen_color, background_color=background_color,
-            session_id=session_id, true_digit=true_digit, drawing_id=drawing_id,
+            session_id=session_id, true_digit=true_digit, drawing_id=drawing_id, source=source,
+            filename=filename,
         )  # fmt: skip
         if not isinstance(data, dict):
             raise ApiError(
@@ -335,9 +341,11 @@ class DigitlabClient:
         background_color: str | None = None,
         session_id: str | None = None,
         drawing_id: str | None = None,
+        source: str = "ui",
     ) -> dict[str, Any]:
-        """Read a written number (`POST /api/v1/read`): the answer as the API sends it."""
-        form = {"model": model or "", "source": "ui"}
+        """Read a written number (`POST /api/v1/read`): the answer as the API sends it. `source`: "ui" for
+        the canvas, "upload" for a photo or scan."""
+        form = {"model": model or "", "source": source}
         fields = {"pen_color": pen_color, "background_color": background_color, "session_id": session_id,
                   "drawing_id": drawing_id}  # fmt: skip
         form.update({k: str(v) for k, v in fields.items() if v is not None})
@@ -348,9 +356,17 @@ class DigitlabClient:
             )
         return data
 
-    def number_feedback(self, number_id: int, true_text: str) -> dict[str, Any]:
-        """Tell the API which number was really written; returns the stored number (with `correct`)."""
-        return self._json("POST", f"/api/v1/numbers/{int(number_id)}/feedback", json={"true_text": true_text})
+    def number_feedback(self, reading: dict[str, Any], true_text: str) -> dict[str, Any]:
+        """Tell the API which number was really written, for a `read()` answer: by its id, or by its uid
+        while it waits in the outage spool. Returns the API's answer (`correct`, `queued`)."""
+        if reading.get("id") is not None:
+            path = f"/api/v1/numbers/{int(reading['id'])}/feedback"
+        elif reading.get("uid"):
+            path = f"/api/v1/numbers/uid/{reading['uid']}/feedback"
+        else:
+            raise ApiError("This reading was not recorded, so the answer cannot be saved.", code="not_logged")
+        data = self._json("POST", path, json={"true_text": true_text})
+        return data if isinstance(data, dict) else {}
 
     def numbers(self, *, page: int = 1, page_size: int = 25) -> dict[str, Any]:
         """{"items": [stored number, ...], "total": n, ...}: read numbers, newest first."""

@@ -1,5 +1,6 @@
 """Read numbers in the store: history (admin), the submitted image (admin), and "what did you write?"
-feedback (open, like predicting). Reads during a database outage answer 503 `database_unavailable`."""
+feedback (open, like predicting). Reads during a database outage answer 503 `database_unavailable`;
+feedback is queued in the outage spool instead (by id, or by uid for a number that is still spooled)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,9 @@ from starlette.responses import Response
 
 from digitlab.api.deps import Ctx, require_admin, store_or_503
 from digitlab.api.errors import ApiError, error_responses
-from digitlab.api.routes.predictions import PNG_RESPONSE
-from digitlab.api.schemas import NumberFeedback, NumberPage
+from digitlab.api.routes.predictions import PNG_RESPONSE, Uid
+from digitlab.api.schemas import NumberFeedback, NumberFeedbackResponse, NumberPage
 from digitlab.store import numbers as repo
-from digitlab.store.numbers import StoredNumber
 
 router = APIRouter(prefix="/api/v1", tags=["numbers"])
 
@@ -25,7 +25,7 @@ NumberId = Annotated[int, Path(ge=1, le=MAX_ID, description="The read number's d
 ADMIN = [Depends(require_admin)]
 
 
-def _not_found(number_id: int) -> ApiError:
+def _not_found(number_id: int | str) -> ApiError:
     return ApiError(f"There is no read number {number_id}.", "number_not_found", status=404)
 
 
@@ -40,17 +40,49 @@ async def _query(ctx, fn: Callable[..., Any], *args: Any) -> Any:
         ) from exc
 
 
+async def _feedback(ctx, true_text: str, *, number_id: int | None = None, uid: str | None = None):
+    store = store_or_503(ctx)
+    try:
+        result = await anyio.to_thread.run_sync(
+            lambda: store.set_number_feedback(true_text, id=number_id, uid=uid)
+        )
+    except SQLAlchemyError as exc:  # refused for another reason than an outage
+        raise ApiError(
+            "The prediction database is unavailable; try again shortly.", "database_unavailable"
+        ) from exc
+    if result is None:
+        raise _not_found(uid or number_id)
+    row = result.number
+    return NumberFeedbackResponse(
+        id=row.id if row is not None else number_id,
+        uid=row.uid if row is not None else uid,
+        text=row.text if row is not None else None,
+        true_text=true_text,
+        correct=row.correct if row is not None else None,
+        stored=result.stored,
+        queued=result.stored == "spool",
+    )
+
+
 @router.post(
     "/numbers/{number_id}/feedback",
-    response_model=StoredNumber,
+    response_model=NumberFeedbackResponse,
     responses=error_responses(400, 404, 422, 503),
 )
 async def number_feedback(ctx: Ctx, number_id: NumberId, body: NumberFeedback):
-    """What was really written (`true_text`, digits only): sets the stored `true_text` and `correct`."""
-    row = await _query(ctx, repo.set_true_text, number_id, body.true_text)
-    if row is None:
-        raise _not_found(number_id)
-    return row
+    """What was really written (`true_text`, digits only): sets the stored `true_text` and `correct`. During
+    a database outage the answer is queued (`queued: true`) and applied when the database is back."""
+    return await _feedback(ctx, body.true_text, number_id=number_id)
+
+
+@router.post(
+    "/numbers/uid/{uid}/feedback",
+    response_model=NumberFeedbackResponse,
+    responses=error_responses(400, 404, 422, 503),
+)
+async def number_feedback_by_uid(ctx: Ctx, uid: Uid, body: NumberFeedback):
+    """The same by `uid`: works for a reading answered with `id: null` (spooled during an outage)."""
+    return await _feedback(ctx, body.true_text, uid=uid.lower())
 
 
 @router.get(

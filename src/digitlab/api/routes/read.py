@@ -14,7 +14,7 @@ from digitlab.api.prediction import resolve_models
 from digitlab.api.reading import compute_reading
 from digitlab.api.routes.predict import image_request_body, parse_image_request
 from digitlab.api.schemas import ReadForm, ReadJSON, ReadOptions, ReadResult
-from digitlab.store.numbers import NumberRecord, insert_number
+from digitlab.store.numbers import NumberRecord
 
 log = logging.getLogger("digitlab.api")
 
@@ -37,7 +37,8 @@ async def read(request: Request) -> FastJSONResponse:
     `/predict`) and optional fields `model`, `true_text` (the number written, digits only),
     `session_id`, `pen_color`, `background_color`, `source`; or the same as JSON with `image` in base64.
     Each digit comes with its box in the input image's pixels; marks that are no digits (a comma, a dot)
-    are left out of `text` and listed in `dropped`.
+    are left out of `text` and listed in `dropped`. The reading is stored like a prediction: during a
+    database outage it waits in the outage spool (`logged: true`, `id: null`; its `uid` takes feedback).
     """
     ctx = get_ctx(request)
     data, options = await parse_image_request(request, ReadOptions, ReadJSON)
@@ -53,12 +54,13 @@ async def read(request: Request) -> FastJSONResponse:
 
     answer, _reading, input_png = await anyio.to_thread.run_sync(compute, limiter=ctx.cpu_limiter)
     if ctx.store is not None:
-        record = number_record(answer, options, input_png)
         try:
-            answer["id"] = await anyio.to_thread.run_sync(insert_number, ctx.store.engine, record)
-            answer["logged"] = True
+            record = number_record(answer, options, input_png)
+            added = await anyio.to_thread.run_sync(ctx.store.add_number, record)
         except Exception as exc:  # noqa: BLE001 -- the reading is answered even when it cannot be stored
-            log.warning("read number not stored: %s", str(exc).splitlines()[0] if str(exc) else exc)
+            log.error("read number not stored: %s", str(exc).splitlines()[0] if str(exc) else exc)
+        else:  # in the database (`id`), or in the outage spool (`id` null until it is replayed)
+            answer.update(id=added.id, uid=added.uid, logged=True)
     return FastJSONResponse(answer)
 
 

@@ -1,8 +1,10 @@
-"""Draw: a canvas; the prediction appears when a stroke ends; one click tells the model what it was."""
+"""Draw: a canvas; the prediction appears when a stroke ends; one click tells the model what it was.
+A photo or scan of a digit can be uploaded instead: it gets the same answer panel and feedback."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 
 import streamlit as st
 
@@ -12,6 +14,7 @@ from digitlab.ui.client import ApiError, ApiUnavailable, Prediction
 
 AUTO = "__auto__"
 CACHE_SIZE = 64
+PHOTO_TYPES = ["png", "jpg", "jpeg", "webp", "bmp"]  # what the API accepts (it checks the bytes itself)
 
 
 def _model_options(models: list[dict]) -> tuple[list[str], dict[str, str]]:
@@ -57,6 +60,27 @@ def predict(drawing: Drawing, model: str | None) -> tuple[Prediction | None, Api
         ),
         size=CACHE_SIZE,
     )  # fmt: skip
+
+
+def predict_photo(photo, model: str | None) -> tuple[Prediction | None, ApiError | None]:
+    """An uploaded photo or scan, predicted once per (file, model) like a drawing; stored as source "upload"."""
+    return common.cached_api_call(
+        "draw_cache", ("photo", photo.file_id, model),
+        lambda: common.client().predict(photo.getvalue(), model, session_id=common.session_id(),
+                                        source="upload", filename=photo.name or "photo.png"),
+        size=CACHE_SIZE,
+    )  # fmt: skip
+
+
+def photo_picker():
+    """A folded "upload a photo" under the canvas (the canvas stays the main thing); the file or None."""
+    with st.expander("…or upload a photo or scan of a digit", icon=":material/photo_camera:"):
+        photo = st.file_uploader(
+            "A photo or scan of one digit", type=PHOTO_TYPES, key="draw_photo",
+            help="PNG, JPEG, WebP or BMP up to 5 MB: dark ink on light paper or the other way round. While a "
+            "photo is here it is what the model reads; remove it to use the canvas again.",
+        )  # fmt: skip
+    return photo
 
 
 NOT_A_DIGIT = "Not a digit"
@@ -143,8 +167,12 @@ def draw_area() -> None:
         note = common.not_ready_note(models)
         if note:
             st.caption(f":material/hourglass_top: {note}")
+        photo = photo_picker()
     with right:
         slot = st.empty()  # one element for the answer (or the message instead of it)
+        if photo is not None:
+            show_photo_answer(photo, model, models, slot)
+            return
         if drawing.empty:
             slot.markdown(
                 '<div class="dl-placeholder" data-testid="dl-empty">Draw a digit on the canvas.<br>'
@@ -163,6 +191,22 @@ def draw_area() -> None:
                 slot.warning(str(error), icon=":material/warning:")
             return
         show_result(prediction, models, drawing.digest, slot)
+
+
+def show_photo_answer(photo, model: str | None, models: list[dict], slot) -> None:
+    prediction, error = predict_photo(photo, model)
+    if error is not None:  # the API's one-line message (unreadable image, too large, …), never a traceback
+        if error.code == "empty_image":
+            slot.info("No digit found in this photo: take it closer, the digit large.", icon=":material/gesture:")
+        elif isinstance(error, ApiUnavailable):
+            slot.warning(f"{error} Your photo is kept; it is recognised as soon as the service is back.",
+                         icon=":material/cloud_off:")  # fmt: skip
+        else:
+            slot.warning(str(error), icon=":material/warning:")
+        return
+    show_result(prediction, models, hashlib.sha1(photo.getvalue()).hexdigest(), slot)
+    st.caption(":material/photo_camera: This answer is for your uploaded photo; remove the photo to use the "
+               "canvas again.")  # fmt: skip
 
 
 common.page_header("Draw a digit", "Draw a digit with the mouse or a finger: it is recognised when you lift the "

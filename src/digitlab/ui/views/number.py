@@ -73,7 +73,7 @@ def show_reading(answer: dict, image: bytes, key: str) -> None:
 
 def feedback(answer: dict, key: str) -> None:
     number_id = answer.get("id")
-    if number_id is None:
+    if not answer.get("logged"):
         st.caption(":material/cloud_off: This reading could not be saved, so it cannot be confirmed.")
         return
     with st.form(f"num_form_{key}", border=False):
@@ -86,16 +86,22 @@ def feedback(answer: dict, key: str) -> None:
             st.warning("Type the number with digits only, e.g. 2024.", icon=":material/warning:")
             return
         try:
-            stored = common.client().number_feedback(int(number_id), truth)
+            stored = common.client().number_feedback(answer, truth)
         except ApiError as exc:
             st.error(f"Your answer was not saved: {exc}", icon=":material/error:")
             return
-        verdict = (
-            "The reading was right." if stored.get("correct") else f"It was read as {answer.get('text')}."
-        )
-        st.success(f"Saved: you wrote **{truth}**. {verdict} Thank you!", icon=":material/check_circle:")
-    else:
+        right = truth == answer.get("text")
+        verdict = "The reading was right." if right else f"It was read as {answer.get('text')}."
+        if stored.get("queued"):
+            st.warning(f"Saved later: you wrote **{truth}**. {verdict} The database is unavailable: your answer "
+                       "is queued and saved when it is back.", icon=":material/schedule:")  # fmt: skip
+        else:
+            st.success(f"Saved: you wrote **{truth}**. {verdict} Thank you!", icon=":material/check_circle:")
+    elif number_id is not None:
         st.caption(f":material/database: Saved to the history as number #{number_id}.")
+    else:
+        st.caption(":material/schedule: The database is unavailable: this reading is queued and saved when it is "
+                   "back.")  # fmt: skip
 
 
 @st.fragment
@@ -107,7 +113,7 @@ def number_area() -> None:
     )
     if photo is not None:
         image, name = photo.getvalue(), photo.name
-        answer, error = read(image, ("photo", photo.file_id), name)
+        answer, error = read(image, ("photo", photo.file_id), name, source="upload")
         key = f"photo_{photo.file_id}"
     elif drawing.empty:
         st.markdown(

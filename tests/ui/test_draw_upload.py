@@ -1,0 +1,72 @@
+"""The Draw page's photo upload end to end: a phone photo of a 7 on ruled paper is recognised like a
+drawing (the same answer panel), the feedback is stored with the record (source "upload"), and a file that
+is no image gets the API's one-line message, never a traceback."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+from photo import photo_of_a_seven
+from playwright.sync_api import expect
+from ui_browser import (
+    CANVAS,
+    EMPTY,
+    PREDICTION,
+    SCREENSHOTS,
+    no_traceback,
+    open_page,
+    screenshot,
+    shown_probabilities,
+    wait_idle,
+)
+
+pytestmark = pytest.mark.browser
+
+UPLOAD = "…or upload a photo or scan of a digit"
+
+
+def upload(page, name: str, data: bytes, mime: str = "image/png") -> None:
+    page.locator('.st-key-draw_photo input[type="file"]').set_input_files(
+        files=[{"name": name, "mimeType": mime, "buffer": data}]
+    )
+
+
+def test_upload_a_photo_on_the_draw_page(desktop, ui_server, api_server):
+    page = desktop
+    open_page(page, ui_server.url, "", ready=CANVAS)
+    expect(page.locator(EMPTY)).to_be_visible()  # the canvas is the main thing; the upload is folded away
+    page.get_by_text(UPLOAD).click()
+    upload(page, "seven.png", photo_of_a_seven())
+
+    answer = page.locator(PREDICTION)
+    expect(answer).to_be_visible(timeout=20_000)
+    wait_idle(page)
+    assert page.locator('[data-testid="dl-digit"]').inner_text().strip() == "7"
+    probs = shown_probabilities(page)
+    assert len(probs) == 10 and max(range(10), key=lambda d: probs[d]) == 7, probs
+    expect(page.get_by_text("What the model saw (28×28)")).to_be_visible()
+    expect(page.get_by_text("This answer is for your uploaded photo")).to_be_visible()
+    saved = page.get_by_text(re.compile(r"Saved to the history as #\d+"))
+    expect(saved).to_be_visible()
+    prediction_id = int(re.search(r"#(\d+)", saved.inner_text()).group(1))
+
+    pill = page.locator('[class*="st-key-fb_"] button').filter(has_text=re.compile(r"^7$")).first
+    pill.click()
+    expect(page.get_by_text(re.compile(r"Saved: you drew a 7\. The model was right\."))).to_be_visible()
+    no_traceback(page)
+    screenshot(page, SCREENSHOTS / "draw-upload-1280x800.png")
+
+    row = httpx.get(f"{api_server.url}/api/v1/predictions/{prediction_id}", timeout=5).json()
+    assert row["source"] == "upload" and row["predicted_digit"] == 7
+    assert row["drawn_digit"] == 7 and row["correct"] is True and row["has_image"] and row["has_processed"]
+
+    # a file that is no image (whatever its name says): the API's one-line message, no traceback
+    upload(page, "not-a-photo.png", b"this is not an image at all" * 10)
+    message = page.locator('[data-testid="stAlert"]').filter(has_text="upload a PNG, JPEG, WebP or BMP")
+    expect(message).to_be_visible(timeout=20_000)
+    lines = [line for line in message.inner_text().splitlines() if line.strip() not in ("", "warning")]
+    assert lines == ["The file is not an image we can read: upload a PNG, JPEG, WebP or BMP image."], lines
+    expect(page.locator(PREDICTION)).to_have_count(0)
+    no_traceback(page)
