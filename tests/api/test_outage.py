@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 
 from drawn_numbers import draw_number
 
-from .conftest import ADMIN_TOKEN, LiveServer, assert_error
+from .conftest import ADMIN_TOKEN, LiveServer, assert_error, draw_digit
 from .tcp_proxy import TcpProxy
 
 
@@ -206,9 +206,11 @@ def test_numbers_read_during_an_outage_are_stored_once(outage_server):
     numbers_during_an_outage(server, proxy.stop, proxy.start)
 
 
-def test_numbers_read_while_sqlite_is_locked_are_stored_once(served_model_dir, tmp_path):
-    """The default SQLite file, its write lock held by another process (`BEGIN EXCLUSIVE`) for a while:
-    writes fail with "database is locked" after the busy timeout, which the store treats as an outage."""
+@pytest.fixture
+def sqlite_locked_server(served_model_dir, tmp_path):
+    """A server on the default SQLite file, and a connection of another process's kind to hold its write
+    lock (`BEGIN EXCLUSIVE`): writes fail with "database is locked" after the busy timeout, which the store
+    treats as an outage."""
     db = tmp_path / "digitlab.db"
     env = {
         "DIGITLAB_MODEL_DIR": str(served_model_dir),
@@ -219,8 +221,49 @@ def test_numbers_read_while_sqlite_is_locked_are_stored_once(served_model_dir, t
     server = LiveServer("sqlite-lock", env, tmp_path).start()
     holder = sqlite3.connect(db, isolation_level=None, timeout=30)
     try:
-        numbers_during_an_outage(server, lambda: holder.execute("BEGIN EXCLUSIVE"),
-                                 lambda: holder.execute("ROLLBACK"), reads_fail=False)  # fmt: skip
+        yield server, holder
     finally:
         holder.close()
         server.stop()
+
+
+def test_numbers_read_while_sqlite_is_locked_are_stored_once(sqlite_locked_server):
+    server, holder = sqlite_locked_server
+    numbers_during_an_outage(server, lambda: holder.execute("BEGIN EXCLUSIVE"),
+                             lambda: holder.execute("ROLLBACK"), reads_fail=False)  # fmt: skip
+
+
+def test_a_drawing_labelled_during_an_outage_keeps_its_label_and_latest_stroke(sqlite_locked_server, sample_png):
+    """The canvas predicts after each stroke with the drawing's id; the person labels the drawing by the uid
+    they were shown (the first stroke's), then adds a stroke, all while the database is away. Replayed, the
+    drawing is one row: the latest stroke's prediction and uid, and the label."""
+    server, holder = sqlite_locked_server
+    with server.client() as api:
+
+        def stroke(png: bytes) -> dict:
+            data = {"model": "svm", "drawing_id": "d-outage", "session_id": "outage", "source": "ui"}
+            r = api.post("/api/v1/predict", files={"image": ("d.png", png, "image/png")}, data=data)
+            assert r.status_code == 200, r.text
+            return r.json()
+
+        holder.execute("BEGIN EXCLUSIVE")
+        first = stroke(sample_png)
+        assert first["logged"] is True and first["id"] is None  # in the spool
+        label = api.post(f"/api/v1/predictions/uid/{first['uid']}/feedback", json={"true_digit": 7})
+        assert label.status_code == 200 and label.json()["queued"] is True
+        last = stroke(draw_digit(pen="#aa0000"))
+        assert last["id"] is None and last["uid"] != first["uid"]
+        holder.execute("ROLLBACK")
+        wait_for(lambda: api.get("/health").json()["spool"] == 0, timeout=60)
+
+    engine = create_engine(server.env["DATABASE_URL"])
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT uid, predicted_digit, drawn_digit, correct FROM user_predictions WHERE drawing_id = :d"),
+            {"d": "d-outage"},
+        ).all()
+    engine.dispose()
+    assert len(rows) == 1
+    uid, predicted, drawn, correct = rows[0]
+    assert (uid, predicted, drawn, bool(correct)) == (last["uid"], last["digit"], 7, last["digit"] == 7)
+    assert "Traceback" not in server.log_text(), server.log_tail()

@@ -3,6 +3,8 @@ the "not a digit" label. On both backends, through PredictionStore, including a 
 
 from __future__ import annotations
 
+import shutil
+
 from digitlab.store.records import NOT_A_DIGIT
 
 
@@ -56,3 +58,54 @@ def test_drawing_updates_and_labels_replayed_from_the_spool(absent_db, tmp_path,
         assert (rows[0].predicted_digit, rows[0].uid, rows[0].not_digit) == (4, strokes[-1].uid, True)
     finally:
         store.close()
+
+
+def test_feedback_by_an_earlier_strokes_uid_survives_a_later_stroke_in_the_same_replay(
+    absent_db, tmp_path, make_record, open_store
+):
+    """The label is given to the drawing's first stroke (the uid the person saw), then one more stroke
+    comes: all three lines are replayed in one batch. Applied in spool order, the label lands on the row
+    before the later stroke takes over its uid, and stays, as it would have without the outage."""
+    url, bring_back = absent_db
+    store = open_store(url, tmp_path / "spool" / "me")
+    try:
+        first = store.add(make_record(1, drawing_id="d-fb"))
+        assert store.set_feedback_by_uid(first.uid, 7)
+        last = store.add(make_record(7, drawing_id="d-fb"))
+        bring_back()
+        assert store.wait_drained(timeout=60)
+        rows, total = store.list(1, 50)
+        assert total == 1
+        row = rows[0]
+        assert (row.uid, row.predicted_digit, row.drawn_digit, row.correct) == (last.uid, 7, 7, True)
+    finally:
+        store.close()
+
+
+def test_a_spool_replayed_twice_keeps_the_drawings_latest_prediction(
+    absent_db, tmp_path, make_record, open_store
+):
+    """A crash after the replay's commit but before the spool is truncated replays it again (here: a copy
+    of it, adopted as the spool of a process that died). The earlier stroke's uid is no longer in the table,
+    yet it must not bring the earlier prediction back over the later one."""
+    url, bring_back = absent_db
+    spool_root = tmp_path / "spool"
+    store = open_store(url, spool_root / "me")
+    try:
+        store.add(make_record(1, drawing_id="d-twice"))
+        last = store.add(make_record(7, drawing_id="d-twice"))
+        assert store.set_feedback_by_uid(last.uid, 7)
+    finally:
+        store.close()  # not drained: the spool stays on disk
+    shutil.copytree(spool_root / "me", spool_root / "crashed")  # the same lines, to be replayed again
+    bring_back()
+    store = open_store(url, spool_root / "me")
+    try:
+        assert store.wait_drained(timeout=60)
+        rows, total = store.list(1, 50)
+        assert total == 1
+        row = rows[0]
+        assert (row.uid, row.predicted_digit, row.drawn_digit, row.correct) == (last.uid, 7, 7, True)
+    finally:
+        store.close()
+    assert not (spool_root / "crashed").exists()  # it was adopted and replayed

@@ -61,18 +61,19 @@ def _label_values(label: int | None) -> dict[str, Any]:
 #: SQLAlchemy's cache; `insert(T).values(row)` built per request cost more than the model itself.
 _INSERT = insert(T)
 _INSERT_RETURNING = insert(T).returning(T.c.id, sort_by_parameter_order=True)
-_UPSERTS: dict[str, Any] = {}
+_UPSERTS: dict[tuple[str, bool], Any] = {}
 
 
-def _upsert_statement(dialect: str):
-    """INSERT ... ON CONFLICT (drawing_id, model_name) DO UPDATE ... RETURNING id, for this dialect."""
-    stmt = _UPSERTS.get(dialect)
+def _upsert_statement(dialect: str, *, newer_only: bool = False):
+    """INSERT ... ON CONFLICT (drawing_id, model_name) DO UPDATE ... RETURNING id, for this dialect.
+    `newer_only` (spool replay): a row that holds a later prediction is left as it is, and no id returned."""
+    stmt = _UPSERTS.get((dialect, newer_only))
     if stmt is None:
         ins = (pg_insert if dialect == "postgresql" else sqlite_insert)(T)
         new = ins.excluded
         drawn = func.coalesce(new.drawn_digit, T.c.drawn_digit)
         keep = {"id", "drawing_id", "model_name", "drawn_digit", "correct", "not_digit"}
-        stmt = _UPSERTS[dialect] = ins.on_conflict_do_update(
+        stmt = ins.on_conflict_do_update(
             index_elements=[T.c.drawing_id, T.c.model_name],
             set_={
                 **{c.name: new[c.name] for c in T.columns if c.name not in keep},
@@ -80,7 +81,9 @@ def _upsert_statement(dialect: str):
                 "correct": case((drawn.is_(None), None), else_=drawn == new.predicted_digit),
                 "not_digit": case((new.drawn_digit.is_not(None), None), else_=T.c.not_digit),
             },
-        ).returning(T.c.id)
+            where=(T.c.timestamp <= new.timestamp) if newer_only else None,
+        )
+        _UPSERTS[(dialect, newer_only)] = stmt = stmt if newer_only else stmt.returning(T.c.id)
     return stmt
 
 
@@ -88,6 +91,12 @@ def _upsert_drawing(conn, record: PredictionRecord) -> int:
     """Insert the record, or update the row of its drawing and model: the drawing's latest prediction
     replaces the earlier one; a label already given stays unless this request brings one. Returns the id."""
     return conn.execute(_upsert_statement(conn.dialect.name), record.to_row()).scalar_one()
+
+
+def _replay_drawing(conn, record: PredictionRecord) -> None:
+    """`_upsert_drawing` for a spool replay: a row holding a later prediction of the drawing (answered after
+    this one) keeps it, so replaying a spool twice cannot bring an earlier stroke back."""
+    conn.execute(_upsert_statement(conn.dialect.name, newer_only=True), record.to_row())
 
 
 class Repository:
@@ -126,7 +135,9 @@ class Repository:
 
     def insert_missing(self, conn, records: list[PredictionRecord]) -> int:
         """Insert, in order, the records whose uid is not stored yet (idempotent replay); returns how many.
-        One executemany (psycopg pipelines it: no round trip per record)."""
+        Without drawings one executemany (psycopg pipelines it: no round trip per record). A drawing's
+        record only replaces a row holding an earlier prediction (`_replay_drawing`): the earlier strokes'
+        uids are no longer in the table, so they count as missing on a second replay of the same spool."""
         present = set(conn.scalars(select(T.c.uid).where(T.c.uid.in_([r.uid for r in records]))))
         missing = []
         for record in records:
@@ -135,7 +146,10 @@ class Repository:
                 missing.append(record)
         if any(r.drawing_id for r in missing):  # in order: a drawing's later prediction wins
             for record in missing:
-                self._insert_one(conn, record)
+                if record.drawing_id:
+                    _replay_drawing(conn, record)
+                else:
+                    conn.execute(_INSERT, record.to_row())
         elif missing:
             conn.execute(_INSERT, [r.to_row() for r in missing])
         return len(missing)

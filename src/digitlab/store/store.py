@@ -7,7 +7,8 @@ Two modes:
   error (and at start-up when the database is away); left only when a background thread has replayed the
   whole spool, in order, into the database. While spooled records wait, new ones queue behind them, so the
   table receives records in the order they were answered. Replays are idempotent thanks to the record
-  `uid` (UNIQUE), so a crash between the database write and the spool truncation duplicates nothing.
+  `uid` (UNIQUE) and to drawings' rows taking only a later prediction, so a crash between the database
+  write and the spool truncation duplicates nothing and brings no earlier stroke back.
 
 Read numbers (`add_number`, `set_number_feedback`; table `read_numbers`) take the same path: direct
 writes in database mode, the same spool (operations `number`, `number_feedback`) in spool mode.
@@ -473,26 +474,32 @@ class PredictionStore:
         return len(lines)
 
     def _apply(self, conn, ops: list[dict[str, Any]]) -> None:
-        """Apply spooled operations with few statements: the adds in order (one idempotent executemany),
-        then the feedback in order, runs of the same key kind as one executemany. Same result as one by one:
-        feedback only ever refers to records added before it, and within a run the last one per record
-        wins, as it would. Read numbers (another table) are applied strictly in order, run by run: a later
-        reading of a drawing replaces its uid, so its feedback must come before that reading."""
-        records = [op["record"] for op in ops if op["op"] == "add"]
-        if records:
-            self.repo.insert_missing(conn, records)
-        feedback = [op for op in ops if op["op"] == "feedback"]
-        for key, run in groupby(feedback, key=lambda op: "uid" if "uid" in op else "id"):
-            self.repo.apply_feedback(conn, key, {op[key]: op["digit"] for op in run})
-        number_ops = [op for op in ops if op["op"] in NUMBER_OPS]
-        for kind, run in groupby(number_ops, key=lambda op: (op["op"], "uid" if "uid" in op else "id")):
-            if kind[0] == "number":
-                numbers.insert_missing(conn, [op["record"] for op in run])
-            else:
-                numbers.apply_true_text(conn, kind[1], {op[kind[1]]: op["true_text"] for op in run})
+        """Apply spooled operations strictly in spool order, each table's on their own (predictions and read
+        numbers do not touch each other), with few statements: a run of adds is one idempotent
+        `insert_missing`, a run of feedback with the same key kind one executemany (within a run the last
+        one per record wins, as it would one by one). Order matters: a later prediction (or reading) of a
+        drawing takes over the row's uid, so feedback given by an earlier stroke's uid must come before it."""
+        for table_ops in (
+            [op for op in ops if op["op"] not in NUMBER_OPS],
+            [op for op in ops if op["op"] in NUMBER_OPS],
+        ):
+            for (kind, key), run in groupby(table_ops, key=_run_kind):
+                if kind == "add":
+                    self.repo.insert_missing(conn, [op["record"] for op in run])
+                elif kind == "feedback":
+                    self.repo.apply_feedback(conn, key, {op[key]: op["digit"] for op in run})
+                elif kind == "number":
+                    numbers.insert_missing(conn, [op["record"] for op in run])
+                else:
+                    numbers.apply_true_text(conn, key, {op[key]: op["true_text"] for op in run})
 
 
 NUMBER_OPS = ("number", "number_feedback")
+
+
+def _run_kind(op: dict[str, Any]) -> tuple[str, str]:
+    """(operation, key kind): consecutive spool lines with the same one are applied together."""
+    return op["op"], "uid" if "uid" in op else "id"
 
 
 class WriteSkipped(Exception):
