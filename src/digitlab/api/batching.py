@@ -24,7 +24,10 @@ MAX_BATCH = 16
 
 
 class PredictionBatcher:
-    """Runs `compute_batch` on at most `slots` batches at once, in its own worker threads."""
+    """Runs `compute_batch` on at most `slots` batches at once, in its own worker threads.
+
+    `slots` is the cores this process may keep busy (`api.main.cpu_slots`): with one worker process per
+    core, one slot each, so that requests queue into batches instead of fighting over the GIL."""
 
     def __init__(self, ctx: AppContext, slots: int, max_batch: int = MAX_BATCH):
         self.ctx = ctx
@@ -65,9 +68,13 @@ class PredictionBatcher:
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[tuple[Job, asyncio.Future]]) -> None:
         try:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="digitlab-cpu")
-            outcomes, logged = await loop.run_in_executor(self._executor, self._compute, [j for j, _ in batch])
+            try:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="digitlab-cpu")
+                outcomes, logged = await loop.run_in_executor(self._executor, self._compute, [j for j, _ in batch])
+            finally:  # the CPU slot is free as soon as the computing is done: the next batch starts
+                self._running -= 1  # while this one's records are being committed
+                self._dispatch(loop)
             await asyncio.wrap_future(logged)  # never fails: a store failure leaves `logged: false`
             for (_, future), outcome in zip(batch, outcomes, strict=True):
                 if future.done():
@@ -82,9 +89,6 @@ class PredictionBatcher:
                     future.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
-        finally:
-            self._running -= 1
-            self._dispatch(loop)
 
     def _compute(self, jobs: list[Job]) -> tuple[list[Computed | BaseException], Future]:
         """In a worker thread: the answers, and the store's Future for all their records at once."""

@@ -65,6 +65,7 @@ def serve(host: str | None = None, port: int | None = None, workers: int | None 
         file=sys.stderr,
         flush=True,
     )
+    os.environ["DIGITLAB_WORKERS"] = str(workers)  # each worker sizes its CPU slots by it (api.main.cpu_slots)
     with _shared_metrics(workers):
         _run_uvicorn(uvicorn, host, port, workers)
     logging.getLogger("digitlab.api").info("API stopped")
