@@ -129,3 +129,41 @@ def test_detector_threshold_never_gives_up_the_non_digits():
     assert (p_negatives > chosen["t_detector"]).mean() >= 0.85 - 1e-3
     # the detector alone spends more than the budget on this set: reported, not obeyed
     assert chosen["real"]["m"]["a"]["correct_flagged"] > REAL_BUDGET
+
+
+class _DetWithDigits(_Det):
+    """A detector whose own digit outputs favour the true digit: it disagrees with wrong answers."""
+
+    def __init__(self, p, labels):
+        super().__init__(p)
+        self.labels = labels
+
+    def detector_outputs(self, X):
+        idx = X[:, 0].astype(int)
+        digits = np.full((len(X), 10), 0.02)
+        digits[np.arange(len(X)), self.labels[idx]] = 0.82
+        return self.p[idx], digits
+
+
+def test_second_opinion_is_chosen_when_it_catches_more_within_the_budget():
+    n = 3000
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 10, n)
+    wrong = rng.random(n) < 0.05
+    X = np.arange(n, dtype=np.float32)[:, None] * np.ones((1, 784), np.float32)
+    det = _DetWithDigits(rng.random(n) * 0.5, labels)
+    drawn = (np.zeros(10), np.zeros(10, int), {})
+    chosen = real_thresholds(
+        det, {"m": _Model(labels, wrong)}, {"a": (X, labels)}, drawn, t_detector=0.9,
+        p_negatives=np.full(100, 0.99), drawn_digits=np.full((10, 10), 0.1),
+    )
+    rates = chosen["real"]["m"]["a"]
+    assert chosen["t_joint"]["m"] > 0 and chosen["t_model"]["m"] == 0.0
+    assert rates["correct_flagged"] <= REAL_BUDGET
+    assert rates["wrong_flagged"] > 0.95  # the sure mistakes too, which the top probability misses
+    # without the detector's digit outputs there is no second opinion
+    plain = real_thresholds(
+        _Det(det.p), {"m": _Model(labels, wrong)}, {"a": (X, labels)}, drawn, t_detector=0.9,
+        p_negatives=np.full(100, 0.99),
+    )
+    assert plain["t_joint"] == {} and plain["real"]["m"]["a"]["wrong_flagged"] < 0.8

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from digitlab.detector.features import N_FEATURES, detector_features
-from digitlab.detector.runtime import DEFAULT_T_MODEL_KEY, UncertaintyDetector, load_detector
+from digitlab.detector.runtime import DEFAULT_T_MODEL_KEY, NotDigit, UncertaintyDetector, load_detector
 from digitlab.evaluation.flags import uncertainty_rates
 from digitlab.models import MODEL_SPECS, ArtifactError
 from digitlab.models.artifacts import sha256_bytes
@@ -121,6 +121,27 @@ def test_is_uncertain_follows_both_thresholds(detector):
     X = np.zeros((2, 784), np.float32)
     flags = d.flags("svm", X, np.vstack([sure, unsure]), p_not_digit=np.array([0.95, 0.1]))
     assert flags.tolist() == [True, True]
+
+
+def test_second_opinion_flags_an_answer_the_detector_finds_unlikely(detector, test_digits):
+    """t_joint: a sure answer the detector's own digit outputs find unlikely is flagged, by every path."""
+    x = test_digits[0][0].astype(np.float32) / 255.0
+    p = detector.not_digit_probability(x)
+    assert isinstance(p, NotDigit) and p.digits.shape == (10,) and float(p) == pytest.approx(p)
+    manifest = json.loads(json.dumps(detector.manifest))
+    manifest["thresholds"] = {"t_detector": 1.0, "t_model": {"default": 0.0}, "t_joint": {"default": 0.6}}
+    strict = dataclasses.replace(detector, manifest=manifest)
+    unlikely, likely = np.zeros(10), np.zeros(10)
+    unlikely[int(np.argmin(p.digits))] = 1.0
+    likely[int(np.argmax(p.digits))] = 1.0
+    assert strict.is_uncertain("svm", x, unlikely, p_not_digit=p)
+    assert strict.is_uncertain("svm", x, unlikely, p_not_digit=float(p))  # a bare float: runs it again
+    assert not strict.is_uncertain("svm", x, likely, p_not_digit=p)
+    both = np.stack([unlikely, likely])
+    assert strict.flags("svm", np.stack([x, x]).reshape(2, 784), both).tolist() == [True, False]
+    # no t_joint in the manifest (older detectors): no second opinion
+    manifest["thresholds"].pop("t_joint")
+    assert not dataclasses.replace(detector, manifest=manifest).is_uncertain("svm", x, unlikely, p_not_digit=p)
 
 
 def test_features_and_probabilities_batch_equals_single(detector, test_digits):

@@ -190,7 +190,7 @@ def compute_batch(ctx: AppContext, jobs: list[Job]) -> list[Computed | BaseExcep
     return outcomes  # type: ignore[return-value]
 
 
-def _not_digit_probabilities(ctx: AppContext, jobs, images, answered, answers) -> dict[int, float]:
+def _not_digit_probabilities(ctx: AppContext, jobs, images, answered, answers) -> dict[int, Any]:
     """The detector's p(not a digit) of the images whose flag depends on it, in one batch."""
     detector = ctx.detector
     if detector is None:
@@ -202,8 +202,8 @@ def _not_digit_probabilities(ctx: AppContext, jobs, images, answered, answers) -
     ]
     if not needed:
         return {}
-    p = detector.not_digit_probabilities(np.stack([images[i].reshape(784) for i in needed]))
-    return {i: float(v) for i, v in zip(needed, p, strict=True)}
+    found = detector.not_digit_each(np.stack([images[i].reshape(784) for i in needed]))
+    return dict(zip(needed, found, strict=True))  # each carries the detector's digit outputs too
 
 
 def _answer(

@@ -1,6 +1,11 @@
 """The runtime detector: a small ReLU MLP in plain numpy, its weights read from a checksummed `.npz`.
 
     uncertain = p_not_digit > t_detector  or  max_proba < t_model[model_name]
+                or  (max_proba + detector's p(the model's answer)) / 2 < t_joint[model_name]
+
+The last term is a second opinion: the detector also reads the digit (its outputs 0-9), and a model
+that is sure of an answer the detector finds unlikely is often confidently wrong on real handwriting.
+It costs nothing at serving time: the detector's digit outputs come with p_not_digit (`NotDigit`).
 
 See docs/uncertainty.md for how the thresholds are chosen.
 """
@@ -11,6 +16,7 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 from scipy.special import softmax
@@ -23,8 +29,32 @@ NOT_DIGIT = 10  #: class index of "not a digit" in the training labels (0-9 are 
 
 
 #: a prediction is flagged when the detector's p(not a digit) exceeds t_detector, or the model's top
-#: probability is below t_model[name] ("default" for a model the manifest does not know)
+#: probability is below t_model[name] ("default" for a model the manifest does not know), or the mean of
+#: the model's and the detector's probability of the answer is below t_joint[name] (0 or absent: none)
 DEFAULT_T_MODEL_KEY = "default"
+
+
+class NotDigit(float):
+    """p(not a digit) of one image that also carries the detector's digit probabilities (`digits`, 10),
+    so `is_uncertain` can ask for the second opinion without running the network again."""
+
+    digits: np.ndarray
+
+    def __new__(cls, p_not_digit: float, digits: np.ndarray) -> Self:
+        obj = super().__new__(cls, p_not_digit)
+        obj.digits = digits
+        return obj
+
+
+def joint_confidence(proba: np.ndarray, digits: np.ndarray) -> np.ndarray:
+    """Mean of the model's and the detector's probability of the model's answer: (n, 10) x 2 -> (n,).
+
+    The detector's digit outputs are renormalised over the ten digits first.
+    """
+    proba = np.asarray(proba, np.float64).reshape(-1, 10)
+    digits = np.asarray(digits, np.float64).reshape(-1, 10)
+    rows, answers = np.arange(len(proba)), proba.argmax(axis=1)
+    return (proba[rows, answers] + digits[rows, answers] / np.maximum(digits.sum(axis=1), 1e-12)) / 2
 
 
 @dataclass
@@ -54,17 +84,34 @@ class UncertaintyDetector:
         t = self.manifest["thresholds"]["t_model"]
         return float(t.get(model_name, t[DEFAULT_T_MODEL_KEY]))
 
-    def not_digit_probabilities(self, X: np.ndarray) -> np.ndarray:
-        """p(not a digit) for a batch: (n, 784) or (n, 28, 28) preprocessed images -> (n,) float64."""
+    def joint_threshold(self, model_name: str) -> float:
+        """t_joint for `model_name` (the manifest's default for unknown names; 0 = no second opinion)."""
+        t = self.manifest["thresholds"].get("t_joint") or {}
+        return float(t.get(model_name, t.get(DEFAULT_T_MODEL_KEY, 0.0)))
+
+    def detector_outputs(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(p(not a digit) (n,), digit probabilities (n, 10)) for (n, 784) or (n, 28, 28) images."""
         h = standardise(detector_features(X), self.mean, self.scale)
         for W, b in self.weights[:-1]:
             h = np.maximum(h @ W + b, 0.0)
         W, b = self.weights[-1]
-        return softmax((h @ W + b).astype(np.float64), axis=1)[:, self.not_digit_index]
+        out = softmax((h @ W + b).astype(np.float64), axis=1)
+        return out[:, self.not_digit_index], np.delete(out, self.not_digit_index, axis=1)
 
-    def not_digit_probability(self, image28: np.ndarray) -> float:
-        """p(not a digit) of one preprocessed image ((28, 28) or (784,), float32 in [0, 1])."""
-        return float(self.not_digit_probabilities(np.asarray(image28).reshape(1, 784))[0])
+    def not_digit_probabilities(self, X: np.ndarray) -> np.ndarray:
+        """p(not a digit) for a batch: (n, 784) or (n, 28, 28) preprocessed images -> (n,) float64."""
+        return self.detector_outputs(X)[0]
+
+    def not_digit_probability(self, image28: np.ndarray) -> NotDigit:
+        """p(not a digit) of one preprocessed image ((28, 28) or (784,), float32 in [0, 1]), a float
+        that carries the detector's digit probabilities for the second opinion."""
+        p, digits = self.detector_outputs(np.asarray(image28).reshape(1, 784))
+        return NotDigit(float(p[0]), digits[0])
+
+    def not_digit_each(self, X: np.ndarray) -> list[NotDigit]:
+        """`not_digit_probability` of every image of a batch, in one run of the network."""
+        p, digits = self.detector_outputs(X)
+        return [NotDigit(float(v), d) for v, d in zip(p, digits, strict=True)]
 
     def needs_detector(self, model_name: str, proba: np.ndarray) -> bool:
         """False when the model's own confidence already makes the answer uncertain (see `is_uncertain`)."""
@@ -78,11 +125,13 @@ class UncertaintyDetector:
         *,
         p_not_digit: float | Callable[[], float] | None = None,
     ) -> bool:
-        """The rule: p_not_digit > t_detector or max(proba) < t_model[model_name].
+        """The rule (module docstring) for one image.
 
         `proba` is the model's 10 probabilities for `image28`. When several models answer for the
-        same image (model=all), pass `p_not_digit` computed once, or a function that computes it once:
-        it is only called when the model's own confidence does not already decide (the API's case).
+        same image (model=all), pass `p_not_digit` computed once (`not_digit_probability(image28)`, which
+        carries the detector's digit outputs), or a function that computes it once: it is only called
+        when the model's own confidence does not already decide. A plain float makes the second opinion
+        run the detector again.
         """
         if not self.needs_detector(model_name, proba):
             return True  # flagged whatever the detector says: it need not run
@@ -90,17 +139,38 @@ class UncertaintyDetector:
             p_not_digit = self.not_digit_probability(image28)
         elif callable(p_not_digit):
             p_not_digit = p_not_digit()
-        return bool(p_not_digit > self.t_detector)
+        proba = np.asarray(proba, np.float64).reshape(-1)
+        if p_not_digit > self.t_detector:
+            return True
+        t_joint = self.joint_threshold(model_name)
+        if t_joint <= 0:
+            return False
+        digits = getattr(p_not_digit, "digits", None)
+        if digits is None:
+            digits = self.not_digit_probability(image28).digits
+        return bool(joint_confidence(proba, digits)[0] < t_joint)
 
     def flags(
-        self, model_name: str, X: np.ndarray, proba: np.ndarray, *, p_not_digit: np.ndarray | None = None
+        self,
+        model_name: str,
+        X: np.ndarray,
+        proba: np.ndarray,
+        *,
+        p_not_digit: np.ndarray | None = None,
+        digit_proba: np.ndarray | None = None,
     ) -> np.ndarray:
-        """`is_uncertain` for a batch: (n,) bool."""
+        """`is_uncertain` for a batch: (n,) bool. `digit_proba`: the detector's digit outputs, if known."""
         if p_not_digit is None:
-            p_not_digit = self.not_digit_probabilities(X)
+            p_not_digit, digit_proba = self.detector_outputs(X)
         proba = np.asarray(proba, dtype=np.float64)
         proba = proba.reshape(len(p_not_digit), -1) if proba.size else proba.reshape(0, 10)
-        return (np.asarray(p_not_digit) > self.t_detector) | (proba.max(axis=1) < self.threshold(model_name))
+        out = (np.asarray(p_not_digit) > self.t_detector) | (proba.max(axis=1) < self.threshold(model_name))
+        t_joint = self.joint_threshold(model_name)
+        if t_joint > 0 and len(out):
+            if digit_proba is None:
+                digit_proba = self.detector_outputs(X)[1]
+            out |= joint_confidence(proba, digit_proba) < t_joint
+        return out
 
 
 CLIP = 8.0  #: standardised features are clipped to +-CLIP (an odd drawing cannot blow up the MLP)

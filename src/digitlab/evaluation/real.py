@@ -353,7 +353,7 @@ def model_outputs(
     usable = data["status"] >= 0
     X = data["X"][usable].astype(np.float32) / 255.0
     ok = data["status"][usable] == 1
-    p_nd = detector.not_digit_probabilities(X) if detector is not None and len(X) else None
+    p_nd, digits = detector.detector_outputs(X) if detector is not None and len(X) else (None, None)
     out = {}
     for name, fn in predict_fns.items():
         proba = np.zeros((len(X), 10))
@@ -362,7 +362,7 @@ def model_outputs(
                 [np.asarray(fn(X[ok][i : i + 1000]), np.float64) for i in range(0, int(ok.sum()), 1000)]
             )
         flags = (
-            detector.flags(name, X, np.where(ok[:, None], proba, 0.1), p_not_digit=p_nd)
+            detector.flags(name, X, np.where(ok[:, None], proba, 0.1), p_not_digit=p_nd, digit_proba=digits)
             if p_nd is not None
             else None
         )

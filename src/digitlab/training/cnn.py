@@ -242,6 +242,7 @@ def train_cnn(
     mnist_dir: Path | str | None = None,
     test_limit: int | None = None,
     config: TrainConfig | None = None,
+    extra_summary: dict | None = None,
 ) -> dict[str, Any]:
     """Train the CNN and write `<out_dir>/cnn.onnx` + `<out_dir>/cnn.json`; return the manifest.
 
@@ -251,6 +252,7 @@ def train_cnn(
       training part only (never to validation or test), augmented like MNIST.
     - `mnist_dir`: MNIST folder; default `DIGITLAB_MNIST_DIR` (else data/mnist) via `digitlab.data`.
     - `test_limit`: score on the first N test images only (tests); the manifest says so.
+    - `extra_summary`: what `extra_data` is made of, for the manifest (`params.extra_training_data`).
     Accuracy and the confusion matrix are measured with onnxruntime on the exported file itself.
     """
     torch = import_torch()
@@ -340,6 +342,7 @@ def train_cnn(
             "ema_decay": config.ema_decay,
             "validation_samples": len(y_val),
             "extra_samples": extra_samples,
+            "extra_training_data": extra_summary,
             "limit": limit,
             "threads": THREADS,
             "augmentation": {k: list(v) if isinstance(v, tuple) else v for k, v in aug.items()},
@@ -363,11 +366,16 @@ def train_cnn(
 #: Re-drawn MNIST training digits (canvas-like pens and rare styles, see `training/augment.py`) added to the
 #: CNN's training set so it reads canvas drawings as well as scans.
 CNN_DRAWN_SAMPLES = 8_000
+#: On top, the classical models' extra data (`training/coverage.py`: style drawings and the real
+#: handwriting that is not held out), Semeion's few writers twice: chosen on the real calibration part
+#: (docs/real.md, "What moved the numbers").
+CNN_REAL_REPEAT = {"semeion": 2}
 
 
 def train_cnn_with_drawings(settings, *, limit: int | None = None, jobs: int | None = None) -> dict:
-    """Train the CNN (needs the `cnn` extra: torch) on MNIST plus re-drawn training digits."""
+    """Train the CNN (needs the `cnn` extra: torch) on MNIST, re-drawn training digits and the coverage set."""
     from digitlab.training.augment import drawn_training_set
+    from digitlab.training.coverage import coverage_set
 
     count = CNN_DRAWN_SAMPLES if limit is None else min(CNN_DRAWN_SAMPLES, max(limit // 3, 100))
     marker = Path(settings.model_dir) / "cnn.training"  # the API and UI show "training" meanwhile
@@ -375,9 +383,14 @@ def train_cnn_with_drawings(settings, *, limit: int | None = None, jobs: int | N
     marker.touch()
     try:
         log(f"cnn: rendering {count} training digits as canvas drawings")
-        extra = drawn_training_set(
+        drawn = drawn_training_set(
             count, seed=0, mnist_dir=settings.mnist_dir, jobs=jobs, cache_dir=settings.data_dir / "cache"
         )
-        return train_cnn(settings.model_dir, limit=limit, mnist_dir=settings.mnist_dir, extra_data=extra)
+        images, labels, summary = coverage_set(settings, limit=limit, jobs=jobs, real_repeat=CNN_REAL_REPEAT)
+        extra = (np.concatenate([drawn[0], images]), np.concatenate([drawn[1], labels]))
+        return train_cnn(
+            settings.model_dir, limit=limit, mnist_dir=settings.mnist_dir, extra_data=extra,
+            extra_summary={"drawn_digits": len(drawn[1]), **summary},
+        )  # fmt: skip
     finally:
         marker.unlink(missing_ok=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -92,9 +93,17 @@ def style_training_set(
 
 
 def real_training_set(
-    handwriting_dir: Path, *, jobs: int | None = None, cache_dir: Path | None = None
+    handwriting_dir: Path,
+    *,
+    jobs: int | None = None,
+    cache_dir: Path | None = None,
+    repeat: Mapping[str, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """The non-held-out real handwriting in `REAL_VIEWS`, preprocessed; None when the files are missing."""
+    """The non-held-out real handwriting in `REAL_VIEWS`, preprocessed; None when the files are missing.
+
+    `repeat`: set -> how many times its images go in (1 for a set not named): a weight for a learner
+    that has no sample weights (the CNN).
+    """
     from digitlab.evaluation.real import HandwritingError, prepared_part
 
     images, labels = [], []
@@ -105,16 +114,23 @@ def real_training_set(
             log(f"real handwriting not used for training ({exc})")
             return None
         ok = data["status"] == 1
-        images.append(data["X"][ok].reshape(-1, 28, 28))
-        labels.append(data["labels"][ok].astype(np.uint8))
+        times = (repeat or {}).get(name, 1)
+        images += [data["X"][ok].reshape(-1, 28, 28)] * times
+        labels += [data["labels"][ok].astype(np.uint8)] * times
     return np.concatenate(images), np.concatenate(labels)
 
 
-def coverage_set(settings, *, limit: int | None = None, jobs: int | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+def coverage_set(
+    settings,
+    *,
+    limit: int | None = None,
+    jobs: int | None = None,
+    real_repeat: Mapping[str, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """Style drawings plus real handwriting for training: (uint8 (n, 28, 28), uint8 labels, summary).
 
     With `limit` (quick runs, tests) the style drawings shrink to a third of it and real handwriting
-    is left out.
+    is left out. `real_repeat`: see `real_training_set`.
     """
     started = time.perf_counter()
     cache_dir = settings.data_dir / "cache"
@@ -124,9 +140,13 @@ def coverage_set(settings, *, limit: int | None = None, jobs: int | None = None)
     summary = {"style_drawings": len(y), "real_handwriting": 0}
     if limit is None:
         log("coverage: real handwriting that is not held out (USPS train, Semeion fit part)")
-        found = real_training_set(settings.handwriting_path, jobs=jobs, cache_dir=cache_dir)
+        found = real_training_set(
+            settings.handwriting_path, jobs=jobs, cache_dir=cache_dir, repeat=real_repeat
+        )
         if found is not None:
             X, y = np.concatenate([X, found[0]]), np.concatenate([y, found[1]])
             summary["real_handwriting"] = len(found[1])
+            if real_repeat:
+                summary["real_repeat"] = dict(real_repeat)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     return X, y, summary

@@ -57,6 +57,10 @@ VAL_SEED_OFFSET = (
     9000  #: validation drawings use seed + this (training: seed; `digitlab evaluate --drawn`: 0)
 )
 VAL_COUNT = 4000  #: validation digits (and as many non-digits)
+#: real handwriting among the training digits, per set, at most (scan, view) pairs of the 'fit' parts
+#: (never the calibration part or the held-out benchmark): odd but real styles, Semeion's scans
+#: stretched to the box and USPS's thick strokes, stop looking like scribbles to the detector
+REAL_POSITIVES = {"usps": 3000, "semeion": 3000}
 
 
 def _mnist_digits(split: str, mnist_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
@@ -64,6 +68,37 @@ def _mnist_digits(split: str, mnist_dir: Path | None) -> tuple[np.ndarray, np.nd
 
     images, labels = load_mnist(split, directory=mnist_dir)
     return np.asarray(images), np.asarray(labels)
+
+
+def real_positives(
+    handwriting_dir: Path | None, seed: int, *, jobs: int | None = None, cache_dir: Path | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+    """Up to `REAL_POSITIVES` preprocessed real digits per set (X uint8 (n, 784), labels, kinds).
+
+    The 'fit' parts in the views the classical models train on (`coverage.REAL_VIEWS`, the same cache);
+    a seeded sample when a set has more. None (and a note in the log) when the files are not there.
+    """
+    if handwriting_dir is None:
+        return None
+    from digitlab.evaluation.real import HandwritingError, prepared_part
+    from digitlab.training.coverage import REAL_VIEWS
+
+    X, y, kinds = [], [], []
+    for name, limit in REAL_POSITIVES.items():
+        try:
+            part = prepared_part(
+                name, "fit", handwriting_dir, views=REAL_VIEWS[name], jobs=jobs, cache_dir=cache_dir
+            )
+        except HandwritingError as exc:
+            log(f"detector: real handwriting not among the training digits ({exc})")
+            return None
+        ok = np.flatnonzero(part["status"] == 1)
+        if len(ok) > limit:
+            ok = np.sort(np.random.default_rng([int(seed), 43]).choice(ok, limit, replace=False))
+        X.append(part["X"][ok])
+        y.append(part["labels"][ok].astype(np.int64))
+        kinds += [f"real-{name}"] * len(ok)
+    return np.vstack(X), np.concatenate(y), kinds
 
 
 def validation_set(
@@ -187,7 +222,7 @@ def calibrate(
 
     Xd = val["digits"].astype(np.float32) / 255.0
     Xn = val["negatives"].astype(np.float32) / 255.0
-    p_d, p_n = detector.not_digit_probabilities(Xd), detector.not_digit_probabilities(Xn)
+    (p_d, digits_d), p_n = detector.detector_outputs(Xd), detector.not_digit_probabilities(Xn)
     outputs = {
         name: (_batched(m.predict_proba, Xd), _batched(m.predict_proba, Xn)) for name, m in models.items()
     }
@@ -195,21 +230,28 @@ def calibrate(
         p_d, val["labels"], p_n, outputs, detector_share=detector_share, model_share=model_share
     )
     t_model = {name: round(t, 4) for name, t in chosen["t_model"].items()}
-    real_rates = None
+    real_rates, t_joint = None, {}
     if real is not None and models:
         from digitlab.training.real_calibration import real_thresholds
 
         on_real = real_thresholds(
             detector, models, real, (p_d, val["labels"], {n: o[0] for n, o in outputs.items()}),
-            chosen["t_detector"], p_n,
+            chosen["t_detector"], p_n, drawn_digits=digits_d,
         )
         chosen["t_detector"], t_model, real_rates = on_real["t_detector"], on_real["t_model"], on_real["real"]
+        t_joint = on_real["t_joint"]
     # a model the thresholds were not fitted to gets the most cautious calibrated value (or 0.3)
     default = round(min(t_model.values()), 4) if t_model else 0.3
     full = {name: t_model.get(name, default) for name in MODEL_SPECS}
     full[DEFAULT_T_MODEL_KEY] = default
+    thresholds = {"t_detector": round(chosen["t_detector"], 6), "t_model": full}
+    if t_joint:  # the second opinion; a model the thresholds were not fitted to gets the mildest one
+        thresholds["t_joint"] = {
+            **{name: t_joint.get(name, min(t_joint.values())) for name in MODEL_SPECS},
+            DEFAULT_T_MODEL_KEY: min(t_joint.values()),
+        }
     return {
-        "thresholds": {"t_detector": round(chosen["t_detector"], 6), "t_model": full},
+        "thresholds": thresholds,
         "calibration": {
             "calibrated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "detector_share": detector_share,
@@ -239,7 +281,8 @@ def train_detector(
     """Train the not-a-digit detector, choose its thresholds, write `detector.npz` + `detector.json`.
 
     `count` training drawings (half digits from MNIST *training* images and style templates, half
-    non-digits), rendered the API's way; an MLP on `detector_features`; thresholds on
+    non-digits), rendered the API's way, plus `real_positives` of `handwriting_dir` among the digits
+    when given; an MLP on `detector_features`; thresholds on
     `validation_set(seed)` against every model that loads from `model_dir` (default: the settings'
     model dir; the bundled CNN included). Returns the manifest.
     """
@@ -263,9 +306,13 @@ def train_detector(
             jobs=jobs,
             progress=bar.task("training non-digits", count - n_pos),
         )
+    real = real_positives(handwriting_dir, seed, jobs=jobs, cache_dir=_cache_dir())
+    if real is not None:
+        Xp, yp, kp = np.vstack([Xp, real[0]]), np.concatenate([yp, real[1]]), kp + real[2]
     render_seconds = time.perf_counter() - started
     log(
-        f"rendered {len(Xp)} digits and {len(Xn)} non-digits in {render_seconds:.0f} s; features and fitting"
+        f"rendered {len(Xp)} digits ({len(real[1]) if real is not None else 0} of them real handwriting) "
+        f"and {len(Xn)} non-digits in {render_seconds:.0f} s; features and fitting"
     )
     F = detector_features(np.vstack([Xp, Xn]).astype(np.float32) / 255.0)
     y = np.concatenate([yp, yn])
@@ -308,7 +355,7 @@ def train_detector(
     cal = calibrate(detector, val, models, real=_real(handwriting_dir, jobs))
     kinds_p: dict[str, int] = {}
     for k in kp:
-        key = "traced" if k == "traced" else "styles"
+        key = k if k in ("traced", "real-usps", "real-semeion") else "styles"
         kinds_p[key] = kinds_p.get(key, 0) + 1
     kinds_n: dict[str, int] = {}
     for k in kn:
@@ -344,7 +391,9 @@ def train_detector(
             "count": count,
             "digits": kinds_p,
             "non_digits": dict(sorted(kinds_n.items())),
-            "digit_source": "MNIST training set (traced) + STYLES; never the test set",
+            "digit_source": "MNIST training set (traced) + STYLES + real handwriting 'fit' parts "
+            "(USPS train, Semeion groups 0-2); never the MNIST test set, the real calibration part "
+            "or the held-out benchmark",
         },
         "library_versions": library_versions(),
         "params": {"seed": seed, "count": count, "val_count": val_count},
@@ -399,7 +448,7 @@ def recalibrate(
     log(
         f"recalibrated {out_dir / (DETECTOR_NAME + '.json')}: "
         f"t_detector {new['thresholds']['t_detector']:.4f}, "
-        f"t_model {new['thresholds']['t_model']}"
+        f"t_model {new['thresholds']['t_model']}, t_joint {new['thresholds'].get('t_joint')}"
     )
     return new
 
@@ -408,10 +457,15 @@ def _real(handwriting_dir: Path | None, jobs: int | None) -> dict | None:
     """The real-handwriting calibration part (see `training.real_calibration`), if asked for and there."""
     if handwriting_dir is None:
         return None
-    from digitlab.core.config import get_settings
     from digitlab.training.real_calibration import real_calibration_data
 
-    return real_calibration_data(handwriting_dir, jobs=jobs, cache_dir=get_settings().data_dir / "cache")
+    return real_calibration_data(handwriting_dir, jobs=jobs, cache_dir=_cache_dir())
+
+
+def _cache_dir() -> Path:
+    from digitlab.core.config import get_settings
+
+    return get_settings().data_dir / "cache"
 
 
 def train_detector_command(
