@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= ui,postgres,dev
 
-.PHONY: help install run test test-fast train evaluate evaluate-drawn bench bench-learn bench-api lint clean
+.PHONY: help install run test test-fast train evaluate evaluate-drawn bench bench-learn bench-api bench-soak lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
