@@ -44,11 +44,33 @@ def held_out_digits(directory: Path = HANDWRITING_DIR) -> tuple[list[np.ndarray]
     """(images uint8 ink-bright, labels, source) of USPS test + the held-out half of Semeion."""
     usps = np.load(directory / "usps.npz")
     semeion = np.load(directory / "semeion.npz")
-    order = np.random.default_rng(SEMEION_SPLIT_SEED).permutation(len(semeion["labels"]))
-    held = np.sort(order[len(order) // 2 :])  # SEMEION_HELD_OUT
+    held = _semeion_held_out(len(semeion["labels"]))
     images = list(usps["test_images"]) + list(semeion["images"][held])
     labels = np.concatenate([usps["test_labels"], semeion["labels"][held]]).astype(int)
     sources = ["usps"] * len(usps["test_labels"]) + ["semeion"] * len(held)
+    return images, labels, sources
+
+
+def _semeion_held_out(n: int) -> np.ndarray:
+    order = np.random.default_rng(SEMEION_SPLIT_SEED).permutation(n)
+    return np.sort(order[n // 2 :])  # SEMEION_HELD_OUT
+
+
+def calibration_digits(directory: Path = HANDWRITING_DIR) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
+    """Digits to choose segmentation parameters on, disjoint from `held_out_digits`: the USPS
+    "calibration" part (the last training scans) and Semeion's "calibration" writer group minus the
+    samples this benchmark holds out (its Semeion split is a random half, not by writer group)."""
+    from digitlab.evaluation.real import SEMEION_PARTS, USPS_CALIBRATION, semeion_groups
+
+    usps = np.load(directory / "usps.npz")
+    semeion = np.load(directory / "semeion.npz")
+    groups = semeion_groups(semeion["labels"])
+    keep = np.isin(groups, SEMEION_PARTS["calibration"])
+    keep[_semeion_held_out(len(keep))] = False
+    sem = np.flatnonzero(keep)
+    images = list(usps["train_images"][-USPS_CALIBRATION:]) + list(semeion["images"][sem])
+    labels = np.concatenate([usps["train_labels"][-USPS_CALIBRATION:], semeion["labels"][sem]]).astype(int)
+    sources = ["usps"] * USPS_CALIBRATION + ["semeion"] * len(sem)
     return images, labels, sources
 
 
@@ -133,9 +155,13 @@ def _encode(im: Image.Image, fmt: str, **kw) -> bytes:
     return out.getvalue()
 
 
-def number_samples(count: int, *, seed: int = 0, directory: Path = HANDWRITING_DIR) -> list[NumberSample]:
-    """`count` written numbers (2-6 digits; every gap kind equally often; every other one a photo)."""
-    images, labels, sources = held_out_digits(directory)
+def number_samples(
+    count: int, *, seed: int = 0, directory: Path = HANDWRITING_DIR, part: str = "heldout"
+) -> list[NumberSample]:
+    """`count` written numbers (2-6 digits; every gap kind equally often; every other one a photo) of the
+    held-out digits, or of the `calibration` ones (to tune the segmentation on)."""
+    pick = {"heldout": held_out_digits, "calibration": calibration_digits}[part]
+    images, labels, sources = pick(directory)
     rng = np.random.default_rng(seed)
     gap_names = list(GAPS)
     out = []
