@@ -41,7 +41,8 @@ CUT_COST = math.log(2.0)  # cutting through ink is a guess: it must buy a clearl
 #: a bit of a cut slice smaller than this share of the slice's biggest blob is a neighbour's stroke tip
 #: the cut took along: left out of the digit's crop
 FRAGMENT_SHARE = 0.3
-MIN_OVERLAP = 0.3  # separate strokes form one digit only if they overlap this much horizontally
+MIN_OVERLAP = 0.3  # separate strokes form one digit only if they overlap this much horizontally...
+JOIN_GAP = 0.05  # ...or are at most this far apart (in writing heights: a 0 written in two strokes)
 MAX_PIECES = 14  # pieces per digit (a cut stroke is sliced every tenth of a writing height)
 DIGIT_BONUS = 0.0  # added per digit read: evens out the sum of log-probabilities' preference for fewer digits
 DETECTOR_WEIGHT = 0.15  # weight of log p(digit) from the not-a-digit detector in a digit's score
@@ -166,7 +167,7 @@ def _joinable(group: list[Piece], height: float) -> bool:
         if a.component == b.component:
             continue  # (a mark joins a digit only where it overlaps it: a 5's top, not a comma beside it)
         overlap = min(a.right, b.right) - max(a.left, b.left)
-        if overlap < MIN_OVERLAP * min(a.right - a.left, b.right - b.left):
+        if overlap < MIN_OVERLAP * min(a.right - a.left, b.right - b.left) and -overlap > JOIN_GAP * height:
             return False
     return True
 
