@@ -37,6 +37,8 @@ WORK_MAX = 800
 MAX_DIGIT_WIDTH = 1.25  # no digit is wider than this many writing heights
 WIDE_PRIOR = 0.7  # digits wider than this (in writing heights) pay WIDE_COST per extra height
 WIDE_COST = 2.0
+ONE_WIDTH = 0.35  # a 1 is one thin stroke: wider than this (in writing heights)...
+ONE_WIDE_COST = 2.0  # ...it pays this per extra height
 CUT_COST = math.log(2.0)  # cutting through ink is a guess: it must buy a clearly better reading
 #: a bit of a cut slice smaller than this share of the slice's biggest blob is a neighbour's stroke tip
 #: the cut took along: left out of the digit's crop
@@ -46,6 +48,7 @@ JOIN_GAP = 0.05  # ...or are at most this far apart (in writing heights: a 0 wri
 MAX_PIECES = 14  # pieces per digit (a cut stroke is sliced every tenth of a writing height)
 DIGIT_BONUS = 0.0  # added per digit read: evens out the sum of log-probabilities' preference for fewer digits
 DETECTOR_WEIGHT = 0.15  # weight of log p(digit) from the not-a-digit detector in a digit's score
+ONE_DETECTOR_WEIGHT = 0.075  # ...for a thin 1 (the detector, which sees a lone stroke as odd, matters less)
 #: p(not a digit) counts at most this much: on a blurred photo every candidate can look odd to the
 #: detector, and an unbounded penalty per digit would favour readings with fewer digits
 NOT_DIGIT_CAP = 0.999
@@ -286,10 +289,7 @@ def _candidates(
         for j in range(i + 1, min(n, i + MAX_PIECES) + 1):
             group = pieces[i:j]
             if not _joinable(group, height):
-                if (
-                    j > i + 1
-                    and max(p.right for p in group) - min(p.left for p in group) > MAX_DIGIT_WIDTH * height
-                ):
+                if j > i + 1 and _width(group) > MAX_DIGIT_WIDTH * height:
                     break
                 continue
             crop, box = _crop(s, group)
@@ -308,17 +308,21 @@ def _scores(
     spans: list[tuple[int, int]], pieces: list[Piece], height: float, proba: np.ndarray, p_not: np.ndarray
 ) -> np.ndarray:
     """How good each candidate is as one digit: log of its top probability and of being a digit at all,
-    less the cost of being wider than a digit or of cutting through ink."""
-    top = proba.max(axis=1)
+    less the cost of being wider than a digit (a 1: than a thin stroke) or of cutting through ink."""
+    widths = np.array([_width(pieces[i:j]) for i, j in spans]) / height
+    one = proba.argmax(axis=1) == 1
+    thin_one = one & (widths <= ONE_WIDTH)  # the detector finds a lone stroke odd: trust it less there
+    weight = np.where(thin_one, ONE_DETECTOR_WEIGHT, DETECTOR_WEIGHT)
     p_digit = 1.0 - np.minimum(p_not, NOT_DIGIT_CAP)
-    scores = np.log(np.maximum(top, 1e-6)) + DETECTOR_WEIGHT * np.log(p_digit)
-    for k, (i, j) in enumerate(spans):
-        group = pieces[i:j]
-        width = (max(p.right for p in group) - min(p.left for p in group)) / height
-        scores[k] -= WIDE_COST * max(0.0, width - WIDE_PRIOR)
-        scores[k] -= CUT_COST * group[0].cut_left  # this reading cuts through ink on its left
-        scores[k] += DIGIT_BONUS
-    return scores
+    scores = np.log(np.maximum(proba.max(axis=1), 1e-6)) + weight * np.log(p_digit)
+    scores -= WIDE_COST * np.maximum(0.0, widths - WIDE_PRIOR)
+    scores -= ONE_WIDE_COST * one * np.maximum(0.0, widths - ONE_WIDTH)
+    scores -= CUT_COST * np.array([pieces[i].cut_left for i, _ in spans])  # a cut through ink on its left
+    return scores + DIGIT_BONUS
+
+
+def _width(group: list[Piece]) -> float:
+    return max(p.right for p in group) - min(p.left for p in group)
 
 
 def _best_path(
@@ -354,6 +358,7 @@ def _best_path(
             chosen.append(k)
         j = prev
     return chosen[::-1], skipped[::-1]
+
 
 def _contested(spans: list[tuple[int, int]], pieces: list[Piece]) -> np.ndarray:
     """Candidates another candidate overlaps (or made of marks, which may be skipped): only there does

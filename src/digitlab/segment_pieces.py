@@ -123,7 +123,8 @@ def _grid_cuts(smooth: np.ndarray, margin: int, step: float) -> list[int]:
     out = []
     centre = margin + 0.5 * step
     while centre < len(smooth) - margin:
-        lo, hi = max(margin, int(centre - 0.3 * step)), min(len(smooth) - margin, int(centre + 0.3 * step) + 1)
+        lo = max(margin, int(centre - 0.3 * step))
+        hi = min(len(smooth) - margin, int(centre + 0.3 * step) + 1)
         if lo < hi:
             out.append(lo + int(np.argmin(smooth[lo:hi])))
         centre += step
@@ -173,10 +174,7 @@ def pieces_of(s: np.ndarray) -> tuple[list[Piece], float, list[Piece]]:
         for j in range(len(bounds) - 1):
             sel = (xp >= bounds[j]) & (xp < bounds[j + 1])
             if sel.any():
-                pieces.append(
-                    Piece(
-                        ys[sel], xs[sel], float(xp[sel].min()), float(xp[sel].max()) + 1.0, i, cut_left=j > 0, sliced=True
-                    )
-                )
+                left, right = float(xp[sel].min()), float(xp[sel].max()) + 1.0
+                pieces.append(Piece(ys[sel], xs[sel], left, right, i, cut_left=j > 0, sliced=True))
     pieces.sort(key=lambda p: p.centre)
     return pieces, height, specks
