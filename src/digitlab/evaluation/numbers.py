@@ -6,6 +6,9 @@ split (never its train split) and the held-out half of Semeion (`SEMEION_HELD_OU
 left for training). They are composed into numbers with uneven sizes, baselines and slant, and gaps from
 wide to touching and overlapping; half of the numbers are then put on simulated photos of paper (uneven
 light, a shadow, lined or squared paper, blue or black ink, sensor noise, JPEG).
+
+`--part calibration` composes the same kind of numbers from digits kept out of both the benchmark and
+training (`calibration_digits`): the segmentation's parameters are chosen there, never on the benchmark.
 """
 
 from __future__ import annotations
@@ -218,14 +221,16 @@ def score(samples: list[NumberSample], texts: list[str | None]) -> dict:
     return out
 
 
-def evaluate_numbers(names: list[str], model_dir: Path, *, count: int, seed: int = 0) -> list[dict]:
+def evaluate_numbers(
+    names: list[str], model_dir: Path, *, count: int, seed: int = 0, part: str = "heldout"
+) -> list[dict]:
     """Read every sample with each model; one row of scores per model."""
     from digitlab.detector.runtime import load_detector
     from digitlab.errors import DigitlabError
     from digitlab.models.registry import load_model
     from digitlab.segment import read_number
 
-    samples = number_samples(count, seed=seed)
+    samples = number_samples(count, seed=seed, part=part)
     detector = load_detector(model_dir)
     rows = []
     for name in names:
@@ -244,20 +249,21 @@ def evaluate_numbers(names: list[str], model_dir: Path, *, count: int, seed: int
     return rows
 
 
-def evaluate_numbers_command(names: list[str], *, as_json: bool, count: int, seed: int) -> int:
+def evaluate_numbers_command(
+    names: list[str], *, as_json: bool, count: int, seed: int, part: str = "heldout"
+) -> int:
     from digitlab.core.config import Settings
     from digitlab.models.registry import MODEL_SPECS, manifest_path
 
     model_dir = Settings().model_dir
     names = names or [n for n in MODEL_SPECS if manifest_path(n, model_dir) is not None]
-    rows = evaluate_numbers(names, model_dir, count=count, seed=seed)
+    rows = evaluate_numbers(names, model_dir, count=count, seed=seed, part=part)
     if as_json:
         print(json.dumps(rows, indent=2))
         return 0
     slices = ["all", "canvas", "photo", *GAPS]
-    print(
-        f"{count} written numbers (2-6 digits) from USPS test + held-out Semeion; numbers / digits read right"
-    )
+    source = "USPS test + held-out Semeion" if part == "heldout" else "the calibration digits (USPS, Semeion)"
+    print(f"{count} written numbers (2-6 digits) from {source}; numbers / digits read right")
     print(f"{'model':<14}" + "".join(f"{s:>17}" for s in slices) + f"{'ms/number':>11}")
     for row in rows:
         cells = "".join(
