@@ -8,13 +8,16 @@ geometry only proposes and the model decides:
    own, unevenly lit, background and long ruled lines are removed).
 2. Slant: one shear for the whole number from the ink's second moments; columns are read in sheared
    coordinates, so a cut between slanted digits is slanted too.
-3. Pieces: connected strokes. Strokes much smaller than the writing (a dot, a comma) are *marks*: they may
-   join a digit (the top of a 5) or be dropped, never read as a digit on their own. Strokes wider than a
-   digit get candidate cuts at thin columns of their projection (where touching digits meet).
+3. Pieces (`segment_pieces`): connected strokes. Strokes much smaller than the writing (a dot, a comma)
+   are *marks*: they may join a digit (the top of a 5) or be dropped, never read as a digit on their own.
+   Strokes wider than a digit get candidate cuts at thin columns of their projection (where touching
+   digits meet) and, when wider than 0.75 writing heights (overlapping digits have no thin column between
+   them), at the thinnest column near every tenth of a height: the model tells which cuts are real.
 4. Readings: every run of neighbouring pieces that could be one digit (not too wide; separate strokes only
-   when they overlap horizontally) is cropped, preprocessed like a single drawing (`to_mnist`) and scored by
-   the model and the not-a-digit detector, all in one batch. Dynamic programming picks the reading whose
-   digits are the most probable (cuts through ink and over-wide digits cost a little).
+   when they overlap horizontally or nearly touch) is cropped without the bits of a neighbour a cut took
+   along, preprocessed like a single drawing (`to_mnist`) and scored by the model in one batch, and by
+   the not-a-digit detector where it can change the answer. Dynamic programming picks the reading whose
+   digits are the most probable (cuts through ink, over-wide digits and wide 1s cost a little).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from digitlab.decode import EmptyImageError
 INK_ON = 0.35  # ink strength that counts as a stroke pixel
 MARK_HEIGHT = 0.35  # a stroke lower than this fraction of the writing height (and as narrow) is a mark
 SPECK_AREA = 0.02  # strokes with less ink than this fraction of the biggest stroke are noise
-MAX_CUTS = 6  # candidate cuts per stroke (more in a stroke wider than MAX_CUTS * CUT_SPACING)
+MAX_CUTS = 6  # candidate cuts per stroke (or one per CUT_SPACING of its width, if more)
 CUT_MIN_WIDTH = 0.55  # strokes narrower than this (in writing heights) are never cut
 SPLIT_WIDTH = 0.75  # a stroke wider than this (in writing heights) may be cut anywhere...
 GRID_STEP = 0.1  # ...at its thinnest column near every step this long (in writing heights)
@@ -77,7 +77,9 @@ def _cuts(
     """Candidate cut positions (sheared x) inside one wide stroke: thin columns of its projection.
 
     A cut must cross one stroke (where two digits touch), or two when the stroke is wider than a digit
-    (digits that overlap); a 0 is never cut down its middle unless it is too wide for one digit.
+    (digits that overlap); a 0 is never cut down its middle unless it is too wide for one digit. A stroke
+    wider than SPLIT_WIDTH is also cut near every GRID_STEP: overlapping digits leave no thin column, and
+    too few cuts were the main reason such numbers were read with digits missing.
     """
     width = right - left
     if width < CUT_MIN_WIDTH * height:
@@ -104,7 +106,7 @@ def _cuts(
     ok[len(smooth) - margin :] = False
     found = [(float(smooth[i]), int(i)) for i in np.flatnonzero(ok) if _runs(ys[bins == i]) <= max_runs]
     found.sort()
-    if width > SPLIT_WIDTH * height:  # too wide for one digit: also its weakest column every GRID_STEP
+    if width > SPLIT_WIDTH * height:  # maybe more than one digit: also its weakest column every GRID_STEP
         found += [(float("inf"), i) for i in _grid_cuts(smooth, margin, GRID_STEP * height)]
     spacing = max(2, CUT_SPACING * height)
     limit = max(MAX_CUTS, math.ceil(width / spacing))
