@@ -376,7 +376,8 @@ def _not_digit(
     p_not = np.zeros(len(X))
     upper = _scores(spans, pieces, height, proba, p_not)
     first, _ = _best_path(spans, upper, pieces)
-    p_not[first] = detector.not_digit_probabilities(X[first])
+    if first:
+        p_not[first] = detector.not_digit_probabilities(X[first])
     floor = float(_scores(spans, pieces, height, proba, p_not)[first].sum())
     n, marks = len(pieces), [p.mark for p in pieces]
     ahead, _ = _prefix_best(spans, upper, marks)
