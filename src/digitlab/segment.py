@@ -8,13 +8,16 @@ geometry only proposes and the model decides:
    own, unevenly lit, background and long ruled lines are removed).
 2. Slant: one shear for the whole number from the ink's second moments; columns are read in sheared
    coordinates, so a cut between slanted digits is slanted too.
-3. Pieces: connected strokes. Strokes much smaller than the writing (a dot, a comma) are *marks*: they may
-   join a digit (the top of a 5) or be dropped, never read as a digit on their own. Strokes wider than a
-   digit get candidate cuts at thin columns of their projection (where touching digits meet).
+3. Pieces (`segment_pieces`): connected strokes. Strokes much smaller than the writing (a dot, a comma)
+   are *marks*: they may join a digit (the top of a 5) or be dropped, never read as a digit on their own.
+   Strokes wider than a digit get candidate cuts at thin columns of their projection (where touching
+   digits meet) and, when wider than 0.75 writing heights (overlapping digits have no thin column between
+   them), at the thinnest column near every tenth of a height: the model tells which cuts are real.
 4. Readings: every run of neighbouring pieces that could be one digit (not too wide; separate strokes only
-   when they overlap horizontally) is cropped, preprocessed like a single drawing (`to_mnist`) and scored by
-   the model and the not-a-digit detector, all in one batch. Dynamic programming picks the reading whose
-   digits are the most probable (cuts through ink and over-wide digits cost a little).
+   when they overlap horizontally or nearly touch) is cropped without the bits of a neighbour a cut took
+   along, preprocessed like a single drawing (`to_mnist`) and scored by the model in one batch, and by
+   the not-a-digit detector where it can change the answer. Dynamic programming picks the reading whose
+   digits are the most probable (cuts through ink, over-wide digits and wide 1s cost a little).
 """
 
 from __future__ import annotations
@@ -31,26 +34,28 @@ from scipy import ndimage as ndi
 from digitlab.decode import EmptyImageError, open_image, pil_to_rgba
 from digitlab.detector.runtime import NotDigit
 from digitlab.preprocess import ink_map, to_mnist
+from digitlab.segment_pieces import Piece, pieces_of
 
 #: working resolution: long side of the image the segmentation looks at (an 840 px canvas is halved)
 WORK_MAX = 800
-INK_ON = 0.35  # ink strength that counts as a stroke pixel
-MARK_HEIGHT = 0.35  # a stroke lower than this fraction of the writing height (and as narrow) is a mark
-SPECK_AREA = 0.02  # strokes with less ink than this fraction of the biggest stroke are noise
 MAX_DIGIT_WIDTH = 1.25  # no digit is wider than this many writing heights
-WIDE_PRIOR = 0.85  # digits wider than this (in writing heights) pay WIDE_COST per extra height
-WIDE_COST = 4.0
+WIDE_PRIOR = 0.7  # digits wider than this (in writing heights) pay WIDE_COST per extra height
+WIDE_COST = 2.0
+ONE_WIDTH = 0.35  # a 1 is one thin stroke: wider than this (in writing heights)...
+ONE_WIDE_COST = 2.0  # ...it pays this per extra height
 CUT_COST = math.log(2.0)  # cutting through ink is a guess: it must buy a clearly better reading
-MIN_OVERLAP = 0.3  # separate strokes form one digit only if they overlap this much horizontally
-MAX_PIECES = 5  # pieces per digit
-MAX_CUTS = 6  # candidate cuts per stroke
-CUT_MIN_WIDTH = 0.55  # strokes narrower than this (in writing heights) are never cut
-SPLIT_WIDTH = 1.0  # a stroke wider than this (in writing heights) is cut near where digits would meet
-MAX_SPLIT = 4  # ...into at most this many
-CUT_MARGIN = 0.15  # no cut closer than this (in writing heights) to a stroke's end
-CUT_SPACING = 0.25  # ...or to another cut
+#: a bit of a cut slice smaller than this share of the slice's biggest blob is a neighbour's stroke tip
+#: the cut took along: left out of the digit's crop
+FRAGMENT_SHARE = 0.3
+MIN_OVERLAP = 0.3  # separate strokes form one digit only if they overlap this much horizontally...
+JOIN_GAP = 0.05  # ...or are at most this far apart (in writing heights: a 0 written in two strokes)
+MAX_PIECES = 14  # pieces per digit (a cut stroke is sliced every tenth of a writing height)
 DIGIT_BONUS = 0.0  # added per digit read: evens out the sum of log-probabilities' preference for fewer digits
-DETECTOR_WEIGHT = 0.5  # weight of log p(digit) from the not-a-digit detector in a digit's score
+DETECTOR_WEIGHT = 0.15  # weight of log p(digit) from the not-a-digit detector in a digit's score
+ONE_DETECTOR_WEIGHT = 0.075  # ...for a thin 1 (the detector, which sees a lone stroke as odd, matters less)
+#: p(not a digit) counts at most this much: on a blurred photo every candidate can look odd to the
+#: detector, and an unbounded penalty per digit would favour readings with fewer digits
+NOT_DIGIT_CAP = 0.999
 #: leave out of the text what the detector is sure is no digit (a $) when the model's top probability is below
 #: this; 0 = never (the digit is answered `uncertain` instead). Measured on the numbers benchmark: 0.9
 #: costs 2 points of whole numbers, "always" 8 (real USPS / Semeion digits look odd to the detector).
@@ -155,162 +160,6 @@ def working_ink(
 
 
 # --------------------------------------------------------------------------------------------------
-# pieces
-
-
-@dataclass
-class Piece:
-    """A set of stroke pixels that belong together: a whole stroke, or a slice of one between two cuts."""
-
-    ys: np.ndarray
-    xs: np.ndarray
-    left: float  # extent in sheared coordinates
-    right: float
-    component: int
-    cut_left: bool = False  # its left edge is a cut through ink
-    mark: bool = False
-
-    @property
-    def centre(self) -> float:
-        return 0.5 * (self.left + self.right)
-
-
-def _slant(ys: np.ndarray, xs: np.ndarray) -> float:
-    """dx/dy of the writing's main axis (second moments of the stroke pixels), clipped to a sane range."""
-    if len(ys) < 10:
-        return 0.0
-    yc = ys - ys.mean()
-    var = float(np.sum(yc * yc))  # (elementwise: a BLAS dot spins up threads for a few thousand pixels)
-    return float(np.clip(np.sum(yc * (xs - xs.mean())) / var, -0.7, 0.7)) if var > 0 else 0.0
-
-
-def _weighted_median(pairs: list[tuple[float, int]]) -> float:
-    if not pairs:
-        return 0.0
-    pairs = sorted(pairs)
-    half = 0.5 * sum(w for _, w in pairs)
-    acc = 0
-    for value, w in pairs:
-        acc += w
-        if acc >= half:
-            return value
-    return pairs[-1][0]
-
-
-def _runs(ys: np.ndarray) -> int:
-    """How many separate vertical runs of ink the rows `ys` of one column form."""
-    if len(ys) == 0:
-        return 0
-    u = np.unique(ys)
-    return 1 + int(np.count_nonzero(np.diff(u) > 1))
-
-
-def _cuts(
-    xp: np.ndarray, ys: np.ndarray, left: float, right: float, height: float, stroke: float
-) -> list[float]:
-    """Candidate cut positions (sheared x) inside one wide stroke: thin columns of its projection.
-
-    A cut must cross one stroke (where two digits touch), or two when the stroke is wider than a digit
-    (digits that overlap); a 0 is never cut down its middle unless it is too wide for one digit.
-    """
-    width = right - left
-    if width < CUT_MIN_WIDTH * height:
-        return []
-    max_runs = 2 if width > 1.0 * height else 1
-    lo = math.floor(left)
-    bins = np.floor(xp - lo).astype(np.int64)
-    counts = np.bincount(bins)
-    smooth = ndi.uniform_filter1d(counts.astype(np.float32), 3)
-    margin = max(2, int(CUT_MARGIN * height))
-    window = max(2, int(0.3 * height))
-    padded = np.concatenate([np.full(window, -np.inf), smooth, np.full(window, -np.inf)])
-    maxima = np.lib.stride_tricks.sliding_window_view(padded, window).max(axis=1)
-    idx = np.arange(len(smooth))
-    left, right = maxima[idx], maxima[np.minimum(idx + 1 + window, len(maxima) - 1)]  # the two shoulders
-    prev, nxt = np.roll(smooth, 1), np.roll(smooth, -1)
-    ok = (
-        (smooth <= prev)
-        & (smooth <= nxt)
-        & (smooth <= 3.0 * stroke)
-        & (smooth <= 0.6 * np.minimum(left, right))
-    )
-    ok[:margin] = False
-    ok[len(smooth) - margin :] = False
-    found = [(float(smooth[i]), int(i)) for i in np.flatnonzero(ok) if _runs(ys[bins == i]) <= max_runs]
-    found.sort()
-    if width > SPLIT_WIDTH * height:  # too wide for one digit: also cut near where k digits would meet
-        for k in range(2, min(MAX_SPLIT, round(width / (0.45 * height))) + 1):
-            for m in range(1, k):
-                centre = int(m * width / k)
-                a, b = (
-                    max(margin, centre - int(0.12 * height)),
-                    min(len(smooth) - margin, centre + int(0.12 * height) + 1),
-                )
-                if a < b:
-                    i = a + int(np.argmin(smooth[a:b]))
-                    found.append((float("inf"), i))  # after every thin column
-    chosen: list[int] = []
-    for _, i in found:
-        if all(abs(i - j) >= max(2, CUT_SPACING * height) for j in chosen):
-            chosen.append(i)
-        if len(chosen) >= MAX_CUTS:
-            break
-    return sorted(lo + i + 0.5 for i in chosen)
-
-
-def pieces_of(s: np.ndarray) -> tuple[list[Piece], float, list[Piece]]:
-    """Stroke pieces in reading order, the writing height, and the noise specks that were dropped."""
-    mask = s >= INK_ON
-    labels, n = ndi.label(mask, structure=np.ones((3, 3), bool))
-    if n == 0:
-        raise EmptyImageError("Nothing written: the image is blank. Write a number and try again.")
-    mass = np.bincount(labels.ravel(), weights=s.ravel(), minlength=n + 1)[1:]
-    boxes = ndi.find_objects(labels)
-    keep = [i for i in range(n) if mass[i] >= SPECK_AREA * mass.max()]
-    heights = np.array([boxes[i][0].stop - boxes[i][0].start for i in keep], float)
-    height = float(np.median(heights[heights >= 0.5 * heights.max()]))
-    tall = {i for i, h in zip(keep, heights, strict=True) if h >= 0.5 * heights.max()}
-    coords = []
-    for i in range(n):  # every stroke's pixels, once
-        sl = boxes[i]
-        ys, xs = np.nonzero(labels[sl] == i + 1)
-        coords.append((ys + sl[0].start, xs + sl[1].start))
-    slants = [(_slant(*(c.astype(np.float64) for c in coords[i])), len(coords[i][0])) for i in sorted(tall)]
-    shear = _weighted_median(slants)  # each stroke's own axis: one odd digit (a 7's bar) cannot tilt the rest
-    yc = 0.5 * (labels.shape[0] - 1)
-    area = float(mask.sum())
-    edges = float(np.count_nonzero(mask[:, 1:] != mask[:, :-1]) + np.count_nonzero(mask[1:] != mask[:-1]))
-    stroke = max(1.0, 2.0 * area / max(edges, 1.0))
-    pieces: list[Piece] = []
-    specks: list[Piece] = []
-    kept = set(keep)
-    for i in range(n):
-        ys, xs = coords[i]
-        xp = xs - shear * (ys - yc)
-        piece = Piece(ys, xs, float(xp.min()), float(xp.max()) + 1.0, i)
-        h = boxes[i][0].stop - boxes[i][0].start
-        if i not in kept:
-            specks.append(piece)
-            continue
-        piece.mark = h < MARK_HEIGHT * height and (piece.right - piece.left) < 0.5 * height
-        cuts = [] if piece.mark else _cuts(xp, ys, piece.left, piece.right, height, stroke)
-        if not cuts:
-            pieces.append(piece)
-            continue
-        bounds = [piece.left, *cuts, piece.right]
-        for j in range(len(bounds) - 1):
-            sel = (xp >= bounds[j]) & (xp < bounds[j + 1])
-            if sel.any():
-                pieces.append(
-                    Piece(
-                        ys[sel], xs[sel], float(xp[sel].min()), float(xp[sel].max()) + 1.0, i, cut_left=j > 0
-                    )
-                )
-    pieces.sort(key=lambda p: p.centre)
-    return pieces, height, specks
-
-
-# --------------------------------------------------------------------------------------------------
 # readings
 
 
@@ -326,14 +175,14 @@ def _joinable(group: list[Piece], height: float) -> bool:
         if a.component == b.component:
             continue  # (a mark joins a digit only where it overlaps it: a 5's top, not a comma beside it)
         overlap = min(a.right, b.right) - max(a.left, b.left)
-        if overlap < MIN_OVERLAP * min(a.right - a.left, b.right - b.left):
+        if overlap < MIN_OVERLAP * min(a.right - a.left, b.right - b.left) and -overlap > JOIN_GAP * height:
             return False
     return True
 
 
 def _crop(s: np.ndarray, group: list[Piece]) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    ys = np.concatenate([p.ys for p in group])
-    xs = np.concatenate([p.xs for p in group])
+    """The group's ink alone (a neighbour's strokes left out), on a black margin; and its box."""
+    ys, xs = _own_pixels(group)
     y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
     pad = 3
     out = np.zeros((y1 - y0 + 2 * pad, x1 - x0 + 2 * pad), np.float32)
@@ -346,6 +195,30 @@ def _crop(s: np.ndarray, group: list[Piece]) -> tuple[np.ndarray, tuple[int, int
     region[hy0 - (y0 - pad) : hy1 - (y0 - pad), hx0 - (x0 - pad) : hx1 - (x0 - pad)] = s[hy0:hy1, hx0:hx1]
     out[keep] = region[keep]
     return out, (x0, y0, x1 - x0, y1 - y0)
+
+
+def _own_pixels(group: list[Piece]) -> tuple[np.ndarray, np.ndarray]:
+    """Stroke pixels of the group, less the small bits a cut leaves of a neighbour digit.
+
+    A straight cut between touching or overlapping digits takes the tip of the neighbour's stroke
+    along; inside the slice that tip is a separate blob much smaller than the digit's own stroke.
+    """
+    ys = np.concatenate([p.ys for p in group])
+    xs = np.concatenate([p.xs for p in group])
+    sliced = np.concatenate([np.full(len(p.ys), p.sliced) for p in group])
+    if not sliced.any() or FRAGMENT_SHARE <= 0:
+        return ys, xs
+    y0, x0 = int(ys.min()), int(xs.min())
+    grid = np.zeros((int(ys.max()) - y0 + 1, int(xs.max()) - x0 + 1), bool)
+    grid[ys[sliced] - y0, xs[sliced] - x0] = True
+    labels, n = ndi.label(grid, structure=np.ones((3, 3), bool))
+    if n < 2:
+        return ys, xs
+    sizes = np.bincount(labels.ravel())[1:]
+    small = np.zeros(n + 1, bool)
+    small[1:] = sizes < FRAGMENT_SHARE * sizes.max()
+    drop = sliced & small[labels[ys - y0, xs - x0]]
+    return (ys, xs) if drop.all() else (ys[~drop], xs[~drop])
 
 
 def read_number(
@@ -366,78 +239,16 @@ def read_number(
         image, pen_color=pen_color, background_color=background_color, max_pixels=max_pixels
     )
     pieces, height, _specks = pieces_of(s)
-    n = len(pieces)
-    # every run pieces[i:j] that could be one digit, cropped and preprocessed
-    spans: list[tuple[int, int]] = []
-    images: list[np.ndarray] = []
-    boxes: list[tuple[int, int, int, int]] = []
-    for i in range(n):
-        for j in range(i + 1, min(n, i + MAX_PIECES) + 1):
-            group = pieces[i:j]
-            if not _joinable(group, height):
-                if (
-                    j > i + 1
-                    and max(p.right for p in group) - min(p.left for p in group) > MAX_DIGIT_WIDTH * height
-                ):
-                    break
-                continue
-            crop, box = _crop(s, group)
-            try:
-                images.append(to_mnist(crop))
-            except EmptyImageError:
-                continue
-            spans.append((i, j))
-            boxes.append(box)
-    if not images:
-        raise EmptyImageError("Nothing written but dots or specks: write a number and try again.")
+    spans, images, boxes = _candidates(s, pieces, height)
     X = np.stack(images).reshape(len(images), 784)
     proba = np.asarray(model.predict_proba(X), np.float64)
     p_not = np.zeros(len(X))
     digit_opinion = np.full((len(X), 10), 0.1)  # the detector's own digit probabilities (second opinion)
-    if detector is not None:  # only where it can change the reading: candidates that compete with others
-        contested = _contested(spans, pieces)
-        if contested.any():
-            p_not[contested], digit_opinion[contested] = detector.detector_outputs(X[contested])
-    top = proba.max(axis=1)
-    scores = np.log(np.maximum(top, 1e-6)) + DETECTOR_WEIGHT * np.log(np.maximum(1.0 - p_not, 1e-6))
-    for k, (i, j) in enumerate(spans):
-        group = pieces[i:j]
-        width = (max(p.right for p in group) - min(p.left for p in group)) / height
-        scores[k] -= WIDE_COST * max(0.0, width - WIDE_PRIOR)
-        scores[k] -= CUT_COST * group[0].cut_left  # this reading cuts through ink on its left
-        scores[k] += DIGIT_BONUS
-    # best path: best[j] = best score of a reading of pieces[:j]; a mark may also be skipped
-    best = np.full(n + 1, -np.inf)
-    best[0] = 0.0
-    back: list[tuple[int, int] | None] = [None] * (n + 1)  # (start, candidate index or -1 for a skip)
-    by_end: dict[int, list[int]] = {}
-    for k, (_, j) in enumerate(spans):
-        by_end.setdefault(j, []).append(k)
-    for j in range(1, n + 1):
-        if pieces[j - 1].mark and best[j - 1] > best[j]:
-            best[j], back[j] = best[j - 1], (j - 1, -1)
-        for k in by_end.get(j, []):
-            i = spans[k][0]
-            if best[i] + scores[k] > best[j]:
-                best[j], back[j] = best[i] + scores[k], (i, k)
-    if not np.isfinite(best[n]):
-        raise EmptyImageError("Nothing written that looks like digits: write a number and try again.")
-    chosen: list[int] = []
-    dropped: list[tuple[int, int, int, int]] = []
-    j = n
-    while j > 0:
-        i, k = back[j]
-        if k < 0:
-            dropped.append(_crop(s, [pieces[i]])[1])
-        else:
-            chosen.append(k)
-        j = i
-    chosen.reverse()
-    dropped.reverse()
     if detector is not None:
-        late = [k for k in chosen if not contested[k]]
-        if late:
-            p_not[late], digit_opinion[late] = detector.detector_outputs(X[late])
+        p_not, digit_opinion = _not_digit(detector, X, spans, pieces, height, proba)
+    scores = _scores(spans, pieces, height, proba, p_not)
+    chosen, skipped = _best_path(spans, scores, pieces)
+    dropped = [_crop(s, [pieces[i]])[1] for i in skipped]
     digits = []
     for k in chosen:
         sure_not = detector is not None and p_not[k] > detector.t_detector and proba[k].max() < DROP_BELOW
@@ -467,13 +278,124 @@ def read_number(
     )
 
 
-def _contested(spans: list[tuple[int, int]], pieces: list[Piece]) -> np.ndarray:
-    """Candidates another candidate overlaps (or made of marks, which may be skipped): only there does
-    the score decide anything."""
-    cover = np.zeros(len(pieces) + 1, np.int64)
-    for i, j in spans:
-        cover[i:j] += 1
-    return np.array([cover[i:j].max() > 1 or any(p.mark for p in pieces[i:j]) for i, j in spans], dtype=bool)
+def _candidates(
+    s: np.ndarray, pieces: list[Piece], height: float
+) -> tuple[list[tuple[int, int]], list[np.ndarray], list[tuple[int, int, int, int]]]:
+    """Every run pieces[i:j] that could be one digit, cropped and preprocessed: (spans, 28x28s, boxes)."""
+    n = len(pieces)
+    spans: list[tuple[int, int]] = []
+    images: list[np.ndarray] = []
+    boxes: list[tuple[int, int, int, int]] = []
+    for i in range(n):
+        for j in range(i + 1, min(n, i + MAX_PIECES) + 1):
+            group = pieces[i:j]
+            if not _joinable(group, height):
+                if j > i + 1 and _width(group) > MAX_DIGIT_WIDTH * height:
+                    break
+                continue
+            crop, box = _crop(s, group)
+            try:
+                images.append(to_mnist(crop))
+            except EmptyImageError:
+                continue
+            spans.append((i, j))
+            boxes.append(box)
+    if not images:
+        raise EmptyImageError("Nothing written but dots or specks: write a number and try again.")
+    return spans, images, boxes
+
+
+def _scores(
+    spans: list[tuple[int, int]], pieces: list[Piece], height: float, proba: np.ndarray, p_not: np.ndarray
+) -> np.ndarray:
+    """How good each candidate is as one digit: log of its top probability and of being a digit at all,
+    less the cost of being wider than a digit (a 1: than a thin stroke) or of cutting through ink."""
+    widths = np.array([_width(pieces[i:j]) for i, j in spans]) / height
+    one = proba.argmax(axis=1) == 1
+    thin_one = one & (widths <= ONE_WIDTH)  # the detector finds a lone stroke odd: trust it less there
+    weight = np.where(thin_one, ONE_DETECTOR_WEIGHT, DETECTOR_WEIGHT)
+    p_digit = 1.0 - np.minimum(p_not, NOT_DIGIT_CAP)
+    scores = np.log(np.maximum(proba.max(axis=1), 1e-6)) + weight * np.log(p_digit)
+    scores -= WIDE_COST * np.maximum(0.0, widths - WIDE_PRIOR)
+    scores -= ONE_WIDE_COST * one * np.maximum(0.0, widths - ONE_WIDTH)
+    scores -= CUT_COST * np.array([pieces[i].cut_left for i, _ in spans])  # a cut through ink on its left
+    return scores + DIGIT_BONUS
+
+
+def _width(group: list[Piece]) -> float:
+    return max(p.right for p in group) - min(p.left for p in group)
+
+
+def _best_path(
+    spans: list[tuple[int, int]], scores: np.ndarray, pieces: list[Piece]
+) -> tuple[list[int], list[int]]:
+    """(candidates of the best-scoring reading of all pieces, marks it skips)."""
+    n = len(pieces)
+    best, back = _prefix_best(spans, scores, [p.mark for p in pieces])
+    if not np.isfinite(best[n]):
+        raise EmptyImageError("Nothing written that looks like digits: write a number and try again.")
+    chosen: list[int] = []
+    skipped: list[int] = []
+    j = n
+    while j > 0:
+        prev, k = back[j]
+        if k < 0:
+            skipped.append(prev)
+        else:
+            chosen.append(k)
+        j = prev
+    return chosen[::-1], skipped[::-1]
+
+
+def _prefix_best(
+    spans: list[tuple[int, int]], scores: np.ndarray, marks: list[bool]
+) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Dynamic programming over where each digit ends: best[j] is the best score of a reading of the
+    first j pieces (a mark may be skipped instead of read); back[j] = (previous end, candidate or -1)."""
+    n = len(marks)
+    best = np.full(n + 1, -np.inf)
+    best[0] = 0.0
+    back: list[tuple[int, int]] = [(0, -1)] * (n + 1)
+    by_end: dict[int, list[int]] = {}
+    for k, (_, j) in enumerate(spans):
+        by_end.setdefault(j, []).append(k)
+    for j in range(1, n + 1):
+        if marks[j - 1] and best[j - 1] > best[j]:
+            best[j], back[j] = best[j - 1], (j - 1, -1)
+        for k in by_end.get(j, []):
+            i = spans[k][0]
+            if best[i] + scores[k] > best[j]:
+                best[j], back[j] = best[i] + scores[k], (i, k)
+    return best, back
+
+
+def _not_digit(
+    detector: Any, X: np.ndarray, spans: list[tuple[int, int]], pieces: list[Piece], height: float, proba
+) -> tuple[np.ndarray, np.ndarray]:
+    """The detector's p(not a digit) for every candidate that can be in the best reading, 0 for the rest,
+    and its digit probabilities (the second opinion of the "not sure" rule; 0.1 each for the rest).
+
+    The detector is the costliest step (~0.5 ms a crop, dozens of crops where digits touch) and its term
+    only lowers a score. So the scores without it bound every reading from above: a candidate whose best
+    reading, so bounded, falls short of a reading actually scored with the detector can never be chosen
+    and is not shown to it. The reading is the same as with every candidate scored.
+    """
+    p_not = np.zeros(len(X))
+    digits = np.full((len(X), 10), 0.1)
+    upper = _scores(spans, pieces, height, proba, p_not)
+    first, _ = _best_path(spans, upper, pieces)
+    if first:
+        p_not[first], digits[first] = detector.detector_outputs(X[first])
+    floor = float(_scores(spans, pieces, height, proba, p_not)[first].sum())
+    n, marks = len(pieces), [p.mark for p in pieces]
+    ahead, _ = _prefix_best(spans, upper, marks)
+    behind, _ = _prefix_best([(n - j, n - i) for i, j in spans], upper, marks[::-1])
+    through = np.array([ahead[i] + upper[k] + behind[n - j] for k, (i, j) in enumerate(spans)])
+    need = through >= floor - 1e-9
+    need[first] = False
+    if need.any():
+        p_not[need], digits[need] = detector.detector_outputs(X[need])
+    return p_not, digits
 
 
 def _scaled(box: tuple[int, int, int, int], factor: float) -> tuple[int, int, int, int]:

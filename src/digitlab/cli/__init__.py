@@ -23,7 +23,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.numbers:
         from digitlab.evaluation.numbers import evaluate_numbers_command
 
-        return evaluate_numbers_command(args.models, as_json=args.json, count=args.count or 2000, seed=args.seed)
+        return evaluate_numbers_command(
+            args.models, as_json=args.json, count=args.count or 2000, seed=args.seed, part=args.part
+        )
     if args.drawn:
         from digitlab.evaluation.drawn import evaluate_drawn_command
 
@@ -104,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --drawn / --numbers: how many drawings (2000); with --real: scans per set (all)",
     )
     p.add_argument("--seed", type=int, default=0, help="with --drawn / --real / --numbers: rendering seed")
+    p.add_argument(
+        "--part", choices=["heldout", "calibration"], default="heldout",
+        help="with --numbers: the held-out digits (the benchmark) or the calibration ones (to tune on)",
+    )
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("serve", help="start the prediction API (uvicorn)")

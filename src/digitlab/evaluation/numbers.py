@@ -6,6 +6,9 @@ split (never its train split) and the held-out half of Semeion (`SEMEION_HELD_OU
 left for training). They are composed into numbers with uneven sizes, baselines and slant, and gaps from
 wide to touching and overlapping; half of the numbers are then put on simulated photos of paper (uneven
 light, a shadow, lined or squared paper, blue or black ink, sensor noise, JPEG).
+
+`--part calibration` composes the same kind of numbers from digits kept out of both the benchmark and
+training (`calibration_digits`): the segmentation's parameters are chosen there, never on the benchmark.
 """
 
 from __future__ import annotations
@@ -44,11 +47,33 @@ def held_out_digits(directory: Path = HANDWRITING_DIR) -> tuple[list[np.ndarray]
     """(images uint8 ink-bright, labels, source) of USPS test + the held-out half of Semeion."""
     usps = np.load(directory / "usps.npz")
     semeion = np.load(directory / "semeion.npz")
-    order = np.random.default_rng(SEMEION_SPLIT_SEED).permutation(len(semeion["labels"]))
-    held = np.sort(order[len(order) // 2 :])  # SEMEION_HELD_OUT
+    held = _semeion_held_out(len(semeion["labels"]))
     images = list(usps["test_images"]) + list(semeion["images"][held])
     labels = np.concatenate([usps["test_labels"], semeion["labels"][held]]).astype(int)
     sources = ["usps"] * len(usps["test_labels"]) + ["semeion"] * len(held)
+    return images, labels, sources
+
+
+def _semeion_held_out(n: int) -> np.ndarray:
+    order = np.random.default_rng(SEMEION_SPLIT_SEED).permutation(n)
+    return np.sort(order[n // 2 :])  # SEMEION_HELD_OUT
+
+
+def calibration_digits(directory: Path = HANDWRITING_DIR) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
+    """Digits to choose segmentation parameters on, disjoint from `held_out_digits`: the USPS
+    "calibration" part (the last training scans) and Semeion's "calibration" writer group minus the
+    samples this benchmark holds out (its Semeion split is a random half, not by writer group)."""
+    from digitlab.evaluation.real import SEMEION_PARTS, USPS_CALIBRATION, semeion_groups
+
+    usps = np.load(directory / "usps.npz")
+    semeion = np.load(directory / "semeion.npz")
+    groups = semeion_groups(semeion["labels"])
+    keep = np.isin(groups, SEMEION_PARTS["calibration"])
+    keep[_semeion_held_out(len(keep))] = False
+    sem = np.flatnonzero(keep)
+    images = list(usps["train_images"][-USPS_CALIBRATION:]) + list(semeion["images"][sem])
+    labels = np.concatenate([usps["train_labels"][-USPS_CALIBRATION:], semeion["labels"][sem]]).astype(int)
+    sources = ["usps"] * USPS_CALIBRATION + ["semeion"] * len(sem)
     return images, labels, sources
 
 
@@ -133,9 +158,13 @@ def _encode(im: Image.Image, fmt: str, **kw) -> bytes:
     return out.getvalue()
 
 
-def number_samples(count: int, *, seed: int = 0, directory: Path = HANDWRITING_DIR) -> list[NumberSample]:
-    """`count` written numbers (2-6 digits; every gap kind equally often; every other one a photo)."""
-    images, labels, sources = held_out_digits(directory)
+def number_samples(
+    count: int, *, seed: int = 0, directory: Path = HANDWRITING_DIR, part: str = "heldout"
+) -> list[NumberSample]:
+    """`count` written numbers (2-6 digits; every gap kind equally often; every other one a photo) of the
+    held-out digits, or of the `calibration` ones (to tune the segmentation on)."""
+    pick = {"heldout": held_out_digits, "calibration": calibration_digits}[part]
+    images, labels, sources = pick(directory)
     rng = np.random.default_rng(seed)
     gap_names = list(GAPS)
     out = []
@@ -192,14 +221,16 @@ def score(samples: list[NumberSample], texts: list[str | None]) -> dict:
     return out
 
 
-def evaluate_numbers(names: list[str], model_dir: Path, *, count: int, seed: int = 0) -> list[dict]:
+def evaluate_numbers(
+    names: list[str], model_dir: Path, *, count: int, seed: int = 0, part: str = "heldout"
+) -> list[dict]:
     """Read every sample with each model; one row of scores per model."""
     from digitlab.detector.runtime import load_detector
     from digitlab.errors import DigitlabError
     from digitlab.models.registry import load_model
     from digitlab.segment import read_number
 
-    samples = number_samples(count, seed=seed)
+    samples = number_samples(count, seed=seed, part=part)
     detector = load_detector(model_dir)
     rows = []
     for name in names:
@@ -218,20 +249,21 @@ def evaluate_numbers(names: list[str], model_dir: Path, *, count: int, seed: int
     return rows
 
 
-def evaluate_numbers_command(names: list[str], *, as_json: bool, count: int, seed: int) -> int:
+def evaluate_numbers_command(
+    names: list[str], *, as_json: bool, count: int, seed: int, part: str = "heldout"
+) -> int:
     from digitlab.core.config import Settings
     from digitlab.models.registry import MODEL_SPECS, manifest_path
 
     model_dir = Settings().model_dir
     names = names or [n for n in MODEL_SPECS if manifest_path(n, model_dir) is not None]
-    rows = evaluate_numbers(names, model_dir, count=count, seed=seed)
+    rows = evaluate_numbers(names, model_dir, count=count, seed=seed, part=part)
     if as_json:
         print(json.dumps(rows, indent=2))
         return 0
     slices = ["all", "canvas", "photo", *GAPS]
-    print(
-        f"{count} written numbers (2-6 digits) from USPS test + held-out Semeion; numbers / digits read right"
-    )
+    source = "USPS test + held-out Semeion" if part == "heldout" else "the calibration digits (USPS, Semeion)"
+    print(f"{count} written numbers (2-6 digits) from {source}; numbers / digits read right")
     print(f"{'model':<14}" + "".join(f"{s:>17}" for s in slices) + f"{'ms/number':>11}")
     for row in rows:
         cells = "".join(

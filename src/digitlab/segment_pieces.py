@@ -1,0 +1,182 @@
+"""Stroke pieces of a written number: connected strokes, the writing's slant and height, and candidate cuts
+through strokes where digits may touch or overlap (`digitlab.segment` lets the model choose among them).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from digitlab.decode import EmptyImageError
+
+INK_ON = 0.35  # ink strength that counts as a stroke pixel
+MARK_HEIGHT = 0.35  # a stroke lower than this fraction of the writing height (and as narrow) is a mark
+SPECK_AREA = 0.02  # strokes with less ink than this fraction of the biggest stroke are noise
+MAX_CUTS = 6  # candidate cuts per stroke (or one per CUT_SPACING of its width, if more)
+CUT_MIN_WIDTH = 0.55  # strokes narrower than this (in writing heights) are never cut
+SPLIT_WIDTH = 0.75  # a stroke wider than this (in writing heights) may be cut anywhere...
+GRID_STEP = 0.1  # ...at its thinnest column near every step this long (in writing heights)
+CUT_MARGIN = 0.15  # no cut closer than this (in writing heights) to a stroke's end
+CUT_SPACING = 0.08  # ...or to another cut
+
+
+@dataclass
+class Piece:
+    """A set of stroke pixels that belong together: a whole stroke, or a slice of one between two cuts."""
+
+    ys: np.ndarray
+    xs: np.ndarray
+    left: float  # extent in sheared coordinates
+    right: float
+    component: int
+    cut_left: bool = False  # its left edge is a cut through ink
+    sliced: bool = False  # a slice of a stroke that was cut
+    mark: bool = False
+
+    @property
+    def centre(self) -> float:
+        return 0.5 * (self.left + self.right)
+
+
+def _slant(ys: np.ndarray, xs: np.ndarray) -> float:
+    """dx/dy of the writing's main axis (second moments of the stroke pixels), clipped to a sane range."""
+    if len(ys) < 10:
+        return 0.0
+    yc = ys - ys.mean()
+    var = float(np.sum(yc * yc))  # (elementwise: a BLAS dot spins up threads for a few thousand pixels)
+    return float(np.clip(np.sum(yc * (xs - xs.mean())) / var, -0.7, 0.7)) if var > 0 else 0.0
+
+
+def _weighted_median(pairs: list[tuple[float, int]]) -> float:
+    if not pairs:
+        return 0.0
+    pairs = sorted(pairs)
+    half = 0.5 * sum(w for _, w in pairs)
+    acc = 0
+    for value, w in pairs:
+        acc += w
+        if acc >= half:
+            return value
+    return pairs[-1][0]
+
+
+def _runs(ys: np.ndarray) -> int:
+    """How many separate vertical runs of ink the rows `ys` of one column form."""
+    if len(ys) == 0:
+        return 0
+    u = np.unique(ys)
+    return 1 + int(np.count_nonzero(np.diff(u) > 1))
+
+
+def _cuts(
+    xp: np.ndarray, ys: np.ndarray, left: float, right: float, height: float, stroke: float
+) -> list[float]:
+    """Candidate cut positions (sheared x) inside one wide stroke: thin columns of its projection.
+
+    A cut must cross one stroke (where two digits touch), or two when the stroke is wider than a digit
+    (digits that overlap); a 0 is never cut down its middle unless it is too wide for one digit. A stroke
+    wider than SPLIT_WIDTH is also cut near every GRID_STEP: overlapping digits leave no thin column, and
+    too few cuts were the main reason such numbers were read with digits missing.
+    """
+    width = right - left
+    if width < CUT_MIN_WIDTH * height:
+        return []
+    max_runs = 2 if width > 1.0 * height else 1
+    lo = math.floor(left)
+    bins = np.floor(xp - lo).astype(np.int64)
+    counts = np.bincount(bins)
+    smooth = ndi.uniform_filter1d(counts.astype(np.float32), 3)
+    margin = max(2, int(CUT_MARGIN * height))
+    window = max(2, int(0.3 * height))
+    padded = np.concatenate([np.full(window, -np.inf), smooth, np.full(window, -np.inf)])
+    maxima = np.lib.stride_tricks.sliding_window_view(padded, window).max(axis=1)
+    idx = np.arange(len(smooth))
+    left, right = maxima[idx], maxima[np.minimum(idx + 1 + window, len(maxima) - 1)]  # the two shoulders
+    prev, nxt = np.roll(smooth, 1), np.roll(smooth, -1)
+    ok = (
+        (smooth <= prev)
+        & (smooth <= nxt)
+        & (smooth <= 3.0 * stroke)
+        & (smooth <= 0.6 * np.minimum(left, right))
+    )
+    ok[:margin] = False
+    ok[len(smooth) - margin :] = False
+    found = [(float(smooth[i]), int(i)) for i in np.flatnonzero(ok) if _runs(ys[bins == i]) <= max_runs]
+    found.sort()
+    if width > SPLIT_WIDTH * height:  # maybe more than one digit: also its weakest column every GRID_STEP
+        found += [(float("inf"), i) for i in _grid_cuts(smooth, margin, GRID_STEP * height)]
+    spacing = max(2, CUT_SPACING * height)
+    limit = max(MAX_CUTS, math.ceil(width / spacing))
+    chosen: list[int] = []
+    for _, i in found:
+        if all(abs(i - j) >= spacing for j in chosen):
+            chosen.append(i)
+        if len(chosen) >= limit:
+            break
+    return sorted(lo + i + 0.5 for i in chosen)
+
+
+def _grid_cuts(smooth: np.ndarray, margin: int, step: float) -> list[int]:
+    """The thinnest column near every `step`-th column: where overlapping digits (no thin column
+    between them) may meet; the model tells which of these cuts are real."""
+    out = []
+    centre = margin + 0.5 * step
+    while centre < len(smooth) - margin:
+        lo = max(margin, int(centre - 0.3 * step))
+        hi = min(len(smooth) - margin, int(centre + 0.3 * step) + 1)
+        if lo < hi:
+            out.append(lo + int(np.argmin(smooth[lo:hi])))
+        centre += step
+    return out
+
+
+def pieces_of(s: np.ndarray) -> tuple[list[Piece], float, list[Piece]]:
+    """Stroke pieces in reading order, the writing height, and the noise specks that were dropped."""
+    mask = s >= INK_ON
+    labels, n = ndi.label(mask, structure=np.ones((3, 3), bool))
+    if n == 0:
+        raise EmptyImageError("Nothing written: the image is blank. Write a number and try again.")
+    mass = np.bincount(labels.ravel(), weights=s.ravel(), minlength=n + 1)[1:]
+    boxes = ndi.find_objects(labels)
+    keep = [i for i in range(n) if mass[i] >= SPECK_AREA * mass.max()]
+    heights = np.array([boxes[i][0].stop - boxes[i][0].start for i in keep], float)
+    height = float(np.median(heights[heights >= 0.5 * heights.max()]))
+    tall = {i for i, h in zip(keep, heights, strict=True) if h >= 0.5 * heights.max()}
+    coords = []
+    for i in range(n):  # every stroke's pixels, once
+        sl = boxes[i]
+        ys, xs = np.nonzero(labels[sl] == i + 1)
+        coords.append((ys + sl[0].start, xs + sl[1].start))
+    slants = [(_slant(*(c.astype(np.float64) for c in coords[i])), len(coords[i][0])) for i in sorted(tall)]
+    shear = _weighted_median(slants)  # each stroke's own axis: one odd digit (a 7's bar) cannot tilt the rest
+    yc = 0.5 * (labels.shape[0] - 1)
+    area = float(mask.sum())
+    edges = float(np.count_nonzero(mask[:, 1:] != mask[:, :-1]) + np.count_nonzero(mask[1:] != mask[:-1]))
+    stroke = max(1.0, 2.0 * area / max(edges, 1.0))
+    pieces: list[Piece] = []
+    specks: list[Piece] = []
+    kept = set(keep)
+    for i in range(n):
+        ys, xs = coords[i]
+        xp = xs - shear * (ys - yc)
+        piece = Piece(ys, xs, float(xp.min()), float(xp.max()) + 1.0, i)
+        h = boxes[i][0].stop - boxes[i][0].start
+        if i not in kept:
+            specks.append(piece)
+            continue
+        piece.mark = h < MARK_HEIGHT * height and (piece.right - piece.left) < 0.5 * height
+        cuts = [] if piece.mark else _cuts(xp, ys, piece.left, piece.right, height, stroke)
+        if not cuts:
+            pieces.append(piece)
+            continue
+        bounds = [piece.left, *cuts, piece.right]
+        for j in range(len(bounds) - 1):
+            sel = (xp >= bounds[j]) & (xp < bounds[j + 1])
+            if sel.any():
+                left, right = float(xp[sel].min()), float(xp[sel].max()) + 1.0
+                pieces.append(Piece(ys[sel], xs[sel], left, right, i, cut_left=j > 0, sliced=True))
+    pieces.sort(key=lambda p: p.centre)
+    return pieces, height, specks
