@@ -30,6 +30,7 @@ from digitlab.store.records import (
     SESSION_ID_LEN,
     UID_LEN,
     Source,
+    not_stored,
     utc_naive,
 )
 
@@ -160,12 +161,7 @@ def insert_number(engine: Engine, record: NumberRecord) -> int:
 def insert_missing(conn, records: list[NumberRecord]) -> int:
     """Spool replay: store, in order, the records whose uid is not stored yet; returns how many. A
     drawing's reading only replaces a row holding an older one, so replaying twice changes nothing."""
-    present = set(conn.scalars(select(N.c.uid).where(N.c.uid.in_([r.uid for r in records]))))
-    missing = []
-    for record in records:
-        if record.uid not in present:
-            present.add(record.uid)
-            missing.append(record)
+    missing = not_stored(conn, N.c.uid, records)
     plain = [r.to_row() for r in missing if not r.drawing_id]
     if plain:
         conn.execute(insert(N), plain)

@@ -199,3 +199,17 @@ def parse_probabilities(text: str | None) -> list[float] | None:
         return [float(v) for v in value]
     except (TypeError, ValueError):
         return None
+
+
+def not_stored(conn, uid_column, records: list) -> list:
+    """The records (in order, each uid once) whose uid is not in `uid_column` yet: what a spool replay
+    still has to write. One parameterised SELECT ... WHERE uid IN (...)."""
+    from sqlalchemy import select
+
+    present = set(conn.scalars(select(uid_column).where(uid_column.in_([r.uid for r in records]))))
+    missing = []
+    for record in records:
+        if record.uid not in present:
+            present.add(record.uid)
+            missing.append(record)
+    return missing

@@ -21,6 +21,7 @@ from digitlab.store.records import (
     STORED_COLUMNS,
     PredictionRecord,
     StoredPrediction,
+    not_stored,
     parse_probabilities,
     utc_naive,
 )
@@ -138,12 +139,7 @@ class Repository:
         Without drawings one executemany (psycopg pipelines it: no round trip per record). A drawing's
         record only replaces a row holding an earlier prediction (`_replay_drawing`): the earlier strokes'
         uids are no longer in the table, so they count as missing on a second replay of the same spool."""
-        present = set(conn.scalars(select(T.c.uid).where(T.c.uid.in_([r.uid for r in records]))))
-        missing = []
-        for record in records:
-            if record.uid not in present:
-                present.add(record.uid)
-                missing.append(record)
+        missing = not_stored(conn, T.c.uid, records)
         if any(r.drawing_id for r in missing):  # in order: a drawing's later prediction wins
             for record in missing:
                 if record.drawing_id:
