@@ -2,8 +2,9 @@
 
 1. start `digitlab serve` on a scratch SQLite database and a copy of a model folder;
 2. "users" post labelled drawings through the public API (`POST /api/v1/predict` with `true_digit` and
-   `session_id`): USPS *training* digits (envelope scans by many writers), shown as the app receives
-   them (canvas-like images, several colour schemes), in sessions of consecutive digits;
+   `session_id`): the USPS and Semeion 'calibration' digits (scans by many writers that no model is
+   trained on), shown as the app receives them (canvas-like images, several colour schemes), in sessions
+   of consecutive digits;
 3. measure every served model on drawings of *other* writers (USPS test, Semeion's held-out part),
    never learned from;
 4. run `digitlab learn` (same DATABASE_URL / DIGITLAB_MODEL_DIR as the API), timed;
@@ -73,7 +74,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=Path, default=Path(os.environ.get("DIGITLAB_MODEL_DIR", "models")))
     parser.add_argument("--handwriting", type=Path, default=Path(os.environ.get("DIGITLAB_HANDWRITING_DIR", "../shared/handwriting")))
-    parser.add_argument("--users", type=int, default=3000, help="labelled drawings posted by the users")
+    parser.add_argument("--users", type=int, default=2199, help="labelled drawings posted by the users (at most 2,199)")
     parser.add_argument("--session-size", type=int, default=50)
     args = parser.parse_args()
 
@@ -93,12 +94,15 @@ def main() -> int:
                     break
             except httpx.HTTPError:
                 time.sleep(0.5)
-        users_x, users_y = load_part("usps", "fit", args.handwriting)
-        users_x, users_y = users_x[: args.users], users_y[: args.users]
+        # the users: real handwriting no model was trained on (`digitlab train` and `train cnn` learn the
+        # 'fit' parts; the 'calibration' parts only choose the detector's thresholds)
+        parts = [load_part(name, "calibration", args.handwriting) for name in ("usps", "semeion")]
+        users_x = np.concatenate([p[0] for p in parts])[: args.users]
+        users_y = np.concatenate([p[1] for p in parts])[: args.users]
         others = [load_part("usps", "heldout", args.handwriting), load_part("semeion", "heldout", args.handwriting)]
         other_pngs = _views(np.concatenate([o[0] for o in others]), seed=1)
         other_y = np.concatenate([o[1] for o in others])
-        print(f"users: {len(users_y)} USPS training digits in sessions of {args.session_size}; "
+        print(f"users: {len(users_y)} USPS + Semeion calibration digits in sessions of {args.session_size}; "
               f"others: {len(other_y)} (USPS test + Semeion held-out)", flush=True)
         before = _accuracy_by_model(api, other_pngs, other_y)
         started = time.perf_counter()
