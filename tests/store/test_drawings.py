@@ -74,10 +74,7 @@ def test_feedback_by_an_earlier_strokes_uid_survives_a_later_stroke_in_the_same_
         last = store.add(make_record(7, drawing_id="d-fb"))
         bring_back()
         assert store.wait_drained(timeout=60)
-        rows, total = store.list(1, 50)
-        assert total == 1
-        row = rows[0]
-        assert (row.uid, row.predicted_digit, row.drawn_digit, row.correct) == (last.uid, 7, 7, True)
+        _assert_one_row_labelled_7(store, last.uid)
     finally:
         store.close()
 
@@ -102,10 +99,15 @@ def test_a_spool_replayed_twice_keeps_the_drawings_latest_prediction(
     store = open_store(url, spool_root / "me")
     try:
         assert store.wait_drained(timeout=60)
-        rows, total = store.list(1, 50)
-        assert total == 1
-        row = rows[0]
-        assert (row.uid, row.predicted_digit, row.drawn_digit, row.correct) == (last.uid, 7, 7, True)
+        _assert_one_row_labelled_7(store, last.uid)
     finally:
         store.close()
     assert not (spool_root / "crashed").exists()  # it was adopted and replayed
+
+
+def _assert_one_row_labelled_7(store, uid: str) -> None:
+    """The drawing is one row: the latest stroke's prediction (7, `uid`) with its label 7 kept."""
+    rows, total = store.list(1, 50)
+    assert total == 1
+    row = rows[0]
+    assert (row.uid, row.predicted_digit, row.drawn_digit, row.correct) == (uid, 7, 7, True)

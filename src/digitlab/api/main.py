@@ -23,6 +23,7 @@ from digitlab.api.docs import install_docs
 from digitlab.api.errors import install_error_handlers
 from digitlab.api.limits import BodyLimitMiddleware
 from digitlab.api.metrics import Metrics, MetricsMiddleware
+from digitlab.api.server import usable_cores
 from digitlab.api.upkeep import MODEL_REFRESH_SECONDS, manifest_key, refresh_gauges, refresh_models, warm_up
 from digitlab.core.config import Settings
 from digitlab.models.registry import MODEL_SPECS, ModelRegistry
@@ -154,8 +155,7 @@ def cpu_slots(workers: int) -> int:
     one slot each. Measured with two workers on two cores: one slot each used 15 % less CPU per
     prediction and answered more than two slots each (bigger batches, less contention for the GIL).
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return 1 if workers <= 0 else max(1, cores // workers)
+    return 1 if workers <= 0 else max(1, usable_cores() // workers)
 
 
 def limit_blas_threads() -> None:

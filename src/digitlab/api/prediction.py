@@ -154,11 +154,14 @@ def compute_batch(ctx: AppContext, jobs: list[Job]) -> list[Computed | BaseExcep
     """
     outcomes: list[Computed | BaseException | None] = [None] * len(jobs)
     images: dict[int, np.ndarray] = {}
+    formats: dict[int, str] = {}
     pre_seconds: dict[int, float] = {}
     for i, job in enumerate(jobs):
         started = time.perf_counter()
         try:
-            images[i], _ = preprocess(ctx, job.data, pen_color=job.pen_color, background_color=job.background_color)
+            images[i], formats[i] = preprocess(
+                ctx, job.data, pen_color=job.pen_color, background_color=job.background_color
+            )
         except Exception as exc:  # noqa: BLE001 - a DigitlabError (4xx) for a bad image; the request gets it
             outcomes[i] = exc
             continue
@@ -186,7 +189,7 @@ def compute_batch(ctx: AppContext, jobs: list[Job]) -> list[Computed | BaseExcep
     not_digit = _not_digit_probabilities(ctx, jobs, images, answered, answers)
     for i in answered:
         probas = [(model, *answers[(i, model.name)]) for model in jobs[i].models]
-        outcomes[i] = _answer(ctx, jobs[i], images[i], pre_seconds[i], probas, not_digit.get(i))
+        outcomes[i] = _answer(ctx, jobs[i], images[i], formats[i], pre_seconds[i], probas, not_digit.get(i))
     return outcomes  # type: ignore[return-value]
 
 
@@ -207,13 +210,18 @@ def _not_digit_probabilities(ctx: AppContext, jobs, images, answered, answers) -
 
 
 def _answer(
-    ctx: AppContext, job: Job, image: np.ndarray, pre_seconds: float, probas: list, p_not_digit: float | None
+    ctx: AppContext,
+    job: Job,
+    image: np.ndarray,
+    fmt: str,
+    pre_seconds: float,
+    probas: list,
+    p_not_digit: float | None,
 ) -> Computed:
     """Results and records of one request from (model, probabilities, model seconds) of its models and
     the detector's answer (None when no model's flag needs it)."""
     processed_png = to_png(image)
     processed_b64 = base64.b64encode(processed_png).decode("ascii")
-    fmt = sniff_format(job.data)
     try:
         input_png = stored_input_png(job.data, fmt)
     except Exception as exc:  # noqa: BLE001

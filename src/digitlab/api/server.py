@@ -46,8 +46,12 @@ def resolve_workers(workers: int) -> int:
         raise DigitlabError(f"workers must be 0 (one per core) or more, got {workers}", code="invalid_workers")
     if workers > 0:
         return workers
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(AUTO_MAX_WORKERS, cores))
+    return max(1, min(AUTO_MAX_WORKERS, usable_cores()))
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def serve(host: str | None = None, port: int | None = None, workers: int | None = None) -> int:
