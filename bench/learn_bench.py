@@ -76,6 +76,9 @@ def main() -> int:
     parser.add_argument("--handwriting", type=Path, default=Path(os.environ.get("DIGITLAB_HANDWRITING_DIR", "../shared/handwriting")))
     parser.add_argument("--users", type=int, default=2199, help="labelled drawings posted by the users (at most 2,199)")
     parser.add_argument("--session-size", type=int, default=50)
+    parser.add_argument("--views", type=int, default=1,
+                        help="each user digit drawn this many times, each time in another colour scheme and size "
+                             "(distinct images, same session): 5 x 2,199 = 10,995 drawings times `digitlab learn` at 10k")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="digitlab-learn-bench-"))
@@ -99,6 +102,9 @@ def main() -> int:
         parts = [load_part(name, "calibration", args.handwriting) for name in ("usps", "semeion")]
         users_x = np.concatenate([p[0] for p in parts])[: args.users]
         users_y = np.concatenate([p[1] for p in parts])[: args.users]
+        sessions = np.arange(len(users_y)) // args.session_size
+        if args.views > 1:  # the same digits again, drawn another way: kept next to their first drawing
+            users_x, users_y, sessions = (np.repeat(a, args.views, axis=0) for a in (users_x, users_y, sessions))
         others = [load_part("usps", "heldout", args.handwriting), load_part("semeion", "heldout", args.handwriting)]
         other_pngs = _views(np.concatenate([o[0] for o in others]), seed=1)
         other_y = np.concatenate([o[1] for o in others])
@@ -110,7 +116,7 @@ def main() -> int:
             def post(i_png):
                 i, png = i_png
                 r = client.post("/api/v1/predict", files={"image": ("d.png", png, "image/png")},
-                                data={"true_digit": str(int(users_y[i])), "session_id": f"user{i // args.session_size}",
+                                data={"true_digit": str(int(users_y[i])), "session_id": f"user{sessions[i]}",
                                       "source": "ui"})  # fmt: skip
                 return r.status_code
 

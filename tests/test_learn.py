@@ -127,6 +127,24 @@ def test_learn_builds_versions_and_promotes_only_what_passes_the_gate(settings, 
     assert versions.last_learned_row() == 400
 
 
+def test_learn_fine_tunes_the_served_cnn_into_a_version_the_api_can_load(settings, user_digits):
+    pytest.importorskip("torch")
+    from digitlab.models.registry import model_from_payload
+
+    images, labels = user_digits
+    label(settings, images[:300], labels[:300], [f"writer{i % 6}" for i in range(300)])
+    (outcome,) = learn(settings, models=["cnn"], limit=LIMIT, say=lambda m: None)
+    m = outcome.metrics
+    passes = (m["user_holdout_accuracy"] >= m["parent_user_holdout_accuracy"]
+              and m["mnist_test_accuracy"] >= m["parent_mnist_test_accuracy"] - 0.001)  # fmt: skip
+    assert outcome.model == "cnn" and outcome.version == "2" and (outcome.status == "promoted") == passes
+    manifest, payload = versions_of(settings).load("cnn", "2")
+    served = model_from_payload("cnn", manifest, payload)  # the grouped two-member graph, rebuilt and re-exported
+    proba = served.predict_proba(images[300:350].reshape(50, 784).astype(np.float32) / 255.0)
+    assert (proba.argmax(axis=1) == labels[300:350]).mean() >= 0.9
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+
+
 def test_bad_data_is_a_clear_message_and_no_promotion(settings, env, user_digits):
     def run() -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "digitlab", "learn", "svm_pca"], env={**os.environ, **env},

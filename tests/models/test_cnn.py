@@ -217,3 +217,56 @@ def test_train_cnn_rejects_bad_extra_data(tmp_path, mnist_dir):
             tmp_path, epochs=1, limit=100, progress=False, mnist_dir=mnist_dir,
             extra_data=(np.zeros((2, 28, 28), np.float32), np.zeros(2, np.uint8)),
         )  # fmt: skip
+
+
+def test_merged_members_answer_the_mean_of_their_logits():
+    torch = pytest.importorskip("torch")
+    arch = "c8,p,c16,c16,p,c24"
+    nets = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        net = cnn_net.build_network(arch)
+        for layer in net:  # non-trivial batch-norm statistics, as after training
+            if isinstance(layer, torch.nn.BatchNorm2d):
+                layer.running_mean.uniform_(-0.5, 0.5)
+                layer.running_var.uniform_(0.5, 2.0)
+                layer.weight.data.uniform_(0.5, 1.5)
+                layer.bias.data.uniform_(-0.2, 0.2)
+        nets.append(net.eval())
+    merged = cnn_net.merge_members(nets, arch)
+    x = torch.rand(5, 1, 28, 28)
+    with torch.no_grad():
+        expected = torch.stack([net(x) for net in nets]).mean(0)
+        np.testing.assert_allclose(merged(x).numpy(), expected.numpy(), atol=1e-5)
+    # the fine-tuner rebuilds the grouped chain from the exported graph with the same answers
+    from digitlab.training.cnn_finetune import network_from_onnx
+
+    rebuilt, temperature = network_from_onnx(cnn_net.export_onnx(merged, 2.0))
+    assert temperature == pytest.approx(2.0)
+    with torch.no_grad():
+        np.testing.assert_allclose(rebuilt.eval()(x).numpy(), expected.numpy(), atol=1e-4)
+
+
+def test_finetune_learns_users_and_mixes_back_the_served_weights(mnist_dir):
+    torch = pytest.importorskip("torch")
+    from digitlab.data import load_mnist
+    from digitlab.training.cnn_finetune import finetune, network_from_onnx
+
+    images, labels = load_mnist("train", directory=mnist_dir, download=False, limit=300)
+    torch.manual_seed(0)
+    served = cnn_net.export_onnx(cnn_net.build_network("c8,p,c16,p,c16").eval(), 1.5)
+    user = (images[:40], labels[:40].astype(np.int64))
+    base = (images[40:], labels[40:])
+
+    def weights(payload):
+        net, temperature = network_from_onnx(payload)
+        assert temperature == pytest.approx(1.5)
+        return torch.cat([p.detach().flatten() for p in net.parameters()])
+
+    before = weights(served)
+    kept = weights(finetune(served, user, base, weight=2, finetuned_share=0.0))
+    full = weights(finetune(served, user, base, weight=2, finetuned_share=1.0))
+    half = weights(finetune(served, user, base, weight=2, finetuned_share=0.5))
+    torch.testing.assert_close(kept, before)
+    assert not torch.allclose(full, before)
+    torch.testing.assert_close(half, (before + full) / 2, atol=1e-5, rtol=1e-4)

@@ -17,6 +17,10 @@ from digitlab.training.progress import log
 EPOCHS = 2
 BATCH = 128
 LEARNING_RATE = 1e-4
+LABEL_SMOOTHING = 0.05  #: as in training: without it the logits sharpen and the served temperature no longer fits
+#: the new weights are this mix of the fine-tuned and the served ones (weight-space ensembling, "WiSE-FT"):
+#: the users' styles are learned and little of what the served network knew is forgotten
+FINETUNED_SHARE = 0.5
 #: mild augmentation: the user drawings are already canvas drawings through the app's preprocessing
 FINETUNE_AUGMENTATION = Augmentation(rotation_deg=8.0, scale=(0.9, 1.1), translate_px=1.5, elastic_p=0.2)
 
@@ -37,8 +41,9 @@ def network_from_onnx(payload: bytes):
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type == "Conv":
             w, b = weights[node.input[1]], weights[node.input[2]]
-            conv = nn.Conv2d(w.shape[1], w.shape[0], tuple(w.shape[2:]), stride=tuple(attrs["strides"]),
-                             padding=tuple(attrs["pads"][:2]))  # fmt: skip
+            groups = attrs.get("group", 1)  # an ensemble of several networks is one grouped chain
+            conv = nn.Conv2d(w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]), stride=tuple(attrs["strides"]),
+                             padding=tuple(attrs["pads"][:2]), groups=groups)  # fmt: skip
             conv.weight.data = torch.from_numpy(w.copy())
             conv.bias.data = torch.from_numpy(b.copy())
             layers.append(conv)
@@ -58,6 +63,9 @@ def network_from_onnx(payload: bytes):
             layers.append(linear)
         elif node.op_type == "Mul":
             temperature = 1.0 / float(weights[node.input[1]])
+        elif node.op_type == "Identity":  # eval-mode dropout, or one initializer shared by equal tensors
+            if node.input[0] in weights:
+                weights[node.output[0]] = weights[node.input[0]]
         elif node.op_type not in ("Constant", "Reshape", "Softmax"):
             raise ValueError(f"the CNN's graph has a {node.op_type} node this fine-tuner does not know")
     return nn.Sequential(*layers), temperature
@@ -66,20 +74,23 @@ def network_from_onnx(payload: bytes):
 def finetune(
     payload: bytes,
     user: tuple[np.ndarray, np.ndarray],
-    mnist: tuple[np.ndarray, np.ndarray],
+    base: tuple[np.ndarray, np.ndarray],
     *,
     weight: int,
     seed: int = 0,
+    finetuned_share: float = FINETUNED_SHARE,
 ) -> bytes:
-    """The served CNN fine-tuned on user drawings (each seen `weight` times per epoch) mixed with MNIST
-    digits (uint8 (n, 28, 28) arrays); returns the new ONNX bytes."""
+    """The served CNN fine-tuned on user drawings (each seen `weight` times per epoch) mixed with digits of
+    its own training data (`base`: uint8 (n, 28, 28) arrays), then averaged with the served weights
+    (`finetuned_share` of the fine-tuned ones); returns the new ONNX bytes."""
     torch = import_torch()
     import torch.nn.functional as F
 
     torch.manual_seed(seed)
     net, temperature = network_from_onnx(payload)
-    x = np.concatenate([np.repeat(user[0], weight, axis=0), mnist[0]]).reshape(-1, 28, 28)
-    y = np.concatenate([np.repeat(user[1], weight), mnist[1]]).astype(np.int64)
+    served = {name: tensor.detach().clone() for name, tensor in net.state_dict().items()}
+    x = np.concatenate([np.repeat(user[0].reshape(-1, 28, 28), weight, axis=0), base[0].reshape(-1, 28, 28)])
+    y = np.concatenate([np.repeat(user[1], weight), base[1]]).astype(np.int64)
     x_all, y_all = torch.from_numpy(np.ascontiguousarray(x, np.uint8)), torch.from_numpy(y)
     generator = torch.Generator().manual_seed(seed + 1)
     optimizer = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
@@ -93,11 +104,14 @@ def finetune(
             batch = x_all[idx].float().div_(255.0).unsqueeze(1)
             with torch.no_grad():
                 batch = augment_batch(batch, generator, FINETUNE_AUGMENTATION)
-            loss = F.cross_entropy(net(batch), y_all[idx])
+            loss = F.cross_entropy(net(batch), y_all[idx], label_smoothing=LABEL_SMOOTHING)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             total += loss.item()
         log(f"cnn: fine-tuning epoch {epoch}/{EPOCHS} on {len(x_all):,} images, loss {total / batches:.4f}")
+    with torch.no_grad():
+        for name, tensor in net.state_dict().items():
+            tensor.lerp_(served[name], 1.0 - finetuned_share)
     net.eval()
     return export_onnx(net, temperature)

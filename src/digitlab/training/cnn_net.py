@@ -54,10 +54,12 @@ def _parse_arch(arch: str) -> list[tuple[str, int, int]]:
     return layers
 
 
-def build_network(arch: str = ARCH):
+def build_network(arch: str = ARCH, members: int = 1):
     """The layers of `arch` (see ARCH), then global average pooling, dropout 0.1 and FC(10).
 
-    Input `(n, 1, 28, 28)`, output logits `(n, 10)`.
+    Input `(n, 1, 28, 28)`, output logits `(n, 10)`. With `members` > 1 the network holds that many copies
+    of `arch` side by side (grouped convolutions, one group per member) and one linear layer over all
+    their features: the shape `merge_members` fills with independently trained networks.
     """
     from torch import nn
 
@@ -66,21 +68,48 @@ def build_network(arch: str = ARCH):
         if kind == "pool":
             layers.append(nn.MaxPool2d(2))
             continue
+        groups = 1 if cin == 1 else members  # the one input channel is shared by every member
         layers += [
-            nn.Conv2d(cin, channels, kernel, padding=kernel // 2, bias=False),
-            nn.BatchNorm2d(channels),
+            nn.Conv2d(cin, channels * members, kernel, padding=kernel // 2, bias=False, groups=groups),
+            nn.BatchNorm2d(channels * members),
             nn.ReLU(inplace=True),
         ]
-        cin = channels
+        cin = channels * members
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.1), nn.Linear(cin, 10))
 
 
-def architecture_summary(arch: str = ARCH) -> str:
+def merge_members(nets: list, arch: str = ARCH):
+    """One network whose logits are the mean of the members' logits (all built with `arch`, eval mode).
+
+    Each member becomes one group of every convolution, its batch-norm channels are kept as they are, and
+    the mean of the members' linear layers is one linear layer over the concatenated features. So an
+    ensemble is served (and fine-tuned) as a single chain of ordinary layers.
+    """
+    import torch
+    from torch import nn
+
+    merged = build_network(arch, members=len(nets)).eval()
+    with torch.no_grad():
+        for index, layer in enumerate(merged):
+            parts = [net[index] for net in nets]
+            if isinstance(layer, nn.Conv2d):
+                layer.weight.copy_(torch.cat([p.weight for p in parts]))
+            elif isinstance(layer, nn.BatchNorm2d):
+                for name in ("weight", "bias", "running_mean", "running_var"):
+                    getattr(layer, name).copy_(torch.cat([getattr(p, name) for p in parts]))
+            elif isinstance(layer, nn.Linear):
+                layer.weight.copy_(torch.cat([p.weight for p in parts], dim=1) / len(nets))
+                layer.bias.copy_(torch.stack([p.bias for p in parts]).mean(0))
+    return merged
+
+
+def architecture_summary(arch: str = ARCH, members: int = 1) -> str:
     parts = [
         "maxpool2" if kind == "pool" else f"conv{kernel}x{kernel}({channels})-BN-ReLU"
         for kind, channels, kernel in _parse_arch(arch)
     ]
-    return ", ".join([*parts, "global-avg-pool", "dropout 0.1", "FC(10)"])
+    summary = ", ".join([*parts, "global-avg-pool", "dropout 0.1", "FC(10)"])
+    return summary if members == 1 else f"{members} x ({summary}), mean of the logits"
 
 
 def _inference_module(net, temperature: float):

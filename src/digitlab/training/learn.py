@@ -40,7 +40,9 @@ from digitlab.training.user_data import UserData, prepare
 USER_WEIGHT = 4.0
 MNIST_LOSS_ALLOWED = 0.001  #: a candidate may lose at most 0.1 point of MNIST test accuracy
 MIN_HOLDOUT = 20  #: fewer held-out drawings than this cannot judge a model
-CNN_MNIST_MIX = 20_000  #: MNIST digits mixed into the CNN's fine-tuning (so it does not forget them)
+#: digits of the CNN's own training data (MNIST, style drawings, real handwriting) mixed into its fine-tuning,
+#: so it does not forget what it knew
+CNN_BASE_MIX = 20_000
 ORDER = ["cnn", "svm", "svm_pca", "extra_trees", "random_forest"]
 
 
@@ -211,15 +213,15 @@ class _Run:
     def _build(self, names: list[str], parents: dict[str, LoadedModel], data: UserData) -> dict[str, tuple[dict, bytes]]:
         from digitlab.models.artifacts import read_verified
         from digitlab.training.classical import train_models
+        from digitlab.training.coverage import coverage_set
 
         built: dict[str, tuple[dict, bytes]] = {}
         classical = [n for n in names if n in CLASSICAL_MODELS]
+        # the base data is what `digitlab train` uses: MNIST + style drawings + real handwriting
+        coverage = coverage_set(self.settings, limit=self.limit) if classical or "cnn" in names else None
         if classical:
             self.progress(f"refitting {', '.join(classical)} on MNIST + the users' drawings")
-            from digitlab.training.coverage import coverage_set
-
-            # the base data is what `digitlab train` uses (MNIST + style drawings + real handwriting)
-            base_x, base_y, summary = coverage_set(self.settings, limit=self.limit)
+            base_x, base_y, summary = coverage
             images = np.concatenate([base_x.reshape(-1, 28, 28), data.train_x])
             labels = np.concatenate([base_y.astype(np.int64), data.train_y])
             weights = np.concatenate([np.ones(len(base_y)), np.full(len(data.train_y), USER_WEIGHT)])
@@ -229,19 +231,21 @@ class _Run:
                              extra_summary={**summary, "users_drawings": len(data.train_y)})  # fmt: skip
                 built.update({name: read_verified(Path(tmp), name) for name in classical})
         if "cnn" in names:
-            self.progress("fine-tuning the CNN on the users' drawings mixed with MNIST")
-            built["cnn"] = self._build_cnn(parents["cnn"], data)
+            self.progress("fine-tuning the CNN on the users' drawings mixed with its own training data")
+            built["cnn"] = self._build_cnn(parents["cnn"], data, coverage[:2])
         return built
 
-    def _build_cnn(self, parent: LoadedModel, data: UserData) -> tuple[dict, bytes]:
+    def _build_cnn(self, parent: LoadedModel, data: UserData, coverage: tuple[np.ndarray, np.ndarray]) -> tuple[dict, bytes]:
         from digitlab.models.onnx import OnnxClassifier
         from digitlab.training.cnn_finetune import finetune
 
         images, labels = self._mnist("train")
-        pick = np.random.default_rng(0).choice(len(labels), size=min(CNN_MNIST_MIX, len(labels)), replace=False)
+        pool_x = np.concatenate([images.reshape(-1, 28, 28), coverage[0].reshape(-1, 28, 28)])
+        pool_y = np.concatenate([labels.astype(np.int64), coverage[1].astype(np.int64)])
+        pick = np.random.default_rng(0).choice(len(pool_y), size=min(CNN_BASE_MIX, len(pool_y)), replace=False)
         started = time.perf_counter()
         payload = _payload_of(self.settings, self.versions, "cnn")
-        new = finetune(payload, (data.train_x, data.train_y), (images[pick], labels[pick]), weight=int(USER_WEIGHT))
+        new = finetune(payload, (data.train_x, data.train_y), (pool_x[pick], pool_y[pick]), weight=int(USER_WEIGHT))
         x_test, y_test = self._mnist("test")
         proba = OnnxClassifier(new).predict_proba(x_test.reshape(-1, 784).astype(np.float32) / 255.0)
         manifest = {
