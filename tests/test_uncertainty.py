@@ -144,6 +144,50 @@ def test_second_opinion_flags_an_answer_the_detector_finds_unlikely(detector, te
     assert not dataclasses.replace(detector, manifest=manifest).is_uncertain("svm", x, unlikely, p_not_digit=p)
 
 
+def test_the_cnn_gives_the_second_opinion_to_the_models_the_manifest_names(detector, test_digits):
+    """thresholds.opinion: svm's sure answer is flagged when the CNN finds it unlikely, whatever the
+    detector's digit outputs say; the CNN runs once per image however many models ask."""
+    x = test_digits[0][0].astype(np.float32) / 255.0
+    p = detector.not_digit_probability(x)
+    calls = []
+
+    class Reference:  # stands in for the CNN: it reads every image as a 3
+        def predict_proba(self, X):
+            calls.append(len(X))
+            out = np.zeros((len(X), 10), np.float32)
+            out[:, 3] = 1.0
+            return out
+
+    manifest = json.loads(json.dumps(detector.manifest))
+    manifest["thresholds"] = {"t_detector": 1.0, "t_model": {"default": 0.0}, "t_joint": {"default": 0.6},
+                              "opinion": {"svm": "cnn", "svm_pca": "cnn"}}  # fmt: skip
+    strict = dataclasses.replace(detector, manifest=manifest, reference=Reference())
+    three, other = np.zeros(10), np.zeros(10)
+    three[3] = 1.0
+    other[int(np.argmax(p.digits))] = 1.0  # the detector's own reading
+    assert strict.opinion("svm") == "cnn" and strict.opinion("extra_trees") == "detector"
+    assert not strict.is_uncertain("svm", x, three, p_not_digit=p)
+    assert not strict.is_uncertain("svm_pca", x, three, p_not_digit=p)
+    assert calls == [1]  # cached on the NotDigit for the second model
+    if int(np.argmax(p.digits)) != 3:
+        assert strict.is_uncertain("svm", x, other, p_not_digit=p)  # the CNN disagrees
+        assert not strict.is_uncertain("extra_trees", x, other, p_not_digit=p)  # the detector agrees
+    X = np.stack([x, x]).reshape(2, 784)
+    assert strict.flags("svm", X, np.stack([three, other])).tolist() == [False, int(np.argmax(p.digits)) != 3]
+    # without its CNN (it could not be loaded) the detector's digit outputs stand in
+    alone = dataclasses.replace(strict, reference=None)
+    assert alone.opinion("svm") == "detector" and not alone.is_uncertain("svm", x, other, p_not_digit=p)
+
+
+def test_the_shipped_detector_loads_its_cnn_for_the_second_opinion(tmp_path):
+    loaded = load_detector(tmp_path)  # empty model folder: the bundled detector and CNN
+    from digitlab.training.real_calibration import CNN_OPINION
+
+    named = loaded.manifest["thresholds"].get("opinion") or {}
+    assert named == dict.fromkeys(CNN_OPINION, "cnn") and loaded.reference is not None
+    assert all(loaded.opinion(name) == "cnn" for name in named)
+
+
 def test_features_and_probabilities_batch_equals_single(detector, test_digits):
     X = test_digits[0][:8].reshape(8, 784).astype(np.float32) / 255.0
     F = detector_features(X)

@@ -1,11 +1,13 @@
 """The runtime detector: a small ReLU MLP in plain numpy, its weights read from a checksummed `.npz`.
 
     uncertain = p_not_digit > t_detector  or  max_proba < t_model[model_name]
-                or  (max_proba + detector's p(the model's answer)) / 2 < t_joint[model_name]
+                or  (max_proba + second opinion's p(the model's answer)) / 2 < t_joint[model_name]
 
-The last term is a second opinion: the detector also reads the digit (its outputs 0-9), and a model
-that is sure of an answer the detector finds unlikely is often confidently wrong on real handwriting.
-It costs nothing at serving time: the detector's digit outputs come with p_not_digit (`NotDigit`).
+The last term is a second opinion: a model that is sure of an answer another reader finds unlikely is
+often confidently wrong on real handwriting. The other reader is the detector itself (it also reads the
+digit, outputs 0-9: free, they come with p_not_digit in `NotDigit`), or for the models the manifest
+names in `thresholds.opinion` the CNN (`reference`: run only when the model's own confidence does
+not already decide, once per image however many models ask).
 
 See docs/uncertainty.md for how the thresholds are chosen.
 """
@@ -16,7 +18,7 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 from scipy.special import softmax
@@ -36,9 +38,11 @@ DEFAULT_T_MODEL_KEY = "default"
 
 class NotDigit(float):
     """p(not a digit) of one image that also carries the detector's digit probabilities (`digits`, 10),
-    so `is_uncertain` can ask for the second opinion without running the network again."""
+    so `is_uncertain` can ask for the second opinion without running the network again; `reference`
+    keeps the CNN's probabilities once a model's second opinion needed them."""
 
     digits: np.ndarray
+    reference: np.ndarray | None = None
 
     def __new__(cls, p_not_digit: float, digits: np.ndarray) -> Self:
         obj = super().__new__(cls, p_not_digit)
@@ -70,6 +74,9 @@ class UncertaintyDetector:
     scale: np.ndarray = field(repr=False)
     weights: list[tuple[np.ndarray, np.ndarray]] = field(repr=False)
     not_digit_index: int = NOT_DIGIT
+    #: the CNN (anything with `predict_proba((n, 784)) -> (n, 10)`) whose probabilities are the second
+    #: opinion of the models in `thresholds.opinion`; None: the detector's digit outputs for every model
+    reference: Any = field(default=None, repr=False)
 
     @property
     def t_detector(self) -> float:
@@ -88,6 +95,16 @@ class UncertaintyDetector:
         """t_joint for `model_name` (the manifest's default for unknown names; 0 = no second opinion)."""
         t = self.manifest["thresholds"].get("t_joint") or {}
         return float(t.get(model_name, t.get(DEFAULT_T_MODEL_KEY, 0.0)))
+
+    def opinion(self, model_name: str) -> str:
+        """Who gives `model_name` its second opinion: "cnn" (when the CNN is loaded) or "detector"."""
+        named = (self.manifest["thresholds"].get("opinion") or {}).get(model_name, DETECTOR_NAME)
+        return named if named == "cnn" and self.reference is not None else DETECTOR_NAME
+
+    def _reference_proba(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, np.float32).reshape(-1, 784)
+        return np.vstack([self.reference.predict_proba(X[i : i + 2000]) for i in range(0, len(X), 2000)] or
+                         [np.zeros((0, 10), np.float32)])  # fmt: skip
 
     def detector_outputs(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(p(not a digit) (n,), digit probabilities (n, 10)) for (n, 784) or (n, 28, 28) images."""
@@ -145,10 +162,17 @@ class UncertaintyDetector:
         t_joint = self.joint_threshold(model_name)
         if t_joint <= 0:
             return False
-        digits = getattr(p_not_digit, "digits", None)
-        if digits is None:
-            digits = self.not_digit_probability(image28).digits
-        return bool(joint_confidence(proba, digits)[0] < t_joint)
+        if self.opinion(model_name) == "cnn":
+            second = getattr(p_not_digit, "reference", None)
+            if second is None:
+                second = self._reference_proba(image28)[0]
+                if isinstance(p_not_digit, NotDigit):
+                    p_not_digit.reference = second  # the next model asking about this image reuses it
+        else:
+            second = getattr(p_not_digit, "digits", None)
+            if second is None:
+                second = self.not_digit_probability(image28).digits
+        return bool(joint_confidence(proba, second)[0] < t_joint)
 
     def flags(
         self,
@@ -158,8 +182,10 @@ class UncertaintyDetector:
         *,
         p_not_digit: np.ndarray | None = None,
         digit_proba: np.ndarray | None = None,
+        reference_proba: np.ndarray | None = None,
     ) -> np.ndarray:
-        """`is_uncertain` for a batch: (n,) bool. `digit_proba`: the detector's digit outputs, if known."""
+        """`is_uncertain` for a batch: (n,) bool. `digit_proba`: the detector's digit outputs, and
+        `reference_proba` the CNN's probabilities, if known (else computed when needed)."""
         if p_not_digit is None:
             p_not_digit, digit_proba = self.detector_outputs(X)
         proba = np.asarray(proba, dtype=np.float64)
@@ -167,9 +193,11 @@ class UncertaintyDetector:
         out = (np.asarray(p_not_digit) > self.t_detector) | (proba.max(axis=1) < self.threshold(model_name))
         t_joint = self.joint_threshold(model_name)
         if t_joint > 0 and len(out):
-            if digit_proba is None:
-                digit_proba = self.detector_outputs(X)[1]
-            out |= joint_confidence(proba, digit_proba) < t_joint
+            if self.opinion(model_name) == "cnn":
+                second = reference_proba if reference_proba is not None else self._reference_proba(X)
+            else:
+                second = digit_proba if digit_proba is not None else self.detector_outputs(X)[1]
+            out |= joint_confidence(proba, second) < t_joint
         return out
 
 
@@ -214,7 +242,25 @@ def load_detector(model_dir: Path | None = None) -> UncertaintyDetector:
 
     directory = detector_dir(model_dir)
     manifest, payload = read_verified(directory, DETECTOR_NAME)
-    return from_payload(directory, manifest, payload)
+    detector = from_payload(directory, manifest, payload)
+    if "cnn" in (manifest["thresholds"].get("opinion") or {}).values():
+        detector.reference = _reference_cnn(model_dir)
+    return detector
+
+
+def _reference_cnn(model_dir: Path | None) -> Any:
+    """The CNN that gives the second opinion (`model_dir`'s, else the bundled one); None if it cannot be
+    loaded: the detector's own digit outputs then stand in, a slightly different flag, never an error."""
+    from digitlab.models.artifacts import ArtifactError
+    from digitlab.models.registry import load_model
+
+    try:
+        return load_model("cnn", Path(model_dir) if model_dir is not None else _bundled_dir())
+    except (ArtifactError, ImportError, OSError) as exc:
+        import logging
+
+        logging.getLogger(__name__).warning("the CNN's second opinion is off (%s): the detector's stands in", exc)
+        return None
 
 
 def detector_dir(model_dir: Path | None) -> Path:

@@ -230,7 +230,7 @@ def calibrate(
         p_d, val["labels"], p_n, outputs, detector_share=detector_share, model_share=model_share
     )
     t_model = {name: round(t, 4) for name, t in chosen["t_model"].items()}
-    real_rates, t_joint = None, {}
+    real_rates, t_joint, opinion = None, {}, {}
     if real is not None and models:
         from digitlab.training.real_calibration import real_thresholds
 
@@ -239,7 +239,7 @@ def calibrate(
             chosen["t_detector"], p_n, drawn_digits=digits_d,
         )
         chosen["t_detector"], t_model, real_rates = on_real["t_detector"], on_real["t_model"], on_real["real"]
-        t_joint = on_real["t_joint"]
+        t_joint, opinion = on_real["t_joint"], on_real["opinion"]
     # a model the thresholds were not fitted to gets the most cautious calibrated value (or 0.3)
     default = round(min(t_model.values()), 4) if t_model else 0.3
     full = {name: t_model.get(name, default) for name in MODEL_SPECS}
@@ -250,6 +250,8 @@ def calibrate(
             **{name: t_joint.get(name, min(t_joint.values())) for name in MODEL_SPECS},
             DEFAULT_T_MODEL_KEY: min(t_joint.values()),
         }
+    if opinion:  # the models whose second opinion is the CNN's (the others': the detector's)
+        thresholds["opinion"] = opinion
     return {
         "thresholds": thresholds,
         "calibration": {
