@@ -244,14 +244,13 @@ def calibrate(
     default = round(min(t_model.values()), 4) if t_model else 0.3
     full = {name: t_model.get(name, default) for name in MODEL_SPECS}
     full[DEFAULT_T_MODEL_KEY] = default
-    thresholds = {"t_detector": round(chosen["t_detector"], 6), "t_model": full}
+    # `opinion`: the models whose second opinion is the CNN's (the others': the detector's)
+    thresholds = {"t_detector": round(chosen["t_detector"], 6), "t_model": full, **({"opinion": opinion} if opinion else {})}
     if t_joint:  # the second opinion; a model the thresholds were not fitted to gets the mildest one
         thresholds["t_joint"] = {
             **{name: t_joint.get(name, min(t_joint.values())) for name in MODEL_SPECS},
             DEFAULT_T_MODEL_KEY: min(t_joint.values()),
         }
-    if opinion:  # the models whose second opinion is the CNN's (the others': the detector's)
-        thresholds["opinion"] = opinion
     return {
         "thresholds": thresholds,
         "calibration": {
