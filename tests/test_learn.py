@@ -139,6 +139,9 @@ def test_learn_fine_tunes_the_served_cnn_into_a_version_the_api_can_load(setting
               and m["mnist_test_accuracy"] >= m["parent_mnist_test_accuracy"] - 0.001)  # fmt: skip
     assert outcome.model == "cnn" and outcome.version == "2" and (outcome.status == "promoted") == passes
     manifest, payload = versions_of(settings).load("cnn", "2")
+    tried = manifest["finetuning"]["user_holdout_accuracy_by_share"]  # the best mix went to the gate
+    assert set(tried) == {"0.5", "1.0"} and tried[str(manifest["finetuning"]["finetuned_share"])] == max(tried.values())
+    assert m["user_holdout_accuracy"] == pytest.approx(max(tried.values()), abs=1e-5)
     served = model_from_payload("cnn", manifest, payload)  # the grouped two-member graph, rebuilt and re-exported
     proba = served.predict_proba(images[300:350].reshape(50, 784).astype(np.float32) / 255.0)
     assert (proba.argmax(axis=1) == labels[300:350]).mean() >= 0.9

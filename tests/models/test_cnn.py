@@ -264,9 +264,8 @@ def test_finetune_learns_users_and_mixes_back_the_served_weights(mnist_dir):
         return torch.cat([p.detach().flatten() for p in net.parameters()])
 
     before = weights(served)
-    kept = weights(finetune(served, user, base, weight=2, finetuned_share=0.0))
-    full = weights(finetune(served, user, base, weight=2, finetuned_share=1.0))
-    half = weights(finetune(served, user, base, weight=2, finetuned_share=0.5))
+    candidates = finetune(served, user, base, weight=2, shares=(0.0, 0.5, 1.0))
+    kept, half, full = (weights(candidates[share]) for share in (0.0, 0.5, 1.0))
     torch.testing.assert_close(kept, before)
     assert not torch.allclose(full, before)
     torch.testing.assert_close(half, (before + full) / 2, atol=1e-5, rtol=1e-4)

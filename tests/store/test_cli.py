@@ -81,3 +81,23 @@ def test_from_settings_defaults(monkeypatch, tmp_path):
     explicit = from_settings(Settings(data_dir=tmp_path, spool_dir=tmp_path / "mine", _env_file=None))
     assert explicit.spool.dir == tmp_path / "mine"
     explicit.engine.dispose()
+
+
+@pytest.mark.parametrize("argv", [["learn"], ["models", "list"], ["models", "rollback", "svm"]])
+def test_an_unreachable_database_is_one_line_not_a_traceback(use_database, argv, capsys, tmp_path, monkeypatch):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    use_database(f"postgresql+psycopg://postgres:secret@127.0.0.1:{port}/nowhere")
+    monkeypatch.setenv("DIGITLAB_MODEL_DIR", str(tmp_path / "models"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot reach the database postgresql+psycopg://postgres:***@127.0.0.1:")
+    assert "secret" not in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_embedded_database_needs_no_folder_made_first(use_database, tmp_path, capsys):
+    folder = tmp_path / "fresh" / "data"  # a fresh checkout: nothing made yet
+    use_database(f"sqlite:///{folder / 'digitlab.db'}")
+    assert main(["models", "list"]) == 0
+    assert "no learned versions yet" in capsys.readouterr().out and (folder / "digitlab.db").exists()

@@ -169,7 +169,31 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, DigitlabError):
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        database = _database_unreachable(exc)
+        if database:
+            print(f"error: {database}", file=sys.stderr)
+            return 2
         raise
+
+
+def _database_unreachable(exc: Exception) -> str:
+    """The one-line message for a database that cannot be reached (down, wrong address or credentials);
+    empty for any other error."""
+    from sqlalchemy.exc import OperationalError
+
+    if not isinstance(exc, OperationalError):
+        return ""
+    try:
+        from sqlalchemy.engine import make_url
+
+        from digitlab.core.config import get_settings
+
+        url = make_url(get_settings().sqlalchemy_url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 -- the message is still useful without the address
+        url = "the configured database"
+    reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
+    return (f"cannot reach the database {url} ({reason}): check that it is running and that DATABASE_URL "
+            "(or POSTGRES_*) points to it")
 
 
 if __name__ == "__main__":

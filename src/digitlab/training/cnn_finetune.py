@@ -18,9 +18,10 @@ EPOCHS = 2
 BATCH = 128
 LEARNING_RATE = 1e-4
 LABEL_SMOOTHING = 0.05  #: as in training: without it the logits sharpen and the served temperature no longer fits
-#: the new weights are this mix of the fine-tuned and the served ones (weight-space ensembling, "WiSE-FT"):
-#: the users' styles are learned and little of what the served network knew is forgotten
-FINETUNED_SHARE = 0.5
+#: the candidates' weights are these mixes of the fine-tuned and the served ones (weight-space ensembling,
+#: "WiSE-FT"): at 0.5 the users' styles are learned and little of what the served network knew is
+#: forgotten; at 1.0 (the fine-tuned network itself) styles far from the served network's are learned fully
+FINETUNED_SHARES = (0.5, 1.0)
 #: mild augmentation: the user drawings are already canvas drawings through the app's preprocessing
 FINETUNE_AUGMENTATION = Augmentation(rotation_deg=8.0, scale=(0.9, 1.1), translate_px=1.5, elastic_p=0.2)
 
@@ -78,11 +79,11 @@ def finetune(
     *,
     weight: int,
     seed: int = 0,
-    finetuned_share: float = FINETUNED_SHARE,
-) -> bytes:
-    """The served CNN fine-tuned on user drawings (each seen `weight` times per epoch) mixed with digits of
-    its own training data (`base`: uint8 (n, 28, 28) arrays), then averaged with the served weights
-    (`finetuned_share` of the fine-tuned ones); returns the new ONNX bytes."""
+    shares: tuple[float, ...] = FINETUNED_SHARES,
+) -> dict[float, bytes]:
+    """The served CNN fine-tuned once on user drawings (each seen `weight` times per epoch) mixed with
+    digits of its own training data (`base`: uint8 (n, 28, 28) arrays); returns {share: ONNX bytes} of
+    the weights `share` * fine-tuned + (1 - share) * served, one candidate per share."""
     torch = import_torch()
     import torch.nn.functional as F
 
@@ -110,8 +111,11 @@ def finetune(
             optimizer.step()
             total += loss.item()
         log(f"cnn: fine-tuning epoch {epoch}/{EPOCHS} on {len(x_all):,} images, loss {total / batches:.4f}")
-    with torch.no_grad():
-        for name, tensor in net.state_dict().items():
-            tensor.lerp_(served[name], 1.0 - finetuned_share)
     net.eval()
-    return export_onnx(net, temperature)
+    tuned = {name: tensor.detach().clone() for name, tensor in net.state_dict().items()}
+    candidates = {}
+    with torch.no_grad():
+        for share in shares:
+            net.load_state_dict({name: torch.lerp(served[name], tuned[name], share) for name in tuned})
+            candidates[share] = export_onnx(net, temperature)
+    return candidates

@@ -245,13 +245,21 @@ class _Run:
         pick = np.random.default_rng(0).choice(len(pool_y), size=min(CNN_BASE_MIX, len(pool_y)), replace=False)
         started = time.perf_counter()
         payload = _payload_of(self.settings, self.versions, "cnn")
-        new = finetune(payload, (data.train_x, data.train_y), (pool_x[pick], pool_y[pick]), weight=int(USER_WEIGHT))
+        candidates = finetune(payload, (data.train_x, data.train_y), (pool_x[pick], pool_y[pick]), weight=int(USER_WEIGHT))
+        # one candidate goes to the gate: the mix that reads the held-out users best (ties: the gentler one)
+        x_users = data.holdout_x.reshape(-1, 784).astype(np.float32) / 255.0
+        on_users = {share: float((OnnxClassifier(new).predict_proba(x_users).argmax(axis=1) == data.holdout_y).mean())
+                    for share, new in candidates.items()}  # fmt: skip
+        share = max(sorted(on_users), key=lambda s: on_users[s])
+        new = candidates[share]
         x_test, y_test = self._mnist("test")
         proba = OnnxClassifier(new).predict_proba(x_test.reshape(-1, 784).astype(np.float32) / 255.0)
         manifest = {
             **{k: v for k, v in parent.manifest.items() if not k.startswith("_")},
             "training_seconds": round(time.perf_counter() - started, 1),
             "train_samples": int(len(pick) + len(data.train_y)),
+            "finetuning": {"finetuned_share": share,
+                           "user_holdout_accuracy_by_share": {str(k): round(v, 5) for k, v in on_users.items()}},
             "metrics": {"mnist_test_accuracy": round(float((proba.argmax(axis=1) == y_test).mean()), 5)},
         }
         return manifest, new
