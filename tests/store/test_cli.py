@@ -96,8 +96,14 @@ def test_an_unreachable_database_is_one_line_not_a_traceback(use_database, argv,
     assert "secret" not in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
-def test_the_embedded_database_needs_no_folder_made_first(use_database, tmp_path, capsys):
-    folder = tmp_path / "fresh" / "data"  # a fresh checkout: nothing made yet
-    use_database(f"sqlite:///{folder / 'digitlab.db'}")
-    assert main(["models", "list"]) == 0
+def test_the_embedded_database_needs_no_folder_made_first(monkeypatch, tmp_path, capsys):
+    folder = tmp_path / "fresh" / "data"  # a fresh checkout: nothing made yet, the default SQLite store
+    for var in ("DATABASE_URL", "DIGITLAB_DATABASE_URL", "POSTGRES_HOST"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("DIGITLAB_DATA_DIR", str(folder))
+    get_settings.cache_clear()
+    try:
+        assert main(["models", "list"]) == 0
+    finally:
+        get_settings.cache_clear()
     assert "no learned versions yet" in capsys.readouterr().out and (folder / "digitlab.db").exists()

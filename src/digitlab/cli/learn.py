@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import argparse
 
-from digitlab.core.config import get_settings
+from digitlab.core.config import Settings, get_settings
+
+
+def _settings() -> Settings:
+    """The settings, with the working data folder made as the API makes it (the embedded SQLite store
+    lives there: on a fresh checkout `digitlab models list` finds an empty store, not an error)."""
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return settings
 
 
 def learn_command(args: argparse.Namespace) -> int:
     """Learn every model (or the named ones); 0 whether or not anything was promoted."""
     from digitlab.training.learn import learn
 
-    outcomes = learn(get_settings(), models=args.models or None, min_new=args.min_new, job_id=args.job_id)
+    outcomes = learn(_settings(), models=args.models or None, min_new=args.min_new, job_id=args.job_id)
     for outcome in outcomes:
         print(outcome.line())
     return 0
@@ -21,7 +29,7 @@ def _versions():
     from digitlab.store.db import make_engine, upgrade
     from digitlab.store.versions import VersionStore
 
-    engine = make_engine(get_settings().sqlalchemy_url)
+    engine = make_engine(_settings().sqlalchemy_url)
     upgrade(engine)
     return VersionStore(engine)
 

@@ -61,10 +61,6 @@ def make_engine(url: str, *, connect_timeout: float = 2.0) -> Engine:
     """A pooled engine. Short connect timeout so an outage costs seconds, not minutes, to notice."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
-            # the embedded default needs no set-up: its folder is made here (the API's store does it too),
-            # so `digitlab models list` or `learn` on a fresh checkout find an empty store, not an error
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         # no pool_pre_ping: a file does not drop connections, and the ping was a query per checkout
         engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 5.0})
         event.listen(engine, "connect", _sqlite_pragmas)
