@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from digitlab.core.config import get_settings
-from digitlab.data import load_mnist
+from digitlab.data import DatasetError, load_mnist
 from digitlab.models import MODEL_SPECS, ArtifactError, load_model
 
 
@@ -28,7 +28,10 @@ def main() -> None:
 
     threadpool_limits(limits=1)  # as in the API: one BLAS thread per process
     settings = get_settings()
-    X, _ = load_mnist("test", directory=settings.mnist_dir, limit=1000)
+    try:
+        X, _ = load_mnist("test", directory=settings.mnist_dir, limit=1000)
+    except DatasetError as exc:  # one line, as the CLI says it
+        raise SystemExit(f"error: {exc}") from None
     X = X.reshape(-1, 784).astype(np.float32) / 255.0
     table = Table(title=f"predict_proba, one image, {args.repeat} runs (ms)")
     for column in ("model", "median", "p99", "batch of 1000, per image", "artefact MB"):
