@@ -107,3 +107,19 @@ def test_the_embedded_database_needs_no_folder_made_first(monkeypatch, tmp_path,
     finally:
         get_settings.cache_clear()
     assert "no learned versions yet" in capsys.readouterr().out and (folder / "digitlab.db").exists()
+
+
+@pytest.mark.parametrize(("variable", "value", "said"), [
+    ("DIGITLAB_WORKERS", "abc", "bad setting DIGITLAB_WORKERS='abc': Input should be a valid integer"),
+    ("POSTGRES_PORT", "x", "bad setting POSTGRES_PORT='x'"),
+    ("DIGITLAB_MNIST_MIRRORS", "http://x", "DIGITLAB_MNIST_MIRRORS could not be read (a list is written as JSON"),
+])  # fmt: skip
+def test_a_bad_setting_is_one_line_naming_the_variable(monkeypatch, capsys, variable, value, said):
+    monkeypatch.setenv(variable, value)
+    get_settings.cache_clear()
+    try:
+        assert main(["models", "list"]) == 2
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {said}") and len(err.strip().splitlines()) == 1

@@ -169,11 +169,34 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, DigitlabError):
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        database = _database_unreachable(exc)
-        if database:
-            print(f"error: {database}", file=sys.stderr)
+        message = _bad_settings(exc) or _database_unreachable(exc)
+        if message:
+            print(f"error: {message}", file=sys.stderr)
             return 2
         raise
+
+
+def _bad_settings(exc: Exception) -> str:
+    """One line naming the environment variables that could not be read, and why; empty for any other error."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from digitlab.core.config import Settings
+
+    if isinstance(exc, SettingsError):  # e.g. a list setting that is not JSON
+        import re
+
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"DIGITLAB_{field[1].upper()}" if field else "a setting"
+        return f"{name} could not be read (a list is written as JSON, e.g. '[\"https://...\"]')"
+    if not isinstance(exc, ValidationError) or exc.title != Settings.__name__:
+        return ""
+    problems = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        name = field if field.isupper() else f"DIGITLAB_{field.upper()}"
+        problems.append(f"{name}={error.get('input')!r}: {error['msg']}")
+    return "bad setting " + "; ".join(problems)
 
 
 def _database_unreachable(exc: Exception) -> str:
