@@ -103,8 +103,8 @@ class UncertaintyDetector:
 
     def _reference_proba(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, np.float32).reshape(-1, 784)
-        return np.vstack([self.reference.predict_proba(X[i : i + 2000]) for i in range(0, len(X), 2000)] or
-                         [np.zeros((0, 10), np.float32)])  # fmt: skip
+        parts = [self.reference.predict_proba(X[i : i + 2000]) for i in range(0, len(X), 2000)]
+        return np.vstack(parts) if parts else np.zeros((0, 10), np.float32)
 
     def detector_outputs(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(p(not a digit) (n,), digit probabilities (n, 10)) for (n, 784) or (n, 28, 28) images."""
