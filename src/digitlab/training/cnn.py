@@ -60,7 +60,8 @@ class TrainConfig:
     #: it smooths out the last steps' noise, worth a few test errors in 10k for no extra time
     ema_decay: float = 0.999
     #: independently trained networks (seeds seed, seed + 1, ...) served as one: the mean of their logits
-    #: (`cnn_net.merge_members`). Two read real handwriting and MNIST better than one trained twice as long
+    #: (`cnn_net.merge_members`). Two read real handwriting and MNIST better than one (one trained for 10
+    #: epochs instead of 8 gained nothing: models/bundled/README.md)
     members: int = 2
     augmentation: Augmentation = field(default_factory=Augmentation)
 
