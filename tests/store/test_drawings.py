@@ -79,6 +79,30 @@ def test_feedback_by_an_earlier_strokes_uid_survives_a_later_stroke_in_the_same_
         store.close()
 
 
+def test_feedback_by_an_earlier_strokes_uid_given_after_a_later_stroke_reaches_the_drawing(
+    absent_db, tmp_path, make_record, open_store
+):
+    """A quick person labels what they saw while their next stroke's prediction is on its way: the label by
+    the first stroke's uid is spooled after the second stroke. Replayed, it still labels the drawing's row,
+    as a label by the row's id would have without the outage (another drawing's row is not touched)."""
+    url, bring_back = absent_db
+    store = open_store(url, tmp_path / "spool" / "me")
+    try:
+        first = store.add(make_record(1, drawing_id="d-late"))
+        last = store.add(make_record(7, drawing_id="d-late"))
+        other = store.add(make_record(1, drawing_id="d-other"))
+        assert store.set_feedback_by_uid(first.uid, 7)
+        bring_back()
+        assert store.wait_drained(timeout=60)
+        rows, total = store.list(1, 50)
+        assert total == 2
+        by_uid = {r.uid: r for r in rows}
+        assert (by_uid[last.uid].predicted_digit, by_uid[last.uid].drawn_digit, by_uid[last.uid].correct) == (7, 7, True)
+        assert by_uid[other.uid].drawn_digit is None
+    finally:
+        store.close()
+
+
 def test_a_spool_replayed_twice_keeps_the_drawings_latest_prediction(
     absent_db, tmp_path, make_record, open_store
 ):

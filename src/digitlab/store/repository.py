@@ -153,18 +153,24 @@ class Repository:
     def apply_feedback(self, conn, key: str, labels: dict[Any, int | None]) -> None:
         """Many feedbacks at once, keyed by "uid" or "id" (executemany; unknown keys change nothing).
         A label is a digit, NOT_A_DIGIT, or None (cleared)."""
-        column = T.c[key]
-        sets = [{"k": k, "d": d} for k, d in labels.items() if d is not None and d != NOT_A_DIGIT]
-        others = [{"k": k, "n": True if d == NOT_A_DIGIT else None} for k, d in labels.items() if d is None or d == NOT_A_DIGIT]
+        self._apply_labels(conn, T.c[key] == bindparam("k"), [({"k": k}, d) for k, d in labels.items()])
+
+    def apply_feedback_by_drawing(self, conn, labels: dict[tuple[str, str], int | None]) -> None:
+        """`apply_feedback` keyed by (drawing id, model name): the drawing's row, whichever stroke it holds."""
+        where = (T.c.drawing_id == bindparam("dr")) & (T.c.model_name == bindparam("m"))
+        self._apply_labels(conn, where, [({"dr": dr, "m": m}, d) for (dr, m), d in labels.items()])
+
+    @staticmethod
+    def _apply_labels(conn, where, keyed: list[tuple[dict[str, Any], int | None]]) -> None:
+        sets = [{**k, "d": d} for k, d in keyed if d is not None and d != NOT_A_DIGIT]
+        others = [{**k, "n": True if d == NOT_A_DIGIT else None} for k, d in keyed if d is None or d == NOT_A_DIGIT]
         d = bindparam("d", type_=Integer)
         if sets:
-            stmt = update(T).where(column == bindparam("k"))
             correct = case((T.c.predicted_digit == d, True), else_=False)
-            conn.execute(stmt.values(drawn_digit=d, correct=correct, not_digit=None), sets)
+            conn.execute(update(T).where(where).values(drawn_digit=d, correct=correct, not_digit=None), sets)
         if others:
-            stmt = update(T).where(column == bindparam("k"))
             n = bindparam("n", type_=Boolean)
-            conn.execute(stmt.values(drawn_digit=None, correct=None, not_digit=n), others)
+            conn.execute(update(T).where(where).values(drawn_digit=None, correct=None, not_digit=n), others)
 
     def id_for_uid(self, uid: str) -> int | None:
         with self.engine.connect() as conn:

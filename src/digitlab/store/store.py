@@ -478,7 +478,11 @@ class PredictionStore:
         numbers do not touch each other), with few statements: a run of adds is one idempotent
         `insert_missing`, a run of feedback with the same key kind one executemany (within a run the last
         one per record wins, as it would one by one). Order matters: a later prediction (or reading) of a
-        drawing takes over the row's uid, so feedback given by an earlier stroke's uid must come before it."""
+        drawing takes over the row's uid, so feedback given by an earlier stroke's uid must come before it;
+        feedback by the uid of a stroke replayed here goes to its drawing's row, even after a later stroke
+        (the label is the drawing's, as when it is given by the row's id)."""
+        drawing_of = {op["record"].uid: (op["record"].drawing_id, op["record"].model_name)
+                      for op in ops if op["op"] == "add" and op["record"].drawing_id}  # fmt: skip
         for table_ops in (
             [op for op in ops if op["op"] not in NUMBER_OPS],
             [op for op in ops if op["op"] in NUMBER_OPS],
@@ -487,7 +491,12 @@ class PredictionStore:
                 if kind == "add":
                     self.repo.insert_missing(conn, [op["record"] for op in run])
                 elif kind == "feedback":
-                    self.repo.apply_feedback(conn, key, {op[key]: op["digit"] for op in run})
+                    labels = {op[key]: op["digit"] for op in run}
+                    if key == "uid" and drawing_of:
+                        by_drawing = {drawing_of[u]: d for u, d in labels.items() if u in drawing_of}
+                        self.repo.apply_feedback_by_drawing(conn, by_drawing)
+                        labels = {u: d for u, d in labels.items() if u not in drawing_of}
+                    self.repo.apply_feedback(conn, key, labels)
                 elif kind == "number":
                     numbers.insert_missing(conn, [op["record"] for op in run])
                 else:
