@@ -99,3 +99,13 @@ def test_a_currency_sign_is_never_a_confident_digit(cnn, detector):
         assert detector.not_digit_probability(reading.digits[0].image28) > MARK_NOT_DIGIT
     else:
         assert len(reading.dropped) == 1 and reading.dropped[0][0] < reading.digits[0].box[0]
+
+
+def test_more_digits_than_a_number_holds_is_refused(cnn, detector, monkeypatch):
+    from digitlab import segment
+
+    image = draw_number("2024")
+    assert read_number(image, cnn, detector).text == "2024"
+    monkeypatch.setattr(segment, "MAX_DIGITS", 3)
+    with pytest.raises(segment.NotANumberError, match="4 digit-like marks"):
+        read_number(image, cnn, detector)

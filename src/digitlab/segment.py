@@ -33,6 +33,7 @@ from scipy import ndimage as ndi
 
 from digitlab.decode import EmptyImageError, open_image, pil_to_rgba
 from digitlab.detector.runtime import NotDigit
+from digitlab.errors import DigitlabError
 from digitlab.preprocess import ink_map, to_mnist
 from digitlab.segment_pieces import Piece, pieces_of
 
@@ -66,6 +67,18 @@ UNCERTAIN_BELOW = 0.5  # without the detector, digits below this confidence are 
 #: chosen on real handwriting, is higher). 0.85 since the detector learnt real handwriting: it flags 1.4 % of
 #: the USPS and 4.4 % of the Semeion calibration digits (the earlier detector at 0.95: 2.6 and 18 %)
 MARK_NOT_DIGIT = 0.85
+MAX_DIGITS = 32  #: the longest number read (`true_text` takes up to 32 digits too)
+#: more separate marks than this are no written number (noise, a texture, a page of text): refused before
+#: the work grows with them
+MAX_MARKS = 4 * MAX_DIGITS
+
+
+class NotANumberError(DigitlabError):
+    code = "not_a_number"
+
+
+_NOT_A_NUMBER = (f"This does not look like a written number ({{}}): write a number of at most {MAX_DIGITS} "
+                 "digits on a plain background and try again.")  # fmt: skip
 
 
 class ProbabilityModel(Protocol):
@@ -239,6 +252,8 @@ def read_number(
         image, pen_color=pen_color, background_color=background_color, max_pixels=max_pixels
     )
     pieces, height, _specks = pieces_of(s)
+    if len(pieces) > MAX_MARKS:
+        raise NotANumberError(_NOT_A_NUMBER.format(f"{len(pieces)} separate marks"))
     spans, images, boxes = _candidates(s, pieces, height)
     X = np.stack(images).reshape(len(images), 784)
     proba = np.asarray(model.predict_proba(X), np.float64)
@@ -268,6 +283,8 @@ def read_number(
                 digit, float(p[digit]), [float(v) for v in p], _scaled(boxes[k], factor), uncertain, images[k]
             )
         )
+    if len(digits) > MAX_DIGITS:
+        raise NotANumberError(_NOT_A_NUMBER.format(f"{len(digits)} digit-like marks"))
     confidence = float(np.prod([d.confidence for d in digits])) if digits else 0.0
     return NumberReading(
         text="".join(str(d.digit) for d in digits),

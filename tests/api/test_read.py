@@ -7,6 +7,7 @@ import base64
 import io
 import math
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -136,3 +137,12 @@ def test_number_routes_errors(api, admin):
     assert_error(
         api.get("/api/v1/numbers", params={"page_size": 100000}, headers=admin), 422, "invalid_fields"
     )
+
+
+def test_noise_is_not_a_number(api):
+    """Thousands of separate marks are no written number: refused before the work grows with them."""
+    buf = io.BytesIO()
+    noise = np.random.default_rng(0).integers(0, 256, (280, 840), dtype=np.uint8)
+    Image.fromarray(noise).save(buf, format="PNG")
+    body = assert_error(api.post(READ, files={"image": ("n.png", buf.getvalue(), "image/png")}), 400, "not_a_number")
+    assert "at most 32 digits" in body["detail"]

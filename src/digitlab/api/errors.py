@@ -25,6 +25,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "malformed_body": 400,
     "unreadable_image": 400,
     "empty_image": 400,
+    "not_a_number": 400,
     "unauthorized": 401,
     "not_found": 404,
     "unknown_model": 404,
