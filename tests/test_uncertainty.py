@@ -174,6 +174,11 @@ def test_the_cnn_gives_the_second_opinion_to_the_models_the_manifest_names(detec
         assert not strict.is_uncertain("extra_trees", x, other, p_not_digit=p)  # the detector agrees
     X = np.stack([x, x]).reshape(2, 784)
     assert strict.flags("svm", X, np.stack([three, other])).tolist() == [False, int(np.argmax(p.digits)) != 3]
+    # a batch (the API's micro-batch) asks the CNN once, for the images that need its opinion only
+    calls.clear()
+    found = strict.not_digit_each(X, np.array([True, False]))
+    assert calls == [1] and found[0].reference is not None and found[1].reference is None
+    assert not strict.is_uncertain("svm", x, three, p_not_digit=found[0]) and calls == [1]
     # without its CNN (it could not be loaded) the detector's digit outputs stand in
     alone = dataclasses.replace(strict, reference=None)
     assert alone.opinion("svm") == "detector" and not alone.is_uncertain("svm", x, other, p_not_digit=p)

@@ -205,8 +205,9 @@ def _not_digit_probabilities(ctx: AppContext, jobs, images, answered, answers) -
     ]
     if not needed:
         return {}
-    found = detector.not_digit_each(np.stack([images[i].reshape(784) for i in needed]))
-    return dict(zip(needed, found, strict=True))  # each carries the detector's digit outputs too
+    cnn_opinion = [any(detector.opinion(m.name) == "cnn" for m in jobs[i].models) for i in needed]
+    found = detector.not_digit_each(np.stack([images[i].reshape(784) for i in needed]), np.array(cnn_opinion))
+    return dict(zip(needed, found, strict=True))  # each carries the detector's digit outputs (and the CNN's) too
 
 
 def _answer(

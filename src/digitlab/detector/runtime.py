@@ -101,7 +101,11 @@ class UncertaintyDetector:
         named = (self.manifest["thresholds"].get("opinion") or {}).get(model_name, DETECTOR_NAME)
         return named if named == "cnn" and self.reference is not None else DETECTOR_NAME
 
-    def _reference_proba(self, X: np.ndarray) -> np.ndarray:
+    def reference_proba(self, X: np.ndarray | None, model_names=()) -> np.ndarray | None:
+        """The CNN's probabilities for a batch, the second opinion of the models that take it; None when
+        `model_names` are given and none of them does (or X is None)."""
+        if X is None or (model_names and not any(self.opinion(n) == "cnn" for n in model_names)):
+            return None
         X = np.asarray(X, np.float32).reshape(-1, 784)
         parts = [self.reference.predict_proba(X[i : i + 2000]) for i in range(0, len(X), 2000)]
         return np.vstack(parts) if parts else np.zeros((0, 10), np.float32)
@@ -125,10 +129,16 @@ class UncertaintyDetector:
         p, digits = self.detector_outputs(np.asarray(image28).reshape(1, 784))
         return NotDigit(float(p[0]), digits[0])
 
-    def not_digit_each(self, X: np.ndarray) -> list[NotDigit]:
-        """`not_digit_probability` of every image of a batch, in one run of the network."""
+    def not_digit_each(self, X: np.ndarray, reference_rows: np.ndarray | None = None) -> list[NotDigit]:
+        """`not_digit_probability` of every image of a batch, in one run of the network; the images that
+        `reference_rows` (bool per image) marks also get the CNN's second opinion, in one run of the CNN."""
         p, digits = self.detector_outputs(X)
-        return [NotDigit(float(v), d) for v, d in zip(p, digits, strict=True)]
+        out = [NotDigit(float(v), d) for v, d in zip(p, digits, strict=True)]
+        if reference_rows is not None and self.reference is not None and np.any(reference_rows):
+            rows = np.flatnonzero(reference_rows)
+            for i, opinion in zip(rows, self.reference_proba(np.asarray(X)[rows]), strict=True):
+                out[i].reference = opinion
+        return out
 
     def needs_detector(self, model_name: str, proba: np.ndarray) -> bool:
         """False when the model's own confidence already makes the answer uncertain (see `is_uncertain`)."""
@@ -165,7 +175,7 @@ class UncertaintyDetector:
         if self.opinion(model_name) == "cnn":
             second = getattr(p_not_digit, "reference", None)
             if second is None:
-                second = self._reference_proba(image28)[0]
+                second = self.reference_proba(image28)[0]
                 if isinstance(p_not_digit, NotDigit):
                     p_not_digit.reference = second  # the next model asking about this image reuses it
         else:
@@ -194,7 +204,7 @@ class UncertaintyDetector:
         t_joint = self.joint_threshold(model_name)
         if t_joint > 0 and len(out):
             if self.opinion(model_name) == "cnn":
-                second = reference_proba if reference_proba is not None else self._reference_proba(X)
+                second = reference_proba if reference_proba is not None else self.reference_proba(X)
             else:
                 second = digit_proba if digit_proba is not None else self.detector_outputs(X)[1]
             out |= joint_confidence(proba, second) < t_joint

@@ -354,6 +354,7 @@ def model_outputs(
     X = data["X"][usable].astype(np.float32) / 255.0
     ok = data["status"][usable] == 1
     p_nd, digits = detector.detector_outputs(X) if detector is not None and len(X) else (None, None)
+    reference = detector.reference_proba(X, list(predict_fns)) if p_nd is not None else None
     out = {}
     for name, fn in predict_fns.items():
         proba = np.zeros((len(X), 10))
@@ -361,11 +362,10 @@ def model_outputs(
             proba[ok] = np.vstack(
                 [np.asarray(fn(X[ok][i : i + 1000]), np.float64) for i in range(0, int(ok.sum()), 1000)]
             )
-        flags = (
-            detector.flags(name, X, np.where(ok[:, None], proba, 0.1), p_not_digit=p_nd, digit_proba=digits)
-            if p_nd is not None
-            else None
-        )
+        flags = None
+        if p_nd is not None:
+            answered = np.where(ok[:, None], proba, 0.1)
+            flags = detector.flags(name, X, answered, p_not_digit=p_nd, digit_proba=digits, reference_proba=reference)
         out[name] = (proba, flags)
     return out
 

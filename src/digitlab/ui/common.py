@@ -11,7 +11,7 @@ from typing import Any
 
 import streamlit as st
 
-from digitlab.ui.client import ApiError, DigitlabClient, Health
+from digitlab.ui.client import ApiError, ApiUnavailable, DigitlabClient, Health
 
 ASSETS = Path(__file__).with_name("assets")
 HEALTH_POLL_SECONDS = 2.0  # an outage shows on every page within this (+ one request)
@@ -147,6 +147,17 @@ def check_health() -> Health | None:
 def health() -> Health | None:
     """The last known health (set by the monitor at the top of every run)."""
     return st.session_state.get("health")
+
+
+def show_error(slot, error: ApiError, *, nothing: str, kept: str) -> None:
+    """An answer's error as every page says it: nothing found in the image (`nothing`), the service away
+    (`kept`: what is kept meanwhile), or the API's own one-line message; never a traceback."""
+    if error.code == "empty_image":
+        slot.info(nothing, icon=":material/gesture:")
+    elif isinstance(error, ApiUnavailable):
+        slot.warning(f"{error} {kept}", icon=":material/cloud_off:")
+    else:
+        slot.warning(str(error), icon=":material/warning:")
 
 
 def api_error() -> str | None:

@@ -10,7 +10,7 @@ import streamlit as st
 
 from digitlab.ui import charts, common
 from digitlab.ui.canvas import Drawing, drawing_canvas
-from digitlab.ui.client import ApiError, ApiUnavailable, Prediction
+from digitlab.ui.client import ApiError, Prediction
 
 AUTO = "__auto__"
 CACHE_SIZE = 64
@@ -182,13 +182,8 @@ def draw_area() -> None:
             return
         prediction, error = predict(drawing, model)
         if error is not None:
-            if error.code == "empty_image":
-                slot.info("Nothing to recognise yet: draw a larger digit.", icon=":material/gesture:")
-            elif isinstance(error, ApiUnavailable):
-                slot.warning(f"{error} Your drawing is kept; it is recognised as soon as the service is back.",
-                             icon=":material/cloud_off:")  # fmt: skip
-            else:
-                slot.warning(str(error), icon=":material/warning:")
+            common.show_error(slot, error, nothing="Nothing to recognise yet: draw a larger digit.",
+                              kept="Your drawing is kept; it is recognised as soon as the service is back.")  # fmt: skip
             return
         show_result(prediction, models, drawing.digest, slot)
 
@@ -196,13 +191,8 @@ def draw_area() -> None:
 def show_photo_answer(photo, model: str | None, models: list[dict], slot) -> None:
     prediction, error = predict_photo(photo, model)
     if error is not None:  # the API's one-line message (unreadable image, too large, …), never a traceback
-        if error.code == "empty_image":
-            slot.info("No digit found in this photo: take it closer, the digit large.", icon=":material/gesture:")
-        elif isinstance(error, ApiUnavailable):
-            slot.warning(f"{error} Your photo is kept; it is recognised as soon as the service is back.",
-                         icon=":material/cloud_off:")  # fmt: skip
-        else:
-            slot.warning(str(error), icon=":material/warning:")
+        common.show_error(slot, error, nothing="No digit found in this photo: take it closer, the digit large.",
+                          kept="Your photo is kept; it is recognised as soon as the service is back.")  # fmt: skip
         return
     show_result(prediction, models, hashlib.sha1(photo.getvalue()).hexdigest(), slot)
     st.caption(":material/photo_camera: This answer is for your uploaded photo; remove the photo to use the "

@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 
 from digitlab.ui import common
 from digitlab.ui.canvas import drawing_canvas
-from digitlab.ui.client import ApiError, ApiUnavailable
+from digitlab.ui.client import ApiError
 
 CANVAS_WIDTH = 840
 CANVAS_HEIGHT = 280
@@ -128,13 +128,8 @@ def number_area() -> None:
                              pen_color=drawing.pen_color, background_color=drawing.background_color)  # fmt: skip
         key = did
     if error is not None:
-        if error.code == "empty_image":
-            st.info("Nothing to read yet: write larger digits.", icon=":material/gesture:")
-        elif isinstance(error, ApiUnavailable):
-            st.warning(f"{error} Your writing is kept; it is read as soon as the service is back.",
-                       icon=":material/cloud_off:")  # fmt: skip
-        else:
-            st.warning(str(error), icon=":material/warning:")
+        common.show_error(st, error, nothing="Nothing to read yet: write larger digits.",
+                          kept="Your writing is kept; it is read as soon as the service is back.")  # fmt: skip
         return
     show_reading(answer, image, key)
 
