@@ -212,9 +212,10 @@ def _border(a: np.ndarray) -> np.ndarray:
     )
 
 
-def _median_colour(rgb: np.ndarray) -> np.ndarray:
-    """Per-channel median of (n, 3) uint8 colours as float32; a canvas' border is one colour (10x faster)."""
-    if len(rgb) and (rgb == rgb[0]).all():
+def _median_colour(rgb: np.ndarray, uniform: bool = False) -> np.ndarray:
+    """Per-channel median of (n, 3) uint8 colours as float32; a canvas' border is one colour (10x faster;
+    `uniform`: the caller already knows it is)."""
+    if len(rgb) and (uniform or (rgb == rgb[0]).all()):
         return rgb[0].astype(np.float32)
     return np.median(rgb.astype(np.float32), axis=0)
 
@@ -282,23 +283,29 @@ def _gather(rgba: np.ndarray, sel: np.ndarray | None) -> np.ndarray:
 def _ink_values(rgba: np.ndarray, pen: np.ndarray | None, bg: np.ndarray | None):
     """(flat indices of the candidate pixels or None for all, their ink strength in [0, 1])."""
     border = _border(rgba)
-    opaque = border[:, 3] >= 128
-    transparent_bg = opaque.mean() < 0.5
-    opaque_rgb = border[:, :3] if opaque.all() else border[opaque, :3]  # (a view for an opaque canvas)
+    packed = np.ascontiguousarray(border).view(np.uint32).reshape(-1)
+    uniform = bool((packed == packed[0]).all())  # one colour all round: a canvas
+    if uniform:
+        opaque = border[:1, 3] >= 128
+        transparent_bg = not opaque[0]
+        opaque_rgb = border[:, :3] if opaque[0] else border[:0, :3]
+    else:
+        opaque = border[:, 3] >= 128
+        transparent_bg = opaque.mean() < 0.5
+        opaque_rgb = border[:, :3] if opaque.all() else border[opaque, :3]  # (a view for an opaque canvas)
     if transparent_bg:  # opacity is the exact ink of a transparent canvas, whatever the colours say
         bg = pen = None
     if bg is not None:
-        seen = _median_colour(opaque_rgb)
+        seen = _median_colour(opaque_rgb, uniform)
         if float(np.linalg.norm(seen - bg)) > 3 * FLOOR_MIN:
             bg = pen = None  # the hints do not describe this image (e.g. an uploaded file): infer instead
     if bg is None and not transparent_bg:
-        bg = _median_colour(opaque_rgb)
+        bg = _median_colour(opaque_rgb, uniform)
     if pen is not None and (bg is None or float(np.linalg.norm(pen - bg)) < MIN_CONTRAST):
         pen = None  # a pen hint only means something relative to a known background
     # bg None now means: transparent background, ink = opacity
 
-    packed = np.ascontiguousarray(border).view(np.uint32).reshape(-1)
-    if (packed == packed[0]).all():  # one colour all round (a canvas): its distance is the median
+    if uniform:  # one colour all round (a canvas): its distance is the median
         noise = float(_distance(border[:1], bg, pen)[0])
     else:
         edge = _distance(border, bg, pen)
@@ -415,7 +422,10 @@ _EIGHT = np.ones((3, 3), bool)
 def _stroke_width(s: np.ndarray) -> float:
     """Mean stroke width (px) of a soft ink map: 2 * area / perimeter (perimeter by the co-area formula)."""
     gy, gx = _gradient(s)
-    perimeter = float(np.sqrt(gx * gx + gy * gy).sum())
+    np.multiply(gx, gx, out=gx)  # (in place: the same numbers as sqrt(gx * gx + gy * gy), fewer arrays)
+    np.multiply(gy, gy, out=gy)
+    gx += gy
+    perimeter = float(np.sqrt(gx, out=gx).sum())
     area = float(s.sum())
     return 2.0 * area / perimeter if perimeter > 0 else 1.0
 
