@@ -139,6 +139,7 @@ def db_url(shared_url, backend) -> str:
     """The shared database, emptied, with ids starting at 1 again."""
     engine = make_engine(shared_url)
     with engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM pending_feedback")
         if backend == "sqlite":
             conn.exec_driver_sql("DELETE FROM user_predictions")
             conn.exec_driver_sql("DELETE FROM sqlite_sequence WHERE name = 'user_predictions'")

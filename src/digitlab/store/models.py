@@ -136,3 +136,22 @@ class ReadNumber(Base):
 
 
 NUMBERS = ReadNumber.__table__
+
+
+class PendingFeedback(Base):
+    """Feedback replayed before the record it names (migration 0007): during an outage each API process
+    spools on its own, so a label can reach the database before its prediction, which waits in another
+    worker's or replica's spool. It waits here and is applied when the record arrives (`store.pending`)."""
+
+    __tablename__ = "pending_feedback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    target: Mapped[str] = mapped_column(String(16))  # "prediction" | "number"
+    uid: Mapped[str] = mapped_column(String(r.UID_LEN))
+    label: Mapped[str] = mapped_column(Text)  # JSON: the digit (or null: cleared) or the number's true text
+
+    __table_args__ = (Index("ix_pending_feedback_uid", "target", "uid"), {"sqlite_autoincrement": True})
+
+
+PENDING = PendingFeedback.__table__

@@ -171,8 +171,9 @@ def insert_missing(conn, records: list[NumberRecord]) -> int:
     return len(missing)
 
 
-def apply_true_text(conn, key: Literal["id", "uid"], answers: dict[Any, str]) -> None:
-    """Spool replay: many "what did you write?" answers keyed by `id` or `uid` (unknown keys change nothing)."""
+def apply_true_text(conn, key: Literal["id", "uid", "drawing_id"], answers: dict[Any, str]) -> None:
+    """Spool replay: many "what did you write?" answers keyed by `id`, `uid` or `drawing_id` (unknown keys
+    change nothing)."""
     t = bindparam("t", type_=N.c.true_text.type)
     stmt = (
         update(N)

@@ -235,8 +235,15 @@ class Repository:
         return rows, int(total or 0)
 
     def get(self, id: int) -> StoredPrediction | None:
+        return self._get(T.c.id == id)
+
+    def get_by_uid(self, uid: str) -> StoredPrediction | None:
+        """The row holding this uid (a drawing's row holds its latest stroke's), or None."""
+        return self._get(T.c.uid == uid)
+
+    def _get(self, where) -> StoredPrediction | None:
         with self.engine.connect() as conn:
-            row = conn.execute(select(*_SUMMARY).where(T.c.id == id)).first()
+            row = conn.execute(select(*_SUMMARY).where(where)).first()
         return None if row is None else _summary(row)
 
     def get_image(self, id: int, kind: str = "input") -> bytes | None:

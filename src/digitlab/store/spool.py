@@ -135,6 +135,20 @@ class Spool:
                 orphan.close()
         return found
 
+    def siblings_pending(self) -> bool:
+        """Does another spool beside this one (a live process's or an orphan) hold lines not yet replayed?"""
+        try:
+            siblings = [p for p in self.dir.parent.iterdir() if p.is_dir() and p != self.dir]
+        except OSError:
+            return False
+        for path in siblings:
+            try:
+                if (path / SPOOL_FILE).stat().st_size > 0:
+                    return True
+            except OSError:
+                continue
+        return False
+
     # --- data ----------------------------------------------------------------------------------------
     def append(self, op: dict[str, Any]) -> None:
         line = (json.dumps(op, separators=(",", ":")) + "\n").encode()

@@ -45,7 +45,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from digitlab.errors import DigitlabError
-from digitlab.store import export, numbers
+from digitlab.store import export, numbers, pending
 from digitlab.store.db import DatabaseUnavailableError, make_engine, upgrade
 from digitlab.store.numbers import NumberFeedbackResult, NumberRecord
 from digitlab.store.records import AddResult, PredictionRecord, StoredPrediction, check_label
@@ -229,12 +229,25 @@ class PredictionStore:
                 self.spool.append(op)
                 return True
         try:
-            return direct()
+            return direct() or self._wait_for_record(op)
         except SQLAlchemyError as exc:
             if not is_outage(exc):
                 raise
             self._spool_after_error(op, exc)
             return True
+
+    def _wait_for_record(self, op: dict[str, Any]) -> bool:
+        """Feedback by the uid of a record that is not stored: if another process still has a spool to
+        replay (this one is back from an outage before it), the record may be there: the label waits in
+        `pending_feedback` for it (True). Otherwise there is no such record (False)."""
+        if "uid" not in op or not self.spool.siblings_pending():
+            return False
+        target = "number" if op["op"] in NUMBER_OPS else "prediction"
+        label = op["true_text"] if target == "number" else op["digit"]
+        with self.engine.begin() as conn:
+            if pending.keep_unmatched(conn, target, {op["uid"]: label}):  # stored meanwhile: label it now
+                self._label(conn, target, {op["uid"]: label}, {})
+        return True
 
     def _spool_after_error(self, op: dict[str, Any], exc: SQLAlchemyError) -> None:
         if is_outage(exc):
@@ -289,7 +302,9 @@ class PredictionStore:
                 raise
             self._spool_after_error(op, exc)
             return NumberFeedbackResult("spool")
-        return None if row is None else NumberFeedbackResult("database", row)
+        if row is None:
+            return NumberFeedbackResult("spool") if self._wait_for_record(op) else None
+        return NumberFeedbackResult("database", row)
 
     def delete(self, id: int) -> bool:
         return self._read(self.repo.delete, int(id))
@@ -334,6 +349,9 @@ class PredictionStore:
 
     def get(self, id: int) -> StoredPrediction | None:
         return self._read(self.repo.get, int(id))
+
+    def get_by_uid(self, uid: str) -> StoredPrediction | None:
+        return self._read(self.repo.get_by_uid, str(uid))
 
     def get_image(self, id: int, kind: str = "input") -> bytes | None:
         """PNG bytes of the submitted drawing (`input`) or of the 28x28 model input (`processed`)."""
@@ -431,7 +449,9 @@ class PredictionStore:
                     if self.spool.reset_if_drained():
                         self._spool_mode = False
                         log.info("spool drained, back to database mode")
-                        return
+                        break
+        if not self._spool_mode:
+            self._sweep_pending()
 
     def _drain_orphans(self) -> None:
         for orphan in list(self._orphans):
@@ -442,6 +462,7 @@ class PredictionStore:
                 log.info("replayed the spool left by a previous process in %s", orphan.dir)
                 orphan.close()
                 self._orphans.remove(orphan)
+                self._sweep_pending()
 
     def _drain_batch(self, spool: Spool) -> int:
         """Replay up to `batch_size` lines in one transaction; returns how many (0: nothing pending)."""
@@ -480,27 +501,60 @@ class PredictionStore:
         one per record wins, as it would one by one). Order matters: a later prediction (or reading) of a
         drawing takes over the row's uid, so feedback given by an earlier stroke's uid must come before it;
         feedback by the uid of a stroke replayed here goes to its drawing's row, even after a later stroke
-        (the label is the drawing's, as when it is given by the row's id)."""
-        drawing_of = {op["record"].uid: (op["record"].drawing_id, op["record"].model_name)
-                      for op in ops if op["op"] == "add" and op["record"].drawing_id}  # fmt: skip
+        (the label is the drawing's, as when it is given by the row's id). Feedback by the uid of a record
+        not stored yet (it waits in another process's spool) waits in `pending_feedback` for it."""
+        drawing_of = {  # uid -> the row it lands on: (drawing, model) for predictions, drawing for numbers
+            "prediction": {op["record"].uid: (op["record"].drawing_id, op["record"].model_name)
+                           for op in ops if op["op"] == "add" and op["record"].drawing_id},
+            "number": {op["record"].uid: op["record"].drawing_id
+                       for op in ops if op["op"] == "number" and op["record"].drawing_id},
+        }  # fmt: skip
         for table_ops in (
             [op for op in ops if op["op"] not in NUMBER_OPS],
             [op for op in ops if op["op"] in NUMBER_OPS],
         ):
             for (kind, key), run in groupby(table_ops, key=_run_kind):
-                if kind == "add":
-                    self.repo.insert_missing(conn, [op["record"] for op in run])
-                elif kind == "feedback":
-                    labels = {op[key]: op["digit"] for op in run}
-                    if key == "uid" and drawing_of:
-                        by_drawing = {drawing_of[u]: d for u, d in labels.items() if u in drawing_of}
-                        self.repo.apply_feedback_by_drawing(conn, by_drawing)
-                        labels = {u: d for u, d in labels.items() if u not in drawing_of}
-                    self.repo.apply_feedback(conn, key, labels)
-                elif kind == "number":
-                    numbers.insert_missing(conn, [op["record"] for op in run])
+                run = list(run)
+                target = "number" if kind in NUMBER_OPS else "prediction"
+                if kind in ("add", "number"):
+                    records = [op["record"] for op in run]
+                    (self.repo.insert_missing if kind == "add" else numbers.insert_missing)(conn, records)
+                    waiting = pending.take(conn, target, [r.uid for r in records])
+                    self._label(conn, target, waiting, drawing_of[target])
+                elif key == "id" and kind == "feedback":
+                    self.repo.apply_feedback(conn, "id", {op["id"]: op["digit"] for op in run})
+                elif key == "id":
+                    numbers.apply_true_text(conn, "id", {op["id"]: op["true_text"] for op in run})
                 else:
-                    numbers.apply_true_text(conn, key, {op[key]: op["true_text"] for op in run})
+                    field = "digit" if kind == "feedback" else "true_text"
+                    self._label(conn, target, {op["uid"]: op[field] for op in run}, drawing_of[target], keep=True)
+
+    def _label(self, conn, target: str, labels: dict[str, Any], drawing_of: dict[str, Any], *, keep: bool = False) -> None:
+        """Labels keyed by uid: a uid replayed in this batch labels its drawing's row (whichever stroke it
+        holds now); the others label their own row or, with `keep`, wait in `pending_feedback` when their
+        record is not stored yet."""
+        if not labels:
+            return
+        by_drawing = {drawing_of[u]: v for u, v in labels.items() if u in drawing_of}
+        rest = {u: v for u, v in labels.items() if u not in drawing_of}
+        if keep:
+            rest = pending.keep_unmatched(conn, target, rest)
+        if target == "prediction":
+            if by_drawing:
+                self.repo.apply_feedback_by_drawing(conn, by_drawing)
+            if rest:
+                self.repo.apply_feedback(conn, "uid", rest)
+        else:
+            if by_drawing:
+                numbers.apply_true_text(conn, "drawing_id", by_drawing)
+            if rest:
+                numbers.apply_true_text(conn, "uid", rest)
+
+    def _sweep_pending(self) -> None:
+        """Apply waiting labels whose records arrived meanwhile (two processes replaying at once)."""
+        with self.engine.begin() as conn:
+            for target, labels in pending.take_resolvable(conn).items():
+                self._label(conn, target, labels, {})
 
 
 NUMBER_OPS = ("number", "number_feedback")

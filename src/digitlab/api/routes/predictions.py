@@ -63,14 +63,15 @@ def _feedback_answer(
     correct = None
     row = None
     try:
-        row = store.get(prediction_id) if prediction_id is not None else None
+        row = store.get(prediction_id) if prediction_id is not None else store.get_by_uid(uid)
         if row is not None and label != NOT_A_DIGIT:
             correct = row.predicted_digit == label
-        queued = store.pending() > 0
+        # no row: its record still waits in another process's spool, the label with it (store.pending)
+        queued = row is None or store.pending() > 0
     except Exception:  # database unavailable: the feedback waits in the spool  # noqa: BLE001
         queued = True
     return FeedbackResponse(
-        id=prediction_id,
+        id=prediction_id if prediction_id is not None else (row.id if row is not None else None),
         uid=uid if uid is not None else (row.uid if row is not None else None),
         true_digit=None if label == NOT_A_DIGIT else label,
         not_digit=label == NOT_A_DIGIT,

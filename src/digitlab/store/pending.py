@@ -1,0 +1,95 @@
+"""Feedback that reaches the database before the record it names.
+
+During an outage every API process (worker or replica) spools to its own file, and each file is replayed
+on its own. A person's label goes to whichever worker their request reaches, so it can be replayed
+before their prediction, which still waits in another worker's spool. Such a label is not dropped: it
+waits in `pending_feedback` and is applied when its record is replayed (same transaction), or by the
+next sweep (`take_resolvable`) if the two replays ran at the same time. Labels whose record never comes
+are dropped after `MAX_AGE`, with a log line.
+
+Targets: "prediction" (user_predictions, label = digit, NOT_A_DIGIT or None) and "number" (read_numbers,
+label = the true text). Only parameterised statements.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select
+
+from digitlab.store.models import NUMBERS, PENDING
+from digitlab.store.models import TABLE as PREDICTIONS
+
+log = logging.getLogger("digitlab.store")
+
+#: a label whose record has not arrived after this long is dropped (its record was never stored)
+MAX_AGE = timedelta(days=1)
+_TABLES = {"prediction": PREDICTIONS, "number": NUMBERS}
+_CHUNK = 500  # uids per IN (...) list
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _chunks(items: list, size: int = _CHUNK) -> Iterable[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def stored_uids(conn, target: str, uids: Iterable[str]) -> set[str]:
+    """The uids among `uids` that a row of `target`'s table holds."""
+    column = _TABLES[target].c.uid
+    found: set[str] = set()
+    for chunk in _chunks(list(dict.fromkeys(uids))):
+        found.update(conn.scalars(select(column).where(column.in_(chunk))))
+    return found
+
+
+def keep_unmatched(conn, target: str, labels: dict[str, Any]) -> dict[str, Any]:
+    """Split labels keyed by uid: those whose record is stored are returned (to be applied now); the
+    others wait in `pending_feedback`."""
+    present = stored_uids(conn, target, labels)
+    waiting = [k for k in labels if k not in present]
+    if waiting:
+        now = _now()
+        conn.execute(
+            insert(PENDING),
+            [{"created_at": now, "target": target, "uid": k, "label": json.dumps(labels[k])} for k in waiting],
+        )
+    return {k: v for k, v in labels.items() if k in present}
+
+
+def take(conn, target: str, uids: Iterable[str]) -> dict[str, Any]:
+    """The waiting labels of these records (the latest per uid), removed from `pending_feedback`."""
+    out: dict[str, Any] = {}
+    for chunk in _chunks(list(dict.fromkeys(uids))):
+        where = (PENDING.c.target == target) & PENDING.c.uid.in_(chunk)
+        rows = conn.execute(select(PENDING.c.uid, PENDING.c.label).where(where).order_by(PENDING.c.id)).all()
+        if rows:
+            out.update((uid, json.loads(label)) for uid, label in rows)
+            conn.execute(delete(PENDING).where(where))
+    return out
+
+
+def take_resolvable(conn) -> dict[str, dict[str, Any]]:
+    """{target: {uid: label}} of every waiting label whose record is stored now (removed from the table),
+    after dropping the labels older than MAX_AGE. For the race where a label and its record were replayed
+    by two processes at once, neither seeing the other's uncommitted row."""
+    if not conn.scalar(select(func.count()).select_from(PENDING)):
+        return {}
+    expired = conn.execute(delete(PENDING).where(PENDING.c.created_at < _now() - MAX_AGE)).rowcount
+    if expired:
+        log.warning("%d spooled label(s) dropped: their records never reached the database in %s", expired, MAX_AGE)
+    out = {}
+    for target, table in _TABLES.items():
+        uids = conn.scalars(
+            select(PENDING.c.uid).where(PENDING.c.target == target, PENDING.c.uid.in_(select(table.c.uid)))
+        ).all()
+        if uids:
+            out[target] = take(conn, target, uids)
+    return out

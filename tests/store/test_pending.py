@@ -1,0 +1,91 @@
+"""Feedback replayed before the record it names (each API process spools on its own during an outage, and
+a person's label may reach another worker than their prediction): it waits for the record, never lost."""
+
+from __future__ import annotations
+
+import shutil
+
+from sqlalchemy import func, select
+
+from digitlab.store.models import PENDING
+from digitlab.store.numbers import list_numbers
+from tests.store.test_numbers import number
+
+
+def _waiting(store) -> int:
+    with store.engine.connect() as conn:
+        return int(conn.scalar(select(func.count()).select_from(PENDING)))
+
+
+def test_labels_spooled_by_another_worker_reach_records_replayed_after_them(
+    absent_db, tmp_path, make_record, open_store
+):
+    """Worker "a" spooled the labels, worker "b" the prediction and the number they name; "a"'s spool is
+    replayed first (both left orphans, adopted in name order by the next process). Without waiting in
+    `pending_feedback` the labels matched no row and were dropped."""
+    url, bring_back = absent_db
+    labels = open_store(url, tmp_path / "spool" / "a-labels")
+    records = open_store(url, tmp_path / "spool" / "b-records")
+    try:
+        seven = records.add(make_record(7))
+        other = records.add(make_record(1))
+        read = records.add_number(number("2024"))
+        assert labels.set_feedback_by_uid(seven.uid, 7)
+        assert labels.set_number_feedback("2021", uid=read.uid).stored == "spool"
+    finally:
+        labels.close()  # both processes end during the outage: their spools stay on disk
+        records.close()
+    bring_back()
+    later = open_store(url, tmp_path / "spool" / "c-later")
+    try:
+        assert later.wait_drained(timeout=60)
+        rows = {r.uid: r for r in later.list(1, 50)[0]}
+        assert (rows[seven.uid].drawn_digit, rows[seven.uid].correct) == (7, True)
+        assert rows[other.uid].drawn_digit is None
+        stored_numbers = list_numbers(later.engine)[0]
+        assert [(n.true_text, n.correct) for n in stored_numbers] == [("2021", False)]
+        assert _waiting(later) == 0
+    finally:
+        later.close()
+
+
+def test_a_label_whose_record_never_comes_waits_and_changes_nothing(absent_db, tmp_path, make_record, open_store):
+    url, bring_back = absent_db
+    store = open_store(url, tmp_path / "spool" / "me")
+    try:
+        stored = store.add(make_record(3))
+        assert store.set_feedback_by_uid("f" * 32, 3)  # a uid no process ever answered
+        bring_back()
+        assert store.wait_drained(timeout=60)
+        assert store.get_by_uid(stored.uid).drawn_digit is None
+        assert _waiting(store) == 1  # dropped after pending.MAX_AGE, never applied to another row
+    finally:
+        store.close()
+
+
+def test_a_worker_back_before_another_queues_labels_for_its_spooled_records(
+    db_url, tmp_path, make_record, open_store
+):
+    """In database mode, a label by the uid of a record that another process still holds in its spool is
+    queued (not 404) and applied when that spool is replayed."""
+    here = open_store(db_url, tmp_path / "spool" / "here")
+    try:
+        assert not here.set_feedback_by_uid("e" * 32, 4)  # nothing spooled anywhere: no such prediction
+        elsewhere = tmp_path / "spool" / "elsewhere"
+        other = open_store("sqlite:///" + str(tmp_path / "missing" / "x.db"), elsewhere)  # its database is away
+        record = make_record(4)
+        assert other.add(record).stored == "spool"
+        other.close()  # it ends with the record still spooled: an orphan the next scan adopts
+        assert here.set_feedback_by_uid(record.uid, 4)  # queued: the record may still come
+        assert _waiting(here) == 1
+        adopter = open_store(db_url, tmp_path / "spool" / "adopter")
+        try:
+            assert adopter.wait_drained(timeout=60)
+        finally:
+            adopter.close()
+        row = here.get_by_uid(record.uid)
+        assert (row.drawn_digit, row.correct) == (4, True)
+        assert _waiting(here) == 0
+    finally:
+        here.close()
+        shutil.rmtree(tmp_path / "spool", ignore_errors=True)
