@@ -91,6 +91,7 @@ def test_feedback_sets_drawn_digit_and_correct(client, admin):
     assert row["drawn_digit"] == 1 and row["correct"] is False
     r = client.post(f"/api/v1/predictions/uid/{p['uid']}/feedback", json={"true_digit": 7})
     assert r.status_code == 200 and r.json()["stored"] == "database"
+    assert (r.json()["id"], r.json()["correct"]) == (p["id"], p["digit"] == 7)  # the row's, as by id
     row = client.get(f"/api/v1/predictions/{p['id']}", headers=admin).json()
     assert row["drawn_digit"] == 7 and row["correct"] is True
 

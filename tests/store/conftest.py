@@ -140,6 +140,7 @@ def db_url(shared_url, backend) -> str:
     engine = make_engine(shared_url)
     with engine.begin() as conn:
         conn.exec_driver_sql("DELETE FROM pending_feedback")
+        conn.exec_driver_sql("DELETE FROM read_numbers")
         if backend == "sqlite":
             conn.exec_driver_sql("DELETE FROM user_predictions")
             conn.exec_driver_sql("DELETE FROM sqlite_sequence WHERE name = 'user_predictions'")

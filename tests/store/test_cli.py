@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 from datetime import UTC, datetime, timedelta
@@ -123,3 +124,40 @@ def test_a_bad_setting_is_one_line_naming_the_variable(monkeypatch, capsys, vari
         get_settings.cache_clear()
     err = capsys.readouterr().err
     assert err.startswith(f"error: {said}") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("url", "argv"), [
+    ("garbage", ["db", "upgrade"]),
+    ("garbage", ["models", "list"]),
+    ("mysql://user@localhost/db", ["db", "upgrade"]),  # a dialect whose driver is not installed
+    ("garbage", ["serve", "--port", "0"]),  # refused before any worker starts (it would store nothing)
+])  # fmt: skip
+def test_an_unusable_database_url_is_one_line(use_database, capsys, url, argv):
+    use_database(url)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: DATABASE_URL cannot be used (") and len(err.strip().splitlines()) == 1
+
+
+def test_paths_and_numbers_that_cannot_work_are_one_line(use_database, store, tmp_path, capsys):
+    use_database(store.url)
+    assert main(["db", "prune", "--days", "1000000"]) == 2  # overflowed the date arithmetic (a traceback)
+    assert capsys.readouterr().err.strip() == "error: --days must be 1-36500"
+    assert main(["db", "export", "--out", str(tmp_path)]) == 2  # a folder where a file is written
+    err = capsys.readouterr().err
+    assert err.startswith("error: Is a directory:") and len(err.strip().splitlines()) == 1
+
+
+def test_the_command_line_export_has_the_digits_of_confirmed_numbers(use_database, store, make_png, tmp_path, capsys):
+    """Like the API's export: labelled drawings, then each digit of a number whose author confirmed it."""
+    from tests.store.test_numbers import number
+
+    use_database(store.url)
+    record = number("42")
+    for i, d in enumerate(record.digits):
+        d["processed_image"] = base64.b64encode(make_png(int("42"[i]), seed=i)).decode()
+    read = store.add_number(record)
+    assert store.set_number_feedback("42", id=read.id).stored == "database"
+    assert main(["db", "export", "--out", str(tmp_path / "n.csv")]) == 0
+    rows = (tmp_path / "n.csv").read_text().splitlines()[1:]
+    assert [r.split(",", 1)[0] for r in rows] == ["4", "2"]

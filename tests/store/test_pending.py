@@ -6,10 +6,10 @@ from __future__ import annotations
 import shutil
 
 from sqlalchemy import func, select
+from tests.store.test_numbers import number
 
 from digitlab.store.models import PENDING
 from digitlab.store.numbers import list_numbers
-from tests.store.test_numbers import number
 
 
 def _waiting(store) -> int:

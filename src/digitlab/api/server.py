@@ -64,6 +64,7 @@ def serve(host: str | None = None, port: int | None = None, workers: int | None 
     workers = resolve_workers(settings.workers if workers is None else workers)
     if not 0 <= port <= 65535:
         raise DigitlabError(f"port must be 0-65535, got {port}", code="invalid_port")
+    check_database_url(settings.sqlalchemy_url)  # a URL that can never work is a setting to fix, not an outage
     print(
         f"digitlab API on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''}); docs at /docs",
         file=sys.stderr,
@@ -74,6 +75,26 @@ def serve(host: str | None = None, port: int | None = None, workers: int | None 
         _run_uvicorn(uvicorn, host, port, workers)
     logging.getLogger("digitlab.api").info("API stopped")
     return 0
+
+
+def check_database_url(url: str) -> None:
+    """Refuse a database URL no driver can use (garbage, another dialect, a driver not installed) before
+    the workers start: they would answer every prediction unstored, as in an outage that never ends."""
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    from digitlab.store.db import make_engine
+
+    try:
+        make_engine(url).dispose()
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        raise DigitlabError(unusable_database_url(exc), code="invalid_database_url") from exc
+
+
+def unusable_database_url(exc: BaseException) -> str:
+    """One line for a DATABASE_URL that cannot be used, with the form that works."""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return (f"DATABASE_URL cannot be used ({reason}): write it as postgresql://user:password@host:5432/db "
+            "or sqlite:///path/to/file.db")
 
 
 @contextlib.contextmanager

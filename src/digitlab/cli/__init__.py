@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, DigitlabError):
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        message = _bad_settings(exc) or _database_unreachable(exc)
+        message = _bad_settings(exc) or _database_unreachable(exc) or _unusable(exc)
         if message:
             print(f"error: {message}", file=sys.stderr)
             return 2
@@ -197,6 +197,20 @@ def _bad_settings(exc: Exception) -> str:
         name = field if field.isupper() else f"DIGITLAB_{field.upper()}"
         problems.append(f"{name}={error.get('input')!r}: {error['msg']}")
     return "bad setting " + "; ".join(problems)
+
+
+def _unusable(exc: Exception) -> str:
+    """One line for a database URL no driver can use, or a path that is a file where a folder is needed
+    (or the reverse, or not writable); empty for any other error."""
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    if isinstance(exc, ArgumentError | NoSuchModuleError | ModuleNotFoundError):
+        from digitlab.api.server import unusable_database_url
+
+        return unusable_database_url(exc)
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.strerror or type(exc).__name__}: {exc.filename} (check the path settings and --out)"
+    return ""
 
 
 def _database_unreachable(exc: Exception) -> str:

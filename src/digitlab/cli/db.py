@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import argparse
+from itertools import chain
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from digitlab.errors import DigitlabError
 from digitlab.store import export
 from digitlab.store.db import DatabaseUnavailableError, make_engine, upgrade
+from digitlab.store.numbers import labelled_digit_crops
 from digitlab.store.repository import Repository
 from digitlab.store.store import is_outage
+
+#: `prune --days` at most (a hundred years; more overflows the date arithmetic)
+MAX_DAYS = 36_500
 
 
 def db_command(args: argparse.Namespace, settings=None) -> int:
@@ -18,8 +23,8 @@ def db_command(args: argparse.Namespace, settings=None) -> int:
         from digitlab.core.config import get_settings
 
         settings = get_settings()
-    if args.db_command == "prune" and args.days < 1:
-        raise DigitlabError("--days must be at least 1", code="invalid_retention")
+    if args.db_command == "prune" and not 1 <= args.days <= MAX_DAYS:
+        raise DigitlabError(f"--days must be 1-{MAX_DAYS}", code="invalid_retention")
     url = settings.sqlalchemy_url
     engine = make_engine(url)
     shown = engine.url.render_as_string(hide_password=True)
@@ -31,10 +36,11 @@ def db_command(args: argparse.Namespace, settings=None) -> int:
         if args.db_command == "upgrade":
             print(f"database {shown} is at revision {revision} (head)")
         elif args.db_command == "export":
+            samples = chain(repo.labelled_images(), labelled_digit_crops(engine))  # as the API's export
             if args.format == "csv":
-                n = export.write_csv(repo.labelled_images(), args.out)
+                n = export.write_csv(samples, args.out)
             else:
-                n = export.write_idx(repo.labelled_images(), args.out)
+                n = export.write_idx(samples, args.out)
             print(f"exported {n} labelled drawings to {args.out} ({args.format})")
         elif args.db_command == "prune":
             n = repo.delete_older_than(args.days)

@@ -64,9 +64,9 @@ class Settings(BaseSettings):
     workers: int = Field(
         0, description="uvicorn worker processes of one API; 0: one per CPU core, at most 4 (each ~350 MB)."
     )
-    max_upload_bytes: int = Field(5_000_000, description="Largest accepted request body, in bytes.")
+    max_upload_bytes: int = Field(5_000_000, ge=1, description="Largest accepted request body, in bytes.")
     max_image_pixels: int = Field(
-        25_000_000, description="Largest accepted image (width x height) before decoding: bomb guard."
+        25_000_000, ge=1, description="Largest accepted image (width x height) before decoding: bomb guard."
     )
     default_model: str | None = Field(None, description="Model used when a request names none; default: best ready.")
 

@@ -57,6 +57,12 @@ class DatabaseUnavailableError(DigitlabError):
     code = "database_unavailable"
 
 
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
 def make_engine(url: str, *, connect_timeout: float = 2.0) -> Engine:
     """A pooled engine. Short connect timeout so an outage costs seconds, not minutes, to notice."""
     parsed = make_url(url)
@@ -66,6 +72,8 @@ def make_engine(url: str, *, connect_timeout: float = 2.0) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     connect_args: dict[str, int] = {}
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() == "psycopg2" and not _has("psycopg2"):
+        parsed = parsed.set(drivername="postgresql+psycopg")  # postgresql:// and +psycopg2 mean psycopg 3 here
     if parsed.get_backend_name() == "postgresql":
         # connect_timeout: a refused/unroutable server fails fast. tcp_user_timeout + keepalives: a server
         # that vanishes mid-query (network cut) fails in seconds instead of the kernel's ~15 minutes.
