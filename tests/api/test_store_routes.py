@@ -260,3 +260,16 @@ def test_drawing_id_is_checked(client):
     r = client.post("/api/v1/predict", files={"image": ("d.png", draw_digit(), "image/png")},
                     data={"drawing_id": "../../etc/passwd"})  # fmt: skip
     assert_error(r, 422, "invalid_fields")
+
+
+@pytest.mark.parametrize("value", ["yes", 1, "true"])
+def test_not_digit_must_be_a_json_boolean(client, value):
+    """Like `true_digit`, strict: "yes" or 1 are not read as true (the answer would be stored as not a digit)."""
+    p = predict(client, draw_digit())
+    r = client.post(f"/api/v1/predictions/{p['id']}/feedback", json={"not_digit": value})
+    assert_error(r, 422, "invalid_fields")
+
+
+def test_health_answers_head_for_load_balancer_probes(client):
+    r = client.head("/health")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")

@@ -130,6 +130,50 @@ def test_a_drawing_in_two_strokes_is_one_record(desktop, ui_server, api_server):
     expect(page.locator(EMPTY)).to_be_visible()
 
 
+def _input_png(api_url: str, row_id: int) -> bytes:
+    return httpx.get(f"{api_url}/api/v1/predictions/{row_id}/image", params={"kind": "input"}, timeout=10).content
+
+
+def test_the_record_follows_the_canvas_through_undo_and_an_answer_stays_with_its_picture(
+    desktop, ui_server, api_server
+):
+    """Undo back to the first stroke: the record holds the first stroke again (the answer came from the
+    page's cache and the record kept the undone stroke). An answer closes the drawing: a further stroke is
+    a new record, and the answered one keeps its picture with the answer (the answer moved onto the
+    changed picture)."""
+    page = desktop
+    open_page(page, ui_server.url, PAGES["draw"], ready=CANVAS)
+    before, _ = _newest_rows(api_server.url)
+    box = canvas_box(page)
+    mouse_stroke(page, DIGITS[4][0], box)
+    first = wait_new_prediction(page, None)
+    wait_idle(page, settle=1.0)
+    _, rows = _newest_rows(api_server.url)
+    record, first_png = rows[0]["id"], _input_png(api_server.url, rows[0]["id"])
+    mouse_stroke(page, DIGITS[4][1], box)
+    wait_new_prediction(page, first)
+    wait_idle(page, settle=1.0)
+    assert _input_png(api_server.url, record) != first_png  # the record holds both strokes now
+    click_tool(page, "draw", "Undo")
+    expect(page.locator(PREDICTION)).to_have_attribute("data-drawing", first, timeout=15_000)
+    wait_idle(page, settle=1.0)
+    assert _input_png(api_server.url, record) == first_png  # and the first stroke alone again
+    assert _newest_rows(api_server.url)[0] == before + 1
+
+    feedback_pill(page, 7).click()  # what the person says the one stroke is
+    expect(page.get_by_text(re.compile(r"Saved: you drew a 7"))).to_be_visible()
+    mouse_stroke(page, DIGITS[4][1], box)  # then they draw on
+    wait_new_prediction(page, first)
+    wait_idle(page, settle=1.0)
+    total, rows = _newest_rows(api_server.url)
+    assert total == before + 2 and rows[0]["drawn_digit"] is None  # a new record for the changed picture
+    answered = httpx.get(f"{api_server.url}/api/v1/predictions/{record}", timeout=10).json()
+    assert answered["drawn_digit"] == 7 and _input_png(api_server.url, record) == first_png
+    click_tool(page, "draw", "Clear")
+    expect(page.locator(EMPTY)).to_be_visible()
+    no_traceback(page)
+
+
 def test_not_a_digit_is_an_answer(desktop, ui_server, api_server):
     """Issue 13.6: "Not a digit" is stored, shown in History, and left out of the digit accuracy."""
     page = desktop

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from digitlab.store.numbers import StoredNumber
 from digitlab.store.records import Source, StoredPrediction
@@ -235,7 +235,7 @@ class FeedbackRequest(BaseModel):
     """Either the digit that was really drawn, or `not_digit: true` for a drawing that is no digit."""
 
     true_digit: StrictDigit | None = Field(None, description="What was really drawn (0-9).")
-    not_digit: bool = Field(False, description="The drawing is not a digit (a letter, a scribble, ...).")
+    not_digit: StrictBool = Field(False, description="The drawing is not a digit (a letter, a scribble, ...).")
 
     @model_validator(mode="after")
     def _one_answer(self) -> FeedbackRequest:

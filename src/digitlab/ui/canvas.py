@@ -46,13 +46,19 @@ class Drawing:
         return None if self.empty else hashlib.sha1(self.png).hexdigest()
 
 
-def _drawing_id(prefix: str, inked: bool, background: str) -> str | None:
-    """The current drawing's id: a new one when ink appears on an empty canvas (or on a new background)."""
+def _drawing_id(prefix: str, inked: bool, background: str, png: bytes | None = None) -> str | None:
+    """The current drawing's id: a new one when ink appears on an empty canvas (or on a new background),
+    or when the picture changes after the person answered what it is (`common.close_drawing`)."""
     key = f"{prefix}_drawing_id"
     current = st.session_state.get(key)
+    closed = st.session_state.get(f"{prefix}_closed")
     if not inked:
         st.session_state.pop(key, None)
+        st.session_state.pop(f"{prefix}_closed", None)
         return None
+    if closed is not None and png and hashlib.sha1(png).hexdigest() != closed:
+        st.session_state.pop(f"{prefix}_closed", None)
+        current = None
     if current is None or current[1] != background:
         current = (uuid.uuid4().hex, background)
         st.session_state[key] = current
@@ -132,6 +138,6 @@ def drawing_canvas(
     else:
         png = result.image_bytes if objects else None
         drawing = Drawing(png=png, strokes=len(objects), pen_color=pen, background_color=bg,
-                          drawing_id=_drawing_id(prefix, bool(objects), bg))  # fmt: skip
+                          drawing_id=_drawing_id(prefix, bool(objects), bg, png))  # fmt: skip
     st.session_state[f"{prefix}_drawing"] = drawing
     return drawing

@@ -5,9 +5,10 @@ from __future__ import annotations
 import html
 import io
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import streamlit as st
 
@@ -104,20 +105,37 @@ def client() -> DigitlabClient:
     return _client(settings.api_url, settings.admin_token)
 
 
-def cached_api_call(cache_name: str, key: Any, call, size: int = 64):
+def cached_api_call(cache_name: str, key: Any, call, size: int = 64, record: Any = None):
     """`(result, None)` or `(None, ApiError)`; answers are kept per session so reruns (every widget
-    change) never send the same drawing again. The oldest entry goes when `size` is reached."""
+    change) never send the same drawing again. The oldest entry goes when `size` is reached.
+
+    `record` names the stored record the call updates (a drawing's id and model): the cached answer
+    serves only when that record's last call was this picture. After Undo back to an earlier picture
+    it is sent again (the record held the undone stroke), and a new drawing with the picture of an
+    earlier one gets its own record (not the earlier one's answer, whose feedback would go there)."""
     cache: dict = st.session_state.setdefault(cache_name, {})
-    if key in cache:
+    sent: dict = st.session_state.setdefault(f"{cache_name}_sent", {})
+    if key in cache and (record is None or sent.get(record) == key):
         return cache[key], None
     try:
         result = call()
     except ApiError as exc:
         return None, exc
+    if record is not None:
+        sent[record] = key
     if len(cache) >= size:
         cache.pop(next(iter(cache)))
     cache[key] = result
     return result, None
+
+
+def close_drawing(prefix: str) -> None:
+    """The person answered what this drawing is: its record keeps that picture with the answer, and the
+    next change of the picture starts a new record (it would otherwise move the answer onto a changed
+    picture). See `canvas._drawing_id`."""
+    drawing = st.session_state.get(f"{prefix}_drawing")
+    if drawing is not None and not drawing.empty:
+        st.session_state[f"{prefix}_closed"] = drawing.digest
 
 
 def session_id() -> str:
@@ -182,10 +200,14 @@ def health_monitor(has_canvas: bool = False) -> None:
     if not ok:
         message = str(api_error()).replace(api_url(), f"`{api_url()}`")  # no autolink to an internal URL
         kept = "; your drawing stays on the canvas" if has_canvas else ""
+        start = ("" if st.session_state.get("api_seen") else  # never reached: maybe never started
+                 " Not started yet? Run `digitlab serve` for the API, or `make run` for the API and this UI.")  # fmt: skip
         with st.container(key="dl_outage"):
-            st.error(f"**{message}**  \nThe page reconnects by itself as soon as the service is back{kept}.",
+            st.error(f"**{message}**  \nThe page reconnects by itself as soon as the service is back{kept}.{start}",
                      icon=":material/cloud_off:")  # fmt: skip
-    elif not state.database_ok:
+    else:
+        st.session_state["api_seen"] = True
+    if ok and not state.database_ok:
         waiting = f" ({state.spool} waiting)" if state.spool else ""
         with st.container(key="dl_outage"):
             st.warning(
@@ -280,14 +302,27 @@ def size_text(n: float | None) -> str:
     return f"{n:.1f} GB"
 
 
+def browser_timezone() -> tuple[str, str]:
+    """The browser's time zone (Streamlit reports it), else UTC; and how to name it ("local time", "UTC")."""
+    try:
+        name = st.context.timezone or "UTC"
+        ZoneInfo(name)
+    except (ValueError, KeyError, OSError, AttributeError):  # unknown or missing zone: show UTC, say so
+        name = "UTC"
+    return name, ("UTC" if name in ("UTC", "Etc/UTC") else "local time")
+
+
 def when_text(value: str | None) -> str:
+    """An API time (UTC; naive means UTC) in the browser's time zone, like the prediction log."""
     if not value:
         return "—"
     try:
         dt = datetime.fromisoformat(str(value))  # Python 3.11 reads a trailing "Z" too
     except ValueError:
         return str(value)
-    return dt.strftime("%d %b %Y, %H:%M")
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(ZoneInfo(browser_timezone()[0])).strftime("%d %b %Y, %H:%M")
 
 
 def esc(text: Any) -> str:

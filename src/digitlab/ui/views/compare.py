@@ -18,7 +18,7 @@ def compare(drawing: Drawing) -> tuple[Comparison | None, ApiError | None]:
             drawing.png, pen_color=drawing.pen_color, background_color=drawing.background_color,
             session_id=common.session_id(), drawing_id=drawing.drawing_id,
         ),
-        size=CACHE_SIZE,
+        size=CACHE_SIZE, record=drawing.drawing_id,
     )  # fmt: skip
 
 
@@ -38,11 +38,12 @@ def verdict(result: Comparison, models: list[dict]) -> None:
     if result.agree:
         digit = result.predictions[0].digit
         said = f"{digit}" if not unsure else f"{digit}, but not sure"
-        text = (
-            f"All {n} models agree: it is {common.a_digit(digit, bold=True)}."
-            if n > 1
-            else f"The only ready model says **{said}**."
-        )
+        if n == 1:
+            text = f"The only ready model says **{said}**."
+        elif unsure:  # "agree: it is an 8" above "every model is unsure" would contradict itself
+            text = f"All {n} models say **{digit}**, but not all of them trust it."
+        else:
+            text = f"All {n} models agree: it is {common.a_digit(digit, bold=True)}."
         (st.info if unsure else st.success)(text, icon=":material/handshake:")
     else:
         st.warning(common.disagreement(result.votes, models), icon=":material/call_split:")
@@ -58,7 +59,7 @@ def cards(result: Comparison, models: list[dict], digest: str) -> None:
     with st.grid("auto", min_column_width=135, gap="small", key="cmp_cards"):
         for p in result.predictions:
             odd = " dl-odd" if p.digit != majority or p.uncertain else ""
-            sure = "not sure" if p.uncertain else "sure"
+            sure = "score, but unsure" if p.uncertain else "sure"  # (not "100% not sure")
             latency = f"{p.latency_ms:.0f}&nbsp;ms" if p.latency_ms is not None else "—"
             with st.container(border=True, key=f"cmp_card_{p.model}"):
                 st.markdown(

@@ -58,7 +58,7 @@ def predict(drawing: Drawing, model: str | None) -> tuple[Prediction | None, Api
             drawing.png, model, pen_color=drawing.pen_color, background_color=drawing.background_color,
             session_id=common.session_id(), drawing_id=drawing.drawing_id,
         ),
-        size=CACHE_SIZE,
+        size=CACHE_SIZE, record=(drawing.drawing_id, model) if drawing.drawing_id else None,
     )  # fmt: skip
 
 
@@ -98,6 +98,7 @@ def send_feedback(key: str, prediction: Prediction) -> None:
             result = common.client().feedback(prediction, int(answer))
         st.session_state[f"{key}_result"] = ("saved" if result.saved else "queued" if result.queued else "info",
                                              result.message, answer)  # fmt: skip
+        common.close_drawing("draw")
     except ApiError as exc:
         st.session_state[f"{key}_result"] = ("error", str(exc), answer)
 
@@ -107,6 +108,7 @@ def answer_html(prediction: Prediction, models: list[dict], digest: str) -> str:
     one HTML block: written in one piece, they always show the same result."""
     name = common.display_name(models, prediction.model)
     unsure = " dl-unsure" if prediction.uncertain else ""
+    sure = "score, but unsure" if prediction.uncertain else "sure"  # never "99% sure" beside "Not sure"
     latency = f" · {prediction.latency_ms:.0f}&nbsp;ms" if prediction.latency_ms is not None else ""
     seen = ""
     if prediction.processed_png:
@@ -120,7 +122,7 @@ def answer_html(prediction: Prediction, models: list[dict], digest: str) -> str:
                 "It may not be a digit at all: draw one digit, large.</div>")  # fmt: skip
     return f"""<div class="dl-answer" data-testid="dl-prediction" data-drawing="{digest[:16]}">
         <div class="dl-result"><div class="dl-digit{unsure}" data-testid="dl-digit">{prediction.digit}</div>
-          <div class="dl-meta"><span><b>{prediction.confidence * 100:.0f}%</b> sure</span>
+          <div class="dl-meta"><span><b>{prediction.confidence * 100:.0f}%</b> {sure}</span>
             <span>{common.esc(name)}{latency}</span></div>{seen}</div>
         {note}{charts.probabilities_html(prediction.probabilities, prediction.digit)}</div>"""
 

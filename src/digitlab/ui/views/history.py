@@ -45,13 +45,7 @@ def thumbnails(items: list[StoredPrediction]) -> dict[int, str | None]:
 
 
 def _timezone() -> tuple[str, str]:
-    """The browser's time zone (Streamlit reports it), else UTC."""
-    try:
-        name = st.context.timezone or "UTC"
-        ZoneInfo(name)
-    except (ValueError, KeyError, OSError, AttributeError):  # unknown or missing zone: show UTC, say so
-        name = "UTC"
-    return name, ("UTC" if name in ("UTC", "Etc/UTC") else "local time")
+    return common.browser_timezone()
 
 
 def filters(models: list[dict[str, Any]], stats_models: list[str]) -> dict[str, Any]:
@@ -219,7 +213,7 @@ def numbers_section() -> None:
             "Digits": len(n.get("digits") or []),
             "Sure": f"{(n.get('confidence') or 0) * 100:.0f}%",
             "Model": n.get("model_name"),
-            "When": common.when_text(n.get("timestamp")),
+            f"When ({_timezone()[1]})": common.when_text(n.get("timestamp")),
         }
         for n in page["items"]
     ]

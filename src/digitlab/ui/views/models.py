@@ -94,6 +94,8 @@ def learning_progress(job_id: str) -> None:
         return
     if job["status"] in ("queued", "running"):
         st.progress(float(job.get("progress") or 0), text=job.get("message") or "Starting…")
+    elif job["status"] == "done" and not (job.get("result") or {}).get("models"):  # refused: too little data
+        st.info(f"Nothing learned: {job.get('message')}", icon=":material/school:")
     elif job["status"] == "done":
         st.success(f"Learning finished: {job.get('message')}", icon=":material/school:")
     else:
@@ -155,10 +157,10 @@ def card(model: dict[str, Any], latency: float | None, live_status: str | None) 
                 )
         elif status == "missing":
             st.caption(f"Not trained yet: run `digitlab train {model.get('name')}`.")
+        if status == "training":
+            st.caption("Training now; the card fills in when it is done.")
         if status != "missing":
             version_history(model.get("name"))
-        elif status == "training":
-            st.caption("Training now; the card fills in when it is done.")
 
 
 def main() -> None:

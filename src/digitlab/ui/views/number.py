@@ -25,7 +25,7 @@ def read(image: bytes, key: str, filename: str, **fields) -> tuple[dict | None, 
     return common.cached_api_call(
         "number_cache", key,
         lambda: common.client().read(image, filename=filename, session_id=common.session_id(), **fields),
-        size=CACHE_SIZE,
+        size=CACHE_SIZE, record=fields.get("drawing_id"),
     )  # fmt: skip
 
 
@@ -91,6 +91,7 @@ def feedback(answer: dict, key: str) -> None:
             st.error(f"Your answer was not saved: {exc}", icon=":material/error:")
             return
         right = truth == answer.get("text")
+        common.close_drawing("number")  # a further stroke is a new reading, not this confirmed one
         verdict = "The reading was right." if right else f"It was read as {answer.get('text')}."
         if stored.get("queued"):
             st.warning(f"Saved later: you wrote **{truth}**. {verdict} The database is unavailable: your answer "
@@ -124,7 +125,7 @@ def number_area() -> None:
         return
     else:
         image, did = drawing.png, drawing.drawing_id  # the canvas' id: one record per drawing
-        answer, error = read(image, (drawing.digest, did), "number.png", drawing_id=did,
+        answer, error = read(image, drawing.digest, "number.png", drawing_id=did,
                              pen_color=drawing.pen_color, background_color=drawing.background_color)  # fmt: skip
         key = did
     if error is not None:
