@@ -105,7 +105,7 @@ def test_real_thresholds_flag_most_mistakes_within_the_budget():
     det = _Det(rng.random(n) * 0.5)
     model = _Model(labels, wrong)
     real = {"a": (X, labels)}
-    drawn = (np.zeros(10), np.zeros(10, int), {})
+    drawn = (np.zeros(10), np.zeros(10, int), {}, np.zeros((10, 784), np.float32))
     chosen = real_thresholds(det, {"m": model}, real, drawn, t_detector=0.9, p_negatives=np.full(100, 0.99))
     rates = chosen["real"]["m"]["a"]
     assert rates["correct_flagged"] <= REAL_BUDGET
@@ -123,7 +123,7 @@ def test_detector_threshold_never_gives_up_the_non_digits():
     p_negatives = np.linspace(0.5, 1.0, 1000)
     chosen = real_thresholds(
         _Det(p_digits), {"m": _Model(labels, np.zeros(n, bool))}, {"a": (X, labels)},
-        (np.zeros(10), np.zeros(10, int), {}), t_detector=0.3, p_negatives=p_negatives,
+        (np.zeros(10), np.zeros(10, int), {}, np.zeros((10, 784), np.float32)), t_detector=0.3, p_negatives=p_negatives,
     )
     assert chosen["t_detector"] == pytest.approx(np.quantile(p_negatives, 0.15))
     assert (p_negatives > chosen["t_detector"]).mean() >= 0.85 - 1e-3
@@ -152,7 +152,7 @@ def test_second_opinion_is_chosen_when_it_catches_more_within_the_budget():
     wrong = rng.random(n) < 0.05
     X = np.arange(n, dtype=np.float32)[:, None] * np.ones((1, 784), np.float32)
     det = _DetWithDigits(rng.random(n) * 0.5, labels)
-    drawn = (np.zeros(10), np.zeros(10, int), {})
+    drawn = (np.zeros(10), np.zeros(10, int), {}, np.zeros((10, 784), np.float32))
     chosen = real_thresholds(
         det, {"m": _Model(labels, wrong)}, {"a": (X, labels)}, drawn, t_detector=0.9,
         p_negatives=np.full(100, 0.99), drawn_digits=np.full((10, 10), 0.1),
@@ -167,3 +167,35 @@ def test_second_opinion_is_chosen_when_it_catches_more_within_the_budget():
         p_negatives=np.full(100, 0.99),
     )
     assert plain["t_joint"] == {} and plain["real"]["m"]["a"]["wrong_flagged"] < 0.8
+
+
+class _Networks(_Model):
+    """A model of several networks (like the CNN): its own opinion (the networks' smallest probability per
+    digit) is low for the answer on its mistakes, where the detector's digit outputs cannot tell."""
+
+    def predict_with_opinion(self, X):
+        proba = self.predict_proba(X)
+        idx = X[:, 0].astype(int)
+        own = proba.copy()
+        own[self.wrong[idx]] *= 0.3  # one network disagrees with the sure mistakes
+        return proba, own
+
+
+def test_a_model_of_several_networks_takes_their_own_opinion_with_the_detectors():
+    n = 3000
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 10, n)
+    wrong = rng.random(n) < 0.05
+    X = np.arange(n, dtype=np.float32)[:, None] * np.ones((1, 784), np.float32)
+    det = _Det(rng.random(n) * 0.5)
+    answers = np.where(wrong, (labels + 1) % 10, labels)  # digit outputs that agree with every answer
+    digits = 0.2 * rng.dirichlet(np.ones(10), n) + 0.8 * np.eye(10)[answers]
+    det.detector_outputs = lambda X: (det.p[X[:, 0].astype(int)], digits[X[:, 0].astype(int)])
+    drawn = (np.zeros(10), np.zeros(10, int), {}, np.zeros((10, 784), np.float32))
+    kwargs = {"t_detector": 0.9, "p_negatives": np.full(100, 0.99), "drawn_digits": np.full((10, 10), 0.1)}
+    networks = real_thresholds(det, {"m": _Networks(labels, wrong)}, {"a": (X, labels)}, drawn, **kwargs)
+    alone = real_thresholds(det, {"m": _Model(labels, wrong)}, {"a": (X, labels)}, drawn, **kwargs)
+    assert networks["opinion"] == {"m": "members"} and alone["opinion"] == {}
+    caught, plain = networks["real"]["m"]["a"], alone["real"]["m"]["a"]
+    assert caught["correct_flagged"] <= REAL_BUDGET
+    assert caught["wrong_flagged"] > plain["wrong_flagged"] + 0.2

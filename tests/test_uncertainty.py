@@ -13,7 +13,7 @@ import pytest
 from digitlab.detector.features import N_FEATURES, detector_features
 from digitlab.detector.runtime import DEFAULT_T_MODEL_KEY, NotDigit, UncertaintyDetector, load_detector
 from digitlab.evaluation.flags import uncertainty_rates
-from digitlab.models import MODEL_SPECS, ArtifactError
+from digitlab.models import MODEL_SPECS, ArtifactError, load_model
 from digitlab.models.artifacts import sha256_bytes
 from digitlab.models.registry import BUNDLED_DIR
 from digitlab.synth.datasets import drawn_dataset, scribbles
@@ -184,13 +184,38 @@ def test_the_cnn_gives_the_second_opinion_to_the_models_the_manifest_names(detec
     assert alone.opinion("svm") == "detector" and not alone.is_uncertain("svm", x, other, p_not_digit=p)
 
 
+def test_a_model_of_several_networks_is_flagged_when_one_of_them_disagrees(detector, test_digits):
+    """opinion "members" (the CNN): the second opinion is the smaller of the detector's reading and the
+    networks' own; without the networks' own (an artefact exported without them) the detector's alone."""
+    x = test_digits[0][0].astype(np.float32) / 255.0
+    p = detector.not_digit_probability(x)
+    manifest = json.loads(json.dumps(detector.manifest))
+    manifest["thresholds"] = {"t_detector": 1.0, "t_model": {"default": 0.0}, "t_joint": {"default": 0.6},
+                              "opinion": {"cnn": "members"}}  # fmt: skip
+    strict = dataclasses.replace(detector, manifest=manifest)
+    likely = np.zeros(10)
+    likely[int(np.argmax(p.digits))] = 1.0  # the detector's own reading: it agrees
+    agree, disagree = likely.copy(), np.full(10, 0.1)  # one network finds the answer unlikely
+    disagree[int(np.argmax(p.digits))] = 0.05
+    assert strict.opinion("cnn") == "members" and strict.opinion("svm") == "detector"
+    assert not strict.is_uncertain("cnn", x, likely, p_not_digit=p, own_opinion=agree)
+    assert strict.is_uncertain("cnn", x, likely, p_not_digit=p, own_opinion=disagree)
+    assert not strict.is_uncertain("cnn", x, likely, p_not_digit=p)  # none given: the detector's alone
+    assert not strict.is_uncertain("svm", x, likely, p_not_digit=p, own_opinion=disagree)  # not its opinion
+    X = np.stack([x, x]).reshape(2, 784)
+    flags = strict.flags("cnn", X, np.stack([likely, likely]), own_opinion=np.stack([agree, disagree]))
+    assert flags.tolist() == [False, True]
+
+
 def test_the_shipped_detector_loads_its_cnn_for_the_second_opinion(tmp_path):
     loaded = load_detector(tmp_path)  # empty model folder: the bundled detector and CNN
     from digitlab.training.real_calibration import CNN_OPINION
 
     named = loaded.manifest["thresholds"].get("opinion") or {}
-    assert named == dict.fromkeys(CNN_OPINION, "cnn") and loaded.reference is not None
-    assert all(loaded.opinion(name) == "cnn" for name in named)
+    assert named == {**dict.fromkeys(CNN_OPINION, "cnn"), "cnn": "members"} and loaded.reference is not None
+    assert all(loaded.opinion(name) == named[name] for name in named)
+    own = load_model("cnn", tmp_path).predict_with_opinion(np.zeros((3, 784), np.float32))[1]
+    assert own.shape == (3, 10)  # the shipped CNN gives its networks' own opinion
 
 
 def test_features_and_probabilities_batch_equals_single(detector, test_digits):

@@ -256,7 +256,9 @@ def read_number(
         raise NotANumberError(_NOT_A_NUMBER.format(f"{len(pieces)} separate marks"))
     spans, images, boxes = _candidates(s, pieces, height)
     X = np.stack(images).reshape(len(images), 784)
-    proba = np.asarray(model.predict_proba(X), np.float64)
+    with_opinion = getattr(model, "predict_with_opinion", None)  # the CNN's networks' own, for its flag
+    proba, own = with_opinion(X) if with_opinion is not None else (model.predict_proba(X), None)
+    proba = np.asarray(proba, np.float64)
     p_not = np.zeros(len(X))
     digit_opinion = np.full((len(X), 10), 0.1)  # the detector's own digit probabilities (second opinion)
     if detector is not None:
@@ -274,7 +276,8 @@ def read_number(
         digit = int(np.argmax(p))
         if detector is not None:
             p_k = NotDigit(float(p_not[k]), digit_opinion[k])
-            uncertain = bool(detector.is_uncertain(model.name, images[k], p, p_not_digit=p_k))
+            uncertain = bool(detector.is_uncertain(model.name, images[k], p, p_not_digit=p_k,
+                                                   own_opinion=None if own is None else own[k]))
             uncertain = uncertain or float(p_not[k]) > MARK_NOT_DIGIT
         else:
             uncertain = float(p[digit]) < UNCERTAIN_BELOW

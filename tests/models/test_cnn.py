@@ -68,11 +68,18 @@ def test_bundled_manifest_matches_artifact(manifest):
     assert {"torch", "onnx", "onnxruntime", "numpy", "python"} <= manifest["library_versions"].keys()
 
 
-def test_bundled_onnx_contract(session):
-    (inp,), (out,) = session.get_inputs(), session.get_outputs()
+def test_bundled_onnx_contract(session, test_images):
+    (inp,), (out, own) = session.get_inputs(), session.get_outputs()
     assert inp.name == "input" and inp.type == "tensor(float)"
     assert len(inp.shape) == 2 and inp.shape[1] == 784 and not isinstance(inp.shape[0], int)  # dynamic batch
     assert out.name == "probabilities" and out.type == "tensor(float)" and out.shape[1] == 10
+    # each of the two networks' own probabilities: their logits average to the served ones
+    assert own.name == "member_probabilities" and own.shape[1:] == [2, 10]
+    x = test_images[0][:200].reshape(200, 784).astype(np.float32) / 255.0
+    proba, members = session.run(["probabilities", "member_probabilities"], {"input": x})
+    mean_log = np.log(members.astype(np.float64)).mean(axis=1)
+    np.testing.assert_allclose(np.exp(log_softmax(mean_log, axis=1)), proba, atol=1e-5)
+    assert (members.argmax(axis=2) == proba.argmax(axis=1)[:, None]).mean() > 0.98
 
 
 def test_bundled_accuracy_on_first_2000_test_images(session, test_images):
@@ -241,7 +248,12 @@ def test_merged_members_answer_the_mean_of_their_logits():
     # the fine-tuner rebuilds the grouped chain from the exported graph with the same answers
     from digitlab.training.cnn_finetune import network_from_onnx
 
-    rebuilt, temperature = network_from_onnx(cnn_net.export_onnx(merged, 2.0))
+    payload = cnn_net.export_onnx(merged, 2.0)
+    proba, own = make_session(payload).run(["probabilities", "member_probabilities"], {"input": x.reshape(5, 784).numpy()})
+    assert own.shape == (5, 3, 10)  # each network's own answer, beside the merged one
+    mean_log = np.log(own.astype(np.float64)).mean(axis=1)
+    np.testing.assert_allclose(np.exp(log_softmax(mean_log, axis=1)), proba, atol=1e-5)
+    rebuilt, temperature = network_from_onnx(payload)  # (it stops at the served probabilities)
     assert temperature == pytest.approx(2.0)
     with torch.no_grad():
         np.testing.assert_allclose(rebuilt.eval()(x).numpy(), expected.numpy(), atol=1e-4)

@@ -7,7 +7,9 @@ The last term is a second opinion: a model that is sure of an answer another rea
 often confidently wrong on real handwriting. The other reader is the detector itself (it also reads the
 digit, outputs 0-9: free, they come with p_not_digit in `NotDigit`), or for the models the manifest
 names in `thresholds.opinion` the CNN (`reference`: run only when the model's own confidence does
-not already decide, once per image however many models ask).
+not already decide, once per image however many models ask), or, for a model that is several networks
+(opinion "members": the CNN), the smaller of the detector's reading and the networks' own (they come
+with its answer, `LoadedModel.predict_with_opinion`).
 
 See docs/uncertainty.md for how the thresholds are chosen.
 """
@@ -26,6 +28,7 @@ from scipy.special import softmax
 from digitlab.detector.features import N_FEATURES, detector_features
 
 DETECTOR_NAME = "detector"
+MEMBERS = "members"  #: `thresholds.opinion` value: the detector and the model's own networks (`with_own_opinion`)
 NOT_DIGIT = 10  #: class index of "not a digit" in the training labels (0-9 are digits)
 
 
@@ -50,15 +53,30 @@ class NotDigit(float):
         return obj
 
 
-def joint_confidence(proba: np.ndarray, digits: np.ndarray) -> np.ndarray:
+def joint_confidence(proba: np.ndarray, digits: np.ndarray, *, normalise: bool = True) -> np.ndarray:
     """Mean of the model's and the detector's probability of the model's answer: (n, 10) x 2 -> (n,).
 
-    The detector's digit outputs are renormalised over the ten digits first.
+    The detector's digit outputs are renormalised over the ten digits first (unless `normalise` is
+    False: `with_own_opinion` gives a finished second opinion).
     """
     proba = np.asarray(proba, np.float64).reshape(-1, 10)
     digits = np.asarray(digits, np.float64).reshape(-1, 10)
     rows, answers = np.arange(len(proba)), proba.argmax(axis=1)
-    return (proba[rows, answers] + digits[rows, answers] / np.maximum(digits.sum(axis=1), 1e-12)) / 2
+    second = digits[rows, answers]
+    if normalise:
+        second = second / np.maximum(digits.sum(axis=1), 1e-12)
+    return (proba[rows, answers] + second) / 2
+
+
+def with_own_opinion(digits: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """The second opinion of a model that is several networks (opinion "members"): per digit the smaller
+    of the detector's (renormalised) probability and the networks' own smallest one; (n, 10) x 2.
+
+    The networks disagree on many real mistakes that the detector alone finds plausible (held-out real
+    handwriting, docs/uncertainty.md)."""
+    digits = np.asarray(digits, np.float64).reshape(-1, 10)
+    digits = digits / np.maximum(digits.sum(axis=1, keepdims=True), 1e-12)
+    return np.minimum(digits, np.asarray(own, np.float64).reshape(-1, 10))
 
 
 @dataclass
@@ -97,9 +115,20 @@ class UncertaintyDetector:
         return float(t.get(model_name, t.get(DEFAULT_T_MODEL_KEY, 0.0)))
 
     def opinion(self, model_name: str) -> str:
-        """Who gives `model_name` its second opinion: "cnn" (when the CNN is loaded) or "detector"."""
+        """Who gives `model_name` its second opinion: "cnn" (when the CNN is loaded), "members" (the
+        detector and the model's own networks, `with_own_opinion`) or "detector"."""
         named = (self.manifest["thresholds"].get("opinion") or {}).get(model_name, DETECTOR_NAME)
-        return named if named == "cnn" and self.reference is not None else DETECTOR_NAME
+        if named == "cnn":
+            return named if self.reference is not None else DETECTOR_NAME
+        return named if named == MEMBERS else DETECTOR_NAME
+
+    def _second(self, model_name: str, digits: np.ndarray, own: np.ndarray | None) -> tuple[np.ndarray, bool]:
+        """(second opinion (n, 10), whether `joint_confidence` renormalises it) from the detector's digit
+        outputs, for the models whose second opinion is not the CNN. A model named "members" without its
+        own opinion (an artefact exported without it) falls back to the detector's."""
+        if self.opinion(model_name) == MEMBERS and own is not None:
+            return with_own_opinion(digits, own), False
+        return digits, True
 
     def reference_proba(self, X: np.ndarray | None, model_names=()) -> np.ndarray | None:
         """The CNN's probabilities for a batch, the second opinion of the models that take it; None when
@@ -151,6 +180,7 @@ class UncertaintyDetector:
         proba: np.ndarray,
         *,
         p_not_digit: float | Callable[[], float] | None = None,
+        own_opinion: np.ndarray | None = None,
     ) -> bool:
         """The rule (module docstring) for one image.
 
@@ -179,9 +209,11 @@ class UncertaintyDetector:
                 if isinstance(p_not_digit, NotDigit):
                     p_not_digit.reference = second  # the next model asking about this image reuses it
         else:
-            second = getattr(p_not_digit, "digits", None)
-            if second is None:
-                second = self.not_digit_probability(image28).digits
+            digits = getattr(p_not_digit, "digits", None)
+            if digits is None:
+                digits = self.not_digit_probability(image28).digits
+            second, normalise = self._second(model_name, digits, own_opinion)
+            return bool(joint_confidence(proba, second, normalise=normalise)[0] < t_joint)
         return bool(joint_confidence(proba, second)[0] < t_joint)
 
     def flags(
@@ -193,9 +225,11 @@ class UncertaintyDetector:
         p_not_digit: np.ndarray | None = None,
         digit_proba: np.ndarray | None = None,
         reference_proba: np.ndarray | None = None,
+        own_opinion: np.ndarray | None = None,
     ) -> np.ndarray:
         """`is_uncertain` for a batch: (n,) bool. `digit_proba`: the detector's digit outputs, and
-        `reference_proba` the CNN's probabilities, if known (else computed when needed)."""
+        `reference_proba` the CNN's probabilities, if known (else computed when needed); `own_opinion`:
+        the model's own (`LoadedModel.predict_with_opinion`), for a model whose opinion is "members"."""
         if p_not_digit is None:
             p_not_digit, digit_proba = self.detector_outputs(X)
         proba = np.asarray(proba, dtype=np.float64)
@@ -205,9 +239,11 @@ class UncertaintyDetector:
         if t_joint > 0 and len(out):
             if self.opinion(model_name) == "cnn":
                 second = reference_proba if reference_proba is not None else self.reference_proba(X)
+                out |= joint_confidence(proba, second) < t_joint
             else:
-                second = digit_proba if digit_proba is not None else self.detector_outputs(X)[1]
-            out |= joint_confidence(proba, second) < t_joint
+                digits = digit_proba if digit_proba is not None else self.detector_outputs(X)[1]
+                second, normalise = self._second(model_name, digits, own_opinion)
+                out |= joint_confidence(proba, second, normalise=normalise) < t_joint
         return out
 
 

@@ -34,6 +34,16 @@ def flag_rates(
     }
 
 
+def predict_with_opinion(fn: Callable, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """`fn(X)`, and the model's own second opinion when `fn` is a `LoadedModel`'s `predict_proba` (the
+    CNN's networks' own probabilities, `LoadedModel.predict_with_opinion`; None for other models)."""
+    model = getattr(fn, "__self__", None)
+    if model is not None and hasattr(model, "predict_with_opinion") and len(X):
+        proba, own = model.predict_with_opinion(X)
+        return np.asarray(proba, np.float64), own
+    return (np.asarray(fn(X), np.float64) if len(X) else np.zeros((0, 10))), None
+
+
 def uncertainty_rates(
     detector: UncertaintyDetector,
     predict_fns: Mapping[str, Callable[[np.ndarray], np.ndarray]],
@@ -60,12 +70,13 @@ def uncertainty_rates(
     r_d, r_s = (detector.reference_proba(X, list(predict_fns)) for X in (X_digits, X_scribbles))  # the CNN's
     out: dict[str, dict[str, Any]] = {"_rule": {"t_detector": detector.t_detector}}
     for name, fn in predict_fns.items():
-        proba = np.asarray(fn(X_digits), np.float64) if len(X_digits) else np.zeros((0, 10))
-        s_proba = np.asarray(fn(X_scribbles), np.float64) if len(X_scribbles) else np.zeros((0, 10))
+        proba, own = predict_with_opinion(fn, X_digits)
+        s_proba, s_own = predict_with_opinion(fn, X_scribbles)
         correct = ok & (proba.argmax(axis=1) == np.asarray(labels)) if len(proba) else np.zeros(0, bool)
-        flags = detector.flags(name, X_digits, proba, p_not_digit=p_d, digit_proba=d_d, reference_proba=r_d) & ok | ~ok
+        flags = detector.flags(name, X_digits, proba, p_not_digit=p_d, digit_proba=d_d, reference_proba=r_d,
+                               own_opinion=own) & ok | ~ok  # fmt: skip
         s_flags = detector.flags(name, X_scribbles, s_proba, p_not_digit=p_s, digit_proba=d_s,
-                                 reference_proba=r_s) | ~scribbles_ok  # fmt: skip
+                                 reference_proba=r_s, own_opinion=s_own) | ~scribbles_ok  # fmt: skip
         out[name] = {
             **flag_rates(flags, correct, s_flags),
             "t_model": detector.threshold(name),

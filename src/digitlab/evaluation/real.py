@@ -27,6 +27,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from digitlab.errors import DigitlabError
+from digitlab.evaluation.flags import predict_with_opinion
 from digitlab.processes import fork_pool
 
 SETS = ("usps", "semeion")
@@ -357,15 +358,18 @@ def model_outputs(
     reference = detector.reference_proba(X, list(predict_fns)) if p_nd is not None else None
     out = {}
     for name, fn in predict_fns.items():
-        proba = np.zeros((len(X), 10))
-        if ok.any():
-            proba[ok] = np.vstack(
-                [np.asarray(fn(X[ok][i : i + 1000]), np.float64) for i in range(0, int(ok.sum()), 1000)]
-            )
+        proba, own = np.zeros((len(X), 10)), np.full((len(X), 10), 0.1)
+        has_own = False
+        for i in range(0, int(ok.sum()), 1000):
+            rows = np.flatnonzero(ok)[i : i + 1000]
+            proba[rows], chunk_own = predict_with_opinion(fn, X[rows])
+            if chunk_own is not None:
+                own[rows], has_own = chunk_own, True
         flags = None
         if p_nd is not None:
             answered = np.where(ok[:, None], proba, 0.1)
-            flags = detector.flags(name, X, answered, p_not_digit=p_nd, digit_proba=digits, reference_proba=reference)
+            flags = detector.flags(name, X, answered, p_not_digit=p_nd, digit_proba=digits, reference_proba=reference,
+                                   own_opinion=own if has_own else None)  # fmt: skip
         out[name] = (proba, flags)
     return out
 

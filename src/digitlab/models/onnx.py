@@ -9,6 +9,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+#: the output an ensemble's graph adds: each member's own probabilities (training/cnn_net.MEMBERS_NAME)
+MEMBERS_OUTPUT = "member_probabilities"
+
 
 def make_session(model_bytes: bytes, threads: int = 1):
     import onnxruntime as ort
@@ -39,23 +42,34 @@ class OnnxClassifier(ClassifierMixin, BaseEstimator):
         if session is None:
             session = self.__dict__["_ort_session"] = make_session(self.model_bytes)
             self.__dict__["_ort_input"] = session.get_inputs()[0].name
+            self.__dict__["_ort_outputs"] = {o.name for o in session.get_outputs()}
         return session
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state.pop("_ort_session", None)
         state.pop("_ort_input", None)
+        state.pop("_ort_outputs", None)
         return state
 
     def fit(self, X, y=None):
         return self
 
     def predict_proba(self, X) -> np.ndarray:
+        return self.predict_proba_members(X, members=False)[0]
+
+    def predict_proba_members(self, X, members: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """(probabilities (n, 10), and for an ensemble each member's own (n, members, 10) or None), in one
+        run of the network: the members' disagreement is a second opinion for the "not sure" flag."""
         session = self._session()
         X = np.ascontiguousarray(X, dtype=np.float32)
-        proba = session.run(["probabilities"], {self.__dict__["_ort_input"]: X})[0]
-        proba = np.asarray(proba, dtype=np.float64)
-        return proba / proba.sum(axis=1, keepdims=True)
+        names = ["probabilities"]
+        if members and MEMBERS_OUTPUT in self.__dict__["_ort_outputs"]:
+            names.append(MEMBERS_OUTPUT)
+        out = session.run(names, {self.__dict__["_ort_input"]: X})
+        proba = np.asarray(out[0], dtype=np.float64)
+        own = np.asarray(out[1], dtype=np.float64) if len(out) > 1 else None
+        return proba / proba.sum(axis=1, keepdims=True), own
 
     def predict(self, X) -> np.ndarray:
         return self.classes_[self.predict_proba(X).argmax(axis=1)]

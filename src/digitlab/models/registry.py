@@ -89,6 +89,16 @@ class LoadedModel:
         proba = np.asarray(self.estimator.predict_proba(X), dtype=np.float64)
         return proba / proba.sum(axis=1, keepdims=True)
 
+    def predict_with_opinion(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(probabilities, own opinion or None): for a model that is several networks (the CNN) the
+        smallest of their own probabilities per digit, from the same run; the "not sure" flag's second
+        opinion for it (`detector.runtime`). None for every other model."""
+        members = getattr(self.estimator, "predict_proba_members", None)
+        if members is None:
+            return self.predict_proba(X), None
+        proba, own = members(np.asarray(X, dtype=np.float32).reshape(-1, 784))
+        return proba, (None if own is None else own.min(axis=1))
+
 
 def model_dirs_for(name: str, model_dir: Path) -> list[Path]:
     """Trained artefacts in `model_dir` win over the one bundled with the package."""

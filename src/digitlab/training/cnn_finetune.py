@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from digitlab.training.cnn_augment import Augmentation, augment_batch
-from digitlab.training.cnn_net import export_onnx, import_torch
+from digitlab.training.cnn_net import OUTPUT_NAME, export_onnx, import_torch
 from digitlab.training.progress import log
 
 EPOCHS = 2
@@ -67,6 +67,8 @@ def network_from_onnx(payload: bytes):
         elif node.op_type == "Identity":  # eval-mode dropout, or one initializer shared by equal tensors
             if node.input[0] in weights:
                 weights[node.output[0]] = weights[node.input[0]]
+        elif node.op_type == "Softmax" and OUTPUT_NAME in node.output:
+            break  # the served probabilities; what follows is the members' own (rebuilt by export_onnx)
         elif node.op_type not in ("Constant", "Reshape", "Softmax"):
             raise ValueError(f"the CNN's graph has a {node.op_type} node this fine-tuner does not know")
     return nn.Sequential(*layers), temperature

@@ -17,6 +17,10 @@ INPUT_NAME = "input"
 
 
 OUTPUT_NAME = "probabilities"
+#: with several members: each member's own probabilities (n, members, 10), the served network's parts
+#: (each member's features through its share of the linear layer, the shared bias): the "not sure"
+#: flag's second opinion for the CNN (their disagreement marks real mistakes)
+MEMBERS_NAME = "member_probabilities"
 
 
 #: the network, left to right: `c<N>` a conv-BN-ReLU block with N channels (3x3; `c<N>k5` 5x5), `p` a
@@ -112,10 +116,21 @@ def architecture_summary(arch: str = ARCH, members: int = 1) -> str:
     return summary if members == 1 else f"{members} x ({summary}), mean of the logits"
 
 
+def members_of(net) -> int:
+    """How many networks a chain holds: the groups of its last convolution (1: a single network)."""
+    from torch import nn
+
+    convs = [layer for layer in net if isinstance(layer, nn.Conv2d)]
+    return int(convs[-1].groups) if convs else 1
+
+
 def _inference_module(net, temperature: float):
-    """(n, 784) in [0, 1] -> softmax(logits / T): the exact graph that is exported to ONNX."""
+    """(n, 784) in [0, 1] -> softmax(logits / T) (and with several members each member's own, from its
+    features and its share of the linear layer): the exact graph that is exported to ONNX."""
     import torch
     from torch import nn
+
+    members = members_of(net)
 
     class Served(nn.Module):
         def __init__(self) -> None:
@@ -124,8 +139,18 @@ def _inference_module(net, temperature: float):
             self.register_buffer("inv_temperature", torch.tensor(1.0 / temperature, dtype=torch.float32))
 
         def forward(self, x):
-            logits = self.net(x.reshape(-1, 1, 28, 28))
-            return torch.softmax(logits * self.inv_temperature, dim=1)
+            features = self.net[:-1](x.reshape(-1, 1, 28, 28))
+            linear = self.net[-1]
+            probabilities = torch.softmax(linear(features) * self.inv_temperature, dim=1)
+            if members == 1:
+                return probabilities
+            width = features.shape[1] // members  # member k's features are the k-th block (merge_members)
+            own = [
+                nn.functional.linear(features[:, k * width : (k + 1) * width],
+                                     linear.weight[:, k * width : (k + 1) * width] * members, linear.bias)
+                for k in range(members)
+            ]  # fmt: skip
+            return probabilities, torch.softmax(torch.stack(own, dim=1) * self.inv_temperature, dim=2)
 
     return Served().eval()
 
@@ -139,6 +164,7 @@ def export_onnx(net, temperature: float) -> bytes:
     import torch
 
     module = _inference_module(net, temperature)
+    outputs = [OUTPUT_NAME] if members_of(net) == 1 else [OUTPUT_NAME, MEMBERS_NAME]
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy (TorchScript) exporter warns that it is legacy
@@ -147,8 +173,8 @@ def export_onnx(net, temperature: float) -> bytes:
             (torch.zeros(1, 784),),
             buf,
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "n"}, OUTPUT_NAME: {0: "n"}},
+            output_names=outputs,
+            dynamic_axes={name: {0: "n"} for name in (INPUT_NAME, *outputs)},
             opset_version=OPSET,
             do_constant_folding=True,
             dynamo=False,

@@ -235,7 +235,7 @@ def calibrate(
         from digitlab.training.real_calibration import real_thresholds
 
         on_real = real_thresholds(
-            detector, models, real, (p_d, val["labels"], {n: o[0] for n, o in outputs.items()}),
+            detector, models, real, (p_d, val["labels"], {n: o[0] for n, o in outputs.items()}, Xd),
             chosen["t_detector"], p_n, drawn_digits=digits_d,
         )
         chosen["t_detector"], t_model, real_rates = on_real["t_detector"], on_real["t_model"], on_real["real"]

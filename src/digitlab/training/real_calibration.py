@@ -92,54 +92,61 @@ def real_thresholds(
     *,
     drawn_digits: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """{"t_detector", "t_model": {name: t}, "t_joint": {name: t} or {}, "opinion": {name: "cnn"},
+    """{"t_detector", "t_model": {name: t}, "t_joint": {name: t} or {}, "opinion": {name: "cnn" | "members"},
     "real": {set: {name: rates}}}.
 
-    Chosen as the module says. `drawn`: (p_not_digit, labels, {name: proba}) on the drawn validation
+    Chosen as the module says. `drawn`: (p_not_digit, labels, {name: proba}, X) on the drawn validation
     digits, `drawn_digits` the detector's digit probabilities there (None: no second opinion);
     `p_negatives`: p_not_digit of the validation non-digits.
     """
-    from digitlab.detector.runtime import joint_confidence
-    from digitlab.evaluation.flags import flag_rates
+    from digitlab.detector.runtime import MEMBERS, joint_confidence, with_own_opinion
+    from digitlab.evaluation.flags import flag_rates, predict_with_opinion
 
     out_real = {s: _outputs(detector, X) for s, (X, _) in real.items()}
     p_real = {s: o[0] for s, o in out_real.items()}
     wanted = max(float(np.quantile(p, 1.0 - DETECTOR_REAL_SHARE)) for p in p_real.values())
     cap = float(np.quantile(p_negatives, 1.0 - NEGATIVES_KEPT)) if len(p_negatives) else 1.0
     td = max(t_detector, min(wanted, cap))
-    p_drawn, drawn_labels, drawn_proba = drawn
+    p_drawn, drawn_labels, drawn_proba, X_drawn = drawn
     second = drawn_digits is not None and all(o[1] is not None for o in out_real.values())
 
-    def confidence(proba: np.ndarray, digits: np.ndarray | None) -> np.ndarray:
-        return joint_confidence(proba, digits) if second else proba.max(axis=1)
+    def with_opinion(model: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        parts = [predict_with_opinion(model.predict_proba, X[i : i + 2000]) for i in range(0, len(X), 2000)]
+        own = [o for _, o in parts if o is not None]
+        return np.vstack([p for p, _ in parts]), (np.vstack(own) if len(own) == len(parts) and own else None)
 
+    outputs = {name: {s: with_opinion(m, X) for s, (X, _) in real.items()} for name, m in models.items()}
     opinion = {name: "cnn" for name in models if second and name in CNN_OPINION and "cnn" in models}
+    opinion.update({name: MEMBERS for name, per_set in outputs.items()  # a model of several networks
+                    if second and all(own is not None for _, own in per_set.values())})  # fmt: skip
+    drawn_own = {name: with_opinion(models[name], X_drawn)[1] for name in opinion if opinion[name] == MEMBERS}
+
+    def confidence(name: str, proba: np.ndarray, digits: np.ndarray, reference: np.ndarray, own) -> np.ndarray:
+        if not second:
+            return proba.max(axis=1)
+        if opinion.get(name) == MEMBERS:
+            return joint_confidence(proba, with_own_opinion(digits, own), normalise=False)
+        return joint_confidence(proba, reference if opinion.get(name) == "cnn" else digits)
+
     t_model, t_joint, rates = {}, {}, {}
-    outputs = {
-        name: {
-            s: np.vstack([m.predict_proba(X[i : i + 2000]) for i in range(0, len(X), 2000)])
-            for s, (X, _) in real.items()
-        }
-        for name, m in models.items()
-    }
     for name, per_set in outputs.items():
         limits, scores = [], {}
-        for s, proba in per_set.items():
+        for s, (proba, own) in per_set.items():
             correct = proba.argmax(axis=1) == real[s][1]
-            scores[s] = confidence(proba, outputs["cnn"][s] if name in opinion else out_real[s][1])
+            scores[s] = confidence(name, proba, out_real[s][1], outputs["cnn"][s][0] if "cnn" in outputs else None, own)
             if ((p_real[s] > td) & correct).sum() <= REAL_BUDGET * correct.sum():
                 limits.append(_largest_threshold(scores[s], p_real[s] > td, correct, REAL_BUDGET))
         if name in drawn_proba:
             proba = drawn_proba[name]
             correct = proba.argmax(axis=1) == drawn_labels
-            score = confidence(proba, drawn_proba["cnn"] if name in opinion else drawn_digits)
+            score = confidence(name, proba, drawn_digits, drawn_proba.get("cnn"), drawn_own.get(name))
             limits.append(_largest_threshold(score, p_drawn > td, correct, DRAWN_BUDGET))
         t = math.floor(min(limits, default=0.0) * 1e4) / 1e4  # rounded down: never one more
         t_model[name] = 0.0 if second else t
         if second:
             t_joint[name] = t
         rates[name] = {}
-        for s, proba in per_set.items():
+        for s, (proba, _) in per_set.items():
             correct = proba.argmax(axis=1) == real[s][1]
             flags = (p_real[s] > td) | (scores[s] < t)
             rates[name][s] = flag_rates(flags, correct, np.zeros(0, bool))
