@@ -273,3 +273,12 @@ def test_not_digit_must_be_a_json_boolean(client, value):
 def test_health_answers_head_for_load_balancer_probes(client):
     r = client.head("/health")
     assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+
+
+@pytest.mark.parametrize("value", ["10", "-1"])
+def test_a_form_digit_out_of_range_is_said_to_be_out_of_range(client, value):
+    """Multipart `true_digit=10`: the message names the range, not "should be a valid integer"."""
+    r = client.post("/api/v1/predict", files={"image": ("d.png", draw_digit(), "image/png")}, data={"true_digit": value})
+    body = assert_error(r, 422, "invalid_fields")
+    assert "true_digit" in body["detail"] and ("9" in body["detail"] or "0" in body["detail"]), body
+    assert "valid integer" not in body["detail"]

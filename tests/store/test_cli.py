@@ -161,3 +161,10 @@ def test_the_command_line_export_has_the_digits_of_confirmed_numbers(use_databas
     assert main(["db", "export", "--out", str(tmp_path / "n.csv")]) == 0
     rows = (tmp_path / "n.csv").read_text().splitlines()[1:]
     assert [r.split(",", 1)[0] for r in rows] == ["4", "2"]
+
+
+@pytest.mark.parametrize("argv", [["models", "list", "zzz"], ["models", "rollback", "zzz"]])
+def test_an_unknown_model_name_is_said_so(use_database, store, capsys, argv):
+    use_database(store.url)
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith("error: unknown model: choose one of cnn, svm")

@@ -319,7 +319,7 @@ def clean_form_value(value: Any) -> Any:
     return value
 
 
-_DIGIT_TEXT = re.compile(r"^\s*[0-9]\s*$")
+_DIGIT_TEXT = re.compile(r"^\s*-?[0-9]{1,6}\s*$")  # a number: the range check then names 0-9
 
 
 def form_digit(value: Any) -> Any:
