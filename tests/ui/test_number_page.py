@@ -80,6 +80,7 @@ def test_a_reading_during_a_database_outage_is_queued_and_confirmed(desktop, ui_
     holder = sqlite3.connect(ui_workdir / "ui.db", isolation_level=None, timeout=30)
     try:
         holder.execute("BEGIN EXCLUSIVE")
+        page.get_by_text("…or upload a photo or scan of a written number").click()  # folded under the reading
         page.locator('.st-key-number_photo input[type="file"]').set_input_files(
             files=[{"name": "number.png", "mimeType": "image/png", "buffer": draw_number("42")}]
         )

@@ -107,11 +107,21 @@ def feedback(answer: dict, key: str) -> None:
 
 @st.fragment
 def number_area() -> None:
-    drawing = drawing_canvas("number", hint="Write a number, e.g. a year or a price",
+    drawing = drawing_canvas("number", hint="Write a number, e.g. a year or a price (on a phone, turn it sideways)",
                              width=CANVAS_WIDTH, height=CANVAS_HEIGHT)  # fmt: skip
-    photo = st.file_uploader(
-        "…or upload a photo or scan of a written number", type=PHOTO_TYPES, key="number_photo"
-    )
+    result = st.container()  # the reading right under the canvas; the upload folded away below it
+    with st.expander("…or upload a photo or scan of a written number", icon=":material/photo_camera:"):
+        photo = st.file_uploader(
+            "A photo or scan of a written number", type=PHOTO_TYPES, key="number_photo",
+            help="PNG, JPEG, WebP or BMP up to 5 MB: paper, lined or squared, uneven light. While a photo is "
+            "here it is what is read; remove it to use the canvas again.",
+        )  # fmt: skip
+    with result:
+        _reading(drawing, photo)
+
+
+def _reading(drawing, photo) -> None:
+    """The reading of the photo (when there is one) or of the canvas, with its boxes and the answer form."""
     if photo is not None:
         image, name = photo.getvalue(), photo.name
         answer, error = read(image, ("photo", photo.file_id), name, source="upload")
