@@ -96,12 +96,16 @@ class _Model:
         return out
 
 
-def test_real_thresholds_flag_most_mistakes_within_the_budget():
-    n = 3000
-    rng = np.random.default_rng(1)
+def _real_set(seed: int, n: int = 3000):
+    """n "real" images (row i is all i: the fakes look up their answers by it), labels, 5 % model mistakes."""
+    rng = np.random.default_rng(seed)
     labels = rng.integers(0, 10, n)
     wrong = rng.random(n) < 0.05
-    X = np.arange(n, dtype=np.float32)[:, None] * np.ones((1, 784), np.float32)
+    return n, rng, labels, wrong, np.arange(n, dtype=np.float32)[:, None] * np.ones((1, 784), np.float32)
+
+
+def test_real_thresholds_flag_most_mistakes_within_the_budget():
+    n, rng, labels, wrong, X = _real_set(1)
     det = _Det(rng.random(n) * 0.5)
     model = _Model(labels, wrong)
     real = {"a": (X, labels)}
@@ -146,11 +150,7 @@ class _DetWithDigits(_Det):
 
 
 def test_second_opinion_is_chosen_when_it_catches_more_within_the_budget():
-    n = 3000
-    rng = np.random.default_rng(3)
-    labels = rng.integers(0, 10, n)
-    wrong = rng.random(n) < 0.05
-    X = np.arange(n, dtype=np.float32)[:, None] * np.ones((1, 784), np.float32)
+    n, rng, labels, wrong, X = _real_set(3)
     det = _DetWithDigits(rng.random(n) * 0.5, labels)
     drawn = (np.zeros(10), np.zeros(10, int), {}, np.zeros((10, 784), np.float32))
     chosen = real_thresholds(
@@ -182,11 +182,7 @@ class _Networks(_Model):
 
 
 def test_a_model_of_several_networks_takes_their_own_opinion_with_the_detectors():
-    n = 3000
-    rng = np.random.default_rng(4)
-    labels = rng.integers(0, 10, n)
-    wrong = rng.random(n) < 0.05
-    X = np.arange(n, dtype=np.float32)[:, None] * np.ones((1, 784), np.float32)
+    n, rng, labels, wrong, X = _real_set(4)
     det = _Det(rng.random(n) * 0.5)
     answers = np.where(wrong, (labels + 1) % 10, labels)  # digit outputs that agree with every answer
     digits = 0.2 * rng.dirichlet(np.ones(10), n) + 0.8 * np.eye(10)[answers]

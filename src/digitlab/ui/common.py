@@ -129,6 +129,21 @@ def cached_api_call(cache_name: str, key: Any, call, size: int = 64, record: Any
     return result, None
 
 
+PHOTO_TYPES = ["png", "jpg", "jpeg", "webp", "bmp"]  # what the API accepts (it checks the bytes itself)
+
+
+def photo_picker(title: str, label: str, key: str, what: str):
+    """A folded "upload a photo" below the canvas (the canvas stays the main thing); the file or None.
+    `what`: what the photo's content is used for ("the model reads", "is read")."""
+    with st.expander(title, icon=":material/photo_camera:"):
+        return st.file_uploader(
+            label, type=PHOTO_TYPES, key=key,
+            help=f"PNG, JPEG, WebP or BMP up to 5 MB: paper, lined or squared, uneven light, dark ink on light "
+            f"paper or the other way round. While a photo is here it is what {what}; remove it to use the "
+            "canvas again.",
+        )  # fmt: skip
+
+
 def close_drawing(prefix: str) -> None:
     """The person answered what this drawing is: its record keeps that picture with the answer, and the
     next change of the picture starts a new record (it would otherwise move the answer onto a changed

@@ -14,7 +14,6 @@ from digitlab.ui.client import ApiError, Prediction
 
 AUTO = "__auto__"
 CACHE_SIZE = 64
-PHOTO_TYPES = ["png", "jpg", "jpeg", "webp", "bmp"]  # what the API accepts (it checks the bytes itself)
 
 
 def _model_options(models: list[dict]) -> tuple[list[str], dict[str, str]]:
@@ -73,14 +72,8 @@ def predict_photo(photo, model: str | None) -> tuple[Prediction | None, ApiError
 
 
 def photo_picker():
-    """A folded "upload a photo" under the canvas (the canvas stays the main thing); the file or None."""
-    with st.expander("…or upload a photo or scan of a digit", icon=":material/photo_camera:"):
-        photo = st.file_uploader(
-            "A photo or scan of one digit", type=PHOTO_TYPES, key="draw_photo",
-            help="PNG, JPEG, WebP or BMP up to 5 MB: dark ink on light paper or the other way round. While a "
-            "photo is here it is what the model reads; remove it to use the canvas again.",
-        )  # fmt: skip
-    return photo
+    return common.photo_picker("…or upload a photo or scan of a digit", "A photo or scan of one digit", "draw_photo",
+                               "the model reads")  # fmt: skip
 
 
 NOT_A_DIGIT = "Not a digit"

@@ -16,7 +16,6 @@ from digitlab.ui.client import ApiError
 CANVAS_WIDTH = 840
 CANVAS_HEIGHT = 280
 CACHE_SIZE = 32
-PHOTO_TYPES = ["png", "jpg", "jpeg", "webp", "bmp"]
 
 
 
@@ -110,12 +109,8 @@ def number_area() -> None:
     drawing = drawing_canvas("number", hint="Write a number, e.g. a year or a price (on a phone, turn it sideways)",
                              width=CANVAS_WIDTH, height=CANVAS_HEIGHT)  # fmt: skip
     result = st.container()  # the reading right under the canvas; the upload folded away below it
-    with st.expander("…or upload a photo or scan of a written number", icon=":material/photo_camera:"):
-        photo = st.file_uploader(
-            "A photo or scan of a written number", type=PHOTO_TYPES, key="number_photo",
-            help="PNG, JPEG, WebP or BMP up to 5 MB: paper, lined or squared, uneven light. While a photo is "
-            "here it is what is read; remove it to use the canvas again.",
-        )  # fmt: skip
+    photo = common.photo_picker("…or upload a photo or scan of a written number",
+                                "A photo or scan of a written number", "number_photo", "is read")  # fmt: skip
     with result:
         _reading(drawing, photo)
 
