@@ -282,3 +282,12 @@ def test_a_form_digit_out_of_range_is_said_to_be_out_of_range(client, value):
     body = assert_error(r, 422, "invalid_fields")
     assert "true_digit" in body["detail"] and ("9" in body["detail"] or "0" in body["detail"]), body
     assert "valid integer" not in body["detail"]
+
+
+def test_a_json_body_with_a_byte_order_mark_is_read(client):
+    """RFC 8259 lets a parser ignore a UTF-8 BOM (Windows tools write one); the image is read as usual."""
+    import json
+
+    body = b"\xef\xbb\xbf" + json.dumps({"image": base64.b64encode(draw_digit()).decode()}).encode()
+    r = client.post("/api/v1/predict", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 200 and 0 <= r.json()["digit"] <= 9

@@ -168,3 +168,13 @@ def test_an_unknown_model_name_is_said_so(use_database, store, capsys, argv):
     use_database(store.url)
     assert main(argv) == 2
     assert capsys.readouterr().err.startswith("error: unknown model: choose one of cnn, svm")
+
+
+def test_evaluate_says_a_model_name_is_unknown_before_looking_for_mnist(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("DIGITLAB_MNIST_DIR", str(tmp_path / "no-mnist-here"))
+    get_settings.cache_clear()
+    try:
+        assert main(["evaluate", "zzz"]) == 2
+    finally:
+        get_settings.cache_clear()
+    assert capsys.readouterr().err.startswith("error: unknown model 'zzz': choose among cnn")

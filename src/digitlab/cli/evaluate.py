@@ -13,6 +13,9 @@ from digitlab.models.registry import MODEL_SPECS
 
 def evaluate_command(names: list[str], *, as_json: bool = False) -> int:
     settings = get_settings()
+    unknown = [n for n in names if n not in MODEL_SPECS]
+    if unknown:  # before MNIST is looked for (or downloaded): a typo is said as a typo
+        raise DigitlabError(f"unknown model {unknown[0][:40]!r}: choose among {', '.join(MODEL_SPECS)}")
     if not names:
         names = [n for n in MODEL_SPECS if _available(n, settings.model_dir)]
         if not names:

@@ -123,6 +123,8 @@ _URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
 
 async def _from_json(request: Request, json_model: type[ImageOptions]) -> tuple[bytes, Any]:
     body = await request.body()
+    if body.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark, which RFC 8259 lets a parser ignore
+        body = body[3:]
     try:
         payload = _loads(body)
     except ValueError:
