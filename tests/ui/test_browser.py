@@ -169,6 +169,12 @@ def test_the_record_follows_the_canvas_through_undo_and_an_answer_stays_with_its
     assert total == before + 2 and rows[0]["drawn_digit"] is None  # a new record for the changed picture
     answered = httpx.get(f"{api_server.url}/api/v1/predictions/{record}", timeout=10).json()
     assert answered["drawn_digit"] == 7 and _input_png(api_server.url, record) == first_png
+    # Undo back to the answered picture: its own record and answer again, no unlabelled twin of it
+    click_tool(page, "draw", "Undo")
+    expect(page.locator(PREDICTION)).to_have_attribute("data-drawing", first, timeout=15_000)
+    wait_idle(page, settle=1.0)
+    expect(page.get_by_text(re.compile(r"Saved: you drew a 7"))).to_be_visible()
+    assert _newest_rows(api_server.url)[0] == before + 2
     click_tool(page, "draw", "Clear")
     expect(page.locator(EMPTY)).to_be_visible()
     no_traceback(page)

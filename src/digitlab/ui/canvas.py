@@ -48,16 +48,20 @@ class Drawing:
 
 def _drawing_id(prefix: str, inked: bool, background: str, png: bytes | None = None) -> str | None:
     """The current drawing's id: a new one when ink appears on an empty canvas (or on a new background),
-    or when the picture changes after the person answered what it is (`common.close_drawing`)."""
+    or when the picture changes after the person answered what it is (`common.close_drawing`); back on
+    an answered picture (Undo), that picture's own id, so its record and answer serve again."""
     key = f"{prefix}_drawing_id"
     current = st.session_state.get(key)
-    closed = st.session_state.get(f"{prefix}_closed")
+    answered: dict = st.session_state.setdefault(f"{prefix}_answered", {})  # digest -> (id, background)
     if not inked:
         st.session_state.pop(key, None)
-        st.session_state.pop(f"{prefix}_closed", None)
+        answered.clear()
         return None
-    if closed is not None and png and hashlib.sha1(png).hexdigest() != closed:
-        st.session_state.pop(f"{prefix}_closed", None)
+    digest = hashlib.sha1(png).hexdigest() if png else None
+    if digest in answered and answered[digest][1] == background:
+        st.session_state[key] = answered[digest]
+        return answered[digest][0]
+    if current is not None and current in answered.values():  # the answered picture changed: a new record
         current = None
     if current is None or current[1] != background:
         current = (uuid.uuid4().hex, background)

@@ -149,8 +149,9 @@ def close_drawing(prefix: str) -> None:
     next change of the picture starts a new record (it would otherwise move the answer onto a changed
     picture). See `canvas._drawing_id`."""
     drawing = st.session_state.get(f"{prefix}_drawing")
-    if drawing is not None and not drawing.empty:
-        st.session_state[f"{prefix}_closed"] = drawing.digest
+    if drawing is not None and not drawing.empty and drawing.drawing_id:
+        answered = st.session_state.setdefault(f"{prefix}_answered", {})
+        answered[drawing.digest] = (drawing.drawing_id, drawing.background_color)
 
 
 def session_id() -> str:

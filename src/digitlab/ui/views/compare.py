@@ -41,7 +41,8 @@ def verdict(result: Comparison, models: list[dict]) -> None:
         if n == 1:
             text = f"The only ready model says **{said}**."
         elif unsure:  # "agree: it is an 8" above "every model is unsure" would contradict itself
-            text = f"All {n} models say **{digit}**, but not all of them trust it."
+            trust = "none of them trusts it" if len(unsure) == n else "not all of them trust it"
+            text = f"All {n} models say **{digit}**, but {trust}."
         else:
             text = f"All {n} models agree: it is {common.a_digit(digit, bold=True)}."
         (st.info if unsure else st.success)(text, icon=":material/handshake:")

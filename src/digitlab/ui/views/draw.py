@@ -123,7 +123,7 @@ def answer_html(prediction: Prediction, models: list[dict], digest: str) -> str:
 def show_result(prediction: Prediction, models: list[dict], digest: str, slot) -> None:
     slot.markdown(answer_html(prediction, models, digest), unsafe_allow_html=True)
 
-    key = f"fb_{digest[:12]}_{prediction.model}"
+    key = f"fb_{(prediction.uid or digest)[:12]}_{prediction.model}"  # per record: a twin shows no "Saved"
     st.pills(
         "What did you draw?", ANSWERS, key=key, on_change=send_feedback, args=(key, prediction),
         help="One click saves the true digit with this drawing, so the History page can measure accuracy and "

@@ -46,14 +46,16 @@ def boxed(image: bytes, digits: list[dict]) -> bytes:
 def show_reading(answer: dict, image: bytes, key: str) -> None:
     text = answer.get("text") or ""
     unsure = " dl-unsure" if answer.get("uncertain") else ""
+    model = common.display_name(common.model_catalog()[0], answer.get("model", ""))
     st.markdown(
         f"""<div class="dl-result" data-testid="dl-number" data-text="{common.esc(text)}">
           <div class="dl-digit{unsure}" data-testid="dl-number-text">{common.esc(text) or "–"}</div>
           <div class="dl-meta"><span><b>{answer.get("confidence", 0) * 100:.0f}%</b> sure of every digit</span>
-            <span>{common.esc(answer.get("model", ""))} · {answer.get("latency_ms", 0):.0f}&nbsp;ms</span></div></div>""",
+            <span>{common.esc(model)} · {answer.get("latency_ms", 0):.0f}&nbsp;ms</span></div></div>""",
         unsafe_allow_html=True,
     )
-    st.image(boxed(image, answer["digits"]), caption="What was read: one box per digit", width="stretch")
+    feedback(answer, key)  # right under the reading: no scrolling to confirm (it was ~550 px below the fold)
+    st.image(boxed(image, answer["digits"]), caption="What was read: one box per digit", width="content")
     if answer["digits"]:
         cols = st.columns(len(answer["digits"]))
         for col, d in zip(cols, answer["digits"], strict=True):
@@ -67,7 +69,6 @@ def show_reading(answer: dict, image: bytes, key: str) -> None:
     if any(d.get("uncertain") for d in answer["digits"]):
         st.info("Some digits are uncertain (orange boxes): write them larger, with a little space between.",
                 icon=":material/help:")  # fmt: skip
-    feedback(answer, key)
 
 
 def feedback(answer: dict, key: str) -> None:
