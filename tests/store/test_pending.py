@@ -4,6 +4,7 @@ a person's label may reach another worker than their prediction): it waits for t
 from __future__ import annotations
 
 import shutil
+import time
 
 from sqlalchemy import func, select
 from tests.store.test_numbers import number
@@ -89,3 +90,28 @@ def test_a_worker_back_before_another_queues_labels_for_its_spooled_records(
     finally:
         here.close()
         shutil.rmtree(tmp_path / "spool", ignore_errors=True)
+
+
+def test_a_label_left_waiting_after_its_record_arrived_is_applied_by_the_next_scan(
+    db_url, tmp_path, make_record, open_store
+):
+    """The race: a label was queued just after the replay of its record committed (and after that replay's
+    sweep). The periodic scan applies it."""
+    import json
+    from datetime import datetime
+
+    from sqlalchemy import insert
+
+    store = open_store(db_url, tmp_path / "spool" / "me", orphan_scan_interval=0.2)
+    try:
+        stored = store.add(make_record(5))
+        with store.engine.begin() as conn:
+            conn.execute(insert(PENDING).values(created_at=datetime.now(), target="prediction", uid=stored.uid,
+                                                label=json.dumps(5)))  # fmt: skip
+        deadline = time.monotonic() + 10
+        while _waiting(store) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        row = store.get_by_uid(stored.uid)
+        assert (row.drawn_digit, row.correct, _waiting(store)) == (5, True, 0)
+    finally:
+        store.close()

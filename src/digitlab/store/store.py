@@ -416,6 +416,7 @@ class PredictionStore:
                 if time.monotonic() >= next_scan:
                     next_scan = time.monotonic() + self.orphan_scan_interval
                     self._orphans.extend(self.spool.orphans())
+                    self._sweep_quietly()
                 if self._spool_mode or self._orphans:
                     self._ensure_ready()
                     self._mark_up()
@@ -549,6 +550,16 @@ class PredictionStore:
                 numbers.apply_true_text(conn, "drawing_id", by_drawing)
             if rest:
                 numbers.apply_true_text(conn, "uid", rest)
+
+    def _sweep_quietly(self) -> None:
+        """At every orphan scan in database mode: labels whose record arrived after the last sweep (a label
+        queued by one process just as another finished replaying its record). Never changes the mode."""
+        if self._spool_mode or not self._migrated:
+            return
+        try:
+            self._sweep_pending()
+        except SQLAlchemyError as exc:  # an outage is noticed by writes and health probes, not here
+            log.debug("waiting labels not swept: %s", _one_line(exc))
 
     def _sweep_pending(self) -> None:
         """Apply waiting labels whose records arrived meanwhile (two processes replaying at once)."""
