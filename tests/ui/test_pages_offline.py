@@ -43,7 +43,8 @@ def test_every_page_survives_the_api_being_down(dead_api, page):
     assert not at.exception, at.exception
     text = _text(at)
     assert f"The prediction service is not reachable at `{dead_api}`" in text, text[:1000]
-    assert "Not started yet? Run `digitlab serve`" in text  # a UI started alone says how to start the API
+    port = dead_api.rsplit(":", 1)[1]
+    assert f"Not started yet? Run `DIGITLAB_PORT={port} digitlab serve`" in text  # how to start the API it expects
     if page == "models":
         assert "Support vector machine" in text  # the packaged descriptions, offline
     if page == "about":

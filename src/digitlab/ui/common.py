@@ -216,8 +216,7 @@ def health_monitor(has_canvas: bool = False) -> None:
     if not ok:
         message = str(api_error()).replace(api_url(), f"`{api_url()}`")  # no autolink to an internal URL
         kept = "; your drawing stays on the canvas" if has_canvas else ""
-        start = ("" if st.session_state.get("api_seen") else  # never reached: maybe never started
-                 " Not started yet? Run `digitlab serve` for the API, or `make run` for the API and this UI.")  # fmt: skip
+        start = "" if st.session_state.get("api_seen") else f" Not started yet? {_how_to_start(api_url())}"
         with st.container(key="dl_outage"):
             st.error(f"**{message}**  \nThe page reconnects by itself as soon as the service is back{kept}.{start}",
                      icon=":material/cloud_off:")  # fmt: skip
@@ -231,6 +230,18 @@ def health_monitor(has_canvas: bool = False) -> None:
                 f"{waiting} and saved when it is back. History is paused.",
                 icon=":material/database:",
             )
+
+
+def _how_to_start(url: str) -> str:
+    """The command that starts the API this UI looks for (its port when it is not the default)."""
+    from urllib.parse import urlsplit
+
+    try:
+        port = urlsplit(url).port
+    except ValueError:
+        port = None
+    serve = "digitlab serve" if port in (None, 8000) else f"DIGITLAB_PORT={port} digitlab serve"
+    return f"Run `{serve}` for the API, or `make run` for the API and this UI."
 
 
 # --- model catalogue -----------------------------------------------------------------------------------
