@@ -245,8 +245,9 @@ def test_undo_removes_the_last_stroke(desktop, ui_server):
     page = desktop
     open_page(page, ui_server.url, PAGES["draw"], ready=CANVAS)
     draw_digit(page, 4)  # two strokes
-    first = wait_new_prediction(page, None)
-    wait_idle(page)
+    wait_new_prediction(page, None)  # (may be the first stroke's answer: the second's is on its way)
+    wait_idle(page, settle=1.0)
+    first = current_drawing(page)  # the answer for both strokes
     click_tool(page, "draw", "Undo")
     after_undo = wait_new_prediction(page, first)
     assert after_undo != first
