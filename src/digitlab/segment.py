@@ -34,6 +34,7 @@ from scipy import ndimage as ndi
 from digitlab.decode import EmptyImageError, open_image, pil_to_rgba
 from digitlab.detector.runtime import NotDigit
 from digitlab.errors import DigitlabError
+from digitlab.models.registry import predict_with_opinion
 from digitlab.preprocess import ink_map, to_mnist
 from digitlab.segment_pieces import Piece, pieces_of
 
@@ -256,8 +257,7 @@ def read_number(
         raise NotANumberError(_NOT_A_NUMBER.format(f"{len(pieces)} separate marks"))
     spans, images, boxes = _candidates(s, pieces, height)
     X = np.stack(images).reshape(len(images), 784)
-    with_opinion = getattr(model, "predict_with_opinion", None)  # the CNN's networks' own, for its flag
-    proba, own = with_opinion(X) if with_opinion is not None else (model.predict_proba(X), None)
+    proba, own = predict_with_opinion(model, X)  # with the CNN's networks' own opinion, for its flag
     proba = np.asarray(proba, np.float64)
     p_not = np.zeros(len(X))
     digit_opinion = np.full((len(X), 10), 0.1)  # the detector's own digit probabilities (second opinion)

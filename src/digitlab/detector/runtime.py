@@ -203,7 +203,7 @@ class UncertaintyDetector:
         if t_joint <= 0:
             return False
         if self.opinion(model_name) == "cnn":
-            second = getattr(p_not_digit, "reference", None)
+            second, normalise = getattr(p_not_digit, "reference", None), True
             if second is None:
                 second = self.reference_proba(image28)[0]
                 if isinstance(p_not_digit, NotDigit):
@@ -213,8 +213,7 @@ class UncertaintyDetector:
             if digits is None:
                 digits = self.not_digit_probability(image28).digits
             second, normalise = self._second(model_name, digits, own_opinion)
-            return bool(joint_confidence(proba, second, normalise=normalise)[0] < t_joint)
-        return bool(joint_confidence(proba, second)[0] < t_joint)
+        return bool(joint_confidence(proba, second, normalise=normalise)[0] < t_joint)
 
     def flags(
         self,
@@ -239,11 +238,11 @@ class UncertaintyDetector:
         if t_joint > 0 and len(out):
             if self.opinion(model_name) == "cnn":
                 second = reference_proba if reference_proba is not None else self.reference_proba(X)
-                out |= joint_confidence(proba, second) < t_joint
+                normalise = True
             else:
                 digits = digit_proba if digit_proba is not None else self.detector_outputs(X)[1]
                 second, normalise = self._second(model_name, digits, own_opinion)
-                out |= joint_confidence(proba, second, normalise=normalise) < t_joint
+            out |= joint_confidence(proba, second, normalise=normalise) < t_joint
         return out
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from digitlab.detector.runtime import UncertaintyDetector
+from digitlab.models.registry import predict_with_opinion as registry_predict_with_opinion
 
 
 def flag_rates(
@@ -35,13 +36,12 @@ def flag_rates(
 
 
 def predict_with_opinion(fn: Callable, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """`fn(X)`, and the model's own second opinion when `fn` is a `LoadedModel`'s `predict_proba` (the
-    CNN's networks' own probabilities, `LoadedModel.predict_with_opinion`; None for other models)."""
-    model = getattr(fn, "__self__", None)
-    if model is not None and hasattr(model, "predict_with_opinion") and len(X):
-        proba, own = model.predict_with_opinion(X)
-        return np.asarray(proba, np.float64), own
-    return (np.asarray(fn(X), np.float64) if len(X) else np.zeros((0, 10))), None
+    """`fn(X)` as float64 (n, 10), and the model's own second opinion when `fn` belongs to a model that has
+    one (`models.registry.predict_with_opinion`: the CNN's networks')."""
+    if not len(X):
+        return np.zeros((0, 10)), None
+    proba, own = registry_predict_with_opinion(fn, X)
+    return np.asarray(proba, np.float64), own
 
 
 def uncertainty_rates(

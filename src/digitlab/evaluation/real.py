@@ -360,8 +360,9 @@ def model_outputs(
     for name, fn in predict_fns.items():
         proba, own = np.zeros((len(X), 10)), np.full((len(X), 10), 0.1)
         has_own = False
-        for i in range(0, int(ok.sum()), 1000):
-            rows = np.flatnonzero(ok)[i : i + 1000]
+        answered_rows = np.flatnonzero(ok)
+        for i in range(0, len(answered_rows), 1000):
+            rows = answered_rows[i : i + 1000]
             proba[rows], chunk_own = predict_with_opinion(fn, X[rows])
             if chunk_own is not None:
                 own[rows], has_own = chunk_own, True

@@ -100,6 +100,16 @@ class LoadedModel:
         return proba, (None if own is None else own.min(axis=1))
 
 
+def predict_with_opinion(model: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(probabilities, the model's own second opinion or None) of `model` -- anything with
+    `predict_with_opinion` (a `LoadedModel`), or `predict_proba`, or a `LoadedModel`'s bound
+    `predict_proba` -- so callers that hold plain predict functions get the CNN's networks' opinion too."""
+    owner = getattr(model, "__self__", model)  # a bound method: its model
+    if hasattr(owner, "predict_with_opinion"):
+        return owner.predict_with_opinion(X)
+    return (model.predict_proba(X) if hasattr(model, "predict_proba") else model(X)), None
+
+
 def model_dirs_for(name: str, model_dir: Path) -> list[Path]:
     """Trained artefacts in `model_dir` win over the one bundled with the package."""
     dirs = [Path(model_dir)]
