@@ -27,6 +27,7 @@ tuning constants below, measured together. Decoding bytes lives in `digitlab.dec
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 import zlib
@@ -227,14 +228,9 @@ def _distance(px: np.ndarray, bg: np.ndarray | None, pen: np.ndarray | None) -> 
     distance (0..441) of the pixel, alpha-composited over the background, to the background; with a
     pen colour, the projection onto (pen - bg) instead, so colours unlike the pen count less.
     """
-    levels = np.arange(256, dtype=np.float32)
     if bg is None:
-        return levels[px[:, 3]]
-    if pen is not None:
-        u = (pen - bg) / float(np.linalg.norm(pen - bg))
-        luts = [(levels - bg[c]) * u[c] for c in range(3)]
-    else:
-        luts = [(levels - bg[c]) ** 2 for c in range(3)]
+        return _LEVELS[px[:, 3]]
+    luts = _distance_luts(bg.dtype.str, bg.tobytes(), None if pen is None else (pen.dtype.str, pen.tobytes()))
     d = luts[0][px[:, 0]]
     d += luts[1][px[:, 1]]
     d += luts[2][px[:, 2]]
@@ -244,8 +240,29 @@ def _distance(px: np.ndarray, bg: np.ndarray | None, pen: np.ndarray | None) -> 
         np.sqrt(d, out=d)
     alpha = px[:, 3]
     if alpha.size and alpha.min() < 255:
-        d *= (levels / 255.0)[alpha]
+        d *= _OPACITY[alpha]
     return d
+
+
+_LEVELS = np.arange(256, dtype=np.float32)
+_OPACITY = _LEVELS / 255.0
+_LEVELS.flags.writeable = _OPACITY.flags.writeable = False
+
+
+@functools.lru_cache(maxsize=64)
+def _distance_luts(bg_dtype: str, bg_bytes: bytes, pen_key: tuple[str, bytes] | None) -> tuple[np.ndarray, ...]:
+    """`_distance`'s per-channel tables for one (background, pen) pair: a canvas sends the same colours
+    every time, and building them cost more than using them."""
+    bg = np.frombuffer(bg_bytes, bg_dtype)
+    if pen_key is not None:
+        pen = np.frombuffer(pen_key[1], pen_key[0])
+        u = (pen - bg) / float(np.linalg.norm(pen - bg))
+        luts = tuple((_LEVELS - bg[c]) * u[c] for c in range(3))
+    else:
+        luts = tuple((_LEVELS - bg[c]) ** 2 for c in range(3))
+    for lut in luts:
+        lut.flags.writeable = False
+    return luts
 
 
 def _candidates(rgba: np.ndarray, bg: np.ndarray | None) -> np.ndarray | None:
