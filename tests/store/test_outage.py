@@ -12,8 +12,10 @@ import statistics
 import threading
 import time
 
+import psycopg
 import pytest
 from sqlalchemy import text
+from tests.store.conftest import _conninfo
 
 pytestmark = pytest.mark.postgres
 
@@ -122,6 +124,59 @@ def test_an_idle_outage_is_noticed_by_health(pg_databases, admin_connect, open_s
         assert store.health()["database"] == "unavailable"
         assert store.add(make_record()).stored == "spool"  # straight to the spool: no database attempt first
         _unblock(admin_connect, name)
+        assert store.wait_drained(timeout=30)
+        assert store.count() == 2
+    finally:
+        store.close()
+
+
+def test_a_read_only_database_is_an_outage_and_loses_nothing(
+    pg_databases, admin_connect, open_store, make_record, tmp_path
+):
+    """A standby during a failover (read-only transactions): records and labels wait in the spool and are
+    replayed once it is writable again (they were moved to rejected.jsonl and lost)."""
+    url, name = pg_databases.scratch()
+    store = open_store(url, tmp_path / "spool" / "me")
+    try:
+        kept = store.add(make_record())
+        with admin_connect() as conn:
+            conn.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        record = make_record()
+        assert store.add(record).stored == "spool"
+        assert store.set_feedback_by_uid(record.uid, 4) is True  # queued with its record
+        assert store.set_feedback(kept.id, 6) is True
+        assert store.health()["database"] == "unavailable"
+        with admin_connect() as conn:
+            conn.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        assert store.wait_drained(timeout=30)
+        assert store.count() == 2
+        assert store.get_by_uid(record.uid).drawn_digit == 4
+        assert store.get(kept.id).drawn_digit == 6
+        assert not list((tmp_path / "spool").rglob("rejected*"))
+    finally:
+        store.close()
+
+
+def test_a_locked_table_spools_within_seconds(pg_databases, admin_connect, open_store, make_record, tmp_path):
+    """A table lock held elsewhere: the insert gives up after the lock timeout and the record is spooled
+    (it waited for the whole lock: 36 s in the probe), then replayed when the lock goes."""
+    url, name = pg_databases.scratch()
+    store = open_store(url, tmp_path / "spool" / "me")
+    try:
+        store.add(make_record())
+        locker = psycopg.connect(_conninfo(url))
+        locker.execute("LOCK TABLE user_predictions IN ACCESS EXCLUSIVE MODE")
+        try:
+            started = time.monotonic()
+            result = store.add(make_record())
+            waited = time.monotonic() - started
+            assert result.stored == "spool"
+            assert waited < 10, waited
+        finally:
+            locker.rollback()
+            locker.close()
         assert store.wait_drained(timeout=30)
         assert store.count() == 2
     finally:

@@ -23,6 +23,12 @@ _MIGRATION_LOCK = 0x64_69_67_69  # "digi"
 _LEARN_LOCK = 0x6C_65_61_72  # "lear"
 
 
+#: PostgreSQL: a statement gives up after waiting this long for a lock, or running this long (milliseconds).
+#: Reads for exports and `digitlab learn` stream well within the second one.
+LOCK_TIMEOUT_MS = 3_000
+STATEMENT_TIMEOUT_MS = 30_000
+
+
 class BusyError(DigitlabError):
     """Another process holds the lock (e.g. a second `digitlab learn` while one runs)."""
 
@@ -71,13 +77,16 @@ def make_engine(url: str, *, connect_timeout: float = 2.0) -> Engine:
         engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 5.0})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    connect_args: dict[str, int] = {}
+    connect_args: dict[str, int | str] = {}
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() == "psycopg2" and not _has("psycopg2"):
         parsed = parsed.set(drivername="postgresql+psycopg")  # postgresql:// and +psycopg2 mean psycopg 3 here
     if parsed.get_backend_name() == "postgresql":
         # connect_timeout: a refused/unroutable server fails fast. tcp_user_timeout + keepalives: a server
         # that vanishes mid-query (network cut) fails in seconds instead of the kernel's ~15 minutes.
+        # options: a statement waiting on a lock (a migration elsewhere, a manual LOCK TABLE) or running
+        # unusually long gives up, so a prediction is spooled instead of hanging its request for minutes
         defaults = {
+            "options": f"-c lock_timeout={LOCK_TIMEOUT_MS} -c statement_timeout={STATEMENT_TIMEOUT_MS}",
             "connect_timeout": max(1, round(connect_timeout)),
             "tcp_user_timeout": 10_000,
             "keepalives": 1,

@@ -56,10 +56,19 @@ from digitlab.store.versions import VersionStore
 log = logging.getLogger("digitlab.store")
 
 
+#: SQLSTATEs that mean "not writable right now" although they do not come as OperationalError: a read-only
+#: transaction (25006: a PostgreSQL standby during a failover, or the database set read-only).
+_OUTAGE_SQLSTATES = frozenset({"25006"})
+
+
 def is_outage(exc: BaseException) -> bool:
     """Errors that mean "the database is away", as opposed to "the database refuses this statement"."""
     if isinstance(exc, DBAPIError):
-        return bool(exc.connection_invalidated) or isinstance(exc, OperationalError | InterfaceError)
+        return (
+            bool(exc.connection_invalidated)
+            or isinstance(exc, OperationalError | InterfaceError)
+            or getattr(exc.orig, "sqlstate", None) in _OUTAGE_SQLSTATES
+        )
     return isinstance(exc, DisconnectionError | PoolTimeoutError)
 
 
@@ -379,8 +388,9 @@ class PredictionStore:
         yield from labelled_digit_crops(self.engine)
 
     def health(self) -> dict[str, Any]:
-        """{"database": "ok" | "unavailable", "spool": records waiting}. In database mode the database is
-        probed (at most once a second) so an idle outage is noticed too."""
+        """{"database": "ok" | "unavailable", "spool": records waiting}: "ok" only while writes go to the
+        database. In database mode the database is probed (at most once a second) so an idle outage is
+        noticed too."""
         now = time.monotonic()
         if self._db_ok and not self._spool_mode and now - self._last_probe > 1.0:
             self._last_probe = now
@@ -389,7 +399,9 @@ class PredictionStore:
                     conn.execute(text("SELECT 1"))
             except SQLAlchemyError as exc:
                 self._mark_down(exc)
-        return {"database": "ok" if self._db_ok else "unavailable", "spool": self.pending()}
+        # spool mode means writes are not reaching the database (even when a probe's SELECT 1 works)
+        ok = self._db_ok and not self._spool_mode
+        return {"database": "ok" if ok else "unavailable", "spool": self.pending()}
 
     def pending(self) -> int:
         """Records and feedback waiting in the spool (this process's and adopted ones)."""
