@@ -450,8 +450,10 @@ def _stroke_width(s: np.ndarray) -> float:
 def _gradient(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """`np.gradient(s)` of a 2-D float32 array (central differences, one-sided at the edges), the same
     numbers without its general-case overhead."""
-    if min(s.shape) < 2:
-        return np.gradient(s)
+    if min(s.shape) < 2:  # an image 1 px thin (a line drawn on a 1-px strip): no change measurable across it
+        return tuple(
+            np.gradient(s, axis=axis) if s.shape[axis] >= 2 else np.zeros_like(s) for axis in (0, 1)
+        )
     gy = np.empty_like(s)
     gx = np.empty_like(s)
     np.subtract(s[2:], s[:-2], out=gy[1:-1])

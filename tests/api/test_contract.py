@@ -376,3 +376,9 @@ def test_keep_alive_survives_errors(live_server, sample_png):
             assert c.post("/api/v1/predict", files={"image": ("d.png", b"junk")}).status_code == 400
             assert c.post("/api/v1/predict", files={"image": ("d.png", sample_png)}).status_code == 200
             assert c.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/api/v1/stats?model=%00", "/api/v1/stats?model=a%00b"])
+def test_a_nul_in_a_text_filter_is_refused(api, path):
+    """PostgreSQL text cannot hold NUL: it was a 500 there (and SQLite answered 200)."""
+    assert_error(api.get(path), 422, "invalid_fields")

@@ -141,6 +141,7 @@ def db_url(shared_url, backend) -> str:
     with engine.begin() as conn:
         conn.exec_driver_sql("DELETE FROM pending_feedback")
         conn.exec_driver_sql("DELETE FROM read_numbers")
+        conn.exec_driver_sql("DELETE FROM learn_jobs")
         if backend == "sqlite":
             conn.exec_driver_sql("DELETE FROM user_predictions")
             conn.exec_driver_sql("DELETE FROM sqlite_sequence WHERE name = 'user_predictions'")

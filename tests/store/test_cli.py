@@ -131,6 +131,8 @@ def test_a_bad_setting_is_one_line_naming_the_variable(monkeypatch, capsys, vari
     ("garbage", ["models", "list"]),
     ("mysql://user@localhost/db", ["db", "upgrade"]),  # a dialect whose driver is not installed
     ("garbage", ["serve", "--port", "0"]),  # refused before any worker starts (it would store nothing)
+    ("postgresql://postgres@127.0.0.1:notaport/x", ["models", "list"]),  # was a traceback
+    ("postgresql://postgres@127.0.0.1:notaport/x", ["serve", "--port", "0"]),
 ])  # fmt: skip
 def test_an_unusable_database_url_is_one_line(use_database, capsys, url, argv):
     use_database(url)
@@ -178,3 +180,38 @@ def test_evaluate_says_a_model_name_is_unknown_before_looking_for_mnist(monkeypa
     finally:
         get_settings.cache_clear()
     assert capsys.readouterr().err.startswith("error: unknown model 'zzz': choose among cnn")
+
+
+@pytest.mark.parametrize("variable", ["DIGITLAB_SPOOL_DIR", "DIGITLAB_DATA_DIR"])
+def test_serve_refuses_a_data_or_spool_folder_that_is_a_file(use_database, store, monkeypatch, tmp_path, capsys, variable):
+    """It served every prediction unstored (`logged: false`) and /health blamed the database."""
+    use_database(store.url)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    monkeypatch.setenv(variable, str(a_file))
+    get_settings.cache_clear()
+    try:
+        assert main(["serve", "--port", "0"]) == 2
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {variable}={a_file} cannot be used as a folder") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "svm", "--limit", "-5"],
+    ["train", "svm", "--limit", "0"],  # trained on 100 style drawings and replaced the served model
+    ["evaluate", "--numbers", "--count", "-3", "cnn"],
+    ["evaluate", "--numbers", "--count", "0", "cnn"],
+])  # fmt: skip
+def test_counts_and_limits_out_of_range_are_a_usage_error(argv, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert "must be at least" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("port", ["99999", "-5"])
+def test_the_ui_refuses_a_port_out_of_range_in_one_line(port, capsys):
+    assert main(["ui", "--port", port]) == 2
+    assert capsys.readouterr().err.strip() == f"error: port must be 0-65535, got {port}"

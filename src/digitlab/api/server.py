@@ -11,6 +11,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 from digitlab.core.config import get_settings
 from digitlab.errors import DigitlabError
@@ -65,6 +66,7 @@ def serve(host: str | None = None, port: int | None = None, workers: int | None 
     if not 0 <= port <= 65535:
         raise DigitlabError(f"port must be 0-65535, got {port}", code="invalid_port")
     check_database_url(settings.sqlalchemy_url)  # a URL that can never work is a setting to fix, not an outage
+    check_folders(settings)
     print(
         f"digitlab API on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''}); docs at /docs",
         file=sys.stderr,
@@ -88,6 +90,25 @@ def check_database_url(url: str) -> None:
         make_engine(url).dispose()
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
         raise DigitlabError(unusable_database_url(exc), code="invalid_database_url") from exc
+
+
+def check_folders(settings) -> None:
+    """Refuse a data or spool folder that is a file or cannot be written: the workers would answer every
+    prediction unstored (`logged: false`) and /health would blame the database."""
+    folders = [("DIGITLAB_DATA_DIR", settings.data_dir)]
+    if settings.spool_dir is not None:
+        folders.append(("DIGITLAB_SPOOL_DIR", settings.spool_dir))
+    for name, folder in folders:
+        folder = Path(folder)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DigitlabError(
+                f"{name}={folder} cannot be used as a folder ({exc.strerror or exc}): point it at a writable folder",
+                code="invalid_folder",
+            ) from None
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise DigitlabError(f"{name}={folder} is not writable: point it at a writable folder", code="invalid_folder")
 
 
 def unusable_database_url(exc: BaseException) -> str:

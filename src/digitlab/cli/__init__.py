@@ -24,7 +24,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         from digitlab.evaluation.numbers import evaluate_numbers_command
 
         return evaluate_numbers_command(
-            args.models, as_json=args.json, count=args.count or 2000, seed=args.seed, part=args.part
+            args.models, as_json=args.json, count=2000 if args.count is None else args.count, seed=args.seed,
+            part=args.part,
         )
     if args.drawn:
         from digitlab.evaluation.drawn import evaluate_drawn_command
@@ -72,6 +73,21 @@ def _run(args: argparse.Namespace) -> int:
     return run_all(train_missing=not args.no_train)
 
 
+def _at_least(low: int):
+    """An argparse type: an integer >= `low` (argparse prints the one-line usage error otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="digitlab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -81,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
         "models", nargs="*",
         help="model names, 'cnn' or 'detector' (default: every classical model)",
     )
-    p.add_argument("--limit", type=int, default=None, help="train on the first N images only (quick runs)")
+    p.add_argument(
+        "--limit", type=_at_least(100), default=None, help="train on the first N images only (quick runs; N >= 100)"
+    )
     p.add_argument("--jobs", type=int, default=None, help="parallel worker processes (default: cores)")
     p.add_argument(
         "--calibrate-only", action="store_true",
@@ -102,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--numbers", action="store_true", help="read written numbers of 2-6 real non-MNIST digits")
     p.add_argument(
-        "--count", type=int, default=None,
+        "--count", type=_at_least(1), default=None,
         help="with --drawn / --numbers: how many drawings (2000); with --real: scans per set (all)",
     )
     p.add_argument("--seed", type=int, default=0, help="with --drawn / --real / --numbers: rendering seed")

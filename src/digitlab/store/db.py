@@ -13,6 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from digitlab.errors import DigitlabError
 
@@ -71,7 +72,10 @@ def _has(module: str) -> bool:
 
 def make_engine(url: str, *, connect_timeout: float = 2.0) -> Engine:
     """A pooled engine. Short connect timeout so an outage costs seconds, not minutes, to notice."""
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except ValueError as exc:  # e.g. a port that is not a number: a setting to fix, said in one line
+        raise ArgumentError(f"cannot parse the URL ({exc})") from None
     if parsed.get_backend_name() == "sqlite":
         # no pool_pre_ping: a file does not drop connections, and the ping was a query per checkout
         engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 5.0})

@@ -11,16 +11,21 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, insert, literal, select, text, update
 
 from digitlab.errors import DigitlabError
 from digitlab.models.artifacts import ArtifactError, sha256_bytes
 from digitlab.store.models import JOBS, VERSIONS
 
 STATUSES = ("promoted", "candidate", "rejected", "retired")
+
+
+#: a learning job still queued after this never started (the process that was to run it died)
+STALE_QUEUED = timedelta(minutes=10)
+_JOB_LOCK = 0x6A_6F_62_73  # "jobs": pg_advisory_xact_lock key while a job is created
 
 
 def _now() -> datetime:
@@ -173,6 +178,24 @@ class VersionStore:
             conn.execute(insert(JOBS).values(id=job_id, status="queued", created_at=_now(), progress=0.0))
         return job_id
 
+    def create_job_if_idle(self, stale_after: timedelta = STALE_QUEUED) -> str | None:
+        """A new queued job, or None when one is queued or running already: one statement (and on
+        PostgreSQL a transaction lock), so that simultaneous requests start one run, not one each. A job
+        still queued after `stale_after` never started (its process died): it no longer counts."""
+        job_id = uuid.uuid4().hex
+        busy = select(JOBS.c.id).where(
+            (JOBS.c.status == "running") | ((JOBS.c.status == "queued") & (JOBS.c.created_at > _now() - stale_after))
+        )
+        values = select(
+            literal(job_id).label("id"), literal("queued").label("status"), literal(_now()).label("created_at"),
+            literal(0.0).label("progress"),
+        ).where(~busy.exists())  # fmt: skip
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _JOB_LOCK})
+            stmt = insert(JOBS).from_select(["id", "status", "created_at", "progress"], values).returning(JOBS.c.id)
+            return conn.execute(stmt).scalar()  # None: nothing inserted
+
     def fail_interrupted_jobs(self) -> int:
         """Mark jobs still 'running' as failed: called by a run holding the learning lock, so no other run
         is alive and those were killed half-way. Returns how many."""
@@ -221,7 +244,3 @@ class VersionStore:
         with self.engine.connect() as conn:
             result = conn.scalar(stmt)
         return int(json.loads(result).get("last_row_id", 0)) if result else 0
-
-    def running_jobs(self) -> int:
-        with self.engine.connect() as conn:
-            return conn.scalar(select(func.count()).select_from(JOBS).where(JOBS.c.status == "running"))

@@ -32,7 +32,11 @@ def run_ui(host: str | None = None, port: int | None = None) -> int:
 
     settings = get_settings()
     host = host or settings.ui_host
-    port = int(port or settings.ui_port)
+    port = int(settings.ui_port if port is None else port)
+    if not 0 <= port <= 65535:
+        from digitlab.errors import DigitlabError
+
+        raise DigitlabError(f"port must be 0-65535, got {port}", code="invalid_port")
     env = dict(os.environ)
     env.setdefault("DIGITLAB_API_URL", settings.api_url)
     print(

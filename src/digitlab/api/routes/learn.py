@@ -34,10 +34,10 @@ def start_learning(ctx: Ctx, response: Response):
     """Start learning from the users' labelled drawings in the background; follow it at
     `GET /api/v1/learn/{job_id}`. 409 while a run is going on."""
     store = store_or_503(ctx)
-    if store.with_database(store.versions.running_jobs):
+    job_id = store.with_database(store.versions.create_job_if_idle)
+    if job_id is None:
         raise ApiError("A learning run is going on already: follow it, or try again when it has finished.",
                        "learning_busy")  # fmt: skip
-    job_id = store.with_database(store.versions.create_job)
     subprocess.Popen(
         [sys.executable, "-m", "digitlab", "learn", "--job-id", job_id],
         env=os.environ.copy(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from digitlab.api.deps import Ctx, require_admin, store_or_503
 from digitlab.api.errors import ApiError, error_responses
-from digitlab.api.routes.predictions import PNG_RESPONSE, Uid
+from digitlab.api.routes.predictions import PNG_RESPONSE, Uid, answer_not_stored
 from digitlab.api.schemas import NumberFeedback, NumberFeedbackResponse, NumberPage
 from digitlab.store import numbers as repo
 
@@ -46,10 +46,8 @@ async def _feedback(ctx, true_text: str, *, number_id: int | None = None, uid: s
         result = await anyio.to_thread.run_sync(
             lambda: store.set_number_feedback(true_text, id=number_id, uid=uid)
         )
-    except SQLAlchemyError as exc:  # refused for another reason than an outage
-        raise ApiError(
-            "The prediction database is unavailable; try again shortly.", "database_unavailable"
-        ) from exc
+    except (SQLAlchemyError, OSError) as exc:  # refused by the database, and the spool cannot take it
+        raise answer_not_stored() from exc
     if result is None:
         raise _not_found(uid or number_id)
     row = result.number

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.background import BackgroundTask
 from starlette.responses import FileResponse, Response
 
@@ -26,6 +27,9 @@ from digitlab.api.schemas import (
     StatsResponse,
 )
 from digitlab.store.records import NOT_A_DIGIT, StoredPrediction
+
+#: a text query parameter may hold anything but NUL (PostgreSQL text cannot: it was a 500)
+NO_NUL = r"^[^\x00]*$"
 
 router = APIRouter(prefix="/api/v1", tags=["predictions"])
 
@@ -81,10 +85,22 @@ def _feedback_answer(
     )
 
 
+def answer_not_stored() -> ApiError:
+    """503 for an answer neither the database nor the outage spool could take."""
+    return ApiError(
+        "Your answer could not be stored right now (the database refused it and the local queue could not be "
+        "written): try again shortly.",
+        "database_unavailable",
+    )
+
+
 def _feedback(ctx: AppContext, body: FeedbackRequest, *, prediction_id: int | None = None, uid: str | None = None):
     store = store_or_503(ctx)
     label = NOT_A_DIGIT if body.not_digit else body.true_digit
-    found = store.set_feedback(prediction_id, label) if uid is None else store.set_feedback_by_uid(uid, label)
+    try:
+        found = store.set_feedback(prediction_id, label) if uid is None else store.set_feedback_by_uid(uid, label)
+    except (SQLAlchemyError, OSError) as exc:  # refused by the database, and the spool cannot take it (a full disk)
+        raise answer_not_stored() from exc
     if not found:
         raise _not_found(uid or prediction_id)
     return _feedback_answer(ctx, store, prediction_id, uid, label)
@@ -125,7 +141,7 @@ def list_predictions(
     ctx: Ctx,
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=500)] = 50,
-    model: Annotated[str | None, Query(max_length=64, description="Only this model's predictions.")] = None,
+    model: Annotated[str | None, Query(max_length=64, pattern=NO_NUL, description="Only this model's predictions.")] = None,
     correct: Annotated[
         bool | None, Query(description="Only right (true) or wrong (false) labelled ones.")
     ] = None,
@@ -209,7 +225,7 @@ def delete_prediction(ctx: Ctx, prediction_id: PredictionId) -> Response:
 )
 def stats(
     ctx: Ctx,
-    model: Annotated[str | None, Query(max_length=64, description="Only this model.")] = None,
+    model: Annotated[str | None, Query(max_length=64, pattern=NO_NUL, description="Only this model.")] = None,
 ):
     """Per model: predictions, labelled, accuracy on the labelled ones, 10x10 confusion matrix
     (rows = true digit, columns = predicted) and accuracy per day."""
