@@ -162,7 +162,7 @@ def test_a_read_only_database_is_an_outage_and_loses_nothing(
 def test_a_locked_table_spools_within_seconds(pg_databases, admin_connect, open_store, make_record, tmp_path):
     """A table lock held elsewhere: the insert gives up after the lock timeout and the record is spooled
     (it waited for the whole lock: 36 s in the probe), then replayed when the lock goes."""
-    url, name = pg_databases.scratch()
+    url, _ = pg_databases.scratch()
     store = open_store(url, tmp_path / "spool" / "me")
     try:
         store.add(make_record())
