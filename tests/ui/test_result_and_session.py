@@ -109,6 +109,13 @@ def test_drawing_and_answer_survive_navigation(desktop, ui_server, api_server):
     expect(page.locator(".st-key-draw_undo button").first).to_be_enabled()  # the strokes are back on the canvas
     wait_idle(page, settle=0.8)
     assert current_drawing(page) == key and newest_id(api_server.url) == last
+    # the first click back on the page answers the restored drawing (the answer vanished: "Draw a digit...")
+    page.locator('[class*="st-key-fb_"] button').filter(has_text=re.compile(r"^4$")).first.click()
+    expect(page.get_by_text(re.compile(r"Saved: you drew a 4"))).to_be_visible(timeout=15_000)
+    expect(page.locator(PREDICTION)).to_have_attribute("data-drawing", key)
+    expect(page.locator(EMPTY)).to_have_count(0)
+    row = httpx.get(f"{api_server.url}/api/v1/predictions/{last}", timeout=5).json()
+    assert row["drawn_digit"] == 4 and newest_id(api_server.url) == last
     # and the restored drawing goes on like any other: one more stroke, a new answer
     mouse_stroke(page, DIGITS[4][1], canvas_box(page))
     assert wait_new_prediction(page, key) != key

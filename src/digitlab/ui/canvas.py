@@ -137,10 +137,13 @@ def drawing_canvas(
                   disabled=not objects, help="Remove the last stroke")  # fmt: skip
         st.button("Clear", icon=":material/ink_eraser:", key=f"{prefix}_clear", on_click=_clear, args=(prefix,),
                   disabled=not objects, help="Start again with an empty canvas")  # fmt: skip
-    if restoring and kept is not None and len(objects) == restoring:
-        drawing = kept  # the same strokes, re-drawn: the same drawing (no new prediction, no new record)
+    png = result.image_bytes if objects else None
+    if kept is not None and not kept.empty and len(objects) == kept.strokes and (restoring or png is None):
+        # the same strokes, re-drawn on a new canvas that has not sent its picture yet (it sends one only
+        # after a stroke): the same drawing, no new prediction, no new record. (The picture was taken as
+        # "nothing drawn" at the first click after coming back, and the answer vanished.)
+        drawing = kept
     else:
-        png = result.image_bytes if objects else None
         drawing = Drawing(png=png, strokes=len(objects), pen_color=pen, background_color=bg,
                           drawing_id=_drawing_id(prefix, bool(objects), bg, png))  # fmt: skip
     st.session_state[f"{prefix}_drawing"] = drawing
