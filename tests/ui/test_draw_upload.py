@@ -15,11 +15,14 @@ from ui_browser import (
     EMPTY,
     PREDICTION,
     SCREENSHOTS,
+    current_drawing,
+    draw_digit,
     no_traceback,
     open_page,
     screenshot,
     shown_probabilities,
     wait_idle,
+    wait_new_prediction,
 )
 
 pytestmark = pytest.mark.browser
@@ -28,7 +31,7 @@ UPLOAD = "…or upload a photo or scan of a digit"
 
 
 def upload(page, name: str, data: bytes, mime: str = "image/png") -> None:
-    page.locator('.st-key-draw_photo input[type="file"]').set_input_files(
+    page.locator('[class*="st-key-draw_photo"] input[type="file"]').first.set_input_files(
         files=[{"name": name, "mimeType": mime, "buffer": data}]
     )
 
@@ -61,6 +64,23 @@ def test_upload_a_photo_on_the_draw_page(desktop, ui_server, api_server):
     row = httpx.get(f"{api_server.url}/api/v1/predictions/{prediction_id}", timeout=5).json()
     assert row["source"] == "upload" and row["predicted_digit"] == 7
     assert row["drawn_digit"] == 7 and row["correct"] is True and row["has_image"] and row["has_processed"]
+
+    # drawing on the canvas after the photo: the drawing is what the person means now (an answer then went
+    # to the photo: a photo of a 7 stored as "you drew a 1"); the photo leaves its uploader
+    photo_answer = current_drawing(page)
+    draw_digit(page, 1)
+    assert wait_new_prediction(page, photo_answer) != photo_answer
+    wait_idle(page)
+    expect(page.get_by_text("This answer is for your uploaded photo")).to_have_count(0)
+    expect(page.locator('[data-testid="stFileUploaderFile"]')).to_have_count(0)
+    feedback = page.locator('[class*="st-key-fb_"] button').filter(has_text=re.compile(r"^1$")).first
+    feedback.click()
+    expect(page.get_by_text(re.compile(r"Saved: you drew a 1"))).to_be_visible()
+    assert httpx.get(f"{api_server.url}/api/v1/predictions/{prediction_id}", timeout=5).json()["drawn_digit"] == 7
+    newest = httpx.get(f"{api_server.url}/api/v1/predictions", params={"page_size": 1}, timeout=5).json()["items"][0]
+    assert newest["source"] == "ui" and newest["drawn_digit"] == 1
+    page.locator('[data-testid="stButton"] button').filter(has_text="Clear").first.click()
+    expect(page.locator(EMPTY)).to_be_visible()
 
     # a file that is no image (whatever its name says): the API's one-line message, no traceback
     upload(page, "not-a-photo.png", b"this is not an image at all" * 10)

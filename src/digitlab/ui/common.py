@@ -135,13 +135,32 @@ PHOTO_TYPES = ["png", "jpg", "jpeg", "webp", "bmp"]  # what the API accepts (it 
 def photo_picker(title: str, label: str, key: str, what: str):
     """A folded "upload a photo" below the canvas (the canvas stays the main thing); the file or None.
     `what`: what the photo's content is used for ("the model reads", "is read")."""
+    generation = st.session_state.get(f"{key}_generation", 0)  # a new uploader (empty) after `drop_photo`
     with st.expander(title, icon=":material/photo_camera:"):
         return st.file_uploader(
-            label, type=PHOTO_TYPES, key=key,
+            label, type=PHOTO_TYPES, key=f"{key}_{generation}" if generation else key,
             help=f"PNG, JPEG, WebP or BMP up to 5 MB: paper, lined or squared, uneven light, dark ink on light "
-            f"paper or the other way round. While a photo is here it is what {what}; remove it to use the "
-            "canvas again.",
+            f"paper or the other way round. While a photo is here it is what {what}; draw on the canvas (or "
+            "remove the photo) to use the canvas again.",
         )  # fmt: skip
+
+
+def photo_unless_drawn_over(key: str, photo, drawing):
+    """The photo, or None once the person drew on the canvas after uploading it: the latest thing they
+    gave is what they mean (an answer given then went to the photo: a photo of a 3 stored as "you drew
+    a 1"). The photo is removed from its uploader, and the fragment runs again without it."""
+    if photo is None:
+        st.session_state.pop(f"{key}_canvas_at", None)
+        return None
+    at = st.session_state.get(f"{key}_canvas_at")
+    if at is None or at[0] != photo.file_id:  # a new photo: remember the canvas as it was then
+        st.session_state[f"{key}_canvas_at"] = (photo.file_id, drawing.digest)
+        return photo
+    if drawing.empty or drawing.digest == at[1]:
+        return photo
+    st.session_state.pop(f"{key}_canvas_at", None)
+    st.session_state[f"{key}_generation"] = st.session_state.get(f"{key}_generation", 0) + 1
+    st.rerun(scope="fragment")
 
 
 def close_drawing(prefix: str) -> None:

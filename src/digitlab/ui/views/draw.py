@@ -162,7 +162,7 @@ def draw_area() -> None:
         note = common.not_ready_note(models)
         if note:
             st.caption(f":material/hourglass_top: {note}")
-        photo = photo_picker()
+        photo = common.photo_unless_drawn_over("draw_photo", photo_picker(), drawing)
     with right:
         slot = st.empty()  # one element for the answer (or the message instead of it)
         if photo is not None:
@@ -190,8 +190,8 @@ def show_photo_answer(photo, model: str | None, models: list[dict], slot) -> Non
                           kept="Your photo is kept; it is recognised as soon as the service is back.")  # fmt: skip
         return
     show_result(prediction, models, hashlib.sha1(photo.getvalue()).hexdigest(), slot)
-    st.caption(":material/photo_camera: This answer is for your uploaded photo; remove the photo to use the "
-               "canvas again.")  # fmt: skip
+    st.caption(":material/photo_camera: This answer is for your uploaded photo; draw on the canvas (or remove "
+               "the photo) to use the canvas again.")  # fmt: skip
 
 
 common.page_header("Draw a digit", "Draw a digit with the mouse or a finger: it is recognised when you lift the "

@@ -112,6 +112,7 @@ def number_area() -> None:
     result = st.container()  # the reading right under the canvas; the upload folded away below it
     photo = common.photo_picker("…or upload a photo or scan of a written number",
                                 "A photo or scan of a written number", "number_photo", "is read")  # fmt: skip
+    photo = common.photo_unless_drawn_over("number_photo", photo, drawing)
     with result:
         _reading(drawing, photo)
 
