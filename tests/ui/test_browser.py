@@ -86,7 +86,7 @@ def test_draw_predict_feedback_then_history(desktop, ui_server, api_server):
     assert rows[0]["#"] == str(prediction_id), rows[:2]
     assert rows[0]["you drew"] == "7" and rows[0]["predicted"] == digit, rows[0]
     assert rows[0]["right?"] == ("✓ right" if digit == "7" else "✗ wrong"), rows[0]
-    expect(page.get_by_text("Labelled by you")).to_be_visible()
+    expect(page.get_by_text("Labelled", exact=True)).to_be_visible()
     no_traceback(page)
 
     # Filter "Right"/"Wrong" keeps or drops the row consistently with the answer.
@@ -265,7 +265,7 @@ def test_compare_shows_every_ready_model(desktop, ui_server, api_server):
     wait_idle(page)
     assert sorted(cards.nth(i).get_attribute("data-model") for i in range(len(ready))) == sorted(ready)
     text = page.locator('[data-testid="stMain"]').inner_text()
-    assert re.search(r"All \d+ models agree|The models disagree", text), text[:800]
+    assert re.search(r"All \d+ models (agree|say)|The models disagree", text), text[:800]
     assert re.search(r"\d+% sure · \d+\s+ms", text)
     expect(page.get_by_text("Probabilities, model by model")).to_be_attached()
     no_traceback(page)

@@ -61,3 +61,10 @@ def test_probability_bars_say_what_they_show():
     assert f'aria-label="{charts.probabilities_alt(probs)}"' in html
     assert len(re.findall(r'class="dl-bar( dl-win)?"', html)) == 10 and html.count("dl-win") == 1
     assert re.search(r'dl-bar dl-win" style="height:90\.0%"', html)
+
+
+def test_a_low_or_flagged_score_is_never_called_sure():
+    """"29% sure" read wrong beside a confident-looking verdict; "99% sure" beside "Not sure" contradicted it."""
+    assert common.sure_words(0.97, False) == "sure"
+    assert common.sure_words(0.29, False) == "score"
+    assert common.sure_words(0.99, True) == "score, but unsure"

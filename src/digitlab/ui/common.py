@@ -163,6 +163,14 @@ def photo_unless_drawn_over(key: str, photo, drawing):
     st.rerun(scope="fragment")
 
 
+def sure_words(confidence: float, uncertain: bool) -> str:
+    """What the percentage beside an answer is: "sure", or a plain "score" when it is low or the answer is
+    flagged (never "29% sure", never "99% sure" beside "Not sure")."""
+    if uncertain:
+        return "score, but unsure"
+    return "sure" if confidence >= 0.5 else "score"
+
+
 def close_drawing(prefix: str) -> None:
     """The person answered what this drawing is: its record keeps that picture with the answer, and the
     next change of the picture starts a new record (it would otherwise move the answer onto a changed

@@ -35,8 +35,9 @@ def pipeline() -> None:
             st.markdown('<div class="dl-arrow">➜</div>', unsafe_allow_html=True)
     with cols[-1]:
         st.altair_chart(charts.example_probabilities(EXAMPLE_PROBABILITIES, 3), width="stretch")
-        st.markdown("**4 · A model scores each digit**  \nThe highest probability is the answer; if it is low the "
-                    "app says it is unsure.")  # fmt: skip
+        st.markdown("**4 · A model scores each digit**  \nThe highest probability is the answer. A second check, "
+                    "trained on scribbles and on real handwriting, can still doubt it, even at a high score: then "
+                    "the app says it is not sure.")  # fmt: skip
 
 
 def main() -> None:
@@ -50,8 +51,10 @@ def main() -> None:
             "Bureau employees and high-school students: **60,000** training images and **10,000** test images, "
             "each a **28×28** grey-scale picture with the digit scaled to fit a 20×20 box and centred by its "
             "centre of mass.\n\n"
-            "Every model is trained on the 60,000 and measured on the 10,000 test digits it never saw — that is "
-            "the *MNIST test accuracy* on the Models page."
+            "Every model learns from the 60,000, from drawings of styles MNIST rarely has (a 7 with a bar, a 9 "
+            "with a hooked tail, a 1 with a long flag) and from real handwriting of other collections, and is "
+            "measured on the 10,000 test digits it never saw — that is the *MNIST test accuracy* on the Models "
+            "page. With the labelled drawings of this app's users it can learn more (Models page)."
         )
     with right:
         st.image(str(common.ASSETS / "mnist_samples.png"), caption="Four MNIST test digits of each class, as stored "

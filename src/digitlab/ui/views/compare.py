@@ -35,6 +35,7 @@ def verdict(result: Comparison, models: list[dict]) -> None:
         st.warning("No model is ready yet.", icon=":material/hourglass_top:")
         return
     unsure = [p.model for p in result.predictions if p.uncertain]
+    weak = min(p.confidence for p in result.predictions) < 0.5  # agreeing at 29 % is no verdict
     if result.agree:
         digit = result.predictions[0].digit
         said = f"{digit}" if not unsure else f"{digit}, but not sure"
@@ -43,9 +44,11 @@ def verdict(result: Comparison, models: list[dict]) -> None:
         elif unsure:  # "agree: it is an 8" above "every model is unsure" would contradict itself
             trust = "none of them trusts it" if len(unsure) == n else "not all of them trust it"
             text = f"All {n} models say **{digit}**, but {trust}."
+        elif weak:
+            text = f"All {n} models say **{digit}**, but some of them only weakly."
         else:
             text = f"All {n} models agree: it is {common.a_digit(digit, bold=True)}."
-        (st.info if unsure else st.success)(text, icon=":material/handshake:")
+        (st.info if unsure or weak else st.success)(text, icon=":material/handshake:")
     else:
         st.warning(common.disagreement(result.votes, models), icon=":material/call_split:")
     if unsure:
@@ -60,7 +63,7 @@ def cards(result: Comparison, models: list[dict], digest: str) -> None:
     with st.grid("auto", min_column_width=135, gap="small", key="cmp_cards"):
         for p in result.predictions:
             odd = " dl-odd" if p.digit != majority or p.uncertain else ""
-            sure = "score, but unsure" if p.uncertain else "sure"  # (not "100% not sure")
+            sure = common.sure_words(p.confidence, p.uncertain)
             latency = f"{p.latency_ms:.0f}&nbsp;ms" if p.latency_ms is not None else "—"
             with st.container(border=True, key=f"cmp_card_{p.model}"):
                 st.markdown(

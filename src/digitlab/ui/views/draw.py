@@ -10,7 +10,7 @@ import streamlit as st
 
 from digitlab.ui import charts, common
 from digitlab.ui.canvas import Drawing, drawing_canvas
-from digitlab.ui.client import ApiError, Prediction
+from digitlab.ui.client import ApiError, ApiUnavailable, Prediction
 
 AUTO = "__auto__"
 CACHE_SIZE = 64
@@ -82,7 +82,10 @@ ANSWERS = [*range(10), NOT_A_DIGIT]
 
 def send_feedback(key: str, prediction: Prediction) -> None:
     answer = st.session_state.get(key)
-    if answer is None:
+    if answer is None:  # the chosen answer clicked again: it stays the answer (it is stored; none cannot be)
+        given = st.session_state.get(f"{key}_result")
+        if given is not None:
+            st.session_state[key] = given[2]
         return
     try:
         if answer == NOT_A_DIGIT:
@@ -92,6 +95,8 @@ def send_feedback(key: str, prediction: Prediction) -> None:
         st.session_state[f"{key}_result"] = ("saved" if result.saved else "queued" if result.queued else "info",
                                              result.message, answer)  # fmt: skip
         common.close_drawing("draw")
+    except ApiUnavailable as exc:  # sent again when the service is back (`show_result`)
+        st.session_state[f"{key}_result"] = ("unsent", str(exc), answer)
     except ApiError as exc:
         st.session_state[f"{key}_result"] = ("error", str(exc), answer)
 
@@ -101,7 +106,7 @@ def answer_html(prediction: Prediction, models: list[dict], digest: str) -> str:
     one HTML block: written in one piece, they always show the same result."""
     name = common.display_name(models, prediction.model)
     unsure = " dl-unsure" if prediction.uncertain else ""
-    sure = "score, but unsure" if prediction.uncertain else "sure"  # never "99% sure" beside "Not sure"
+    sure = common.sure_words(prediction.confidence, prediction.uncertain)
     latency = f" · {prediction.latency_ms:.0f}&nbsp;ms" if prediction.latency_ms is not None else ""
     seen = ""
     if prediction.processed_png:
@@ -130,6 +135,9 @@ def show_result(prediction: Prediction, models: list[dict], digest: str, slot) -
         "the models can learn from it. 'Not a digit' teaches the check that catches scribbles.",
     )  # fmt: skip
     outcome = st.session_state.get(f"{key}_result")
+    if outcome and outcome[0] == "unsent" and st.session_state.get("api_ok"):
+        send_feedback(key, prediction)  # given while the service was away (it reruns the page when back)
+        outcome = st.session_state.get(f"{key}_result")
     if outcome:
         kind, message, answer = outcome
         if answer == NOT_A_DIGIT:
@@ -141,6 +149,9 @@ def show_result(prediction: Prediction, models: list[dict], digest: str, slot) -
             st.success(f"Saved: {what}. {verdict} Thank you!", icon=":material/check_circle:")
         elif kind == "queued":
             st.warning(f"Saved later: {what} — {message}", icon=":material/schedule:")
+        elif kind == "unsent":
+            st.warning(f"Not saved yet: {what}. The prediction service is away; your answer is sent as soon as "
+                       "it is back (keep this page open).", icon=":material/schedule:")  # fmt: skip
         elif kind == "error":
             st.error(f"Your answer was not saved: {message}", icon=":material/error:")
         else:

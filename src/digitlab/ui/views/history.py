@@ -149,7 +149,8 @@ def stats_section(stats: dict[str, Any], models: list[dict[str, Any]], model_fil
                   for v in per_model.values())  # fmt: skip
     with st.container(horizontal=True, gap="small", key="hist_metrics"):
         st.metric("Predictions", f"{total:,}", border=True)
-        st.metric("Labelled by you", f"{labelled:,}", border=True)
+        st.metric("Labelled", f"{labelled:,}", border=True,
+                  help="Predictions whose author said what was drawn (every user's answers).")  # fmt: skip
         st.metric("Accuracy on labelled", common.pct(correct / labelled) if labelled else "—", border=True,
                   help="Share of labelled drawings the model got right.")  # fmt: skip
     if not labelled:
@@ -193,7 +194,7 @@ def stats_section(stats: dict[str, Any], models: list[dict[str, Any]], model_fil
         st.caption("Each row is what you drew; the diagonal is right, everything else is a mistake.")
 
 
-def numbers_section() -> None:
+def numbers_section(models: list[dict]) -> None:
     """Numbers read on the Number page (or by `/read`): newest first, with what was written."""
     try:
         page = common.client().numbers(page=1, page_size=PAGE_SIZE)
@@ -212,7 +213,7 @@ def numbers_section() -> None:
             "Right?": {True: "✓", False: "✗"}.get(n.get("correct"), ""),
             "Digits": len(n.get("digits") or []),
             "Sure": f"{(n.get('confidence') or 0) * 100:.0f}%",
-            "Model": n.get("model_name"),
+            "Model": common.display_name(models, n.get("model_name") or "?"),
             f"When ({_timezone()[1]})": common.when_text(n.get("timestamp")),
         }
         for n in page["items"]
@@ -267,7 +268,7 @@ def main() -> None:
         if pages > 1:
             st.pagination(pages, key=pager_key)
     export_button()
-    numbers_section()
+    numbers_section(models)
     st.subheader("Accuracy")
     stats_section(stats, models, f["model"])
 

@@ -76,9 +76,10 @@ def feedback(answer: dict, key: str) -> None:
     if not answer.get("logged"):
         st.caption(":material/cloud_off: This reading could not be saved, so it cannot be confirmed.")
         return
+    done = st.session_state.get(f"num_done_{key}")  # (truth, queued) once confirmed: shown again when back
     with st.form(f"num_form_{key}", border=False):
-        truth = st.text_input("What did you write?", value=answer.get("text") or "", max_chars=32,
-                              key=f"num_truth_{key}_{answer.get('text')}", help="Digits only; the reading is saved with your answer.")  # fmt: skip
+        truth = st.text_input("What did you write?", value=done[0] if done else answer.get("text") or "",
+                              max_chars=32, key=f"num_truth_{key}_{answer.get('text')}", help="Digits only; the reading is saved with your answer.")  # fmt: skip
         sent = st.form_submit_button("Confirm", icon=":material/check:")
     if sent:
         truth = "".join(truth.split())
@@ -90,10 +91,13 @@ def feedback(answer: dict, key: str) -> None:
         except ApiError as exc:
             st.error(f"Your answer was not saved: {exc}", icon=":material/error:")
             return
-        right = truth == answer.get("text")
         common.close_drawing("number")  # a further stroke is a new reading, not this confirmed one
+        done = st.session_state[f"num_done_{key}"] = (truth, bool(stored.get("queued")))
+    if done:
+        truth, queued = done
+        right = truth == answer.get("text")
         verdict = "The reading was right." if right else f"It was read as {answer.get('text')}."
-        if stored.get("queued"):
+        if queued:
             st.warning(f"Saved later: you wrote **{truth}**. {verdict} The database is unavailable: your answer "
                        "is queued and saved when it is back.", icon=":material/schedule:")  # fmt: skip
         else:
@@ -136,7 +140,9 @@ def _reading(drawing, photo) -> None:
                              pen_color=drawing.pen_color, background_color=drawing.background_color)  # fmt: skip
         key = did
     if error is not None:
-        common.show_error(st, error, nothing="Nothing to read yet: write larger digits.",
+        nothing = ("No number found in this photo: take it closer, the digits large." if photo is not None
+                   else "Nothing to read yet: write larger digits.")  # fmt: skip
+        common.show_error(st, error, nothing=nothing,
                           kept="Your writing is kept; it is read as soon as the service is back.")  # fmt: skip
         return
     show_reading(answer, image, key)
