@@ -115,3 +115,58 @@ def test_a_label_left_waiting_after_its_record_arrived_is_applied_by_the_next_sc
         assert (row.drawn_digit, row.correct, _waiting(store)) == (5, True, 0)
     finally:
         store.close()
+
+
+def test_the_label_given_last_wins_when_an_earlier_one_is_replayed_later(absent_db, tmp_path, make_record, open_store):
+    """Two workers during an outage: "a" holds the prediction and the first answer (5), "b" the person's
+    corrected answer (2). "b"'s spool is replayed first (its label waits for the record); "a"'s replay then
+    brought its older 5 over the 2 (the probe: 20-25 % of twice-labelled predictions)."""
+    url, bring_back = absent_db
+    first = open_store(url, tmp_path / "spool" / "b-first")  # the prediction and the first answers
+    second = open_store(url, tmp_path / "spool" / "a-second")  # the answers given last: adopted (by name) first
+    try:
+        record = make_record(7)
+        assert first.add(record).stored == "spool"
+        assert first.set_feedback_by_uid(record.uid, 5)
+        time.sleep(0.01)
+        assert second.set_feedback_by_uid(record.uid, 2)  # the answer given last
+        number_record = number("2024")
+        read = first.add_number(number_record)
+        assert first.set_number_feedback("2021", uid=read.uid).stored == "spool"
+        time.sleep(0.01)
+        assert second.set_number_feedback("2024", uid=read.uid).stored == "spool"
+    finally:
+        first.close()
+        second.close()
+    bring_back()
+    later = open_store(url, tmp_path / "spool" / "c-later")
+    try:
+        assert later.wait_drained(timeout=60)
+        assert later.get_by_uid(record.uid).drawn_digit == 2
+        assert [(n.true_text, n.correct) for n in list_numbers(later.engine)[0]] == [("2024", True)]
+        assert _waiting(later) == 0
+    finally:
+        later.close()
+
+
+def test_a_spooled_label_does_not_replace_one_given_directly_after_it(db_url, tmp_path, make_record, open_store):
+    """The record is stored; worker "a" spools label 5 during its own outage, then worker "b" (database
+    fine) stores label 2. "a"'s late replay put the 5 back."""
+    b = open_store(db_url, tmp_path / "spool" / "b")
+    try:
+        stored = b.add(make_record(7))
+        away = tmp_path / "spool" / "a"
+        a = open_store("sqlite:///" + str(tmp_path / "missing" / "x.db"), away)  # "a" cannot reach its database
+        assert a.set_feedback(stored.id, 5)  # spooled
+        a.close()
+        time.sleep(0.01)
+        assert b.set_feedback(stored.id, 2)
+        shutil.move(str(away), str(tmp_path / "spool" / "a-orphan"))
+        later = open_store(db_url, tmp_path / "spool" / "c")  # adopts "a"'s spool and replays it here
+        try:
+            assert later.wait_drained(timeout=60)
+            assert later.get(stored.id).drawn_digit == 2
+        finally:
+            later.close()
+    finally:
+        b.close()

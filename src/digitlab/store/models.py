@@ -44,6 +44,8 @@ class Prediction(Base):
     not_digit: Mapped[bool | None] = mapped_column(Boolean)
     image_png: Mapped[bytes | None] = mapped_column(LargeBinary)
     processed_png: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # --- added by migration 0008: when the label was given (the last one given wins on spool replays) ---
+    labelled_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     __table_args__ = (
         Index("ix_user_predictions_uid", "uid", unique=True),
@@ -126,6 +128,8 @@ class ReadNumber(Base):
     image_png: Mapped[bytes | None] = mapped_column(LargeBinary)
     # --- added by migration 0006: makes outage-spool replays idempotent; NULL for older rows ---------
     uid: Mapped[str | None] = mapped_column(String(r.UID_LEN))
+    # --- added by migration 0008: when `true_text` was given (the last one given wins on replays) -------
+    labelled_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     __table_args__ = (
         Index("ix_read_numbers_timestamp", "timestamp", "id"),

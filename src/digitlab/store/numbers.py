@@ -33,6 +33,7 @@ from digitlab.store.records import (
     not_stored,
     utc_naive,
 )
+from digitlab.store.repository import no_later_label, utc_now
 
 MAX_PAGE_SIZE = 500
 DIGITS_ONLY = re.compile(r"^[0-9]*$")
@@ -63,6 +64,7 @@ class NumberRecord(BaseModel):
         row["digits"] = json.dumps(self.digits, separators=(",", ":"))
         row["correct"] = None if self.true_text is None else self.true_text == self.text
         row["timestamp"] = utc_naive(self.timestamp)
+        row["labelled_at"] = row["timestamp"] if self.true_text is not None else None
         return row
 
     def to_json(self) -> dict[str, Any]:
@@ -141,9 +143,10 @@ def _upsert(dialect: str, *, newer_only: bool = False):
     return ins.on_conflict_do_update(
         index_elements=[N.c.drawing_id],
         set_={
-            **{c.name: new[c.name] for c in N.columns if c.name not in ("id", "true_text", "correct")},
+            **{c.name: new[c.name] for c in N.columns if c.name not in ("id", "true_text", "correct", "labelled_at")},
             "true_text": true_text,
             "correct": case((true_text.is_(None), None), else_=true_text == new.text),
+            "labelled_at": case((new.true_text.is_not(None), new.timestamp), else_=N.c.labelled_at),
         },
         where=(N.c.timestamp <= new.timestamp) if newer_only else None,
     )
@@ -171,16 +174,16 @@ def insert_missing(conn, records: list[NumberRecord]) -> int:
     return len(missing)
 
 
-def apply_true_text(conn, key: Literal["id", "uid", "drawing_id"], answers: dict[Any, str]) -> None:
-    """Spool replay: many "what did you write?" answers keyed by `id`, `uid` or `drawing_id` (unknown keys
-    change nothing)."""
+def apply_true_text(conn, key: Literal["id", "uid", "drawing_id"], answers: dict[Any, tuple[str, datetime]]) -> None:
+    """Spool replay: many "what did you write?" answers, (text, when it was given), keyed by `id`, `uid` or
+    `drawing_id` (unknown keys change nothing; a number answered later keeps its answer)."""
     t = bindparam("t", type_=N.c.true_text.type)
     stmt = (
         update(N)
-        .where(N.c[key] == bindparam("k"))
-        .values(true_text=t, correct=case((N.c.text == t, True), else_=False))
+        .where((N.c[key] == bindparam("k")) & no_later_label(N.c.labelled_at))
+        .values(true_text=t, correct=case((N.c.text == t, True), else_=False), labelled_at=bindparam("at"))
     )
-    conn.execute(stmt, [{"k": k, "t": text} for k, text in answers.items()])
+    conn.execute(stmt, [{"k": k, "t": text, "at": at} for k, (text, at) in answers.items()])
 
 
 def set_true_text_where(
@@ -193,7 +196,7 @@ def set_true_text_where(
         done = conn.execute(
             update(N)
             .where(where)
-            .values(true_text=true_text, correct=case((N.c.text == true_text, True), else_=False))
+            .values(true_text=true_text, correct=case((N.c.text == true_text, True), else_=False), labelled_at=utc_now())
         ).rowcount
         if not done:
             return None

@@ -8,7 +8,8 @@ next sweep (`take_resolvable`) if the two replays ran at the same time. Labels w
 are dropped after `MAX_AGE`, with a log line.
 
 Targets: "prediction" (user_predictions, label = digit, NOT_A_DIGIT or None) and "number" (read_numbers,
-label = the true text). Only parameterised statements.
+label = the true text); each label travels with the time it was given, (label, at), so that a label
+replayed late never replaces one given after it. Only parameterised statements.
 """
 
 from __future__ import annotations
@@ -41,6 +42,19 @@ def _chunks(items: list, size: int = _CHUNK) -> Iterable[list]:
         yield items[i : i + size]
 
 
+def _dumps(label: tuple[Any, datetime]) -> str:
+    value, at = label
+    return json.dumps({"value": value, "at": at.isoformat()})
+
+
+def _loads(text: str, created_at: datetime) -> tuple[Any, datetime]:
+    """(label, when it was given); a row written before labels carried their time: its arrival time."""
+    data = json.loads(text)
+    if isinstance(data, dict) and "at" in data:
+        return data["value"], datetime.fromisoformat(data["at"])
+    return data, created_at
+
+
 def stored_uids(conn, target: str, uids: Iterable[str]) -> set[str]:
     """The uids among `uids` that a row of `target`'s table holds."""
     column = _TABLES[target].c.uid
@@ -59,7 +73,7 @@ def keep_unmatched(conn, target: str, labels: dict[str, Any]) -> dict[str, Any]:
         now = _now()
         conn.execute(
             insert(PENDING),
-            [{"created_at": now, "target": target, "uid": k, "label": json.dumps(labels[k])} for k in waiting],
+            [{"created_at": now, "target": target, "uid": k, "label": _dumps(labels[k])} for k in waiting],
         )
     return {k: v for k, v in labels.items() if k in present}
 
@@ -69,9 +83,11 @@ def take(conn, target: str, uids: Iterable[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for chunk in _chunks(list(dict.fromkeys(uids))):
         where = (PENDING.c.target == target) & PENDING.c.uid.in_(chunk)
-        rows = conn.execute(select(PENDING.c.uid, PENDING.c.label).where(where).order_by(PENDING.c.id)).all()
+        rows = conn.execute(
+            select(PENDING.c.uid, PENDING.c.label, PENDING.c.created_at).where(where).order_by(PENDING.c.id)
+        ).all()
         if rows:
-            out.update((uid, json.loads(label)) for uid, label in rows)
+            out.update((uid, _loads(label, created)) for uid, label, created in rows)
             conn.execute(delete(PENDING).where(where))
     return out
 

@@ -122,6 +122,7 @@ class PredictionRecord:
         row["probabilities"] = json.dumps(self.probabilities)
         row["timestamp"] = utc_naive(self.timestamp)
         row["correct"] = self.correct
+        row["labelled_at"] = row["timestamp"] if self.drawn_digit is not None else None
         return row
 
     def to_json(self) -> dict[str, Any]:

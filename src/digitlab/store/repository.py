@@ -10,7 +10,19 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Boolean, Engine, Integer, bindparam, case, delete, func, insert, select, update
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Engine,
+    Integer,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -49,13 +61,29 @@ def _summary(row: Any) -> StoredPrediction:
     return StoredPrediction.model_validate(data)
 
 
+#: a label as replays carry it: (a digit, NOT_A_DIGIT or None to clear, when it was given, naive UTC)
+Label = tuple[int | None, datetime]
+
+
 def _label_values(label: int | None) -> dict[str, Any]:
-    """Column values for a feedback label (a digit, NOT_A_DIGIT, or None to clear it)."""
+    """Column values for a feedback label given now (a digit, NOT_A_DIGIT, or None to clear it)."""
+    at = utc_now()
     if label is None:
-        return {"drawn_digit": None, "correct": None, "not_digit": None}
+        return {"drawn_digit": None, "correct": None, "not_digit": None, "labelled_at": at}
     if label == NOT_A_DIGIT:
-        return {"drawn_digit": None, "correct": None, "not_digit": True}
-    return {"drawn_digit": label, "correct": case((T.c.predicted_digit == label, True), else_=False), "not_digit": None}
+        return {"drawn_digit": None, "correct": None, "not_digit": True, "labelled_at": at}
+    correct = case((T.c.predicted_digit == label, True), else_=False)
+    return {"drawn_digit": label, "correct": correct, "not_digit": None, "labelled_at": at}
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)  # naive UTC, like every time in the store
+
+
+def no_later_label(column_at):
+    """Where-clause of a replayed label given at `:at`: the row holds no label given after it (a label
+    replayed late from one worker's spool must not replace the one a person gave last, elsewhere)."""
+    return column_at.is_(None) | (column_at <= bindparam("at", type_=DateTime))
 
 
 #: Built once: a statement given its values at execute time is compiled once and then served from
@@ -73,7 +101,7 @@ def _upsert_statement(dialect: str, *, newer_only: bool = False):
         ins = (pg_insert if dialect == "postgresql" else sqlite_insert)(T)
         new = ins.excluded
         drawn = func.coalesce(new.drawn_digit, T.c.drawn_digit)
-        keep = {"id", "drawing_id", "model_name", "drawn_digit", "correct", "not_digit"}
+        keep = {"id", "drawing_id", "model_name", "drawn_digit", "correct", "not_digit", "labelled_at"}
         stmt = ins.on_conflict_do_update(
             index_elements=[T.c.drawing_id, T.c.model_name],
             set_={
@@ -81,6 +109,7 @@ def _upsert_statement(dialect: str, *, newer_only: bool = False):
                 "drawn_digit": drawn,
                 "correct": case((drawn.is_(None), None), else_=drawn == new.predicted_digit),
                 "not_digit": case((new.drawn_digit.is_not(None), None), else_=T.c.not_digit),
+                "labelled_at": case((new.drawn_digit.is_not(None), new.timestamp), else_=T.c.labelled_at),
             },
             where=(T.c.timestamp <= new.timestamp) if newer_only else None,
         )
@@ -150,27 +179,33 @@ class Repository:
             conn.execute(_INSERT, [r.to_row() for r in missing])
         return len(missing)
 
-    def apply_feedback(self, conn, key: str, labels: dict[Any, int | None]) -> None:
+    def apply_feedback(self, conn, key: str, labels: dict[Any, Label]) -> None:
         """Many feedbacks at once, keyed by "uid" or "id" (executemany; unknown keys change nothing).
-        A label is a digit, NOT_A_DIGIT, or None (cleared)."""
+        A label is (a digit, NOT_A_DIGIT or None to clear, the time it was given); a row labelled later
+        than that keeps its label."""
         self._apply_labels(conn, T.c[key] == bindparam("k"), [({"k": k}, d) for k, d in labels.items()])
 
-    def apply_feedback_by_drawing(self, conn, labels: dict[tuple[str, str], int | None]) -> None:
+    def apply_feedback_by_drawing(self, conn, labels: dict[tuple[str, str], Label]) -> None:
         """`apply_feedback` keyed by (drawing id, model name): the drawing's row, whichever stroke it holds."""
         where = (T.c.drawing_id == bindparam("dr")) & (T.c.model_name == bindparam("m"))
         self._apply_labels(conn, where, [({"dr": dr, "m": m}, d) for (dr, m), d in labels.items()])
 
     @staticmethod
-    def _apply_labels(conn, where, keyed: list[tuple[dict[str, Any], int | None]]) -> None:
-        sets = [{**k, "d": d} for k, d in keyed if d is not None and d != NOT_A_DIGIT]
-        others = [{**k, "n": True if d == NOT_A_DIGIT else None} for k, d in keyed if d is None or d == NOT_A_DIGIT]
+    def _apply_labels(conn, where, keyed: list[tuple[dict[str, Any], Label]]) -> None:
+        sets = [{**k, "d": d, "at": at} for k, (d, at) in keyed if d is not None and d != NOT_A_DIGIT]
+        others = [{**k, "n": True if d == NOT_A_DIGIT else None, "at": at}
+                  for k, (d, at) in keyed if d is None or d == NOT_A_DIGIT]  # fmt: skip
         d = bindparam("d", type_=Integer)
+        at = bindparam("at", type_=DateTime)
+        where = where & no_later_label(T.c.labelled_at)
         if sets:
             correct = case((T.c.predicted_digit == d, True), else_=False)
-            conn.execute(update(T).where(where).values(drawn_digit=d, correct=correct, not_digit=None), sets)
+            stmt = update(T).where(where).values(drawn_digit=d, correct=correct, not_digit=None, labelled_at=at)
+            conn.execute(stmt, sets)
         if others:
             n = bindparam("n", type_=Boolean)
-            conn.execute(update(T).where(where).values(drawn_digit=None, correct=None, not_digit=n), others)
+            stmt = update(T).where(where).values(drawn_digit=None, correct=None, not_digit=n, labelled_at=at)
+            conn.execute(stmt, others)
 
     def id_for_uid(self, uid: str) -> int | None:
         with self.engine.connect() as conn:

@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
+from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
 from typing import IO, Any, Self
@@ -221,14 +222,15 @@ class PredictionStore:
         during an outage the feedback is spooled (and True returned): applied after the records before it."""
         digit = check_label(true_digit)
         return self._feedback(
-            {"op": "feedback", "id": int(id), "digit": digit}, lambda: self.repo.set_feedback(int(id), digit)
+            {"op": "feedback", "id": int(id), "digit": digit, "at": _stamp()},
+            lambda: self.repo.set_feedback(int(id), digit),
         )
 
     def set_feedback_by_uid(self, uid: str, true_digit: int | None) -> bool:
         """Same, by the record's uid: the only handle on a record that is still in the spool."""
         digit = check_label(true_digit)
         return self._feedback(
-            {"op": "feedback", "uid": str(uid), "digit": digit},
+            {"op": "feedback", "uid": str(uid), "digit": digit, "at": _stamp()},
             lambda: self.repo.set_feedback_by_uid(str(uid), digit),
         )
 
@@ -252,7 +254,7 @@ class PredictionStore:
         if "uid" not in op or not self.spool.siblings_pending():
             return False
         target = "number" if op["op"] in NUMBER_OPS else "prediction"
-        label = op["true_text"] if target == "number" else op["digit"]
+        label = (op["true_text"] if target == "number" else op["digit"], _given_at(op))
         with self.engine.begin() as conn:
             if pending.keep_unmatched(conn, target, {op["uid"]: label}):  # stored meanwhile: label it now
                 self._label(conn, target, {op["uid"]: label}, {})
@@ -299,7 +301,7 @@ class PredictionStore:
         """What was really written, on the number with this id or uid: the updated number, or None if there
         is no such number; during an outage the answer is spooled (applied after the numbers before it)."""
         key, value = ("id", int(id)) if uid is None else ("uid", str(uid))
-        op = {"op": "number_feedback", key: value, "true_text": str(true_text)}
+        op = {"op": "number_feedback", key: value, "true_text": str(true_text), "at": _stamp()}
         with self._mode_lock:
             if self._spool_mode:
                 self.spool.append(op)
@@ -535,12 +537,13 @@ class PredictionStore:
                     waiting = pending.take(conn, target, [r.uid for r in records])
                     self._label(conn, target, waiting, drawing_of[target])
                 elif key == "id" and kind == "feedback":
-                    self.repo.apply_feedback(conn, "id", {op["id"]: op["digit"] for op in run})
+                    self.repo.apply_feedback(conn, "id", {op["id"]: (op["digit"], _given_at(op)) for op in run})
                 elif key == "id":
-                    numbers.apply_true_text(conn, "id", {op["id"]: op["true_text"] for op in run})
+                    numbers.apply_true_text(conn, "id", {op["id"]: (op["true_text"], _given_at(op)) for op in run})
                 else:
                     field = "digit" if kind == "feedback" else "true_text"
-                    self._label(conn, target, {op["uid"]: op[field] for op in run}, drawing_of[target], keep=True)
+                    labels = {op["uid"]: (op[field], _given_at(op)) for op in run}
+                    self._label(conn, target, labels, drawing_of[target], keep=True)
 
     def _label(self, conn, target: str, labels: dict[str, Any], drawing_of: dict[str, Any], *, keep: bool = False) -> None:
         """Labels keyed by uid: a uid replayed in this batch labels its drawing's row (whichever stroke it
@@ -682,6 +685,17 @@ class GroupCommit:
             return self.repo.insert_many(records)
         except IntegrityError:
             return [self.repo.insert(r) for r in records]  # an already stored uid returns its id
+
+
+def _stamp() -> str:
+    """When a label is given (naive UTC, ISO): replays apply it only over an earlier one."""
+    return datetime.now(UTC).replace(tzinfo=None).isoformat()
+
+
+def _given_at(op: dict[str, Any]) -> datetime:
+    """A spooled label's time; a line written before labels carried one counts as given now (as before)."""
+    at = op.get("at")
+    return datetime.fromisoformat(at) if at else datetime.now(UTC).replace(tzinfo=None)
 
 
 def _parse(line: bytes) -> dict[str, Any]:
