@@ -109,3 +109,17 @@ def test_more_digits_than_a_number_holds_is_refused(cnn, detector, monkeypatch):
     monkeypatch.setattr(segment, "MAX_DIGITS", 3)
     with pytest.raises(segment.NotANumberError, match="4 digit-like marks"):
         read_number(image, cnn, detector)
+
+
+def test_too_many_ways_to_split_is_refused_before_the_work(cnn, detector, monkeypatch):
+    """Each candidate is preprocessed and classified: a crafted image of a few KB cost /read 3-4 s of CPU
+    before it was refused. The count is checked first; nothing is preprocessed."""
+    from digitlab import segment
+
+    image = draw_number("2024")
+    monkeypatch.setattr(segment, "MAX_CANDIDATES", 3)
+    preprocessed = []
+    monkeypatch.setattr(segment, "to_mnist", lambda crop: preprocessed.append(crop))
+    with pytest.raises(segment.NotANumberError, match="ways to split it"):
+        read_number(image, cnn, detector)
+    assert preprocessed == []

@@ -72,6 +72,9 @@ MAX_DIGITS = 32  #: the longest number read (`true_text` takes up to 32 digits t
 #: more separate marks than this are no written number (noise, a texture, a page of text): refused before
 #: the work grows with them
 MAX_MARKS = 4 * MAX_DIGITS
+#: more candidate digits than this (each one preprocessed and classified) is no written number either: a
+#: checkerboard gave thousands (3-4 s of CPU per request); 6-digit calibration numbers need at most ~300
+MAX_CANDIDATES = 1200
 
 
 class NotANumberError(DigitlabError):
@@ -303,9 +306,7 @@ def _candidates(
 ) -> tuple[list[tuple[int, int]], list[np.ndarray], list[tuple[int, int, int, int]]]:
     """Every run pieces[i:j] that could be one digit, cropped and preprocessed: (spans, 28x28s, boxes)."""
     n = len(pieces)
-    spans: list[tuple[int, int]] = []
-    images: list[np.ndarray] = []
-    boxes: list[tuple[int, int, int, int]] = []
+    runs: list[tuple[int, int]] = []
     for i in range(n):
         for j in range(i + 1, min(n, i + MAX_PIECES) + 1):
             group = pieces[i:j]
@@ -313,13 +314,20 @@ def _candidates(
                 if j > i + 1 and _width(group) > MAX_DIGIT_WIDTH * height:
                     break
                 continue
-            crop, box = _crop(s, group)
-            try:
-                images.append(to_mnist(crop))
-            except EmptyImageError:
-                continue
-            spans.append((i, j))
-            boxes.append(box)
+            runs.append((i, j))
+    if len(runs) > MAX_CANDIDATES:  # a texture or a scrawl, not a number: refused before seconds of work
+        raise NotANumberError(_NOT_A_NUMBER.format(f"{len(runs)} ways to split it"))
+    spans: list[tuple[int, int]] = []
+    images: list[np.ndarray] = []
+    boxes: list[tuple[int, int, int, int]] = []
+    for i, j in runs:
+        crop, box = _crop(s, pieces[i:j])
+        try:
+            images.append(to_mnist(crop))
+        except EmptyImageError:
+            continue
+        spans.append((i, j))
+        boxes.append(box)
     if not images:
         raise EmptyImageError("Nothing written but dots or specks: write a number and try again.")
     return spans, images, boxes
