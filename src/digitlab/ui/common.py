@@ -278,7 +278,11 @@ def _models_cached(api_url: str) -> list[dict[str, Any]]:
 
 
 def model_catalog() -> tuple[list[dict[str, Any]], str | None]:
-    """(models, error). Falls back to the last list this session saw when the API is away."""
+    """(models, error). Falls back to the last list this session saw when the API is away, without asking
+    it again when this run's health check already found it away (a hung API held every page blank, the
+    canvas too, for the read timeout)."""
+    if st.session_state.get("api_ok") is False:
+        return st.session_state.get("_last_models", []), "The prediction service is not reachable."
     try:
         models = _models_cached(api_url())
     except ApiError as exc:
