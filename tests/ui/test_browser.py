@@ -412,3 +412,26 @@ def test_api_outage_and_recovery(desktop, ui_server, api_server):
     assert after != before
     assert page.locator(PREDICTION).count() == 1
     no_traceback(page)
+
+
+def test_an_answer_follows_the_drawing_to_another_model(desktop, ui_server, api_server):
+    """The answer is the picture's: after choosing another model, that model's record of the same drawing
+    is labelled too and the page says so (it asked again, and the second record stayed unlabelled)."""
+    page = desktop
+    open_page(page, ui_server.url, PAGES["draw"], ready=CANVAS)
+    draw_digit(page, 3)
+    first = wait_new_prediction(page, None)
+    wait_idle(page)
+    feedback_pill(page, 3).click()
+    expect(page.get_by_text(re.compile(r"Saved: you drew a 3"))).to_be_visible()
+    page.locator(".st-key-draw_model").click()
+    page.get_by_role("option").filter(has_text="SVM (RBF kernel)").first.click()
+    wait_idle(page, settle=1.0)
+    expect(page.get_by_text(re.compile(r"Saved: you drew a 3"))).to_be_visible(timeout=15_000)
+    _, rows = _newest_rows(api_server.url, 10)
+    mine = [r for r in rows if r["drawing_id"] == rows[0]["drawing_id"]]
+    assert {r["model_name"] for r in mine} >= {"svm"} and len(mine) == 2, mine
+    assert all(r["drawn_digit"] == 3 for r in mine), mine
+    assert current_drawing(page) == first
+    click_tool(page, "draw", "Clear")
+    expect(page.locator(EMPTY)).to_be_visible()

@@ -80,7 +80,8 @@ NOT_A_DIGIT = "Not a digit"
 ANSWERS = [*range(10), NOT_A_DIGIT]
 
 
-def send_feedback(key: str, prediction: Prediction) -> None:
+def send_feedback(key: str, prediction: Prediction, digest: str) -> None:
+    """The answer chosen under `prediction` (the picture with this digest) to the API; its outcome for the page."""
     answer = st.session_state.get(key)
     if answer is None:  # the chosen answer clicked again: it stays the answer (it is stored; none cannot be)
         given = st.session_state.get(f"{key}_result")
@@ -95,6 +96,7 @@ def send_feedback(key: str, prediction: Prediction) -> None:
         st.session_state[f"{key}_result"] = ("saved" if result.saved else "queued" if result.queued else "info",
                                              result.message, answer)  # fmt: skip
         common.close_drawing("draw")
+        st.session_state.setdefault("draw_answers", {})[digest] = answer
     except ApiUnavailable as exc:  # sent again when the service is back (`show_result`)
         st.session_state[f"{key}_result"] = ("unsent", str(exc), answer)
     except ApiError as exc:
@@ -129,14 +131,20 @@ def show_result(prediction: Prediction, models: list[dict], digest: str, slot) -
     slot.markdown(answer_html(prediction, models, digest), unsafe_allow_html=True)
 
     key = f"fb_{(prediction.uid or digest)[:12]}_{prediction.model}"  # per record: a twin shows no "Saved"
+    given = st.session_state.setdefault("draw_answers", {})  # picture digest -> the answer given for it
+    if key not in st.session_state and digest in given:
+        # the same picture answered with another model: the answer is the picture's, so this model's
+        # record gets it too (switching the model asked again, and its record stayed unlabelled)
+        st.session_state[key] = given[digest]
+        send_feedback(key, prediction, digest)
     st.pills(
-        "What did you draw?", ANSWERS, key=key, on_change=send_feedback, args=(key, prediction),
+        "What did you draw?", ANSWERS, key=key, on_change=send_feedback, args=(key, prediction, digest),
         help="One click saves the true digit with this drawing, so the History page can measure accuracy and "
         "the models can learn from it. 'Not a digit' teaches the check that catches scribbles.",
     )  # fmt: skip
     outcome = st.session_state.get(f"{key}_result")
     if outcome and outcome[0] == "unsent" and st.session_state.get("api_ok"):
-        send_feedback(key, prediction)  # given while the service was away (it reruns the page when back)
+        send_feedback(key, prediction, digest)  # given while the service was away (it reruns the page when back)
         outcome = st.session_state.get(f"{key}_result")
     if outcome:
         kind, message, answer = outcome
@@ -180,6 +188,7 @@ def draw_area() -> None:
             show_photo_answer(photo, model, models, slot)
             return
         if drawing.empty:
+            st.session_state.pop("draw_answers", None)  # a new drawing starts: earlier answers stay theirs
             slot.markdown(
                 '<div class="dl-placeholder" data-testid="dl-empty">Draw a digit on the canvas.<br>'
                 "The answer shows up here as soon as you lift the pen.</div>",
