@@ -175,6 +175,13 @@ def test_the_record_follows_the_canvas_through_undo_and_an_answer_stays_with_its
     wait_idle(page, settle=1.0)
     expect(page.get_by_text(re.compile(r"Saved: you drew a 7"))).to_be_visible()
     assert _newest_rows(api_server.url)[0] == before + 2
+    # drawing on again after that Undo: the changed picture's record is used again (it was left unlabelled
+    # and a twin made)
+    mouse_stroke(page, DIGITS[4][1], box)
+    wait_new_prediction(page, first)
+    wait_idle(page, settle=1.0)
+    total, rows = _newest_rows(api_server.url)
+    assert total == before + 2 and rows[0]["drawn_digit"] is None
     click_tool(page, "draw", "Clear")
     expect(page.locator(EMPTY)).to_be_visible()
     no_traceback(page)

@@ -53,16 +53,22 @@ def _drawing_id(prefix: str, inked: bool, background: str, png: bytes | None = N
     key = f"{prefix}_drawing_id"
     current = st.session_state.get(key)
     answered: dict = st.session_state.setdefault(f"{prefix}_answered", {})  # digest -> (id, background)
+    spare = f"{prefix}_spare_id"  # the record of a changed picture that Undo left: the next change reuses it
     if not inked:
         st.session_state.pop(key, None)
+        st.session_state.pop(spare, None)
         answered.clear()
         return None
     digest = hashlib.sha1(png).hexdigest() if png else None
     if digest in answered and answered[digest][1] == background:
+        if current is not None and current not in answered.values():
+            st.session_state[spare] = current
         st.session_state[key] = answered[digest]
         return answered[digest][0]
-    if current is not None and current in answered.values():  # the answered picture changed: a new record
-        current = None
+    if current is not None and current in answered.values():  # the answered picture changed: a new record,
+        current = st.session_state.pop(spare, None)  # or the one left by an Undo (no unlabelled twin)
+        if current is not None:
+            st.session_state[key] = current
     if current is None or current[1] != background:
         current = (uuid.uuid4().hex, background)
         st.session_state[key] = current
@@ -143,6 +149,10 @@ def drawing_canvas(
         # after a stroke): the same drawing, no new prediction, no new record. (The picture was taken as
         # "nothing drawn" at the first click after coming back, and the answer vanished.)
         drawing = kept
+    elif kept is not None and not kept.empty and bg != kept.background_color and png is not None and (
+        hashlib.sha1(png).hexdigest() == kept.digest
+    ):  # the new background empties the canvas; this run still has the old picture: not a drawing
+        drawing = Drawing(png=None, strokes=0, pen_color=pen, background_color=bg)
     else:
         drawing = Drawing(png=png, strokes=len(objects), pen_color=pen, background_color=bg,
                           drawing_id=_drawing_id(prefix, bool(objects), bg, png))  # fmt: skip
