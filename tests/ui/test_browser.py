@@ -293,6 +293,14 @@ def test_phone_touch_drawing(phone, ui_server):
     assert re.fullmatch(r"[0-9]", page.locator('[data-testid="dl-digit"]').inner_text().strip())
     print(f"\nphone: touch stroke end -> prediction on screen {stroke_latency_ms(page, key):.0f} ms")
     assert len(shown_probabilities(page)) == 10
+    # the answer comes right under the canvas and its tools: the digit shows without scrolling (the
+    # model picker and the upload stacked above it pushed it below the fold)
+    page.evaluate("() => window.scrollTo(0, 0)")
+    digit = page.locator('[data-testid="dl-digit"]').bounding_box()
+    picker = page.locator(".st-key-draw_model").bounding_box()
+    assert digit["y"] + digit["height"] <= 844, digit
+    assert picker["y"] > digit["y"], (picker, digit)
+    page.screenshot(path=str(SCREENSHOTS / "draw-result-390x844.png"))
     no_traceback(page)
 
 

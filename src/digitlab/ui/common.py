@@ -81,6 +81,13 @@ CSS = """
   [data-testid="stMainBlockContainer"] {padding-top: 3.2rem;}
   h1 {font-size: 1.75rem !important;}
   .st-key-dl_outage [data-testid="stAlert"] p {font-size:.85rem; line-height:1.35;}
+  /* Draw on a phone: canvas, tools, then the answer; the model picker and the upload after it (the
+     columns stack, and the left one's picker and upload pushed the answer below the fold) */
+  .st-key-draw_layout [data-testid="stHorizontalBlock"]:has(> [data-testid="stColumn"]) {
+    flex-direction:column; flex-wrap:nowrap; gap:1rem;}
+  .st-key-draw_layout [data-testid="stColumn"],
+  .st-key-draw_layout [data-testid="stColumn"] > [data-testid="stVerticalBlock"] {display:contents;}
+  .st-key-draw_layout [data-testid="stLayoutWrapper"]:has(> .st-key-draw_options) {order:2;}
 }
 </style>
 """

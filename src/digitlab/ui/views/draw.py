@@ -174,14 +174,16 @@ def show_result(prediction: Prediction, models: list[dict], digest: str, slot) -
 @st.fragment
 def draw_area() -> None:
     models, _ = common.model_catalog()
-    left, right = st.columns([1, 1.25], gap="large")
+    with st.container(key="draw_layout"):  # (a phone shows the answer before the options: common.CSS)
+        left, right = st.columns([1, 1.25], gap="large")
     with left:
         drawing = drawing_canvas("draw", hint="Draw one digit, 0–9, big")
-        model = model_picker(models)
-        note = common.not_ready_note(models)
-        if note:
-            st.caption(f":material/hourglass_top: {note}")
-        photo = common.photo_unless_drawn_over("draw_photo", photo_picker(), drawing)
+        with st.container(key="draw_options"):
+            model = model_picker(models)
+            note = common.not_ready_note(models)
+            if note:
+                st.caption(f":material/hourglass_top: {note}")
+            photo = common.photo_unless_drawn_over("draw_photo", photo_picker(), drawing)
     with right:
         slot = st.empty()  # one element for the answer (or the message instead of it)
         if photo is not None:
