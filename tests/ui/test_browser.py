@@ -275,6 +275,12 @@ def test_compare_shows_every_ready_model(desktop, ui_server, api_server):
     assert re.search(r"All \d+ models (agree|say)|The models disagree", text), text[:800]
     assert re.search(r"\d+% sure · \d+\s+ms", text)
     expect(page.get_by_text("Probabilities, model by model")).to_be_attached()
+    # one answer labels every model's record of the drawing (they were stored with no way to label them)
+    page.locator('[class*="st-key-cmp_fb_"] button').filter(
+        has_text=re.compile(r"^3$")).first.click()
+    expect(page.get_by_text(re.compile(r"Saved with every model's answer: you drew a 3"))).to_be_visible()
+    _, rows = _newest_rows(api_server.url, len(ready))
+    assert sorted(r["model_name"] for r in rows) == sorted(ready) and all(r["drawn_digit"] == 3 for r in rows), rows
     no_traceback(page)
 
 

@@ -115,8 +115,48 @@ def compare_area() -> None:
             cards(result, models, drawing.digest)
             if chart is not None:
                 st.altair_chart(chart, width="stretch")
+            answer_for_all(result, drawing.digest)
     if result.processed_png:
         seen.image(common.zoom_png(result.processed_png, 84), width=84, caption="What every model saw")
+
+
+ANSWERS = [*range(10), "Not a digit"]
+
+
+def _send_answer(key: str, result: Comparison) -> None:
+    """The chosen answer to every model's record of this drawing (each model's answer is stored)."""
+    answer = st.session_state.get(key)
+    if answer is None:  # the chosen answer clicked again: it stays
+        if st.session_state.get(f"{key}_result"):
+            st.session_state[key] = st.session_state[f"{key}_result"][1]
+        return
+    try:
+        for p in result.predictions:
+            if answer == "Not a digit":
+                common.client().feedback(p, None, not_digit=True)
+            else:
+                common.client().feedback(p, int(answer))
+        st.session_state[f"{key}_result"] = ("saved", answer)
+        common.close_drawing("compare")
+    except ApiError as exc:
+        st.session_state[f"{key}_result"] = ("error", answer, str(exc))
+
+
+def answer_for_all(result: Comparison, digest: str) -> None:
+    """"What did you draw?" for the drawing: every model's stored answer gets it (they were stored with
+    no way to label them)."""
+    if not result.predictions:
+        return
+    key = f"cmp_fb_{digest[:12]}"
+    st.pills("What did you draw?", ANSWERS, key=key, on_change=_send_answer, args=(key, result),
+             help="One click saves the true digit with every model's answer, for the History page's accuracy "
+             "and for learning.")  # fmt: skip
+    outcome = st.session_state.get(f"{key}_result")
+    if outcome and outcome[0] == "saved":
+        what = "not a digit" if outcome[1] == "Not a digit" else f"you drew {common.a_digit(outcome[1], bold=True)}"
+        st.success(f"Saved with every model's answer: {what}. Thank you!", icon=":material/check_circle:")
+    elif outcome:
+        st.error(f"Your answer was not saved: {outcome[2]}", icon=":material/error:")
 
 
 common.page_header(
