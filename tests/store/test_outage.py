@@ -181,3 +181,82 @@ def test_a_locked_table_spools_within_seconds(pg_databases, admin_connect, open_
         assert store.count() == 2
     finally:
         store.close()
+
+
+class _FreezingProxy:
+    """A TCP proxy to PostgreSQL that can stop forwarding while keeping every connection open: a frozen
+    server or a paused container (connections accepted, nothing answered)."""
+
+    def __init__(self, target_port: int = 5432):
+        import socket
+
+        self.target_port = target_port
+        self.frozen = threading.Event()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while not self.closed:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src, dst) -> None:
+        try:
+            while data := src.recv(65536):
+                while self.frozen.is_set() and not self.closed:
+                    time.sleep(0.05)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.closed = True
+        self.frozen.clear()
+        self.server.close()
+
+
+def test_a_frozen_database_spools_within_the_deadline_and_health_answers(
+    pg_databases, open_store, make_record, tmp_path
+):
+    """A server that accepts connections and answers nothing: predictions hung for the whole stall and
+    /health hung with them, saying "ok". Now the write is spooled after the deadline, health answers in
+    seconds, and after the stall every record is stored exactly once."""
+    from sqlalchemy.engine import make_url
+
+    url, _ = pg_databases.scratch()
+    proxy = _FreezingProxy()
+    via_proxy = make_url(url).set(port=proxy.port).render_as_string(hide_password=False)
+    store = open_store(via_proxy, tmp_path / "spool" / "me", write_deadline=2.0)
+    try:
+        first = store.add(make_record())
+        assert first.stored == "database"
+        proxy.frozen.set()
+        started = time.monotonic()
+        stuck = store.add(make_record())
+        assert stuck.stored == "spool" and time.monotonic() - started < 6
+        started = time.monotonic()
+        assert store.health()["database"] == "unavailable" and time.monotonic() - started < 3
+        assert store.add(make_record()).stored == "spool"  # straight to the spool now
+        proxy.frozen.clear()
+        assert store.wait_drained(timeout=60)
+        assert store.count() == 3
+        with store.engine.connect() as conn:
+            assert conn.scalar(text("SELECT count(DISTINCT uid) FROM user_predictions")) == 3
+    finally:
+        store.close()
+        proxy.close()

@@ -259,7 +259,7 @@ def test_rows_written_by_the_original_app_are_readable(store):
 def test_group_commit_fails_queued_writes_at_once_when_the_database_is_known_away(store, make_record):
     """Records queued behind a write that found the database gone are not tried again (another
     connect timeout each): the writer hands them back so the store spools them."""
-    from digitlab.store.store import GroupCommit, WriteSkipped
+    from digitlab.store.writer import GroupCommit, WriteSkipped
 
     away = threading.Event()
     writer = GroupCommit(store.repo, skip=away.is_set)

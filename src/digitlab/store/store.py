@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
@@ -53,6 +53,7 @@ from digitlab.store.records import AddResult, PredictionRecord, StoredPrediction
 from digitlab.store.repository import Repository
 from digitlab.store.spool import Spool
 from digitlab.store.versions import VersionStore
+from digitlab.store.writer import GroupCommit, WriteSkipped
 
 log = logging.getLogger("digitlab.store")
 
@@ -60,6 +61,13 @@ log = logging.getLogger("digitlab.store")
 #: SQLSTATEs that mean "not writable right now" although they do not come as OperationalError: a read-only
 #: transaction (25006: a PostgreSQL standby during a failover, or the database set read-only).
 _OUTAGE_SQLSTATES = frozenset({"25006"})
+
+
+#: a write the database has not answered in this many seconds is spooled (its request answers), and the
+#: store goes to spool mode: a frozen server or a paused container accepts connections and answers nothing
+WRITE_DEADLINE = 5.0
+#: /health waits this long for the database's `SELECT 1`
+HEALTH_PROBE_SECONDS = 1.5
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -86,12 +94,18 @@ class PredictionStore:
         retry_max: float = 5.0,
         batch_size: int = 200,
         orphan_scan_interval: float = 30.0,
+        write_deadline: float | None = WRITE_DEADLINE,
     ):
         self.url = url
         self.engine = make_engine(url, connect_timeout=connect_timeout)
         self.repo = Repository(self.engine)
         self.versions = VersionStore(self.engine)
-        self.writer = GroupCommit(self.repo, skip=lambda: self._spool_mode)
+        self.writer = GroupCommit(
+            self.repo, skip=lambda: self._spool_mode, deadline=write_deadline,
+            on_stall=lambda: self._mark_down(TimeoutError(f"the database did not answer a write in {write_deadline:g} s")),
+        )  # fmt: skip
+        self._prober = ThreadPoolExecutor(1, thread_name_prefix="digitlab-store-probe")  # one probe at a time
+        self._probe: Future | None = None
         self.spool = Spool(Path(spool_dir))
         self.retry_initial = retry_initial
         self.retry_max = retry_max
@@ -138,6 +152,7 @@ class PredictionStore:
             orphan.close(remove_if_empty=False)
         self._orphans = []
         self.spool.close()
+        self._prober.shutdown(wait=False)
         self.engine.dispose()
 
     def __enter__(self) -> Self:
@@ -396,14 +411,21 @@ class PredictionStore:
         now = time.monotonic()
         if self._db_ok and not self._spool_mode and now - self._last_probe > 1.0:
             self._last_probe = now
-            try:
-                with self.engine.connect() as conn:
-                    conn.execute(text("SELECT 1"))
+            if self._probe is None or self._probe.done():
+                self._probe = self._prober.submit(self._select_one)
+            try:  # bounded: a frozen server answers nothing, and a health check must not hang with it
+                self._probe.result(timeout=HEALTH_PROBE_SECONDS)
+            except FutureTimeout:
+                self._mark_down(TimeoutError(f"the database did not answer in {HEALTH_PROBE_SECONDS:g} s"))
             except SQLAlchemyError as exc:
                 self._mark_down(exc)
         # spool mode means writes are not reaching the database (even when a probe's SELECT 1 works)
         ok = self._db_ok and not self._spool_mode
         return {"database": "ok" if ok else "unavailable", "spool": self.pending()}
+
+    def _select_one(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
 
     def pending(self) -> int:
         """Records and feedback waiting in the spool (this process's and adopted ones)."""
@@ -589,102 +611,6 @@ NUMBER_OPS = ("number", "number_feedback")
 def _run_kind(op: dict[str, Any]) -> tuple[str, str]:
     """(operation, key kind): consecutive spool lines with the same one are applied together."""
     return op["op"], "uid" if "uid" in op else "id"
-
-
-class WriteSkipped(Exception):
-    """The writer did not try: the store switched to spool mode while the records were queued."""
-
-
-class GroupCommit:
-    """Group commit: one writer thread inserts everything that queued up while it was committing.
-
-    One request alone pays a thread hand-off; under load, many requests share one transaction, so one
-    fsync and (SQLite with several worker processes) one hand-over of the write lock instead of one each.
-    Callers block until their records are committed and get their ids, exactly as with direct inserts.
-    """
-
-    MAX_BATCH = 256
-
-    def __init__(self, repo: Repository, skip=lambda: False):
-        self.repo = repo
-        self.skip = skip  # true when the database is known to be away: fail queued writes at once
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="digitlab-store-writer", daemon=True)
-        self._thread.start()
-
-    def close(self, timeout: float = 10.0) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(timeout)
-            self._thread = None
-
-    def insert(self, records: list[PredictionRecord]) -> list[int]:
-        """The records' ids once committed; raises what the database raised."""
-        return self.submit(records).result()
-
-    def submit(self, records: list[PredictionRecord]) -> Future:
-        """A Future of the records' ids, set by the writer thread after the commit."""
-        future: Future = Future()
-        if self._thread is None:  # not started (scripts, or after close): insert directly
-            try:
-                future.set_result(self._insert_or_existing(records))
-            except Exception as exc:  # noqa: BLE001 - raised by the Future's result()
-                future.set_exception(exc)
-            return future
-        self._queue.put((records, future))
-        return future
-
-    def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            size = len(first[0])
-            while size < self.MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True  # commit this batch, then stop
-                    break
-                batch.append(item)
-                size += len(item[0])
-            self._commit(batch)
-
-    def _commit(self, batch: list[tuple[list[PredictionRecord], Future]]) -> None:
-        if self.skip():  # an outage began while these waited: do not wait for another timeout
-            for _, future in batch:
-                future.set_exception(WriteSkipped())
-            return
-        try:
-            ids = self.repo.insert_many([r for records, _ in batch for r in records])
-        except IntegrityError:  # a uid already stored (a replayed record): sort it out per request
-            for records, future in batch:
-                try:
-                    future.set_result(self._insert_or_existing(records))
-                except Exception as exc:  # noqa: BLE001 - handed to the waiting caller
-                    future.set_exception(exc)
-            return
-        except Exception as exc:  # noqa: BLE001 - every waiting caller gets it (and spools its records)
-            for _, future in batch:
-                future.set_exception(exc)
-            return
-        start = 0
-        for records, future in batch:
-            future.set_result(ids[start : start + len(records)])
-            start += len(records)
-
-    def _insert_or_existing(self, records: list[PredictionRecord]) -> list[int]:
-        try:
-            return self.repo.insert_many(records)
-        except IntegrityError:
-            return [self.repo.insert(r) for r in records]  # an already stored uid returns its id
 
 
 def _stamp() -> str:
