@@ -389,6 +389,7 @@ def test_api_outage_and_recovery(desktop, ui_server, api_server):
     before = wait_new_prediction(page, None)
     wait_idle(page)
     canvas_top = page.locator(CANVAS).first.bounding_box()["y"]
+    answered_id = _newest_rows(api_server.url)[1][0]["id"]
 
     api_server.stop()
     try:
@@ -397,6 +398,9 @@ def test_api_outage_and_recovery(desktop, ui_server, api_server):
         started = time.monotonic()
         expect(banner.first).to_be_visible(timeout=OUTAGE_BUDGET_S * 1000)
         print(f"\noutage: draw page warned after {time.monotonic() - started:.1f} s")
+        # an answer given now is kept and sent when the API is back, even after drawing on (it was lost)
+        feedback_pill(page, 1).click()
+        expect(page.get_by_text(re.compile(r"Not saved yet: you drew a 1"))).to_be_visible(timeout=10_000)
         # the notice floats: the canvas has not moved (issue 13.8: it was pushed down ~96 px)
         assert page.locator(CANVAS).first.bounding_box()["y"] == canvas_top
         expect(notice).to_contain_text("your drawing stays on the canvas")
@@ -432,6 +436,13 @@ def test_api_outage_and_recovery(desktop, ui_server, api_server):
     after = wait_new_prediction(page, before, timeout=15)
     assert after != before
     assert page.locator(PREDICTION).count() == 1
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        row = httpx.get(f"{api_server.url}/api/v1/predictions/{answered_id}", timeout=5).json()
+        if row["drawn_digit"] == 1:
+            break
+        time.sleep(0.5)
+    assert row["drawn_digit"] == 1, row
     no_traceback(page)
 
 

@@ -222,8 +222,8 @@ def show_error(slot, error: ApiError, *, nothing: str, kept: str) -> None:
     (`kept`: what is kept meanwhile), or the API's own one-line message; never a traceback."""
     if error.code == "empty_image":
         slot.info(nothing, icon=":material/gesture:")
-    elif isinstance(error, ApiUnavailable):
-        slot.warning(f"{error} {kept}", icon=":material/cloud_off:")
+    elif isinstance(error, ApiUnavailable):  # the banner names the service and its address; here only what is kept
+        slot.warning(f"The prediction service is not answering right now. {kept}", icon=":material/cloud_off:")
     else:
         slot.warning(str(error), icon=":material/warning:")
 

@@ -99,8 +99,9 @@ def compare_area() -> None:
         if error is not None:
             if error.code == "empty_image":
                 slot.info("Nothing to recognise yet: draw a larger digit.", icon=":material/gesture:")
-            elif isinstance(error, ApiUnavailable):
-                slot.warning(f"{error} Your drawing is kept.", icon=":material/cloud_off:")
+            elif isinstance(error, ApiUnavailable):  # (the banner says which service and where)
+                slot.warning("The prediction service is not answering right now. Your drawing is kept.",
+                             icon=":material/cloud_off:")
             else:
                 slot.warning(str(error), icon=":material/warning:")
             return

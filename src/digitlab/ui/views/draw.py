@@ -88,6 +88,7 @@ def send_feedback(key: str, prediction: Prediction, digest: str) -> None:
         if given is not None:
             st.session_state[key] = given[2]
         return
+    unsent: dict = st.session_state.setdefault("draw_unsent", {})  # key -> (prediction, digest, answer)
     try:
         if answer == NOT_A_DIGIT:
             result = common.client().feedback(prediction, None, not_digit=True)
@@ -95,12 +96,29 @@ def send_feedback(key: str, prediction: Prediction, digest: str) -> None:
             result = common.client().feedback(prediction, int(answer))
         st.session_state[f"{key}_result"] = ("saved" if result.saved else "queued" if result.queued else "info",
                                              result.message, answer)  # fmt: skip
-        common.close_drawing("draw")
+        unsent.pop(key, None)
+        shown = st.session_state.get("draw_drawing")
+        if shown is not None and shown.digest == digest:  # (not when it was the photo, or a picture drawn over)
+            common.close_drawing("draw")
         st.session_state.setdefault("draw_answers", {})[digest] = answer
-    except ApiUnavailable as exc:  # sent again when the service is back (`show_result`)
+    except ApiUnavailable as exc:  # sent again when the service is back (`send_unsent`)
         st.session_state[f"{key}_result"] = ("unsent", str(exc), answer)
+        unsent[key] = (prediction, digest, answer)
     except ApiError as exc:
         st.session_state[f"{key}_result"] = ("error", str(exc), answer)
+        unsent.pop(key, None)
+
+
+def send_unsent() -> None:
+    """Answers given while the service was away, sent once it is back (it reruns the page then): also
+    those of a picture no longer on screen (the person drew on; the answer was silently lost)."""
+    unsent: dict = st.session_state.get("draw_unsent") or {}
+    if not unsent or not st.session_state.get("api_ok"):
+        return
+    for key, (prediction, digest, answer) in list(unsent.items()):
+        if st.session_state.get(key) is None:
+            st.session_state[key] = answer  # (the pill's own state is gone when it is not on the page)
+        send_feedback(key, prediction, digest)
 
 
 def answer_html(prediction: Prediction, models: list[dict], digest: str) -> str:
@@ -143,9 +161,6 @@ def show_result(prediction: Prediction, models: list[dict], digest: str, slot) -
         "the models can learn from it. 'Not a digit' teaches the check that catches scribbles.",
     )  # fmt: skip
     outcome = st.session_state.get(f"{key}_result")
-    if outcome and outcome[0] == "unsent" and st.session_state.get("api_ok"):
-        send_feedback(key, prediction, digest)  # given while the service was away (it reruns the page when back)
-        outcome = st.session_state.get(f"{key}_result")
     if outcome:
         kind, message, answer = outcome
         if answer == NOT_A_DIGIT:
@@ -173,6 +188,7 @@ def show_result(prediction: Prediction, models: list[dict], digest: str, slot) -
 
 @st.fragment
 def draw_area() -> None:
+    send_unsent()
     models, _ = common.model_catalog()
     with st.container(key="draw_layout"):  # (a phone shows the answer before the options: common.CSS)
         left, right = st.columns([1, 1.25], gap="large")
