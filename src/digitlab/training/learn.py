@@ -200,9 +200,11 @@ class _Run:
         if data.empty:
             return "no labelled drawings in the store: nothing to learn (label drawings on the Draw page first)"
         if len(data.holdout_y) < MIN_HOLDOUT:
-            return (f"only {len(data.holdout_y)} held-out drawing(s) (the drawings come from "
-                    f"{data.counts['sessions']} session(s)): at least {MIN_HOLDOUT} drawings of sessions other than "
-                    "the learning ones are needed to judge a new model, so nothing is built or promoted")  # fmt: skip
+            return (f"a new model is judged on labelled drawings of other people than those it learns from, and "
+                    f"only {len(data.holdout_y)} such drawing(s) exist (the labelled drawings come from "
+                    f"{data.counts['sessions']} browser session(s)); at least {MIN_HOLDOUT} are needed: when more "
+                    "people (browsers) have drawn and answered \"What did you draw?\", try again. Nothing was "
+                    "built or promoted.")  # fmt: skip
         return ""
 
     def _mnist(self, split: str) -> tuple[np.ndarray, np.ndarray]:
