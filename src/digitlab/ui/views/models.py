@@ -108,8 +108,13 @@ def learn_now() -> None:
 
     if not get_settings().admin_token:
         return
-    if st.button("Learn now", icon=":material/school:", key="learn_now",
-                 help="Build new versions of every model from the labelled drawings (a few minutes)."):  # fmt: skip
+    with st.popover("Learn now", icon=":material/school:",
+                    help="Build new versions of every model from the labelled drawings (a few minutes)."):  # fmt: skip
+        st.markdown("Build a new version of every model from the drawings people labelled. It takes a few "
+                    "minutes of the server's CPU; a new version is served only if it is not worse than the "
+                    "current one on drawings it did not learn from.")  # fmt: skip
+        start = st.button("Start learning", icon=":material/play_arrow:", key="learn_now", type="primary")
+    if start:
         try:
             st.session_state["learn_job"] = common.client().start_learning()["job_id"]
         except ApiError as exc:
