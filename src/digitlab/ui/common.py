@@ -152,22 +152,23 @@ def photo_picker(title: str, label: str, key: str, what: str):
         )  # fmt: skip
 
 
-def photo_unless_drawn_over(key: str, photo, drawing):
-    """The photo, or None once the person drew on the canvas after uploading it: the latest thing they
-    gave is what they mean (an answer given then went to the photo: a photo of a 3 stored as "you drew
-    a 1"). The photo is removed from its uploader, and the fragment runs again without it."""
+def forget_photo_drawn_over(key: str, drawing) -> None:
+    """Call before `photo_picker(key)`: once the person drew on the canvas after uploading a photo, the
+    latest thing they gave is what they mean (an answer given then went to the photo: a photo of a 3
+    stored as "you drew a 1"), so the uploader starts empty in this very run (a new widget key)."""
+    generation = st.session_state.get(f"{key}_generation", 0)
+    photo = st.session_state.get(f"{key}_{generation}" if generation else key)
     if photo is None:
         st.session_state.pop(f"{key}_canvas_at", None)
-        return None
+        return
     at = st.session_state.get(f"{key}_canvas_at")
     if at is None or at[0] != photo.file_id:  # a new photo: remember the canvas as it was then
         st.session_state[f"{key}_canvas_at"] = (photo.file_id, drawing.digest)
-        return photo
+        return
     if drawing.empty or drawing.digest == at[1]:
-        return photo
+        return
     st.session_state.pop(f"{key}_canvas_at", None)
-    st.session_state[f"{key}_generation"] = st.session_state.get(f"{key}_generation", 0) + 1
-    st.rerun(scope="fragment")
+    st.session_state[f"{key}_generation"] = generation + 1
 
 
 def sure_words(confidence: float, uncertain: bool) -> str:

@@ -199,26 +199,30 @@ def draw_area() -> None:
             note = common.not_ready_note(models)
             if note:
                 st.caption(f":material/hourglass_top: {note}")
-            photo = common.photo_unless_drawn_over("draw_photo", photo_picker(), drawing)
+            common.forget_photo_drawn_over("draw_photo", drawing)
+            photo = photo_picker()
     with right:
-        slot = st.empty()  # one element for the answer (or the message instead of it)
-        if photo is not None:
-            show_photo_answer(photo, model, models, slot)
-            return
-        if drawing.empty:
-            st.session_state.pop("draw_answers", None)  # a new drawing starts: earlier answers stay theirs
-            slot.markdown(
-                '<div class="dl-placeholder" data-testid="dl-empty">Draw a digit on the canvas.<br>'
-                "The answer shows up here as soon as you lift the pen.</div>",
-                unsafe_allow_html=True,
-            )
-            return
-        prediction, error = predict(drawing, model)
-        if error is not None:
-            common.show_error(slot, error, nothing="Nothing to recognise yet: draw a larger digit.",
-                              kept="Your drawing is kept; it is recognised as soon as the service is back.")  # fmt: skip
-            return
-        show_result(prediction, models, drawing.digest, slot)
+        # the answer, its buttons and notes in one element, replaced whole on every run: a trailing
+        # element of the previous answer (the photo's caption) could outlive an interrupted run
+        slot = st.empty().container()
+        with slot:
+            if photo is not None:
+                show_photo_answer(photo, model, models, slot)
+                return
+            if drawing.empty:
+                st.session_state.pop("draw_answers", None)  # a new drawing starts: earlier answers stay theirs
+                slot.markdown(
+                    '<div class="dl-placeholder" data-testid="dl-empty">Draw a digit on the canvas.<br>'
+                    "The answer shows up here as soon as you lift the pen.</div>",
+                    unsafe_allow_html=True,
+                )
+                return
+            prediction, error = predict(drawing, model)
+            if error is not None:
+                common.show_error(slot, error, nothing="Nothing to recognise yet: draw a larger digit.",
+                                  kept="Your drawing is kept; it is recognised as soon as the service is back.")  # fmt: skip
+                return
+            show_result(prediction, models, drawing.digest, slot)
 
 
 def show_photo_answer(photo, model: str | None, models: list[dict], slot) -> None:

@@ -114,9 +114,9 @@ def number_area() -> None:
     drawing = drawing_canvas("number", hint="Write a number, e.g. a year or a price (on a phone, turn it sideways)",
                              width=CANVAS_WIDTH, height=CANVAS_HEIGHT)  # fmt: skip
     result = st.container()  # the reading right under the canvas; the upload folded away below it
+    common.forget_photo_drawn_over("number_photo", drawing)
     photo = common.photo_picker("…or upload a photo or scan of a written number",
                                 "A photo or scan of a written number", "number_photo", "is read")  # fmt: skip
-    photo = common.photo_unless_drawn_over("number_photo", photo, drawing)
     with result:
         _reading(drawing, photo)
 
