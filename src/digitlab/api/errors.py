@@ -173,3 +173,12 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         503: "Model not ready or database unavailable",
     }
     return {s: {"model": ErrorResponse, "description": descriptions.get(s, "Error")} for s in statuses}
+
+
+def answer_not_stored() -> ApiError:
+    """503 for an answer neither the database nor the outage spool could take."""
+    return ApiError(
+        "Your answer could not be stored right now (the database refused it and the local queue could not be "
+        "written): try again shortly.",
+        "database_unavailable",
+    )

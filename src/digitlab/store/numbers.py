@@ -32,8 +32,9 @@ from digitlab.store.records import (
     Source,
     not_stored,
     utc_naive,
+    utc_now,
 )
-from digitlab.store.repository import no_later_label, utc_now
+from digitlab.store.repository import no_later_label
 
 MAX_PAGE_SIZE = 500
 DIGITS_ONLY = re.compile(r"^[0-9]*$")

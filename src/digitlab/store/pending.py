@@ -17,13 +17,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select
 
 from digitlab.store.models import NUMBERS, PENDING
 from digitlab.store.models import TABLE as PREDICTIONS
+from digitlab.store.records import utc_now
 
 log = logging.getLogger("digitlab.store")
 
@@ -32,9 +33,6 @@ MAX_AGE = timedelta(days=1)
 _TABLES = {"prediction": PREDICTIONS, "number": NUMBERS}
 _CHUNK = 500  # uids per IN (...) list
 
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _chunks(items: list, size: int = _CHUNK) -> Iterable[list]:
@@ -70,7 +68,7 @@ def keep_unmatched(conn, target: str, labels: dict[str, Any]) -> dict[str, Any]:
     present = stored_uids(conn, target, labels)
     waiting = [k for k in labels if k not in present]
     if waiting:
-        now = _now()
+        now = utc_now()
         conn.execute(
             insert(PENDING),
             [{"created_at": now, "target": target, "uid": k, "label": _dumps(labels[k])} for k in waiting],
@@ -98,7 +96,7 @@ def take_resolvable(conn) -> dict[str, dict[str, Any]]:
     by two processes at once, neither seeing the other's uncommitted row."""
     if not conn.scalar(select(func.count()).select_from(PENDING)):
         return {}
-    expired = conn.execute(delete(PENDING).where(PENDING.c.created_at < _now() - MAX_AGE)).rowcount
+    expired = conn.execute(delete(PENDING).where(PENDING.c.created_at < utc_now() - MAX_AGE)).rowcount
     if expired:
         log.warning("%d spooled label(s) dropped: their records never reached the database in %s", expired, MAX_AGE)
     out = {}

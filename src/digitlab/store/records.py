@@ -30,6 +30,11 @@ UID_LEN = 32
 NUMBER_TEXT_LEN = 64  # digits of a read number (/read takes true_text up to 32)
 
 
+def utc_now() -> datetime:
+    """Now, as the store keeps every time: naive UTC."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
 def utc_naive(value: datetime | date) -> datetime:
     """Timestamps are stored as naive UTC (TIMESTAMP WITHOUT TIME ZONE, like the original table)."""
     if not isinstance(value, datetime):

@@ -36,6 +36,7 @@ from digitlab.store.records import (
     not_stored,
     parse_probabilities,
     utc_naive,
+    utc_now,
 )
 
 MAX_PAGE_SIZE = 500
@@ -74,10 +75,6 @@ def _label_values(label: int | None) -> dict[str, Any]:
         return {"drawn_digit": None, "correct": None, "not_digit": True, "labelled_at": at}
     correct = case((T.c.predicted_digit == label, True), else_=False)
     return {"drawn_digit": label, "correct": correct, "not_digit": None, "labelled_at": at}
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)  # naive UTC, like every time in the store
 
 
 def no_later_label(column_at):

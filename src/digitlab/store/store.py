@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from datetime import UTC, datetime
+from datetime import datetime
 from itertools import groupby
 from pathlib import Path
 from typing import IO, Any, Self
@@ -49,7 +49,7 @@ from digitlab.errors import DigitlabError
 from digitlab.store import export, numbers, pending
 from digitlab.store.db import DatabaseUnavailableError, make_engine, upgrade
 from digitlab.store.numbers import NumberFeedbackResult, NumberRecord
-from digitlab.store.records import AddResult, PredictionRecord, StoredPrediction, check_label
+from digitlab.store.records import AddResult, PredictionRecord, StoredPrediction, check_label, utc_now
 from digitlab.store.repository import Repository
 from digitlab.store.spool import Spool
 from digitlab.store.versions import VersionStore
@@ -615,13 +615,13 @@ def _run_kind(op: dict[str, Any]) -> tuple[str, str]:
 
 def _stamp() -> str:
     """When a label is given (naive UTC, ISO): replays apply it only over an earlier one."""
-    return datetime.now(UTC).replace(tzinfo=None).isoformat()
+    return utc_now().isoformat()
 
 
 def _given_at(op: dict[str, Any]) -> datetime:
     """A spooled label's time; a line written before labels carried one counts as given now (as before)."""
     at = op.get("at")
-    return datetime.fromisoformat(at) if at else datetime.now(UTC).replace(tzinfo=None)
+    return datetime.fromisoformat(at) if at else utc_now()
 
 
 def _parse(line: bytes) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from sqlalchemy import Engine, insert, literal, select, text, update
 from digitlab.errors import DigitlabError
 from digitlab.models.artifacts import ArtifactError, sha256_bytes
 from digitlab.store.models import JOBS, VERSIONS
+from digitlab.store.records import utc_now
 
 STATUSES = ("promoted", "candidate", "rejected", "retired")
 
@@ -27,9 +28,6 @@ STATUSES = ("promoted", "candidate", "rejected", "retired")
 STALE_QUEUED = timedelta(minutes=10)
 _JOB_LOCK = 0x6A_6F_62_73  # "jobs": pg_advisory_xact_lock key while a job is created
 
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)  # naive UTC, like the rest of the store
 
 
 @dataclass(frozen=True)
@@ -84,7 +82,7 @@ class VersionStore:
         """Store a built version (a candidate, promoted or rejected); promoting it retires the served one."""
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}")
-        now = _now()
+        now = utc_now()
         row = {
             "name": name, "version": version, "parent_version": parent, "status": "candidate", "reason": reason,
             "created_at": now, "promoted_at": None, "sha256": sha256_bytes(payload),
@@ -114,7 +112,7 @@ class VersionStore:
             if conn.scalar(self._where(name, version, select(VERSIONS.c.id))) is None:
                 raise DigitlabError(f"model {name!r} has no version {version!r}: see `digitlab models list`.",
                                     code="version_not_found")  # fmt: skip
-            self._promote(conn, name, version, _now())
+            self._promote(conn, name, version, utc_now())
         return self.get(name, version)
 
     def rollback(self, name: str) -> VersionInfo | None:
@@ -136,7 +134,7 @@ class VersionStore:
             )
             if previous is None:
                 return None
-            self._promote(conn, name, previous, _now())
+            self._promote(conn, name, previous, utc_now())
         return self.get(name, previous)
 
     def get(self, name: str, version: str) -> VersionInfo | None:
@@ -175,7 +173,7 @@ class VersionStore:
         """A new queued job; returns its id."""
         job_id = uuid.uuid4().hex
         with self.engine.begin() as conn:
-            conn.execute(insert(JOBS).values(id=job_id, status="queued", created_at=_now(), progress=0.0))
+            conn.execute(insert(JOBS).values(id=job_id, status="queued", created_at=utc_now(), progress=0.0))
         return job_id
 
     def create_job_if_idle(self, stale_after: timedelta = STALE_QUEUED) -> str | None:
@@ -184,10 +182,10 @@ class VersionStore:
         still queued after `stale_after` never started (its process died): it no longer counts."""
         job_id = uuid.uuid4().hex
         busy = select(JOBS.c.id).where(
-            (JOBS.c.status == "running") | ((JOBS.c.status == "queued") & (JOBS.c.created_at > _now() - stale_after))
+            (JOBS.c.status == "running") | ((JOBS.c.status == "queued") & (JOBS.c.created_at > utc_now() - stale_after))
         )
         values = select(
-            literal(job_id).label("id"), literal("queued").label("status"), literal(_now()).label("created_at"),
+            literal(job_id).label("id"), literal("queued").label("status"), literal(utc_now()).label("created_at"),
             literal(0.0).label("progress"),
         ).where(~busy.exists())  # fmt: skip
         with self.engine.begin() as conn:
@@ -200,19 +198,19 @@ class VersionStore:
         """Mark jobs still 'running' as failed: called by a run holding the learning lock, so no other run
         is alive and those were killed half-way. Returns how many."""
         stmt = update(JOBS).where(JOBS.c.status == "running").values(
-            status="failed", message="interrupted (the process ended before it finished)", finished_at=_now()
+            status="failed", message="interrupted (the process ended before it finished)", finished_at=utc_now()
         )
         with self.engine.begin() as conn:
             return conn.execute(stmt).rowcount
 
     def start_job(self, job_id: str, message: str) -> None:
         """The job is running from now on."""
-        self.update_job(job_id, status="running", started_at=_now(), message=message)
+        self.update_job(job_id, status="running", started_at=utc_now(), message=message)
 
     def finish_job(self, job_id: str, status: str, message: str, result: dict | None = None) -> None:
         """The job ended now: `status` done or failed, with its last message (and, when done, its result)."""
         values = {"progress": 1.0, "result": result} if status == "done" else {}
-        self.update_job(job_id, status=status, message=message[:500], finished_at=_now(), **values)
+        self.update_job(job_id, status=status, message=message[:500], finished_at=utc_now(), **values)
 
     def update_job(self, job_id: str, **values: Any) -> None:
         """Set any of status, progress (0-1), message, result (a dict), started_at, finished_at."""

@@ -13,8 +13,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
 
 from digitlab.api.deps import Ctx, require_admin, store_or_503
-from digitlab.api.errors import ApiError, error_responses
-from digitlab.api.routes.predictions import PNG_RESPONSE, Uid, answer_not_stored
+from digitlab.api.errors import ApiError, answer_not_stored, error_responses
+from digitlab.api.routes.predictions import PNG_RESPONSE, Uid
 from digitlab.api.schemas import NumberFeedback, NumberFeedbackResponse, NumberPage
 from digitlab.store import numbers as repo
 

@@ -19,7 +19,7 @@ from starlette.responses import FileResponse, Response
 
 from digitlab.api.context import AppContext
 from digitlab.api.deps import Ctx, require_admin, store_or_503
-from digitlab.api.errors import ApiError, error_responses
+from digitlab.api.errors import ApiError, answer_not_stored, error_responses
 from digitlab.api.schemas import (
     FeedbackRequest,
     FeedbackResponse,
@@ -82,15 +82,6 @@ def _feedback_answer(
         correct=correct,
         stored="spool" if queued else "database",
         queued=queued,
-    )
-
-
-def answer_not_stored() -> ApiError:
-    """503 for an answer neither the database nor the outage spool could take."""
-    return ApiError(
-        "Your answer could not be stored right now (the database refused it and the local queue could not be "
-        "written): try again shortly.",
-        "database_unavailable",
     )
 
 
