@@ -170,3 +170,18 @@ def test_a_spooled_label_does_not_replace_one_given_directly_after_it(db_url, tm
             later.close()
     finally:
         b.close()
+
+
+def test_of_two_waiting_labels_for_one_record_the_one_given_last_is_taken(store):
+    """Two workers park labels for the same record in either order: the later answer must be the one
+    applied (taking the last parked one lost an answer given later but parked first)."""
+    from datetime import datetime, timedelta
+
+    from digitlab.store import pending
+
+    earlier = datetime(2026, 11, 28, 12, 0, 0)
+    later = earlier + timedelta(seconds=5)
+    with store.engine.begin() as conn:
+        pending.keep_unmatched(conn, "prediction", {"a" * 32: (2, later)})
+        pending.keep_unmatched(conn, "prediction", {"a" * 32: (5, earlier)})
+        assert pending.take(conn, "prediction", ["a" * 32]) == {"a" * 32: (2, later)}

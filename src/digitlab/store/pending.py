@@ -77,7 +77,8 @@ def keep_unmatched(conn, target: str, labels: dict[str, Any]) -> dict[str, Any]:
 
 
 def take(conn, target: str, uids: Iterable[str]) -> dict[str, Any]:
-    """The waiting labels of these records (the latest per uid), removed from `pending_feedback`."""
+    """The waiting labels of these records (per uid the one given last, whichever spool parked it
+    first), removed from `pending_feedback`."""
     out: dict[str, Any] = {}
     for chunk in _chunks(list(dict.fromkeys(uids))):
         where = (PENDING.c.target == target) & PENDING.c.uid.in_(chunk)
@@ -85,8 +86,17 @@ def take(conn, target: str, uids: Iterable[str]) -> dict[str, Any]:
             select(PENDING.c.uid, PENDING.c.label, PENDING.c.created_at).where(where).order_by(PENDING.c.id)
         ).all()
         if rows:
-            out.update((uid, _loads(label, created)) for uid, label, created in rows)
+            out = latest_per_key([*out.items(), *((uid, _loads(label, created)) for uid, label, created in rows)])
             conn.execute(delete(PENDING).where(where))
+    return out
+
+
+def latest_per_key(items: Iterable[tuple[Any, tuple[Any, datetime]]]) -> dict[Any, tuple[Any, datetime]]:
+    """{key: (label, at)} keeping, per key, the label given last (a tie: the later item)."""
+    out: dict[Any, tuple[Any, datetime]] = {}
+    for key, label in items:
+        if key not in out or label[1] >= out[key][1]:
+            out[key] = label
     return out
 
 

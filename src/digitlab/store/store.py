@@ -573,7 +573,7 @@ class PredictionStore:
         record is not stored yet."""
         if not labels:
             return
-        by_drawing = {drawing_of[u]: v for u, v in labels.items() if u in drawing_of}
+        by_drawing = pending.latest_per_key((drawing_of[u], v) for u, v in labels.items() if u in drawing_of)
         rest = {u: v for u, v in labels.items() if u not in drawing_of}
         if keep:
             rest = pending.keep_unmatched(conn, target, rest)
