@@ -97,6 +97,21 @@ def test_prepare_dedupes_drops_conflicts_caps_and_holds_out_whole_sessions(user_
     assert len(one.holdout_y) == 0 and any("one session" in n for n in one.notes)
 
 
+def test_prepare_leaves_out_stored_images_that_are_not_28x28_pictures(user_digits):
+    """A damaged or imported row (garbage bytes, another size) is counted and left out: it stopped every
+    later run with a traceback ("cannot reshape array of size 1600")."""
+    images, labels = user_digits
+    big = io.BytesIO()
+    Image.new("L", (40, 40), 255).save(big, format="PNG")
+    rows = [(i, f"s{i % 4}", int(labels[i]), png(images[i])) for i in range(40)]
+    rows += [(100, "s1", 3, big.getvalue()), (101, "s2", 4, b"not a png"), (102, "s3", 5, b"")]
+    data = prepare(rows)
+    assert data.counts["unreadable"] == 3 and data.counts["train"] + data.counts["holdout"] == 40
+    assert any("not readable" in n for n in data.notes)
+    nothing = prepare([(1, "s1", 3, b"junk"), (2, "s2", 4, big.getvalue())])
+    assert nothing.empty and nothing.counts["rows"] == 2
+
+
 # --- runs --------------------------------------------------------------------------------------------------
 
 

@@ -85,6 +85,24 @@ def test_numbers_benchmark_slice(cnn, detector):
     assert result["all"]["digit_accuracy"] >= 0.7, result
 
 
+def test_numbers_benchmark_holds_out_what_the_models_train_on():
+    """The benchmark's digits are the `heldout` part of `evaluate --real`, never the `fit` part that
+    `digitlab train` and `digitlab train cnn` learn from (nor the calibration part it is tuned on)."""
+    from digitlab.core.config import Settings
+    from digitlab.evaluation.numbers import calibration_digits, held_out_digits
+    from digitlab.evaluation.real import load_part
+
+    directory = Settings().handwriting_path
+    images, labels, sources = held_out_digits(directory)
+    tuned = {im.tobytes() for im in calibration_digits(directory)[0]}
+    for name in ("usps", "semeion"):
+        trained = {im.tobytes() for im in load_part(name, "fit", directory)[0]}
+        mine = [im.tobytes() for im, source in zip(images, sources, strict=True) if source == name]
+        assert mine and not (set(mine) & trained), name
+        assert not (set(mine) & tuned), name
+    assert len(images) == len(labels) == len(sources)
+
+
 def test_a_currency_sign_is_never_a_confident_digit(cnn, detector):
     def dollar(pen, size):  # an S crossed by a long vertical bar, left of the digits
         s = [(0.9, 0.15), (0.5, 0.0), (0.1, 0.2), (0.5, 0.5), (0.9, 0.75), (0.5, 1.0), (0.1, 0.85)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import socket
+import stat
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -147,7 +148,36 @@ def test_paths_and_numbers_that_cannot_work_are_one_line(use_database, store, tm
     assert capsys.readouterr().err.strip() == "error: --days must be 1-36500"
     assert main(["db", "export", "--out", str(tmp_path)]) == 2  # a folder where a file is written
     err = capsys.readouterr().err
-    assert err.startswith("error: Is a directory:") and len(err.strip().splitlines()) == 1
+    assert "is not a regular file" in err and str(tmp_path) in err and ".tmp" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_export_never_replaces_what_is_not_its_own_kind_of_target(use_database, store, make_record, make_png,
+                                                                   tmp_path, capsys):  # fmt: skip
+    """`--out` naming a device (it replaced /dev/full, run as root), an empty name (a traceback), a folder
+    that does not exist (created without a word), a file where idx needs a folder: one line, nothing
+    written. `-` is standard output."""
+    use_database(store.url)
+    store.add(make_record(1, drawn=1, processed_png=make_png(1)))
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    (tmp_path / "file").write_text("mine")
+    for argv, said in [
+        (["--out", str(fifo)], "not a regular file"),
+        (["--out", ""], "--out must name a file"),
+        (["--out", str(tmp_path / "typo" / "x.csv")], "does not exist"),
+        (["--format", "idx", "--out", str(tmp_path / "file")], "is not a folder"),
+        (["--format", "idx", "--out", "-"], "--out must name a folder"),
+    ]:
+        assert main(["db", "export", *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert said in err and len(err.strip().splitlines()) == 1, (argv, err)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and (tmp_path / "file").read_text() == "mine"
+    assert not (tmp_path / "typo").exists()
+    assert main(["db", "export", "--out", "-"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[0].startswith("label,pixel0") and len(captured.out.splitlines()) == 2
+    assert "exported 1 labelled drawings to standard output" in captured.err
 
 
 def test_the_command_line_export_has_the_digits_of_confirmed_numbers(use_database, store, make_png, tmp_path, capsys):

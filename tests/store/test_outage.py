@@ -260,3 +260,35 @@ def test_a_frozen_database_spools_within_the_deadline_and_health_answers(
     finally:
         store.close()
         proxy.close()
+
+
+def test_a_frozen_database_does_not_hang_feedback_or_reads(pg_databases, open_store, make_record, tmp_path):
+    """Feedback by id and every read hung for as long as the server answered nothing (90 s and more in the
+    probe). Now feedback is spooled and reads answer "unavailable" within seconds; the label lands after."""
+    from sqlalchemy.engine import make_url
+
+    from digitlab.store import DatabaseUnavailableError
+    from digitlab.store.store import DIRECT_PATIENCE, HEALTH_PROBE_SECONDS
+
+    url, _ = pg_databases.scratch()
+    proxy = _FreezingProxy()
+    via_proxy = make_url(url).set(port=proxy.port).render_as_string(hide_password=False)
+    store = open_store(via_proxy, tmp_path / "spool" / "me", write_deadline=2.0)
+    bound = DIRECT_PATIENCE + HEALTH_PROBE_SECONDS + 1.5
+    try:
+        first = store.add(make_record(7))
+        assert first.stored == "database" and store.list()[1] == 1
+        proxy.frozen.set()
+        started = time.monotonic()
+        assert store.set_feedback(first.id, 1) is True  # spooled
+        assert time.monotonic() - started < bound
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailableError):
+            store.list()
+        assert time.monotonic() - started < bound
+        proxy.frozen.clear()
+        assert store.wait_drained(timeout=60)
+        assert store.get(first.id).drawn_digit == 1
+    finally:
+        store.close()
+        proxy.close()

@@ -44,6 +44,53 @@ def test_a_torn_last_line_is_cut_on_open(tmp_path):
     spool.close()
 
 
+def test_a_write_the_disk_cannot_take_leaves_no_torn_line(tmp_path, monkeypatch):
+    """A full disk takes part of a line: the append raises (the caller answers "not stored") and the file
+    ends where it did, so later lines are readable and the spool can still be drained and reset."""
+    import errno
+    import os
+
+    spool = Spool(tmp_path / "s").open()
+    spool.append({"op": "x", "i": 1})
+    real_write = os.write
+
+    def half_then_full(fd, data):
+        if len(data) > 4:
+            return real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(OSError):
+        spool.append({"op": "x", "i": 2, "pad": "y" * 100})
+    monkeypatch.setattr(os, "write", real_write)
+    assert spool.pending == 1 and spool.path.read_bytes().endswith(b"\n")
+    spool.append({"op": "x", "i": 3})
+    lines, end = spool.read(10)
+    assert [json.loads(line)["i"] for line in lines] == [1, 3]
+    spool.commit(end, len(lines))
+    assert spool.reset_if_drained()
+    spool.close()
+
+
+def test_a_spool_file_removed_under_the_process_is_started_again(tmp_path):
+    """Appends after the file (or its whole folder) was deleted land where the drain reads them."""
+    import shutil
+
+    spool = Spool(tmp_path / "s").open()
+    spool.append({"op": "x", "i": 1})
+    shutil.rmtree(tmp_path / "s")
+    spool.append({"op": "x", "i": 2})
+    assert spool.pending == 1 and (tmp_path / "s" / SPOOL_FILE).exists()
+    lines, end = spool.read(10)
+    assert [json.loads(line)["i"] for line in lines] == [2]
+    (tmp_path / "s" / SPOOL_FILE).unlink()  # removed again, before the drain got to it
+    spool.commit(end, len(lines))  # read from a file that is gone: moves nothing
+    assert spool.reset_if_drained() and spool.pending == 0
+    spool.append({"op": "x", "i": 3})
+    assert [json.loads(line)["i"] for line in spool.read(10)[0]] == [3]
+    spool.close()
+
+
 def test_a_directory_has_one_owner_and_empty_ones_are_removed(tmp_path):
     owner = Spool(tmp_path / "s").open()
     with pytest.raises(SpoolBusyError):
@@ -92,6 +139,30 @@ def test_start_while_the_database_is_away_then_recover(absent_db, tmp_path, make
     finally:
         store.close()
     assert not (tmp_path / "spool" / "me").exists()
+
+
+def test_the_spool_folder_removed_during_an_outage_loses_only_what_it_held(
+    absent_db, tmp_path, make_record, open_store
+):
+    """Records spooled after the folder was deleted are stored when the database is back, and the store
+    returns to database mode (it stayed in spool mode for good, answering "logged" for records it lost)."""
+    import shutil
+
+    url, bring_back = absent_db
+    store = open_store(url, tmp_path / "spool" / "me")
+    try:
+        lost = [store.add(make_record(1)) for _ in range(3)]
+        assert {r.stored for r in lost} == {"spool"}
+        shutil.rmtree(tmp_path / "spool" / "me")
+        kept = [make_record(2) for _ in range(4)]
+        assert {store.add(r).stored for r in kept} == {"spool"}
+        bring_back()
+        assert store.wait_drained(timeout=30)
+        assert store.health() == {"database": "ok", "spool": 0}
+        assert [r.uid for r in store.list(page_size=50)[0]][::-1] == [r.uid for r in kept]
+        assert store.add(make_record(3)).stored == "database"
+    finally:
+        store.close()
 
 
 def test_replay_is_idempotent_after_a_crash_between_write_and_truncate(

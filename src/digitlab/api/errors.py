@@ -178,7 +178,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 def answer_not_stored() -> ApiError:
     """503 for an answer neither the database nor the outage spool could take."""
     return ApiError(
-        "Your answer could not be stored right now (the database refused it and the local queue could not be "
-        "written): try again shortly.",
+        "Your answer could not be stored right now (the database could not take it and the server's local "
+        "queue could not be written either): try again shortly.",
         "database_unavailable",
     )

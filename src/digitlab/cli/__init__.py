@@ -146,14 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     dbsub.add_parser("upgrade", help="apply migrations up to the newest")
     q = dbsub.add_parser("export", help="export labelled drawings as a dataset")
     q.add_argument("--format", choices=["csv", "idx"], default="csv")
-    q.add_argument("--out", required=True)
+    q.add_argument("--out", required=True, help="csv: a file (or - for standard output); idx: a folder")
     q = dbsub.add_parser("prune", help="delete predictions older than N days (retention)")
     q.add_argument("--days", type=int, required=True)
     p.set_defaults(func=_db)
 
     p = sub.add_parser("learn", help="new model versions from the users' labelled drawings (promoted if better)")
     p.add_argument("models", nargs="*", help="model names (default: every trained model)")
-    p.add_argument("--min-new", type=int, default=0, metavar="N",
+    p.add_argument("--min-new", type=_at_least(0), default=0, metavar="N",
                    help="do nothing unless at least N drawings were labelled since the last run (for cron)")
     p.add_argument("--job-id", default=None, help=argparse.SUPPRESS)  # set by POST /api/v1/learn
     p.set_defaults(func=_learn)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from itertools import chain
+from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -18,6 +20,24 @@ from digitlab.store.store import is_outage
 MAX_DAYS = 36_500
 
 
+def check_export_target(out: str, fmt: str) -> None:
+    """Refuse, before any work, an `--out` the export would misuse: an existing device, folder or file of
+    the wrong kind is never replaced (the export writes a temporary file and renames it over the target),
+    and a typo in the folder is not silently created. `-` (csv only) is standard output."""
+    if out == "-" and fmt == "csv":
+        return
+    if not out.strip() or out == "-":
+        raise DigitlabError(f"--out must name a {'file' if fmt == 'csv' else 'folder'}", code="bad_path")
+    path = Path(out)
+    if fmt == "csv" and path.exists() and not path.is_file():
+        raise DigitlabError(f"--out {out} exists and is not a regular file: choose a file name", code="bad_path")
+    if fmt == "idx" and path.exists() and not path.is_dir():
+        raise DigitlabError(f"--out {out} exists and is not a folder (idx writes two files into a folder)", code="bad_path")
+    parent = path.absolute().parent
+    if not parent.is_dir():
+        raise DigitlabError(f"--out {out}: the folder {parent} does not exist", code="bad_path")
+
+
 def db_command(args: argparse.Namespace, settings=None) -> int:
     if settings is None:
         from digitlab.core.config import get_settings
@@ -25,6 +45,8 @@ def db_command(args: argparse.Namespace, settings=None) -> int:
         settings = get_settings()
     if args.db_command == "prune" and not 1 <= args.days <= MAX_DAYS:
         raise DigitlabError(f"--days must be 1-{MAX_DAYS}", code="invalid_retention")
+    if args.db_command == "export":
+        check_export_target(args.out, args.format)
     url = settings.sqlalchemy_url
     engine = make_engine(url)
     shown = engine.url.render_as_string(hide_password=True)
@@ -37,6 +59,10 @@ def db_command(args: argparse.Namespace, settings=None) -> int:
             print(f"database {shown} is at revision {revision} (head)")
         elif args.db_command == "export":
             samples = chain(repo.labelled_images(), labelled_digit_crops(engine))  # as the API's export
+            if args.format == "csv" and args.out == "-":
+                n = export.write_csv(samples, sys.stdout)
+                print(f"exported {n} labelled drawings to standard output (csv)", file=sys.stderr)
+                return 0
             if args.format == "csv":
                 n = export.write_csv(samples, args.out)
             else:

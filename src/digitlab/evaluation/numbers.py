@@ -1,9 +1,10 @@
 """`digitlab evaluate --numbers`: written numbers of 2-6 digits from real handwriting that is not MNIST,
 read by `digitlab.segment` with each model; whole-number and per-digit accuracy.
 
-The digits are scans of paper by other writers (see /work/shared/handwriting/README.md): the USPS *test*
-split (never its train split) and the held-out half of Semeion (`SEMEION_HELD_OUT`; the other half is
-left for training). They are composed into numbers with uneven sizes, baselines and slant, and gaps from
+The digits are scans of paper by other writers (`DIGITLAB_HANDWRITING_DIR`, see docs/real.md): the held-out
+part of `digitlab evaluate --real` (USPS test, Semeion's last two writer groups), which no model trains
+on. (Until session 9 the Semeion half was a random half of all writers, so about half of those digits
+were in the CNN's and the classical models' training data.) They are composed into numbers with uneven sizes, baselines and slant, and gaps from
 wide to touching and overlapping; half of the numbers are then put on simulated photos of paper (uneven
 light, a shadow, lined or squared paper, blue or black ink, sensor noise, JPEG).
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +24,6 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
 
-HANDWRITING_DIR = Path(os.environ.get("DIGITLAB_HANDWRITING_DIR", "/work/shared/handwriting"))
-SEMEION_SPLIT_SEED = 16
 GAPS = {  # gap between neighbouring digits, in digit heights
     "wide": (0.3, 0.6),
     "normal": (0.1, 0.3),
@@ -43,38 +41,30 @@ class NumberSample:
     photo: bool
 
 
-def held_out_digits(directory: Path = HANDWRITING_DIR) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
-    """(images uint8 ink-bright, labels, source) of USPS test + the held-out half of Semeion."""
-    usps = np.load(directory / "usps.npz")
-    semeion = np.load(directory / "semeion.npz")
-    held = _semeion_held_out(len(semeion["labels"]))
-    images = list(usps["test_images"]) + list(semeion["images"][held])
-    labels = np.concatenate([usps["test_labels"], semeion["labels"][held]]).astype(int)
-    sources = ["usps"] * len(usps["test_labels"]) + ["semeion"] * len(held)
-    return images, labels, sources
+def held_out_digits(directory: Path) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
+    """(images uint8 ink-bright, labels, source) of the digits no model trains on: USPS test and
+    Semeion's held-out writer groups (the `heldout` part of `digitlab evaluate --real`)."""
+    return _part_digits("heldout", directory)
 
 
-def _semeion_held_out(n: int) -> np.ndarray:
-    order = np.random.default_rng(SEMEION_SPLIT_SEED).permutation(n)
-    return np.sort(order[n // 2 :])  # SEMEION_HELD_OUT
+def calibration_digits(directory: Path) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
+    """Digits to choose segmentation parameters on, disjoint from `held_out_digits` and from training:
+    the `calibration` part of `digitlab evaluate --real` (the last USPS training scans, Semeion's
+    calibration writer group)."""
+    return _part_digits("calibration", directory)
 
 
-def calibration_digits(directory: Path = HANDWRITING_DIR) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
-    """Digits to choose segmentation parameters on, disjoint from `held_out_digits`: the USPS
-    "calibration" part (the last training scans) and Semeion's "calibration" writer group minus the
-    samples this benchmark holds out (its Semeion split is a random half, not by writer group)."""
-    from digitlab.evaluation.real import SEMEION_PARTS, USPS_CALIBRATION, semeion_groups
+def _part_digits(part: str, directory: Path) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
+    from digitlab.evaluation.real import load_part
 
-    usps = np.load(directory / "usps.npz")
-    semeion = np.load(directory / "semeion.npz")
-    groups = semeion_groups(semeion["labels"])
-    keep = np.isin(groups, SEMEION_PARTS["calibration"])
-    keep[_semeion_held_out(len(keep))] = False
-    sem = np.flatnonzero(keep)
-    images = list(usps["train_images"][-USPS_CALIBRATION:]) + list(semeion["images"][sem])
-    labels = np.concatenate([usps["train_labels"][-USPS_CALIBRATION:], semeion["labels"][sem]]).astype(int)
-    sources = ["usps"] * USPS_CALIBRATION + ["semeion"] * len(sem)
-    return images, labels, sources
+    images: list[np.ndarray] = []
+    labels, sources = [], []
+    for name in ("usps", "semeion"):
+        found, found_labels = load_part(name, part, directory)  # checksums verified
+        images += list(found)
+        labels.append(found_labels)
+        sources += [name] * len(found_labels)
+    return images, np.concatenate(labels).astype(int), sources
 
 
 def _glyph(img16: np.ndarray, label: int, source: str, height: int, rng: np.random.Generator) -> np.ndarray:
@@ -159,10 +149,15 @@ def _encode(im: Image.Image, fmt: str, **kw) -> bytes:
 
 
 def number_samples(
-    count: int, *, seed: int = 0, directory: Path = HANDWRITING_DIR, part: str = "heldout"
+    count: int, *, seed: int = 0, directory: Path | None = None, part: str = "heldout"
 ) -> list[NumberSample]:
     """`count` written numbers (2-6 digits; every gap kind equally often; every other one a photo) of the
-    held-out digits, or of the `calibration` ones (to tune the segmentation on)."""
+    held-out digits, or of the `calibration` ones (to tune the segmentation on). `directory`: the real
+    handwriting folder, by default the settings' (`DIGITLAB_HANDWRITING_DIR`)."""
+    if directory is None:
+        from digitlab.core.config import Settings
+
+        directory = Settings().handwriting_path
     pick = {"heldout": held_out_digits, "calibration": calibration_digits}[part]
     images, labels, sources = pick(directory)
     rng = np.random.default_rng(seed)

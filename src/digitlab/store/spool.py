@@ -9,8 +9,10 @@ the kernel when the process dies, however it dies). That gives two guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -18,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from digitlab.errors import DigitlabError
+
+log = logging.getLogger("digitlab.store")
 
 SPOOL_FILE = "spool.jsonl"
 LOCK_FILE = "spool.lock"
@@ -47,6 +51,7 @@ class Spool:
         self._fh = None
         self.offset = 0  # bytes of the file already written to the database
         self.pending = 0  # lines after `offset`
+        self.generation = 0  # a new file after the old one was removed: offsets read before mean nothing
 
     # --- ownership -----------------------------------------------------------------------------------
     def open(self) -> Spool:
@@ -58,8 +63,8 @@ class Spool:
                 "its own DIGITLAB_SPOOL_DIR (or leave it unset: the default is per host and process)"
             )
         self._repair_tail()
-        self._fh = open(self.path, "ab")  # noqa: SIM115 - kept open for appends
-        _fsync_dir(self.dir)
+        self._fh = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open for appends; unbuffered:
+        _fsync_dir(self.dir)  # a failed write leaves no bytes behind in a buffer to be flushed later
         self.offset = 0
         self.pending = sum(1 for _ in self._lines(0))
         return self
@@ -151,14 +156,51 @@ class Spool:
 
     # --- data ----------------------------------------------------------------------------------------
     def append(self, op: dict[str, Any]) -> None:
+        """Write one line and fsync it; raises OSError (nothing of the line left in the file) when the disk
+        cannot take it, so the caller answers "not stored" instead of "stored"."""
         line = (json.dumps(op, separators=(",", ":")) + "\n").encode()
         with self._lock:
             if self._fh is None:
                 raise RuntimeError("spool is not open")
-            self._fh.write(line)
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
+            self._reopen_if_removed()
+            fd = self._fh.fileno()
+            start = os.fstat(fd).st_size
+            try:
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            except OSError:
+                # a full disk (or a file size limit) took part of the line: cut it off, or the spool would
+                # end in a torn line that no drain can get past, and the store would never leave spool mode
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+                raise
             self.pending += 1
+
+    def _reopen_if_removed(self) -> None:
+        """The spool file (or its folder) was deleted under us (an operator, a tmp cleaner): appends would go
+        to a file nobody can read back. What it held is gone; start a new one where the drain looks."""
+        try:
+            same = os.stat(self.path).st_ino == os.fstat(self._fh.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return
+        log.error("the spool file %s was removed; the records it held are lost; starting a new one", self.path)
+        self._fh.close()
+        self._fh = None
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not (self.dir / LOCK_FILE).exists() and self._lock_fd is not None:  # the folder went too
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            if not self._try_lock():
+                raise OSError(f"spool directory {self.dir} was taken by another process")
+        self._fh = open(self.path, "ab", buffering=0)  # noqa: SIM115
+        _fsync_dir(self.dir)
+        self.offset = 0
+        self.pending = 0
+        self.generation += 1
 
     def _lines(self, offset: int) -> Iterator[tuple[bytes, int]]:
         """Complete lines after `offset`, each with the offset just past it."""
@@ -172,26 +214,40 @@ class Spool:
                 offset += len(line)
                 yield line, offset
 
-    def read(self, max_lines: int) -> tuple[list[bytes], int]:
-        """Up to `max_lines` pending lines (oldest first) and the offset after the last one."""
+    def read(self, max_lines: int) -> tuple[list[bytes], tuple[int, int]]:
+        """Up to `max_lines` pending lines (oldest first) and where they end (for `commit`)."""
+        generation = self.generation
         lines, end = [], self.offset
         for line, end in self._lines(self.offset):
             lines.append(line)
             if len(lines) >= max_lines:
                 break
-        return lines, end
+        return lines, (generation, end)
 
-    def commit(self, end: int, count: int) -> None:
-        """Lines up to `end` are in the database."""
+    def commit(self, end: tuple[int, int], count: int) -> None:
+        """The lines `read` returned (ending at `end`) are in the database."""
         with self._lock:
-            self.offset = end
+            generation, offset = end
+            if generation != self.generation:  # read from a file that was removed since
+                return
+            self.offset = offset
             self.pending = max(0, self.pending - count)
 
     def reset_if_drained(self) -> bool:
         """Truncate the file if everything in it is in the database. Appends go through the same lock,
         so a record appended meanwhile is never cut away."""
         with self._lock:
-            if self._fh is None or self.path.stat().st_size != self.offset:
+            if self._fh is None:
+                return False
+            try:
+                size = os.stat(self.path).st_size
+                removed = os.stat(self.path).st_ino != os.fstat(self._fh.fileno()).st_ino
+            except FileNotFoundError:
+                removed = True
+            if removed:  # nothing left to replay from a file deleted under us: a new one, empty
+                self._reopen_if_removed()
+                return True
+            if size != self.offset:
                 return False
             self._fh.truncate(0)
             os.fsync(self._fh.fileno())

@@ -68,6 +68,11 @@ _OUTAGE_SQLSTATES = frozenset({"25006"})
 WRITE_DEADLINE = 5.0
 #: /health waits this long for the database's `SELECT 1`
 HEALTH_PROBE_SECONDS = 1.5
+#: a direct call (feedback, a read, a read number) not answered in this many seconds makes the store ask the
+#: database for a `SELECT 1`: answered, the call may go on (a slow export); not, the database is away
+DIRECT_PATIENCE = 3.0
+#: direct calls at once; more wait for a free thread (with the same patience)
+DIRECT_THREADS = 8
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -105,6 +110,7 @@ class PredictionStore:
             on_stall=lambda: self._mark_down(TimeoutError(f"the database did not answer a write in {write_deadline:g} s")),
         )  # fmt: skip
         self._prober = ThreadPoolExecutor(1, thread_name_prefix="digitlab-store-probe")  # one probe at a time
+        self._direct = ThreadPoolExecutor(DIRECT_THREADS, thread_name_prefix="digitlab-store-direct")
         self._probe: Future | None = None
         self.spool = Spool(Path(spool_dir))
         self.retry_initial = retry_initial
@@ -153,6 +159,7 @@ class PredictionStore:
         self._orphans = []
         self.spool.close()
         self._prober.shutdown(wait=False)
+        self._direct.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()
 
     def __enter__(self) -> Self:
@@ -255,7 +262,7 @@ class PredictionStore:
                 self.spool.append(op)
                 return True
         try:
-            return direct() or self._wait_for_record(op)
+            return self._bounded(lambda: direct() or self._wait_for_record(op))
         except SQLAlchemyError as exc:
             if not is_outage(exc):
                 raise
@@ -296,7 +303,7 @@ class PredictionStore:
                 self.spool.append(op)
                 return AddResult(None, record.uid, "spool")
         try:
-            return AddResult(numbers.insert_number(self.engine, record), record.uid, "database")
+            return AddResult(self._bounded(numbers.insert_number, self.engine, record), record.uid, "database")
         except IntegrityError:  # its uid is stored already (cannot happen from the API: uids are fresh)
             existing = self._read(self._number_id, record.uid)
             if existing is None:
@@ -322,14 +329,21 @@ class PredictionStore:
                 self.spool.append(op)
                 return NumberFeedbackResult("spool")
         try:
-            row = numbers.set_true_text_where(self.engine, key, value, str(true_text))
+            row = self._bounded(numbers.set_true_text_where, self.engine, key, value, str(true_text))
         except SQLAlchemyError as exc:
             if not is_outage(exc):
                 raise
             self._spool_after_error(op, exc)
             return NumberFeedbackResult("spool")
         if row is None:
-            return NumberFeedbackResult("spool") if self._wait_for_record(op) else None
+            try:
+                waits = self._bounded(self._wait_for_record, op)
+            except SQLAlchemyError as exc:
+                if not is_outage(exc):
+                    raise
+                self._spool_after_error(op, exc)
+                return NumberFeedbackResult("spool")
+            return NumberFeedbackResult("spool") if waits else None
         return NumberFeedbackResult("database", row)
 
     def delete(self, id: int) -> bool:
@@ -342,11 +356,41 @@ class PredictionStore:
         return self._read(self.repo.delete_older_than, days)
 
     # --- reading -------------------------------------------------------------------------------------
+    def _bounded(self, fn, *args, **kwargs):
+        """`fn(*args, **kwargs)` in one of the store's threads, waited for as long as the database shows
+        it is alive: a server that accepts connections and answers nothing (frozen, a paused container)
+        hung feedback and every read for as long as it stayed so. Raises DisconnectionError (an outage)
+        when the database does not answer a `SELECT 1` either."""
+        future = self._direct.submit(fn, *args, **kwargs)
+        while True:
+            try:
+                return future.result(timeout=DIRECT_PATIENCE)
+            except FutureTimeout:
+                if self._database_problem() is not None:
+                    future.cancel()  # not started yet: it never will (it would act long after its answer)
+                    raise DisconnectionError(
+                        f"the database did not answer in {DIRECT_PATIENCE + HEALTH_PROBE_SECONDS:g} s"
+                    ) from None
+
+    def _database_problem(self) -> BaseException | None:
+        """Why the database does not answer a `SELECT 1` within HEALTH_PROBE_SECONDS; None when it does.
+        One probe at a time: callers share the one in flight."""
+        probe = self._probe
+        if probe is None or probe.done():
+            probe = self._probe = self._prober.submit(self._select_one)
+        try:
+            probe.result(timeout=HEALTH_PROBE_SECONDS)
+        except FutureTimeout:
+            return TimeoutError(f"the database did not answer in {HEALTH_PROBE_SECONDS:g} s")
+        except SQLAlchemyError as exc:
+            return exc
+        return None
+
     def _read(self, fn, *args, **kwargs):
         if not self._db_ok:
             raise DatabaseUnavailableError("the prediction database is unavailable; try again shortly")
         try:
-            return fn(*args, **kwargs)
+            return self._bounded(fn, *args, **kwargs)
         except SQLAlchemyError as exc:
             if not is_outage(exc):
                 raise
@@ -411,14 +455,9 @@ class PredictionStore:
         now = time.monotonic()
         if self._db_ok and not self._spool_mode and now - self._last_probe > 1.0:
             self._last_probe = now
-            if self._probe is None or self._probe.done():
-                self._probe = self._prober.submit(self._select_one)
-            try:  # bounded: a frozen server answers nothing, and a health check must not hang with it
-                self._probe.result(timeout=HEALTH_PROBE_SECONDS)
-            except FutureTimeout:
-                self._mark_down(TimeoutError(f"the database did not answer in {HEALTH_PROBE_SECONDS:g} s"))
-            except SQLAlchemyError as exc:
-                self._mark_down(exc)
+            problem = self._database_problem()  # bounded: a frozen server must not hang a health check
+            if problem is not None:
+                self._mark_down(problem)
         # spool mode means writes are not reaching the database (even when a probe's SELECT 1 works)
         ok = self._db_ok and not self._spool_mode
         return {"database": "ok" if ok else "unavailable", "spool": self.pending()}

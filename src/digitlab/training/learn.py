@@ -198,6 +198,8 @@ class _Run:
     @staticmethod
     def _refusal(data: UserData) -> str:
         if data.empty:
+            if data.counts.get("rows"):  # there were some, and every one was left out
+                return f"none of the {data.counts['rows']} labelled drawings can be learned from ({'; '.join(data.notes)}): nothing to learn"
             return "no labelled drawings in the store: nothing to learn (label drawings on the Draw page first)"
         if len(data.holdout_y) < MIN_HOLDOUT:
             return (f"a new model is judged on labelled drawings of other people than those it learns from, and "

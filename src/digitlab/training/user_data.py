@@ -45,9 +45,15 @@ class UserData:
         return len(self.train_y) + len(self.holdout_y) == 0
 
 
-def _pixels(png: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(png)) as im:
-        return np.asarray(im.convert("L"), dtype=np.uint8).reshape(28, 28)
+def _pixels(png: bytes) -> np.ndarray | None:
+    """The 28x28 image the model saw; None for bytes that are not one (a damaged or imported row)."""
+    try:
+        with Image.open(io.BytesIO(png)) as im:
+            if im.size != (28, 28):
+                return None
+            return np.asarray(im.convert("L"), dtype=np.uint8).reshape(28, 28)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
 
 
 def _is_holdout(session: str, share: float) -> bool:
@@ -57,11 +63,15 @@ def _is_holdout(session: str, share: float) -> bool:
 
 def prepare(rows: Iterable[tuple[int, str | None, int, bytes]], *, holdout_share: float = HOLDOUT_SHARE) -> UserData:
     """`rows`: (id, session id, true digit, 28x28 PNG), oldest first (`Repository.labelled_drawings`)."""
-    by_image: dict[bytes, list[tuple[int, str, int, bytes]]] = defaultdict(list)
-    n_rows = 0
+    by_image: dict[bytes, list[tuple[int, str, int, np.ndarray]]] = defaultdict(list)
+    n_rows = unreadable = 0
     for id_, session, digit, png in rows:
         n_rows += 1
-        by_image[hashlib.sha256(png).digest()].append((id_, session or ANONYMOUS, digit, png))
+        pixels = _pixels(png)
+        if pixels is None:  # one damaged row must not stop learning for good
+            unreadable += 1
+            continue
+        by_image[hashlib.sha256(png).digest()].append((id_, session or ANONYMOUS, digit, pixels))
     conflicts = sum(1 for copies in by_image.values() if len({c[2] for c in copies}) > 1)
     unique = [copies[-1] for copies in by_image.values() if len({c[2] for c in copies}) == 1]
     unique.sort(key=lambda c: -c[0])  # newest first, so the caps keep the newest
@@ -83,17 +93,20 @@ def prepare(rows: Iterable[tuple[int, str | None, int, bytes]], *, holdout_share
         held.discard(max(sessions, key=lambda s: hashlib.sha256(s.encode()).digest()))
 
     def arrays(samples):
-        x = np.stack([_pixels(png) for _, _, png in samples]) if samples else np.zeros((0, 28, 28), np.uint8)
+        x = np.stack([pixels for _, _, pixels in samples]) if samples else np.zeros((0, 28, 28), np.uint8)
         return x, np.array([d for _, d, _ in samples], dtype=np.int64)
 
     train = [k for k in kept if k[0] not in held]
     holdout = [k for k in kept if k[0] in held]
     data = UserData(*arrays(train), *arrays(holdout))
     data.counts = {
-        "rows": n_rows, "images": len(by_image), "duplicates": n_rows - len(by_image), "conflicting_images": conflicts,
+        "rows": n_rows, "unreadable": unreadable, "images": len(by_image),
+        "duplicates": n_rows - unreadable - len(by_image), "conflicting_images": conflicts,
         "capped": capped, "sessions": len(sessions), "holdout_sessions": len(held),
         "train": len(train), "holdout": len(holdout),
     }  # fmt: skip
+    if unreadable:
+        data.notes.append(f"{unreadable} stored image(s) are not readable 28x28 images: left out")
     if conflicts:
         data.notes.append(f"{conflicts} image(s) were labelled with different digits: left out")
     if capped:
