@@ -135,3 +135,42 @@ def _assert_one_row_labelled_7(store, uid: str) -> None:
     assert total == 1
     row = rows[0]
     assert (row.uid, row.predicted_digit, row.drawn_digit, row.correct) == (uid, 7, 7, True)
+
+
+def test_a_label_spooled_by_another_worker_reaches_a_stroke_that_a_later_one_replaced(
+    db_url, tmp_path, make_record, open_store
+):
+    """Two workers during an outage: one spooled a stroke, the other the label given by that stroke's uid.
+    After the outage a later stroke of the drawing was stored directly, so the replayed stroke never holds
+    the row, and its uid is nowhere in the table: the label waited for it for good, after the API had
+    answered 200 "queued" (9 of 20 drawings in the probe). Now it labels the drawing's row, replayed in
+    either order, and feedback by that uid afterwards (a worker back in database mode) finds it too."""
+    from datetime import UTC, datetime, timedelta
+
+    from digitlab.store.spool import Spool
+
+    t0 = datetime.now(UTC) - timedelta(seconds=30)
+    spool_root = tmp_path / "spool"
+    store = open_store(db_url, spool_root / "main")
+    try:
+        for drawing, worker_order in (("d-ab", ("a", "b")), ("d-ba", ("b", "a"))):
+            store.add(make_record(1, drawing_id=drawing, timestamp=t0))
+            stroke = make_record(4, drawing_id=drawing, timestamp=t0 + timedelta(seconds=5))
+            label = {"op": "feedback", "uid": stroke.uid, "digit": 4, "at": (t0 + timedelta(seconds=6)).isoformat()}
+            later = store.add(make_record(9, drawing_id=drawing, timestamp=t0 + timedelta(seconds=20)))
+            for name, line in zip(worker_order, ({"op": "add", "record": stroke.to_json()}, label), strict=True):
+                dead = Spool(spool_root / f"{drawing}-{name}").open()  # left by a worker that is gone
+                dead.append(line)
+                dead.close()
+            other = open_store(db_url, spool_root / f"z-{drawing}")  # adopts and replays both, in name order
+            try:
+                assert other.wait_drained(timeout=60)
+            finally:
+                other.close()
+            row = store.get(later.id)
+            assert (row.uid, row.predicted_digit, row.drawn_digit, row.correct) == (later.uid, 9, 4, False), drawing
+            assert store.set_feedback_by_uid(stroke.uid, 9) is True  # by that uid, now in database mode
+            assert store.get(later.id).drawn_digit == 9
+        assert store.count() == 2
+    finally:
+        store.close()

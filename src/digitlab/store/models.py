@@ -159,3 +159,23 @@ class PendingFeedback(Base):
 
 
 PENDING = PendingFeedback.__table__
+
+
+class ReplayedStroke(Base):
+    """The drawing of each stroke replayed from an outage spool (migration 0009): a label given by a
+    stroke's uid during the outage still reaches its drawing after a later stroke took the drawing's row
+    (and its uid). Kept as long as waiting labels (`store.pending.MAX_AGE`)."""
+
+    __tablename__ = "replayed_strokes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    target: Mapped[str] = mapped_column(String(16))  # "prediction" | "number"
+    uid: Mapped[str] = mapped_column(String(r.UID_LEN))
+    drawing_id: Mapped[str] = mapped_column(String(r.UID_LEN))
+    model_name: Mapped[str | None] = mapped_column(String(r.MODEL_NAME_LEN))  # predictions only
+
+    __table_args__ = (Index("ix_replayed_strokes_uid", "target", "uid", unique=True), {"sqlite_autoincrement": True})
+
+
+STROKES = ReplayedStroke.__table__

@@ -7,6 +7,10 @@ waits in `pending_feedback` and is applied when its record is replayed (same tra
 next sweep (`take_resolvable`) if the two replays ran at the same time. Labels whose record never comes
 are dropped after `MAX_AGE`, with a log line.
 
+A label by the uid of a stroke that a later stroke of the same drawing has replaced (its uid is no
+longer in the table) goes to the drawing's row: `replayed_strokes` remembers the drawing of every
+stroke replayed from a spool (`remember_strokes`, `stroke_drawings`), for as long as labels wait.
+
 Targets: "prediction" (user_predictions, label = digit, NOT_A_DIGIT or None) and "number" (read_numbers,
 label = the true text); each label travels with the time it was given, (label, at), so that a label
 replayed late never replaces one given after it. Only parameterised statements.
@@ -22,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, insert, select
 
-from digitlab.store.models import NUMBERS, PENDING
+from digitlab.store.models import NUMBERS, PENDING, STROKES
 from digitlab.store.models import TABLE as PREDICTIONS
 from digitlab.store.records import utc_now
 
@@ -100,20 +104,52 @@ def latest_per_key(items: Iterable[tuple[Any, tuple[Any, datetime]]]) -> dict[An
     return out
 
 
+def remember_strokes(conn, target: str, strokes: list[tuple[str, str, str | None]]) -> None:
+    """Note the drawing of replayed strokes: (uid, drawing id, model name or None for a number); a uid
+    already noted (a spool replayed twice) is left as it is."""
+    known = set()
+    for chunk in _chunks([uid for uid, _, _ in strokes]):
+        known.update(conn.scalars(select(STROKES.c.uid).where(STROKES.c.target == target, STROKES.c.uid.in_(chunk))))
+    now = utc_now()
+    rows = {uid: {"created_at": now, "target": target, "uid": uid, "drawing_id": drawing, "model_name": model}
+            for uid, drawing, model in strokes if uid not in known}  # fmt: skip
+    if rows:
+        conn.execute(insert(STROKES), list(rows.values()))
+
+
+def stroke_drawings(conn, target: str, uids: Iterable[str]) -> dict[str, Any]:
+    """{uid: the row it lands on} of the replayed strokes among `uids`: (drawing id, model name) for a
+    prediction, the drawing id for a number (the keys of `apply_feedback_by_drawing` / `apply_true_text`)."""
+    out: dict[str, Any] = {}
+    for chunk in _chunks(list(dict.fromkeys(uids))):
+        rows = conn.execute(
+            select(STROKES.c.uid, STROKES.c.drawing_id, STROKES.c.model_name).where(
+                STROKES.c.target == target, STROKES.c.uid.in_(chunk)
+            )
+        ).all()
+        out.update({uid: (drawing, model) if target == "prediction" else drawing for uid, drawing, model in rows})
+    return out
+
+
 def take_resolvable(conn) -> dict[str, dict[str, Any]]:
-    """{target: {uid: label}} of every waiting label whose record is stored now (removed from the table),
+    """{target: {uid: label}} of every waiting label whose record is stored now, or whose stroke was
+    replayed (`stroke_drawings`) (removed from the table),
     after dropping the labels older than MAX_AGE. For the race where a label and its record were replayed
     by two processes at once, neither seeing the other's uncommitted row."""
     if not conn.scalar(select(func.count()).select_from(PENDING)):
+        if conn.scalar(select(func.count()).select_from(STROKES)):
+            conn.execute(delete(STROKES).where(STROKES.c.created_at < utc_now() - MAX_AGE))
         return {}
     expired = conn.execute(delete(PENDING).where(PENDING.c.created_at < utc_now() - MAX_AGE)).rowcount
     if expired:
         log.warning("%d spooled label(s) dropped: their records never reached the database in %s", expired, MAX_AGE)
+    conn.execute(delete(STROKES).where(STROKES.c.created_at < utc_now() - MAX_AGE))
     out = {}
     for target, table in _TABLES.items():
-        uids = conn.scalars(
-            select(PENDING.c.uid).where(PENDING.c.target == target, PENDING.c.uid.in_(select(table.c.uid)))
-        ).all()
+        arrived = PENDING.c.uid.in_(select(table.c.uid)) | PENDING.c.uid.in_(
+            select(STROKES.c.uid).where(STROKES.c.target == target)
+        )
+        uids = conn.scalars(select(PENDING.c.uid).where(PENDING.c.target == target, arrived)).all()
         if uids:
             out[target] = take(conn, target, uids)
     return out

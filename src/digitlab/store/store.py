@@ -270,14 +270,21 @@ class PredictionStore:
             return True
 
     def _wait_for_record(self, op: dict[str, Any]) -> bool:
-        """Feedback by the uid of a record that is not stored: if another process still has a spool to
+        """Feedback by the uid of a record that is not stored: a stroke replayed from a spool and replaced
+        since by a later stroke labels its drawing's row (True); if another process still has a spool to
         replay (this one is back from an outage before it), the record may be there: the label waits in
         `pending_feedback` for it (True). Otherwise there is no such record (False)."""
-        if "uid" not in op or not self.spool.siblings_pending():
+        if "uid" not in op:
             return False
         target = "number" if op["op"] in NUMBER_OPS else "prediction"
         label = (op["true_text"] if target == "number" else op["digit"], _given_at(op))
         with self.engine.begin() as conn:
+            drawing = pending.stroke_drawings(conn, target, [op["uid"]])
+            if drawing:  # a stroke replayed after an outage, replaced since by a later one: its drawing's row
+                self._label(conn, target, {op["uid"]: label}, drawing)
+                return True
+            if not self.spool.siblings_pending():
+                return False
             if pending.keep_unmatched(conn, target, {op["uid"]: label}):  # stored meanwhile: label it now
                 self._label(conn, target, {op["uid"]: label}, {})
         return True
@@ -595,6 +602,10 @@ class PredictionStore:
                 if kind in ("add", "number"):
                     records = [op["record"] for op in run]
                     (self.repo.insert_missing if kind == "add" else numbers.insert_missing)(conn, records)
+                    strokes = [(r.uid, r.drawing_id, getattr(r, "model_name", None) if kind == "add" else None)
+                               for r in records if r.drawing_id]  # fmt: skip
+                    if strokes:  # a label by one of these uids finds the drawing after a later stroke
+                        pending.remember_strokes(conn, target, strokes)
                     waiting = pending.take(conn, target, [r.uid for r in records])
                     self._label(conn, target, waiting, drawing_of[target])
                 elif key == "id" and kind == "feedback":
@@ -612,6 +623,9 @@ class PredictionStore:
         record is not stored yet."""
         if not labels:
             return
+        unknown = [u for u in labels if u not in drawing_of]
+        if unknown:  # strokes replayed earlier (maybe by another process) whose drawing has moved on since
+            drawing_of = {**pending.stroke_drawings(conn, target, unknown), **drawing_of}
         by_drawing = pending.latest_per_key((drawing_of[u], v) for u, v in labels.items() if u in drawing_of)
         rest = {u: v for u, v in labels.items() if u not in drawing_of}
         if keep:
