@@ -283,6 +283,14 @@ def cases() -> list[Case]:
             content=b"\x00\x01garbage",
             headers={"content-type": "multipart/form-data; boundary=zzz"},
         ),
+        Case(  # cut off before the closing boundary: was 422 "'image' is required" (the image part was there)
+            "multipart-truncated",
+            400,
+            "malformed_body",
+            content=b"--zzz\r\nContent-Disposition: form-data; name=\"image\"; filename=\"d.png\"\r\n"
+            b"Content-Type: image/png\r\n\r\n" + png[:200],
+            headers={"content-type": "multipart/form-data; boundary=zzz"},
+        ),
         Case(
             "text-plain-body",
             415,

@@ -14,7 +14,7 @@ from starlette.datastructures import UploadFile
 from digitlab.api.deps import FastJSONResponse, get_ctx
 from digitlab.api.errors import ApiError, describe_validation_errors, error_responses
 from digitlab.api.metrics import MODEL_SCOPE_KEY
-from digitlab.api.multipart import MAX_FIELDS, MAX_FILES, Part, parse_plain_form
+from digitlab.api.multipart import MAX_FIELDS, MAX_FILES, Part, boundary_of, parse_plain_form
 from digitlab.api.prediction import Job, resolve_models
 from digitlab.api.schemas import (
     ImageOptions,
@@ -56,6 +56,12 @@ async def _from_multipart(request: Request, options_model: type[ImageOptions]) -
     body = await request.body()  # already in memory (BodyLimitMiddleware); request.form() reuses it
     parts = parse_plain_form(request.headers.get("content-type", ""), body)
     if parts is None:  # not the plain shape: Starlette's parser decides, with its own errors
+        boundary = boundary_of(request.headers.get("content-type", ""))
+        if boundary is not None and b"--" + boundary + b"--" not in body:  # its parser keeps what came
+            raise ApiError(  # before the cut and drops the rest: "'image' is required" would mislead
+                "The multipart body ends before its closing boundary (a cut-off upload?): send the whole form.",
+                "malformed_body",
+            )
         parts = await _parts_from_starlette(request)
     image = parts.get("image")
     if image is None:
