@@ -382,3 +382,29 @@ def test_logging_settles_quietly_when_the_waiter_gave_up(tmp_path, served_model_
         assert "exception calling callback" not in caplog.text
     finally:
         store.close()
+
+
+def test_a_body_that_stops_arriving_is_answered_408():
+    """A client that declares more than it sends (or a slow-loris) held its connection for good: the server
+    has no body timeout of its own. After `idle_seconds` without a byte it gets a JSON 408."""
+    import asyncio
+
+    sent = []
+    chunks = [{"type": "http.request", "body": b"x" * 100, "more_body": True}]
+
+    async def receive():
+        if chunks:
+            return chunks.pop()
+        await asyncio.sleep(3600)  # the rest never comes
+
+    async def send(message):
+        sent.append(message)
+
+    async def app(scope, receive, send):
+        raise AssertionError("the app must not be called")
+
+    mw = BodyLimitMiddleware(app, max_bytes=1000, idle_seconds=0.2)
+    headers = [(b"content-length", b"200")]
+    run_in_fresh_loop(asyncio.wait_for(mw({"type": "http", "method": "POST", "headers": headers}, receive, send), 5))
+    assert sent[0]["status"] == 408 and b'"request_timeout"' in sent[1]["body"]
+    assert (b"connection", b"close") in sent[0]["headers"]

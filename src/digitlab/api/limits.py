@@ -16,17 +16,25 @@ A body over the limit gets a JSON 413 that the client can actually read:
 
 from __future__ import annotations
 
+import asyncio
+
 from digitlab.api.errors import error_body
 
 _METHODS_WITHOUT_BODY = frozenset({b"GET", b"HEAD", b"OPTIONS", "GET", "HEAD", "OPTIONS"})
 
 #: The most bytes of an oversized request read (and discarded) so its client can read the 413.
 DRAIN_BYTES = 64 * 1024 * 1024
+#: A body that stops arriving for this long (a client that declared more than it sends, a slow-loris) is
+#: answered 408 and its connection freed; the server has no such limit of its own.
+BODY_IDLE_SECONDS = 20.0
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app, max_bytes: int, on_refuse=None, drain_bytes: int = DRAIN_BYTES):
+    def __init__(
+        self, app, max_bytes: int, on_refuse=None, drain_bytes: int = DRAIN_BYTES, idle_seconds: float = BODY_IDLE_SECONDS
+    ):
         self.app = app
+        self.idle_seconds = float(idle_seconds)
         self.max_bytes = int(max_bytes)
         self.drain_bytes = max(int(drain_bytes), self.max_bytes)
         self.on_refuse = on_refuse  # called with no argument when a body is refused (metrics)
@@ -50,17 +58,15 @@ class BodyLimitMiddleware:
             f"The request body{size} is larger than the limit of {self.max_bytes:,} bytes: "
             "send a smaller image."
         )
-        body = error_body(detail, "payload_too_large")
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
+        await self._answer(send, 413, detail, "payload_too_large")
+
+    @staticmethod
+    async def _answer(send, status: int, detail: str, code: str) -> None:
+        body = error_body(detail, code)
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if status == 408:
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope, receive, send):
@@ -89,7 +95,13 @@ class BodyLimitMiddleware:
         chunks: list[bytes] = []
         size = 0
         while True:
-            message = await receive()
+            try:
+                async with asyncio.timeout(self.idle_seconds):
+                    message = await receive()
+            except TimeoutError:
+                await self._answer(send, 408, "The request body stopped arriving: send the whole request again.",
+                                   "request_timeout")  # fmt: skip
+                return
             if message["type"] == "http.disconnect":
                 return  # the client went away before sending its body: nobody to answer
             chunk = message.get("body", b"")
