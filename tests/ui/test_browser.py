@@ -310,6 +310,33 @@ def test_phone_touch_drawing(phone, ui_server):
     no_traceback(page)
 
 
+def test_phone_touches_at_the_canvas_top_right_draw(phone, ui_server):
+    """The canvas component's own toolbar was transparent but took touches over the canvas' top right: a
+    tap there pressed its hidden "Reset canvas & history" (the drawing wiped, no way back) or "Edit" (the
+    finger drew nothing more), and a stroke starting there was lost. Now every touch on the canvas inks."""
+    page = phone
+    open_page(page, ui_server.url, PAGES["draw"], ready=CANVAS)
+    touch = Touch(page)
+    draw_digit(page, 8, touch=touch)
+    first = wait_new_prediction(page, None)
+    box = canvas_box(page)
+    for x in (266, 242):  # canvas px: where the hidden Reset and Edit buttons were, 6 px from the top
+        spot = [((x - 40) / 200, (6 - 40) / 200), ((x - 42) / 200, (8 - 40) / 200)]  # (`points`: margin 40, scale 200)
+        touch.stroke(spot, box)
+        wait_idle(page)
+    expect(page.locator(EMPTY)).to_have_count(0)  # not wiped
+    second = wait_new_prediction(page, first)  # the taps inked: a changed drawing was predicted again
+    draw_digit(page, 1, touch=touch)  # and the finger still draws
+    wait_new_prediction(page, second)
+    hidden = page.evaluate(
+        """() => [...document.querySelectorAll('[data-testid="stBidiComponentIsolated"]')]
+               .filter(h => h.shadowRoot && h.shadowRoot.querySelector('.dc-toolbar'))
+               .map(h => getComputedStyle(h.shadowRoot.querySelector('.dc-toolbar')).display)"""
+    )
+    assert hidden and set(hidden) == {"none"}, hidden
+    no_traceback(page)
+
+
 def _seed_history(api_url: str) -> None:
     """A few dozen labelled drawings, so History's table, accuracy, confusion matrix and trend have data."""
     from PIL import Image, ImageDraw

@@ -1,7 +1,7 @@
 """The drawing canvas (streamlit-drawable-canvas) with pen settings, shared by the Draw and Compare pages.
 
-Undo and Clear are Streamlit buttons (the canvas' own toolbar only shows on mouse hover, so a phone
-would never see it): they hand the canvas a new `initial_drawing` (the strokes minus the last one, or
+Undo and Clear are Streamlit buttons (the canvas' own toolbar is hidden: `common.NO_CANVAS_TOOLBAR`):
+they hand the canvas a new `initial_drawing` (the strokes minus the last one, or
 none), which it loads and sends straight back, so the prediction follows without a remount.
 
 One drawing is one record: from an empty canvas to Clear (or Undo back to empty), the predictions after
@@ -111,7 +111,7 @@ def drawing_canvas(
     width = int(st.session_state.get("pen_width", DEFAULT_WIDTH))
     pen = st.session_state.get("pen_color", DEFAULT_PEN)
     bg = st.session_state.get("bg_color", DEFAULT_BACKGROUND)
-    st.caption(hint)  # short: the canvas' hover toolbar floats over the right part of this line
+    st.caption(hint)
     kept_objects = st.session_state.get(f"{prefix}_objects") or []
     kept: Drawing | None = st.session_state.get(f"{prefix}_drawing")
     if f"{prefix}_canvas" not in st.session_state and kept_objects:  # back from another page: a new canvas

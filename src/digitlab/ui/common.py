@@ -195,8 +195,45 @@ def session_id() -> str:
     return st.session_state["session_id"]
 
 
+#: streamlit-drawable-canvas' own toolbar (upload, Undo, Redo, "Edit", "Reset canvas & history") is
+#: transparent until hovered but still takes clicks and touches over the canvas' top right, and this
+#: version has no option to leave it out. A phone never hovers: a tap there wiped the drawing or switched
+#: drawing off (its "Edit" button, a pencil), and a stroke starting there was lost. The app has its own
+#: Undo and Clear, so the toolbar is hidden: its style lives in the component's (open) shadow root, which
+#: the app's CSS cannot reach, so this script puts a rule into every canvas' root, now and when one appears.
+NO_CANVAS_TOOLBAR = """<script>
+(() => {
+  if (window.__dlNoCanvasToolbar) return;
+  window.__dlNoCanvasToolbar = true;
+  const rule = ".dc-toolbar{display:none !important}";
+  const fix = (root) => {
+    if (!root.querySelector("style[data-dl-no-toolbar]")) {
+      const style = document.createElement("style");
+      style.setAttribute("data-dl-no-toolbar", "");
+      style.textContent = rule;
+      root.appendChild(style);
+    }
+  };
+  const scan = () => {
+    for (const host of document.querySelectorAll('[data-testid="stBidiComponentIsolated"]')) {
+      if (host.shadowRoot) {
+        fix(host.shadowRoot);
+        if (!host.__dlWatched) {  // the component may rebuild its root's content: put the rule back
+          host.__dlWatched = true;
+          new MutationObserver(() => fix(host.shadowRoot)).observe(host.shadowRoot, {childList: true});
+        }
+      }
+    }
+  };
+  scan();
+  new MutationObserver(scan).observe(document.body, {childList: true, subtree: true});
+})();
+</script>"""
+
+
 def apply_style() -> None:
     st.html(CSS)
+    st.html(NO_CANVAS_TOOLBAR, unsafe_allow_javascript=True)
 
 
 # --- health --------------------------------------------------------------------------------------------
