@@ -494,3 +494,18 @@ def test_an_answer_follows_the_drawing_to_another_model(desktop, ui_server, api_
     assert current_drawing(page) == first
     click_tool(page, "draw", "Clear")
     expect(page.locator(EMPTY)).to_be_visible()
+    # the other order: models switched first, then one answer labels every record of the picture (3 of
+    # the 5 records stayed unlabelled: the answer reached only the model on screen and later ones)
+    draw_digit(page, 7)
+    wait_new_prediction(page, first)
+    wait_idle(page)
+    for name in ("SVM (RBF kernel)", "Extra Trees", "Best available model"):
+        page.locator(".st-key-draw_model").click()
+        page.get_by_role("option").filter(has_text=name).first.click()
+        wait_idle(page, settle=1.0)
+    feedback_pill(page, 7).click()
+    expect(page.get_by_text(re.compile(r"Saved: you drew a 7"))).to_be_visible()
+    _, rows = _newest_rows(api_server.url, 10)
+    mine = [r for r in rows if r["drawing_id"] == rows[0]["drawing_id"]]
+    assert {r["model_name"] for r in mine} >= {"svm", "extra_trees"} and len(mine) == 3, mine
+    assert all(r["drawn_digit"] == 7 for r in mine), mine

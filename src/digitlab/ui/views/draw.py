@@ -80,8 +80,9 @@ NOT_A_DIGIT = "Not a digit"
 ANSWERS = [*range(10), NOT_A_DIGIT]
 
 
-def send_feedback(key: str, prediction: Prediction, digest: str) -> None:
-    """The answer chosen under `prediction` (the picture with this digest) to the API; its outcome for the page."""
+def send_feedback(key: str, prediction: Prediction, digest: str, *, spread: bool = True) -> None:
+    """The answer chosen under `prediction` (the picture with this digest) to the API; its outcome for the page.
+    With `spread`, the other models' records of the same picture get it too (`_answer_other_models`)."""
     answer = st.session_state.get(key)
     if answer is None:  # the chosen answer clicked again: it stays the answer (it is stored; none cannot be)
         given = st.session_state.get(f"{key}_result")
@@ -99,6 +100,8 @@ def send_feedback(key: str, prediction: Prediction, digest: str) -> None:
         unsent.pop(key, None)
         shown = st.session_state.get("draw_drawing")
         if shown is not None and shown.digest == digest:  # (not when it was the photo, or a picture drawn over)
+            if spread:
+                _answer_other_models(prediction, shown, answer)
             common.close_drawing("draw")
         st.session_state.setdefault("draw_answers", {})[digest] = answer
     except ApiUnavailable as exc:  # sent again when the service is back (`send_unsent`)
@@ -107,6 +110,27 @@ def send_feedback(key: str, prediction: Prediction, digest: str) -> None:
     except ApiError as exc:
         st.session_state[f"{key}_result"] = ("error", str(exc), answer)
         unsent.pop(key, None)
+
+
+def _answer_other_models(prediction: Prediction, shown, answer) -> None:
+    """The picture on the canvas was also predicted by other models before the answer (the person switched
+    the model, then answered): their records of it get the answer too, as Compare's do. Only records that
+    still hold this picture (`cached_api_call`'s record bookkeeping), each once."""
+    cache: dict = st.session_state.get("draw_cache") or {}
+    sent: dict = st.session_state.get("draw_cache_sent") or {}
+    done = {prediction.model}
+    for (digest, requested), other in list(cache.items()):
+        if digest != shown.digest or other is None or other.model in done or not shown.drawing_id:
+            continue
+        if sent.get((shown.drawing_id, requested)) != (digest, requested):  # that record holds another picture
+            continue
+        done.add(other.model)
+        key = f"fb_{(other.uid or digest)[:12]}_{other.model}"
+        given = st.session_state.get(f"{key}_result")
+        if given is not None and given[2] == answer and given[0] in ("saved", "queued"):
+            continue
+        st.session_state[key] = answer
+        send_feedback(key, other, digest, spread=False)
 
 
 def send_unsent() -> None:
