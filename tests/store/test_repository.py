@@ -164,6 +164,25 @@ def test_export_csv_and_idx(store, make_record, make_png, tmp_path):
     assert images[2].reshape(784).tolist() == png_to_pixels(pngs[2]).tolist()
 
 
+def test_the_export_has_one_row_per_labelled_drawing(store, make_record, make_png):
+    """A drawing is stored once per model that answered it: Compare's one answer put the same drawing in the
+    export five times (one wrong answer outweighed a right one 5 to 1). Now one row per drawing, with the
+    label given last; records without a drawing id, one per distinct image and label."""
+    compare = make_png(1, seed=1)
+    ids = [store.add(make_record(1, model=m, drawn=1, drawing_id="d-compare", processed_png=compare)).id
+           for m in ("cnn", "svm", "svm_pca", "extra_trees", "random_forest")]  # fmt: skip
+    store.set_feedback(ids[2], 7)  # the person changed their mind, on one model's record: given last
+    api = make_png(2, seed=2)
+    for m in ("cnn", "svm", "svm_pca"):  # model=all from an API client: no drawing id
+        store.add(make_record(2, model=m, drawn=2, processed_png=api))
+    store.add(make_record(2, model="cnn", drawn=3, processed_png=api))  # the same image, another label
+    rows = list(store.repo.labelled_images())
+    assert [digit for digit, _ in rows] == [7, 2, 3]
+    assert [png for _, png in rows] == [compare, api, api]
+    buf = io.StringIO()
+    assert store.export_csv(buf) == 3
+
+
 def test_delete_by_id_and_by_age(store, make_record):
     now = datetime.now(UTC)
     old = [store.add(make_record(timestamp=now - timedelta(days=40 + i))).id for i in range(3)]

@@ -6,6 +6,7 @@ away. `PredictionStore` (store.py) adds the outage behaviour on top.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -353,16 +354,46 @@ class Repository:
             return int(conn.scalar(stmt))
 
     def labelled_images(self, batch: int = 500) -> Iterator[tuple[int, bytes]]:
-        """(true digit, 28x28 PNG) of every labelled prediction, oldest first (see `labelled_drawings`)."""
-        return ((digit, png) for _, _, digit, png in self.labelled_drawings(batch))
+        """(true digit, 28x28 PNG) per labelled drawing, oldest first (the export): a drawing is stored once
+        per model that answered it (Draw after switching models, Compare, `model=all`), and is one sample,
+        with the label given last; records without a drawing id, one per distinct image and label."""
+        keep = self._latest_record_per_drawing()
+        seen: set[tuple[int, bytes]] = set()
+        for id_, _, drawing, digit, png in self._labelled_rows(batch):
+            if drawing is not None:
+                if id_ not in keep:
+                    continue
+            else:
+                key = (digit, hashlib.sha256(png).digest())
+                if key in seen:
+                    continue
+                seen.add(key)
+            yield digit, png
+
+    def _latest_record_per_drawing(self) -> set[int]:
+        """Ids of the labelled records to export for drawings: per drawing id the one labelled last."""
+        stmt = select(T.c.id, T.c.drawing_id, T.c.labelled_at).where(
+            T.c.drawing_id.is_not(None), T.c.drawn_digit.between(0, 9), T.c.processed_png.is_not(None)
+        )
+        best: dict[str, tuple[datetime, int]] = {}
+        with self.engine.connect() as conn:
+            for id_, drawing, at in conn.execute(stmt):
+                rank = (at or datetime.min, id_)
+                if drawing not in best or rank > best[drawing]:
+                    best[drawing] = rank
+        return {id_ for _, id_ in best.values()}
 
     def labelled_drawings(self, batch: int = 500) -> Iterator[tuple[int, str | None, int, bytes]]:
         """(id, session id, true digit, 28x28 PNG) of every prediction labelled with a digit, oldest first,
         fetched in id-keyed batches so an export or a learning run never holds the whole table in memory."""
+        return ((id_, session, digit, png) for id_, session, _, digit, png in self._labelled_rows(batch))
+
+    def _labelled_rows(self, batch: int) -> Iterator[tuple[int, str | None, str | None, int, bytes]]:
+        """(id, session id, drawing id, true digit, 28x28 PNG) of every record labelled with a digit."""
         last = 0
         while True:
             stmt = (
-                select(T.c.id, T.c.session_id, T.c.drawn_digit, T.c.processed_png)
+                select(T.c.id, T.c.session_id, T.c.drawing_id, T.c.drawn_digit, T.c.processed_png)
                 .where(T.c.id > last, T.c.drawn_digit.is_not(None), T.c.processed_png.is_not(None))
                 .order_by(T.c.id)
                 .limit(batch)
@@ -371,7 +402,7 @@ class Repository:
                 rows = conn.execute(stmt).all()
             if not rows:
                 return
-            for id_, session, digit, png in rows:
+            for id_, session, drawing, digit, png in rows:
                 last = id_
                 if 0 <= digit <= 9:
-                    yield id_, session, digit, bytes(png)
+                    yield id_, session, drawing, digit, bytes(png)

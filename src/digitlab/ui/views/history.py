@@ -148,9 +148,11 @@ def stats_section(stats: dict[str, Any], models: list[dict[str, Any]], model_fil
     correct = sum(int(v.get("correct") or round((v.get("accuracy") or 0) * (v.get("labelled") or 0)))
                   for v in per_model.values())  # fmt: skip
     with st.container(horizontal=True, gap="small", key="hist_metrics"):
-        st.metric("Predictions", f"{total:,}", border=True)
+        st.metric("Predictions", f"{total:,}", border=True,
+                  help="One per drawing and model that answered it: a drawing on Compare counts once per model.")
         st.metric("Labelled", f"{labelled:,}", border=True,
-                  help="Predictions whose author said what was drawn (every user's answers).")  # fmt: skip
+                  help="Predictions whose author said what was drawn (every user's answers), counted like "
+                  "Predictions. The CSV download has one row per labelled drawing.")  # fmt: skip
         st.metric("Accuracy on labelled", common.pct(correct / labelled) if labelled else "—", border=True,
                   help="Share of labelled drawings the model got right.")  # fmt: skip
     if not labelled:
