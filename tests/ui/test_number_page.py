@@ -39,12 +39,19 @@ def test_write_read_confirm_then_history(desktop, ui_server, api_server):
         timeout=20_000,
     )
     expect(page.get_by_text("What was read: one box per digit")).to_be_visible()
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone's width: "307" broke into "30" over "7"
+    wait_idle(page)
+    lines = page.evaluate("""() => { const el = document.querySelector('[data-testid="dl-number-text"]');
+        return el.getBoundingClientRect().height / parseFloat(getComputedStyle(el).lineHeight); }""")
+    assert lines < 1.5, lines
+    page.set_viewport_size({"width": 1280, "height": 800})
+    wait_idle(page)
     expect(page.locator('[data-testid="stImage"] img')).to_have_count(4)  # the boxes + three 28x28 inputs
     saved = page.get_by_text(re.compile(r"Saved to the history as number #\d+"))
     expect(saved).to_be_visible()
     number_id = int(re.search(r"#(\d+)", saved.inner_text()).group(1))
 
-    answer = page.locator('input[aria-label="What did you write?"]')
+    answer = page.locator('input[aria-label="What did you write? (digits only)"]')
     expect(answer).to_have_value("307")  # offered: the reading
     answer.fill("307")
     page.get_by_role("button", name="Confirm").click()
@@ -88,7 +95,7 @@ def test_a_reading_during_a_database_outage_is_queued_and_confirmed(desktop, ui_
             timeout=30_000
         )
         text = page.locator(NUMBER).get_attribute("data-text")
-        page.locator('input[aria-label="What did you write?"]').fill("42")
+        page.locator('input[aria-label="What did you write? (digits only)"]').fill("42")
         page.get_by_role("button", name="Confirm").click()
         expect(page.get_by_text(re.compile(r"Saved later: you wrote 42\."))).to_be_visible(timeout=20_000)
         no_traceback(page)

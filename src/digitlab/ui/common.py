@@ -32,6 +32,9 @@ CSS = """
 .dl-digit {font-size:5.2rem; line-height:1; font-weight:800; color:#4F46E5; min-width:3.4rem;
   text-align:center; font-variant-numeric:tabular-nums;}
 .dl-digit.dl-unsure {color:#B45309;}
+/* a read number stays on one line (a phone broke "307" into "30" over "7"); its row wraps instead */
+.dl-number-row {flex-wrap:wrap;}
+.dl-digit.dl-number {white-space:nowrap; flex-shrink:0;}
 .dl-meta {display:flex; flex-direction:column; gap:.2rem; font-size:.95rem; color:#41465F;}
 .dl-meta b {font-size:1.45rem; color:#1F2340;}
 .dl-placeholder {display:flex; align-items:center; justify-content:center; text-align:center; padding:1rem;
@@ -73,6 +76,7 @@ CSS = """
 @media (max-width: 640px) {
   .dl-arrow {padding-top:0; transform:rotate(90deg);}
   .dl-digit {font-size:4.2rem; min-width:2.6rem;}
+  .dl-digit.dl-number {font-size:3.2rem;}
   .dl-result {gap:.8rem; padding:.7rem .8rem;}
   .dl-seen img {max-width:72px !important;}
   [data-testid="stButtonGroup"] > div {column-gap:.3rem !important;}

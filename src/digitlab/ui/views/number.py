@@ -48,9 +48,9 @@ def show_reading(answer: dict, image: bytes, key: str) -> None:
     unsure = " dl-unsure" if answer.get("uncertain") else ""
     model = common.display_name(common.model_catalog()[0], answer.get("model", ""))
     st.markdown(
-        f"""<div class="dl-result" data-testid="dl-number" data-text="{common.esc(text)}">
-          <div class="dl-digit{unsure}" data-testid="dl-number-text">{common.esc(text) or "–"}</div>
-          <div class="dl-meta"><span><b>{answer.get("confidence", 0) * 100:.0f}%</b> sure of every digit</span>
+        f"""<div class="dl-result dl-number-row" data-testid="dl-number" data-text="{common.esc(text)}">
+          <div class="dl-digit dl-number{unsure}" data-testid="dl-number-text">{common.esc(text) or "–"}</div>
+          <div class="dl-meta"><span><b>{answer.get("confidence", 0) * 100:.0f}%</b> sure of the whole number</span>
             <span>{common.esc(model)} · {answer.get("latency_ms", 0):.0f}&nbsp;ms</span></div></div>""",
         unsafe_allow_html=True,
     )
@@ -78,7 +78,7 @@ def feedback(answer: dict, key: str) -> None:
         return
     done = st.session_state.get(f"num_done_{key}")  # (truth, queued) once confirmed: shown again when back
     with st.form(f"num_form_{key}", border=False):
-        truth = st.text_input("What did you write?", value=done[0] if done else answer.get("text") or "",
+        truth = st.text_input("What did you write? (digits only)", value=done[0] if done else answer.get("text") or "",
                               max_chars=32, key=f"num_truth_{key}_{answer.get('text')}", help="Digits only; the reading is saved with your answer.")  # fmt: skip
         sent = st.form_submit_button("Confirm", icon=":material/check:")
     if sent:
@@ -111,7 +111,7 @@ def feedback(answer: dict, key: str) -> None:
 
 @st.fragment
 def number_area() -> None:
-    drawing = drawing_canvas("number", hint="Write a number, e.g. a year or a price (on a phone, turn it sideways)",
+    drawing = drawing_canvas("number", hint="Write a number, e.g. a year or a PIN (on a phone, turn it sideways)",
                              width=CANVAS_WIDTH, height=CANVAS_HEIGHT)  # fmt: skip
     result = st.container()  # the reading right under the canvas; the upload folded away below it
     common.forget_photo_drawn_over("number_photo", drawing)
@@ -148,6 +148,6 @@ def _reading(drawing, photo) -> None:
     show_reading(answer, image, key)
 
 
-common.page_header("Write a number", "Write several digits — a year, a price, a PIN — and watch them being read "
+common.page_header("Write a number", "Write several digits — a year, a PIN, a house number — and watch them being read "
                    "digit by digit. Then say what you wrote.")  # fmt: skip
 number_area()
