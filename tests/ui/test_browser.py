@@ -279,6 +279,10 @@ def test_compare_shows_every_ready_model(desktop, ui_server, api_server):
     page.locator('[class*="st-key-cmp_fb_"] button').filter(
         has_text=re.compile(r"^3$")).first.click()
     expect(page.get_by_text(re.compile(r"Saved with every model's answer: you drew a 3"))).to_be_visible()
+    right = sum(cards.nth(i).get_attribute("data-digit") == "3" for i in range(len(ready)))
+    said = {len(ready): "Every model was right", 0: f"All {len(ready)} models were wrong"}.get(
+        right, f"{right} of {len(ready)} models were right")  # how they did, beside the agreement sentence
+    expect(page.get_by_text(re.compile(said))).to_be_visible()
     _, rows = _newest_rows(api_server.url, len(ready))
     assert sorted(r["model_name"] for r in rows) == sorted(ready) and all(r["drawn_digit"] == 3 for r in rows), rows
     no_traceback(page)

@@ -69,7 +69,7 @@ def cards(result: Comparison, models: list[dict], digest: str) -> None:
                 st.markdown(
                     f"""<div data-testid="dl-compare-card" data-drawing="{digest[:16]}" data-model="{
                         p.model
-                    }"><div class="dl-small">{common.esc(common.display_name(models, p.model))}</div>
+                    }" data-digit="{p.digit}"><div class="dl-small">{common.esc(common.display_name(models, p.model))}</div>
                     <div class="dl-card-digit{odd}">{p.digit}</div>
                     <div class="dl-small"><b>{p.confidence * 100:.0f}%</b> {sure} · {latency}</div></div>""",
                     unsafe_allow_html=True,
@@ -143,6 +143,19 @@ def _send_answer(key: str, result: Comparison) -> None:
         st.session_state[f"{key}_result"] = ("error", answer, str(exc))
 
 
+def _verdict(result: Comparison, answer) -> str:
+    """How the models did against the answer (the agreement sentence above it said nothing of that)."""
+    if answer == "Not a digit":
+        return "It is kept out of the digit accuracy."
+    right = sum(p.digit == int(answer) for p in result.predictions)
+    n = len(result.predictions)
+    if right == n:
+        return "Every model was right." if n > 1 else "The model was right."
+    if right == 0:
+        return f"All {n} models were wrong." if n > 1 else "The model was wrong."
+    return f"{right} of {n} models were right."
+
+
 def answer_for_all(result: Comparison, digest: str) -> None:
     """"What did you draw?" for the drawing: every model's stored answer gets it (they were stored with
     no way to label them)."""
@@ -155,7 +168,8 @@ def answer_for_all(result: Comparison, digest: str) -> None:
     outcome = st.session_state.get(f"{key}_result")
     if outcome and outcome[0] == "saved":
         what = "not a digit" if outcome[1] == "Not a digit" else f"you drew {common.a_digit(outcome[1], bold=True)}"
-        st.success(f"Saved with every model's answer: {what}. Thank you!", icon=":material/check_circle:")
+        st.success(f"Saved with every model's answer: {what}. {_verdict(result, outcome[1])} Thank you!",
+                   icon=":material/check_circle:")  # fmt: skip
     elif outcome:
         st.error(f"Your answer was not saved: {outcome[2]}", icon=":material/error:")
 
