@@ -167,6 +167,7 @@ def test_the_record_follows_the_canvas_through_undo_and_an_answer_stays_with_its
     wait_idle(page, settle=1.0)
     total, rows = _newest_rows(api_server.url)
     assert total == before + 2 and rows[0]["drawn_digit"] is None  # a new record for the changed picture
+    expect(page.get_by_text("your answer stays with the picture you answered")).to_be_visible()  # and why
     answered = httpx.get(f"{api_server.url}/api/v1/predictions/{record}", timeout=10).json()
     assert answered["drawn_digit"] == 7 and _input_png(api_server.url, record) == first_png
     # Undo back to the answered picture: its own record and answer again, no unlabelled twin of it

@@ -65,14 +65,23 @@ def _drawing_id(prefix: str, inked: bool, background: str, png: bytes | None = N
             st.session_state[spare] = current
         st.session_state[key] = answered[digest]
         return answered[digest][0]
-    if current is not None and current in answered.values():  # the answered picture changed: a new record,
+    follows_answer = current is not None and current in answered.values()
+    if follows_answer:  # the answered picture changed: a new record,
         current = st.session_state.pop(spare, None)  # or the one left by an Undo (no unlabelled twin)
         if current is not None:
             st.session_state[key] = current
     if current is None or current[1] != background:
         current = (uuid.uuid4().hex, background)
         st.session_state[key] = current
+    if follows_answer:  # the page says why this picture has no answer (`FOLLOWS_ANSWER`)
+        st.session_state[f"{prefix}_follows_answer"] = current[0]
     return current[0]
+
+
+#: Under the answer of a picture changed after the person answered: the answer stayed with the earlier
+#: picture (a stroke added a moment after answering left no "Saved" line and no word of where it went)
+FOLLOWS_ANSWER = (":material/info: You drew on after answering: your answer stays with the picture you "
+                  "answered, and this changed picture is a new drawing. Answer again if it is what you meant.")
 
 
 def _set_drawing(prefix: str, objects: list) -> None:

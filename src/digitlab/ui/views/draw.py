@@ -9,7 +9,7 @@ import hashlib
 import streamlit as st
 
 from digitlab.ui import charts, common
-from digitlab.ui.canvas import Drawing, drawing_canvas
+from digitlab.ui.canvas import FOLLOWS_ANSWER, Drawing, drawing_canvas
 from digitlab.ui.client import ApiError, ApiUnavailable, Prediction
 
 AUTO = "__auto__"
@@ -169,7 +169,9 @@ def answer_html(prediction: Prediction, models: list[dict], digest: str) -> str:
         {note}{charts.probabilities_html(prediction.probabilities, prediction.digit)}</div>"""
 
 
-def show_result(prediction: Prediction, models: list[dict], digest: str, slot) -> None:
+def show_result(prediction: Prediction, models: list[dict], digest: str, slot, *, follows_answer: bool = False) -> None:
+    """The answer, "What did you draw?" and what became of the answer. `follows_answer`: the picture was
+    changed after an answer (a new drawing), said under it until it is answered."""
     slot.markdown(answer_html(prediction, models, digest), unsafe_allow_html=True)
 
     key = f"fb_{(prediction.uid or digest)[:12]}_{prediction.model}"  # per record: a twin shows no "Saved"
@@ -203,6 +205,8 @@ def show_result(prediction: Prediction, models: list[dict], digest: str, slot) -
             st.error(f"Your answer was not saved: {message}", icon=":material/error:")
         else:
             st.info(message)
+    elif follows_answer:
+        st.caption(FOLLOWS_ANSWER)
     elif prediction.id is not None:
         st.caption(f":material/database: Saved to the history as #{prediction.id}.")
     elif prediction.logged:
@@ -246,7 +250,8 @@ def draw_area() -> None:
                 common.show_error(slot, error, nothing="Nothing to recognise yet: draw a larger digit.",
                                   kept="Your drawing is kept; it is recognised as soon as the service is back.")  # fmt: skip
                 return
-            show_result(prediction, models, drawing.digest, slot)
+            follows = drawing.drawing_id is not None and st.session_state.get("draw_follows_answer") == drawing.drawing_id
+            show_result(prediction, models, drawing.digest, slot, follows_answer=follows)
 
 
 def show_photo_answer(photo, model: str | None, models: list[dict], slot) -> None:
