@@ -168,11 +168,14 @@ def accuracy_over_time(rows: list[dict[str, Any]], *, height: int = 330) -> alt.
     df["date"] = pd.to_datetime(df["date"])
     return (
         alt.Chart(df)
-        .mark_line(point=alt.OverlayMarkDef(size=50))
+        .mark_line(point=alt.OverlayMarkDef(size=60, filled=False, strokeWidth=2))
         .encode(
             x=alt.X("date:T", title="day", axis=alt.Axis(format="%d %b", labelAngle=0, tickCount="day")),
             y=alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
             color=alt.Color("model:N", title=None, scale=alt.Scale(range=PALETTE), legend=_legend()),
+            # a shape per model too: models with the same accuracy on a day share a point, and one colour
+            # alone hid the others (five models showed three dots)
+            shape=alt.Shape("model:N", title=None, legend=_legend()),
             tooltip=["model:N", alt.Tooltip("date:T", format="%d %b %Y"), alt.Tooltip("accuracy:Q", format=".1%"),
                      alt.Tooltip("labelled:Q", title="labelled")],
         )
