@@ -228,3 +228,42 @@ def test_lines_the_database_refuses_are_set_aside(db_url, tmp_path, make_record,
     finally:
         store.close()
     assert (tmp_path / "spool" / "me" / REJECTED_FILE).exists()  # kept for the operator
+
+
+def test_every_worker_counts_the_lines_waiting_in_its_siblings_spools(tmp_path):
+    """/health's spool count was each worker's own (913, 1360, 913... by which worker answered): every
+    spool now publishes its count, and each worker adds up its siblings' (not the ones it adopted twice)."""
+    a = Spool(tmp_path / "host-a").open()
+    b = Spool(tmp_path / "host-b").open()
+    for i in range(3):
+        a.append({"op": "x", "i": i})
+    for i in range(2):
+        b.append({"op": "x", "i": i})
+    assert a.waiting_beside() == 2 and b.waiting_beside() == 3
+    lines, end = b.read(1)
+    b.commit(end, 1)
+    assert a.waiting_beside() == 1
+    assert a.waiting_beside(exclude={b.dir}) == 0
+    b.close()  # its process ends with a line still waiting: an orphan, counted until someone replays it
+    assert a.waiting_beside() == 1
+    orphan = a.orphans()[0]  # adopted: the whole file is replayed again (idempotent), and counted so
+    assert orphan.pending == 2 and a.waiting_beside() == 2 and a.waiting_beside(exclude={orphan.dir}) == 0
+    lines, end = orphan.read(10)
+    orphan.commit(end, len(lines))
+    assert orphan.reset_if_drained() and a.waiting_beside() == 0
+    orphan.close()
+    assert not (tmp_path / "host-b").exists()
+    a.close(remove_if_empty=False)
+
+
+def test_health_counts_the_records_waiting_in_the_other_workers_spools(db_url, tmp_path, make_record, open_store):
+    other = Spool(tmp_path / "spool" / "worker-2").open()  # a live worker still in spool mode
+    for r in [make_record(i) for i in range(4)]:
+        other.append({"op": "add", "record": r.to_json()})
+    store = open_store(db_url, tmp_path / "spool" / "worker-1")
+    try:
+        assert store.health() == {"database": "ok", "spool": 4}
+        assert store.pending() == 0  # its own (what /metrics adds up over the workers)
+    finally:
+        store.close()
+        other.close(remove_if_empty=False)

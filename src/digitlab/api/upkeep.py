@@ -91,7 +91,7 @@ def refresh_gauges(ctx: AppContext) -> str:
         except Exception as exc:  # noqa: BLE001 - a failing health check means "down", never a failing scrape
             log.warning("database health check failed: %s: %s", type(exc).__name__, exc)
         else:
-            m.spool_pending.set(state["spool"])
+            m.spool_pending.set(ctx.store.pending())  # this worker's own: /metrics adds the workers' up
             database = state["database"]
     m.database_up.set(1 if database == "ok" else 0)
     return database

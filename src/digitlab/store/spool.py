@@ -25,6 +25,7 @@ log = logging.getLogger("digitlab.store")
 
 SPOOL_FILE = "spool.jsonl"
 LOCK_FILE = "spool.lock"
+COUNT_FILE = "spool.count"  # the owner's count of lines waiting, for its siblings' /health (`waiting_beside`)
 REJECTED_FILE = "rejected.jsonl"  # lines the database refused for a reason other than an outage
 
 
@@ -49,6 +50,7 @@ class Spool:
         self._lock = threading.Lock()
         self._lock_fd: int | None = None
         self._fh = None
+        self._count_fd: int | None = None
         self.offset = 0  # bytes of the file already written to the database
         self.pending = 0  # lines after `offset`
         self.generation = 0  # a new file after the old one was removed: offsets read before mean nothing
@@ -67,7 +69,21 @@ class Spool:
         _fsync_dir(self.dir)  # a failed write leaves no bytes behind in a buffer to be flushed later
         self.offset = 0
         self.pending = sum(1 for _ in self._lines(0))
+        self._open_count()
         return self
+
+    def _open_count(self) -> None:
+        if self._count_fd is not None:
+            os.close(self._count_fd)
+        self._count_fd = os.open(self.dir / COUNT_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        self._publish()
+
+    def _publish(self) -> None:
+        """Write `pending` where sibling processes read it (one fixed-size write; best effort: a count,
+        not data)."""
+        if self._count_fd is not None:
+            with contextlib.suppress(OSError):
+                os.pwrite(self._count_fd, b"%20d\n" % self.pending, 0)
 
     def _try_lock(self) -> bool:
         lock_path = self.dir / LOCK_FILE
@@ -105,10 +121,14 @@ class Spool:
             if self._fh is not None:
                 self._fh.close()
                 self._fh = None
+            if self._count_fd is not None:
+                os.close(self._count_fd)
+                self._count_fd = None
             if self._lock_fd is None:
                 return
             if remove_if_empty and self.pending == 0:
                 self.path.unlink(missing_ok=True)
+                (self.dir / COUNT_FILE).unlink(missing_ok=True)
                 if not (self.dir / REJECTED_FILE).exists():
                     (self.dir / LOCK_FILE).unlink(missing_ok=True)
                     try:
@@ -154,6 +174,24 @@ class Spool:
                 continue
         return False
 
+    def waiting_beside(self, exclude: set[Path] | frozenset = frozenset()) -> int:
+        """Lines waiting in the sibling spools (other workers' and replicas' of this folder, and those left
+        by processes that are gone), from their owners' counts; `exclude`: spools this process counts
+        itself (the ones it adopted). So that every worker's /health gives the same total."""
+        total = 0
+        try:
+            siblings = [p for p in self.dir.parent.iterdir() if p.is_dir() and p != self.dir and p not in exclude]
+        except OSError:
+            return 0
+        for path in siblings:
+            try:
+                if (path / SPOOL_FILE).stat().st_size == 0:
+                    continue
+                total += int((path / COUNT_FILE).read_bytes() or b"0")
+            except (OSError, ValueError):
+                total += 1  # lines wait there (a spool of a version without counts): at least one
+        return total
+
     # --- data ----------------------------------------------------------------------------------------
     def append(self, op: dict[str, Any]) -> None:
         """Write one line and fsync it; raises OSError (nothing of the line left in the file) when the disk
@@ -177,6 +215,7 @@ class Spool:
                     os.ftruncate(fd, start)
                 raise
             self.pending += 1
+            self._publish()
 
     def _reopen_if_removed(self) -> None:
         """The spool file (or its folder) was deleted under us (an operator, a tmp cleaner): appends would go
@@ -201,6 +240,7 @@ class Spool:
         self.offset = 0
         self.pending = 0
         self.generation += 1
+        self._open_count()
 
     def _lines(self, offset: int) -> Iterator[tuple[bytes, int]]:
         """Complete lines after `offset`, each with the offset just past it."""
@@ -232,6 +272,7 @@ class Spool:
                 return
             self.offset = offset
             self.pending = max(0, self.pending - count)
+            self._publish()
 
     def reset_if_drained(self) -> bool:
         """Truncate the file if everything in it is in the database. Appends go through the same lock,
@@ -253,6 +294,7 @@ class Spool:
             os.fsync(self._fh.fileno())
             self.offset = 0
             self.pending = 0
+            self._publish()
             return True
 
     def reject(self, line: bytes, reason: str) -> None:

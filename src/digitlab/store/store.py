@@ -457,7 +457,8 @@ class PredictionStore:
 
     def health(self) -> dict[str, Any]:
         """{"database": "ok" | "unavailable", "spool": records waiting}: "ok" only while writes go to the
-        database. In database mode the database is probed (at most once a second) so an idle outage is
+        database; "spool" counts this process's spool, the ones it adopted and its siblings' (every worker
+        of this data folder gives the same total). In database mode the database is probed (at most once a second) so an idle outage is
         noticed too."""
         now = time.monotonic()
         if self._db_ok and not self._spool_mode and now - self._last_probe > 1.0:
@@ -467,7 +468,8 @@ class PredictionStore:
                 self._mark_down(problem)
         # spool mode means writes are not reaching the database (even when a probe's SELECT 1 works)
         ok = self._db_ok and not self._spool_mode
-        return {"database": "ok" if ok else "unavailable", "spool": self.pending()}
+        beside = self.spool.waiting_beside({o.dir for o in tuple(self._orphans)})
+        return {"database": "ok" if ok else "unavailable", "spool": self.pending() + beside}
 
     def _select_one(self) -> None:
         with self.engine.connect() as conn:
