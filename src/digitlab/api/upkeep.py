@@ -88,10 +88,11 @@ def refresh_gauges(ctx: AppContext) -> str:
     if ctx.store is not None:
         try:
             state = ctx.store.health()
+            own = ctx.store.pending()  # this worker's own spool: /metrics adds the workers' up
         except Exception as exc:  # noqa: BLE001 - a failing health check means "down", never a failing scrape
             log.warning("database health check failed: %s: %s", type(exc).__name__, exc)
         else:
-            m.spool_pending.set(ctx.store.pending())  # this worker's own: /metrics adds the workers' up
+            m.spool_pending.set(own)
             database = state["database"]
     m.database_up.set(1 if database == "ok" else 0)
     return database
