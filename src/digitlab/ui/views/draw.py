@@ -119,7 +119,10 @@ def _answer_other_models(prediction: Prediction, shown, answer) -> None:
     cache: dict = st.session_state.get("draw_cache") or {}
     sent: dict = st.session_state.get("draw_cache_sent") or {}
     done = {prediction.model}
-    for (digest, requested), other in list(cache.items()):
+    for cache_key, other in list(cache.items()):
+        if len(cache_key) != 2:  # ("photo", file, model): an uploaded photo's answer, not the canvas'
+            continue
+        digest, requested = cache_key
         if digest != shown.digest or other is None or other.model in done or not shown.drawing_id:
             continue
         if sent.get((shown.drawing_id, requested)) != (digest, requested):  # that record holds another picture
