@@ -245,3 +245,19 @@ def test_counts_and_limits_out_of_range_are_a_usage_error(argv, capsys):
 def test_the_ui_refuses_a_port_out_of_range_in_one_line(port, capsys):
     assert main(["ui", "--port", port]) == 2
     assert capsys.readouterr().err.strip() == f"error: port must be 0-65535, got {port}"
+
+
+def test_export_to_a_reader_that_stops_early_ends_quietly(use_database, store, make_record, make_png, tmp_path):
+    """`digitlab db export --out - | head -1` printed a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    use_database(store.url)
+    for i in range(60):  # ~3 KB a row: more than a pipe holds, so the writer meets the closed pipe
+        store.add(make_record(i % 10, drawn=i % 10, processed_png=make_png(i % 10, seed=i)))
+    env = {**os.environ, "DATABASE_URL": store.url, "DIGITLAB_DATA_DIR": str(tmp_path / "data")}
+    run = subprocess.run(
+        f"{sys.executable} -m digitlab db export --out - | head -c 100 > /dev/null; echo ${{PIPESTATUS[0]}}",
+        shell=True, executable="/bin/bash", env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert run.stdout.strip() == "0" and "Traceback" not in run.stderr, run.stderr

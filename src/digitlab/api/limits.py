@@ -43,7 +43,11 @@ class BodyLimitMiddleware:
         """Read and discard the rest of the body (`size` bytes read so far) while it stays within
         `drain_bytes`; returns at its end, at a disconnect or past the bound."""
         while size <= self.drain_bytes:
-            message = await receive()
+            try:
+                async with asyncio.timeout(self.idle_seconds):  # a body that stops: answer the 413 now
+                    message = await receive()
+            except TimeoutError:
+                return
             if message["type"] == "http.disconnect":
                 return
             size += len(message.get("body", b""))

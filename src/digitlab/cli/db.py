@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from itertools import chain
 from pathlib import Path
@@ -38,6 +39,22 @@ def check_export_target(out: str, fmt: str) -> None:
         raise DigitlabError(f"--out {out}: the folder {parent} does not exist", code="bad_path")
 
 
+def _export_to_stdout(samples) -> int:
+    """CSV to standard output: a reader that stops early (`| head`) ends the export quietly, like any
+    Unix tool; a write that fails otherwise (a full disk) is one line."""
+    try:
+        n = export.write_csv(samples, sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
+    except OSError as exc:
+        raise DigitlabError(f"could not write the export to standard output: {exc.strerror or exc}",
+                            code="export_failed") from None  # fmt: skip
+    print(f"exported {n} labelled drawings to standard output (csv)", file=sys.stderr)
+    return 0
+
+
 def db_command(args: argparse.Namespace, settings=None) -> int:
     if settings is None:
         from digitlab.core.config import get_settings
@@ -60,9 +77,7 @@ def db_command(args: argparse.Namespace, settings=None) -> int:
         elif args.db_command == "export":
             samples = chain(repo.labelled_images(), labelled_digit_crops(engine))  # as the API's export
             if args.format == "csv" and args.out == "-":
-                n = export.write_csv(samples, sys.stdout)
-                print(f"exported {n} labelled drawings to standard output (csv)", file=sys.stderr)
-                return 0
+                return _export_to_stdout(samples)
             if args.format == "csv":
                 n = export.write_csv(samples, args.out)
             else:

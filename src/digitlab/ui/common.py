@@ -35,6 +35,8 @@ CSS = """
 /* a read number stays on one line (a phone broke "307" into "30" over "7"); its row wraps instead */
 .dl-number-row {flex-wrap:wrap;}
 .dl-digit.dl-number {white-space:nowrap; flex-shrink:0;}
+.dl-digit.dl-number.dl-long {font-size:3.2rem;}
+.dl-digit.dl-number.dl-very-long {white-space:normal; overflow-wrap:anywhere; flex-shrink:1; font-size:2.6rem;}
 .dl-meta {display:flex; flex-direction:column; gap:.2rem; font-size:.95rem; color:#41465F;}
 .dl-meta b {font-size:1.45rem; color:#1F2340;}
 .dl-placeholder {display:flex; align-items:center; justify-content:center; text-align:center; padding:1rem;
@@ -77,6 +79,8 @@ CSS = """
   .dl-arrow {padding-top:0; transform:rotate(90deg);}
   .dl-digit {font-size:4.2rem; min-width:2.6rem;}
   .dl-digit.dl-number {font-size:3.2rem;}
+  .dl-digit.dl-number.dl-long {font-size:2.2rem;}
+  .dl-digit.dl-number.dl-very-long {font-size:1.9rem;}
   .dl-result {gap:.8rem; padding:.7rem .8rem;}
   .dl-seen img {max-width:72px !important;}
   [data-testid="stButtonGroup"] > div {column-gap:.3rem !important;}
@@ -231,6 +235,9 @@ NO_CANVAS_TOOLBAR = """<script>
   };
   scan();
   new MutationObserver(scan).observe(document.body, {childList: true, subtree: true});
+  // a canvas' shadow root is attached after its host appears, which no mutation of the page reports:
+  // look again a few times a second (a query by test id: cheap)
+  setInterval(scan, 250);
 })();
 </script>"""
 

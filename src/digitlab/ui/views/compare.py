@@ -153,7 +153,7 @@ def _verdict(result: Comparison, answer) -> str:
         return "Every model was right." if n > 1 else "The model was right."
     if right == 0:
         return f"All {n} models were wrong." if n > 1 else "The model was wrong."
-    return f"{right} of {n} models were right."
+    return f"{right} of {n} models {'was' if right == 1 else 'were'} right."
 
 
 def answer_for_all(result: Comparison, digest: str) -> None:

@@ -46,6 +46,8 @@ def boxed(image: bytes, digits: list[dict]) -> bytes:
 def show_reading(answer: dict, image: bytes, key: str) -> None:
     text = answer.get("text") or ""
     unsure = " dl-unsure" if answer.get("uncertain") else ""
+    # one line up to a dozen digits (smaller past six); longer readings wrap rather than leave the card
+    unsure += " dl-very-long" if len(text) > 12 else " dl-long" if len(text) > 6 else ""
     model = common.display_name(common.model_catalog()[0], answer.get("model", ""))
     st.markdown(
         f"""<div class="dl-result dl-number-row" data-testid="dl-number" data-text="{common.esc(text)}">
