@@ -384,9 +384,8 @@ def test_logging_settles_quietly_when_the_waiter_gave_up(tmp_path, served_model_
         store.close()
 
 
-def test_a_body_that_stops_arriving_is_answered_408():
-    """A client that declares more than it sends (or a slow-loris) held its connection for good: the server
-    has no body timeout of its own. After `idle_seconds` without a byte it gets a JSON 408."""
+def _stalled(headers, **limits) -> list[dict]:
+    """Run BodyLimitMiddleware over a POST whose body stops after 100 bytes; returns what it sent."""
     import asyncio
 
     sent = []
@@ -403,9 +402,15 @@ def test_a_body_that_stops_arriving_is_answered_408():
     async def app(scope, receive, send):
         raise AssertionError("the app must not be called")
 
-    mw = BodyLimitMiddleware(app, max_bytes=1000, idle_seconds=0.2)
-    headers = [(b"content-length", b"200")]
+    mw = BodyLimitMiddleware(app, max_bytes=1000, idle_seconds=0.2, **limits)
     run_in_fresh_loop(asyncio.wait_for(mw({"type": "http", "method": "POST", "headers": headers}, receive, send), 5))
+    return sent
+
+
+def test_a_body_that_stops_arriving_is_answered_408():
+    """A client that declares more than it sends (or a slow-loris) held its connection for good: the server
+    has no body timeout of its own. After `idle_seconds` without a byte it gets a JSON 408."""
+    sent = _stalled([(b"content-length", b"200")])
     assert sent[0]["status"] == 408 and b'"request_timeout"' in sent[1]["body"]
     assert (b"connection", b"close") in sent[0]["headers"]
 
@@ -413,23 +418,5 @@ def test_a_body_that_stops_arriving_is_answered_408():
 def test_an_oversized_body_that_stops_arriving_is_answered_413():
     """Declared over the limit (so read and thrown away, for the client to read the 413), then stopped:
     the connection was held with no answer for as long as the client liked."""
-    import asyncio
-
-    sent = []
-    chunks = [{"type": "http.request", "body": b"x" * 100, "more_body": True}]
-
-    async def receive():
-        if chunks:
-            return chunks.pop()
-        await asyncio.sleep(3600)
-
-    async def send(message):
-        sent.append(message)
-
-    async def app(scope, receive, send):
-        raise AssertionError("the app must not be called")
-
-    mw = BodyLimitMiddleware(app, max_bytes=1000, drain_bytes=3000, idle_seconds=0.2)
-    headers = [(b"content-length", b"2500")]
-    run_in_fresh_loop(asyncio.wait_for(mw({"type": "http", "method": "POST", "headers": headers}, receive, send), 5))
+    sent = _stalled([(b"content-length", b"2500")], drain_bytes=3000)
     assert sent[0]["status"] == 413

@@ -136,14 +136,13 @@ def take_resolvable(conn) -> dict[str, dict[str, Any]]:
     replayed (`stroke_drawings`) (removed from the table),
     after dropping the labels older than MAX_AGE. For the race where a label and its record were replayed
     by two processes at once, neither seeing the other's uncommitted row."""
+    cutoff = utc_now() - MAX_AGE
+    conn.execute(delete(STROKES).where(STROKES.c.created_at < cutoff))
     if not conn.scalar(select(func.count()).select_from(PENDING)):
-        if conn.scalar(select(func.count()).select_from(STROKES)):
-            conn.execute(delete(STROKES).where(STROKES.c.created_at < utc_now() - MAX_AGE))
         return {}
-    expired = conn.execute(delete(PENDING).where(PENDING.c.created_at < utc_now() - MAX_AGE)).rowcount
+    expired = conn.execute(delete(PENDING).where(PENDING.c.created_at < cutoff)).rowcount
     if expired:
         log.warning("%d spooled label(s) dropped: their records never reached the database in %s", expired, MAX_AGE)
-    conn.execute(delete(STROKES).where(STROKES.c.created_at < utc_now() - MAX_AGE))
     out = {}
     for target, table in _TABLES.items():
         arrived = PENDING.c.uid.in_(select(table.c.uid)) | PENDING.c.uid.in_(

@@ -217,14 +217,17 @@ class Spool:
             self.pending += 1
             self._publish()
 
-    def _reopen_if_removed(self) -> None:
-        """The spool file (or its folder) was deleted under us (an operator, a tmp cleaner): appends would go
-        to a file nobody can read back. What it held is gone; start a new one where the drain looks."""
+    def _removed(self) -> bool:
+        """Was the open spool file (or its folder) deleted under us (an operator, a tmp cleaner)?"""
         try:
-            same = os.stat(self.path).st_ino == os.fstat(self._fh.fileno()).st_ino
+            return os.stat(self.path).st_ino != os.fstat(self._fh.fileno()).st_ino
         except FileNotFoundError:
-            same = False
-        if same:
+            return True
+
+    def _reopen_if_removed(self) -> None:
+        """Appends to a deleted file would go where nobody can read them back. What it held is gone;
+        start a new one where the drain looks."""
+        if not self._removed():
             return
         log.error("the spool file %s was removed; the records it held are lost; starting a new one", self.path)
         self._fh.close()
@@ -280,15 +283,10 @@ class Spool:
         with self._lock:
             if self._fh is None:
                 return False
-            try:
-                size = os.stat(self.path).st_size
-                removed = os.stat(self.path).st_ino != os.fstat(self._fh.fileno()).st_ino
-            except FileNotFoundError:
-                removed = True
-            if removed:  # nothing left to replay from a file deleted under us: a new one, empty
+            if self._removed():  # nothing left to replay from a file deleted under us: a new one, empty
                 self._reopen_if_removed()
                 return True
-            if size != self.offset:
+            if os.fstat(self._fh.fileno()).st_size != self.offset:
                 return False
             self._fh.truncate(0)
             os.fsync(self._fh.fileno())

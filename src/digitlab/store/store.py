@@ -335,21 +335,18 @@ class PredictionStore:
             if self._spool_mode:
                 self.spool.append(op)
                 return NumberFeedbackResult("spool")
+        def direct():
+            row = numbers.set_true_text_where(self.engine, key, value, str(true_text))
+            return row, row is None and self._wait_for_record(op)
+
         try:
-            row = self._bounded(numbers.set_true_text_where, self.engine, key, value, str(true_text))
+            row, waits = self._bounded(direct)
         except SQLAlchemyError as exc:
             if not is_outage(exc):
                 raise
             self._spool_after_error(op, exc)
             return NumberFeedbackResult("spool")
         if row is None:
-            try:
-                waits = self._bounded(self._wait_for_record, op)
-            except SQLAlchemyError as exc:
-                if not is_outage(exc):
-                    raise
-                self._spool_after_error(op, exc)
-                return NumberFeedbackResult("spool")
             return NumberFeedbackResult("spool") if waits else None
         return NumberFeedbackResult("database", row)
 
@@ -604,7 +601,7 @@ class PredictionStore:
                 if kind in ("add", "number"):
                     records = [op["record"] for op in run]
                     (self.repo.insert_missing if kind == "add" else numbers.insert_missing)(conn, records)
-                    strokes = [(r.uid, r.drawing_id, getattr(r, "model_name", None) if kind == "add" else None)
+                    strokes = [(r.uid, r.drawing_id, r.model_name if kind == "add" else None)
                                for r in records if r.drawing_id]  # fmt: skip
                     if strokes:  # a label by one of these uids finds the drawing after a later stroke
                         pending.remember_strokes(conn, target, strokes)

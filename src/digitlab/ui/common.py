@@ -144,6 +144,11 @@ def cached_api_call(cache_name: str, key: Any, call, size: int = 64, record: Any
     return result, None
 
 
+def holds(cache_name: str, record: Any, key: Any) -> bool:
+    """Does `record` (see `cached_api_call`) still hold the picture of cache entry `key` (its last call)?"""
+    return (st.session_state.get(f"{cache_name}_sent") or {}).get(record) == key
+
+
 PHOTO_TYPES = ["png", "jpg", "jpeg", "webp", "bmp"]  # what the API accepts (it checks the bytes itself)
 
 
@@ -224,20 +229,13 @@ NO_CANVAS_TOOLBAR = """<script>
   };
   const scan = () => {
     for (const host of document.querySelectorAll('[data-testid="stBidiComponentIsolated"]')) {
-      if (host.shadowRoot) {
-        fix(host.shadowRoot);
-        if (!host.__dlWatched) {  // the component may rebuild its root's content: put the rule back
-          host.__dlWatched = true;
-          new MutationObserver(() => fix(host.shadowRoot)).observe(host.shadowRoot, {childList: true});
-        }
-      }
+      if (host.shadowRoot) fix(host.shadowRoot);
     }
   };
+  // a canvas' shadow root is attached (and may be rebuilt) after its host appears, which no mutation of
+  // the page reports: look a few times a second (a query by test id: cheap)
   scan();
-  new MutationObserver(scan).observe(document.body, {childList: true, subtree: true});
-  // a canvas' shadow root is attached after its host appears, which no mutation of the page reports:
-  // look again a few times a second (a query by test id: cheap)
-  setInterval(scan, 250);
+  setInterval(scan, 200);
 })();
 </script>"""
 

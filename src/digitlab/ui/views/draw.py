@@ -117,7 +117,6 @@ def _answer_other_models(prediction: Prediction, shown, answer) -> None:
     the model, then answered): their records of it get the answer too, as Compare's do. Only records that
     still hold this picture (`cached_api_call`'s record bookkeeping), each once."""
     cache: dict = st.session_state.get("draw_cache") or {}
-    sent: dict = st.session_state.get("draw_cache_sent") or {}
     done = {prediction.model}
     for cache_key, other in list(cache.items()):
         if len(cache_key) != 2:  # ("photo", file, model): an uploaded photo's answer, not the canvas'
@@ -125,7 +124,7 @@ def _answer_other_models(prediction: Prediction, shown, answer) -> None:
         digest, requested = cache_key
         if digest != shown.digest or other is None or other.model in done or not shown.drawing_id:
             continue
-        if sent.get((shown.drawing_id, requested)) != (digest, requested):  # that record holds another picture
+        if not common.holds("draw_cache", (shown.drawing_id, requested), cache_key):  # it holds another picture
             continue
         done.add(other.model)
         key = f"fb_{(other.uid or digest)[:12]}_{other.model}"
