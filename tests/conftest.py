@@ -13,6 +13,15 @@ PG_ADMIN_URL = os.environ.get("DIGITLAB_TEST_PG_ADMIN", "postgresql+psycopg://po
 
 
 @pytest.fixture(scope="session")
+def handwriting_dir() -> Path:
+    """DIGITLAB_HANDWRITING_DIR, else ../shared/handwriting beside the repo (CI has it there)."""
+    for candidate in (os.environ.get("DIGITLAB_HANDWRITING_DIR"), REPO.parent / "shared" / "handwriting"):
+        if candidate and (Path(candidate) / "usps.npz").exists():
+            return Path(candidate)
+    raise RuntimeError("real handwriting not found: set DIGITLAB_HANDWRITING_DIR (see docs/real.md)")
+
+
+@pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     """The official MNIST files: DIGITLAB_MNIST_DIR, else ../shared/mnist beside the repo, else data/mnist."""
     for candidate in (os.environ.get("DIGITLAB_MNIST_DIR"), REPO.parent / "shared" / "mnist", REPO / "data" / "mnist"):

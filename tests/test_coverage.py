@@ -195,3 +195,54 @@ def test_a_model_of_several_networks_takes_their_own_opinion_with_the_detectors(
     caught, plain = networks["real"]["m"]["a"], alone["real"]["m"]["a"]
     assert caught["correct_flagged"] <= REAL_BUDGET
     assert caught["wrong_flagged"] > plain["wrong_flagged"] + 0.2
+
+
+# --- distorted copies of the real handwriting (synth.distort, coverage.variants_of) -------------------
+
+
+def _scan_of_a_seven() -> np.ndarray:
+    scan = np.zeros((16, 16), np.uint8)
+    scan[2:4, 3:13] = 255  # the bar
+    for row in range(4, 15):  # the stem, leaning left as it goes down
+        col = 12 - (row - 4) * 6 // 10
+        scan[row, col - 1 : col + 1] = 255
+    return scan
+
+
+def test_a_distorted_scan_keeps_its_ink_and_differs_per_seed():
+    from digitlab.synth.distort import MARGIN, UPSCALE, distort_scan
+
+    scan = _scan_of_a_seven()
+    a = distort_scan(scan, np.random.default_rng(1))
+    b = distort_scan(scan, np.random.default_rng(1))
+    c = distort_scan(scan, np.random.default_rng(2))
+    assert a.dtype == np.uint8 and a.shape == (16 * UPSCALE + 2 * MARGIN,) * 2
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert a[:MARGIN].max() == 0 and a[:, -MARGIN:].max() == 0  # nothing reaches the border
+    ink = (scan > 127).sum() * UPSCALE**2
+    for out in (a, c):  # the same stroke, bent: about as much ink, not a blot and not a trace
+        assert 0.4 * ink < (out > 127).sum() < 2.0 * ink
+
+
+def test_distorted_copies_are_reproducible_and_preprocessed():
+    scans = np.stack([_scan_of_a_seven(), _scan_of_a_seven()[:, ::-1]])
+    labels = np.array([7, 7], np.uint8)
+    X, y = coverage.variants_of(scans, labels, 3, seed=4, jobs=1)
+    assert X.dtype == np.uint8 and X.shape[1:] == (28, 28) and len(X) == len(y) == 6
+    assert (y == 7).all() and len({x.tobytes() for x in X}) == 6
+    for x in X:  # like preprocess.to_mnist: the longer side of the ink about 20 px
+        rows, cols = np.nonzero(x.max(axis=1) > 127)[0], np.nonzero(x.max(axis=0) > 127)[0]
+        assert 17 <= max(np.ptp(rows), np.ptp(cols)) + 1 <= 21
+    X2, y2 = coverage.variants_of(scans, labels, 3, seed=4, jobs=2)
+    assert np.array_equal(X, X2) and np.array_equal(y, y2)
+    assert len(coverage.variants_of(scans, labels, 0)[1]) == 0
+
+
+def test_real_variant_set_caches_and_says_when_the_files_are_missing(tmp_path, handwriting_dir):
+    assert coverage.real_variant_set(tmp_path / "nowhere", {"semeion": 1}, jobs=1) is None
+    directory = handwriting_dir
+    X, y = coverage.real_variant_set(directory, {"semeion": 1}, jobs=1, cache_dir=tmp_path)
+    assert 580 <= len(y) <= 597 and X.shape == (len(y), 28, 28)  # one copy of each of the 597 "fit" scans
+    assert (tmp_path / f"real_variants_semeion_fit_1_{coverage.VARIANT_SEED}.npz").exists()
+    X2, y2 = coverage.real_variant_set(directory, {"semeion": 1}, jobs=1, cache_dir=tmp_path)
+    assert np.array_equal(X, X2) and np.array_equal(y, y2)

@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from digitlab.evaluation import real
 from digitlab.preprocess import to_mnist
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def handwriting_dir() -> Path:
-    """DIGITLAB_HANDWRITING_DIR, else ../shared/handwriting beside the repo (CI has it there)."""
-    for candidate in (os.environ.get("DIGITLAB_HANDWRITING_DIR"), REPO.parent / "shared" / "handwriting"):
-        if candidate and (Path(candidate) / "usps.npz").exists():
-            return Path(candidate)
-    raise RuntimeError("real handwriting not found: set DIGITLAB_HANDWRITING_DIR (see docs/real.md)")
 
 
 def test_held_out_parts_share_no_writer_group(handwriting_dir):

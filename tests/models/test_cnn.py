@@ -281,3 +281,26 @@ def test_finetune_learns_users_and_mixes_back_the_served_weights(mnist_dir):
     torch.testing.assert_close(kept, before)
     assert not torch.allclose(full, before)
     torch.testing.assert_close(half, (before + full) / 2, atol=1e-5, rtol=1e-4)
+
+
+def test_settling_on_real_handwriting_rewrites_the_artefact_and_says_so(tmp_path, mnist_dir):
+    """`digitlab train cnn`'s last step: the trained CNN fine-tuned on real handwriting (here: a few MNIST
+    digits in its place), half of the change kept, scored again on MNIST test and written back."""
+    pytest.importorskip("torch")
+    from digitlab.data import load_mnist
+
+    images, labels = load_mnist("train", directory=mnist_dir, download=False, limit=300)
+    cnn.train_cnn(tmp_path, epochs=1, seed=1, limit=2000, progress=False, mnist_dir=mnist_dir, test_limit=500)
+    trained = (tmp_path / "cnn.onnx").read_bytes()
+    manifest = cnn.settle_on_real_handwriting(
+        tmp_path, (images[:60], labels[:60]), (images[60:], labels[60:]), mnist_dir=mnist_dir, test_limit=500
+    )
+    payload = (tmp_path / "cnn.onnx").read_bytes()
+    assert payload != trained and json.loads((tmp_path / "cnn.json").read_text()) == manifest
+    assert manifest["sha256"] == hashlib.sha256(payload).hexdigest() and MANIFEST_KEYS <= manifest.keys()
+    settled = manifest["params"]["settled_on_real_handwriting"]
+    assert (settled["real_images"], settled["base_images"], settled["share"]) == (60, 240, cnn.SETTLE_SHARE)
+    assert np.asarray(manifest["confusion_matrix"]).sum() == 500
+    assert np.trace(manifest["confusion_matrix"]) / 500 == pytest.approx(manifest["metrics"]["mnist_test_accuracy"])
+    proba = make_session(payload).run(["probabilities"], {"input": images[:5].reshape(5, 784).astype(np.float32) / 255})[0]
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)

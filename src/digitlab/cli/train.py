@@ -37,9 +37,9 @@ def train_command(
         train_cnn_with_drawings(settings, limit=limit, jobs=jobs)
     classical_names = [n for n in requested if n in CLASSICAL_MODELS]
     if classical_names:
-        from digitlab.training.coverage import coverage_set
+        from digitlab.training.coverage import REAL_VARIANTS, coverage_set
 
-        images, labels, summary = coverage_set(settings, limit=limit, jobs=jobs)
+        images, labels, summary = coverage_set(settings, limit=limit, jobs=jobs, real_variants=REAL_VARIANTS)
         train_models(
             classical_names, settings.model_dir, limit=limit, jobs=jobs, mnist_dir=settings.mnist_dir,
             extra=(images, labels), extra_summary=summary,

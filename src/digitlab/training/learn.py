@@ -217,15 +217,15 @@ class _Run:
     def _build(self, names: list[str], parents: dict[str, LoadedModel], data: UserData) -> dict[str, tuple[dict, bytes]]:
         from digitlab.models.artifacts import read_verified
         from digitlab.training.classical import train_models
-        from digitlab.training.coverage import coverage_set
+        from digitlab.training.coverage import REAL_VARIANTS, coverage_set
 
         built: dict[str, tuple[dict, bytes]] = {}
         classical = [n for n in names if n in CLASSICAL_MODELS]
-        # the base data is what `digitlab train` uses: MNIST + style drawings + real handwriting
-        coverage = coverage_set(self.settings, limit=self.limit) if classical or "cnn" in names else None
+        # the base data is what `digitlab train` uses: MNIST + style drawings + real handwriting (+ its
+        # distorted copies for the classical models)
         if classical:
             self.progress(f"refitting {', '.join(classical)} on MNIST + the users' drawings")
-            base_x, base_y, summary = coverage
+            base_x, base_y, summary = coverage_set(self.settings, limit=self.limit, real_variants=REAL_VARIANTS)
             images = np.concatenate([base_x.reshape(-1, 28, 28), data.train_x])
             labels = np.concatenate([base_y.astype(np.int64), data.train_y])
             weights = np.concatenate([np.ones(len(base_y)), np.full(len(data.train_y), USER_WEIGHT)])
@@ -236,7 +236,7 @@ class _Run:
                 built.update({name: read_verified(Path(tmp), name) for name in classical})
         if "cnn" in names:
             self.progress("fine-tuning the CNN on the users' drawings mixed with its own training data")
-            built["cnn"] = self._build_cnn(parents["cnn"], data, coverage[:2])
+            built["cnn"] = self._build_cnn(parents["cnn"], data, coverage_set(self.settings, limit=self.limit)[:2])
         return built
 
     def _build_cnn(self, parent: LoadedModel, data: UserData, coverage: tuple[np.ndarray, np.ndarray]) -> tuple[dict, bytes]:
