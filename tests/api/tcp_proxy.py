@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 
 
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to `target`. `stop()` refuses new connections and cuts open ones;
-    `start()` listens on the same port again."""
+    `start()` listens on the same port again. While `frozen` is set, bytes are held (connections stay open,
+    nothing is answered: a frozen server or a paused container)."""
 
     def __init__(self, target_host: str, target_port: int):
         self.target = (target_host, target_port)
@@ -20,6 +22,7 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self.frozen = threading.Event()
 
     def start(self) -> TcpProxy:
         listener = socket.socket()
@@ -70,6 +73,8 @@ class TcpProxy:
                 data = src.recv(65536)
                 if not data:
                     break
+                while self.frozen.is_set() and self._listener is not None:
+                    time.sleep(0.05)
                 dst.sendall(data)
         except OSError:
             pass

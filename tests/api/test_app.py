@@ -59,28 +59,28 @@ def test_without_admin_token_history_is_open(tmp_path, served_model_dir, png):
 
 
 def test_store_failure_still_answers(tmp_path, served_model_dir, png):
+    """A store that takes no rows (a full disk): the answer comes, `logged: false`, and /health says the
+    database is failing (it said "ok" while every answer was unlogged); a write that works clears it."""
     app = create_app(settings_for(tmp_path, served_model_dir))
     with TestClient(app) as c:
+        store = app.state.ctx.store
 
-        class Broken:
-            def add(self, record):
-                raise RuntimeError("disk on fire")
+        def broken(records):
+            raise RuntimeError("disk on fire")
 
-            def health(self):
-                return {"database": "ok", "spool": 0}
-
-            def close(self):
-                pass
-
-        real, app.state.ctx.store = app.state.ctx.store, Broken()
+        store.add_many_async = broken
         try:
             r = c.post("/api/v1/predict", files={"image": ("d.png", png)})
             assert r.status_code == 200
             assert r.json()["logged"] is False and r.json()["id"] is None and r.json()["digit"] == 7
             metrics = c.get("/metrics").text
             assert "digitlab_store_write_failures_total 1.0" in metrics
+            health = c.get("/health").json()
+            assert (health["status"], health["database"]) == ("degraded", "failing")
         finally:
-            app.state.ctx.store = real
+            del store.add_many_async
+        assert c.post("/api/v1/predict", files={"image": ("d.png", png)}).json()["logged"] is True
+        assert c.get("/health").json()["database"] == "ok"
 
 
 def test_store_that_cannot_open_degrades(tmp_path, served_model_dir, png, monkeypatch):

@@ -283,6 +283,13 @@ def cases() -> list[Case]:
             content=b"\x00\x01garbage",
             headers={"content-type": "multipart/form-data; boundary=zzz"},
         ),
+        Case(  # a well-formed form with too many fields: "could not be parsed" misled (the message says why)
+            "multipart-too-many-fields",
+            400,
+            "malformed_body",
+            files=img(png),
+            data={f"field{i}": "x" for i in range(100)},
+        ),
         Case(  # cut off before the closing boundary: was 422 "'image' is required" (the image part was there)
             "multipart-truncated",
             400,
@@ -316,6 +323,22 @@ def cases() -> list[Case]:
             "invalid_fields",
             path="/api/v1/predictions/1/feedback",
             json={"true_digit": 11},
+        ),
+        Case(  # was 422 "'request body': input should be a valid dictionary": /predict says what to send
+            "feedback-json-as-text",
+            415,
+            "unsupported_media_type",
+            path="/api/v1/predictions/1/feedback",
+            content=b'{"true_digit": 7}',
+            headers={"content-type": "text/plain"},
+        ),
+        Case(
+            "feedback-as-form",
+            415,
+            "unsupported_media_type",
+            path="/api/v1/predictions/1/feedback",
+            content=b"true_digit=7",
+            headers={"content-type": "application/x-www-form-urlencoded"},
         ),
         Case(
             "feedback-id-zero",

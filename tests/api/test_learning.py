@@ -95,3 +95,21 @@ def test_learn_endpoints(two_servers, admin):
         assert_error(c.get("/api/v1/learn/" + "0" * 32), 404, "not_found")
         assert_error(c.get("/api/v1/models/nope/versions"), 404, "unknown_model")
     assert httpx.get(servers[0].url + "/health", timeout=10).json()["status"] == "ok"
+
+
+def test_a_run_killed_half_way_does_not_block_learn_now(two_servers, admin):
+    """A run killed half-way (SIGKILL, a reboot) leaves its job "running": "Learn now" answered 409 for
+    ever, since only a later run clears such jobs and through the API none could start."""
+    url, servers = two_servers
+    engine = make_engine(url)
+    versions = VersionStore(engine)
+    dead = versions.create_job_if_idle()
+    versions.start_job(dead, "reading the labelled drawings")  # ...and then the process was killed
+    with servers[0].client() as c:
+        r = c.post("/api/v1/learn", headers=admin)
+        assert r.status_code == 202, r.text
+        assert c.get(f"/api/v1/learn/{dead}").json()["status"] == "failed"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and c.get(r.json()["status_url"]).json()["status"] not in ("done", "failed"):
+            time.sleep(0.5)
+    engine.dispose()

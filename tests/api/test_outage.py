@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from digitlab.api.schemas import drawing_key
 from drawn_numbers import draw_number
 
 from .conftest import ADMIN_TOKEN, LiveServer, assert_error, draw_digit
@@ -46,6 +47,25 @@ def outage_server(pg_databases, served_model_dir, tmp_path):
     finally:
         server.stop()
         proxy.stop()
+
+
+@pytest.mark.postgres
+def test_number_reads_answer_503_while_the_database_is_frozen(outage_server, admin):
+    """The history of read numbers and a number's image waited as long as PostgreSQL answered nothing (90 s
+    in the probe); every other read answered 503 within seconds. Now they do too."""
+    server, proxy = outage_server
+    with server.client(timeout=30) as api:
+        number = read_number(api, "42")
+        for path in ("/api/v1/numbers", f"/api/v1/numbers/{number['id']}/image"):
+            assert api.get(path, headers=admin).status_code == 200  # (a pooled connection to freeze)
+        proxy.frozen.set()
+        try:
+            for path in ("/api/v1/numbers", f"/api/v1/numbers/{number['id']}/image"):
+                started = time.monotonic()
+                assert_error(api.get(path, headers=admin), 503, "database_unavailable")
+                assert time.monotonic() - started < 8
+        finally:
+            proxy.frozen.clear()
 
 
 @pytest.mark.postgres
@@ -196,7 +216,7 @@ def numbers_during_an_outage(server, cut, restore, *, reads_fail: bool = True) -
     assert (stored.text, stored.true_text, stored.session_id) == (plain["text"], "307", "outage")
     assert bool(stored.correct) is (plain["text"] == "307")
     assert rows[before["uid"]].true_text == "41" and rows[before["uid"]].id == before["id"]
-    assert rows[live[-1]["uid"]].drawing_id == "d-outage"
+    assert rows[live[-1]["uid"]].drawing_id == drawing_key("outage", "d-outage")  # (scoped to its session)
     assert "Traceback" not in server.log_text(), server.log_tail()
 
 
@@ -260,7 +280,7 @@ def test_a_drawing_labelled_during_an_outage_keeps_its_label_and_latest_stroke(s
     with engine.connect() as conn:
         rows = conn.execute(
             text("SELECT uid, predicted_digit, drawn_digit, correct FROM user_predictions WHERE drawing_id = :d"),
-            {"d": "d-outage"},
+            {"d": drawing_key("outage", "d-outage")},
         ).all()
     engine.dispose()
     assert len(rows) == 1

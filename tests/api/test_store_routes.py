@@ -243,6 +243,26 @@ def test_one_drawing_is_one_record_however_many_strokes(client, admin):
     assert (row["drawn_digit"], row["correct"]) == (7, row["predicted_digit"] == 7)
 
 
+def test_a_drawing_id_belongs_to_its_session(client, admin):
+    """Another session sending the same drawing id gets a record of its own: it replaced the first one's
+    picture under that one's label (a picture of a 1 "labelled 7" for learning), on /predict and /read."""
+    drawing = "drawing-1"  # what two clients numbering their drawings would both send
+    alice = predict(client, draw_digit(), model="svm", drawing_id=drawing, session_id="alice", true_digit=7)
+    mallory = predict(client, draw_digit(pen="#aa0000"), model="svm", drawing_id=drawing, session_id="mallory")
+    assert mallory["id"] != alice["id"]
+    row = client.get(f"/api/v1/predictions/{alice['id']}", headers=admin).json()
+    assert (row["uid"], row["session_id"], row["drawn_digit"]) == (alice["uid"], "alice", 7)
+    again = predict(client, draw_digit(), model="svm", drawing_id=drawing, session_id="alice")  # alice's next stroke
+    assert again["id"] == alice["id"]
+    numbers = []
+    for session in ("alice", "mallory"):
+        r = client.post("/api/v1/read", files={"image": ("n.png", draw_digit(), "image/png")},
+                        data={"drawing_id": drawing, "session_id": session, "model": "svm"})  # fmt: skip
+        assert r.status_code == 200, r.text
+        numbers.append(r.json()["id"])
+    assert numbers[0] != numbers[1]
+
+
 def test_not_a_digit_is_an_answer(client, admin):
     p = predict(client, draw_digit(), model="svm")
     labelled_before = client.get("/api/v1/stats").json()["models"]["svm"]["labelled"]

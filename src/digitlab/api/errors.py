@@ -132,6 +132,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(status, _sentence(str(exc)), exc.code, getattr(exc, "headers", None))
 
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        body_errors = [e for e in exc.errors() if tuple(e.get("loc", ()))[:1] == ("body",)]
+        if body_errors and media and media != "application/json" and not media.endswith("+json"):
+            _count(request, "unsupported_media_type")  # a JSON body sent as text/plain or a form: say what to send
+            return error_response(415, f"Send the body as JSON (Content-Type: application/json), not {media[:60]}.",
+                                  "unsupported_media_type")  # fmt: skip
         _count(request, "invalid_fields")
         return error_response(422, describe_validation_errors(exc.errors()), "invalid_fields")
 

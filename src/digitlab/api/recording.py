@@ -31,7 +31,9 @@ def log_predictions_async(ctx: AppContext, computed: Computed) -> Future:
         except Exception as exc:  # noqa: BLE001
             log.error("%d prediction(s) not logged: %s: %s", len(valid), type(exc).__name__, exc)
             ctx.metrics.store_failures.inc(len(valid))
+            ctx.store.note_write(False)
         else:
+            ctx.store.note_write(True)
             for (result, _), added in zip(valid, added_all, strict=True):
                 ctx.metrics.logged.labels(added.stored).inc()
                 result["id"] = added.id
@@ -45,6 +47,7 @@ def log_predictions_async(ctx: AppContext, computed: Computed) -> Future:
     except Exception as exc:  # noqa: BLE001 - e.g. the spool could not be written
         log.error("%d prediction(s) not logged: %s: %s", len(valid), type(exc).__name__, exc)
         ctx.metrics.store_failures.inc(len(valid))
+        ctx.store.note_write(False)
         _settled(done)
     return done
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Annotated, Any, Literal
 
@@ -25,10 +26,12 @@ class ErrorResponse(BaseModel):
 
 class HealthResponse(BaseModel):
     status: Literal["ok", "degraded"] = Field(
-        description="`degraded` when the database is unavailable or no model is ready."
+        description="`degraded` when the database is unavailable or failing, or no model is ready."
     )
     models: dict[str, ModelStatus]
-    database: Literal["ok", "unavailable"]
+    database: Literal["ok", "unavailable", "failing"] = Field(
+        description="`failing`: the database answers, but the last writes of predictions failed (e.g. a full disk)."
+    )
     spool: int = Field(description="Predictions, read numbers and feedback waiting in the outage spool.")
 
 
@@ -108,6 +111,16 @@ class ImageOptions(BaseModel):
         if value is not None and not value.isprintable():
             raise ValueError("must be printable text")
         return value
+
+
+def drawing_key(session_id: str | None, drawing_id: str | None) -> str | None:
+    """The stored key of a drawing: the client's `drawing_id` within its `session_id`, so that another
+    session sending the same id (two clients numbering their drawings 1, 2, 3...) gets a record of its own
+    instead of replacing this one's picture under its label. 32 hex characters (the column's pattern);
+    the id as sent when there is no session."""
+    if drawing_id is None or not session_id:
+        return drawing_id
+    return hashlib.blake2b(f"{session_id}\0{drawing_id}".encode(), digest_size=16).hexdigest()
 
 
 class PredictOptions(ImageOptions):

@@ -127,6 +127,7 @@ class PredictionStore:
         self._idle = threading.Condition()
         self._thread: threading.Thread | None = None
         self._last_probe = 0.0
+        self._last_write_failure: float | None = None  # (`note_write`)
 
     # --- life cycle ----------------------------------------------------------------------------------
     def start(self) -> Self:
@@ -466,7 +467,25 @@ class PredictionStore:
         # spool mode means writes are not reaching the database (even when a probe's SELECT 1 works)
         ok = self._db_ok and not self._spool_mode
         beside = self.spool.waiting_beside({o.dir for o in tuple(self._orphans)})
-        return {"database": "ok" if ok else "unavailable", "spool": self.pending() + beside}
+        state = "ok" if ok else "unavailable"
+        if ok and self.writes_failing():
+            state = "failing"
+        return {"database": state, "spool": self.pending() + beside}
+
+    #: a failed write counts in /health ("failing") for this long, unless a write succeeds after it
+    FAILING_FOR = 60.0
+
+    def note_write(self, ok: bool) -> None:
+        """How the last write of predictions ended (the API's recording calls it): a database that answers
+        `SELECT 1` but takes no rows (disk full) said "ok" in /health while every answer was `logged: false`."""
+        if ok:
+            self._last_write_failure = None
+        else:
+            self._last_write_failure = time.monotonic()
+
+    def writes_failing(self) -> bool:
+        failed = self._last_write_failure
+        return failed is not None and time.monotonic() - failed < self.FAILING_FOR
 
     def _select_one(self) -> None:
         with self.engine.connect() as conn:

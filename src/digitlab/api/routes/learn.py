@@ -18,6 +18,7 @@ from digitlab.api.deps import Ctx, require_admin, store_or_503
 from digitlab.api.errors import ApiError, error_responses
 from digitlab.api.schemas import LearnJob, LearnStarted, ModelVersion
 from digitlab.models.registry import MODEL_SPECS
+from digitlab.store.db import BusyError, exclusive
 
 router = APIRouter(prefix="/api/v1", tags=["learning"])
 JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="The id `POST /api/v1/learn` answered.")]
@@ -35,6 +36,8 @@ def start_learning(ctx: Ctx, response: Response):
     `GET /api/v1/learn/{job_id}`. 409 while a run is going on."""
     store = store_or_503(ctx)
     job_id = store.with_database(store.versions.create_job_if_idle)
+    if job_id is None and store.with_database(_clear_dead_runs, store):  # a run killed half-way blocked it
+        job_id = store.with_database(store.versions.create_job_if_idle)
     if job_id is None:
         raise ApiError("A learning run is going on already: follow it, or try again when it has finished.",
                        "learning_busy")  # fmt: skip
@@ -45,6 +48,17 @@ def start_learning(ctx: Ctx, response: Response):
     )  # fmt: skip
     response.headers["Location"] = f"/api/v1/learn/{job_id}"
     return LearnStarted(job_id=job_id, status_url=f"/api/v1/learn/{job_id}")
+
+
+def _clear_dead_runs(store) -> int:
+    """Jobs still "running" while nobody holds the learning lock belong to a run that was killed (SIGKILL,
+    a reboot, an evicted pod): marked failed, so that "Learn now" works again (it answered 409 for ever:
+    only a later run clears them, and through the API none could start). How many were cleared."""
+    try:
+        with exclusive(store.engine, "digitlab learn"):
+            return store.versions.fail_interrupted_jobs()
+    except BusyError:  # a run is alive
+        return 0
 
 
 @router.get("/learn/{job_id}", response_model=LearnJob, responses=error_responses(404, 422, 503))

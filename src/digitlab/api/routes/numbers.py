@@ -30,10 +30,11 @@ def _not_found(number_id: int | str) -> ApiError:
 
 
 async def _query(ctx, fn: Callable[..., Any], *args: Any) -> Any:
-    """Run one repository function in a worker thread; an unreachable database is a 503."""
+    """Run one repository function with the store's outage handling (`with_database`: a frozen database
+    is a 503 within a few seconds; these two routes waited for it as long as it stayed frozen)."""
     store = store_or_503(ctx)
     try:
-        return await anyio.to_thread.run_sync(fn, store.engine, *args)
+        return await anyio.to_thread.run_sync(lambda: store.with_database(fn, store.engine, *args))
     except SQLAlchemyError as exc:
         raise ApiError(
             "The prediction database is unavailable; try again shortly.", "database_unavailable"
@@ -65,7 +66,7 @@ async def _feedback(ctx, true_text: str, *, number_id: int | None = None, uid: s
 @router.post(
     "/numbers/{number_id}/feedback",
     response_model=NumberFeedbackResponse,
-    responses=error_responses(400, 404, 422, 503),
+    responses=error_responses(400, 404, 415, 422, 503),
 )
 async def number_feedback(ctx: Ctx, number_id: NumberId, body: NumberFeedback):
     """What was really written (`true_text`, digits only): sets the stored `true_text` and `correct`. During
@@ -76,7 +77,7 @@ async def number_feedback(ctx: Ctx, number_id: NumberId, body: NumberFeedback):
 @router.post(
     "/numbers/uid/{uid}/feedback",
     response_model=NumberFeedbackResponse,
-    responses=error_responses(400, 404, 422, 503),
+    responses=error_responses(400, 404, 415, 422, 503),
 )
 async def number_feedback_by_uid(ctx: Ctx, uid: Uid, body: NumberFeedback):
     """The same by `uid`: works for a reading answered with `id: null` (spooled during an outage)."""

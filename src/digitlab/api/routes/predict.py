@@ -24,6 +24,7 @@ from digitlab.api.schemas import (
     PredictJSON,
     PredictOptions,
     clean_form_value,
+    drawing_key,
     form_digit,
 )
 
@@ -89,6 +90,10 @@ async def _parts_from_starlette(request: Request) -> dict[str, Part]:
     try:
         form = await request.form(max_files=MAX_FILES, max_fields=MAX_FIELDS)
     except Exception as exc:  # starlette answers a broken multipart body with HTTPException(400)
+        detail = str(getattr(exc, "detail", "") or exc)
+        if detail.startswith("Too many"):  # a well-formed form over the limits ("could not be parsed" misled)
+            raise ApiError(f"{detail.rstrip('.')}: send the image and the few fields of the API only.",
+                           "malformed_body") from exc  # fmt: skip
         raise ApiError(
             "The multipart body could not be parsed: send a form with a file field named 'image'.",
             "malformed_body",
@@ -189,7 +194,7 @@ async def predict(request: Request) -> FastJSONResponse:
         background_color=options.background_color,
         session_id=options.session_id,
         source=options.source,
-        drawing_id=options.drawing_id,
+        drawing_id=drawing_key(options.session_id, options.drawing_id),
     )
     computed = await ctx.batcher.predict(job)  # CPU work in a worker thread, with concurrent requests
     results, processed = computed.results, computed.processed_b64

@@ -100,7 +100,7 @@ def _feedback(ctx: AppContext, body: FeedbackRequest, *, prediction_id: int | No
 @router.post(
     "/predictions/{prediction_id}/feedback",
     response_model=FeedbackResponse,
-    responses=error_responses(400, 404, 422, 503),
+    responses=error_responses(400, 404, 415, 422, 503),
 )
 def feedback(ctx: Ctx, prediction_id: PredictionId, body: FeedbackRequest):
     """Record what was really drawn (`true_digit`), or that it is no digit (`not_digit: true`): sets the
@@ -112,7 +112,7 @@ def feedback(ctx: Ctx, prediction_id: PredictionId, body: FeedbackRequest):
 @router.post(
     "/predictions/uid/{uid}/feedback",
     response_model=FeedbackResponse,
-    responses=error_responses(400, 404, 422, 503),
+    responses=error_responses(400, 404, 415, 422, 503),
 )
 def feedback_by_uid(ctx: Ctx, uid: Uid, body: FeedbackRequest):
     """The same by `uid`: works for a prediction answered with `id: null` (spooled during an outage)."""

@@ -13,7 +13,7 @@ from digitlab.api.metrics import MODEL_SCOPE_KEY
 from digitlab.api.prediction import resolve_models
 from digitlab.api.reading import compute_reading
 from digitlab.api.routes.predict import image_request_body, parse_image_request
-from digitlab.api.schemas import ReadForm, ReadJSON, ReadOptions, ReadResult
+from digitlab.api.schemas import ReadForm, ReadJSON, ReadOptions, ReadResult, drawing_key
 from digitlab.store.numbers import NumberRecord
 
 log = logging.getLogger("digitlab.api")
@@ -77,6 +77,6 @@ def number_record(answer: dict, options: ReadOptions, input_png: bytes | None) -
         latency_ms=answer["latency_ms"],
         session_id=options.session_id,
         source=options.source,
-        drawing_id=options.drawing_id,
+        drawing_id=drawing_key(options.session_id, options.drawing_id),
         image_png=input_png,
     )
