@@ -68,6 +68,14 @@ def test_an_unreachable_database_is_one_line_error(use_database, absent_db, caps
     assert err.startswith("error: cannot reach the database") and "\n" not in err
 
 
+def test_an_admin_token_read_from_a_file_loses_its_newline(monkeypatch):
+    """A token ending in a newline (`$(cat file)`, a Kubernetes secret from a file) could never be sent."""
+    monkeypatch.setenv("DIGITLAB_ADMIN_TOKEN", "sekret\n")
+    assert Settings().admin_token == "sekret"
+    monkeypatch.setenv("DIGITLAB_ADMIN_TOKEN", "  ")
+    assert Settings().admin_token is None
+
+
 def test_from_settings_defaults(monkeypatch, tmp_path):
     for var in ("DATABASE_URL", "DIGITLAB_DATABASE_URL", "POSTGRES_HOST", "DIGITLAB_SPOOL_DIR"):
         monkeypatch.delenv(var, raising=False)
@@ -98,6 +106,23 @@ def test_an_unreachable_database_is_one_line_not_a_traceback(use_database, argv,
     assert "secret" not in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+def test_export_and_prune_refuse_a_data_folder_with_no_database(monkeypatch, tmp_path, capsys):
+    """A mistyped DIGITLAB_DATA_DIR made an empty database there and reported "exported 0 labelled drawings"."""
+    folder = tmp_path / "typo"
+    for var in ("DATABASE_URL", "DIGITLAB_DATABASE_URL", "POSTGRES_HOST"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("DIGITLAB_DATA_DIR", str(folder))
+    get_settings.cache_clear()
+    try:
+        for argv in (["db", "export", "--out", str(tmp_path / "x.csv")], ["db", "prune", "--days", "30"]):
+            assert main(argv) == 2
+            err = capsys.readouterr().err
+            assert err.startswith(f"error: there is no database at {folder / 'digitlab.db'}"), err
+        assert not folder.exists() and not (tmp_path / "x.csv").exists()
+    finally:
+        get_settings.cache_clear()
+
+
 def test_the_embedded_database_needs_no_folder_made_first(monkeypatch, tmp_path, capsys):
     folder = tmp_path / "fresh" / "data"  # a fresh checkout: nothing made yet, the default SQLite store
     for var in ("DATABASE_URL", "DIGITLAB_DATABASE_URL", "POSTGRES_HOST"):
@@ -115,6 +140,8 @@ def test_the_embedded_database_needs_no_folder_made_first(monkeypatch, tmp_path,
     ("DIGITLAB_WORKERS", "abc", "bad setting DIGITLAB_WORKERS='abc': Input should be a valid integer"),
     ("POSTGRES_PORT", "x", "bad setting POSTGRES_PORT='x'"),
     ("DIGITLAB_MNIST_MIRRORS", "http://x", "DIGITLAB_MNIST_MIRRORS could not be read (a list is written as JSON"),
+    ("DIGITLAB_ADMIN_TOKEN", "sékret", "bad setting DIGITLAB_ADMIN_TOKEN='sékret': Value error, must be printable ASCII"),
+    ("DIGITLAB_ADMIN_TOKEN", "two words", "bad setting DIGITLAB_ADMIN_TOKEN='two words': Value error, must be"),
 ])  # fmt: skip
 def test_a_bad_setting_is_one_line_naming_the_variable(monkeypatch, capsys, variable, value, said):
     monkeypatch.setenv(variable, value)
@@ -140,6 +167,40 @@ def test_an_unusable_database_url_is_one_line(use_database, capsys, url, argv):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: DATABASE_URL cannot be used (") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+@pytest.mark.parametrize("argv", [["db", "upgrade"], ["serve", "--port", "0"]])
+def test_an_in_memory_sqlite_database_is_refused(use_database, capsys, url, argv):
+    """It was "available" and stored nothing: each pooled connection is its own empty database."""
+    use_database(url)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "in-memory SQLite database keeps nothing" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [["db", "upgrade"], ["db", "prune", "--days", "30"], ["models", "list"],
+                                  ["serve", "--port", "0"]])  # fmt: skip
+def test_a_file_that_is_no_database_or_a_newer_schema_is_one_line(use_database, capsys, tmp_path, argv):
+    """A damaged or wrong SQLite file, and a database migrated by a newer digitlab: ~115 lines of traceback
+    from the CLI, and `serve` took either for an outage and spooled every prediction for ever."""
+    garbage = tmp_path / "garbage.db"
+    garbage.write_text("garbage garbage")
+    use_database(f"sqlite:///{garbage}")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "(file is not a database)" in err and len(err.strip().splitlines()) == 1, err
+    newer = f"sqlite:///{tmp_path / 'newer.db'}"
+    use_database(newer)
+    assert main(["db", "upgrade"]) == 0
+    engine = make_engine(newer)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+    engine.dispose()
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "migrated by a newer digitlab" in err and "9999" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_paths_and_numbers_that_cannot_work_are_one_line(use_database, store, tmp_path, capsys):

@@ -36,6 +36,15 @@ def _fast_impl(module: str, fallback: str, value: str) -> str:
         return fallback
 
 
+def _http_protocol():
+    """httptools with a deadline for the request head (`api.protocol`), or uvicorn's h11 without it."""
+    try:
+        from digitlab.api.protocol import HeadDeadlineProtocol
+    except ImportError:  # no httptools
+        return "h11"
+    return HeadDeadlineProtocol
+
+
 #: the most worker processes `workers=0` starts: every worker holds its own models (~350 MB)
 AUTO_MAX_WORKERS = 4
 
@@ -66,6 +75,7 @@ def serve(host: str | None = None, port: int | None = None, workers: int | None 
     if not 0 <= port <= 65535:
         raise DigitlabError(f"port must be 0-65535, got {port}", code="invalid_port")
     check_database_url(settings.sqlalchemy_url)  # a URL that can never work is a setting to fix, not an outage
+    check_database_schema(settings.sqlalchemy_url)
     check_folders(settings)
     print(
         f"digitlab API on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''}); docs at /docs",
@@ -90,6 +100,30 @@ def check_database_url(url: str) -> None:
         make_engine(url).dispose()
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
         raise DigitlabError(unusable_database_url(exc), code="invalid_database_url") from exc
+
+
+def check_database_schema(url: str) -> None:
+    """Refuse a database that answers but can never be used: a file that is not a SQLite database, or one
+    migrated by a newer digitlab (the workers took either for an outage and spooled every prediction for
+    ever). A database that does not answer is an outage: the workers start and spool until it is back."""
+    from sqlalchemy.exc import DatabaseError, OperationalError
+
+    from digitlab.store.db import current_revision, known_revision, make_engine
+
+    engine = make_engine(url)
+    try:
+        revision = current_revision(engine)
+    except OperationalError:  # down, unreachable, locked: an outage, handled by the workers
+        return
+    except DatabaseError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
+        raise DigitlabError(f"the database cannot be used ({reason}): is DATABASE_URL (or DIGITLAB_DATA_DIR) "
+                            "the right one, and the file a digitlab database?", code="invalid_database") from None
+    finally:
+        engine.dispose()
+    if revision is not None and not known_revision(revision):
+        raise DigitlabError(f"the database was migrated by a newer digitlab (revision {revision}): run the newer "
+                            "digitlab, or restore the database from a backup", code="invalid_database")
 
 
 def check_folders(settings) -> None:
@@ -145,7 +179,7 @@ def _run_uvicorn(uvicorn, host: str, port: int, workers: int) -> None:
         workers=workers,
         log_config=log_config(),
         access_log=False,  # /metrics counts every request; a log line per request only costs CPU at load
-        http=_fast_impl("httptools", "h11", "httptools"),
+        http=_http_protocol(),
         loop=_fast_impl("uvloop", "asyncio", "uvloop"),
         timeout_graceful_shutdown=10,
         server_header=False,

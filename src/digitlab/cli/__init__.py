@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, DigitlabError):
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        message = _bad_settings(exc) or _database_unreachable(exc) or _unusable(exc)
+        message = _bad_settings(exc) or _database_unreachable(exc) or _not_our_database(exc) or _unusable(exc)
         if message:
             print(f"error: {message}", file=sys.stderr)
             return 2
@@ -231,6 +231,35 @@ def _unusable(exc: Exception) -> str:
     return ""
 
 
+def _database_url() -> str:
+    try:
+        from sqlalchemy.engine import make_url
+
+        from digitlab.core.config import get_settings
+
+        return make_url(get_settings().sqlalchemy_url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 -- the message is still useful without the address
+        return "the configured database"
+
+
+def _not_our_database(exc: Exception) -> str:
+    """One line for a database that answers but cannot be used: a file that is not a SQLite database, or
+    one migrated by a newer digitlab (a revision this one does not know); empty for any other error."""
+    from alembic.util.exc import CommandError
+    from sqlalchemy.exc import DatabaseError
+
+    if isinstance(exc, CommandError) and "locate revision" in str(exc):
+        from digitlab.store.db import head_revision
+
+        return (f"the database {_database_url()} was migrated by a newer digitlab ({str(exc).strip()}; this one "
+                f"knows up to {head_revision()}): run the newer digitlab, or restore the database from a backup")
+    if isinstance(exc, DatabaseError):
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
+        return (f"the database {_database_url()} cannot be used ({reason}): is DATABASE_URL (or "
+                "DIGITLAB_DATA_DIR) the right one, and the file a digitlab database?")
+    return ""
+
+
 def _database_unreachable(exc: Exception) -> str:
     """The one-line message for a database that cannot be reached (down, wrong address or credentials);
     empty for any other error."""
@@ -238,14 +267,7 @@ def _database_unreachable(exc: Exception) -> str:
 
     if not isinstance(exc, OperationalError):
         return ""
-    try:
-        from sqlalchemy.engine import make_url
-
-        from digitlab.core.config import get_settings
-
-        url = make_url(get_settings().sqlalchemy_url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 -- the message is still useful without the address
-        url = "the configured database"
+    url = _database_url()
     reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
     return (f"cannot reach the database {url} ({reason}): check that it is running and that DATABASE_URL "
             "(or POSTGRES_*) points to it")

@@ -67,6 +67,11 @@ def db_command(args: argparse.Namespace, settings=None) -> int:
     url = settings.sqlalchemy_url
     engine = make_engine(url)
     shown = engine.url.render_as_string(hide_password=True)
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if args.db_command != "upgrade" and database and not Path(database).exists():
+        engine.dispose()  # a mistyped data folder: a read-only command made an empty database and said "0"
+        raise DigitlabError(f"there is no database at {database}: check DIGITLAB_DATA_DIR (or DATABASE_URL)",
+                            code="no_database")  # fmt: skip
     try:
         if url.startswith("sqlite:///"):
             settings.data_dir.mkdir(parents=True, exist_ok=True)

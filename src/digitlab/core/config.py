@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import quote_plus
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -57,6 +57,21 @@ class Settings(BaseSettings):
     admin_token: str | None = Field(
         None, description="When set, history, images, export and deletion need 'Authorization: Bearer <token>'."
     )
+
+    @field_validator("admin_token")
+    @classmethod
+    def _sendable_token(cls, value: str | None) -> str | None:
+        """White space around it is dropped (a token read from a file ends in a newline that no client can
+        send); a token no client can send in a header as typed (not printable ASCII) is refused: either
+        locked every admin route for good, silently."""
+        if value is None:
+            return None
+        value = value.strip()
+        if not value:
+            return None
+        if not (value.isascii() and value.isprintable()) or any(c.isspace() for c in value):
+            raise ValueError("must be printable ASCII without spaces (a client sends it in an HTTP header)")
+        return value
 
     # --- API -------------------------------------------------------------------------------------
     host: str = "127.0.0.1"

@@ -77,6 +77,10 @@ def make_engine(url: str, *, connect_timeout: float = 2.0) -> Engine:
     except ValueError as exc:  # e.g. a port that is not a number: a setting to fix, said in one line
         raise ArgumentError(f"cannot parse the URL ({exc})") from None
     if parsed.get_backend_name() == "sqlite":
+        if (parsed.database or ":memory:") == ":memory:" or "memory" in str(parsed.query.get("mode", "")):
+            raise ArgumentError(  # each pooled connection is its own empty database, gone at exit
+                "an in-memory SQLite database keeps nothing and is not shared: give a file, sqlite:///path/to/file.db"
+            )
         # no pool_pre_ping: a file does not drop connections, and the ping was a query per checkout
         engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 5.0})
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -131,6 +135,16 @@ def alembic_config() -> Config:
 
 def head_revision() -> str:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def known_revision(revision: str) -> bool:
+    """Whether this digitlab's migrations have `revision` (a newer release's is unknown)."""
+    from alembic.util.exc import CommandError
+
+    try:
+        return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
+    except CommandError:
+        return False
 
 
 def current_revision(engine: Engine) -> str | None:
