@@ -422,6 +422,7 @@ def test_api_outage_and_recovery(desktop, ui_server, api_server):
     wait_idle(page)
     canvas_top = page.locator(CANVAS).first.bounding_box()["y"]
     answered_id = _newest_rows(api_server.url)[1][0]["id"]
+    answered_png = _input_png(api_server.url, answered_id)
 
     api_server.stop()
     try:
@@ -463,6 +464,7 @@ def test_api_outage_and_recovery(desktop, ui_server, api_server):
         api_server.start()
 
     expect(banner.first).to_be_hidden(timeout=10_000)  # the banner goes by itself
+    expect(page.get_by_text("Your earlier answer is saved")).to_be_visible(timeout=10_000)  # (not on screen)
     box = canvas_box(page)
     mouse_stroke(page, DIGITS[4][1], box)
     after = wait_new_prediction(page, before, timeout=15)
@@ -475,6 +477,10 @@ def test_api_outage_and_recovery(desktop, ui_server, api_server):
             break
         time.sleep(0.5)
     assert row["drawn_digit"] == 1, row
+    # the answer stays with the picture it was given for: the strokes drawn after it are a new record (they
+    # replaced the answered picture in its record, which then held them with the answer), and the page says so
+    assert _input_png(api_server.url, answered_id) == answered_png
+    assert _newest_rows(api_server.url)[1][0]["id"] != answered_id
     no_traceback(page)
 
 

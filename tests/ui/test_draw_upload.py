@@ -36,6 +36,23 @@ def upload(page, name: str, data: bytes, mime: str = "image/png") -> None:
     )
 
 
+def test_a_phone_photo_over_the_api_limit_is_read(desktop, ui_server, api_server):
+    """A 12-MP phone photo (a JPEG over the API's 5 MB) is made smaller by the UI and read: the uploader
+    refused it, its reason out of sight, and the answer area kept saying "Draw a digit"."""
+    data = photo_of_a_seven(3024, 4032, fmt="JPEG", noise=10)
+    limit = httpx.get(f"{api_server.url}/health", timeout=10)  # (the API is up)
+    assert limit.status_code == 200 and len(data) > 5_500_000
+    page = desktop
+    open_page(page, ui_server.url, "", ready=CANVAS)
+    page.get_by_text(UPLOAD).click()
+    upload(page, "IMG_0001.jpg", data, "image/jpeg")
+    expect(page.locator(PREDICTION)).to_be_visible(timeout=30_000)
+    wait_idle(page)
+    assert page.locator('[data-testid="dl-digit"]').inner_text().strip() == "7"
+    expect(page.get_by_text(re.compile(r"Saved to the history as #\d+"))).to_be_visible()
+    no_traceback(page)
+
+
 def test_upload_a_photo_on_the_draw_page(desktop, ui_server, api_server):
     page = desktop
     open_page(page, ui_server.url, "", ready=CANVAS)
@@ -89,4 +106,10 @@ def test_upload_a_photo_on_the_draw_page(desktop, ui_server, api_server):
     lines = [line for line in message.inner_text().splitlines() if line.strip() not in ("", "warning")]
     assert lines == ["The file is not an image we can read: upload a PNG, JPEG, WebP or BMP image."], lines
     expect(page.locator(PREDICTION)).to_have_count(0)
+    no_traceback(page)
+    # a PDF: the uploader refused it by its name, kept it as a red chip with its reason out of sight, and
+    # the previous file's message stayed in the answer area; now the API's reason replaces it
+    upload(page, "report.pdf", b"%PDF-1.7\n" + b"0" * 500, "application/pdf")
+    expect(page.locator('[data-testid="stAlert"]').filter(has_text="PDF")).to_be_visible(timeout=20_000)
+    expect(page.locator('[data-testid="stAlert"]').filter(has_text="not an image we can read")).to_have_count(0)
     no_traceback(page)

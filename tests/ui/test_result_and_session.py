@@ -142,7 +142,7 @@ def test_compare_and_draw_say_when_unsure(desktop, ui_server):
     main = page.locator('[data-testid="stMain"]')
     expect(main.get_by_text(re.compile(r"Not sure — is it an? \d.*may not be a digit at all"))).to_be_visible()
     card = cards.first.inner_text()
-    assert re.search(r"\d+% score, but unsure", card) and "% sure" not in card, card  # never "100% not sure"
+    assert re.search(r"Not sure · model's score \d+%", card) and "% sure" not in card, card  # "Not sure" first
     verdict = main.get_by_text(re.compile(r"All \d+ models (agree|say)|The only ready model|The models disagree"))
     assert "agree: it is" not in verdict.first.inner_text()  # not "they agree" above "every model is unsure"
     verdicts = main.locator('[data-testid="stAlert"]').all_inner_texts()
@@ -155,7 +155,7 @@ def test_compare_and_draw_say_when_unsure(desktop, ui_server):
     open_page(page, ui_server.url, "", ready=CANVAS)
     _draw_not_a_digit(page)
     expect(page.locator('[data-testid="dl-unsure"]')).to_contain_text(re.compile(r"Not sure — is it an? \d"))
-    assert "score, but unsure" in page.locator(PREDICTION).inner_text()  # not "99% sure" beside "Not sure"
+    assert re.search(r"Not sure · model's score \d+%", page.locator(PREDICTION).inner_text())  # not "99% sure"
     click_tool(page, "draw", "Clear")
     no_traceback(page)
 

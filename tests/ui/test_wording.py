@@ -64,7 +64,34 @@ def test_probability_bars_say_what_they_show():
 
 
 def test_a_low_or_flagged_score_is_never_called_sure():
-    """"29% sure" read wrong beside a confident-looking verdict; "99% sure" beside "Not sure" contradicted it."""
-    assert common.sure_words(0.97, False) == "sure"
-    assert common.sure_words(0.29, False) == "score"
-    assert common.sure_words(0.99, True) == "score, but unsure"
+    """"29% sure" read wrong beside a confident-looking verdict; "99% sure" beside "Not sure" contradicted it,
+    and a big "100%" before "score, but unsure" still read as certainty: a flagged answer says "Not sure" first."""
+    assert common.score_html(0.97, False) == "<b>97%</b> sure"
+    assert common.score_html(0.29, False) == "<b>29%</b> score"
+    assert common.score_html(0.999, True) == "<b>Not sure</b> · model's score 100%"
+
+
+def test_a_large_photo_is_made_smaller_before_it_is_sent():
+    """A phone photo over the API's 5 MB limit goes out as a JPEG of at most 1600 px, upright (EXIF);
+    small files and files that are no image go as they are (the API says what is wrong with them)."""
+    import io
+
+    from photo import photo_of_a_seven
+    from PIL import Image
+
+    big = photo_of_a_seven(1200, 1600, fmt="JPEG", noise=10)  # (a 12-MP photo in the browser test)
+    im = Image.open(io.BytesIO(big))
+    exif = im.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to view": the camera was held sideways
+    out = io.BytesIO()
+    im.save(out, format="JPEG", quality=98, exif=exif)
+    data = out.getvalue() + b"\0" * max(0, common.PHOTO_SHRINK_ABOVE + 1 - len(out.getvalue()))
+    shrunk, name = common._shrunk(data, "IMG_0001.JPG")
+    assert name == "IMG_0001.jpg" and len(shrunk) < 5_000_000
+    with Image.open(io.BytesIO(shrunk)) as small:
+        assert small.format == "JPEG" and small.size == (1600, 1200)  # turned upright: wider than high
+    assert common._shrunk(b"%PDF-1.7 not an image", "notes.pdf") == (b"%PDF-1.7 not an image", "notes.pdf")
+
+
+def test_durations_read_as_a_person_says_them():
+    assert [common.duration(s) for s in (4, 89.4, 607, 3599, 3900)] == ["4 s", "89 s", "10 min", "1 h", "1 h 5 min"]

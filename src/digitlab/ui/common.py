@@ -149,7 +149,9 @@ def holds(cache_name: str, record: Any, key: Any) -> bool:
     return (st.session_state.get(f"{cache_name}_sent") or {}).get(record) == key
 
 
-PHOTO_TYPES = ["png", "jpg", "jpeg", "webp", "bmp"]  # what the API accepts (it checks the bytes itself)
+#: no filter by file name: a file the uploader refused stayed in it as a red chip with its reason out of sight,
+#: beside the previous photo's answer; the API checks the bytes and its one-line reason replaces the answer
+PHOTO_TYPES = None
 
 
 def photo_picker(title: str, label: str, key: str, what: str):
@@ -159,10 +161,54 @@ def photo_picker(title: str, label: str, key: str, what: str):
     with st.expander(title, icon=":material/photo_camera:"):
         return st.file_uploader(
             label, type=PHOTO_TYPES, key=f"{key}_{generation}" if generation else key,
-            help=f"PNG, JPEG, WebP or BMP up to 5 MB: paper, lined or squared, uneven light, dark ink on light "
+            help=f"PNG, JPEG, WebP or BMP up to {PHOTO_MAX_MB} MB (a large photo is made smaller before it is sent): paper, lined or squared, uneven light, dark ink on light "
             f"paper or the other way round. While a photo is here it is what {what}; draw on the canvas (or "
             "remove the photo) to use the canvas again.",
         )  # fmt: skip
+
+
+#: Uploads up to this size go to the API as they are; larger photos (a phone's 12-MP JPEG is 4-9 MB, over the
+#: API's 5 MB limit) are shrunk first to `PHOTO_LONG_SIDE` px on the long side: the API works on at most 800 px
+PHOTO_SHRINK_ABOVE = 1_500_000
+PHOTO_LONG_SIDE = 1600
+#: the uploader's own limit (Streamlit's `server.maxUploadSize` in .streamlit/config.toml, in MB)
+PHOTO_MAX_MB = 25
+
+
+def photo_payload(photo) -> tuple[bytes, str]:
+    """(bytes, file name) to send for an uploaded photo: as uploaded, or shrunk when it is large (a phone
+    photo was refused by the uploader with its reason out of sight). A file PIL cannot shrink goes as it is:
+    the API says what is wrong with it."""
+    data, name = photo.getvalue(), photo.name or "photo.png"
+    if len(data) <= PHOTO_SHRINK_ABOVE:
+        return data, name
+    memo: dict = st.session_state.setdefault("photo_payloads", {})  # file id -> payload: once per photo
+    if photo.file_id not in memo:
+        memo.clear()
+        memo[photo.file_id] = _shrunk(data, name)
+    return memo[photo.file_id]
+
+
+def _shrunk(data: bytes, name: str) -> tuple[bytes, str]:
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.width * im.height > 100_000_000:  # (the API refuses it with a clear message)
+                return data, name
+            if im.format == "JPEG":
+                im.draft("RGB", (PHOTO_LONG_SIDE, PHOTO_LONG_SIDE))
+            im = ImageOps.exif_transpose(im)
+            im = im.convert("RGBA" if "A" in im.getbands() else "RGB")
+            im.thumbnail((PHOTO_LONG_SIDE, PHOTO_LONG_SIDE))
+            out = io.BytesIO()
+            if im.mode == "RGB":
+                im.save(out, format="JPEG", quality=92)
+                return out.getvalue(), name.rsplit(".", 1)[0] + ".jpg"
+            im.save(out, format="PNG")
+            return out.getvalue(), name.rsplit(".", 1)[0] + ".png"
+    except Exception:  # noqa: BLE001 - not an image PIL reads: the API's answer explains it
+        return data, name
 
 
 def forget_photo_drawn_over(key: str, drawing) -> None:
@@ -184,12 +230,24 @@ def forget_photo_drawn_over(key: str, drawing) -> None:
     st.session_state[f"{key}_generation"] = generation + 1
 
 
-def sure_words(confidence: float, uncertain: bool) -> str:
-    """What the percentage beside an answer is: "sure", or a plain "score" when it is low or the answer is
-    flagged (never "29% sure", never "99% sure" beside "Not sure")."""
+def duration(seconds: float) -> str:
+    """"45 s", "10 min", "1 h 5 min": how long something took, as a person says it ("607 s" made them count)."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h" + (f" {minutes % 60} min" if minutes % 60 else "")
+
+
+def score_html(confidence: float, uncertain: bool) -> str:
+    """The confidence beside an answer: "97% sure", a plain "29% score" when it is low (never "29% sure"),
+    and for a flagged answer "Not sure" first, the score after it as the model's (a big "100%" beside
+    "unsure" read as certainty)."""
+    pct = f"{confidence * 100:.0f}%"
     if uncertain:
-        return "score, but unsure"
-    return "sure" if confidence >= 0.5 else "score"
+        return f"<b>Not sure</b> · model's score {pct}"
+    return f"<b>{pct}</b> {'sure' if confidence >= 0.5 else 'score'}"
 
 
 def close_drawing(prefix: str) -> None:

@@ -63,7 +63,7 @@ def cards(result: Comparison, models: list[dict], digest: str) -> None:
     with st.grid("auto", min_column_width=135, gap="small", key="cmp_cards"):
         for p in result.predictions:
             odd = " dl-odd" if p.digit != majority or p.uncertain else ""
-            sure = common.sure_words(p.confidence, p.uncertain)
+            score = common.score_html(p.confidence, p.uncertain)
             latency = f"{p.latency_ms:.0f}&nbsp;ms" if p.latency_ms is not None else "—"
             with st.container(border=True, key=f"cmp_card_{p.model}"):
                 st.markdown(
@@ -71,7 +71,7 @@ def cards(result: Comparison, models: list[dict], digest: str) -> None:
                         p.model
                     }" data-digit="{p.digit}"><div class="dl-small">{common.esc(common.display_name(models, p.model))}</div>
                     <div class="dl-card-digit{odd}">{p.digit}</div>
-                    <div class="dl-small"><b>{p.confidence * 100:.0f}%</b> {sure} · {latency}</div></div>""",
+                    <div class="dl-small">{score} · {latency}</div></div>""",
                     unsafe_allow_html=True,
                 )
 

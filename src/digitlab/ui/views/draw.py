@@ -63,12 +63,11 @@ def predict(drawing: Drawing, model: str | None) -> tuple[Prediction | None, Api
 
 def predict_photo(photo, model: str | None) -> tuple[Prediction | None, ApiError | None]:
     """An uploaded photo or scan, predicted once per (file, model) like a drawing; stored as source "upload"."""
-    return common.cached_api_call(
-        "draw_cache", ("photo", photo.file_id, model),
-        lambda: common.client().predict(photo.getvalue(), model, session_id=common.session_id(),
-                                        source="upload", filename=photo.name or "photo.png"),
-        size=CACHE_SIZE,
-    )  # fmt: skip
+    def call():
+        data, name = common.photo_payload(photo)
+        return common.client().predict(data, model, session_id=common.session_id(), source="upload", filename=name)
+
+    return common.cached_api_call("draw_cache", ("photo", photo.file_id, model), call, size=CACHE_SIZE)
 
 
 def photo_picker():
@@ -107,6 +106,10 @@ def send_feedback(key: str, prediction: Prediction, digest: str, *, spread: bool
     except ApiUnavailable as exc:  # sent again when the service is back (`send_unsent`)
         st.session_state[f"{key}_result"] = ("unsent", str(exc), answer)
         unsent[key] = (prediction, digest, answer)
+        shown = st.session_state.get("draw_drawing")
+        if shown is not None and shown.digest == digest:  # answered all the same: a further stroke is a new
+            common.close_drawing("draw")  # drawing (it moved the answer onto the changed picture, and the
+            # answered picture was lost, once the service was back)
     except ApiError as exc:
         st.session_state[f"{key}_result"] = ("error", str(exc), answer)
         unsent.pop(key, None)
@@ -141,10 +144,16 @@ def send_unsent() -> None:
     unsent: dict = st.session_state.get("draw_unsent") or {}
     if not unsent or not st.session_state.get("api_ok"):
         return
+    shown = st.session_state.get("draw_drawing")
     for key, (prediction, digest, answer) in list(unsent.items()):
         if st.session_state.get(key) is None:
             st.session_state[key] = answer  # (the pill's own state is gone when it is not on the page)
         send_feedback(key, prediction, digest)
+        outcome = st.session_state.get(f"{key}_result")
+        if outcome and outcome[0] in ("saved", "queued") and (shown is None or shown.digest != digest):
+            what = "not a digit" if answer == NOT_A_DIGIT else f"a {answer}"
+            st.toast(f"Your earlier answer is saved: the picture you answered is stored as {what}.",
+                     icon=":material/check_circle:", duration="long")  # (its answer panel is no longer on the page to say so)
 
 
 def answer_html(prediction: Prediction, models: list[dict], digest: str) -> str:
@@ -152,7 +161,7 @@ def answer_html(prediction: Prediction, models: list[dict], digest: str) -> str:
     one HTML block: written in one piece, they always show the same result."""
     name = common.display_name(models, prediction.model)
     unsure = " dl-unsure" if prediction.uncertain else ""
-    sure = common.sure_words(prediction.confidence, prediction.uncertain)
+    score = common.score_html(prediction.confidence, prediction.uncertain)
     latency = f" · {prediction.latency_ms:.0f}&nbsp;ms" if prediction.latency_ms is not None else ""
     seen = ""
     if prediction.processed_png:
@@ -166,7 +175,7 @@ def answer_html(prediction: Prediction, models: list[dict], digest: str) -> str:
                 "It may not be a digit at all: draw one digit, large.</div>")  # fmt: skip
     return f"""<div class="dl-answer" data-testid="dl-prediction" data-drawing="{digest[:16]}">
         <div class="dl-result"><div class="dl-digit{unsure}" data-testid="dl-digit">{prediction.digit}</div>
-          <div class="dl-meta"><span><b>{prediction.confidence * 100:.0f}%</b> {sure}</span>
+          <div class="dl-meta"><span>{score}</span>
             <span>{common.esc(name)}{latency}</span></div>{seen}</div>
         {note}{charts.probabilities_html(prediction.probabilities, prediction.digit)}</div>"""
 

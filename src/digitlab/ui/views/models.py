@@ -146,7 +146,7 @@ def card(model: dict[str, Any], latency: float | None, live_status: str | None) 
         if model.get("trained_at"):
             extra.append(f"trained {common.when_text(model['trained_at'])}")
         if model.get("training_seconds"):
-            extra.append(f"in {float(model['training_seconds']):.0f} s")
+            extra.append(f"in {common.duration(float(model['training_seconds']))}")
         if model.get("version"):
             extra.append(f"version {model['version']}")
         if metrics.get("drawn_accuracy") is not None:

@@ -126,7 +126,7 @@ def number_area() -> None:
 def _reading(drawing, photo) -> None:
     """The reading of the photo (when there is one) or of the canvas, with its boxes and the answer form."""
     if photo is not None:
-        image, name = photo.getvalue(), photo.name
+        image, name = common.photo_payload(photo)
         answer, error = read(image, ("photo", photo.file_id), name, source="upload")
         key = f"photo_{photo.file_id}"
     elif drawing.empty:
