@@ -321,6 +321,15 @@ def test_blank_images_are_empty(image):
     _assert_empty(exc_info)
 
 
+def test_noise_everywhere_is_busy_not_blank():
+    """A picture of random noise was "Nothing drawn: the image is blank"; a blank one still is."""
+    noise = np.random.default_rng(0).integers(0, 256, (280, 280, 3), dtype=np.uint8)
+    with pytest.raises(EmptyImageError, match="busy all over"):
+        to_mnist(noise)
+    with pytest.raises(EmptyImageError, match="the image is blank"):
+        to_mnist(np.full((280, 280, 3), 255, np.uint8))
+
+
 def test_near_blank_images_are_empty():
     # a few isolated specks
     img = np.full((280, 280), 255, np.uint8)

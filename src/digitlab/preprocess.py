@@ -90,6 +90,9 @@ DOT_RATIO = 3.0  # ink no longer than 3 stroke widths is a dot...
 DOT_MAX_REL = 0.2  # ...unless it spans more than 20 % of the image (then it is a big blob: let it through)
 
 _EMPTY_MSG = "Nothing drawn: the image is blank. Draw a digit and try again."
+_BUSY_MSG = ("No digit found: the picture is busy all over (noise or texture), nothing stands out from it. "
+             "Use a plain background, the digit large and dark.")
+BUSY_NOISE = 40.0  # border variation (colour distance) above which an image without ink is "busy", not blank
 _DOT_MSG = "Nothing drawn but a dot: draw a whole digit and try again."
 _TINY_MSG = "Nothing drawn but a speck: draw a bigger digit and try again."
 
@@ -332,12 +335,13 @@ def _ink_values(rgba: np.ndarray, pen: np.ndarray | None, bg: np.ndarray | None)
     sel = _candidates(rgba, bg)
     d = _distance(_gather(rgba, sel), bg, pen)
     cand = d[d > floor]
+    empty = _BUSY_MSG if noise >= BUSY_NOISE else _EMPTY_MSG  # noise everywhere is not "blank"
     if cand.size < 3:
-        raise EmptyImageError(_EMPTY_MSG)
+        raise EmptyImageError(empty)
     k = int(0.9 * (cand.size - 1))
     core = float(np.partition(cand, k)[k])
     if core < MIN_CONTRAST:
-        raise EmptyImageError(_EMPTY_MSG)
+        raise EmptyImageError(empty)
     floor = min(max(floor, FLOOR_REL * core), 0.5 * core)
     d -= floor
     d *= 1.0 / (core - floor)
