@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from digitlab.models.registry import MODEL_SPECS
-from digitlab.ui import charts, common
+from digitlab.ui import charts, common, uploads
 
 
 def test_an_eight_everywhere():
@@ -85,12 +85,12 @@ def test_a_large_photo_is_made_smaller_before_it_is_sent():
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to view": the camera was held sideways
     out = io.BytesIO()
     im.save(out, format="JPEG", quality=98, exif=exif)
-    data = out.getvalue() + b"\0" * max(0, common.PHOTO_SHRINK_ABOVE + 1 - len(out.getvalue()))
-    shrunk, name = common._shrunk(data, "IMG_0001.JPG")
+    data = out.getvalue() + b"\0" * max(0, uploads.PHOTO_SHRINK_ABOVE + 1 - len(out.getvalue()))
+    shrunk, name = uploads._shrunk(data, "IMG_0001.JPG")
     assert name == "IMG_0001.jpg" and len(shrunk) < 5_000_000
     with Image.open(io.BytesIO(shrunk)) as small:
         assert small.format == "JPEG" and small.size == (1600, 1200)  # turned upright: wider than high
-    assert common._shrunk(b"%PDF-1.7 not an image", "notes.pdf") == (b"%PDF-1.7 not an image", "notes.pdf")
+    assert uploads._shrunk(b"%PDF-1.7 not an image", "notes.pdf") == (b"%PDF-1.7 not an image", "notes.pdf")
 
 
 def test_durations_read_as_a_person_says_them():

@@ -8,7 +8,7 @@ import hashlib
 
 import streamlit as st
 
-from digitlab.ui import charts, common
+from digitlab.ui import charts, common, uploads
 from digitlab.ui.canvas import FOLLOWS_ANSWER, Drawing, drawing_canvas
 from digitlab.ui.client import ApiError, ApiUnavailable, Prediction
 
@@ -64,14 +64,14 @@ def predict(drawing: Drawing, model: str | None) -> tuple[Prediction | None, Api
 def predict_photo(photo, model: str | None) -> tuple[Prediction | None, ApiError | None]:
     """An uploaded photo or scan, predicted once per (file, model) like a drawing; stored as source "upload"."""
     def call():
-        data, name = common.photo_payload(photo)
+        data, name = uploads.photo_payload(photo)
         return common.client().predict(data, model, session_id=common.session_id(), source="upload", filename=name)
 
     return common.cached_api_call("draw_cache", ("photo", photo.file_id, model), call, size=CACHE_SIZE)
 
 
 def photo_picker():
-    return common.photo_picker("…or upload a photo or scan of a digit", "A photo or scan of one digit", "draw_photo",
+    return uploads.photo_picker("…or upload a photo or scan of a digit", "A photo or scan of one digit", "draw_photo",
                                "the model reads")  # fmt: skip
 
 
@@ -238,7 +238,7 @@ def draw_area() -> None:
             note = common.not_ready_note(models)
             if note:
                 st.caption(f":material/hourglass_top: {note}")
-            common.forget_photo_drawn_over("draw_photo", drawing)
+            uploads.forget_photo_drawn_over("draw_photo", drawing)
             photo = photo_picker()
     with right:
         # the answer, its buttons and notes in one element, replaced whole on every run: a trailing

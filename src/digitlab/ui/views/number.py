@@ -9,7 +9,7 @@ import io
 import streamlit as st
 from PIL import Image, ImageDraw
 
-from digitlab.ui import common
+from digitlab.ui import common, uploads
 from digitlab.ui.canvas import drawing_canvas
 from digitlab.ui.client import ApiError
 
@@ -116,8 +116,8 @@ def number_area() -> None:
     drawing = drawing_canvas("number", hint="Write a number, e.g. a year or a PIN (on a phone, turn it sideways)",
                              width=CANVAS_WIDTH, height=CANVAS_HEIGHT)  # fmt: skip
     result = st.container()  # the reading right under the canvas; the upload folded away below it
-    common.forget_photo_drawn_over("number_photo", drawing)
-    photo = common.photo_picker("…or upload a photo or scan of a written number",
+    uploads.forget_photo_drawn_over("number_photo", drawing)
+    photo = uploads.photo_picker("…or upload a photo or scan of a written number",
                                 "A photo or scan of a written number", "number_photo", "is read")  # fmt: skip
     with result:
         _reading(drawing, photo)
@@ -126,7 +126,7 @@ def number_area() -> None:
 def _reading(drawing, photo) -> None:
     """The reading of the photo (when there is one) or of the canvas, with its boxes and the answer form."""
     if photo is not None:
-        image, name = common.photo_payload(photo)
+        image, name = uploads.photo_payload(photo)
         answer, error = read(image, ("photo", photo.file_id), name, source="upload")
         key = f"photo_{photo.file_id}"
     elif drawing.empty:
