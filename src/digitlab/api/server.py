@@ -105,8 +105,9 @@ def check_database_url(url: str) -> None:
 def check_database_schema(url: str) -> None:
     """Refuse a database that answers but can never be used: a file that is not a SQLite database, or one
     migrated by a newer digitlab (the workers took either for an outage and spooled every prediction for
-    ever). A database that does not answer is an outage: the workers start and spool until it is back."""
-    from sqlalchemy.exc import DatabaseError, OperationalError
+    ever). A database that does not answer is an outage: the workers start and spool until it is back.
+    Any other database error (a file that is no database) goes up to the command line's one-line message."""
+    from sqlalchemy.exc import OperationalError
 
     from digitlab.store.db import current_revision, known_revision, make_engine
 
@@ -115,10 +116,6 @@ def check_database_schema(url: str) -> None:
         revision = current_revision(engine)
     except OperationalError:  # down, unreachable, locked: an outage, handled by the workers
         return
-    except DatabaseError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
-        raise DigitlabError(f"the database cannot be used ({reason}): is DATABASE_URL (or DIGITLAB_DATA_DIR) "
-                            "the right one, and the file a digitlab database?", code="invalid_database") from None
     finally:
         engine.dispose()
     if revision is not None and not known_revision(revision):

@@ -236,6 +236,22 @@ def train_network(
     return net, history
 
 
+def _test_metrics(payload: bytes, test_images: np.ndarray, test_labels: np.ndarray) -> tuple[dict[str, float], list]:
+    """({mnist_test_accuracy, mnist_test_log_loss, mnist_test_ece}, confusion matrix) of an exported CNN,
+    measured with onnxruntime on the file itself."""
+    from digitlab.models.artifacts import accuracy_and_confusion
+
+    proba = OnnxClassifier(payload).predict_proba(test_images.reshape(len(test_images), 784) / np.float32(255))
+    y_test = test_labels.astype(np.int64)
+    accuracy, confusion = accuracy_and_confusion(y_test, proba.argmax(axis=1))
+    p_true = np.clip(proba[np.arange(len(y_test)), y_test].astype(np.float64), 1e-12, 1.0)
+    return {
+        "mnist_test_accuracy": round(accuracy, 5),
+        "mnist_test_log_loss": round(float(-np.log(p_true).mean()), 5),
+        "mnist_test_ece": round(expected_calibration_error(proba.astype(np.float64), y_test), 5),
+    }, confusion
+
+
 def train_cnn(
     out_dir: Path | str,
     *,
@@ -262,7 +278,7 @@ def train_cnn(
     """
     torch = import_torch()
 
-    from digitlab.models.artifacts import accuracy_and_confusion, library_versions, save_artifact
+    from digitlab.models.artifacts import library_versions, save_artifact
 
     started = time.perf_counter()
     if config is None:
@@ -312,15 +328,11 @@ def train_cnn(
         torch.set_num_threads(previous_threads)
     training_seconds = time.perf_counter() - started
 
-    proba = OnnxClassifier(payload).predict_proba(test_images.reshape(len(test_images), 784) / np.float32(255))
-    y_test = test_labels.astype(np.int64)
-    accuracy, confusion = accuracy_and_confusion(y_test, proba.argmax(axis=1))
-    p_true = np.clip(proba[np.arange(len(y_test)), y_test].astype(np.float64), 1e-12, 1.0)
+    test_metrics, confusion = _test_metrics(payload, test_images, test_labels)
+    accuracy, y_test = test_metrics["mnist_test_accuracy"], test_labels
     val_proba = softmax(val_logits / temperature, axis=1)
     metrics = {
-        "mnist_test_accuracy": round(accuracy, 5),
-        "mnist_test_log_loss": round(float(-np.log(p_true).mean()), 5),
-        "mnist_test_ece": round(expected_calibration_error(proba.astype(np.float64), y_test), 5),
+        **test_metrics,
         "validation_accuracy": round(float((val_logits.argmax(1) == y_val).mean()), 5)
         if len(y_val)
         else None,
@@ -441,24 +453,18 @@ def settle_on_real_handwriting(
     """Fine-tune the CNN in `out_dir` on `real` (uint8 (n, 28, 28), labels) mixed with `base` (its own kind of
     training data), keep `SETTLE_SHARE` of the change, score it on MNIST test and write it back (cnn.onnx +
     cnn.json, the manifest saying so); returns the manifest."""
-    from digitlab.models.artifacts import accuracy_and_confusion, read_verified, save_artifact
+    from digitlab.models.artifacts import read_verified, save_artifact
     from digitlab.training.cnn_finetune import EPOCHS, finetune
 
     started = time.perf_counter()
     manifest, payload = read_verified(Path(out_dir), SPEC.name)
     settled = finetune(payload, real, base, weight=1, shares=(SETTLE_SHARE,))[SETTLE_SHARE]
     test_images, test_labels = _load_mnist("test", Path(mnist_dir) if mnist_dir is not None else None, test_limit)
-    proba = OnnxClassifier(settled).predict_proba(test_images.reshape(len(test_images), 784) / np.float32(255))
-    y_test = test_labels.astype(np.int64)
-    accuracy, confusion = accuracy_and_confusion(y_test, proba.argmax(axis=1))
-    p_true = np.clip(proba[np.arange(len(y_test)), y_test].astype(np.float64), 1e-12, 1.0)
+    test_metrics, confusion = _test_metrics(settled, test_images, test_labels)
+    accuracy = test_metrics["mnist_test_accuracy"]
     metrics = manifest["metrics"]
     before = metrics["mnist_test_accuracy"]
-    metrics.update(
-        mnist_test_accuracy=round(accuracy, 5),
-        mnist_test_log_loss=round(float(-np.log(p_true).mean()), 5),
-        mnist_test_ece=round(expected_calibration_error(proba.astype(np.float64), y_test), 5),
-    )
+    metrics.update(test_metrics)
     seconds = time.perf_counter() - started
     manifest["confusion_matrix"] = confusion
     manifest["training_seconds"] = round(manifest["training_seconds"] + seconds, 1)
