@@ -292,3 +292,42 @@ def test_a_frozen_database_does_not_hang_feedback_or_reads(pg_databases, open_st
     finally:
         store.close()
         proxy.close()
+
+
+def test_writes_queued_behind_a_stuck_batch_are_spooled_within_the_deadline(
+    pg_databases, open_store, make_record, tmp_path
+):
+    """Under load, predictions that queued while the writer's batch was stuck waited for the whole stall
+    (12-28 s in the probe): only the batch being committed was failed at the deadline. Now every caller is
+    answered (spooled) within the deadline, and after the stall each record is stored exactly once."""
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    from sqlalchemy.engine import make_url
+
+    url, _ = pg_databases.scratch()
+    proxy = _FreezingProxy()
+    via_proxy = make_url(url).set(port=proxy.port).render_as_string(hide_password=False)
+    store = open_store(via_proxy, tmp_path / "spool" / "me", write_deadline=2.0)
+    pool = ThreadPoolExecutor(8)
+    try:
+        assert store.add(make_record()).stored == "database"
+        proxy.frozen.set()
+        started = time.monotonic()
+        first = pool.submit(store.add, make_record())  # the batch that gets stuck
+        time.sleep(0.3)
+        calls = [first, *(pool.submit(store.add, make_record()) for _ in range(7))]  # queued behind it
+        done, _ = wait(calls, timeout=8)
+        waited = time.monotonic() - started
+        assert len(done) == 8, f"{8 - len(done)} of 8 callers still waiting after {waited:.1f} s of a frozen database"
+        assert [c.result().stored for c in calls] == ["spool"] * 8
+        assert waited < 5.5, f"callers waited {waited:.1f} s with the database frozen"
+        proxy.frozen.clear()
+        assert store.wait_drained(timeout=60)
+        with store.engine.connect() as conn:
+            assert conn.scalar(text("SELECT count(*) FROM user_predictions")) == 9
+            assert conn.scalar(text("SELECT count(DISTINCT uid) FROM user_predictions")) == 9
+    finally:
+        proxy.frozen.clear()  # (lets stuck callers finish)
+        pool.shutdown(wait=True)
+        store.close()
+        proxy.close()

@@ -1,5 +1,6 @@
 """Group commit: one writer thread per store inserts, in one transaction, every prediction that queued
-while it was committing; a watchdog fails the callers of a batch the database does not answer in time."""
+while it was committing; a watchdog fails every caller the database has not answered in time (the batch
+being committed and those queued behind it)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ class GroupCommit:
         self.on_stall = on_stall  # called (from the watchdog) when a batch missed the deadline
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._inflight: tuple[list[Future], float] | None = None  # the batch being committed, since when
+        self._waiting: dict[Future, float] = {}  # every unanswered caller's future -> when it was submitted
         self._stopped = threading.Event()
 
     def start(self) -> None:
@@ -52,16 +53,15 @@ class GroupCommit:
             threading.Thread(target=self._watch, name="digitlab-store-watchdog", daemon=True).start()
 
     def _watch(self) -> None:
-        """Fail the callers of a batch the database has not answered within the deadline: the writer
-        thread stays blocked until the server answers (or its connection breaks), the requests do not."""
+        """Fail the callers the database has not answered within the deadline: the writer thread stays
+        blocked until the server answers (or its connection breaks), the requests do not. Those queued
+        behind a stuck batch are failed too (they waited for the whole stall: 12-28 s in a probe)."""
         while not self._stopped.wait(min(0.25, self.deadline)):
-            inflight = self._inflight
-            if inflight is None or time.monotonic() - inflight[1] < self.deadline:
-                continue
-            self._inflight = None
-            for future in inflight[0]:
+            now = time.monotonic()
+            late = [future for future, since in list(self._waiting.items()) if now - since >= self.deadline]
+            for future in late:
                 _settle_future(future, exc=WriteTimedOut())
-            if self.on_stall is not None:
+            if late and self.on_stall is not None:
                 self.on_stall()
 
     def close(self, timeout: float = 10.0) -> None:
@@ -84,8 +84,14 @@ class GroupCommit:
             except Exception as exc:  # noqa: BLE001 - raised by the Future's result()
                 future.set_exception(exc)
             return future
+        if self.deadline:
+            self._waiting[future] = time.monotonic()
+            future.add_done_callback(self._answered)
         self._queue.put((records, future))
         return future
+
+    def _answered(self, future: Future) -> None:
+        self._waiting.pop(future, None)
 
     def _run(self) -> None:
         stopping = False
@@ -105,11 +111,9 @@ class GroupCommit:
                     break
                 batch.append(item)
                 size += len(item[0])
-            self._inflight = ([future for _, future in batch], time.monotonic())
-            try:
+            batch = [(records, future) for records, future in batch if not future.done()]
+            if batch:  # (the watchdog failed the others: their callers spool the records)
                 self._commit(batch)
-            finally:
-                self._inflight = None
 
     def _commit(self, batch: list[tuple[list[PredictionRecord], Future]]) -> None:
         if self.skip():  # an outage began while these waited: do not wait for another timeout
