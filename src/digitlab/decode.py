@@ -92,6 +92,10 @@ def unsupported_format(data: bytes) -> str | None:
         if brand[:3] in (b"hei", b"hev", b"mif", b"msf"):
             return "HEIC"
         return "video"
+    if head[:1] == b"P" and head[1:2] in b"1234567" and head[2:3] in (b" ", b"\t", b"\r", b"\n"):
+        return "PPM / PGM / PBM"
+    if head[:1] == b"\x0a" and head[1:2] in (b"\x00", b"\x02", b"\x03", b"\x04", b"\x05") and head[2:3] == b"\x01":
+        return "PCX"
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in head.lower()):
         return "SVG"
@@ -118,6 +122,9 @@ def sniff_format(data: bytes) -> str:
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "webp"
     if head[:2] == b"BM" and len(data) >= 26:
+        if len(data) >= 22 and struct.unpack("<I", head[14:18])[0] >= 40 and struct.unpack("<i", head[18:22])[0] <= 0:
+            raise UnreadableImageError("The BMP file is damaged (its header gives no width): upload a PNG, JPEG, "
+                                       "WebP or BMP image.")  # fmt: skip (it read as "too many pixels")
         return "bmp"
     other = unsupported_format(data)
     if other:

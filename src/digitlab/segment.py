@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
 
-from digitlab.decode import EmptyImageError, open_image, pil_to_rgba
+from digitlab.decode import EmptyImageError, decode_plain_png, open_image, pil_to_rgba
 from digitlab.detector.runtime import NotDigit
 from digitlab.errors import DigitlabError
 from digitlab.models.registry import predict_with_opinion
@@ -110,6 +110,9 @@ class NumberReading:
     dropped: list[tuple[int, int, int, int]]  # boxes of marks left out of the text (dots, commas, ...)
 
 
+PLAIN_PNG_MAX_SIDE = 4096  #: a plain PNG up to this side takes the fast decoder (the same pixels as PIL's)
+
+
 # --------------------------------------------------------------------------------------------------
 # ink
 
@@ -117,7 +120,8 @@ class NumberReading:
 def load_rgba(image: Any, *, max_pixels: int | None = None) -> np.ndarray:
     """Encoded bytes (decode checks apply, EXIF orientation too), a PIL image or an array -> RGBA uint8."""
     if isinstance(image, (bytes, bytearray, memoryview)):
-        return pil_to_rgba(open_image(bytes(image), max_pixels))
+        plain = decode_plain_png(image, max_pixels, max_side=PLAIN_PNG_MAX_SIDE)  # /predict's decoder too: the
+        return plain if plain is not None else pil_to_rgba(open_image(bytes(image), max_pixels))  # same PNGs
     if isinstance(image, np.ndarray):
         arr = image
         if arr.dtype != np.uint8:

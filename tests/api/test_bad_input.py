@@ -71,6 +71,19 @@ def big_pixel_png() -> bytes:
     return _save(Image.new("1", (6000, 6000), 1), "PNG")
 
 
+def bmp_negative_width() -> bytes:
+    """A BMP whose header gives a width of -64: damaged, not "too many pixels"."""
+    data = bytearray(_save(Image.new("RGB", (64, 64)), "BMP"))
+    data[18:22] = struct.pack("<i", -64)
+    return bytes(data)
+
+
+def png_with_big_iccp(png: bytes) -> bytes:
+    """`png` with an iCCP chunk whose profile inflates to 2 MB (PIL refuses more than 1 MB; libspng skips it)."""
+    profile = b"icc\0\0" + zlib.compress(b"\0" * 2_000_000, 9)
+    return png[:33] + _chunk(b"iCCP", profile) + png[33:]
+
+
 @dataclass
 class Case:
     id: str
@@ -172,6 +185,12 @@ def cases() -> list[Case]:
             files=img(b'<svg xmlns="http://www.w3.org/2000/svg"><path d="M0 0L9 9"/></svg>'),
         ),
         Case("ico", 415, "unsupported_media_type", files=img(_save(Image.new("RGB", (32, 32)), "ICO"))),
+        # PPM and PCX were 400 "not an image we can read": they are images, of a format we do not take
+        Case("ppm", 415, "unsupported_media_type", files=img(_save(Image.new("RGB", (32, 32)), "PPM"))),
+        Case("pcx", 415, "unsupported_media_type", files=img(_save(Image.new("RGB", (32, 32)), "PCX"))),
+        Case("bmp-negative-width", 400, "unreadable_image", files=img(bmp_negative_width())),  # was 413
+        # a colour profile that inflates past PIL's limit: /predict read it (libspng), /read refused it
+        Case("png-huge-colour-profile", 200, None, files=img(png_with_big_iccp(png))),
         # --- bombs and sizes ----------------------------------------------------------------------------------
         Case("png-claims-50000x50000", 413, "image_too_large", files=img(png_claiming(50000, 50000))),
         Case("png-claims-1x2e9", 413, "image_too_large", files=img(png_claiming(1, 2_000_000_000))),
@@ -309,6 +328,20 @@ def cases() -> list[Case]:
             "raw-png-body", 415, "unsupported_media_type", content=png, headers={"content-type": "image/png"}
         ),
         Case("no-content-type", 415, "unsupported_media_type", content=png),
+        Case(  # a compressed body reached the parser as it was: "a cut-off upload?" (multipart), "not JSON"
+            "gzip-json-body",
+            415,
+            "unsupported_media_type",
+            content=zlib.compress(b'{"image": "AAAA"}'),
+            headers={"content-type": "application/json", "content-encoding": "gzip"},
+        ),
+        Case(
+            "br-multipart-body",
+            415,
+            "unsupported_media_type",
+            content=b"--zzz\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\nx\r\n--zzz--\r\n",
+            headers={"content-type": "multipart/form-data; boundary=zzz", "content-encoding": "br"},
+        ),
         # --- other routes -------------------------------------------------------------------------------------
         Case(
             "feedback-string-digit",

@@ -20,6 +20,7 @@ import asyncio
 
 from digitlab.api.errors import error_body
 
+_PLAIN_CODINGS = frozenset({b"", b"identity", b"chunked"})  #: body codings taken as they are
 _METHODS_WITHOUT_BODY = frozenset({b"GET", b"HEAD", b"OPTIONS", "GET", "HEAD", "OPTIONS"})
 
 #: The most bytes of an oversized request read (and discarded) so its client can read the 413.
@@ -79,6 +80,7 @@ class BodyLimitMiddleware:
             return
         declared = None
         expects_continue = False
+        codings: list[bytes] = []
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
@@ -87,6 +89,15 @@ class BodyLimitMiddleware:
                     declared = None
             elif name == b"expect":
                 expects_continue = value.lower() == b"100-continue"
+            elif name in (b"content-encoding", b"transfer-encoding"):
+                codings += [c.strip() for c in value.lower().split(b",")]
+        if any(c not in _PLAIN_CODINGS for c in codings) and scope.get("method") not in _METHODS_WITHOUT_BODY:
+            # a compressed body reached the parsers as it was: "cut-off upload?", "not valid JSON"
+            if not expects_continue and (declared or 0) <= self.drain_bytes:
+                await self._drain(receive, 0)
+            await self._answer(send, 415, "Compressed request bodies (Content-Encoding) are not accepted: send the "
+                               "body uncompressed.", "unsupported_media_type")  # fmt: skip
+            return
         if declared is not None and declared > self.max_bytes:
             if not expects_continue and declared <= self.drain_bytes:
                 await self._drain(receive, 0)

@@ -194,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         raise
 
 
+SECRET_SETTINGS = ("admin_token",)  #: their values are never printed, even when refused
+
+
 def _bad_settings(exc: Exception) -> str:
     """One line naming the environment variables that could not be read, and why; empty for any other error."""
     from pydantic import ValidationError
@@ -213,7 +216,8 @@ def _bad_settings(exc: Exception) -> str:
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else "?"
         name = field if field.isupper() else f"DIGITLAB_{field.upper()}"
-        problems.append(f"{name}={error.get('input')!r}: {error['msg']}")
+        shown = "'***'" if field in SECRET_SETTINGS else repr(error.get("input"))  # never a secret in a log
+        problems.append(f"{name}={shown}: {error['msg']}")
     return "bad setting " + "; ".join(problems)
 
 
