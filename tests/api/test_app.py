@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import warnings
+from concurrent.futures import Future
 
 import pytest
 
@@ -77,6 +78,20 @@ def test_store_failure_still_answers(tmp_path, served_model_dir, png):
             assert "digitlab_store_write_failures_total 1.0" in metrics
             health = c.get("/health").json()
             assert (health["status"], health["database"]) == ("degraded", "failing")
+        finally:
+            del store.add_many_async
+
+        def spooled(records):  # a write that only reached the spool tells nothing about the database
+            from types import SimpleNamespace
+
+            future = Future()
+            future.set_result([SimpleNamespace(id=None, uid=r.uid, stored="spool") for r in records])
+            return future
+
+        store.add_many_async = spooled
+        try:
+            assert c.post("/api/v1/predict", files={"image": ("d.png", png)}).json()["logged"] is True
+            assert c.get("/health").json()["database"] == "failing"  # said "ok" (SQLite on a full disk)
         finally:
             del store.add_many_async
         assert c.post("/api/v1/predict", files={"image": ("d.png", png)}).json()["logged"] is True

@@ -33,7 +33,8 @@ def log_predictions_async(ctx: AppContext, computed: Computed) -> Future:
             ctx.metrics.store_failures.inc(len(valid))
             ctx.store.note_write(False)
         else:
-            ctx.store.note_write(True)
+            if any(added.stored == "database" for added in added_all):  # (spooled: the database is still
+                ctx.store.note_write(True)  # untested; a full disk said "ok" between two failed writes)
             for (result, _), added in zip(valid, added_all, strict=True):
                 ctx.metrics.logged.labels(added.stored).inc()
                 result["id"] = added.id
