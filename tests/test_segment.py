@@ -65,6 +65,32 @@ def test_comma_and_dot_are_not_digits(cnn, detector):
     assert len(reading.dropped) >= 1
 
 
+def test_a_dash_between_digits_is_left_out(cnn, detector):
+    """A dash wider than half a digit ("20-25") was no mark and was read as a 2."""
+
+    def dash(pen, size):
+        pen.line([(2.65 * size, 0.9 * size), (3.2 * size, 0.9 * size)], fill="#1f2340", width=size // 10)
+
+    reading = read_number(draw_number("2025", gap=0.75, extra=dash), cnn, detector)
+    assert reading.text == "2025"
+    assert len(reading.dropped) == 1
+
+
+@pytest.mark.parametrize("wave", [0, 12])
+def test_a_lone_line_is_no_number(cnn, detector, wave):
+    """One line across the wide canvas (a dash, a finger swiping to scroll) was cut into slices a tenth of its
+    thickness wide and read as "0000000000000000"."""
+    from PIL import ImageDraw
+
+    im = Image.new("RGB", (840, 280), "white")
+    points = [(60 + 40 * i, 140 + (wave if i % 2 else -wave)) for i in range(10)]
+    ImageDraw.Draw(im).line(points, fill="#1f2340", width=16, joint="curve")
+    out = io.BytesIO()
+    im.save(out, format="PNG")
+    with pytest.raises(EmptyImageError, match="line"):
+        read_number(out.getvalue(), cnn, detector)
+
+
 def test_blank_image_is_empty(cnn):
     out = io.BytesIO()
     Image.new("RGB", (600, 200), "white").save(out, format="PNG")

@@ -8,8 +8,9 @@ geometry only proposes and the model decides:
    own, unevenly lit, background and long ruled lines are removed).
 2. Slant: one shear for the whole number from the ink's second moments; columns are read in sheared
    coordinates, so a cut between slanted digits is slanted too.
-3. Pieces (`segment_pieces`): connected strokes. Strokes much smaller than the writing (a dot, a comma)
-   are *marks*: they may join a digit (the top of a 5) or be dropped, never read as a digit on their own.
+3. Pieces (`segment_pieces`): connected strokes. Strokes much lower than the writing (a dot, a comma, a
+   dash) are *marks*: they may join a digit (the top of a 5) or be dropped, never read as a digit on their
+   own. A writing that is only a line (a dash alone, a finger swiping over the canvas) is no number.
    Strokes wider than a digit get candidate cuts at thin columns of their projection (where touching
    digits meet) and, when wider than 0.75 writing heights (overlapping digits have no thin column between
    them), at the thinnest column near every tenth of a height: the model tells which cuts are real.

@@ -13,7 +13,12 @@ from scipy import ndimage as ndi
 from digitlab.decode import EmptyImageError
 
 INK_ON = 0.35  # ink strength that counts as a stroke pixel
-MARK_HEIGHT = 0.35  # a stroke lower than this fraction of the writing height (and as narrow) is a mark
+MARK_HEIGHT = 0.35  # a stroke lower than this fraction of the writing height is a mark (a dot, a comma, a dash)
+#: writing no higher than this many pen widths, every stroke of it at least LINE_FLAT times as wide as high,
+#: is a line (a dash, a finger swiping over the canvas), not digits: it was cut into a slice per tenth of its
+#: "height" and read as sixteen 0s
+LINE_HEIGHT = 3.5
+LINE_FLAT = 3.0
 SPECK_AREA = 0.02  # strokes with less ink than this fraction of the biggest stroke are noise
 MAX_CUTS = 6  # candidate cuts per stroke (or one per CUT_SPACING of its width, if more)
 CUT_MIN_WIDTH = 0.55  # strokes narrower than this (in writing heights) are never cut
@@ -156,6 +161,9 @@ def pieces_of(s: np.ndarray) -> tuple[list[Piece], float, list[Piece]]:
     area = float(mask.sum())
     edges = float(np.count_nonzero(mask[:, 1:] != mask[:, :-1]) + np.count_nonzero(mask[1:] != mask[:-1]))
     stroke = max(1.0, 2.0 * area / max(edges, 1.0))
+    flat = all(boxes[i][1].stop - boxes[i][1].start >= LINE_FLAT * (boxes[i][0].stop - boxes[i][0].start) for i in tall)
+    if flat and height < LINE_HEIGHT * stroke:
+        raise EmptyImageError("Nothing written that looks like digits, only a line: write a number and try again.")
     pieces: list[Piece] = []
     specks: list[Piece] = []
     kept = set(keep)
@@ -167,7 +175,7 @@ def pieces_of(s: np.ndarray) -> tuple[list[Piece], float, list[Piece]]:
         if i not in kept:
             specks.append(piece)
             continue
-        piece.mark = h < MARK_HEIGHT * height and (piece.right - piece.left) < 0.5 * height
+        piece.mark = h < MARK_HEIGHT * height  # whatever its width: a dash ("20-25") was read as a 2
         cuts = [] if piece.mark else _cuts(xp, ys, piece.left, piece.right, height, stroke)
         if not cuts:
             pieces.append(piece)
