@@ -304,6 +304,14 @@ def test_unknown_route_and_method(api):
     assert_error(api.delete("/health"), 405, "method_not_allowed")
 
 
+def test_a_405_names_every_method_of_the_path(api):
+    """`Allow` named only the first route's methods: GET on a prediction (DELETE too), GET on /health (HEAD)."""
+    r = api.put("/api/v1/predictions/1")
+    assert_error(r, 405, "method_not_allowed")
+    assert set(r.headers["allow"].split(", ")) >= {"GET", "DELETE"}
+    assert set(api.patch("/health").headers["allow"].split(", ")) >= {"GET", "HEAD"}
+
+
 # --- admin token ---------------------------------------------------------------------------------------
 
 

@@ -148,6 +148,9 @@ def install_error_handlers(app: FastAPI) -> None:
             detail = f"There is no {request.url.path[:100]!r} here: see /docs for the API's paths."
         elif exc.status_code == 405:
             detail = f"{request.method} is not allowed on this path: see /docs."
+            allowed = _allowed_methods(request)  # Starlette names only the first route's (GET, not DELETE)
+            if allowed:
+                return error_response(405, detail, code, {"Allow": ", ".join(allowed)})
         elif exc.status_code == 400 and exc.detail == "There was an error parsing the body":
             detail = "The request body could not be parsed."
         else:
@@ -164,6 +167,23 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected)
+
+
+def methods_by_path(routes) -> list[tuple[Any, frozenset[str]]]:
+    """(path regex, methods) of every route: a 405's `Allow` names them all (Starlette named only the first
+    route of a path: GET, not the DELETE of another route on the same path)."""
+    from starlette.routing import compile_path
+
+    table: dict[str, set[str]] = {}
+    for route in routes:
+        if getattr(route, "methods", None):
+            table.setdefault(route.path, set()).update(route.methods)
+    return [(compile_path(path)[0], frozenset(methods)) for path, methods in table.items()]
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    table = getattr(request.app.state, "methods_by_path", ())
+    return sorted({m for regex, methods in table if regex.match(request.url.path) for m in methods})
 
 
 #: OpenAPI description of the error body, for `responses=` on routes.

@@ -20,7 +20,7 @@ from digitlab import __version__ as _pkg_version
 from digitlab.api.batching import PredictionBatcher
 from digitlab.api.context import AppContext
 from digitlab.api.docs import install_docs
-from digitlab.api.errors import install_error_handlers
+from digitlab.api.errors import install_error_handlers, methods_by_path
 from digitlab.api.limits import BodyLimitMiddleware
 from digitlab.api.metrics import Metrics, MetricsMiddleware
 from digitlab.api.server import usable_cores
@@ -131,14 +131,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from digitlab.api.routes import health, learn, models, numbers, predict, predictions, read
     from digitlab.api.routes import metrics as metrics_route
 
-    app.include_router(predict.router)  # first: the hot route, matched before the others are tried
-    app.include_router(health.router)
-    app.include_router(models.router)
-    app.include_router(read.router)
-    app.include_router(numbers.router)
-    app.include_router(predictions.router)
-    app.include_router(learn.router)
-    app.include_router(metrics_route.router)
+    routers = (predict, health, models, read, numbers, predictions, learn, metrics_route)
+    for module in routers:  # predict first: the hot route, matched before the others are tried
+        app.include_router(module.router)
+    app.state.methods_by_path = methods_by_path([route for m in routers for route in m.router.routes])
 
     refused = metrics.errors.labels("payload_too_large")
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, on_refuse=refused.inc)
