@@ -74,6 +74,15 @@ def test_store_failure_still_answers(tmp_path, served_model_dir, png):
             r = c.post("/api/v1/predict", files={"image": ("d.png", png)})
             assert r.status_code == 200
             assert r.json()["logged"] is False and r.json()["id"] is None and r.json()["digit"] == 7
+            # a label for it is refused at once: during an outage the spool took it ("queued") and then
+            # dropped it, as no record with that uid ever arrives
+            store.set_feedback_by_uid = lambda uid, digit: True  # what a spooling store answers
+            try:
+                answer = c.post(f"/api/v1/predictions/uid/{r.json()['uid']}/feedback", json={"true_digit": 7})
+            finally:
+                del store.set_feedback_by_uid
+            assert_error(answer, 404, "prediction_not_found")
+            assert "not stored" in answer.json()["detail"]
             metrics = c.get("/metrics").text
             assert "digitlab_store_write_failures_total 1.0" in metrics
             health = c.get("/health").json()

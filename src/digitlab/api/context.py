@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,3 +30,14 @@ class AppContext:
     batcher: Any = None  # the predict route's micro-batches: an api.batching.PredictionBatcher (it imports this)
     manifest_keys: dict[str, tuple[str, float] | None] = field(default_factory=dict)
     ready_at: float | None = None
+    #: uids of this process's recent answers `logged: false` (neither the database nor the spool took them):
+    #: a label for one is refused at once (it was answered "queued" and then dropped)
+    unlogged: OrderedDict[str, None] = field(default_factory=OrderedDict)
+
+    UNLOGGED_KEPT = 10_000
+
+    def note_unlogged(self, uids) -> None:
+        for uid in uids:
+            self.unlogged[uid] = None
+        while len(self.unlogged) > self.UNLOGGED_KEPT:
+            self.unlogged.popitem(last=False)

@@ -32,6 +32,7 @@ def log_predictions_async(ctx: AppContext, computed: Computed) -> Future:
             log.error("%d prediction(s) not logged: %s: %s", len(valid), type(exc).__name__, exc)
             ctx.metrics.store_failures.inc(len(valid))
             ctx.store.note_write(False)
+            ctx.note_unlogged(record.uid for _, record in valid)
         else:
             if any(added.stored == "database" for added in added_all):  # (spooled: the database is still
                 ctx.store.note_write(True)  # untested; a full disk said "ok" between two failed writes)
@@ -49,6 +50,7 @@ def log_predictions_async(ctx: AppContext, computed: Computed) -> Future:
         log.error("%d prediction(s) not logged: %s: %s", len(valid), type(exc).__name__, exc)
         ctx.metrics.store_failures.inc(len(valid))
         ctx.store.note_write(False)
+        ctx.note_unlogged(record.uid for _, record in valid)
         _settled(done)
     return done
 

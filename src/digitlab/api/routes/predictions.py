@@ -88,6 +88,9 @@ def _feedback_answer(
 def _feedback(ctx: AppContext, body: FeedbackRequest, *, prediction_id: int | None = None, uid: str | None = None):
     store = store_or_503(ctx)
     label = NOT_A_DIGIT if body.not_digit else body.true_digit
+    if uid is not None and uid in ctx.unlogged:  # it was answered "queued", then dropped with no record to label
+        raise ApiError("That prediction was not stored (its answer said logged: false), so an answer to it cannot "
+                       "be kept: draw it again once the service stores predictions.", "prediction_not_found")  # fmt: skip
     try:
         found = store.set_feedback(prediction_id, label) if uid is None else store.set_feedback_by_uid(uid, label)
     except (SQLAlchemyError, OSError) as exc:  # refused by the database, and the spool cannot take it (a full disk)
