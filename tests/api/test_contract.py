@@ -165,6 +165,8 @@ def test_predict_all_fields_and_formats(api):
     url = "data:image/png;base64," + base64.b64encode(draw_digit()).decode()
     r = api.post("/api/v1/predict", json={"image": url, "true_digit": 7, "session_id": "s1", "source": "api"})
     assert r.status_code == 200, r.text
+    upper = "DATA:IMAGE/PNG;BASE64," + url.partition(",")[2]  # a URL scheme is case-insensitive (was 422)
+    assert api.post("/api/v1/predict", json={"image": upper}).status_code == 200
 
 
 def test_predict_empty_form_fields_mean_defaults(api, sample_png):

@@ -116,9 +116,9 @@ def _loads(body: bytes) -> Any:
 
 def decode_base64_image(text: str) -> bytes:
     """Standard or URL-safe base64, padding optional, whitespace ignored; a `data:...;base64,` prefix is fine."""
-    if text.startswith("data:"):
+    if text[:5].lower() == "data:":  # (a URL scheme is case-insensitive: "DATA:IMAGE/PNG;BASE64,")
         header, _, text = text.partition(",")
-        if ";base64" not in header:
+        if ";base64" not in header.lower():
             raise _invalid("Invalid request: 'image' must be base64 (a data: URL needs ';base64').")
     text = "".join(text.split()).translate(_URLSAFE_TO_STANDARD)
     if len(text) % 4:
