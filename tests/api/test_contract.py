@@ -306,6 +306,14 @@ def test_unknown_route_and_method(api):
     assert_error(api.delete("/health"), 405, "method_not_allowed")
 
 
+@pytest.mark.parametrize("path", ["/health", "/api/v1/models", "/openapi.json", "/docs"])
+def test_head_answers_like_get_without_a_body(api, path):
+    """HEAD was 405 on every GET route but /health (a monitor's or a link checker's probe)."""
+    got, head = api.get(path), api.head(path)
+    assert head.status_code == got.status_code == 200
+    assert head.headers["content-type"] == got.headers["content-type"] and head.content == b""
+
+
 def test_a_405_names_every_method_of_the_path(api):
     """`Allow` named only the first route's methods: GET on a prediction (DELETE too), GET on /health (HEAD)."""
     r = api.put("/api/v1/predictions/1")

@@ -183,7 +183,8 @@ def methods_by_path(routes) -> list[tuple[Any, frozenset[str]]]:
 
 def _allowed_methods(request: Request) -> list[str]:
     table = getattr(request.app.state, "methods_by_path", ())
-    return sorted({m for regex, methods in table if regex.match(request.url.path) for m in methods})
+    allowed = {m for regex, methods in table if regex.match(request.url.path) for m in methods}
+    return sorted(allowed | ({"HEAD"} if "GET" in allowed else set()))  # (api/head.py)
 
 
 #: OpenAPI description of the error body, for `responses=` on routes.

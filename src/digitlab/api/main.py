@@ -21,6 +21,7 @@ from digitlab.api.batching import PredictionBatcher
 from digitlab.api.context import AppContext
 from digitlab.api.docs import install_docs
 from digitlab.api.errors import install_error_handlers, methods_by_path
+from digitlab.api.head import HeadAsGetMiddleware
 from digitlab.api.limits import BodyLimitMiddleware
 from digitlab.api.metrics import Metrics, MetricsMiddleware
 from digitlab.api.server import usable_cores
@@ -136,6 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     app.state.methods_by_path = methods_by_path([route for m in routers for route in m.router.routes])
 
+    app.add_middleware(HeadAsGetMiddleware)  # innermost: the limits and metrics see the request as sent
     refused = metrics.errors.labels("payload_too_large")
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, on_refuse=refused.inc)
     app.add_middleware(

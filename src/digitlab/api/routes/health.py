@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter
 
 from digitlab.api.context import AppContext
 from digitlab.api.deps import Ctx
@@ -29,9 +29,3 @@ def health_payload(ctx: AppContext) -> HealthResponse:
 def health(ctx: Ctx):
     """Always 200 once the server is up; read `status` (and the parts) to know whether all is well."""
     return health_payload(ctx)
-
-
-@router.head("/health", include_in_schema=False)
-def health_head(ctx: Ctx) -> Response:
-    """Load balancers that probe with HEAD: 200 once the server is up, like GET (no body)."""
-    return Response(status_code=200, media_type="application/json")

@@ -1,0 +1,26 @@
+"""HEAD answered like GET without a body (RFC 9110: a server that takes GET on a path takes HEAD too).
+
+FastAPI routes take only the methods they declare, so a monitoring probe's or a link checker's HEAD got 405
+on every GET route. Pure ASGI: the app sees a GET; its status and headers go out, its body does not.
+"""
+
+from __future__ import annotations
+
+
+class HeadAsGetMiddleware:
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def without_body(message):
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return  # (a streamed file or export: none of it is sent)
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, without_body)
