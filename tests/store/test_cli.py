@@ -156,6 +156,20 @@ def test_a_bad_setting_is_one_line_naming_the_variable(monkeypatch, capsys, vari
     assert "s3cr3t" not in err and "sékret" not in err
 
 
+def test_a_model_folder_that_is_a_file_is_one_line(monkeypatch, capsys, tmp_path):
+    """It was "<file>/svm.json is missing: run `digitlab train svm`": training would not have helped."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    monkeypatch.setenv("DIGITLAB_MODEL_DIR", str(afile))
+    get_settings.cache_clear()
+    try:
+        assert main(["evaluate", "svm"]) == 2
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: bad setting DIGITLAB_MODEL_DIR='{afile}': Value error, is a file, not a folder")
+
+
 @pytest.mark.parametrize(("url", "argv"), [
     ("garbage", ["db", "upgrade"]),
     ("garbage", ["models", "list"]),

@@ -58,6 +58,14 @@ class Settings(BaseSettings):
         None, description="When set, history, images, export and deletion need 'Authorization: Bearer <token>'."
     )
 
+    @field_validator("model_dir")
+    @classmethod
+    def _folder_not_file(cls, value: Path) -> Path:
+        """A file where a folder is named was "svm.json is missing: run `digitlab train svm`" (wrong advice)."""
+        if value.exists() and not value.is_dir():
+            raise ValueError("is a file, not a folder")
+        return value
+
     @field_validator("admin_token")
     @classmethod
     def _sendable_token(cls, value: str | None) -> str | None:
