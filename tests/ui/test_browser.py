@@ -437,6 +437,13 @@ def test_api_outage_and_recovery(desktop, ui_server, api_server):
         # the notice floats: the canvas has not moved (issue 13.8: it was pushed down ~96 px)
         assert page.locator(CANVAS).first.bounding_box()["y"] == canvas_top
         expect(notice).to_contain_text("your drawing stays on the canvas")
+        # the notice hides neither the answer's status (at the bottom it did at 1280x800: only "away; your answer
+        # is sent" showed) nor the canvas
+        status = page.get_by_text(re.compile(r"Not saved yet: you drew a 1"))
+        for part in (status, page.locator(CANVAS).first):
+            seen, over = part.bounding_box(), notice.bounding_box()
+            apart = seen["y"] >= over["y"] + over["height"] or seen["y"] + seen["height"] <= over["y"]
+            assert apart and seen["y"] + seen["height"] <= 800, (seen, over)
         no_traceback(page)
         # Every other page, reached through the navigation (no reload), says so too.
         titles = {"compare": "Compare models", "history": "History", "models": "Models", "about": "About digitlab",

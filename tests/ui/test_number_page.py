@@ -55,7 +55,9 @@ def test_write_read_confirm_then_history(desktop, ui_server, api_server):
     expect(answer).to_have_value("307")  # offered: the reading
     answer.fill("307")
     page.get_by_role("button", name="Confirm").click()
-    expect(page.get_by_text(re.compile(r"Saved: you wrote 307\. The reading was right\."))).to_be_visible()
+    saved_text = re.compile(r"Saved: you wrote 307\. The reading was right\.")
+    expect(page.locator('[data-testid="stMainBlockContainer"]').get_by_text(saved_text)).to_be_visible()
+    expect(page.get_by_test_id("stToastText").get_by_text(saved_text)).to_be_visible()  # (the line is below the fold)
     no_traceback(page)
 
     # one record for the drawing, however many strokes were read live
@@ -97,7 +99,8 @@ def test_a_reading_during_a_database_outage_is_queued_and_confirmed(desktop, ui_
         text = page.locator(NUMBER).get_attribute("data-text")
         page.locator('input[aria-label="What did you write? (digits only)"]').fill("42")
         page.get_by_role("button", name="Confirm").click()
-        expect(page.get_by_text(re.compile(r"Saved later: you wrote 42\."))).to_be_visible(timeout=20_000)
+        later = re.compile(r"Saved later: you wrote 42\.")  # (a toast says it too)
+        expect(page.locator('[data-testid="stMainBlockContainer"]').get_by_text(later)).to_be_visible(timeout=20_000)
         no_traceback(page)
     finally:
         holder.execute("ROLLBACK")

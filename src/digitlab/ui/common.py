@@ -48,8 +48,10 @@ CSS = """
 .dl-step {text-align:center; font-size:.9rem; color:#41465F;}
 .dl-arrow {text-align:center; font-size:1.8rem; color:#9CA3C7; padding-top:2.4rem;}
 [data-testid="stButtonGroup"] > div {flex-wrap: wrap !important; row-gap: .4rem;}
-/* the outage notice floats over the bottom of the page: it never moves the canvas or the answer */
-.st-key-dl_outage {position:fixed; bottom:.8rem; left:50%; transform:translateX(-50%); z-index:999990;
+/* the outage notice floats: it never moves the canvas or the answer. On a wide screen it floats over the
+   page's title, under the navigation (at the bottom it hid the answer's status at 1280x800: "Not saved yet"
+   showed only as "away; your answer is sent"); on a phone over the bottom of the window (below) */
+.st-key-dl_outage {position:fixed; top:4rem; left:50%; transform:translateX(-50%); z-index:999990;
   width:min(46rem, calc(100vw - 1.5rem)); box-shadow:0 .4rem 1.4rem rgba(31,35,64,.18); border-radius:.6rem;}
 .st-key-dl_outage [data-testid="stAlert"] {background:#FFF1F1;}
 [data-testid="stLayoutWrapper"]:has(.st-key-dl_outage) {position:absolute;}  /* no flex gap left behind */
@@ -89,6 +91,7 @@ CSS = """
   [data-testid="stMainBlockContainer"] {padding-top: 3.2rem;}
   h1 {font-size: 1.75rem !important;}
   .st-key-dl_outage [data-testid="stAlert"] p {font-size:.85rem; line-height:1.35;}
+  .st-key-dl_outage {top:auto; bottom:.8rem;}
   /* Draw on a phone: canvas, tools, then the answer; the model picker and the upload after it (the
      columns stack, and the left one's picker and upload pushed the answer below the fold) */
   .st-key-draw_layout [data-testid="stHorizontalBlock"]:has(> [data-testid="stColumn"]) {
@@ -261,8 +264,8 @@ def health_monitor(has_canvas: bool = False) -> None:
     """Polls /health; shows a notice while the API or its database is away; reruns the whole page when
     the API comes back (or goes away), so every page recovers by itself without a reload.
 
-    The notice floats over the bottom of the window (`.st-key-dl_outage`): appearing and going, it moves
-    nothing on the page. `has_canvas`: the page keeps a drawing (Draw, Compare), so the notice says so."""
+    The notice floats (`.st-key-dl_outage`) over the page's title on a wide screen, over the bottom of the
+    window on a phone: appearing and going, it moves nothing on the page. `has_canvas`: the page keeps a drawing (Draw, Compare), so the notice says so."""
     was_ok = st.session_state.get("api_ok")
     state = check_health()
     ok = state is not None

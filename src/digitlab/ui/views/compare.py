@@ -78,6 +78,7 @@ def cards(result: Comparison, models: list[dict], digest: str) -> None:
 
 @st.fragment
 def compare_area() -> None:
+    send_unsent()
     models, _ = common.model_catalog()
     left, right = st.columns([1, 1.6], gap="large")
     with left:
@@ -124,23 +125,63 @@ def compare_area() -> None:
 ANSWERS = [*range(10), "Not a digit"]
 
 
-def _send_answer(key: str, result: Comparison) -> None:
-    """The chosen answer to every model's record of this drawing (each model's answer is stored)."""
+def _send_answer(key: str, result: Comparison, digest: str) -> None:
+    """The chosen answer to every model's record of this drawing (each model's answer is stored). While
+    the service is away it waits in the session and is sent once it is back (`send_unsent`), as on Draw;
+    the chosen answer clicked again sends it again when it is not stored yet (it only stayed put: an
+    answer refused once could not be sent again)."""
     answer = st.session_state.get(key)
-    if answer is None:  # the chosen answer clicked again: it stays
-        if st.session_state.get(f"{key}_result"):
-            st.session_state[key] = st.session_state[f"{key}_result"][1]
-        return
+    given = st.session_state.get(f"{key}_result")
+    if answer is None:  # the chosen answer clicked again: it stays the answer
+        if not given:
+            return
+        answer = st.session_state[key] = given[1]
+        if given[0] in ("saved", "queued"):
+            return
+    unsent: dict = st.session_state.setdefault("cmp_unsent", {})  # key -> (result, digest, answer)
+    shown = st.session_state.get("compare_drawing")
     try:
+        outcomes = []
         for p in result.predictions:
             if answer == "Not a digit":
-                common.client().feedback(p, None, not_digit=True)
+                outcomes.append(common.client().feedback(p, None, not_digit=True))
             else:
-                common.client().feedback(p, int(answer))
-        st.session_state[f"{key}_result"] = ("saved", answer)
-        common.close_drawing("compare")
+                outcomes.append(common.client().feedback(p, int(answer)))
+    except ApiUnavailable as exc:
+        st.session_state[f"{key}_result"] = ("unsent", answer, str(exc))
+        unsent[key] = (result, digest, answer)
+        if shown is not None and shown.digest == digest:  # answered all the same: a further stroke is a
+            common.close_drawing("compare")  # new drawing (as on Draw)
+        return
     except ApiError as exc:
         st.session_state[f"{key}_result"] = ("error", answer, str(exc))
+        unsent.pop(key, None)
+        return
+    unsent.pop(key, None)
+    missed = [o.message for o in outcomes if not o.saved and not o.queued]
+    if missed:  # (a record the API did not keep: nothing to label)
+        st.session_state[f"{key}_result"] = ("error", answer, missed[0])
+        return
+    st.session_state[f"{key}_result"] = ("queued" if any(o.queued for o in outcomes) else "saved", answer)
+    if shown is not None and shown.digest == digest:  # (not a drawing no longer on the canvas)
+        common.close_drawing("compare")
+
+
+def send_unsent() -> None:
+    """Answers given while the service was away, sent once it is back (the monitor reruns the page then),
+    with a toast: the answer panel may be out of sight, or gone with its drawing."""
+    unsent: dict = st.session_state.get("cmp_unsent") or {}
+    if not unsent or not st.session_state.get("api_ok"):
+        return
+    for key, (result, digest, answer) in list(unsent.items()):
+        if st.session_state.get(key) is None:
+            st.session_state[key] = answer  # (the pill's own state is gone when it is not on the page)
+        _send_answer(key, result, digest)
+        outcome = st.session_state.get(f"{key}_result")
+        if outcome and outcome[0] in ("saved", "queued"):
+            what = "not a digit" if answer == "Not a digit" else common.a_digit(answer)
+            st.toast(f"Your earlier answer is saved: every model's record of the drawing is stored as {what}.",
+                     icon=":material/check_circle:", duration="long")  # fmt: skip
 
 
 def _verdict(result: Comparison, answer) -> str:
@@ -162,16 +203,26 @@ def answer_for_all(result: Comparison, digest: str) -> None:
     if not result.predictions:
         return
     key = f"cmp_fb_{digest[:12]}"
-    st.pills("What did you draw?", ANSWERS, key=key, on_change=_send_answer, args=(key, result),
+    st.pills("What did you draw?", ANSWERS, key=key, on_change=_send_answer, args=(key, result, digest),
              help="One click saves the true digit with every model's answer, for the History page's accuracy "
              "and for learning.")  # fmt: skip
     outcome = st.session_state.get(f"{key}_result")
-    if outcome and outcome[0] == "saved":
-        what = "not a digit" if outcome[1] == "Not a digit" else f"you drew {common.a_digit(outcome[1], bold=True)}"
-        st.success(f"Saved with every model's answer: {what}. {_verdict(result, outcome[1])} Thank you!",
+    if not outcome:
+        return
+    kind, answer = outcome[:2]
+    what = "not a digit" if answer == "Not a digit" else f"you drew {common.a_digit(answer, bold=True)}"
+    if kind == "saved":
+        st.success(f"Saved with every model's answer: {what}. {_verdict(result, answer)} Thank you!",
                    icon=":material/check_circle:")  # fmt: skip
-    elif outcome:
-        st.error(f"Your answer was not saved: {outcome[2]}", icon=":material/error:")
+    elif kind == "queued":
+        st.warning(f"Saved later: {what}. {_verdict(result, answer)} The database is unavailable: your answer is "
+                   "queued and saved when it is back.", icon=":material/schedule:")  # fmt: skip
+    elif kind == "unsent":  # (the service's own error says "retrying": here the answer waits, and is sent)
+        st.warning(f"Not saved yet: {what}. The prediction service is away; your answer is sent as soon as it is "
+                   "back (keep this page open).", icon=":material/schedule:")  # fmt: skip
+    else:
+        st.error(f"Your answer was not saved: {outcome[2]} Click your answer again to send it again.",
+                 icon=":material/error:")  # fmt: skip
 
 
 common.page_header(

@@ -156,9 +156,10 @@ def send_unsent() -> None:
                      icon=":material/check_circle:", duration="long")  # (its answer panel is no longer on the page to say so)
 
 
-def answer_html(prediction: Prediction, models: list[dict], digest: str) -> str:
+def answer_html(prediction: Prediction, models: list[dict], digest: str, *, photo: bool = False) -> str:
     """The answer card, the 28×28 image the model saw, the "not sure" note and the probability bars, as
-    one HTML block: written in one piece, they always show the same result."""
+    one HTML block: written in one piece, they always show the same result. `photo`: the answer is for an
+    uploaded photo (its advice speaks of the photo, and of the Number page for a whole number)."""
     name = common.display_name(models, prediction.model)
     unsure = " dl-unsure" if prediction.uncertain else ""
     score = common.score_html(prediction.confidence, prediction.uncertain)
@@ -171,8 +172,11 @@ def answer_html(prediction: Prediction, models: list[dict], digest: str) -> str:
                 "<figcaption>What the model saw (28×28)</figcaption></figure>")  # fmt: skip
     note = ""
     if prediction.uncertain:
+        advice = ("It may not be one digit: take the photo closer, one digit filling it. Several digits? The "
+                  "<b>Number</b> page reads whole numbers." if photo else
+                  "It may not be a digit at all: draw one digit, large.")  # fmt: skip
         note = (f'<div class="dl-note" data-testid="dl-unsure">{common.not_sure_sentence(prediction.probabilities)} '
-                "It may not be a digit at all: draw one digit, large.</div>")  # fmt: skip
+                f"{advice}</div>")  # fmt: skip
     return f"""<div class="dl-answer" data-testid="dl-prediction" data-drawing="{digest[:16]}">
         <div class="dl-result"><div class="dl-digit{unsure}" data-testid="dl-digit">{prediction.digit}</div>
           <div class="dl-meta"><span>{score}</span>
@@ -180,10 +184,11 @@ def answer_html(prediction: Prediction, models: list[dict], digest: str) -> str:
         {note}{charts.probabilities_html(prediction.probabilities, prediction.digit)}</div>"""
 
 
-def show_result(prediction: Prediction, models: list[dict], digest: str, slot, *, follows_answer: bool = False) -> None:
+def show_result(prediction: Prediction, models: list[dict], digest: str, slot, *, follows_answer: bool = False,
+                photo: bool = False) -> None:
     """The answer, "What did you draw?" and what became of the answer. `follows_answer`: the picture was
-    changed after an answer (a new drawing), said under it until it is answered."""
-    slot.markdown(answer_html(prediction, models, digest), unsafe_allow_html=True)
+    changed after an answer (a new drawing), said under it until it is answered. `photo`: an uploaded photo's."""
+    slot.markdown(answer_html(prediction, models, digest, photo=photo), unsafe_allow_html=True)
 
     key = f"fb_{(prediction.uid or digest)[:12]}_{prediction.model}"  # per record: a twin shows no "Saved"
     given = st.session_state.setdefault("draw_answers", {})  # picture digest -> the answer given for it
@@ -271,7 +276,7 @@ def show_photo_answer(photo, model: str | None, models: list[dict], slot) -> Non
         common.show_error(slot, error, nothing="No digit found in this photo: take it closer, the digit large.",
                           kept="Your photo is kept; it is recognised as soon as the service is back.")  # fmt: skip
         return
-    show_result(prediction, models, hashlib.sha1(photo.getvalue()).hexdigest(), slot)
+    show_result(prediction, models, hashlib.sha1(photo.getvalue()).hexdigest(), slot, photo=True)
     st.caption(":material/photo_camera: This answer is for your uploaded photo; draw on the canvas (or remove "
                "the photo) to use the canvas again.")  # fmt: skip
 

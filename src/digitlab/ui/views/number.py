@@ -7,11 +7,11 @@ import base64
 import io
 
 import streamlit as st
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
 from digitlab.ui import common, uploads
 from digitlab.ui.canvas import drawing_canvas
-from digitlab.ui.client import ApiError
+from digitlab.ui.client import ApiError, ApiUnavailable
 
 CANVAS_WIDTH = 840
 CANVAS_HEIGHT = 280
@@ -29,8 +29,10 @@ def read(image: bytes, key: str, filename: str, **fields) -> tuple[dict | None, 
 
 
 def boxed(image: bytes, digits: list[dict]) -> bytes:
-    """The image with a numbered box over every digit read."""
-    im = Image.open(io.BytesIO(image)).convert("RGB")
+    """The image with a numbered box over every digit read: turned upright by its EXIF orientation first,
+    as the API reads it (a phone photo stored sideways showed sideways, its boxes over the wrong part)."""
+    with Image.open(io.BytesIO(image)) as raw:
+        im = ImageOps.exif_transpose(raw).convert("RGB")
     pen = ImageDraw.Draw(im)
     line = max(2, round(max(im.size) / 300))
     for i, d in enumerate(digits):
@@ -73,37 +75,111 @@ def show_reading(answer: dict, image: bytes, key: str) -> None:
                 icon=":material/help:")  # fmt: skip
 
 
+def _offer_reading(answer: dict, key: str, done) -> str | None:
+    """Put the reading into "What did you write?" unless the person typed their own there: a correction
+    typed before one more stroke was silently replaced by the next reading. A note when it was kept."""
+    box, offered_key, kept_key = f"num_truth_{key}", f"num_offered_{key}", f"num_kept_{key}"
+    reading = answer.get("text") or ""
+    offered = st.session_state.get(offered_key)
+    typed = st.session_state.get(box)
+    st.session_state[offered_key] = reading
+    if done:  # confirmed (or waiting to be sent): the box holds the answer
+        if typed is None:
+            st.session_state[box] = done[0]
+        return None
+    if typed is None or "".join(str(typed).split()) in ("".join((offered or "").split()), reading):
+        st.session_state[box] = reading  # untouched: it follows the reading
+        st.session_state.pop(kept_key, None)
+        return None
+    if offered is not None and offered != reading:
+        st.session_state[kept_key] = True
+    if st.session_state.get(kept_key):
+        return (f":material/edit_note: Kept what you typed, **{common.esc(typed)}**; the new reading is "
+                f"**{reading or '–'}**. Confirm saves what is in the box.")  # fmt: skip
+    return None
+
+
+def _send(answer: dict, key: str, truth: str) -> str:
+    """The answer to the API; its outcome kept for the page (`num_done_<key>`): "saved", "queued",
+    "unsent" (the service is away: sent when it is back, `send_unsent`) or "error" (shown until the
+    person confirms again)."""
+    unsent: dict = st.session_state.setdefault("num_unsent", {})  # key -> (reading, truth)
+    shown = st.session_state.get("number_drawing")
+    mine = shown is not None and shown.drawing_id == key  # the canvas' drawing, not a photo or an older one
+    try:
+        stored = common.client().number_feedback(answer, truth)
+    except ApiUnavailable as exc:
+        st.session_state[f"num_done_{key}"] = (truth, "unsent", str(exc))
+        unsent[key] = (answer, truth)
+        if mine:  # answered all the same: a further stroke is a new reading (as on Draw)
+            common.close_drawing("number")
+        return "unsent"
+    except ApiError as exc:
+        st.session_state[f"num_done_{key}"] = (truth, "error", str(exc))
+        unsent.pop(key, None)
+        return "error"
+    unsent.pop(key, None)
+    if mine:
+        common.close_drawing("number")  # a further stroke is a new reading, not this confirmed one
+    kind = "queued" if stored.get("queued") else "saved"
+    st.session_state[f"num_done_{key}"] = (truth, kind, "")
+    return kind
+
+
+def send_unsent() -> None:
+    """Answers confirmed while the service was away, sent once it is back (the monitor reruns the page)."""
+    unsent: dict = st.session_state.get("num_unsent") or {}
+    if not unsent or not st.session_state.get("api_ok"):
+        return
+    for key, (answer, truth) in list(unsent.items()):
+        if _send(answer, key, truth) in ("saved", "queued"):
+            st.toast(f"Your earlier answer is saved: you wrote **{truth}**.", icon=":material/check_circle:",
+                     duration="long")  # fmt: skip
+
+
+def _outcome(truth: str, kind: str, message: str, answer: dict) -> tuple[str, str]:
+    """(kind of notice, its text) for an answer's outcome."""
+    right = truth == answer.get("text")
+    verdict = "The reading was right." if right else f"It was read as {answer.get('text')}."
+    if kind == "queued":
+        return "warning", (f"Saved later: you wrote **{truth}**. {verdict} The database is unavailable: your "
+                           "answer is queued and saved when it is back.")  # fmt: skip
+    if kind == "unsent":  # (the service's own error says "retrying": here the answer waits, and is sent)
+        return "warning", (f"Not saved yet: you wrote **{truth}**. The prediction service is away; your answer "
+                           "is sent as soon as it is back (keep this page open).")  # fmt: skip
+    if kind == "error":
+        return "error", f"Your answer was not saved: {message} Confirm again to send it again."
+    return "success", f"Saved: you wrote **{truth}**. {verdict} Thank you!"
+
+
 def feedback(answer: dict, key: str) -> None:
     number_id = answer.get("id")
     if not answer.get("logged"):
         st.caption(":material/cloud_off: This reading could not be saved, so it cannot be confirmed.")
         return
-    done = st.session_state.get(f"num_done_{key}")  # (truth, queued) once confirmed: shown again when back
-    with st.form(f"num_form_{key}", border=False):
-        truth = st.text_input("What did you write? (digits only)", value=done[0] if done else answer.get("text") or "",
-                              max_chars=32, key=f"num_truth_{key}_{answer.get('text')}", help="Digits only; the reading is saved with your answer.")  # fmt: skip
-        sent = st.form_submit_button("Confirm", icon=":material/check:")
+    done = st.session_state.get(f"num_done_{key}")  # (truth, kind, message) once confirmed: shown again when back
+    note = _offer_reading(answer, key, done)
+    # no form: what is typed reaches the page when the box loses focus, so the next reading can keep it
+    with st.container(horizontal=True, vertical_alignment="bottom", gap="small", key=f"num_form_{key}"):
+        st.text_input("What did you write? (digits only)", max_chars=32, key=f"num_truth_{key}",
+                      help="Digits only; the reading is saved with your answer.")  # fmt: skip
+        sent = st.button("Confirm", icon=":material/check:", key=f"num_confirm_{key}")
+    if note:
+        st.caption(note)
     if sent:
-        truth = "".join(truth.split())
+        truth = "".join(str(st.session_state.get(f"num_truth_{key}") or "").split())
         if not truth.isdigit():
             st.warning("Type the number with digits only, e.g. 2024.", icon=":material/warning:")
             return
-        try:
-            stored = common.client().number_feedback(answer, truth)
-        except ApiError as exc:
-            st.error(f"Your answer was not saved: {exc}", icon=":material/error:")
-            return
-        common.close_drawing("number")  # a further stroke is a new reading, not this confirmed one
-        done = st.session_state[f"num_done_{key}"] = (truth, bool(stored.get("queued")))
+        _send(answer, key, truth)
+        done = st.session_state.get(f"num_done_{key}")
+        kind, text = _outcome(*done, answer)
+        # the line below the form is under the fold at 1280x800: the outcome shows where the click was too
+        st.toast(text, icon=":material/check_circle:" if kind == "success" else ":material/error:")
     if done:
-        truth, queued = done
-        right = truth == answer.get("text")
-        verdict = "The reading was right." if right else f"It was read as {answer.get('text')}."
-        if queued:
-            st.warning(f"Saved later: you wrote **{truth}**. {verdict} The database is unavailable: your answer "
-                       "is queued and saved when it is back.", icon=":material/schedule:")  # fmt: skip
-        else:
-            st.success(f"Saved: you wrote **{truth}**. {verdict} Thank you!", icon=":material/check_circle:")
+        kind, text = _outcome(*done, answer)
+        icon = {"success": ":material/check_circle:", "error": ":material/error:"}.get(kind, ":material/schedule:")
+        getattr(st, kind)(text, icon=icon)
     elif number_id is not None:
         st.caption(f":material/database: Saved to the history as number #{number_id}.")
     else:
@@ -113,6 +189,7 @@ def feedback(answer: dict, key: str) -> None:
 
 @st.fragment
 def number_area() -> None:
+    send_unsent()
     drawing = drawing_canvas("number", hint="Write a number, e.g. a year or a PIN (on a phone, turn it sideways)",
                              width=CANVAS_WIDTH, height=CANVAS_HEIGHT)  # fmt: skip
     result = st.container()  # the reading right under the canvas; the upload folded away below it

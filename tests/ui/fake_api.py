@@ -1,0 +1,160 @@
+"""A stand-in for the prediction API and the drawing canvas, for the pages run by Streamlit's AppTest (no
+browser, no server): the test says what is on the canvas and when the service is away, and reads what
+the page sent. `install(monkeypatch)` puts both in place for one test."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from digitlab.ui.client import ApiError, ApiUnavailable, Comparison, FeedbackResult, Health, Prediction
+
+URL = "http://127.0.0.1:8000"
+AWAY = f"The prediction service is not reachable at {URL} — retrying."
+MODELS = [
+    {"name": "cnn", "display_name": "CNN", "status": "ready", "metrics": {"mnist_test_accuracy": 0.99}},
+    {"name": "svm", "display_name": "SVM", "status": "ready", "metrics": {"mnist_test_accuracy": 0.98}},
+]
+
+
+def _probs(digit: int, p: float = 0.9) -> list[float]:
+    rest = (1 - p) / 9
+    return [p if d == digit else rest for d in range(10)]
+
+
+@dataclass
+class FakeApi:
+    up: bool = True
+    fail_feedback: list[ApiError] = field(default_factory=list)  # raised by the next feedback calls, in order
+    feedback_calls: list[tuple[Any, Any]] = field(default_factory=list)  # (record id, answer) as sent
+    number_feedback_calls: list[tuple[Any, str]] = field(default_factory=list)
+    readings: dict[bytes, str] = field(default_factory=dict)  # the picture -> the number read in it
+    boxes: dict[bytes, list[list[int]]] = field(default_factory=dict)  # the picture -> its digits' boxes
+    next_id: int = 100
+    unsure: bool = False  # every prediction flagged uncertain
+
+    def _away(self) -> None:
+        if not self.up:
+            raise ApiUnavailable(AWAY, code="api_unreachable")
+
+    def health(self) -> Health:
+        self._away()
+        return Health("ok", {m["name"]: "ready" for m in MODELS}, "ok")
+
+    def models(self) -> list[dict]:
+        self._away()
+        return MODELS
+
+    def _id(self) -> int:
+        self.next_id += 1
+        return self.next_id
+
+    def predict_all(self, png: bytes, **_: Any) -> Comparison:
+        self._away()
+        preds = [Prediction(m["name"], 0, 0.9, _probs(0), id=self._id(), logged=True,
+                            uid=f"u{self.next_id}") for m in MODELS]  # fmt: skip
+        return Comparison(preds, None)
+
+    def predict(self, png: bytes, model: str | None = None, **_: Any) -> Prediction:
+        self._away()
+        return Prediction(model or "cnn", 0, 0.6, _probs(0, 0.6), id=self._id(), logged=True, uid=f"u{self.next_id}",
+                          uncertain=self.unsure)  # fmt: skip
+
+    def feedback(self, prediction: Prediction, true_digit: int | None, *, not_digit: bool = False) -> FeedbackResult:
+        self._away()
+        if self.fail_feedback:
+            raise self.fail_feedback.pop(0)
+        self.feedback_calls.append((prediction.id, "not a digit" if not_digit else true_digit))
+        return FeedbackResult(True, False, "Saved — thank you!")
+
+    def read(self, image: bytes, **fields: Any) -> dict:
+        self._away()
+        text = self.readings.get(image, "81")
+        boxes = self.boxes.get(image) or [[10 + 60 * i, 10, 50, 80] for i in range(len(text))]
+        digits = [{"digit": int(c), "confidence": 0.95, "uncertain": False, "box": b,
+                   "processed_image": _tiny_png_b64()} for c, b in zip(text, boxes, strict=True)]  # fmt: skip
+        return {"id": self._id(), "uid": f"n{self.next_id}", "logged": True, "text": text, "confidence": 0.9,
+                "uncertain": False, "model": "cnn", "latency_ms": 5.0, "digits": digits, "dropped": []}  # fmt: skip
+
+    def number_feedback(self, reading: dict, true_text: str) -> dict:
+        self._away()
+        self.number_feedback_calls.append((reading.get("id"), true_text))
+        return {"correct": true_text == reading.get("text"), "queued": False}
+
+
+def _tiny_png_b64() -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("L", (28, 28)).save(out, format="PNG")
+    return base64.b64encode(out.getvalue()).decode("ascii")
+
+
+def png(width: int = 280, height: int = 280, shade: int = 0) -> bytes:
+    """A small picture standing for a drawing (different `shade`: a different picture)."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (255, 255, 255 - shade)).save(out, format="PNG")
+    return out.getvalue()
+
+
+class FakeCanvas:
+    """What each page's canvas shows: `set(prefix, picture, strokes, drawing_id)`."""
+
+    def __init__(self) -> None:
+        self.drawings: dict[str, Any] = {}
+
+    def set(self, prefix: str, picture: bytes | None, strokes: int = 1, drawing_id: str = "d1") -> None:
+        self.drawings[prefix] = (picture, strokes if picture else 0, drawing_id if picture else None)
+
+    def __call__(self, prefix: str, *, hint: str = "", width: int = 280, height: int = 280):
+        import streamlit as st
+
+        from digitlab.ui.canvas import Drawing  # (inside a Streamlit run: see `install`)
+
+        picture, strokes, drawing_id = self.drawings.get(prefix) or (None, 0, None)
+        drawing = Drawing(picture, strokes, "#1F2340", "#FFFFFF", drawing_id=drawing_id)
+        st.session_state[f"{prefix}_drawing"] = drawing
+        return drawing
+
+
+def install(monkeypatch) -> tuple[FakeApi, FakeCanvas]:
+    """The stand-in API now; the stand-in canvas by `open_app` (the canvas module imports its component,
+    which only works inside a Streamlit run)."""
+    from digitlab.core.config import get_settings
+    from digitlab.ui import common
+
+    monkeypatch.setenv("DIGITLAB_API_URL", URL)
+    get_settings.cache_clear()
+    api, fake_canvas = FakeApi(), FakeCanvas()
+    monkeypatch.setattr(common, "client", lambda: api)
+    common._models_cached.clear()
+    return api, fake_canvas
+
+
+def open_app(monkeypatch, fake_canvas: FakeCanvas, page: str):
+    """The app in AppTest on `page` ("draw", "number", "compare", ...), its canvas the stand-in."""
+    import sys
+
+    from streamlit.testing.v1 import AppTest
+
+    from digitlab.ui import launch
+
+    at = AppTest.from_file(str(launch.APP), default_timeout=60)
+    at.run()  # (imports the canvas module, inside a Streamlit run)
+    monkeypatch.setattr(sys.modules["digitlab.ui.canvas"], "drawing_canvas", fake_canvas)
+    if page != "draw":
+        at.switch_page(f"views/{page}.py")
+    at.run()
+    return at
+
+
+def digest(picture: bytes) -> str:
+    return hashlib.sha1(picture).hexdigest()

@@ -1,0 +1,241 @@
+"""Answers given while the prediction service is away, and the Number page's answer form, run by
+Streamlit's AppTest against a stand-in API and canvas (`fake_api.py`): no browser, no server."""
+
+from __future__ import annotations
+
+import pytest
+from fake_api import install, open_app, png
+
+pytest.importorskip("streamlit.testing.v1")
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    from digitlab.core.config import get_settings
+
+    api, canvas = install(monkeypatch)
+
+    def open_page(page: str):
+        at = open_app(monkeypatch, canvas, page)
+        assert not at.exception, at.exception
+        return at
+
+    yield api, canvas, open_page
+    get_settings.cache_clear()
+
+
+def _texts(at) -> list[str]:
+    out = []
+    for kind in ("error", "warning", "info", "success", "markdown", "caption", "toast"):
+        out += [str(e.value) for e in getattr(at, kind)]
+    return out
+
+
+def _answer_texts(at) -> str:
+    """What the page says, without the outage banner (whose monitor does retry)."""
+    return "\n".join(t for t in _texts(at) if "The page reconnects by itself" not in t)
+
+
+def _pills(at):
+    (pills,) = [b for b in at.button_group if b.key and b.key.startswith("cmp_fb_")]
+    return pills
+
+
+def test_compare_answer_during_an_outage_is_sent_when_the_service_is_back(fake):
+    api, canvas, open_page = fake
+    canvas.set("compare", png())
+    at = open_page("compare")
+    assert "All 2 models agree" in "\n".join(_texts(at))
+
+    api.up = False
+    _pills(at).set_value(0).run()
+    said = _answer_texts(at)
+    assert "Not saved yet" in said and "retrying" not in said, said
+    assert not api.feedback_calls
+
+    api.up = True
+    at.run()  # the health monitor finds the service back and reruns the page
+    assert not at.exception, at.exception
+    assert sorted(api.feedback_calls) == [(101, 0), (102, 0)], api.feedback_calls
+    said = _answer_texts(at)
+    assert "Saved with every model's answer" in said and "Not saved yet" not in said, said
+    assert any("Your earlier answer is saved" in str(t.value) for t in at.toast), said
+    at.run()
+    assert len(api.feedback_calls) == 2  # sent once
+
+
+def test_compare_clicking_the_chosen_answer_again_retries_it(fake):
+    from digitlab.ui.client import ApiError
+
+    api, canvas, open_page = fake
+    canvas.set("compare", png())
+    at = open_page("compare")
+    api.fail_feedback = [ApiError("The database said no.", code="http_500", status=500)]
+    _pills(at).set_value(3).run()
+    said = _answer_texts(at)
+    assert "Your answer was not saved: The database said no." in said and "retrying" not in said, said
+    assert "Click your answer again to send it again" in said, said
+
+    _pills(at).set_value(None).run()  # the chosen pill clicked again
+    assert not at.exception, at.exception
+    assert sorted(api.feedback_calls) == [(101, 3), (102, 3)], api.feedback_calls
+    assert _pills(at).value == 3
+    assert "Saved with every model's answer: you drew a **3**" in _answer_texts(at)
+
+
+def _confirm(at):
+    (button,) = [b for b in at.button if b.label == "Confirm"]
+    button.click().run()
+    assert not at.exception, at.exception
+
+
+def _typed(at):
+    (box,) = [t for t in at.text_input if t.label.startswith("What did you write?")]
+    return box
+
+
+def test_number_confirm_during_an_outage_is_sent_when_the_service_is_back(fake):
+    api, canvas, open_page = fake
+    canvas.set("number", png(840, 280), drawing_id="n1")
+    at = open_page("number")
+    assert _typed(at).value == "81"
+    assert "Saved to the history as number #101" in _answer_texts(at)
+
+    api.up = False
+    at.run()  # the monitor finds the service away
+    _confirm(at)
+    said = _answer_texts(at)
+    assert "Not saved yet: you wrote **81**" in said and "retrying" not in said, said
+    at.run()
+    said = _answer_texts(at)
+    assert "Not saved yet" in said and "Saved to the history" not in said, said  # no success while unsaved
+
+    api.up = True
+    at.run()  # the monitor finds the service back and reruns the page: the answer is sent
+    assert not at.exception, at.exception
+    assert api.number_feedback_calls == [(101, "81")], api.number_feedback_calls
+    said = _answer_texts(at)
+    assert "Saved: you wrote **81**" in said and "Not saved yet" not in said, said
+    assert any("Your earlier answer is saved" in str(t.value) for t in at.toast), said
+    at.run()
+    assert api.number_feedback_calls == [(101, "81")]  # once
+
+
+def test_number_confirm_refused_stays_said_until_confirmed_again(fake):
+    from digitlab.ui.client import ApiError
+
+    api, canvas, open_page = fake
+    canvas.set("number", png(840, 280), drawing_id="n1")
+    at = open_page("number")
+    real = api.number_feedback
+
+    def refuse(reading, true_text):
+        api.number_feedback = real
+        raise ApiError("The number is locked.", code="http_409", status=409)
+
+    api.number_feedback = refuse
+    _confirm(at)
+    at.run()  # the next rerun (any click) still says it
+    said = _answer_texts(at)
+    assert "Your answer was not saved: The number is locked." in said and "Saved to the history" not in said, said
+    assert "retrying" not in said
+    _confirm(at)
+    assert api.number_feedback_calls == [(101, "81")]
+    assert "Saved: you wrote **81**" in _answer_texts(at)
+
+
+def test_number_confirm_says_so_in_a_toast(fake):
+    """The line under the form sits below the fold at 1280x800: the outcome shows where the click was."""
+    api, canvas, open_page = fake
+    canvas.set("number", png(840, 280), drawing_id="n1")
+    at = open_page("number")
+    _confirm(at)
+    assert api.number_feedback_calls == [(101, "81")]
+    toasts = [str(t.value) for t in at.toast]
+    assert any("Saved: you wrote **81**. The reading was right." in t for t in toasts), toasts
+
+
+def test_number_a_typed_correction_outlives_the_next_reading(fake):
+    api, canvas, open_page = fake
+    first, second = png(840, 280), png(840, 280, shade=3)
+    api.readings = {first: "558", second: "5580"}
+    canvas.set("number", first, drawing_id="n1")
+    at = open_page("number")
+    assert _typed(at).value == "558"
+    _typed(at).set_value("56 8").run()
+
+    canvas.set("number", second, strokes=2, drawing_id="n1")  # one more stroke: a new reading
+    at.run()
+    assert not at.exception, at.exception
+    assert _typed(at).value == "56 8"  # what the person typed, not the new reading
+    said = _answer_texts(at)
+    assert "5580" in said and "kept" in said.lower(), said
+    _confirm(at)
+    assert api.number_feedback_calls == [(102, "568")], api.number_feedback_calls
+
+
+def test_number_an_untouched_answer_follows_the_reading(fake):
+    api, canvas, open_page = fake
+    first, second = png(840, 280), png(840, 280, shade=3)
+    api.readings = {first: "55", second: "558"}
+    canvas.set("number", first, drawing_id="n1")
+    at = open_page("number")
+    assert _typed(at).value == "55"
+    canvas.set("number", second, strokes=2, drawing_id="n1")
+    at.run()
+    assert _typed(at).value == "558"
+    assert "kept" not in _answer_texts(at).lower()
+
+
+def test_number_photo_preview_is_turned_upright_by_its_exif(fake, monkeypatch):
+    """A phone photo stored sideways (EXIF orientation 6): the API reads it upright and boxes the digits
+    there; the preview is turned the same way, so the boxes sit on the digits."""
+    import io
+
+    import streamlit as st
+    from PIL import Image
+
+    api, _canvas, open_page = fake
+    stored = Image.new("RGB", (300, 120), "white")  # 300 wide as stored; 120 x 300 upright
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    out = io.BytesIO()
+    stored.save(out, format="JPEG", exif=exif)
+    photo = out.getvalue()
+    api.readings = {photo: "7"}
+    api.boxes = {photo: [[20, 200, 60, 80]]}  # upright coordinates: low on the page
+    shown = []
+    real_image = st.image
+
+    def spy(image, *args, **kwargs):
+        if str(kwargs.get("caption", "")).startswith("What was read"):
+            shown.append(image)
+        return real_image(image, *args, **kwargs)
+
+    monkeypatch.setattr(st, "image", spy)
+    at = open_page("number")
+    at.file_uploader(key="number_photo").upload("seven.jpg", photo, "image/jpeg").run()
+    assert not at.exception, at.exception
+    assert shown, _answer_texts(at)
+    with Image.open(io.BytesIO(shown[-1])) as im:
+        assert im.size == (120, 300), im.size
+        assert im.convert("RGB").getpixel((20, 240))[:3] == (0x2B, 0x8A, 0x3E)  # the box's left edge, green
+
+
+def test_draw_an_unsure_photo_gets_photo_advice_and_the_number_page(fake):
+    """A photo of a whole number on Draw: the advice was "draw one digit, large", with no word of Number."""
+    api, canvas, open_page = fake
+    api.unsure = True
+    at = open_page("draw")
+    at.file_uploader(key="draw_photo").upload("number_2025.png", png(400, 200), "image/png").run()
+    assert not at.exception, at.exception
+    said = _answer_texts(at)
+    assert 'data-testid="dl-unsure"' in said, said
+    assert "take the photo closer" in said and "<b>Number</b> page reads whole numbers" in said, said
+    assert "draw one digit" not in said
+
+    at.file_uploader(key="draw_photo").clear().run()  # a drawing keeps the drawing's advice
+    canvas.set("draw", png())
+    at.run()
+    said = _answer_texts(at)
+    assert "draw one digit, large" in said and "Number</b> page" not in said, said
