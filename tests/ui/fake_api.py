@@ -33,6 +33,8 @@ class FakeApi:
     boxes: dict[bytes, list[list[int]]] = field(default_factory=dict)  # the picture -> its digits' boxes
     next_id: int = 100
     unsure: bool = False  # every prediction flagged uncertain
+    stored_numbers: list[dict] = field(default_factory=list)  # History's Numbers, newest first
+    numbers_calls: list[dict] = field(default_factory=list)  # (page, page_size) asked for
 
     def _away(self) -> None:
         if not self.up:
@@ -81,6 +83,29 @@ class FakeApi:
         self._away()
         self.number_feedback_calls.append((reading.get("id"), true_text))
         return {"correct": true_text == reading.get("text"), "queued": False}
+
+
+    def stats(self) -> dict:
+        self._away()
+        return {"models": {}}
+
+    def predictions(self, *, page: int = 1, page_size: int = 50, **_: Any) -> dict:
+        self._away()
+        return {"items": [], "total": 0, "page": page, "page_size": page_size}
+
+    def numbers(self, *, page: int = 1, page_size: int = 25) -> dict:
+        self._away()
+        self.numbers_calls.append({"page": page, "page_size": page_size})
+        items = self.stored_numbers[(page - 1) * page_size : page * page_size]
+        return {"items": items, "total": len(self.stored_numbers), "page": page, "page_size": page_size}
+
+
+def stored_number(number_id: int, text: str, true_text: str | None = None, *, model: str = "cnn",
+                  timestamp: str = "2026-11-28T10:00:00") -> dict:
+    """A read number as `GET /api/v1/numbers` lists it."""
+    correct = None if true_text is None else true_text == text
+    return {"id": number_id, "text": text, "true_text": true_text, "correct": correct, "confidence": 0.9,
+            "digits": [{"digit": int(c)} for c in text], "model_name": model, "timestamp": timestamp}  # fmt: skip
 
 
 def _tiny_png_b64() -> str:

@@ -8,7 +8,17 @@ import re
 import httpx
 import pytest
 from playwright.sync_api import expect
-from ui_browser import CANVAS, canvas_box, mouse_stroke, no_traceback, open_page, wait_idle
+from ui_browser import (
+    CANVAS,
+    SCREENSHOTS,
+    Touch,
+    canvas_box,
+    mouse_stroke,
+    no_traceback,
+    open_page,
+    screenshot,
+    wait_idle,
+)
 from ui_strokes import DIGITS
 
 pytestmark = pytest.mark.browser
@@ -111,3 +121,53 @@ def test_a_reading_during_a_database_outage_is_queued_and_confirmed(desktop, ui_
     items = httpx.get(f"{api_server.url}/api/v1/numbers", timeout=5).json()["items"]
     mine = [n for n in items if n["true_text"] == "42" and n["text"] == text]
     assert len(mine) == 1 and mine[0]["source"] == "upload" and mine[0]["correct"] is (text == "42"), items[:3]
+
+
+#: The wide canvas' own scroll box (in the component's shadow root): where it is, how far it is scrolled.
+SCROLLER_JS = """() => { for (const h of document.querySelectorAll('[data-testid="stBidiComponentIsolated"]')) {
+    const s = h.shadowRoot && h.shadowRoot.querySelector('.dc-scroll');
+    if (s) { const r = s.getBoundingClientRect();
+      return {left: s.scrollLeft, scroll: s.scrollWidth, client: s.clientWidth, wide: s.hasAttribute('data-dl-wide'),
+              y: r.y, height: r.height}; } } return null; }"""
+
+
+def test_phone_the_wide_canvas_scrolls_under_a_finger_and_is_drawn_on_all_along(phone, ui_server, api_server):
+    """390x844: the 840 px canvas is wider than the screen. It was cut off at the edge and nothing scrolled
+    it (a finger on the canvas draws; a phone has no scrollbar to drag): its right 58 % was out of reach.
+    Now a strip under it scrolls it sideways, and the right end of the canvas is drawn on with a finger."""
+    page = phone
+    open_page(page, ui_server.url, "number", ready=CANVAS)
+    page.wait_for_function(f"() => ({SCROLLER_JS})() !== null", timeout=10_000)
+    page.wait_for_timeout(600)  # (the app marks a canvas wider than its column within 200 ms)
+    before = page.evaluate(SCROLLER_JS)
+    assert before["scroll"] >= 840 and before["client"] <= 390 and before["left"] == 0, before
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390  # the page itself does not scroll
+    expect(page.get_by_text("swipe here to move along the canvas")).to_have_count(0)  # (drawn by CSS: no text node)
+    touch = Touch(page)
+    y = before["y"] + before["height"] - 18  # in the strip, under the canvas
+    for _ in range(3):  # a finger swipes right to left along the strip
+        touch.cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": 350, "y": y}]})
+        for i in range(1, 16):
+            point = {"x": 350 - 20 * i, "y": y}
+            touch.cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [point]})
+        touch.cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        page.wait_for_timeout(300)
+    after = page.evaluate(SCROLLER_JS)
+    assert after["left"] >= after["scroll"] - after["client"] - 1, after  # at the right end
+    assert after["wide"] and after["height"] > 280 + 30, after  # (the strip: room under the canvas)
+    box = page.locator(CANVAS).first.bounding_box()
+    assert box["x"] + box["width"] <= 390, box  # the canvas' right edge is on the screen
+    cell = {"x": box["x"] + box["width"] - box["height"], "y": box["y"], "width": box["height"], "height": box["height"]}
+    for stroke in DIGITS[7]:  # a 7 in the rightmost 280 px of the canvas
+        touch.stroke(stroke, cell)
+    page.wait_for_function(
+        "sel => { const el = document.querySelector(sel); return el && el.getAttribute('data-text') === '7'; }",
+        arg=NUMBER,
+        timeout=20_000,
+    )
+    wait_idle(page)
+    newest = httpx.get(f"{api_server.url}/api/v1/numbers", timeout=5).json()["items"][0]
+    assert newest["text"] == "7" and newest["digits"][0]["box"][0] >= 560 - 40, newest["digits"]  # drawn at the right
+    page.evaluate("() => window.scrollTo(0, 0)")
+    screenshot(page, SCREENSHOTS / "number-scrolled-390x844.png")
+    no_traceback(page)

@@ -100,13 +100,15 @@ def _clear(prefix: str) -> None:
 
 
 def pen_settings() -> tuple[int, str, str]:
-    """Line width, pen and background colour: one set for the whole session (both canvases)."""
+    """Line width, pen and background colour: one set for the whole session (both canvases).
+
+    The two colours sit side by side in a row that never stacks (two columns stacked on a phone, and the
+    popover, opening under the Draw page's tools, ran past the bottom of a 390x844 screen: the Background
+    swatch cut in half, its caption out of sight); `common.CSS` trims the popover's padding on a phone."""
     with st.popover("Pen", icon=":material/brush:", help="Line width, pen and background colour"):
         width = st.slider("Line width", 6, 40, DEFAULT_WIDTH, key="pen_width", persist_state="session")
-        c1, c2 = st.columns(2)
-        with c1:
+        with st.container(horizontal=True, gap="large", key="pen_colours"):
             pen = st.color_picker("Pen colour", DEFAULT_PEN, key="pen_color", persist_state="session")
-        with c2:
             bg = st.color_picker("Background", DEFAULT_BACKGROUND, key="bg_color", persist_state="session")
         st.caption("Changing the background starts a new drawing.")
     return int(width), pen, bg

@@ -99,6 +99,17 @@ CSS = """
   .st-key-draw_layout [data-testid="stColumn"],
   .st-key-draw_layout [data-testid="stColumn"] > [data-testid="stVerticalBlock"] {display:contents;}
   .st-key-draw_layout [data-testid="stLayoutWrapper"]:has(> .st-key-draw_options) {order:2;}
+  /* Compare likewise: canvas, tools, the models' answers and "What did you draw?", then the chart, the
+     still-training note and "What every model saw" (which put the five cards below the fold); smaller
+     cards */
+  .st-key-compare_layout [data-testid="stHorizontalBlock"]:has(> [data-testid="stColumn"]) {
+    flex-direction:column; flex-wrap:nowrap; gap:1rem;}
+  .st-key-compare_layout [data-testid="stColumn"],
+  .st-key-compare_layout [data-testid="stColumn"] > [data-testid="stVerticalBlock"] {display:contents;}
+  .st-key-compare_layout [data-testid="stLayoutWrapper"]:has(> .st-key-compare_extras) {order:2;}
+  .st-key-cmp_result [data-testid="stLayoutWrapper"]:has(> .st-key-cmp_chart) {order:1;}
+  [class*="st-key-cmp_card_"] {padding:.55rem .75rem .95rem !important; gap:.1rem !important;}
+  [class*="st-key-cmp_card_"] .dl-card-digit {font-size:2.5rem;}
 }
 </style>
 """
@@ -194,11 +205,22 @@ def session_id() -> str:
 #: drawing off (its "Edit" button, a pencil), and a stroke starting there was lost. The app has its own
 #: Undo and Clear, so the toolbar is hidden: its style lives in the component's (open) shadow root, which
 #: the app's CSS cannot reach, so this script puts a rule into every canvas' root, now and when one appears.
+#:
+#: A canvas wider than its column (Number's 840 px on a phone) scrolls sideways inside the component's own
+#: `.dc-scroll`, but a finger on the canvas draws and a phone shows no scrollbar to drag: 58 % of it could
+#: not be reached. Such a canvas (`data-dl-wide`, set here when it overflows) gets a strip under it, "swipe
+#: here", where a finger scrolls it; a mouse has the scrollbar (styled, so it shows).
 NO_CANVAS_TOOLBAR = """<script>
 (() => {
   if (window.__dlNoCanvasToolbar) return;
   window.__dlNoCanvasToolbar = true;
-  const rule = ".dc-toolbar{display:none !important}";
+  const rule = `.dc-toolbar{display:none !important}
+.dc-scroll[data-dl-wide]{padding-bottom:2.7rem; touch-action:pan-x pan-y; scrollbar-width:thin;
+  scrollbar-color:#9CA3C7 #EEF0FF;}
+.dc-scroll[data-dl-wide]::after{content:"←  swipe here to move along the canvas  →"; position:sticky;
+  left:0; display:flex; align-items:center; justify-content:center; box-sizing:border-box; width:var(--dl-view);
+  height:2.3rem; margin:.4rem 0 -2.7rem; border-radius:.4rem; background:#EEF0FF; border:1px dashed #C9CDE6;
+  color:#41465F; font:500 .85rem/1.2 "Source Sans", sans-serif; pointer-events:none;}`;
   const fix = (root) => {
     if (!root.querySelector("style[data-dl-no-toolbar]")) {
       const style = document.createElement("style");
@@ -206,6 +228,12 @@ NO_CANVAS_TOOLBAR = """<script>
       style.textContent = rule;
       root.appendChild(style);
     }
+    const scroller = root.querySelector(".dc-scroll");
+    if (!scroller) return;
+    const wide = scroller.scrollWidth > scroller.clientWidth + 1;
+    if (wide !== scroller.hasAttribute("data-dl-wide")) scroller.toggleAttribute("data-dl-wide", wide);
+    const view = scroller.clientWidth + "px";
+    if (scroller.style.getPropertyValue("--dl-view") !== view) scroller.style.setProperty("--dl-view", view);
   };
   const scan = () => {
     for (const host of document.querySelectorAll('[data-testid="stBidiComponentIsolated"]')) {

@@ -80,13 +80,15 @@ def cards(result: Comparison, models: list[dict], digest: str) -> None:
 def compare_area() -> None:
     send_unsent()
     models, _ = common.model_catalog()
-    left, right = st.columns([1, 1.6], gap="large")
+    with st.container(key="compare_layout"):  # a phone: canvas, tools, the answers, then the rest (common.CSS)
+        left, right = st.columns([1, 1.6], gap="large")
     with left:
         drawing = drawing_canvas("compare", hint="Draw one digit, 0–9")
-        note = common.not_ready_note(models)
-        if note:
-            st.caption(f":material/hourglass_top: {note}")
-        seen = st.empty()
+        with st.container(key="compare_extras"):  # (on a phone after the answers: they pushed them below the fold)
+            note = common.not_ready_note(models)
+            if note:
+                st.caption(f":material/hourglass_top: {note}")
+            seen = st.empty()
     with right:
         slot = st.empty()  # the whole result goes into this one element, written once it is all built
         if drawing.empty:
@@ -112,11 +114,12 @@ def compare_area() -> None:
             for d, q in enumerate(p.probabilities)
         ]
         chart = charts.compare(rows) if rows else None
-        with slot.container():
+        with slot.container(key="cmp_result"):
             verdict(result, models)
             cards(result, models, drawing.digest)
             if chart is not None:
-                st.altair_chart(chart, width="stretch")
+                with st.container(key="cmp_chart"):  # (on a phone after "What did you draw?")
+                    st.altair_chart(chart, width="stretch")
             answer_for_all(result, drawing.digest)
     if result.processed_png:
         seen.image(common.zoom_png(result.processed_png, 84), width=84, caption="What every model saw")

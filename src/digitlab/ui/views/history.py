@@ -54,7 +54,8 @@ def filters(models: list[dict[str, Any]], stats_models: list[str]) -> dict[str, 
         model = st.selectbox("Model", ["All models", *names], key="hist_model", width=230,
                              format_func=lambda n: n if n == "All models" else common.display_name(models, n))  # fmt: skip
         outcome = st.pills("Answer", list(OUTCOMES), default="All", key="hist_outcome",
-                           help="Right / wrong needs the true digit: give it on the Draw page.")  # fmt: skip
+                           help="Right / wrong needs what was really drawn or written: give it on the Draw or "
+                           "Number page. Applies to the prediction log and the Numbers.")  # fmt: skip
         period = st.pills("Period", list(PERIODS), default="All time", key="hist_period")
     since = until = None
     zone = ZoneInfo(_timezone()[0])
@@ -196,32 +197,84 @@ def stats_section(stats: dict[str, Any], models: list[dict[str, Any]], model_fil
         st.caption("Each row is what you drew; the diagonal is right, everything else is a mistake.")
 
 
-def numbers_section(models: list[dict]) -> None:
-    """Numbers read on the Number page (or by `/read`): newest first, with what was written."""
+NUMBERS_SCAN = 500  #: the newest numbers the filters look through (the API's largest page; it has no filters)
+
+
+def number_correct(n: dict[str, Any]) -> bool | None:
+    """Right (the reading was what they wrote), wrong, or None when nobody said what was written."""
+    truth = n.get("true_text")
+    if truth in (None, ""):
+        return None
+    return bool(n["correct"]) if n.get("correct") is not None else truth == n.get("text")
+
+
+def _number_time(n: dict[str, Any]) -> datetime | None:
     try:
-        page = common.client().numbers(page=1, page_size=PAGE_SIZE)
+        when = datetime.fromisoformat(str(n.get("timestamp")))
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=ZoneInfo("UTC"))
+
+
+def filter_numbers(items: list[dict[str, Any]], f: dict[str, Any]) -> list[dict[str, Any]]:
+    """The numbers the page's filters keep: the model, right / wrong (an unlabelled number is neither) and
+    the period, as for the prediction log ("Answer: Wrong" listed every number, right and unlabelled too)."""
+    kept = []
+    for n in items:
+        if f.get("model") and n.get("model_name") != f["model"]:
+            continue
+        if f.get("correct") is not None and number_correct(n) is not f["correct"]:
+            continue
+        when = _number_time(n)
+        if (f.get("since") or f.get("until")) and when is None:
+            continue
+        if f.get("since") is not None and when < f["since"]:
+            continue
+        if f.get("until") is not None and when >= f["until"]:
+            continue
+        kept.append(n)
+    return kept
+
+
+def numbers_section(models: list[dict], f: dict[str, Any] | None = None) -> None:
+    """Numbers read on the Number page (or by `/read`): newest first, with what was written; the page's
+    filters (model, answer, period) apply here too."""
+    f = f or {}
+    filtered = any(f.get(k) is not None for k in ("model", "correct", "since", "until"))
+    try:
+        page = common.client().numbers(page=1, page_size=NUMBERS_SCAN if filtered else PAGE_SIZE)
     except ApiError as exc:
         st.caption(f"Numbers are not available right now: {exc}")
         return
     st.subheader("Numbers")
+    total = int(page.get("total") or 0)
     if not page["items"]:
         st.info("No numbers yet. Write one on the Number page!", icon=":material/pin:")
         return
-    rows = [
-        {
-            "#": n.get("id"),
-            "Read": n.get("text"),
-            "You wrote": n.get("true_text") or "",
-            "Right?": {True: "✓", False: "✗"}.get(n.get("correct"), ""),
-            "Digits": len(n.get("digits") or []),
-            "Sure": f"{(n.get('confidence') or 0) * 100:.0f}%",
-            "Model": common.display_name(models, n.get("model_name") or "?"),
-            f"When ({_timezone()[1]})": common.when_text(n.get("timestamp")),
-        }
-        for n in page["items"]
-    ]
-    st.table(pd.DataFrame(rows).set_index("#"))  # a plain table: a handful of short rows
-    st.caption(f"{min(len(rows), page['total']):,} of {page['total']:,} numbers · newest first")
+    items = filter_numbers(page["items"], f) if filtered else page["items"]
+    if not items:
+        st.info("No numbers match these filters.", icon=":material/filter_alt:")
+    else:
+        rows = [
+            {
+                "#": n.get("id"),
+                "Read": n.get("text"),
+                "You wrote": n.get("true_text") or "",
+                "Right?": {True: "✓", False: "✗"}.get(number_correct(n), ""),
+                "Digits": len(n.get("digits") or []),
+                "Sure": f"{(n.get('confidence') or 0) * 100:.0f}%",
+                "Model": common.display_name(models, n.get("model_name") or "?"),
+                f"When ({_timezone()[1]})": common.when_text(n.get("timestamp")),
+            }
+            for n in items[:PAGE_SIZE]
+        ]
+        st.table(pd.DataFrame(rows).set_index("#"))  # a plain table: a handful of short rows
+    if not filtered:
+        st.caption(f"{min(len(page['items']), PAGE_SIZE):,} of {total:,} numbers · newest first")
+        return
+    scanned = f" among the newest {len(page['items']):,}" if total > len(page["items"]) else ""
+    shown = f"{min(len(items), PAGE_SIZE):,} of {len(items):,}" if items else "0"
+    st.caption(f"{shown} numbers match the filters above{scanned} (of {total:,}) · newest first")
 
 
 def export_button() -> None:
@@ -270,7 +323,7 @@ def main() -> None:
         if pages > 1:
             st.pagination(pages, key=pager_key)
     export_button()
-    numbers_section(models)
+    numbers_section(models, f)
     st.subheader("Accuracy")
     stats_section(stats, models, f["model"])
 

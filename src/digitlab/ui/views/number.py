@@ -190,7 +190,8 @@ def feedback(answer: dict, key: str) -> None:
 @st.fragment
 def number_area() -> None:
     send_unsent()
-    drawing = drawing_canvas("number", hint="Write a number, e.g. a year or a PIN (on a phone, turn it sideways)",
+    drawing = drawing_canvas("number", hint="Write a number, e.g. a year or a PIN (on a phone, turn it sideways, "
+                             "or swipe the strip under the canvas to reach all of it)",
                              width=CANVAS_WIDTH, height=CANVAS_HEIGHT)  # fmt: skip
     result = st.container()  # the reading right under the canvas; the upload folded away below it
     uploads.forget_photo_drawn_over("number_photo", drawing)

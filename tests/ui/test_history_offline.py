@@ -1,0 +1,80 @@
+"""History's filters, run by Streamlit's AppTest against a stand-in API (`fake_api.py`): no browser, no
+server. The filter row at the top (model, answer, period) reads as page-wide: it applies to the Numbers
+table too ("Answer: Wrong" left every number listed, right and unlabelled ones included)."""
+
+from __future__ import annotations
+
+import pytest
+from fake_api import install, open_app, stored_number
+
+pytest.importorskip("streamlit.testing.v1")
+
+
+@pytest.fixture
+def history(monkeypatch):
+    from digitlab.core.config import get_settings
+
+    api, canvas = install(monkeypatch)
+    api.stored_numbers = [
+        stored_number(5, "0000000000000000", "0"),  # wrong
+        stored_number(4, "81"),  # nobody said: neither right nor wrong
+        stored_number(3, "307", "307", model="svm"),  # right
+        stored_number(2, "20225", "2025", model="svm"),  # wrong
+        stored_number(1, "1974", "1974", timestamp="2020-01-01T10:00:00"),  # right, long ago
+    ]
+
+    def open_history():
+        at = open_app(monkeypatch, canvas, "history")
+        assert not at.exception, at.exception
+        return at
+
+    yield api, open_history
+    get_settings.cache_clear()
+
+
+def _numbers_shown(at) -> list[str]:
+    (table,) = at.table
+    return [str(v) for v in table.value["Read"]]
+
+
+def _captions(at) -> str:
+    return "\n".join(str(c.value) for c in at.caption)
+
+
+def test_the_answer_filter_applies_to_the_numbers(history):
+    _, open_history = history
+    at = open_history()
+    assert _numbers_shown(at) == ["0000000000000000", "81", "307", "20225", "1974"]  # no filter: all, newest first
+
+    at.button_group(key="hist_outcome").set_value("Wrong").run()
+    assert not at.exception, at.exception
+    assert _numbers_shown(at) == ["0000000000000000", "20225"]  # not the right ones, not the unlabelled 81
+    assert set(at.table[0].value["Right?"]) == {"✗"}
+    assert "2 of 2 numbers match the filters above" in _captions(at), _captions(at)
+
+    at.button_group(key="hist_outcome").set_value("Right").run()
+    assert _numbers_shown(at) == ["307", "1974"]
+
+
+def test_the_model_and_period_filters_apply_to_the_numbers(history):
+    _, open_history = history
+    at = open_history()
+    at.selectbox(key="hist_model").set_value("svm").run()
+    assert _numbers_shown(at) == ["307", "20225"]
+
+    at.selectbox(key="hist_model").set_value("All models").run()
+    at.button_group(key="hist_period").set_value("Custom").run()
+    from datetime import date
+
+    at.date_input(key="hist_dates").set_value((date(2019, 12, 31), date(2020, 1, 2))).run()
+    assert not at.exception, at.exception
+    assert _numbers_shown(at) == ["1974"]
+
+
+def test_nothing_matching_says_so(history):
+    api, open_history = history
+    api.stored_numbers = [stored_number(4, "81")]
+    at = open_history()
+    at.button_group(key="hist_outcome").set_value("Wrong").run()
+    assert not at.table
+    assert any("No numbers match these filters" in str(i.value) for i in at.info)

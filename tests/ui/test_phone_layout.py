@@ -1,0 +1,69 @@
+"""Phone layout (390x844, touch): what a person needs is on the screen without scrolling. The Pen popover
+fits under the tools (it ran past the bottom of the screen: the Background swatch half shown, its caption
+out of sight), and Compare shows the models' answers right under the canvas' tools, before the chart and
+"What every model saw" (which pushed every card below the fold)."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+from ui_browser import CANVAS, SCREENSHOTS, Touch, draw_digit, no_traceback, open_page, screenshot, wait_idle
+
+pytestmark = pytest.mark.browser
+
+HEIGHT = 844
+CAPTION = "Changing the background starts a new drawing."
+
+
+def _top(page, selector: str) -> float:
+    box = page.locator(selector).first.bounding_box()
+    assert box is not None, f"{selector} is not on the page"
+    return box["y"]
+
+
+@pytest.mark.parametrize("path,prefix", [("", "draw"), ("compare", "compare"), ("number", "number")])
+def test_phone_the_pen_popover_fits_the_screen(phone, ui_server, path, prefix):
+    page = phone
+    open_page(page, ui_server.url, path, ready=CANVAS)
+    page.evaluate("() => window.scrollTo(0, 0)")
+    page.locator(f".st-key-{prefix}_tools [data-testid=stPopoverButton]:visible").tap()
+    body = page.locator('[data-testid="stPopoverBody"]')
+    expect(body).to_be_visible()
+    caption = body.get_by_text(CAPTION)
+    expect(caption).to_be_visible()
+    wait_idle(page, settle=0.5)
+    inner = body.bounding_box()
+    assert inner["y"] >= 0 and inner["y"] + inner["height"] <= HEIGHT, inner  # the popover on the screen
+    for element in (caption, body.locator('[data-testid="stColorPicker"]').last):  # the Background swatch too
+        box = element.bounding_box()
+        assert box["y"] >= inner["y"] and box["y"] + box["height"] <= min(HEIGHT, inner["y"] + inner["height"]), (
+            box, inner)  # fmt: skip
+    if prefix == "draw":
+        screenshot(page, SCREENSHOTS / "draw-pen-390x844.png")
+    no_traceback(page)
+
+
+def test_phone_compare_shows_the_answers_before_the_rest(phone, ui_server):
+    page = phone
+    open_page(page, ui_server.url, "compare", ready=CANVAS)
+    draw_digit(page, 4, touch=Touch(page))
+    page.wait_for_selector('[data-testid="dl-compare-card"]')
+    main = page.locator('[data-testid="stMainBlockContainer"]')
+    chart = main.locator('[data-testid="stVegaLiteChart"]')
+    seen = main.get_by_text("What every model saw")
+    expect(chart).to_be_visible()
+    expect(seen).to_be_visible()
+    wait_idle(page, settle=1.0)
+    page.evaluate("() => window.scrollTo(0, 0)")
+    tools = _top(page, ".st-key-compare_tools")
+    verdict = main.locator('[data-testid="stAlert"]').first.bounding_box()
+    first_card = page.locator('[data-testid="dl-compare-card"]').first.bounding_box()
+    assert tools < verdict["y"] < first_card["y"], (tools, verdict, first_card)
+    assert first_card["y"] + first_card["height"] <= HEIGHT, first_card  # the answers start on the screen
+    cards = page.locator('[data-testid="dl-compare-card"]')
+    last_card = max(cards.nth(i).bounding_box()["y"] for i in range(cards.count()))
+    pills = main.locator('[data-testid="stButtonGroup"]').first.bounding_box()["y"]
+    order = {"last card": last_card, "What did you draw?": pills, "chart": chart.bounding_box()["y"],
+             "What every model saw": seen.bounding_box()["y"]}  # fmt: skip
+    assert list(order.values()) == sorted(order.values()), order  # the answers first, then the rest
+    no_traceback(page)
