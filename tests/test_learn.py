@@ -154,6 +154,10 @@ def test_learn_fine_tunes_the_served_cnn_into_a_version_the_api_can_load(setting
               and m["mnist_test_accuracy"] >= m["parent_mnist_test_accuracy"] - 0.001)  # fmt: skip
     assert outcome.model == "cnn" and outcome.version == "2" and (outcome.status == "promoted") == passes
     manifest, payload = versions_of(settings).load("cnn", "2")
+    from digitlab.models.artifacts import sha256_bytes
+
+    # its own hash (it named its parent's: every API worker loaded it again every poll, for good)
+    assert manifest["sha256"] == sha256_bytes(payload) and manifest["size_bytes"] == len(payload)
     tried = manifest["finetuning"]["user_holdout_accuracy_by_share"]  # the best mix went to the gate
     assert set(tried) == {"0.5", "1.0"} and tried[str(manifest["finetuning"]["finetuned_share"])] == max(tried.values())
     assert m["user_holdout_accuracy"] == pytest.approx(max(tried.values()), abs=1e-5)

@@ -444,3 +444,30 @@ def test_an_oversized_body_that_stops_arriving_is_answered_413():
     the connection was held with no answer for as long as the client liked."""
     sent = _stalled([(b"content-length", b"2500")], drain_bytes=3000)
     assert sent[0]["status"] == 413
+
+
+def test_a_learned_version_is_loaded_once_even_if_its_manifest_names_another_file(tmp_path, served_model_dir):
+    """A fine-tuned CNN's manifest named its parent's SHA-256: every poll saw "a new version" and every API
+    worker loaded it again, every 5 s, for as long as it was served (199 log lines in 15 minutes)."""
+    import json
+
+    from sqlalchemy import text
+
+    from digitlab.api.upkeep import refresh_learned
+    from digitlab.models.artifacts import read_verified
+
+    app = create_app(settings_for(tmp_path, served_model_dir))
+    with TestClient(app):
+        ctx = app.state.ctx
+        manifest, payload = read_verified(served_model_dir, "svm")
+        ctx.store.versions.add("svm", "2", payload, {**manifest, "version": "2"}, status="promoted", parent="1.0.0")
+        with ctx.store.engine.begin() as conn:  # as stored before session 11: the parent's hash in its manifest
+            conn.execute(text("UPDATE model_versions SET manifest = :m"), {"m": json.dumps({**manifest, "version": "2", "sha256": "0" * 64})})
+        ctx.registry.get("svm").manifest["sha256"] = "f" * 64  # the files serve another build than version 2
+        installs = []
+        real_install = ctx.registry.install
+        ctx.registry.install = lambda model, **kw: (installs.append(model.version), real_install(model, **kw))
+        for _ in range(3):
+            refresh_learned(ctx)
+        assert installs == ["2"]
+        assert ctx.registry.get("svm").version == "2"

@@ -63,8 +63,10 @@ def refresh_learned(ctx: AppContext) -> None:
         if name not in MODEL_SPECS or (current is not None and current.manifest.get("sha256") == sha256):
             continue
         try:
-            manifest, payload = ctx.store.load_version(name, version)
-            model = model_from_payload(name, manifest, payload)
+            manifest, payload = ctx.store.load_version(name, version)  # (its bytes checked against `sha256`)
+            # the hash the next poll compares: a CNN stored before session 11 named its parent's, and was
+            # loaded again every poll, for as long as it was served (every worker, every replica)
+            model = model_from_payload(name, {**manifest, "sha256": sha256}, payload)
             model.predict_proba(np.zeros((1, 784), np.float32))  # warm, before it takes requests
         except Exception as exc:  # noqa: BLE001 - a broken version must not take the served one down
             log.error("learned %s version %s not loaded: %s", name, version, exc)

@@ -83,10 +83,11 @@ class VersionStore:
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}")
         now = utc_now()
+        sha = sha256_bytes(payload)  # the manifest names its own file (a fine-tuned CNN's named its parent's)
         row = {
             "name": name, "version": version, "parent_version": parent, "status": "candidate", "reason": reason,
-            "created_at": now, "promoted_at": None, "sha256": sha256_bytes(payload),
-            "manifest": json.dumps(manifest), "artifact": payload,
+            "created_at": now, "promoted_at": None, "sha256": sha,
+            "manifest": json.dumps({**manifest, "sha256": sha, "size_bytes": len(payload)}), "artifact": payload,
         }  # fmt: skip
         with self.engine.begin() as conn:
             conn.execute(insert(VERSIONS).values(row))
