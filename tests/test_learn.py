@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from digitlab.core.config import Settings
+from digitlab.errors import DigitlabError
 from digitlab.store import PredictionRecord, from_settings
 from digitlab.store.db import BusyError, make_engine, upgrade
 from digitlab.store.versions import VersionStore
@@ -183,6 +184,8 @@ def test_bad_data_is_a_clear_message_and_no_promotion(settings, env, user_digits
     assert "labelled with different digits" in run().stderr
     assert versions_of(settings).list() == [] and versions_of(settings).promoted() == {}
     assert "Traceback" not in empty.stderr + alone.stderr
+    # refused runs leave the `--min-new` count alone: those drawings still count as new for the next run
+    assert versions_of(settings).last_learned_row() == 0
 
 
 def test_poisoning_session_is_capped_and_cannot_promote_a_worse_model(settings, user_digits):
@@ -200,6 +203,25 @@ def test_poisoning_session_is_capped_and_cannot_promote_a_worse_model(settings, 
             assert o.metrics["mnist_test_accuracy"] >= o.metrics["parent_mnist_test_accuracy"] - 0.001
 
 
+def test_a_promotion_or_rollback_during_a_run_is_not_overridden(settings, user_digits):
+    """An operator's rollback while a run built its candidate was undone by the run (it promoted over it,
+    judged against the version that was rolled back). Now such a candidate is kept, not promoted."""
+    from digitlab.models.artifacts import read_verified
+
+    images, labels = user_digits
+    label(settings, images[:300], labels[:300], [f"writer{i % 6}" for i in range(300)])
+    versions = versions_of(settings)
+
+    def operator(message: str) -> None:
+        if message.startswith("refitting"):  # meanwhile an operator serves another build of svm_pca
+            manifest, payload = read_verified(settings.model_dir, "svm_pca")
+            versions.add("svm_pca", "9", payload, {**manifest, "version": "9"}, status="promoted", parent=None)
+
+    (outcome,) = learn(settings, models=["svm_pca"], limit=LIMIT, say=operator)
+    assert outcome.status == "rejected" and "served version changed" in outcome.reason
+    assert versions.promoted()["svm_pca"][0] == "9"
+
+
 def test_a_second_run_is_refused_while_one_runs(settings):
     versions_of(settings)  # migrated
     code = (
@@ -213,12 +235,15 @@ def test_a_second_run_is_refused_while_one_runs(settings):
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(BusyError, match="another digitlab learn"):
             learn(settings, limit=LIMIT, say=lambda m: None)
+        with pytest.raises(DigitlabError, match="unknown model"):  # a typo is a typo, not "busy"
+            learn(settings, models=["svm", "nosuch"], limit=LIMIT, say=lambda m: None)
     finally:
         holder.kill()
         holder.wait()
 
 
-def test_a_run_killed_half_way_leaves_served_models_and_the_store_untouched(settings, env, user_digits):
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_a_run_killed_half_way_leaves_served_models_and_the_store_untouched(settings, env, user_digits, how):
     images, labels = user_digits
     label(settings, images[:300], labels[:300], [f"writer{i % 6}" for i in range(300)])
     proc = subprocess.Popen([sys.executable, "-m", "digitlab", "learn"], env={**os.environ, **env},
@@ -233,10 +258,13 @@ def test_a_run_killed_half_way_leaves_served_models_and_the_store_untouched(sett
             time.sleep(0.2)
         else:
             pytest.fail("the run never started refitting")
-        proc.send_signal(signal.SIGKILL)  # in the middle of building the candidates
+        proc.send_signal(how)  # in the middle of building the candidates
         proc.wait(30)
     finally:
         proc.kill()
+    if how == signal.SIGTERM:  # what compose, Kubernetes and `docker stop` send: the job says so at once
+        (job,) = [versions.job(j) for j in _job_ids(versions)]  # (it stayed "running" at 0 % until a next run)
+        assert job["status"] == "failed" and "stopped by signal" in job["message"]
     assert versions.list() == [] and versions.promoted() == {}  # no half-written version, nothing served
     assert sorted(p.name for p in (settings.model_dir).iterdir()) == sorted(os.listdir(env["DIGITLAB_MODEL_DIR"]))
     learn(settings, models=["svm_pca"], limit=LIMIT, say=lambda m: None)  # the next run takes over

@@ -106,9 +106,9 @@ def test_a_run_killed_half_way_does_not_block_learn_now(two_servers, admin):
     dead = versions.create_job_if_idle()
     versions.start_job(dead, "reading the labelled drawings")  # ...and then the process was killed
     with servers[0].client() as c:
+        assert c.get(f"/api/v1/learn/{dead}").json()["status"] == "failed"  # said "running" at 0 % for ever
         r = c.post("/api/v1/learn", headers=admin)
         assert r.status_code == 202, r.text
-        assert c.get(f"/api/v1/learn/{dead}").json()["status"] == "failed"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and c.get(r.json()["status_url"]).json()["status"] not in ("done", "failed"):
             time.sleep(0.5)

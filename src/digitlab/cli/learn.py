@@ -17,8 +17,14 @@ def _settings() -> Settings:
 
 def learn_command(args: argparse.Namespace) -> int:
     """Learn every model (or the named ones); 0 whether or not anything was promoted."""
+    import signal
+
     from digitlab.training.learn import learn
 
+    def stopped(signum, frame):  # compose, Kubernetes and `docker stop` send SIGTERM: the job says so (it
+        raise SystemExit(f"stopped by signal {signum} before it finished")  # stayed "running" at 0 %)
+
+    signal.signal(signal.SIGTERM, stopped)
     outcomes = learn(_settings(), models=args.models or None, min_new=args.min_new, job_id=args.job_id)
     for outcome in outcomes:
         print(outcome.line())

@@ -114,6 +114,9 @@ def learn(
     say: Callable[[str], None] = log,
 ) -> list[Outcome]:
     """One learning run; returns what became of each model. Raises BusyError while another run goes on."""
+    unknown = [n for n in models or () if n not in MODEL_SPECS]
+    if unknown:  # before the lock: a typo while a run goes on said "another digitlab learn is running"
+        raise DigitlabError(f"unknown model(s) {', '.join(unknown)}: choose from {', '.join(MODEL_SPECS)}.")
     engine = make_engine(settings.sqlalchemy_url)
     try:
         upgrade(engine)
@@ -138,6 +141,7 @@ class _Run:
         self.settings, self.versions, self.repo, self.job_id, self.say = settings, versions, repo, job_id, say
         self.limit = limit  # first N MNIST training images only (tests, quick trials)
         self.step, self.steps = 0, 1
+        self.promoted_at_start: dict = {}  # {name: (version, sha256)} when the run began (`_judge`)
 
     def tracked(self, names: list[str], min_new: int) -> list[Outcome]:
         """`all`, with the job's status kept up to date (failed, with the reason, if anything raises)."""
@@ -171,11 +175,12 @@ class _Run:
         base = {"data": data.counts, "new_labelled": new, "last_row_id": max((r[0] for r in rows), default=last_id)}
         refusal = self._refusal(data)
         if refusal:
-            self.say(refusal)
-            return [], {**base, "message": refusal, "models": []}
+            self.say(refusal)  # (the drawings it refused count as new for `--min-new` next time)
+            return [], {**base, "last_row_id": last_id, "message": refusal, "models": []}
         self.say(f"learning from {len(data.train_y)} users' drawing(s), judged on {len(data.holdout_y)} held-out "
                  f"drawing(s) of {data.counts['holdout_sessions']} other session(s)")  # fmt: skip
         parents = served_models(self.settings, self.versions)
+        self.promoted_at_start = self.versions.promoted()
         outcomes = [Outcome(n, "skipped", reason="not trained: run `digitlab train` first")
                     for n in names if n not in parents]  # fmt: skip
         todo = [n for n in names if n in parents]
@@ -279,6 +284,9 @@ class _Run:
             "parent_user_holdout_accuracy": _accuracy(parent, data.holdout_x, data.holdout_y),
         }
         reason = _gate(metrics)
+        if not reason and self.versions.promoted().get(name) != self.promoted_at_start.get(name):
+            reason = ("the served version changed while this one was built (a promotion or a rollback): not "
+                      f"promoted over that decision (`digitlab models promote {name} VERSION` serves it)")  # fmt: skip
         version = self.versions.next_version(name)
         full = {
             **manifest, "name": name, "version": version, "parent_version": str(parent.version),

@@ -67,6 +67,8 @@ def learning_job(ctx: Ctx, job_id: JobId):
     done, what was promoted or rejected and why."""
     store = store_or_503(ctx)
     job = store.with_database(store.versions.job, job_id)
+    if job is not None and job.get("status") == "running" and store.with_database(_clear_dead_runs, store):
+        job = store.with_database(store.versions.job, job_id)  # its process was killed: "failed", not "running"
     if job is None:
         raise ApiError(f"There is no learning job {job_id}.", "not_found")
     return LearnJob.model_validate(job)
