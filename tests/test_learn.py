@@ -304,3 +304,45 @@ def test_learn_judges_on_real_handwriting_when_the_sets_are_there(settings, user
     m = outcome.metrics
     assert 0.5 < m["parent_real_accuracy"] <= 1 and 0.5 < m["real_accuracy"] <= 1 and m["real_worst_digit_loss"] >= 0
     assert "real handwriting" in outcome.line()
+
+
+def test_promote_by_hand_checks_the_bytes_and_clears_an_old_reason(settings):
+    """`models promote` said "promoted" for a version whose bytes were damaged (no API could load it: they
+    kept the old one, a new one served the files); a re-promoted version still said "rolled back"."""
+    from sqlalchemy import text
+
+    from digitlab.models.artifacts import read_verified
+
+    versions = versions_of(settings)
+    manifest, payload = read_verified(settings.model_dir, "svm_pca")
+    for v in ("2", "3"):
+        versions.add("svm_pca", v, payload, {**manifest, "version": v}, status="promoted", parent=None)
+    versions.rollback("svm_pca")  # 3 rolled back, 2 served again
+    assert versions.get("svm_pca", "3").reason == "rolled back"
+    versions.promote("svm_pca", "3")
+    assert versions.get("svm_pca", "3").reason == "promoted by hand"
+    with versions.engine.begin() as conn:
+        conn.execute(text("UPDATE model_versions SET artifact = :a WHERE version = '2'"), {"a": payload[:1000]})
+    with pytest.raises(DigitlabError, match="do not match"):
+        versions.promote("svm_pca", "2")
+    assert versions.promoted()["svm_pca"][0] == "3"
+
+
+def test_models_list_is_readable_when_piped(settings, env, monkeypatch, capsys):
+    from digitlab.cli import main
+    from digitlab.core.config import get_settings
+    from digitlab.models.artifacts import read_verified
+
+    versions = versions_of(settings)
+    manifest, payload = read_verified(settings.model_dir, "random_forest")
+    versions.add("random_forest", "2", payload, {**manifest, "version": "2"}, status="rejected", parent="1.0.0",
+                 reason="worse than the served version on the held-out users' drawings")  # fmt: skip
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    try:
+        assert main(["models", "list"]) == 0
+    finally:
+        get_settings.cache_clear()
+    out = capsys.readouterr().out  # (not a terminal: it was squeezed into 80 columns)
+    assert "random_forest" in out and "worse than the served version on the held-out users' drawings" in out

@@ -74,5 +74,8 @@ def models_command(args: argparse.Namespace) -> int:
             f"{m.get('parent_user_holdout_accuracy', 0):.1%} -> {m.get('user_holdout_accuracy', 0):.1%}",
             f"{m.get('mnist_test_accuracy', 0):.2%}", v.reason or "",
         )  # fmt: skip
-    Console().print(table)
+    import sys
+
+    # piped, logged or in cron the console is 80 columns: nine squeezed columns, a reason one word per line
+    Console(width=None if sys.stdout.isatty() else 240).print(table)
     return 0

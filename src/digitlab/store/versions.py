@@ -101,11 +101,12 @@ class VersionStore:
     def _where(name: str, version: str, stmt):
         return stmt.where(VERSIONS.c.name == name, VERSIONS.c.version == version)
 
-    def _promote(self, conn, name: str, version: str, now: datetime) -> None:
+    def _promote(self, conn, name: str, version: str, now: datetime, reason: str | None = None) -> None:
         conn.execute(
             update(VERSIONS).where(VERSIONS.c.name == name, VERSIONS.c.status == "promoted").values(status="retired")
         )
-        conn.execute(self._where(name, version, update(VERSIONS)).values(status="promoted", promoted_at=now))
+        conn.execute(self._where(name, version, update(VERSIONS)).values(status="promoted", promoted_at=now,
+                                                                         reason=reason))  # (not "rolled back")
 
     def promote(self, name: str, version: str) -> VersionInfo:
         """Serve `version` of `name` from now on (the served one is retired)."""
@@ -113,7 +114,12 @@ class VersionStore:
             if conn.scalar(self._where(name, version, select(VERSIONS.c.id))) is None:
                 raise DigitlabError(f"model {name!r} has no version {version!r}: see `digitlab models list`.",
                                     code="version_not_found")  # fmt: skip
-            self._promote(conn, name, version, utc_now())
+        try:  # a version no API could load was "promoted" (the APIs kept the old one, a new one the files)
+            self.load(name, version)
+        except ArtifactError as exc:
+            raise DigitlabError(f"{exc} Not promoted.", code="version_damaged") from exc
+        with self.engine.begin() as conn:
+            self._promote(conn, name, version, utc_now(), reason="promoted by hand")
         return self.get(name, version)
 
     def rollback(self, name: str) -> VersionInfo | None:
