@@ -253,7 +253,8 @@ def test_a_run_killed_half_way_leaves_served_models_and_the_store_untouched(sett
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             jobs = [versions.job(j) for j in _job_ids(versions)]
-            if any(j and j["status"] == "running" and "refitting" in (j["message"] or "") for j in jobs):
+            building = ("refitting", "coverage", "features", "training")  # (the training's own lines follow)
+            if any(j and j["status"] == "running" and any(w in (j["message"] or "") for w in building) for j in jobs):
                 break
             time.sleep(0.2)
         else:
@@ -346,3 +347,22 @@ def test_models_list_is_readable_when_piped(settings, env, monkeypatch, capsys):
         get_settings.cache_clear()
     out = capsys.readouterr().out  # (not a terminal: it was squeezed into 80 columns)
     assert "random_forest" in out and "worse than the served version on the held-out users' drawings" in out
+
+
+def test_the_job_follows_the_training_steps(settings, user_digits, monkeypatch):
+    """The job's progress stayed at 0 for ~6 of a 7.5-minute run (the steps reached only the command line's
+    stderr): now each model trained is a step, and the job's message follows the training's lines."""
+    images, labels = user_digits
+    label(settings, images[:300], labels[:300], [f"writer{i % 6}" for i in range(300)])
+    seen: list[tuple[float | None, str | None]] = []
+    real_update = VersionStore.update_job
+
+    def update_job(self, job_id, **fields):
+        seen.append((fields.get("progress"), fields.get("message")))
+        return real_update(self, job_id, **fields)
+
+    monkeypatch.setattr(VersionStore, "update_job", update_job)
+    learn(settings, models=["svm_pca"], limit=LIMIT, say=lambda m: None)
+    trained = [p for p, m in seen if m and "done)" in m]  # "svm_pca: test accuracy ... (1/1 done)"
+    assert trained and trained[0] > 0
+    assert any(m and m.startswith("features for") for _, m in seen)

@@ -32,7 +32,7 @@ from digitlab.models.registry import (
 from digitlab.store.db import BusyError, exclusive, make_engine, upgrade
 from digitlab.store.repository import Repository
 from digitlab.store.versions import VersionStore
-from digitlab.training.progress import log
+from digitlab.training.progress import listening, log
 from digitlab.training.user_data import UserData, prepare
 
 #: a user's drawing weighs as much as this many MNIST digits (7,500 drawings vs 60,000 MNIST: ~1/3 of the
@@ -191,6 +191,13 @@ class _Run:
         self.versions.finish_job(self.job_id, "done", result["message"], result)
         return outcomes
 
+    def _relay(self, line: str) -> None:
+        """A line the training logged: a finished model or epoch is a step; the job's message follows."""
+        if "done)" in line or "fine-tuning epoch" in line:
+            self.step += 1
+        self.versions.update_job(self.job_id, progress=round(min(self.step, self.steps - 1) / self.steps, 3),
+                                 message=line.strip())  # fmt: skip
+
     def progress(self, message: str) -> None:
         self.say(message)
         self.versions.update_job(self.job_id, progress=round(self.step / self.steps, 3), message=message)
@@ -225,8 +232,12 @@ class _Run:
         if "cnn" in todo and not _has_torch():
             todo.remove("cnn")
             outcomes.append(Outcome("cnn", "skipped", reason="fine-tuning needs PyTorch: pip install -e '.[cnn]'"))
-        self.steps = len(todo) + 1
-        built = self._build(todo, parents, data)
+        from digitlab.training.cnn_finetune import EPOCHS
+
+        # a step per model judged, per classical model trained and per fine-tuning epoch (`_relay`)
+        self.steps = 1 + len(todo) + sum(n in CLASSICAL_MODELS for n in todo) + (EPOCHS if "cnn" in todo else 0)
+        with listening(self._relay):
+            built = self._build(todo, parents, data)
         x_test, y_test = self._mnist("test")
         for name in todo:
             self.step += 1

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 
 class EpochProgress:
@@ -50,8 +51,25 @@ class EpochProgress:
             self.bar = None
 
 
+_listeners: list[Callable[[str], None]] = []
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+    for listener in tuple(_listeners):
+        listener(message)
+
+
+@contextlib.contextmanager
+def listening(callback: Callable[[str], None]) -> Iterator[None]:
+    """Also hand every `log` line to `callback` meanwhile (`digitlab learn` keeps its job's progress with them:
+    the API's "Learn now" showed 0 % for most of a run, the steps only on the command line's stderr)."""
+    _listeners.append(callback)
+    try:
+        yield
+    finally:
+        _listeners.remove(callback)
+
 
 class Bar:
     """A rich progress bar on stderr (or nothing)."""
