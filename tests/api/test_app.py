@@ -471,3 +471,27 @@ def test_a_learned_version_is_loaded_once_even_if_its_manifest_names_another_fil
             refresh_learned(ctx)
         assert installs == ["2"]
         assert ctx.registry.get("svm").version == "2"
+
+
+def test_a_promoted_version_that_cannot_be_loaded_is_tried_once(tmp_path, served_model_dir):
+    """A damaged promoted version was read from the database and logged as unloadable every poll (5 s), by
+    every worker, for as long as it stayed promoted; the served model stays what it was."""
+    from sqlalchemy import text
+
+    from digitlab.api.upkeep import refresh_learned
+    from digitlab.models.artifacts import read_verified
+
+    app = create_app(settings_for(tmp_path, served_model_dir))
+    with TestClient(app):
+        ctx = app.state.ctx
+        manifest, payload = read_verified(served_model_dir, "svm")
+        ctx.registry.get("svm").manifest["sha256"] = "f" * 64  # the files serve another build than version 2
+        ctx.store.versions.add("svm", "2", payload, {**manifest, "version": "2"}, status="promoted", parent="1.0.0")
+        with ctx.store.engine.begin() as conn:
+            conn.execute(text("UPDATE model_versions SET artifact = :a"), {"a": payload[:1000]})
+        loads = []
+        real_load = ctx.store.load_version
+        ctx.store.load_version = lambda *a: (loads.append(a), real_load(*a))[1]
+        for _ in range(3):
+            refresh_learned(ctx)
+        assert len(loads) == 1 and ctx.registry.get("svm").version != "2"

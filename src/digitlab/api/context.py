@@ -34,6 +34,9 @@ class AppContext:
     #: a label for one is refused at once (it was answered "queued" and then dropped)
     unlogged: OrderedDict[str, None] = field(default_factory=OrderedDict)
 
+    #: model name -> SHA-256 of a promoted learned version this process could not load (tried once)
+    unloadable: dict[str, str] = field(default_factory=dict)
+
     UNLOGGED_KEPT = 10_000
 
     def note_unlogged(self, uids) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 
 from digitlab.api.context import AppContext
 from digitlab.errors import DigitlabError
+from digitlab.models.artifacts import ArtifactError
 from digitlab.models.registry import MODEL_SPECS, is_training, manifest_path, model_from_payload
 
 log = logging.getLogger("digitlab.api")
@@ -48,6 +49,14 @@ def refresh_models(ctx: AppContext) -> None:
             log.info("model %s %s (version %s)", name, "reloaded" if before else "loaded", after.version)
 
 
+def _unloadable(ctx: AppContext, name: str, version: str, sha256: str, exc: BaseException) -> None:
+    """Said once per version (it was read, 1 MB, and logged every poll by every worker): tried again only
+    when another version is promoted."""
+    log.error("learned %s version %s cannot be loaded; the served one stays until another is promoted: %s",
+              name, version, exc)  # fmt: skip
+    ctx.unloadable[name] = sha256
+
+
 def refresh_learned(ctx: AppContext) -> None:
     """Serve the versions promoted in the database (every replica polls the same table, so a promotion or
     a rollback reaches all of them within MODEL_REFRESH_SECONDS). A model whose learned versions were all
@@ -62,14 +71,22 @@ def refresh_learned(ctx: AppContext) -> None:
         current = ctx.registry.get(name)
         if name not in MODEL_SPECS or (current is not None and current.manifest.get("sha256") == sha256):
             continue
+        if ctx.unloadable.get(name) == sha256:  # said once: it was read (1 MB) and logged every poll
+            continue
         try:
             manifest, payload = ctx.store.load_version(name, version)  # (its bytes checked against `sha256`)
             # the hash the next poll compares: a CNN stored before session 11 named its parent's, and was
             # loaded again every poll, for as long as it was served (every worker, every replica)
             model = model_from_payload(name, {**manifest, "sha256": sha256}, payload)
             model.predict_proba(np.zeros((1, 784), np.float32))  # warm, before it takes requests
+        except DigitlabError as exc:
+            if not isinstance(exc, ArtifactError):  # the database away: the next poll tries again
+                log.warning("learned %s version %s not loaded yet: %s", name, version, exc)
+                continue
+            _unloadable(ctx, name, version, sha256, exc)
+            continue
         except Exception as exc:  # noqa: BLE001 - a broken version must not take the served one down
-            log.error("learned %s version %s not loaded: %s", name, version, exc)
+            _unloadable(ctx, name, version, sha256, exc)
             continue
         ctx.registry.install(model, learned=True)
         log.info("model %s now serves learned version %s", name, version)
