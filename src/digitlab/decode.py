@@ -122,7 +122,7 @@ def sniff_format(data: bytes) -> str:
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "webp"
     if head[:2] == b"BM" and len(data) >= 26:
-        if len(data) >= 22 and struct.unpack("<I", head[14:18])[0] >= 40 and struct.unpack("<i", head[18:22])[0] <= 0:
+        if struct.unpack("<I", head[14:18])[0] >= 40 and struct.unpack("<i", head[18:22])[0] <= 0:
             raise UnreadableImageError("The BMP file is damaged (its header gives no width): upload a PNG, JPEG, "
                                        "WebP or BMP image.")  # fmt: skip (it read as "too many pixels")
         return "bmp"

@@ -33,7 +33,6 @@ class AppContext:
     #: uids of this process's recent answers `logged: false` (neither the database nor the spool took them):
     #: a label for one is refused at once (it was answered "queued" and then dropped)
     unlogged: OrderedDict[str, None] = field(default_factory=OrderedDict)
-
     #: model name -> SHA-256 of a promoted learned version this process could not load (tried once)
     unloadable: dict[str, str] = field(default_factory=dict)
 

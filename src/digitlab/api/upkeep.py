@@ -49,14 +49,6 @@ def refresh_models(ctx: AppContext) -> None:
             log.info("model %s %s (version %s)", name, "reloaded" if before else "loaded", after.version)
 
 
-def _unloadable(ctx: AppContext, name: str, version: str, sha256: str, exc: BaseException) -> None:
-    """Said once per version (it was read, 1 MB, and logged every poll by every worker): tried again only
-    when another version is promoted."""
-    log.error("learned %s version %s cannot be loaded; the served one stays until another is promoted: %s",
-              name, version, exc)  # fmt: skip
-    ctx.unloadable[name] = sha256
-
-
 def refresh_learned(ctx: AppContext) -> None:
     """Serve the versions promoted in the database (every replica polls the same table, so a promotion or
     a rollback reaches all of them within MODEL_REFRESH_SECONDS). A model whose learned versions were all
@@ -79,14 +71,14 @@ def refresh_learned(ctx: AppContext) -> None:
             # loaded again every poll, for as long as it was served (every worker, every replica)
             model = model_from_payload(name, {**manifest, "sha256": sha256}, payload)
             model.predict_proba(np.zeros((1, 784), np.float32))  # warm, before it takes requests
-        except DigitlabError as exc:
-            if not isinstance(exc, ArtifactError):  # the database away: the next poll tries again
-                log.warning("learned %s version %s not loaded yet: %s", name, version, exc)
-                continue
-            _unloadable(ctx, name, version, sha256, exc)
-            continue
         except Exception as exc:  # noqa: BLE001 - a broken version must not take the served one down
-            _unloadable(ctx, name, version, sha256, exc)
+            if isinstance(exc, DigitlabError) and not isinstance(exc, ArtifactError):  # the database away:
+                log.warning("learned %s version %s not loaded yet: %s", name, version, exc)  # the next poll
+                continue  # tries again
+            # said once per version (it was read, 1 MB, and logged every poll by every worker)
+            log.error("learned %s version %s cannot be loaded; the served one stays until another is promoted: "
+                      "%s", name, version, exc)  # fmt: skip
+            ctx.unloadable[name] = sha256
             continue
         ctx.registry.install(model, learned=True)
         log.info("model %s now serves learned version %s", name, version)

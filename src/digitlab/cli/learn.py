@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 
 from digitlab.core.config import Settings, get_settings
 
@@ -17,8 +19,6 @@ def _settings() -> Settings:
 
 def learn_command(args: argparse.Namespace) -> int:
     """Learn every model (or the named ones); 0 whether or not anything was promoted."""
-    import signal
-
     from digitlab.training.learn import learn
 
     def stopped(signum, frame):  # compose, Kubernetes and `docker stop` send SIGTERM: the job says so (it
@@ -74,8 +74,6 @@ def models_command(args: argparse.Namespace) -> int:
             f"{m.get('parent_user_holdout_accuracy', 0):.1%} -> {m.get('user_holdout_accuracy', 0):.1%}",
             f"{m.get('mnist_test_accuracy', 0):.2%}", v.reason or "",
         )  # fmt: skip
-    import sys
-
     # piped, logged or in cron the console is 80 columns: nine squeezed columns, a reason one word per line
     Console(width=None if sys.stdout.isatty() else 240).print(table)
     return 0
