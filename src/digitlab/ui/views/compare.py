@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from digitlab.ui import charts, common
+from digitlab.ui import answers, charts, common
 from digitlab.ui.canvas import Drawing, drawing_canvas
 from digitlab.ui.client import ApiError, ApiUnavailable, Comparison
 
@@ -214,18 +214,8 @@ def answer_for_all(result: Comparison, digest: str) -> None:
         return
     kind, answer = outcome[:2]
     what = "not a digit" if answer == "Not a digit" else f"you drew {common.a_digit(answer, bold=True)}"
-    if kind == "saved":
-        st.success(f"Saved with every model's answer: {what}. {_verdict(result, answer)} Thank you!",
-                   icon=":material/check_circle:")  # fmt: skip
-    elif kind == "queued":
-        st.warning(f"Saved later: {what}. {_verdict(result, answer)} The database is unavailable: your answer is "
-                   "queued and saved when it is back.", icon=":material/schedule:")  # fmt: skip
-    elif kind == "unsent":  # (the service's own error says "retrying": here the answer waits, and is sent)
-        st.warning(f"Not saved yet: {what}. The prediction service is away; your answer is sent as soon as it is "
-                   "back (keep this page open).", icon=":material/schedule:")  # fmt: skip
-    else:
-        st.error(f"Your answer was not saved: {outcome[2]} Click your answer again to send it again.",
-                 icon=":material/error:")  # fmt: skip
+    answers.show(kind, what, _verdict(result, answer), outcome[2] if kind == "error" else "",
+                 again="Click your answer again to send it again.", saved="Saved with every model's answer")
 
 
 common.page_header(

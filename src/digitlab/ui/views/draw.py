@@ -8,7 +8,7 @@ import hashlib
 
 import streamlit as st
 
-from digitlab.ui import charts, common, uploads
+from digitlab.ui import answers, charts, common, uploads
 from digitlab.ui.canvas import FOLLOWS_ANSWER, Drawing, drawing_canvas
 from digitlab.ui.client import ApiError, ApiUnavailable, Prediction
 
@@ -210,17 +210,10 @@ def show_result(prediction: Prediction, models: list[dict], digest: str, slot, *
         else:
             what = f"you drew {common.a_digit(answer, bold=True)}"
             verdict = "The model was right." if answer == prediction.digit else f"The model said {prediction.digit}."
-        if kind == "saved":
-            st.success(f"Saved: {what}. {verdict} Thank you!", icon=":material/check_circle:")
-        elif kind == "queued":
-            st.warning(f"Saved later: {what} — {message}", icon=":material/schedule:")
-        elif kind == "unsent":
-            st.warning(f"Not saved yet: {what}. The prediction service is away; your answer is sent as soon as "
-                       "it is back (keep this page open).", icon=":material/schedule:")  # fmt: skip
-        elif kind == "error":
-            st.error(f"Your answer was not saved: {message}", icon=":material/error:")
-        else:
+        if kind == "info":
             st.info(message)
+        else:
+            answers.show(kind, what, verdict, message)
     elif follows_answer:
         st.caption(FOLLOWS_ANSWER)
     elif prediction.id is not None:

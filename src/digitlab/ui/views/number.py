@@ -9,7 +9,7 @@ import io
 import streamlit as st
 from PIL import Image, ImageDraw, ImageOps
 
-from digitlab.ui import common, uploads
+from digitlab.ui import answers, common, uploads
 from digitlab.ui.canvas import drawing_canvas
 from digitlab.ui.client import ApiError, ApiUnavailable
 
@@ -141,15 +141,7 @@ def _outcome(truth: str, kind: str, message: str, answer: dict) -> tuple[str, st
     """(kind of notice, its text) for an answer's outcome."""
     right = truth == answer.get("text")
     verdict = "The reading was right." if right else f"It was read as {answer.get('text')}."
-    if kind == "queued":
-        return "warning", (f"Saved later: you wrote **{truth}**. {verdict} The database is unavailable: your "
-                           "answer is queued and saved when it is back.")  # fmt: skip
-    if kind == "unsent":  # (the service's own error says "retrying": here the answer waits, and is sent)
-        return "warning", (f"Not saved yet: you wrote **{truth}**. The prediction service is away; your answer "
-                           "is sent as soon as it is back (keep this page open).")  # fmt: skip
-    if kind == "error":
-        return "error", f"Your answer was not saved: {message} Confirm again to send it again."
-    return "success", f"Saved: you wrote **{truth}**. {verdict} Thank you!"
+    return answers.notice(kind, f"you wrote **{truth}**", verdict, message, again="Confirm again to send it again.")
 
 
 def feedback(answer: dict, key: str) -> None:
@@ -175,11 +167,10 @@ def feedback(answer: dict, key: str) -> None:
         done = st.session_state.get(f"num_done_{key}")
         kind, text = _outcome(*done, answer)
         # the line below the form is under the fold at 1280x800: the outcome shows where the click was too
-        st.toast(text, icon=":material/check_circle:" if kind == "success" else ":material/error:")
+        st.toast(text, icon=answers.icon(kind))
     if done:
         kind, text = _outcome(*done, answer)
-        icon = {"success": ":material/check_circle:", "error": ":material/error:"}.get(kind, ":material/schedule:")
-        getattr(st, kind)(text, icon=icon)
+        getattr(st, kind)(text, icon=answers.icon(kind))
     elif number_id is not None:
         st.caption(f":material/database: Saved to the history as number #{number_id}.")
     else:

@@ -1,0 +1,40 @@
+"""What became of a person's answer ("What did you draw / write?"): one wording for Draw, Compare and Number.
+
+An answer is "saved", "queued" (the API took it; the database is away and it is stored when back), "unsent"
+(the API is away: the page keeps it and sends it when the API is back) or "error" (refused, with the API's
+reason). Each page used to word the four in its own copy.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+_ICONS = {"success": ":material/check_circle:", "warning": ":material/schedule:", "error": ":material/error:"}
+
+
+def notice(kind: str, what: str, verdict: str = "", message: str = "", *, again: str = "",
+           saved: str = "Saved") -> tuple[str, str]:  # fmt: skip
+    """(level: "success" / "warning" / "error", text) for an answer's outcome. `what`: the answer ("you drew
+    a **7**"); `verdict`: how the model did against it; `message`: the API's reason for an error; `again`:
+    how to send it again after an error; `saved`: the first words of a saved answer."""
+    verdict = f" {verdict}" if verdict else ""
+    if kind == "saved":
+        return "success", f"{saved}: {what}.{verdict} Thank you!"
+    if kind == "queued":
+        return "warning", (f"Saved later: {what}.{verdict} The database is unavailable: your answer is queued and "
+                           "saved when it is back.")  # fmt: skip
+    if kind == "unsent":  # (the service's own error says "retrying": here the answer waits, and is sent)
+        return "warning", (f"Not saved yet: {what}. The prediction service is away; your answer is sent as soon as "
+                           "it is back (keep this page open).")  # fmt: skip
+    return "error", f"Your answer was not saved: {message}" + (f" {again}" if again else "")
+
+
+def show(kind: str, what: str, verdict: str = "", message: str = "", *, again: str = "", saved: str = "Saved") -> None:
+    """`notice` shown on the page (a green, amber or red box with its icon)."""
+    level, text = notice(kind, what, verdict, message, again=again, saved=saved)
+    getattr(st, level)(text, icon=_ICONS[level])
+
+
+def icon(level: str) -> str:
+    """The icon of a notice level, for a toast that repeats it."""
+    return _ICONS[level]
