@@ -124,6 +124,18 @@ def _reading_round_trip(api, admin) -> None:
     png = api.get(f"/api/v1/numbers/{number_id}/image", headers=admin)
     assert png.status_code == 200 and png.content == image
 
+    # History's filters are the API's (the page filtered only the newest 500 in the browser)
+    right = body["text"] == "307"
+    def ids(**params):
+        got = api.get("/api/v1/numbers", params={"page_size": 500, **params}, headers=admin)
+        assert got.status_code == 200, got.text
+        return {n["id"] for n in got.json()["items"]}, got.json()["total"]
+    assert number_id in ids(model="cnn")[0] and number_id not in ids(model="svm")[0]
+    assert ids(model="no-such-model") == (set(), 0)
+    assert (number_id in ids(correct=str(right).lower())[0]) and number_id not in ids(correct=str(not right).lower())[0]
+    assert number_id in ids(since="2000-01-01T00:00:00+01:00")[0] and number_id not in ids(until="2000-01-01")[0]
+    assert_error(api.get("/api/v1/numbers", params={"since": "yesterday"}, headers=admin), 422, "invalid_fields")
+
 
 def test_number_routes_errors(api, admin):
     assert_error(api.get("/api/v1/numbers"), 401, "unauthorized")

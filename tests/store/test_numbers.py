@@ -79,6 +79,27 @@ def test_pages_newest_first(engine):
     assert not first[0].has_image and get_number_image(engine, ids[0]) is None
 
 
+def test_pages_filter_by_model_answer_and_period(engine):
+    from datetime import UTC, datetime
+
+    right = insert_number(engine, number("42", true_text="42", timestamp=datetime(2026, 1, 2, 10, tzinfo=UTC)))
+    wrong = insert_number(engine, number("47", true_text="41", model_name="svm",
+                                         timestamp=datetime(2026, 1, 3, 10, tzinfo=UTC)))  # fmt: skip
+    unlabelled = insert_number(engine, number("5", timestamp=datetime(2026, 1, 4, 10, tzinfo=UTC)))
+
+    def ids(**filters):
+        rows, total = list_numbers(engine, page_size=10, **filters)
+        assert total == len(rows)
+        return [r.id for r in rows]
+
+    assert ids() == [unlabelled, wrong, right]
+    assert ids(model="cnn") == [unlabelled, right] and ids(model="nope") == []
+    assert ids(correct=True) == [right] and ids(correct=False) == [wrong]  # an unlabelled number is neither
+    assert ids(since=datetime(2026, 1, 3, 10, tzinfo=UTC)) == [unlabelled, wrong]  # inclusive
+    assert ids(until=datetime(2026, 1, 3, 10, tzinfo=UTC)) == [right]  # exclusive
+    assert ids(model="svm", correct=False, since=datetime(2026, 1, 1, tzinfo=UTC)) == [wrong]
+
+
 def test_hostile_text_is_stored_as_data_not_sql(engine):
     with pytest.raises(ValidationError):
         number("1'; DROP TABLE read_numbers;--")

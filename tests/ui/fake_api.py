@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from digitlab.ui.client import ApiError, ApiUnavailable, Comparison, FeedbackResult, Health, Prediction
@@ -93,11 +94,25 @@ class FakeApi:
         self._away()
         return {"items": [], "total": 0, "page": page, "page_size": page_size}
 
-    def numbers(self, *, page: int = 1, page_size: int = 25) -> dict:
+    def numbers(self, *, page: int = 1, page_size: int = 25, model: str | None = None, correct: bool | None = None,
+                since: Any = None, until: Any = None) -> dict:  # fmt: skip
+        """The API's filters, as `store.numbers.list_numbers` applies them (stored times are naive UTC)."""
         self._away()
-        self.numbers_calls.append({"page": page, "page_size": page_size})
-        items = self.stored_numbers[(page - 1) * page_size : page * page_size]
-        return {"items": items, "total": len(self.stored_numbers), "page": page, "page_size": page_size}
+        self.numbers_calls.append({"page": page, "page_size": page_size, "model": model, "correct": correct})
+
+        def utc(value: Any) -> datetime:
+            when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+            return when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
+
+        kept = [
+            n for n in self.stored_numbers
+            if (model is None or n["model_name"] == model)
+            and (correct is None or n["correct"] is correct)
+            and (since is None or utc(n["timestamp"]) >= utc(since))
+            and (until is None or utc(n["timestamp"]) < utc(until))
+        ]  # fmt: skip
+        items = kept[(page - 1) * page_size : page * page_size]
+        return {"items": items, "total": len(kept), "page": page, "page_size": page_size}
 
 
 def stored_number(number_id: int, text: str, true_text: str | None = None, *, model: str = "cnn",

@@ -229,14 +229,34 @@ def get_number(engine: Engine, number_id: int) -> StoredNumber | None:
     return None if row is None else _stored(row)
 
 
-def list_numbers(engine: Engine, page: int = 1, page_size: int = 50) -> tuple[list[StoredNumber], int]:
-    """A page of read numbers, newest first, and how many there are in all."""
+def list_numbers(
+    engine: Engine,
+    page: int = 1,
+    page_size: int = 50,
+    *,
+    model: str | None = None,
+    correct: bool | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> tuple[list[StoredNumber], int]:
+    """A page of read numbers, newest first, and how many match: only `model`'s, only right (`correct`
+    True) or wrong (False) confirmed ones, from `since` (inclusive) to `until` (exclusive), as the
+    prediction history filters (the History page filtered only the newest 500 in the browser)."""
     page_size = max(1, min(int(page_size), MAX_PAGE_SIZE))
     offset = (max(1, int(page)) - 1) * page_size
+    where = []
+    if model is not None:
+        where.append(N.c.model_name == model)
+    if correct is not None:
+        where.append(N.c.correct.is_(bool(correct)))
+    if since is not None:
+        where.append(N.c.timestamp >= utc_naive(since))
+    if until is not None:
+        where.append(N.c.timestamp < utc_naive(until))
     with engine.connect() as conn:
-        total = conn.execute(select(func.count()).select_from(N)).scalar_one()
+        total = conn.execute(select(func.count()).select_from(N).where(*where)).scalar_one()
         rows = conn.execute(
-            select(*_COLUMNS).order_by(N.c.timestamp.desc(), N.c.id.desc()).limit(page_size).offset(offset)
+            select(*_COLUMNS).where(*where).order_by(N.c.timestamp.desc(), N.c.id.desc()).limit(page_size).offset(offset)
         ).all()
     return [_stored(r) for r in rows], int(total)
 

@@ -142,6 +142,21 @@ def _prediction(data: dict[str, Any], processed: bytes | None = None) -> Predict
     )
 
 
+def _history_params(page: int, page_size: int, model: str | None, correct: bool | None,
+                    since: date | datetime | str | None, until: date | datetime | str | None) -> dict[str, Any]:
+    """The query of a history page (`/predictions`, `/numbers`): only the filters that are set."""
+    params: dict[str, Any] = {"page": page, "page_size": page_size}
+    if model:
+        params["model"] = model
+    if correct is not None:
+        params["correct"] = "true" if correct else "false"
+    if since is not None:
+        params["since"] = _iso(since)
+    if until is not None:
+        params["until"] = _iso(until)
+    return params
+
+
 def _iso(value: date | datetime | str | None) -> str | None:
     if value is None or isinstance(value, str):
         return value
@@ -368,9 +383,20 @@ class DigitlabClient:
         data = self._json("POST", path, json={"true_text": true_text})
         return data if isinstance(data, dict) else {}
 
-    def numbers(self, *, page: int = 1, page_size: int = 25) -> dict[str, Any]:
-        """{"items": [stored number, ...], "total": n, ...}: read numbers, newest first."""
-        data = self._json("GET", "/api/v1/numbers", params={"page": page, "page_size": page_size})
+    def numbers(
+        self,
+        *,
+        page: int = 1,
+        page_size: int = 25,
+        model: str | None = None,
+        correct: bool | None = None,
+        since: date | datetime | str | None = None,
+        until: date | datetime | str | None = None,
+    ) -> dict[str, Any]:
+        """{"items": [stored number, ...], "total": n, ...}: read numbers, newest first, filtered by the API
+        as `predictions` are."""
+        params = _history_params(page, page_size, model, correct, since, until)
+        data = self._json("GET", "/api/v1/numbers", params=params)
         if not isinstance(data, dict) or not isinstance(data.get("items"), list):
             raise ApiError(
                 "The prediction service sent an answer the UI does not understand.", code="bad_response"
@@ -388,15 +414,7 @@ class DigitlabClient:
         until: date | datetime | str | None = None,
     ) -> dict[str, Any]:
         """{"items": [StoredPrediction, ...], "total": n, "page": p, "page_size": s}."""
-        params: dict[str, Any] = {"page": page, "page_size": page_size}
-        if model:
-            params["model"] = model
-        if correct is not None:
-            params["correct"] = "true" if correct else "false"
-        if since is not None:
-            params["since"] = _iso(since)
-        if until is not None:
-            params["until"] = _iso(until)
+        params = _history_params(page, page_size, model, correct, since, until)
         data = self._json("GET", "/api/v1/predictions", params=params, timeout=HEAVY_TIMEOUT)
         try:
             return {

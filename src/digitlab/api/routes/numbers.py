@@ -5,6 +5,8 @@ feedback is queued in the outage spool instead (by id, or by uid for a number th
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
+from functools import partial
 from typing import Annotated, Any
 
 import anyio
@@ -14,7 +16,7 @@ from starlette.responses import Response
 
 from digitlab.api.deps import Ctx, require_admin, store_or_503
 from digitlab.api.errors import ApiError, answer_not_stored, error_responses
-from digitlab.api.routes.predictions import PNG_RESPONSE, Uid
+from digitlab.api.routes.predictions import NO_NUL, PNG_RESPONSE, Uid, query_utc
 from digitlab.api.schemas import NumberFeedback, NumberFeedbackResponse, NumberPage
 from digitlab.store import numbers as repo
 
@@ -94,9 +96,18 @@ async def list_numbers(
     ctx: Ctx,
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=repo.MAX_PAGE_SIZE)] = 50,
+    model: Annotated[str | None, Query(max_length=64, pattern=NO_NUL, description="Only this model's readings.")] = None,
+    correct: Annotated[
+        bool | None, Query(description="Only confirmed readings that were right (true) or wrong (false).")
+    ] = None,
+    since: Annotated[datetime | None, Query(description="From this time (inclusive, ISO 8601).")] = None,
+    until: Annotated[datetime | None, Query(description="Before this time (exclusive, ISO 8601).")] = None,
 ):
-    """A page of read numbers, newest first (no image bytes: see `.../{id}/image`)."""
-    items, total = await _query(ctx, repo.list_numbers, page, page_size)
+    """A page of read numbers, newest first (no image bytes: see `.../{id}/image`), filtered like
+    `/predictions`."""
+    filters = {"model": model or None, "correct": correct,
+               "since": query_utc(since, "since"), "until": query_utc(until, "until")}  # fmt: skip
+    items, total = await _query(ctx, partial(repo.list_numbers, **filters), page, page_size)
     return NumberPage(items=items, total=total, page=page, page_size=page_size)
 
 

@@ -47,7 +47,7 @@ def _not_found(prediction_id: int | str) -> ApiError:
     return ApiError(f"There is no prediction {prediction_id}.", "prediction_not_found")
 
 
-def _utc(value: datetime | None, name: str) -> datetime | None:
+def query_utc(value: datetime | None, name: str) -> datetime | None:
     """Timezone-aware -> UTC here (the store compares naive UTC); refuse dates that overflow on the way."""
     if value is None or value.tzinfo is None:
         return value
@@ -149,8 +149,8 @@ def list_predictions(
         page_size,
         model=model or None,
         correct=correct,
-        since=_utc(since, "since"),
-        until=_utc(until, "until"),
+        since=query_utc(since, "since"),
+        until=query_utc(until, "until"),
     )
     return PredictionPage(items=rows, total=total, page=page, page_size=page_size)
 

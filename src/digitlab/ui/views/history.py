@@ -197,9 +197,6 @@ def stats_section(stats: dict[str, Any], models: list[dict[str, Any]], model_fil
         st.caption("Each row is what you drew; the diagonal is right, everything else is a mistake.")
 
 
-NUMBERS_SCAN = 500  #: the newest numbers the filters look through (the API's largest page; it has no filters)
-
-
 def number_correct(n: dict[str, Any]) -> bool | None:
     """Right (the reading was what they wrote), wrong, or None when nobody said what was written."""
     truth = n.get("true_text")
@@ -208,73 +205,43 @@ def number_correct(n: dict[str, Any]) -> bool | None:
     return bool(n["correct"]) if n.get("correct") is not None else truth == n.get("text")
 
 
-def _number_time(n: dict[str, Any]) -> datetime | None:
-    try:
-        when = datetime.fromisoformat(str(n.get("timestamp")))
-    except ValueError:
-        return None
-    return when if when.tzinfo is not None else when.replace(tzinfo=ZoneInfo("UTC"))
-
-
-def filter_numbers(items: list[dict[str, Any]], f: dict[str, Any]) -> list[dict[str, Any]]:
-    """The numbers the page's filters keep: the model, right / wrong (an unlabelled number is neither) and
-    the period, as for the prediction log ("Answer: Wrong" listed every number, right and unlabelled too)."""
-    kept = []
-    for n in items:
-        if f.get("model") and n.get("model_name") != f["model"]:
-            continue
-        if f.get("correct") is not None and number_correct(n) is not f["correct"]:
-            continue
-        when = _number_time(n)
-        if (f.get("since") or f.get("until")) and when is None:
-            continue
-        if f.get("since") is not None and when < f["since"]:
-            continue
-        if f.get("until") is not None and when >= f["until"]:
-            continue
-        kept.append(n)
-    return kept
-
-
 def numbers_section(models: list[dict], f: dict[str, Any] | None = None) -> None:
     """Numbers read on the Number page (or by `/read`): newest first, with what was written; the page's
     filters (model, answer, period) apply here too."""
     f = f or {}
     filtered = any(f.get(k) is not None for k in ("model", "correct", "since", "until"))
     try:
-        page = common.client().numbers(page=1, page_size=NUMBERS_SCAN if filtered else PAGE_SIZE)
+        page = common.client().numbers(page=1, page_size=PAGE_SIZE, model=f.get("model"), correct=f.get("correct"),
+                                       since=f.get("since"), until=f.get("until"))  # fmt: skip
     except ApiError as exc:
         st.caption(f"Numbers are not available right now: {exc}")
         return
     st.subheader("Numbers")
     total = int(page.get("total") or 0)
-    if not page["items"]:
-        st.info("No numbers yet. Write one on the Number page!", icon=":material/pin:")
-        return
-    items = filter_numbers(page["items"], f) if filtered else page["items"]
+    items = page["items"]
     if not items:
-        st.info("No numbers match these filters.", icon=":material/filter_alt:")
-    else:
-        rows = [
-            {
-                "#": n.get("id"),
-                "Read": n.get("text"),
-                "You wrote": n.get("true_text") or "",
-                "Right?": {True: "✓", False: "✗"}.get(number_correct(n), ""),
-                "Digits": len(n.get("digits") or []),
-                "Sure": f"{(n.get('confidence') or 0) * 100:.0f}%",
-                "Model": common.display_name(models, n.get("model_name") or "?"),
-                f"When ({_timezone()[1]})": common.when_text(n.get("timestamp")),
-            }
-            for n in items[:PAGE_SIZE]
-        ]
-        st.table(pd.DataFrame(rows).set_index("#"))  # a plain table: a handful of short rows
-    if not filtered:
-        st.caption(f"{min(len(page['items']), PAGE_SIZE):,} of {total:,} numbers · newest first")
+        if filtered:
+            st.info("No numbers match these filters.", icon=":material/filter_alt:")
+        else:
+            st.info("No numbers yet. Write one on the Number page!", icon=":material/pin:")
         return
-    scanned = f" among the newest {len(page['items']):,}" if total > len(page["items"]) else ""
-    shown = f"{min(len(items), PAGE_SIZE):,} of {len(items):,}" if items else "0"
-    st.caption(f"{shown} numbers match the filters above{scanned} (of {total:,}) · newest first")
+    rows = [
+        {
+            "#": n.get("id"),
+            "Read": n.get("text"),
+            "You wrote": n.get("true_text") or "",
+            "Right?": {True: "✓", False: "✗"}.get(number_correct(n), ""),
+            "Digits": len(n.get("digits") or []),
+            "Sure": f"{(n.get('confidence') or 0) * 100:.0f}%",
+            "Model": common.display_name(models, n.get("model_name") or "?"),
+            f"When ({_timezone()[1]})": common.when_text(n.get("timestamp")),
+        }
+        for n in items[:PAGE_SIZE]
+    ]
+    st.table(pd.DataFrame(rows).set_index("#"))  # a plain table: a handful of short rows
+    shown = f"{min(len(items), PAGE_SIZE):,} of {total:,}"
+    st.caption(f"{shown} numbers match the filters above · newest first" if filtered
+               else f"{shown} numbers · newest first")  # fmt: skip
 
 
 def export_button() -> None:
