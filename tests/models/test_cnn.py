@@ -68,13 +68,14 @@ def test_bundled_manifest_matches_artifact(manifest):
     assert {"torch", "onnx", "onnxruntime", "numpy", "python"} <= manifest["library_versions"].keys()
 
 
-def test_bundled_onnx_contract(session, test_images):
+def test_bundled_onnx_contract(session, test_images, manifest):
     (inp,), (out, own) = session.get_inputs(), session.get_outputs()
     assert inp.name == "input" and inp.type == "tensor(float)"
     assert len(inp.shape) == 2 and inp.shape[1] == 784 and not isinstance(inp.shape[0], int)  # dynamic batch
     assert out.name == "probabilities" and out.type == "tensor(float)" and out.shape[1] == 10
-    # each of the two networks' own probabilities: their logits average to the served ones
-    assert own.name == "member_probabilities" and own.shape[1:] == [2, 10]
+    # each of its networks' own probabilities: their logits average to the served ones
+    members = manifest["params"]["members"]
+    assert members >= 2 and own.name == "member_probabilities" and own.shape[1:] == [members, 10]
     x = test_images[0][:200].reshape(200, 784).astype(np.float32) / 255.0
     proba, members = session.run(["probabilities", "member_probabilities"], {"input": x})
     mean_log = np.log(members.astype(np.float64)).mean(axis=1)
@@ -175,12 +176,13 @@ def test_augment_batch_is_seeded_and_keeps_range():
     assert (a.flatten(1).sum(1) > 10).all()  # no digit is wiped out
 
 
-def test_train_network_is_deterministic(mnist_dir):
+@pytest.mark.parametrize("bf16", [False, True])
+def test_train_network_is_deterministic(mnist_dir, bf16):
     pytest.importorskip("torch")
     from digitlab.data import load_mnist
 
     images, labels = load_mnist("train", directory=mnist_dir, download=False, limit=384)
-    config = cnn.TrainConfig(epochs=1, seed=7, arch="c8k5,p,c16,p,c16")
+    config = cnn.TrainConfig(epochs=1, seed=7, arch="c8k5,p,c16,p,c16", bf16=bf16)
     runs = [
         cnn.train_network(images[:320], labels[:320], images[320:], labels[320:], config, progress=False)
         for _ in range(2)
@@ -189,6 +191,24 @@ def test_train_network_is_deterministic(mnist_dir):
     for (k, v1), v2 in zip(net1.state_dict().items(), net2.state_dict().values()):
         assert (v1 == v2).all(), k
     assert hist1[0]["loss"] == hist2[0]["loss"]
+    floats = [v for v in net1.state_dict().values() if v.dtype.is_floating_point]
+    assert floats and all(str(v.dtype) == "torch.float32" for v in floats)  # bfloat16 only inside the forward pass
+
+
+def test_bf16_training_runs_the_forward_pass_in_bfloat16(mnist_dir):
+    """bf16=True is autocast, not a no-op: the same seed gives another network (the weights stay float32)."""
+    pytest.importorskip("torch")
+    from digitlab.data import load_mnist
+
+    images, labels = load_mnist("train", directory=mnist_dir, download=False, limit=384)
+    losses = []
+    for bf16 in (False, True):
+        config = cnn.TrainConfig(epochs=1, seed=7, arch="c8k5,p,c16,p,c16", bf16=bf16)
+        _, history = cnn.train_network(images[:320], labels[:320], images[320:], labels[320:], config, progress=False)
+        losses.append(history[0]["loss"])
+    assert losses[0] != losses[1]
+    assert abs(losses[0] - losses[1]) < 0.05 * losses[0]  # the same training, in another precision
+    assert isinstance(cnn.bf16_is_fast(), bool)
 
 
 def test_tiny_training_run_exports_a_valid_onnx(tmp_path, mnist_dir):

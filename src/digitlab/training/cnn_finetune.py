@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from digitlab.training.cnn_augment import Augmentation, augment_batch
-from digitlab.training.cnn_net import OUTPUT_NAME, export_onnx, import_torch
+from digitlab.training.cnn_net import OUTPUT_NAME, bf16_is_fast, export_onnx, import_torch
 from digitlab.training.progress import log
 
 EPOCHS = 2
@@ -98,6 +98,7 @@ def finetune(
     generator = torch.Generator().manual_seed(seed + 1)
     optimizer = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
     batches = max(1, len(x_all) // BATCH)
+    bf16 = bf16_is_fast()  # as in training: the forward pass in bfloat16 where the CPU has AMX
     for epoch in range(1, EPOCHS + 1):
         net.train()
         order = torch.randperm(len(x_all), generator=generator)
@@ -107,7 +108,9 @@ def finetune(
             batch = x_all[idx].float().div_(255.0).unsqueeze(1)
             with torch.no_grad():
                 batch = augment_batch(batch, generator, FINETUNE_AUGMENTATION)
-            loss = F.cross_entropy(net(batch), y_all[idx], label_smoothing=LABEL_SMOOTHING)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = net(batch)
+            loss = F.cross_entropy(logits.float(), y_all[idx], label_smoothing=LABEL_SMOOTHING)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
