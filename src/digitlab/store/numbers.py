@@ -34,7 +34,7 @@ from digitlab.store.records import (
     utc_naive,
     utc_now,
 )
-from digitlab.store.repository import no_later_label
+from digitlab.store.repository import history_filters, no_later_label
 
 MAX_PAGE_SIZE = 500
 DIGITS_ONLY = re.compile(r"^[0-9]*$")
@@ -244,15 +244,7 @@ def list_numbers(
     prediction history filters (the History page filtered only the newest 500 in the browser)."""
     page_size = max(1, min(int(page_size), MAX_PAGE_SIZE))
     offset = (max(1, int(page)) - 1) * page_size
-    where = []
-    if model is not None:
-        where.append(N.c.model_name == model)
-    if correct is not None:
-        where.append(N.c.correct.is_(bool(correct)))
-    if since is not None:
-        where.append(N.c.timestamp >= utc_naive(since))
-    if until is not None:
-        where.append(N.c.timestamp < utc_naive(until))
+    where = history_filters(N, model=model, correct=correct, since=since, until=until)
     with engine.connect() as conn:
         total = conn.execute(select(func.count()).select_from(N).where(*where)).scalar_one()
         rows = conn.execute(

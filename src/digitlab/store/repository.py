@@ -91,6 +91,22 @@ _INSERT_RETURNING = insert(T).returning(T.c.id, sort_by_parameter_order=True)
 _UPSERTS: dict[tuple[str, bool], Any] = {}
 
 
+def history_filters(table, *, model: str | None = None, correct: bool | None = None,
+                    since: datetime | date | None = None, until: datetime | date | None = None) -> list:
+    """The WHERE terms of a filtered history page of `table` (predictions or read numbers: both have
+    `model_name`, `correct` and `timestamp`): one model, right / wrong answers, from `since` to `until`."""
+    where = []
+    if model is not None:
+        where.append(table.c.model_name == model)
+    if correct is not None:
+        where.append(table.c.correct.is_(bool(correct)))
+    if since is not None:
+        where.append(table.c.timestamp >= utc_naive(since))
+    if until is not None:
+        where.append(table.c.timestamp < utc_naive(until))
+    return where
+
+
 def _upsert_statement(dialect: str, *, newer_only: bool = False):
     """INSERT ... ON CONFLICT (drawing_id, model_name) DO UPDATE ... RETURNING id, for this dialect.
     `newer_only` (spool replay): a row that holds a later prediction is left as it is, and no id returned."""
@@ -246,15 +262,7 @@ class Repository:
         """One page of history, newest first, and the total number of matching rows."""
         page = max(1, int(page))
         page_size = min(max(1, int(page_size)), MAX_PAGE_SIZE)
-        where = []
-        if model is not None:
-            where.append(T.c.model_name == model)
-        if correct is not None:
-            where.append(T.c.correct.is_(bool(correct)))
-        if since is not None:
-            where.append(T.c.timestamp >= utc_naive(since))
-        if until is not None:
-            where.append(T.c.timestamp < utc_naive(until))
+        where = history_filters(T, model=model, correct=correct, since=since, until=until)
         stmt = (
             select(*_SUMMARY)
             .where(*where)

@@ -5,7 +5,6 @@ feedback is queued in the outage spool instead (by id, or by uid for a number th
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from functools import partial
 from typing import Annotated, Any
 
@@ -16,7 +15,15 @@ from starlette.responses import Response
 
 from digitlab.api.deps import Ctx, require_admin, store_or_503
 from digitlab.api.errors import ApiError, answer_not_stored, error_responses
-from digitlab.api.routes.predictions import NO_NUL, PNG_RESPONSE, Uid, query_utc
+from digitlab.api.routes.predictions import (
+    PNG_RESPONSE,
+    CorrectFilter,
+    ModelFilter,
+    SinceFilter,
+    Uid,
+    UntilFilter,
+    query_utc,
+)
 from digitlab.api.schemas import NumberFeedback, NumberFeedbackResponse, NumberPage
 from digitlab.store import numbers as repo
 
@@ -96,12 +103,10 @@ async def list_numbers(
     ctx: Ctx,
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=repo.MAX_PAGE_SIZE)] = 50,
-    model: Annotated[str | None, Query(max_length=64, pattern=NO_NUL, description="Only this model's readings.")] = None,
-    correct: Annotated[
-        bool | None, Query(description="Only confirmed readings that were right (true) or wrong (false).")
-    ] = None,
-    since: Annotated[datetime | None, Query(description="From this time (inclusive, ISO 8601).")] = None,
-    until: Annotated[datetime | None, Query(description="Before this time (exclusive, ISO 8601).")] = None,
+    model: ModelFilter = None,
+    correct: CorrectFilter = None,
+    since: SinceFilter = None,
+    until: UntilFilter = None,
 ):
     """A page of read numbers, newest first (no image bytes: see `.../{id}/image`), filtered like
     `/predictions`."""

@@ -47,6 +47,13 @@ def _not_found(prediction_id: int | str) -> ApiError:
     return ApiError(f"There is no prediction {prediction_id}.", "prediction_not_found")
 
 
+#: the filters of a history page (`/predictions`, `/numbers`)
+ModelFilter = Annotated[str | None, Query(max_length=64, pattern=NO_NUL, description="Only this model's answers.")]
+CorrectFilter = Annotated[bool | None, Query(description="Only labelled answers that were right (true) or wrong (false).")]
+SinceFilter = Annotated[datetime | None, Query(description="From this time (inclusive, ISO 8601).")]
+UntilFilter = Annotated[datetime | None, Query(description="Before this time (exclusive, ISO 8601).")]
+
+
 def query_utc(value: datetime | None, name: str) -> datetime | None:
     """Timezone-aware -> UTC here (the store compares naive UTC); refuse dates that overflow on the way."""
     if value is None or value.tzinfo is None:
@@ -135,12 +142,10 @@ def list_predictions(
     ctx: Ctx,
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=500)] = 50,
-    model: Annotated[str | None, Query(max_length=64, pattern=NO_NUL, description="Only this model's predictions.")] = None,
-    correct: Annotated[
-        bool | None, Query(description="Only right (true) or wrong (false) labelled ones.")
-    ] = None,
-    since: Annotated[datetime | None, Query(description="From this time (inclusive, ISO 8601).")] = None,
-    until: Annotated[datetime | None, Query(description="Before this time (exclusive, ISO 8601).")] = None,
+    model: ModelFilter = None,
+    correct: CorrectFilter = None,
+    since: SinceFilter = None,
+    until: UntilFilter = None,
 ):
     """A page of logged predictions, newest first (no image bytes: see `.../{id}/image`)."""
     store = store_or_503(ctx)
