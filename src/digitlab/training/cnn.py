@@ -71,6 +71,10 @@ class TrainConfig:
     #: stays. None: decide from the CPU (`bf16_is_fast`)
     bf16: bool | None = None
 
+    def uses_bf16(self) -> bool:
+        """Whether training runs the forward pass in bfloat16 (`bf16`, or the CPU's answer when None)."""
+        return bf16_is_fast() if self.bf16 is None else self.bf16
+
 
 # --- data ------------------------------------------------------------------------------------------
 
@@ -181,7 +185,7 @@ def train_network(
         div_factor=20.0, final_div_factor=200.0,
     )  # fmt: skip
     average = _WeightAverage(net, config.ema_decay) if config.ema_decay else None
-    bf16 = bf16_is_fast() if config.bf16 is None else config.bf16
+    bf16 = config.uses_bf16()
     display = EpochProgress(progress)
     display.line(
         f"cnn: training on {n:,} images ({len(x_val):,} held out for validation), {config.epochs} epochs, "
@@ -379,8 +383,7 @@ def train_cnn(
             "extra_training_data": extra_summary,
             "limit": limit,
             "threads": THREADS,
-            "precision": "bfloat16 forward (autocast)" if (bf16_is_fast() if config.bf16 is None else config.bf16)
-            else "float32",
+            "precision": "bfloat16 forward (autocast)" if config.uses_bf16() else "float32",
             "augmentation": {k: list(v) if isinstance(v, tuple) else v for k, v in aug.items()},
             "history": [
                 {k: round(v, 5) if isinstance(v, float) else v for k, v in h.items()} for h in history

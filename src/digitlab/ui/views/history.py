@@ -236,10 +236,10 @@ def numbers_section(models: list[dict], f: dict[str, Any] | None = None) -> None
             "Model": common.display_name(models, n.get("model_name") or "?"),
             f"When ({_timezone()[1]})": common.when_text(n.get("timestamp")),
         }
-        for n in items[:PAGE_SIZE]
+        for n in items
     ]
     st.table(pd.DataFrame(rows).set_index("#"))  # a plain table: a handful of short rows
-    shown = f"{min(len(items), PAGE_SIZE):,} of {total:,}"
+    shown = f"{len(items):,} of {total:,}"
     st.caption(f"{shown} numbers match the filters above · newest first" if filtered
                else f"{shown} numbers · newest first")  # fmt: skip
 
