@@ -59,6 +59,7 @@ CSS = """
 .dl-answer {display:flex; flex-direction:column; gap:.5rem;}
 .dl-answer .dl-result {margin-bottom:0;}
 .dl-note {padding:.55rem .8rem; border-radius:.5rem; background:#FFF7E6; color:#7A4B00; font-size:.95rem;}
+.dl-source {padding:.35rem .7rem; border-left:3px solid #4F46E5; background:#F4F4FB; font-size:.9rem; color:#444;}
 .dl-probs {margin:0; padding:.2rem 0 0 0;}
 .dl-probs figcaption {font-weight:600; font-size:.95rem; color:#1F2340;}
 .dl-plot {position:relative; height:10rem; margin:1.3rem .2rem 0 2.3rem; border-bottom:1px solid #9CA3C7;}

@@ -177,7 +177,9 @@ def answer_html(prediction: Prediction, models: list[dict], digest: str, *, phot
                   "It may not be a digit at all: draw one digit, large.")  # fmt: skip
         note = (f'<div class="dl-note" data-testid="dl-unsure">{common.not_sure_sentence(prediction.probabilities)} '
                 f"{advice}</div>")  # fmt: skip
-    return f"""<div class="dl-answer" data-testid="dl-prediction" data-drawing="{digest[:16]}">
+    source = ('<div class="dl-source" data-testid="dl-photo-note">This answer is for your uploaded photo; draw on '
+              "the canvas (or remove the photo) to use the canvas again.</div>" if photo else "")  # fmt: skip
+    return f"""<div class="dl-answer" data-testid="dl-prediction" data-drawing="{digest[:16]}">{source}
         <div class="dl-result"><div class="dl-digit{unsure}" data-testid="dl-digit">{prediction.digit}</div>
           <div class="dl-meta"><span>{score}</span>
             <span>{common.esc(name)}{latency}</span></div>{seen}</div>
@@ -202,25 +204,26 @@ def show_result(prediction: Prediction, models: list[dict], digest: str, slot, *
         help="One click saves the true digit with this drawing, so the History page can measure accuracy and "
         "the models can learn from it. 'Not a digit' teaches the check that catches scribbles.",
     )  # fmt: skip
-    outcome = st.session_state.get(f"{key}_result")
-    if outcome:
-        kind, message, answer = outcome
-        if answer == NOT_A_DIGIT:
-            what, verdict = "not a digit", "It is kept out of the digit accuracy."
-        else:
-            what = f"you drew {common.a_digit(answer, bold=True)}"
-            verdict = "The model was right." if answer == prediction.digit else f"The model said {prediction.digit}."
-        if kind == "info":
-            st.info(message)
-        else:
-            answers.show(kind, what, verdict, message)
-    elif follows_answer:
-        st.caption(FOLLOWS_ANSWER)
-    elif prediction.id is not None:
-        st.caption(f":material/database: Saved to the history as #{prediction.id}.")
-    elif prediction.logged:
-        st.caption(":material/schedule: The database is unavailable: this drawing is queued and saved when it is "
-                   "back.")  # fmt: skip
+    with st.empty():  # always one element here: a photo's or an earlier line cannot linger below
+        outcome = st.session_state.get(f"{key}_result")
+        if outcome:
+            kind, message, answer = outcome
+            if answer == NOT_A_DIGIT:
+                what, verdict = "not a digit", "It is kept out of the digit accuracy."
+            else:
+                what = f"you drew {common.a_digit(answer, bold=True)}"
+                verdict = "The model was right." if answer == prediction.digit else f"The model said {prediction.digit}."
+            if kind == "info":
+                st.info(message)
+            else:
+                answers.show(kind, what, verdict, message)
+        elif follows_answer:
+            st.caption(FOLLOWS_ANSWER)
+        elif prediction.id is not None:
+            st.caption(f":material/database: Saved to the history as #{prediction.id}.")
+        elif prediction.logged:
+            st.caption(":material/schedule: The database is unavailable: this drawing is queued and saved when it is "
+                       "back.")  # fmt: skip
 
 
 @st.fragment
@@ -270,8 +273,6 @@ def show_photo_answer(photo, model: str | None, models: list[dict], slot) -> Non
                           kept="Your photo is kept; it is recognised as soon as the service is back.")  # fmt: skip
         return
     show_result(prediction, models, hashlib.sha1(photo.getvalue()).hexdigest(), slot, photo=True)
-    st.caption(":material/photo_camera: This answer is for your uploaded photo; draw on the canvas (or remove "
-               "the photo) to use the canvas again.")  # fmt: skip
 
 
 common.page_header("Draw a digit", "Draw a digit with the mouse or a finger: it is recognised when you lift the "
