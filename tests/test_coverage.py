@@ -197,6 +197,35 @@ def test_a_model_of_several_networks_takes_their_own_opinion_with_the_detectors(
     assert caught["wrong_flagged"] > plain["wrong_flagged"] + 0.2
 
 
+def test_svm_takes_the_cnns_most_doubtful_network(monkeypatch):
+    """svm's opinion is "cnn_networks": a CNN that shares the svm's sure mistakes but one of whose networks
+    doubts them catches them; with the CNN's probability ("cnn") they stay unflagged."""
+    from digitlab.training import real_calibration
+
+    n, rng, labels, wrong, X = _real_set(5)
+    det = _Det(rng.random(n) * 0.5)
+    det.detector_outputs = lambda X: (det.p[X[:, 0].astype(int)], np.full((len(X), 10), 0.1))
+    drawn = (np.zeros(10), np.zeros(10, int), {}, np.zeros((10, 784), np.float32))
+    kwargs = {"t_detector": 0.9, "p_negatives": np.full(100, 0.99), "drawn_digits": np.full((10, 10), 0.1)}
+
+    class Sure(_Model):  # sure of every answer, the mistakes too
+        def predict_proba(self, X):
+            out = super().predict_proba(X)
+            return np.where(out > 0.3, 0.95, out)
+
+    class Cnn(_Networks, Sure):  # it makes the svm's mistakes, as sure, but one network doubts them
+        pass
+
+    models = {"svm": Sure(labels, wrong), "cnn": Cnn(labels, wrong)}
+    chosen = real_thresholds(det, models, {"a": (X, labels)}, drawn, **kwargs)
+    assert chosen["opinion"] == {"svm": "cnn_networks", "cnn": "members"}
+    rates = chosen["real"]["svm"]["a"]
+    assert rates["correct_flagged"] <= REAL_BUDGET and rates["wrong_flagged"] > 0.95
+    monkeypatch.setattr(real_calibration, "CNN_OPINION", {"svm": "cnn"})
+    plain = real_thresholds(det, models, {"a": (X, labels)}, drawn, **kwargs)
+    assert plain["opinion"]["svm"] == "cnn" and plain["real"]["svm"]["a"]["wrong_flagged"] < 0.1
+
+
 # --- distorted copies of the real handwriting (synth.distort, coverage.variants_of) -------------------
 
 

@@ -184,6 +184,37 @@ def test_the_cnn_gives_the_second_opinion_to_the_models_the_manifest_names(detec
     assert alone.opinion("svm") == "detector" and not alone.is_uncertain("svm", x, other, p_not_digit=p)
 
 
+def test_the_cnn_networks_opinion_is_the_most_doubtful_network(detector, test_digits):
+    """opinion "cnn_networks": the smallest of the CNN's networks' probabilities of the answer, from the same
+    run of the CNN as its probabilities ("cnn"), which a model of the same manifest may take instead."""
+    x = test_digits[0][0].astype(np.float32) / 255.0
+    p = detector.not_digit_probability(x)
+    calls = []
+
+    class Reference:  # stands in for the CNN: sure of a 3, but one of its networks finds a 3 unlikely
+        def predict_with_opinion(self, X):
+            calls.append(len(X))
+            proba, networks = np.zeros((len(X), 10)), np.full((len(X), 10), 0.05)
+            proba[:, 3] = 1.0
+            return proba, networks
+
+    manifest = json.loads(json.dumps(detector.manifest))
+    manifest["thresholds"] = {"t_detector": 1.0, "t_model": {"default": 0.0}, "t_joint": {"default": 0.6},
+                              "opinion": {"svm": "cnn_networks", "svm_pca": "cnn"}}  # fmt: skip
+    strict = dataclasses.replace(detector, manifest=manifest, reference=Reference())
+    three = np.zeros(10)
+    three[3] = 1.0
+    assert strict.asks_cnn("svm") and strict.asks_cnn("svm_pca") and not strict.asks_cnn("extra_trees")
+    assert strict.is_uncertain("svm", x, three, p_not_digit=p)  # (1 + 0.05) / 2 < 0.6
+    assert not strict.is_uncertain("svm_pca", x, three, p_not_digit=p)  # (1 + 1) / 2
+    assert calls == [1]  # one run of the CNN gives both opinions
+    X = np.stack([x, x]).reshape(2, 784)
+    assert strict.flags("svm", X, np.stack([three, three])).tolist() == [True, True]
+    assert strict.flags("svm_pca", X, np.stack([three, three])).tolist() == [False, False]
+    reference = strict.reference_outputs(X)
+    assert reference.shape == (2, 2, 10) and reference[0, 0, 3] == 1.0 and reference[0, 1, 3] == 0.05
+
+
 def test_a_model_of_several_networks_is_flagged_when_one_of_them_disagrees(detector, test_digits):
     """opinion "members" (the CNN): the second opinion is the smaller of the detector's reading and the
     networks' own; without the networks' own (an artefact exported without them) the detector's alone."""
@@ -212,7 +243,7 @@ def test_the_shipped_detector_loads_its_cnn_for_the_second_opinion(tmp_path):
     from digitlab.training.real_calibration import CNN_OPINION
 
     named = loaded.manifest["thresholds"].get("opinion") or {}
-    assert named == {**dict.fromkeys(CNN_OPINION, "cnn"), "cnn": "members"} and loaded.reference is not None
+    assert named == {**CNN_OPINION, "cnn": "members"} and loaded.reference is not None
     assert all(loaded.opinion(name) == named[name] for name in named)
     own = load_model("cnn", tmp_path).predict_with_opinion(np.zeros((3, 784), np.float32))[1]
     assert own.shape == (3, 10)  # the shipped CNN gives its networks' own opinion

@@ -7,7 +7,8 @@ The last term is a second opinion: a model that is sure of an answer another rea
 often confidently wrong on real handwriting. The other reader is the detector itself (it also reads the
 digit, outputs 0-9: free, they come with p_not_digit in `NotDigit`), or for the models the manifest
 names in `thresholds.opinion` the CNN (`reference`: run only when the model's own confidence does
-not already decide, once per image however many models ask), or, for a model that is several networks
+not already decide, once per image however many models ask): its probability ("cnn") or the smallest of
+its networks' ("cnn_networks": the most doubtful of them), or, for a model that is several networks
 (opinion "members": the CNN), the smaller of the detector's reading and the networks' own (they come
 with its answer, `LoadedModel.predict_with_opinion`).
 
@@ -29,6 +30,8 @@ from digitlab.detector.features import N_FEATURES, detector_features
 
 DETECTOR_NAME = "detector"
 MEMBERS = "members"  #: `thresholds.opinion` value: the detector and the model's own networks (`with_own_opinion`)
+#: `thresholds.opinion` values asking the CNN: its probability of the answer, the smallest of its networks'
+CNN_OPINIONS = ("cnn", "cnn_networks")
 NOT_DIGIT = 10  #: class index of "not a digit" in the training labels (0-9 are digits)
 
 
@@ -42,7 +45,7 @@ DEFAULT_T_MODEL_KEY = "default"
 class NotDigit(float):
     """p(not a digit) of one image that also carries the detector's digit probabilities (`digits`, 10),
     so `is_uncertain` can ask for the second opinion without running the network again; `reference`
-    keeps the CNN's probabilities once a model's second opinion needed them."""
+    keeps the CNN's outputs (`reference_outputs`, (2, 10)) once a model's second opinion needed them."""
 
     digits: np.ndarray
     reference: np.ndarray | None = None
@@ -92,8 +95,8 @@ class UncertaintyDetector:
     scale: np.ndarray = field(repr=False)
     weights: list[tuple[np.ndarray, np.ndarray]] = field(repr=False)
     not_digit_index: int = NOT_DIGIT
-    #: the CNN (anything with `predict_proba((n, 784)) -> (n, 10)`) whose probabilities are the second
-    #: opinion of the models in `thresholds.opinion`; None: the detector's digit outputs for every model
+    #: the CNN (a `LoadedModel`, or anything with `predict_proba((n, 784)) -> (n, 10)`) whose probabilities
+    #: are the second opinion of the models in `thresholds.opinion`; None: the detector's digit outputs
     reference: Any = field(default=None, repr=False)
 
     @property
@@ -115,10 +118,10 @@ class UncertaintyDetector:
         return float(t.get(model_name, t.get(DEFAULT_T_MODEL_KEY, 0.0)))
 
     def opinion(self, model_name: str) -> str:
-        """Who gives `model_name` its second opinion: "cnn" (when the CNN is loaded), "members" (the
-        detector and the model's own networks, `with_own_opinion`) or "detector"."""
+        """Who gives `model_name` its second opinion: "cnn" or "cnn_networks" (when the CNN is loaded),
+        "members" (the detector and the model's own networks, `with_own_opinion`) or "detector"."""
         named = (self.manifest["thresholds"].get("opinion") or {}).get(model_name, DETECTOR_NAME)
-        if named == "cnn":
+        if named in CNN_OPINIONS:
             return named if self.reference is not None else DETECTOR_NAME
         return named if named == MEMBERS else DETECTOR_NAME
 
@@ -130,14 +133,30 @@ class UncertaintyDetector:
             return with_own_opinion(digits, own), False
         return digits, True
 
-    def reference_proba(self, X: np.ndarray | None, model_names=()) -> np.ndarray | None:
-        """The CNN's probabilities for a batch, the second opinion of the models that take it; None when
-        `model_names` are given and none of them does (or X is None)."""
-        if X is None or (model_names and not any(self.opinion(n) == "cnn" for n in model_names)):
+    def asks_cnn(self, model_name: str) -> bool:
+        """Whether `model_name`'s second opinion needs the CNN run (`reference_outputs`)."""
+        return self.opinion(model_name) in CNN_OPINIONS
+
+    def reference_outputs(self, X: np.ndarray | None, model_names=()) -> np.ndarray | None:
+        """The CNN's outputs for a batch, the second opinion of the models that take it: (n, 2, 10), its
+        probabilities and the smallest of its networks' (the same for a CNN of one network); None when
+        `model_names` are given and none of them asks the CNN (or X is None)."""
+        if X is None or (model_names and not any(self.asks_cnn(n) for n in model_names)):
             return None
+        from digitlab.models.registry import predict_with_opinion
+
         X = np.asarray(X, np.float32).reshape(-1, 784)
-        parts = [self.reference.predict_proba(X[i : i + 2000]) for i in range(0, len(X), 2000)]
-        return np.vstack(parts) if parts else np.zeros((0, 10), np.float32)
+        out = np.zeros((len(X), 2, 10), np.float64)
+        for i in range(0, len(X), 2000):
+            proba, networks = predict_with_opinion(self.reference, X[i : i + 2000])
+            out[i : i + 2000, 0] = proba
+            out[i : i + 2000, 1] = proba if networks is None else networks
+        return out
+
+    def _cnn_second(self, model_name: str, reference: np.ndarray) -> tuple[np.ndarray, bool]:
+        """(second opinion, renormalise?) of a model that asks the CNN, from `reference_outputs` rows."""
+        kind = self.opinion(model_name)
+        return np.asarray(reference)[..., CNN_OPINIONS.index(kind), :], kind == "cnn"
 
     def detector_outputs(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(p(not a digit) (n,), digit probabilities (n, 10)) for (n, 784) or (n, 28, 28) images."""
@@ -165,7 +184,7 @@ class UncertaintyDetector:
         out = [NotDigit(float(v), d) for v, d in zip(p, digits, strict=True)]
         if reference_rows is not None and self.reference is not None and np.any(reference_rows):
             rows = np.flatnonzero(reference_rows)
-            for i, opinion in zip(rows, self.reference_proba(np.asarray(X)[rows]), strict=True):
+            for i, opinion in zip(rows, self.reference_outputs(np.asarray(X)[rows]), strict=True):
                 out[i].reference = opinion
         return out
 
@@ -202,12 +221,13 @@ class UncertaintyDetector:
         t_joint = self.joint_threshold(model_name)
         if t_joint <= 0:
             return False
-        if self.opinion(model_name) == "cnn":
-            second, normalise = getattr(p_not_digit, "reference", None), True
-            if second is None:
-                second = self.reference_proba(image28)[0]
+        if self.asks_cnn(model_name):
+            reference = getattr(p_not_digit, "reference", None)
+            if reference is None:
+                reference = self.reference_outputs(image28)[0]
                 if isinstance(p_not_digit, NotDigit):
-                    p_not_digit.reference = second  # the next model asking about this image reuses it
+                    p_not_digit.reference = reference  # the next model asking about this image reuses it
+            second, normalise = self._cnn_second(model_name, reference)
         else:
             digits = getattr(p_not_digit, "digits", None)
             if digits is None:
@@ -223,11 +243,11 @@ class UncertaintyDetector:
         *,
         p_not_digit: np.ndarray | None = None,
         digit_proba: np.ndarray | None = None,
-        reference_proba: np.ndarray | None = None,
+        reference: np.ndarray | None = None,
         own_opinion: np.ndarray | None = None,
     ) -> np.ndarray:
         """`is_uncertain` for a batch: (n,) bool. `digit_proba`: the detector's digit outputs, and
-        `reference_proba` the CNN's probabilities, if known (else computed when needed); `own_opinion`:
+        `reference` the CNN's (`reference_outputs`), if known (else computed when needed); `own_opinion`:
         the model's own (`LoadedModel.predict_with_opinion`), for a model whose opinion is "members"."""
         if p_not_digit is None:
             p_not_digit, digit_proba = self.detector_outputs(X)
@@ -236,9 +256,9 @@ class UncertaintyDetector:
         out = (np.asarray(p_not_digit) > self.t_detector) | (proba.max(axis=1) < self.threshold(model_name))
         t_joint = self.joint_threshold(model_name)
         if t_joint > 0 and len(out):
-            if self.opinion(model_name) == "cnn":
-                second = reference_proba if reference_proba is not None else self.reference_proba(X)
-                normalise = True
+            if self.asks_cnn(model_name):
+                reference = reference if reference is not None else self.reference_outputs(X)
+                second, normalise = self._cnn_second(model_name, reference)
             else:
                 digits = digit_proba if digit_proba is not None else self.detector_outputs(X)[1]
                 second, normalise = self._second(model_name, digits, own_opinion)
@@ -288,7 +308,7 @@ def load_detector(model_dir: Path | None = None) -> UncertaintyDetector:
     directory = detector_dir(model_dir)
     manifest, payload = read_verified(directory, DETECTOR_NAME)
     detector = from_payload(directory, manifest, payload)
-    if "cnn" in (manifest["thresholds"].get("opinion") or {}).values():
+    if set(CNN_OPINIONS) & set((manifest["thresholds"].get("opinion") or {}).values()):
         detector.reference = _reference_cnn(model_dir)
     return detector
 

@@ -67,16 +67,16 @@ def uncertainty_rates(
     scribbles_ok = np.ones(len(X_scribbles), bool) if scribbles_ok is None else np.asarray(scribbles_ok, bool)
     p_d, d_d = detector.detector_outputs(X_digits) if len(X_digits) else (np.zeros(0), np.zeros((0, 10)))
     p_s, d_s = detector.detector_outputs(X_scribbles) if len(X_scribbles) else (np.zeros(0), np.zeros((0, 10)))
-    r_d, r_s = (detector.reference_proba(X, list(predict_fns)) for X in (X_digits, X_scribbles))  # the CNN's
+    r_d, r_s = (detector.reference_outputs(X, list(predict_fns)) for X in (X_digits, X_scribbles))  # the CNN's
     out: dict[str, dict[str, Any]] = {"_rule": {"t_detector": detector.t_detector}}
     for name, fn in predict_fns.items():
         proba, own = predict_with_opinion(fn, X_digits)
         s_proba, s_own = predict_with_opinion(fn, X_scribbles)
         correct = ok & (proba.argmax(axis=1) == np.asarray(labels)) if len(proba) else np.zeros(0, bool)
-        flags = detector.flags(name, X_digits, proba, p_not_digit=p_d, digit_proba=d_d, reference_proba=r_d,
+        flags = detector.flags(name, X_digits, proba, p_not_digit=p_d, digit_proba=d_d, reference=r_d,
                                own_opinion=own) & ok | ~ok  # fmt: skip
         s_flags = detector.flags(name, X_scribbles, s_proba, p_not_digit=p_s, digit_proba=d_s,
-                                 reference_proba=r_s, own_opinion=s_own) | ~scribbles_ok  # fmt: skip
+                                 reference=r_s, own_opinion=s_own) | ~scribbles_ok  # fmt: skip
         out[name] = {
             **flag_rates(flags, correct, s_flags),
             "t_model": detector.threshold(name),

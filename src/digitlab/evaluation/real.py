@@ -355,7 +355,7 @@ def model_outputs(
     X = data["X"][usable].astype(np.float32) / 255.0
     ok = data["status"][usable] == 1
     p_nd, digits = detector.detector_outputs(X) if detector is not None and len(X) else (None, None)
-    reference = detector.reference_proba(X, list(predict_fns)) if p_nd is not None else None
+    reference = detector.reference_outputs(X, list(predict_fns)) if p_nd is not None else None
     out = {}
     for name, fn in predict_fns.items():
         proba, own = np.zeros((len(X), 10)), np.full((len(X), 10), 0.1)
@@ -369,7 +369,7 @@ def model_outputs(
         flags = None
         if p_nd is not None:
             answered = np.where(ok[:, None], proba, 0.1)
-            flags = detector.flags(name, X, answered, p_not_digit=p_nd, digit_proba=digits, reference_proba=reference,
+            flags = detector.flags(name, X, answered, p_not_digit=p_nd, digit_proba=digits, reference=reference,
                                    own_opinion=own if has_own else None)  # fmt: skip
         out[name] = (proba, flags)
     return out
