@@ -82,6 +82,18 @@ def with_own_opinion(digits: np.ndarray, own: np.ndarray) -> np.ndarray:
     return np.minimum(digits, np.asarray(own, np.float64).reshape(-1, 10))
 
 
+def cnn_reference(proba: np.ndarray, networks: np.ndarray | None) -> np.ndarray:
+    """(n, 2, 10): the CNN's probabilities and the smallest of its networks' (its probabilities again for a
+    CNN of one network), what `cnn_opinion` reads: `UncertaintyDetector.reference_outputs`' rows."""
+    proba = np.asarray(proba, np.float64).reshape(-1, 10)
+    return np.stack([proba, proba if networks is None else np.asarray(networks, np.float64).reshape(-1, 10)], axis=1)
+
+
+def cnn_opinion(kind: str, reference: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(second opinion, renormalise?) of the CNN opinion `kind` (one of `CNN_OPINIONS`) from `cnn_reference`."""
+    return np.asarray(reference)[..., CNN_OPINIONS.index(kind), :], kind == "cnn"
+
+
 @dataclass
 class UncertaintyDetector:
     """The not-a-digit detector and the per-model thresholds of the "uncertain" rule.
@@ -146,17 +158,12 @@ class UncertaintyDetector:
         from digitlab.models.registry import predict_with_opinion
 
         X = np.asarray(X, np.float32).reshape(-1, 784)
-        out = np.zeros((len(X), 2, 10), np.float64)
-        for i in range(0, len(X), 2000):
-            proba, networks = predict_with_opinion(self.reference, X[i : i + 2000])
-            out[i : i + 2000, 0] = proba
-            out[i : i + 2000, 1] = proba if networks is None else networks
-        return out
+        parts = [cnn_reference(*predict_with_opinion(self.reference, X[i : i + 2000])) for i in range(0, len(X), 2000)]
+        return np.concatenate(parts) if parts else np.zeros((0, 2, 10))
 
     def _cnn_second(self, model_name: str, reference: np.ndarray) -> tuple[np.ndarray, bool]:
         """(second opinion, renormalise?) of a model that asks the CNN, from `reference_outputs` rows."""
-        kind = self.opinion(model_name)
-        return np.asarray(reference)[..., CNN_OPINIONS.index(kind), :], kind == "cnn"
+        return cnn_opinion(self.opinion(model_name), reference)
 
     def detector_outputs(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(p(not a digit) (n,), digit probabilities (n, 10)) for (n, 784) or (n, 28, 28) images."""

@@ -103,7 +103,14 @@ def real_thresholds(
     digits, `drawn_digits` the detector's digit probabilities there (None: no second opinion);
     `p_negatives`: p_not_digit of the validation non-digits.
     """
-    from digitlab.detector.runtime import MEMBERS, joint_confidence, with_own_opinion
+    from digitlab.detector.runtime import (
+        CNN_OPINIONS,
+        MEMBERS,
+        cnn_opinion,
+        cnn_reference,
+        joint_confidence,
+        with_own_opinion,
+    )
     from digitlab.evaluation.flags import flag_rates, predict_with_opinion
 
     out_real = {s: _outputs(detector, X) for s, (X, _) in real.items()}
@@ -123,31 +130,34 @@ def real_thresholds(
     opinion = {name: CNN_OPINION[name] for name in models if second and name in CNN_OPINION and "cnn" in models}
     opinion.update({name: MEMBERS for name, per_set in outputs.items()  # a model of several networks
                     if second and all(own is not None for _, own in per_set.values())})  # fmt: skip
-    asked = {name for name in opinion if opinion[name] == MEMBERS} | ({"cnn"} if "cnn_networks" in opinion.values() else set())
-    drawn_own = {name: with_opinion(models[name], X_drawn)[1] for name in asked}
+    drawn_own = {name: with_opinion(models[name], X_drawn)[1] for name in opinion if opinion[name] == MEMBERS}
+    # the CNN's outputs as the runtime keeps them (its networks' come with it when it is several: "members")
+    real_cnn = {s: cnn_reference(*per_set) for s, per_set in outputs.get("cnn", {}).items()}
+    drawn_cnn = cnn_reference(drawn_proba["cnn"], drawn_own.get("cnn")) if "cnn" in drawn_proba else None
 
     def confidence(name: str, proba: np.ndarray, digits: np.ndarray, reference, own) -> np.ndarray:
-        """`reference`: the CNN's (probabilities, its networks' smallest) on the same images."""
+        """`reference`: the CNN's outputs on the same images (`cnn_reference`)."""
         if not second:
             return proba.max(axis=1)
         if opinion.get(name) == MEMBERS:
             return joint_confidence(proba, with_own_opinion(digits, own), normalise=False)
-        if opinion.get(name) == "cnn_networks":  # (a CNN of one network: its probabilities)
-            return joint_confidence(proba, reference[0] if reference[1] is None else reference[1], normalise=False)
-        return joint_confidence(proba, reference[0] if opinion.get(name) == "cnn" else digits)
+        if opinion.get(name) in CNN_OPINIONS:
+            second_opinion, normalise = cnn_opinion(opinion[name], reference)
+            return joint_confidence(proba, second_opinion, normalise=normalise)
+        return joint_confidence(proba, digits)
 
     t_model, t_joint, rates = {}, {}, {}
     for name, per_set in outputs.items():
         limits, scores = [], {}
         for s, (proba, own) in per_set.items():
             correct = proba.argmax(axis=1) == real[s][1]
-            scores[s] = confidence(name, proba, out_real[s][1], outputs.get("cnn", {}).get(s), own)
+            scores[s] = confidence(name, proba, out_real[s][1], real_cnn.get(s), own)
             if ((p_real[s] > td) & correct).sum() <= REAL_BUDGET * correct.sum():
                 limits.append(_largest_threshold(scores[s], p_real[s] > td, correct, REAL_BUDGET))
         if name in drawn_proba:
             proba = drawn_proba[name]
             correct = proba.argmax(axis=1) == drawn_labels
-            score = confidence(name, proba, drawn_digits, (drawn_proba.get("cnn"), drawn_own.get("cnn")), drawn_own.get(name))
+            score = confidence(name, proba, drawn_digits, drawn_cnn, drawn_own.get(name))
             limits.append(_largest_threshold(score, p_drawn > td, correct, DRAWN_BUDGET))
         t = math.floor(min(limits, default=0.0) * 1e4) / 1e4  # rounded down: never one more
         t_model[name] = 0.0 if second else t
