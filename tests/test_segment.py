@@ -12,6 +12,7 @@ from digitlab.decode import EmptyImageError
 from digitlab.detector.runtime import load_detector
 from digitlab.models.registry import BUNDLED_DIR, load_model
 from digitlab.segment import MARK_NOT_DIGIT, read_number
+from digitlab.segment_verifier import load_segment_verifier
 from drawn_numbers import draw_number
 
 
@@ -25,17 +26,23 @@ def detector():
     return load_detector(None)
 
 
+@pytest.fixture(scope="module")
+def verifier():
+    """The bundled segment verifier: `/read` scores every candidate with it."""
+    return load_segment_verifier(None)
+
+
 @pytest.mark.parametrize("text", ["2024", "307", "5", "1111", "4974"])
-def test_reads_drawn_numbers(cnn, detector, text):
-    reading = read_number(draw_number(text), cnn, detector)
+def test_reads_drawn_numbers(cnn, detector, verifier, text):
+    reading = read_number(draw_number(text), cnn, detector, verifier=verifier)
     assert reading.text == text
     assert len(reading.digits) == len(text)
 
 
-def test_boxes_are_left_to_right_in_input_pixels(cnn, detector):
+def test_boxes_are_left_to_right_in_input_pixels(cnn, detector, verifier):
     data = draw_number("2024")
     width, height = Image.open(io.BytesIO(data)).size
-    reading = read_number(data, cnn, detector)
+    reading = read_number(data, cnn, detector, verifier=verifier)
     xs = [d.box[0] for d in reading.digits]
     assert xs == sorted(xs)
     for d in reading.digits:
@@ -46,38 +53,38 @@ def test_boxes_are_left_to_right_in_input_pixels(cnn, detector):
 
 
 @pytest.mark.parametrize("gap", [0.02, -0.05])
-def test_narrow_and_touching_gaps(cnn, detector, gap):
+def test_narrow_and_touching_gaps(cnn, detector, verifier, gap):
     text = "2390" if gap > 0 else "230"
-    assert read_number(draw_number(text, gap=gap), cnn, detector).text == text
+    assert read_number(draw_number(text, gap=gap), cnn, detector, verifier=verifier).text == text
 
 
-def test_slanted_writing(cnn, detector):
-    assert read_number(draw_number("2047", slant=0.3), cnn, detector).text == "2047"
+def test_slanted_writing(cnn, detector, verifier):
+    assert read_number(draw_number("2047", slant=0.3), cnn, detector, verifier=verifier).text == "2047"
 
 
-def test_comma_and_dot_are_not_digits(cnn, detector):
+def test_comma_and_dot_are_not_digits(cnn, detector, verifier):
     def marks(pen, size):
         pen.ellipse([2.05 * size, 1.3 * size, 2.15 * size, 1.4 * size], fill="#1f2340")  # a dot after the 3rd
         pen.line([(1.3 * size, 1.35 * size), (1.25 * size, 1.5 * size)], fill="#1f2340", width=size // 10)
 
-    reading = read_number(draw_number("230", extra=marks), cnn, detector)
+    reading = read_number(draw_number("230", extra=marks), cnn, detector, verifier=verifier)
     assert reading.text == "230"
     assert len(reading.dropped) >= 1
 
 
-def test_a_dash_between_digits_is_left_out(cnn, detector):
+def test_a_dash_between_digits_is_left_out(cnn, detector, verifier):
     """A dash wider than half a digit ("20-25") was no mark and was read as a 2."""
 
     def dash(pen, size):
         pen.line([(2.65 * size, 0.9 * size), (3.2 * size, 0.9 * size)], fill="#1f2340", width=size // 10)
 
-    reading = read_number(draw_number("2025", gap=0.75, extra=dash), cnn, detector)
+    reading = read_number(draw_number("2025", gap=0.75, extra=dash), cnn, detector, verifier=verifier)
     assert reading.text == "2025"
     assert len(reading.dropped) == 1
 
 
 @pytest.mark.parametrize("wave", [0, 12])
-def test_a_lone_line_is_no_number(cnn, detector, wave):
+def test_a_lone_line_is_no_number(cnn, detector, verifier, wave):
     """One line across the wide canvas (a dash, a finger swiping to scroll) was cut into slices a tenth of its
     thickness wide and read as "0000000000000000"."""
     from PIL import ImageDraw
@@ -88,7 +95,7 @@ def test_a_lone_line_is_no_number(cnn, detector, wave):
     out = io.BytesIO()
     im.save(out, format="PNG")
     with pytest.raises(EmptyImageError, match="line"):
-        read_number(out.getvalue(), cnn, detector)
+        read_number(out.getvalue(), cnn, detector, verifier=verifier)
 
 
 def test_blank_image_is_empty(cnn):
@@ -98,14 +105,14 @@ def test_blank_image_is_empty(cnn):
         read_number(out.getvalue(), cnn)
 
 
-def test_numbers_benchmark_slice(cnn, detector):
+def test_numbers_benchmark_slice(cnn, detector, verifier):
     """A CI-sized slice of `digitlab evaluate --numbers` (USPS test + held-out Semeion, canvas + photos)."""
     from digitlab.evaluation.numbers import number_samples, score
 
     samples = number_samples(20, seed=3)
     assert {len(s.text) for s in samples} <= {2, 3, 4, 5, 6}
     assert any(s.photo for s in samples) and any(not s.photo for s in samples)
-    texts = [read_number(s.image, cnn, detector).text for s in samples]
+    texts = [read_number(s.image, cnn, detector, verifier=verifier).text for s in samples]
     result = score(samples, texts)
     assert result["all"]["numbers"] == 20
     assert result["all"]["digit_accuracy"] >= 0.7, result
@@ -129,14 +136,14 @@ def test_numbers_benchmark_holds_out_what_the_models_train_on():
     assert len(images) == len(labels) == len(sources)
 
 
-def test_a_currency_sign_is_never_a_confident_digit(cnn, detector):
+def test_a_currency_sign_is_never_a_confident_digit(cnn, detector, verifier):
     def dollar(pen, size):  # an S crossed by a long vertical bar, left of the digits
         s = [(0.9, 0.15), (0.5, 0.0), (0.1, 0.2), (0.5, 0.5), (0.9, 0.75), (0.5, 1.0), (0.1, 0.85)]
         pen.line([(0.05 * size + 0.45 * size * x, 0.4 * size + size * y) for x, y in s], fill="#1f2340",
                  width=size // 10, joint="curve")  # fmt: skip
         pen.line([(0.28 * size, 0.25 * size), (0.28 * size, 1.55 * size)], fill="#1f2340", width=size // 10)
 
-    reading = read_number(draw_number("42", lead=0.6, extra=dollar), cnn, detector)
+    reading = read_number(draw_number("42", lead=0.6, extra=dollar), cnn, detector, verifier=verifier)
     assert reading.text[-2:] == "42"
     if len(reading.text) == 3:  # read, then it must be flagged: never silently a digit
         assert reading.digits[0].uncertain and reading.uncertain
@@ -145,17 +152,17 @@ def test_a_currency_sign_is_never_a_confident_digit(cnn, detector):
         assert len(reading.dropped) == 1 and reading.dropped[0][0] < reading.digits[0].box[0]
 
 
-def test_more_digits_than_a_number_holds_is_refused(cnn, detector, monkeypatch):
+def test_more_digits_than_a_number_holds_is_refused(cnn, detector, verifier, monkeypatch):
     from digitlab import segment
 
     image = draw_number("2024")
-    assert read_number(image, cnn, detector).text == "2024"
+    assert read_number(image, cnn, detector, verifier=verifier).text == "2024"
     monkeypatch.setattr(segment, "MAX_DIGITS", 3)
     with pytest.raises(segment.NotANumberError, match="4 digit-like marks"):
-        read_number(image, cnn, detector)
+        read_number(image, cnn, detector, verifier=verifier)
 
 
-def test_too_many_ways_to_split_is_refused_before_the_work(cnn, detector, monkeypatch):
+def test_too_many_ways_to_split_is_refused_before_the_work(cnn, detector, verifier, monkeypatch):
     """Each candidate is preprocessed and classified: a crafted image of a few KB cost /read 3-4 s of CPU
     before it was refused. The count is checked first; nothing is preprocessed."""
     from digitlab import segment
@@ -165,5 +172,44 @@ def test_too_many_ways_to_split_is_refused_before_the_work(cnn, detector, monkey
     preprocessed = []
     monkeypatch.setattr(segment, "to_mnist", lambda crop: preprocessed.append(crop))
     with pytest.raises(segment.NotANumberError, match="ways to split it"):
-        read_number(image, cnn, detector)
+        read_number(image, cnn, detector, verifier=verifier)
     assert preprocessed == []
+
+
+@pytest.mark.parametrize("over", [False, True])
+def test_a_number_on_clean_lined_paper_is_read(cnn, detector, verifier, over):
+    """A screenshot or clean scan of lined paper is no photo (one exact background colour at its border),
+    so its pale ruled lines were ink: a single 7 was refused as "1638 ways to split it". Lines under the
+    ink (written on paper) or over it (drawn on top in an editor) are left out, the digits kept."""
+    from PIL import ImageDraw
+
+    im = Image.open(io.BytesIO(draw_number("2047"))).convert("RGB")
+    lines = Image.new("RGB", im.size, "white")
+    for y in range(12, im.height, 36):
+        ImageDraw.Draw(lines).line([(0, y), (im.width, y)], fill="#9db4e8", width=2)
+    ink = Image.eval(im.convert("L"), lambda v: 255 if v < 128 else 0)  # where the digits are
+    on_paper = Image.composite(im, lines, ink)  # ink over the lines
+    drawn_over = on_paper.copy()
+    if over:  # the same lines drawn on top of the ink
+        for y in range(12, im.height, 36):
+            ImageDraw.Draw(drawn_over).line([(0, y), (im.width, y)], fill="#9db4e8", width=2)
+    out = io.BytesIO()
+    (drawn_over if over else on_paper).save(out, format="PNG")
+    assert read_number(out.getvalue(), cnn, detector, verifier=verifier).text == "2047"
+
+
+def test_a_large_jpeg_is_read_at_a_reduced_scale_with_boxes_in_its_own_pixels(cnn, detector, verifier):
+    """A phone photo of 5000 px is decoded at 1/4 scale (it took ~1 s and ~370 MB in full); the boxes are
+    still in the uploaded image's pixels."""
+    small = Image.open(io.BytesIO(draw_number("2047", size=300))).convert("RGB")
+    scale = 4
+    big = small.resize((small.width * scale, small.height * scale), Image.BICUBIC)
+    readings = []
+    for im in (small, big):
+        out = io.BytesIO()
+        im.save(out, format="JPEG", quality=90)
+        readings.append(read_number(out.getvalue(), cnn, detector, verifier=verifier))
+    assert readings[0].text == readings[1].text == "2047"
+    for a, b in zip(readings[0].digits, readings[1].digits, strict=True):
+        assert abs(b.box[0] - scale * a.box[0]) <= 2 * scale * 3
+        assert abs(b.box[2] - scale * a.box[2]) <= 2 * scale * 3

@@ -4,8 +4,8 @@ Why this shape: geometry alone cannot split handwriting (gaps between digits can
 inside a 4; digits touch; a 5's top floats apart), and the model alone cannot see a row of digits. So
 geometry only proposes and the model decides:
 
-1. Ink: the image's ink map (`preprocess.ink_map`; photos of paper are first flattened against their
-   own, unevenly lit, background and long ruled lines are removed).
+1. Ink (`segment_ink`): the image's ink map (`preprocess.ink_map`; photos of paper are first flattened
+   against their own, unevenly lit, background; ruled lines across the image are removed).
 2. Slant: one shear for the whole number from the ink's second moments; columns are read in sheared
    coordinates, so a cut between slanted digits is slanted too.
 3. Pieces (`segment_pieces`): connected strokes. Strokes much lower than the writing (a dot, a comma, a
@@ -17,8 +17,10 @@ geometry only proposes and the model decides:
 4. Readings: every run of neighbouring pieces that could be one digit (not too wide; separate strokes only
    when they overlap horizontally or nearly touch) is cropped without the bits of a neighbour a cut took
    along, preprocessed like a single drawing (`to_mnist`) and scored by the model in one batch, and by
-   the not-a-digit detector where it can change the answer. Dynamic programming picks the reading whose
-   digits are the most probable (cuts through ink, over-wide digits and wide 1s cost a little).
+   the not-a-digit detector where it can change the answer, and by the segment verifier
+   (`segment_verifier`: is this crop one whole digit, not a fragment or two merged neighbours? The model
+   is sure of itself on merged crops). Dynamic programming picks the reading whose digits are the most
+   probable and most surely whole (cuts through ink, over-wide digits and wide 1s cost a little).
 """
 
 from __future__ import annotations
@@ -29,18 +31,17 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-from PIL import Image
 from scipy import ndimage as ndi
 
-from digitlab.decode import EmptyImageError, decode_plain_png, open_image, pil_to_rgba
+from digitlab.decode import EmptyImageError
 from digitlab.detector.runtime import NotDigit
 from digitlab.errors import DigitlabError
 from digitlab.models.registry import predict_with_opinion
-from digitlab.preprocess import ink_map, to_mnist
+from digitlab.preprocess import to_mnist
+from digitlab.segment_ink import working_ink
 from digitlab.segment_pieces import Piece, pieces_of
+from digitlab.segment_verifier import GEOMETRY, verifier_features
 
-#: working resolution: long side of the image the segmentation looks at (an 840 px canvas is halved)
-WORK_MAX = 800
 MAX_DIGIT_WIDTH = 1.25  # no digit is wider than this many writing heights
 WIDE_PRIOR = 0.7  # digits wider than this (in writing heights) pay WIDE_COST per extra height
 WIDE_COST = 2.0
@@ -54,6 +55,9 @@ MIN_OVERLAP = 0.3  # separate strokes form one digit only if they overlap this m
 JOIN_GAP = 0.05  # ...or are at most this far apart (in writing heights: a 0 written in two strokes)
 MAX_PIECES = 14  # pieces per digit (a cut stroke is sliced every tenth of a writing height)
 DIGIT_BONUS = 0.0  # added per digit read: evens out the sum of log-probabilities' preference for fewer digits
+#: added per digit read with the verifier (whose log P(whole digit) is below 0 for every digit, so that
+#: readings with fewer digits are not favoured); chosen on `evaluate --numbers --part calibration`
+WHOLE_BONUS = 1.0
 DETECTOR_WEIGHT = 0.15  # weight of log p(digit) from the not-a-digit detector in a digit's score
 ONE_DETECTOR_WEIGHT = 0.075  # ...for a thin 1 (the detector, which sees a lone stroke as odd, matters less)
 #: p(not a digit) counts at most this much: on a blurred photo every candidate can look odd to the
@@ -109,76 +113,6 @@ class NumberReading:
     confidence: float  # product of the digits' confidences
     uncertain: bool  # some digit is uncertain
     dropped: list[tuple[int, int, int, int]]  # boxes of marks left out of the text (dots, commas, ...)
-
-
-PLAIN_PNG_MAX_SIDE = 4096  #: a plain PNG up to this side takes the fast decoder (the same pixels as PIL's)
-
-
-# --------------------------------------------------------------------------------------------------
-# ink
-
-
-def load_rgba(image: Any, *, max_pixels: int | None = None) -> np.ndarray:
-    """Encoded bytes (decode checks apply, EXIF orientation too), a PIL image or an array -> RGBA uint8."""
-    if isinstance(image, (bytes, bytearray, memoryview)):
-        plain = decode_plain_png(image, max_pixels, max_side=PLAIN_PNG_MAX_SIDE)  # /predict's decoder too: the
-        return plain if plain is not None else pil_to_rgba(open_image(bytes(image), max_pixels))  # same PNGs
-    if isinstance(image, np.ndarray):
-        arr = image
-        if arr.dtype != np.uint8:
-            arr = np.clip(np.rint(arr * (255.0 if arr.max() <= 1.0 else 1.0)), 0, 255).astype(np.uint8)
-        image = Image.fromarray(arr)
-    return pil_to_rgba(image)
-
-
-def is_photo(rgba: np.ndarray) -> bool:
-    """A canvas has one exact background colour at its border; a photo or scan does not."""
-    border = np.concatenate([rgba[0], rgba[-1], rgba[:, 0], rgba[:, -1]]).astype(np.int16)
-    if np.median(border[:, 3]) < 128:
-        return False
-    return float(np.mean(np.abs(border[:, :3] - np.median(border[:, :3], axis=0)).max(axis=1) > 3)) > 0.2
-
-
-def flatten_photo(rgba: np.ndarray) -> np.ndarray:
-    """Dark ink on unevenly lit paper -> ink strength in [0, 1]; ruled lines are removed.
-
-    The paper's brightness is estimated per place (a max filter wider than any stroke, smoothed), the
-    picture divided by it: shadows and light gradients cancel. Long thin horizontal or vertical lines
-    (lined or squared paper) are found with a long opening and taken out.
-    """
-    lum = rgba[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    h, w = lum.shape
-    k = max(3, round(min(h, w) / 3))  # wider than any stroke: the max filter sees paper everywhere
-    paper = ndi.maximum_filter(ndi.uniform_filter(lum, 3), size=k)
-    paper = ndi.uniform_filter(paper, size=k)
-    darkness = np.clip(1.0 - lum / np.maximum(paper, 1.0), 0.0, 1.0)
-    for size in ((1, max(15, int(0.5 * w))), (max(15, int(0.8 * h)), 1)):  # longer than any digit's stroke
-        darkness = np.clip(darkness - ndi.grey_opening(darkness, size=size), 0.0, None)
-    noise = float(np.percentile(darkness, 60))
-    core = (
-        float(np.percentile(darkness[darkness > noise + 0.05], 90))
-        if (darkness > noise + 0.05).sum() > 8
-        else 0.0
-    )
-    if core < 0.12:
-        raise EmptyImageError("Nothing written: the photo shows no ink. Write a number and try again.")
-    floor = max(noise + 0.04, 0.3 * core)
-    return np.clip((darkness - floor) / max(core - floor, 1e-3), 0.0, 1.0).astype(np.float32)
-
-
-def working_ink(
-    image: Any, *, pen_color=None, background_color=None, max_pixels=None
-) -> tuple[np.ndarray, float]:
-    """(ink map at working resolution, input pixels per working pixel)."""
-    rgba = load_rgba(image, max_pixels=max_pixels)
-    if rgba.shape[0] == 0 or rgba.shape[1] == 0:
-        raise EmptyImageError("The image has no pixels.")
-    factor = max(1, math.ceil(max(rgba.shape[:2]) / WORK_MAX))
-    if factor > 1:
-        rgba = np.asarray(Image.fromarray(np.ascontiguousarray(rgba), "RGBA").reduce(factor))
-    if is_photo(rgba) and pen_color is None:
-        return flatten_photo(rgba), float(factor)
-    return ink_map(rgba, pen_color=pen_color, background_color=background_color), float(factor)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -248,14 +182,16 @@ def read_number(
     model: ProbabilityModel,
     detector: Any = None,
     *,
+    verifier: Any = None,
     pen_color: str | None = None,
     background_color: str | None = None,
     max_pixels: int | None = None,
 ) -> NumberReading:
     """Read the digits of a written number left to right (see the module docstring).
 
-    `detector`: a `digitlab.detector.runtime.UncertaintyDetector` or None. Raises the decoding errors and
-    `EmptyImageError` like `to_mnist`.
+    `detector`: a `digitlab.detector.runtime.UncertaintyDetector` or None; `verifier`: a
+    `digitlab.segment_verifier.SegmentVerifier` or None (then only the model's probabilities and the
+    geometry's costs decide). Raises the decoding errors and `EmptyImageError` like `to_mnist`.
     """
     s, factor = working_ink(
         image, pen_color=pen_color, background_color=background_color, max_pixels=max_pixels
@@ -263,15 +199,18 @@ def read_number(
     pieces, height, _specks = pieces_of(s)
     if len(pieces) > MAX_MARKS:
         raise NotANumberError(_NOT_A_NUMBER.format(f"{len(pieces)} separate marks"))
-    spans, images, boxes = _candidates(s, pieces, height)
+    spans, images, boxes = candidates(s, pieces, height)
     X = np.stack(images).reshape(len(images), 784)
     proba, own = predict_with_opinion(model, X)  # with the CNN's networks' own opinion, for its flag
     proba = np.asarray(proba, np.float64)
+    whole = np.zeros(len(X))  # log P(one whole digit) by the verifier: 0 without one
+    if verifier is not None:
+        whole = verifier.log_whole(verifier_features(X, candidate_geometry(spans, pieces, height))) + WHOLE_BONUS
     p_not = np.zeros(len(X))
     digit_opinion = np.full((len(X), 10), 0.1)  # the detector's own digit probabilities (second opinion)
     if detector is not None:
-        p_not, digit_opinion = _not_digit(detector, X, spans, pieces, height, proba)
-    scores = _scores(spans, pieces, height, proba, p_not)
+        p_not, digit_opinion = _not_digit(detector, X, spans, pieces, height, proba, whole)
+    scores = _scores(spans, pieces, height, proba, p_not, whole)
     chosen, skipped = _best_path(spans, scores, pieces)
     dropped = [_crop(s, [pieces[i]])[1] for i in skipped]
     digits = []
@@ -306,7 +245,7 @@ def read_number(
     )
 
 
-def _candidates(
+def candidates(
     s: np.ndarray, pieces: list[Piece], height: float
 ) -> tuple[list[tuple[int, int]], list[np.ndarray], list[tuple[int, int, int, int]]]:
     """Every run pieces[i:j] that could be one digit, cropped and preprocessed: (spans, 28x28s, boxes)."""
@@ -339,10 +278,16 @@ def _candidates(
 
 
 def _scores(
-    spans: list[tuple[int, int]], pieces: list[Piece], height: float, proba: np.ndarray, p_not: np.ndarray
+    spans: list[tuple[int, int]],
+    pieces: list[Piece],
+    height: float,
+    proba: np.ndarray,
+    p_not: np.ndarray,
+    whole: np.ndarray | float = 0.0,
 ) -> np.ndarray:
-    """How good each candidate is as one digit: log of its top probability and of being a digit at all,
-    less the cost of being wider than a digit (a 1: than a thin stroke) or of cutting through ink."""
+    """How good each candidate is as one digit: log of its top probability, of being a digit at all and
+    (`whole`, the verifier's) of being one whole digit, less the cost of being wider than a digit (a 1:
+    than a thin stroke) or of cutting through ink."""
     widths = np.array([_width(pieces[i:j]) for i, j in spans]) / height
     one = proba.argmax(axis=1) == 1
     thin_one = one & (widths <= ONE_WIDTH)  # the detector finds a lone stroke odd: trust it less there
@@ -352,7 +297,28 @@ def _scores(
     scores -= WIDE_COST * np.maximum(0.0, widths - WIDE_PRIOR)
     scores -= ONE_WIDE_COST * one * np.maximum(0.0, widths - ONE_WIDTH)
     scores -= CUT_COST * np.array([pieces[i].cut_left for i, _ in spans])  # a cut through ink on its left
-    return scores + DIGIT_BONUS
+    return scores + whole + DIGIT_BONUS
+
+
+def candidate_geometry(spans: list[tuple[int, int]], pieces: list[Piece], height: float) -> np.ndarray:
+    """(n, len(GEOMETRY)) of every candidate, for the verifier: width and height in writing heights, cuts
+    through ink on its left and right, pieces, separate strokes, ink pixels per squared writing height."""
+    n = len(pieces)
+    rows = np.zeros((len(spans), len(GEOMETRY)), np.float32)
+    for k, (i, j) in enumerate(spans):
+        group = pieces[i:j]
+        top = min(int(p.ys.min()) for p in group)
+        bottom = max(int(p.ys.max()) for p in group)
+        rows[k] = (
+            _width(group) / height,
+            (bottom - top + 1) / height,
+            float(pieces[i].cut_left),
+            float(j < n and pieces[j].cut_left),
+            j - i,
+            len({p.component for p in group}),
+            sum(len(p.ys) for p in group) / height**2,
+        )
+    return rows
 
 
 def _width(group: list[Piece]) -> float:
@@ -403,7 +369,13 @@ def _prefix_best(
 
 
 def _not_digit(
-    detector: Any, X: np.ndarray, spans: list[tuple[int, int]], pieces: list[Piece], height: float, proba
+    detector: Any,
+    X: np.ndarray,
+    spans: list[tuple[int, int]],
+    pieces: list[Piece],
+    height: float,
+    proba: np.ndarray,
+    whole: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The detector's p(not a digit) for every candidate that can be in the best reading, 0 for the rest,
     and its digit probabilities (the second opinion of the "not sure" rule; 0.1 each for the rest).
@@ -415,11 +387,11 @@ def _not_digit(
     """
     p_not = np.zeros(len(X))
     digits = np.full((len(X), 10), 0.1)
-    upper = _scores(spans, pieces, height, proba, p_not)
+    upper = _scores(spans, pieces, height, proba, p_not, whole)
     first, _ = _best_path(spans, upper, pieces)
     if first:
         p_not[first], digits[first] = detector.detector_outputs(X[first])
-    floor = float(_scores(spans, pieces, height, proba, p_not)[first].sum())
+    floor = float(_scores(spans, pieces, height, proba, p_not, whole)[first].sum())
     n, marks = len(pieces), [p.mark for p in pieces]
     ahead, _ = _prefix_best(spans, upper, marks)
     behind, _ = _prefix_best([(n - j, n - i) for i, j in spans], upper, marks[::-1])

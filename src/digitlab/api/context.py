@@ -14,6 +14,7 @@ from digitlab.models.registry import ModelRegistry
 
 if TYPE_CHECKING:  # the store is opened by the lifespan (SQLAlchemy is imported there, not here)
     from digitlab.detector.runtime import UncertaintyDetector
+    from digitlab.segment_verifier import SegmentVerifier
     from digitlab.store import PredictionStore
 
 
@@ -26,6 +27,7 @@ class AppContext:
     metrics: Metrics
     store: PredictionStore | None = None
     detector: UncertaintyDetector | None = None  # flags drawings that are not digits
+    segment_verifier: SegmentVerifier | None = None  # /read: which crops are one whole digit
     cpu_limiter: anyio.CapacityLimiter | None = None  # preprocessing + inference
     batcher: Any = None  # the predict route's micro-batches: an api.batching.PredictionBatcher (it imports this)
     manifest_keys: dict[str, tuple[str, float] | None] = field(default_factory=dict)

@@ -74,6 +74,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ctx.detector = load_detector(settings.model_dir)
             except Exception as exc:  # noqa: BLE001 - serve without it; `uncertain` falls back to confidence
                 log.error("not-a-digit detector not loaded, uncertainty uses confidence only: %s", exc)
+            try:
+                from digitlab.segment_verifier import load_segment_verifier
+
+                ctx.segment_verifier = load_segment_verifier(settings.model_dir)
+            except Exception as exc:  # noqa: BLE001 - read numbers without it: the model's probabilities decide
+                log.error("segment verifier not loaded, numbers are split by the model alone: %s", exc)
             warm_up(ctx)
 
         def open_store():

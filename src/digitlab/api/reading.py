@@ -33,6 +33,7 @@ def compute_reading(
             data,
             model,
             ctx.detector,
+            verifier=ctx.segment_verifier,
             pen_color=pen_color,
             background_color=background_color,
             max_pixels=ctx.settings.max_image_pixels,

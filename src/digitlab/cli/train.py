@@ -21,16 +21,19 @@ def train_command(
     calibrate_only: bool = False,
     detector_out: Path | None = None,
 ) -> int:
-    """`digitlab train [MODEL ...]`: classical models by default; `cnn` and `detector` on request.
+    """`digitlab train [MODEL ...]`: classical models by default; `cnn`, `detector` and `segment_verifier`
+    on request.
 
-    The detector goes last: its thresholds are calibrated against the models just trained.
+    The detector goes last but one: its thresholds are calibrated against the models just trained; the
+    segment verifier reports on the numbers read with the CNN and that detector.
     """
     settings = get_settings()
     requested = list(names) or list(CLASSICAL_MODELS)
-    unknown = [n for n in requested if n not in MODEL_SPECS and n != "detector"]
+    extras = ("detector", "segment_verifier")
+    unknown = [n for n in requested if n not in MODEL_SPECS and n not in extras]
     if unknown:
         raise DigitlabError(
-            f"unknown model(s) {', '.join(unknown)}: choose from {', '.join([*MODEL_SPECS, 'detector'])}."
+            f"unknown model(s) {', '.join(unknown)}: choose from {', '.join([*MODEL_SPECS, *extras])}."
         )
     started = time.perf_counter()
     if "cnn" in requested:
@@ -48,5 +51,9 @@ def train_command(
         from digitlab.training.detector import train_detector_command
 
         train_detector_command(out_dir=detector_out, jobs=jobs, calibrate_only=calibrate_only)
+    if "segment_verifier" in requested:
+        from digitlab.training.segment_verifier import train_segment_verifier_command
+
+        train_segment_verifier_command(out_dir=detector_out)
     log(f"done in {time.perf_counter() - started:.0f} s; artefacts in {settings.model_dir}")
     return 0

@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ class NumberSample:
     text: str
     gap: str
     photo: bool
+    owner: np.ndarray | None = field(default=None, repr=False)  # per pixel: which digit's ink (-1: none)
 
 
 def held_out_digits(directory: Path) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
@@ -83,28 +84,37 @@ def compose(
     glyphs: list[np.ndarray], gap: tuple[float, float], rng: np.random.Generator, height: int
 ) -> np.ndarray:
     """Digits side by side (max of ink where they overlap) with baseline jitter; ink in [0, 1]."""
+    return compose_owned(glyphs, gap, rng, height)[0]
+
+
+def compose_owned(
+    glyphs: list[np.ndarray], gap: tuple[float, float], rng: np.random.Generator, height: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`compose`, and which digit (index into `glyphs`, -1 for none) each pixel's ink comes from: the
+    segment verifier learns from that which candidate crops are one whole digit."""
     margin = height // 2
     width = sum(g.shape[1] for g in glyphs) + int(height * max(gap[1], 0) * len(glyphs)) + 2 * margin
     canvas = np.zeros((int(height * 1.7) + 2 * margin, width + 2 * margin), np.float32)
+    owner = np.full(canvas.shape, -1, np.int16)
     x = margin
-    for g in glyphs:
+    for k, g in enumerate(glyphs):
         y = margin + int(0.35 * height) + int(rng.uniform(-0.08, 0.08) * height) + (height - g.shape[0])
-        canvas[y : y + g.shape[0], x : x + g.shape[1]] = np.maximum(
-            canvas[y : y + g.shape[0], x : x + g.shape[1]], g
-        )
+        region = (slice(y, y + g.shape[0]), slice(x, x + g.shape[1]))
+        owner[region][g > canvas[region]] = k
+        canvas[region] = np.maximum(canvas[region], g)
         x += g.shape[1] + int(rng.uniform(*gap) * height)
     ys, xs = np.nonzero(canvas > 0.05)
-    return canvas[
-        max(0, ys.min() - margin) : ys.max() + margin, max(0, xs.min() - margin) : xs.max() + margin
-    ]
+    box = (slice(max(0, ys.min() - margin), ys.max() + margin), slice(max(0, xs.min() - margin), xs.max() + margin))
+    return canvas[box], owner[box]
 
 
-def _shear(ink: np.ndarray, k: float) -> np.ndarray:
-    h, w = ink.shape
+def shear(a: np.ndarray, k: float, *, order: int = 1, fill: float = 0.0) -> np.ndarray:
+    """Slant by `k` (dx per dy); `order=0, fill=-1` shears an owner map the same way."""
+    h, w = a.shape
     pad = int(abs(k) * h) + 2
-    out = np.zeros((h, w + 2 * pad), np.float32)
-    out[:, pad : pad + w] = ink
-    return ndi.affine_transform(out, [[1, 0], [k, 1]], offset=[0, -k * h / 2], order=1)
+    out = np.full((h, w + 2 * pad), fill, np.float32)
+    out[:, pad : pad + w] = a
+    return ndi.affine_transform(out, [[1, 0], [k, 1]], offset=[0, -k * h / 2], order=order, cval=fill)
 
 
 def canvas_png(ink: np.ndarray) -> bytes:
@@ -149,17 +159,17 @@ def _encode(im: Image.Image, fmt: str, **kw) -> bytes:
 
 
 def number_samples(
-    count: int, *, seed: int = 0, directory: Path | None = None, part: str = "heldout"
+    count: int, *, seed: int = 0, directory: Path | None = None, part: str = "heldout", owners: bool = False
 ) -> list[NumberSample]:
     """`count` written numbers (2-6 digits; every gap kind equally often; every other one a photo) of the
-    held-out digits, or of the `calibration` ones (to tune the segmentation on). `directory`: the real
+    held-out digits, or of the `calibration` ones (to tune the segmentation on), or of the `fit` ones
+    (to train the segment verifier on; `owners`: with each pixel's digit). `directory`: the real
     handwriting folder, by default the settings' (`DIGITLAB_HANDWRITING_DIR`)."""
     if directory is None:
         from digitlab.core.config import Settings
 
         directory = Settings().handwriting_path
-    pick = {"heldout": held_out_digits, "calibration": calibration_digits}[part]
-    images, labels, sources = pick(directory)
+    images, labels, sources = _part_digits(part, directory)
     rng = np.random.default_rng(seed)
     gap_names = list(GAPS)
     out = []
@@ -172,12 +182,14 @@ def number_samples(
             for i in picks
         ]
         gap = gap_names[n % len(gap_names)]
-        ink = compose(glyphs, GAPS[gap], rng, height)
+        ink, owner = compose_owned(glyphs, GAPS[gap], rng, height)
         if rng.random() < 0.5:
-            ink = _shear(ink, rng.uniform(-0.25, 0.25))
+            k = rng.uniform(-0.25, 0.25)
+            ink, owner = shear(ink, k), shear(owner, k, order=0, fill=-1)
         photo = (n // len(gap_names)) % 2 == 1
         data = photo_jpeg(ink, rng) if photo else canvas_png(ink)
-        out.append(NumberSample(data, "".join(str(int(labels[i])) for i in picks), gap, photo))
+        text = "".join(str(int(labels[i])) for i in picks)
+        out.append(NumberSample(data, text, gap, photo, owner.astype(np.int8) if owners else None))
     return out
 
 
@@ -224,9 +236,10 @@ def evaluate_numbers(
     from digitlab.errors import DigitlabError
     from digitlab.models.registry import load_model
     from digitlab.segment import read_number
+    from digitlab.segment_verifier import load_segment_verifier
 
     samples = number_samples(count, seed=seed, part=part)
-    detector = load_detector(model_dir)
+    detector, verifier = load_detector(model_dir), load_segment_verifier(model_dir)
     rows = []
     for name in names:
         model = load_model(name, model_dir)
@@ -234,7 +247,7 @@ def evaluate_numbers(
         started = time.perf_counter()
         for sample in samples:
             try:
-                texts.append(read_number(sample.image, model, detector).text)
+                texts.append(read_number(sample.image, model, detector, verifier=verifier).text)
             except DigitlabError:
                 texts.append(None)
         seconds = time.perf_counter() - started

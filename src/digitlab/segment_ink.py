@@ -1,0 +1,125 @@
+"""A written number's image -> its ink map at the segmentation's working resolution (`digitlab.segment`).
+
+A canvas has one exact background colour: its ink is the distance from it (`preprocess.ink_map`). A photo
+or scan of paper is lit unevenly: it is flattened against its own background first. Ruled or squared
+paper's lines, across the whole image, are no ink: they are taken out, on photos and on clean scans or
+screenshots alike, and the strokes that cross them kept.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage as ndi
+
+from digitlab.decode import EmptyImageError, decode_plain_png, open_image, pil_to_rgba
+from digitlab.preprocess import ink_map
+
+#: working resolution: long side of the image the segmentation looks at (an 840 px canvas is halved)
+WORK_MAX = 800
+RULED_ACROSS = 0.9  #: a row or column with ink over this share of the image is a ruled line, not writing
+PLAIN_PNG_MAX_SIDE = 4096  #: a plain PNG up to this side takes the fast decoder (the same pixels as PIL's)
+
+
+def load_rgba(image: Any, *, max_pixels: int | None = None) -> tuple[np.ndarray, float]:
+    """Encoded bytes (decode checks apply, EXIF orientation too), a PIL image or an array -> (RGBA uint8,
+    input pixels per decoded pixel). A large JPEG is decoded at 1/2 to 1/8 scale where that still leaves
+    WORK_MAX pixels (a 5000x5000 phone photo took ~1 s and ~370 MB to decode in full)."""
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        plain = decode_plain_png(image, max_pixels, max_side=PLAIN_PNG_MAX_SIDE)  # /predict's decoder too: the
+        if plain is not None:  # same PNGs
+            return plain, 1.0
+        im = open_image(bytes(image), max_pixels, draft_to=WORK_MAX)
+        with Image.open(io.BytesIO(image)) as header:  # the size before a draft decode (header only)
+            full = max(header.size)
+        return pil_to_rgba(im), full / max(im.size)
+    if isinstance(image, np.ndarray):
+        arr = image
+        if arr.dtype != np.uint8:
+            arr = np.clip(np.rint(arr * (255.0 if arr.max() <= 1.0 else 1.0)), 0, 255).astype(np.uint8)
+        image = Image.fromarray(arr)
+    return pil_to_rgba(image), 1.0
+
+
+def is_photo(rgba: np.ndarray) -> bool:
+    """A canvas has one exact background colour at its border; a photo or scan does not."""
+    border = np.concatenate([rgba[0], rgba[-1], rgba[:, 0], rgba[:, -1]]).astype(np.int16)
+    if np.median(border[:, 3]) < 128:
+        return False
+    return float(np.mean(np.abs(border[:, :3] - np.median(border[:, :3], axis=0)).max(axis=1) > 3)) > 0.2
+
+
+def flatten_photo(rgba: np.ndarray) -> np.ndarray:
+    """Dark ink on unevenly lit paper -> ink strength in [0, 1]; ruled lines are removed.
+
+    The paper's brightness is estimated per place (a max filter wider than any stroke, smoothed), the
+    picture divided by it: shadows and light gradients cancel. Long thin horizontal or vertical lines
+    (lined or squared paper) are found with a long opening and taken out.
+    """
+    lum = rgba[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    h, w = lum.shape
+    k = max(3, round(min(h, w) / 3))  # wider than any stroke: the max filter sees paper everywhere
+    paper = ndi.maximum_filter(ndi.uniform_filter(lum, 3), size=k)
+    paper = ndi.uniform_filter(paper, size=k)
+    darkness = np.clip(1.0 - lum / np.maximum(paper, 1.0), 0.0, 1.0)
+    for size in ((1, max(15, int(0.5 * w))), (max(15, int(0.8 * h)), 1)):  # longer than any digit's stroke
+        darkness = np.clip(darkness - ndi.grey_opening(darkness, size=size), 0.0, None)
+    noise = float(np.percentile(darkness, 60))
+    core = (
+        float(np.percentile(darkness[darkness > noise + 0.05], 90))
+        if (darkness > noise + 0.05).sum() > 8
+        else 0.0
+    )
+    if core < 0.12:
+        raise EmptyImageError("Nothing written: the photo shows no ink. Write a number and try again.")
+    floor = max(noise + 0.04, 0.3 * core)
+    return np.clip((darkness - floor) / max(core - floor, 1e-3), 0.0, 1.0).astype(np.float32)
+
+
+def working_ink(
+    image: Any, *, pen_color=None, background_color=None, max_pixels=None
+) -> tuple[np.ndarray, float]:
+    """(ink map at working resolution, input pixels per working pixel)."""
+    rgba, decoded = load_rgba(image, max_pixels=max_pixels)
+    if rgba.shape[0] == 0 or rgba.shape[1] == 0:
+        raise EmptyImageError("The image has no pixels.")
+    factor = max(1, math.ceil(max(rgba.shape[:2]) / WORK_MAX))
+    if factor > 1:
+        rgba = np.asarray(Image.fromarray(np.ascontiguousarray(rgba), "RGBA").reduce(factor))
+    if is_photo(rgba) and pen_color is None:
+        return flatten_photo(rgba), factor * decoded
+    ink = ink_map(rgba, pen_color=pen_color, background_color=background_color)
+    return (ink if pen_color is not None else without_ruled_lines(ink)), factor * decoded
+
+
+def without_ruled_lines(ink: np.ndarray) -> np.ndarray:
+    """Ink less lines across nearly the whole image (a clean scan or screenshot of lined or squared
+    paper: a single 7 on ruled lines was refused as "1638 ways to split it"). Along such a line only what
+    crosses it stays: the strokes of the digits written over (or under) it."""
+    out = ink
+    for axis in (0, 1):  # horizontal lines (rows), then vertical ones (columns)
+        across = np.flatnonzero((out > 0.2).mean(axis=1 - axis) > RULED_ACROSS)
+        if not len(across):
+            continue
+        runs = np.split(across, np.flatnonzero(np.diff(across) > 1) + 1)
+        out = out.copy() if out is ink else out
+        for run in runs:
+            k = 2 * len(run) + 3  # longer than the line is thick
+            lo, hi = max(0, run[0] - 1), run[-1] + 2  # the line and its soft edges
+            if axis == 0:
+                band = out[max(0, lo - k) : hi + k]
+                out[lo:hi] = _unline(band, (k, 1))[lo - max(0, lo - k) : hi - max(0, lo - k)]
+            else:
+                band = out[:, max(0, lo - k) : hi + k]
+                out[:, lo:hi] = _unline(band, (1, k))[:, lo - max(0, lo - k) : hi - max(0, lo - k)]
+    return out
+
+
+def _unline(band: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Across a ruled line: close (a stroke the line was drawn over continues through it), then open (the
+    line, thinner than `size`, goes)."""
+    return ndi.grey_opening(ndi.grey_closing(band, size=size), size=size)
