@@ -222,6 +222,30 @@ def _is_plain_png(data: bytes, max_pixels: int, max_side: int) -> bool:
     return False
 
 
+#: chunks that make a PNG's picture (and its orientation); the rest is text, metadata or hidden payload
+_PICTURE_CHUNKS = frozenset({b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"eXIf", b"IEND"})
+
+
+def png_picture_only(data: bytes) -> bytes | None:
+    """The PNG with only the chunks that make its picture, nothing after IEND; None if it is not a
+    well-formed PNG. What the store keeps of an upload: a 40 KB drawing with 5 MB of trailing bytes or of
+    text chunks was stored as sent, once per model answering (header walk only, no decoding)."""
+    if not data.startswith(_PNG_SIGNATURE):
+        return None
+    out, pos, end = [_PNG_SIGNATURE], 8, len(data)
+    while pos + 12 <= end:
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        if pos + 12 + length > end:
+            return None
+        kind = data[pos + 4 : pos + 8]
+        if kind in _PICTURE_CHUNKS:
+            out.append(data[pos : pos + 12 + length])
+        if kind == b"IEND":
+            return b"".join(out)
+        pos += 12 + length
+    return None
+
+
 def decode_plain_png(data: bytes, max_pixels: int | None = None, *, max_side: int) -> np.ndarray | None:
     """RGBA uint8 (H, W, 4) of a plain PNG (`_is_plain_png`) through libspng, else None (use PIL).
 

@@ -80,7 +80,10 @@ def test_every_ready_model_reads(api, model):
 
 def test_model_errors_match_predict(api, sample_png):
     files = {"image": ("d.png", sample_png, "image/png")}
-    assert_error(api.post(READ, files=files, data={"model": "nope"}), 404, "unknown_model")
+    unknown = api.post(READ, files=files, data={"model": "nope"})
+    assert_error(unknown, 404, "unknown_model")
+    assert "'all'" not in unknown.text  # /read takes one model: 'all' is not offered
+    assert "'all'" in api.post("/api/v1/predict", files=files, data={"model": "nope"}).text
     assert_error(api.post(READ, files=files, data={"model": TRAINING}), 503, "model_not_ready")
     assert_error(api.post(READ, files=files, data={"model": MISSING}), 503, "model_not_ready")
     assert_error(api.post(READ, files=files, data={"model": "all"}), 422, "invalid_fields")

@@ -69,6 +69,22 @@ def test_non_png_upload_is_stored_as_png(client, admin):
     assert im.format == "PNG" and max(im.size) <= 512
 
 
+def test_a_png_is_stored_without_its_payload(client, admin):
+    """A drawing with 1 MB of text chunk and 1 MB of trailing bytes was stored as sent, once per model:
+    the store keeps only the chunks of the picture (the same pixels)."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("comment", "x" * 1_000_000)
+    out = io.BytesIO()
+    Image.open(io.BytesIO(draw_digit())).save(out, format="PNG", pnginfo=info)
+    padded = out.getvalue() + b"\0" * 1_000_000
+    p = predict(client, padded, model="svm")
+    stored = client.get(f"/api/v1/predictions/{p['id']}/image", headers=admin).content
+    assert len(stored) < 50_000 < len(padded)
+    assert Image.open(io.BytesIO(stored)).tobytes() == Image.open(io.BytesIO(padded)).tobytes()
+
+
 def test_default_source_is_api_and_source_filter_free(client, admin):
     p = predict(client, draw_digit())
     assert client.get(f"/api/v1/predictions/{p['id']}", headers=admin).json()["source"] == "api"

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from digitlab.api.context import AppContext
+from digitlab.decode import png_picture_only
 from digitlab.errors import DigitlabError, ModelNotReadyError, UnknownModelError
 from digitlab.models.registry import MODEL_SPECS, LoadedModel, is_training
 from digitlab.preprocess import ImageTooLargeError, UnreadableImageError, sniff_format, to_mnist, to_png
@@ -35,8 +36,9 @@ STORED_INPUT_MAX_SIDE = 512
 # choosing models
 
 
-def resolve_models(ctx: AppContext, requested: str | None) -> list[LoadedModel]:
-    """The model(s) a request asks for; `UnknownModelError` or `ModelNotReadyError` otherwise."""
+def resolve_models(ctx: AppContext, requested: str | None, *, allow_all: bool = True) -> list[LoadedModel]:
+    """The model(s) a request asks for; `UnknownModelError` or `ModelNotReadyError` otherwise. `allow_all`:
+    whether 'all' is a choice (it is named in the unknown-model message only then)."""
     registry = ctx.registry
     if requested is None:
         name = registry.default_name(ctx.settings.default_model)
@@ -55,7 +57,8 @@ def resolve_models(ctx: AppContext, requested: str | None) -> list[LoadedModel]:
         return [model]
     if requested not in MODEL_SPECS:
         shown = requested if len(requested) <= 40 else requested[:40] + "..."
-        raise UnknownModelError(f"Unknown model {shown!r}: choose one of {', '.join(MODEL_SPECS)}, or 'all'.")
+        choices = ", ".join(MODEL_SPECS) + (", or 'all'" if allow_all else "")
+        raise UnknownModelError(f"Unknown model {shown!r}: choose one of {choices}.")
     if is_training(requested, ctx.settings.model_dir):
         raise ModelNotReadyError(f"Model {requested!r} is training: try again when it is ready.")
     if registry.errors().get(requested):
@@ -68,9 +71,12 @@ def resolve_models(ctx: AppContext, requested: str | None) -> list[LoadedModel]:
 
 
 def stored_input_png(data: bytes, fmt: str) -> bytes:
-    """PNG uploads are stored as sent; other formats as a PNG of at most STORED_INPUT_MAX_SIDE px."""
+    """PNG uploads are stored with only the chunks of their picture (`png_picture_only`); other formats,
+    and a PNG whose chunks cannot be walked, as a PNG of at most STORED_INPUT_MAX_SIDE px."""
     if fmt == "png":
-        return data
+        picture = png_picture_only(data)
+        if picture is not None:
+            return picture
     from PIL import Image, ImageOps
 
     with Image.open(io.BytesIO(data)) as im:

@@ -32,7 +32,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         ModelSpec(
             "cnn",
             "CNN (convolutional network)",
-            "A small convolutional network (two, averaged) trained with PyTorch on MNIST, style drawings and "
+            "Small convolutional networks (three, averaged) trained with PyTorch on MNIST, style drawings and "
             "real handwriting, served with onnxruntime.",
             "1.0.0",
             bundled=True,

@@ -44,7 +44,7 @@ async def read(request: Request) -> FastJSONResponse:
     data, options = await parse_image_request(request, ReadOptions, ReadJSON)
     if options.model == "all":
         raise ApiError("Invalid request: /read takes one model, not 'all'.", "invalid_fields")
-    model = resolve_models(ctx, options.model)[0]
+    model = resolve_models(ctx, options.model, allow_all=False)[0]
     request.scope[MODEL_SCOPE_KEY] = model.name
 
     def compute():
