@@ -20,11 +20,14 @@ APP = "digitlab.api.main:create_app"
 
 
 def log_config() -> dict:
-    """uvicorn's logging, plus the `digitlab` loggers on the same handler (INFO and up)."""
+    """uvicorn's logging, plus the `digitlab` loggers on the same handler (INFO and up). python-multipart
+    warns of every malformed body (the client gets a 400 for it) as a bare line on stderr, which anyone
+    could repeat at will: only its errors are logged."""
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
     config["loggers"]["digitlab"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    config["loggers"]["python_multipart"] = {"handlers": ["default"], "level": "ERROR", "propagate": False}
     return config
 
 
