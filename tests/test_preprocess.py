@@ -626,3 +626,24 @@ def test_a_line_on_a_strip_one_or_two_pixels_thin_is_read_not_refused(shape):
         a[:, 5:-5] = 0
     x = to_mnist(a)
     assert x.shape == (28, 28) and x.max() > 0
+
+
+def test_a_frame_a_little_inside_the_picture_is_not_the_digit():
+    """A photo of a card: a thin frame a few pixels in from the edge was the largest stroke, and the 7
+    inside it was read as a 0."""
+    cov = coverage("7", width=12)
+    framed = compose(cov)
+    for inset in (5, 14):  # 2 % and 5 % of the 280 px side
+        im = Image.fromarray(framed.copy())
+        ImageDraw.Draw(im).rectangle((inset, inset, 279 - inset, 279 - inset), outline=(0, 0, 0), width=4)
+        close(to_mnist(np.asarray(im)), to_mnist(compose(cov)))
+
+
+def test_a_big_slashed_zero_is_not_a_frame():
+    """A 0 drawn to the canvas's edges with a slash through it: round sides, so it stays the digit."""
+    im = Image.new("L", (280, 280), 255)
+    pen = ImageDraw.Draw(im)
+    pen.ellipse((8, 6, 272, 274), outline=0, width=16)
+    pen.line((70, 230, 210, 50), fill=0, width=16)
+    out = to_mnist(np.asarray(im))
+    assert out[:, :8].sum() > 5 and out[:, 20:].sum() > 5  # the ring's left and right sides are there

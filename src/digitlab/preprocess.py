@@ -85,6 +85,10 @@ FLOOR_MIN = 12.0  # absolute colour-distance noise floor (RGB euclidean, 0..441;
 FLOOR_REL = 0.08  # ...and relative to the ink core, so every colour scheme maps to the same grey levels
 MIN_CONTRAST = 40.0  # ink core must differ at least this much from the background
 SPECK_REL = 0.03  # components smaller than this fraction of the largest one are specks
+#: a component within this share of the image's side from all four edges, straight on all four sides
+#: (`_is_frame`), is a frame around the picture, not ink (a photo of a card: its 7 was read as a 0)
+FRAME_MARGIN = 0.06
+FRAME_STRAIGHT = 0.8
 MIN_EXTENT_REL = 0.02  # ink whose extent is below 2 % of the image's long side is a speck, not a digit
 DOT_RATIO = 3.0  # ink no longer than 3 stroke widths is a dot...
 DOT_MAX_REL = 0.2  # ...unless it spans more than 20 % of the image (then it is a big blob: let it through)
@@ -413,11 +417,12 @@ def _drop_specks(
     # the whole image's pooled size, and where the window sits in it
     ph, pw = (image_h // 2, image_w // 2) if step == 2 else (image_h, image_w)
     oy, ox = origin[0] // step, origin[1] // step
+    near = max(1, round(FRAME_MARGIN * max(ph, pw)))
     for i, b in enumerate(boxes, start=1):  # a frame line around the picture is not ink
-        touches_all_sides = (
-            b[0].start + oy <= 1 and b[1].start + ox <= 1 and b[0].stop + oy >= ph - 1 and b[1].stop + ox >= pw - 1
-        )
-        if touches_all_sides and sizes[i] < 0.25 * ph * pw and sizes.sum() > sizes[i]:
+        gaps = (b[0].start + oy, b[1].start + ox, ph - b[0].stop - oy, pw - b[1].stop - ox)
+        if max(gaps) > near or sizes[i] >= 0.25 * ph * pw or sizes.sum() <= sizes[i]:
+            continue
+        if max(gaps) <= 1 or _is_frame(labels[b] == i):  # at the edge, or straight on all four sides
             sizes[i] = 0
     small = sizes < SPECK_REL * sizes.max()
     small[0] = False
@@ -438,6 +443,14 @@ def _drop_specks(
 
 
 _EIGHT = np.ones((3, 3), bool)
+
+
+def _is_frame(component: np.ndarray) -> bool:
+    """A component whose outermost two rows and columns are each inked over most of its extent: the
+    straight sides of a frame (a card's border, a box drawn around the digit), never a round 0."""
+    sides = (component[:2].any(axis=0), component[-2:].any(axis=0), component[:, :2].any(axis=1),
+             component[:, -2:].any(axis=1))  # fmt: skip
+    return min(float(side.mean()) for side in sides) > FRAME_STRAIGHT
 
 
 def _stroke_width(s: np.ndarray) -> float:
