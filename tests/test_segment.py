@@ -213,3 +213,21 @@ def test_a_large_jpeg_is_read_at_a_reduced_scale_with_boxes_in_its_own_pixels(cn
     for a, b in zip(readings[0].digits, readings[1].digits, strict=True):
         assert abs(b.box[0] - scale * a.box[0]) <= 2 * scale * 3
         assert abs(b.box[2] - scale * a.box[2]) <= 2 * scale * 3
+
+
+def test_digits_written_one_above_another_are_not_sure(cnn, detector, verifier):
+    """/read reads one line: 1, 2 and 3 stacked were read as "33", sure and unflagged. Whatever it reads of
+    them now, it says it is not sure."""
+    rows = [Image.open(io.BytesIO(draw_number(d, size=100))).convert("RGB") for d in "123"]
+    width = max(r.width for r in rows)
+    stacked = Image.new("RGB", (width, sum(r.height for r in rows)), "white")
+    y = 0
+    for r in rows:
+        stacked.paste(r, (0, y))
+        y += r.height
+    out = io.BytesIO()
+    stacked.save(out, format="PNG")
+    reading = read_number(out.getvalue(), cnn, detector, verifier=verifier)
+    assert reading.uncertain and all(d.uncertain for d in reading.digits), reading.text
+    side_by_side = read_number(draw_number("123", size=100), cnn, detector, verifier=verifier)
+    assert side_by_side.text == "123" and not any(d.uncertain for d in side_by_side.digits)

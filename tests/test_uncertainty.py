@@ -369,3 +369,21 @@ def test_recalibrate_keeps_the_weights_and_writes_to_the_given_folder(tmp_path, 
     assert (tmp_path / "detector.npz").read_bytes() == (BUNDLED_DIR / "detector.npz").read_bytes()
     assert manifest["params"]["val_count"] == 60 and manifest["calibration"]["validation_digits"] <= 60
     assert load_detector(tmp_path).manifest["calibration"]["calibrated_at"]
+
+
+def test_a_row_of_digits_is_flagged_by_every_model_rule(detector, test_digits):
+    """Three digits or more in a row sent as one drawing are squeezed flat into the 28x28 box and were read
+    as one confident digit, unflagged (a 33-digit number: a 2 at 0.62-0.80). The flag now says "not sure"
+    whatever the models answer; a single MNIST digit is never that flat."""
+    from digitlab.detector.runtime import too_flat
+    from digitlab.preprocess import to_mnist
+
+    images, _ = test_digits
+    row = np.hstack([images[i] for i in range(5)])  # five MNIST digits side by side, 28 x 140
+    x = to_mnist(row).reshape(1, 784)
+    assert too_flat(x)[0] and not too_flat(images[:400].reshape(-1, 784) / 255.0).any()
+    sure = np.eye(10)[[2]] * 0.99 + 0.001  # whatever a model says, however sure
+    for name in MODEL_SPECS:
+        assert detector.is_uncertain(name, x.reshape(28, 28), sure[0], p_not_digit=NotDigit(0.0, sure[0]))
+        assert detector.flags(name, x, sure, p_not_digit=np.zeros(1), digit_proba=sure, reference=np.stack([sure, sure], 1),
+                              own_opinion=sure)[0]

@@ -73,6 +73,10 @@ UNCERTAIN_BELOW = 0.5  # without the detector, digits below this confidence are 
 #: chosen on real handwriting, is higher). 0.85 since the detector learnt real handwriting: it flags 1.4 % of
 #: the USPS and 4.4 % of the Semeion calibration digits (the earlier detector at 0.95: 2.6 and 18 %)
 MARK_NOT_DIGIT = 0.85
+#: a digit taller than this many writing heights is several, one above another (a number is read on one line:
+#: 1, 2 and 3 stacked were read as "33", sure and unflagged; digits read apart but stacked are `_stacked`);
+#: the benchmark's digits vary up to 1.4x
+STACKED = 1.6
 MAX_DIGITS = 32  #: the longest number read (`true_text` takes up to 32 digits too)
 #: more separate marks than this are no written number (noise, a texture, a page of text): refused before
 #: the work grows with them
@@ -228,11 +232,15 @@ def read_number(
             uncertain = uncertain or float(p_not[k]) > MARK_NOT_DIGIT
         else:
             uncertain = float(p[digit]) < UNCERTAIN_BELOW
+        uncertain = uncertain or boxes[k][3] > STACKED * height  # digits written one above another
         digits.append(
             ReadDigit(
                 digit, float(p[digit]), [float(v) for v in p], _scaled(boxes[k], factor), uncertain, images[k]
             )
         )
+    for a, b in itertools.pairwise(digits):  # one above the other, not side by side: the order is a guess
+        if _stacked(a.box, b.box):
+            a.uncertain = b.uncertain = True
     if len(digits) > MAX_DIGITS:
         raise NotANumberError(_NOT_A_NUMBER.format(f"{len(digits)} digit-like marks"))
     confidence = float(np.prod([d.confidence for d in digits])) if digits else 0.0
@@ -401,6 +409,13 @@ def _not_digit(
     if need.any():
         p_not[need], digits[need] = detector.detector_outputs(X[need])
     return p_not, digits
+
+
+def _stacked(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    """Do two digits' boxes (x, y, w, h) share most of their columns and none of their rows?"""
+    across = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    down = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    return across >= 0.5 * min(a[2], b[2]) and down <= 0
 
 
 def _scaled(box: tuple[int, int, int, int], factor: float) -> tuple[int, int, int, int]:

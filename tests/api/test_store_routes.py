@@ -8,6 +8,7 @@ import io
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -83,6 +84,23 @@ def test_a_png_is_stored_without_its_payload(client, admin):
     stored = client.get(f"/api/v1/predictions/{p['id']}/image", headers=admin).content
     assert len(stored) < 50_000 < len(padded)
     assert Image.open(io.BytesIO(stored)).tobytes() == Image.open(io.BytesIO(padded)).tobytes()
+
+
+def test_a_large_png_is_stored_as_a_small_one(client, admin):
+    """A 1200 px photo-like PNG (paper grain: megabytes) was stored whole, once per model: it is stored
+    like a photo, at most 512 px."""
+    from PIL import ImageDraw
+
+    im = Image.new("L", (1200, 1200), 235)
+    ImageDraw.Draw(im).line([(300, 250), (900, 250), (500, 1000)], fill=20, width=90)
+    grain = np.random.default_rng(0).integers(-12, 13, (1200, 1200))
+    im = Image.fromarray(np.clip(np.asarray(im, int) + grain, 0, 255).astype(np.uint8))
+    out = io.BytesIO()
+    im.save(out, format="PNG")
+    assert len(out.getvalue()) > 500_000
+    p = predict(client, out.getvalue(), model="svm")
+    stored = client.get(f"/api/v1/predictions/{p['id']}/image", headers=admin).content
+    assert max(Image.open(io.BytesIO(stored)).size) <= 512 and len(stored) < len(out.getvalue()) / 4
 
 
 def test_default_source_is_api_and_source_filter_free(client, admin):

@@ -28,8 +28,9 @@ log = logging.getLogger("digitlab.api")
 
 #: Without the not-a-digit detector, a prediction below this confidence is flagged `uncertain`.
 UNCERTAIN_BELOW = 0.5
-#: Non-PNG uploads are stored as a PNG no larger than this on the long side.
+#: Non-PNG uploads (and PNGs over STORED_PNG_MAX_BYTES) are stored as a PNG no larger than this on the long side.
 STORED_INPUT_MAX_SIDE = 512
+STORED_PNG_MAX_BYTES = 256 * 1024
 
 
 # --------------------------------------------------------------------------------------------------
@@ -71,11 +72,13 @@ def resolve_models(ctx: AppContext, requested: str | None, *, allow_all: bool = 
 
 
 def stored_input_png(data: bytes, fmt: str) -> bytes:
-    """PNG uploads are stored with only the chunks of their picture (`png_picture_only`); other formats,
-    and a PNG whose chunks cannot be walked, as a PNG of at most STORED_INPUT_MAX_SIDE px."""
+    """PNG uploads are stored with only the chunks of their picture (`png_picture_only`) when that is at
+    most STORED_PNG_MAX_BYTES (a canvas drawing: 3-40 KB); other formats, larger PNGs and a PNG whose chunks
+    cannot be walked, as a PNG of at most STORED_INPUT_MAX_SIDE px (a 6 MB PNG of noise was stored whole,
+    once per model answering)."""
     if fmt == "png":
         picture = png_picture_only(data)
-        if picture is not None:
+        if picture is not None and len(picture) <= STORED_PNG_MAX_BYTES:
             return picture
     from PIL import Image, ImageOps
 
