@@ -66,9 +66,9 @@ class TrainConfig:
     #: where two lost 4-7 test digits (models/bundled/README.md)
     members: int = 3
     augmentation: Augmentation = field(default_factory=Augmentation)
-    #: the forward pass in bfloat16 (`torch.autocast`) where the CPU multiplies bfloat16 in hardware (AMX):
-    #: oneDNN's convolutions take ~0.55x the time there; elsewhere bfloat16 is emulated and slower, so float32
-    #: stays. None: decide from the CPU (`bf16_is_fast`)
+    #: the forward pass in bfloat16 (`torch.autocast`) where the CPU multiplies bfloat16 in hardware (AMX,
+    #: AVX512-BF16): oneDNN's convolutions take ~0.55-0.64x the time there; elsewhere bfloat16 is emulated and
+    #: slower, so float32 stays. None: decide from the CPU (`bf16_is_fast`)
     bf16: bool | None = None
 
     def uses_bf16(self) -> bool:

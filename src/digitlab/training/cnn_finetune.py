@@ -98,7 +98,7 @@ def finetune(
     generator = torch.Generator().manual_seed(seed + 1)
     optimizer = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
     batches = max(1, len(x_all) // BATCH)
-    bf16 = bf16_is_fast()  # as in training: the forward pass in bfloat16 where the CPU has AMX
+    bf16 = bf16_is_fast()  # as in training: the forward pass in bfloat16 where the CPU has it natively
     for epoch in range(1, EPOCHS + 1):
         net.train()
         order = torch.randperm(len(x_all), generator=generator)
