@@ -28,7 +28,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -197,19 +197,13 @@ def read_number(
     `digitlab.segment_verifier.SegmentVerifier` or None (then only the model's probabilities and the
     geometry's costs decide). Raises the decoding errors and `EmptyImageError` like `to_mnist`.
     """
-    s, factor = working_ink(
-        image, pen_color=pen_color, background_color=background_color, max_pixels=max_pixels
-    )
-    pieces, height, _specks = pieces_of(s)
-    if len(pieces) > MAX_MARKS:
-        raise NotANumberError(_NOT_A_NUMBER.format(f"{len(pieces)} separate marks"))
-    spans, images, boxes = candidates(s, pieces, height)
-    X = np.stack(images).reshape(len(images), 784)
+    c = segmented(image, pen_color=pen_color, background_color=background_color, max_pixels=max_pixels)
+    s, factor, pieces, height, spans, images, boxes, X = c
     proba, own = predict_with_opinion(model, X)  # with the CNN's networks' own opinion, for its flag
     proba = np.asarray(proba, np.float64)
     whole = np.zeros(len(X))  # log P(one whole digit) by the verifier: 0 without one
     if verifier is not None:
-        whole = verifier.log_whole(verifier_features(X, candidate_geometry(spans, pieces, height))) + WHOLE_BONUS
+        whole = verifier.log_whole(c.verifier_features()) + WHOLE_BONUS
     p_not = np.zeros(len(X))
     digit_opinion = np.full((len(X), 10), 0.1)  # the detector's own digit probabilities (second opinion)
     if detector is not None:
@@ -251,6 +245,34 @@ def read_number(
         uncertain=any(d.uncertain for d in digits),
         dropped=sorted(_scaled(b, factor) for b in dropped),
     )
+
+
+class Segmented(NamedTuple):
+    """A written number cut into candidate digits: its ink at working resolution, input pixels per working
+    pixel, stroke pieces, writing height, and per candidate its run of pieces, 28x28 image and box."""
+
+    ink: np.ndarray
+    factor: float
+    pieces: list[Piece]
+    height: float
+    spans: list[tuple[int, int]]
+    images: list[np.ndarray]
+    boxes: list[tuple[int, int, int, int]]
+    X: np.ndarray  # the images as (n, 784)
+
+    def verifier_features(self) -> np.ndarray:
+        return verifier_features(self.X, candidate_geometry(self.spans, self.pieces, self.height))
+
+
+def segmented(image: Any, **decode: Any) -> Segmented:
+    """Ink, pieces and every candidate digit of a written number, as `read_number` scores them (and as the
+    segment verifier learns them). `decode`: `pen_color`, `background_color`, `max_pixels`."""
+    s, factor = working_ink(image, **decode)
+    pieces, height, _specks = pieces_of(s)
+    if len(pieces) > MAX_MARKS:
+        raise NotANumberError(_NOT_A_NUMBER.format(f"{len(pieces)} separate marks"))
+    spans, images, boxes = candidates(s, pieces, height)
+    return Segmented(s, factor, pieces, height, spans, images, boxes, np.stack(images).reshape(len(images), 784))
 
 
 def candidates(

@@ -11,7 +11,7 @@ def _train(args: argparse.Namespace) -> int:
     from digitlab.cli.train import train_command
 
     return train_command(
-        args.models, limit=args.limit, jobs=args.jobs, calibrate_only=args.calibrate_only, detector_out=args.out
+        args.models, limit=args.limit, jobs=args.jobs, calibrate_only=args.calibrate_only, out_dir=args.out
     )
 
 

@@ -19,7 +19,7 @@ def train_command(
     limit: int | None = None,
     jobs: int | None = None,
     calibrate_only: bool = False,
-    detector_out: Path | None = None,
+    out_dir: Path | None = None,
 ) -> int:
     """`digitlab train [MODEL ...]`: classical models by default; `cnn`, `detector` and `segment_verifier`
     on request.
@@ -50,10 +50,10 @@ def train_command(
     if "detector" in requested:
         from digitlab.training.detector import train_detector_command
 
-        train_detector_command(out_dir=detector_out, jobs=jobs, calibrate_only=calibrate_only)
+        train_detector_command(out_dir=out_dir, jobs=jobs, calibrate_only=calibrate_only)
     if "segment_verifier" in requested:
         from digitlab.training.segment_verifier import train_segment_verifier_command
 
-        train_segment_verifier_command(out_dir=detector_out)
+        train_segment_verifier_command(out_dir=out_dir)
     log(f"done in {time.perf_counter() - started:.0f} s; artefacts in {settings.model_dir}")
     return 0

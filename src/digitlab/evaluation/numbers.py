@@ -185,7 +185,8 @@ def number_samples(
         ink, owner = compose_owned(glyphs, GAPS[gap], rng, height)
         if rng.random() < 0.5:
             k = rng.uniform(-0.25, 0.25)
-            ink, owner = shear(ink, k), shear(owner, k, order=0, fill=-1)
+            ink = shear(ink, k)
+            owner = shear(owner, k, order=0, fill=-1) if owners else owner
         photo = (n // len(gap_names)) % 2 == 1
         data = photo_jpeg(ink, rng) if photo else canvas_png(ink)
         text = "".join(str(int(labels[i])) for i in picks)

@@ -20,10 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from digitlab.evaluation.numbers import number_samples
-from digitlab.segment import candidate_geometry, candidates
-from digitlab.segment_ink import working_ink
-from digitlab.segment_pieces import INK_ON, pieces_of
-from digitlab.segment_verifier import VERIFIER_NAME, SegmentVerifier, verifier_features
+from digitlab.segment import segmented
+from digitlab.segment_pieces import INK_ON
+from digitlab.segment_verifier import VERIFIER_NAME, SegmentVerifier
 from digitlab.training.progress import Bar, log
 
 OWN_SHARE = 0.7  #: a whole digit's crop: at least this share of its ink is one digit's...
@@ -34,28 +33,25 @@ SEED = 1  #: the compositions' seed (the benchmark's numbers use seed 0, on othe
 
 def candidate_rows(image: bytes, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(features, whole 0/1) of every candidate `/read` would score in this composed number."""
-    s, factor = working_ink(image)
-    if factor > 1:  # the working image is the input reduced by `factor`: so is the owner map
-        rows = np.minimum((np.arange(s.shape[0]) * factor).astype(int), owner.shape[0] - 1)
-        cols = np.minimum((np.arange(s.shape[1]) * factor).astype(int), owner.shape[1] - 1)
+    c = segmented(image)
+    if c.factor > 1:  # the working image is the input reduced by `factor`: so is the owner map
+        rows = np.minimum((np.arange(c.ink.shape[0]) * c.factor).astype(int), owner.shape[0] - 1)
+        cols = np.minimum((np.arange(c.ink.shape[1]) * c.factor).astype(int), owner.shape[1] - 1)
         owner = owner[np.ix_(rows, cols)]
-    pieces, height, _ = pieces_of(s)
-    spans, images, _ = candidates(s, pieces, height)
     owner = owner.astype(np.int16)
     digits = int(owner.max()) + 1
-    total = np.bincount(owner[(s >= INK_ON) & (owner >= 0)], minlength=max(digits, 1))
-    whole = np.zeros(len(spans), np.int8)
-    for k, (i, j) in enumerate(spans):
-        ys = np.concatenate([p.ys for p in pieces[i:j]])
-        xs = np.concatenate([p.xs for p in pieces[i:j]])
+    total = np.bincount(owner[(c.ink >= INK_ON) & (owner >= 0)], minlength=max(digits, 1))
+    whole = np.zeros(len(c.spans), np.int8)
+    for k, (i, j) in enumerate(c.spans):
+        ys = np.concatenate([p.ys for p in c.pieces[i:j]])
+        xs = np.concatenate([p.xs for p in c.pieces[i:j]])
         own = owner[ys, xs]
         own = own[own >= 0]
         if len(own):
             counts = np.bincount(own, minlength=len(total))
             top = int(counts.argmax())
             whole[k] = counts[top] >= OWN_SHARE * len(own) and counts[top] >= COVERED * total[top]
-    X = np.stack(images).reshape(len(images), 784)
-    return verifier_features(X, candidate_geometry(spans, pieces, height)), whole
+    return c.verifier_features(), whole
 
 
 def fit_verifier(
@@ -107,22 +103,23 @@ def fit_verifier(
     return verifier, summary
 
 
-def calibration_reading(verifier: SegmentVerifier | None, count: int, model_dir: Path) -> float:
-    """Share of `count` calibration numbers the CNN reads right with `verifier` (or without one)."""
+def calibration_reading(verifiers: dict[str, SegmentVerifier | None], count: int, model_dir: Path) -> dict[str, float]:
+    """Share of `count` calibration numbers the CNN reads right with each verifier (None: without one)."""
     from digitlab.detector.runtime import load_detector
     from digitlab.errors import DigitlabError
     from digitlab.models.registry import load_model
     from digitlab.segment import read_number
 
     model, detector = load_model("cnn", model_dir), load_detector(model_dir)
-    right = 0
     samples = number_samples(count, part="calibration")
+    right = dict.fromkeys(verifiers, 0)
     for sample in samples:
-        try:
-            right += read_number(sample.image, model, detector, verifier=verifier).text == sample.text
-        except DigitlabError:
-            pass
-    return right / len(samples)
+        for name, verifier in verifiers.items():
+            try:
+                right[name] += read_number(sample.image, model, detector, verifier=verifier).text == sample.text
+            except DigitlabError:
+                pass
+    return {name: n / len(samples) for name, n in right.items()}
 
 
 def train_segment_verifier_command(*, out_dir: Path | None = None, count: int = 3000, check: int = 500) -> int:
@@ -140,8 +137,8 @@ def train_segment_verifier_command(*, out_dir: Path | None = None, count: int = 
         f"{100 * summary['whole_share']:.1f} % whole; validation accuracy {100 * summary['validation_accuracy']:.1f} %"
     )
     if check:
-        before = calibration_reading(None, check, settings.model_dir)
-        after = calibration_reading(verifier, check, settings.model_dir)
+        read = calibration_reading({"without": None, "with": verifier}, check, settings.model_dir)
+        before, after = read["without"], read["with"]
         summary["calibration_numbers"] = {"count": check, "without": round(before, 4), "with": round(after, 4)}
         log(f"segment verifier: {check} calibration numbers read right by the cnn {100 * before:.1f} -> {100 * after:.1f} %")
     manifest = {
