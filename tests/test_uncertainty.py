@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 
 from digitlab.detector.features import N_FEATURES, detector_features
-from digitlab.detector.runtime import DEFAULT_T_MODEL_KEY, NotDigit, UncertaintyDetector, load_detector
+from digitlab.detector.runtime import (
+    DEFAULT_T_MODEL_KEY,
+    NotDigit,
+    UncertaintyDetector,
+    cnn_opinion,
+    load_detector,
+)
 from digitlab.evaluation.flags import uncertainty_rates
 from digitlab.models import MODEL_SPECS, ArtifactError, load_model
 from digitlab.models.artifacts import sha256_bytes
@@ -213,6 +219,43 @@ def test_the_cnn_networks_opinion_is_the_most_doubtful_network(detector, test_di
     assert strict.flags("svm_pca", X, np.stack([three, three])).tolist() == [False, False]
     reference = strict.reference_outputs(X)
     assert reference.shape == (2, 2, 10) and reference[0, 0, 3] == 1.0 and reference[0, 1, 3] == 0.05
+
+
+def test_the_trees_opinion_needs_the_detector_and_a_cnn_network_to_doubt(detector, test_digits):
+    """opinion "detector_and_cnn_networks" (the trees): the mean of the detector's (renormalised) reading and
+    the CNN's most doubtful network. One doubting reader is not enough where "cnn_networks" flags; both
+    doubting is; without the CNN the detector's opinion stands in."""
+    x = test_digits[0][0].astype(np.float32) / 255.0
+    p = detector.not_digit_probability(x)
+    own = int(np.argmax(p.digits))  # the detector's reading
+    q = float(p.digits[own] / p.digits.sum())
+
+    class Reference:  # the CNN: sure of the detector's reading, but one network finds every digit unlikely
+        def predict_with_opinion(self, X):
+            proba, networks = np.zeros((len(X), 10)), np.full((len(X), 10), 0.05)
+            proba[:, own] = 1.0
+            return proba, networks
+
+    manifest = json.loads(json.dumps(detector.manifest))
+    manifest["thresholds"] = {"t_detector": 1.0, "t_model": {"default": 0.0}, "t_joint": {"default": 0.6},
+                              "opinion": {"extra_trees": "detector_and_cnn_networks", "svm": "cnn_networks"}}  # fmt: skip
+    strict = dataclasses.replace(detector, manifest=manifest, reference=Reference())
+    likely, unlikely = np.zeros(10), np.zeros(10)
+    likely[own] = 1.0
+    other = int(np.argsort(p.digits)[0])  # the digit the detector finds least likely
+    unlikely[other] = 1.0
+    assert q > 0.35, "the test digit must be one the detector reads"
+    assert strict.asks_cnn("extra_trees")
+    assert not strict.is_uncertain("extra_trees", x, likely, p_not_digit=p)  # (1 + (q + 0.05) / 2) / 2 >= 0.6
+    assert strict.is_uncertain("svm", x, likely, p_not_digit=p)  # the network alone: (1 + 0.05) / 2
+    assert strict.is_uncertain("extra_trees", x, unlikely, p_not_digit=p)  # both doubt
+    second, normalise = cnn_opinion("detector_and_cnn_networks", strict.reference_outputs(x)[0], p.digits)
+    assert not normalise and second[own] == pytest.approx((q + 0.05) / 2)
+    X = np.stack([x, x]).reshape(2, 784)
+    assert strict.flags("extra_trees", X, np.stack([likely, unlikely])).tolist() == [False, True]
+    alone = dataclasses.replace(strict, reference=None)
+    assert alone.opinion("extra_trees") == "detector"
+    assert alone.is_uncertain("extra_trees", x, likely, p_not_digit=p) == ((1 + q) / 2 < 0.6)
 
 
 def test_a_model_of_several_networks_is_flagged_when_one_of_them_disagrees(detector, test_digits):

@@ -58,7 +58,8 @@ def test_health_reports_every_part(api):
     r = api.get("/health")
     assert r.status_code == 200
     body = r.json()
-    assert set(body) == {"status", "models", "database", "spool"}
+    assert set(body) == {"status", "models", "database", "spool", "components"}
+    assert body["components"] == {"detector": "ready", "segment_verifier": "ready"}
     assert body["status"] == "ok"
     assert body["database"] == "ok"
     assert body["spool"] == 0

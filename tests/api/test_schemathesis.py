@@ -55,7 +55,8 @@ def test_conformance_check_catches_a_wrong_body_and_an_undocumented_status():
     def answer(status: int, body: dict, path: str = "/health") -> httpx.Response:
         return httpx.Response(status, json=body, request=httpx.Request("GET", "http://x" + path))
 
-    good = {"status": "ok", "models": {"cnn": "ready"}, "database": "ok", "spool": 0}
+    good = {"status": "ok", "models": {"cnn": "ready"}, "database": "ok", "spool": 0,
+            "components": {"detector": "ready", "segment_verifier": "ready"}}
     check_response(answer(200, good))
     with pytest.raises(ConformanceError, match="spool"):
         check_response(answer(200, {**good, "spool": "none"}))

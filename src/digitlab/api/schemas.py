@@ -6,7 +6,15 @@ import hashlib
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from digitlab.store.numbers import StoredNumber
 from digitlab.store.records import Source, StoredPrediction
@@ -33,6 +41,11 @@ class HealthResponse(BaseModel):
         description="`failing`: the database answers, but the last writes of predictions failed (e.g. a full disk)."
     )
     spool: int = Field(description="Predictions, read numbers and feedback waiting in the outage spool.")
+    components: dict[Literal["detector", "segment_verifier"], Literal["ready", "missing"]] = Field(
+        description="The parts beside the models: `detector` (the \"not sure\" flag's not-a-digit detector and "
+        "second opinion; missing: the flag uses the model's confidence only) and `segment_verifier` (/read's "
+        "judge of which crops are one whole digit; missing: numbers are split by the model alone)."
+    )
 
 
 class ModelInfo(BaseModel):
@@ -158,6 +171,8 @@ class PredictForm(ImageForm):
 
 
 TRUE_TEXT_PATTERN = r"^[0-9]{1,32}$"
+#: surrounding whitespace is dropped, as a form's `true_digit` drops it ("7\n" is 7, "2024\n" is 2024)
+TrueText = Annotated[str, StringConstraints(strip_whitespace=True, pattern=TRUE_TEXT_PATTERN)]
 
 
 class ReadOptions(ImageOptions):
@@ -166,9 +181,7 @@ class ReadOptions(ImageOptions):
     model: str | None = Field(
         None, max_length=MODEL_FIELD_MAX, description="A model name; default: the best ready model."
     )
-    true_text: str | None = Field(
-        None, pattern=TRUE_TEXT_PATTERN, description="The number the person wrote, digits only."
-    )
+    true_text: TrueText | None = Field(None, description="The number the person wrote, digits only.")
     drawing_id: str | None = Field(
         None,
         pattern=DRAWING_ID_PATTERN,
@@ -183,7 +196,7 @@ class ReadJSON(ReadOptions):
 
 
 class ReadForm(ImageForm):
-    true_text: str | None = Field(None, pattern=TRUE_TEXT_PATTERN)
+    true_text: TrueText | None = None
 
 
 Box = Annotated[
@@ -224,7 +237,7 @@ class ReadResult(BaseModel):
 
 
 class NumberFeedback(BaseModel):
-    true_text: str = Field(pattern=TRUE_TEXT_PATTERN, description="The number really written, digits only.")
+    true_text: TrueText = Field(description="The number really written, digits only.")
 
 
 class NumberFeedbackResponse(BaseModel):

@@ -8,8 +8,9 @@ The last term is a second opinion: a model that is sure of an answer another rea
 often confidently wrong on real handwriting. The other reader is the detector itself (it also reads the
 digit, outputs 0-9: free, they come with p_not_digit in `NotDigit`), or for the models the manifest
 names in `thresholds.opinion` the CNN (`reference`: run only when the model's own confidence does
-not already decide, once per image however many models ask): its probability ("cnn") or the smallest of
-its networks' ("cnn_networks": the most doubtful of them), or, for a model that is several networks
+not already decide, once per image however many models ask): its probability ("cnn"), the smallest of
+its networks' ("cnn_networks": the most doubtful of them) or the mean of that and the detector's reading
+("detector_and_cnn_networks": two readers must both doubt), or, for a model that is several networks
 (opinion "members": the CNN), the smaller of the detector's reading and the networks' own (they come
 with its answer, `LoadedModel.predict_with_opinion`).
 
@@ -31,8 +32,10 @@ from digitlab.detector.features import N_FEATURES, detector_features
 
 DETECTOR_NAME = "detector"
 MEMBERS = "members"  #: `thresholds.opinion` value: the detector and the model's own networks (`with_own_opinion`)
-#: `thresholds.opinion` values asking the CNN: its probability of the answer, the smallest of its networks'
-CNN_OPINIONS = ("cnn", "cnn_networks")
+#: `thresholds.opinion` values asking the CNN: its probability of the answer, the smallest of its networks',
+#: the mean of that and the detector's (renormalised) probability of the answer
+DETECTOR_AND_NETWORKS = "detector_and_cnn_networks"
+CNN_OPINIONS = ("cnn", "cnn_networks", DETECTOR_AND_NETWORKS)
 NOT_DIGIT = 10  #: class index of "not a digit" in the training labels (0-9 are digits)
 
 
@@ -106,9 +109,15 @@ def cnn_reference(proba: np.ndarray, networks: np.ndarray | None) -> np.ndarray:
     return np.stack([proba, proba if networks is None else np.asarray(networks, np.float64).reshape(-1, 10)], axis=1)
 
 
-def cnn_opinion(kind: str, reference: np.ndarray) -> tuple[np.ndarray, bool]:
-    """(second opinion, renormalise?) of the CNN opinion `kind` (one of `CNN_OPINIONS`) from `cnn_reference`."""
-    return np.asarray(reference)[..., CNN_OPINIONS.index(kind), :], kind == "cnn"
+def cnn_opinion(kind: str, reference: np.ndarray, digits: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
+    """(second opinion, renormalise?) of the CNN opinion `kind` (one of `CNN_OPINIONS`) from `cnn_reference`
+    rows, and the detector's digit outputs `digits` (same leading shape) for `DETECTOR_AND_NETWORKS`."""
+    reference = np.asarray(reference, np.float64)
+    if kind == DETECTOR_AND_NETWORKS:
+        digits = np.asarray(digits, np.float64).reshape(reference[..., 1, :].shape)
+        digits = digits / np.maximum(digits.sum(axis=-1, keepdims=True), 1e-12)
+        return (digits + reference[..., 1, :]) / 2, False
+    return reference[..., CNN_OPINIONS.index(kind), :], kind == "cnn"
 
 
 @dataclass
@@ -147,7 +156,7 @@ class UncertaintyDetector:
         return float(t.get(model_name, t.get(DEFAULT_T_MODEL_KEY, 0.0)))
 
     def opinion(self, model_name: str) -> str:
-        """Who gives `model_name` its second opinion: "cnn" or "cnn_networks" (when the CNN is loaded),
+        """Who gives `model_name` its second opinion: one of `CNN_OPINIONS` (when the CNN is loaded),
         "members" (the detector and the model's own networks, `with_own_opinion`) or "detector"."""
         named = (self.manifest["thresholds"].get("opinion") or {}).get(model_name, DETECTOR_NAME)
         if named in CNN_OPINIONS:
@@ -178,9 +187,10 @@ class UncertaintyDetector:
         parts = [cnn_reference(*predict_with_opinion(self.reference, X[i : i + 2000])) for i in range(0, len(X), 2000)]
         return np.concatenate(parts) if parts else np.zeros((0, 2, 10))
 
-    def _cnn_second(self, model_name: str, reference: np.ndarray) -> tuple[np.ndarray, bool]:
-        """(second opinion, renormalise?) of a model that asks the CNN, from `reference_outputs` rows."""
-        return cnn_opinion(self.opinion(model_name), reference)
+    def _cnn_second(self, model_name: str, reference: np.ndarray, digits: np.ndarray) -> tuple[np.ndarray, bool]:
+        """(second opinion, renormalise?) of a model that asks the CNN, from `reference_outputs` rows and the
+        detector's digit outputs."""
+        return cnn_opinion(self.opinion(model_name), reference, digits)
 
     def detector_outputs(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(p(not a digit) (n,), digit probabilities (n, 10)) for (n, 784) or (n, 28, 28) images."""
@@ -245,17 +255,17 @@ class UncertaintyDetector:
         t_joint = self.joint_threshold(model_name)
         if t_joint <= 0:
             return False
+        digits = getattr(p_not_digit, "digits", None)
+        if digits is None:
+            digits = self.not_digit_probability(image28).digits
         if self.asks_cnn(model_name):
             reference = getattr(p_not_digit, "reference", None)
             if reference is None:
                 reference = self.reference_outputs(image28)[0]
                 if isinstance(p_not_digit, NotDigit):
                     p_not_digit.reference = reference  # the next model asking about this image reuses it
-            second, normalise = self._cnn_second(model_name, reference)
+            second, normalise = self._cnn_second(model_name, reference, digits)
         else:
-            digits = getattr(p_not_digit, "digits", None)
-            if digits is None:
-                digits = self.not_digit_probability(image28).digits
             second, normalise = self._second(model_name, digits, own_opinion)
         return bool(joint_confidence(proba, second, normalise=normalise)[0] < t_joint)
 
@@ -281,11 +291,11 @@ class UncertaintyDetector:
         out |= too_flat(X) if len(out) else out
         t_joint = self.joint_threshold(model_name)
         if t_joint > 0 and len(out):
+            digits = digit_proba if digit_proba is not None else self.detector_outputs(X)[1]
             if self.asks_cnn(model_name):
                 reference = reference if reference is not None else self.reference_outputs(X)
-                second, normalise = self._cnn_second(model_name, reference)
+                second, normalise = self._cnn_second(model_name, reference, digits)
             else:
-                digits = digit_proba if digit_proba is not None else self.detector_outputs(X)[1]
                 second, normalise = self._second(model_name, digits, own_opinion)
             out |= joint_confidence(proba, second, normalise=normalise) < t_joint
         return out

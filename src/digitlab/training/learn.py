@@ -137,7 +137,7 @@ def _real_handwriting(settings: Settings, say) -> tuple[np.ndarray, np.ndarray] 
     if not parts:
         say(f"not judged on real handwriting ({reason}): only the users' hold-out and MNIST test bars apply")
         return None
-    return np.concatenate([x for x, _ in parts.values()]), np.concatenate([y for _, y in parts.values()])
+    return np.concatenate([p[0] for p in parts.values()]), np.concatenate([p[1] for p in parts.values()])
 
 
 def learn(

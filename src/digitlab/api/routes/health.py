@@ -1,4 +1,5 @@
-"""`GET /health`: models, database and spool, with `status: degraded` when a part is down."""
+"""`GET /health`: models, database, spool and the parts beside the models; `status: degraded` when the
+database or every model is down (a missing part beside them only narrows what answers carry)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,13 @@ def health_payload(ctx: AppContext) -> HealthResponse:
             store = {"database": "unavailable", "spool": 0}
     ready = any(state == "ready" for state in models.values())
     status = "ok" if ready and store["database"] == "ok" else "degraded"
-    return HealthResponse(status=status, models=models, database=store["database"], spool=int(store["spool"]))
+    components = {
+        "detector": "ready" if ctx.detector is not None else "missing",
+        "segment_verifier": "ready" if ctx.segment_verifier is not None else "missing",
+    }
+    return HealthResponse(
+        status=status, models=models, database=store["database"], spool=int(store["spool"]), components=components
+    )
 
 
 @router.get("/health", response_model=HealthResponse)
