@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from .conftest import assert_error, draw_digit
 
@@ -25,6 +25,15 @@ def predict(client, png: bytes, **data) -> dict:
     r = client.post("/api/v1/predict", files={"image": ("d.png", png, "image/png")}, data=data)
     assert r.status_code == 200, r.text
     return r.json()
+
+
+def _scribble() -> bytes:
+    """A dense zig-zag across the canvas: no digit (the detector flags it)."""
+    im = Image.new("RGB", (280, 280), "white")
+    ImageDraw.Draw(im).line([(40 + 25 * i, 60 if i % 2 else 220) for i in range(9)], fill="black", width=14)
+    out = io.BytesIO()
+    im.save(out, format="PNG")
+    return out.getvalue()
 
 
 def test_prediction_is_logged_with_everything(client, admin):
@@ -51,6 +60,10 @@ def test_prediction_is_logged_with_everything(client, admin):
     assert row["probabilities"] == pytest.approx(p["probabilities"])
     assert row["latency_ms"] == pytest.approx(p["latency_ms"])
     assert row["has_image"] and row["has_processed"]
+    assert row["uncertain"] is p["uncertain"] is False  # the flag the answer carried (History shows it)
+    scribble = predict(client, _scribble(), model="svm")
+    assert scribble["uncertain"] is True
+    assert client.get(f"/api/v1/predictions/{scribble['id']}", headers=admin).json()["uncertain"] is True
     stamp = datetime.fromisoformat(row["timestamp"])
     assert abs(stamp - datetime.now(UTC)) < timedelta(minutes=5)
 

@@ -63,6 +63,23 @@ def test_add_and_read_back(store, make_record, make_png):
     assert json.loads(probs) == pytest.approx(rec.probabilities) and correct
 
 
+def test_the_not_sure_flag_is_kept_through_the_database_and_the_spool(store, make_record, tmp_path):
+    """`uncertain` (migration 0010) as the answer showed it; a later stroke of the drawing replaces it; a record
+    spooled before the column existed (no key) reads back as unknown."""
+    sure, unsure = make_record(4), make_record(5)
+    sure.uncertain, unsure.uncertain = False, True
+    ids = [store.add(r).id for r in (sure, unsure)]
+    assert [store.get(i).uncertain for i in ids] == [False, True]
+    first, later = make_record(1), make_record(7)
+    first.drawing_id = later.drawing_id = "d1"
+    first.uncertain, later.uncertain = True, False
+    (row_id,) = {store.add(first).id, store.add(later).id}
+    assert store.get(row_id).uncertain is False
+    old = {k: v for k, v in unsure.to_json().items() if k != "uncertain"}
+    assert type(unsure).from_json(old).uncertain is None
+    assert type(unsure).from_json(unsure.to_json()).uncertain is True
+
+
 def test_adding_the_same_uid_twice_stores_one_row(store, make_record):
     rec = make_record()
     assert store.add(rec).id == store.add(rec).id

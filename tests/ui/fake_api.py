@@ -35,6 +35,7 @@ class FakeApi:
     next_id: int = 100
     unsure: bool = False  # every prediction flagged uncertain
     stored_numbers: list[dict] = field(default_factory=list)  # History's Numbers, newest first
+    stored_predictions: list[Any] = field(default_factory=list)  # History's log (StoredPrediction), newest first
     numbers_calls: list[dict] = field(default_factory=list)  # (page, page_size) asked for
 
     def _away(self) -> None:
@@ -90,9 +91,11 @@ class FakeApi:
         self._away()
         return {"models": {}}
 
-    def predictions(self, *, page: int = 1, page_size: int = 50, **_: Any) -> dict:
+    def predictions(self, *, page: int = 1, page_size: int = 50, correct: bool | None = None, **_: Any) -> dict:
         self._away()
-        return {"items": [], "total": 0, "page": page, "page_size": page_size}
+        kept = [p for p in self.stored_predictions if correct is None or p.correct is correct]
+        items = kept[(page - 1) * page_size : page * page_size]
+        return {"items": items, "total": len(kept), "page": page, "page_size": page_size}
 
     def numbers(self, *, page: int = 1, page_size: int = 25, model: str | None = None, correct: bool | None = None,
                 since: Any = None, until: Any = None) -> dict:  # fmt: skip
@@ -121,6 +124,20 @@ def stored_number(number_id: int, text: str, true_text: str | None = None, *, mo
     correct = None if true_text is None else true_text == text
     return {"id": number_id, "text": text, "true_text": true_text, "correct": correct, "confidence": 0.9,
             "digits": [{"digit": int(c)} for c in text], "model_name": model, "timestamp": timestamp}  # fmt: skip
+
+
+def stored_prediction(prediction_id: int, digit: int, *, drawn: int | None = None,
+                      uncertain: bool | None = False) -> Any:  # fmt: skip
+    """A prediction as `GET /api/v1/predictions` lists it (no stored image)."""
+    from digitlab.store.records import StoredPrediction
+
+    return StoredPrediction(
+        id=prediction_id, uid=f"u{prediction_id}", timestamp=datetime(2026, 11, 28, 10, tzinfo=UTC),
+        model_name="cnn", model_version="1", predicted_digit=digit, probability=0.9, probabilities=_probs(digit),
+        drawn_digit=drawn, correct=None if drawn is None else drawn == digit, pen_color=None,
+        background_color=None, latency_ms=5.0, session_id="s", source="ui", drawing_id=None, not_digit=None,
+        uncertain=uncertain, has_image=False, has_processed=False,
+    )  # fmt: skip
 
 
 def _tiny_png_b64() -> str:

@@ -238,4 +238,5 @@ def test_draw_an_unsure_photo_gets_photo_advice_and_the_number_page(fake):
     canvas.set("draw", png())
     at.run()
     said = _answer_texts(at)
-    assert "draw one digit, large" in said and "Number</b> page" not in said, said
+    assert "draw one digit, large" in said and "take the photo closer" not in said, said
+    assert "a whole number goes on the <b>Number</b> page" in said, said  # "12" drawn on Draw: where to go

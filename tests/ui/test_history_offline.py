@@ -5,7 +5,7 @@ table too ("Answer: Wrong" left every number listed, right and unlabelled ones i
 from __future__ import annotations
 
 import pytest
-from fake_api import install, open_app, stored_number
+from fake_api import install, open_app, stored_number, stored_prediction
 
 pytest.importorskip("streamlit.testing.v1")
 
@@ -78,3 +78,28 @@ def test_nothing_matching_says_so(history):
     at.button_group(key="hist_outcome").set_value("Wrong").run()
     assert not at.table
     assert any("No numbers match these filters" in str(i.value) for i in at.info)
+
+
+def test_the_log_shows_which_answers_were_not_sure(history):
+    """The "Not sure" the Draw page showed is in the log too (it read as a confident answer before)."""
+    api, open_history = history
+    api.stored_predictions = [stored_prediction(3, 4, uncertain=True), stored_prediction(2, 7, drawn=7),
+                              stored_prediction(1, 1, uncertain=None)]  # fmt: skip
+    at = open_history()
+    (log,) = at.dataframe
+    assert list(log.value["sure?"]) == ["not sure", "sure", ""]  # "": stored before the flag was kept
+    assert list(log.value["predicted"]) == [4, 7, 1]
+
+
+def test_an_empty_log_says_why(history):
+    """No wrong answers is not "nothing drawn yet": the message names the filter."""
+    api, open_history = history
+    api.stored_predictions = [stored_prediction(1, 7, drawn=7)]
+    at = open_history()
+    at.button_group(key="hist_outcome").set_value("Wrong").run()
+    assert not at.exception, at.exception
+    infos = " ".join(str(i.value) for i in at.info)
+    assert "No wrong answers here yet" in infos and "Draw something" not in infos
+    api.stored_predictions = []
+    at = open_history()
+    assert "Nothing here yet. Draw something on the Draw page!" in " ".join(str(i.value) for i in at.info)

@@ -271,6 +271,7 @@ def _answer(
             session_id=job.session_id,
             source=job.source,
             drawing_id=job.drawing_id,
+            uncertain=uncertain,
         )
         out.records.append(record)
         out.results.append(

@@ -46,6 +46,8 @@ class Prediction(Base):
     processed_png: Mapped[bytes | None] = mapped_column(LargeBinary)
     # --- added by migration 0008: when the label was given (the last one given wins on spool replays) ---
     labelled_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # --- added by migration 0010: the answer was flagged "not sure" (NULL for older rows) ---------------
+    uncertain: Mapped[bool | None] = mapped_column(Boolean)
 
     __table_args__ = (
         Index("ix_user_predictions_uid", "uid", unique=True),

@@ -88,6 +88,7 @@ class PredictionRecord:
     source: Source = "api"
     #: the live predictions of one drawing share it: the store keeps one row per drawing and model
     drawing_id: str | None = None
+    uncertain: bool | None = None  #: the answer was flagged "not sure" (None: not known)
     uid: str = field(default_factory=lambda: uuid.uuid4().hex)
     timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
 
@@ -114,6 +115,8 @@ class PredictionRecord:
             raise ValueError(f"drawing_id must be 1-{UID_LEN} characters")
         if self.latency_ms is not None:
             self.latency_ms = float(self.latency_ms)
+        if self.uncertain is not None:
+            self.uncertain = bool(self.uncertain)
         if self.timestamp.tzinfo is None:
             self.timestamp = self.timestamp.replace(tzinfo=UTC)
 
@@ -181,6 +184,9 @@ class StoredPrediction(BaseModel):
     source: str | None
     drawing_id: str | None = Field(description="Groups the live predictions of one drawing (one row per model).")
     not_digit: bool | None = Field(description="The user said the drawing is not a digit.")
+    uncertain: bool | None = Field(
+        None, description="The answer was flagged \"not sure\"; null for rows stored before it was kept."
+    )
     has_image: bool = Field(description="The submitted drawing is stored (`.../image?kind=input`).")
     has_processed: bool = Field(description="The 28x28 input is stored (`.../image?kind=processed`).")
 

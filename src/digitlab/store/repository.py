@@ -58,8 +58,9 @@ def _summary(row: Any) -> StoredPrediction:
         data["timestamp"] = data["timestamp"].replace(tzinfo=UTC)
     data["has_image"] = bool(data["has_image"])
     data["has_processed"] = bool(data["has_processed"])
-    if data["correct"] is not None:
-        data["correct"] = bool(data["correct"])
+    for flag in ("correct", "uncertain"):
+        if data[flag] is not None:
+            data[flag] = bool(data[flag])
     return StoredPrediction.model_validate(data)
 
 

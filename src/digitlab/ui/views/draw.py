@@ -174,7 +174,8 @@ def answer_html(prediction: Prediction, models: list[dict], digest: str, *, phot
     if prediction.uncertain:
         advice = ("It may not be one digit: take the photo closer, one digit filling it. Several digits? The "
                   "<b>Number</b> page reads whole numbers." if photo else
-                  "It may not be a digit at all: draw one digit, large.")  # fmt: skip
+                  "It may not be a digit at all: draw one digit, large (a whole number goes on the <b>Number</b> "
+                  "page).")  # fmt: skip
         note = (f'<div class="dl-note" data-testid="dl-unsure">{common.not_sure_sentence(prediction.probabilities)} '
                 f"{advice}</div>")  # fmt: skip
     source = ('<div class="dl-source" data-testid="dl-photo-note">This answer is for your uploaded photo; draw on '

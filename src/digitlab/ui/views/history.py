@@ -95,6 +95,7 @@ def log_table(page: dict[str, Any], models: list[dict[str, Any]]) -> None:
             "when": pd.Timestamp(ts).tz_convert(tz).tz_localize(None) if ts else None,
             "model": common.display_name(models, item.model_name or "?"),
             "predicted": item.predicted_digit,
+            "sure?": "not sure" if item.uncertain else "" if item.uncertain is None else "sure",
             "you drew": "not a digit" if item.not_digit else "—" if drawn is None else str(drawn),
             "right?": "—" if correct is None else ("✓ right" if correct else "✗ wrong"),
             "confidence": None if item.probability is None else 100 * item.probability,
@@ -109,6 +110,7 @@ def log_table(page: dict[str, Any], models: list[dict[str, Any]]) -> None:
         column_order=[
             "drawing",
             "predicted",
+            "sure?",
             "you drew",
             "right?",
             "confidence",
@@ -127,6 +129,9 @@ def log_table(page: dict[str, Any], models: list[dict[str, Any]]) -> None:
             ),
             "model": st.column_config.TextColumn("model", width=170),
             "predicted": st.column_config.NumberColumn("predicted", format="%d", width=80),
+            "sure?": st.column_config.TextColumn(
+                "sure?", width=80, help="\"not sure\": the answer was shown as \"Not sure — is it a …?\""
+            ),
             "you drew": st.column_config.TextColumn("you drew", width=80),
             "right?": st.column_config.TextColumn("right?", width=80),
             "confidence": st.column_config.ProgressColumn(
@@ -197,6 +202,17 @@ def stats_section(stats: dict[str, Any], models: list[dict[str, Any]], model_fil
         st.caption("Each row is what you drew; the diagonal is right, everything else is a mistake.")
 
 
+def empty_log_message(f: dict[str, Any]) -> str:
+    """What an empty prediction log means: nothing drawn yet, or nothing that matches the filters."""
+    if f.get("correct") is not None:
+        outcome = "right" if f["correct"] else "wrong"
+        return (f"No {outcome} answers here yet: an answer is right or wrong once you say what you drew (on the "
+                "Draw page, under the answer).")  # fmt: skip
+    if any(f.get(k) is not None for k in ("model", "since", "until")):
+        return "No predictions match these filters. Try another model or period."
+    return "Nothing here yet. Draw something on the Draw page!"
+
+
 def number_correct(n: dict[str, Any]) -> bool | None:
     """Right (the reading was what they wrote), wrong, or None when nobody said what was written."""
     truth = n.get("true_text")
@@ -227,7 +243,6 @@ def numbers_section(models: list[dict], f: dict[str, Any] | None = None) -> None
         return
     rows = [
         {
-            "#": n.get("id"),
             "Read": n.get("text"),
             "You wrote": n.get("true_text") or "",
             "Right?": {True: "✓", False: "✗"}.get(number_correct(n), ""),
@@ -235,10 +250,11 @@ def numbers_section(models: list[dict], f: dict[str, Any] | None = None) -> None
             "Sure": f"{(n.get('confidence') or 0) * 100:.0f}%",
             "Model": common.display_name(models, n.get("model_name") or "?"),
             f"When ({_timezone()[1]})": common.when_text(n.get("timestamp")),
+            "#": n.get("id"),
         }
         for n in items
     ]
-    st.table(pd.DataFrame(rows).set_index("#"))  # a plain table: a handful of short rows
+    st.table(pd.DataFrame(rows), hide_index=True)  # a plain table: a handful of short rows; "#" last, as above
     shown = f"{len(items):,} of {total:,}"
     st.caption(f"{shown} numbers match the filters above · newest first" if filtered
                else f"{shown} numbers · newest first")  # fmt: skip
@@ -281,7 +297,7 @@ def main() -> None:
     total = int(page.get("total") or 0)
     st.subheader("Prediction log")
     if not total:
-        st.info("Nothing matches these filters yet. Draw something on the Draw page!", icon=":material/draw:")
+        st.info(empty_log_message(f), icon=":material/filter_alt:" if any(f.values()) else ":material/draw:")
     else:
         log_table(page, models)
         pages = max(1, -(-total // PAGE_SIZE))
