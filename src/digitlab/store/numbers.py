@@ -164,14 +164,15 @@ def insert_number(engine: Engine, record: NumberRecord) -> int:
 
 def insert_missing(conn, records: list[NumberRecord]) -> int:
     """Spool replay: store, in order, the records whose uid is not stored yet; returns how many. A
-    drawing's reading only replaces a row holding an older one, so replaying twice changes nothing."""
+    drawing's reading only replaces a row holding an older one, so replaying twice changes nothing. Two
+    executemany at most: each execution sees the ones before it, so a drawing's later reading wins."""
     missing = not_stored(conn, N.c.uid, records)
     plain = [r.to_row() for r in missing if not r.drawing_id]
+    drawings = [r.to_row() for r in missing if r.drawing_id]
     if plain:
         conn.execute(insert(N), plain)
-    upsert = _upsert(conn.dialect.name, newer_only=True)
-    for record in (r for r in missing if r.drawing_id):  # in order: a drawing's later reading wins
-        conn.execute(upsert.values(record.to_row()))
+    if drawings:
+        conn.execute(_upsert(conn.dialect.name, newer_only=True), drawings)
     return len(missing)
 
 

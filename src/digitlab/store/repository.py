@@ -138,12 +138,6 @@ def _upsert_drawing(conn, record: PredictionRecord) -> int:
     return conn.execute(_upsert_statement(conn.dialect.name), record.to_row()).scalar_one()
 
 
-def _replay_drawing(conn, record: PredictionRecord) -> None:
-    """`_upsert_drawing` for a spool replay: a row holding a later prediction of the drawing (answered after
-    this one) keeps it, so replaying a spool twice cannot bring an earlier stroke back."""
-    conn.execute(_upsert_statement(conn.dialect.name, newer_only=True), record.to_row())
-
-
 class Repository:
     def __init__(self, engine: Engine):
         self.engine = engine
@@ -180,18 +174,18 @@ class Repository:
 
     def insert_missing(self, conn, records: list[PredictionRecord]) -> int:
         """Insert, in order, the records whose uid is not stored yet (idempotent replay); returns how many.
-        Without drawings one executemany (psycopg pipelines it: no round trip per record). A drawing's
-        record only replaces a row holding an earlier prediction (`_replay_drawing`): the earlier strokes'
-        uids are no longer in the table, so they count as missing on a second replay of the same spool."""
+        Two executemany at most (psycopg pipelines them: no round trip per record): the records without a
+        drawing, and the drawings' records in order (each execution sees the ones before it, so a drawing's
+        later prediction wins; one per record cost a round trip each). A drawing's record only replaces a
+        row holding an earlier prediction (`_upsert_statement(..., newer_only=True)`): the earlier strokes' uids are no longer in
+        the table, so they count as missing on a second replay of the same spool."""
         missing = not_stored(conn, T.c.uid, records)
-        if any(r.drawing_id for r in missing):  # in order: a drawing's later prediction wins
-            for record in missing:
-                if record.drawing_id:
-                    _replay_drawing(conn, record)
-                else:
-                    conn.execute(_INSERT, record.to_row())
-        elif missing:
-            conn.execute(_INSERT, [r.to_row() for r in missing])
+        plain = [r.to_row() for r in missing if not r.drawing_id]
+        drawings = [r.to_row() for r in missing if r.drawing_id]
+        if plain:
+            conn.execute(_INSERT, plain)
+        if drawings:
+            conn.execute(_upsert_statement(conn.dialect.name, newer_only=True), drawings)
         return len(missing)
 
     def apply_feedback(self, conn, key: str, labels: dict[Any, Label]) -> None:

@@ -614,7 +614,7 @@ class PredictionStore:
             [op for op in ops if op["op"] not in NUMBER_OPS],
             [op for op in ops if op["op"] in NUMBER_OPS],
         ):
-            for (kind, key), run in groupby(table_ops, key=_run_kind):
+            for (kind, key), run in groupby(_few_runs(table_ops), key=_run_kind):
                 run = list(run)
                 target = "number" if kind in NUMBER_OPS else "prediction"
                 if kind in ("add", "number"):
@@ -682,6 +682,43 @@ NUMBER_OPS = ("number", "number_feedback")
 def _run_kind(op: dict[str, Any]) -> tuple[str, str]:
     """(operation, key kind): consecutive spool lines with the same one are applied together."""
     return op["op"], "uid" if "uid" in op else "id"
+
+
+def _few_runs(ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One table's spooled operations reordered into few runs (each run is a handful of statements): between
+    two labels by the uid of a record stored before them, the records first, in order, then the labels,
+    by kind. Under load the spool alternates a prediction and its label, and a batch of 200 lines in ~100
+    runs of one took ~500 round trips: the spool drained slower than requests filled it (session 15's
+    probe: 6,000 waiting 80 s after the database came back). Labels stay right: the last one given wins
+    whatever the order (`labelled_at`), a label by a uid recorded in this batch finds its drawing's row
+    (`drawing_of`), a label by id names its row; a label by the uid of an older record keeps its place,
+    since a later stroke of its drawing takes that row's uid. A spool with labels written before they carried
+    their time (`at`) is replayed in its own order: there the order is what decides."""
+    if any(_run_kind(op)[0] not in ("add", "number") and "at" not in op for op in ops):
+        return ops
+    out: list[dict[str, Any]] = []
+    records: list[dict[str, Any]] = []
+    labels: list[dict[str, Any]] = []
+    recorded: set[str] = set()
+
+    def flush() -> None:
+        out.extend(records)
+        out.extend(sorted(labels, key=_run_kind))  # stable: each kind's labels keep their order
+        records.clear()
+        labels.clear()
+
+    for op in ops:
+        kind, key = _run_kind(op)
+        if kind in ("add", "number"):
+            records.append(op)
+            recorded.add(op["record"].uid)
+        elif key == "id" or op["uid"] in recorded:
+            labels.append(op)
+        else:
+            flush()
+            out.append(op)
+    flush()
+    return out
 
 
 def _stamp() -> str:
