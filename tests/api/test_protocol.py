@@ -69,3 +69,55 @@ def test_a_request_head_that_stops_arriving_closes_the_connection():
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+class SmallHead(HeadDeadlineProtocol):
+    max_head_bytes = 4096
+
+
+def test_a_request_head_over_the_limit_is_answered_431():
+    """A header streamed without end is refused at the limit (the worker held all of it: 126 MB in 20 s); a
+    head within it, and a large body after a small head, are served as usual."""
+    port = free_port()
+    config = uvicorn.Config(hello, host="127.0.0.1", port=port, http=SmallHead, loop="asyncio",
+                            lifespan="off", log_level="warning")  # fmt: skip
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        big = socket.create_connection(("127.0.0.1", port))
+        big.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        answer = b""
+        big.settimeout(5)
+        try:
+            for _ in range(200):  # 200 KB of one header value, 1 KB at a time
+                big.sendall(b"a" * 1024)
+                time.sleep(0.002)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # closed by the server: the answer was sent before
+        while chunk := big.recv(1000):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 431"), answer[:100]
+        assert b'"code":"headers_too_large"' in answer
+        big.close()
+        whole = socket.create_connection(("127.0.0.1", port))  # a large head that arrives in one read
+        whole.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 6000 + b"\r\n\r\n")
+        whole.settimeout(5)
+        answer = b""
+        while chunk := whole.recv(1000):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 431") and answer.count(b"HTTP/1.1") == 1, answer[:200]
+        whole.close()
+        fine = socket.create_connection(("127.0.0.1", port))
+        fine.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Fine: " + b"a" * 3000 + b"\r\n\r\n")
+        assert _answer(fine).startswith(b"HTTP/1.1 200")
+        body = b"b" * 300_000  # one large chunk with the head: the body does not count
+        fine.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        assert _answer(fine).startswith(b"HTTP/1.1 200")
+        fine.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)

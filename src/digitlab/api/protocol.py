@@ -1,6 +1,8 @@
-"""uvicorn's HTTP protocol with a deadline for the request head: a client that sends part of a request line
-or of its headers and then nothing held its connection (a file descriptor, some memory) for as long as it
-liked; 300 such connections were still open after 120 s. The body has its own deadline (`limits`)."""
+"""uvicorn's HTTP protocol with a deadline and a size limit for the request head: a client that sends part of
+a request line or of its headers and then nothing held its connection (a file descriptor, some memory) for
+as long as it liked (300 such connections were still open after 120 s); one that streamed a header without
+end made its worker hold it all (session 15's probe: 126 MB in 20 s, 6 connections +445 MB). The body has
+its own deadline and limit (`limits`)."""
 
 from __future__ import annotations
 
@@ -13,26 +15,53 @@ from digitlab.api.limits import BODY_IDLE_SECONDS
 #: a request head (request line and headers) must be complete this long after the connection opened or the
 #: request began; otherwise the connection is closed
 HEAD_SECONDS = BODY_IDLE_SECONDS
+#: a request head (request line and headers) larger than this is answered 431 and the connection closed
+#: (browsers send 1-4 KB; nginx's default buffers take 4 x 8 KB; uvicorn's h11 refuses beyond 16 KB)
+MAX_HEAD_BYTES = 64 * 1024
+
+
+class HeadTooLarge(Exception):
+    """Raised in a parser callback to stop parsing a head that was answered 431."""
 
 
 class HeadDeadlineProtocol(HttpToolsProtocol):
     """`HttpToolsProtocol` that closes a connection whose request head is not complete within HEAD_SECONDS
-    (from the connection's start, and from the first byte of each later request on it)."""
+    (from the connection's start, and from the first byte of each later request on it), and answers 431 to
+    a head over MAX_HEAD_BYTES."""
 
     head_seconds = HEAD_SECONDS
+    max_head_bytes = MAX_HEAD_BYTES
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_bytes = 0
+        self._answered_431 = False
         super().connection_made(transport)
         self._start_head_timer()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._head_bytes = 0
         self._start_head_timer()
+
+    def data_received(self, data: bytes) -> None:
+        timer = self._head_timer
+        super().data_received(data)
+        if timer is not None and self._head_timer is timer:  # a head incomplete before and after: all head
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_head_bytes and not self.transport.is_closing():
+                self._head_too_large()
 
     def on_headers_complete(self) -> None:
         self._cancel_head_timer()
+        if len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers) > self.max_head_bytes:
+            self._head_too_large()  # a head that arrived whole, in one read
+            raise HeadTooLarge  # stops the parser; uvicorn's 400 for it is not sent (`send_400_response`)
         super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._answered_431:
+            super().send_400_response(msg)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
@@ -46,6 +75,17 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+
+    def _head_too_large(self) -> None:
+        self._cancel_head_timer()
+        self._answered_431 = True
+        body = (b'{"detail":"The request\'s headers are larger than %d KB.","code":"headers_too_large"}'
+                % (self.max_head_bytes // 1024))  # fmt: skip
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+            b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        self.transport.close()
 
     def _head_too_slow(self) -> None:
         self._head_timer = None
