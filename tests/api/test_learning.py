@@ -4,12 +4,16 @@ a promotion and a rollback, the version recorded with each prediction; and the l
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from digitlab.models.artifacts import read_verified
 from digitlab.store.db import make_engine, upgrade
+from digitlab.store.models import JOBS
+from digitlab.store.records import utc_now
 from digitlab.store.versions import VersionStore
 from digitlab.training.classical import train_models
 
@@ -112,4 +116,11 @@ def test_a_run_killed_half_way_does_not_block_learn_now(two_servers, admin):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and c.get(r.json()["status_url"]).json()["status"] not in ("done", "failed"):
             time.sleep(0.5)
+        # a job queued to a process that never began (a 503 during a database hang, a crash at start): it said
+        # "queued" and blocked "Learn now" for 10 minutes; a minute on, with no run alive, it is failed
+        unstarted = versions.create_job_if_idle()
+        with engine.begin() as conn:
+            conn.execute(update(JOBS).where(JOBS.c.id == unstarted).values(created_at=utc_now() - timedelta(minutes=2)))
+        job = c.get(f"/api/v1/learn/{unstarted}").json()
+        assert job["status"] == "failed" and "never started" in job["message"], job
     engine.dispose()

@@ -8,6 +8,7 @@ from datetime import timedelta
 from sqlalchemy import update
 
 from digitlab.store.models import JOBS
+from digitlab.store.records import utc_now
 
 
 def test_simultaneous_requests_create_one_job(store):
@@ -28,3 +29,18 @@ def test_a_finished_or_long_stale_job_does_not_block_the_next(store):
     with store.engine.begin() as conn:  # queued long ago by a process that died before it started
         conn.execute(update(JOBS).where(JOBS.c.id == second).values(created_at=JOBS.c.created_at - timedelta(hours=1)))
     assert store.versions.create_job_if_idle() is not None
+
+
+def test_a_job_queued_to_a_process_that_never_began_is_failed_after_a_minute(store):
+    """A job queued while the database hung (the request was answered 503, the row arrived after) or whose
+    process died at start stayed "queued" and blocked the next run for 10 minutes; with the learning lock
+    free it is failed once it is a minute old. A fresh queued job and a finished one are left alone."""
+    fresh = store.versions.create_job_if_idle()
+    assert store.versions.fail_interrupted_jobs() == 0  # just queued: its process may be starting
+    assert store.versions.job(fresh)["status"] == "queued"
+    with store.engine.begin() as conn:
+        conn.execute(update(JOBS).where(JOBS.c.id == fresh).values(created_at=utc_now() - timedelta(minutes=2)))
+    assert store.versions.fail_interrupted_jobs() == 1
+    job = store.versions.job(fresh)
+    assert job["status"] == "failed" and "never started" in job["message"]
+    assert store.versions.create_job_if_idle() is not None  # "Learn now" works again at once

@@ -26,6 +26,9 @@ STATUSES = ("promoted", "candidate", "rejected", "retired")
 
 #: a learning job still queued after this never started (the process that was to run it died)
 STALE_QUEUED = timedelta(minutes=10)
+#: a queued job whose process has not begun this long after it was created, while no run holds the learning
+#: lock, never will (a run takes the lock within seconds of its start)
+NEVER_STARTED = timedelta(seconds=60)
 _JOB_LOCK = 0x6A_6F_62_73  # "jobs": pg_advisory_xact_lock key while a job is created
 
 
@@ -201,14 +204,23 @@ class VersionStore:
             stmt = insert(JOBS).from_select(["id", "status", "created_at", "progress"], values).returning(JOBS.c.id)
             return conn.execute(stmt).scalar()  # None: nothing inserted
 
-    def fail_interrupted_jobs(self) -> int:
-        """Mark jobs still 'running' as failed: called by a run holding the learning lock, so no other run
-        is alive and those were killed half-way. Returns how many."""
-        stmt = update(JOBS).where(JOBS.c.status == "running").values(
-            status="failed", message="interrupted (the process ended before it finished)", finished_at=utc_now()
-        )
+    def fail_interrupted_jobs(self, never_started: timedelta = NEVER_STARTED) -> int:
+        """Mark jobs still 'running', and jobs still 'queued' `never_started` after they were created, as failed:
+        called while holding the learning lock, so no run is alive; those were killed half-way, or their
+        process never began (it died at start, or the request that queued one was answered 503 while the
+        database hung and the row arrived after: it blocked "Learn now" with 409 for 10 minutes). Returns how
+        many."""
+        now = utc_now()
         with self.engine.begin() as conn:
-            return conn.execute(stmt).rowcount
+            killed = conn.execute(update(JOBS).where(JOBS.c.status == "running").values(
+                status="failed", message="interrupted (the process ended before it finished)", finished_at=now,
+            )).rowcount  # fmt: skip
+            unstarted = conn.execute(
+                update(JOBS).where((JOBS.c.status == "queued") & (JOBS.c.created_at < now - never_started)).values(
+                    status="failed", message="never started (its process did not begin)", finished_at=now,
+                )
+            ).rowcount  # fmt: skip
+        return killed + unstarted
 
     def start_job(self, job_id: str, message: str) -> None:
         """The job is running from now on."""

@@ -52,8 +52,9 @@ def start_learning(ctx: Ctx, response: Response):
 
 def _clear_dead_runs(store) -> int:
     """Jobs still "running" while nobody holds the learning lock belong to a run that was killed (SIGKILL,
-    a reboot, an evicted pod): marked failed, so that "Learn now" works again (it answered 409 for ever:
-    only a later run clears them, and through the API none could start). How many were cleared."""
+    a reboot, an evicted pod), and jobs queued over a minute ago to a process that never began: marked
+    failed, so that "Learn now" works again (it answered 409 for ever, then for 10 minutes). How many were
+    cleared."""
     try:
         with exclusive(store.engine, "digitlab learn"):
             return store.versions.fail_interrupted_jobs()
@@ -67,8 +68,8 @@ def learning_job(ctx: Ctx, job_id: JobId):
     done, what was promoted or rejected and why."""
     store = store_or_503(ctx)
     job = store.with_database(store.versions.job, job_id)
-    if job is not None and job.get("status") == "running" and store.with_database(_clear_dead_runs, store):
-        job = store.with_database(store.versions.job, job_id)  # its process was killed: "failed", not "running"
+    if job is not None and job.get("status") in ("running", "queued") and store.with_database(_clear_dead_runs, store):
+        job = store.with_database(store.versions.job, job_id)  # its process was killed or never began: "failed"
     if job is None:
         raise ApiError(f"There is no learning job {job_id}.", "not_found")
     return LearnJob.model_validate(job)
