@@ -511,3 +511,36 @@ def test_health_names_a_detector_or_verifier_that_could_not_be_loaded(tmp_path, 
         assert body["components"] == {"detector": "missing", "segment_verifier": "missing"}
         assert body["status"] == "ok"  # the models and the database answer
         assert c.post("/api/v1/predict", files={"image": ("d.png", png)}).status_code == 200
+
+
+def test_an_export_cut_short_by_a_database_hang_leaves_no_file(tmp_path, served_model_dir, monkeypatch):
+    """The store gives up waiting (503) while its thread goes on writing the export: written by name, the
+    file was re-created after the route removed it (a 51 MB CSV left in /tmp per export cut short)."""
+    import tempfile
+    import threading
+    import time
+
+    from digitlab.store import DatabaseUnavailableError, export
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    late = threading.Event()
+
+    def hung_export(out):  # the store's thread writes on after the request was answered
+        def later():
+            time.sleep(0.3)
+            try:
+                export.write_csv(iter(()), out)  # what the store's export does with what the route gave it
+            except ValueError:
+                pass  # the route closed its end: nothing to write to
+            late.set()
+
+        threading.Thread(target=later).start()
+        raise DatabaseUnavailableError("the prediction database is unavailable; try again shortly")
+
+    with TestClient(create_app(settings_for(tmp_path, served_model_dir))) as c:
+        monkeypatch.setattr(c.app.state.ctx.store, "export_csv", hung_export)
+        assert_error(c.get("/api/v1/export.csv"), 503, "database_unavailable")
+        assert late.wait(5)
+    assert list(scratch.iterdir()) == []

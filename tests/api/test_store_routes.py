@@ -222,6 +222,9 @@ def test_export_csv_has_labelled_drawings(client, admin):
     processed = Image.open(io.BytesIO(base64.b64decode(p["processed_image"])))
     pixels = [str(v) for v in processed.tobytes()]
     assert ["7", *pixels] in rows[1:]
+    head = client.head("/api/v1/export.csv", headers=admin)  # the headers only, without the export's work
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-type"].startswith("text/csv") and "attachment" in head.headers["content-disposition"]
 
 
 def test_delete_prediction(client, admin):

@@ -6,6 +6,9 @@ on every GET route. Pure ASGI: the app sees a GET; its status and headers go out
 
 from __future__ import annotations
 
+#: set in the scope of a HEAD request the app sees as a GET
+HEAD_FLAG = "digitlab.head"
+
 
 class HeadAsGetMiddleware:
     def __init__(self, app):
@@ -23,4 +26,5 @@ class HeadAsGetMiddleware:
                 message = {"type": "http.response.body", "body": b"", "more_body": False}
             await send(message)
 
-        await self.app({**scope, "method": "GET"}, receive, without_body)
+        # HEAD_FLAG: a route whose body costs much (the export) can answer with its headers only
+        await self.app({**scope, "method": "GET", HEAD_FLAG: True}, receive, without_body)
