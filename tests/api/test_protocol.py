@@ -111,6 +111,15 @@ def test_a_request_head_over_the_limit_is_answered_431():
             answer += chunk
         assert answer.startswith(b"HTTP/1.1 431") and answer.count(b"HTTP/1.1") == 1, answer[:200]
         whole.close()
+        garbage = socket.create_connection(("127.0.0.1", port))  # no HTTP at all: a JSON error, like any other
+        garbage.sendall(b"FOO\x00\xff / HTTP/1.1\r\n\r\n")
+        garbage.settimeout(5)
+        answer = b""
+        while chunk := garbage.recv(1000):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 400") and b'"code":"bad_request"' in answer, answer
+        assert b"application/json" in answer
+        garbage.close()
         fine = socket.create_connection(("127.0.0.1", port))
         fine.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Fine: " + b"a" * 3000 + b"\r\n\r\n")
         assert _answer(fine).startswith(b"HTTP/1.1 200")

@@ -60,8 +60,16 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def send_400_response(self, msg: str) -> None:
-        if not self._answered_431:
-            super().send_400_response(msg)
+        """A request the HTTP parser cannot read (a method like FOO, bytes that are no HTTP) is answered like
+        every other error, JSON with a code (uvicorn's own answer is plain text); not after a 431."""
+        if self._answered_431:
+            return
+        body = b'{"detail":"This is not a valid HTTP request.","code":"bad_request"}'
+        self.transport.write(
+            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
