@@ -258,6 +258,33 @@ def test_the_trees_opinion_needs_the_detector_and_a_cnn_network_to_doubt(detecto
     assert alone.is_uncertain("extra_trees", x, likely, p_not_digit=p) == ((1 + q) / 2 < 0.6)
 
 
+def test_the_cnn_is_not_run_for_an_answer_no_opinion_could_flag(detector, test_digits):
+    """The joint score is at least half the model's probability: at twice t_joint or more no opinion flags the
+    answer, so the CNN is not run for it (the API batches only the others); below that it is, as before."""
+    x = test_digits[0][0].astype(np.float32) / 255.0
+    calls = []
+
+    class Reference:  # the CNN: finds every answer impossible
+        def predict_with_opinion(self, X):
+            calls.append(len(X))
+            return np.full((len(X), 10), 0.1), np.zeros((len(X), 10))
+
+    manifest = json.loads(json.dumps(detector.manifest))
+    manifest["thresholds"] = {"t_detector": 1.0, "t_model": {"default": 0.0}, "t_joint": {"default": 0.45},
+                              "opinion": {"extra_trees": "detector_and_cnn_networks"}}  # fmt: skip
+    strict = dataclasses.replace(detector, manifest=manifest, reference=Reference())
+    sure, unsure = np.zeros(10), np.full(10, 0.05)
+    sure[3], unsure[3] = 0.95, 0.55
+    assert not strict.opinion_can_flag("extra_trees", sure) and strict.opinion_can_flag("extra_trees", unsure)
+    p = strict.not_digit_probability(x)
+    assert not strict.is_uncertain("extra_trees", x, sure, p_not_digit=p) and calls == []
+    assert strict.flags("extra_trees", x.reshape(1, 784), sure[None]).tolist() == [False]  # the batch agrees
+    calls.clear()
+    second = (p.digits[3] / p.digits.sum() + 0.0) / 2
+    assert strict.is_uncertain("extra_trees", x, unsure, p_not_digit=p) == ((0.55 + second) / 2 < 0.45)
+    assert calls == [1]
+
+
 def test_a_model_of_several_networks_is_flagged_when_one_of_them_disagrees(detector, test_digits):
     """opinion "members" (the CNN): the second opinion is the smaller of the detector's reading and the
     networks' own; without the networks' own (an artefact exported without them) the detector's alone."""

@@ -214,7 +214,11 @@ def _not_digit_probabilities(ctx: AppContext, jobs, images, answered, answers) -
     ]
     if not needed:
         return {}
-    cnn_opinion = [any(detector.asks_cnn(m.name) for m in jobs[i].models) for i in needed]
+    cnn_opinion = [
+        any(detector.asks_cnn(m.name) and detector.opinion_can_flag(m.name, answers[(i, m.name)][0])
+            for m in jobs[i].models)
+        for i in needed
+    ]  # fmt: skip
     found = detector.not_digit_each(np.stack([images[i].reshape(784) for i in needed]), np.array(cnn_opinion))
     return dict(zip(needed, found, strict=True))  # each carries the detector's digit outputs (and the CNN's) too
 

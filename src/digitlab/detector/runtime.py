@@ -175,6 +175,13 @@ class UncertaintyDetector:
         """Whether `model_name`'s second opinion needs the CNN run (`reference_outputs`)."""
         return self.opinion(model_name) in CNN_OPINIONS
 
+    def opinion_can_flag(self, model_name: str, proba: np.ndarray) -> bool:
+        """Whether a second opinion could still flag this answer: the joint score is at least half the model's
+        own probability, so an answer given at twice `t_joint` or more never is, and the CNN need not run for
+        it (a tree sure of a clean digit: ~0.5-1 ms of CPU per request saved)."""
+        t_joint = self.joint_threshold(model_name)
+        return t_joint > 0 and float(np.max(proba)) < 2 * t_joint
+
     def reference_outputs(self, X: np.ndarray | None, model_names=()) -> np.ndarray | None:
         """The CNN's outputs for a batch, the second opinion of the models that take it: (n, 2, 10), its
         probabilities and the smallest of its networks' (the same for a CNN of one network); None when
@@ -253,7 +260,7 @@ class UncertaintyDetector:
         if p_not_digit > self.t_detector:
             return True
         t_joint = self.joint_threshold(model_name)
-        if t_joint <= 0:
+        if not self.opinion_can_flag(model_name, proba):
             return False
         digits = getattr(p_not_digit, "digits", None)
         if digits is None:
