@@ -544,3 +544,13 @@ def test_an_export_cut_short_by_a_database_hang_leaves_no_file(tmp_path, served_
         assert_error(c.get("/api/v1/export.csv"), 503, "database_unavailable")
         assert late.wait(5)
     assert list(scratch.iterdir()) == []
+
+
+def test_a_head_request_is_counted_under_its_route(tmp_path, served_model_dir):
+    """HEAD is routed as a GET (`head.py`); the metrics counted it under route "unmatched"."""
+    with TestClient(create_app(settings_for(tmp_path, served_model_dir))) as c:
+        assert c.head("/health").status_code == 200
+        text = c.get("/metrics").text
+        assert 'digitlab_http_requests_total{method="HEAD",model="",route="/health",status="200"} 1.0' in text, [
+            line for line in text.splitlines() if "HEAD" in line
+        ]

@@ -27,4 +27,9 @@ class HeadAsGetMiddleware:
             await send(message)
 
         # HEAD_FLAG: a route whose body costs much (the export) can answer with its headers only
-        await self.app({**scope, "method": "GET", HEAD_FLAG: True}, receive, without_body)
+        inner = {**scope, "method": "GET", HEAD_FLAG: True}
+        try:
+            await self.app(inner, receive, without_body)
+        finally:
+            if "route" in inner:  # the route that answered, for the metrics outside (else "unmatched")
+                scope["route"] = inner["route"]
