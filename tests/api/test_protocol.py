@@ -3,9 +3,11 @@ or nothing at all, loses its connection; a whole request is served as usual, als
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -40,9 +42,11 @@ def _closed_within(sock: socket.socket, seconds: float) -> bool:
         return False
 
 
-def test_a_request_head_that_stops_arriving_closes_the_connection():
+@contextlib.contextmanager
+def serving(protocol) -> Iterator[int]:
+    """`hello` under uvicorn with `protocol`, in a thread; yields its port."""
     port = free_port()
-    config = uvicorn.Config(hello, host="127.0.0.1", port=port, http=QuickDeadline, loop="asyncio",
+    config = uvicorn.Config(hello, host="127.0.0.1", port=port, http=protocol, loop="asyncio",
                             lifespan="off", log_level="warning")  # fmt: skip
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -51,6 +55,14 @@ def test_a_request_head_that_stops_arriving_closes_the_connection():
         deadline = time.monotonic() + 10
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.05)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_a_request_head_that_stops_arriving_closes_the_connection():
+    with serving(QuickDeadline) as port:
         half_line = socket.create_connection(("127.0.0.1", port))
         half_line.sendall(b"POST /api/v1/pred")
         half_head = socket.create_connection(("127.0.0.1", port))
@@ -66,9 +78,6 @@ def test_a_request_head_that_stops_arriving_closes_the_connection():
         for sock in (half_line, half_head, silent, whole):
             assert _closed_within(sock, 3.0)
             sock.close()
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 class SmallHead(HeadDeadlineProtocol):
@@ -78,16 +87,7 @@ class SmallHead(HeadDeadlineProtocol):
 def test_a_request_head_over_the_limit_is_answered_431():
     """A header streamed without end is refused at the limit (the worker held all of it: 126 MB in 20 s); a
     head within it, and a large body after a small head, are served as usual."""
-    port = free_port()
-    config = uvicorn.Config(hello, host="127.0.0.1", port=port, http=SmallHead, loop="asyncio",
-                            lifespan="off", log_level="warning")  # fmt: skip
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
+    with serving(SmallHead) as port:
         big = socket.create_connection(("127.0.0.1", port))
         big.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ")
         answer = b""
@@ -127,6 +127,3 @@ def test_a_request_head_over_the_limit_is_answered_431():
         fine.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
         assert _answer(fine).startswith(b"HTTP/1.1 200")
         fine.close()
-    finally:
-        server.should_exit = True
-        thread.join(10)
