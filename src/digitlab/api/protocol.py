@@ -62,14 +62,8 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         """A request the HTTP parser cannot read (a method like FOO, bytes that are no HTTP) is answered like
         every other error, JSON with a code (uvicorn's own answer is plain text); not after a 431."""
-        if self._answered_431:
-            return
-        body = b'{"detail":"This is not a valid HTTP request.","code":"bad_request"}'
-        self.transport.write(
-            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\n"
-            b"content-length: %d\r\n\r\n%s" % (len(body), body)
-        )
-        self.transport.close()
+        if not self._answered_431:
+            self._answer_and_close(b"400 Bad Request", b'{"detail":"This is not a valid HTTP request.","code":"bad_request"}')
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
@@ -87,11 +81,15 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
     def _head_too_large(self) -> None:
         self._cancel_head_timer()
         self._answered_431 = True
-        body = (b'{"detail":"The request\'s headers are larger than %d KB.","code":"headers_too_large"}'
-                % (self.max_head_bytes // 1024))  # fmt: skip
+        self._answer_and_close(b"431 Request Header Fields Too Large",
+                               b'{"detail":"The request\'s headers are larger than %d KB.","code":"headers_too_large"}'
+                               % (self.max_head_bytes // 1024))  # fmt: skip
+
+    def _answer_and_close(self, status: bytes, body: bytes) -> None:
+        """A JSON error written straight to the connection (no request reached the app), then closed."""
         self.transport.write(
-            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
-            b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+            b"HTTP/1.1 %s\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s"
+            % (status, len(body), body)
         )
         self.transport.close()
 

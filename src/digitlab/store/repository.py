@@ -177,8 +177,8 @@ class Repository:
         Two executemany at most (psycopg pipelines them: no round trip per record): the records without a
         drawing, and the drawings' records in order (each execution sees the ones before it, so a drawing's
         later prediction wins; one per record cost a round trip each). A drawing's record only replaces a
-        row holding an earlier prediction (`_upsert_statement(..., newer_only=True)`): the earlier strokes' uids are no longer in
-        the table, so they count as missing on a second replay of the same spool."""
+        row holding an earlier prediction (`_upsert_statement(..., newer_only=True)`): the earlier strokes'
+        uids are no longer in the table, so they count as missing on a second replay of the same spool."""
         missing = not_stored(conn, T.c.uid, records)
         plain = [r.to_row() for r in missing if not r.drawing_id]
         drawings = [r.to_row() for r in missing if r.drawing_id]

@@ -596,11 +596,12 @@ class PredictionStore:
         return len(lines)
 
     def _apply(self, conn, ops: list[dict[str, Any]]) -> None:
-        """Apply spooled operations strictly in spool order, each table's on their own (predictions and read
-        numbers do not touch each other), with few statements: a run of adds is one idempotent
-        `insert_missing`, a run of feedback with the same key kind one executemany (within a run the last
-        one per record wins, as it would one by one). Order matters: a later prediction (or reading) of a
-        drawing takes over the row's uid, so feedback given by an earlier stroke's uid must come before it;
+        """Apply spooled operations, each table's on their own (predictions and read numbers do not touch each
+        other), in few runs (`_few_runs`: records in spool order, labels after them where the order cannot
+        change the outcome), with few statements: a run of adds is one idempotent `insert_missing`, a run
+        of feedback with the same key kind one executemany (within a run the last one per record wins, as it
+        would one by one). Order matters where a later prediction (or reading) of a drawing takes over the
+        row's uid: feedback given before it by the uid of a record stored earlier keeps its place;
         feedback by the uid of a stroke replayed here goes to its drawing's row, even after a later stroke
         (the label is the drawing's, as when it is given by the row's id). Feedback by the uid of a record
         not stored yet (it waits in another process's spool) waits in `pending_feedback` for it."""

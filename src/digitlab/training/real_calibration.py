@@ -73,7 +73,7 @@ BOOTSTRAPS = 2000  #: resamples of the calibration scans (seeded: the choice is 
 
 def real_calibration_data(
     handwriting_dir: Path, *, jobs: int | None = None, cache_dir: Path | None = None
-) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None:
     """set -> (X float32 (n, 784), labels, scan of each row) of the "calibration" part in every view; None
     if missing."""
     from digitlab.evaluation.real import SETS, HandwritingError, prepared_part

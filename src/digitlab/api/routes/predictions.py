@@ -237,6 +237,9 @@ def stats(
     )
 
 
+EXPORT_NAME = "digitlab-labelled.csv"  #: the export's file name, as the browser saves it
+
+
 @router.get(
     "/export.csv",
     response_class=Response,
@@ -254,8 +257,7 @@ def export_csv(ctx: Ctx, request: Request) -> Response:
     MNIST's convention, ready to append to a training set)."""
     store = store_or_503(ctx)
     if request.scope.get(HEAD_FLAG):  # the headers only: the export itself takes seconds per 30,000 rows
-        return Response(media_type="text/csv",
-                        headers={"content-disposition": 'attachment; filename="digitlab-labelled.csv"'})  # fmt: skip
+        return Response(media_type="text/csv", headers={"content-disposition": f'attachment; filename="{EXPORT_NAME}"'})
     fd, path = tempfile.mkstemp(prefix="digitlab-export-", suffix=".csv")
     try:
         # written through the open file, not by name: when the database stops answering and the request is
@@ -269,6 +271,6 @@ def export_csv(ctx: Ctx, request: Request) -> Response:
     return FileResponse(
         path,
         media_type="text/csv",
-        filename="digitlab-labelled.csv",
+        filename=EXPORT_NAME,
         background=BackgroundTask(os.unlink, path),
     )
