@@ -5,6 +5,7 @@ aside."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -110,6 +111,19 @@ def test_orphans_are_spools_of_processes_that_are_gone(tmp_path):
     orphans = me.orphans()
     assert [o.dir.name for o in orphans] == ["host-1"] and orphans[0].pending == 1
     for s in (*orphans, alive, me):
+        s.close()
+
+
+def test_empty_spools_of_killed_processes_are_removed(tmp_path):
+    killed = Spool(tmp_path / "host-1").open()
+    killed._fh.close()  # what the kernel does for a process killed outright: its files closed, no `close()`
+    os.close(killed._count_fd)
+    os.close(killed._lock_fd)
+    alive = Spool(tmp_path / "host-2").open()  # empty too, but its process runs: kept
+    me = Spool(tmp_path / "host-3").open()
+    assert me.orphans() == []
+    assert not (tmp_path / "host-1").exists() and (tmp_path / "host-2" / SPOOL_FILE).exists()
+    for s in (alive, me):
         s.close()
 
 

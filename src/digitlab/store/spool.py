@@ -139,25 +139,26 @@ class Spool:
             self._lock_fd = None
 
     def orphans(self) -> list[Spool]:
-        """Sibling spools left non-empty by processes that are gone, opened (locked) for draining."""
+        """Sibling spools left non-empty by processes that are gone, opened (locked) for draining. Empty
+        ones left by processes killed outright (no `close`) are removed on the way, so that per-process
+        directories do not pile up across restarts."""
         found = []
         try:
             siblings = sorted(p for p in self.dir.parent.iterdir() if p.is_dir() and p != self.dir)
         except OSError:
             return found
         for path in siblings:
-            spool_file = path / SPOOL_FILE
-            if not (path / LOCK_FILE).exists() or not spool_file.exists() or spool_file.stat().st_size == 0:
+            if not (path / LOCK_FILE).exists():
                 continue
             orphan = Spool(path)
             try:
-                orphan.open()
+                orphan.open()  # SpoolBusyError: a live process's
             except (SpoolBusyError, OSError):
                 continue
             if orphan.pending:
                 found.append(orphan)
             else:
-                orphan.close()
+                orphan.close()  # empty: removed (a rejected-lines file keeps the folder)
         return found
 
     def siblings_pending(self) -> bool:
