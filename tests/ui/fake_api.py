@@ -38,6 +38,18 @@ class FakeApi:
     stored_predictions: list[Any] = field(default_factory=list)  # History's log (StoredPrediction), newest first
     numbers_calls: list[dict] = field(default_factory=list)  # (page, page_size) asked for
 
+    learn_message: str = ""  # the outcome of a learning run started with `start_learning` ("": nothing learned)
+
+    def model_versions(self, name: str) -> list[dict]:
+        return []
+
+    def start_learning(self) -> dict:
+        self._away()
+        return {"job_id": "job-1", "status": "queued"}
+
+    def learn_job(self, job_id: str) -> dict:
+        return {"id": job_id, "status": "done", "progress": 1.0, "message": self.learn_message, "result": {"models": []}}
+
     def _away(self) -> None:
         if not self.up:
             raise ApiUnavailable(AWAY, code="api_unreachable")

@@ -103,3 +103,22 @@ def test_an_empty_log_says_why(history):
     api.stored_predictions = []
     at = open_history()
     assert "Nothing here yet. Draw something on the Draw page!" in " ".join(str(i.value) for i in at.info)
+
+
+def test_filters_and_the_model_picked_survive_a_visit_to_another_page(history):
+    """Streamlit forgets a widget's value when a page run does not draw it: History's filters and the
+    Draw page's model were reset by Draw -> History -> Draw, without a word."""
+    _, open_history = history
+    at = open_history()
+    at.selectbox(key="hist_model").set_value("svm").run()
+    at.button_group(key="hist_outcome").set_value("Wrong").run()
+    at.switch_page("views/draw.py").run()
+    assert not at.exception, at.exception
+    at.selectbox(key="draw_model").set_value("svm").run()
+    at.switch_page("views/history.py").run()
+    assert not at.exception and not at.warning, (at.exception, at.warning)
+    assert at.selectbox(key="hist_model").value == "svm"
+    assert at.button_group(key="hist_outcome").value == "Wrong"
+    assert _numbers_shown(at) == ["20225"]
+    at.switch_page("views/draw.py").run()
+    assert at.selectbox(key="draw_model").value == "svm"

@@ -33,7 +33,7 @@ from digitlab.store.db import BusyError, exclusive, make_engine, upgrade
 from digitlab.store.repository import Repository
 from digitlab.store.versions import VersionStore
 from digitlab.training.progress import listening, log
-from digitlab.training.user_data import UserData, prepare
+from digitlab.training.user_data import UserData, counted, prepare
 
 #: a user's drawing weighs as much as this many MNIST digits (7,500 drawings vs 60,000 MNIST: ~1/3 of the
 #: weight), enough to learn styles MNIST lacks without forgetting MNIST (measured: docs/learning.md)
@@ -209,7 +209,7 @@ class _Run:
         last_id = self.versions.last_learned_row()
         new = self.repo.labelled_after(last_id)
         if new < min_new:
-            message = f"{new} drawing(s) labelled since the last run, fewer than --min-new {min_new}: nothing done"
+            message = f"{counted(new, 'drawing')} labelled since the last run, fewer than --min-new {min_new}: nothing done"
             self.say(message)
             return [], {"message": message, "new_labelled": new, "last_row_id": last_id, "models": []}
         rows = list(self.repo.labelled_drawings())
@@ -221,8 +221,9 @@ class _Run:
         if refusal:
             self.say(refusal)  # (the drawings it refused count as new for `--min-new` next time)
             return [], {**base, "last_row_id": last_id, "message": refusal, "models": []}
-        self.say(f"learning from {len(data.train_y)} users' drawing(s), judged on {len(data.holdout_y)} held-out "
-                 f"drawing(s) of {data.counts['holdout_sessions']} other session(s)")  # fmt: skip
+        learned, held = counted(len(data.train_y), "drawing"), counted(len(data.holdout_y), "held-out drawing")
+        self.say(f"learning from users' {learned}, judged on {held} of "
+                 f"{counted(data.counts['holdout_sessions'], 'other session')}")  # fmt: skip
         parents = served_models(self.settings, self.versions)
         self.promoted_at_start = self.versions.promoted()
         self.real = _real_handwriting(self.settings, self.say)
@@ -256,11 +257,12 @@ class _Run:
                 return f"none of the {data.counts['rows']} labelled drawings can be learned from ({'; '.join(data.notes)}): nothing to learn"
             return "no labelled drawings in the store: nothing to learn (label drawings on the Draw page first)"
         if len(data.holdout_y) < MIN_HOLDOUT:
-            return (f"a new model is judged on labelled drawings of other people than those it learns from, and "
-                    f"only {len(data.holdout_y)} such drawing(s) exist (the labelled drawings come from "
-                    f"{data.counts['sessions']} browser session(s)); at least {MIN_HOLDOUT} are needed: when more "
-                    "people (browsers) have drawn and answered \"What did you draw?\", try again. Nothing was "
-                    "built or promoted.")  # fmt: skip
+            sessions, held = data.counts["sessions"], data.counts["holdout_sessions"]
+            return (f"a new model is judged on labelled drawings by other people than those it learns from, and "
+                    f"only {counted(len(data.holdout_y), 'drawing')} from {counted(held, 'browser session')} of "
+                    f"{sessions} can be set aside for that; at least {MIN_HOLDOUT} are needed. When more people "
+                    "(browsers) have drawn and answered \"What did you draw?\", try again. Nothing was built or "
+                    "promoted.")  # fmt: skip
         return ""
 
     def _mnist(self, split: str) -> tuple[np.ndarray, np.ndarray]:

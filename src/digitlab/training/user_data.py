@@ -61,6 +61,11 @@ def _is_holdout(session: str, share: float) -> bool:
     return int.from_bytes(digest[:4], "big") / 2**32 < share
 
 
+def counted(n: int, noun: str) -> str:
+    """ "1 drawing", "2 drawings": for messages people read ("drawing(s)" read badly)."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def prepare(rows: Iterable[tuple[int, str | None, int, bytes]], *, holdout_share: float = HOLDOUT_SHARE) -> UserData:
     """`rows`: (id, session id, true digit, 28x28 PNG), oldest first (`Repository.labelled_drawings`)."""
     by_image: dict[bytes, list[tuple[int, str, int, np.ndarray]]] = defaultdict(list)
@@ -106,11 +111,11 @@ def prepare(rows: Iterable[tuple[int, str | None, int, bytes]], *, holdout_share
         "train": len(train), "holdout": len(holdout),
     }  # fmt: skip
     if unreadable:
-        data.notes.append(f"{unreadable} stored image(s) are not readable 28x28 images: left out")
+        data.notes.append(f"{counted(unreadable, 'stored image')} not readable as 28x28 images: left out")
     if conflicts:
-        data.notes.append(f"{conflicts} image(s) were labelled with different digits: left out")
+        data.notes.append(f"{counted(conflicts, 'image')} labelled with different digits: left out")
     if capped:
-        data.notes.append(f"{capped} drawing(s) over a session's cap left out (at most {CAP_PER_SESSION} per "
+        data.notes.append(f"{counted(capped, 'drawing')} over a session's cap left out (at most {CAP_PER_SESSION} per "
                           f"session, {CAP_PER_SESSION_DIGIT} per digit)")  # fmt: skip
     if len(sessions) == 1:
         data.notes.append("all drawings come from one session: none can be held out to judge a new model")

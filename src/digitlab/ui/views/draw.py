@@ -44,7 +44,8 @@ def model_picker(models: list[dict]) -> str | None:
         help_text += " Not available now: " + ", ".join(
             f"{m.get('display_name') or m['name']} ({m.get('status', 'missing')})" for m in not_ready) + "."  # fmt: skip
     choice = st.selectbox(
-        "Model", options, format_func=lambda o: labels.get(o, o), key="draw_model", help=help_text
+        "Model", options, format_func=lambda o: labels.get(o, o), key="draw_model", help=help_text,
+        persist_state="session",  # kept through a visit to another page, like the pen
     )
     return None if choice in (None, AUTO) else choice
 

@@ -51,18 +51,20 @@ def _timezone() -> tuple[str, str]:
 def filters(models: list[dict[str, Any]], stats_models: list[str]) -> dict[str, Any]:
     names = list(dict.fromkeys([m["name"] for m in models if m.get("name")] + stats_models))
     with st.container(horizontal=True, gap="medium", vertical_alignment="bottom", key="hist_filters"):
-        model = st.selectbox("Model", ["All models", *names], key="hist_model", width=230,
+        model = st.selectbox("Model", ["All models", *names], key="hist_model", width=230, persist_state="session",
                              format_func=lambda n: n if n == "All models" else common.display_name(models, n))  # fmt: skip
-        outcome = st.pills("Answer", list(OUTCOMES), default="All", key="hist_outcome",
+        outcome = st.pills("Answer", list(OUTCOMES), default="All", key="hist_outcome", persist_state="session",
                            help="Right / wrong needs what was really drawn or written: give it on the Draw or "
                            "Number page. Applies to the prediction log and the Numbers.")  # fmt: skip
-        period = st.pills("Period", list(PERIODS), default="All time", key="hist_period")
+        period = st.pills("Period", list(PERIODS), default="All time", key="hist_period",
+                         persist_state="session")
     since = until = None
     zone = ZoneInfo(_timezone()[0])
     today = datetime.now(zone).date()
     if period == "Custom":
         picked = st.date_input(
-            "Dates", value=(today - timedelta(days=7), today), max_value=today, key="hist_dates"
+            "Dates", value=(today - timedelta(days=7), today), max_value=today, key="hist_dates",
+            persist_state="session",
         )
         if isinstance(picked, (tuple, list)) and len(picked) == 2:
             since, until = picked[0], picked[1] + timedelta(days=1)
@@ -188,7 +190,7 @@ def stats_section(stats: dict[str, Any], models: list[dict[str, Any]], model_fil
     with c2:
         names = [k for k, v in per_model.items() if v.get("labelled")]
         options = ["all", *names] if len(names) > 1 else names
-        pick = st.selectbox("Confusion matrix of", options, key="hist_cm_model",
+        pick = st.selectbox("Confusion matrix of", options, key="hist_cm_model", persist_state="session",
                             format_func=lambda n: "all models together" if n == "all" else common.display_name(models, n))  # fmt: skip
         chosen = names if pick == "all" else [pick]
         matrix = [[0] * 10 for _ in range(10)]

@@ -103,22 +103,37 @@ def learning_progress(job_id: str) -> None:
 
 
 def learn_now() -> None:
-    """Admin only (the UI runs with DIGITLAB_ADMIN_TOKEN): start a learning run and follow it."""
+    """Admin only (the UI runs with DIGITLAB_ADMIN_TOKEN): start a learning run and follow it. "Learn now"
+    asks first, in place; once started, the question goes away and the run's progress and outcome show
+    where it was (a popover stayed open over the outcome, inviting a second click)."""
     from digitlab.core.config import get_settings
 
     if not get_settings().admin_token:
         return
-    with st.popover("Learn now", icon=":material/school:",
-                    help="Build new versions of every model from the labelled drawings (a few minutes)."):  # fmt: skip
-        st.markdown("Build a new version of every model from the drawings people labelled. It takes a few "
-                    "minutes of the server's CPU; a new version is served only if it is not worse than the "
-                    "current one on drawings it did not learn from.")  # fmt: skip
-        start = st.button("Start learning", icon=":material/play_arrow:", key="learn_now", type="primary")
-    if start:
-        try:
-            st.session_state["learn_job"] = common.client().start_learning()["job_id"]
-        except ApiError as exc:
-            st.warning(str(exc), icon=":material/warning:")
+    if not st.session_state.get("learn_asking"):
+        if st.button("Learn now", icon=":material/school:", key="learn_open",
+                     help="Build new versions of every model from the labelled drawings (a few minutes)."):  # fmt: skip
+            st.session_state["learn_asking"] = True
+            st.rerun()
+    else:
+        with st.container(border=True, key="learn_question"):
+            st.markdown("Build a new version of every model from the drawings people labelled? It takes a few "
+                        "minutes of the server's CPU; a new version is served only if it is not worse than the "
+                        "current one on drawings it did not learn from.")  # fmt: skip
+            with st.container(horizontal=True):
+                start = st.button("Start learning", icon=":material/play_arrow:", key="learn_now", type="primary")
+                cancel = st.button("Cancel", key="learn_cancel")
+        if start or cancel:
+            st.session_state["learn_asking"] = False
+            if start:
+                try:
+                    st.session_state["learn_job"] = common.client().start_learning()["job_id"]
+                except ApiError as exc:
+                    st.session_state["learn_refused"] = str(exc)
+            st.rerun()
+    refused = st.session_state.pop("learn_refused", None)
+    if refused:
+        st.warning(refused, icon=":material/warning:")
     if st.session_state.get("learn_job"):
         learning_progress(st.session_state["learn_job"])
 

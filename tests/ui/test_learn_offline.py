@@ -1,0 +1,45 @@
+"""The Models page's "Learn now" (admin only), run by Streamlit's AppTest against a stand-in API: the run's
+outcome shows on the page once it is started (a popover used to stay open over it, inviting a second click)."""
+
+from __future__ import annotations
+
+import pytest
+from fake_api import install, open_app
+
+pytest.importorskip("streamlit.testing.v1")
+
+
+def _texts(at) -> str:
+    return "\n".join(str(e.value) for kind in ("info", "success", "warning", "error") for e in getattr(at, kind))
+
+
+def test_learn_now_asks_then_shows_the_outcome_on_the_page(monkeypatch):
+    from digitlab.core.config import get_settings
+
+    api, canvas = install(monkeypatch)
+    monkeypatch.setenv("DIGITLAB_ADMIN_TOKEN", "secret")
+    get_settings.cache_clear()
+    try:
+        api.learn_message = "only 2 drawings from 1 browser session of 2 can be set aside for that"
+        at = open_app(monkeypatch, canvas, "models")
+        assert not at.exception, at.exception
+        assert not [b for b in at.button if b.key == "learn_now"]  # nothing starts without a second, clear step
+        at.button(key="learn_open").click().run()
+        assert "Build a new version of every model" in "\n".join(str(m.value) for m in at.markdown)
+        at.button(key="learn_cancel").click().run()  # changed one's mind: asked again next time, nothing started
+        assert not [b for b in at.button if b.key == "learn_now"] and "learn_job" not in at.session_state
+        at.button(key="learn_open").click().run()
+        at.button(key="learn_now").click().run()
+        assert not at.exception, at.exception
+        assert "Nothing learned: only 2 drawings from 1 browser session of 2" in _texts(at), _texts(at)
+        assert not [b for b in at.button if b.key == "learn_now"]  # the dialog closed: nothing left to click again
+    finally:
+        get_settings.cache_clear()
+
+
+def test_learn_now_is_not_offered_without_the_admin_token(monkeypatch):
+    api, canvas = install(monkeypatch)
+    monkeypatch.delenv("DIGITLAB_ADMIN_TOKEN", raising=False)
+    at = open_app(monkeypatch, canvas, "models")
+    assert not at.exception, at.exception
+    assert not [b for b in at.button if b.key in ("learn_open", "learn_now")]
