@@ -402,6 +402,16 @@ def cases() -> list[Case]:
             path="/api/v1/predictions/abc/feedback",
             json={"true_digit": 1},
         ),
+        *(
+            Case(  # pydantic's lax int read "1_0" as 10: the label went to another record
+                f"feedback-id-{name}", 422, "invalid_fields", path=f"/api/v1/predictions/{raw}/feedback",
+                json={"true_digit": 1},
+            )
+            for name, raw in (("underscore", "1_0"), ("plus", "%2B1"), ("decimal", "1.0"), ("space", "%201"),
+                              ("arabic-indic", "%D9%A1"))
+        ),
+        Case("number-feedback-id-underscore", 422, "invalid_fields", path="/api/v1/numbers/1_0/feedback",
+             json={"true_text": "12"}),
         Case(
             "feedback-unknown-id",
             404,

@@ -110,7 +110,7 @@ def describe_validation_errors(errors: list[dict[str, Any]] | tuple) -> str:
     for err in list(errors)[:5]:
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header", "form")]
         where = ".".join(loc) or "request body"
-        msg = str(err.get("msg", "is invalid"))
+        msg = str(err.get("msg", "is invalid")).removeprefix("Value error, ")  # pydantic's prefix says nothing
         if err.get("type") == "missing":
             parts.append(f"'{where}' is required")
         elif err.get("type") == "json_invalid":

@@ -16,9 +16,11 @@ from starlette.responses import Response
 from digitlab.api.deps import Ctx, require_admin, store_or_503
 from digitlab.api.errors import ApiError, answer_not_stored, error_responses
 from digitlab.api.routes.predictions import (
+    MAX_ID,
     PNG_RESPONSE,
     CorrectFilter,
     ModelFilter,
+    PlainId,
     SinceFilter,
     Uid,
     UntilFilter,
@@ -29,8 +31,7 @@ from digitlab.store import numbers as repo
 
 router = APIRouter(prefix="/api/v1", tags=["numbers"])
 
-MAX_ID = 2**31 - 1
-NumberId = Annotated[int, Path(ge=1, le=MAX_ID, description="The read number's database id.")]
+NumberId = Annotated[int, PlainId, Path(ge=1, le=MAX_ID, description="The read number's database id.")]
 ADMIN = [Depends(require_admin)]
 
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import BeforeValidator
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.background import BackgroundTask
 from starlette.responses import FileResponse, Response
@@ -35,7 +36,18 @@ NO_NUL = r"^[^\x00]*$"
 router = APIRouter(prefix="/api/v1", tags=["predictions"])
 
 MAX_ID = 2**31 - 1  # user_predictions.id is INTEGER (SERIAL on PostgreSQL)
-PredictionId = Annotated[int, Path(ge=1, le=MAX_ID, description="The prediction's database id.")]
+
+
+def _plain_id(value: object) -> object:
+    """An id in a path is written in ASCII digits only: pydantic's lax int read `1_0` as 10 and `+1` as 1,
+    so a label sent to `/predictions/1_0/feedback` went to record 10."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("must be a whole number written with the digits 0-9 only")
+    return value
+
+
+PlainId = BeforeValidator(_plain_id)
+PredictionId = Annotated[int, PlainId, Path(ge=1, le=MAX_ID, description="The prediction's database id.")]
 Uid = Annotated[str, Path(pattern=r"^[0-9a-fA-F]{32}$", description="The `uid` of a prediction response.")]
 ADMIN = [Depends(require_admin)]
 PNG_RESPONSE = {
