@@ -439,6 +439,32 @@ def test_a_body_that_stops_arriving_is_answered_408():
     assert (b"connection", b"close") in sent[0]["headers"]
 
 
+def test_a_body_that_trickles_in_is_answered_408_at_the_deadline():
+    """A byte every little while never idles long enough for the idle timeout: such connections were held
+    for good (375 of them took a worker's every file descriptor). The whole body has `total_seconds`."""
+    import asyncio
+    import time
+
+    sent = []
+
+    async def receive():
+        await asyncio.sleep(0.05)
+        return {"type": "http.request", "body": b"x", "more_body": True}
+
+    async def send(message):
+        sent.append(message)
+
+    async def app(scope, receive, send):
+        raise AssertionError("the app must not be called")
+
+    mw = BodyLimitMiddleware(app, max_bytes=100_000, idle_seconds=0.5, total_seconds=0.6)
+    started = time.monotonic()
+    scope = {"type": "http", "method": "POST", "headers": [(b"content-length", b"90000")]}
+    run_in_fresh_loop(asyncio.wait_for(mw(scope, receive, send), 5))
+    assert sent[0]["status"] == 408 and b'"request_timeout"' in sent[1]["body"]
+    assert 0.55 < time.monotonic() - started < 2.0
+
+
 def test_an_oversized_body_that_stops_arriving_is_answered_413():
     """Declared over the limit (so read and thrown away, for the client to read the 413), then stopped:
     the connection was held with no answer for as long as the client liked."""

@@ -28,24 +28,34 @@ DRAIN_BYTES = 64 * 1024 * 1024
 #: A body that stops arriving for this long (a client that declared more than it sends, a slow-loris) is
 #: answered 408 and its connection freed; the server has no such limit of its own.
 BODY_IDLE_SECONDS = 20.0
+#: ... and a body still arriving this long after it began (a byte every few seconds, a slow-loris that never
+#: idles 20 s: such connections were held for good, and enough of them took every file descriptor) too.
+#: 5 MB in 120 s is 42 KB/s: a phone's upload on a poor mobile connection still gets through.
+BODY_TOTAL_SECONDS = 120.0
 
 
 class BodyLimitMiddleware:
     def __init__(
-        self, app, max_bytes: int, on_refuse=None, drain_bytes: int = DRAIN_BYTES, idle_seconds: float = BODY_IDLE_SECONDS
-    ):
+        self, app, max_bytes: int, on_refuse=None, drain_bytes: int = DRAIN_BYTES,
+        idle_seconds: float = BODY_IDLE_SECONDS, total_seconds: float = BODY_TOTAL_SECONDS,
+    ):  # fmt: skip
         self.app = app
         self.idle_seconds = float(idle_seconds)
+        self.total_seconds = float(total_seconds)
         self.max_bytes = int(max_bytes)
         self.drain_bytes = max(int(drain_bytes), self.max_bytes)
         self.on_refuse = on_refuse  # called with no argument when a body is refused (metrics)
 
-    async def _drain(self, receive, size: int) -> None:
+    def _next_deadline(self, deadline: float) -> float:
+        """When the next piece of the body must have come: `idle_seconds` from now, never past `deadline`."""
+        return min(asyncio.get_running_loop().time() + self.idle_seconds, deadline)
+
+    async def _drain(self, receive, size: int, deadline: float) -> None:
         """Read and discard the rest of the body (`size` bytes read so far) while it stays within
-        `drain_bytes`; returns at its end, at a disconnect or past the bound."""
+        `drain_bytes`; returns at its end, at a disconnect, past the bound or the deadline."""
         while size <= self.drain_bytes:
             try:
-                async with asyncio.timeout(self.idle_seconds):  # a body that stops: answer the 413 now
+                async with asyncio.timeout_at(self._next_deadline(deadline)):  # stopped or too slow: the 413 now
                     message = await receive()
             except TimeoutError:
                 return
@@ -78,6 +88,7 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        deadline = asyncio.get_running_loop().time() + self.total_seconds
         declared = None
         expects_continue = False
         codings: list[bytes] = []
@@ -94,13 +105,13 @@ class BodyLimitMiddleware:
         if any(c not in _PLAIN_CODINGS for c in codings) and scope.get("method") not in _METHODS_WITHOUT_BODY:
             # a compressed body reached the parsers as it was: "cut-off upload?", "not valid JSON"
             if not expects_continue and (declared or 0) <= self.drain_bytes:
-                await self._drain(receive, 0)
+                await self._drain(receive, 0, deadline)
             await self._answer(send, 415, "Compressed request bodies (Content-Encoding) are not accepted: send the "
                                "body uncompressed.", "unsupported_media_type")  # fmt: skip
             return
         if declared is not None and declared > self.max_bytes:
             if not expects_continue and declared <= self.drain_bytes:
-                await self._drain(receive, 0)
+                await self._drain(receive, 0, deadline)
             await self._refuse(send, declared)
             return
         if declared == 0 or (declared is None and scope.get("method") in _METHODS_WITHOUT_BODY):
@@ -111,11 +122,11 @@ class BodyLimitMiddleware:
         size = 0
         while True:
             try:
-                async with asyncio.timeout(self.idle_seconds):
+                async with asyncio.timeout_at(self._next_deadline(deadline)):
                     message = await receive()
             except TimeoutError:
-                await self._answer(send, 408, "The request body stopped arriving: send the whole request again.",
-                                   "request_timeout")  # fmt: skip
+                await self._answer(send, 408, "The request body stopped arriving, or came too slowly: send the whole "
+                                   "request again.", "request_timeout")  # fmt: skip
                 return
             if message["type"] == "http.disconnect":
                 return  # the client went away before sending its body: nobody to answer
@@ -124,7 +135,7 @@ class BodyLimitMiddleware:
                 size += len(chunk)
                 if size > self.max_bytes:
                     if message.get("more_body", False):
-                        await self._drain(receive, size)
+                        await self._drain(receive, size, deadline)
                     await self._refuse(send, None)
                     return
                 chunks.append(chunk)
