@@ -580,3 +580,28 @@ def test_a_head_request_is_counted_under_its_route(tmp_path, served_model_dir):
         assert 'digitlab_http_requests_total{method="HEAD",model="",route="/health",status="200"} 1.0' in text, [
             line for line in text.splitlines() if "HEAD" in line
         ]
+
+
+def test_a_client_that_hangs_up_mid_body_is_not_a_server_error(tmp_path, served_model_dir):
+    """A client gone before its body was complete was counted as a 500 of route "unmatched": any 5xx alert
+    fired on flaky phone uploads. It is a 499 (the client closed the request) of the route it asked for."""
+    import asyncio
+
+    app = create_app(settings_for(tmp_path, served_model_dir))
+    with TestClient(app) as c:
+        messages = [{"type": "http.request", "body": b"x" * 10, "more_body": True}, {"type": "http.disconnect"}]
+
+        async def receive():
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message):
+            raise AssertionError(f"nobody to answer: {message}")
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+                 "path": "/api/v1/predict", "raw_path": b"/api/v1/predict", "query_string": b"", "root_path": "",
+                 "headers": [(b"host", b"x"), (b"content-length", b"1000")], "client": ("127.0.0.1", 1),
+                 "server": ("127.0.0.1", 80), "app": app}  # fmt: skip
+        run_in_fresh_loop(asyncio.wait_for(app(scope, receive, send), 5))
+        text = c.get("/metrics").text
+        lines = [line for line in text.splitlines() if line.startswith('digitlab_http_requests_total{method="POST"')]
+        assert lines == ['digitlab_http_requests_total{method="POST",model="",route="/api/v1/predict",status="499"} 1.0'], lines

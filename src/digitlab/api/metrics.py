@@ -7,6 +7,7 @@ adds them up, so any scrape reports the whole server, whichever worker answers i
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -175,6 +176,11 @@ class Metrics:
             multiprocess.mark_process_dead(os.getpid())
 
 
+#: the status counted for a request whose client hung up before any answer (nginx's "client closed request";
+#: it was counted as a 500, so any alert on server errors fired on flaky phone uploads)
+CLIENT_CLOSED = 499
+
+
 class MetricsMiddleware:
     """Pure ASGI: counts and times every HTTP request by its route *template* (bounded label values)."""
 
@@ -187,7 +193,7 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        status = 500
+        status = CLIENT_CLOSED  # no answer started and nothing raised: the client went away first
         started = time.perf_counter()
 
         async def send_wrapper(message):
@@ -198,6 +204,12 @@ class MetricsMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except asyncio.CancelledError:  # the request's task cancelled (its client gone): no server error
+            raise
+        except BaseException:
+            if status == CLIENT_CLOSED:
+                status = 500
+            raise
         finally:
             route = scope.get("route")
             if route is None and self.routes is not None:
@@ -221,12 +233,20 @@ def _alive(pid: int) -> bool:
 
 
 def _match(routes, scope):
+    """The route a request refused before routing (a 413, a client gone mid-body) would have reached.
+    FastAPI wraps an included router in one object without a `path`: its own routes are searched (every
+    such request was counted under "unmatched")."""
     from starlette.routing import Match
 
     for route in routes:
         try:
-            if route.matches(scope)[0] == Match.FULL:
-                return route
-        except Exception:  # noqa: BLE001
-            return None
+            if route.matches(scope)[0] != Match.FULL:
+                continue
+        except Exception:  # noqa: BLE001, S112 - a route that cannot read this scope is not its route
+            continue
+        inner = getattr(route, "original_router", None)
+        if getattr(route, "path", None) is None and inner is not None:
+            return _match(inner.routes, scope) or route
+        return route
+    return None
     return None
