@@ -34,6 +34,7 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._head_timer: asyncio.TimerHandle | None = None
+        self._running_cycle = None
         self._head_bytes = 0
         self._answered_431 = False
         super().connection_made(transport)
@@ -65,8 +66,22 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         if not self._answered_431:
             self._answer_and_close(b"400 Bad Request", b'{"detail":"This is not a valid HTTP request.","code":"bad_request"}')
 
+    def _start_asgi_task(self, cycle, app) -> None:  # type: ignore[no-untyped-def]
+        self._running_cycle = cycle
+        super()._start_asgi_task(cycle, app)
+
     def connection_lost(self, exc: Exception | None) -> None:
+        """uvicorn marks only the last request *parsed* as disconnected. With pipelining, the one running is
+        an earlier one, and the ones queued behind it start later: they all wrote to the closed connection
+        (a 70-line traceback at ERROR each). The one running is told too, and the queue is dropped."""
         self._cancel_head_timer()
+        running = getattr(self, "_running_cycle", None)
+        if running is not None and running is not self.cycle and not running.response_complete:
+            running.disconnected = True
+            running.message_event.set()
+        for cycle, _app in self.pipeline:
+            cycle.disconnected = True
+        self.pipeline.clear()
         super().connection_lost(exc)
 
     def _start_head_timer(self) -> None:
