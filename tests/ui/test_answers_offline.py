@@ -240,3 +240,16 @@ def test_draw_an_unsure_photo_gets_photo_advice_and_the_number_page(fake):
     said = _answer_texts(at)
     assert "draw one digit, large" in said and "take the photo closer" not in said, said
     assert "a whole number goes on the <b>Number</b> page" in said, said  # "12" drawn on Draw: where to go
+
+
+def test_a_number_photo_reading_says_it_is_the_photo_s(fake):
+    """On Number, an uploaded photo's reading showed right under the empty canvas, as if the canvas had
+    been read (Draw says whose answer it is); a drawing's reading says nothing of a photo."""
+    api, canvas, open_page = fake
+    photo = png(300, 120, shade=250)
+    api.readings = {photo: "418"}
+    at = open_page("number")
+    at.file_uploader(key="number_photo").upload("418.png", photo, "image/png").run()
+    assert not at.exception, at.exception
+    texts = " ".join(str(m.value) for m in at.markdown)
+    assert 'data-text="418"' in texts and "This reading is for your uploaded photo" in texts, texts[:500]

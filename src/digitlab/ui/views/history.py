@@ -252,11 +252,12 @@ def numbers_section(models: list[dict], f: dict[str, Any] | None = None) -> None
             "Sure": f"{(n.get('confidence') or 0) * 100:.0f}%",
             "Model": common.display_name(models, n.get("model_name") or "?"),
             f"When ({_timezone()[1]})": common.when_text(n.get("timestamp")),
-            "#": n.get("id"),
+            "No.": n.get("id"),  # ("#" became an empty <h1>: st.table reads column names as Markdown)
         }
         for n in items
     ]
-    st.table(pd.DataFrame(rows), hide_index=True)  # a plain table: a handful of short rows; "#" last, as above
+    with st.container(key="hist_numbers"):  # (common.CSS: on a phone it scrolls sideways, with a scrollbar)
+        st.table(pd.DataFrame(rows), hide_index=True)  # a plain table: a handful of short rows; the id last
     shown = f"{len(items):,} of {total:,}"
     st.caption(f"{shown} numbers match the filters above · newest first" if filtered
                else f"{shown} numbers · newest first")  # fmt: skip
@@ -272,7 +273,9 @@ def export_button() -> None:
     st.download_button(
         "Download labelled drawings (CSV)", data=data, file_name="digitlab-labelled.csv", mime="text/csv",
         icon=":material/download:", key="hist_export",
-        help="One row per labelled drawing: label, then the 784 pixels (0–255) of the 28×28 image, like MNIST.",
+        help="Every labelled answer in the store, whatever the filters above: one row per labelled prediction "
+             "(each digit of a confirmed number too), the label then the 784 pixels (0–255) of the 28×28 image, "
+             "like MNIST.",
     )  # fmt: skip
 
 

@@ -45,8 +45,14 @@ def boxed(image: bytes, digits: list[dict]) -> bytes:
     return out.getvalue()
 
 
-def show_reading(answer: dict, image: bytes, key: str) -> None:
+def show_reading(answer: dict, image: bytes, key: str, *, photo: bool = False) -> None:
+    """The reading, its confirmation, the boxes and each digit's 28x28. `photo`: an uploaded photo's, said
+    above it (its reading showed under an empty canvas as if the canvas had been read; Draw says so too)."""
     text = answer.get("text") or ""
+    if photo:
+        st.markdown('<div class="dl-source" data-testid="dl-photo-note">This reading is for your uploaded photo; '
+                    "write on the canvas (or remove the photo) to use the canvas again.</div>",
+                    unsafe_allow_html=True)  # fmt: skip
     unsure = " dl-unsure" if answer.get("uncertain") else ""
     # one line up to a dozen digits (smaller past six); longer readings wrap rather than leave the card
     unsure += " dl-very-long" if len(text) > 12 else " dl-long" if len(text) > 6 else ""
@@ -216,7 +222,7 @@ def _reading(drawing, photo) -> None:
         common.show_error(st, error, nothing=nothing,
                           kept="Your writing is kept; it is read as soon as the service is back.")  # fmt: skip
         return
-    show_reading(answer, image, key)
+    show_reading(answer, image, key, photo=photo is not None)
 
 
 common.page_header("Write a number", "Write several digits — a year, a PIN, a house number — and watch them being read "
