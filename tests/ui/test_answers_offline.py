@@ -245,7 +245,7 @@ def test_draw_an_unsure_photo_gets_photo_advice_and_the_number_page(fake):
 def test_a_number_photo_reading_says_it_is_the_photo_s(fake):
     """On Number, an uploaded photo's reading showed right under the empty canvas, as if the canvas had
     been read (Draw says whose answer it is); a drawing's reading says nothing of a photo."""
-    api, canvas, open_page = fake
+    api, _canvas, open_page = fake
     photo = png(300, 120, shade=250)
     api.readings = {photo: "418"}
     at = open_page("number")

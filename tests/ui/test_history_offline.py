@@ -52,7 +52,7 @@ def test_the_answer_filter_applies_to_the_numbers(history):
     assert not at.exception, at.exception
     assert _numbers_shown(at) == ["0000000000000000", "20225"]  # not the right ones, not the unlabelled 81
     assert set(at.table[0].value["Right?"]) == {"✗"}
-    assert "2 of 2 numbers match the filters above" in _captions(at), _captions(at)
+    assert "2 numbers match the filters above" in _captions(at), _captions(at)
 
     at.button_group(key="hist_outcome").set_value("Right").run()
     assert _numbers_shown(at) == ["307", "1974"]
@@ -124,3 +124,11 @@ def test_filters_and_the_model_picked_survive_a_visit_to_another_page(history):
     assert _numbers_shown(at) == ["20225"]
     at.switch_page("views/draw.py").run()
     assert at.selectbox(key="draw_model").value == "svm"
+
+
+def test_counts_read_like_sentences():
+    from digitlab.ui.common import counted_caption
+
+    assert counted_caption(1, 1, 1, "prediction") == "1 prediction · newest first"  # was "1–1 of 1 predictions"
+    assert counted_caption(1, 3, 3, "number") == "all 3 numbers · newest first"
+    assert counted_caption(26, 46, 46, "prediction") == "26–46 of 46 predictions · newest first"

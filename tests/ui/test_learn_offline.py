@@ -38,7 +38,7 @@ def test_learn_now_asks_then_shows_the_outcome_on_the_page(monkeypatch):
 
 
 def test_learn_now_is_not_offered_without_the_admin_token(monkeypatch):
-    api, canvas = install(monkeypatch)
+    _api, canvas = install(monkeypatch)
     monkeypatch.delenv("DIGITLAB_ADMIN_TOKEN", raising=False)
     at = open_app(monkeypatch, canvas, "models")
     assert not at.exception, at.exception

@@ -468,3 +468,12 @@ def zoom_png(png: bytes, size: int = 140) -> bytes:
 def page_header(title: str, caption: str) -> None:
     st.title(title)
     st.caption(caption)
+
+
+def counted_caption(first: int, last: int, total: int, noun: str) -> str:
+    """ "1–25 of 46 predictions · newest first", "1 prediction · newest first", "all 3 numbers · newest first"
+    ("1–1 of 1 predictions" read oddly)."""
+    nouns = noun if total == 1 else noun + "s"
+    if first == 1 and last == total:
+        return f"{'all ' if total > 2 else ''}{total:,} {nouns} · newest first"
+    return f"{first:,}–{last:,} of {total:,} {nouns} · newest first"

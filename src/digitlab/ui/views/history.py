@@ -258,9 +258,8 @@ def numbers_section(models: list[dict], f: dict[str, Any] | None = None) -> None
     ]
     with st.container(key="hist_numbers"):  # (common.CSS: on a phone it scrolls sideways, with a scrollbar)
         st.table(pd.DataFrame(rows), hide_index=True)  # a plain table: a handful of short rows; the id last
-    shown = f"{len(items):,} of {total:,}"
-    st.caption(f"{shown} numbers match the filters above · newest first" if filtered
-               else f"{shown} numbers · newest first")  # fmt: skip
+    caption = common.counted_caption(1, len(items), total, "number")
+    st.caption(caption.replace(" · ", " match the filters above · ", 1) if filtered else caption)
 
 
 def export_button() -> None:
@@ -307,7 +306,7 @@ def main() -> None:
         log_table(page, models)
         pages = max(1, -(-total // PAGE_SIZE))
         first = (page_no - 1) * PAGE_SIZE + 1
-        st.caption(f"{first:,}–{min(total, page_no * PAGE_SIZE):,} of {total:,} predictions · newest first")
+        st.caption(common.counted_caption(first, min(total, page_no * PAGE_SIZE), total, "prediction"))
         if pages > 1:
             st.pagination(pages, key=pager_key)
     export_button()
