@@ -267,7 +267,13 @@ class Segmented(NamedTuple):
 def segmented(image: Any, **decode: Any) -> Segmented:
     """Ink, pieces and every candidate digit of a written number, as `read_number` scores them (and as the
     segment verifier learns them). `decode`: `pen_color`, `background_color`, `max_pixels`."""
-    s, factor = working_ink(image, **decode)
+    try:
+        s, factor = working_ink(image, **decode)
+    except EmptyImageError as exc:
+        if "Draw a digit" not in str(exc):
+            raise
+        # the preprocessing's message asks for a digit: here a number is asked for
+        raise EmptyImageError("Nothing written: the image is blank. Write a number and try again.") from exc
     pieces, height, _specks = pieces_of(s)
     if len(pieces) > MAX_MARKS:
         raise NotANumberError(_NOT_A_NUMBER.format(f"{len(pieces)} separate marks"))

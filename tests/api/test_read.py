@@ -163,3 +163,11 @@ def test_noise_is_not_a_number(api):
     Image.fromarray(noise).save(buf, format="PNG")
     body = assert_error(api.post(READ, files={"image": ("n.png", buf.getvalue(), "image/png")}), 400, "not_a_number")
     assert "at most 32 digits" in body["detail"]
+
+
+def test_a_blank_image_asks_for_a_number(api):
+    """/read of a blank image said "Draw a digit and try again" (the single-digit wording)."""
+    buf = io.BytesIO()
+    Image.new("RGB", (300, 100), "white").save(buf, format="PNG")
+    body = assert_error(api.post(READ, files={"image": ("b.png", buf.getvalue(), "image/png")}), 400, "empty_image")
+    assert "Write a number" in body["detail"] and "Draw a digit" not in body["detail"], body

@@ -71,7 +71,7 @@ def learning_job(ctx: Ctx, job_id: JobId):
     if job is not None and job.get("status") in ("running", "queued") and store.with_database(_clear_dead_runs, store):
         job = store.with_database(store.versions.job, job_id)  # its process was killed or never began: "failed"
     if job is None:
-        raise ApiError(f"There is no learning job {job_id}.", "not_found")
+        raise ApiError(f"There is no learning job {job_id}.", "learn_job_not_found", status=404)
     return LearnJob.model_validate(job)
 
 
