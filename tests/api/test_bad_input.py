@@ -440,6 +440,15 @@ def cases() -> list[Case]:
             path="/api/v1/predictions/uid/" + "ab" * 16 + "/feedback",
             json={"true_digit": 1},
         ),
+        *(
+            Case(  # pydantic read a bare number as Unix time (s or ms by its size): 99999999999 was 1973
+                f"history-{name}-unix-number", 422, "invalid_fields", method="GET",
+                path=f"/api/v1/predictions?{name}={raw}", admin=True,
+            )
+            for name, raw in (("until", "99999999999"), ("since", "-1"), ("since", "1732900000.5"))
+        ),
+        Case("numbers-since-unix-number", 422, "invalid_fields", method="GET", path="/api/v1/numbers?since=1732900000",
+             admin=True),
         Case(
             "history-page-zero",
             422,

@@ -63,8 +63,19 @@ def _not_found(prediction_id: int | str) -> ApiError:
 #: the filters of a history page (`/predictions`, `/numbers`)
 ModelFilter = Annotated[str | None, Query(max_length=64, pattern=NO_NUL, description="Only this model's answers.")]
 CorrectFilter = Annotated[bool | None, Query(description="Only labelled answers that were right (true) or wrong (false).")]
-SinceFilter = Annotated[datetime | None, Query(description="From this time (inclusive, ISO 8601).")]
-UntilFilter = Annotated[datetime | None, Query(description="Before this time (exclusive, ISO 8601).")]
+
+
+def _iso_time(value: object) -> object:
+    """ISO 8601 only, as documented: pydantic also read a bare number as Unix time, seconds or milliseconds
+    by its size (`until=99999999999`, meant as year 5138, was 1973: an empty page, no error)."""
+    if isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit():
+        raise ValueError("must be a date or time in ISO 8601, e.g. 2026-11-29 or 2026-11-29T14:30:00Z")
+    return value
+
+
+IsoTime = BeforeValidator(_iso_time)
+SinceFilter = Annotated[datetime | None, IsoTime, Query(description="From this time (inclusive, ISO 8601).")]
+UntilFilter = Annotated[datetime | None, IsoTime, Query(description="Before this time (exclusive, ISO 8601).")]
 
 
 def query_utc(value: datetime | None, name: str) -> datetime | None:
