@@ -449,6 +449,8 @@ def cases() -> list[Case]:
         ),
         Case("numbers-since-unix-number", 422, "invalid_fields", method="GET", path="/api/v1/numbers?since=1732900000",
              admin=True),
+        Case("trailing-slash-no-redirect", 404, "not_found", method="GET", path="/api/v1/models/"),  # (a 307 to
+        # a Location built from the client's Host header before)
         Case(
             "history-page-zero",
             422,

@@ -145,7 +145,10 @@ def install_error_handlers(app: FastAPI) -> None:
         code = _CODE_BY_STATUS.get(exc.status_code, f"http_{exc.status_code}")
         _count(request, code)
         if exc.status_code == 404:
-            detail = f"There is no {request.url.path[:100]!r} here: see /docs for the API's paths."
+            path = request.url.path[:100]
+            detail = f"There is no {path!r} here: see /docs for the API's paths."
+            if len(path) > 1 and path.endswith("/"):
+                detail += f" Without the trailing slash: {path.rstrip('/')!r}."
         elif exc.status_code == 405:
             detail = f"{request.method} is not allowed on this path: see /docs."
             allowed = _allowed_methods(request)  # Starlette names only the first route's (GET, not DELETE)

@@ -129,6 +129,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # served by install_docs, from local files rather than a CDN
         redoc_url=None,
+        # no 307 to the path without its trailing slash: Starlette built that Location from the client's Host
+        # header (`Host: evil.example` -> `location: http://evil.example/...`); the 404 names the path instead
+        redirect_slashes=False,
     )
     install_docs(app)
     app.state.ctx = ctx
