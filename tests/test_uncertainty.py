@@ -457,3 +457,34 @@ def test_a_row_of_digits_is_flagged_by_every_model_rule(detector, test_digits):
         assert detector.is_uncertain(name, x.reshape(28, 28), sure[0], p_not_digit=NotDigit(0.0, sure[0]))
         assert detector.flags(name, x, sure, p_not_digit=np.zeros(1), digit_proba=sure, reference=np.stack([sure, sure], 1),
                               own_opinion=sure)[0]
+
+
+def test_a_filled_shape_is_flagged_by_every_model_rule(detector, test_digits):
+    """A filled square, a disc or a scribbled-over area was read as a sure 0 by every model (p_not_digit under
+    the detector's bar); no digit fills its box like that (a thick 1 is narrow: not flagged)."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    from digitlab.detector.runtime import too_solid
+    from digitlab.preprocess import to_mnist
+
+    def drawn(paint) -> np.ndarray:
+        im = Image.new("RGB", (280, 280), "white")
+        paint(ImageDraw.Draw(im))
+        out = io.BytesIO()
+        im.save(out, format="PNG")
+        return to_mnist(out.getvalue()).reshape(1, 784)
+
+    square = drawn(lambda d: d.rectangle([80, 80, 200, 200], fill="black"))
+    disc = drawn(lambda d: d.ellipse([70, 70, 210, 210], fill="black"))
+    thick_one = drawn(lambda d: d.rectangle([120, 40, 170, 240], fill="black"))
+    images, _ = test_digits
+    assert too_solid(square)[0] and too_solid(disc)[0] and not too_solid(thick_one)[0]
+    assert not too_solid(images.reshape(-1, 784) / 255.0).any()
+    sure = np.eye(10)[[0]] * 0.99 + 0.001
+    for name in MODEL_SPECS:
+        for x in (square, disc):
+            assert detector.is_uncertain(name, x.reshape(28, 28), sure[0], p_not_digit=NotDigit(0.0, sure[0]))
+            assert detector.flags(name, x, sure, p_not_digit=np.zeros(1), digit_proba=sure,
+                                  reference=np.stack([sure, sure], 1), own_opinion=sure)[0]  # fmt: skip
