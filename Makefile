@@ -6,6 +6,16 @@ EXTRAS ?= ui,postgres,dev
 
 .PHONY: help install run test test-fast train evaluate evaluate-drawn bench bench-learn bench-api bench-soak lint clean
 
+# The development machines keep MNIST and real handwriting (USPS, Semeion) beside the repository, read-only:
+# used when they are there and nothing else is set. Elsewhere MNIST is downloaded (checksums verified) and
+# the classical models train without real handwriting (weaker on it: README, "Real handwriting").
+ifneq ($(wildcard ../shared/mnist/SHA256SUMS),)
+export DIGITLAB_MNIST_DIR ?= $(abspath ../shared/mnist)
+endif
+ifneq ($(wildcard ../shared/handwriting/SHA256SUMS),)
+export DIGITLAB_HANDWRITING_DIR ?= $(abspath ../shared/handwriting)
+endif
+
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 

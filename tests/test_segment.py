@@ -231,3 +231,16 @@ def test_digits_written_one_above_another_are_not_sure(cnn, detector, verifier):
     assert reading.uncertain and all(d.uncertain for d in reading.digits), reading.text
     side_by_side = read_number(draw_number("123", size=100), cnn, detector, verifier=verifier)
     assert side_by_side.text == "123" and not any(d.uncertain for d in side_by_side.digits)
+
+
+def test_the_numbers_benchmark_command_prints_empty_slices(tmp_path, capsys, monkeypatch, handwriting_dir):
+    """`digitlab evaluate --numbers --count 2` crashed with a KeyError (a traceback): with fewer than five
+    numbers some gap kinds have none. Their cells are a dash."""
+    from digitlab.evaluation.numbers import evaluate_numbers_command
+
+    monkeypatch.setenv("DIGITLAB_MODEL_DIR", str(tmp_path))  # empty: the bundled CNN only
+    monkeypatch.setenv("DIGITLAB_HANDWRITING_DIR", str(handwriting_dir))
+    assert evaluate_numbers_command(["cnn"], as_json=False, count=2, seed=0) == 0
+    out = capsys.readouterr().out
+    (row,) = [line for line in out.splitlines() if line.startswith("cnn")]
+    assert row.count("–") >= 3 and row.count("–") + row.count("%") == 8, out  # 2 numbers: 2 of the 5 gap kinds

@@ -28,8 +28,9 @@ class Settings(BaseSettings):
     )
     handwriting_dir: Path | None = Field(
         None,
-        description="Folder with real handwriting that is not MNIST (usps.npz, semeion.npz, SHA256SUMS) for "
-        "`digitlab evaluate --real`; default <data_dir>/handwriting.",
+        description="Folder with real handwriting that is not MNIST (usps.npz, semeion.npz, SHA256SUMS): training "
+        "and learning use its non-held-out parts, `digitlab evaluate --real` / `--numbers` its held-out ones; "
+        "default <data_dir>/handwriting.",
     )
     mnist_mirrors: list[str] = Field(
         default_factory=lambda: [

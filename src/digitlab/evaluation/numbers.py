@@ -275,9 +275,14 @@ def evaluate_numbers_command(
     print(f"{count} written numbers (2-6 digits) from {source}; numbers / digits read right")
     print(f"{'model':<14}" + "".join(f"{s:>17}" for s in slices) + f"{'ms/number':>11}")
     for row in rows:
-        cells = "".join(
-            f"{100 * row[s]['number_accuracy']:>8.1f} /{100 * row[s]['digit_accuracy']:>6.1f} %"
-            for s in slices
-        )
+        cells = "".join(_cell(row[s]) for s in slices)
         print(f"{row['model']:<14}{cells}{row['ms_per_number']:>11}")
     return 0
+
+
+def _cell(block: dict) -> str:
+    """One slice's "numbers / digits %", or a dash for a slice with no numbers (with --count under 5 some
+    gap kinds have none: that was a KeyError and a traceback)."""
+    if not block.get("numbers"):
+        return f"{'–':>17}"
+    return f"{100 * block['number_accuracy']:>8.1f} /{100 * block['digit_accuracy']:>6.1f} %"
