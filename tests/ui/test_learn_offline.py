@@ -20,7 +20,7 @@ def test_learn_now_asks_then_shows_the_outcome_on_the_page(monkeypatch):
     monkeypatch.setenv("DIGITLAB_ADMIN_TOKEN", "secret")
     get_settings.cache_clear()
     try:
-        api.learn_message = "only 2 drawings from 1 browser session of 2 can be set aside for that"
+        api.learn_message = "only 2 drawings of 1 other browser session can be set aside for that"
         at = open_app(monkeypatch, canvas, "models")
         assert not at.exception, at.exception
         assert not [b for b in at.button if b.key == "learn_now"]  # nothing starts without a second, clear step
@@ -31,7 +31,7 @@ def test_learn_now_asks_then_shows_the_outcome_on_the_page(monkeypatch):
         at.button(key="learn_open").click().run()
         at.button(key="learn_now").click().run()
         assert not at.exception, at.exception
-        assert "Nothing learned: only 2 drawings from 1 browser session of 2" in _texts(at), _texts(at)
+        assert "Nothing learned: only 2 drawings of 1 other browser session" in _texts(at), _texts(at)
         assert not [b for b in at.button if b.key == "learn_now"]  # the dialog closed: nothing left to click again
     finally:
         get_settings.cache_clear()

@@ -258,11 +258,16 @@ class _Run:
             return "no labelled drawings in the store: nothing to learn (label drawings on the Draw page first)"
         if len(data.holdout_y) < MIN_HOLDOUT:
             sessions, held = data.counts["sessions"], data.counts["holdout_sessions"]
-            return (f"a new model is judged on labelled drawings by other people than those it learns from, and "
-                    f"only {counted(len(data.holdout_y), 'drawing')} from {counted(held, 'browser session')} of "
-                    f"{sessions} can be set aside for that; at least {MIN_HOLDOUT} are needed. When more people "
-                    "(browsers) have drawn and answered \"What did you draw?\", try again. Nothing was built or "
-                    "promoted.")  # fmt: skip
+            if sessions < 2:
+                why = (f"all {counted(len(data.train_y) + len(data.holdout_y), 'labelled drawing')} come from one "
+                       "browser session, and a new model is judged on at least "
+                       f"{MIN_HOLDOUT} drawings by other people than those it learns from")  # fmt: skip
+            else:
+                why = (f"a new model is judged on drawings by other people than those it learns from, and only "
+                       f"{counted(len(data.holdout_y), 'drawing')} of {counted(held, 'other browser session')} can "
+                       f"be set aside for that (at least {MIN_HOLDOUT} are needed)")  # fmt: skip
+            return (f"{why}. When more people (browsers) have drawn and answered \"What did you draw?\", try "
+                    "again. Nothing was built or promoted.")  # fmt: skip
         return ""
 
     def _mnist(self, split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -50,8 +50,9 @@ CSS = """
 [data-testid="stButtonGroup"] > div {flex-wrap: wrap !important; row-gap: .4rem;}
 /* History's Numbers table: wider than a phone; it scrolls sideways with a scrollbar you can see, cells on
    one line ("When (UTC)" was cut to "W (U", dates broken into "29 / No / 20 / 19") */
-.st-key-hist_numbers [data-testid="stTable"] {overflow-x:auto; scrollbar-width:thin; scrollbar-color:#9CA3C7 #EEF0FF;}
-.st-key-hist_numbers th, .st-key-hist_numbers td {white-space:nowrap;}
+.st-key-hist_numbers [data-testid="stTable"], .st-key-hist_numbers [data-testid="stTable"] div {overflow-x:auto;
+  scrollbar-width:thin; scrollbar-color:#9CA3C7 #EEF0FF;}
+.st-key-hist_numbers th, .st-key-hist_numbers td, .st-key-hist_numbers th *, .st-key-hist_numbers td * {white-space:nowrap;}
 /* the outage notice floats: it never moves the canvas or the answer. On a wide screen it floats over the
    page's title, under the navigation (at the bottom it hid the answer's status at 1280x800: "Not saved yet"
    showed only as "away; your answer is sent"); on a phone over the bottom of the window (below) */

@@ -78,8 +78,8 @@ def main() -> None:
     st.markdown(
         "Each prediction is stored with the drawing, the 28×28 image, the model and its answer. When you answer "
         "*What did you draw?* the true digit is stored too: that is what **History** measures accuracy on, and "
-        "what its CSV download contains (one row per labelled drawing: the label and 784 pixel values, like "
-        "MNIST). If the database is down, predictions keep working and records are queued until it is back."
+        "what its CSV download contains (one row per labelled drawing, and per digit of a confirmed number: the "
+        "label and 784 pixel values, like MNIST). If the database is down, predictions keep working and records are queued until it is back."
     )
 
 

@@ -272,9 +272,9 @@ def export_button() -> None:
     st.download_button(
         "Download labelled drawings (CSV)", data=data, file_name="digitlab-labelled.csv", mime="text/csv",
         icon=":material/download:", key="hist_export",
-        help="Every labelled answer in the store, whatever the filters above: one row per labelled prediction "
-             "(each digit of a confirmed number too), the label then the 784 pixels (0–255) of the 28×28 image, "
-             "like MNIST.",
+        help="Every labelled drawing in the store, whatever the filters above: one row per labelled drawing "
+             "(however many models answered it) and one per digit of a confirmed number; the label, then the 784 "
+             "pixels (0–255) of the 28×28 image, like MNIST.",
     )  # fmt: skip
 
 
