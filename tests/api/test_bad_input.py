@@ -442,7 +442,7 @@ def cases() -> list[Case]:
         ),
         *(
             Case(  # pydantic read a bare number as Unix time (s or ms by its size): 99999999999 was 1973
-                f"history-{name}-unix-number", 422, "invalid_fields", method="GET",
+                f"history-{name}-unix-number-{raw}", 422, "invalid_fields", method="GET",
                 path=f"/api/v1/predictions?{name}={raw}", admin=True,
             )
             for name, raw in (("until", "99999999999"), ("since", "-1"), ("since", "1732900000.5"))
