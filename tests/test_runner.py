@@ -459,3 +459,22 @@ def test_missing_models(tmp_path):
     assert runner.missing_models(tmp_path) == ["svm", "svm_pca", "extra_trees", "random_forest"]
     (tmp_path / "svm_pca.json").write_text("{}")
     assert "svm_pca" not in runner.missing_models(tmp_path)
+
+
+@pytest.mark.parametrize("command", ["serve", "ui"])
+def test_serve_and_ui_refuse_a_busy_port_before_announcing_it(tmp_path, command):
+    """`digitlab serve` / `digitlab ui` on a taken port printed their URL, then "Address already in use" (and
+    a bad host: its URL, then "Name or service not known"): one line, exit 2, no URL."""
+    env = {**os.environ, "DIGITLAB_DATA_DIR": str(tmp_path)}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        busy = subprocess.run([sys.executable, "-m", "digitlab", command, "--port", str(port)], env=env,
+                              capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert busy.returncode == 2, busy.stderr
+    assert busy.stderr.strip().splitlines() == [busy.stderr.strip()] and "already in use" in busy.stderr
+    assert "http://" not in busy.stderr
+    bad = subprocess.run([sys.executable, "-m", "digitlab", command, "--host", "999.1.1.1", "--port", "1"],
+                         env=env, capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert bad.returncode == 2 and "cannot listen on host '999.1.1.1'" in bad.stderr and "http://" not in bad.stderr

@@ -23,14 +23,13 @@ from __future__ import annotations
 import gc
 import os
 import signal
-import socket
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from digitlab.core.config import Settings, get_settings
-from digitlab.errors import DigitlabError
+from digitlab.ports import PortInUseError, port_in_use
 from digitlab.processes import (
     Child,
     clear_group,
@@ -52,10 +51,6 @@ BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0
 STABLE_AFTER = 60.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class PortInUseError(DigitlabError):
-    code = "port_in_use"
 
 
 def _say(message: str) -> None:
@@ -90,23 +85,6 @@ def connect_host(host: str) -> str:
     if host == "::":
         return "[::1]"
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
-
-
-def port_in_use(host: str, port: int) -> bool:
-    """True when nothing could listen on host:port now (uvicorn and Streamlit both use SO_REUSEADDR,
-    so a port in TIME_WAIT is free for them and for this check)."""
-    try:
-        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror:
-        return False  # let the server report the bad host itself
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(address)
-        except OSError:
-            return True
-    return False
 
 
 def check_ports(settings: Settings) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from digitlab.core.config import get_settings
 from digitlab.errors import DigitlabError
+from digitlab.ports import refuse_busy_port
 
 APP = "digitlab.api.main:create_app"
 
@@ -80,6 +81,7 @@ def serve(host: str | None = None, port: int | None = None, workers: int | None 
     check_database_url(settings.sqlalchemy_url)  # a URL that can never work is a setting to fix, not an outage
     check_database_schema(settings.sqlalchemy_url)
     check_folders(settings)
+    refuse_busy_port(host, port, "API", "DIGITLAB_PORT")
     print(
         f"digitlab API on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''}); docs at /docs",
         file=sys.stderr,

@@ -37,6 +37,9 @@ def run_ui(host: str | None = None, port: int | None = None) -> int:
         from digitlab.errors import DigitlabError
 
         raise DigitlabError(f"port must be 0-65535, got {port}", code="invalid_port")
+    from digitlab.ports import refuse_busy_port
+
+    refuse_busy_port(host, port, "UI", "DIGITLAB_UI_PORT")
     env = dict(os.environ)
     env.setdefault("DIGITLAB_API_URL", settings.api_url)
     print(
