@@ -55,9 +55,14 @@ def test_db_export_and_prune(use_database, store, make_record, make_png, tmp_pat
     assert main(["db", "export", "--format", "idx", "--out", str(tmp_path / "idx")]) == 0
     assert read_idx(tmp_path / "idx")[1].tolist() == [0, 1, 2]
 
+    from digitlab.store.numbers import NumberRecord, insert_number, list_numbers
+
+    for age in (1, 200):  # a read number keeps its image: retention must take it too (it was kept for good)
+        insert_number(store.engine, NumberRecord(model_name="cnn", text="42", confidence=0.9, uncertain=False,
+                                                 digits=[], image_png=b"png", timestamp=now - timedelta(days=age)))  # fmt: skip
     assert main(["db", "prune", "--days", "30"]) == 0
-    assert "deleted 2 predictions older than 30 days" in capsys.readouterr().out
-    assert store.count() == 2
+    assert "deleted 2 predictions and 1 read number older than 30 days" in capsys.readouterr().out
+    assert store.count() == 2 and list_numbers(store.engine)[1] == 1
     assert main(["db", "prune", "--days", "0"]) == 2
 
 

@@ -205,7 +205,7 @@ def test_delete_by_id_and_by_age(store, make_record):
     old = [store.add(make_record(timestamp=now - timedelta(days=40 + i))).id for i in range(3)]
     new = [store.add(make_record(timestamp=now - timedelta(days=i))).id for i in range(2)]
     assert store.delete(new[0]) is True and store.delete(new[0]) is False
-    assert store.delete_older_than(30) == 3
+    assert store.delete_older_than(30) == (3, 0)
     assert [r.id for r in store.list()[0]] == [new[1]]
     assert all(store.get(i) is None for i in old)
     with pytest.raises(Exception, match="at least 1 day"):

@@ -89,8 +89,10 @@ def db_command(args: argparse.Namespace, settings=None) -> int:
                 n = export.write_idx(samples, args.out)
             print(f"exported {n} labelled drawings to {args.out} ({args.format})")
         elif args.db_command == "prune":
-            n = repo.delete_older_than(args.days)
-            print(f"deleted {n} predictions older than {args.days} days")
+            predictions, numbers = repo.delete_older_than(args.days)
+            days = f"{args.days:g} day{'' if args.days == 1 else 's'}"
+            print(f"deleted {predictions} prediction{'' if predictions == 1 else 's'} and {numbers} read "
+                  f"number{'' if numbers == 1 else 's'} older than {days}")  # fmt: skip
         return 0
     except SQLAlchemyError as exc:
         if is_outage(exc):

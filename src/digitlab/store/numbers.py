@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
-from sqlalchemy import Engine, bindparam, case, func, insert, select, update
+from sqlalchemy import Engine, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -258,6 +258,12 @@ def get_number_image(engine: Engine, number_id: int) -> bytes | None:
     """The submitted image of a stored number (PNG), or None."""
     with engine.connect() as conn:
         return conn.execute(select(N.c.image_png).where(N.c.id == number_id)).scalar_one_or_none()
+
+
+def delete_numbers_older_than(engine: Engine, cutoff: datetime) -> int:
+    """Deletes the read numbers (images included) read before `cutoff` (naive UTC); returns how many."""
+    with engine.begin() as conn:
+        return conn.execute(delete(N).where(N.c.timestamp < cutoff)).rowcount
 
 
 def labelled_digit_crops(engine: Engine, batch: int = 200) -> Iterator[tuple[int, bytes]]:

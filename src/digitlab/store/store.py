@@ -354,8 +354,8 @@ class PredictionStore:
     def delete(self, id: int) -> bool:
         return self._read(self.repo.delete, int(id))
 
-    def delete_older_than(self, days: float) -> int:
-        """Retention: delete predictions older than `days` days; returns how many."""
+    def delete_older_than(self, days: float) -> tuple[int, int]:
+        """Retention: delete predictions and read numbers older than `days` days; returns how many of each."""
         if days < 1:
             raise DigitlabError(f"retention must be at least 1 day, got {days}", code="invalid_retention")
         return self._read(self.repo.delete_older_than, days)
