@@ -460,7 +460,10 @@ def _real(handwriting_dir: Path | None, jobs: int | None) -> dict | None:
         return None
     from digitlab.training.real_calibration import real_calibration_data
 
-    return real_calibration_data(handwriting_dir, jobs=jobs, cache_dir=_cache_dir())
+    parts = real_calibration_data(handwriting_dir, jobs=jobs, cache_dir=_cache_dir())
+    if parts is None:
+        log("uncertain thresholds not checked on real handwriting")
+    return parts
 
 
 def _cache_dir() -> Path:

@@ -226,6 +226,8 @@ class _Run:
                  f"{counted(data.counts['holdout_sessions'], 'other session')}")  # fmt: skip
         parents = served_models(self.settings, self.versions)
         self.promoted_at_start = self.versions.promoted()
+        self.progress("reading the real handwriting (USPS, Semeion) a new version must not read worse (a minute "
+                      "or two the first time, cached after)")  # fmt: skip
         self.real = _real_handwriting(self.settings, self.say)
         outcomes = [Outcome(n, "skipped", reason="not trained: run `digitlab train` first")
                     for n in names if n not in parents]  # fmt: skip

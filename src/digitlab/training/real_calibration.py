@@ -83,7 +83,7 @@ def real_calibration_data(
         try:
             data = prepared_part(name, "calibration", handwriting_dir, jobs=jobs, cache_dir=cache_dir)
         except HandwritingError as exc:
-            log(f"uncertain thresholds not checked on real handwriting ({exc})")
+            log(f"real handwriting not read ({exc})")  # callers say what goes without it
             return None
         ok = data["status"] == 1
         out[name] = data["X"][ok].astype(np.float32) / 255.0, data["labels"][ok], data["sample"][ok]
