@@ -19,7 +19,8 @@ class Settings(BaseSettings):
     # --- files -----------------------------------------------------------------------------------
     data_dir: Path = Field(Path("data"), description="Working data folder (SQLite file, spool, exports).")
     mnist_dir: Path | None = Field(
-        None, description="Folder with the four MNIST IDX .gz files; default <data_dir>/mnist."
+        None, description="Folder with the four MNIST IDX .gz files; default <data_dir>/mnist (`make` passes "
+        "../shared/mnist when it is there)."
     )
     model_dir: Path = Field(Path("models"), description="Where trained model artefacts are written and read.")
     train_limit: int | None = Field(
@@ -30,7 +31,7 @@ class Settings(BaseSettings):
         None,
         description="Folder with real handwriting that is not MNIST (usps.npz, semeion.npz, SHA256SUMS): training "
         "and learning use its non-held-out parts, `digitlab evaluate --real` / `--numbers` its held-out ones; "
-        "default <data_dir>/handwriting.",
+        "default <data_dir>/handwriting (`make` passes ../shared/handwriting when it is there).",
     )
     mnist_mirrors: list[str] = Field(
         default_factory=lambda: [

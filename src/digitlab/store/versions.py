@@ -115,7 +115,9 @@ class VersionStore:
         """Serve `version` of `name` from now on (the served one is retired)."""
         with self.engine.begin() as conn:
             if conn.scalar(self._where(name, version, select(VERSIONS.c.id))) is None:
-                raise DigitlabError(f"model {name!r} has no version {version!r}: see `digitlab models list`.",
+                raise DigitlabError(f"model {name!r} has no learned version {version!r}: see `digitlab models list` "
+                                    "(the version of the model files, the first, is served again by `digitlab "
+                                    f"models rollback {name}` until no learned version is left).",
                                     code="version_not_found")  # fmt: skip
         try:  # a version no API could load was "promoted" (the APIs kept the old one, a new one the files)
             self.load(name, version)
