@@ -343,3 +343,15 @@ def test_export_to_a_reader_that_stops_early_ends_quietly(use_database, store, m
         shell=True, executable="/bin/bash", env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert run.stdout.strip() == "0" and "Traceback" not in run.stderr, run.stderr
+
+
+def test_evaluate_refuses_options_it_would_ignore(capsys):
+    """`evaluate --part calibration --count 3` ran the whole MNIST table and `--drawn --real` ran --real only,
+    both silently: an option that does not apply is one line and exit 2."""
+    assert main(["evaluate", "--count", "3"]) == 2
+    assert "--count goes with --drawn, --real or --numbers" in capsys.readouterr().err
+    assert main(["evaluate", "--real", "--part", "calibration"]) == 2
+    assert "--part goes with --numbers" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", "--drawn", "--real"])
+    assert exit_.value.code == 2 and "not allowed with argument" in capsys.readouterr().err

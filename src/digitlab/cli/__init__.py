@@ -16,6 +16,16 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    benchmark = args.drawn or args.real or args.numbers
+    for option, given, needs in (("--count", args.count, benchmark), ("--seed", args.seed, benchmark),
+                                 ("--part", args.part, args.numbers)):  # fmt: skip
+        if given is not None and not needs:  # ignored before: the MNIST table, as if the option meant nothing
+            where = "--numbers" if option == "--part" else "--drawn, --real or --numbers"
+            from digitlab.errors import DigitlabError
+
+            raise DigitlabError(f"{option} goes with {where}", code="bad_arguments")
+    args.seed = 0 if args.seed is None else args.seed
+    args.part = args.part or "heldout"
     if args.real:
         from digitlab.evaluation.real import evaluate_real_command
 
@@ -115,19 +125,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="accuracy of saved models on the official 10k MNIST test set")
     p.add_argument("models", nargs="*", help="model names (default: every saved model)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--drawn", action="store_true", help="evaluate on digits re-drawn as canvas strokes")
-    p.add_argument(
+    mode = p.add_mutually_exclusive_group()  # one benchmark a run (`--drawn --real` ran --real only, silently)
+    mode.add_argument("--drawn", action="store_true", help="evaluate on digits re-drawn as canvas strokes")
+    mode.add_argument(
         "--real", action="store_true", help="evaluate on held-out real handwriting that is not MNIST (USPS, Semeion)"
     )
-    p.add_argument("--numbers", action="store_true", help="read written numbers of 2-6 real non-MNIST digits")
+    mode.add_argument("--numbers", action="store_true", help="read written numbers of 2-6 real non-MNIST digits")
     p.add_argument(
         "--count", type=_at_least(1), default=None,
         help="with --drawn / --numbers: how many drawings (2000); with --real: scans per set (all)",
     )
-    p.add_argument("--seed", type=int, default=0, help="with --drawn / --real / --numbers: rendering seed")
+    p.add_argument("--seed", type=int, default=None, help="with --drawn / --real / --numbers: rendering seed (0)")
     p.add_argument(
-        "--part", choices=["heldout", "calibration"], default="heldout",
-        help="with --numbers: the held-out digits (the benchmark) or the calibration ones (to tune on)",
+        "--part", choices=["heldout", "calibration"], default=None,
+        help="with --numbers: the held-out digits (the benchmark, default) or the calibration ones (to tune on)",
     )
     p.set_defaults(func=_evaluate)
 
