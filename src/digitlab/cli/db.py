@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from digitlab.errors import DigitlabError
 from digitlab.store import export
 from digitlab.store.db import DatabaseUnavailableError, make_engine, upgrade
-from digitlab.store.numbers import labelled_digit_crops
+from digitlab.store.numbers import delete_numbers_older_than, labelled_digit_crops
 from digitlab.store.repository import Repository
 from digitlab.store.store import is_outage
 
@@ -89,7 +89,7 @@ def db_command(args: argparse.Namespace, settings=None) -> int:
                 n = export.write_idx(samples, args.out)
             print(f"exported {n} labelled drawings to {args.out} ({args.format})")
         elif args.db_command == "prune":
-            predictions, numbers = repo.delete_older_than(args.days)
+            predictions, numbers = repo.delete_older_than(args.days), delete_numbers_older_than(engine, args.days)
             days = f"{args.days:g} day{'' if args.days == 1 else 's'}"
             print(f"deleted {predictions} prediction{'' if predictions == 1 else 's'} and {numbers} read "
                   f"number{'' if numbers == 1 else 's'} older than {days}")  # fmt: skip

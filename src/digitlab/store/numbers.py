@@ -14,7 +14,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
@@ -260,8 +260,10 @@ def get_number_image(engine: Engine, number_id: int) -> bytes | None:
         return conn.execute(select(N.c.image_png).where(N.c.id == number_id)).scalar_one_or_none()
 
 
-def delete_numbers_older_than(engine: Engine, cutoff: datetime) -> int:
-    """Deletes the read numbers (images included) read before `cutoff` (naive UTC); returns how many."""
+def delete_numbers_older_than(engine: Engine, days: float, *, now: datetime | None = None) -> int:
+    """Retention: deletes the read numbers (images included) older than `days`; returns how many (they were
+    kept for good while `db prune` deleted the predictions)."""
+    cutoff = utc_naive(now or datetime.now(UTC)) - timedelta(days=days)
     with engine.begin() as conn:
         return conn.execute(delete(N).where(N.c.timestamp < cutoff)).rowcount
 

@@ -238,15 +238,12 @@ class Repository:
         with self.engine.begin() as conn:
             return conn.execute(delete(T).where(T.c.id == id)).rowcount > 0
 
-    def delete_older_than(self, days: float, *, now: datetime | None = None) -> tuple[int, int]:
-        """Retention: deletes predictions and read numbers (their images with them) older than `days`;
-        returns (predictions, numbers) deleted. (Read numbers were kept for good, images and all.)"""
-        from digitlab.store.numbers import delete_numbers_older_than
-
+    def delete_older_than(self, days: float, *, now: datetime | None = None) -> int:
+        """Retention: deletes the predictions older than `days`; returns how many (read numbers:
+        `numbers.delete_numbers_older_than`)."""
         cutoff = utc_naive(now or datetime.now(UTC)) - timedelta(days=days)
         with self.engine.begin() as conn:
-            predictions = conn.execute(delete(T).where(T.c.timestamp < cutoff)).rowcount
-        return predictions, delete_numbers_older_than(self.engine, cutoff)
+            return conn.execute(delete(T).where(T.c.timestamp < cutoff)).rowcount
 
     # --- reading -------------------------------------------------------------------------------------
     def list(

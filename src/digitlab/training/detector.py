@@ -460,10 +460,7 @@ def _real(handwriting_dir: Path | None, jobs: int | None) -> dict | None:
         return None
     from digitlab.training.real_calibration import real_calibration_data
 
-    parts = real_calibration_data(handwriting_dir, jobs=jobs, cache_dir=_cache_dir())
-    if parts is None:
-        log("uncertain thresholds not checked on real handwriting")
-    return parts
+    return real_calibration_data(handwriting_dir, jobs=jobs, cache_dir=_cache_dir())
 
 
 def _cache_dir() -> Path:

@@ -83,7 +83,7 @@ def real_calibration_data(
         try:
             data = prepared_part(name, "calibration", handwriting_dir, jobs=jobs, cache_dir=cache_dir)
         except HandwritingError as exc:
-            log(f"real handwriting not read ({exc})")  # callers say what goes without it
+            log(f"real handwriting not read ({exc}): no real-handwriting check for the thresholds or a learned version")
             return None
         ok = data["status"] == 1
         out[name] = data["X"][ok].astype(np.float32) / 255.0, data["labels"][ok], data["sample"][ok]
