@@ -40,10 +40,14 @@ class ImageTooLargeError(DigitlabError):
         super().__init__(message)
 
 
+#: what an image with nothing drawn on it is told (the number reader words it for a number)
+NOTHING_DRAWN = "Nothing drawn: the image is blank. Draw a digit and try again."
+
+
 class EmptyImageError(DigitlabError):
     code = "empty_image"
 
-    def __init__(self, message: str = "Nothing drawn: the image is blank. Draw a digit and try again."):
+    def __init__(self, message: str = NOTHING_DRAWN):
         super().__init__(message)
 
 

@@ -38,6 +38,7 @@ from PIL import Image, ImageColor
 from scipy import ndimage as ndi
 
 from digitlab.decode import (
+    NOTHING_DRAWN,
     SUPPORTED_FORMATS,
     EmptyImageError,
     ImageTooLargeError,
@@ -93,7 +94,6 @@ MIN_EXTENT_REL = 0.02  # ink whose extent is below 2 % of the image's long side 
 DOT_RATIO = 3.0  # ink no longer than 3 stroke widths is a dot...
 DOT_MAX_REL = 0.2  # ...unless it spans more than 20 % of the image (then it is a big blob: let it through)
 
-_EMPTY_MSG = "Nothing drawn: the image is blank. Draw a digit and try again."
 _BUSY_MSG = ("No digit found: the picture is busy all over (noise or texture), nothing stands out from it. "
              "Use a plain background, the digit large and dark.")
 BUSY_NOISE = 40.0  # border variation (colour distance) above which an image without ink is "busy", not blank
@@ -339,7 +339,7 @@ def _ink_values(rgba: np.ndarray, pen: np.ndarray | None, bg: np.ndarray | None)
     sel = _candidates(rgba, bg)
     d = _distance(_gather(rgba, sel), bg, pen)
     cand = d[d > floor]
-    empty = _BUSY_MSG if noise >= BUSY_NOISE else _EMPTY_MSG  # noise everywhere is not "blank"
+    empty = _BUSY_MSG if noise >= BUSY_NOISE else NOTHING_DRAWN  # noise everywhere is not "blank"
     if cand.size < 3:
         raise EmptyImageError(empty)
     k = int(0.9 * (cand.size - 1))
@@ -547,7 +547,7 @@ def to_mnist(
     # --- specks and empties ------------------------------------------------------------------------
     mask = s >= 0.5
     if not mask.any():
-        raise EmptyImageError(_EMPTY_MSG)
+        raise EmptyImageError(NOTHING_DRAWN)
     largest = _drop_specks(mask, s, rgba.shape[:2], (top, left))
     y0, y1, x0, x1 = _bbox(mask)
     extent = max(y1 - y0, x1 - x0)
@@ -589,7 +589,7 @@ def to_mnist(
     v = _redraw(_pad(m[my0:my1, mx0:mx1], pad), _pad(mid[my0:my1, mx0:mx1], pad), delta)
     on = v >= 0.5
     if not on.any():
-        raise EmptyImageError(_EMPTY_MSG)
+        raise EmptyImageError(NOTHING_DRAWN)
     scale = max(_extent(v.max(axis=1)), _extent(v.max(axis=0))) / BOX  # mid pixels per output pixel
 
     # --- place in 28x28: longer side 20, centre of mass at (14, 14) --------------------------------

@@ -33,7 +33,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 from scipy import ndimage as ndi
 
-from digitlab.decode import EmptyImageError
+from digitlab.decode import NOTHING_DRAWN, EmptyImageError
 from digitlab.detector.runtime import NotDigit
 from digitlab.errors import DigitlabError
 from digitlab.models.registry import predict_with_opinion
@@ -270,7 +270,7 @@ def segmented(image: Any, **decode: Any) -> Segmented:
     try:
         s, factor = working_ink(image, **decode)
     except EmptyImageError as exc:
-        if "Draw a digit" not in str(exc):
+        if str(exc) != NOTHING_DRAWN:
             raise
         # the preprocessing's message asks for a digit: here a number is asked for
         raise EmptyImageError("Nothing written: the image is blank. Write a number and try again.") from exc

@@ -249,4 +249,3 @@ def _match(routes, scope):
             return _match(inner.routes, scope) or route
         return route
     return None
-    return None

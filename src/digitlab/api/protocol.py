@@ -75,7 +75,7 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         an earlier one, and the ones queued behind it start later: they all wrote to the closed connection
         (a 70-line traceback at ERROR each). The one running is told too, and the queue is dropped."""
         self._cancel_head_timer()
-        running = getattr(self, "_running_cycle", None)
+        running = self._running_cycle
         if running is not None and running is not self.cycle and not running.response_complete:
             running.disconnected = True
             running.message_event.set()

@@ -16,13 +16,13 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from digitlab.errors import DigitlabError
+
     benchmark = args.drawn or args.real or args.numbers
     for option, given, needs in (("--count", args.count, benchmark), ("--seed", args.seed, benchmark),
                                  ("--part", args.part, args.numbers)):  # fmt: skip
         if given is not None and not needs:  # ignored before: the MNIST table, as if the option meant nothing
             where = "--numbers" if option == "--part" else "--drawn, --real or --numbers"
-            from digitlab.errors import DigitlabError
-
             raise DigitlabError(f"{option} goes with {where}", code="bad_arguments")
     args.seed = 0 if args.seed is None else args.seed
     args.part = args.part or "heldout"

@@ -358,9 +358,8 @@ class PredictionStore:
         """Retention: delete predictions and read numbers older than `days` days; returns how many of each."""
         if days < 1:
             raise DigitlabError(f"retention must be at least 1 day, got {days}", code="invalid_retention")
-        from digitlab.store.numbers import delete_numbers_older_than
-
-        return self._read(self.repo.delete_older_than, days), self._read(delete_numbers_older_than, self.engine, days)
+        deleted = self._read(self.repo.delete_older_than, days)
+        return deleted, self._read(numbers.delete_numbers_older_than, self.engine, days)
 
     # --- reading -------------------------------------------------------------------------------------
     def _bounded(self, fn, *args, **kwargs):
