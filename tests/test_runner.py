@@ -478,3 +478,30 @@ def test_serve_and_ui_refuse_a_busy_port_before_announcing_it(tmp_path, command)
     bad = subprocess.run([sys.executable, "-m", "digitlab", command, "--host", "999.1.1.1", "--port", "1"],
                          env=env, capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
     assert bad.returncode == 2 and "cannot listen on host '999.1.1.1'" in bad.stderr and "http://" not in bad.stderr
+
+
+def _busy(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def test_a_fork_pool_left_by_an_exception_kills_its_workers_at_once():
+    """SIGTERM to `digitlab learn` raises SystemExit while the pool fits models: the workers must die with
+    the block, not be waited for (a plain ProcessPoolExecutor waited for the fit; CI gave up after 30 s)."""
+    started = time.monotonic()
+    with pytest.raises(SystemExit):
+        with processes.fork_pool(2) as pool:
+            busy = pool.submit(_busy, 60)
+            workers = [psutil.Process(pid) for pid in pool._processes]
+            time.sleep(0.3)  # the task is running in a worker
+            raise SystemExit("stopped by signal 15")
+    assert time.monotonic() - started < 10
+    assert not busy.done() or busy.cancelled() or busy.exception() is not None
+    psutil.wait_procs(workers, timeout=5)
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+
+
+def test_a_fork_pool_left_normally_waits_for_its_work():
+    with processes.fork_pool(1) as pool:
+        done = pool.submit(_busy, 0.2)
+    assert done.result(timeout=0) > 0

@@ -8,9 +8,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import psutil
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 #: Seconds between SIGTERM and SIGKILL; the whole stop stays under STOP_TIMEOUT.
 STOP_GRACE = 3.0
@@ -60,13 +66,23 @@ def die_with_parent() -> None:
         _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
 
 
-def fork_pool(workers: int):
+@contextmanager
+def fork_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     """A fork-based process pool (workers inherit the parent's arrays without copies) whose workers die
-    with the parent."""
+    with the parent. Left by an exception (SIGTERM's SystemExit, Ctrl-C, a failed model), its workers are
+    killed at once: a plain `with ProcessPoolExecutor` waits for their fits, minutes on full data."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=die_with_parent)
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=die_with_parent)
+    try:
+        yield pool
+    except BaseException:
+        for proc in list((pool._processes or {}).values()):  # (3.14 has pool.kill_workers())
+            proc.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def _child_setup(background: bool):
