@@ -386,7 +386,9 @@ def test_busy_port_is_one_line_and_starts_nothing(app_env, tmp_path):
 
 def _run_training(env, tmp_path, limit: int) -> Run:
     """`digitlab run` with the background training limited to `limit` images (seconds, not minutes)."""
-    return Run([sys.executable, "-m", "digitlab", "run"], {**env, "DIGITLAB_TRAIN_LIMIT": str(limit)}, tmp_path)
+    return Run(
+        [sys.executable, "-m", "digitlab", "run"], {**env, "DIGITLAB_TRAIN_LIMIT": str(limit)}, tmp_path
+    )
 
 
 def test_missing_models_train_in_background_while_others_answer(app_env, tmp_path, mnist_dir):
@@ -477,7 +479,11 @@ def test_serve_and_ui_refuse_a_busy_port_before_announcing_it(tmp_path, command)
     assert "http://" not in busy.stderr
     bad = subprocess.run([sys.executable, "-m", "digitlab", command, "--host", "999.1.1.1", "--port", "1"],
                          env=env, capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
-    assert bad.returncode == 2 and "cannot listen on host '999.1.1.1'" in bad.stderr and "http://" not in bad.stderr
+    assert (
+        bad.returncode == 2
+        and "cannot listen on host '999.1.1.1'" in bad.stderr
+        and "http://" not in bad.stderr
+    )
 
 
 def _busy(seconds: float) -> int:
@@ -489,12 +495,11 @@ def test_a_fork_pool_left_by_an_exception_kills_its_workers_at_once():
     """SIGTERM to `digitlab learn` raises SystemExit while the pool fits models: the workers must die with
     the block, not be waited for (a plain ProcessPoolExecutor waited for the fit; CI gave up after 30 s)."""
     started = time.monotonic()
-    with pytest.raises(SystemExit):
-        with processes.fork_pool(2) as pool:
-            busy = pool.submit(_busy, 60)
-            workers = [psutil.Process(pid) for pid in pool._processes]
-            time.sleep(0.3)  # the task is running in a worker
-            raise SystemExit("stopped by signal 15")
+    with pytest.raises(SystemExit), processes.fork_pool(2) as pool:
+        busy = pool.submit(_busy, 60)
+        workers = [psutil.Process(pid) for pid in pool._processes]
+        time.sleep(0.3)  # the task is running in a worker
+        raise SystemExit("stopped by signal 15")
     assert time.monotonic() - started < 10
     assert not busy.done() or busy.cancelled() or busy.exception() is not None
     psutil.wait_procs(workers, timeout=5)
