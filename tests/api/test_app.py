@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import warnings
 from concurrent.futures import Future
@@ -183,6 +184,20 @@ def test_default_model_setting(tmp_path, served_model_dir, png):
         assert c.post("/api/v1/predict", files={"image": ("d.png", png)}).json()["model"] == "svm_pca"
         defaults = [m["name"] for m in c.get("/api/v1/models").json() if m["default"]]
         assert defaults == ["svm_pca"]
+
+
+def test_a_default_model_that_is_not_ready_is_warned_about(tmp_path, tiny_model_dir, caplog):
+    """DIGITLAB_DEFAULT_MODEL names a model that is not trained: the log says which model answers instead."""
+    model_dir = tmp_path / "models"
+    shutil.copytree(tiny_model_dir, model_dir)
+    for path in model_dir.glob("svm.*"):
+        path.unlink()
+    settings = settings_for(tmp_path, model_dir, default_model="svm")
+    with caplog.at_level(logging.WARNING), TestClient(create_app(settings)) as c:
+        default = next(m["name"] for m in c.get("/api/v1/models").json() if m["default"])
+    said = [r.getMessage() for r in caplog.records if "DIGITLAB_DEFAULT_MODEL" in r.getMessage()]
+    assert said == [f"DIGITLAB_DEFAULT_MODEL=svm is missing: requests that name no model get {default}"]
+    assert default != "svm"
 
 
 def test_unexpected_exception_is_a_json_500(tmp_path, served_model_dir):

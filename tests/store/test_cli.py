@@ -148,6 +148,8 @@ def test_the_embedded_database_needs_no_folder_made_first(monkeypatch, tmp_path,
     ("DIGITLAB_ADMIN_TOKEN", "sékret", "bad setting DIGITLAB_ADMIN_TOKEN='***': Value error, must be printable ASCII"),
     # the secret is never printed: pasting the whole header ("Bearer ...") is a likely mistake, into pod logs
     ("DIGITLAB_ADMIN_TOKEN", "Bearer s3cr3t", "bad setting DIGITLAB_ADMIN_TOKEN='***': Value error, must be"),
+    # a typo served the best ready model without a word
+    ("DIGITLAB_DEFAULT_MODEL", "svn", "bad setting DIGITLAB_DEFAULT_MODEL='svn': Value error, is not a model"),
 ])  # fmt: skip
 def test_a_bad_setting_is_one_line_naming_the_variable(monkeypatch, capsys, variable, value, said):
     monkeypatch.setenv(variable, value)
@@ -355,3 +357,16 @@ def test_evaluate_refuses_options_it_would_ignore(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["evaluate", "--drawn", "--real"])
     assert exit_.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+def test_version_and_bad_numbers_are_usage_lines(capsys):
+    from digitlab import __version__
+
+    with pytest.raises(SystemExit) as shown:
+        main(["--version"])
+    assert shown.value.code == 0 and capsys.readouterr().out.strip() == f"digitlab {__version__}"
+    for argv, said in ((["train", "--jobs", "0"], "must be at least 1, got 0"),  # was taken as "every core"
+                       (["ui", "--port", "http"], "invalid int value: 'http'")):  # fmt: skip
+        with pytest.raises(SystemExit) as refused:
+            main(argv)
+        assert refused.value.code == 2 and said in capsys.readouterr().err

@@ -109,6 +109,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ", ".join(f"{n}={s}" for n, s in status.items()),
             database,
         )
+        preferred = settings.default_model
+        if (
+            preferred and preferred not in ctx.registry.ready_names()
+        ):  # (an unknown name is refused by Settings)
+            log.warning("DIGITLAB_DEFAULT_MODEL=%s is %s: requests that name no model get %s", preferred,
+                        status.get(preferred), ctx.registry.default_name() or "an error (no model is ready)")  # fmt: skip
         refresher = asyncio.create_task(_refresh_loop(ctx))
         try:
             yield

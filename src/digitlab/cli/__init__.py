@@ -99,7 +99,10 @@ def _at_least(low: int):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from digitlab import __version__
+
     parser = argparse.ArgumentParser(prog="digitlab", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"digitlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train models on the 60k MNIST training set and save artefacts")
@@ -110,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--limit", type=_at_least(100), default=None, help="train on the first N images only (quick runs; N >= 100)"
     )
-    p.add_argument("--jobs", type=int, default=None, help="parallel worker processes (default: cores)")
+    p.add_argument("--jobs", type=_at_least(1), default=None, help="parallel worker processes (default: cores)")
     p.add_argument(
         "--calibrate-only", action="store_true",
         help="with 'detector': new uncertainty thresholds for the current models, same weights",
@@ -143,24 +146,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("serve", help="start the prediction API (uvicorn)")
-    p.add_argument("--host", default=None)
-    p.add_argument("--port", type=int, default=None)
-    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--host", default=None, help="address to listen on (DIGITLAB_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port to listen on (DIGITLAB_PORT, 8000)")
+    p.add_argument("--workers", type=_at_least(0), default=None,
+                   help="worker processes (DIGITLAB_WORKERS; 0: one per core, at most 4)")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("ui", help="start the Streamlit frontend")
-    p.add_argument("--host", default=None)
-    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--host", default=None, help="address to listen on (DIGITLAB_UI_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port to listen on (DIGITLAB_UI_PORT, 8501)")
     p.set_defaults(func=_ui)
 
     p = sub.add_parser("db", help="database maintenance")
     dbsub = p.add_subparsers(dest="db_command", required=True)
     dbsub.add_parser("upgrade", help="apply migrations up to the newest")
     q = dbsub.add_parser("export", help="export labelled drawings as a dataset")
-    q.add_argument("--format", choices=["csv", "idx"], default="csv")
+    q.add_argument("--format", choices=["csv", "idx"], default="csv", help="csv (default) or MNIST's idx files")
     q.add_argument("--out", required=True, help="csv: a file (or - for standard output); idx: a folder")
     q = dbsub.add_parser("prune", help="delete predictions older than N days (retention)")
-    q.add_argument("--days", type=int, required=True)
+    q.add_argument("--days", type=int, required=True, help="delete what is older than N days (1 or more)")
     p.set_defaults(func=_db)
 
     p = sub.add_parser("learn", help="new model versions from the users' labelled drawings (promoted if better)")
@@ -173,12 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="learned model versions: list, promote, roll back")
     msub = p.add_subparsers(dest="action", required=True)
     q = msub.add_parser("list", help="every learned version with its figures")
-    q.add_argument("name", nargs="?", default=None)
+    q.add_argument("name", nargs="?", default=None, help="one model only (default: every model)")
     q = msub.add_parser("promote", help="serve this version from now on")
-    q.add_argument("name")
-    q.add_argument("version")
+    q.add_argument("name", help="model name, e.g. svm")
+    q.add_argument("version", help="a version number shown by `digitlab models list`")
     q = msub.add_parser("rollback", help="stop serving the promoted version; the previous one comes back")
-    q.add_argument("name")
+    q.add_argument("name", help="model name, e.g. svm")
     p.set_defaults(func=_models)
 
     p = sub.add_parser("run", help="train what is missing, then start API and UI together")

@@ -68,6 +68,18 @@ class Settings(BaseSettings):
             raise ValueError("is a file, not a folder")
         return value
 
+    @field_validator("default_model")
+    @classmethod
+    def _known_model(cls, value: str | None) -> str | None:
+        """A typo ("svn") served the best ready model without a word: a name digitlab does not know is refused."""
+        if not value:
+            return None
+        from digitlab.models.registry import MODEL_SPECS  # (only when one is named: no numpy for nothing)
+
+        if value not in MODEL_SPECS:
+            raise ValueError(f"is not a model digitlab knows; choose one of {', '.join(MODEL_SPECS)}")
+        return value
+
     @field_validator("admin_token")
     @classmethod
     def _sendable_token(cls, value: str | None) -> str | None:
@@ -93,7 +105,10 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         25_000_000, ge=1, description="Largest accepted image (width x height) before decoding: bomb guard."
     )
-    default_model: str | None = Field(None, description="Model used when a request names none; default: best ready.")
+    default_model: str | None = Field(
+        None, description="Model used when a request names none (cnn, svm, svm_pca, extra_trees or random_forest; "
+        "another name is refused at start); default: the best ready one."
+    )
 
     # --- UI --------------------------------------------------------------------------------------
     api_url: str = Field("http://127.0.0.1:8000", description="Where the Streamlit UI reaches the API.")
