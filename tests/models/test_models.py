@@ -108,3 +108,18 @@ def test_evaluate_cli_names_the_bad_file(tiny_model_dir, tmp_path, mnist_dir):
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "svm.joblib" in lines[0] and "digitlab train svm" in lines[0]
+
+
+def test_evaluate_says_when_only_the_bundled_cnn_is_there(tmp_path, mnist_dir, tiny_model_dir):
+    """A model folder with no trained model (a typo, a fresh machine) scored the packaged CNN without a word."""
+    env = {"DIGITLAB_MODEL_DIR": str(tmp_path / "nothing-here"), "DIGITLAB_MNIST_DIR": str(mnist_dir),
+           "PATH": "/usr/bin:/bin"}  # fmt: skip
+    out = subprocess.run([sys.executable, "-m", "digitlab", "evaluate", "--json"], env=env, capture_output=True,
+                         text=True, timeout=300, check=False)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert set(json.loads(out.stdout)) == {"cnn"}
+    assert out.stderr.startswith("note: no trained model in") and "only the bundled CNN" in out.stderr
+    env["DIGITLAB_MODEL_DIR"] = str(tiny_model_dir)  # trained models there: nothing to say
+    out = subprocess.run([sys.executable, "-m", "digitlab", "evaluate", "--json"], env=env,
+                         capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert out.returncode == 0 and "svm" in json.loads(out.stdout) and "note:" not in out.stderr

@@ -26,6 +26,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise DigitlabError(f"{option} goes with {where}", code="bad_arguments")
     args.seed = 0 if args.seed is None else args.seed
     args.part = args.part or "heldout"
+    if not args.models:
+        _say_if_only_the_bundled_cnn()
     if args.real:
         from digitlab.evaluation.real import evaluate_real_command
 
@@ -45,6 +47,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     from digitlab.cli.evaluate import evaluate_command
 
     return evaluate_command(args.models, as_json=args.json)
+
+
+def _say_if_only_the_bundled_cnn() -> None:
+    """With no trained model in DIGITLAB_MODEL_DIR (a typo, a fresh machine), evaluate scored the CNN shipped
+    in the package as if it were the lot, without a word."""
+    from digitlab.core.config import get_settings
+    from digitlab.models.registry import CLASSICAL_MODELS, manifest_path
+
+    model_dir = get_settings().model_dir
+    if not any(manifest_path(name, model_dir) for name in CLASSICAL_MODELS):
+        print(f"note: no trained model in {model_dir} (DIGITLAB_MODEL_DIR): only the bundled CNN is scored; "
+              "`digitlab train` builds the others", file=sys.stderr)  # fmt: skip
 
 
 def _serve(args: argparse.Namespace) -> int:
