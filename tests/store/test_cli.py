@@ -370,3 +370,20 @@ def test_version_and_bad_numbers_are_usage_lines(capsys):
         with pytest.raises(SystemExit) as refused:
             main(argv)
         assert refused.value.code == 2 and said in capsys.readouterr().err
+
+
+def test_a_bad_setting_from_the_env_file_says_so(monkeypatch, capsys, tmp_path):
+    """A bad value in `.env` was reported as if it were in the environment, where it could not be found."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DIGITLAB_WORKERS", raising=False)
+    (tmp_path / ".env").write_text("# mine\nexport DIGITLAB_WORKERS = abc\n")
+    get_settings.cache_clear()
+    try:
+        assert main(["models", "list"]) == 2
+        assert "bad setting DIGITLAB_WORKERS='abc' (from .env): " in capsys.readouterr().err
+        monkeypatch.setenv("DIGITLAB_WORKERS", "xyz")  # the environment wins over the file: no "(from .env)"
+        get_settings.cache_clear()
+        assert main(["models", "list"]) == 2
+        assert "bad setting DIGITLAB_WORKERS='xyz': " in capsys.readouterr().err
+    finally:
+        get_settings.cache_clear()

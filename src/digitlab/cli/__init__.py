@@ -247,8 +247,22 @@ def _bad_settings(exc: Exception) -> str:
         field = str(error["loc"][0]) if error["loc"] else "?"
         name = field if field.isupper() else f"DIGITLAB_{field.upper()}"
         shown = "'***'" if field in SECRET_SETTINGS else repr(error.get("input"))  # never a secret in a log
-        problems.append(f"{name}={shown}: {error['msg']}")
+        problems.append(f"{name}={shown}{_where(name)}: {error['msg']}")
     return "bad setting " + "; ".join(problems)
+
+
+def _where(name: str) -> str:
+    """" (from .env)" when the value was not in the environment but in the `.env` file read beside it."""
+    import os
+
+    if name.upper() in {key.upper() for key in os.environ}:
+        return ""
+    try:
+        lines = Path(".env").read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    defined = {line.split("=", 1)[0].removeprefix("export ").strip().upper() for line in lines if "=" in line}
+    return " (from .env)" if name in defined else ""
 
 
 def _unusable(exc: Exception) -> str:
