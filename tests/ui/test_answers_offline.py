@@ -64,6 +64,30 @@ def test_compare_answer_during_an_outage_is_sent_when_the_service_is_back(fake):
     assert len(api.feedback_calls) == 2  # sent once
 
 
+def test_the_monitor_checks_once_when_the_service_goes_away(fake):
+    """A frozen API costs HEALTH_TIMEOUT per check. The run the monitor asks for when the service goes away
+    (or comes back) starts with the check that found it: it checked again, and the notice came 1.5 s later."""
+    api, _canvas, open_page = fake
+    at = open_page("about")
+    checks = []
+    real = api.health
+
+    def health():
+        checks.append(api.up)
+        return real()
+
+    api.health = health
+    api.up = False
+    at.run()  # the monitor finds the service away: the page runs again, with the notice
+    assert not at.exception, at.exception
+    assert checks == [False], checks
+    assert "The page reconnects by itself" in "\n".join(_texts(at))
+    api.up = True
+    at.run()
+    assert checks == [False, True], checks
+    assert "The page reconnects by itself" not in "\n".join(_texts(at))
+
+
 def test_compare_clicking_the_chosen_answer_again_retries_it(fake):
     from digitlab.ui.client import ApiError
 
@@ -155,6 +179,21 @@ def test_number_confirm_says_so_in_a_toast(fake):
     assert any("Saved: you wrote **81**. The reading was right." in t for t in toasts), toasts
 
 
+def test_number_confirming_the_saved_answer_again_sends_it_once(fake):
+    """Enter in the box confirms (`keys`), and a click on Confirm after it must not save the answer twice."""
+    api, canvas, _open_page = fake
+    canvas.set("number", png(840, 280), drawing_id="n1")
+    at = _open_page("number")
+    _confirm(at)
+    _confirm(at)
+    assert api.number_feedback_calls == [(101, "81")], api.number_feedback_calls
+    assert "Saved: you wrote **81**" in _answer_texts(at)
+    assert any("Saved: you wrote **81**" in str(t.value) for t in at.toast)  # said again where the click was
+    _typed(at).set_value("18").run()  # another answer is a correction: sent
+    _confirm(at)
+    assert api.number_feedback_calls == [(101, "81"), (101, "18")], api.number_feedback_calls
+
+
 def test_number_a_typed_correction_outlives_the_next_reading(fake):
     api, canvas, open_page = fake
     first, second = png(840, 280), png(840, 280, shade=3)
@@ -239,7 +278,28 @@ def test_draw_an_unsure_photo_gets_photo_advice_and_the_number_page(fake):
     at.run()
     said = _answer_texts(at)
     assert "draw one digit, large" in said and "take the photo closer" not in said, said
-    assert "a whole number goes on the <b>Number</b> page" in said, said  # "12" drawn on Draw: where to go
+    assert "<b>Number</b>" not in said, said  # (a blank picture: nothing that looks like a number)
+
+
+def test_draw_advice_names_the_number_page_only_for_several_digits(fake):
+    """A smiley's advice said "a whole number goes on the Number page"; a "12" drawn on Draw needs it."""
+    from ui_strokes import DIGITS, SMILEY, canvas_png, side_by_side
+
+    api, canvas, open_page = fake
+    api.unsure = True
+    canvas.set("draw", canvas_png(SMILEY), strokes=4)
+    at = open_page("draw")
+    said = _answer_texts(at)
+    assert 'data-testid="dl-unsure"' in said, said
+    assert "It may not be a digit at all: draw one digit, large." in said, said
+    assert "Number" not in said, said
+
+    canvas.set("draw", canvas_png(side_by_side(DIGITS[1], DIGITS[2])), strokes=2, drawing_id="d2")
+    at.run()
+    assert not at.exception, at.exception
+    said = _answer_texts(at)
+    assert "It looks like more than one digit" in said, said
+    assert "A whole number goes on the <b>Number</b> page" in said, said
 
 
 def test_a_number_photo_reading_says_it_is_the_photo_s(fake):

@@ -161,6 +161,50 @@ def test_timeouts_and_refusals_are_friendly():
         DigitlabClient(f"http://127.0.0.1:{port}").health()
 
 
+def test_a_frozen_api_is_told_after_the_live_patience_not_the_read_timeout():
+    """A server that takes connections and answers nothing (a frozen API): a stroke's prediction waited the
+    whole 6 s read timeout, the page faded all along. Now the API is asked whether it answers at all after
+    `patience`, and the probe's HEALTH_TIMEOUT later the page says so."""
+    import time
+
+    from digitlab.ui.client import HEALTH_TIMEOUT, READ_TIMEOUT
+
+    with socket.socket() as frozen:  # the kernel takes the connections; nobody reads or answers them
+        frozen.bind(("127.0.0.1", 0))
+        frozen.listen(8)
+        client = DigitlabClient(f"http://127.0.0.1:{frozen.getsockname()[1]}")
+        started = time.monotonic()
+        with pytest.raises(ApiUnavailable, match="did not answer in time"):
+            client.predict(b"png", patience=0.3)
+        took = time.monotonic() - started
+        started = time.monotonic()
+        with pytest.raises(ApiUnavailable, match="did not answer in time"):
+            client.models()  # (the model picker's list: no database behind it, as quick as /health)
+        listed = time.monotonic() - started
+        client.close()
+    assert took < 0.3 + HEALTH_TIMEOUT + 1.0 < READ_TIMEOUT, took
+    assert listed < HEALTH_TIMEOUT + 1.0, listed
+
+
+def test_a_slow_answer_from_a_live_api_is_waited_for():
+    """The API waits up to 5 s for a locked or frozen database before it spools a prediction's record: while
+    it answers the probe, a live call waits for its answer (a short timeout called that an API outage)."""
+    import time
+
+    probes = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/v1/models":
+            probes.append(time.monotonic())
+            return httpx.Response(200, json=[])
+        time.sleep(0.8)
+        return httpx.Response(200, json=dict(PREDICTION, id=None, logged=True))
+
+    client = client_for(handler)
+    assert client.predict(b"png", patience=0.2).digit == 7 and len(probes) == 1
+    assert client.predict(b"png", patience=5.0).digit == 7 and len(probes) == 1  # answered in time: no probe
+
+
 def test_history_query_parameters():
     seen = {}
 

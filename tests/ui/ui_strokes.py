@@ -57,3 +57,39 @@ NOT_A_DIGIT: list[Stroke] = [
     [(0.1, 0.35), (0.9, 0.35)],
     [(0.1, 0.65), (0.9, 0.65)],
 ]
+
+#: A smiley: a face, two eyes, a smile. No digit; one shape (its eyes and smile lie inside the face).
+SMILEY: list[Stroke] = [
+    _arc(0.5, 0.5, 0.45, 0.45, 0, 360, 40),
+    [(0.35, 0.33), (0.35, 0.42)],
+    [(0.65, 0.33), (0.65, 0.42)],
+    _arc(0.5, 0.55, 0.22, 0.18, 20, 160, 16),
+]
+
+
+def side_by_side(*shapes: list[Stroke]) -> list[Stroke]:
+    """Several digits (or shapes) in one canvas, left to right, each in its own slot: "12" on the Draw page."""
+    n = len(shapes)
+    return [
+        [((i + x) / n, 0.5 + (y - 0.5) / n) for x, y in stroke]
+        for i, shape in enumerate(shapes)
+        for stroke in shape
+    ]
+
+
+def canvas_png(strokes: list[Stroke], *, size: int = 280, width: int = 18, pen: str = "#1F2340") -> bytes:
+    """The strokes as the Draw canvas paints them (a round pen on white), as a PNG."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    im = Image.new("RGBA", (size, size), "#FFFFFF")
+    draw = ImageDraw.Draw(im)
+    for stroke in strokes:
+        pts = points(stroke, size=size)
+        draw.line(pts, fill=pen, width=width, joint="curve")
+        for x, y in (pts[0], pts[-1]):
+            draw.ellipse([x - width / 2, y - width / 2, x + width / 2, y + width / 2], fill=pen)
+    out = io.BytesIO()
+    im.save(out, format="PNG")
+    return out.getvalue()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import mimetypes
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -34,6 +35,12 @@ CONNECT_TIMEOUT = 1.5
 HEALTH_TIMEOUT = 1.5
 READ_TIMEOUT = 6.0
 HEAVY_TIMEOUT = 15.0  # exports and big history pages
+#: A live call (a stroke's prediction or reading) not answered in this many seconds asks whether the API answers
+#: at all (`GET /api/v1/models`: no database, HEALTH_TIMEOUT). Not: it is frozen, said now, not after READ_TIMEOUT
+#: (the page stayed faded 6-8 s); yes: the call is waited for. (A shorter timeout called a slow database an API
+#: outage: the API waits up to 5 s for a locked or frozen database, `store.WRITE_DEADLINE`, before it answers.)
+LIVE_PATIENCE = 1.0
+_LIVE = ThreadPoolExecutor(max_workers=32, thread_name_prefix="digitlab-ui-live")  # threads start when used
 
 
 class ApiError(Exception):
@@ -191,12 +198,22 @@ class DigitlabClient:
 
     # --- plumbing ------------------------------------------------------------------------------------
     def _request(
-        self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        timeout: float | None = None,
+        patience: float | None = None,
+        **kwargs: Any,
     ) -> httpx.Response:
+        """`patience`: a live call, given up once it has waited that long and the API answers no probe."""
         if timeout is not None:
             kwargs["timeout"] = httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT, timeout))
         try:
-            response = self._http.request(method, path, **kwargs)
+            if patience is None:
+                response = self._http.request(method, path, **kwargs)
+            else:
+                response = self._patiently(patience, method, path, **kwargs)
         except httpx.TimeoutException as exc:
             raise ApiUnavailable(
                 f"The prediction service at {self.base_url} did not answer in time — retrying.",
@@ -215,6 +232,19 @@ class DigitlabClient:
         if response.status_code >= 400:
             raise self._error(response)
         return response
+
+    def _patiently(self, patience: float, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        waiting = _LIVE.submit(self._http.request, method, path, **kwargs)
+        try:
+            return waiting.result(timeout=patience)
+        except TimeoutError:
+            pass
+        try:
+            self._http.get("/api/v1/models", timeout=httpx.Timeout(HEALTH_TIMEOUT))
+        except httpx.TransportError:  # (refused, timed out: `_request` words it)
+            waiting.cancel()  # (still queued: never sent; sent: its answer is not waited for)
+            raise
+        return waiting.result()  # alive: as long as the call's own timeout lets it take
 
     def _error(self, response: httpx.Response) -> ApiError:
         detail, code = None, None
@@ -269,18 +299,22 @@ class DigitlabClient:
         )
 
     def models(self) -> list[dict[str, Any]]:
-        data = self._json("GET", "/api/v1/models")
+        # no database behind it, as cheap as /health: a frozen API held a stroke's run the whole READ_TIMEOUT
+        # whenever the catalogue's cache (`common.model_catalog`) had just expired
+        data = self._json("GET", "/api/v1/models", timeout=HEALTH_TIMEOUT)
         if isinstance(data, dict):  # tolerate {"models": [...]}
             data = data.get("models", [])
         return [m for m in data if isinstance(m, dict)]
 
     def _predict_form(
-        self, png: bytes, model: str, *, source: str = "ui", filename: str = "drawing.png", **fields: Any
-    ) -> dict[str, Any]:
+        self, png: bytes, model: str, *, source: str = "ui", filename: str = "drawing.png",
+        patience: float | None = None, **fields: Any,
+    ) -> dict[str, Any]:  # fmt: skip
         form = {"model": model, "source": source}
         form.update({k: str(v) for k, v in fields.items() if v is not None})
         kind = mimetypes.guess_type(filename)[0] or "application/octet-stream"  # the API sniffs the bytes anyway
-        return self._json("POST", "/api/v1/predict", files={"image": (filename, png, kind)}, data=form)
+        files = {"image": (filename, png, kind)}
+        return self._json("POST", "/api/v1/predict", files=files, data=form, patience=patience)
 
     def predict(
         self,
@@ -294,13 +328,15 @@ class DigitlabClient:
         drawing_id: str | None = None,
         source: str = "ui",
         filename: str = "drawing.png",
+        patience: float | None = None,
     ) -> Prediction:
         """`drawing_id`: the same on every stroke of one drawing, so the API keeps one record for it.
-        `source`: "ui" for the canvas, "upload" for a photo or scan (stored with the record)."""
+        `source`: "ui" for the canvas, "upload" for a photo or scan (stored with the record). `patience`:
+        a live call's (`LIVE_PATIENCE`)."""
         data = self._predict_form(
             png, model or "", pen_color=pen_color, background_color=background_color,
             session_id=session_id, true_digit=true_digit, drawing_id=drawing_id, source=source,
-            filename=filename,
+            filename=filename, patience=patience,
         )  # fmt: skip
         if not isinstance(data, dict):
             raise ApiError(
@@ -316,9 +352,10 @@ class DigitlabClient:
         background_color: str | None = None,
         session_id: str | None = None,
         drawing_id: str | None = None,
+        patience: float | None = None,
     ) -> Comparison:
         data = self._predict_form(png, "all", pen_color=pen_color, background_color=background_color,
-                                  session_id=session_id, drawing_id=drawing_id)  # fmt: skip
+                                  session_id=session_id, drawing_id=drawing_id, patience=patience)  # fmt: skip
         if not isinstance(data, dict) or not isinstance(data.get("predictions"), list):
             raise ApiError(
                 "The prediction service sent an answer the UI does not understand.", code="bad_response"
@@ -357,14 +394,16 @@ class DigitlabClient:
         session_id: str | None = None,
         drawing_id: str | None = None,
         source: str = "ui",
+        patience: float | None = None,
     ) -> dict[str, Any]:
         """Read a written number (`POST /api/v1/read`): the answer as the API sends it. `source`: "ui" for
-        the canvas, "upload" for a photo or scan."""
+        the canvas, "upload" for a photo or scan; `patience`: a live call's (`LIVE_PATIENCE`)."""
         form = {"model": model or "", "source": source}
         fields = {"pen_color": pen_color, "background_color": background_color, "session_id": session_id,
                   "drawing_id": drawing_id}  # fmt: skip
         form.update({k: str(v) for k, v in fields.items() if v is not None})
-        data = self._json("POST", "/api/v1/read", files={"image": (filename, image)}, data=form)
+        files = {"image": (filename, image)}
+        data = self._json("POST", "/api/v1/read", files=files, data=form, patience=patience)
         if not isinstance(data, dict) or not isinstance(data.get("digits"), list):
             raise ApiError(
                 "The prediction service sent an answer the UI does not understand.", code="bad_response"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from digitlab.ui import answers, charts, common
+from digitlab.ui import answers, charts, common, keys
 from digitlab.ui.canvas import Drawing, drawing_canvas
-from digitlab.ui.client import ApiError, ApiUnavailable, Comparison
+from digitlab.ui.client import LIVE_PATIENCE, ApiError, ApiUnavailable, Comparison
 
 CACHE_SIZE = 32
 
@@ -16,7 +16,7 @@ def compare(drawing: Drawing) -> tuple[Comparison | None, ApiError | None]:
         "compare_cache", drawing.digest,
         lambda: common.client().predict_all(
             drawing.png, pen_color=drawing.pen_color, background_color=drawing.background_color,
-            session_id=common.session_id(), drawing_id=drawing.drawing_id,
+            session_id=common.session_id(), drawing_id=drawing.drawing_id, patience=LIVE_PATIENCE,
         ),
         size=CACHE_SIZE, record=drawing.drawing_id,
     )  # fmt: skip
@@ -208,7 +208,7 @@ def answer_for_all(result: Comparison, digest: str) -> None:
     key = f"cmp_fb_{digest[:12]}"
     st.pills("What did you draw?", ANSWERS, key=key, on_change=_send_answer, args=(key, result, digest),
              help="One click saves the true digit with every model's answer, for the History page's accuracy "
-             "and for learning.")  # fmt: skip
+             f"and for learning. {keys.PICK_HELP}")  # fmt: skip
     outcome = st.session_state.get(f"{key}_result")
     if not outcome:
         return

@@ -8,9 +8,9 @@ import hashlib
 
 import streamlit as st
 
-from digitlab.ui import answers, charts, common, uploads
+from digitlab.ui import answers, charts, common, ink, keys, uploads
 from digitlab.ui.canvas import FOLLOWS_ANSWER, Drawing, drawing_canvas
-from digitlab.ui.client import ApiError, ApiUnavailable, Prediction
+from digitlab.ui.client import LIVE_PATIENCE, ApiError, ApiUnavailable, Prediction
 
 AUTO = "__auto__"
 CACHE_SIZE = 64
@@ -56,7 +56,7 @@ def predict(drawing: Drawing, model: str | None) -> tuple[Prediction | None, Api
         "draw_cache", (drawing.digest, model),
         lambda: common.client().predict(
             drawing.png, model, pen_color=drawing.pen_color, background_color=drawing.background_color,
-            session_id=common.session_id(), drawing_id=drawing.drawing_id,
+            session_id=common.session_id(), drawing_id=drawing.drawing_id, patience=LIVE_PATIENCE,
         ),
         size=CACHE_SIZE, record=(drawing.drawing_id, model) if drawing.drawing_id else None,
     )  # fmt: skip
@@ -157,10 +157,14 @@ def send_unsent() -> None:
                      icon=":material/check_circle:", duration="long")  # (its answer panel is no longer on the page to say so)
 
 
-def answer_html(prediction: Prediction, models: list[dict], digest: str, *, photo: bool = False) -> str:
+def answer_html(
+    prediction: Prediction, models: list[dict], digest: str, *, photo: bool = False, several: bool = False
+) -> str:
     """The answer card, the 28×28 image the model saw, the "not sure" note and the probability bars, as
     one HTML block: written in one piece, they always show the same result. `photo`: the answer is for an
-    uploaded photo (its advice speaks of the photo, and of the Number page for a whole number)."""
+    uploaded photo (its advice speaks of the photo, and of the Number page for a whole number). `several`:
+    the drawing looks like several digits side by side (`ink.several_digits`): only then does a drawing's
+    advice send it to the Number page (a smiley's did too)."""
     name = common.display_name(models, prediction.model)
     unsure = " dl-unsure" if prediction.uncertain else ""
     score = common.score_html(prediction.confidence, prediction.uncertain)
@@ -173,10 +177,14 @@ def answer_html(prediction: Prediction, models: list[dict], digest: str, *, phot
                 "<figcaption>What the model saw (28×28)</figcaption></figure>")  # fmt: skip
     note = ""
     if prediction.uncertain:
-        advice = ("It may not be one digit: take the photo closer, one digit filling it. Several digits? The "
-                  "<b>Number</b> page reads whole numbers." if photo else
-                  "It may not be a digit at all: draw one digit, large (a whole number goes on the <b>Number</b> "
-                  "page).")  # fmt: skip
+        if photo:
+            advice = ("It may not be one digit: take the photo closer, one digit filling it. Several digits? The "
+                      "<b>Number</b> page reads whole numbers.")  # fmt: skip
+        elif several:
+            advice = ("It looks like more than one digit: this page reads one at a time, so draw one digit, large. "
+                      "A whole number goes on the <b>Number</b> page.")  # fmt: skip
+        else:
+            advice = "It may not be a digit at all: draw one digit, large."
         note = (f'<div class="dl-note" data-testid="dl-unsure">{common.not_sure_sentence(prediction.probabilities)} '
                 f"{advice}</div>")  # fmt: skip
     source = ('<div class="dl-source" data-testid="dl-photo-note">This answer is for your uploaded photo; draw on '
@@ -188,11 +196,22 @@ def answer_html(prediction: Prediction, models: list[dict], digest: str, *, phot
         {note}{charts.probabilities_html(prediction.probabilities, prediction.digit)}</div>"""
 
 
-def show_result(prediction: Prediction, models: list[dict], digest: str, slot, *, follows_answer: bool = False,
-                photo: bool = False) -> None:
+def show_result(
+    prediction: Prediction,
+    models: list[dict],
+    digest: str,
+    slot,
+    *,
+    follows_answer: bool = False,
+    photo: bool = False,
+    several: bool = False,
+) -> None:
     """The answer, "What did you draw?" and what became of the answer. `follows_answer`: the picture was
-    changed after an answer (a new drawing), said under it until it is answered. `photo`: an uploaded photo's."""
-    slot.markdown(answer_html(prediction, models, digest, photo=photo), unsafe_allow_html=True)
+    changed after an answer (a new drawing), said under it until it is answered. `photo`: an uploaded photo's.
+    `several`: the drawing looks like several digits (`answer_html`)."""
+    slot.markdown(
+        answer_html(prediction, models, digest, photo=photo, several=several), unsafe_allow_html=True
+    )
 
     key = f"fb_{(prediction.uid or digest)[:12]}_{prediction.model}"  # per record: a twin shows no "Saved"
     given = st.session_state.setdefault("draw_answers", {})  # picture digest -> the answer given for it
@@ -204,7 +223,7 @@ def show_result(prediction: Prediction, models: list[dict], digest: str, slot, *
     st.pills(
         "What did you draw?", ANSWERS, key=key, on_change=send_feedback, args=(key, prediction, digest),
         help="One click saves the true digit with this drawing, so the History page can measure accuracy and "
-        "the models can learn from it. 'Not a digit' teaches the check that catches scribbles.",
+        f"the models can learn from it. 'Not a digit' teaches the check that catches scribbles. {keys.PICK_HELP}",
     )  # fmt: skip
     with st.empty():  # always one element here: a photo's or an earlier line cannot linger below
         outcome = st.session_state.get(f"{key}_result")
@@ -265,7 +284,10 @@ def draw_area() -> None:
                                   kept="Your drawing is kept; it is recognised as soon as the service is back.")  # fmt: skip
                 return
             follows = drawing.drawing_id is not None and st.session_state.get("draw_follows_answer") == drawing.drawing_id
-            show_result(prediction, models, drawing.digest, slot, follows_answer=follows)
+            several = prediction.uncertain and ink.several_digits(
+                drawing.png, drawing.pen_color, drawing.background_color
+            )
+            show_result(prediction, models, drawing.digest, slot, follows_answer=follows, several=several)
 
 
 def show_photo_answer(photo, model: str | None, models: list[dict], slot) -> None:

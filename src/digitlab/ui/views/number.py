@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw, ImageOps
 
 from digitlab.ui import answers, common, uploads
 from digitlab.ui.canvas import drawing_canvas
-from digitlab.ui.client import ApiError, ApiUnavailable
+from digitlab.ui.client import LIVE_PATIENCE, ApiError, ApiUnavailable
 
 CANVAS_WIDTH = 840
 CANVAS_HEIGHT = 280
@@ -157,10 +157,11 @@ def feedback(answer: dict, key: str) -> None:
         return
     done = st.session_state.get(f"num_done_{key}")  # (truth, kind, message) once confirmed: shown again when back
     note = _offer_reading(answer, key, done)
-    # no form: what is typed reaches the page when the box loses focus, so the next reading can keep it
+    # no form: what is typed reaches the page when the box loses focus, so the next reading can keep it;
+    # Enter in the box clicks Confirm (`keys`: a lone text box's Enter only hands its text over)
     with st.container(horizontal=True, vertical_alignment="bottom", gap="small", key=f"num_form_{key}"):
         st.text_input("What did you write? (digits only)", max_chars=32, key=f"num_truth_{key}",
-                      help="Digits only; the reading is saved with your answer.")  # fmt: skip
+                      help="Digits only; Enter or Confirm saves your answer with the reading.")  # fmt: skip
         sent = st.button("Confirm", icon=":material/check:", key=f"num_confirm_{key}")
     if note:
         st.caption(note)
@@ -169,7 +170,8 @@ def feedback(answer: dict, key: str) -> None:
         if not truth.isdigit():
             st.warning("Type the number with digits only, e.g. 2024.", icon=":material/warning:")
             return
-        _send(answer, key, truth)
+        if not (done and done[0] == truth and done[1] in ("saved", "queued")):  # (Enter, then a click: once)
+            _send(answer, key, truth)
         done = st.session_state.get(f"num_done_{key}")
         kind, text = _outcome(*done, answer)
         # the line below the form is under the fold at 1280x800: the outcome shows where the click was too
@@ -213,7 +215,7 @@ def _reading(drawing, photo) -> None:
         return
     else:
         image, did = drawing.png, drawing.drawing_id  # the canvas' id: one record per drawing
-        answer, error = read(image, drawing.digest, "number.png", drawing_id=did,
+        answer, error = read(image, drawing.digest, "number.png", drawing_id=did, patience=LIVE_PATIENCE,
                              pen_color=drawing.pen_color, background_color=drawing.background_color)  # fmt: skip
         key = did
     if error is not None:

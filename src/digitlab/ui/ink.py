@@ -1,0 +1,48 @@
+"""What a drawing's ink tells the Draw page's advice when the model is not sure: is it several shapes side by
+side (a whole number, "12", which the Number page reads), or one shape (a digit drawn oddly, a smiley, a #)?
+
+The strokes are the Number reader's own (`segment_pieces.pieces_of`: ink at least `INK_ON`, specks dropped,
+dots and dashes far lower than the writing are *marks*), grouped as it joins strokes into one digit: strokes
+that overlap horizontally, or nearly touch, are one shape (a 4 in two strokes, a 5's top, a smiley's eyes
+inside its face). Marks never make a shape of their own.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+#: strokes at most this far apart (in writing heights) are one shape (`segment.JOIN_GAP`: a 0 in two strokes)
+JOIN_GAP = 0.05
+
+
+@lru_cache(maxsize=64)
+def shapes_side_by_side(png: bytes, pen_color: str | None = None, background_color: str | None = None) -> int:
+    """How many shapes stand side by side in the picture (0: no ink, or an image that cannot be read)."""
+    from digitlab.decode import decode_image  # (numpy and scipy: only once a drawing needs advice)
+    from digitlab.errors import DigitlabError
+    from digitlab.preprocess import ink_map
+    from digitlab.segment_pieces import pieces_of
+
+    try:
+        ink = ink_map(decode_image(png), pen_color=pen_color, background_color=background_color)
+        pieces, height, _ = pieces_of(ink)
+    except (DigitlabError, ValueError):
+        return 0
+    spans: dict[int, tuple[float, float]] = {}  # stroke -> its extent (a cut stroke's slices together)
+    for piece in pieces:
+        if not piece.mark:
+            left, right = spans.get(piece.component, (piece.left, piece.right))
+            spans[piece.component] = (min(left, piece.left), max(right, piece.right))
+    shapes, reach = 0, float("-inf")
+    for left, right in sorted(spans.values()):
+        if left > reach + JOIN_GAP * height:
+            shapes += 1
+        reach = max(reach, right)
+    return shapes
+
+
+def several_digits(
+    png: bytes | None, pen_color: str | None = None, background_color: str | None = None
+) -> bool:
+    """The drawing looks like several digits side by side (a whole number), as far as its ink can tell."""
+    return bool(png) and shapes_side_by_side(png, pen_color, background_color) >= 2

@@ -1,0 +1,119 @@
+"""Keyboard behaviour the app's widgets lack, as page scripts (`SCRIPTS`, added by `common.apply_style`).
+
+**An answer is saved only once a digit is picked.** "What did you draw?" (Draw's and Compare's pills) saves
+on the first click. Its buttons are a radio group (react-aria): Tab into it lands on the first answer, "0"
+(Shift+Tab: on the last, "Not a digit"), and Space or Enter there activates it. So a single Space, pressed to
+scroll the page or to "enter" the group, stored the label 0 for a drawing nobody had answered. Here Space and
+Enter on an answer only act once the person has picked it with the keyboard since their focus came into the
+group: an arrow key, Home/End, or the digit typed ("7" moves to the 7). Before that, the keys are held back
+and a hint says how to choose. A mouse click or a tap acts at once, as before.
+
+**Enter confirms "What did you write?".** Number's answer box is no form (what is typed must reach the page
+when the box loses focus, so the next reading can keep it: `views/number.py`), and Enter in a lone text box
+only hands its text over. Enter there now also clicks the box's Confirm button, once its text is handed over:
+the page checks it and saves it as a click does (an empty or non-digit answer gets the same message).
+"""
+
+from __future__ import annotations
+
+import json
+
+#: containers of the answer pills (Draw: `fb_<record>_<model>`, Compare: `cmp_fb_<picture>`)
+ANSWER_GROUPS = ('[class*="st-key-fb_"]', '[class*="st-key-cmp_fb_"]')
+#: the hint shown (and read out) when Space or Enter is held back
+PICK_HINT = "Pick your answer first: arrow keys or type the digit, then Space or Enter."
+#: the answers' help says it too
+PICK_HELP = "With the keyboard: pick an answer with the arrow keys or by typing the digit, then press Space."
+#: Number's answer box and its button (`views/number.py`: `num_form_<key>` holds `num_confirm_<key>`)
+ENTER_FORM = '[class*="st-key-num_form_"]'
+ENTER_BUTTON = '[class*="st-key-num_confirm_"] button'
+
+_ANSWER_KEYS = """<script>
+(() => {
+  if (window.__dlAnswerKeys) return;
+  window.__dlAnswerKeys = true;
+  const GROUP = %(groups)s.map(g => g + ' [role="radiogroup"]').join(", ");
+  const HINT = %(hint)s;
+  const MOVES = new Set(["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "Home", "End"]);
+  const style = document.createElement("style");
+  style.textContent = `[data-dl-pick-hint]::after {content:attr(data-dl-pick-hint); flex-basis:100%%;
+    font-size:.85rem; color:#7A4B00; padding-top:.15rem;}`;
+  document.head.appendChild(style);
+  const live = document.createElement("div");  // the hint, read out by a screen reader
+  live.setAttribute("aria-live", "polite");
+  live.setAttribute("data-testid", "dl-pick-hint");
+  live.style.cssText = "position:absolute; width:1px; height:1px; overflow:hidden; clip:rect(0 0 0 0);";
+  document.body.appendChild(live);
+  const groupOf = (el) => (el instanceof Element ? el.closest(GROUP) : null);
+  const radios = (group) => [...group.querySelectorAll('[role="radio"]')];
+  const picked = new WeakSet();  // groups whose focused answer was picked with the keyboard
+  let held = null;  // the key whose keydown was held back: its keyup is held back too
+  const settle = (group) => { group.removeAttribute("data-dl-pick-hint"); live.textContent = ""; };
+  // focus coming into a group (Tab, a click, a script) picks nothing; moving inside it keeps what was picked
+  document.addEventListener("focusin", (e) => {
+    const group = groupOf(e.target);
+    if (group && groupOf(e.relatedTarget) !== group) { picked.delete(group); settle(group); }
+  }, true);
+  document.addEventListener("focusout", (e) => {
+    const group = groupOf(e.target);
+    if (group && groupOf(e.relatedTarget) !== group) { picked.delete(group); settle(group); }
+  }, true);
+  window.addEventListener("keydown", (e) => {
+    const group = groupOf(e.target);
+    if (!group || e.altKey || e.ctrlKey || e.metaKey) return;
+    if (MOVES.has(e.key)) {  // the radio group moves the focus on arrows; Home and End here
+      picked.add(group);
+      settle(group);
+      if (e.key === "Home" || e.key === "End") {
+        const all = radios(group);
+        const to = e.key === "Home" ? all[0] : all[all.length - 1];
+        if (to) { e.preventDefault(); to.focus(); }
+      }
+      return;
+    }
+    if (/^[0-9]$/.test(e.key)) {  // the digit typed: its answer
+      const to = radios(group).find(r => r.textContent.trim() === e.key);
+      if (to) { e.preventDefault(); picked.add(group); settle(group); to.focus(); }
+      return;
+    }
+    if ((e.key === " " || e.key === "Enter") && !picked.has(group)) {
+      e.preventDefault();
+      e.stopImmediatePropagation();
+      held = e.key;
+      group.setAttribute("data-dl-pick-hint", HINT);
+      live.textContent = HINT;
+    }
+  }, true);
+  window.addEventListener("keyup", (e) => {
+    if (held !== null && e.key === held) {
+      held = null;
+      e.preventDefault();
+      e.stopImmediatePropagation();
+    }
+  }, true);
+})();
+</script>"""
+
+_ENTER_CONFIRMS = """<script>
+(() => {
+  if (window.__dlEnterConfirms) return;
+  window.__dlEnterConfirms = true;
+  window.addEventListener("keydown", (e) => {
+    if (e.key !== "Enter" || e.repeat || e.isComposing || e.shiftKey || e.altKey || e.ctrlKey || e.metaKey) return;
+    const box = e.target;
+    const form = box instanceof HTMLInputElement ? box.closest(%(form)s) : null;
+    if (!form) return;
+    // after the text box's own Enter (this listener runs first): it hands the typed text over, then the
+    // click sends it with the button's press, in one run
+    setTimeout(() => {
+      const button = form.querySelector(%(button)s);
+      if (button && button.isConnected && !button.disabled) button.click();
+    }, 0);
+  }, true);
+})();
+</script>"""
+
+
+SCRIPTS = _ANSWER_KEYS % {"groups": json.dumps(list(ANSWER_GROUPS)), "hint": json.dumps(PICK_HINT)} + (
+    _ENTER_CONFIRMS % {"form": json.dumps(ENTER_FORM), "button": json.dumps(ENTER_BUTTON)}
+)

@@ -1,0 +1,100 @@
+"""The answers with the keyboard (`digitlab.ui.keys`): on Draw, a Space or an Enter on "What did you draw?"
+saves nothing until an answer is picked (a single Space stored "0" for an unanswered drawing), and picking
+one with the arrow keys or its digit then saves it; on Number, Enter in "What did you write?" confirms,
+an empty box getting the same message as a click on Confirm."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+from ui_browser import CANVAS, PREDICTION, draw_digit, no_traceback, open_page, wait_idle, wait_new_prediction
+
+from drawn_numbers import draw_number
+
+pytestmark = pytest.mark.browser
+
+FOCUSED = """() => { const a = document.activeElement;
+    return a && a.closest('[class*="st-key-fb_"]') && a.getAttribute('role') === 'radio' ? a.textContent.trim() : null; }"""
+
+
+def _record(api_url: str, prediction_id: int) -> dict:
+    return httpx.get(f"{api_url}/api/v1/predictions/{prediction_id}", timeout=5).json()
+
+
+def _number(api_url: str, number_id: int) -> dict:
+    items = httpx.get(f"{api_url}/api/v1/numbers", timeout=5).json()["items"]
+    (mine,) = [n for n in items if n["id"] == number_id]  # one record for the reading
+    return mine
+
+
+def _tab_to_the_answers(page) -> str:
+    """Tab through the page, as a keyboard user does, until the focus is on an answer: its text."""
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        focused = page.evaluate(FOCUSED)
+        if focused is not None:
+            return focused
+    raise AssertionError("Tab never reached 'What did you draw?'")
+
+
+def test_draw_a_space_saves_no_answer_until_one_is_picked(desktop, ui_server, api_server):
+    page = desktop
+    open_page(page, ui_server.url, "", ready=CANVAS)
+    draw_digit(page, 7)
+    wait_new_prediction(page, None)
+    wait_idle(page, settle=1.0)
+    saved = page.get_by_text(re.compile(r"Saved to the history as #\d+"))
+    expect(saved).to_be_visible()
+    prediction_id = int(re.search(r"#(\d+)", saved.inner_text()).group(1))
+    predicted = page.locator(f'{PREDICTION} [data-testid="dl-digit"]').inner_text().strip()
+
+    assert _tab_to_the_answers(page) == "0"  # Tab comes into the answers on their first one
+    for key in ("Space", "Enter"):  # ...where Space (or Enter) saved "0"
+        page.keyboard.press(key)
+        wait_idle(page, settle=0.8)
+    expect(page.get_by_text(re.compile(r"Saved: you drew"))).to_have_count(0)
+    expect(page.get_by_text(re.compile(r"Pick your answer first"))).to_be_visible()
+    assert _record(api_server.url, prediction_id)["drawn_digit"] is None
+
+    for _ in range(7):  # picked with the arrow keys
+        page.keyboard.press("ArrowRight")
+    assert page.evaluate(FOCUSED) == "7"
+    page.keyboard.press("Space")
+    expect(page.get_by_text(re.compile(r"Saved: you drew a 7"))).to_be_visible()
+    assert _record(api_server.url, prediction_id)["drawn_digit"] == 7
+
+    page.keyboard.press("3")  # the digit typed picks it; Enter saves it (a correction)
+    assert page.evaluate(FOCUSED) == "3"
+    page.keyboard.press("Enter")
+    verdict = "The model was right" if predicted == "3" else f"The model said {predicted}"
+    expect(page.get_by_text(re.compile(rf"Saved: you drew a 3\. {verdict}"))).to_be_visible()
+    assert _record(api_server.url, prediction_id)["drawn_digit"] == 3
+    no_traceback(page)
+
+
+def test_number_enter_in_what_did_you_write_confirms(desktop, ui_server, api_server):
+    page = desktop
+    open_page(page, ui_server.url, "number", ready=CANVAS)
+    page.get_by_text("…or upload a photo or scan of a written number").click()
+    page.locator('.st-key-number_photo input[type="file"]').set_input_files(
+        files=[{"name": "number.png", "mimeType": "image/png", "buffer": draw_number("42")}]
+    )
+    saved = page.get_by_text(re.compile(r"Saved to the history as number #\d+"))
+    expect(saved).to_be_visible(timeout=30_000)
+    number_id = int(re.search(r"#(\d+)", saved.inner_text()).group(1))
+    main = page.locator('[data-testid="stMainBlockContainer"]')
+    box = page.locator('input[aria-label="What did you write? (digits only)"]')
+
+    box.fill("")
+    box.press("Enter")  # an empty answer: the message a click on Confirm gives, nothing saved
+    expect(main.get_by_text("Type the number with digits only, e.g. 2024.")).to_be_visible()
+    assert _number(api_server.url, number_id)["true_text"] is None
+
+    box.fill("42")
+    box.press("Enter")
+    expect(main.get_by_text(re.compile(r"Saved: you wrote 42\."))).to_be_visible()
+    assert _number(api_server.url, number_id)["true_text"] == "42"
+    no_traceback(page)
