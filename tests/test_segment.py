@@ -168,7 +168,7 @@ def test_too_many_ways_to_split_is_refused_before_the_work(cnn, detector, verifi
     from digitlab import segment
 
     image = draw_number("2024")
-    monkeypatch.setattr(segment, "MAX_CANDIDATES", 3)
+    monkeypatch.setattr(segment, "MAX_WORK", 3)
     preprocessed = []
     monkeypatch.setattr(segment, "to_mnist", lambda crop: preprocessed.append(crop))
     with pytest.raises(segment.NotANumberError, match="ways to split it"):

@@ -81,9 +81,15 @@ MAX_DIGITS = 32  #: the longest number read (`true_text` takes up to 32 digits t
 #: more separate marks than this are no written number (noise, a texture, a page of text): refused before
 #: the work grows with them
 MAX_MARKS = 4 * MAX_DIGITS
-#: more candidate digits than this (each one preprocessed and classified) is no written number either: a
-#: checkerboard gave thousands (3-4 s of CPU per request); 6-digit calibration numbers need at most ~300
-MAX_CANDIDATES = 1200
+#: the reading's work is per candidate digit: cropping and preprocessing it (~2 ms, and ~0.06 ms more per
+#: 1000 pixels of its crop) and classifying it (~1.3 ms with the verifier and the detector). So the work is
+#: counted in candidates before any is done, a crop of this many pixels counting as one candidate more
+CROP_PIXELS = 50_000
+#: more work than this is no written number either: refused before any of it, so that a reading costs at
+#: most ~1 s of CPU (a 1 KB zig-zag line, 404 candidates, cost 2 s; 24 tall strokes, 245 large crops, 2.4 s).
+#: Real numbers need less: of 6000 of 2-6 digits (`evaluate --numbers`, both parts) 99 % need under 200 and
+#: 5 over 300 (all read wrong); of 3000 scaled up to 800 px, 17 need over 300 (3 of them read right)
+MAX_WORK = 300
 
 
 class NotANumberError(DigitlabError):
@@ -285,17 +291,11 @@ def candidates(
     s: np.ndarray, pieces: list[Piece], height: float
 ) -> tuple[list[tuple[int, int]], list[np.ndarray], list[tuple[int, int, int, int]]]:
     """Every run pieces[i:j] that could be one digit, cropped and preprocessed: (spans, 28x28s, boxes)."""
-    n = len(pieces)
-    runs: list[tuple[int, int]] = []
-    for i in range(n):
-        for j in range(i + 1, min(n, i + MAX_PIECES) + 1):
-            group = pieces[i:j]
-            if not _joinable(group, height):
-                if j > i + 1 and _width(group) > MAX_DIGIT_WIDTH * height:
-                    break
-                continue
-            runs.append((i, j))
-    if len(runs) > MAX_CANDIDATES:  # a texture or a scrawl, not a number: refused before seconds of work
+    runs = digit_runs(pieces, height)
+    fewest = _fewest_digits(runs, pieces)
+    if DROP_BELOW <= 0 and MAX_DIGITS < fewest < math.inf:  # `read_number` would refuse it after the work
+        raise NotANumberError(_NOT_A_NUMBER.format(f"at least {int(fewest)} digit-like marks"))
+    if _work(runs, pieces) > MAX_WORK:  # a texture or a scrawl, not a number: refused before seconds of work
         raise NotANumberError(_NOT_A_NUMBER.format(f"{len(runs)} ways to split it"))
     spans: list[tuple[int, int]] = []
     images: list[np.ndarray] = []
@@ -311,6 +311,46 @@ def candidates(
     if not images:
         raise EmptyImageError("Nothing written but dots or specks: write a number and try again.")
     return spans, images, boxes
+
+
+def digit_runs(pieces: list[Piece], height: float) -> list[tuple[int, int]]:
+    """Every run (i, j) of pieces[i:j] that could be one digit."""
+    n = len(pieces)
+    runs: list[tuple[int, int]] = []
+    for i in range(n):
+        for j in range(i + 1, min(n, i + MAX_PIECES) + 1):
+            group = pieces[i:j]
+            if not _joinable(group, height):
+                if j > i + 1 and _width(group) > MAX_DIGIT_WIDTH * height:
+                    break
+                continue
+            runs.append((i, j))
+    return runs
+
+
+def _work(runs: list[tuple[int, int]], pieces: list[Piece]) -> float:
+    """The work of reading these runs, in candidates (see `CROP_PIXELS`), from their boxes alone."""
+    ext = [(int(p.ys.min()), int(p.ys.max()), int(p.xs.min()), int(p.xs.max())) for p in pieces]
+    work = 0.0
+    for i, j in runs:
+        group = ext[i:j]
+        rows = max(e[1] for e in group) - min(e[0] for e in group) + 7  # `_crop`'s box with its margin
+        cols = max(e[3] for e in group) - min(e[2] for e in group) + 7
+        work += 1.0 + rows * cols / CROP_PIXELS
+    return work
+
+
+def _fewest_digits(runs: list[tuple[int, int]], pieces: list[Piece]) -> float:
+    """The fewest runs that read all pieces (marks may be left out): no reading has fewer digits (none is
+    dropped while `DROP_BELOW` is 0), so more than `MAX_DIGITS` is refused before the work. inf: none."""
+    by_end: dict[int, list[int]] = {}
+    for i, j in runs:
+        by_end.setdefault(j, []).append(i)
+    fewest = [0.0] + [math.inf] * len(pieces)
+    for j in range(1, len(pieces) + 1):
+        skip = fewest[j - 1] if pieces[j - 1].mark else math.inf
+        fewest[j] = min([skip, *(fewest[i] + 1 for i in by_end.get(j, ()))])
+    return fewest[-1]
 
 
 def _scores(
