@@ -620,3 +620,49 @@ def test_a_client_that_hangs_up_mid_body_is_not_a_server_error(tmp_path, served_
         text = c.get("/metrics").text
         lines = [line for line in text.splitlines() if line.startswith('digitlab_http_requests_total{method="POST"')]
         assert lines == ['digitlab_http_requests_total{method="POST",model="",route="/api/v1/predict",status="499"} 1.0'], lines
+
+
+def test_a_reading_is_not_computed_for_a_client_that_left(tmp_path, served_model_dir, png, monkeypatch):
+    """A `/read` costs up to a second of CPU; one whose client hung up while it waited for a CPU slot was
+    computed (and stored) all the same. It is dropped, counted as a 499; a client still there is answered."""
+    import asyncio
+
+    from digitlab.api.routes import read as read_route
+
+    computed = []
+    real = read_route.compute_reading
+    monkeypatch.setattr(read_route, "compute_reading", lambda *a, **k: computed.append(1) or real(*a, **k))
+    app = create_app(settings_for(tmp_path, served_model_dir))
+    boundary = "dlboundary"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="n.png"\r\n'
+            "Content-Type: image/png\r\n\r\n").encode() + png + f"\r\n--{boundary}--\r\n".encode()  # fmt: skip
+
+    def call(gone: bool) -> list[dict]:
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+        sent: list[dict] = []
+
+        async def receive():
+            if messages:
+                return messages.pop(0)
+            if gone:
+                return {"type": "http.disconnect"}
+            await asyncio.sleep(3600)  # still there: nothing more to say
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+                 "path": "/api/v1/read", "raw_path": b"/api/v1/read", "query_string": b"", "root_path": "",
+                 "headers": [(b"host", b"x"), (b"content-type", f"multipart/form-data; boundary={boundary}".encode()),
+                             (b"content-length", str(len(body)).encode())],
+                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "app": app}  # fmt: skip
+        run_in_fresh_loop(asyncio.wait_for(app(scope, receive, send), 30))
+        return sent
+
+    with TestClient(app) as c:
+        assert call(gone=True)[0]["status"] == 499 and computed == []
+        assert call(gone=False)[0]["status"] == 200 and computed == [1]
+        text = c.get("/metrics").text
+        statuses = sorted(line.split('status="')[1][:3] for line in text.splitlines()
+                          if line.startswith('digitlab_http_requests_total{method="POST"') and "/api/v1/read" in line)  # fmt: skip
+        assert statuses == ["200", "499"], statuses

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 
 import anyio
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 from digitlab.api.deps import FastJSONResponse, get_ctx
 from digitlab.api.errors import ApiError, error_responses
-from digitlab.api.metrics import MODEL_SCOPE_KEY
+from digitlab.api.metrics import CLIENT_CLOSED, MODEL_SCOPE_KEY
 from digitlab.api.prediction import resolve_models
 from digitlab.api.reading import compute_reading
 from digitlab.api.routes.predict import image_request_body, parse_image_request
@@ -52,7 +52,10 @@ async def read(request: Request) -> FastJSONResponse:
             ctx, data, model, pen_color=options.pen_color, background_color=options.background_color
         )
 
-    answer, _reading, input_png = await anyio.to_thread.run_sync(compute, limiter=ctx.cpu_limiter)
+    async with ctx.cpu_limiter:  # a reading costs up to a second of CPU: none for a client that left meanwhile
+        if await request.is_disconnected():
+            return Response(status_code=CLIENT_CLOSED)  # (nobody to send it to: counted as 499)
+        answer, _reading, input_png = await anyio.to_thread.run_sync(compute)
     if ctx.store is not None:
         try:
             record = number_record(answer, options, input_png)
