@@ -327,3 +327,32 @@ def test_a_spool_of_records_and_their_labels_replays_in_few_statements(db_url, t
         assert len(replay) < 40, len(replay)  # one batch of 186 lines: two segments, a few statements each
     finally:
         store.close()
+
+
+def test_a_database_recreated_empty_is_migrated_again_and_gets_the_spool(
+    backend, empty_url, open_store, make_record, tmp_path, request
+):
+    """The database was dropped and created again, empty (or restored without our tables): every spooled
+    prediction was set aside in rejected.jsonl as "refused", /health said `spool: 0`, nothing replayed them."""
+    from sqlalchemy import text
+
+    store = open_store(empty_url, tmp_path / "spool" / "me")
+    try:
+        store.add(make_record(1))
+        if backend == "sqlite":  # every table dropped, as in a database file created anew
+            with store.engine.begin() as conn:
+                query = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+                for name in list(conn.scalars(text(query))):
+                    conn.exec_driver_sql(f'DROP TABLE "{name}"')
+        else:
+            request.getfixturevalue("pg_databases").scratch()  # the same database, emptied
+        results = [store.add(make_record(d)) for d in (2, 3, 4)]
+        assert all(r.stored == "spool" for r in results)
+        assert store.wait_drained(timeout=60)
+        with store.engine.connect() as conn:
+            stored = sorted(conn.scalars(text("SELECT predicted_digit FROM user_predictions")))
+        assert stored == [2, 3, 4]  # (the first went with the old tables)
+        assert not list((tmp_path / "spool").rglob(REJECTED_FILE))
+        assert store.health() == {"database": "ok", "spool": 0}
+    finally:
+        store.close()

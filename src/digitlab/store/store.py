@@ -60,7 +60,15 @@ log = logging.getLogger("digitlab.store")
 
 #: SQLSTATEs that mean "not writable right now" although they do not come as OperationalError: a read-only
 #: transaction (25006: a PostgreSQL standby during a failover, or the database set read-only).
-_OUTAGE_SQLSTATES = frozenset({"25006"})
+_OUTAGE_SQLSTATES = frozenset({"25006", "42P01"})
+#: 42P01 (above), SQLite's "no such table": the tables are gone (the database was re-created empty, or restored
+#: from a dump without them). An outage too: the store migrates it again and replays its spool into it; each
+#: spooled line was set aside in rejected.jsonl as "refused" before, and /health said `spool: 0`.
+
+
+def schema_missing(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) == "42P01" or "no such table" in str(orig or "")
 
 
 #: a write the database has not answered in this many seconds is spooled (its request answers), and the
@@ -527,7 +535,10 @@ class PredictionStore:
                 if self._spool_mode:
                     wait = 0  # more arrived while draining
             except Exception as exc:
-                if not is_outage(exc) and self._migrated:
+                if schema_missing(exc) and self._migrated:
+                    log.warning("the database has no digitlab tables (re-created?): migrating it again")
+                    self._migrated = False
+                elif not is_outage(exc) and self._migrated:
                     log.exception("draining the spool failed")
                 log.debug("drain attempt failed: %s", _one_line(exc))
                 self._mark_down(exc, wake=False)  # back off: do not cut our own wait short
