@@ -366,7 +366,9 @@ def test_version_and_bad_numbers_are_usage_lines(capsys):
         main(["--version"])
     assert shown.value.code == 0 and capsys.readouterr().out.strip() == f"digitlab {__version__}"
     for argv, said in ((["train", "--jobs", "0"], "must be at least 1, got 0"),  # was taken as "every core"
-                       (["ui", "--port", "http"], "invalid int value: 'http'")):  # fmt: skip
+                       (["ui", "--port", "http"], "'http' is not a whole number"),
+                       (["db", "prune", "--days", "\u0661"], "is not a whole number (digits 0-9)"),  # int() read it as 1
+                       (["learn", "--min-new", "1_000"], "is not a whole number")):  # fmt: skip
         with pytest.raises(SystemExit) as refused:
             main(argv)
         assert refused.value.code == 2 and said in capsys.readouterr().err
@@ -387,3 +389,10 @@ def test_a_bad_setting_from_the_env_file_says_so(monkeypatch, capsys, tmp_path):
         assert "bad setting DIGITLAB_WORKERS='xyz': " in capsys.readouterr().err
     finally:
         get_settings.cache_clear()
+
+
+def test_an_empty_model_name_is_an_unknown_model(capsys):
+    """`models promote "" 2` said "model '' has no learned version", `rollback ""` printed an empty name."""
+    for argv in (["models", "promote", "", "2"], ["models", "rollback", ""], ["models", "list", ""]):
+        assert main(argv) == 2
+        assert capsys.readouterr().err.startswith("error: unknown model")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -97,14 +98,19 @@ def _run(args: argparse.Namespace) -> int:
     return run_all(train_missing=not args.no_train)
 
 
+def _integer(text: str) -> int:
+    """An argparse type: a whole number in ASCII digits. Python's int() also reads "١" (Arabic-Indic), "1_0"
+    and " 7 ": `db prune --days ١` deleted data older than one day."""
+    if not re.fullmatch(r"[+-]?[0-9]{1,18}", text):
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a whole number (digits 0-9)")
+    return int(text)
+
+
 def _at_least(low: int):
     """An argparse type: an integer >= `low` (argparse prints the one-line usage error otherwise)."""
 
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        value = _integer(text)
         if value < low:
             raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
         return value
@@ -152,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--count", type=_at_least(1), default=None,
         help="with --drawn / --numbers: how many drawings (2000); with --real: scans per set (all)",
     )
-    p.add_argument("--seed", type=int, default=None, help="with --drawn / --real / --numbers: rendering seed (0)")
+    p.add_argument("--seed", type=_integer, default=None, help="with --drawn / --real / --numbers: rendering seed (0)")
     p.add_argument(
         "--part", choices=["heldout", "calibration"], default=None,
         help="with --numbers: the held-out digits (the benchmark, default) or the calibration ones (to tune on)",
@@ -161,14 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="start the prediction API (uvicorn)")
     p.add_argument("--host", default=None, help="address to listen on (DIGITLAB_HOST, 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="port to listen on (DIGITLAB_PORT, 8000)")
+    p.add_argument("--port", type=_integer, default=None, help="port to listen on (DIGITLAB_PORT, 8000)")
     p.add_argument("--workers", type=_at_least(0), default=None,
                    help="worker processes (DIGITLAB_WORKERS; 0: one per core, at most 4)")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("ui", help="start the Streamlit frontend")
     p.add_argument("--host", default=None, help="address to listen on (DIGITLAB_UI_HOST, 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="port to listen on (DIGITLAB_UI_PORT, 8501)")
+    p.add_argument("--port", type=_integer, default=None, help="port to listen on (DIGITLAB_UI_PORT, 8501)")
     p.set_defaults(func=_ui)
 
     p = sub.add_parser("db", help="database maintenance")
@@ -178,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--format", choices=["csv", "idx"], default="csv", help="csv (default) or MNIST's idx files")
     q.add_argument("--out", required=True, help="csv: a file (or - for standard output); idx: a folder")
     q = dbsub.add_parser("prune", help="delete predictions older than N days (retention)")
-    q.add_argument("--days", type=int, required=True, help="delete what is older than N days (1 or more)")
+    q.add_argument("--days", type=_integer, required=True, help="delete what is older than N days (1 or more)")
     p.set_defaults(func=_db)
 
     p = sub.add_parser("learn", help="new model versions from the users' labelled drawings (promoted if better)")

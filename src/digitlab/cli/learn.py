@@ -44,7 +44,7 @@ def models_command(args: argparse.Namespace) -> int:
     from digitlab.errors import DigitlabError
     from digitlab.models.registry import MODEL_SPECS
 
-    if getattr(args, "name", None) and args.name not in MODEL_SPECS:  # a typo is not "no versions yet"
+    if getattr(args, "name", None) is not None and args.name not in MODEL_SPECS:  # a typo is not "no versions yet"
         raise DigitlabError(f"unknown model: choose one of {', '.join(MODEL_SPECS)}", code="unknown_model")
     versions = _versions()
     if args.action == "promote":
