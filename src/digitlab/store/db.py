@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from digitlab.errors import DigitlabError
 
@@ -36,26 +37,89 @@ class BusyError(DigitlabError):
     code = "busy"
 
 
+#: seconds between two checks that a held learning lock's connection is alive (`HeldLock`)
+KEEP_SECONDS = 5.0
+
+
+class HeldLock:
+    """What `exclusive` yields. On PostgreSQL (`keep=True`) a thread checks every KEEP_SECONDS that the lock's
+    connection is alive: a dropped one (a network blip, a restart, `pg_terminate_backend`, an idle timeout)
+    released the lock on the server, and a second run could start beside this one. It takes the lock again
+    on a new connection; if another run got it first, the lock is lost and `check()` raises BusyError."""
+
+    def __init__(self, engine: Engine | None = None, conn=None, what: str = "") -> None:
+        self.engine, self.conn, self.what = engine, conn, what
+        self.lost = ""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def check(self) -> None:
+        """Raise BusyError when another run took the lock while this one's connection was down."""
+        if self.lost:
+            raise BusyError(self.lost)
+
+    def keep(self) -> None:
+        self._thread = threading.Thread(target=self._keep, name="digitlab-lock-keeper", daemon=True)
+        self._thread.start()
+
+    def _keep(self) -> None:
+        while not self._stop.wait(KEEP_SECONDS) and not self.lost:
+            try:
+                self.conn.scalar(text("SELECT 1"))
+                continue
+            except SQLAlchemyError:
+                pass  # the connection is gone, and the lock with it: take it again
+            try:
+                conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            except SQLAlchemyError:
+                continue  # the database is still away: nobody else can take the lock meanwhile either
+            if conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": _LEARN_LOCK}):
+                old, self.conn = self.conn, conn
+                with contextlib.suppress(SQLAlchemyError):
+                    old.close()
+            else:
+                conn.close()
+                self.lost = (f"another {self.what} took over while this one's database connection was down: "
+                             "this one stops without promoting anything")  # fmt: skip
+
+    def release(self) -> None:
+        """Stop the checks and free the lock; a connection already dropped has freed it on the server."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self.conn is not None:
+            with contextlib.suppress(SQLAlchemyError):
+                if not self.lost:
+                    self.conn.scalar(text("SELECT pg_advisory_unlock(:k)"), {"k": _LEARN_LOCK})
+            with contextlib.suppress(SQLAlchemyError):
+                self.conn.close()
+
+
 @contextlib.contextmanager
-def exclusive(engine: Engine, what: str) -> Iterator[None]:
+def exclusive(engine: Engine, what: str, *, keep: bool = False) -> Iterator[HeldLock]:
     """Hold a deployment-wide lock for the block, or raise BusyError at once: a PostgreSQL session
     advisory lock (every replica sees it; released if the process dies), or on SQLite a file lock beside
-    the database file. `what` names the job in the message."""
+    the database file. `what` names the job in the message; `keep`: a long run (see `HeldLock`)."""
     if engine.dialect.name == "postgresql":
-        with engine.connect() as conn:
+        # autocommit: the lock's connection is never "idle in transaction" for a whole run (a server's
+        # idle_in_transaction_session_timeout closed it, and the lock with it)
+        conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        held = HeldLock(engine, conn, what)
+        try:
             if not conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": _LEARN_LOCK}):
                 raise BusyError(f"another {what} is running: try again when it has finished.")
-            try:
-                yield
-            finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LEARN_LOCK})
+            if keep:
+                held.keep()
+            yield held
+        finally:
+            held.release()
         return
     with open(f"{engine.url.database}.learn-lock", "a+b") as handle:
         try:  # a POSIX record lock: owned by this process only (forked workers do not inherit it)
             fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise BusyError(f"another {what} is running: try again when it has finished.") from None
-        yield
+        yield HeldLock()
 
 
 class DatabaseUnavailableError(DigitlabError):

@@ -29,7 +29,7 @@ from digitlab.models.registry import (
     load_model,
     model_from_payload,
 )
-from digitlab.store.db import BusyError, exclusive, make_engine, upgrade
+from digitlab.store.db import BusyError, HeldLock, exclusive, make_engine, upgrade
 from digitlab.store.repository import Repository
 from digitlab.store.versions import VersionStore
 from digitlab.training.progress import listening, log
@@ -158,9 +158,10 @@ def learn(
         upgrade(engine)
         versions = VersionStore(engine)
         try:
-            with exclusive(engine, "digitlab learn"):
+            with exclusive(engine, "digitlab learn", keep=True) as lock:
                 versions.fail_interrupted_jobs()
                 run = _Run(settings, versions, Repository(engine), job_id or versions.create_job(), say, limit)
+                run.lock = lock
                 return run.tracked(models or ORDER, min_new)
         except BusyError as exc:
             if job_id:  # started by the API: its job says why it did nothing
@@ -179,6 +180,7 @@ class _Run:
         self.step, self.steps = 0, 1
         self.promoted_at_start: dict = {}  # {name: (version, sha256)} when the run began (`_judge`)
         self.real: tuple[np.ndarray, np.ndarray] | None = None  # the third bar's images (`_real_handwriting`)
+        self.lock = HeldLock()  # the learning lock (`learn` sets the one it holds)
 
     def tracked(self, names: list[str], min_new: int) -> list[Outcome]:
         """`all`, with the job's status kept up to date (failed, with the reason, if anything raises)."""
@@ -199,6 +201,7 @@ class _Run:
                                  message=line.strip())  # fmt: skip
 
     def progress(self, message: str) -> None:
+        self.lock.check()  # between steps: a run that lost its lock stops early
         self.say(message)
         self.versions.update_job(self.job_id, progress=round(self.step / self.steps, 3), message=message)
 
@@ -346,6 +349,7 @@ class _Run:
             old_real, old_digits = real_scores(parent, *self.real)
             metrics.update(real_accuracy=new_real, parent_real_accuracy=old_real,
                            real_worst_digit_loss=float(max(0.0, (old_digits - new_digits).max())))  # fmt: skip
+        self.lock.check()  # another run took over while the database was away: store nothing
         reason = _gate(metrics)
         if not reason and self.versions.promoted().get(name) != self.promoted_at_start.get(name):
             reason = ("the served version changed while this one was built (a promotion or a rollback): not "
