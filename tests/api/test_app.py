@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import time
 import warnings
 from concurrent.futures import Future
 
@@ -666,3 +667,35 @@ def test_a_reading_is_not_computed_for_a_client_that_left(tmp_path, served_model
         statuses = sorted(line.split('status="')[1][:3] for line in text.splitlines()
                           if line.startswith('digitlab_http_requests_total{method="POST"') and "/api/v1/read" in line)  # fmt: skip
         assert statuses == ["200", "499"], statuses
+
+
+def test_learn_now_names_the_run_going_on_and_reaps_the_one_it_starts(tmp_path, served_model_dir, monkeypatch):
+    """409 said "follow it" without saying which run (one started by the CLI or cron cannot be found over
+    HTTP); a job id in capitals was 422; the run it started stayed a zombie under the worker."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    from digitlab.api.routes import learn as learn_route
+
+    started: list[subprocess.Popen] = []
+    popen = subprocess.Popen
+
+    def quick_run(argv, **kwargs):  # a run that ends at once instead of `digitlab learn`
+        started.append(popen([sys.executable, "-c", "pass"], **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(learn_route.subprocess, "Popen", quick_run)
+    admin = {"Authorization": "Bearer s3cret"}
+    with TestClient(create_app(settings_for(tmp_path, served_model_dir, admin_token="s3cret"))) as c:
+        job = c.post("/api/v1/learn", headers=admin).json()["job_id"]
+        body = assert_error(c.post("/api/v1/learn", headers=admin), 409, "learning_busy")
+        assert f"follow it at /api/v1/learn/{job}" in body["detail"]
+        answer = c.get(f"/api/v1/learn/{job.upper()}")
+        assert answer.status_code == 200 and answer.json()["id"] == job
+        (run,) = started
+        deadline = time.monotonic() + 10
+        while psutil.pid_exists(run.pid) and time.monotonic() < deadline:  # a zombie still "exists"
+            time.sleep(0.05)
+        assert not psutil.pid_exists(run.pid), psutil.Process(run.pid).status()

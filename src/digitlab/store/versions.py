@@ -206,6 +206,12 @@ class VersionStore:
             stmt = insert(JOBS).from_select(["id", "status", "created_at", "progress"], values).returning(JOBS.c.id)
             return conn.execute(stmt).scalar()  # None: nothing inserted
 
+    def busy_job(self) -> str | None:
+        """The id of the job running (or queued), newest first; None when none is."""
+        query = select(JOBS.c.id).where(JOBS.c.status.in_(("running", "queued"))).order_by(JOBS.c.created_at.desc())
+        with self.engine.connect() as conn:
+            return conn.scalars(query.limit(1)).first()
+
     def fail_interrupted_jobs(self, never_started: timedelta = NEVER_STARTED) -> int:
         """Mark jobs still 'running', and jobs still 'queued' `never_started` after they were created, as failed:
         called while holding the learning lock, so no run is alive; those were killed half-way, or their

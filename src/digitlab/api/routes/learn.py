@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path
@@ -21,7 +22,7 @@ from digitlab.models.registry import MODEL_SPECS
 from digitlab.store.db import BusyError, exclusive
 
 router = APIRouter(prefix="/api/v1", tags=["learning"])
-JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="The id `POST /api/v1/learn` answered.")]
+JobId = Annotated[str, Path(pattern=r"^[0-9a-fA-F]{32}$", description="The id `POST /api/v1/learn` answered.")]
 
 
 @router.post(
@@ -39,13 +40,17 @@ def start_learning(ctx: Ctx, response: Response):
     if job_id is None and store.with_database(_clear_dead_runs, store):  # a run killed half-way blocked it
         job_id = store.with_database(store.versions.create_job_if_idle)
     if job_id is None:
-        raise ApiError("A learning run is going on already: follow it, or try again when it has finished.",
+        busy = store.with_database(store.versions.busy_job)  # (started here, by the CLI or by cron)
+        follow = f"follow it at /api/v1/learn/{busy}" if busy else "follow it"
+        raise ApiError(f"A learning run is going on already: {follow}, or try again when it has finished.",
                        "learning_busy")  # fmt: skip
-    subprocess.Popen(
+    run = subprocess.Popen(
         [sys.executable, "-m", "digitlab", "learn", "--job-id", job_id],
         env=os.environ.copy(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,  # outlives this worker, and a Ctrl-C meant for the server
     )  # fmt: skip
+    # reaped when it ends: it stayed a zombie (<defunct>) under this worker until the next run was started
+    threading.Thread(target=run.wait, name=f"digitlab-learn-{job_id[:8]}", daemon=True).start()
     response.headers["Location"] = f"/api/v1/learn/{job_id}"
     return LearnStarted(job_id=job_id, status_url=f"/api/v1/learn/{job_id}")
 
@@ -67,6 +72,7 @@ def learning_job(ctx: Ctx, job_id: JobId):
     """A learning run: status (queued, running, done, failed), progress 0-1, the last message and, when
     done, what was promoted or rejected and why."""
     store = store_or_503(ctx)
+    job_id = job_id.lower()  # hex, as a person may copy it (it was 422 "should match pattern")
     job = store.with_database(store.versions.job, job_id)
     if job is not None and job.get("status") in ("running", "queued") and store.with_database(_clear_dead_runs, store):
         job = store.with_database(store.versions.job, job_id)  # its process was killed or never began: "failed"
