@@ -365,4 +365,7 @@ def test_the_job_follows_the_training_steps(settings, user_digits, monkeypatch):
     learn(settings, models=["svm_pca"], limit=LIMIT, say=lambda m: None)
     trained = [p for p, m in seen if m and "done)" in m]  # "svm_pca: test accuracy ... (1/1 done)"
     assert trained and trained[0] > 0
-    assert any(m and m.startswith("features for") for _, m in seen)
+    features = [p for p, m in seen if m and m.startswith("features for")]
+    assert features and 0 < features[0] < trained[0]  # (it sat at 0 through the features, minutes on full data)
+    steps = [p for p, _ in seen if p is not None]
+    assert steps == sorted(steps), seen  # never backwards

@@ -195,7 +195,7 @@ class _Run:
 
     def _relay(self, line: str) -> None:
         """A line the training logged: a finished model or epoch is a step; the job's message follows."""
-        if "done)" in line or "fine-tuning epoch" in line:
+        if "done)" in line or "fine-tuning epoch" in line or line.startswith("features for"):
             self.step += 1
         self.versions.update_job(self.job_id, progress=round(min(self.step, self.steps - 1) / self.steps, 3),
                                  message=line.strip())  # fmt: skip
@@ -232,6 +232,7 @@ class _Run:
         self.progress("reading the real handwriting (USPS, Semeion) a new version must not read worse (a minute "
                       "or two the first time, cached after)")  # fmt: skip
         self.real = _real_handwriting(self.settings, self.say)
+        self.step += 1  # (minutes the first time: the bar moved only once a model was trained)
         outcomes = [Outcome(n, "skipped", reason="not trained: run `digitlab train` first")
                     for n in names if n not in parents]  # fmt: skip
         todo = [n for n in names if n in parents]
@@ -240,8 +241,10 @@ class _Run:
             outcomes.append(Outcome("cnn", "skipped", reason="fine-tuning needs PyTorch: pip install -e '.[cnn]'"))
         from digitlab.training.cnn_finetune import EPOCHS
 
-        # a step per model judged, per classical model trained and per fine-tuning epoch (`_relay`)
-        self.steps = 1 + len(todo) + sum(n in CLASSICAL_MODELS for n in todo) + (EPOCHS if "cnn" in todo else 0)
+        # a step for the real handwriting, for the classical models' features, per model judged, per classical
+        # model trained and per fine-tuning epoch (`_relay`)
+        classical = sum(n in CLASSICAL_MODELS for n in todo)
+        self.steps = 2 + len(todo) + classical + (classical > 0) + (EPOCHS if "cnn" in todo else 0)
         with listening(self._relay):
             built = self._build(todo, parents, data)
         x_test, y_test = self._mnist("test")
