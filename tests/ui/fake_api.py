@@ -37,6 +37,7 @@ class FakeApi:
     stored_numbers: list[dict] = field(default_factory=list)  # History's Numbers, newest first
     stored_predictions: list[Any] = field(default_factory=list)  # History's log (StoredPrediction), newest first
     numbers_calls: list[dict] = field(default_factory=list)  # (page, page_size) asked for
+    sent_fields: list[dict] = field(default_factory=list)  # the form fields of every predict and read
 
     learn_message: str = ""  # the outcome of a learning run started with `start_learning` ("": nothing learned)
 
@@ -72,8 +73,9 @@ class FakeApi:
                             uid=f"u{self.next_id}") for m in MODELS]  # fmt: skip
         return Comparison(preds, None)
 
-    def predict(self, png: bytes, model: str | None = None, **_: Any) -> Prediction:
+    def predict(self, png: bytes, model: str | None = None, **fields: Any) -> Prediction:
         self._away()
+        self.sent_fields.append(fields)
         return Prediction(model or "cnn", 0, 0.6, _probs(0, 0.6), id=self._id(), logged=True, uid=f"u{self.next_id}",
                           uncertain=self.unsure)  # fmt: skip
 
@@ -86,6 +88,7 @@ class FakeApi:
 
     def read(self, image: bytes, **fields: Any) -> dict:
         self._away()
+        self.sent_fields.append(fields)
         text = self.readings.get(image, "81")
         boxes = self.boxes.get(image) or [[10 + 60 * i, 10, 50, 80] for i in range(len(text))]
         digits = [{"digit": int(c), "confidence": 0.95, "uncertain": False, "box": b,

@@ -313,3 +313,19 @@ def test_a_number_photo_reading_says_it_is_the_photo_s(fake):
     assert not at.exception, at.exception
     texts = " ".join(str(m.value) for m in at.markdown)
     assert 'data-text="418"' in texts and "This reading is for your uploaded photo" in texts, texts[:500]
+
+
+@pytest.mark.parametrize(("page", "uploader"), [("number", "number_photo"), ("draw", "draw_photo")])
+def test_a_photo_is_sent_as_one_drawing(fake, page, uploader):
+    """A photo went without a drawing id: sent again (its first answer lost to a timeout while the database
+    was slow) it became a second record of the same photo (CI: "42" stored twice)."""
+    api, _canvas, open_page = fake
+    at = open_page(page)
+    at.file_uploader(key=uploader).upload("n.png", png(300, 120, shade=250), "image/png").run()
+    assert not at.exception, at.exception
+    first = [f.get("drawing_id") for f in api.sent_fields if f.get("source") == "upload"]
+    assert first and first[0] and set(first) == {first[0]}
+    at.file_uploader(key=uploader).clear().run()
+    at.file_uploader(key=uploader).upload("n.png", png(300, 120, shade=250), "image/png").run()  # uploaded again
+    again = [f.get("drawing_id") for f in api.sent_fields if f.get("source") == "upload"][len(first):]
+    assert again and again[0] != first[0]  # a new upload is a new drawing

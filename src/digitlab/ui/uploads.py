@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 
 import streamlit as st
@@ -31,6 +32,13 @@ PHOTO_SHRINK_ABOVE = 1_500_000
 PHOTO_LONG_SIDE = 1600
 #: the uploader's own limit (Streamlit's `server.maxUploadSize` in .streamlit/config.toml, in MB)
 PHOTO_MAX_MB = 25
+
+
+def photo_drawing_id(photo) -> str:
+    """The `drawing_id` an uploaded photo is sent with: the API keeps one record per drawing, so a photo sent
+    again (its first answer lost to a timeout while the database was slow) updates its record instead of
+    adding a second one; the same photo uploaded again is a new drawing (a new file id)."""
+    return "p" + hashlib.blake2b(str(photo.file_id).encode(), digest_size=12).hexdigest()
 
 
 def photo_payload(photo) -> tuple[bytes, str]:

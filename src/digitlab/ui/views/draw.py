@@ -66,7 +66,8 @@ def predict_photo(photo, model: str | None) -> tuple[Prediction | None, ApiError
     """An uploaded photo or scan, predicted once per (file, model) like a drawing; stored as source "upload"."""
     def call():
         data, name = uploads.photo_payload(photo)
-        return common.client().predict(data, model, session_id=common.session_id(), source="upload", filename=name)
+        return common.client().predict(data, model, session_id=common.session_id(), source="upload", filename=name,
+                                       drawing_id=uploads.photo_drawing_id(photo))  # fmt: skip
 
     return common.cached_api_call("draw_cache", ("photo", photo.file_id, model), call, size=CACHE_SIZE)
 

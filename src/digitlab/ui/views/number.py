@@ -204,7 +204,8 @@ def _reading(drawing, photo) -> None:
     """The reading of the photo (when there is one) or of the canvas, with its boxes and the answer form."""
     if photo is not None:
         image, name = uploads.photo_payload(photo)
-        answer, error = read(image, ("photo", photo.file_id), name, source="upload")
+        answer, error = read(image, ("photo", photo.file_id), name, source="upload",
+                             drawing_id=uploads.photo_drawing_id(photo))  # fmt: skip
         key = f"photo_{photo.file_id}"
     elif drawing.empty:
         st.markdown(
