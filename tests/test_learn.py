@@ -327,6 +327,10 @@ def test_promote_by_hand_checks_the_bytes_and_clears_an_old_reason(settings):
     with pytest.raises(DigitlabError, match="do not match"):
         versions.promote("svm_pca", "2")
     assert versions.promoted()["svm_pca"][0] == "3"
+    with versions.engine.begin() as conn:  # (as `learn` writes it)
+        conn.execute(text("UPDATE model_versions SET reason = 'better on the users' WHERE version = '3'"))
+    versions.promote("svm_pca", "3")  # served already: nothing changes (its reason was rewritten "by hand")
+    assert versions.get("svm_pca", "3").reason == "better on the users"
 
 
 def test_models_list_is_readable_when_piped(settings, env, monkeypatch, capsys):

@@ -48,8 +48,10 @@ def models_command(args: argparse.Namespace) -> int:
         raise DigitlabError(f"unknown model: choose one of {', '.join(MODEL_SPECS)}", code="unknown_model")
     versions = _versions()
     if args.action == "promote":
+        served = versions.promoted().get(args.name, ("",))[0] == args.version
         info = versions.promote(args.name, args.version)
-        print(f"{info.name}: version {info.version} promoted (every API process serves it within seconds)")
+        print(f"{info.name}: version {info.version} is served already" if served else
+              f"{info.name}: version {info.version} promoted (every API process serves it within seconds)")  # fmt: skip
         return 0
     if args.action == "rollback":
         info = versions.rollback(args.name)

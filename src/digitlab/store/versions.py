@@ -119,6 +119,8 @@ class VersionStore:
                                     "(the version of the model files, the first, is served again by `digitlab "
                                     f"models rollback {name}` until no learned version is left).",
                                     code="version_not_found")  # fmt: skip
+        if self.promoted().get(name, ("",))[0] == version:  # served already: its reason is kept as it is
+            return self.get(name, version)
         try:  # a version no API could load was "promoted" (the APIs kept the old one, a new one the files)
             self.load(name, version)
         except ArtifactError as exc:
