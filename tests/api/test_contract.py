@@ -289,6 +289,8 @@ def test_invalid_fields_are_422(api, sample_png):
     for data in (
         {"true_digit": "10"},
         {"true_digit": "x"},
+        {"true_digit": "07"},  # (read as 7, and "-0" as 0: not "the text of one digit")
+        {"true_digit": "-0"},
         {"pen_color": "red"},
         {"source": "robot"},
         {"session_id": "s" * 65},

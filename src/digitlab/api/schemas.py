@@ -345,7 +345,8 @@ def clean_form_value(value: Any) -> Any:
     return value
 
 
-_DIGIT_TEXT = re.compile(r"^\s*-?[0-9]{1,6}\s*$")  # a number: the range check then names 0-9
+#: a number (the range check then names 0-9), written as a number is: "07" and "-0" were read as 7 and 0
+_DIGIT_TEXT = re.compile(r"^\s*(?:-?[1-9][0-9]{0,5}|0)\s*$")
 
 
 def form_digit(value: Any) -> Any:
