@@ -680,9 +680,11 @@ def test_learn_now_names_the_run_going_on_and_reaps_the_one_it_starts(tmp_path, 
     from digitlab.api.routes import learn as learn_route
 
     started: list[subprocess.Popen] = []
+    argvs: list[list[str]] = []
     popen = subprocess.Popen
 
     def quick_run(argv, **kwargs):  # a run that ends at once instead of `digitlab learn`
+        argvs.append(argv)
         started.append(popen([sys.executable, "-c", "pass"], **kwargs))
         return started[-1]
 
@@ -699,3 +701,23 @@ def test_learn_now_names_the_run_going_on_and_reaps_the_one_it_starts(tmp_path, 
         while psutil.pid_exists(run.pid) and time.monotonic() < deadline:  # a zombie still "exists"
             time.sleep(0.05)
         assert not psutil.pid_exists(run.pid), psutil.Process(run.pid).status()
+        assert argvs[0][-2:] == ["--job-id", job]  # no body: every model
+
+
+def test_learn_now_can_name_the_models(tmp_path, served_model_dir, monkeypatch):
+    """A body `{"models": [...]}` was ignored: every run fine-tuned the CNN too (10 minutes here)."""
+    import subprocess
+
+    from digitlab.api.routes import learn as learn_route
+
+    argvs: list[list[str]] = []
+    popen = subprocess.Popen
+    monkeypatch.setattr(learn_route.subprocess, "Popen", lambda argv, **kw: argvs.append(argv) or popen(["true"]))
+    admin = {"Authorization": "Bearer s3cret"}
+    with TestClient(create_app(settings_for(tmp_path, served_model_dir, admin_token="s3cret"))) as c:
+        for body in ({"models": ["nosuch"]}, {"models": []}, {"models": "svm"}):
+            detail = assert_error(c.post("/api/v1/learn", headers=admin, json=body), 422, "invalid_fields")["detail"]
+            assert "models" in detail, detail
+        assert not argvs  # nothing started
+        job = c.post("/api/v1/learn", headers=admin, json={"models": ["svm_pca", "svm", "svm_pca"]}).json()["job_id"]
+        assert argvs == [[*argvs[0][:3], "learn", "--job-id", job, "svm_pca", "svm"]]

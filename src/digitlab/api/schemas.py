@@ -309,6 +309,24 @@ class StatsResponse(BaseModel):
     total_labelled: int
 
 
+class LearnRequest(BaseModel):
+    """`POST /api/v1/learn`'s optional body: the models to learn (default: every trained one)."""
+
+    models: list[str] | None = Field(
+        None, min_length=1, max_length=8, description="e.g. `[\"svm\", \"svm_pca\"]`: the CNN's fine-tune is the long part."
+    )
+
+    @field_validator("models")
+    @classmethod
+    def _known(cls, value: list[str] | None) -> list[str] | None:
+        from digitlab.models.registry import MODEL_SPECS
+
+        unknown = [name[:40] for name in value or () if name not in MODEL_SPECS]
+        if unknown:
+            raise ValueError(f"unknown model {unknown[0]!r}: choose from {', '.join(MODEL_SPECS)}")
+        return list(dict.fromkeys(value)) if value else None
+
+
 class LearnStarted(BaseModel):
     job_id: str = Field(description="Follow the run at `status_url`.")
     status_url: str

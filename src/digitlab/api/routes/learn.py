@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from digitlab.api.deps import Ctx, require_admin, store_or_503
 from digitlab.api.errors import ApiError, error_responses
-from digitlab.api.schemas import LearnJob, LearnStarted, ModelVersion
+from digitlab.api.schemas import LearnJob, LearnRequest, LearnStarted, ModelVersion
 from digitlab.models.registry import MODEL_SPECS
 from digitlab.store.db import BusyError, exclusive
 
@@ -30,11 +30,12 @@ JobId = Annotated[str, Path(pattern=r"^[0-9a-fA-F]{32}$", description="The id `P
     status_code=202,
     response_model=LearnStarted,
     dependencies=[Depends(require_admin)],
-    responses=error_responses(401, 409, 503),
+    responses=error_responses(400, 401, 409, 422, 503),
 )
-def start_learning(ctx: Ctx, response: Response):
+def start_learning(ctx: Ctx, response: Response, body: LearnRequest | None = None):
     """Start learning from the users' labelled drawings in the background; follow it at
-    `GET /api/v1/learn/{job_id}`. 409 while a run is going on."""
+    `GET /api/v1/learn/{job_id}`. 409 while a run is going on. An optional JSON body `{"models": [...]}`
+    names the models to learn (default: every trained one)."""
     store = store_or_503(ctx)
     job_id = store.with_database(store.versions.create_job_if_idle)
     if job_id is None and store.with_database(_clear_dead_runs, store):  # a run killed half-way blocked it
@@ -45,7 +46,7 @@ def start_learning(ctx: Ctx, response: Response):
         raise ApiError(f"A learning run is going on already: {follow}, or try again when it has finished.",
                        "learning_busy")  # fmt: skip
     run = subprocess.Popen(
-        [sys.executable, "-m", "digitlab", "learn", "--job-id", job_id],
+        [sys.executable, "-m", "digitlab", "learn", "--job-id", job_id, *((body and body.models) or ())],
         env=os.environ.copy(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,  # outlives this worker, and a Ctrl-C meant for the server
     )  # fmt: skip
