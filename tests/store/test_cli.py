@@ -252,6 +252,8 @@ def test_export_never_replaces_what_is_not_its_own_kind_of_target(use_database, 
         (["--out", str(tmp_path / "typo" / "x.csv")], "does not exist"),
         (["--format", "idx", "--out", str(tmp_path / "file")], "is not a folder"),
         (["--format", "idx", "--out", "-"], "--out must name a folder"),
+        (["--out", str(tmp_path / "file" / "x.csv")], "file is a file, not a folder"),  # ("does not exist")
+        (["--out", "/proc/version"], "could not write --out /proc/version: "),  # (it named /proc/version.tmp)
     ]:
         assert main(["db", "export", *argv]) == 2, argv
         err = capsys.readouterr().err

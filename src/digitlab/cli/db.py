@@ -35,6 +35,8 @@ def check_export_target(out: str, fmt: str) -> None:
     if fmt == "idx" and path.exists() and not path.is_dir():
         raise DigitlabError(f"--out {out} exists and is not a folder (idx writes two files into a folder)", code="bad_path")
     parent = path.absolute().parent
+    if parent.exists() and not parent.is_dir():
+        raise DigitlabError(f"--out {out}: {parent} is a file, not a folder", code="bad_path")
     if not parent.is_dir():
         raise DigitlabError(f"--out {out}: the folder {parent} does not exist", code="bad_path")
 
@@ -83,10 +85,11 @@ def db_command(args: argparse.Namespace, settings=None) -> int:
             samples = chain(repo.labelled_images(), labelled_digit_crops(engine))  # as the API's export
             if args.format == "csv" and args.out == "-":
                 return _export_to_stdout(samples)
-            if args.format == "csv":
-                n = export.write_csv(samples, args.out)
-            else:
-                n = export.write_idx(samples, args.out)
+            try:
+                n = (export.write_csv if args.format == "csv" else export.write_idx)(samples, args.out)
+            except OSError as exc:  # it named the temporary file beside the target ("/proc/version.tmp")
+                raise DigitlabError(f"could not write --out {args.out}: {exc.strerror or exc}",
+                                    code="export_failed") from None  # fmt: skip
             print(f"exported {n} labelled drawings to {args.out} ({args.format})")
         elif args.db_command == "prune":
             predictions, numbers = repo.delete_older_than(args.days), delete_numbers_older_than(engine, args.days)
