@@ -356,3 +356,28 @@ def test_a_database_recreated_empty_is_migrated_again_and_gets_the_spool(
         assert store.health() == {"database": "ok", "spool": 0}
     finally:
         store.close()
+
+
+def test_every_worker_says_the_sqlite_file_takes_no_writes_while_it_is_locked(open_store, tmp_path):
+    """During another process's write lock only the worker whose write met it said "unavailable": /health
+    alternated between "ok" and "unavailable" from one request to the next."""
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'locked.db'}"
+    writer, idle = open_store(url, tmp_path / "spool" / "w"), open_store(url, tmp_path / "spool" / "i")
+    try:
+        assert idle.health()["database"] == "ok"
+        holder = sqlite3.connect(tmp_path / "locked.db", isolation_level=None, timeout=30)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            idle._last_probe = writer._last_probe = 0.0  # (a probe at most once a second)
+            assert idle.health()["database"] == "unavailable"  # it wrote nothing, and says so too
+            assert writer.health()["database"] == "unavailable"
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        idle._last_probe = 0.0
+        assert idle.health()["database"] == "ok"
+    finally:
+        writer.close()
+        idle.close()

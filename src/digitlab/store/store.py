@@ -76,6 +76,9 @@ def schema_missing(exc: BaseException) -> bool:
 WRITE_DEADLINE = 5.0
 #: /health waits this long for the database's `SELECT 1`
 HEALTH_PROBE_SECONDS = 1.5
+#: SQLite: /health waits this long for the write lock (a write holds it for milliseconds) before it says the
+#: database takes no writes
+SQLITE_LOCK_PATIENCE = 0.5
 #: a direct call (feedback, a read, a read number) not answered in this many seconds makes the store ask the
 #: database for a `SELECT 1`: answered, the call may go on (a slow export); not, the database is away
 DIRECT_PATIENCE = 3.0
@@ -135,6 +138,7 @@ class PredictionStore:
         self._idle = threading.Condition()
         self._thread: threading.Thread | None = None
         self._last_probe = 0.0
+        self._write_locked = False  # SQLite's write lock held by another process at the last probe (`health`)
         self._last_write_failure: float | None = None  # (`note_write`)
 
     # --- life cycle ----------------------------------------------------------------------------------
@@ -473,13 +477,35 @@ class PredictionStore:
             problem = self._database_problem()  # bounded: a frozen server must not hang a health check
             if problem is not None:
                 self._mark_down(problem)
+            self._write_locked = problem is None and self._sqlite_write_locked()
         # spool mode means writes are not reaching the database (even when a probe's SELECT 1 works)
-        ok = self._db_ok and not self._spool_mode
+        ok = self._db_ok and not self._spool_mode and not self._write_locked
         beside = self.spool.waiting_beside({o.dir for o in tuple(self._orphans)})
         state = "ok" if ok else "unavailable"
         if ok and self.writes_failing():
             state = "failing"
         return {"database": state, "spool": self.pending() + beside}
+
+    def _sqlite_write_locked(self) -> bool:
+        """SQLite: is the file's write lock held for longer than a write takes (another process, a long
+        prune)? Each worker said what its own last write met: during such a lock /health alternated between
+        "ok" and "unavailable" from one request to the next, as they reached one worker or another."""
+        if self.engine.dialect.name != "sqlite" or not self.engine.url.database:
+            return False
+        import sqlite3
+
+        try:
+            conn = sqlite3.connect(self.engine.url.database, timeout=SQLITE_LOCK_PATIENCE, isolation_level=None)
+        except sqlite3.Error:
+            return False  # (the SELECT 1 probe above answers for a file that cannot be opened)
+        try:
+            conn.execute("BEGIN IMMEDIATE")  # takes the write lock, waiting up to SQLITE_LOCK_PATIENCE for it
+            conn.execute("ROLLBACK")
+            return False
+        except sqlite3.OperationalError as exc:
+            return "locked" in str(exc) or "busy" in str(exc)
+        finally:
+            conn.close()
 
     #: a failed write counts in /health ("failing") for this long, unless a write succeeds after it
     FAILING_FOR = 60.0
