@@ -261,14 +261,14 @@ def _where(name: str) -> str:
     """" (from .env)" when the value was not in the environment but in the `.env` file read beside it."""
     import os
 
+    from dotenv import dotenv_values  # the parser pydantic-settings reads the file with
+
+    from digitlab.core.config import Settings
+
     if name.upper() in {key.upper() for key in os.environ}:
         return ""
-    try:
-        lines = Path(".env").read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    defined = {line.split("=", 1)[0].removeprefix("export ").strip().upper() for line in lines if "=" in line}
-    return " (from .env)" if name in defined else ""
+    defined = {key.upper() for key in dotenv_values(Settings.model_config["env_file"])}
+    return " (from .env)" if name.upper() in defined else ""
 
 
 def _unusable(exc: Exception) -> str:

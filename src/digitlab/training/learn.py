@@ -160,8 +160,7 @@ def learn(
         try:
             with exclusive(engine, "digitlab learn", keep=True) as lock:
                 versions.fail_interrupted_jobs()
-                run = _Run(settings, versions, Repository(engine), job_id or versions.create_job(), say, limit)
-                run.lock = lock
+                run = _Run(settings, versions, Repository(engine), job_id or versions.create_job(), say, limit, lock)
                 return run.tracked(models or ORDER, min_new)
         except BusyError as exc:
             if job_id:  # started by the API: its job says why it did nothing
@@ -174,13 +173,14 @@ def learn(
 class _Run:
     """One learning run: read and clean the drawings, build each candidate, judge it, store it."""
 
-    def __init__(self, settings: Settings, versions: VersionStore, repo: Repository, job_id: str, say, limit):
+    def __init__(self, settings: Settings, versions: VersionStore, repo: Repository, job_id: str, say, limit,
+                 lock: HeldLock):  # fmt: skip
         self.settings, self.versions, self.repo, self.job_id, self.say = settings, versions, repo, job_id, say
         self.limit = limit  # first N MNIST training images only (tests, quick trials)
         self.step, self.steps = 0, 1
         self.promoted_at_start: dict = {}  # {name: (version, sha256)} when the run began (`_judge`)
         self.real: tuple[np.ndarray, np.ndarray] | None = None  # the third bar's images (`_real_handwriting`)
-        self.lock = HeldLock()  # the learning lock (`learn` sets the one it holds)
+        self.lock = lock  # the learning lock this run holds (`check` before each step and each version stored)
 
     def tracked(self, names: list[str], min_new: int) -> list[Outcome]:
         """`all`, with the job's status kept up to date (failed, with the reason, if anything raises)."""
