@@ -373,3 +373,24 @@ def test_the_job_follows_the_training_steps(settings, user_digits, monkeypatch):
     assert features and 0 < features[0] < trained[0]  # (it sat at 0 through the features, minutes on full data)
     steps = [p for p, _ in seen if p is not None]
     assert steps == sorted(steps), seen  # never backwards
+
+
+def test_a_run_whose_leaving_hangs_after_sigterm_ends_anyway_with_its_stacks_on_stderr():
+    """A hang on the way out (CI's: a pool thread Python waits for at exit) must not outlive the stop."""
+    from digitlab.cli.learn import STOP_GRACE
+
+    script = ("import signal, threading, time\nfrom digitlab.cli.learn import stopped\n"
+              "signal.signal(signal.SIGTERM, stopped)\n"
+              "threading.Thread(target=time.sleep, args=(600,), name='stuck').start()\n"  # exit waits for it
+              "print('ready', flush=True)\ntime.sleep(600)\n")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(STOP_GRACE + 20)
+    finally:
+        proc.kill()
+    stderr = proc.stderr.read()
+    assert proc.returncode == 1 and STOP_GRACE - 1 < time.monotonic() - started < STOP_GRACE + 10
+    assert stderr.startswith("stopped by signal 15") and "Timeout (0:00:0" in stderr and "in _shutdown" in stderr

@@ -510,3 +510,28 @@ def test_a_fork_pool_left_normally_waits_for_its_work():
     with processes.fork_pool(1) as pool:
         done = pool.submit(_busy, 0.2)
     assert done.result(timeout=0) > 0
+
+
+def test_a_process_leaving_a_fork_pool_whose_manager_died_still_exits():
+    """SIGTERM while `learn` read real handwriting (`pool.map` over arrays) left the process hanging at exit
+    (CI gave up after 30 s). Interrupted, `map` cancels the tasks not started; the pool, finding its workers
+    killed, failed on those cancelled tasks (CPython 3.11) before it closed its pipe, and the thread feeding
+    a big task into that pipe, which Python waits for at exit, stayed blocked for ever."""
+    script = (
+        "import time, numpy as np\nfrom digitlab import processes\n"
+        "def slow(a):\n    time.sleep(60)\n    return a.sum()\n"
+        "with processes.fork_pool(2) as pool:\n"
+        "    futures = [pool.submit(slow, np.ones(2_000_000)) for _ in range(8)]\n"  # 16 MB per task
+        "    time.sleep(1)\n"  # two run, one is being fed into the pipe, five wait
+        "    for f in futures:\n        f.cancel()\n"  # what `map` does when it is interrupted
+        "    for p in pool._processes.values():\n        p.kill()\n"  # the pool notices its workers died
+        "    time.sleep(1)\n"  # before it is shut down (the race CI lost)
+        "    raise SystemExit('stopped by signal 15')\n"
+    )
+    started = time.monotonic()
+    try:
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the process was still there 30 s after it left the pool")
+    assert done.returncode == 1 and "stopped by signal 15" in done.stderr
+    assert time.monotonic() - started < 15

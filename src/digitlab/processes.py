@@ -80,6 +80,9 @@ def fork_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     try:
         yield pool
     except BaseException:
+        # the thread that feeds tasks to the workers may be stuck writing a big one into a pipe nobody
+        # reads any more, and Python waits for that thread at exit: the run never ended (CPython gh-107219)
+        pool._call_queue.cancel_join_thread()
         for proc in list((pool._processes or {}).values()):  # (3.14 has pool.kill_workers())
             proc.kill()
         pool.shutdown(wait=False, cancel_futures=True)

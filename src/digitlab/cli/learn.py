@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import signal
 import sys
 
 from digitlab.core.config import Settings, get_settings
+
+#: Seconds a `digitlab learn` stopped by SIGTERM has to leave cleanly (Kubernetes and compose wait 10 s).
+STOP_GRACE = 8
 
 
 def _settings() -> Settings:
@@ -17,12 +21,17 @@ def _settings() -> Settings:
     return settings
 
 
+def stopped(signum, frame) -> None:
+    """SIGTERM's handler (compose, Kubernetes and `docker stop` send it): leave through SystemExit, so the job
+    says "stopped" (it stayed "running" at 0 %). Should leaving hang (a pool's thread, a lock), the process
+    ends anyway STOP_GRACE s later, every thread's stack on stderr, before the sender's SIGKILL."""
+    faulthandler.dump_traceback_later(STOP_GRACE, exit=True)
+    raise SystemExit(f"stopped by signal {signum} before it finished")
+
+
 def learn_command(args: argparse.Namespace) -> int:
     """Learn every model (or the named ones); 0 whether or not anything was promoted."""
     from digitlab.training.learn import learn
-
-    def stopped(signum, frame):  # compose, Kubernetes and `docker stop` send SIGTERM: the job says so (it
-        raise SystemExit(f"stopped by signal {signum} before it finished")  # stayed "running" at 0 %)
 
     signal.signal(signal.SIGTERM, stopped)
     outcomes = learn(_settings(), models=args.models or None, min_new=args.min_new, job_id=args.job_id)
