@@ -58,6 +58,11 @@ SUPPORTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")
 #: decoded pixels allowed by default (the API passes `Settings.max_image_pixels`)
 DEFAULT_MAX_PIXELS = 25_000_000
 
+#: Start-of-scan markers a JPEG may hold. Every scan is decoded in full, even for a reduced `draft`, so a
+#: small file repeating one scan cost seconds of CPU per 1,000; a camera's or browser's progressive JPEG
+#: has about 10 (its thumbnail, or an MPO's second picture, a few more).
+MAX_JPEG_SCANS = 100
+
 
 _OTHER_SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"GIF87a", "GIF"),
@@ -170,6 +175,11 @@ def open_image(data: bytes, max_pixels: int | None, *, draft_to: int | None = No
         raise ImageTooLargeError(
             f"The image is {width}x{height} pixels, more than the limit of {max_pixels:,}: "
             "upload a smaller image."
+        )
+    if im.format in ("JPEG", "MPO") and data.count(b"\xff\xda") > MAX_JPEG_SCANS:  # (0xFF in scan data is
+        raise UnreadableImageError(  # stuffed as FF 00: FF DA is a marker)
+            f"The JPEG holds more than {MAX_JPEG_SCANS} scans, far more than a photo has: save it again as a "
+            "plain JPEG or PNG and upload that."
         )
     try:
         if draft_to is not None and im.format in ("JPEG", "MPO"):  # MPO: a phone camera's JPEG

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from digitlab.api.schemas import drawing_key
+
 from .conftest import assert_error, draw_digit
 
 
@@ -282,9 +284,10 @@ def test_one_drawing_is_one_record_however_many_strokes(client, admin):
     second = predict(client, draw_digit(pen="#aa0000"), model="svm", drawing_id=drawing, source="ui")
     assert second["id"] == first["id"]
     row = client.get(f"/api/v1/predictions/{first['id']}", headers=admin).json()
-    assert row["drawing_id"] == drawing and row["uid"] == second["uid"] and row["pen_color"] is None
+    key = drawing_key(None, drawing)  # (the stored key, made as a session's is)
+    assert row["drawing_id"] == key and row["uid"] == second["uid"] and row["pen_color"] is None
     items = client.get("/api/v1/predictions", params={"model": "svm", "page_size": 500}, headers=admin).json()["items"]
-    assert [i["id"] for i in items].count(first["id"]) == 1 and sum(i["drawing_id"] == drawing for i in items) == 1
+    assert [i["id"] for i in items].count(first["id"]) == 1 and sum(i["drawing_id"] == key for i in items) == 1
     assert _metric(client, "digitlab_predictions_total", model="svm") == before + 1
     assert _metric(client, "digitlab_drawing_updates_total", model="svm") >= 1
     r = client.post(f"/api/v1/predictions/uid/{second['uid']}/feedback", json={"true_digit": 7})
@@ -311,6 +314,11 @@ def test_a_drawing_id_belongs_to_its_session(client, admin):
         assert r.status_code == 200, r.text
         numbers.append(r.json()["id"])
     assert numbers[0] != numbers[1]
+    # the stored key of alice's drawing, sent without a session, is not alice's drawing
+    stolen = predict(client, draw_digit(pen="#aa0000"), model="svm", drawing_id=row["drawing_id"])
+    assert stolen["id"] != alice["id"]
+    row = client.get(f"/api/v1/predictions/{alice['id']}", headers=admin).json()
+    assert (row["uid"], row["session_id"], row["drawn_digit"]) == (again["uid"], "alice", 7)
 
 
 def test_not_a_digit_is_an_answer(client, admin):

@@ -129,11 +129,11 @@ class ImageOptions(BaseModel):
 def drawing_key(session_id: str | None, drawing_id: str | None) -> str | None:
     """The stored key of a drawing: the client's `drawing_id` within its `session_id`, so that another
     session sending the same id (two clients numbering their drawings 1, 2, 3...) gets a record of its own
-    instead of replacing this one's picture under its label. 32 hex characters (the column's pattern);
-    the id as sent when there is no session."""
-    if drawing_id is None or not session_id:
-        return drawing_id
-    return hashlib.blake2b(f"{session_id}\0{drawing_id}".encode(), digest_size=16).hexdigest()
+    instead of replacing this one's picture under its label. 32 hex characters (the column's pattern),
+    made the same way without a session: a session's key sent as a bare `drawing_id` took its record."""
+    if drawing_id is None:
+        return None
+    return hashlib.blake2b(f"{session_id or ''}\0{drawing_id}".encode(), digest_size=16).hexdigest()
 
 
 class PredictOptions(ImageOptions):
