@@ -384,6 +384,8 @@ def cases() -> list[Case]:
             content=b'{"true_digit": 7}',
             headers={"content-type": "text/plain"},
         ),
+        Case("feedback-json-without-a-type", 415, "unsupported_media_type", path="/api/v1/predictions/1/feedback",
+             content=b'{"true_digit": 7}'),  # (was 422 "input should be a valid dictionary")
         Case(
             "feedback-as-form",
             415,
@@ -456,7 +458,17 @@ def cases() -> list[Case]:
                 f"history-{name}-unix-number-{raw}", 422, "invalid_fields", method="GET",
                 path=f"/api/v1/predictions?{name}={raw}", admin=True,
             )
-            for name, raw in (("until", "99999999999"), ("since", "-1"), ("since", "1732900000.5"))
+            for name, raw in (("until", "99999999999"), ("since", "-1"), ("since", "1732900000.5"),
+                              ("since", "1.5e10"), ("until", "1.0E9"))  # (2445 and 2001)
+        ),
+        *(
+            Case(  # pydantic's lax int and bool: page=1_0 was page 10, correct=yes was true
+                f"{where}-{query.split('=')[0]}-{name}", 422, "invalid_fields", method="GET",
+                path=f"/api/v1/{where}?{query}", admin=True,
+            )
+            for where in ("predictions", "numbers")
+            for name, query in (("underscore", "page=1_0"), ("plus", "page=%2B1"), ("underscore", "page_size=1_0"),
+                                ("yes", "correct=yes"), ("one", "correct=1"))
         ),
         Case("numbers-since-unix-number", 422, "invalid_fields", method="GET", path="/api/v1/numbers?since=1732900000",
              admin=True),

@@ -134,10 +134,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         body_errors = [e for e in exc.errors() if tuple(e.get("loc", ()))[:1] == ("body",)]
-        if body_errors and media and media != "application/json" and not media.endswith("+json"):
-            _count(request, "unsupported_media_type")  # a JSON body sent as text/plain or a form: say what to send
-            return error_response(415, f"Send the body as JSON (Content-Type: application/json), not {media[:60]}.",
-                                  "unsupported_media_type")  # fmt: skip
+        sent = media or request.headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in request.headers
+        if body_errors and sent and media != "application/json" and not media.endswith("+json"):
+            _count(request, "unsupported_media_type")  # a JSON body sent as text/plain, a form or untyped (it was
+            return error_response(  # "input should be a valid dictionary"): say what to send
+                415, f"Send the body as JSON (Content-Type: application/json), not {media[:60] or 'without a type'}.",
+                "unsupported_media_type",
+            )
         _count(request, "invalid_fields")
         return error_response(422, describe_validation_errors(exc.errors()), "invalid_fields")
 

@@ -20,6 +20,7 @@ from digitlab.api.routes.predictions import (
     PNG_RESPONSE,
     CorrectFilter,
     ModelFilter,
+    PageNumber,
     PlainId,
     SinceFilter,
     Uid,
@@ -102,8 +103,8 @@ async def number_feedback_by_uid(ctx: Ctx, uid: Uid, body: NumberFeedback):
 )
 async def list_numbers(
     ctx: Ctx,
-    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
-    page_size: Annotated[int, Query(ge=1, le=repo.MAX_PAGE_SIZE)] = 50,
+    page: PageNumber = 1,
+    page_size: Annotated[int, PlainId, Query(ge=1, le=repo.MAX_PAGE_SIZE)] = 50,
     model: ModelFilter = None,
     correct: CorrectFilter = None,
     since: SinceFilter = None,

@@ -8,6 +8,7 @@ during an outage -> 503 `database_unavailable`; feedback is queued in the spool 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from datetime import UTC, datetime
 from typing import Annotated, Literal
@@ -62,13 +63,28 @@ def _not_found(prediction_id: int | str) -> ApiError:
 
 #: the filters of a history page (`/predictions`, `/numbers`)
 ModelFilter = Annotated[str | None, Query(max_length=64, pattern=NO_NUL, description="Only this model's answers.")]
-CorrectFilter = Annotated[bool | None, Query(description="Only labelled answers that were right (true) or wrong (false).")]
+
+
+def _true_or_false(value: object) -> object:
+    """`true` or `false`, as documented (pydantic's lax bool also took yes, on, 1, t...)."""
+    if isinstance(value, str) and value.strip().lower() not in ("true", "false"):
+        raise ValueError("must be true or false")
+    return value
+
+
+CorrectFilter = Annotated[bool | None, BeforeValidator(_true_or_false),
+                          Query(description="Only labelled answers that were right (true) or wrong (false).")]  # fmt: skip
+#: a page number or size: ASCII digits only, as path ids (`page=1_0` was page 10)
+PageNumber = Annotated[int, PlainId, Query(ge=1, le=1_000_000, description="The page, from 1.")]
+
+_ISO_DATE = re.compile(r"\s*[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def _iso_time(value: object) -> object:
-    """ISO 8601 only, as documented: pydantic also read a bare number as Unix time, seconds or milliseconds
-    by its size (`until=99999999999`, meant as year 5138, was 1973: an empty page, no error)."""
-    if isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit():
+    """ISO 8601 only, as documented: pydantic also read a number as Unix time, seconds or milliseconds by
+    its size (`until=99999999999`, meant as year 5138, was 1973; `since=1.5e10` the year 2445: an empty page,
+    no error). ISO 8601 begins with the date."""
+    if isinstance(value, str) and not _ISO_DATE.match(value):
         raise ValueError("must be a date or time in ISO 8601, e.g. 2026-11-29 or 2026-11-29T14:30:00Z")
     return value
 
@@ -164,8 +180,8 @@ def feedback_by_uid(ctx: Ctx, uid: Uid, body: FeedbackRequest):
 )
 def list_predictions(
     ctx: Ctx,
-    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
-    page_size: Annotated[int, Query(ge=1, le=500)] = 50,
+    page: PageNumber = 1,
+    page_size: Annotated[int, PlainId, Query(ge=1, le=500)] = 50,
     model: ModelFilter = None,
     correct: CorrectFilter = None,
     since: SinceFilter = None,
