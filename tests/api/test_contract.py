@@ -179,6 +179,24 @@ def test_predict_empty_form_fields_mean_defaults(api, sample_png):
     assert r.status_code == 200, r.text
 
 
+@pytest.mark.parametrize("path", ["/api/v1/predict", "/api/v1/read"])
+def test_the_docs_try_it_out_form_stores_no_made_up_answer(api, admin, sample_png, path):
+    """/docs' "Try it out" fills a form's fields with their examples: with none it made some up (`model=string`,
+    `true_digit=9`), and a newcomer's first try stored a false label. Each optional field's example is now
+    empty (or its default), and that form is a plain request."""
+    form = api.get("/openapi.json").json()["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]
+    fields = {name: prop["example"] for name, prop in form["schema"]["properties"].items() if name != "image"}
+    assert fields and all(value in ("", "api") for value in fields.values()), fields
+    r = api.post(path, files={"image": ("d.png", sample_png, "image/png")}, data=fields)
+    assert r.status_code == 200, r.text
+    if path.endswith("predict"):
+        stored = api.get(f"/api/v1/predictions/{r.json()['id']}", headers=admin).json()
+    else:
+        pages = api.get("/api/v1/numbers", params={"page_size": 500}, headers=admin).json()["items"]
+        (stored,) = [n for n in pages if n["id"] == r.json()["id"]]
+    assert stored["session_id"] is None and stored.get("drawn_digit", stored.get("true_text")) is None, stored
+
+
 def test_predict_uncertain_flag_on_non_digits(api, sample_png):
     """A zig-zag and a '#' are no digits: every model flags them; a clear 7 is not flagged."""
     from PIL import ImageDraw

@@ -33,12 +33,19 @@ router = APIRouter(prefix="/api/v1", tags=["predict"])
 
 
 def image_request_body(form_model: type[BaseModel], json_model: type[BaseModel]) -> dict[str, Any]:
-    """The OpenAPI request body of an image route: a multipart form or JSON with the image in base64."""
+    """The OpenAPI request body of an image route: a multipart form or JSON with the image in base64.
+
+    The form's optional fields show empty in /docs' "Try it out": Swagger UI filled them with made-up values
+    (`model=string`, `true_digit=9`), so a first try stored a false label."""
+    form = form_model.model_json_schema()
+    for name, prop in form["properties"].items():
+        if name != "image" and "default" in prop:
+            prop["example"] = prop["default"] if prop["default"] is not None else ""
     return {
         "required": True,
         "content": {
             "multipart/form-data": {
-                "schema": form_model.model_json_schema(),
+                "schema": form,
                 "encoding": {"image": {"contentType": "image/png, image/jpeg, image/webp, image/bmp"}},
             },
             "application/json": {"schema": json_model.model_json_schema()},
