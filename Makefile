@@ -60,8 +60,8 @@ bench-api: install  ## HTTP benchmark: starts an API server on a free port and d
 bench-soak: install  ## a minute of 64 clients: failures, every prediction stored once, memory of every process
 	$(BIN)/python bench/soak_bench.py --spawn
 
-lint: install
+lint: install  ## ruff check
 	$(BIN)/ruff check src tests bench
 
-clean:
+clean:  ## remove the venv, caches and build output (not data/ or models/)
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -394,3 +394,18 @@ def test_a_run_whose_leaving_hangs_after_sigterm_ends_anyway_with_its_stacks_on_
     stderr = proc.stderr.read()
     assert proc.returncode == 1 and STOP_GRACE - 1 < time.monotonic() - started < STOP_GRACE + 10
     assert stderr.startswith("stopped by signal 15") and "Timeout (0:00:0" in stderr and "in _shutdown" in stderr
+
+
+def test_train_cnn_without_pytorch_says_so_before_preparing_any_data(monkeypatch, tmp_path):
+    """It prepared data for minutes (or tried to download MNIST) before failing on `import torch`."""
+    import importlib.util
+
+    from digitlab.cli.train import train_command
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real_find_spec(name, *a))
+    monkeypatch.setenv("DIGITLAB_MNIST_DIR", str(tmp_path / "no-mnist-here"))  # any data step would fail otherwise
+    monkeypatch.setenv("DIGITLAB_DATA_DIR", str(tmp_path / "data"))
+    with pytest.raises(DigitlabError, match="needs PyTorch"):
+        train_command(["cnn"])
+    assert not (tmp_path / "data").exists()

@@ -43,7 +43,10 @@ def test_not_ready_note_names_training_and_missing_models():
         {"name": "svm", "display_name": "SVM (RBF kernel)", "status": "missing"},
     ]
     note = common.not_ready_note(models)
-    assert "Still training: Random Forest" in note and "Not trained: SVM (RBF kernel)" in note
+    assert "Still training: Random Forest; it joins as soon as it is ready." in note  # (was "they join")
+    assert "Not trained: SVM (RBF kernel)" in note
+    both = common.not_ready_note([*models[:2], {**models[2], "status": "training"}])
+    assert "Still training: Random Forest, SVM (RBF kernel); they join as soon as they are ready." in both
     assert common.not_ready_note(models[:1]) is None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from pathlib import Path
 
@@ -35,6 +36,8 @@ def train_command(
         raise DigitlabError(
             f"unknown model(s) {', '.join(unknown)}: choose from {', '.join([*MODEL_SPECS, *extras])}."
         )
+    if "cnn" in requested and importlib.util.find_spec("torch") is None:  # before minutes of data preparation
+        raise DigitlabError("training the CNN needs PyTorch: pip install -e '.[cnn]' (or pip install torch)")
     started = time.perf_counter()
     if "cnn" in requested:
         train_cnn_with_drawings(settings, limit=limit, jobs=jobs)

@@ -267,7 +267,8 @@ class _Run:
         if len(data.holdout_y) < MIN_HOLDOUT:
             sessions, held = data.counts["sessions"], data.counts["holdout_sessions"]
             if sessions < 2:
-                why = (f"all {counted(len(data.train_y) + len(data.holdout_y), 'labelled drawing')} come from one "
+                total = len(data.train_y) + len(data.holdout_y)
+                why = (f"{'the only labelled drawing comes' if total == 1 else f'all {total:,} labelled drawings come'} from one "
                        "browser session, and a new model is judged on at least "
                        f"{MIN_HOLDOUT} drawings by other people than those it learns from")  # fmt: skip
             else:

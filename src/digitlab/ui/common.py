@@ -378,7 +378,8 @@ def not_ready_note(models: list[dict[str, Any]]) -> str | None:
     missing = [display_name(models, m["name"]) for m in models if m.get("status") == "missing"]
     parts = []
     if training:
-        parts.append(f"Still training: {', '.join(training)}; they join as soon as they are ready.")
+        joins = "they join as soon as they are" if len(training) > 1 else "it joins as soon as it is"
+        parts.append(f"Still training: {', '.join(training)}; {joins} ready.")
     if missing:
         parts.append(f"Not trained: {', '.join(missing)} (`digitlab train`).")
     return " ".join(parts) or None
