@@ -328,6 +328,13 @@ def cases() -> list[Case]:
             files=img(png),
             data={f"field{i}": "x" for i in range(100)},
         ),
+        Case(  # a 2 MB session_id: was 400 "could not be parsed" (Starlette's 1 MB limit on a text part)
+            "multipart-text-field-over-1-mb",
+            422,
+            "invalid_fields",
+            files=img(png),
+            data={"session_id": "s" * 2_000_000},
+        ),
         Case(  # cut off before the closing boundary: was 422 "'image' is required" (the image part was there)
             "multipart-truncated",
             400,

@@ -17,6 +17,7 @@ from digitlab.api.metrics import MODEL_SCOPE_KEY
 from digitlab.api.multipart import MAX_FIELDS, MAX_FILES, Part, boundary_of, parse_plain_form
 from digitlab.api.prediction import Job, resolve_models
 from digitlab.api.schemas import (
+    SESSION_ID_MAX,
     ImageOptions,
     MultiPredictionResult,
     PredictForm,
@@ -101,6 +102,9 @@ async def _parts_from_starlette(request: Request) -> dict[str, Part]:
         if detail.startswith("Too many"):  # a well-formed form over the limits ("could not be parsed" misled)
             raise ApiError(f"{detail.rstrip('.')}: send the image and the few fields of the API only.",
                            "malformed_body") from exc  # fmt: skip
+        if detail.startswith("Part exceeded"):  # a text field over 1 MB (a 2 MB session_id)
+            raise _invalid("Invalid request: a text field is over 1 MB; the API's text fields are short (a "
+                           f"session_id of at most {SESSION_ID_MAX} characters, a colour, a model name).") from exc  # fmt: skip
         raise ApiError(
             "The multipart body could not be parsed: send a form with a file field named 'image'.",
             "malformed_body",
