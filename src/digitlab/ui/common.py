@@ -50,6 +50,9 @@ CSS = """
 .dl-step {text-align:center; font-size:.9rem; color:#41465F;}
 .dl-arrow {text-align:center; font-size:1.8rem; color:#9CA3C7; padding-top:2.4rem;}
 [data-testid="stButtonGroup"] > div {flex-wrap: wrap !important; row-gap: .4rem;}
+/* where the keyboard is: a focused navigation link looked like the current page (the same light fill) */
+a:focus-visible, button:focus-visible, [role="radio"]:focus-visible, [role="tab"]:focus-visible {
+  outline:3px solid #4F46E5 !important; outline-offset:2px;}
 /* History's Numbers table: wider than a phone; it scrolls sideways with a scrollbar you can see, cells on
    one line ("When (UTC)" was cut to "W (U", dates broken into "29 / No / 20 / 19") */
 .st-key-hist_numbers [data-testid="stTable"], .st-key-hist_numbers [data-testid="stTable"] div {overflow-x:auto;
