@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 
@@ -353,6 +354,56 @@ def test_a_database_recreated_empty_is_migrated_again_and_gets_the_spool(
             stored = sorted(conn.scalars(text("SELECT predicted_digit FROM user_predictions")))
         assert stored == [2, 3, 4]  # (the first went with the old tables)
         assert not list((tmp_path / "spool").rglob(REJECTED_FILE))
+        assert store.health() == {"database": "ok", "spool": 0}
+    finally:
+        store.close()
+
+
+def test_a_database_restored_from_before_a_migration_is_migrated_again_and_gets_the_spool(
+    empty_url, open_store, make_record, tmp_path
+):
+    """A dump taken before migration 0010 restored under a running API: every prediction answered meanwhile
+    was set aside in rejected.jsonl for good (a missing column was "the database refused it", not an
+    outage), 805 in 20 s, and the reads were 500s. Now it is an outage: spooled, migrated, replayed."""
+    from sqlalchemy import text
+
+    from digitlab.store.db import head_revision, upgrade
+
+    store = open_store(empty_url, tmp_path / "spool" / "me")
+    try:
+        store.add(make_record(1))
+        with store.engine.begin() as conn:  # the database as it was before 0010
+            conn.exec_driver_sql("ALTER TABLE user_predictions DROP COLUMN uncertain")
+            conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0009'")
+        results = [store.add(make_record(d)) for d in (2, 3, 4)]
+        assert all(r.stored == "spool" for r in results)
+        assert store.wait_drained(timeout=60)
+        with store.engine.connect() as conn:
+            stored = sorted(conn.scalars(text("SELECT predicted_digit FROM user_predictions")))
+            version = conn.scalar(text("SELECT version_num FROM alembic_version"))
+        assert stored == [1, 2, 3, 4] and version == head_revision()
+        assert not list((tmp_path / "spool").rglob(REJECTED_FILE))
+        assert store.health() == {"database": "ok", "spool": 0}
+        upgrade(store.engine)  # (nothing left to do)
+    finally:
+        store.close()
+
+
+def test_records_spooled_while_the_drain_switched_back_are_drained_at_once(open_store, empty_url, make_record, tmp_path):
+    """A write that failed just as the drain thread found the spool empty and switched back to the database
+    was appended after that switch: the thread slept 30 s (its orphan scan) while the worker spooled every
+    prediction with the database up (4,220 of them in a probe)."""
+    from sqlalchemy.exc import OperationalError
+
+    store = open_store(empty_url, tmp_path / "spool" / "me")
+    try:
+        store.add(make_record(1))
+        assert store.wait_drained(timeout=10)
+        time.sleep(0.5)  # the drain thread is asleep (its next scan is 30 s away)
+        store._db_ok = False  # as after `_mark_down`, whose wake the drain thread had already used up
+        store._spool_after_error({"op": "add", "record": make_record(2).to_json()},
+                                 OperationalError("INSERT", {}, Exception("server closed the connection")))  # fmt: skip
+        assert store.wait_drained(timeout=5)  # drained in a moment, not after 30 s
         assert store.health() == {"database": "ok", "spool": 0}
     finally:
         store.close()

@@ -60,15 +60,21 @@ log = logging.getLogger("digitlab.store")
 
 #: SQLSTATEs that mean "not writable right now" although they do not come as OperationalError: a read-only
 #: transaction (25006: a PostgreSQL standby during a failover, or the database set read-only).
-_OUTAGE_SQLSTATES = frozenset({"25006", "42P01"})
-#: 42P01 (above), SQLite's "no such table": the tables are gone (the database was re-created empty, or restored
-#: from a dump without them). An outage too: the store migrates it again and replays its spool into it; each
-#: spooled line was set aside in rejected.jsonl as "refused" before, and /health said `spool: 0`.
+_OUTAGE_SQLSTATES = frozenset({"25006", "42P01", "42703"})
+#: 42P01 and 42703 (above), SQLite's "no such table" and "no such column" / "has no column named": the tables
+#: are gone or older than the code (the database was re-created empty, or restored from a dump taken before a
+#: migration). An outage too: the store migrates it again and replays its spool into it. Each spooled line was
+#: set aside in rejected.jsonl as "refused" before, for good (805 answered predictions in 20 s of a restored
+#: dump), and /health said `spool: 0`.
+_SCHEMA_SQLSTATES = frozenset({"42P01", "42703"})
+_SCHEMA_MESSAGES = ("no such table", "no such column", "has no column named")
 
 
 def schema_missing(exc: BaseException) -> bool:
+    """The database lacks a table or column the code uses: it needs migrating (again)."""
     orig = getattr(exc, "orig", None)
-    return getattr(orig, "sqlstate", None) == "42P01" or "no such table" in str(orig or "")
+    message = str(orig or "")
+    return getattr(orig, "sqlstate", None) in _SCHEMA_SQLSTATES or any(m in message for m in _SCHEMA_MESSAGES)
 
 
 #: a write the database has not answered in this many seconds is spooled (its request answers), and the
@@ -93,6 +99,7 @@ def is_outage(exc: BaseException) -> bool:
             bool(exc.connection_invalidated)
             or isinstance(exc, OperationalError | InterfaceError)
             or getattr(exc.orig, "sqlstate", None) in _OUTAGE_SQLSTATES
+            or schema_missing(exc)
         )
     return isinstance(exc, DisconnectionError | PoolTimeoutError)
 
@@ -247,9 +254,13 @@ class PredictionStore:
         return [AddResult(id, r.uid, "database") for id, r in zip(ids, records, strict=True)]
 
     def _spool_adds(self, records: list[PredictionRecord]) -> list[AddResult]:
-        """Append the records to the spool (the caller holds `_mode_lock`)."""
+        """Append the records to the spool (the caller holds `_mode_lock`). The store is in spool mode while
+        its spool has lines, and the drain thread is told: records skipped by the writer, spooled after the
+        drain had switched back, waited for the next outage."""
         for record in records:
             self.spool.append({"op": "add", "record": record.to_json()})
+        self._spool_mode = True
+        self._wake.set()
         return [AddResult(None, r.uid, "spool") for r in records]
 
     def set_feedback(self, id: int, true_digit: int | None) -> bool:
@@ -311,6 +322,10 @@ class PredictionStore:
         with self._mode_lock:
             self._spool_mode = True
             self.spool.append(op)
+        # the drain thread may have found the spool empty and switched back to database mode between
+        # `_mark_down` and this append, then gone to sleep for 30 s (`orphan_scan_interval`): a worker spooled
+        # 4,220 predictions for 30 s with the database up. Wake it: it drains and switches back.
+        self._wake.set()
 
     # --- read numbers (table read_numbers): spooled like predictions, in the same file --------------------
     def add_number(self, record: NumberRecord) -> AddResult:
