@@ -108,8 +108,15 @@ def test_a_run_killed_half_way_does_not_block_learn_now(two_servers, admin):
     engine = make_engine(url)
     versions = VersionStore(engine)
     dead = versions.create_job_if_idle()
-    versions.start_job(dead, "reading the labelled drawings")  # ...and then the process was killed
+    versions.start_job(dead, "reading the labelled drawings")
+    versions.beat_job(dead)  # (its lock keeper's, on PostgreSQL)
     with servers[0].client() as c:
+        # its heartbeat is fresh: alive, though nobody holds the lock (its connection dropped a moment ago: it
+        # was marked failed while it trained on, and "Learn now" started a second run)
+        assert c.get(f"/api/v1/learn/{dead}").json()["status"] == "running"
+        assert_error(c.post("/api/v1/learn", headers=admin), 409, "learning_busy")
+        with engine.begin() as conn:  # ...and then the process was killed: no beat since
+            conn.execute(update(JOBS).where(JOBS.c.id == dead).values(heartbeat_at=utc_now() - timedelta(minutes=1)))
         assert c.get(f"/api/v1/learn/{dead}").json()["status"] == "failed"  # said "running" at 0 % for ever
         r = c.post("/api/v1/learn", headers=admin)
         assert r.status_code == 202, r.text

@@ -44,3 +44,27 @@ def test_a_job_queued_to_a_process_that_never_began_is_failed_after_a_minute(sto
     job = store.versions.job(fresh)
     assert job["status"] == "failed" and "never started" in job["message"]
     assert store.versions.create_job_if_idle() is not None  # "Learn now" works again at once
+
+
+def test_a_running_job_with_a_fresh_heartbeat_is_alive_though_the_lock_is_free(store):
+    """A dropped lock connection frees the learning lock on the server until the run takes it back (up to
+    5 s): a status request then marked the job failed while it trained on, and "Learn now" started a second
+    run. A run beats while it holds the lock; a job silent for DEAD_AFTER with the lock free is dead."""
+    from digitlab.store.versions import DEAD_AFTER
+
+    job = store.versions.create_job_if_idle()
+    store.versions.start_job(job, "refitting")
+    assert store.versions.alive_job() is None  # (no beat: a run on SQLite, whose file lock cannot drop)
+    store.versions.beat_job(job)  # its lock keeper's first beat (PostgreSQL)
+    assert store.versions.alive_job() == job
+    assert store.versions.fail_interrupted_jobs() == 0 and store.versions.job(job)["status"] == "running"
+    assert store.versions.create_job_if_idle() is None  # and no second run
+    with store.engine.begin() as conn:  # killed: no beat since
+        conn.execute(update(JOBS).where(JOBS.c.id == job).values(heartbeat_at=utc_now() - DEAD_AFTER - timedelta(seconds=1)))
+    assert store.versions.alive_job() is None
+    store.versions.beat_job(job)  # (a beat makes it alive again)
+    assert store.versions.alive_job() == job
+    with store.engine.begin() as conn:
+        conn.execute(update(JOBS).where(JOBS.c.id == job).values(heartbeat_at=utc_now() - DEAD_AFTER - timedelta(seconds=1)))
+    assert store.versions.fail_interrupted_jobs() == 1
+    assert store.versions.job(job)["status"] == "failed"

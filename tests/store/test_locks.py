@@ -53,6 +53,20 @@ def test_the_lock_is_taken_again_after_its_connection_dropped(engine, admin_conn
         pass
 
 
+def test_the_held_lock_beats_while_held_and_after_it_is_taken_again(engine, admin_connect, monkeypatch):
+    """The run's heartbeat (`VersionStore.beat_job`): every check that finds the lock held, and at once when
+    the lock is taken back after its connection dropped."""
+    monkeypatch.setattr(db, "KEEP_SECONDS", 0.1)
+    beats = []
+    with exclusive(engine, "digitlab learn", keep=True) as held:
+        held.beat = lambda: beats.append(held.conn)
+        _until(lambda: len(beats) >= 3)
+        first = held.conn
+        _terminate(admin_connect, _pid(first))
+        _until(lambda: beats[-1] is not first)  # beating on the new connection
+        held.check()
+
+
 def test_a_run_whose_lock_was_taken_meanwhile_stops(engine, admin_connect, monkeypatch):
     monkeypatch.setattr(db, "KEEP_SECONDS", 1.0)
     other = engine.connect().execution_options(isolation_level="AUTOCOMMIT")

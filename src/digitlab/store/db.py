@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from alembic import command
@@ -50,6 +50,7 @@ class HeldLock:
     def __init__(self, engine: Engine | None = None, conn=None, what: str = "") -> None:
         self.engine, self.conn, self.what = engine, conn, what
         self.lost = ""
+        self.beat: Callable[[], None] | None = None  # called after each check that found the lock held
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -57,6 +58,11 @@ class HeldLock:
         """Raise BusyError when another run took the lock while this one's connection was down."""
         if self.lost:
             raise BusyError(self.lost)
+
+    @property
+    def keeping(self) -> bool:
+        """Checked by a thread (PostgreSQL): the lock can drop with its connection, and be taken back."""
+        return self._thread is not None
 
     def keep(self) -> None:
         self._thread = threading.Thread(target=self._keep, name="digitlab-lock-keeper", daemon=True)
@@ -66,6 +72,7 @@ class HeldLock:
         while not self._stop.wait(KEEP_SECONDS) and not self.lost:
             try:
                 self.conn.scalar(text("SELECT 1"))
+                self._beat()
                 continue
             except SQLAlchemyError:
                 pass  # the connection is gone, and the lock with it: take it again
@@ -77,10 +84,16 @@ class HeldLock:
                 old, self.conn = self.conn, conn
                 with contextlib.suppress(SQLAlchemyError):
                     old.close()
+                self._beat()
             else:
                 conn.close()
                 self.lost = (f"another {self.what} took over while this one's database connection was down: "
                              "this one stops without promoting anything")  # fmt: skip
+
+    def _beat(self) -> None:
+        if self.beat is not None:
+            with contextlib.suppress(SQLAlchemyError):  # (the next check tries again)
+                self.beat()
 
     def release(self) -> None:
         """Stop the checks and free the lock; a connection already dropped has freed it on the server."""

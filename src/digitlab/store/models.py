@@ -102,6 +102,7 @@ class LearnJob(Base):
     progress: Mapped[float] = mapped_column(Float, server_default=text("0"))
     message: Mapped[str | None] = mapped_column(Text)
     result: Mapped[str | None] = mapped_column(Text)  # JSON summary
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)  # a running run's last sign of life (0011)
 
 
 VERSIONS = ModelVersion.__table__

@@ -29,6 +29,9 @@ STALE_QUEUED = timedelta(minutes=10)
 #: a queued job whose process has not begun this long after it was created, while no run holds the learning
 #: lock, never will (a run takes the lock within seconds of its start)
 NEVER_STARTED = timedelta(seconds=60)
+#: a running job whose run has not said it is alive for this long is dead once the learning lock is free (its
+#: lock keeper beats every `db.KEEP_SECONDS`, 5 s; a dropped lock connection frees the lock for up to 5 s)
+DEAD_AFTER = timedelta(seconds=30)
 _JOB_LOCK = 0x6A_6F_62_73  # "jobs": pg_advisory_xact_lock key while a job is created
 
 
@@ -215,14 +218,15 @@ class VersionStore:
             return conn.scalars(query.limit(1)).first()
 
     def fail_interrupted_jobs(self, never_started: timedelta = NEVER_STARTED) -> int:
-        """Mark jobs still 'running', and jobs still 'queued' `never_started` after they were created, as failed:
-        called while holding the learning lock, so no run is alive; those were killed half-way, or their
-        process never began (it died at start, or the request that queued one was answered 503 while the
-        database hung and the row arrived after: it blocked "Learn now" with 409 for 10 minutes). Returns how
-        many."""
+        """Mark jobs still 'running' with no heartbeat for `DEAD_AFTER`, and jobs still 'queued' `never_started`
+        after they were created, as failed: called while holding the learning lock, so no run holds it; those
+        were killed half-way, or their process never began (it died at start, or the request that queued one
+        was answered 503 while the database hung and the row arrived after: it blocked "Learn now" with 409
+        for 10 minutes). A running job whose heartbeat is fresh is alive, its lock's connection just dropped
+        (the lock is free on the server until the run takes it back). Returns how many."""
         now = utc_now()
         with self.engine.begin() as conn:
-            killed = conn.execute(update(JOBS).where(JOBS.c.status == "running").values(
+            killed = conn.execute(update(JOBS).where((JOBS.c.status == "running") & self._silent(now)).values(
                 status="failed", message="interrupted (the process ended before it finished)", finished_at=now,
             )).rowcount  # fmt: skip
             unstarted = conn.execute(
@@ -232,9 +236,24 @@ class VersionStore:
             ).rowcount  # fmt: skip
         return killed + unstarted
 
+    @staticmethod
+    def _silent(now):
+        """Jobs with no heartbeat for DEAD_AFTER (none at all: a run on SQLite, whose file lock cannot drop)."""
+        return JOBS.c.heartbeat_at.is_(None) | (JOBS.c.heartbeat_at < now - DEAD_AFTER)
+
+    def alive_job(self) -> str | None:
+        """A running job whose heartbeat is fresh (its run is alive, whatever the lock says), or None."""
+        query = select(JOBS.c.id).where((JOBS.c.status == "running") & ~self._silent(utc_now()))
+        with self.engine.connect() as conn:
+            return conn.scalars(query.limit(1)).first()
+
     def start_job(self, job_id: str, message: str) -> None:
         """The job is running from now on."""
         self.update_job(job_id, status="running", started_at=utc_now(), message=message)
+
+    def beat_job(self, job_id: str) -> None:
+        """The job's run is alive (its lock keeper calls this every few seconds)."""
+        self.update_job(job_id, heartbeat_at=utc_now())
 
     def finish_job(self, job_id: str, status: str, message: str, result: dict | None = None) -> None:
         """The job ended now: `status` done or failed, with its last message (and, when done, its result)."""
@@ -255,7 +274,7 @@ class VersionStore:
         if row is None:
             return None
         data = dict(row._mapping)
-        for key in ("created_at", "started_at", "finished_at"):
+        for key in ("created_at", "started_at", "finished_at", "heartbeat_at"):
             data[key] = data[key].replace(tzinfo=UTC).isoformat() if data[key] else None
         data["result"] = json.loads(data["result"]) if data["result"] else None
         return data

@@ -181,6 +181,9 @@ class _Run:
         self.promoted_at_start: dict = {}  # {name: (version, sha256)} when the run began (`_judge`)
         self.real: tuple[np.ndarray, np.ndarray] | None = None  # the third bar's images (`_real_handwriting`)
         self.lock = lock  # the learning lock this run holds (`check` before each step and each version stored)
+        lock.beat = lambda: versions.beat_job(job_id)  # alive, whatever the lock's connection went through
+        if lock.keeping:  # (PostgreSQL; SQLite's file lock cannot drop: a free lock there is a dead run)
+            versions.beat_job(job_id)
 
     def tracked(self, names: list[str], min_new: int) -> list[Outcome]:
         """`all`, with the job's status kept up to date (failed, with the reason, if anything raises)."""

@@ -60,7 +60,10 @@ def _clear_dead_runs(store) -> int:
     """Jobs still "running" while nobody holds the learning lock belong to a run that was killed (SIGKILL,
     a reboot, an evicted pod), and jobs queued over a minute ago to a process that never began: marked
     failed, so that "Learn now" works again (it answered 409 for ever, then for 10 minutes). How many were
-    cleared."""
+    cleared. A run whose heartbeat is fresh is alive even when the lock is free (its connection dropped and it
+    takes the lock back within seconds): it was marked failed while it trained on, and a second run went."""
+    if store.versions.alive_job() is not None:  # (and taking the lock now could take it from that run)
+        return 0
     try:
         with exclusive(store.engine, "digitlab learn"):
             return store.versions.fail_interrupted_jobs()
