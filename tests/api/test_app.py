@@ -721,3 +721,21 @@ def test_learn_now_can_name_the_models(tmp_path, served_model_dir, monkeypatch):
         assert not argvs  # nothing started
         job = c.post("/api/v1/learn", headers=admin, json={"models": ["svm_pca", "svm", "svm_pca"]}).json()["job_id"]
         assert argvs == [[*argvs[0][:3], "learn", "--job-id", job, "svm_pca", "svm"]]
+
+
+def test_the_api_log_lines_start_with_their_time():
+    """During an outage the order of events across workers could not be told from the log (no times)."""
+    import logging
+    import re
+
+    from uvicorn.logging import AccessFormatter, DefaultFormatter
+
+    from digitlab.api.server import log_config
+
+    for name, config in log_config()["formatters"].items():
+        kind = AccessFormatter if name == "access" else DefaultFormatter
+        formatter = kind(fmt=config["fmt"], datefmt=config.get("datefmt"), use_colors=False)
+        args = ("1.2.3.4:5", "GET", "/", "1.1", 200) if name == "access" else None
+        record = logging.LogRecord("uvicorn.access" if args else "digitlab.store", logging.WARNING, __file__, 1,
+                                   '%s - "%s %s HTTP/%s" %d' if args else "database unavailable", args, None)  # fmt: skip
+        assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING: ", formatter.format(record)), name

@@ -23,10 +23,14 @@ APP = "digitlab.api.main:create_app"
 def log_config() -> dict:
     """uvicorn's logging, plus the `digitlab` loggers on the same handler (INFO and up). python-multipart
     warns of every malformed body (the client gets a 400 for it) as a bare line on stderr, which anyone
-    could repeat at will: only its errors are logged."""
+    could repeat at will: only its errors are logged. Every line starts with its time (to the ms): the order of
+    events across workers during an outage could not be told from the log."""
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
+    for formatter in config["formatters"].values():
+        formatter["fmt"] = "%(asctime)s " + formatter["fmt"]
+        formatter["datefmt"] = None  # ISO-like with milliseconds: 2026-11-30 02:41:59,123
     config["loggers"]["digitlab"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     config["loggers"]["python_multipart"] = {"handlers": ["default"], "level": "ERROR", "propagate": False}
     return config
