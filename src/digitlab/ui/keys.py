@@ -8,6 +8,13 @@ Enter on an answer only act once the person has picked it with the keyboard sinc
 group: an arrow key, Home/End, or the digit typed ("7" moves to the 7). Before that, the keys are held back
 and a hint says how to choose. A mouse click or a tap acts at once, as before.
 
+**An answer waits for the last stroke's reading.** The canvas reports a stroke about 200 ms after the pen
+is lifted; until then the answers on the page are the previous picture's. An answer clicked in that moment
+(the pen lifted and the answer clicked at once) was saved on the half-drawn picture: a 4 missing its last
+stroke stored as "you drew 4", counted as the model's mistake, on every model on Compare. Clicks and taps on
+the answers are held back while a stroke is drawn and for `STROKE_SETTLE_MS` after it, with a hint to choose
+again when the new answer shows.
+
 **Enter confirms "What did you write?".** Number's answer box is no form (what is typed must reach the page
 when the box loses focus, so the next reading can keep it: `views/number.py`), and Enter in a lone text box
 only hands its text over. Enter there now also clicks the box's Confirm button, once its text is handed over:
@@ -24,6 +31,11 @@ ANSWER_GROUPS = ('[class*="st-key-fb_"]', '[class*="st-key-cmp_fb_"]')
 PICK_HINT = "Pick your answer first: arrow keys or type the digit, then Space or Enter."
 #: the answers' help says it too
 PICK_HELP = "With the keyboard: pick an answer with the arrow keys or by typing the digit, then press Space."
+#: how long after the pen is lifted an answer is held back (the canvas reports after ~200 ms; a click 300 ms
+#: after was already the new picture's)
+STROKE_SETTLE_MS = 600
+#: the hint shown then
+SETTLE_HINT = "One moment: your last stroke is being read. Choose your answer when the new one shows."
 #: Number's answer box and its button (`views/number.py`: `num_form_<key>` holds `num_confirm_<key>`)
 ENTER_FORM = '[class*="st-key-num_form_"]'
 ENTER_BUTTON = '[class*="st-key-num_confirm_"] button'
@@ -94,6 +106,33 @@ _ANSWER_KEYS = """<script>
 })();
 </script>"""
 
+_STROKE_SETTLES = """<script>
+(() => {
+  if (window.__dlStrokeSettles) return;
+  window.__dlStrokeSettles = true;
+  const GROUP = %(groups)s.join(", ");
+  const HINT = %(hint)s;
+  let drawing = false, lifted = 0;
+  const onCanvas = (e) => e.composedPath().some(n => n instanceof HTMLCanvasElement);
+  window.addEventListener("pointerdown", (e) => { if (onCanvas(e)) drawing = true; }, true);
+  const lift = () => { if (drawing) { drawing = false; lifted = Date.now(); } };
+  window.addEventListener("pointerup", lift, true);
+  window.addEventListener("pointercancel", lift, true);
+  const busy = () => drawing || Date.now() - lifted < %(settle)d;
+  for (const type of ["pointerdown", "mousedown", "touchstart", "pointerup", "mouseup", "touchend", "click"]) {
+    window.addEventListener(type, (e) => {
+      const group = e.target instanceof Element ? e.target.closest(GROUP) : null;
+      if (!group || !busy()) return;
+      e.preventDefault();
+      e.stopImmediatePropagation();
+      const radios = group.querySelector('[role="radiogroup"]') || group;
+      radios.setAttribute("data-dl-pick-hint", HINT);
+      setTimeout(() => radios.removeAttribute("data-dl-pick-hint"), 4000);
+    }, true);
+  }
+})();
+</script>"""
+
 _ENTER_CONFIRMS = """<script>
 (() => {
   if (window.__dlEnterConfirms) return;
@@ -114,6 +153,9 @@ _ENTER_CONFIRMS = """<script>
 </script>"""
 
 
-SCRIPTS = _ANSWER_KEYS % {"groups": json.dumps(list(ANSWER_GROUPS)), "hint": json.dumps(PICK_HINT)} + (
-    _ENTER_CONFIRMS % {"form": json.dumps(ENTER_FORM), "button": json.dumps(ENTER_BUTTON)}
+SCRIPTS = (
+    _ANSWER_KEYS % {"groups": json.dumps(list(ANSWER_GROUPS)), "hint": json.dumps(PICK_HINT)}
+    + _STROKE_SETTLES
+    % {"groups": json.dumps(list(ANSWER_GROUPS)), "hint": json.dumps(SETTLE_HINT), "settle": STROKE_SETTLE_MS}
+    + _ENTER_CONFIRMS % {"form": json.dumps(ENTER_FORM), "button": json.dumps(ENTER_BUTTON)}
 )
