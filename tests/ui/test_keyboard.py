@@ -14,6 +14,7 @@ from ui_browser import (
     CANVAS,
     PREDICTION,
     canvas_box,
+    current_drawing,
     draw_digit,
     mouse_stroke,
     no_traceback,
@@ -130,4 +131,21 @@ def test_an_answer_clicked_as_the_pen_lifts_is_not_saved_on_the_previous_picture
     wait_idle(page, settle=1.0)
     assert _record(api_server.url, half_id)["drawn_digit"] is None  # the half-drawn 4 got no answer
     expect(page.get_by_text(re.compile(r"Saved: you drew"))).to_have_count(0)
+    no_traceback(page)
+
+
+def test_undo_clicked_as_the_pen_lifts_takes_back_that_stroke_only(desktop, ui_server, api_server):
+    """Undo clicked before the canvas had reported the stroke took back two (that one, unknown to the page,
+    and the one before): it is carried out once the stroke is reported."""
+    page = desktop
+    open_page(page, ui_server.url, "", ready=CANVAS)
+    box = canvas_box(page)
+    draw_digit(page, 4)
+    wait_new_prediction(page, None)
+    wait_idle(page, settle=1.0)
+    four = current_drawing(page)  # (the whole 4's reading)
+    mouse_stroke(page, [(0.1, 0.95), (0.9, 0.95)], box)  # a stroke too many, and Undo at once
+    page.locator(".st-key-draw_undo button").first.click()
+    wait_idle(page, settle=1.5)
+    assert current_drawing(page) == four  # the 4 again, not its first stroke
     no_traceback(page)

@@ -13,7 +13,9 @@ is lifted; until then the answers on the page are the previous picture's. An ans
 (the pen lifted and the answer clicked at once) was saved on the half-drawn picture: a 4 missing its last
 stroke stored as "you drew 4", counted as the model's mistake, on every model on Compare. Clicks and taps on
 the answers are held back while a stroke is drawn and for `STROKE_SETTLE_MS` after it, with a hint to choose
-again when the new answer shows.
+again when the new answer shows. Undo, Clear and a page link clicked in that moment are carried out once it
+has passed: Undo took back two strokes (the unreported one and the one before), and leaving the page lost
+the stroke.
 
 **Enter confirms "What did you write?".** Number's answer box is no form (what is typed must reach the page
 when the box loses focus, so the next reading can keep it: `views/number.py`), and Enter in a lone text box
@@ -34,6 +36,10 @@ PICK_HELP = "With the keyboard: pick an answer with the arrow keys or by typing 
 #: how long after the pen is lifted an answer is held back (the canvas reports after ~200 ms; a click 300 ms
 #: after was already the new picture's)
 STROKE_SETTLE_MS = 600
+#: what is deferred rather than refused then: the canvas tools (`canvas.py`: `<page>_undo`, `<page>_clear`)
+#: and the page links
+DEFERRED = ('[class*="_undo"] button', '[class*="_clear"] button', '[data-testid="stTopNavLink"]',
+            '[data-testid="stSidebarNavLink"]')  # fmt: skip
 #: the hint shown then
 SETTLE_HINT = "One moment: your last stroke is being read. Choose your answer when the new one shows."
 #: Number's answer box and its button (`views/number.py`: `num_form_<key>` holds `num_confirm_<key>`)
@@ -111,6 +117,7 @@ _STROKE_SETTLES = """<script>
   if (window.__dlStrokeSettles) return;
   window.__dlStrokeSettles = true;
   const GROUP = %(groups)s.join(", ");
+  const DEFERRED = %(deferred)s.join(", ");
   const HINT = %(hint)s;
   let drawing = false, lifted = 0;
   const onCanvas = (e) => e.composedPath().some(n => n instanceof HTMLCanvasElement);
@@ -119,12 +126,28 @@ _STROKE_SETTLES = """<script>
   window.addEventListener("pointerup", lift, true);
   window.addEventListener("pointercancel", lift, true);
   const busy = () => drawing || Date.now() - lifted < %(settle)d;
+  let replaying = null;  // the deferred click being carried out: it goes through
   for (const type of ["pointerdown", "mousedown", "touchstart", "pointerup", "mouseup", "touchend", "click"]) {
     window.addEventListener(type, (e) => {
-      const group = e.target instanceof Element ? e.target.closest(GROUP) : null;
-      if (!group || !busy()) return;
+      const el = e.target instanceof Element ? e.target : null;
+      if (!el || !busy()) return;
+      const group = el.closest(GROUP);
+      const later = group ? null : el.closest(DEFERRED);
+      if (!group && !later) return;
+      if (later && later === replaying) return;
       e.preventDefault();
       e.stopImmediatePropagation();
+      if (later) {  // carried out once the stroke has been reported
+        if (type === "click") {
+          const again = () => {
+            if (busy()) { setTimeout(again, 100); return; }
+            if (!later.isConnected) return;
+            replaying = later; later.click(); replaying = null;
+          };
+          setTimeout(again, 100);
+        }
+        return;
+      }
       const radios = group.querySelector('[role="radiogroup"]') || group;
       radios.setAttribute("data-dl-pick-hint", HINT);
       setTimeout(() => radios.removeAttribute("data-dl-pick-hint"), 4000);
@@ -156,6 +179,7 @@ _ENTER_CONFIRMS = """<script>
 SCRIPTS = (
     _ANSWER_KEYS % {"groups": json.dumps(list(ANSWER_GROUPS)), "hint": json.dumps(PICK_HINT)}
     + _STROKE_SETTLES
-    % {"groups": json.dumps(list(ANSWER_GROUPS)), "hint": json.dumps(SETTLE_HINT), "settle": STROKE_SETTLE_MS}
+    % {"groups": json.dumps(list(ANSWER_GROUPS)), "deferred": json.dumps(list(DEFERRED)),
+       "hint": json.dumps(SETTLE_HINT), "settle": STROKE_SETTLE_MS}
     + _ENTER_CONFIRMS % {"form": json.dumps(ENTER_FORM), "button": json.dumps(ENTER_BUTTON)}
 )
