@@ -213,6 +213,25 @@ def test_number_a_typed_correction_outlives_the_next_reading(fake):
     assert api.number_feedback_calls == [(102, "568")], api.number_feedback_calls
 
 
+def test_number_a_typed_correction_outlives_a_visit_to_another_page(fake):
+    """Typed 388 over the reading 38, a look at Models, back: the box said 38 again (Streamlit drops a
+    widget's state while another page shows), so Confirm would have saved the reading."""
+    api, canvas, open_page = fake
+    first = png(840, 280)
+    api.readings = {first: "38"}
+    canvas.set("number", first, drawing_id="n1")
+    at = open_page("number")
+    _typed(at).set_value("388").run()
+    at.switch_page("views/models.py")  # a look at Models (Streamlit drops the box's state meanwhile)
+    at.run()
+    at.switch_page("views/number.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert _typed(at).value == "388"
+    _confirm(at)
+    assert [text for _, text in api.number_feedback_calls] == ["388"], api.number_feedback_calls
+
+
 def test_number_an_untouched_answer_follows_the_reading(fake):
     api, canvas, open_page = fake
     first, second = png(840, 280), png(840, 280, shade=3)

@@ -88,6 +88,8 @@ def _offer_reading(answer: dict, key: str, done) -> str | None:
     reading = answer.get("text") or ""
     offered = st.session_state.get(offered_key)
     typed = st.session_state.get(box)
+    if typed is None and f"num_typed_{key}" in st.session_state:  # the box's state went with a visit to
+        typed = st.session_state[box] = st.session_state[f"num_typed_{key}"]  # another page: typed 388 became 38
     st.session_state[offered_key] = reading
     if done:  # confirmed (or waiting to be sent): the box holds the answer
         if typed is None:
@@ -103,6 +105,11 @@ def _offer_reading(answer: dict, key: str, done) -> str | None:
         return (f":material/edit_note: Kept what you typed, **{common.esc(typed)}**; the new reading is "
                 f"**{reading or '–'}**. Confirm saves what is in the box.")  # fmt: skip
     return None
+
+
+def _remember_typed(key: str) -> None:
+    """What the person typed, kept beside the box: Streamlit drops a widget's state while another page shows."""
+    st.session_state[f"num_typed_{key}"] = st.session_state.get(f"num_truth_{key}")
 
 
 def _send(answer: dict, key: str, truth: str) -> str:
@@ -161,6 +168,7 @@ def feedback(answer: dict, key: str) -> None:
     # Enter in the box clicks Confirm (`keys`: a lone text box's Enter only hands its text over)
     with st.container(horizontal=True, vertical_alignment="bottom", gap="small", key=f"num_form_{key}"):
         st.text_input("What did you write? (digits only)", max_chars=32, key=f"num_truth_{key}",
+                      on_change=_remember_typed, args=(key,),
                       help="Digits only; Enter or Confirm saves your answer with the reading.")  # fmt: skip
         sent = st.button("Confirm", icon=":material/check:", key=f"num_confirm_{key}")
     if note:
