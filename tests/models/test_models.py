@@ -1,4 +1,5 @@
 import json
+import shutil
 import subprocess
 import sys
 
@@ -83,6 +84,16 @@ def test_registry_statuses(tiny_model_dir, tmp_path):
     empty.load_all()
     assert empty.status()["svm"] == "training"
     assert empty.status()["extra_trees"] == "missing"
+    # trained since the last scan: still "training" until it is loaded (it said "missing" for a few seconds)
+    (tmp_path / "svm.training").unlink()
+    for suffix in (".joblib", ".json"):
+        shutil.copy(tiny_model_dir / f"random_forest{suffix}", tmp_path / f"random_forest{suffix}")
+    assert empty.status()["random_forest"] == "training" and empty.status()["svm"] == "missing"
+    empty.load_all()
+    assert empty.status()["random_forest"] == "ready"
+    (tmp_path / "svm.json").write_text("{broken")  # files that fail to load are not "training"
+    empty.load_all()
+    assert empty.status()["svm"] == "missing"
 
 
 def test_evaluate_cli_json(tiny_model_dir, mnist_dir, monkeypatch):

@@ -223,11 +223,16 @@ class ModelRegistry:
         for name in MODEL_SPECS:
             if name in self._models:
                 out[name] = "ready"
-            elif is_training(name, self.model_dir):
+            elif is_training(name, self.model_dir) or self._just_trained(name):
                 out[name] = "training"
             else:
                 out[name] = "missing"
         return out
+
+    def _just_trained(self, name: str) -> bool:
+        """Its files are there and have not failed to load: trained, picked up at the next scan (within
+        seconds). Between the training's end and that scan the model said "missing" ("Not trained yet")."""
+        return name not in self._errors and (self.model_dir / f"{name}.json").exists()
 
     def errors(self) -> dict[str, str]:
         return dict(self._errors)
