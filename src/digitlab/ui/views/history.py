@@ -260,7 +260,8 @@ def numbers_section(models: list[dict], f: dict[str, Any] | None = None) -> None
     with st.container(key="hist_numbers"):  # (common.CSS: on a phone it scrolls sideways, with a scrollbar)
         st.table(pd.DataFrame(rows), hide_index=True)  # a plain table: a handful of short rows; the id last
     caption = common.counted_caption(1, len(items), total, "number")
-    st.caption(caption.replace(" · ", " match the filters above · ", 1) if filtered else caption)
+    verb = " matches" if total == 1 else " match"  # ("1 number match the filters above")
+    st.caption(caption.replace(" · ", f"{verb} the filters above · ", 1) if filtered else caption)
 
 
 def export_button() -> None:
