@@ -367,14 +367,12 @@ def test_a_database_restored_from_before_a_migration_is_migrated_again_and_gets_
     outage), 805 in 20 s, and the reads were 500s. Now it is an outage: spooled, migrated, replayed."""
     from sqlalchemy import text
 
-    from digitlab.store.db import head_revision, upgrade
+    from digitlab.store.db import downgrade, head_revision, upgrade
 
     store = open_store(empty_url, tmp_path / "spool" / "me")
     try:
         store.add(make_record(1))
-        with store.engine.begin() as conn:  # the database as it was before 0010
-            conn.exec_driver_sql("ALTER TABLE user_predictions DROP COLUMN uncertain")
-            conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0009'")
+        downgrade(store.engine, "0009")  # the database as it was before 0010 (a dump restored under the API)
         results = [store.add(make_record(d)) for d in (2, 3, 4)]
         assert all(r.stored == "spool" for r in results)
         assert store.wait_drained(timeout=60)
