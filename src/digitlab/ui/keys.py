@@ -121,7 +121,10 @@ _STROKE_SETTLES = """<script>
   const HINT = %(hint)s;
   let drawing = false, lifted = 0;
   const onCanvas = (e) => e.composedPath().some(n => n instanceof HTMLCanvasElement);
-  window.addEventListener("pointerdown", (e) => { if (onCanvas(e)) drawing = true; }, true);
+  window.addEventListener("pointerdown", (e) => {
+    if (onCanvas(e)) { drawing = true; return; }
+    if (drawing) { drawing = false; lifted = Date.now(); }  // a pointer-up we did not see (the canvas rebuilt)
+  }, true);
   const lift = () => { if (drawing) { drawing = false; lifted = Date.now(); } };
   window.addEventListener("pointerup", lift, true);
   window.addEventListener("pointercancel", lift, true);
@@ -139,10 +142,17 @@ _STROKE_SETTLES = """<script>
       e.stopImmediatePropagation();
       if (later) {  // carried out once the stroke has been reported
         if (type === "click") {
+          // the same control after the page's next run (a rerun may have rebuilt it): by its key or its link
+          const keyed = [...(later.closest('[class*="st-key-"]')?.classList || [])].find(c => c.startsWith("st-key-"));
+          const href = later.getAttribute("href");
+          const find = () => later.isConnected ? later
+            : keyed ? document.querySelector(`.${CSS.escape(keyed)} button`)
+            : href ? document.querySelector(`a[href="${CSS.escape(href)}"]`) : null;
           const again = () => {
             if (busy()) { setTimeout(again, 100); return; }
-            if (!later.isConnected) return;
-            replaying = later; later.click(); replaying = null;
+            const target = find();
+            if (!target) return;
+            replaying = target; target.click(); replaying = null;
           };
           setTimeout(again, 100);
         }
