@@ -290,18 +290,30 @@ def _identify_any(data: bytes) -> str | None:
         return None
 
 
+#: 16-bit grey -> 8-bit: rint(v * 255 / 65535), a lookup (no float copy of a whole image)
+_SIXTEEN_TO_EIGHT = np.rint(np.arange(65536) * (255.0 / 65535.0)).astype(np.uint8)
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def sixteen_to_grey(im: Image.Image) -> np.ndarray:
+    """A 16-bit grey image (`SIXTEEN_BIT_MODES`) -> uint8 (H, W), scaled to the full range, not clipped."""
+    return _SIXTEEN_TO_EIGHT[np.asarray(im)]
+
+
 def pil_to_rgba(im: Image.Image) -> np.ndarray:
     """Any PIL mode -> RGBA uint8 (H, W, 4); 16/32-bit grey is scaled, not clipped."""
     mode = im.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(im)
-        arr = arr.astype(np.float64)
-        hi = float(arr.max()) if arr.size else 0.0
-        if mode.startswith("I;16") or hi > 255.0:
-            arr = arr * (255.0 / 65535.0) if hi <= 65535.0 else arr * (255.0 / hi)
-        elif mode == "F" and hi <= 1.0:
-            arr = arr * 255.0
-        grey = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+    if mode in (*SIXTEEN_BIT_MODES, "I", "F"):
+        if mode in SIXTEEN_BIT_MODES:
+            grey = sixteen_to_grey(im)
+        else:
+            arr = np.asarray(im).astype(np.float64)
+            hi = float(arr.max()) if arr.size else 0.0
+            if hi > 255.0:
+                arr = arr * (255.0 / 65535.0) if hi <= 65535.0 else arr * (255.0 / hi)
+            elif mode == "F" and hi <= 1.0:
+                arr = arr * 255.0
+            grey = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
         out = np.empty(grey.shape + (4,), np.uint8)
         out[..., :3] = grey[..., None]
         out[..., 3] = 255

@@ -39,6 +39,7 @@ from scipy import ndimage as ndi
 
 from digitlab.decode import (
     NOTHING_DRAWN,
+    SIXTEEN_BIT_MODES,
     SUPPORTED_FORMATS,
     EmptyImageError,
     ImageTooLargeError,
@@ -48,6 +49,7 @@ from digitlab.decode import (
     decode_plain_png,
     open_image,
     pil_to_rgba,
+    sixteen_to_grey,
     sniff_format,
 )
 
@@ -176,17 +178,13 @@ def _reduce_pil(im: Image.Image) -> Image.Image:
     return im
 
 
-#: 16-bit grey -> 8-bit, as `pil_to_rgba` scales it (rint(v * 255 / 65535))
-_SIXTEEN_TO_EIGHT = np.rint(np.arange(65536) * (255.0 / 65535.0)).astype(np.uint8)
-
-
 def _small_rgba(im: Image.Image) -> np.ndarray:
     """A decoded image -> RGBA uint8, reduced to WORK_MAX first. A large 16-bit, palette or 1-bit image is
     first made 8-bit grey, RGB or RGBA, which PIL reduces: converted whole at full size it took 70 KB of
     16-bit PNG to 1.7 s of CPU and 620 MB (palette and 1-bit images 0.3 s and 310 MB)."""
     if max(im.size) > WORK_MAX:
-        if im.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-            im = Image.fromarray(_SIXTEEN_TO_EIGHT[np.asarray(im)], "L")
+        if im.mode in SIXTEEN_BIT_MODES:
+            im = Image.fromarray(sixteen_to_grey(im), "L")
         elif im.mode == "1":
             im = im.convert("L")
         elif im.mode in ("P", "PA"):

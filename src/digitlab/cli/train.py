@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from digitlab.errors import DigitlabError
 from digitlab.models.registry import CLASSICAL_MODELS, MODEL_SPECS
 from digitlab.training.classical import train_models
 from digitlab.training.cnn import train_cnn_with_drawings
+from digitlab.training.cnn_net import has_torch
 from digitlab.training.progress import log
 
 
@@ -36,7 +36,7 @@ def train_command(
         raise DigitlabError(
             f"unknown model(s) {', '.join(unknown)}: choose from {', '.join([*MODEL_SPECS, *extras])}."
         )
-    if "cnn" in requested and importlib.util.find_spec("torch") is None:  # before minutes of data preparation
+    if "cnn" in requested and not has_torch():  # before minutes of data preparation
         raise DigitlabError("training the CNN needs PyTorch: pip install -e '.[cnn]' (or pip install torch)")
     started = time.perf_counter()
     if "cnn" in requested:

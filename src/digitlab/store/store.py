@@ -60,8 +60,8 @@ log = logging.getLogger("digitlab.store")
 
 #: SQLSTATEs that mean "not writable right now" although they do not come as OperationalError: a read-only
 #: transaction (25006: a PostgreSQL standby during a failover, or the database set read-only).
-_OUTAGE_SQLSTATES = frozenset({"25006", "42P01", "42703"})
-#: 42P01 and 42703 (above), SQLite's "no such table" and "no such column" / "has no column named": the tables
+_OUTAGE_SQLSTATES = frozenset({"25006"})
+#: 42P01 and 42703, SQLite's "no such table" and "no such column" / "has no column named" (`schema_missing`): the tables
 #: are gone or older than the code (the database was re-created empty, or restored from a dump taken before a
 #: migration). An outage too: the store migrates it again and replays its spool into it. Each spooled line was
 #: set aside in rejected.jsonl as "refused" before, for good (805 answered predictions in 20 s of a restored

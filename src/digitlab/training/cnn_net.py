@@ -28,6 +28,13 @@ MEMBERS_NAME = "member_probabilities"
 ARCH = "c32,p,c64,c64,p,c128"
 
 
+def has_torch() -> bool:
+    """Is PyTorch installed (the `cnn` extra)? Asked before any work that needs it, without importing it."""
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
 def import_torch():
     """Import torch, first asking OpenMP to sleep (not spin) while its threads wait for each other.
 

@@ -239,7 +239,9 @@ class _Run:
         outcomes = [Outcome(n, "skipped", reason="not trained: run `digitlab train` first")
                     for n in names if n not in parents]  # fmt: skip
         todo = [n for n in names if n in parents]
-        if "cnn" in todo and not _has_torch():
+        from digitlab.training.cnn_net import has_torch
+
+        if "cnn" in todo and not has_torch():
             todo.remove("cnn")
             outcomes.append(Outcome("cnn", "skipped", reason="fine-tuning needs PyTorch: pip install -e '.[cnn]'"))
         from digitlab.training.cnn_finetune import EPOCHS
@@ -371,12 +373,6 @@ class _Run:
         status = "rejected" if reason else "promoted"
         self.versions.add(name, version, payload, full, status=status, parent=str(parent.version), reason=reason or None)
         return Outcome(name, status, version, str(parent.version), reason, full["metrics"])
-
-
-def _has_torch() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("torch") is not None
 
 
 def _payload_of(settings: Settings, versions: VersionStore, name: str) -> bytes:

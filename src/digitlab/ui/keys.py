@@ -129,7 +129,6 @@ _STROKE_SETTLES = """<script>
   window.addEventListener("pointerup", lift, true);
   window.addEventListener("pointercancel", lift, true);
   const busy = () => drawing || Date.now() - lifted < %(settle)d;
-  let replaying = null;  // the deferred click being carried out: it goes through
   for (const type of ["pointerdown", "mousedown", "touchstart", "pointerup", "mouseup", "touchend", "click"]) {
     window.addEventListener(type, (e) => {
       const el = e.target instanceof Element ? e.target : null;
@@ -137,7 +136,6 @@ _STROKE_SETTLES = """<script>
       const group = el.closest(GROUP);
       const later = group ? null : el.closest(DEFERRED);
       if (!group && !later) return;
-      if (later && later === replaying) return;
       e.preventDefault();
       e.stopImmediatePropagation();
       if (later) {  // carried out once the stroke has been reported
@@ -152,7 +150,7 @@ _STROKE_SETTLES = """<script>
             if (busy()) { setTimeout(again, 100); return; }
             const target = find();
             if (!target) return;
-            replaying = target; target.click(); replaying = null;
+            target.click();  // (no longer busy: it goes through)
           };
           setTimeout(again, 100);
         }
