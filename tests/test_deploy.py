@@ -113,6 +113,44 @@ def test_db_refuses_the_placeholder_password_of_env_example(tmp_path):
     assert started.returncode == 0 and started.stdout.strip() == "image entrypoint: postgres", started.stderr
 
 
+def _trainer(tmp_path: Path, **env: str) -> subprocess.Popen:
+    """`entrypoint.sh trainer` with a stand-in `digitlab` that logs its arguments and how it ended."""
+    stand_in = tmp_path / "digitlab"
+    stand_in.write_text(f"""#!/bin/sh
+echo "learn $*" >> {tmp_path}/runs
+trap 'kill $nap; echo "stopped $*" >> {tmp_path}/runs; exit 143' TERM
+sleep 30 &
+nap=$!
+wait $nap
+""")
+    stand_in.chmod(0o755)
+    return subprocess.Popen(["sh", str(ENTRYPOINT), "trainer"], env={"PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}", **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+
+
+def test_the_trainer_refuses_an_interval_that_is_no_number(tmp_path):
+    """`DIGITLAB_LEARN_EVERY=1hour`: `sleep` refused it and the loop started a learning run every ~2 s."""
+    for every in ("1hour", "0", "-5", "1.5"):
+        loop = _trainer(tmp_path, DIGITLAB_LEARN_EVERY=every)
+        out, _ = loop.communicate(timeout=10)
+        assert loop.returncode == 2 and "DIGITLAB_LEARN_EVERY must be a whole number of seconds" in out, out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_trainer_passes_sigterm_on_to_the_running_learn(tmp_path):
+    """`docker stop`: the loop's shell died at once and its `digitlab learn` was SIGKILLed later without
+    marking its job failed; now the run gets the SIGTERM (its handler does that) and the loop ends."""
+    loop = _trainer(tmp_path, DIGITLAB_LEARN_EVERY="3600", DIGITLAB_LEARN_MIN_NEW="50")
+    runs = tmp_path / "runs"
+    deadline = time.monotonic() + 10
+    while not runs.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    loop.send_signal(signal.SIGTERM)
+    out, _ = loop.communicate(timeout=10)
+    assert loop.returncode == 143, out
+    assert runs.read_text().splitlines() == ["learn learn --min-new 50", "stopped learn --min-new 50"]
+
+
 def dockerfiles() -> list[Path]:
     """Every Dockerfile of the project (hidden folders such as .venv and .git skipped)."""
     found = []
@@ -170,7 +208,8 @@ def test_compose_services_are_deployable_and_scalable():
     )
 
     trainer = services["trainer"]  # `digitlab learn` in a process of its own, from the API's image
-    assert trainer["image"] == api["image"] and "learn --min-new" in " ".join(trainer["command"])
+    assert trainer["image"] == api["image"] and trainer["command"] == ["trainer"] and trainer["init"] is True
+    assert trainer["healthcheck"]["disable"] is True, "the image's check asks for the API: always unhealthy"
     assert trainer["environment"]["POSTGRES_HOST"] == "db" and "ports" not in trainer
 
     ui = services["ui"]

@@ -5,7 +5,7 @@
   CUSTOM_RESOURCES, which are skipped by name; `checkov` finds nothing in what the overlays render
   (each check skipped in a manifest carries its reason beside it);
 - the rendered objects have the properties the deployment relies on (probes, limits, non-root, a
-  read-only root filesystem with one emptyDir spool per API pod, no Secret values, selectors that match,
+  read-only root filesystem where every folder digitlab writes is an emptyDir volume, no Secret values, selectors that match,
   a preStop hook that fits in the grace period), and every variable they set is in the README's
   configuration reference;
 - the containers' commands, as the example overlay declares them, run here as local processes with the
@@ -178,16 +178,30 @@ def test_api_pods_are_probed_limited_and_locked_down(rendered):
                 assert set(volume) == {"name", "emptyDir"}, volume
 
 
-def test_each_api_pod_has_one_spool_volume_and_nothing_else_writable(rendered):
+def test_each_api_pod_writes_only_to_its_own_volumes(rendered):
     for objects in rendered.values():
         api = by_kind(objects, "Deployment")["digitlab-api"]
         config = by_kind(objects, "ConfigMap")["digitlab-config"]["data"]
         mounts = container(api, "api")["volumeMounts"]
-        assert [m["mountPath"] for m in mounts] == [f"{config['DIGITLAB_DATA_DIR']}/spool"]
+        assert sorted(m["mountPath"] for m in mounts) == sorted([config["DIGITLAB_DATA_DIR"], "/tmp"])
         assert "DIGITLAB_SPOOL_DIR" not in env_names(objects, api), (
             "the default spool dir is per process (<data dir>/spool/<pod>-<pid>)"
         )
         assert config["DIGITLAB_WORKERS"] == "1", "one worker per pod: /health (and preStop) speak for the pod"
+
+
+def test_every_folder_digitlab_writes_is_a_volume_on_the_read_only_root(rendered):
+    """`digitlab serve` refuses a DIGITLAB_DATA_DIR it cannot write (the spool, an export, several workers'
+    metrics go there) and libraries write temporary files to /tmp: on a read-only root filesystem both must be
+    volumes (the API pods crash-looped on "DIGITLAB_DATA_DIR=/app/data is not writable")."""
+    for objects in rendered.values():
+        config = by_kind(objects, "ConfigMap")["digitlab-config"]["data"]
+        for workload in workloads(objects):
+            for c in pod_spec(workload)["containers"]:
+                if c.get("command", [""])[0] != "digitlab" or c["command"][1] not in ("serve", "learn"):
+                    continue
+                mounted = {m["mountPath"] for m in c.get("volumeMounts", [])}
+                assert {config["DIGITLAB_DATA_DIR"], "/tmp"} <= mounted, (workload["metadata"]["name"], mounted)
 
 
 def prestop(api: dict) -> tuple[list[str], float, float]:

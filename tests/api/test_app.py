@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import time
 import warnings
 from concurrent.futures import Future
+from pathlib import Path
 
 import pytest
 
@@ -568,6 +570,7 @@ def test_an_export_cut_short_by_a_database_hang_leaves_no_file(tmp_path, served_
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     late = threading.Event()
+    data = tmp_path / "data"  # where the export is written (settings_for's data folder)
 
     def hung_export(out):  # the store's thread writes on after the request was answered
         def later():
@@ -586,6 +589,37 @@ def test_an_export_cut_short_by_a_database_hang_leaves_no_file(tmp_path, served_
         assert_error(c.get("/api/v1/export.csv"), 503, "database_unavailable")
         assert late.wait(5)
     assert list(scratch.iterdir()) == []
+    assert [p.name for p in data.iterdir() if "export" in p.name] == []
+
+
+def test_export_and_workers_metrics_need_no_system_temporary_folder(tmp_path, served_model_dir, monkeypatch):
+    """In a container with a read-only root filesystem the system's temporary folder cannot be written:
+    the export (a 500) and several workers' metrics folder (a traceback at start) are made in the data
+    folder, which `serve` checks is writable."""
+    import tempfile
+
+    from digitlab.api.server import _shared_metrics
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "read-only-root" / "tmp"))  # does not exist
+    with TestClient(create_app(settings_for(tmp_path, served_model_dir))) as c:
+        c.post("/api/v1/predict", files={"image": ("d.png", draw_digit())}, data={"true_digit": "7"})
+        r = c.get("/api/v1/export.csv")
+        assert r.status_code == 200 and r.text.count("\n") == 2, r.text[:200]
+    assert [p.name for p in (tmp_path / "data").iterdir() if "export" in p.name] == []  # removed once sent
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    with _shared_metrics(2, tmp_path / "data"):
+        folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        assert folder.parent == tmp_path / "data" and folder.is_dir()
+    assert not folder.exists()
+
+
+def test_learning_over_http_needs_an_admin_token_set(tmp_path, served_model_dir):
+    """Without DIGITLAB_ADMIN_TOKEN history stays open (a local demo), but nobody may start minutes of
+    training on the server's CPU: 403 `admin_only`, saying how to allow it."""
+    with TestClient(create_app(settings_for(tmp_path, served_model_dir))) as c:
+        body = assert_error(c.post("/api/v1/learn"), 403, "admin_only")
+        assert "DIGITLAB_ADMIN_TOKEN" in body["detail"]
+        assert c.get("/api/v1/learn/" + "0" * 32).status_code == 404  # following a job stays open
 
 
 def test_a_head_request_is_counted_under_its_route(tmp_path, served_model_dir):
@@ -739,3 +773,11 @@ def test_the_api_log_lines_start_with_their_time():
         record = logging.LogRecord("uvicorn.access" if args else "digitlab.store", logging.WARNING, __file__, 1,
                                    '%s - "%s %s HTTP/%s" %d' if args else "database unavailable", args, None)  # fmt: skip
         assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING: ", formatter.format(record)), name
+
+
+def test_a_model_folder_that_does_not_exist_is_said_at_start(tmp_path, caplog):
+    """A typo in DIGITLAB_MODEL_DIR served the bundled CNN alone with nothing in the log but "svm=missing"."""
+    with caplog.at_level(logging.WARNING, logger="digitlab.api"):
+        with TestClient(create_app(settings_for(tmp_path, tmp_path / "no-such-models"))) as c:
+            assert c.get("/health").status_code == 200
+    assert any("DIGITLAB_MODEL_DIR=" in r.getMessage() and "does not exist" in r.getMessage() for r in caplog.records)

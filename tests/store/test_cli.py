@@ -398,3 +398,30 @@ def test_an_empty_model_name_is_an_unknown_model(capsys):
     for argv in (["models", "promote", "", "2"], ["models", "rollback", ""], ["models", "list", ""]):
         assert main(argv) == 2
         assert capsys.readouterr().err.startswith("error: unknown model")
+
+
+@pytest.mark.parametrize(("user", "password"), [("us er", "a b"), ("me", "p+w@x/y:z%20?#"), ("ü", "pässwörd")])
+def test_postgres_credentials_reach_the_driver_as_written(user, password):
+    """POSTGRES_USER / POSTGRES_PASSWORD are given to PostgreSQL's own image as they are: a space was
+    written '+' in the URL, which SQLAlchemy reads as a plus, so that login failed."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(Settings(_env_file=None, postgres_host="db", postgres_user=user, postgres_password=password)
+                   .sqlalchemy_url)  # fmt: skip
+    assert (url.username, url.password, url.host, url.database) == (user, password, "db", "digitlab")
+
+
+def test_a_path_that_cannot_be_a_folder_names_its_setting(monkeypatch, tmp_path, capsys):
+    """`DIGITLAB_DATA_DIR` under a file: the line named the folder but sent the reader to "the path settings
+    and --out" (`db upgrade` has no --out)."""
+    (tmp_path / "file").write_text("")
+    for var in ("DATABASE_URL", "DIGITLAB_DATABASE_URL", "POSTGRES_HOST", "DIGITLAB_SPOOL_DIR", "DIGITLAB_MNIST_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("DIGITLAB_DATA_DIR", str(tmp_path / "file" / "data"))
+    get_settings.cache_clear()
+    try:
+        assert main(["db", "upgrade"]) == 2
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert str(tmp_path / "file" / "data") in err and "(check DIGITLAB_DATA_DIR)" in err, err

@@ -49,6 +49,18 @@ def require_admin(
         )
 
 
+def require_admin_token(request: Request, _: Annotated[None, Depends(require_admin)]) -> None:
+    """Admin only, always: without DIGITLAB_ADMIN_TOKEN nobody is the admin, so 403 `admin_only` (a server
+    open to the network let anyone start minutes of training on its CPU; history and export stay open
+    without a token, for a local demo)."""
+    if not get_ctx(request).settings.admin_token:
+        raise ApiError(
+            "Only the admin can start learning: set DIGITLAB_ADMIN_TOKEN on the server and send it as "
+            "'Authorization: Bearer <token>', or run `digitlab learn` where the server runs.",
+            "admin_only",
+        )
+
+
 def store_or_503(ctx: AppContext):
     if ctx.store is None:
         raise ApiError(

@@ -27,6 +27,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "empty_image": 400,
     "not_a_number": 400,
     "unauthorized": 401,
+    "admin_only": 403,
     "not_found": 404,
     "unknown_model": 404,
     "prediction_not_found": 404,
@@ -200,6 +201,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "Unreadable image, nothing drawn, or a malformed body",
         401: "Missing or wrong admin token",
+        403: "Only for the admin, and no admin token is set on this server",
         404: "Unknown model or prediction",
         413: "Body or image too large",
         415: "Unsupported media type",

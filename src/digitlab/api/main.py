@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import anyio
 from fastapi import FastAPI
@@ -109,6 +110,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ", ".join(f"{n}={s}" for n, s in status.items()),
             database,
         )
+        if not Path(settings.model_dir).is_dir():  # a typo in a deployment served the bundled CNN only, silently
+            log.warning("DIGITLAB_MODEL_DIR=%s does not exist: only the bundled models are served until "
+                        "models are trained into it", settings.model_dir)  # fmt: skip
         preferred = settings.default_model
         if (
             preferred and preferred not in ctx.registry.ready_names()

@@ -92,7 +92,7 @@ def serve(host: str | None = None, port: int | None = None, workers: int | None 
         flush=True,
     )
     os.environ["DIGITLAB_WORKERS"] = str(workers)  # each worker sizes its CPU slots by it (api.main.cpu_slots)
-    with _shared_metrics(workers):
+    with _shared_metrics(workers, settings.data_dir):
         _run_uvicorn(uvicorn, host, port, workers)
     logging.getLogger("digitlab.api").info("API stopped")
     return 0
@@ -159,15 +159,17 @@ def unusable_database_url(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _shared_metrics(workers: int) -> Iterator[None]:
+def _shared_metrics(workers: int, data_dir: Path) -> Iterator[None]:
     """Several workers: a fresh folder where each one writes its metrics, so /metrics adds them up.
-    A folder the operator set in PROMETHEUS_MULTIPROC_DIR is used as it is (and kept)."""
+    A folder the operator set in PROMETHEUS_MULTIPROC_DIR is used as it is (and kept). It is made in the
+    data folder `check_folders` found writable (the system's temporary folder may not be: in a read-only
+    container two workers ended in a traceback)."""
     from digitlab.api.metrics import MULTIPROC_ENV
 
     if workers < 2 or os.environ.get(MULTIPROC_ENV):
         yield
         return
-    folder = tempfile.mkdtemp(prefix="digitlab-metrics-")
+    folder = tempfile.mkdtemp(prefix=".metrics-", dir=data_dir)
     os.environ[MULTIPROC_ENV] = folder  # inherited by the worker processes, read when they import prometheus
     try:
         yield

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -281,8 +282,26 @@ def _unusable(exc: Exception) -> str:
 
         return unusable_database_url(exc)
     if isinstance(exc, OSError) and exc.filename is not None:
-        return f"{exc.strerror or type(exc).__name__}: {exc.filename} (check the path settings and --out)"
+        return f"{exc.strerror or type(exc).__name__}: {exc.filename} ({_path_setting(exc.filename)})"
     return ""
+
+
+def _path_setting(filename: object) -> str:
+    """Which setting names the folder `filename` is in ("check DIGITLAB_DATA_DIR"), else the general hint."""
+    try:
+        from digitlab.core.config import get_settings
+
+        settings = get_settings()
+        path = Path(os.fsdecode(filename)).absolute()  # type: ignore[arg-type]
+        folders = [("DIGITLAB_SPOOL_DIR", settings.spool_dir), ("DIGITLAB_MNIST_DIR", settings.mnist_path),
+                   ("DIGITLAB_HANDWRITING_DIR", settings.handwriting_path), ("DIGITLAB_MODEL_DIR", settings.model_dir),
+                   ("DIGITLAB_DATA_DIR", settings.data_dir)]  # fmt: skip
+        for name, folder in folders:  # the most specific first: the spool and MNIST are in the data folder
+            if folder is not None and path.is_relative_to(Path(folder).absolute()):
+                return f"check {name}"
+    except Exception:  # noqa: BLE001 -- settings that cannot be read: the general hint
+        return "check the path settings and --out"
+    return "check the path settings and --out"
 
 
 def _database_url() -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from urllib.parse import quote_plus
+from urllib.parse import quote
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -57,7 +57,9 @@ class Settings(BaseSettings):
         None, description="Durable outage spool for predictions; default <data_dir>/spool/<host>-<pid>."
     )
     admin_token: str | None = Field(
-        None, description="When set, history, images, export and deletion need 'Authorization: Bearer <token>'."
+        None,
+        description="When set, history, images, export and deletion need 'Authorization: Bearer <token>'; "
+        "starting a learning run over HTTP (`POST /api/v1/learn`, the Models page's \"Learn now\") needs it always.",
     )
 
     @field_validator("model_dir")
@@ -129,9 +131,9 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         if self.postgres_host:
-            auth = quote_plus(self.postgres_user)
+            auth = quote(self.postgres_user, safe="")
             if self.postgres_password:
-                auth += ":" + quote_plus(self.postgres_password)
+                auth += ":" + quote(self.postgres_password, safe="")
             return f"postgresql+psycopg://{auth}@{self.postgres_host}:{self.postgres_port}/{self.postgres_db}"
         return f"sqlite:///{(self.data_dir / 'digitlab.db').as_posix()}"
 

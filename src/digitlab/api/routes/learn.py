@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path
 from starlette.responses import Response
 
-from digitlab.api.deps import Ctx, require_admin, store_or_503
+from digitlab.api.deps import Ctx, require_admin_token, store_or_503
 from digitlab.api.errors import ApiError, error_responses
 from digitlab.api.schemas import LearnJob, LearnRequest, LearnStarted, ModelVersion
 from digitlab.models.registry import MODEL_SPECS
@@ -29,8 +29,8 @@ JobId = Annotated[str, Path(pattern=r"^[0-9a-fA-F]{32}$", description="The id `P
     "/learn",
     status_code=202,
     response_model=LearnStarted,
-    dependencies=[Depends(require_admin)],
-    responses=error_responses(400, 401, 409, 422, 503),
+    dependencies=[Depends(require_admin_token)],
+    responses=error_responses(400, 401, 403, 409, 422, 503),
 )
 def start_learning(ctx: Ctx, response: Response, body: LearnRequest | None = None):
     """Start learning from the users' labelled drawings in the background; follow it at

@@ -297,7 +297,15 @@ def export_csv(ctx: Ctx, request: Request) -> Response:
     store = store_or_503(ctx)
     if request.scope.get(HEAD_FLAG):  # the headers only: the export itself takes seconds per 30,000 rows
         return Response(media_type="text/csv", headers={"content-disposition": f'attachment; filename="{EXPORT_NAME}"'})
-    fd, path = tempfile.mkstemp(prefix="digitlab-export-", suffix=".csv")
+    # in the data folder, which `serve` checked is writable (the system's temporary folder may not be: a
+    # read-only container, where every export was a 500)
+    folder = os.fspath(ctx.settings.data_dir)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, path = tempfile.mkstemp(dir=folder, prefix=".digitlab-export-", suffix=".csv")
+    except OSError as exc:
+        raise ApiError(f"The export could not be written to DIGITLAB_DATA_DIR ({exc.strerror or exc}); "
+                       "see the server's log.", "service_unavailable", status=503) from None
     try:
         # written through the open file, not by name: when the database stops answering and the request is
         # answered 503, the export still running in the store's thread writes to a file already removed (by
