@@ -198,6 +198,25 @@ def test_a_number_on_clean_lined_paper_is_read(cnn, detector, verifier, over):
     assert read_number(out.getvalue(), cnn, detector, verifier=verifier).text == "2047"
 
 
+@pytest.mark.parametrize(("text", "turn"), [("2024", 4), ("1974", -8), ("45", 6), ("7", 3)])
+def test_a_photo_turned_on_a_dark_table_is_read_without_its_edges(cnn, detector, verifier, text, turn):
+    """A sheet photographed a little turned shows strips of the dark table along the picture's edges: each was
+    read as a sure 1 at both ends of the number ("2024" -> "120241", a lone 7 -> "171")."""
+    import numpy as np
+    from PIL import ImageFilter
+
+    written = Image.open(io.BytesIO(draw_number(text, size=200))).convert("L")
+    paper = Image.new("RGB", (max(900, written.width + 300), 700), (236, 230, 214))
+    ink = Image.eval(written, lambda v: 255 if v < 128 else 0)
+    paper.paste(Image.new("RGB", written.size, (30, 40, 120)), (150, 180), ink)
+    photo = np.asarray(paper.rotate(turn, resample=Image.BICUBIC, fillcolor=(60, 60, 60))).astype(np.float32)
+    h, w = photo.shape[:2]
+    photo *= (1.0 - 0.5 * np.clip(np.mgrid[0:h, 0:w][1] / w * 0.6 + np.mgrid[0:h, 0:w][0] / h * 0.7 - 0.35, 0, 1))[..., None]
+    out = io.BytesIO()
+    Image.fromarray(photo.clip(0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.2)).save(out, "JPEG", quality=70)
+    assert read_number(out.getvalue(), cnn, detector, verifier=verifier).text == text
+
+
 def test_a_large_jpeg_is_read_at_a_reduced_scale_with_boxes_in_its_own_pixels(cnn, detector, verifier):
     """A phone photo of 5000 px is decoded at 1/4 scale (it took ~1 s and ~370 MB in full); the boxes are
     still in the uploaded image's pixels."""

@@ -3,7 +3,8 @@
 A canvas has one exact background colour: its ink is the distance from it (`preprocess.ink_map`). A photo
 or scan of paper is lit unevenly: it is flattened against its own background first. Ruled or squared
 paper's lines, across the whole image, are no ink: they are taken out, on photos and on clean scans or
-screenshots alike, and the strokes that cross them kept.
+screenshots alike, and the strokes that cross them kept. Dark strips along a photo's edges (the table
+beside a sheet photographed a little turned) are no ink either.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from digitlab.preprocess import ink_map
 
 #: working resolution: long side of the image the segmentation looks at (an 840 px canvas is halved)
 WORK_MAX = 800
+STRIP_DEPTH = 0.35  #: a dark strip along a photo's edge reaches into it less than this share of its length
 RULED_ACROSS = 0.9  #: a row or column with ink over this share of the image is a ruled line, not writing
 PLAIN_PNG_MAX_SIDE = 4096  #: a plain PNG up to this side takes the fast decoder (the same pixels as PIL's)
 
@@ -77,7 +79,36 @@ def flatten_photo(rgba: np.ndarray) -> np.ndarray:
     if core < 0.12:
         raise EmptyImageError("Nothing written: the photo shows no ink. Write a number and try again.")
     floor = max(noise + 0.04, 0.3 * core)
-    return np.clip((darkness - floor) / max(core - floor, 1e-3), 0.0, 1.0).astype(np.float32)
+    return without_border_strips(np.clip((darkness - floor) / max(core - floor, 1e-3), 0.0, 1.0).astype(np.float32))
+
+
+def without_border_strips(ink: np.ndarray) -> np.ndarray:
+    """Ink less the dark strips along the photo's edges: the table beside a sheet photographed a little
+    turned, or the shadow of its edge, were read as 1s at both ends of every number ("2024" -> "120241").
+    A strip lies along an edge (it touches the edge over at least half of its own length there) and is
+    thin (reaching into the picture less than STRIP_DEPTH of its length); a digit cut by the edge touches
+    it over the width of its strokes only."""
+    labels, n = ndi.label(ink >= 0.35, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return ink
+    h, w = ink.shape
+    m = max(4, round(0.02 * min(h, w)))  # "at the edge": within this many pixels of it (blur, JPEG)
+    drop = np.zeros(n + 1, bool)
+    for index, box in enumerate(ndi.find_objects(labels), start=1):
+        rows, cols = box
+        mine = labels[box] == index
+        length_v, length_h = mine.shape
+        edges = (  # (touches this edge, rows or columns where it does, length along it, depth into the picture)
+            (cols.start < m, mine[:, : max(0, m - cols.start)], 1, length_v, length_h),
+            (cols.stop > w - m, mine[:, max(0, w - m - cols.start) :], 1, length_v, length_h),
+            (rows.start < m, mine[: max(0, m - rows.start)], 0, length_h, length_v),
+            (rows.stop > h - m, mine[max(0, h - m - rows.start) :], 0, length_h, length_v),
+        )
+        drop[index] = any(on and depth < STRIP_DEPTH * length and band.any(axis=axis).sum() >= 0.5 * length
+                          for on, band, axis, length, depth in edges)  # fmt: skip
+    if not drop.any():
+        return ink
+    return np.where(drop[labels], 0.0, ink).astype(ink.dtype)
 
 
 def working_ink(

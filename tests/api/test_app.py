@@ -777,7 +777,7 @@ def test_the_api_log_lines_start_with_their_time():
 
 def test_a_model_folder_that_does_not_exist_is_said_at_start(tmp_path, caplog):
     """A typo in DIGITLAB_MODEL_DIR served the bundled CNN alone with nothing in the log but "svm=missing"."""
-    with caplog.at_level(logging.WARNING, logger="digitlab.api"):
-        with TestClient(create_app(settings_for(tmp_path, tmp_path / "no-such-models"))) as c:
-            assert c.get("/health").status_code == 200
+    app = create_app(settings_for(tmp_path, tmp_path / "no-such-models"))
+    with caplog.at_level(logging.WARNING, logger="digitlab.api"), TestClient(app) as c:
+        assert c.get("/health").status_code == 200
     assert any("DIGITLAB_MODEL_DIR=" in r.getMessage() and "does not exist" in r.getMessage() for r in caplog.records)
