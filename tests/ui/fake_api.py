@@ -91,10 +91,10 @@ class FakeApi:
         self.sent_fields.append(fields)
         text = self.readings.get(image, "81")
         boxes = self.boxes.get(image) or [[10 + 60 * i, 10, 50, 80] for i in range(len(text))]
-        digits = [{"digit": int(c), "confidence": 0.95, "uncertain": False, "box": b,
+        digits = [{"digit": int(c), "confidence": 0.95, "uncertain": self.unsure, "box": b,
                    "processed_image": _tiny_png_b64()} for c, b in zip(text, boxes, strict=True)]  # fmt: skip
         return {"id": self._id(), "uid": f"n{self.next_id}", "logged": True, "text": text, "confidence": 0.9,
-                "uncertain": False, "model": "cnn", "latency_ms": 5.0, "digits": digits, "dropped": []}  # fmt: skip
+                "uncertain": self.unsure, "model": "cnn", "latency_ms": 5.0, "digits": digits, "dropped": []}  # fmt: skip
 
     def number_feedback(self, reading: dict, true_text: str) -> dict:
         self._away()

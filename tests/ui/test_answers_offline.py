@@ -245,6 +245,51 @@ def test_number_an_untouched_answer_follows_the_reading(fake):
     assert "kept" not in _answer_texts(at).lower()
 
 
+def test_number_an_earlier_reading_sent_back_by_the_browser_is_no_correction(fake):
+    """A run cut short by the next stroke offers a reading the browser never shows; the box then comes back
+    with an earlier reading, which was taken for a typed correction: "Kept what you typed, 00" when nothing
+    was typed, and Confirm would have saved 00 (a race the browser probe met with slow readings)."""
+    api, canvas, open_page = fake
+    shots = [png(840, 280, shade=k) for k in range(4)]
+    api.readings = dict(zip(shots, ["0", "00", "811", "8111"], strict=True))
+    canvas.set("number", shots[0], drawing_id="n1")
+    at = open_page("number")
+    for k in (1, 2):
+        canvas.set("number", shots[k], strokes=k + 1, drawing_id="n1")
+        at.run()
+    assert _typed(at).value == "811"
+    _typed(at).set_value("00")  # the browser's box still showed an earlier reading
+    canvas.set("number", shots[3], strokes=4, drawing_id="n1")
+    at.run()
+    assert not at.exception, at.exception
+    assert _typed(at).value == "8111" and "kept" not in _answer_texts(at).lower(), _answer_texts(at)
+
+
+def test_number_full_width_digits_are_sent_as_digits(fake):
+    """A full-width keyboard's "２０４８" passed the page's check, then the API refused it with a message
+    about a pattern, and confirming again could never work."""
+    api, canvas, open_page = fake
+    first = png(840, 280)
+    api.readings = {first: "2043"}
+    canvas.set("number", first, drawing_id="n1")
+    at = open_page("number")
+    _typed(at).set_value("２０４８").run()
+    _confirm(at)
+    assert [text for _, text in api.number_feedback_calls] == ["2048"], api.number_feedback_calls
+
+
+def test_number_a_reading_not_sure_says_so_as_draw_does(fake):
+    """A smiley read as 63, flagged: the page said "94% sure of the whole number" (in orange) and advised
+    writing larger; Draw says "Not sure", the score after it as the model's, and that it may be no digit."""
+    api, canvas, open_page = fake
+    first = png(840, 280)
+    api.readings, api.unsure = {first: "63"}, True
+    canvas.set("number", first, drawing_id="n1")
+    said = _answer_texts(open_page("number"))
+    assert "<b>Not sure</b> · model's score 90% for the whole number" in said and "sure of the whole" not in said
+    assert "Not sure of all the digits" in said and "It may not be a number at all" in said, said
+
+
 def test_number_photo_preview_is_turned_upright_by_its_exif(fake, monkeypatch):
     """A phone photo stored sideways (EXIF orientation 6): the API reads it upright and boxes the digits
     there; the preview is turned the same way, so the boxes sit on the digits."""

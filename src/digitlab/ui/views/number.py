@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import unicodedata
 
 import streamlit as st
 from PIL import Image, ImageDraw, ImageOps
@@ -60,7 +61,7 @@ def show_reading(answer: dict, image: bytes, key: str, *, photo: bool = False) -
     st.markdown(
         f"""<div class="dl-result dl-number-row" data-testid="dl-number" data-text="{common.esc(text)}">
           <div class="dl-digit dl-number{unsure}" data-testid="dl-number-text">{common.esc(text) or "–"}</div>
-          <div class="dl-meta"><span><b>{answer.get("confidence", 0) * 100:.0f}%</b> sure of the whole number</span>
+          <div class="dl-meta"><span>{_number_score(answer)}</span>
             <span>{common.esc(model)} · {answer.get("latency_ms", 0):.0f}&nbsp;ms</span></div></div>""",
         unsafe_allow_html=True,
     )
@@ -76,9 +77,21 @@ def show_reading(answer: dict, image: bytes, key: str, *, photo: bool = False) -
                 st.caption(f"**{d['digit']}** · {d['confidence'] * 100:.0f}%{mark}")
     if answer.get("dropped"):
         st.caption(f"Left out {len(answer['dropped'])} mark(s) that are no digits (a dot, a comma, …).")
-    if any(d.get("uncertain") for d in answer["digits"]):
-        st.info("Some digits are uncertain (orange boxes): write them larger, with a little space between.",
-                icon=":material/help:")  # fmt: skip
+    unsure = sum(1 for d in answer["digits"] if d.get("uncertain"))
+    if unsure:
+        which = "the digit" if len(answer["digits"]) == 1 else "all the digits" if unsure == len(answer["digits"]) \
+            else "the digits with an orange box"
+        st.info(f"Not sure of {which}: write digits larger, with a little space between them. It may not be a "
+                "number at all.", icon=":material/help:")  # fmt: skip
+
+
+def _number_score(answer: dict) -> str:
+    """As Draw says it: a flagged reading is "Not sure" first, its score after it as the model's (a big "94%
+    sure of the whole number" in orange beside a smiley read as 63 was read as certainty)."""
+    pct = f"{answer.get('confidence', 0) * 100:.0f}%"
+    if answer.get("uncertain"):
+        return f"<b>Not sure</b> · model's score {pct} for the whole number"
+    return f"<b>{pct}</b> sure of the whole number"
 
 
 def _offer_reading(answer: dict, key: str, done) -> str | None:
@@ -86,25 +99,36 @@ def _offer_reading(answer: dict, key: str, done) -> str | None:
     typed before one more stroke was silently replaced by the next reading. A note when it was kept."""
     box, offered_key, kept_key = f"num_truth_{key}", f"num_offered_{key}", f"num_kept_{key}"
     reading = answer.get("text") or ""
-    offered = st.session_state.get(offered_key)
+    # every reading this drawing was offered: a run cut short by the next stroke can offer one the browser
+    # never showed, and the box then came back with an older one, taken for a typed correction ("Kept what
+    # you typed, 00" when nothing was typed; Confirm would have saved it)
+    offered: tuple = st.session_state.get(offered_key) or ()
     typed = st.session_state.get(box)
     if typed is None and f"num_typed_{key}" in st.session_state:  # the box's state went with a visit to
         typed = st.session_state[box] = st.session_state[f"num_typed_{key}"]  # another page: typed 388 became 38
-    st.session_state[offered_key] = reading
+    if reading not in offered:
+        st.session_state[offered_key] = (*offered, reading)
     if done:  # confirmed (or waiting to be sent): the box holds the answer
         if typed is None:
             st.session_state[box] = done[0]
         return None
-    if typed is None or "".join(str(typed).split()) in ("".join((offered or "").split()), reading):
+    if typed is None or "".join(str(typed).split()) in (*offered, reading):
         st.session_state[box] = reading  # untouched: it follows the reading
         st.session_state.pop(kept_key, None)
         return None
-    if offered is not None and offered != reading:
+    if offered and offered[-1] != reading:
         st.session_state[kept_key] = True
     if st.session_state.get(kept_key):
         return (f":material/edit_note: Kept what you typed, **{common.esc(typed)}**; the new reading is "
                 f"**{reading or '–'}**. Confirm saves what is in the box.")  # fmt: skip
     return None
+
+
+def ascii_digits(typed: object) -> str:
+    """What was typed, without spaces, its digits as 0-9: a full-width keyboard's "２０４８" passed the page's
+    check and the API refused it with a message about a pattern (Confirm again could never work)."""
+    text = "".join(str(typed or "").split())
+    return "".join(str(unicodedata.decimal(c)) if c.isdecimal() else c for c in text)
 
 
 def _remember_typed(key: str) -> None:
@@ -174,8 +198,8 @@ def feedback(answer: dict, key: str) -> None:
     if note:
         st.caption(note)
     if sent:
-        truth = "".join(str(st.session_state.get(f"num_truth_{key}") or "").split())
-        if not truth.isdigit():
+        truth = ascii_digits(st.session_state.get(f"num_truth_{key}"))
+        if not (truth.isascii() and truth.isdigit()):
             st.warning("Type the number with digits only, e.g. 2024.", icon=":material/warning:")
             return
         if not (done and done[0] == truth and done[1] in ("saved", "queued")):  # (Enter, then a click: once)
