@@ -42,9 +42,9 @@ from digitlab.segment_ink import working_ink
 from digitlab.segment_pieces import Piece, pieces_of
 from digitlab.segment_verifier import GEOMETRY, verifier_features
 
-MAX_DIGIT_WIDTH = 1.25  # no digit is wider than this many writing heights
+MAX_DIGIT_WIDTH = float(__import__("os").environ.get("MDW", "1.25"))  # no digit is wider than this many writing heights
 WIDE_PRIOR = 0.7  # digits wider than this (in writing heights) pay WIDE_COST per extra height
-WIDE_COST = 2.0
+WIDE_COST = float(__import__("os").environ.get("WC", "2.0"))
 ONE_WIDTH = 0.35  # a 1 is one thin stroke: wider than this (in writing heights)...
 ONE_WIDE_COST = 2.0  # ...it pays this per extra height
 CUT_COST = math.log(2.0)  # cutting through ink is a guess: it must buy a clearly better reading

@@ -781,3 +781,25 @@ def test_a_model_folder_that_does_not_exist_is_said_at_start(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="digitlab.api"), TestClient(app) as c:
         assert c.get("/health").status_code == 200
     assert any("DIGITLAB_MODEL_DIR=" in r.getMessage() and "does not exist" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(("host", "warned"), [("0.0.0.0", True), ("127.0.0.1", False)])
+def test_serving_beyond_this_machine_without_an_admin_token_is_warned(tmp_path, monkeypatch, capsys, host, warned):
+    """Without DIGITLAB_ADMIN_TOKEN the history, images, export and deletion are open (a local demo); a server
+    listening beyond loopback says so at start (an example Ingress published them without a word)."""
+    from digitlab.api import server
+    from digitlab.core.config import get_settings
+
+    for var in ("DIGITLAB_ADMIN_TOKEN", "DATABASE_URL", "DIGITLAB_DATABASE_URL", "POSTGRES_HOST", "DIGITLAB_SPOOL_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("DIGITLAB_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DIGITLAB_WORKERS", "1")  # (serve sets it for its workers: put back after the test)
+    monkeypatch.setattr(server, "_run_uvicorn", lambda *a: None)
+    monkeypatch.setattr(server, "refuse_busy_port", lambda *a: None)
+    get_settings.cache_clear()
+    try:
+        assert server.serve(host=host, port=0, workers=1) == 0
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert ("DIGITLAB_ADMIN_TOKEN is not set" in err) is warned, err

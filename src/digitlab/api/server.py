@@ -57,6 +57,9 @@ def _http_protocol():
 AUTO_MAX_WORKERS = 4
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 def resolve_workers(workers: int) -> int:
     """0 -> one worker per CPU core this process may use (at most AUTO_MAX_WORKERS): the GIL lets one
     process use about one core for Python work, so one worker on 2 cores serves about half as much."""
@@ -91,6 +94,9 @@ def serve(host: str | None = None, port: int | None = None, workers: int | None 
         file=sys.stderr,
         flush=True,
     )
+    if not settings.admin_token and host not in LOOPBACK:  # (the UI's "Learn now" is refused without one)
+        print("warning: DIGITLAB_ADMIN_TOKEN is not set: the history, its images, the export and deletion are "
+              f"open to anyone who reaches {host}:{port}", file=sys.stderr, flush=True)  # fmt: skip
     os.environ["DIGITLAB_WORKERS"] = str(workers)  # each worker sizes its CPU slots by it (api.main.cpu_slots)
     with _shared_metrics(workers, settings.data_dir):
         _run_uvicorn(uvicorn, host, port, workers)
