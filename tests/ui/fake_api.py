@@ -34,6 +34,7 @@ class FakeApi:
     boxes: dict[bytes, list[list[int]]] = field(default_factory=dict)  # the picture -> its digits' boxes
     next_id: int = 100
     unsure: bool = False  # every prediction flagged uncertain
+    predict_error: ApiError | None = None  # raised by every predict
     stored_numbers: list[dict] = field(default_factory=list)  # History's Numbers, newest first
     stored_predictions: list[Any] = field(default_factory=list)  # History's log (StoredPrediction), newest first
     numbers_calls: list[dict] = field(default_factory=list)  # (page, page_size) asked for
@@ -76,6 +77,8 @@ class FakeApi:
     def predict(self, png: bytes, model: str | None = None, **fields: Any) -> Prediction:
         self._away()
         self.sent_fields.append(fields)
+        if self.predict_error is not None:
+            raise self.predict_error
         return Prediction(model or "cnn", 0, 0.6, _probs(0, 0.6), id=self._id(), logged=True, uid=f"u{self.next_id}",
                           uncertain=self.unsure)  # fmt: skip
 

@@ -345,6 +345,24 @@ def test_draw_an_unsure_photo_gets_photo_advice_and_the_number_page(fake):
     assert "<b>Number</b>" not in said, said  # (a blank picture: nothing that looks like a number)
 
 
+def test_draw_a_busy_photo_gets_the_reason_not_take_it_closer(fake):
+    """A large 7 photographed on a busy background: the API's reason ("busy all over … use a plain background")
+    was replaced by "take it closer, the digit large", though the digit filled the photo already."""
+    from digitlab.ui.client import ApiError
+
+    api, _canvas, open_page = fake
+    busy = ("No digit found: the picture is busy all over (noise or texture), nothing stands out from it. "
+            "Use a plain background, the digit large and dark.")
+    api.predict_error = ApiError(busy, code="empty_image", status=400)
+    at = open_page("draw")
+    at.file_uploader(key="draw_photo").upload("seven.png", png(400, 400), "image/png").run()
+    said = _answer_texts(at)
+    assert busy in said and "take it closer" not in said, said
+    api.predict_error = ApiError("Nothing drawn: draw a digit.", code="empty_image", status=400)
+    at.file_uploader(key="draw_photo").upload("blank.png", png(400, 401), "image/png").run()
+    assert "take it closer" in _answer_texts(at)
+
+
 def test_draw_advice_names_the_number_page_only_for_several_digits(fake):
     """A smiley's advice said "a whole number goes on the Number page"; a "12" drawn on Draw needs it."""
     from ui_strokes import DIGITS, SMILEY, canvas_png, side_by_side

@@ -286,7 +286,9 @@ def health() -> Health | None:
 def show_error(slot, error: ApiError, *, nothing: str, kept: str) -> None:
     """An answer's error as every page says it: nothing found in the image (`nothing`), the service away
     (`kept`: what is kept meanwhile), or the API's own one-line message; never a traceback."""
-    if error.code == "empty_image":
+    if error.code == "empty_image" and "busy all over" in str(error):  # the API's reason, not "take it closer":
+        slot.info(str(error), icon=":material/gesture:")  # the digit may be large already, the background the cause
+    elif error.code == "empty_image":
         slot.info(nothing, icon=":material/gesture:")
     elif isinstance(error, ApiUnavailable):  # the banner names the service and its address; here only what is kept
         slot.warning(f"The prediction service is not answering right now. {kept}", icon=":material/cloud_off:")
