@@ -41,6 +41,14 @@ def _captions(at) -> str:
     return "\n".join(str(c.value) for c in at.caption)
 
 
+def test_a_flagged_number_is_not_sure_in_the_table(history):
+    """A smiley read as 63, flagged on the Number page, showed "94%" in the Sure column."""
+    api, open_history = history
+    api.stored_numbers[1]["uncertain"] = True
+    at = open_history()
+    assert list(at.table[0].value["Sure"])[:3] == ["90%", "not sure (90%)", "90%"]
+
+
 def test_the_answer_filter_applies_to_the_numbers(history):
     _, open_history = history
     at = open_history()

@@ -250,7 +250,9 @@ def numbers_section(models: list[dict], f: dict[str, Any] | None = None) -> None
             "You wrote": n.get("true_text") or "",
             "Right?": {True: "✓", False: "✗"}.get(number_correct(n), ""),
             "Digits": len(n.get("digits") or []),
-            "Sure": f"{(n.get('confidence') or 0) * 100:.0f}%",
+            # a flagged reading says so, as on the Number page (a smiley read as 63 showed "94%" here)
+            "Sure": f"not sure ({(n.get('confidence') or 0) * 100:.0f}%)" if n.get("uncertain")
+            else f"{(n.get('confidence') or 0) * 100:.0f}%",
             "Model": common.display_name(models, n.get("model_name") or "?"),
             f"When ({_timezone()[1]})": common.when_text(n.get("timestamp")),
             "No.": n.get("id"),  # ("#" became an empty <h1>: st.table reads column names as Markdown)
