@@ -517,6 +517,43 @@ def test_a_learned_version_is_loaded_once_even_if_its_manifest_names_another_fil
         assert ctx.registry.get("svm").version == "2"
 
 
+def test_a_promotion_between_two_versions_of_the_same_bytes_is_served(tmp_path, served_model_dir):
+    """A learning run on unchanged data builds the very model again (the same SHA-256): promoting the older
+    twin back was never noticed, and the API went on naming (and recording) the newer one until a restart."""
+    from digitlab.api.upkeep import refresh_learned
+    from digitlab.models.artifacts import read_verified
+
+    app = create_app(settings_for(tmp_path, served_model_dir))
+    with TestClient(app) as c:
+        ctx, versions = app.state.ctx, app.state.ctx.store.versions
+        manifest, payload = read_verified(served_model_dir, "svm")
+        for v in ("2", "3"):
+            versions.add("svm", v, payload, {**manifest, "version": v}, status="candidate", parent="1.0.0")
+        versions.promote("svm", "3")
+        refresh_learned(ctx)
+        assert ctx.registry.get("svm").version == "3"
+        versions.promote("svm", "2")
+        refresh_learned(ctx)
+        assert ctx.registry.get("svm").version == "2"
+        answer = c.post("/api/v1/predict", files={"image": ("d.png", draw_digit())}, data={"model": "svm"}).json()
+        assert answer["model_version"] == "2"
+
+
+def test_a_promoted_version_is_served_from_the_first_request(tmp_path, served_model_dir):
+    """A (re)started replica said ready and answered with the model files until its first poll, 5 s later."""
+    from digitlab.models.artifacts import read_verified
+
+    settings = settings_for(tmp_path, served_model_dir)
+    app = create_app(settings)
+    with TestClient(app):
+        manifest, payload = read_verified(served_model_dir, "svm")
+        app.state.ctx.store.versions.add("svm", "2", payload, {**manifest, "version": "2"}, status="promoted",
+                                         parent="1.0.0")  # fmt: skip
+    with TestClient(create_app(settings)) as c:  # a restart
+        answer = c.post("/api/v1/predict", files={"image": ("d.png", draw_digit())}, data={"model": "svm"}).json()
+        assert answer["model_version"] == "2"
+
+
 def test_a_promoted_version_that_cannot_be_loaded_is_tried_once(tmp_path, served_model_dir):
     """A damaged promoted version was read from the database and logged as unloadable every poll (5 s), by
     every worker, for as long as it stayed promoted; the served model stays what it was."""

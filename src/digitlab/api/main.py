@@ -26,7 +26,14 @@ from digitlab.api.head import HeadAsGetMiddleware
 from digitlab.api.limits import BodyLimitMiddleware
 from digitlab.api.metrics import Metrics, MetricsMiddleware
 from digitlab.api.server import usable_cores
-from digitlab.api.upkeep import MODEL_REFRESH_SECONDS, manifest_key, refresh_gauges, refresh_models, warm_up
+from digitlab.api.upkeep import (
+    MODEL_REFRESH_SECONDS,
+    manifest_key,
+    refresh_gauges,
+    refresh_learned,
+    refresh_models,
+    warm_up,
+)
 from digitlab.core.config import Settings
 from digitlab.models.registry import MODEL_SPECS, ModelRegistry
 
@@ -101,6 +108,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
             tg.start_soon(_models)
             tg.start_soon(_store)
+        # the versions promoted in the database before the first request: a (re)started replica answered with
+        # the model files for its first poll's 5 s while it said ready
+        await anyio.to_thread.run_sync(refresh_learned, ctx)
         status = ctx.registry.status()
         database = await anyio.to_thread.run_sync(refresh_gauges, ctx)
         ctx.ready_at = time.perf_counter()

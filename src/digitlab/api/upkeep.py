@@ -61,7 +61,13 @@ def refresh_learned(ctx: AppContext) -> None:
         return
     for name, (version, sha256) in promoted.items():
         current = ctx.registry.get(name)
-        if name not in MODEL_SPECS or (current is not None and current.manifest.get("sha256") == sha256):
+        if name not in MODEL_SPECS:
+            continue
+        # served already: the same bytes *and* the same version (a learning run on unchanged data builds the
+        # very model again, and a promotion or rollback between such twins was never noticed: the API kept
+        # naming, and recording, the other version)
+        if (current is not None and current.manifest.get("sha256") == sha256 and name in ctx.registry.learned_names()
+                and str(current.version) == str(version)):  # fmt: skip
             continue
         if ctx.unloadable.get(name) == sha256:  # said once: it was read (1 MB) and logged every poll
             continue

@@ -150,6 +150,7 @@ def learn(
     say: Callable[[str], None] = log,
 ) -> list[Outcome]:
     """One learning run; returns what became of each model. Raises BusyError while another run goes on."""
+    models = list(dict.fromkeys(models)) if models else None  # a name given twice was trained twice, in parallel
     unknown = [n for n in models or () if n not in MODEL_SPECS]
     if unknown:  # before the lock: a typo while a run goes on said "another digitlab learn is running"
         raise DigitlabError(f"unknown model(s) {', '.join(unknown)}: choose from {', '.join(MODEL_SPECS)}.")
