@@ -19,6 +19,7 @@ from digitlab.core.config import Settings
 from digitlab.errors import DigitlabError
 from digitlab.store import PredictionRecord, from_settings
 from digitlab.store.db import BusyError, make_engine, upgrade
+from digitlab.store.repository import Repository
 from digitlab.store.versions import VersionStore
 from digitlab.training.learn import MIN_HOLDOUT, learn
 from digitlab.training.user_data import CAP_PER_SESSION_DIGIT, prepare
@@ -142,6 +143,14 @@ def test_learn_builds_versions_and_promotes_only_what_passes_the_gate(settings, 
     # the job is recorded, and --min-new skips a run when nothing new was labelled
     assert learn(settings, models=["svm_pca"], min_new=1, limit=LIMIT, say=lambda m: None) == []
     assert versions.last_learned_row() == 400
+    # a drawing labelled (or relabelled) after the run counts as new, however old its row: the UI labels by
+    # feedback, and those labels were never counted
+    store = from_settings(settings).start()
+    try:
+        assert store.set_feedback(3, int(labels[2] + 1) % 10)
+    finally:
+        store.close()
+    assert Repository(make_engine(settings.sqlalchemy_url)).labelled_after(*versions.last_learned()) == 1
 
 
 def test_learn_fine_tunes_the_served_cnn_into_a_version_the_api_can_load(settings, user_digits):

@@ -21,6 +21,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    or_,
     select,
     update,
 )
@@ -352,9 +353,11 @@ class Repository:
                 e["accuracy"] = e["correct"] / e["labelled"]
         return out
 
-    def labelled_after(self, last_id: int) -> int:
-        """How many rows after id `last_id` carry a digit label (new material for `digitlab learn`)."""
-        stmt = select(func.count()).select_from(T).where(T.c.id > last_id, T.c.drawn_digit.is_not(None))
+    def labelled_after(self, last_id: int, since: datetime | None = None) -> int:
+        """How many rows after id `last_id`, or labelled after `since` (naive UTC: an older drawing labelled or
+        relabelled later), carry a digit label: new material for `digitlab learn`."""
+        new = T.c.id > last_id if since is None else or_(T.c.id > last_id, T.c.labelled_at > since)
+        stmt = select(func.count()).select_from(T).where(new, T.c.drawn_digit.is_not(None))
         with self.engine.connect() as conn:
             return int(conn.scalar(stmt))
 

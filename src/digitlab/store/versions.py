@@ -281,6 +281,11 @@ class VersionStore:
 
     def last_learned_row(self) -> int:
         """The newest labelled row id that the last finished learning run had read (0 before any run)."""
+        return self.last_learned()[0]
+
+    def last_learned(self) -> tuple[int, datetime | None]:
+        """(the newest labelled row id the last finished learning run had read, when it read them: naive UTC,
+        None before any run or for a run recorded without it)."""
         stmt = (
             select(JOBS.c.result)
             .where(JOBS.c.status == "done", JOBS.c.result.is_not(None))
@@ -289,4 +294,8 @@ class VersionStore:
         )
         with self.engine.connect() as conn:
             result = conn.scalar(stmt)
-        return int(json.loads(result).get("last_row_id", 0)) if result else 0
+        if not result:
+            return 0, None
+        data = json.loads(result)
+        read_at = data.get("read_at")
+        return int(data.get("last_row_id", 0)), datetime.fromisoformat(read_at) if read_at else None

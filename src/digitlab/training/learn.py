@@ -30,6 +30,7 @@ from digitlab.models.registry import (
     model_from_payload,
 )
 from digitlab.store.db import BusyError, HeldLock, exclusive, make_engine, upgrade
+from digitlab.store.records import utc_now
 from digitlab.store.repository import Repository
 from digitlab.store.versions import VersionStore
 from digitlab.training.progress import listening, log
@@ -213,21 +214,25 @@ class _Run:
         unknown = [n for n in names if n not in MODEL_SPECS]
         if unknown:
             raise DigitlabError(f"unknown model(s) {', '.join(unknown)}: choose from {', '.join(MODEL_SPECS)}.")
-        last_id = self.versions.last_learned_row()
-        new = self.repo.labelled_after(last_id)
+        last_id, since = self.versions.last_learned()
+        read_at = utc_now()  # (before the read: a label given while it reads counts for the next run)
+        new = self.repo.labelled_after(last_id, since)
         if new < min_new:
             message = f"{counted(new, 'drawing')} labelled since the last run, fewer than --min-new {min_new}: nothing done"
             self.say(message)
-            return [], {"message": message, "new_labelled": new, "last_row_id": last_id, "models": []}
+            return [], {"message": message, "new_labelled": new, "last_row_id": last_id, "models": [],
+                        "read_at": since and since.isoformat()}  # (what counts as new stays new)
         rows = list(self.repo.labelled_drawings())
         data = prepare(rows)
         for note in data.notes:
             self.say(note)
-        base = {"data": data.counts, "new_labelled": new, "last_row_id": max((r[0] for r in rows), default=last_id)}
+        base = {"data": data.counts, "new_labelled": new, "last_row_id": max((r[0] for r in rows), default=last_id),
+                "read_at": read_at.isoformat()}
         refusal = self._refusal(data)
         if refusal:
             self.say(refusal)  # (the drawings it refused count as new for `--min-new` next time)
-            return [], {**base, "last_row_id": last_id, "message": refusal, "models": []}
+            return [], {**base, "last_row_id": last_id, "read_at": since and since.isoformat(), "message": refusal,
+                        "models": []}  # fmt: skip
         learned, held = counted(len(data.train_y), "drawing"), counted(len(data.holdout_y), "held-out drawing")
         self.say(f"learning from users' {learned}, judged on {held} of "
                  f"{counted(data.counts['holdout_sessions'], 'other session')}")  # fmt: skip
