@@ -40,6 +40,10 @@ def test_urllib_upload_over_the_limit_reads_a_json_413(live_server, body):
     )
     assert status == 413
     assert answer["code"] == "payload_too_large" and "5,000,000 bytes" in answer["detail"]
+    assert answer["detail"].endswith("send a smaller image.")
     # the connection was left in order: the server answers the next request normally
     with urllib.request.urlopen(f"{live_server.url}/health", timeout=10) as health:
         assert health.status == 200
+    # a body that carries no image is not told to send a smaller one (POST /learn said so)
+    status, answer = _post(f"{live_server.url}/api/v1/learn", body(), {"Content-Type": "application/json"})
+    assert status == 413 and answer["detail"].endswith("send a smaller request."), answer

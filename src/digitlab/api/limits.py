@@ -65,14 +65,12 @@ class BodyLimitMiddleware:
             if not message.get("more_body", False):
                 return
 
-    async def _refuse(self, send, length: int | None) -> None:
+    async def _refuse(self, send, length: int | None, path: str) -> None:
         if self.on_refuse is not None:
             self.on_refuse()
         size = f" ({length:,} bytes)" if length is not None else ""
-        detail = (
-            f"The request body{size} is larger than the limit of {self.max_bytes:,} bytes: "
-            "send a smaller image."
-        )
+        what = "image" if path.endswith(("/predict", "/read")) else "request"  # (/learn said "a smaller image")
+        detail = f"The request body{size} is larger than the limit of {self.max_bytes:,} bytes: send a smaller {what}."
         await self._answer(send, 413, detail, "payload_too_large")
 
     @staticmethod
@@ -112,7 +110,7 @@ class BodyLimitMiddleware:
         if declared is not None and declared > self.max_bytes:
             if not expects_continue and declared <= self.drain_bytes:
                 await self._drain(receive, 0, deadline)
-            await self._refuse(send, declared)
+            await self._refuse(send, declared, scope.get("path", ""))
             return
         if declared == 0 or (declared is None and scope.get("method") in _METHODS_WITHOUT_BODY):
             await self.app(scope, receive, send)
@@ -136,7 +134,7 @@ class BodyLimitMiddleware:
                 if size > self.max_bytes:
                     if message.get("more_body", False):
                         await self._drain(receive, size, deadline)
-                    await self._refuse(send, None)
+                    await self._refuse(send, None, scope.get("path", ""))
                     return
                 chunks.append(chunk)
             if not message.get("more_body", False):
