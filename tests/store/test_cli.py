@@ -425,3 +425,18 @@ def test_a_path_that_cannot_be_a_folder_names_its_setting(monkeypatch, tmp_path,
         get_settings.cache_clear()
     err = capsys.readouterr().err
     assert str(tmp_path / "file" / "data") in err and "(check DIGITLAB_DATA_DIR)" in err, err
+
+
+def test_a_rollback_to_the_files_says_how_to_serve_a_listed_version(use_database, tmp_path, capsys):
+    """It said "no learned version left" while rejected versions were still listed (and promotable)."""
+    from digitlab.store.versions import VersionStore
+
+    url = f"sqlite:///{(tmp_path / 'v.db').as_posix()}"
+    use_database(url)
+    assert main(["db", "upgrade"]) == 0
+    versions = VersionStore(make_engine(url))
+    versions.add("svm", "2", b"model bytes", {"version": "2"}, status="promoted", parent="1.0.0")
+    capsys.readouterr()
+    assert main(["models", "rollback", "svm"]) == 0
+    out = capsys.readouterr().out
+    assert "rolled back to the version of its files" in out and "digitlab models promote svm VERSION" in out, out

@@ -65,7 +65,8 @@ def models_command(args: argparse.Namespace) -> int:
     if args.action == "rollback":
         info = versions.rollback(args.name)
         print(f"{args.name}: rolled back to version {info.version}" if info else
-              f"{args.name}: rolled back to the version of its files (no learned version left)")  # fmt: skip
+              f"{args.name}: rolled back to the version of its files (no earlier promoted version to go back to; "
+              f"`digitlab models promote {args.name} VERSION` serves any listed one)")  # fmt: skip
         return 0
     rows = versions.list(args.name)
     if not rows:
