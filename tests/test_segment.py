@@ -217,6 +217,24 @@ def test_a_photo_turned_on_a_dark_table_is_read_without_its_edges(cnn, detector,
     assert read_number(out.getvalue(), cnn, detector, verifier=verifier).text == text
 
 
+@pytest.mark.parametrize(("digit", "wide"), [("5", 1.1), ("2", 1.5), ("0", 1.3), ("7", 1.3)])
+def test_one_big_digit_written_wide_is_one_digit(cnn, detector, verifier, digit, wide):
+    """One digit, drawn big and wider than tall on the wide canvas: a 5 of 1.1 heights was read as "55", a 2
+    of 1.5 heights as "22" (each half is a fair digit, and cutting was cheaper than one wide digit)."""
+    from PIL import ImageDraw
+
+    from drawn_numbers import STROKES
+
+    im = Image.new("RGB", (840, 280), "white")
+    pen, h = ImageDraw.Draw(im), 200
+    w = wide * h
+    for stroke in STROKES[digit]:
+        pen.line([((840 - w) / 2 + x * w, 40 + y * h) for x, y in stroke], fill="#1F2340", width=18, joint="curve")
+    out = io.BytesIO()
+    im.save(out, format="PNG")
+    assert read_number(out.getvalue(), cnn, detector, verifier=verifier).text == digit
+
+
 def test_a_large_jpeg_is_read_at_a_reduced_scale_with_boxes_in_its_own_pixels(cnn, detector, verifier):
     """A phone photo of 5000 px is decoded at 1/4 scale (it took ~1 s and ~370 MB in full); the boxes are
     still in the uploaded image's pixels."""
