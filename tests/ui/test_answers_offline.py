@@ -179,6 +179,23 @@ def test_number_confirm_says_so_in_a_toast(fake):
     assert any("Saved: you wrote **81**. The reading was right." in t for t in toasts), toasts
 
 
+def test_number_writing_on_after_confirming_says_where_the_answer_went(fake):
+    """A stroke after Confirm is a new reading (`canvas.drawing_key`); the box quietly followed it, with no word
+    that the answer stayed with the confirmed number (Draw says so)."""
+    api, canvas, open_page = fake
+    first, second = png(840, 280), png(840, 280, shade=3)
+    api.readings = {first: "38", second: "386"}
+    canvas.set("number", first, drawing_id="n1")
+    at = open_page("number")
+    _confirm(at)
+    canvas.set("number", second, strokes=2, drawing_id="n2")
+    at.session_state["number_follows_answer"] = "n2"  # what the canvas records for a picture changed after an answer
+    at.run()
+    said = _answer_texts(at)
+    assert "You wrote on after confirming: your answer stays with the number you confirmed" in said, said
+    assert _typed(at).value == "386" and api.number_feedback_calls == [(101, "38")]
+
+
 def test_number_confirming_the_saved_answer_again_sends_it_once(fake):
     """Enter in the box confirms (`keys`), and a click on Confirm after it must not save the answer twice."""
     api, canvas, _open_page = fake

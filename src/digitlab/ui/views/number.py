@@ -85,6 +85,12 @@ def show_reading(answer: dict, image: bytes, key: str, *, photo: bool = False) -
                 "number at all.", icon=":material/help:")  # fmt: skip
 
 
+#: Under the reading of a writing changed after the person confirmed it: the answer stayed with the number
+#: confirmed (the box quietly followed the new reading, with no word of where the answer went)
+FOLLOWS_CONFIRMED = (":material/info: You wrote on after confirming: your answer stays with the number you "
+                     "confirmed, and this changed writing is a new reading. Confirm again if it is what you meant.")
+
+
 def _number_score(answer: dict) -> str:
     """As Draw says it: a flagged reading is "Not sure" first, its score after it as the model's (a big "94%
     sure of the whole number" in orange beside a smiley read as 63 was read as certainty)."""
@@ -211,6 +217,8 @@ def feedback(answer: dict, key: str) -> None:
     if done:
         kind, text = _outcome(*done, answer)
         getattr(st, kind)(text, icon=answers.icon(kind))
+    elif st.session_state.get("number_follows_answer") == key:  # (as Draw says it: the box quietly followed)
+        st.caption(FOLLOWS_CONFIRMED)
     elif number_id is not None:
         st.caption(f":material/database: Saved to the history as number #{number_id}.")
     else:
