@@ -43,3 +43,18 @@ def test_learn_now_is_not_offered_without_the_admin_token(monkeypatch):
     at = open_app(monkeypatch, canvas, "models")
     assert not at.exception, at.exception
     assert not [b for b in at.button if b.key in ("learn_open", "learn_now")]
+
+
+def test_a_quick_model_says_it_learned_from_fewer_images(monkeypatch):
+    """After `DIGITLAB_TRAIN_LIMIT=3000 make run` the Models page showed 98.6 % with no word that the model
+    learned from 4,000 images, nor how to train the full one (later starts train nothing)."""
+    import fake_api
+
+    _api, canvas = install(monkeypatch)
+    models = [{**fake_api.MODELS[0], "train_samples": 104_049}, {**fake_api.MODELS[1], "train_samples": 4_000}]
+    monkeypatch.setattr(fake_api, "MODELS", models)
+    at = open_app(monkeypatch, canvas, "models")
+    assert not at.exception, at.exception
+    captions = "\n".join(str(c.value) for c in at.caption)
+    assert "learned from 104,049 images" in captions and "learned from 104,049 images only" not in captions
+    assert "learned from 4,000 images only: a quick model (`digitlab train` learns from all of MNIST)" in captions

@@ -49,3 +49,16 @@ def test_every_page_survives_the_api_being_down(dead_api, page):
         assert "Support vector machine" in text  # the packaged descriptions, offline
     if page == "about":
         assert "MNIST" in text and "From your drawing to a digit" in text
+
+
+def test_a_pen_the_colour_of_the_background_is_said_so():
+    """#111111 on #000000: a 4 filling the canvas was told to "draw a larger digit"."""
+    from types import SimpleNamespace
+
+    from digitlab.ui.common import nothing_drawn
+
+    dark = SimpleNamespace(pen_color="#111111", background_color="#000000")
+    assert "nearly the colour of the background" in nothing_drawn(dark)
+    plain = SimpleNamespace(pen_color="#1F2340", background_color="#FFFFFF")
+    assert nothing_drawn(plain) == "Nothing to recognise yet: draw a larger digit."
+    assert nothing_drawn(SimpleNamespace(pen_color=None, background_color="#FFFFFF")).startswith("Nothing")

@@ -79,8 +79,9 @@ def _drawing_id(prefix: str, inked: bool, background: str, png: bytes | None = N
 
 
 #: Under the answer of a picture changed after the person answered: the answer stayed with the earlier
-#: picture (a stroke added a moment after answering left no "Saved" line and no word of where it went)
-FOLLOWS_ANSWER = (":material/info: You drew on after answering: your answer stays with the picture you "
+#: picture (a stroke added a moment after answering left no "Saved" line and no word of where it went). "Changed",
+#: not "drew on": an Undo after answering takes a stroke away
+FOLLOWS_ANSWER = (":material/info: You changed the drawing after answering: your answer stays with the picture you "
                   "answered, and this changed picture is a new drawing. Answer again if it is what you meant.")
 
 

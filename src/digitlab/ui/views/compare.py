@@ -101,7 +101,7 @@ def compare_area() -> None:
         result, error = compare(drawing)
         if error is not None:
             if error.code == "empty_image":
-                slot.info("Nothing to recognise yet: draw a larger digit.", icon=":material/gesture:")
+                slot.info(common.nothing_drawn(drawing), icon=":material/gesture:")
             elif isinstance(error, ApiUnavailable):  # (the banner says which service and where)
                 slot.warning("The prediction service is not answering right now. Your drawing is kept.",
                              icon=":material/cloud_off:")

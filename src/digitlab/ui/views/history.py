@@ -163,7 +163,8 @@ def stats_section(stats: dict[str, Any], models: list[dict[str, Any]], model_fil
                   "Predictions. The CSV download has one row per labelled drawing and one per digit of a confirmed "
                   "number, so it can have more rows.")  # fmt: skip
         st.metric("Accuracy on labelled", common.pct(correct / labelled) if labelled else "—", border=True,
-                  help="Share of labelled drawings the model got right.")  # fmt: skip
+                  help="Share of labelled predictions the model got right, counted like Predictions: a drawing "
+                  "answered on Compare counts once per model.")  # fmt: skip
     if not labelled:
         st.info("No labelled drawings yet: answer “What did you draw?” on the Draw page and accuracy, the confusion "
                 "matrix and trends appear here.", icon=":material/touch_app:")  # fmt: skip

@@ -102,6 +102,9 @@ def learning_progress(job_id: str) -> None:
         st.error(f"Learning stopped: {job.get('message')}", icon=":material/error:")
 
 
+MNIST_TRAIN = 60_000  #: MNIST's training images: a model that learned from fewer is a quick one
+
+
 def learn_now() -> None:
     """Admin only (the UI runs with DIGITLAB_ADMIN_TOKEN): start a learning run and follow it. "Learn now"
     asks first, in place; once started, the question goes away and the run's progress and outcome show
@@ -162,6 +165,10 @@ def card(model: dict[str, Any], latency: float | None, live_status: str | None) 
             extra.append(f"trained {common.when_text(model['trained_at'])}")
         if model.get("training_seconds"):
             extra.append(f"in {common.duration(float(model['training_seconds']))}")
+        samples = model.get("train_samples")
+        if samples:  # a quick start (`DIGITLAB_TRAIN_LIMIT`) kept its weaker models with no word of it
+            extra.append(f"learned from {samples:,} images" + (
+                " only: a quick model (`digitlab train` learns from all of MNIST)" if samples < MNIST_TRAIN else ""))
         if model.get("version"):
             extra.append(f"version {model['version']}")
         if metrics.get("drawn_accuracy") is not None:
