@@ -150,6 +150,9 @@ def test_the_embedded_database_needs_no_folder_made_first(monkeypatch, tmp_path,
     ("DIGITLAB_ADMIN_TOKEN", "Bearer s3cr3t", "bad setting DIGITLAB_ADMIN_TOKEN='***': Value error, must be"),
     # a typo served the best ready model without a word
     ("DIGITLAB_DEFAULT_MODEL", "svn", "bad setting DIGITLAB_DEFAULT_MODEL='svn': Value error, is not a model"),
+    # the UI started, and every page said the service was unreachable
+    ("DIGITLAB_API_URL", "garbage", "bad setting DIGITLAB_API_URL='garbage': Value error, must be an http:// or"),
+    ("DIGITLAB_API_URL", "http://api:80000", "bad setting DIGITLAB_API_URL='http://api:80000': Value error, has an"),
 ])  # fmt: skip
 def test_a_bad_setting_is_one_line_naming_the_variable(monkeypatch, capsys, variable, value, said):
     monkeypatch.setenv(variable, value)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -96,6 +96,20 @@ class Settings(BaseSettings):
         if not (value.isascii() and value.isprintable()) or any(c.isspace() for c in value):
             raise ValueError("must be printable ASCII without spaces (a client sends it in an HTTP header)")
         return value
+
+    @field_validator("api_url")
+    @classmethod
+    def _reachable_url(cls, value: str) -> str:
+        """An address the UI can send requests to: `DIGITLAB_API_URL=garbage` started the UI without a word,
+        and every page then said the service was unreachable."""
+        url = urlsplit(value.strip())
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError("must be an http:// or https:// address with a host, e.g. http://127.0.0.1:8000")
+        try:
+            url.port  # noqa: B018 -- raises on a port that is no number or out of range
+        except ValueError as exc:
+            raise ValueError(f"has an unusable port ({exc})") from None
+        return value.strip()
 
     # --- API -------------------------------------------------------------------------------------
     host: str = "127.0.0.1"
