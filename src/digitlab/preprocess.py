@@ -96,7 +96,7 @@ MIN_EXTENT_REL = 0.02  # ink whose extent is below 2 % of the image's long side 
 DOT_RATIO = 3.0  # ink no longer than 3 stroke widths is a dot...
 DOT_MAX_REL = 0.2  # ...unless it spans more than 20 % of the image (then it is a big blob: let it through)
 
-_BUSY_MSG = ("No digit found: the picture is busy all over (noise or texture), nothing stands out from it. "
+BUSY_MSG = ("No digit found: the picture is busy all over (noise or texture), nothing stands out from it. "
              "Use a plain background, the digit large and dark.")
 BUSY_NOISE = 40.0  # border variation (colour distance) above which an image without ink is "busy", not blank
 _DOT_MSG = "Nothing drawn but a dot: draw a whole digit and try again."
@@ -354,7 +354,7 @@ def _ink_values(rgba: np.ndarray, pen: np.ndarray | None, bg: np.ndarray | None)
     sel = _candidates(rgba, bg)
     d = _distance(_gather(rgba, sel), bg, pen)
     cand = d[d > floor]
-    empty = _BUSY_MSG if noise >= BUSY_NOISE else NOTHING_DRAWN  # noise everywhere is not "blank"
+    empty = BUSY_MSG if noise >= BUSY_NOISE else NOTHING_DRAWN  # noise everywhere is not "blank"
     if cand.size < 3:
         raise EmptyImageError(empty)
     k = int(0.9 * (cand.size - 1))

@@ -22,6 +22,8 @@ from digitlab.preprocess import ink_map
 
 #: working resolution: long side of the image the segmentation looks at (an 840 px canvas is halved)
 WORK_MAX = 800
+MAX_PAPER_INK = 0.15  #: a photo of writing on paper has ink on less than this share of its pixels...
+MIN_STROKE_SHARE = 0.2  #: ...and its largest stroke holds at least this share of the ink (noise: under 0.1)
 STRIP_DEPTH = 0.35  #: a dark strip along a photo's edge reaches into it less than this share of its length
 RULED_ACROSS = 0.9  #: a row or column with ink over this share of the image is a ruled line, not writing
 PLAIN_PNG_MAX_SIDE = 4096  #: a plain PNG up to this side takes the fast decoder (the same pixels as PIL's)
@@ -111,20 +113,50 @@ def without_border_strips(ink: np.ndarray) -> np.ndarray:
     return np.where(drop[labels], 0.0, ink).astype(ink.dtype)
 
 
-def working_ink(
-    image: Any, *, pen_color=None, background_color=None, max_pixels=None
-) -> tuple[np.ndarray, float]:
-    """(ink map at working resolution, input pixels per working pixel)."""
+def _working_rgba(image: Any, max_pixels: int | None) -> tuple[np.ndarray, float]:
+    """(RGBA at working resolution, input pixels per working pixel)."""
     rgba, decoded = load_rgba(image, max_pixels=max_pixels)
     if rgba.shape[0] == 0 or rgba.shape[1] == 0:
         raise EmptyImageError("The image has no pixels.")
     factor = max(1, math.ceil(max(rgba.shape[:2]) / WORK_MAX))
     if factor > 1:
         rgba = np.asarray(Image.fromarray(np.ascontiguousarray(rgba), "RGBA").reduce(factor))
+    return rgba, factor * decoded
+
+
+def photo_ink(image: Any, *, max_pixels: int | None = None) -> np.ndarray | None:
+    """A photo or scan of paper -> its ink at working resolution (flattened against its own light, ruled lines
+    and edge strips out); None for an image that is no photo. For `/predict`, when its colour-distance ink
+    finds the picture "busy all over": a digit on paper photographed a little turned on a dark table, in a
+    shadow, was refused though it filled the photo."""
+    rgba, _ = _working_rgba(image, max_pixels)
+    if not is_photo(rgba):
+        return None
+    ink = flatten_photo(rgba)
+    return ink if _strokes_stand_out(ink) else None
+
+
+def _strokes_stand_out(ink: np.ndarray) -> bool:
+    """Writing on paper: a little ink, much of it in one stroke (a digit, or one digit of a number). Noise or a
+    texture, flattened, is ink in thousands of bits (the largest under 10 % of all)."""
+    mask = ink >= 0.35
+    coverage = float(mask.mean())
+    if coverage == 0.0 or coverage > MAX_PAPER_INK:
+        return False
+    labels, _ = ndi.label(mask, structure=np.ones((3, 3), bool))
+    sizes = np.bincount(labels.ravel())[1:]
+    return float(sizes.max()) >= MIN_STROKE_SHARE * float(sizes.sum())
+
+
+def working_ink(
+    image: Any, *, pen_color=None, background_color=None, max_pixels=None
+) -> tuple[np.ndarray, float]:
+    """(ink map at working resolution, input pixels per working pixel)."""
+    rgba, factor = _working_rgba(image, max_pixels)
     if is_photo(rgba) and pen_color is None:
-        return flatten_photo(rgba), factor * decoded
+        return flatten_photo(rgba), factor
     ink = ink_map(rgba, pen_color=pen_color, background_color=background_color)
-    return (ink if pen_color is not None else without_ruled_lines(ink)), factor * decoded
+    return (ink if pen_color is not None else without_ruled_lines(ink)), factor
 
 
 def without_ruled_lines(ink: np.ndarray) -> np.ndarray:

@@ -840,3 +840,29 @@ def test_serving_beyond_this_machine_without_an_admin_token_is_warned(tmp_path, 
         get_settings.cache_clear()
     err = capsys.readouterr().err
     assert ("DIGITLAB_ADMIN_TOKEN is not set" in err) is warned, err
+
+
+def test_a_digit_photographed_turned_on_a_dark_table_is_answered(tmp_path, served_model_dir):
+    """A 7 filling a photo of paper, turned a little on a dark table and shaded: "No digit found: the picture is
+    busy all over" (its border is part table). Refused pictures are read once more as paper flattened against
+    its own light; what was answered before is preprocessed as before."""
+    import io
+
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFilter
+
+    paper = Image.new("RGB", (1000, 900), (236, 230, 214))
+    ImageDraw.Draw(paper).line([(420, 220), (640, 220), (500, 640)], fill=(30, 40, 120), width=26, joint="curve")
+    photo = np.asarray(paper.rotate(4, resample=Image.BICUBIC, fillcolor=(60, 60, 60))).astype(np.float32)
+    yy, xx = np.mgrid[0:900, 0:1000]
+    photo *= (1.0 - 0.55 * np.clip(xx / 1000 * 0.6 + yy / 900 * 0.7 - 0.35, 0, 1))[..., None]
+    out = io.BytesIO()
+    Image.fromarray(photo.clip(0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.2)).save(out, "JPEG", quality=70)
+    with TestClient(create_app(settings_for(tmp_path, served_model_dir))) as c:
+        r = c.post("/api/v1/predict", files={"image": ("seven.jpg", out.getvalue(), "image/jpeg")}, data={"model": "cnn"})
+        assert r.status_code == 200, r.text
+        assert r.json()["digit"] == 7
+        noise = np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8)  # busy, and no paper
+        buf = io.BytesIO()
+        Image.fromarray(noise).save(buf, "PNG")
+        assert_error(c.post("/api/v1/predict", files={"image": ("noise.png", buf.getvalue())}), 400, "empty_image")

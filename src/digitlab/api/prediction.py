@@ -19,10 +19,18 @@ from typing import Any
 import numpy as np
 
 from digitlab.api.context import AppContext
-from digitlab.decode import png_picture_only
+from digitlab.decode import EmptyImageError, png_picture_only
 from digitlab.errors import DigitlabError, ModelNotReadyError, UnknownModelError
 from digitlab.models.registry import MODEL_SPECS, LoadedModel, is_training
-from digitlab.preprocess import ImageTooLargeError, UnreadableImageError, sniff_format, to_mnist, to_png
+from digitlab.preprocess import (
+    BUSY_MSG,
+    ImageTooLargeError,
+    UnreadableImageError,
+    sniff_format,
+    to_mnist,
+    to_png,
+)
+from digitlab.segment_ink import photo_ink
 
 log = logging.getLogger("digitlab.api")
 
@@ -114,13 +122,31 @@ def preprocess(ctx: AppContext, data: bytes, *, pen_color: str | None, backgroun
     """bytes -> (28x28 float32, format). Only 4xx errors leave this function for a bad image."""
     fmt = sniff_format(data)
     with image_errors(fmt):
-        image = to_mnist(
-            data,
-            pen_color=pen_color,
-            background_color=background_color,
-            max_pixels=ctx.settings.max_image_pixels,
-        )
+        try:
+            image = to_mnist(
+                data,
+                pen_color=pen_color,
+                background_color=background_color,
+                max_pixels=ctx.settings.max_image_pixels,
+            )
+        except EmptyImageError as exc:
+            if str(exc) != BUSY_MSG or pen_color is not None:
+                raise
+            image = _from_paper(data, ctx.settings.max_image_pixels, exc)
     return image, fmt
+
+
+def _from_paper(data: bytes, max_pixels: int, busy: EmptyImageError) -> np.ndarray:
+    """A photo the colour distance finds "busy all over" (a shadow, a dark table along a turned sheet's edges),
+    read once more as paper flattened against its own light, as `/read` reads photos. Only what was refused
+    takes this path: every image answered before is preprocessed exactly as before."""
+    try:
+        ink = photo_ink(data, max_pixels=max_pixels)
+        if ink is None:
+            raise busy
+        return to_mnist(ink)
+    except EmptyImageError:
+        raise busy from None
 
 
 @dataclass
