@@ -55,7 +55,7 @@ def test_a_pen_the_colour_of_the_background_is_said_so():
     """#111111 on #000000: a 4 filling the canvas was told to "draw a larger digit"."""
     from types import SimpleNamespace
 
-    from digitlab.ui.common import nothing_drawn
+    from digitlab.ui.ink import nothing_drawn
 
     dark = SimpleNamespace(pen_color="#111111", background_color="#000000")
     assert "nearly the colour of the background" in nothing_drawn(dark)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import io
-import math
 import time
 import uuid
 from datetime import UTC, datetime
@@ -282,25 +281,6 @@ def check_health() -> Health | None:
 def health() -> Health | None:
     """The last known health (set by the monitor at the top of every run)."""
     return st.session_state.get("health")
-
-
-#: pen and background closer than this (RGB distance) hardly differ on screen, nor to the preprocessing
-#: (`preprocess.MIN_CONTRAST` is 40)
-PEN_CONTRAST = 60.0
-
-
-def nothing_drawn(drawing, advice: str = "Nothing to recognise yet: draw a larger digit.") -> str:
-    """What to say when nothing was found on the canvas: a pen the colour of the background (#111 on #000)
-    was told to "draw a larger digit" over a 4 that filled the canvas."""
-    try:
-        pen, bg = ([int(c.lstrip("#")[i : i + 2], 16) for i in (0, 2, 4)]
-                   for c in (drawing.pen_color, drawing.background_color))  # fmt: skip
-    except (AttributeError, TypeError, ValueError):
-        return advice
-    if math.dist(pen, bg) < PEN_CONTRAST:
-        return ("Your pen is nearly the colour of the background, so nothing stands out: pick a pen colour that "
-                "differs clearly from it (Pen).")
-    return advice
 
 
 def show_error(slot, error: ApiError, *, nothing: str, kept: str) -> None:

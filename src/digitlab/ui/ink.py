@@ -1,5 +1,6 @@
 """What a drawing's ink tells the Draw page's advice when the model is not sure: is it several shapes side by
 side (a whole number, "12", which the Number page reads), or one shape (a digit drawn oddly, a smiley, a #)?
+And when nothing was found: was the pen the colour of the background (`nothing_drawn`)?
 
 The strokes are the Number reader's own (`segment_pieces.pieces_of`: ink at least `INK_ON`, specks dropped,
 dots and dashes far lower than the writing are *marks*), grouped as it joins strokes into one digit: strokes
@@ -9,6 +10,7 @@ inside its face). Marks never make a shape of their own.
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 #: strokes at most this far apart (in writing heights) are one shape (`segment.JOIN_GAP`: a 0 in two strokes)
@@ -46,3 +48,22 @@ def several_digits(
 ) -> bool:
     """The drawing looks like several digits side by side (a whole number), as far as its ink can tell."""
     return bool(png) and shapes_side_by_side(png, pen_color, background_color) >= 2
+
+
+#: pen and background closer than this (RGB distance) hardly differ on screen, nor to the preprocessing
+#: (`preprocess.MIN_CONTRAST` is 40)
+PEN_CONTRAST = 60.0
+
+
+def nothing_drawn(drawing, advice: str = "Nothing to recognise yet: draw a larger digit.") -> str:
+    """What to say when nothing was found on the canvas: a pen the colour of the background (#111 on #000)
+    was told to "draw a larger digit" over a 4 that filled the canvas."""
+    try:
+        pen, bg = ([int(c.lstrip("#")[i : i + 2], 16) for i in (0, 2, 4)]
+                   for c in (drawing.pen_color, drawing.background_color))  # fmt: skip
+    except (AttributeError, TypeError, ValueError):
+        return advice
+    if math.dist(pen, bg) < PEN_CONTRAST:
+        return ("Your pen is nearly the colour of the background, so nothing stands out: pick a pen colour that "
+                "differs clearly from it (Pen).")
+    return advice

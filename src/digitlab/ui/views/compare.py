@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from digitlab.ui import answers, charts, common, keys
+from digitlab.ui import answers, charts, common, ink, keys
 from digitlab.ui.canvas import Drawing, drawing_canvas
 from digitlab.ui.client import LIVE_PATIENCE, ApiError, ApiUnavailable, Comparison
 
@@ -101,7 +101,7 @@ def compare_area() -> None:
         result, error = compare(drawing)
         if error is not None:
             if error.code == "empty_image":
-                slot.info(common.nothing_drawn(drawing), icon=":material/gesture:")
+                slot.info(ink.nothing_drawn(drawing), icon=":material/gesture:")
             elif isinstance(error, ApiUnavailable):  # (the banner says which service and where)
                 slot.warning("The prediction service is not answering right now. Your drawing is kept.",
                              icon=":material/cloud_off:")

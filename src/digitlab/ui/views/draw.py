@@ -281,7 +281,7 @@ def draw_area() -> None:
                 return
             prediction, error = predict(drawing, model)
             if error is not None:
-                common.show_error(slot, error, nothing=common.nothing_drawn(drawing),
+                common.show_error(slot, error, nothing=ink.nothing_drawn(drawing),
                                   kept="Your drawing is kept; it is recognised as soon as the service is back.")  # fmt: skip
                 return
             follows = drawing.drawing_id is not None and st.session_state.get("draw_follows_answer") == drawing.drawing_id

@@ -10,7 +10,7 @@ import unicodedata
 import streamlit as st
 from PIL import Image, ImageDraw, ImageOps
 
-from digitlab.ui import answers, common, uploads
+from digitlab.ui import answers, common, ink, uploads
 from digitlab.ui.canvas import drawing_canvas
 from digitlab.ui.client import LIVE_PATIENCE, ApiError, ApiUnavailable
 
@@ -261,7 +261,7 @@ def _reading(drawing, photo) -> None:
         key = did
     if error is not None:
         nothing = ("No number found in this photo: take it closer, the digits large." if photo is not None
-                   else common.nothing_drawn(drawing, "Nothing to read yet: write larger digits."))  # fmt: skip
+                   else ink.nothing_drawn(drawing, "Nothing to read yet: write larger digits."))  # fmt: skip
         common.show_error(st, error, nothing=nothing,
                           kept="Your writing is kept; it is read as soon as the service is back.")  # fmt: skip
         return
