@@ -97,7 +97,7 @@ DOT_RATIO = 3.0  # ink no longer than 3 stroke widths is a dot...
 DOT_MAX_REL = 0.2  # ...unless it spans more than 20 % of the image (then it is a big blob: let it through)
 
 BUSY_MSG = ("No digit found: the picture is busy all over (noise or texture), nothing stands out from it. "
-             "Use a plain background, the digit large and dark.")
+            "Use a plain background, the digit large and dark.")
 BUSY_NOISE = 40.0  # border variation (colour distance) above which an image without ink is "busy", not blank
 _DOT_MSG = "Nothing drawn but a dot: draw a whole digit and try again."
 _TINY_MSG = "Nothing drawn but a speck: draw a bigger digit and try again."

@@ -19,6 +19,7 @@ from scipy import ndimage as ndi
 
 from digitlab.decode import EmptyImageError, decode_plain_png, open_image, pil_to_rgba
 from digitlab.preprocess import ink_map
+from digitlab.segment_pieces import INK_ON
 
 #: working resolution: long side of the image the segmentation looks at (an 840 px canvas is halved)
 WORK_MAX = 800
@@ -90,7 +91,7 @@ def without_border_strips(ink: np.ndarray) -> np.ndarray:
     A strip lies along an edge (it touches the edge over at least half of its own length there) and is
     thin (reaching into the picture less than STRIP_DEPTH of its length); a digit cut by the edge touches
     it over the width of its strokes only."""
-    labels, n = ndi.label(ink >= 0.35, structure=np.ones((3, 3), bool))
+    labels, n = ndi.label(ink >= INK_ON, structure=np.ones((3, 3), bool))
     if n == 0:
         return ink
     h, w = ink.shape
@@ -139,7 +140,7 @@ def photo_ink(image: Any, *, max_pixels: int | None = None) -> np.ndarray | None
 def _strokes_stand_out(ink: np.ndarray) -> bool:
     """Writing on paper: a little ink, much of it in one stroke (a digit, or one digit of a number). Noise or a
     texture, flattened, is ink in thousands of bits (the largest under 10 % of all)."""
-    mask = ink >= 0.35
+    mask = ink >= INK_ON
     coverage = float(mask.mean())
     if coverage == 0.0 or coverage > MAX_PAPER_INK:
         return False

@@ -142,11 +142,12 @@ def _from_paper(data: bytes, max_pixels: int, busy: EmptyImageError) -> np.ndarr
     takes this path: every image answered before is preprocessed exactly as before."""
     try:
         ink = photo_ink(data, max_pixels=max_pixels)
-        if ink is None:
-            raise busy
-        return to_mnist(ink)
+        image = None if ink is None else to_mnist(ink)
     except EmptyImageError:
-        raise busy from None
+        image = None
+    if image is None:
+        raise busy
+    return image
 
 
 @dataclass

@@ -288,6 +288,7 @@ def _unusable(exc: Exception) -> str:
 
 def _path_setting(filename: object) -> str:
     """Which setting names the folder `filename` is in ("check DIGITLAB_DATA_DIR"), else the general hint."""
+    general = "check the path settings and --out"
     try:
         from digitlab.core.config import get_settings
 
@@ -300,8 +301,8 @@ def _path_setting(filename: object) -> str:
             if folder is not None and path.is_relative_to(Path(folder).absolute()):
                 return f"check {name}"
     except Exception:  # noqa: BLE001 -- settings that cannot be read: the general hint
-        return "check the path settings and --out"
-    return "check the path settings and --out"
+        return general
+    return general
 
 
 def _database_url() -> str:
