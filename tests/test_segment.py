@@ -72,6 +72,23 @@ def test_comma_and_dot_are_not_digits(cnn, detector, verifier):
     assert len(reading.dropped) >= 1
 
 
+@pytest.mark.parametrize(("text", "slant"), [("1/2", 0.0), ("3/4", 0.0), ("12/5", 0.3)])
+def test_a_slash_read_as_a_one_is_not_sure(cnn, detector, verifier, text, slant):
+    """A slash is one thin stroke like a 1, and the CNN was sure of it ("1/2" read "112", nothing flagged); it
+    leans apart from the writing: uncertain. Upright and slanted 1s among other digits stay sure."""
+    reading = read_number(draw_number(text, slant=slant), cnn, detector, verifier=verifier)
+    slash = text.index("/")
+    assert reading.digits[slash].uncertain
+    assert reading.uncertain
+
+
+@pytest.mark.parametrize(("text", "slant"), [("11", 0.0), ("17", 0.0), ("1974", 0.0), ("1974", 0.3), ("2041", 0.3)])
+def test_ones_that_lean_with_the_writing_stay_sure(cnn, detector, verifier, text, slant):
+    reading = read_number(draw_number(text, slant=slant), cnn, detector, verifier=verifier)
+    assert reading.text == text
+    assert not any(d.uncertain for d in reading.digits if d.digit == 1)
+
+
 def test_a_dash_between_digits_is_left_out(cnn, detector, verifier):
     """A dash wider than half a digit ("20-25") was no mark and was read as a 2."""
 

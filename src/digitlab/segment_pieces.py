@@ -40,10 +40,17 @@ class Piece:
     cut_left: bool = False  # its left edge is a cut through ink
     sliced: bool = False  # a slice of a stroke that was cut
     mark: bool = False
+    shear: float = 0.0  # the writing's slant (dx/dy) that `left` and `right` are sheared by
 
     @property
     def centre(self) -> float:
         return 0.5 * (self.left + self.right)
+
+    @property
+    def lean(self) -> float:
+        """dx/dy of this stroke's own axis against the writing's slant: a 1 leaning apart from its
+        neighbours is more likely a slash ("1/2")."""
+        return _slant(self.ys.astype(np.float64), self.xs.astype(np.float64)) - self.shear
 
 
 def _slant(ys: np.ndarray, xs: np.ndarray) -> float:
@@ -170,7 +177,7 @@ def pieces_of(s: np.ndarray) -> tuple[list[Piece], float, list[Piece]]:
     for i in range(n):
         ys, xs = coords[i]
         xp = xs - shear * (ys - yc)
-        piece = Piece(ys, xs, float(xp.min()), float(xp.max()) + 1.0, i)
+        piece = Piece(ys, xs, float(xp.min()), float(xp.max()) + 1.0, i, shear=shear)
         h = boxes[i][0].stop - boxes[i][0].start
         if i not in kept:
             specks.append(piece)
@@ -185,6 +192,6 @@ def pieces_of(s: np.ndarray) -> tuple[list[Piece], float, list[Piece]]:
             sel = (xp >= bounds[j]) & (xp < bounds[j + 1])
             if sel.any():
                 left, right = float(xp[sel].min()), float(xp[sel].max()) + 1.0
-                pieces.append(Piece(ys[sel], xs[sel], left, right, i, cut_left=j > 0, sliced=True))
+                pieces.append(Piece(ys[sel], xs[sel], left, right, i, cut_left=j > 0, sliced=True, shear=shear))
     pieces.sort(key=lambda p: p.centre)
     return pieces, height, specks
