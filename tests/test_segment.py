@@ -234,6 +234,35 @@ def test_a_photo_turned_on_a_dark_table_is_read_without_its_edges(cnn, detector,
     assert read_number(out.getvalue(), cnn, detector, verifier=verifier).text == text
 
 
+def _photo_with_a_lighter_digit(text: str, light: int, colour: tuple[int, int, int]) -> bytes:
+    """A phone photo of `text` on cream paper in dark blue ink, its digit `light` in `colour`, with a shadow."""
+    import numpy as np
+    from PIL import ImageFilter
+
+    paper = Image.new("RGB", (1500, 500), (236, 230, 214))
+    x = 150
+    for i, ch in enumerate(text):
+        written = Image.open(io.BytesIO(draw_number(ch, size=160))).convert("L")
+        ink = Image.eval(written, lambda v: 255 if v < 128 else 0)
+        paper.paste(Image.new("RGB", written.size, colour if i == light else (30, 40, 120)), (x, 120), ink)
+        x += int(written.width * 0.75)
+    a = np.asarray(paper).astype(np.float32)
+    h, w = a.shape[:2]
+    a *= (1.0 - 0.35 * np.clip(np.mgrid[0:h, 0:w][1] / w - 0.3, 0, 1))[..., None]
+    out = io.BytesIO()
+    Image.fromarray(a.clip(0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.0)).save(out, "JPEG", quality=75)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("text", "light"), [("30", 1), ("45", 0), ("2047", 2)])
+@pytest.mark.parametrize("colour", [(160, 160, 175), (180, 180, 190)])
+def test_a_digit_written_lighter_on_a_photo_is_read(cnn, detector, verifier, text, light, colour):
+    """The photo's ink floor is set by its darkest strokes: a digit in a lighter ink (a pencil beside a pen)
+    was left out whole ("30" read "3", "45" "5")."""
+    reading = read_number(_photo_with_a_lighter_digit(text, light, colour), cnn, detector, verifier=verifier)
+    assert reading.text == text
+
+
 @pytest.mark.parametrize(("digit", "wide"), [("5", 1.1), ("2", 1.5), ("0", 1.3), ("7", 1.3)])
 def test_one_big_digit_written_wide_is_one_digit(cnn, detector, verifier, digit, wide):
     """One digit, drawn big and wider than tall on the wide canvas: a 5 of 1.1 heights was read as "55", a 2
