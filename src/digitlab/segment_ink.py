@@ -112,9 +112,9 @@ def with_faint_digits(ink: np.ndarray, darkness: np.ndarray, low: float) -> np.n
     need = FAINT_TALL * max(sl[0].stop - sl[0].start for sl in ndi.find_objects(strong))
     labels, _ = ndi.label(darkness >= low, structure=np.ones((3, 3), bool))
     out = ink
-    for index, box in enumerate(ndi.find_objects(labels), start=1):
-        if box is None or box[0].stop - box[0].start < need:
-            continue
+    boxes = ndi.find_objects(labels)
+    for index in [i for i, box in enumerate(boxes, start=1) if box[0].stop - box[0].start >= need]:
+        box = boxes[index - 1]
         mine = labels[box] == index
         if strong[box][mine].any():  # a stroke of the writing with its soft edge: as it is
             continue
@@ -156,6 +156,8 @@ def without_border_strips(ink: np.ndarray) -> np.ndarray:
     drop = np.zeros(n + 1, bool)
     for index, box in enumerate(ndi.find_objects(labels), start=1):
         rows, cols = box
+        if m <= cols.start and cols.stop <= w - m and m <= rows.start and rows.stop <= h - m:
+            continue  # touches no edge (most strokes; thousands of specks in a noisy picture)
         mine = labels[box] == index
         length_v, length_h = mine.shape
         edges = (  # (touches this edge, rows or columns where it does, length along it, depth into the picture)
