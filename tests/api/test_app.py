@@ -794,6 +794,27 @@ def test_learn_now_can_name_the_models(tmp_path, served_model_dir, monkeypatch):
         assert argvs == [[*argvs[0][:3], "learn", "--job-id", job, "svm_pca", "svm"]]
 
 
+def test_learn_now_checks_the_token_before_reading_the_body(tmp_path, served_model_dir, monkeypatch):
+    """FastAPI parsed the declared body before any dependency: a malformed body without the token was 422
+    ("the body is not valid JSON", "'models': ..."), a hint at the API, where it must be 401."""
+    from digitlab.api.routes import learn as learn_route
+
+    monkeypatch.setattr(learn_route.subprocess, "Popen", lambda *a, **kw: pytest.fail("no run may start"))
+    bodies = [
+        {"content": b"{not json", "headers": {"Content-Type": "application/json"}},
+        {"json": {"models": ["nosuch"]}},
+        {"content": b"models=svm", "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
+    ]
+    with TestClient(create_app(settings_for(tmp_path, served_model_dir, admin_token="s3cret"))) as c:
+        for body in bodies:
+            assert_error(c.post("/api/v1/learn", **body), 401, "unauthorized")
+        admin = {"Authorization": "Bearer s3cret"}
+        detail = assert_error(c.post("/api/v1/learn", content=b"{not json", headers={**admin, "Content-Type": "application/json"}), 422, "invalid_fields")["detail"]
+        assert "not valid JSON" in detail
+        assert_error(c.post("/api/v1/learn", content=b"models=svm", headers={**admin, "Content-Type": "text/plain"}), 415, "unsupported_media_type")
+        assert "requestBody" in c.get("/openapi.json").json()["paths"]["/api/v1/learn"]["post"]
+
+
 def test_the_api_log_lines_start_with_their_time():
     """During an outage the order of events across workers could not be told from the log (no times)."""
     import logging

@@ -12,7 +12,9 @@ import sys
 import threading
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import TypeAdapter, ValidationError
 from starlette.responses import Response
 
 from digitlab.api.deps import Ctx, require_admin_token, store_or_503
@@ -22,6 +24,24 @@ from digitlab.models.registry import MODEL_SPECS
 from digitlab.store.db import BusyError, exclusive
 
 router = APIRouter(prefix="/api/v1", tags=["learning"])
+_LEARN_BODY = TypeAdapter(LearnRequest | None)
+
+
+async def learn_body(request: Request) -> LearnRequest | None:
+    """`POST /learn`'s optional JSON body, read after the admin check: FastAPI parses a declared body before
+    any dependency, so a malformed body without the token was 422 (a hint at the API) instead of 401."""
+    raw = await request.body()
+    if not raw:
+        return None
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):  # the handler answers 415, saying what to send
+        raise RequestValidationError([{"type": "model_attributes_type", "loc": ("body",), "msg": "not JSON"}])
+    try:
+        return _LEARN_BODY.validate_json(raw)
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+
+
 JobId = Annotated[str, Path(pattern=r"^[0-9a-fA-F]{32}$", description="The id `POST /api/v1/learn` answered.")]
 
 
@@ -30,9 +50,10 @@ JobId = Annotated[str, Path(pattern=r"^[0-9a-fA-F]{32}$", description="The id `P
     status_code=202,
     response_model=LearnStarted,
     dependencies=[Depends(require_admin_token)],
-    responses=error_responses(400, 401, 403, 409, 422, 503),
+    responses=error_responses(400, 401, 403, 409, 415, 422, 503),
+    openapi_extra={"requestBody": {"required": False, "content": {"application/json": {"schema": LearnRequest.model_json_schema()}}}},
 )
-def start_learning(ctx: Ctx, response: Response, body: LearnRequest | None = None):
+def start_learning(ctx: Ctx, response: Response, body: Annotated[LearnRequest | None, Depends(learn_body)]):
     """Start learning from the users' labelled drawings in the background; follow it at
     `GET /api/v1/learn/{job_id}`. 409 while a run is going on. An optional JSON body `{"models": [...]}`
     names the models to learn (default: every trained one)."""
