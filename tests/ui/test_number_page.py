@@ -54,9 +54,14 @@ def test_write_read_confirm_then_history(desktop, ui_server, api_server):
     lines = page.evaluate("""() => { const el = document.querySelector('[data-testid="dl-number-text"]');
         return el.getBoundingClientRect().height / parseFloat(getComputedStyle(el).lineHeight); }""")
     assert lines < 1.5, lines
+    seen = page.locator('[data-testid="dl-digits-seen"] img')
+    expect(seen).to_have_count(3)  # each digit's 28x28 input: in one row (columns stacked one per row here)
+    tops = {round(seen.nth(i).bounding_box()["y"]) for i in range(3)}
+    assert len(tops) == 1, tops
     page.set_viewport_size({"width": 1280, "height": 800})
     wait_idle(page)
-    expect(page.locator('[data-testid="stImage"] img')).to_have_count(4)  # the boxes + three 28x28 inputs
+    expect(page.locator('[data-testid="stImage"] img')).to_have_count(1)  # the boxes
+    expect(seen).to_have_count(3)
     saved = page.get_by_text(re.compile(r"Saved to the history as number #\d+"))
     expect(saved).to_be_visible()
     number_id = int(re.search(r"#(\d+)", saved.inner_text()).group(1))

@@ -36,6 +36,9 @@ CSS = """
 .dl-digit.dl-unsure {color:#B45309;}
 /* a read number stays on one line (a phone broke "307" into "30" over "7"); its row wraps instead */
 .dl-number-row {flex-wrap:wrap;}
+.dl-seen-row {display:flex; flex-wrap:wrap; gap:.6rem 1rem; margin:.2rem 0 .6rem;}
+.dl-seen {margin:0; text-align:center;} .dl-seen img {image-rendering:pixelated; border-radius:4px; display:block;}
+.dl-seen figcaption {font-size:.85rem; color:#555; margin-top:.15rem;}
 .dl-digit.dl-number {white-space:nowrap; flex-shrink:0;}
 .dl-digit.dl-number.dl-long {font-size:3.2rem;}
 .dl-digit.dl-number.dl-very-long {white-space:normal; overflow-wrap:anywhere; flex-shrink:1; font-size:2.6rem;}

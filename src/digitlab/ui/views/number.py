@@ -68,13 +68,7 @@ def show_reading(answer: dict, image: bytes, key: str, *, photo: bool = False) -
     feedback(answer, key)  # right under the reading: no scrolling to confirm (it was ~550 px below the fold)
     st.image(boxed(image, answer["digits"]), caption="What was read: one box per digit", width="content")
     if answer["digits"]:
-        cols = st.columns(len(answer["digits"]))
-        for col, d in zip(cols, answer["digits"], strict=True):
-            with col:
-                seen = common.zoom_png(base64.b64decode(d["processed_image"]), 84)
-                st.image(seen, width=84)
-                mark = " ⚠" if d.get("uncertain") else ""
-                st.caption(f"**{d['digit']}** · {d['confidence'] * 100:.0f}%{mark}")
+        st.markdown(_digits_seen(answer["digits"]), unsafe_allow_html=True)
     if answer.get("dropped"):
         st.caption(f"Left out {len(answer['dropped'])} mark(s) that are no digits (a dot, a comma, …).")
     unsure = sum(1 for d in answer["digits"] if d.get("uncertain"))
@@ -89,6 +83,19 @@ def show_reading(answer: dict, image: bytes, key: str, *, photo: bool = False) -
 #: confirmed (the box quietly followed the new reading, with no word of where the answer went)
 FOLLOWS_CONFIRMED = (":material/info: You wrote on after confirming: your answer stays with the number you "
                      "confirmed, and this changed writing is a new reading. Confirm again if it is what you meant.")
+
+
+def _digits_seen(digits: list[dict]) -> str:
+    """Each digit's 28x28 input and score in one row that wraps (in columns they stacked one per row on a
+    phone, six digits filling two screens)."""
+    cells = []
+    for d in digits:
+        seen = base64.b64encode(common.zoom_png(base64.b64decode(d["processed_image"]), 84)).decode()
+        mark = " ⚠" if d.get("uncertain") else ""
+        cells.append(f'<figure class="dl-seen"><img src="data:image/png;base64,{seen}" width="84" height="84" '
+                     f'alt="the model\'s input for {int(d["digit"])}"><figcaption><b>{int(d["digit"])}</b> · '
+                     f'{d["confidence"] * 100:.0f}%{mark}</figcaption></figure>')  # fmt: skip
+    return f'<div class="dl-seen-row" data-testid="dl-digits-seen">{"".join(cells)}</div>'
 
 
 def _number_score(answer: dict) -> str:
