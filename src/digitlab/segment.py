@@ -39,7 +39,7 @@ from digitlab.errors import DigitlabError
 from digitlab.models.registry import predict_with_opinion
 from digitlab.preprocess import to_mnist
 from digitlab.segment_ink import working_ink
-from digitlab.segment_pieces import Piece, pieces_of
+from digitlab.segment_pieces import Piece, leaning_stroke, pieces_of
 from digitlab.segment_verifier import GEOMETRY, verifier_features
 
 MAX_DIGIT_WIDTH = 1.25  # no digit is wider than this many writing heights
@@ -80,11 +80,6 @@ MARK_NOT_DIGIT = 0.85
 #: 1, 2 and 3 stacked were read as "33", sure and unflagged; digits read apart but stacked are `_stacked`);
 #: the benchmark's digits vary up to 1.4x
 STACKED = 1.6
-#: a 1 (one whole stroke) leaning this much more than the writing (|dx/dy| against the number's slant) is
-#: `uncertain`: a slash ("1/2", "%") is read as a confident 1. Chosen on `evaluate --numbers --part calibration`
-#: (1,000 numbers, seed 200): of 380 single-stroke 1s in numbers read right 0.3 % lean more than 0.3 (the
-#: most 0.31), slashes drawn as a person would 0.32-0.53
-ONE_LEAN = 0.3
 MAX_DIGITS = 32  #: the longest number read (`true_text` takes up to 32 digits too)
 #: more separate marks than this are no written number (noise, a texture, a page of text): refused before
 #: the work grows with them
@@ -241,7 +236,7 @@ def read_number(
         else:
             uncertain = float(p[digit]) < UNCERTAIN_BELOW
         uncertain = uncertain or boxes[k][3] > STACKED * height  # digits written one above another
-        uncertain = uncertain or (digit == 1 and len(chosen) > 1 and _leaning_stroke(pieces, spans[k]))
+        uncertain = uncertain or (digit == 1 and len(chosen) > 1 and leaning_stroke(pieces[slice(*spans[k])]))
         digits.append(
             ReadDigit(
                 digit, float(p[digit]), [float(v) for v in p], _scaled(boxes[k], factor), uncertain, images[k]
@@ -486,12 +481,6 @@ def _not_digit(
     if need.any():
         p_not[need], digits[need] = detector.detector_outputs(X[need])
     return p_not, digits
-
-
-def _leaning_stroke(pieces: list[Piece], span: tuple[int, int]) -> bool:
-    """Is this candidate one whole stroke leaning apart from the writing (`ONE_LEAN`)?"""
-    i, j = span
-    return j - i == 1 and not pieces[i].sliced and abs(pieces[i].lean) > ONE_LEAN
 
 
 def _stacked(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
