@@ -6,6 +6,8 @@ paper's lines, across the whole image, are no ink: they are taken out, on photos
 screenshots alike, and the strokes that cross them kept. Dark strips along a photo's edges (the table
 beside a sheet photographed a little turned) are no ink either. A faint stroke on a photo (a light pen, a
 stroke in a shadow) is brought up to full strength, so that it is not lost in pieces below the ink threshold.
+What is around the writing rather than written is left out too: the desk around the sheet (also when the desk
+all around looked like a canvas's one background colour), a shadow's edge, a finger at a corner.
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ STROKE_QUANTILE = 0.9
 #: (seeds 200 / 300: 427 / 412 right with 0.16-0.2, 0.12 427 / 409, 0.08 419 / 400) and on photos of a
 #: number with one digit in a lighter ink: with 0.16 it is read down to grey (180, 180, 190) on cream paper
 FAINT_ABOVE_NOISE = 0.16
+#: an image with one exact colour all around whose "ink" covers more than this share is a photo of a sheet on a
+#: desk (the desk's colour is no canvas background: the paper was read as ink, "2047" as "1111")
+FRAMED_SHEET = 0.5
+SCENERY_SCALE = 1.8  #: see `without_scenery`
+SCENERY_THICK = 3.0  #: a shape at the picture's edge this many times thicker than the strokes is no writing
 FAINT_TALL = 0.6
 PLAIN_PNG_MAX_SIDE = 4096  #: a plain PNG up to this side takes the fast decoder (the same pixels as PIL's)
 
@@ -98,7 +105,37 @@ def flatten_photo(rgba: np.ndarray) -> np.ndarray:
     floor = max(noise + 0.04, 0.3 * core)
     ink = np.clip((darkness - floor) / max(core - floor, 1e-3), 0.0, 1.0).astype(np.float32)
     ink = with_faint_digits(ink, darkness, noise + FAINT_ABOVE_NOISE)
-    return without_border_strips(even_strokes(ink))
+    return without_scenery(without_border_strips(even_strokes(ink)))
+
+
+def without_scenery(ink: np.ndarray) -> np.ndarray:
+    """Ink less what is around the writing rather than written: a long thin stroke (the edge of the sheet
+    against the desk, a shadow's edge, a wedge of desk beside a sheet shot at an angle) or a stroke that
+    touches the picture's edge (a finger at a corner), at least SCENERY_SCALE times the size of the largest
+    other stroke, or a filled shape at the edge SCENERY_THICK times thicker than the strokes (a finger at a
+    corner: "2047" -> "102047"). They were read as 1s ("2047" -> "20471") or, being the tallest ink, made the digits look
+    like marks beside them ("2047" -> "11")."""
+    labels, n = ndi.label(ink >= INK_ON, structure=np.ones((3, 3), bool))
+    if n < 2:
+        return ink
+    h, w = ink.shape
+    m = max(4, round(0.02 * min(h, w)))
+    boxes = ndi.find_objects(labels)
+    tall = np.array([b[0].stop - b[0].start for b in boxes])
+    wide = np.array([b[1].stop - b[1].start for b in boxes])
+    size, short = np.maximum(tall, wide), np.minimum(tall, wide)
+    touches = np.array([b[0].start < m or b[0].stop > h - m or b[1].start < m or b[1].stop > w - m for b in boxes])
+    long_thin = (short <= 0.25 * size) & ((tall >= 0.3 * h) | (wide >= 0.3 * w))
+    suspect = touches | long_thin
+    if suspect.all() or not suspect.any():
+        return ink
+    drop = suspect & (size >= SCENERY_SCALE * size[~suspect].max())
+    thick = np.array([_thickness(labels[b] == i) for i, b in enumerate(boxes, start=1)])
+    writing = float(np.median(thick[~suspect]))
+    drop |= touches & (thick >= SCENERY_THICK * writing) & (size >= 0.5 * size[~suspect].max())  # a filled blob
+    if not drop.any():
+        return ink
+    return np.where(np.concatenate(([False], drop))[labels], 0.0, ink).astype(ink.dtype)
 
 
 def with_faint_digits(ink: np.ndarray, darkness: np.ndarray, low: float) -> np.ndarray:
@@ -123,6 +160,12 @@ def with_faint_digits(ink: np.ndarray, darkness: np.ndarray, low: float) -> np.n
         out = ink.copy() if out is ink else out
         out[box][mine] = np.clip((values - low) / max(reference - low, 1e-3), 0.0, 1.0)
     return out
+
+
+def _thickness(mask: np.ndarray) -> float:
+    """A shape's mean thickness in pixels: twice its area over its outline's length."""
+    edges = np.count_nonzero(mask[:, 1:] != mask[:, :-1]) + np.count_nonzero(mask[1:] != mask[:-1])
+    return 2.0 * float(mask.sum()) / max(edges, 1)
 
 
 def even_strokes(ink: np.ndarray) -> np.ndarray:
@@ -216,6 +259,8 @@ def working_ink(
     if is_photo(rgba) and pen_color is None:
         return flatten_photo(rgba), factor
     ink = ink_map(rgba, pen_color=pen_color, background_color=background_color)
+    if pen_color is None and background_color is None and float((ink >= INK_ON).mean()) > FRAMED_SHEET:
+        return flatten_photo(rgba), factor  # a sheet on a plain desk: the desk all around looked like a canvas
     return (ink if pen_color is not None else without_ruled_lines(ink)), factor
 
 

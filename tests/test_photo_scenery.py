@@ -1,0 +1,98 @@
+"""Phone photos of a written number with the scene around the sheet (`segment_ink.without_scenery`): a desk all
+around or beside a turned sheet, a shadow's edge, a finger at a corner, a sheet shot at an angle. Each was read
+wrong, with digits made of the scenery ("2047" -> "20471", "102047") or the digits lost beside it ("11")."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from digitlab.detector.runtime import load_detector
+from digitlab.models.registry import BUNDLED_DIR, load_model
+from digitlab.segment import read_number
+from digitlab.segment_verifier import load_segment_verifier
+from drawn_numbers import draw_number
+
+DESK = (50, 45, 40)
+
+
+@pytest.fixture(scope="module")
+def reader():
+    cnn, detector, verifier = load_model("cnn", BUNDLED_DIR), load_detector(None), load_segment_verifier(None)
+    return lambda data: read_number(data, cnn, detector, verifier=verifier).text
+
+
+def _sheet(text: str, width: int = 1600, height: int = 1200) -> np.ndarray:
+    """`text` in blue ink on white paper filling the frame, lit a little unevenly (float RGB)."""
+    written = Image.open(io.BytesIO(draw_number(text, size=160))).convert("L")
+    im = Image.new("RGB", (width, height), (246, 246, 242))
+    at = ((width - written.width) // 2, (height - written.height) // 2)
+    im.paste(Image.new("RGB", written.size, (30, 40, 120)), at, Image.eval(written, lambda v: 255 if v < 128 else 0))
+    a = np.asarray(im).astype(np.float32)
+    yy, xx = np.mgrid[0:height, 0:width]
+    return a * (1 - 0.1 * (xx / width * 0.7 + yy / height * 0.3))[..., None]
+
+
+def _jpeg(a: np.ndarray, noise: float = 3) -> bytes:
+    im = Image.fromarray(a.clip(0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.0))
+    a = np.asarray(im).astype(np.float32) + np.random.default_rng(0).normal(0, noise, (im.height, im.width, 1))
+    out = io.BytesIO()
+    Image.fromarray(a.clip(0, 255).astype(np.uint8)).save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+def shadow_edge(text: str) -> bytes:
+    """A phone's shadow over the right of the photo, its slanted edge clear of the number."""
+    a = _sheet(text)
+    h, w = a.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    return _jpeg(a * (1 - 0.3 * (xx + 0.15 * (yy - h / 2) > 0.85 * w))[..., None])
+
+
+def desk_all_around(text: str) -> bytes:
+    """The sheet on a dark desk that shows all around it, straight: one exact colour at the border."""
+    a = _sheet(text)
+    bh, bw = int(0.05 * a.shape[0]), int(0.05 * a.shape[1])
+    a[:bh], a[-bh:], a[:, :bw], a[:, -bw:] = DESK, DESK, DESK, DESK
+    return _jpeg(a)
+
+
+def sheet_turned_on_a_desk(text: str) -> bytes:
+    im = Image.fromarray(_sheet(text).astype(np.uint8)).resize((1440, 1080))
+    desk = Image.new("RGB", (1600, 1200), DESK)
+    desk.paste(im, (80, 60))
+    return _jpeg(np.asarray(desk.rotate(3.0, Image.BICUBIC, fillcolor=DESK)).astype(np.float32), noise=8)
+
+
+def finger_at_a_corner(text: str) -> bytes:
+    a = _sheet(text)
+    h, w = a.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    f = np.clip(4 * (1 - np.hypot((xx - 0.02 * w) / (0.16 * w), (yy - 1.02 * h) / (0.3 * h))), 0, 1)[..., None]
+    return _jpeg(a * (1 - f) + np.array((150, 100, 85)) * f)
+
+
+def shot_at_an_angle(text: str) -> bytes:
+    """The sheet photographed from below its top edge: thin wedges of desk at both sides."""
+    im = Image.fromarray(_sheet(text).astype(np.uint8))
+    w, h = im.size
+    src, dst = [(0, 0), (w, 0), (w, h), (0, h)], [(0.05 * w, 0), (0.95 * w, 0), (w, h), (0, h)]
+    rows, rhs = [], []
+    for (x, y), (u, v) in zip(src, dst, strict=True):
+        rows += [[u, v, 1, 0, 0, 0, -x * u, -x * v], [0, 0, 0, u, v, 1, -y * u, -y * v]]
+        rhs += [x, y]
+    coeffs = np.linalg.solve(np.array(rows, float), np.array(rhs, float)).tolist()
+    return _jpeg(np.asarray(im.transform((w, h), Image.PERSPECTIVE, coeffs, Image.BICUBIC, fillcolor=(70, 60, 50))).astype(np.float32))
+
+
+@pytest.mark.parametrize("scene", [shadow_edge, desk_all_around, sheet_turned_on_a_desk, finger_at_a_corner, shot_at_an_angle])
+@pytest.mark.parametrize("text", ["2047", "35"])
+def test_the_scene_around_the_sheet_is_no_writing(reader, scene, text):
+    assert reader(scene(text)) == text
+
+
+def test_a_number_on_a_plain_sheet_reads_as_before(reader):
+    assert reader(_jpeg(_sheet("2047"))) == "2047"
