@@ -316,6 +316,19 @@ def test_digits_written_one_above_another_are_not_sure(cnn, detector, verifier):
     assert side_by_side.text == "123" and not any(d.uncertain for d in side_by_side.digits)
 
 
+@pytest.mark.parametrize(("upper", "lower"), [("703", "5730"), ("12", "45")])
+def test_two_lines_of_numbers_are_not_sure(cnn, detector, verifier, upper, lower):
+    """Two numbers one under the other were read interleaved ("703" over "5730": "5770330"), nothing flagged."""
+    rows = [Image.open(io.BytesIO(draw_number(t, size=100))).convert("RGB") for t in (upper, lower)]
+    page = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows)), "white")
+    page.paste(rows[0], (0, 0))
+    page.paste(rows[1], (0, rows[0].height))
+    out = io.BytesIO()
+    page.save(out, format="PNG")
+    reading = read_number(out.getvalue(), cnn, detector, verifier=verifier)
+    assert reading.uncertain and all(d.uncertain for d in reading.digits), reading.text
+
+
 def test_the_numbers_benchmark_command_prints_empty_slices(tmp_path, capsys, monkeypatch, handwriting_dir):
     """`digitlab evaluate --numbers --count 2` crashed with a KeyError (a traceback): with fewer than five
     numbers some gap kinds have none. Their cells are a dash."""

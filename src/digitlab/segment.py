@@ -39,7 +39,7 @@ from digitlab.errors import DigitlabError
 from digitlab.models.registry import predict_with_opinion
 from digitlab.preprocess import to_mnist
 from digitlab.segment_ink import working_ink
-from digitlab.segment_pieces import Piece, leaning_stroke, pieces_of
+from digitlab.segment_pieces import Piece, leaning_stroke, pieces_of, stacked, two_lines
 from digitlab.segment_verifier import GEOMETRY, verifier_features
 
 MAX_DIGIT_WIDTH = 1.25  # no digit is wider than this many writing heights
@@ -77,7 +77,7 @@ UNCERTAIN_BELOW = 0.5  # without the detector, digits below this confidence are 
 #: the USPS and 4.4 % of the Semeion calibration digits (the earlier detector at 0.95: 2.6 and 18 %)
 MARK_NOT_DIGIT = 0.85
 #: a digit taller than this many writing heights is several, one above another (a number is read on one line:
-#: 1, 2 and 3 stacked were read as "33", sure and unflagged; digits read apart but stacked are `_stacked`);
+#: 1, 2 and 3 stacked were read as "33", sure and unflagged; digits read apart but stacked are `segment_pieces.stacked`);
 #: the benchmark's digits vary up to 1.4x
 STACKED = 1.6
 MAX_DIGITS = 32  #: the longest number read (`true_text` takes up to 32 digits too)
@@ -243,8 +243,11 @@ def read_number(
             )
         )
     for a, b in itertools.pairwise(digits):  # one above the other, not side by side: the order is a guess
-        if _stacked(a.box, b.box):
+        if stacked(a.box, b.box):
             a.uncertain = b.uncertain = True
+    if two_lines([d.box for d in digits]):  # two numbers, one under the other, were read interleaved
+        for d in digits:
+            d.uncertain = True
     if len(digits) > MAX_DIGITS:
         raise NotANumberError(_NOT_A_NUMBER.format(f"{len(digits)} digit-like marks"))
     confidence = float(np.prod([d.confidence for d in digits])) if digits else 0.0
@@ -481,13 +484,6 @@ def _not_digit(
     if need.any():
         p_not[need], digits[need] = detector.detector_outputs(X[need])
     return p_not, digits
-
-
-def _stacked(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
-    """Do two digits' boxes (x, y, w, h) share most of their columns and none of their rows?"""
-    across = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
-    down = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
-    return across >= 0.5 * min(a[2], b[2]) and down <= 0
 
 
 def _scaled(box: tuple[int, int, int, int], factor: float) -> tuple[int, int, int, int]:

@@ -205,3 +205,21 @@ def pieces_of(s: np.ndarray) -> tuple[list[Piece], float, list[Piece]]:
 def leaning_stroke(group: list[Piece]) -> bool:
     """Is this candidate digit one whole stroke leaning apart from the writing (`ONE_LEAN`)?"""
     return len(group) == 1 and not group[0].sliced and abs(group[0].lean) > ONE_LEAN
+
+
+def two_lines(boxes: list[tuple[int, int, int, int]]) -> bool:
+    """Do the digits (x, y, w, h) form two lines, at least two digits each, no digit of one beside one of the
+    other? (A number is read on one line: "703" over "5730" was read "5770330", not flagged.)"""
+    order = sorted(boxes, key=lambda b: b[1] + b[3] / 2)
+    for k in range(2, len(order) - 1):
+        upper, lower = order[:k], order[k:]
+        if max(b[1] + b[3] for b in upper) <= min(b[1] for b in lower):
+            return True
+    return False
+
+
+def stacked(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    """Do two digits' boxes (x, y, w, h) share most of their columns and none of their rows?"""
+    across = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    down = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    return across >= 0.5 * min(a[2], b[2]) and down <= 0
