@@ -124,3 +124,18 @@ def test_the_scene_around_the_sheet_is_no_writing(reader, scene, text):
 
 def test_a_number_on_a_plain_sheet_reads_as_before(reader):
     assert reader(_jpeg(_sheet("2047"))) == "2047"
+
+
+@pytest.mark.parametrize("text", ["2047", "35"])
+def test_chalk_on_a_board_is_read(reader, text):
+    """Light writing on a dark surface photographed (a blackboard, a dark screen) was refused as "658 ways to
+    split it": the photo's ink was taken to be its dark parts."""
+    board = 255.0 - _sheet(text) * np.array([0.8, 0.78, 0.8], np.float32)  # chalk-white strokes on a dark board
+    yy, xx = np.mgrid[0:1200, 0:1600]
+    assert reader(_jpeg(board * (1.2 - 0.4 * (xx / 1600 * 0.7 + yy / 1200 * 0.3))[..., None])) == text
+
+
+@pytest.mark.parametrize("light", [0.45, 0.3])
+def test_a_dark_photo_of_paper_stays_dark_ink_on_paper(reader, light):
+    """An underexposed photo is dark all over too, but its writing is darker than its paper."""
+    assert reader(_jpeg(_sheet("2047") * light)) == "2047"

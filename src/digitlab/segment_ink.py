@@ -7,7 +7,8 @@ out, on photos and on clean scans or screenshots alike, and the strokes that cro
 beside a sheet photographed a little turned) are no ink either. A faint stroke on a photo (a light pen, a
 stroke in a shadow) is brought up to full strength, so that it is not lost in pieces below the ink threshold.
 What is around the writing rather than written is left out too: the desk around the sheet (also when the desk
-all around looked like a canvas's one background colour), a shadow's edge, a finger at a corner.
+all around looked like a canvas's one background colour), a shadow's edge, a finger at a corner. Light
+writing on a dark surface (chalk on a board) is read the other way round.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ FAINT_ABOVE_NOISE = 0.16
 #: an image with one exact colour all around whose "ink" covers more than this share is a photo of a sheet on a
 #: desk (the desk's colour is no canvas background: the paper was read as ink, "2047" as "1111")
 FRAMED_SHEET = 0.5
+DARK_SURFACE = 128  #: a photo darker than this (median) whose few odd pixels are light shows light writing
 MAX_TURN = 6.0  #: degrees: ruled lines of a photo are found turned up to this much
 SCENERY_SCALE = 1.8  #: see `without_scenery`
 SCENERY_THICK = 3.0  #: a shape at the picture's edge this many times thicker than the strokes is no writing
@@ -88,6 +90,8 @@ def flatten_photo(rgba: np.ndarray) -> np.ndarray:
     (lined or squared paper) are found with a long opening and taken out.
     """
     lum = rgba[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    if _light_on_dark(lum):  # chalk on a board, a dark screen: it was refused as "658 ways to split it"
+        lum = 255.0 - lum
     h, w = lum.shape
     k = max(3, round(min(h, w) / 3))  # wider than any stroke: the max filter sees paper everywhere
     paper = ndi.maximum_filter(ndi.uniform_filter(lum, 3), size=k)
@@ -138,6 +142,13 @@ def without_scenery(ink: np.ndarray) -> np.ndarray:
     if not drop.any():
         return ink
     return np.where(np.concatenate(([False], drop))[labels], 0.0, ink).astype(ink.dtype)
+
+
+def _light_on_dark(lum: np.ndarray) -> bool:
+    """Light writing on a dark surface: the surface (the median) is dark and the writing, the few pixels
+    far from it, is lighter (an underexposed photo of paper is dark too, but its odd pixels are darker)."""
+    low, mid, high = np.percentile(lum[::2, ::2], [0.5, 50, 99.5])
+    return bool(mid < DARK_SURFACE and high - mid > 2.0 * (mid - low))
 
 
 def _lines(darkness: np.ndarray, length: int) -> np.ndarray:
