@@ -139,3 +139,34 @@ def test_chalk_on_a_board_is_read(reader, text):
 def test_a_dark_photo_of_paper_stays_dark_ink_on_paper(reader, light):
     """An underexposed photo is dark all over too, but its writing is darker than its paper."""
     assert reader(_jpeg(_sheet("2047") * light)) == "2047"
+
+
+@pytest.fixture(scope="module")
+def predict_digit():
+    """`/predict`'s preprocessing of an upload, then the bundled CNN."""
+    from types import SimpleNamespace
+
+    from digitlab.api.prediction import preprocess
+
+    cnn = load_model("cnn", BUNDLED_DIR)
+    ctx = SimpleNamespace(settings=SimpleNamespace(max_image_pixels=25_000_000))
+
+    def read(data: bytes) -> int:
+        image, _ = preprocess(ctx, data, pen_color=None, background_color=None)
+        return int(np.argmax(cnn.predict_proba(image.reshape(1, 784))))
+
+    return read
+
+
+@pytest.mark.parametrize(
+    "scene",
+    [shadow_edge, desk_all_around, sheet_turned_on_a_desk, finger_at_a_corner, shot_at_an_angle,
+     lambda t: notebook(t, 1.0, False), lambda t: notebook(t, -3.0, True)],
+    ids=["shadow", "desk", "turned-on-desk", "finger", "angle", "lined-turned", "squared-turned"],
+)
+@pytest.mark.parametrize("digit", ["2", "4", "7", "9"])
+def test_a_photo_of_one_digit_on_the_draw_page(predict_digit, scene, digit):
+    """A JPEG sent to `/predict` took everything unlike its border for ink: a digit on a turned notebook page,
+    on a desk, beside a shadow's edge or a finger was read 0, 1 or 8 (or refused), whatever was written. A
+    phone photo is read as `/read` reads photos now."""
+    assert predict_digit(scene(digit)) == int(digit)

@@ -272,11 +272,12 @@ def _working_rgba(image: Any, max_pixels: int | None) -> tuple[np.ndarray, float
 
 def photo_ink(image: Any, *, max_pixels: int | None = None) -> np.ndarray | None:
     """A photo or scan of paper -> its ink at working resolution (flattened against its own light, ruled lines
-    and edge strips out); None for an image that is no photo. For `/predict`, when its colour-distance ink
-    finds the picture "busy all over": a digit on paper photographed a little turned on a dark table, in a
-    shadow, was refused though it filled the photo."""
+    and the scene around the sheet out); None for an image that is no photo (a sheet framed by a plain desk is
+    one) or whose strokes do not stand out. For `/predict`: every JPEG (a phone photo: the colour distance
+    took a turned notebook page's lines, a desk or a finger for ink), and any picture its colour-distance ink
+    finds "busy all over"."""
     rgba, _ = _working_rgba(image, max_pixels)
-    if not is_photo(rgba):
+    if not is_photo(rgba) and float((ink_map(rgba) >= INK_ON).mean()) <= FRAMED_SHEET:
         return None
     ink = flatten_photo(rgba)
     return ink if _strokes_stand_out(ink) else None
