@@ -3,9 +3,10 @@
 A canvas has one exact background colour: its ink is the distance from it (`preprocess.ink_map`). A photo
 or scan of paper is lit unevenly: it is flattened against its own background first. Ruled or squared
 paper's lines, across the whole image (on a photo also turned a few degrees), are no ink: they are taken
-out, on photos and on clean scans or screenshots alike, and the strokes that cross them kept. Dark strips along a photo's edges (the table
-beside a sheet photographed a little turned) are no ink either. A faint stroke on a photo (a light pen, a
-stroke in a shadow) is brought up to full strength, so that it is not lost in pieces below the ink threshold.
+out, on photos and on clean scans or screenshots alike, and the strokes that cross them kept. Dark strips
+along a photo's edges (the table beside a sheet photographed a little turned) are no ink either. A faint
+stroke on a photo (a light pen, a stroke in a shadow) is brought up to full strength, so that it is not lost
+in pieces below the ink threshold.
 What is around the writing rather than written is left out too: the desk around the sheet (also when the desk
 all around looked like a canvas's one background colour), a shadow's edge, a finger at a corner. Light
 writing on a dark surface (chalk on a board) is read the other way round.
@@ -23,7 +24,7 @@ from scipy import ndimage as ndi
 
 from digitlab.decode import EmptyImageError, decode_plain_png, open_image, pil_to_rgba
 from digitlab.preprocess import ink_map
-from digitlab.segment_pieces import INK_ON
+from digitlab.segment_pieces import INK_ON, thickness
 
 #: working resolution: long side of the image the segmentation looks at (an 840 px canvas is halved)
 WORK_MAX = 800
@@ -43,6 +44,7 @@ STROKE_QUANTILE = 0.9
 #: (seeds 200 / 300: 427 / 412 right with 0.16-0.2, 0.12 427 / 409, 0.08 419 / 400) and on photos of a
 #: number with one digit in a lighter ink: with 0.16 it is read down to grey (180, 180, 190) on cream paper
 FAINT_ABOVE_NOISE = 0.16
+FAINT_TALL = 0.6
 #: an image with one exact colour all around whose "ink" covers more than this share is a photo of a sheet on a
 #: desk (the desk's colour is no canvas background: the paper was read as ink, "2047" as "1111")
 FRAMED_SHEET = 0.5
@@ -50,7 +52,6 @@ DARK_SURFACE = 128  #: a photo darker than this (median) whose few odd pixels ar
 MAX_TURN = 6.0  #: degrees: ruled lines of a photo are found turned up to this much
 SCENERY_SCALE = 1.8  #: see `without_scenery`
 SCENERY_THICK = 3.0  #: a shape at the picture's edge this many times thicker than the strokes is no writing
-FAINT_TALL = 0.6
 PLAIN_PNG_MAX_SIDE = 4096  #: a plain PNG up to this side takes the fast decoder (the same pixels as PIL's)
 
 
@@ -135,10 +136,13 @@ def without_scenery(ink: np.ndarray) -> np.ndarray:
     suspect = touches | long_thin
     if suspect.all() or not suspect.any():
         return ink
-    drop = suspect & (size >= SCENERY_SCALE * size[~suspect].max())
-    thick = np.array([_thickness(labels[b] == i) for i, b in enumerate(boxes, start=1)])
-    writing = float(np.median(thick[~suspect]))
-    drop |= touches & (thick >= SCENERY_THICK * writing) & (size >= 0.5 * size[~suspect].max())  # a filled blob
+    largest = size[~suspect].max()
+    drop = suspect & (size >= SCENERY_SCALE * largest)
+    blob = touches & ~drop & (size >= 0.5 * largest)  # a filled shape at the edge? (measured only where it can be)
+    if blob.any():
+        thick = {i: thickness(labels[boxes[i]] == i + 1) for i in np.flatnonzero(blob | ~suspect)}
+        writing = float(np.median([thick[i] for i in np.flatnonzero(~suspect)]))
+        drop[[i for i in np.flatnonzero(blob) if thick[i] >= SCENERY_THICK * writing]] = True
     if not drop.any():
         return ink
     return np.where(np.concatenate(([False], drop))[labels], 0.0, ink).astype(ink.dtype)
@@ -203,12 +207,6 @@ def with_faint_digits(ink: np.ndarray, darkness: np.ndarray, low: float) -> np.n
         out = ink.copy() if out is ink else out
         out[box][mine] = np.clip((values - low) / max(reference - low, 1e-3), 0.0, 1.0)
     return out
-
-
-def _thickness(mask: np.ndarray) -> float:
-    """A shape's mean thickness in pixels: twice its area over its outline's length."""
-    edges = np.count_nonzero(mask[:, 1:] != mask[:, :-1]) + np.count_nonzero(mask[1:] != mask[:-1])
-    return 2.0 * float(mask.sum()) / max(edges, 1)
 
 
 def even_strokes(ink: np.ndarray) -> np.ndarray:
@@ -277,10 +275,16 @@ def photo_ink(image: Any, *, max_pixels: int | None = None) -> np.ndarray | None
     took a turned notebook page's lines, a desk or a finger for ink), and any picture its colour-distance ink
     finds "busy all over"."""
     rgba, _ = _working_rgba(image, max_pixels)
-    if not is_photo(rgba) and float((ink_map(rgba) >= INK_ON).mean()) <= FRAMED_SHEET:
+    if not is_photo(rgba) and not _framed_sheet(ink_map(rgba)):
         return None
     ink = flatten_photo(rgba)
     return ink if _strokes_stand_out(ink) else None
+
+
+def _framed_sheet(canvas_ink: np.ndarray) -> bool:
+    """A photo of a sheet on a plain desk, though its border is one colour like a canvas's: the desk taken for
+    the background makes the paper "ink" (`FRAMED_SHEET`)."""
+    return float((canvas_ink >= INK_ON).mean()) > FRAMED_SHEET
 
 
 def _strokes_stand_out(ink: np.ndarray) -> bool:
@@ -303,8 +307,8 @@ def working_ink(
     if is_photo(rgba) and pen_color is None:
         return flatten_photo(rgba), factor
     ink = ink_map(rgba, pen_color=pen_color, background_color=background_color)
-    if pen_color is None and background_color is None and float((ink >= INK_ON).mean()) > FRAMED_SHEET:
-        return flatten_photo(rgba), factor  # a sheet on a plain desk: the desk all around looked like a canvas
+    if pen_color is None and background_color is None and _framed_sheet(ink):
+        return flatten_photo(rgba), factor
     return (ink if pen_color is not None else without_ruled_lines(ink)), factor
 
 

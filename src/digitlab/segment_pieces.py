@@ -67,6 +67,12 @@ def _slant(ys: np.ndarray, xs: np.ndarray) -> float:
     return float(np.clip(np.sum(yc * (xs - xs.mean())) / var, -0.7, 0.7)) if var > 0 else 0.0
 
 
+def thickness(mask: np.ndarray) -> float:
+    """A shape's mean thickness in pixels (the pen width of strokes): twice its area over its outline's length."""
+    edges = np.count_nonzero(mask[:, 1:] != mask[:, :-1]) + np.count_nonzero(mask[1:] != mask[:-1])
+    return 2.0 * float(mask.sum()) / max(edges, 1)
+
+
 def _weighted_median(pairs: list[tuple[float, int]]) -> float:
     if not pairs:
         return 0.0
@@ -170,9 +176,7 @@ def pieces_of(s: np.ndarray) -> tuple[list[Piece], float, list[Piece]]:
     slants = [(_slant(*(c.astype(np.float64) for c in coords[i])), len(coords[i][0])) for i in sorted(tall)]
     shear = _weighted_median(slants)  # each stroke's own axis: one odd digit (a 7's bar) cannot tilt the rest
     yc = 0.5 * (labels.shape[0] - 1)
-    area = float(mask.sum())
-    edges = float(np.count_nonzero(mask[:, 1:] != mask[:, :-1]) + np.count_nonzero(mask[1:] != mask[:-1]))
-    stroke = max(1.0, 2.0 * area / max(edges, 1.0))
+    stroke = max(1.0, thickness(mask))
     flat = all(boxes[i][1].stop - boxes[i][1].start >= LINE_FLAT * (boxes[i][0].stop - boxes[i][0].start) for i in tall)
     if flat and height < LINE_HEIGHT * stroke:
         raise EmptyImageError("Nothing written that looks like digits, only a line: write a number and try again.")

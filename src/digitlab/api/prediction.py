@@ -122,7 +122,8 @@ def preprocess(ctx: AppContext, data: bytes, *, pen_color: str | None, backgroun
     """bytes -> (28x28 float32, format). Only 4xx errors leave this function for a bad image."""
     fmt = sniff_format(data)
     with image_errors(fmt):
-        if fmt == "jpeg" and pen_color is None and background_color is None:
+        as_photo = fmt == "jpeg" and pen_color is None and background_color is None  # a phone photo: as paper first
+        if as_photo:
             image = _from_photo(data, ctx.settings.max_image_pixels)
             if image is not None:
                 return image, fmt
@@ -134,17 +135,21 @@ def preprocess(ctx: AppContext, data: bytes, *, pen_color: str | None, backgroun
                 max_pixels=ctx.settings.max_image_pixels,
             )
         except EmptyImageError as exc:
-            if str(exc) != BUSY_MSG or pen_color is not None:
+            if str(exc) != BUSY_MSG or pen_color is not None or as_photo:  # (read as paper above already)
                 raise
-            image = _from_paper(data, ctx.settings.max_image_pixels, exc)
+            image = _from_photo(data, ctx.settings.max_image_pixels)
+            if image is None:
+                raise
     return image, fmt
 
 
 def _from_photo(data: bytes, max_pixels: int) -> np.ndarray | None:
-    """A JPEG that is a photo of writing on paper, read as `/read` reads photos (flattened against its own
-    light, ruled lines and the scene around the sheet left out); None for any other JPEG. The colour distance
-    took everything unlike the border for ink: a digit on a turned notebook page, a sheet on a desk, a shadow's
-    edge or a finger at a corner were read as 0, 1 or 8 whatever was written. PNG canvases never come here.
+    """A photo of writing on paper, read as `/read` reads photos (flattened against its own light, ruled lines
+    and the scene around the sheet left out); None for any other picture. Every JPEG is tried here first: the
+    colour distance took everything unlike the border for ink, so a digit on a turned notebook page, a sheet on
+    a desk, a shadow's edge or a finger at a corner were read as 0, 1 or 8 whatever was written. Other pictures
+    come here only when the colour distance found them "busy all over" (a sheet turned a little on a dark
+    table, in a shadow: a 7 filling the photo was refused), so every canvas is preprocessed exactly as before.
     The price: ~60-100 ms for a phone photo (the colour distance took 3-4 ms; a 400 px working size, 3x
     cheaper, loses a turned notebook page's thin lines)."""
     try:
@@ -152,20 +157,6 @@ def _from_photo(data: bytes, max_pixels: int) -> np.ndarray | None:
         return None if ink is None else to_mnist(ink)
     except EmptyImageError:
         return None
-
-
-def _from_paper(data: bytes, max_pixels: int, busy: EmptyImageError) -> np.ndarray:
-    """A photo the colour distance finds "busy all over" (a shadow, a dark table along a turned sheet's edges),
-    read once more as paper flattened against its own light, as `/read` reads photos. Only what was refused
-    takes this path: every image answered before is preprocessed exactly as before."""
-    try:
-        ink = photo_ink(data, max_pixels=max_pixels)
-        image = None if ink is None else to_mnist(ink)
-    except EmptyImageError:
-        image = None
-    if image is None:
-        raise busy
-    return image
 
 
 @dataclass
