@@ -312,18 +312,21 @@ def test_number_photo_preview_is_turned_upright_by_its_exif(fake, monkeypatch):
     there; the preview is turned the same way, so the boxes sit on the digits."""
     import io
 
+    import numpy as np
     import streamlit as st
-    from PIL import Image
+    from PIL import Image, ImageDraw
 
     api, _canvas, open_page = fake
-    stored = Image.new("RGB", (300, 120), "white")  # 300 wide as stored; 120 x 300 upright
+    upright = Image.new("RGB", (120, 300), "white")
+    ImageDraw.Draw(upright).rectangle([35, 215, 65, 265], fill="black")  # the digit, low on the page
+    stored = upright.rotate(90, expand=True)  # 300 wide as stored; EXIF 6 turns it back
     exif = Image.Exif()
     exif[0x0112] = 6
     out = io.BytesIO()
     stored.save(out, format="JPEG", exif=exif)
     photo = out.getvalue()
     api.readings = {photo: "7"}
-    api.boxes = {photo: [[20, 200, 60, 80]]}  # upright coordinates: low on the page
+    api.boxes = {photo: [[20, 200, 60, 80]]}  # upright coordinates, around the digit
     shown = []
     real_image = st.image
 
@@ -338,8 +341,43 @@ def test_number_photo_preview_is_turned_upright_by_its_exif(fake, monkeypatch):
     assert not at.exception, at.exception
     assert shown, _answer_texts(at)
     with Image.open(io.BytesIO(shown[-1])) as im:
-        assert im.size == (120, 300), im.size
-        assert im.convert("RGB").getpixel((20, 240))[:3] == (0x2B, 0x8A, 0x3E)  # the box's left edge, green
+        rgb = np.asarray(im.convert("RGB")).astype(int)
+    green = (np.abs(rgb - [0x2B, 0x8A, 0x3E]).sum(axis=2) < 40)
+    dark = rgb.sum(axis=2) < 150
+    gy, gx = np.nonzero(green)
+    dy, dx = np.nonzero(dark & ~green)
+    assert len(gy) and len(dy)
+    assert gx.min() < dx.min() and dx.max() < gx.max() and gy.min() < dy.min() and dy.max() < gy.max()  # in its box
+
+
+def test_number_preview_shows_the_digits_large(fake, monkeypatch):
+    """A number written small in a corner of the 840 px canvas: the preview is the part around it, enlarged
+    (the whole canvas, shrunk to a phone's width, left the number ~100 px wide)."""
+    import io
+
+    import streamlit as st
+    from PIL import Image
+
+    api, canvas, open_page = fake
+    picture = png(840, 280)
+    api.readings = {picture: "301"}
+    api.boxes = {picture: [[20, 30, 30, 50], [52, 32, 30, 48], [85, 30, 12, 50]]}
+    canvas.set("number", picture, drawing_id="n1")
+    shown = []
+    real_image = st.image
+
+    def spy(image, *args, **kwargs):
+        if str(kwargs.get("caption", "")).startswith("What was read"):
+            shown.append(image)
+        return real_image(image, *args, **kwargs)
+
+    monkeypatch.setattr(st, "image", spy)
+    open_page("number")
+    assert shown
+    with Image.open(io.BytesIO(shown[-1])) as im:
+        width, height = im.size
+    assert width >= 360  # enlarged: the digits span 77 px of the canvas
+    assert width < 2 * height  # the digits and a margin, not the 3:1 empty canvas around them
 
 
 def test_draw_an_unsure_photo_gets_photo_advice_and_the_number_page(fake):

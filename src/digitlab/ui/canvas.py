@@ -8,6 +8,10 @@ One drawing is one record: from an empty canvas to Clear (or Undo back to empty)
 each stroke carry the same drawing id, so the API keeps one stored record per drawing (and model), updated
 with each stroke, instead of one per stroke.
 
+Until the canvas reports the strokes Undo or Clear gave it, it still reports the strokes before (the run
+the click starts comes first): that run shows the picture asked for (`settled`), not the one before with
+its answer buttons (a click on them, on a canvas already blank, labelled the cleared drawing).
+
 The drawing outlives the page: its strokes and the last `Drawing` are kept in the session. Back on the
 page after another one (the canvas component starts empty then), the strokes are handed to the new
 canvas as its `initial_drawing`, and the kept `Drawing` (so its answer, from the session's cache) is
@@ -17,6 +21,7 @@ shown until the canvas reports them back.
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from dataclasses import dataclass
 
@@ -27,6 +32,7 @@ CANVAS_SIZE = 280
 DEFAULT_WIDTH = 18
 DEFAULT_PEN = "#1F2340"
 DEFAULT_BACKGROUND = "#FFFFFF"
+PICTURES_KEPT = 64  #: pictures of earlier stroke lists kept per canvas, for the run right after an Undo
 
 
 @dataclass(frozen=True)
@@ -85,19 +91,44 @@ FOLLOWS_ANSWER = (":material/info: You changed the drawing after answering: your
                   "answered, and this changed picture is a new drawing. Answer again if it is what you meant.")
 
 
-def _set_drawing(prefix: str, objects: list) -> None:
+def _set_drawing(prefix: str, objects: list, *, replacing: list | None = None) -> None:
     rev = st.session_state.get(f"{prefix}_rev", 0) + 1  # a new revision always reloads, even the same strokes
     st.session_state[f"{prefix}_rev"] = rev
     st.session_state[f"{prefix}_initial"] = {"objects": objects, "dlRev": rev}
+    if replacing is not None:  # until the canvas reports `objects`, it reports `replacing` (`settled`)
+        st.session_state[f"{prefix}_pending"] = (list(replacing), list(objects))
 
 
 def _undo(prefix: str) -> None:
     objects = st.session_state.get(f"{prefix}_objects") or []
-    _set_drawing(prefix, list(objects[:-1]))
+    _set_drawing(prefix, list(objects[:-1]), replacing=st.session_state.get(f"{prefix}_reported") or [])
 
 
 def _clear(prefix: str) -> None:
-    _set_drawing(prefix, [])
+    _set_drawing(prefix, [], replacing=st.session_state.get(f"{prefix}_reported") or [])
+
+
+def strokes_key(objects: list) -> str:
+    return hashlib.sha1(json.dumps(objects, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def settled(
+    reported: list, pending: tuple[list, list] | None, pictures: dict[str, bytes]
+) -> tuple[list, bytes | None, bool]:
+    """(strokes, their picture or None to take the canvas', still pending) after an Undo or Clear.
+
+    While the canvas still reports the strokes it had before (`pending` = (before, asked for)), the strokes
+    asked for are the drawing: none after Clear; after Undo, the earlier picture of those strokes when it was
+    seen (`pictures`, by `strokes_key`); if it was not, the canvas' report as it is."""
+    if pending is None:
+        return reported, None, False
+    before, wanted = pending
+    if reported != before or reported == wanted:
+        return reported, None, False  # the canvas has the new strokes (or was drawn on since)
+    if not wanted:
+        return [], None, True
+    picture = pictures.get(strokes_key(wanted))
+    return (wanted, picture, True) if picture is not None else (reported, None, True)
 
 
 def pen_settings() -> tuple[int, str, str]:
@@ -148,6 +179,11 @@ def drawing_canvas(
     else:
         objects = (result.json_data or {}).get("objects") or []
         st.session_state.pop(f"{prefix}_restoring", None)
+    st.session_state[f"{prefix}_reported"] = objects  # what the canvas itself has, for Undo and Clear
+    pictures: dict = st.session_state.setdefault(f"{prefix}_pictures", {})
+    objects, picture, still = settled(objects, st.session_state.get(f"{prefix}_pending"), pictures)
+    if not still:
+        st.session_state.pop(f"{prefix}_pending", None)
     st.session_state[f"{prefix}_objects"] = objects
     with st.container(horizontal=True, gap="small", key=f"{prefix}_tools"):
         width, pen, bg = pen_settings()
@@ -155,7 +191,11 @@ def drawing_canvas(
                   disabled=not objects, help="Remove the last stroke")  # fmt: skip
         st.button("Clear", icon=":material/ink_eraser:", key=f"{prefix}_clear", on_click=_clear, args=(prefix,),
                   disabled=not objects, help="Start again with an empty canvas")  # fmt: skip
-    png = result.image_bytes if objects else None
+    png = (picture or result.image_bytes) if objects else None
+    if png is not None and picture is None and not still:
+        pictures[strokes_key(objects)] = png
+        while len(pictures) > PICTURES_KEPT:
+            pictures.pop(next(iter(pictures)))
     if kept is not None and not kept.empty and len(objects) == kept.strokes and (restoring or png is None):
         # the same strokes, re-drawn on a new canvas that has not sent its picture yet (it sends one only
         # after a stroke): the same drawing, no new prediction, no new record. (The picture was taken as

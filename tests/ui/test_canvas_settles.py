@@ -1,0 +1,106 @@
+"""Undo and Clear on the real `drawing_canvas`, its component replaced by one whose report lags like the browser's:
+the run a click starts comes before the canvas reports the strokes it was given (AppTest, no browser).
+
+Found by a newcomer's tour (session 21): after Clear the answer buttons of the cleared drawing stayed beside a blank
+canvas, and a click on one labelled the cleared drawing (stored "you drew an 8" for a 3)."""
+
+from __future__ import annotations
+
+import sys
+from types import SimpleNamespace
+
+import pytest
+from fake_api import digest, install, png
+
+pytest.importorskip("streamlit.testing.v1")
+
+
+class LaggingCanvas:
+    """`st_canvas` that reports whatever the test last `draw`s, whatever `initial_drawing` it is handed."""
+
+    def __init__(self) -> None:
+        self.objects: list = []
+        self.picture: bytes | None = None
+
+    def draw(self, objects: list, picture: bytes | None) -> None:
+        self.objects, self.picture = objects, picture
+
+    def __call__(self, **_: object):
+        return SimpleNamespace(json_data={"objects": list(self.objects)}, image_bytes=self.picture)
+
+
+def stroke(n: int) -> dict:
+    return {"type": "path", "path": [["M", n, n], ["L", n + 40, n + 90]]}
+
+
+@pytest.fixture
+def page(monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from digitlab.core.config import get_settings
+    from digitlab.ui import launch
+
+    api, _ = install(monkeypatch)
+    at = AppTest.from_file(str(launch.APP), default_timeout=60)
+    at.run()  # (imports the canvas module, inside a Streamlit run)
+    lagging = LaggingCanvas()
+    monkeypatch.setattr(sys.modules["digitlab.ui.canvas"], "st_canvas", lagging)
+    yield api, lagging, at
+    get_settings.cache_clear()
+
+
+def _answer_buttons(at) -> list:
+    return [b for b in at.button_group if b.key and b.key.startswith("fb_")]
+
+
+def _shown_drawing(at) -> str | None:
+    for m in at.markdown:
+        text = str(m.value)
+        if 'data-testid="dl-prediction"' in text:
+            return text.split('data-drawing="', 1)[1].split('"', 1)[0]
+    return None
+
+
+def _placeholder(at) -> bool:
+    return any('data-testid="dl-empty"' in str(m.value) for m in at.markdown)
+
+
+def test_clear_shows_the_blank_canvas_at_once_and_leaves_nothing_to_answer(page):
+    api, canvas, at = page
+    first = png(shade=10)
+    canvas.draw([stroke(1)], first)
+    at.run()
+    assert _shown_drawing(at) == digest(first)[:16] and _answer_buttons(at)
+
+    at.button(key="draw_clear").click().run()  # the canvas has not reported its blank page yet
+    assert not at.exception, at.exception
+    assert _placeholder(at) and _shown_drawing(at) is None
+    assert not _answer_buttons(at)  # (they were there, and a click labelled the cleared drawing)
+
+    canvas.draw([], None)  # now it has
+    at.run()
+    assert _placeholder(at) and not _answer_buttons(at)
+    assert api.feedback_calls == []
+
+    second = png(shade=20)  # and the next stroke is read as usual
+    canvas.draw([stroke(5)], second)
+    at.run()
+    assert _shown_drawing(at) == digest(second)[:16]
+
+
+def test_undo_shows_the_earlier_picture_at_once(page):
+    _api, canvas, at = page
+    one, two = png(shade=30), png(shade=40)
+    canvas.draw([stroke(1)], one)
+    at.run()
+    canvas.draw([stroke(1), stroke(2)], two)
+    at.run()
+    assert _shown_drawing(at) == digest(two)[:16]
+
+    at.button(key="draw_undo").click().run()  # the canvas still reports both strokes
+    assert not at.exception, at.exception
+    assert _shown_drawing(at) == digest(one)[:16]  # the picture of the first stroke (its record follows it back)
+
+    canvas.draw([stroke(1)], one)
+    at.run()
+    assert _shown_drawing(at) == digest(one)[:16]
