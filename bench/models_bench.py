@@ -3,7 +3,9 @@
     python bench/models_bench.py [--repeat 300]
 
 Prints median and p99 of `predict_proba` on one MNIST test image (features included), the batch
-cost per image, and the artefact size. Medians, because these machines are shared and noisy.
+cost per image, and the artefact size; then the "not sure" rule's cost for one image when the model's
+own confidence does not decide (`is_uncertain`: the detector, the CNN's second opinion, the shape rules).
+Medians, because these machines are shared and noisy.
 """
 
 from __future__ import annotations
@@ -56,6 +58,27 @@ def main() -> None:
             name, f"{np.median(times):.2f}", f"{np.percentile(times, 99):.2f}", f"{batch:.3f}",
             f"{model.manifest['size_bytes'] / 1e6:.1f}",
         )
+    Console().print(table)
+    _flag_cost(X, args.repeat)
+
+
+def _flag_cost(X: np.ndarray, repeat: int) -> None:
+    """`is_uncertain` for an answer the model doubts (0.1 each): the whole rule runs, as for a hard drawing."""
+    from digitlab.detector.runtime import load_detector
+
+    detector = load_detector(get_settings().model_dir)
+    proba = np.full(10, 0.1)
+    table = Table(title=f"is_uncertain, one image, the whole rule, {repeat} runs (ms)")
+    for column in ("model", "median", "p99"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name in MODEL_SPECS:
+        detector.is_uncertain(name, X[0].reshape(28, 28), proba)  # warm-up
+        times = []
+        for i in range(repeat):
+            started = time.perf_counter()
+            detector.is_uncertain(name, X[i % len(X)].reshape(28, 28), proba)
+            times.append((time.perf_counter() - started) * 1000)
+        table.add_row(name, f"{np.median(times):.2f}", f"{np.percentile(times, 99):.2f}")
     Console().print(table)
 
 

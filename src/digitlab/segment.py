@@ -39,7 +39,7 @@ from digitlab.errors import DigitlabError
 from digitlab.models.registry import predict_with_opinion
 from digitlab.preprocess import to_mnist
 from digitlab.segment_ink import working_ink
-from digitlab.segment_pieces import Piece, leaning_stroke, pieces_of, stacked, two_lines
+from digitlab.segment_pieces import Piece, dot_below, leaning_stroke, pieces_of, stacked, two_lines
 from digitlab.segment_verifier import GEOMETRY, verifier_features
 
 MAX_DIGIT_WIDTH = 1.25  # no digit is wider than this many writing heights
@@ -221,6 +221,7 @@ def read_number(
     chosen, skipped = _best_path(spans, scores, pieces)
     dropped = [_crop(s, [pieces[i]])[1] for i in skipped]
     digits = []
+    marks = [p for p in pieces if p.mark]
     for k in chosen:
         sure_not = detector is not None and p_not[k] > detector.t_detector and proba[k].max() < DROP_BELOW
         if sure_not and len(chosen) > 1:
@@ -237,6 +238,7 @@ def read_number(
             uncertain = float(p[digit]) < UNCERTAIN_BELOW
         uncertain = uncertain or boxes[k][3] > STACKED * height  # digits written one above another
         uncertain = uncertain or (digit == 1 and len(chosen) > 1 and leaning_stroke(pieces[slice(*spans[k])]))
+        uncertain = uncertain or dot_below(pieces[slice(*spans[k])], marks, height)  # a "?" or "!"
         digits.append(
             ReadDigit(
                 digit, float(p[digit]), [float(v) for v in p], _scaled(boxes[k], factor), uncertain, images[k]

@@ -23,6 +23,10 @@ MARK_HEIGHT = 0.35  # a stroke lower than this fraction of the writing height is
 #: is a line (a dash, a finger swiping over the canvas), not digits: it was cut into a slice per tenth of its
 #: "height" and read as sixteen 0s
 LINE_HEIGHT = 3.5
+#: a dot at most this high and wide (in writing heights) under a digit's strokes, at least DOT_GAP below them,
+#: makes the digit a "?" or "!" (read as a sure 7 and 1): `uncertain`
+DOT_SIZE = 0.3
+DOT_GAP = 0.08
 LINE_FLAT = 3.0
 SPECK_AREA = 0.02  # strokes with less ink than this fraction of the biggest stroke are noise
 MAX_CUTS = 6  # candidate cuts per stroke (or one per CUT_SPACING of its width, if more)
@@ -209,6 +213,25 @@ def pieces_of(s: np.ndarray) -> tuple[list[Piece], float, list[Piece]]:
 def leaning_stroke(group: list[Piece]) -> bool:
     """Is this candidate digit one whole stroke leaning apart from the writing (`ONE_LEAN`)?"""
     return len(group) == 1 and not group[0].sliced and abs(group[0].lean) > ONE_LEAN
+
+
+def dot_below(group: list[Piece], marks: list[Piece], height: float) -> bool:
+    """Is there a dot under this candidate digit's strokes, apart from them (the dot of a "?" or "!")?
+
+    Digits have no such dot: a decimal point or a comma sits at the writing's baseline, beside a digit,
+    not below the bottom of its strokes."""
+    main = [p for p in group if not p.mark]
+    if not main:
+        return False
+    bottom = max(int(p.ys.max()) for p in main)
+    left = min(int(p.xs.min()) for p in main) - 0.1 * height
+    right = max(int(p.xs.max()) for p in main) + 0.1 * height
+    for m in marks:
+        top, low = int(m.ys.min()), int(m.ys.max())
+        small = low - top + 1 <= DOT_SIZE * height and int(m.xs.max()) - int(m.xs.min()) + 1 <= DOT_SIZE * height
+        if small and DOT_GAP * height <= top - bottom <= 0.6 * height and left <= float(m.xs.mean()) <= right:
+            return True
+    return False
 
 
 def two_lines(boxes: list[tuple[int, int, int, int]]) -> bool:
