@@ -535,3 +535,46 @@ def test_a_process_leaving_a_fork_pool_whose_manager_died_still_exits():
         pytest.fail("the process was still there 30 s after it left the pool")
     assert done.returncode == 1 and "stopped by signal 15" in done.stderr
     assert time.monotonic() - started < 15
+
+
+def test_one_trainer_per_model_folder(tmp_path):
+    """A second `digitlab run` on a folder being trained started a second trainer (twice the CPU), which removed
+    the first one's "training" markers on exit (its models showed as missing while being built)."""
+    from digitlab.training.lock import TrainingBusy, trainer_elsewhere, training_lock
+
+    assert trainer_elsewhere(tmp_path) is None
+    with training_lock(tmp_path):
+        assert trainer_elsewhere(tmp_path) == f"pid {os.getpid()}"
+        with pytest.raises(TrainingBusy, match=f"pid {os.getpid()} is already training models into"), training_lock(tmp_path):
+            pass
+    assert trainer_elsewhere(tmp_path) is None  # released with the block
+    with training_lock(tmp_path):  # and taken again
+        pass
+
+
+def test_train_refuses_a_folder_another_trainer_holds_and_run_leaves_it_alone(app_env, tmp_path):
+    models = Path(app_env["DIGITLAB_MODEL_DIR"])
+    for path in models.glob("svm.*"):
+        path.unlink()
+    (models / "svm.training").touch()  # the other trainer's marker
+    hold = ("import sys, time; from pathlib import Path; from digitlab.training.lock import training_lock\n"
+            "with training_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(models)], stdout=subprocess.PIPE, text=True)  # another trainer
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        train = subprocess.run([sys.executable, "-m", "digitlab", "train", "svm"], env=app_env, cwd=tmp_path,
+                               capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+        assert train.returncode != 0
+        said = (train.stdout + train.stderr).strip()
+        assert f"pid {holder.pid} is already training models into" in said and "Traceback" not in said, said
+        run = _run_training(app_env, tmp_path, 1500)
+        try:
+            run.wait_for(re.escape(READY_LINE))
+            assert f"not training svm: pid {holder.pid} is training models into" in run.output
+            _check_clean_stop(run, signal.SIGINT, app_env)
+        finally:
+            run.kill()
+        assert (models / "svm.training").exists()  # the other trainer's marker is left alone
+    finally:
+        holder.kill()
+        holder.wait()

@@ -39,6 +39,7 @@ from digitlab.processes import (
     stop_children,
     terminate,
 )
+from digitlab.training.lock import trainer_elsewhere
 
 #: After this long without both services answering, say so once (and keep waiting: Ctrl-C stops).
 SLOW_START_NOTICE = 90.0
@@ -242,7 +243,12 @@ def _run(
     model_dir = Path(settings.model_dir)
     missing = missing_models(model_dir)
     to_train = missing if train_missing else []
-    if missing and not train_missing:
+    busy = trainer_elsewhere(model_dir) if missing else None
+    if busy:  # (its markers say "training"; a second trainer doubled the work and removed them on exit)
+        to_train = []
+        _say(f"not training {', '.join(missing)}: {busy} is training models into {model_dir}; they show as "
+             "'training' until it finishes")  # fmt: skip
+    elif missing and not train_missing:
         _say(f"not training {', '.join(missing)} (--no-train): they show as missing")
     if not _has_cnn(model_dir) and len(missing) == len(CLASSICAL_MODELS):
         _say("no model is trained yet and the CNN is not bundled: predictions answer once training finishes")

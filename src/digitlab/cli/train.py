@@ -11,6 +11,7 @@ from digitlab.models.registry import CLASSICAL_MODELS, MODEL_SPECS
 from digitlab.training.classical import train_models
 from digitlab.training.cnn import train_cnn_with_drawings
 from digitlab.training.cnn_net import has_torch
+from digitlab.training.lock import training_lock
 from digitlab.training.progress import log
 
 
@@ -38,6 +39,11 @@ def train_command(
         )
     if "cnn" in requested and not has_torch():  # before minutes of data preparation
         raise DigitlabError("training the CNN needs PyTorch: pip install -e '.[cnn]' (or pip install torch)")
+    with training_lock(settings.model_dir):  # one trainer per model folder (`TrainingBusy` otherwise)
+        return _train(settings, requested, limit=limit, jobs=jobs, calibrate_only=calibrate_only, out_dir=out_dir)
+
+
+def _train(settings, requested: list[str], *, limit, jobs, calibrate_only: bool, out_dir: Path | None) -> int:
     started = time.perf_counter()
     if "cnn" in requested:
         train_cnn_with_drawings(settings, limit=limit, jobs=jobs)
