@@ -50,6 +50,7 @@ CSS = """
   font-variant-numeric:tabular-nums;}
 .dl-card-digit.dl-odd {color:#B45309;}
 .dl-small {font-size:.88rem; color:#5B6079;}
+.dl-card-name {line-height:1.3; min-height:2.6em;}  /* two lines for every card: a name that wraps no longer lowers one digit */
 .dl-step {text-align:center; font-size:.9rem; color:#41465F;}
 .dl-arrow {text-align:center; font-size:1.8rem; color:#9CA3C7; padding-top:2.4rem;}
 [data-testid="stButtonGroup"] > div {flex-wrap: wrap !important; row-gap: .4rem;}

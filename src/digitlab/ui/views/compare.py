@@ -69,7 +69,7 @@ def cards(result: Comparison, models: list[dict], digest: str) -> None:
                 st.markdown(
                     f"""<div data-testid="dl-compare-card" data-drawing="{digest[:16]}" data-model="{
                         p.model
-                    }" data-digit="{p.digit}"><div class="dl-small">{common.esc(common.display_name(models, p.model))}</div>
+                    }" data-digit="{p.digit}"><div class="dl-small dl-card-name">{common.esc(common.display_name(models, p.model))}</div>
                     <div class="dl-card-digit{odd}">{p.digit}</div>
                     <div class="dl-small">{score} · {latency}</div></div>""",
                     unsafe_allow_html=True,
