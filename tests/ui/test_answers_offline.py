@@ -307,13 +307,28 @@ def test_number_a_reading_not_sure_says_so_as_draw_does(fake):
     assert "Not sure of all the digits" in said and "It may not be a number at all" in said, said
 
 
+def _previews(monkeypatch) -> list[bytes]:
+    """Every "What was read" preview the Number page shows, as the bytes handed to `st.image`."""
+    import streamlit as st
+
+    shown: list[bytes] = []
+    real_image = st.image
+
+    def spy(image, *args, **kwargs):
+        if str(kwargs.get("caption", "")).startswith("What was read"):
+            shown.append(image)
+        return real_image(image, *args, **kwargs)
+
+    monkeypatch.setattr(st, "image", spy)
+    return shown
+
+
 def test_number_photo_preview_is_turned_upright_by_its_exif(fake, monkeypatch):
     """A phone photo stored sideways (EXIF orientation 6): the API reads it upright and boxes the digits
     there; the preview is turned the same way, so the boxes sit on the digits."""
     import io
 
     import numpy as np
-    import streamlit as st
     from PIL import Image, ImageDraw
 
     api, _canvas, open_page = fake
@@ -327,15 +342,7 @@ def test_number_photo_preview_is_turned_upright_by_its_exif(fake, monkeypatch):
     photo = out.getvalue()
     api.readings = {photo: "7"}
     api.boxes = {photo: [[20, 200, 60, 80]]}  # upright coordinates, around the digit
-    shown = []
-    real_image = st.image
-
-    def spy(image, *args, **kwargs):
-        if str(kwargs.get("caption", "")).startswith("What was read"):
-            shown.append(image)
-        return real_image(image, *args, **kwargs)
-
-    monkeypatch.setattr(st, "image", spy)
+    shown = _previews(monkeypatch)
     at = open_page("number")
     at.file_uploader(key="number_photo").upload("seven.jpg", photo, "image/jpeg").run()
     assert not at.exception, at.exception
@@ -355,7 +362,6 @@ def test_number_preview_shows_the_digits_large(fake, monkeypatch):
     (the whole canvas, shrunk to a phone's width, left the number ~100 px wide)."""
     import io
 
-    import streamlit as st
     from PIL import Image
 
     api, canvas, open_page = fake
@@ -363,15 +369,7 @@ def test_number_preview_shows_the_digits_large(fake, monkeypatch):
     api.readings = {picture: "301"}
     api.boxes = {picture: [[20, 30, 30, 50], [52, 32, 30, 48], [85, 30, 12, 50]]}
     canvas.set("number", picture, drawing_id="n1")
-    shown = []
-    real_image = st.image
-
-    def spy(image, *args, **kwargs):
-        if str(kwargs.get("caption", "")).startswith("What was read"):
-            shown.append(image)
-        return real_image(image, *args, **kwargs)
-
-    monkeypatch.setattr(st, "image", spy)
+    shown = _previews(monkeypatch)
     open_page("number")
     assert shown
     with Image.open(io.BytesIO(shown[-1])) as im:
