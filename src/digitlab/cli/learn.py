@@ -6,6 +6,9 @@ import argparse
 import faulthandler
 import signal
 import sys
+import threading
+import time
+from collections.abc import Callable
 
 from digitlab.core.config import Settings, get_settings
 
@@ -21,12 +24,31 @@ def _settings() -> Settings:
     return settings
 
 
+#: what a stopped run still records when its SystemExit did not end it in time (`stopped`): the job's failure
+LAST_WORDS: list[Callable[[str], None]] = []
+
+
 def stopped(signum, frame) -> None:
     """SIGTERM's handler (compose, Kubernetes and `docker stop` send it): leave through SystemExit, so the job
     says "stopped" (it stayed "running" at 0 %). Should leaving hang (a pool's thread, a lock), the process
-    ends anyway STOP_GRACE s later, every thread's stack on stderr, before the sender's SIGKILL."""
-    faulthandler.dump_traceback_later(STOP_GRACE, exit=True)
-    raise SystemExit(f"stopped by signal {signum} before it finished")
+    ends anyway STOP_GRACE s later, every thread's stack on stderr, before the sender's SIGKILL; 2 s before
+    that, `LAST_WORDS` record the stop. (A SystemExit raised while Python runs a callback that cannot pass it
+    on, such as logging's lock release right after a pool forked a worker, is printed and dropped: the run went
+    on and was ended by the watchdog with its job still "running", 1 CI run in ~10.)"""
+    message = f"stopped by signal {signum} before it finished"
+    grace = STOP_GRACE
+    faulthandler.dump_traceback_later(grace, exit=True)
+    threading.Thread(target=_last_words, args=(message, max(0.5, grace - 2)), daemon=True).start()
+    raise SystemExit(message)
+
+
+def _last_words(message: str, after: float) -> None:
+    time.sleep(after)  # (a run that left as it should is gone by now: this thread with it)
+    for record in LAST_WORDS:
+        try:
+            record(message)
+        except Exception as exc:  # noqa: BLE001  (the database may be what hangs: the stacks follow anyway)
+            print(f"could not record the stop: {exc}", file=sys.stderr)
 
 
 def learn_command(args: argparse.Namespace) -> int:
@@ -34,7 +56,8 @@ def learn_command(args: argparse.Namespace) -> int:
     from digitlab.training.learn import learn
 
     signal.signal(signal.SIGTERM, stopped)
-    outcomes = learn(_settings(), models=args.models or None, min_new=args.min_new, job_id=args.job_id)
+    outcomes = learn(_settings(), models=args.models or None, min_new=args.min_new, job_id=args.job_id,
+                     on_start=LAST_WORDS.append)  # fmt: skip
     for outcome in outcomes:
         print(outcome.line())
     return 0

@@ -149,8 +149,10 @@ def learn(
     job_id: str | None = None,
     limit: int | None = None,
     say: Callable[[str], None] = log,
+    on_start: Callable[[Callable[[str], None]], None] | None = None,
 ) -> list[Outcome]:
-    """One learning run; returns what became of each model. Raises BusyError while another run goes on."""
+    """One learning run; returns what became of each model. Raises BusyError while another run goes on.
+    `on_start` is handed a function that marks this run's job failed with a message while it still runs."""
     models = list(dict.fromkeys(models)) if models else None  # a name given twice was trained twice, in parallel
     unknown = [n for n in models or () if n not in MODEL_SPECS]
     if unknown:  # before the lock: a typo while a run goes on said "another digitlab learn is running"
@@ -163,6 +165,8 @@ def learn(
             with exclusive(engine, "digitlab learn", keep=True) as lock:
                 versions.fail_interrupted_jobs()
                 run = _Run(settings, versions, Repository(engine), job_id or versions.create_job(), say, limit, lock)
+                if on_start is not None:
+                    on_start(run.fail_if_running)
                 return run.tracked(models or ORDER, min_new)
         except BusyError as exc:
             if job_id:  # started by the API: its job says why it did nothing
@@ -186,6 +190,11 @@ class _Run:
         lock.beat = lambda: versions.beat_job(job_id)  # alive, whatever the lock's connection went through
         if lock.keeping:  # (PostgreSQL; SQLite's file lock cannot drop: a free lock there is a dead run)
             versions.beat_job(job_id)
+
+    def fail_if_running(self, message: str) -> None:
+        job = self.versions.job(self.job_id)
+        if job is not None and job["status"] == "running":
+            self.versions.finish_job(self.job_id, "failed", message)
 
     def tracked(self, names: list[str], min_new: int) -> list[Outcome]:
         """`all`, with the job's status kept up to date (failed, with the reason, if anything raises)."""
