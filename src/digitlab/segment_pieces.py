@@ -23,11 +23,11 @@ MARK_HEIGHT = 0.35  # a stroke lower than this fraction of the writing height is
 #: is a line (a dash, a finger swiping over the canvas), not digits: it was cut into a slice per tenth of its
 #: "height" and read as sixteen 0s
 LINE_HEIGHT = 3.5
+LINE_FLAT = 3.0
 #: a dot at most this high and wide (in writing heights) under a digit's strokes, at least DOT_GAP below them,
 #: makes the digit a "?" or "!" (read as a sure 7 and 1): `uncertain`
 DOT_SIZE = 0.3
 DOT_GAP = 0.08
-LINE_FLAT = 3.0
 SPECK_AREA = 0.02  # strokes with less ink than this fraction of the biggest stroke are noise
 MAX_CUTS = 6  # candidate cuts per stroke (or one per CUT_SPACING of its width, if more)
 CUT_MIN_WIDTH = 0.55  # strokes narrower than this (in writing heights) are never cut
