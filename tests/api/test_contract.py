@@ -109,6 +109,23 @@ def test_openapi_and_docs(api):
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
 
 
+def test_openapi_states_what_the_server_enforces(api):
+    """Every error a route documents has the one error shape, and parameter bounds are JSON Schema's
+    `minimum` / `maximum` (pydantic's `ge` / `le` in a schema bind no client: they were there for pages)."""
+    spec = api.get("/openapi.json").json()
+    assert "HTTPValidationError" not in spec.get("components", {}).get("schemas", {})
+    for path, operations in spec["paths"].items():
+        for method, op in operations.items():
+            for status, answer in op.get("responses", {}).items():
+                if status.startswith(("4", "5")):
+                    schema = answer["content"]["application/json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/ErrorResponse"}, (method, path, status)
+            for param in op.get("parameters", []):
+                assert not {"ge", "le", "gt", "lt"} & set(param["schema"]), (method, path, param)
+    page_size = next(p for p in spec["paths"]["/api/v1/predictions"]["get"]["parameters"] if p["name"] == "page_size")
+    assert (page_size["schema"]["minimum"], page_size["schema"]["maximum"]) == (1, 500)
+
+
 # --- predict -------------------------------------------------------------------------------------------
 
 

@@ -106,7 +106,7 @@ def learning_job(ctx: Ctx, job_id: JobId):
     return LearnJob.model_validate(job)
 
 
-@router.get("/models/{name}/versions", response_model=list[ModelVersion], responses=error_responses(404, 503))
+@router.get("/models/{name}/versions", response_model=list[ModelVersion], responses=error_responses(404, 422, 503))
 def model_versions(ctx: Ctx, name: str):
     """Every learned version of a model, newest first: when built, from how many drawings, accuracy on the
     held-out users' drawings before and after, status (promoted, rejected, retired) and why."""

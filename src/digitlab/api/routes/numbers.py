@@ -32,7 +32,7 @@ from digitlab.store import numbers as repo
 
 router = APIRouter(prefix="/api/v1", tags=["numbers"])
 
-NumberId = Annotated[int, PlainId, Path(ge=1, le=MAX_ID, description="The read number's database id.")]
+NumberId = Annotated[int, Path(ge=1, le=MAX_ID, description="The read number's database id."), PlainId]
 ADMIN = [Depends(require_admin)]
 
 
@@ -104,7 +104,7 @@ async def number_feedback_by_uid(ctx: Ctx, uid: Uid, body: NumberFeedback):
 async def list_numbers(
     ctx: Ctx,
     page: PageNumber = 1,
-    page_size: Annotated[int, PlainId, Query(ge=1, le=repo.MAX_PAGE_SIZE)] = 50,
+    page_size: Annotated[int, Query(ge=1, le=repo.MAX_PAGE_SIZE), PlainId] = 50,
     model: ModelFilter = None,
     correct: CorrectFilter = None,
     since: SinceFilter = None,

@@ -30,6 +30,7 @@ from digitlab.api.schemas import (
     StatsResponse,
 )
 from digitlab.store.records import NOT_A_DIGIT, StoredPrediction
+from digitlab.store.repository import MAX_PAGE_SIZE
 
 #: a text query parameter may hold anything but NUL (PostgreSQL text cannot: it was a 500)
 NO_NUL = r"^[^\x00]*$"
@@ -48,7 +49,7 @@ def _plain_id(value: object) -> object:
 
 
 PlainId = BeforeValidator(_plain_id)
-PredictionId = Annotated[int, PlainId, Path(ge=1, le=MAX_ID, description="The prediction's database id.")]
+PredictionId = Annotated[int, Path(ge=1, le=MAX_ID, description="The prediction's database id."), PlainId]
 Uid = Annotated[str, Path(pattern=r"^[0-9a-fA-F]{32}$", description="The `uid` of a prediction response.")]
 ADMIN = [Depends(require_admin)]
 PNG_RESPONSE = {
@@ -75,7 +76,7 @@ def _true_or_false(value: object) -> object:
 CorrectFilter = Annotated[bool | None, BeforeValidator(_true_or_false),
                           Query(description="Only labelled answers that were right (true) or wrong (false).")]  # fmt: skip
 #: a page number or size: ASCII digits only, as path ids (`page=1_0` was page 10)
-PageNumber = Annotated[int, PlainId, Query(ge=1, le=1_000_000, description="The page, from 1.")]
+PageNumber = Annotated[int, Query(ge=1, le=1_000_000, description="The page, from 1."), PlainId]
 
 _ISO_DATE = re.compile(r"\s*[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
@@ -181,7 +182,7 @@ def feedback_by_uid(ctx: Ctx, uid: Uid, body: FeedbackRequest):
 def list_predictions(
     ctx: Ctx,
     page: PageNumber = 1,
-    page_size: Annotated[int, PlainId, Query(ge=1, le=500)] = 50,
+    page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE), PlainId] = 50,
     model: ModelFilter = None,
     correct: CorrectFilter = None,
     since: SinceFilter = None,
