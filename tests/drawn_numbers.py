@@ -30,9 +30,10 @@ WIDTH = {"1": 0.2, "!": 0.2, ".": 0.15}
 
 
 def draw_number(
-    text: str, *, gap: float = 0.3, slant: float = 0.0, size: int = 160, lead: float = 0.0, extra=None
+    text: str, *, gap: float = 0.3, slant: float = 0.0, size: int = 160, lead: float = 0.0, extra=None, pen_width=0.1
 ) -> bytes:
-    """`text` written with a round pen on a white canvas, digits `size` px high, `gap` heights apart."""
+    """`text` written with a round pen `pen_width` heights wide on a white canvas, digits `size` px high, `gap`
+    heights apart."""
     width = int(size * (1.5 + lead + sum(WIDTH.get(c, 0.65) + gap for c in text)))
     im = Image.new("RGB", (width, int(size * 1.8)), "white")
     pen = ImageDraw.Draw(im)
@@ -42,7 +43,7 @@ def draw_number(
         w = WIDTH.get(c, 0.65) * size
         for stroke in STROKES[c]:
             pts = [(x + px * w + slant * (1 - py) * size, y0 + py * size) for px, py in stroke]
-            pen.line(pts, fill="#1f2340", width=max(3, size // 10), joint="curve")
+            pen.line(pts, fill="#1f2340", width=max(3, int(size * pen_width)), joint="curve")
         x += w + gap * size
     if extra:
         extra(pen, size)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
+from digitlab.decode import EmptyImageError
 from digitlab.detector.runtime import load_detector
 from digitlab.models.registry import BUNDLED_DIR, load_model
 from digitlab.segment import read_number
@@ -27,11 +28,13 @@ def reader():
 
 
 def _sheet(text: str, width: int = 1600, height: int = 1200) -> np.ndarray:
-    """`text` in blue ink on white paper filling the frame, lit a little unevenly (float RGB)."""
-    written = Image.open(io.BytesIO(draw_number(text, size=160))).convert("L")
+    """`text` in blue ink on white paper filling the frame, lit a little unevenly (float RGB); "": a blank sheet."""
     im = Image.new("RGB", (width, height), (246, 246, 242))
-    at = ((width - written.width) // 2, (height - written.height) // 2)
-    im.paste(Image.new("RGB", written.size, (30, 40, 120)), at, Image.eval(written, lambda v: 255 if v < 128 else 0))
+    if text:
+        written = Image.open(io.BytesIO(draw_number(text, size=160))).convert("L")
+        at = ((width - written.width) // 2, (height - written.height) // 2)
+        ink = Image.eval(written, lambda v: 255 if v < 128 else 0)
+        im.paste(Image.new("RGB", written.size, (30, 40, 120)), at, ink)
     a = np.asarray(im).astype(np.float32)
     yy, xx = np.mgrid[0:height, 0:width]
     return a * (1 - 0.1 * (xx / width * 0.7 + yy / height * 0.3))[..., None]
@@ -91,7 +94,6 @@ def shot_at_an_angle(text: str) -> bytes:
 
 def notebook(text: str, turn: float, squared: bool) -> bytes:
     """`text` on lined (or squared) paper with 2 px blue lines 80 px apart, photographed `turn` degrees off."""
-    written = Image.open(io.BytesIO(draw_number(text, size=120))).convert("L")
     im = Image.new("RGB", (1600, 1200), (246, 246, 242))
     lines = np.zeros((1200, 1600), bool)
     lines[(np.arange(1200) % 80) < 2] = True
@@ -100,8 +102,11 @@ def notebook(text: str, turn: float, squared: bool) -> bytes:
     a = np.asarray(im).copy()
     a[lines] = (150, 180, 225)
     im = Image.fromarray(a)
-    at = ((1600 - written.width) // 2, (1200 - written.height) // 2)
-    im.paste(Image.new("RGB", written.size, (30, 40, 120)), at, Image.eval(written, lambda v: 255 if v < 128 else 0))
+    if text:
+        written = Image.open(io.BytesIO(draw_number(text, size=120))).convert("L")
+        at = ((1600 - written.width) // 2, (1200 - written.height) // 2)
+        ink = Image.eval(written, lambda v: 255 if v < 128 else 0)
+        im.paste(Image.new("RGB", written.size, (30, 40, 120)), at, ink)
     im = im.rotate(turn, Image.BICUBIC, fillcolor=(246, 246, 242))
     a = np.asarray(im).astype(np.float32)
     yy, xx = np.mgrid[0:1200, 0:1600]
@@ -170,6 +175,15 @@ def test_a_photo_of_one_digit_on_the_draw_page(predict_digit, scene, digit):
     on a desk, beside a shadow's edge or a finger was read 0, 1 or 8 (or refused), whatever was written. A
     phone photo is read as `/read` reads photos now."""
     assert predict_digit(scene(digit)) == int(digit)
+
+
+@pytest.mark.parametrize("scene", [lambda t: _jpeg(_sheet(t)), lambda t: notebook(t, 1.0, False)],
+                         ids=["plain", "lined-turned"])
+def test_a_photo_of_blank_paper_is_empty_on_the_draw_page(predict_digit, scene):
+    """A photo of a sheet with nothing on it was a digit on `/predict` (a 0, the colour distance taking the
+    paper's shading for ink) where `/read` said the photo shows no ink."""
+    with pytest.raises(EmptyImageError, match="no ink"):
+        predict_digit(scene(""))
 
 
 def test_the_pen_width_is_measured_on_the_largest_strokes_only(monkeypatch):

@@ -135,6 +135,37 @@ def test_a_lone_line_is_no_number(cnn, detector, verifier, wave):
         read_number(out.getvalue(), cnn, detector, verifier=verifier)
 
 
+@pytest.mark.parametrize(("width", "size"), [(840, 8), (840, 60), (280, 20), (280, 40)])
+def test_a_lone_dot_is_no_number(cnn, detector, verifier, width, size):
+    """A tap on the canvas was read as the number "0" (stored as a reading) where /predict says the image holds
+    nothing but a dot: the same rule (`preprocess.DOT_RATIO`, `DOT_MAX_REL`) now holds on /read."""
+    from PIL import ImageDraw
+
+    im = Image.new("RGBA", (width, 280), (0, 0, 0, 0))
+    x, r = width // 2, size // 2
+    ImageDraw.Draw(im).ellipse([x - r, 140 - r, x + r, 140 + r], fill=(0, 0, 0, 255))
+    out = io.BytesIO()
+    im.save(out, format="PNG")
+    with pytest.raises(EmptyImageError, match="dot"):
+        read_number(out.getvalue(), cnn, detector, verifier=verifier)
+
+
+@pytest.mark.parametrize("shape", ["rectangle", "ellipse"])
+def test_a_filled_shape_is_not_a_sure_number(cnn, detector, verifier, shape):
+    """A filled square was cut into slices read as a sure "111" (`/predict` flags it): ink as thick as a third of
+    its height is a blot, not writing (`segment_pieces.BLOT`). A number in a thick pen stays sure."""
+    from PIL import ImageDraw
+
+    im = Image.new("RGB", (840, 280), "white")  # (a smaller one is refused as a dot, like on /predict)
+    getattr(ImageDraw.Draw(im), shape)([250, 40, 550, 240], fill="#1f2340")
+    out = io.BytesIO()
+    im.save(out, format="PNG")
+    reading = read_number(out.getvalue(), cnn, detector, verifier=verifier)
+    assert reading.uncertain and all(d.uncertain for d in reading.digits), reading.text
+    marker = read_number(draw_number("42", size=120, pen_width=0.25), cnn, detector, verifier=verifier)
+    assert marker.text == "42" and not marker.uncertain
+
+
 def test_blank_image_is_empty(cnn):
     out = io.BytesIO()
     Image.new("RGB", (600, 200), "white").save(out, format="PNG")

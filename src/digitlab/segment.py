@@ -39,7 +39,7 @@ from digitlab.errors import DigitlabError
 from digitlab.models.registry import predict_with_opinion
 from digitlab.preprocess import to_mnist
 from digitlab.segment_ink import working_ink
-from digitlab.segment_pieces import Piece, dot_below, leaning_stroke, pieces_of, stacked, two_lines
+from digitlab.segment_pieces import Piece, blotted, dot_below, leaning_stroke, pieces_of, stacked, two_lines
 from digitlab.segment_verifier import GEOMETRY, verifier_features
 
 MAX_DIGIT_WIDTH = 1.25  # no digit is wider than this many writing heights
@@ -247,7 +247,8 @@ def read_number(
     for a, b in itertools.pairwise(digits):  # one above the other, not side by side: the order is a guess
         if stacked(a.box, b.box):
             a.uncertain = b.uncertain = True
-    if two_lines([d.box for d in digits]):  # two numbers, one under the other, were read interleaved
+    # two numbers, one under the other, were read interleaved; a filled shape's slices were read as 1s
+    if two_lines([d.box for d in digits]) or blotted(s, height):
         for d in digits:
             d.uncertain = True
     if len(digits) > MAX_DIGITS:

@@ -11,6 +11,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from digitlab.decode import EmptyImageError
+from digitlab.preprocess import DOT_MAX_REL, DOT_RATIO
 
 INK_ON = 0.35  # ink strength that counts as a stroke pixel
 #: a 1 (one whole stroke) leaning this much more than the writing (|dx/dy| against the number's slant) is
@@ -28,6 +29,10 @@ LINE_FLAT = 3.0
 #: makes the digit a "?" or "!" (read as a sure 7 and 1): `uncertain`
 DOT_SIZE = 0.3
 DOT_GAP = 0.08
+#: ink thicker than this fraction of the writing height is a filled shape (a blot, a square), not writing: its
+#: slices were sure 1s (a filled square read "111"). Calibration numbers: at most 0.17 (`evaluate --numbers --part
+#: calibration`, 400 numbers); the canvas's widest pen (40 px) on digits 115 px high: 0.35
+BLOT = 0.35
 SPECK_AREA = 0.02  # strokes with less ink than this fraction of the biggest stroke are noise
 MAX_CUTS = 6  # candidate cuts per stroke (or one per CUT_SPACING of its width, if more)
 CUT_MIN_WIDTH = 0.55  # strokes narrower than this (in writing heights) are never cut
@@ -184,6 +189,11 @@ def pieces_of(s: np.ndarray) -> tuple[list[Piece], float, list[Piece]]:
     flat = all(boxes[i][1].stop - boxes[i][1].start >= LINE_FLAT * (boxes[i][0].stop - boxes[i][0].start) for i in tall)
     if flat and height < LINE_HEIGHT * stroke:
         raise EmptyImageError("Nothing written that looks like digits, only a line: write a number and try again.")
+    ys0, ys1 = min(boxes[i][0].start for i in keep), max(boxes[i][0].stop for i in keep)
+    xs0, xs1 = min(boxes[i][1].start for i in keep), max(boxes[i][1].stop for i in keep)
+    extent = max(ys1 - ys0, xs1 - xs0)
+    if extent < DOT_RATIO * stroke and extent < DOT_MAX_REL * max(s.shape):  # as `to_mnist` on /predict
+        raise EmptyImageError("Nothing written but a dot: write a number and try again.")
     pieces: list[Piece] = []
     specks: list[Piece] = []
     kept = set(keep)
@@ -232,6 +242,11 @@ def dot_below(group: list[Piece], marks: list[Piece], height: float) -> bool:
         if small and DOT_GAP * height <= top - bottom <= 0.6 * height and left <= float(m.xs.mean()) <= right:
             return True
     return False
+
+
+def blotted(s: np.ndarray, height: float) -> bool:
+    """Is the ink a filled shape rather than strokes (`BLOT`)?"""
+    return thickness(s >= INK_ON) > BLOT * height
 
 
 def two_lines(boxes: list[tuple[int, int, int, int]]) -> bool:

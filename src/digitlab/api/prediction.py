@@ -154,6 +154,9 @@ def _from_photo(data: bytes, max_pixels: int) -> np.ndarray | None:
     cheaper, loses a turned notebook page's thin lines)."""
     try:
         ink = photo_ink(data, max_pixels=max_pixels)
+    except EmptyImageError:  # paper and nothing on it: the colour distance took its shading for a 0
+        raise EmptyImageError("Nothing drawn: the photo shows no ink. Write a digit and try again.") from None
+    try:
         return None if ink is None else to_mnist(ink)
     except EmptyImageError:
         return None
