@@ -436,6 +436,21 @@ def test_a_stop_whose_systemexit_was_dropped_is_still_recorded_before_the_proces
     assert proc.returncode == 1 and time.monotonic() - started < STOP_GRACE + 10
 
 
+def test_train_says_when_the_quick_start_setting_does_not_apply(monkeypatch, tmp_path, capsys):
+    """`DIGITLAB_TRAIN_LIMIT=3000 digitlab train` trained on all of MNIST for ~9 minutes without a word (the
+    setting is `digitlab run`'s): it says so first, and `--limit` is obeyed without the note."""
+    import digitlab.cli.train as cli_train
+
+    seen = []
+    monkeypatch.setattr(cli_train, "_train", lambda settings, requested, **kw: seen.append(kw["limit"]) or 0)
+    monkeypatch.setenv("DIGITLAB_MODEL_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("DIGITLAB_TRAIN_LIMIT", "3000")
+    assert cli_train.train_command([]) == 0
+    assert "DIGITLAB_TRAIN_LIMIT=3000 is for `digitlab run`" in capsys.readouterr().err
+    assert cli_train.train_command([], limit=500) == 0
+    assert "DIGITLAB_TRAIN_LIMIT" not in capsys.readouterr().err and seen == [None, 500]
+
+
 def test_train_cnn_without_pytorch_says_so_before_preparing_any_data(monkeypatch, tmp_path):
     """It prepared data for minutes (or tried to download MNIST) before failing on `import torch`."""
     import importlib.util

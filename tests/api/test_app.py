@@ -452,9 +452,11 @@ def _stalled(headers, **limits) -> list[dict]:
 def test_a_body_that_stops_arriving_is_answered_408():
     """A client that declares more than it sends (or a slow-loris) held its connection for good: the server
     has no body timeout of its own. After `idle_seconds` without a byte it gets a JSON 408."""
-    sent = _stalled([(b"content-length", b"200")])
+    counted = []
+    sent = _stalled([(b"content-length", b"200")], on_error=counted.append)
     assert sent[0]["status"] == 408 and b'"request_timeout"' in sent[1]["body"]
     assert (b"connection", b"close") in sent[0]["headers"]
+    assert counted == ["request_timeout"]  # in digitlab_errors_total (it was missing there)
 
 
 def test_a_body_that_trickles_in_is_answered_408_at_the_deadline():

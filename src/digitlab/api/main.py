@@ -167,8 +167,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.methods_by_path = methods_by_path([route for m in routers for route in m.router.routes])
 
     app.add_middleware(HeadAsGetMiddleware)  # innermost: the limits and metrics see the request as sent
-    refused = metrics.errors.labels("payload_too_large")
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, on_refuse=refused.inc)
+    on_error = lambda code: metrics.errors.labels(code).inc()
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, on_error=on_error)
     app.add_middleware(
         MetricsMiddleware, metrics=metrics, routes=lambda: app.router.routes
     )  # outermost: times everything, 413s included

@@ -39,6 +39,9 @@ def train_command(
         )
     if "cnn" in requested and not has_torch():  # before minutes of data preparation
         raise DigitlabError("training the CNN needs PyTorch: pip install -e '.[cnn]' (or pip install torch)")
+    if limit is None and settings.train_limit:  # two newcomers expected it to make quick models here too
+        log(f"note: DIGITLAB_TRAIN_LIMIT={settings.train_limit} is for `digitlab run`'s first start: this trains "
+            f"on all of MNIST (minutes); `digitlab train --limit {settings.train_limit}` trains quick models")
     with training_lock(settings.model_dir):  # one trainer per model folder (`TrainingBusy` otherwise)
         return _train(settings, requested, limit=limit, jobs=jobs, calibrate_only=calibrate_only, out_dir=out_dir)
 
