@@ -335,6 +335,10 @@ def cases() -> list[Case]:
             files=img(png),
             data={"session_id": "s" * 2_000_000},
         ),
+        Case(  # true_digit=7 and true_digit=3: the last one was stored without a word (which was meant?)
+            "multipart-repeated-field", 422, "invalid_fields", files=img(png), data={"true_digit": ["7", "3"]}
+        ),
+        Case("multipart-repeated-unknown-field", 200, None, files=img(png), data={"tag": ["a", "b"]}),
         Case(  # cut off before the closing boundary: was 422 "'image' is required" (the image part was there)
             "multipart-truncated",
             400,

@@ -71,12 +71,13 @@ async def _from_multipart(request: Request, options_model: type[ImageOptions]) -
                 "The multipart body ends before its closing boundary (a cut-off upload?): send the whole form.",
                 "malformed_body",
             )
-        parts = await _parts_from_starlette(request)
+        parts = await _parts_from_starlette(request, {"image", *options_model.model_fields})
     image = parts.get("image")
     if image is None:
         raise _invalid("Invalid request: 'image' is required (a file field with the PNG, JPEG, WebP or BMP).")
     if not image.is_file:
-        raise _invalid("Invalid request: 'image' must be a file field, not a text field.")
+        raise _invalid("Invalid request: 'image' must be a file field (a part whose Content-Disposition has a "
+                       "filename=\"...\"), not a text field.")
     values: dict[str, Any] = {}
     for name in options_model.model_fields:
         part = parts.get(name)
@@ -94,7 +95,7 @@ async def _from_multipart(request: Request, options_model: type[ImageOptions]) -
     return image.value, options
 
 
-async def _parts_from_starlette(request: Request) -> dict[str, Part]:
+async def _parts_from_starlette(request: Request, known: set[str]) -> dict[str, Part]:
     try:
         form = await request.form(max_files=MAX_FILES, max_fields=MAX_FIELDS)
     except Exception as exc:  # starlette answers a broken multipart body with HTTPException(400)
@@ -111,7 +112,9 @@ async def _parts_from_starlette(request: Request) -> dict[str, Part]:
         ) from exc
     try:
         parts = {}
-        for name, value in form.items():  # the last of a repeated name, as form.get() gives
+        for name, value in form.multi_items():
+            if name in parts and name in known:  # `true_digit=7` and `true_digit=3` stored 3: which one was meant?
+                raise _invalid(f"Invalid request: '{name[:40]}' was sent more than once: send each field once.")
             if isinstance(value, UploadFile):
                 parts[name] = Part(True, await value.read() if name == "image" else b"")
             else:
