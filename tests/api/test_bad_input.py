@@ -395,6 +395,11 @@ def cases() -> list[Case]:
             content=b'{"true_digit": 7}',
             headers={"content-type": "text/plain"},
         ),
+        *(  # invalid JSON is 422 as on /predict (these two were 400 malformed_body "could not be parsed")
+            Case(f"feedback-json-{name}", 422, "invalid_fields", path="/api/v1/predictions/1/feedback", content=body,
+                 headers={"content-type": "application/json"})
+            for name, body in [("not-utf8", b'{"true_digit": 7, "x": "\xff"}'), ("deep", b"[" * 10_000 + b"]" * 10_000)]
+        ),
         Case("feedback-json-without-a-type", 415, "unsupported_media_type", path="/api/v1/predictions/1/feedback",
              content=b'{"true_digit": 7}'),  # (was 422 "input should be a valid dictionary")
         Case(

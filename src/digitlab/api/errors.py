@@ -146,6 +146,11 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, describe_validation_errors(exc.errors()), "invalid_fields")
 
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            # FastAPI's JSON bodies (feedback, learn) that json.loads cannot take (not UTF-8, nested past its
+            # limit): invalid JSON is 422 everywhere else, as documented (these were 400 malformed_body)
+            _count(request, "invalid_fields")
+            return error_response(422, "Invalid request: the body is not valid JSON (UTF-8).", "invalid_fields")
         code = _CODE_BY_STATUS.get(exc.status_code, f"http_{exc.status_code}")
         _count(request, code)
         if exc.status_code == 404:
@@ -158,8 +163,6 @@ def install_error_handlers(app: FastAPI) -> None:
             allowed = _allowed_methods(request)  # Starlette names only the first route's (GET, not DELETE)
             if allowed:
                 return error_response(405, detail, code, {"Allow": ", ".join(allowed)})
-        elif exc.status_code == 400 and exc.detail == "There was an error parsing the body":
-            detail = "The request body could not be parsed."
         else:
             detail = exc.detail if isinstance(exc.detail, str) else "The request was refused."
         return error_response(exc.status_code, _sentence(detail), code, getattr(exc, "headers", None))
