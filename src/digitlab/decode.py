@@ -141,6 +141,15 @@ def sniff_format(data: bytes) -> str:
     raise UnreadableImageError("The file is not an image we can read: upload a PNG, JPEG, WebP or BMP image.")
 
 
+def _refuse_text_bomb(exc: Exception) -> None:
+    """PIL refuses a PNG text chunk that unpacks past 1 MB (a zTXt of 200 KB can hold 200 MB): say so (it was
+    "could not be read as an image", for a picture that is fine but for its metadata)."""
+    if isinstance(exc, ValueError) and str(exc).lower().startswith(("decompressed data too large", "too much memory used in text")):
+        raise ImageTooLargeError(
+            "The PNG's text metadata unpacks to more than 1 MB: save the image without metadata and upload it again."
+        ) from exc
+
+
 def open_image(data: bytes, max_pixels: int | None, *, draft_to: int | None = None) -> Image.Image:
     """Open, bomb-check (header only), then decode. Returns a loaded PIL image (any mode)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -161,6 +170,9 @@ def open_image(data: bytes, max_pixels: int | None, *, draft_to: int | None = No
         raise ImageTooLargeError(
             "The image has too many pixels to decode safely: upload a smaller image."
         ) from exc
+    except ValueError as exc:
+        _refuse_text_bomb(exc)
+        raise UnreadableImageError() from exc
     except Exception as exc:  # UnidentifiedImageError, SyntaxError, struct.error, ...
         fmt = _identify_any(data)
         if fmt is not None:
@@ -192,6 +204,7 @@ def open_image(data: bytes, max_pixels: int | None, *, draft_to: int | None = No
     except MemoryError as exc:
         raise ImageTooLargeError("The image is too large to decode: upload a smaller image.") from exc
     except Exception as exc:  # truncated / corrupt data
+        _refuse_text_bomb(exc)
         raise UnreadableImageError(
             "The image file is damaged or truncated: upload a PNG, JPEG, WebP or BMP image."
         ) from exc

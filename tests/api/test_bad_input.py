@@ -94,6 +94,11 @@ def png_with_big_iccp(png: bytes) -> bytes:
     return png[:33] + _chunk(b"iCCP", profile) + png[33:]
 
 
+def png_with_text_bomb(png: bytes) -> bytes:
+    """`png` with a 200 KB zTXt chunk before its pixels that inflates to 200 MB (PIL refuses past 1 MB)."""
+    return png[:33] + _chunk(b"zTXt", b"k\0\0" + zlib.compress(b"\0" * 200_000_000, 9)) + png[33:]
+
+
 @dataclass
 class Case:
     id: str
@@ -202,6 +207,7 @@ def cases() -> list[Case]:
         Case("bmp-negative-width", 400, "unreadable_image", files=img(bmp_negative_width())),  # was 413
         # a colour profile that inflates past PIL's limit: /predict read it (libspng), /read refused it
         Case("png-huge-colour-profile", 200, None, files=img(png_with_big_iccp(png))),
+        Case("png-text-bomb", 413, "image_too_large", files=img(png_with_text_bomb(png))),  # was 400 "could not be read"
         # --- bombs and sizes ----------------------------------------------------------------------------------
         Case("png-claims-50000x50000", 413, "image_too_large", files=img(png_claiming(50000, 50000))),
         Case("png-claims-1x2e9", 413, "image_too_large", files=img(png_claiming(1, 2_000_000_000))),
