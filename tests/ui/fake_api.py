@@ -39,6 +39,7 @@ class FakeApi:
     stored_predictions: list[Any] = field(default_factory=list)  # History's log (StoredPrediction), newest first
     numbers_calls: list[dict] = field(default_factory=list)  # (page, page_size) asked for
     sent_fields: list[dict] = field(default_factory=list)  # the form fields of every predict and read
+    compared: list[tuple[bytes, dict]] = field(default_factory=list)  # (picture, fields) of every predict_all
 
     learn_message: str = ""  # the outcome of a learning run started with `start_learning` ("": nothing learned)
 
@@ -68,8 +69,9 @@ class FakeApi:
         self.next_id += 1
         return self.next_id
 
-    def predict_all(self, png: bytes, **_: Any) -> Comparison:
+    def predict_all(self, png: bytes, **fields: Any) -> Comparison:
         self._away()
+        self.compared.append((png, fields))
         preds = [Prediction(m["name"], 0, 0.9, _probs(0), id=self._id(), logged=True,
                             uid=f"u{self.next_id}") for m in MODELS]  # fmt: skip
         return Comparison(preds, None)

@@ -289,6 +289,34 @@ def test_compare_shows_every_ready_model(desktop, ui_server, api_server):
     no_traceback(page)
 
 
+def test_compare_takes_the_digit_drawn_on_draw(desktop, ui_server, api_server):
+    """Drawn on Draw, then Compare (through the navigation): a newcomer found Compare blank. One click puts the
+    digit on Compare's canvas, every ready model answers it, and it is a drawing of its own (its own records)."""
+    page = desktop
+    ready = ready_models(api_server.url)
+    open_page(page, ui_server.url, PAGES["draw"], ready=CANVAS)
+    draw_digit(page, 7)
+    wait_new_prediction(page, None)
+    wait_idle(page, settle=1.0)
+    page.get_by_role("link", name="Compare", exact=True).first.click()
+    expect(page.locator(EMPTY)).to_be_visible(timeout=10_000)
+    page.locator(".st-key-cmp_from_draw button").click()
+    cards = page.locator('[data-testid="dl-compare-card"]')
+    expect(cards).to_have_count(len(ready), timeout=15_000)
+    wait_idle(page, settle=1.5)  # the canvas reports the strokes it was given: the same drawing, no new one
+    expect(cards).to_have_count(len(ready))
+    assert cards.first.get_attribute("data-digit") == "7"
+    box = canvas_box(page)  # the strokes are on Compare's canvas: ink in its picture
+    shot = Image.open(io.BytesIO(page.screenshot(clip={"x": box["x"], "y": box["y"], "width": box["width"],
+                                                       "height": box["height"]}))).convert("L")  # fmt: skip
+    assert (np.asarray(shot) < 128).mean() > 0.01
+    _, rows = _newest_rows(api_server.url, len(ready) + 1)
+    compared, drawn = rows[: len(ready)], rows[len(ready)]  # Compare's records, then Draw's
+    assert sorted(r["model_name"] for r in compared) == sorted(ready), rows
+    assert len({r["drawing_id"] for r in compared}) == 1 and drawn["drawing_id"] != compared[0]["drawing_id"], rows
+    no_traceback(page)
+
+
 def test_phone_touch_drawing(phone, ui_server):
     """390x844: the canvas fits the screen and a finger (real touch events) draws on it."""
     page = phone

@@ -104,3 +104,31 @@ def test_undo_shows_the_earlier_picture_at_once(page):
     canvas.draw([stroke(1)], one)
     at.run()
     assert _shown_drawing(at) == digest(one)[:16]
+
+
+def test_compare_takes_the_digit_drawn_on_draw_at_a_click(page):
+    """A newcomer drew on Draw, opened Compare and found its canvas blank: "Compare the digit from Draw" loads
+    the strokes into Compare's canvas and every model answers that picture at once, as a drawing of its own."""
+    api, canvas, at = page
+    first = png(shade=10)
+    canvas.draw([stroke(1)], first)
+    at.run()
+    draw_id = api.sent_fields[-1]["drawing_id"]
+    canvas.draw([], None)  # Compare's canvas starts blank
+    at.switch_page("views/compare.py").run()
+    assert not at.exception, at.exception
+    assert _placeholder(at) and not api.compared
+
+    at.button(key="cmp_from_draw").click().run()  # the canvas has not reported the loaded strokes yet
+    assert not at.exception, at.exception
+    assert [picture for picture, _ in api.compared] == [first]  # at once, on Draw's picture
+    compare_id = api.compared[0][1]["drawing_id"]
+    assert compare_id and compare_id != draw_id  # its own records: Draw's answer stays with Draw's
+    assert not _placeholder(at)
+
+    canvas.draw([stroke(1)], first)  # now it has: the same drawing, no second request
+    at.run()
+    assert len(api.compared) == 1 and not _placeholder(at)
+    canvas.draw([stroke(1), stroke(2)], png(shade=20))  # a stroke more on Compare: the same drawing goes on
+    at.run()
+    assert [fields["drawing_id"] for _, fields in api.compared] == [compare_id, compare_id]

@@ -108,6 +108,25 @@ def _clear(prefix: str) -> None:
     _set_drawing(prefix, [], replacing=st.session_state.get(f"{prefix}_reported") or [])
 
 
+def adopt(prefix: str, source: str) -> None:
+    """Load the `source` page's drawing into this canvas (Compare: "Compare the digit from Draw": a newcomer
+    drew on Draw, opened Compare and found it blank), as Undo loads earlier strokes: its picture until the
+    canvas reports them back, under a drawing id of its own (its own records, as if drawn again here)."""
+    objects = list(st.session_state.get(f"{source}_objects") or [])
+    drawing: Drawing | None = st.session_state.get(f"{source}_drawing")
+    if not objects or drawing is None or drawing.empty or len(objects) != drawing.strokes:
+        return
+    st.session_state.setdefault(f"{prefix}_pictures", {})[strokes_key(objects)] = drawing.png
+    st.session_state[f"{prefix}_drawing_id"] = (uuid.uuid4().hex, drawing.background_color)
+    _set_drawing(prefix, objects, replacing=st.session_state.get(f"{prefix}_reported") or [])
+
+
+def drawing_on(prefix: str) -> bool:
+    """Is there a drawing on that page's canvas (one `adopt` can take)?"""
+    drawing: Drawing | None = st.session_state.get(f"{prefix}_drawing")
+    return drawing is not None and not drawing.empty and bool(st.session_state.get(f"{prefix}_objects"))
+
+
 def strokes_key(objects: list) -> str:
     return hashlib.sha1(json.dumps(objects, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from digitlab.ui import answers, charts, common, ink, keys
-from digitlab.ui.canvas import Drawing, drawing_canvas
+from digitlab.ui.canvas import Drawing, adopt, drawing_canvas, drawing_on
 from digitlab.ui.client import LIVE_PATIENCE, ApiError, ApiUnavailable, Comparison
 
 CACHE_SIZE = 32
@@ -92,11 +92,15 @@ def compare_area() -> None:
     with right:
         slot = st.empty()  # the whole result goes into this one element, written once it is all built
         if drawing.empty:
-            slot.markdown(
-                '<div class="dl-placeholder" data-testid="dl-empty">Draw a digit on the canvas to see every model\'s '
-                "answer side by side.</div>",
-                unsafe_allow_html=True,
-            )
+            with slot.container():
+                st.markdown(
+                    '<div class="dl-placeholder" data-testid="dl-empty">Draw a digit on the canvas to see every '
+                    "model's answer side by side.</div>",
+                    unsafe_allow_html=True,
+                )
+                if drawing_on("draw"):  # the digit just drawn on Draw, one click away
+                    st.button("Compare the digit from Draw", icon=":material/draw:", key="cmp_from_draw",
+                              on_click=adopt, args=("compare", "draw"))  # fmt: skip
             return
         result, error = compare(drawing)
         if error is not None:
