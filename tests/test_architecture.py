@@ -116,3 +116,15 @@ print(json.dumps(bad))
     out = subprocess.run([sys.executable, "-c", code], check=False, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_ui_loads_no_database_code():
+    """The UI reads the store's record types only: importing the package pulled in SQLAlchemy and Alembic,
+    1.6 s of the first page's imports (the first visit after a start was blank for seconds)."""
+    code = (
+        "import sys, digitlab.ui.common, digitlab.ui.client, digitlab.ui.charts, digitlab.ui.answers\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sqlalchemy', 'alembic', 'psycopg')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

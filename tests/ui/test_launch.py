@@ -11,7 +11,7 @@ from digitlab.ui import launch
 
 def test_streamlit_command_runs_the_packaged_app():
     cmd = launch.streamlit_command("0.0.0.0", 8601)
-    assert cmd[:4] == [sys.executable, "-m", "streamlit", "run"]
+    assert cmd[:4] == [sys.executable, "-m", "digitlab.ui.warm_start", "run"]  # `streamlit run`, warmed
     assert Path(cmd[4]) == launch.APP and launch.APP.exists()
     opts = dict(zip(cmd[5::2], cmd[6::2], strict=True))
     assert opts["--server.address"] == "0.0.0.0" and opts["--server.port"] == "8601"

@@ -14,11 +14,30 @@ import os
 import re
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from digitlab.store.db import DatabaseUnavailableError
 from digitlab.store.records import AddResult, PredictionRecord, StoredPrediction
-from digitlab.store.spool import SpoolBusyError
-from digitlab.store.store import PredictionStore
+
+if TYPE_CHECKING:
+    from digitlab.store.db import DatabaseUnavailableError
+    from digitlab.store.spool import SpoolBusyError
+    from digitlab.store.store import PredictionStore
+
+#: imported when first asked for: the UI reads `digitlab.store.records` and needs no SQLAlchemy or Alembic
+#: (1.6 s of its first page's imports)
+_LAZY = {
+    "DatabaseUnavailableError": "digitlab.store.db",
+    "SpoolBusyError": "digitlab.store.spool",
+    "PredictionStore": "digitlab.store.store",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "AddResult",
@@ -45,4 +64,6 @@ def from_settings(settings, **kwargs) -> PredictionStore:
     if url.startswith("sqlite:///"):
         Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     spool_dir = settings.spool_dir or default_spool_dir(settings.data_dir)
+    from digitlab.store.store import PredictionStore
+
     return PredictionStore(url, spool_dir, **kwargs)

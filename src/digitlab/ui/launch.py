@@ -17,7 +17,7 @@ APP = Path(__file__).with_name("app.py")
 
 def streamlit_command(host: str, port: int) -> list[str]:
     return [
-        sys.executable, "-m", "streamlit", "run", str(APP),
+        sys.executable, "-m", "digitlab.ui.warm_start", "run", str(APP),  # `streamlit run`, imports done ahead
         "--server.address", host,
         "--server.port", str(port),
         "--server.headless", "true",
