@@ -192,7 +192,7 @@ def pieces_of(s: np.ndarray) -> tuple[list[Piece], float, list[Piece]]:
     ys0, ys1 = min(boxes[i][0].start for i in keep), max(boxes[i][0].stop for i in keep)
     xs0, xs1 = min(boxes[i][1].start for i in keep), max(boxes[i][1].stop for i in keep)
     extent = max(ys1 - ys0, xs1 - xs0)
-    if extent < DOT_RATIO * stroke and extent < DOT_MAX_REL * max(s.shape):  # as `to_mnist` on /predict
+    if len(keep) == 1 and extent < DOT_RATIO * stroke and extent < DOT_MAX_REL * max(s.shape):  # `to_mnist`'s rule
         raise EmptyImageError("Nothing written but a dot: write a number and try again.")
     pieces: list[Piece] = []
     specks: list[Piece] = []
