@@ -189,11 +189,10 @@ def pieces_of(s: np.ndarray) -> tuple[list[Piece], float, list[Piece]]:
     flat = all(boxes[i][1].stop - boxes[i][1].start >= LINE_FLAT * (boxes[i][0].stop - boxes[i][0].start) for i in tall)
     if flat and height < LINE_HEIGHT * stroke:
         raise EmptyImageError("Nothing written that looks like digits, only a line: write a number and try again.")
-    ys0, ys1 = min(boxes[i][0].start for i in keep), max(boxes[i][0].stop for i in keep)
-    xs0, xs1 = min(boxes[i][1].start for i in keep), max(boxes[i][1].stop for i in keep)
-    extent = max(ys1 - ys0, xs1 - xs0)
-    if len(keep) == 1 and extent < DOT_RATIO * stroke and extent < DOT_MAX_REL * max(s.shape):  # `to_mnist`'s rule
-        raise EmptyImageError("Nothing written but a dot: write a number and try again.")
+    if len(keep) == 1:  # one lone mark: a dot by `to_mnist`'s rule (no longer than 3 pen widths, small)?
+        extent = max(sl.stop - sl.start for sl in boxes[keep[0]])
+        if extent < DOT_RATIO * stroke and extent < DOT_MAX_REL * max(s.shape):
+            raise EmptyImageError("Nothing written but a dot: write a number and try again.")
     pieces: list[Piece] = []
     specks: list[Piece] = []
     kept = set(keep)

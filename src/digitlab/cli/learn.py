@@ -36,9 +36,8 @@ def stopped(signum, frame) -> None:
     on, such as logging's lock release right after a pool forked a worker, is printed and dropped: the run went
     on and was ended by the watchdog with its job still "running", 1 CI run in ~10.)"""
     message = f"stopped by signal {signum} before it finished"
-    grace = STOP_GRACE
-    faulthandler.dump_traceback_later(grace, exit=True)
-    threading.Thread(target=_last_words, args=(message, max(0.5, grace - 2)), daemon=True).start()
+    faulthandler.dump_traceback_later(STOP_GRACE, exit=True)
+    threading.Thread(target=_last_words, args=(message, max(0.5, STOP_GRACE - 2)), daemon=True).start()
     raise SystemExit(message)
 
 

@@ -34,9 +34,8 @@ from digitlab.store.records import (
     utc_naive,
     utc_now,
 )
-from digitlab.store.repository import history_filters, no_later_label
+from digitlab.store.repository import MAX_PAGE_SIZE, history_filters, no_later_label
 
-MAX_PAGE_SIZE = 500
 DIGITS_ONLY = re.compile(r"^[0-9]*$")
 
 

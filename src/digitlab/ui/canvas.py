@@ -112,9 +112,11 @@ def adopt(prefix: str, source: str) -> None:
     """Load the `source` page's drawing into this canvas (Compare: "Compare the digit from Draw": a newcomer
     drew on Draw, opened Compare and found it blank), as Undo loads earlier strokes: its picture until the
     canvas reports them back, under a drawing id of its own (its own records, as if drawn again here)."""
-    objects = list(st.session_state.get(f"{source}_objects") or [])
-    drawing: Drawing | None = st.session_state.get(f"{source}_drawing")
-    if not objects or drawing is None or drawing.empty or len(objects) != drawing.strokes:
+    if not drawing_on(source):
+        return
+    objects = list(st.session_state[f"{source}_objects"])
+    drawing: Drawing = st.session_state[f"{source}_drawing"]
+    if len(objects) != drawing.strokes:  # (the canvas has strokes its picture does not show yet)
         return
     st.session_state.setdefault(f"{prefix}_pictures", {})[strokes_key(objects)] = drawing.png
     st.session_state[f"{prefix}_drawing_id"] = (uuid.uuid4().hex, drawing.background_color)
