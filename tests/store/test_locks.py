@@ -1,7 +1,9 @@
-"""The learning lock on PostgreSQL: one run at a time, even when the lock's connection drops mid-run."""
+"""The learning lock (PostgreSQL, and SQLite's file lock where said): one run at a time, even when the lock's connection drops mid-run."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import pytest
@@ -88,3 +90,45 @@ def test_the_lock_connection_is_not_idle_in_a_transaction(engine):
         with engine.connect() as conn:
             state = conn.scalar(text("SELECT state FROM pg_stat_activity WHERE pid = :p"), {"p": pid})
     assert state == "idle"
+
+
+def _holder(url: str, seconds: float):
+    """Another process holding the learning lock for `seconds` (as the API's brief check for killed runs
+    does, or a running `digitlab learn`)."""
+    code = ("import time\nfrom digitlab.store.db import exclusive, make_engine\n"
+            f"with exclusive(make_engine({url!r}), 'check'):\n"
+            f"    print('locked', flush=True); time.sleep({seconds})")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+def test_a_long_run_waits_out_a_brief_holder_but_not_a_long_one(dialect, pg_databases, tmp_path, monkeypatch):
+    """A run started by "Learn now" met the API's check for killed runs (it holds the lock for milliseconds,
+    while a replica polls the job) and gave up: "another digitlab learn is running", with nothing running."""
+    url = pg_databases.scratch()[0] if dialect == "postgresql" else f"sqlite:///{tmp_path / 'd.db'}"
+    engine = make_engine(url)
+    monkeypatch.setattr(db, "WAIT_SECONDS", 3.0)
+    brief = _holder(url, 1.0)
+    try:
+        with pytest.raises(BusyError), exclusive(engine, "digitlab learn"):  # without waiting: refused
+            pass
+        started = time.monotonic()
+        with exclusive(engine, "digitlab learn", keep=True, wait=True):  # when the holder lets go
+            pass
+        assert time.monotonic() - started < 3.0
+    finally:
+        brief.kill()
+        brief.wait()
+    long = _holder(url, 60)
+    try:
+        started = time.monotonic()
+        busy = pytest.raises(BusyError, match="another digitlab learn is running")
+        with busy, exclusive(engine, "digitlab learn", keep=True, wait=True):
+            pass
+        assert time.monotonic() - started >= 3.0  # it waited, then gave up
+    finally:
+        long.kill()
+        long.wait()
+        engine.dispose()

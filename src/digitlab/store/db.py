@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -39,6 +40,9 @@ class BusyError(DigitlabError):
 
 #: seconds between two checks that a held learning lock's connection is alive (`HeldLock`)
 KEEP_SECONDS = 5.0
+#: seconds `exclusive(wait=True)` waits out a brief holder: the API's check for killed runs holds the lock for
+#: milliseconds, and a run started by "Learn now" that met it gave up ("another digitlab learn is running")
+WAIT_SECONDS = 5.0
 
 
 class HeldLock:
@@ -109,18 +113,20 @@ class HeldLock:
 
 
 @contextlib.contextmanager
-def exclusive(engine: Engine, what: str, *, keep: bool = False) -> Iterator[HeldLock]:
-    """Hold a deployment-wide lock for the block, or raise BusyError at once: a PostgreSQL session
-    advisory lock (every replica sees it; released if the process dies), or on SQLite a file lock beside
-    the database file. `what` names the job in the message; `keep`: a long run (see `HeldLock`)."""
+def exclusive(engine: Engine, what: str, *, keep: bool = False, wait: bool = False) -> Iterator[HeldLock]:
+    """Hold a deployment-wide lock for the block, or raise BusyError: a PostgreSQL session advisory lock
+    (every replica sees it; released if the process dies), or on SQLite a file lock beside the database
+    file. `what` names the job in the message; `keep`: a long run (see `HeldLock`); `wait`: try for
+    WAIT_SECONDS before giving up (a long run, which must not lose to a brief check), else refuse at once."""
+    busy = f"another {what} is running: try again when it has finished."
     if engine.dialect.name == "postgresql":
         # autocommit: the lock's connection is never "idle in transaction" for a whole run (a server's
         # idle_in_transaction_session_timeout closed it, and the lock with it)
         conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         held = HeldLock(engine, conn, what)
         try:
-            if not conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": _LEARN_LOCK}):
-                raise BusyError(f"another {what} is running: try again when it has finished.")
+            if not _retry(lambda: conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": _LEARN_LOCK}), wait):
+                raise BusyError(busy)
             if keep:
                 held.keep()
             yield held
@@ -128,11 +134,28 @@ def exclusive(engine: Engine, what: str, *, keep: bool = False) -> Iterator[Held
             held.release()
         return
     with open(f"{engine.url.database}.learn-lock", "a+b") as handle:
-        try:  # a POSIX record lock: owned by this process only (forked workers do not inherit it)
-            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise BusyError(f"another {what} is running: try again when it has finished.") from None
+        # a POSIX record lock: owned by this process only (forked workers do not inherit it)
+        if not _retry(lambda: _try_lockf(handle), wait):
+            raise BusyError(busy)
         yield HeldLock()
+
+
+def _try_lockf(handle) -> bool:
+    try:
+        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def _retry(take: Callable[[], bool], wait: bool) -> bool:
+    """`take()` until it succeeds; once only, or for WAIT_SECONDS when `wait`."""
+    deadline = time.monotonic() + (WAIT_SECONDS if wait else 0.0)
+    while not take():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 class DatabaseUnavailableError(DigitlabError):

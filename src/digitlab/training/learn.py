@@ -162,7 +162,7 @@ def learn(
         upgrade(engine)
         versions = VersionStore(engine)
         try:
-            with exclusive(engine, "digitlab learn", keep=True) as lock:
+            with exclusive(engine, "digitlab learn", keep=True, wait=True) as lock:
                 versions.fail_interrupted_jobs()
                 run = _Run(settings, versions, Repository(engine), job_id or versions.create_job(), say, limit, lock)
                 if on_start is not None:
