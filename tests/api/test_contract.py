@@ -214,6 +214,15 @@ def test_the_docs_try_it_out_form_stores_no_made_up_answer(api, admin, sample_pn
     assert stored["session_id"] is None and stored.get("drawn_digit", stored.get("true_text")) is None, stored
 
 
+def test_numbers_and_predictions_write_times_alike(api, admin, sample_png):
+    """/numbers wrote "...Z" and /predictions "...+00:00": one client parsing both met two forms."""
+    api.post("/api/v1/predict", files={"image": ("d.png", sample_png, "image/png")})
+    api.post("/api/v1/read", files={"image": ("d.png", sample_png, "image/png")})
+    digit = api.get("/api/v1/predictions", headers=admin).json()["items"][0]["timestamp"]
+    number = api.get("/api/v1/numbers", headers=admin).json()["items"][0]["timestamp"]
+    assert digit.endswith("+00:00") and number.endswith("+00:00"), (digit, number)
+
+
 def test_predict_uncertain_flag_on_non_digits(api, sample_png):
     """A zig-zag and a '#' are no digits: every model flags them; a clear 7 is not flagged."""
     from PIL import ImageDraw

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_serializer, field_validator
 from sqlalchemy import Engine, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -106,6 +106,10 @@ class StoredNumber(BaseModel):
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
         return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+    @field_serializer("timestamp")
+    def _iso(self, value: datetime | None) -> str | None:
+        return value.isoformat() if value else None  # as /predictions writes it (pydantic wrote "Z" here)
 
 
 _COLUMNS = [
