@@ -430,3 +430,36 @@ def test_every_worker_says_the_sqlite_file_takes_no_writes_while_it_is_locked(op
     finally:
         writer.close()
         idle.close()
+
+
+def test_a_database_that_reads_but_takes_no_writes_is_logged_once(open_store, tmp_path, make_record, caplog,
+                                                                  monkeypatch):  # fmt: skip
+    """While another process held SQLite's write lock, the log said "database is available" (its read check
+    passed) and "unavailable" (the replay failed) on every retry, for as long as the lock was held."""
+    import logging
+
+    from sqlalchemy.exc import OperationalError
+
+    store = open_store(f"sqlite:///{tmp_path / 'w.db'}", tmp_path / "spool" / "me")
+    try:
+        refusals = {"left": 6}
+        drain = store._drain_own
+
+        def locked() -> None:
+            if refusals["left"]:
+                refusals["left"] -= 1
+                raise OperationalError("INSERT", {}, Exception("database is locked"))
+            drain()
+
+        monkeypatch.setattr(store, "_drain_own", locked)
+        with caplog.at_level(logging.INFO, logger="digitlab.store"):
+            store._spool_after_error({"op": "add", "record": make_record(1).to_json()},
+                                     OperationalError("INSERT", {}, Exception("database is locked")))  # fmt: skip
+            assert store.wait_drained(timeout=10)
+        said = [r.getMessage() for r in caplog.records if r.name == "digitlab.store"]
+        assert refusals["left"] == 0
+        assert sum("unavailable" in m for m in said) == 1, said
+        assert sum(m.endswith("is available") for m in said) == 1, said
+        assert store.health()["database"] == "ok"
+    finally:
+        store.close()

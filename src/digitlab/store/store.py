@@ -138,6 +138,7 @@ class PredictionStore:
         self._mode_lock = threading.Lock()  # mode decisions + spool appends happen under it
         self._spool_mode = True  # until the database has been reached and migrated
         self._db_ok = False
+        self._said_up = False  # the log's last word on the database was "available" (`_mark_up`)
         self._migrated = False
         self._orphans: list[Spool] = []
         self._wake = threading.Event()
@@ -196,20 +197,25 @@ class PredictionStore:
             with self.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
 
-    def _mark_up(self) -> None:
-        if not self._db_ok:
-            log.info("database %s is available", self.engine.url.render_as_string(hide_password=True))
+    def _mark_up(self, *, announce: bool = True) -> None:
+        """Reads go to the database again. `announce`: say so in the log, once per outage. The drain thread
+        announces only after a replay went through: a database that answers reads but takes no writes (SQLite's
+        write lock held by another process) was logged "available" and "unavailable" on every retry."""
         self._db_ok = True
+        if announce and not self._said_up:
+            log.info("database %s is available", self.engine.url.render_as_string(hide_password=True))
+            self._said_up = True
 
     def _mark_down(self, exc: BaseException, *, wake: bool = True) -> None:
         with self._mode_lock:
             was_ok, self._db_ok, self._spool_mode = self._db_ok, False, True
-        if was_ok:
+        if self._said_up:
+            self._said_up = False
             log.warning(
                 "database unavailable, spooling predictions to %s: %s", self.spool.dir, _one_line(exc)
             )
-            if wake:  # start the drain thread's retry schedule
-                self._wake.set()
+        if was_ok and wake:  # start the drain thread's retry schedule
+            self._wake.set()
 
     # --- writing -------------------------------------------------------------------------------------
     def add(self, record: PredictionRecord) -> AddResult:
@@ -569,9 +575,10 @@ class PredictionStore:
                     self._sweep_quietly()
                 if self._spool_mode or self._orphans:
                     self._ensure_ready()
-                    self._mark_up()
+                    self._mark_up(announce=False)
                     self._drain_orphans()
                     self._drain_own()
+                    self._mark_up()
                 retry = self.retry_initial
                 if self._spool_mode:
                     wait = 0  # more arrived while draining
