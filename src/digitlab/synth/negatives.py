@@ -338,6 +338,19 @@ def _neg_multi_digit(rng, traced=None):
     return out
 
 
+#: a stroke through a 0, 1 or 7 whose ends are this close to its length apart is nearly straight: a slashed
+#: 0 (or a crossed 7, a based 1), a real digit. Such strokes were negatives (through the 0s most of all), and
+#: the detector flagged 86 % of slashed zeros "not a digit".
+MAX_STRAIGHTNESS = 0.85
+STRAIGHT_TRIES = 20
+
+
+def _straightness(stroke: np.ndarray) -> float:
+    """Distance between the ends / length along the stroke (1 for a straight line)."""
+    length = float(np.hypot(*np.diff(stroke, axis=0).T).sum())
+    return float(np.hypot(*(stroke[-1] - stroke[0]))) / length if length > 0 else 1.0
+
+
 def _neg_digit_plus_stroke(rng, traced=None):
     """A digit with a long extra stroke through it: a random curve, or a line far past its edges."""
     strokes, label = _digit_strokes(rng, traced)
@@ -346,9 +359,12 @@ def _neg_digit_plus_stroke(rng, traced=None):
     w = float(pts[:, 0].max())
     centre = np.array([w / 2, 0.5])
     if rng.random() < 0.5 or label in (0, 1, 7):
-        k = int(rng.integers(3, 6))
-        ctrl = centre + (rng.random((k, 2)) - 0.5) * (max(w, 0.6) * 1.6, 1.5)
-        extra = catmull_rom(ctrl)
+        for _ in range(STRAIGHT_TRIES if label in (0, 1, 7) else 1):
+            k = int(rng.integers(3, 6))
+            ctrl = centre + (rng.random((k, 2)) - 0.5) * (max(w, 0.6) * 1.6, 1.5)
+            extra = catmull_rom(ctrl)
+            if _straightness(extra) <= MAX_STRAIGHTNESS:
+                break  # a bent stroke: no slashed 0, crossed 7 or based 1 taught as a non-digit
     else:
         a = uniform(rng, 0, math.pi)
         half = uniform(rng, 0.65, 0.9)
