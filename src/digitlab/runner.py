@@ -93,6 +93,9 @@ def check_ports(settings: Settings) -> None:
         ("API", settings.host, settings.port, "DIGITLAB_PORT"),
         ("UI", settings.ui_host, settings.ui_port, "DIGITLAB_UI_PORT"),
     ):
+        if port == 0:  # "any free port": the UI was told http://127.0.0.1:0 and `run` waited for it for ever
+            raise PortInUseError(f"{variable}=0 (any free port) cannot be used by `digitlab run`, which must know "
+                                 f"where the {what} listens: choose a port, e.g. {variable}={8000 if what == 'API' else 8501}")  # fmt: skip
         if port_in_use(host, port):
             raise PortInUseError(
                 f"port {port} ({what}, {host}) is already in use — stop whatever uses it (another "

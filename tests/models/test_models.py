@@ -67,6 +67,38 @@ def test_tampered_artefact_is_refused_before_unpickling(tiny_model_dir, tmp_path
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("junk", [b"not a pickle at all", None])
+def test_an_artefact_that_passes_its_checksum_but_cannot_load_is_one_model_not_served(tiny_model_dir, tmp_path, junk):
+    """Bytes that hash right but do not load (built by other library versions; here junk, or a pickled
+    list) raised from deep in joblib: every API worker died at start, and `digitlab serve` exited 0."""
+    import hashlib
+    import io
+
+    import joblib
+
+    for name in CLASSICAL_MODELS:
+        for suffix in (".joblib", ".json"):
+            shutil.copy(tiny_model_dir / f"{name}{suffix}", tmp_path / f"{name}{suffix}")
+    if junk is None:
+        buffer = io.BytesIO()
+        joblib.dump([1, 2, 3], buffer)
+        junk = buffer.getvalue()
+    (tmp_path / "svm_pca.joblib").write_bytes(junk)
+    manifest = json.loads((tmp_path / "svm_pca.json").read_text())
+    manifest.update(sha256=hashlib.sha256(junk).hexdigest(), size_bytes=len(junk))
+    (tmp_path / "svm_pca.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="passed its checksum but cannot be loaded") as err:
+        load_model("svm_pca", tmp_path)
+    assert "digitlab train svm_pca" in str(err.value) and "\n" not in str(err.value)
+    registry = ModelRegistry(tmp_path).load_all()
+    assert registry.status()["svm_pca"] == "missing" and "svm_pca" in registry.errors()
+    assert all(registry.status()[n] == "ready" for n in CLASSICAL_MODELS if n != "svm_pca")
+    manifest["artifact"] = None  # a manifest whose fields are not strings: "not a digitlab manifest"
+    (tmp_path / "svm_pca.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="not a digitlab manifest"):
+        load_model("svm_pca", tmp_path)
+
+
 def test_missing_and_unknown_models(tmp_path):
     with pytest.raises(ArtifactError, match="digitlab train svm"):
         load_model("svm", tmp_path)
@@ -134,3 +166,26 @@ def test_evaluate_says_when_only_the_bundled_cnn_is_there(tmp_path, mnist_dir, t
     out = subprocess.run([sys.executable, "-m", "digitlab", "evaluate", "--json"], env=env,
                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
     assert out.returncode == 0 and "svm" in json.loads(out.stdout) and "note:" not in out.stderr
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGHUP"])
+def test_train_stopped_by_a_signal_leaves_no_training_marker(tmp_path, mnist_dir, signum):
+    """Ctrl-C removed the "<name>.training" markers, SIGTERM (compose, Kubernetes, kill) and SIGHUP left them:
+    the API said "training" for good."""
+    import os
+    import signal
+    import time
+
+    env = {**os.environ, "DIGITLAB_MODEL_DIR": str(tmp_path / "models"), "DIGITLAB_MNIST_DIR": str(mnist_dir),
+           "DIGITLAB_HANDWRITING_DIR": str(tmp_path / "none"), "DIGITLAB_DATA_DIR": str(tmp_path / "data")}  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "digitlab", "train", "svm", "--limit", "2000"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    marker = tmp_path / "models" / "svm.training"
+    deadline = time.monotonic() + 120
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert marker.exists(), proc.poll()
+    proc.send_signal(getattr(signal, signum))
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1 and "stopped by signal" in err, err[-500:]
+    assert not marker.exists() and not (tmp_path / "models" / "svm.json").exists()

@@ -443,3 +443,78 @@ def test_a_rollback_to_the_files_says_how_to_serve_a_listed_version(use_database
     assert main(["models", "rollback", "svm"]) == 0
     out = capsys.readouterr().out
     assert "rolled back to the version of its files" in out and "digitlab models promote svm VERSION" in out, out
+
+
+def test_serve_refuses_one_spool_folder_for_several_workers(use_database, store, monkeypatch, tmp_path, capsys):
+    """The second worker found the spool locked: every prediction it answered was neither stored nor spooled
+    (`logged: false`), and /health said "database unavailable" every other request."""
+    use_database(store.url)
+    monkeypatch.setenv("DIGITLAB_SPOOL_DIR", str(tmp_path / "spool"))
+    get_settings.cache_clear()
+    try:
+        assert main(["serve", "--port", "0", "--workers", "2"]) == 2
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert "is one process's spool, and the API starts 2 workers" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["train", "svm", "--out", "OUT"], "--out goes with detector or segment_verifier only; svm is written to"),
+    (["train", "--calibrate-only"], "--calibrate-only goes with detector only"),
+    (["train", "detector", "--calibrate-only", "--out", "A_FILE"], "--out A_FILE cannot be used as a folder"),
+])  # fmt: skip
+def test_train_refuses_options_it_would_ignore_or_fail_on_late(argv, says, monkeypatch, tmp_path, capsys):
+    """`train svm --out X` replaced the served svm in DIGITLAB_MODEL_DIR; `--out` naming a file failed after
+    minutes of rendering."""
+    monkeypatch.setenv("DIGITLAB_MODEL_DIR", str(tmp_path / "models"))
+    (tmp_path / "a-file").write_text("")
+    names = {"OUT": str(tmp_path / "out"), "A_FILE": str(tmp_path / "a-file")}
+    get_settings.cache_clear()
+    try:
+        assert main([names.get(a, a) for a in argv]) == 2
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert says.replace("A_FILE", names["A_FILE"]) in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "models").exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["evaluate", "--drawn", "--seed", "-1"], "must be at least 0"),  # numpy's traceback
+    (["evaluate", "--drawn", "--count", "999999999999"], "must be at most 100,000"),  # 7 EiB asked for
+    (["evaluate", "--numbers", "--count", "100001"], "must be at most 100,000"),  # silence for ever
+])  # fmt: skip
+def test_evaluate_refuses_seeds_and_counts_it_cannot_use(argv, says, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_a_dot_env_that_is_not_utf8_is_one_line(monkeypatch, tmp_path, capsys):
+    """A .env saved by Notepad or PowerShell (UTF-16) ended every command in a UnicodeDecodeError traceback."""
+    (tmp_path / ".env").write_text("DIGITLAB_WORKERS=1\n", encoding="utf-16")
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    try:
+        assert main(["db", "upgrade"]) == 2
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert "is not UTF-8 text" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("variable", "value", "says"), [
+    ("DIGITLAB_PORT", "0", "DIGITLAB_PORT=0 (any free port) cannot be used by `digitlab run`"),  # waited for ever
+    ("DIGITLAB_PORT", "70000", "bad setting DIGITLAB_PORT='70000'"),  # named DIGITLAB_API_URL, after starting the UI
+    ("DIGITLAB_UI_PORT", "-3", "bad setting DIGITLAB_UI_PORT='-3'"),
+])  # fmt: skip
+def test_run_refuses_ports_it_cannot_use_before_starting_anything(variable, value, says, monkeypatch, capsys):
+    monkeypatch.setenv(variable, value)
+    get_settings.cache_clear()
+    try:
+        assert main(["run", "--no-train"]) == 2
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1

@@ -88,6 +88,11 @@ def serve(host: str | None = None, port: int | None = None, workers: int | None 
     check_database_url(settings.sqlalchemy_url)  # a URL that can never work is a setting to fix, not an outage
     check_database_schema(settings.sqlalchemy_url)
     check_folders(settings)
+    if settings.spool_dir is not None and workers > 1:  # the second worker found it locked: every prediction
+        raise DigitlabError(  # it answered was neither stored nor spooled, and /health blamed the database
+            f"DIGITLAB_SPOOL_DIR={settings.spool_dir} is one process's spool, and the API starts {workers} workers: "
+            "leave it unset (each worker spools to <DIGITLAB_DATA_DIR>/spool/<host>-<pid>) or run one worker "
+            "(DIGITLAB_WORKERS=1)", code="invalid_folder")  # fmt: skip
     refuse_busy_port(host, port, "API", "DIGITLAB_PORT")
     print(
         f"digitlab API on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''}); docs at /docs",

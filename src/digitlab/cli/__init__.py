@@ -107,16 +107,22 @@ def _integer(text: str) -> int:
     return int(text)
 
 
-def _at_least(low: int):
-    """An argparse type: an integer >= `low` (argparse prints the one-line usage error otherwise)."""
+def _at_least(low: int, high: int | None = None):
+    """An argparse type: an integer >= `low` (and <= `high`); argparse prints the one-line usage error."""
 
     def parse(text: str) -> int:
         value = _integer(text)
         if value < low:
             raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high:,}, got {value:,}")
         return value
 
     return parse
+
+
+#: `evaluate --count` at most: 100,000 drawings take an hour or more here
+MAX_COUNT = 100_000
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,10 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mode.add_argument("--numbers", action="store_true", help="read written numbers of 2-6 real non-MNIST digits")
     p.add_argument(
-        "--count", type=_at_least(1), default=None,
+        "--count", type=_at_least(1, MAX_COUNT), default=None,  # (a huge one: a traceback, or silence for ever)
         help="with --drawn / --numbers: how many drawings (2000); with --real: scans per set (all)",
     )
-    p.add_argument("--seed", type=_integer, default=None, help="with --drawn / --real / --numbers: rendering seed (0)")
+    p.add_argument("--seed", type=_at_least(0), default=None,  # (numpy's generators refuse a negative seed)
+                   help="with --drawn / --real / --numbers: rendering seed (0 or more; default 0)")
     p.add_argument(
         "--part", choices=["heldout", "calibration"], default=None,
         help="with --numbers: the held-out digits (the benchmark, default) or the calibration ones (to tune on)",
@@ -185,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--format", choices=["csv", "idx"], default="csv", help="csv (default) or MNIST's idx files")
     q.add_argument("--out", required=True, help="csv: a file (or - for standard output); idx: a folder")
     q = dbsub.add_parser("prune", help="delete predictions older than N days (retention)")
-    q.add_argument("--days", type=_integer, required=True, help="delete what is older than N days (1 or more)")
+    q.add_argument("--days", type=_integer, required=True, help="delete what is older than N days (1-36500)")
     p.set_defaults(func=_db)
 
     p = sub.add_parser("learn", help="new model versions from the users' labelled drawings (promoted if better)")

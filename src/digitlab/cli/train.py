@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
+from digitlab.cli.learn import stopped
 from digitlab.core.config import get_settings
 from digitlab.errors import DigitlabError
 from digitlab.models.registry import CLASSICAL_MODELS, MODEL_SPECS
@@ -37,13 +40,33 @@ def train_command(
         raise DigitlabError(
             f"unknown model(s) {', '.join(unknown)}: choose from {', '.join([*MODEL_SPECS, *extras])}."
         )
+    for option, given, goes_with in (("--calibrate-only", calibrate_only, ("detector",)), ("--out", out_dir, extras)):
+        if given and not set(requested) <= set(goes_with):  # it was ignored: `train svm --out X` replaced the
+            raise DigitlabError(  # served svm in DIGITLAB_MODEL_DIR
+                f"{option} goes with {' or '.join(goes_with)} only; {', '.join(n for n in requested if n not in goes_with)} "
+                f"{'is' if len(requested) == 1 else 'are'} written to DIGITLAB_MODEL_DIR ({settings.model_dir})",
+                code="bad_arguments")  # fmt: skip
+    if out_dir is not None:
+        _writable_folder(out_dir)  # before minutes of work (it was found out when saving)
     if "cnn" in requested and not has_torch():  # before minutes of data preparation
         raise DigitlabError("training the CNN needs PyTorch: pip install -e '.[cnn]' (or pip install torch)")
     if limit is None and settings.train_limit:  # two newcomers expected it to make quick models here too
         log(f"note: DIGITLAB_TRAIN_LIMIT={settings.train_limit} is for `digitlab run`'s first start: this trains "
             f"on all of MNIST (minutes); `digitlab train --limit {settings.train_limit}` trains quick models")
+    for signum in (signal.SIGTERM, signal.SIGHUP):  # like Ctrl-C: the "training" markers go with the run (they
+        signal.signal(signum, stopped)  # stayed, and the API said "training" for good)
     with training_lock(settings.model_dir):  # one trainer per model folder (`TrainingBusy` otherwise)
         return _train(settings, requested, limit=limit, jobs=jobs, calibrate_only=calibrate_only, out_dir=out_dir)
+
+
+def _writable_folder(folder: Path) -> None:
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DigitlabError(f"--out {folder} cannot be used as a folder ({exc.strerror or exc})",
+                            code="invalid_folder") from None  # fmt: skip
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DigitlabError(f"--out {folder} is not writable", code="invalid_folder")
 
 
 def _train(settings, requested: list[str], *, limit, jobs, calibrate_only: bool, out_dir: Path | None) -> int:

@@ -12,6 +12,8 @@ from urllib.parse import quote, urlsplit
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from digitlab.errors import DigitlabError
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DIGITLAB_", env_file=".env", extra="ignore")
@@ -49,12 +51,13 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL, e.g. postgresql+psycopg://user:pass@host:5432/db.",
     )
     postgres_host: str | None = Field(None, validation_alias="POSTGRES_HOST")
-    postgres_port: int = Field(5432, validation_alias="POSTGRES_PORT")
+    postgres_port: int = Field(5432, ge=1, le=65535, validation_alias="POSTGRES_PORT")
     postgres_db: str = Field("digitlab", validation_alias="POSTGRES_DB")
     postgres_user: str = Field("postgres", validation_alias="POSTGRES_USER")
     postgres_password: str = Field("", validation_alias="POSTGRES_PASSWORD")
     spool_dir: Path | None = Field(
-        None, description="Durable outage spool for predictions; default <data_dir>/spool/<host>-<pid>."
+        None, description="Durable outage spool for predictions; default <data_dir>/spool/<host>-<pid>. One process's: "
+        "`digitlab serve` with several workers refuses it."
     )
     admin_token: str | None = Field(
         None,
@@ -113,7 +116,7 @@ class Settings(BaseSettings):
 
     # --- API -------------------------------------------------------------------------------------
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(8000, ge=0, le=65535, description="Port the API listens on (0: any free port, for `digitlab serve` only).")
     workers: int = Field(
         0, description="uvicorn worker processes of one API; 0: one per CPU core, at most 4 (each ~350 MB)."
     )
@@ -129,7 +132,7 @@ class Settings(BaseSettings):
     # --- UI --------------------------------------------------------------------------------------
     api_url: str = Field("http://127.0.0.1:8000", description="Where the Streamlit UI reaches the API.")
     ui_host: str = "127.0.0.1"
-    ui_port: int = 8501
+    ui_port: int = Field(8501, ge=0, le=65535, description="Port the Streamlit UI listens on (0: any free port, for `digitlab ui` only).")
 
     @property
     def mnist_path(self) -> Path:
@@ -155,4 +158,8 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     """The process-wide settings; tests build their own `Settings(...)` instead of patching this."""
-    return Settings()
+    try:
+        return Settings()
+    except UnicodeDecodeError:  # every command ended in a traceback
+        raise DigitlabError(f"{Path('.env').absolute()} is not UTF-8 text (saved as UTF-16 by Notepad or "
+                            "PowerShell?): save it as UTF-8", code="invalid_settings") from None  # fmt: skip

@@ -90,7 +90,9 @@ def read_manifest(model_dir: Path, name: str) -> dict:
         raise ArtifactError(f"{path} is missing: run `digitlab train {name}` to build the model.") from None
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"{path} is unreadable ({exc}): run `digitlab train {name}` to rebuild it.") from None
-    if not isinstance(manifest, dict) or not {"artifact", "format", "sha256"} <= manifest.keys():
+    if not isinstance(manifest, dict) or not {"artifact", "format", "sha256"} <= manifest.keys() or not all(
+        isinstance(manifest[k], str) for k in ("artifact", "format", "sha256")
+    ):
         raise ArtifactError(f"{path} is not a digitlab manifest: run `digitlab train {name}` to rebuild it.")
     return manifest
 

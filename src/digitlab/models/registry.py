@@ -144,18 +144,28 @@ def load_model(name: str, model_dir: Path) -> LoadedModel:
 
 
 def model_from_payload(name: str, manifest: dict, payload: bytes) -> LoadedModel:
-    """A model from verified artefact bytes (a file's or a learned version's from the database)."""
-    if manifest["format"] == "onnx":
-        from digitlab.models.onnx import OnnxClassifier
+    """A model from verified artefact bytes (a file's or a learned version's from the database). Bytes that
+    pass their checksum but do not load (built with other library versions, or rewritten with a matching
+    hash) are an `ArtifactError`: the one model is not served, and the API starts with the others (the
+    error stopped every worker, and `digitlab serve` exited 0)."""
+    try:
+        if manifest["format"] == "onnx":
+            from digitlab.models.onnx import OnnxClassifier
 
-        estimator = OnnxClassifier(payload)
-        estimator._session()  # fail now, at load, not on the first request
-    else:
-        import io
+            estimator = OnnxClassifier(payload)
+            estimator._session()  # fail now, at load, not on the first request
+        else:
+            import io
 
-        import joblib
+            import joblib
 
-        estimator = joblib.load(io.BytesIO(payload))
+            estimator = joblib.load(io.BytesIO(payload))
+        if not callable(getattr(estimator, "predict_proba", None)):
+            raise TypeError(f"a {type(estimator).__name__}, not a classifier")
+    except Exception as exc:  # noqa: BLE001 - whatever the bytes hold, the error names the model and the fix
+        raise ArtifactError(f"{name}'s artefact passed its checksum but cannot be loaded ({type(exc).__name__}: "
+                            f"{str(exc)[:200]}): rebuild it with `digitlab train {name}` (built by other library "
+                            "versions?)") from None  # fmt: skip
     return LoadedModel(MODEL_SPECS[name], manifest, estimator)
 
 
