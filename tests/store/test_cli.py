@@ -518,3 +518,15 @@ def test_run_refuses_ports_it_cannot_use_before_starting_anything(variable, valu
         get_settings.cache_clear()
     err = capsys.readouterr().err
     assert says in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("url", ["postgresql://postgres@127.0.0.1:5432/digitlab_no_such_database",
+                                 "postgresql://digitlab_no_such_role@127.0.0.1:5432/postgres"])  # fmt: skip
+def test_serve_refuses_a_database_the_server_says_never_exists(use_database, capsys, url):
+    """It started, spooled every prediction and said "database unavailable" for ever (an outage that never
+    ends); `db upgrade` said why at once."""
+    use_database(url)
+    assert main(["serve", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the database server refuses the connection (") and "does not exist" in err
+    assert len(err.strip().splitlines()) == 1

@@ -7,6 +7,7 @@ import contextlib
 import copy
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -122,6 +123,12 @@ def check_database_url(url: str) -> None:
         raise DigitlabError(unusable_database_url(exc), code="invalid_database_url") from exc
 
 
+#: what a PostgreSQL server answers a connection whose URL can never work (libpq's words; sqlstate is not
+#: kept for connection errors): `serve` started, spooled every prediction and said "unavailable" for ever
+NEVER_WORKS = re.compile(r'(database "[^"]*" does not exist|role "[^"]*" does not exist|password authentication '
+                         r'failed for user "[^"]*"|server does not support SSL, but SSL was required)')
+
+
 def check_database_schema(url: str) -> None:
     """Refuse a database that answers but can never be used: a file that is not a SQLite database, or one
     migrated by a newer digitlab (the workers took either for an outage and spooled every prediction for
@@ -134,7 +141,11 @@ def check_database_schema(url: str) -> None:
     engine = make_engine(url)
     try:
         revision = current_revision(engine)
-    except OperationalError:  # down, unreachable, locked: an outage, handled by the workers
+    except OperationalError as exc:  # down, unreachable, locked: an outage, handled by the workers ...
+        refused = NEVER_WORKS.search(str(exc.orig or exc))
+        if refused:  # ... but a server that names the URL's database, role or password wrong will say so again
+            raise DigitlabError(f"the database server refuses the connection ({refused[1]}): check DATABASE_URL "
+                                "(or POSTGRES_*)", code="invalid_database") from None  # fmt: skip
         return
     finally:
         engine.dispose()
