@@ -66,11 +66,15 @@ def test_db_export_and_prune(use_database, store, make_record, make_png, tmp_pat
     assert main(["db", "prune", "--days", "0"]) == 2
 
 
-def test_an_unreachable_database_is_one_line_error(use_database, absent_db, capsys):
+def test_an_unreachable_database_is_one_line_error(use_database, absent_db, capsys, backend):
     use_database(absent_db[0])
     assert main(["db", "upgrade"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: cannot reach the database") and "\n" not in err
+    if backend == "sqlite":  # a file: it said "check that it is running" of a folder that cannot be written
+        assert err.startswith("error: cannot open the database sqlite:") and "DIGITLAB_DATA_DIR" in err
+    else:
+        assert err.startswith("error: cannot reach the database") and "is running" in err
+    assert "\n" not in err
 
 
 def test_an_admin_token_read_from_a_file_loses_its_newline(monkeypatch):
@@ -138,7 +142,9 @@ def test_the_embedded_database_needs_no_folder_made_first(monkeypatch, tmp_path,
         assert main(["models", "list"]) == 0
     finally:
         get_settings.cache_clear()
-    assert "no learned versions yet" in capsys.readouterr().out and (folder / "digitlab.db").exists()
+    # read-only: it says so and makes nothing (a mistyped DIGITLAB_DATA_DIR got an empty database)
+    out = capsys.readouterr().out
+    assert out.startswith("no learned versions: there is no database at") and not folder.exists()
 
 
 @pytest.mark.parametrize(("variable", "value", "said"), [
@@ -530,3 +536,19 @@ def test_serve_refuses_a_database_the_server_says_never_exists(use_database, cap
     err = capsys.readouterr().err
     assert err.startswith("error: the database server refuses the connection (") and "does not exist" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_an_empty_folder_setting_is_refused_or_the_default(monkeypatch, tmp_path, capsys):
+    """`DIGITLAB_DATA_DIR=` (as `${VAR:-}` gives it) meant the current folder: a digitlab.db appeared wherever
+    the command ran."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DIGITLAB_DATA_DIR", "")
+    get_settings.cache_clear()
+    try:
+        assert main(["db", "upgrade"]) == 2
+        assert "bad setting DIGITLAB_DATA_DIR='': Value error, is empty" in capsys.readouterr().err
+        assert not list(tmp_path.iterdir())
+        monkeypatch.setenv("DIGITLAB_SPOOL_DIR", " ")  # an optional one: as if unset
+        assert Settings(data_dir=tmp_path / "d").spool_dir is None
+    finally:
+        get_settings.cache_clear()

@@ -336,8 +336,11 @@ def _not_our_database(exc: Exception) -> str:
                 f"knows up to {head_revision()}): run the newer digitlab, or restore the database from a backup")
     if isinstance(exc, DatabaseError):
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
-        return (f"the database {_database_url()} cannot be used ({reason}): is DATABASE_URL (or "
-                "DIGITLAB_DATA_DIR) the right one, and the file a digitlab database?")
+        if _database_url().startswith("sqlite"):
+            return (f"the database {_database_url()} cannot be used ({reason}): is DATABASE_URL (or "
+                    "DIGITLAB_DATA_DIR) the right one, and the file a digitlab database?")
+        return (f"the database {_database_url()} cannot be used ({reason}): check DATABASE_URL (or POSTGRES_*) "
+                "and that its user may create tables there")
     return ""
 
 
@@ -348,8 +351,17 @@ def _database_unreachable(exc: Exception) -> str:
 
     if not isinstance(exc, OperationalError):
         return ""
-    url = _database_url()
     reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
+    return unreachable_line(_database_url(), reason)
+
+
+def unreachable_line(url: str, reason: str) -> str:
+    """What to check when the database at `url` (password hidden) cannot be reached or opened."""
+    if url.startswith("sqlite"):  # a file: "is it running?" was no help for a read-only folder or a held lock
+        if "locked" in reason:
+            return f"the database {url} is locked by another process ({reason}): try again when it has finished"
+        return (f"cannot open the database {url} ({reason}): check that DIGITLAB_DATA_DIR (or DATABASE_URL) names "
+                "a folder this user can write")
     return (f"cannot reach the database {url} ({reason}): check that it is running and that DATABASE_URL "
             "(or POSTGRES_*) points to it")
 

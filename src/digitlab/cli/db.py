@@ -100,9 +100,9 @@ def db_command(args: argparse.Namespace, settings=None) -> int:
     except SQLAlchemyError as exc:
         if is_outage(exc):
             reason = str(exc.orig if getattr(exc, "orig", None) else exc).strip().splitlines()[0]
-            raise DatabaseUnavailableError(
-                f"cannot reach the database {shown} ({reason}); check DATABASE_URL / POSTGRES_*"
-            ) from exc
+            from digitlab.cli import unreachable_line
+
+            raise DatabaseUnavailableError(unreachable_line(shown, reason)) from exc
         raise
     finally:
         engine.dispose()

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from digitlab.core.config import Settings, get_settings
 
@@ -77,6 +78,14 @@ def models_command(args: argparse.Namespace) -> int:
 
     if getattr(args, "name", None) is not None and args.name not in MODEL_SPECS:  # a typo is not "no versions yet"
         raise DigitlabError(f"unknown model: choose one of {', '.join(MODEL_SPECS)}", code="unknown_model")
+    if args.action == "list":  # read-only: a mistyped data folder made an empty database there
+        from sqlalchemy.engine import make_url
+
+        url = make_url(get_settings().sqlalchemy_url)
+        if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+            print(f"no learned versions: there is no database at {url.database} yet (check DIGITLAB_DATA_DIR or "
+                  "DATABASE_URL if predictions were stored)")  # fmt: skip
+            return 0
     versions = _versions()
     if args.action == "promote":
         served = versions.promoted().get(args.name, ("",))[0] == args.version

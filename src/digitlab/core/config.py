@@ -65,6 +65,21 @@ class Settings(BaseSettings):
         "starting a learning run over HTTP (`POST /api/v1/learn`, the Models page's \"Learn now\") needs it always.",
     )
 
+    @field_validator("data_dir", "model_dir", mode="before")
+    @classmethod
+    def _folder_named(cls, value):
+        """`DIGITLAB_DATA_DIR=` (empty, as `${VAR:-}` in compose gives it) meant the current folder: a
+        digitlab.db appeared wherever the command ran."""
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is empty: name a folder, or unset it for the default")
+        return value
+
+    @field_validator("mnist_dir", "handwriting_dir", "spool_dir", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value):
+        """An empty optional folder is the default, as if unset (it meant the current folder)."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("model_dir")
     @classmethod
     def _folder_not_file(cls, value: Path) -> Path:
