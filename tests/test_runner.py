@@ -457,10 +457,17 @@ def test_helpers():
     assert not runner.port_in_use("127.0.0.1", free_port())
 
 
-def test_missing_models(tmp_path):
+def test_missing_models(tmp_path, tiny_model_dir):
     assert runner.missing_models(tmp_path) == ["svm", "svm_pca", "extra_trees", "random_forest"]
-    (tmp_path / "svm_pca.json").write_text("{}")
+    for suffix in (".json", ".joblib"):
+        shutil.copy(tiny_model_dir / f"svm_pca{suffix}", tmp_path / f"svm_pca{suffix}")
     assert "svm_pca" not in runner.missing_models(tmp_path)
+    # files that cannot be served are trained again (a broken manifest said "missing" for good, and `run`
+    # never rebuilt it: it only looked for the file)
+    (tmp_path / "svm_pca.joblib").write_bytes(b"altered")
+    assert "svm_pca" in runner.missing_models(tmp_path)
+    (tmp_path / "svm_pca.json").write_text("{")
+    assert "svm_pca" in runner.missing_models(tmp_path)
 
 
 @pytest.mark.parametrize("command", ["serve", "ui"])

@@ -63,14 +63,22 @@ def _say(message: str) -> None:
 
 
 def missing_models(model_dir: Path) -> list[str]:
-    """Classical models without a manifest in `model_dir` (the ones `digitlab run` trains)."""
+    """Classical models without usable files in `model_dir` (the ones `digitlab run` trains): no manifest, or
+    one that cannot be read or whose artefact is gone or altered (it was never rebuilt: "missing" for good)."""
+    from digitlab.errors import DigitlabError
+    from digitlab.models.artifacts import read_verified
     from digitlab.models.registry import CLASSICAL_MODELS, model_dirs_for
 
-    return [
-        n
-        for n in CLASSICAL_MODELS
-        if not any((d / f"{n}.json").exists() for d in model_dirs_for(n, model_dir))
-    ]
+    def usable(name: str, folder: Path) -> bool:
+        if not (folder / f"{name}.json").exists():
+            return False
+        try:
+            read_verified(folder, name)
+        except (DigitlabError, OSError):
+            return False
+        return True
+
+    return [n for n in CLASSICAL_MODELS if not any(usable(n, d) for d in model_dirs_for(n, model_dir))]
 
 
 def _has_cnn(model_dir: Path) -> bool:

@@ -552,3 +552,15 @@ def test_an_empty_folder_setting_is_refused_or_the_default(monkeypatch, tmp_path
         assert Settings(data_dir=tmp_path / "d").spool_dir is None
     finally:
         get_settings.cache_clear()
+
+
+def test_output_to_a_full_disk_is_one_line(tmp_path):
+    """`digitlab models list > /dev/full` (and evaluate's tables) ended in an OSError traceback."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DIGITLAB_DATA_DIR": str(tmp_path / "data")}
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "digitlab", "models", "list"], env=env, stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 1 and done.stderr.strip() == "error: No space left on device", done.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
@@ -222,9 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # (a full disk or a closed pipe is found here, not in a traceback at exit)
+        return code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader stopped early (`| head`): quiet, like any Unix tool
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:  # one line a person can act on, never a traceback
         from digitlab.errors import DigitlabError
 
@@ -235,6 +241,12 @@ def main(argv: list[str] | None = None) -> int:
         if message:
             print(f"error: {message}", file=sys.stderr)
             return 2
+        if isinstance(exc, OSError):  # the machine, not digitlab: a full disk (stdout on /dev/full), a lost file
+            where = f" ({exc.filename})" if exc.filename else ""
+            print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+            with contextlib.suppress(OSError):  # no second error when Python flushes stdout at exit
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
         raise
 
 
