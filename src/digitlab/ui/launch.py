@@ -55,7 +55,8 @@ def run_ui(host: str | None = None, port: int | None = None) -> int:
     try:
         while True:
             try:
-                return proc.wait()
+                code = proc.wait()
+                return 128 - code if code < 0 else code  # killed by signal N: 128 + N (-2 was exit code 254)
             except KeyboardInterrupt:  # forwarded above; wait for Streamlit to shut down
                 continue
     finally:

@@ -25,10 +25,13 @@ def preload() -> None:
 
 def main() -> None:
     threading.Thread(target=preload, name="digitlab-preload", daemon=True).start()
-    from streamlit.web.cli import main as streamlit_main
+    try:
+        from streamlit.web.cli import main as streamlit_main
 
-    sys.argv = ["streamlit", *sys.argv[1:]]
-    streamlit_main(prog_name="streamlit")
+        sys.argv = ["streamlit", *sys.argv[1:]]
+        streamlit_main(prog_name="streamlit")
+    except KeyboardInterrupt:  # Ctrl-C while Streamlit still started (before its own handler): a traceback
+        sys.exit(130)
 
 
 if __name__ == "__main__":
