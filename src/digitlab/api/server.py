@@ -96,7 +96,8 @@ def serve(host: str | None = None, port: int | None = None, workers: int | None 
             "(DIGITLAB_WORKERS=1)", code="invalid_folder")  # fmt: skip
     refuse_busy_port(host, port, "API", "DIGITLAB_PORT")
     print(
-        f"digitlab API on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''}); docs at /docs",
+        f"digitlab API on {f'http://{host}:{port}' if port else f'a free port of {host} (uvicorn names it below)'} "
+        f"({workers} worker{'s' if workers > 1 else ''}); docs at /docs",  # (port 0 was announced as ":0")
         file=sys.stderr,
         flush=True,
     )

@@ -43,7 +43,8 @@ def run_ui(host: str | None = None, port: int | None = None) -> int:
     env = dict(os.environ)
     env.setdefault("DIGITLAB_API_URL", settings.api_url)
     print(
-        f"digitlab UI on http://{host}:{port}  (API: {env['DIGITLAB_API_URL']})", file=sys.stderr, flush=True
+        f"digitlab UI on {f'http://{host}:{port}' if port else f'a free port of {host} (Streamlit names it below)'}"
+        f"  (API: {env['DIGITLAB_API_URL']})", file=sys.stderr, flush=True,
     )
     proc = subprocess.Popen(streamlit_command(host, port), env=env)
 
