@@ -510,12 +510,13 @@ def test_a_question_or_exclamation_mark_is_flagged_by_every_model_rule(detector,
 
     stroke = {"?": [(95, 90), (120, 50), (170, 48), (190, 85), (140, 130), (140, 175)], "!": [(140, 40), (140, 175)]}
 
-    def drawn(dot: bool) -> np.ndarray:
+    def drawn(dot: bool, gap: int = 28) -> np.ndarray:
         im = Image.new("RGB", (280, 280), "white")
         pen = ImageDraw.Draw(im)
         pen.line(stroke[mark], fill="#1f2340", width=18, joint="curve")
         if dot:
-            pen.ellipse([131, 212, 151, 232], fill="#1f2340")
+            top = 175 + 9 + gap  # the stroke's end (with its round cap), then the gap
+            pen.ellipse([131, top, 151, top + 20], fill="#1f2340")
         out = io.BytesIO()
         im.save(out, format="PNG")
         return to_mnist(out.getvalue()).reshape(1, 784)
@@ -523,6 +524,8 @@ def test_a_question_or_exclamation_mark_is_flagged_by_every_model_rule(detector,
     with_dot, without = drawn(True), drawn(False)
     images, _ = test_digits
     assert dot_below(with_dot)[0] and not dot_below(without)[0]
+    # the dot as most people put it, close under the stroke (one empty row on the 28x28: a sure 7 or 1 before)
+    assert all(dot_below(drawn(True, gap))[0] for gap in (10, 15, 20))
     assert dot_below(images[:400].reshape(-1, 784) / 255.0).sum() <= 1
     sure = np.eye(10)[[7 if mark == "?" else 1]] * 0.99 + 0.001
     for name in MODEL_SPECS:
