@@ -134,6 +134,34 @@ def test_filters_and_the_model_picked_survive_a_visit_to_another_page(history):
     assert at.selectbox(key="draw_model").value == "svm"
 
 
+def test_the_model_picked_is_in_the_address_and_a_reload_keeps_it(history):
+    """A reload went back to "Best available model": the choice lives in the URL (?model=svm), so a reload
+    or a shared link keeps it; a name that is not a ready model is ignored."""
+    from streamlit.testing.v1 import AppTest
+
+    from digitlab.ui import launch
+
+    _, open_history = history
+    at = open_history()
+    at.switch_page("views/draw.py").run()
+    at.selectbox(key="draw_model").set_value("svm").run()
+    assert at.query_params.get("model") in ("svm", ["svm"]), at.query_params
+
+    def reload(address_model: str) -> AppTest:  # a new session whose address names a model
+        fresh = AppTest.from_file(str(launch.APP), default_timeout=60)
+        fresh.query_params["model"] = address_model
+        fresh.run()  # (the stand-in canvas stays installed: the module is the one patched above)
+        return fresh
+
+    reloaded = reload("svm")
+    assert not reloaded.exception and reloaded.selectbox(key="draw_model").value == "svm"
+    other = reload("no_such_model")
+    assert not other.exception and other.selectbox(key="draw_model").value == "__auto__"
+    other.selectbox(key="draw_model").set_value("svm").run()
+    other.selectbox(key="draw_model").set_value("__auto__").run()  # the best model: no parameter
+    assert "model" not in other.query_params, other.query_params
+
+
 def test_counts_read_like_sentences():
     from digitlab.ui.common import counted_caption
 

@@ -13,6 +13,7 @@ from digitlab.ui.canvas import FOLLOWS_ANSWER, Drawing, drawing_canvas
 from digitlab.ui.client import LIVE_PATIENCE, ApiError, ApiUnavailable, Prediction
 
 AUTO = "__auto__"
+MODEL_PARAM = "model"  #: the address's query parameter naming the chosen model
 CACHE_SIZE = 64
 
 
@@ -35,6 +36,7 @@ def _model_options(models: list[dict]) -> tuple[list[str], dict[str, str]]:
 
 def model_picker(models: list[dict]) -> str | None:
     options, labels = _model_options(models)
+    _from_address(options)
     current = st.session_state.get("draw_model")
     if current not in options:  # a model went away (or this is the first run)
         st.session_state.pop("draw_model", None)
@@ -47,7 +49,25 @@ def model_picker(models: list[dict]) -> str | None:
         "Model", options, format_func=lambda o: labels.get(o, o), key="draw_model", help=help_text,
         persist_state="session",  # kept through a visit to another page, like the pen
     )
+    _keep_in_address(choice)
     return None if choice in (None, AUTO) else choice
+
+
+def _from_address(options: list[str]) -> None:
+    """A session's first run takes the model named in the address (`?model=svm`), if it is ready."""
+    named = st.query_params.get(MODEL_PARAM)
+    if "draw_model" not in st.session_state and named in options:
+        st.session_state["draw_model"] = named
+
+
+def _keep_in_address(choice: str | None) -> None:
+    """The choice in the address: a reload kept nothing (back to the best model), and a link can share it.
+    (The selectbox's own binding wrote its label, "SVM · 98.0 % on MNIST", which changes with every build.)"""
+    if choice in (None, AUTO):
+        if MODEL_PARAM in st.query_params:
+            del st.query_params[MODEL_PARAM]
+    elif st.query_params.get(MODEL_PARAM) != choice:
+        st.query_params[MODEL_PARAM] = choice
 
 
 def predict(drawing: Drawing, model: str | None) -> tuple[Prediction | None, ApiError | None]:
