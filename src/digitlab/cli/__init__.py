@@ -364,18 +364,10 @@ def _database_unreachable(exc: Exception) -> str:
     if not isinstance(exc, OperationalError):
         return ""
     reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
+    from digitlab.cli.db import unreachable_line
+
     return unreachable_line(_database_url(), reason)
 
-
-def unreachable_line(url: str, reason: str) -> str:
-    """What to check when the database at `url` (password hidden) cannot be reached or opened."""
-    if url.startswith("sqlite"):  # a file: "is it running?" was no help for a read-only folder or a held lock
-        if "locked" in reason:
-            return f"the database {url} is locked by another process ({reason}): try again when it has finished"
-        return (f"cannot open the database {url} ({reason}): check that DIGITLAB_DATA_DIR (or DATABASE_URL) names "
-                "a folder this user can write")
-    return (f"cannot reach the database {url} ({reason}): check that it is running and that DATABASE_URL "
-            "(or POSTGRES_*) points to it")
 
 
 if __name__ == "__main__":

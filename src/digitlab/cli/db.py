@@ -100,9 +100,18 @@ def db_command(args: argparse.Namespace, settings=None) -> int:
     except SQLAlchemyError as exc:
         if is_outage(exc):
             reason = str(exc.orig if getattr(exc, "orig", None) else exc).strip().splitlines()[0]
-            from digitlab.cli import unreachable_line
-
             raise DatabaseUnavailableError(unreachable_line(shown, reason)) from exc
         raise
     finally:
         engine.dispose()
+
+
+def unreachable_line(url: str, reason: str) -> str:
+    """What to check when the database at `url` (password hidden) cannot be reached or opened."""
+    if url.startswith("sqlite"):  # a file: "is it running?" was no help for a read-only folder or a held lock
+        if "locked" in reason:
+            return f"the database {url} is locked by another process ({reason}): try again when it has finished"
+        return (f"cannot open the database {url} ({reason}): check that DIGITLAB_DATA_DIR (or DATABASE_URL) names "
+                "a folder this user can write")
+    return (f"cannot reach the database {url} ({reason}): check that it is running and that DATABASE_URL "
+            "(or POSTGRES_*) points to it")

@@ -81,8 +81,11 @@ def models_command(args: argparse.Namespace) -> int:
     if args.action == "list":  # read-only: a mistyped data folder made an empty database there
         from sqlalchemy.engine import make_url
 
-        url = make_url(get_settings().sqlalchemy_url)
-        if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+        try:
+            url = make_url(get_settings().sqlalchemy_url)
+        except ValueError:  # (an unusable URL: `_versions` says so in one line)
+            url = None
+        if url is not None and url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
             print(f"no learned versions: there is no database at {url.database} yet (check DIGITLAB_DATA_DIR or "
                   "DATABASE_URL if predictions were stored)")  # fmt: skip
             return 0
