@@ -17,6 +17,18 @@ from digitlab.store.db import head_revision, make_engine
 from digitlab.store.export import read_idx
 
 
+def _one_line_error(capsys, argv: list[str], code: int = 2) -> str:
+    """Run `digitlab ARGV` with the settings read afresh; it exits `code` with one line on stderr: that line."""
+    get_settings.cache_clear()
+    try:
+        assert main(argv) == code
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    return err
+
+
 @pytest.fixture
 def use_database(monkeypatch, tmp_path):
     """Point the process settings (DATABASE_URL) at a test database."""
@@ -456,13 +468,8 @@ def test_serve_refuses_one_spool_folder_for_several_workers(use_database, store,
     (`logged: false`), and /health said "database unavailable" every other request."""
     use_database(store.url)
     monkeypatch.setenv("DIGITLAB_SPOOL_DIR", str(tmp_path / "spool"))
-    get_settings.cache_clear()
-    try:
-        assert main(["serve", "--port", "0", "--workers", "2"]) == 2
-    finally:
-        get_settings.cache_clear()
-    err = capsys.readouterr().err
-    assert "is one process's spool, and the API starts 2 workers" in err and len(err.strip().splitlines()) == 1
+    err = _one_line_error(capsys, ["serve", "--port", "0", "--workers", "2"])
+    assert "is one process's spool, and the API starts 2 workers" in err
 
 
 @pytest.mark.parametrize(("argv", "says"), [
@@ -476,13 +483,8 @@ def test_train_refuses_options_it_would_ignore_or_fail_on_late(argv, says, monke
     monkeypatch.setenv("DIGITLAB_MODEL_DIR", str(tmp_path / "models"))
     (tmp_path / "a-file").write_text("")
     names = {"OUT": str(tmp_path / "out"), "A_FILE": str(tmp_path / "a-file")}
-    get_settings.cache_clear()
-    try:
-        assert main([names.get(a, a) for a in argv]) == 2
-    finally:
-        get_settings.cache_clear()
-    err = capsys.readouterr().err
-    assert says.replace("A_FILE", names["A_FILE"]) in err and len(err.strip().splitlines()) == 1
+    err = _one_line_error(capsys, [names.get(a, a) for a in argv])
+    assert says.replace("A_FILE", names["A_FILE"]) in err
     assert not (tmp_path / "models").exists() and not (tmp_path / "out").exists()
 
 
@@ -501,13 +503,7 @@ def test_a_dot_env_that_is_not_utf8_is_one_line(monkeypatch, tmp_path, capsys):
     """A .env saved by Notepad or PowerShell (UTF-16) ended every command in a UnicodeDecodeError traceback."""
     (tmp_path / ".env").write_text("DIGITLAB_WORKERS=1\n", encoding="utf-16")
     monkeypatch.chdir(tmp_path)
-    get_settings.cache_clear()
-    try:
-        assert main(["db", "upgrade"]) == 2
-    finally:
-        get_settings.cache_clear()
-    err = capsys.readouterr().err
-    assert "is not UTF-8 text" in err and len(err.strip().splitlines()) == 1
+    assert "is not UTF-8 text" in _one_line_error(capsys, ["db", "upgrade"])
 
 
 @pytest.mark.parametrize(("variable", "value", "says"), [
@@ -517,13 +513,7 @@ def test_a_dot_env_that_is_not_utf8_is_one_line(monkeypatch, tmp_path, capsys):
 ])  # fmt: skip
 def test_run_refuses_ports_it_cannot_use_before_starting_anything(variable, value, says, monkeypatch, capsys):
     monkeypatch.setenv(variable, value)
-    get_settings.cache_clear()
-    try:
-        assert main(["run", "--no-train"]) == 2
-    finally:
-        get_settings.cache_clear()
-    err = capsys.readouterr().err
-    assert says in err and len(err.strip().splitlines()) == 1
+    assert says in _one_line_error(capsys, ["run", "--no-train"])
 
 
 @pytest.mark.parametrize("url", ["postgresql://postgres@127.0.0.1:5432/digitlab_no_such_database",
@@ -532,10 +522,8 @@ def test_serve_refuses_a_database_the_server_says_never_exists(use_database, cap
     """It started, spooled every prediction and said "database unavailable" for ever (an outage that never
     ends); `db upgrade` said why at once."""
     use_database(url)
-    assert main(["serve", "--port", "0"]) == 2
-    err = capsys.readouterr().err
+    err = _one_line_error(capsys, ["serve", "--port", "0"])
     assert err.startswith("error: the database server refuses the connection (") and "does not exist" in err
-    assert len(err.strip().splitlines()) == 1
 
 
 def test_an_empty_folder_setting_is_refused_or_the_default(monkeypatch, tmp_path, capsys):
