@@ -161,6 +161,7 @@ def test_the_embedded_database_needs_no_folder_made_first(monkeypatch, tmp_path,
 
 @pytest.mark.parametrize(("variable", "value", "said"), [
     ("DIGITLAB_WORKERS", "abc", "bad setting DIGITLAB_WORKERS='abc': Input should be a valid integer"),
+    ("DIGITLAB_WORKERS", "1000", "bad setting DIGITLAB_WORKERS='1000': Input should be less than or equal to 64"),
     ("POSTGRES_PORT", "x", "bad setting POSTGRES_PORT='x'"),
     ("DIGITLAB_MNIST_MIRRORS", "http://x", "DIGITLAB_MNIST_MIRRORS could not be read (a list is written as JSON"),
     ("DIGITLAB_ADMIN_TOKEN", "sékret", "bad setting DIGITLAB_ADMIN_TOKEN='***': Value error, must be printable ASCII"),

@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="start the prediction API (uvicorn)")
     p.add_argument("--host", default=None, help="address to listen on (DIGITLAB_HOST, 127.0.0.1)")
     p.add_argument("--port", type=_integer, default=None, help="port to listen on (DIGITLAB_PORT, 8000)")
-    p.add_argument("--workers", type=_at_least(0), default=None,
+    p.add_argument("--workers", type=_at_least(0, 64), default=None,
                    help="worker processes (DIGITLAB_WORKERS; 0: one per core, at most 4)")
     p.set_defaults(func=_serve)
 
