@@ -553,3 +553,27 @@ def test_output_to_a_full_disk_is_one_line(tmp_path):
         done = subprocess.run([sys.executable, "-m", "digitlab", "models", "list"], env=env, stdout=full,
                               stderr=subprocess.PIPE, text=True, timeout=120, check=False)  # fmt: skip
     assert done.returncode == 1 and done.stderr.strip() == "error: No space left on device", done.stderr
+
+
+def test_serve_refuses_a_database_user_who_may_not_create_the_tables(pg_databases, admin_connect):
+    """Its workers' migration failed, every insert then found no table, which was taken for an outage: every
+    prediction spooled for ever and /health said "database unavailable"."""
+    import uuid
+
+    from sqlalchemy.engine import make_url
+
+    url, name = pg_databases.create()
+    role = f"digitlab_test_{uuid.uuid4().hex[:8]}"
+    with admin_connect() as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN')  # (PostgreSQL 15: no CREATE on schema public for others)
+    try:
+        from digitlab.api.server import check_database_schema
+        from digitlab.errors import DigitlabError
+
+        # (the check `serve` runs before its workers start; without it, `serve` started and ran for ever)
+        with pytest.raises(DigitlabError, match="the database user may not create digitlab's tables .*CREATE"):
+            check_database_schema(make_url(url).set(username=role).render_as_string(hide_password=False))
+    finally:
+        with admin_connect() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'DROP ROLE IF EXISTS "{role}"')

@@ -133,26 +133,36 @@ NEVER_WORKS = re.compile(r'(database "[^"]*" does not exist|role "[^"]*" does no
 def check_database_schema(url: str) -> None:
     """Refuse a database that answers but can never be used: a file that is not a SQLite database, or one
     migrated by a newer digitlab (the workers took either for an outage and spooled every prediction for
-    ever). A database that does not answer is an outage: the workers start and spool until it is back.
+    ever), or one whose user may not create the tables. It is migrated here, before the workers start (they
+    find it done). A database that does not answer is an outage: the workers start and spool until it is back.
     Any other database error (a file that is no database) goes up to the command line's one-line message."""
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import OperationalError, ProgrammingError
 
-    from digitlab.store.db import current_revision, known_revision, make_engine
+    from digitlab.store.db import current_revision, head_revision, known_revision, make_engine, upgrade
 
     engine = make_engine(url)
     try:
         revision = current_revision(engine)
+        if revision is not None and not known_revision(revision):
+            raise DigitlabError(f"the database was migrated by a newer digitlab (revision {revision}): run the newer "
+                                "digitlab, or restore the database from a backup", code="invalid_database")  # fmt: skip
+        if revision != head_revision():  # the workers' first job: done here, where a refusal can still be said
+            upgrade(engine)
     except OperationalError as exc:  # down, unreachable, locked: an outage, handled by the workers ...
         refused = NEVER_WORKS.search(str(exc.orig or exc))
         if refused:  # ... but a server that names the URL's database, role or password wrong will say so again
             raise DigitlabError(f"the database server refuses the connection ({refused[1]}): check DATABASE_URL "
                                 "(or POSTGRES_*)", code="invalid_database") from None  # fmt: skip
         return
+    except ProgrammingError as exc:
+        if getattr(exc.orig, "sqlstate", None) != "42501":
+            raise
+        reason = str(exc.orig).strip().splitlines()[0]  # a user without CREATE: every insert then found no table,
+        raise DigitlabError(  # was taken for an outage and spooled for ever
+            f"the database user may not create digitlab's tables ({reason}): grant it CREATE on the schema, or run "
+            "`digitlab db upgrade` once as a user who may", code="invalid_database") from None  # fmt: skip
     finally:
         engine.dispose()
-    if revision is not None and not known_revision(revision):
-        raise DigitlabError(f"the database was migrated by a newer digitlab (revision {revision}): run the newer "
-                            "digitlab, or restore the database from a backup", code="invalid_database")
 
 
 def check_folders(settings) -> None:
