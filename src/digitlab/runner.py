@@ -70,10 +70,8 @@ def missing_models(model_dir: Path) -> list[str]:
     from digitlab.models.registry import CLASSICAL_MODELS, model_dirs_for
 
     def usable(name: str, folder: Path) -> bool:
-        if not (folder / f"{name}.json").exists():
-            return False
         try:
-            read_verified(folder, name)
+            read_verified(folder, name)  # (a missing manifest is an ArtifactError too)
         except (DigitlabError, OSError):
             return False
         return True

@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # the reader stopped early (`| head`): quiet, like any Unix tool
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _stdout_to_devnull()
         return 0
     except Exception as exc:  # one line a person can act on, never a traceback
         from digitlab.errors import DigitlabError
@@ -244,10 +244,15 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, OSError):  # the machine, not digitlab: a full disk (stdout on /dev/full), a lost file
             where = f" ({exc.filename})" if exc.filename else ""
             print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
-            with contextlib.suppress(OSError):  # no second error when Python flushes stdout at exit
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            with contextlib.suppress(OSError):
+                _stdout_to_devnull()
             return 1
         raise
+
+
+def _stdout_to_devnull() -> None:
+    """No second error when Python flushes a broken standard output at exit."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 SECRET_SETTINGS = ("admin_token",)  #: their values are never printed, even when refused
@@ -348,11 +353,12 @@ def _not_our_database(exc: Exception) -> str:
                 f"knows up to {head_revision()}): run the newer digitlab, or restore the database from a backup")
     if isinstance(exc, DatabaseError):
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
-        if _database_url().startswith("sqlite"):
-            return (f"the database {_database_url()} cannot be used ({reason}): is DATABASE_URL (or "
-                    "DIGITLAB_DATA_DIR) the right one, and the file a digitlab database?")
-        return (f"the database {_database_url()} cannot be used ({reason}): check DATABASE_URL (or POSTGRES_*) "
-                "and that its user may create tables there")
+        url = _database_url()
+        if url.startswith("sqlite"):
+            return (f"the database {url} cannot be used ({reason}): is DATABASE_URL (or DIGITLAB_DATA_DIR) the "
+                    "right one, and the file a digitlab database?")
+        return (f"the database {url} cannot be used ({reason}): check DATABASE_URL (or POSTGRES_*) and that its "
+                "user may create tables there")
     return ""
 
 

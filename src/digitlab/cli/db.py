@@ -69,8 +69,8 @@ def db_command(args: argparse.Namespace, settings=None) -> int:
     url = settings.sqlalchemy_url
     engine = make_engine(url)
     shown = engine.url.render_as_string(hide_password=True)
-    database = engine.url.database if engine.dialect.name == "sqlite" else None
-    if args.db_command != "upgrade" and database and not Path(database).exists():
+    database = absent_sqlite_file(engine.url)
+    if args.db_command != "upgrade" and database:
         engine.dispose()  # a mistyped data folder: a read-only command made an empty database and said "0"
         raise DigitlabError(f"there is no database at {database}: check DIGITLAB_DATA_DIR (or DATABASE_URL)",
                             code="no_database")  # fmt: skip
@@ -104,6 +104,19 @@ def db_command(args: argparse.Namespace, settings=None) -> int:
         raise
     finally:
         engine.dispose()
+
+
+def absent_sqlite_file(url) -> str | None:
+    """The SQLite file a URL (a string or SQLAlchemy's URL) names when it does not exist; None otherwise (another
+    database, a file that is there, or a URL that cannot be parsed: the command that connects says why)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(url)
+    except ValueError:
+        return None
+    database = url.database if url.get_backend_name() == "sqlite" else None
+    return database if database and not Path(database).exists() else None
 
 
 def unreachable_line(url: str, reason: str) -> str:

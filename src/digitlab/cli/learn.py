@@ -9,7 +9,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from digitlab.core.config import Settings, get_settings
 
@@ -79,14 +78,11 @@ def models_command(args: argparse.Namespace) -> int:
     if getattr(args, "name", None) is not None and args.name not in MODEL_SPECS:  # a typo is not "no versions yet"
         raise DigitlabError(f"unknown model: choose one of {', '.join(MODEL_SPECS)}", code="unknown_model")
     if args.action == "list":  # read-only: a mistyped data folder made an empty database there
-        from sqlalchemy.engine import make_url
+        from digitlab.cli.db import absent_sqlite_file
 
-        try:
-            url = make_url(get_settings().sqlalchemy_url)
-        except ValueError:  # (an unusable URL: `_versions` says so in one line)
-            url = None
-        if url is not None and url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
-            print(f"no learned versions: there is no database at {url.database} yet (check DIGITLAB_DATA_DIR or "
+        database = absent_sqlite_file(get_settings().sqlalchemy_url)
+        if database:
+            print(f"no learned versions: there is no database at {database} yet (check DIGITLAB_DATA_DIR or "
                   "DATABASE_URL if predictions were stored)")  # fmt: skip
             return 0
     versions = _versions()
