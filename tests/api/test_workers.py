@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 
 import httpx
 
-from .conftest import LiveServer
+from .conftest import LiveServer, free_port
 
 
 def _total(text: str, metric: str, **labels: str) -> float:
@@ -67,3 +69,29 @@ def test_two_workers_share_one_metrics_view(served_model_dir, tmp_path, sample_p
             assert _total(text, "digitlab_database_up") == 1
     finally:
         server.stop()
+
+
+def test_ctrl_c_while_the_workers_start_leaves_no_tracebacks(served_model_dir, tmp_path):
+    """A Ctrl-C reaches the whole process group: two workers still importing printed two KeyboardInterrupt
+    tracebacks (the parent's "Started parent process" line comes while they import, for about a second).
+    Now they ignore it until they serve, the parent stops them, and serve exits 0 in a few seconds."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DIGITLAB_", "POSTGRES_", "DATABASE_URL"))}
+    env.update(DIGITLAB_MODEL_DIR=str(served_model_dir), DIGITLAB_DATA_DIR=str(tmp_path / "data"),
+               DATABASE_URL=f"sqlite:///{(tmp_path / 'digitlab.db').as_posix()}")  # fmt: skip
+    for attempt in range(3):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "digitlab", "serve", "--host", "127.0.0.1", "--port", str(free_port()),
+             "--workers", "2"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, start_new_session=True)  # fmt: skip
+        log = []
+        for line in proc.stdout:  # (the workers are spawned right after this line)
+            log.append(line)
+            if "Started parent process" in line:
+                break
+        time.sleep(0.05 * attempt)
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the parent and both workers
+        rest, _ = proc.communicate(timeout=60)
+        text = "".join(log) + rest
+        assert proc.returncode == 0, text
+        assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
+        assert "API stopped" in text, text

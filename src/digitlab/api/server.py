@@ -9,11 +9,14 @@ import logging
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from digitlab import WORKER_OF_ENV
 from digitlab.core.config import get_settings
 from digitlab.errors import DigitlabError
 from digitlab.ports import refuse_busy_port
@@ -105,7 +108,7 @@ def serve(host: str | None = None, port: int | None = None, workers: int | None 
         print("warning: DIGITLAB_ADMIN_TOKEN is not set: the history, its images, the export and deletion are "
               f"open to anyone who reaches {host}:{port}", file=sys.stderr, flush=True)  # fmt: skip
     os.environ["DIGITLAB_WORKERS"] = str(workers)  # each worker sizes its CPU slots by it (api.main.cpu_slots)
-    with _shared_metrics(workers, settings.data_dir):
+    with _shared_metrics(workers, settings.data_dir), workers_start_deaf(workers):
         _run_uvicorn(uvicorn, host, port, workers)
     logging.getLogger("digitlab.api").info("API stopped")
     return 0
@@ -189,6 +192,30 @@ def unusable_database_url(exc: BaseException) -> str:
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return (f"DATABASE_URL cannot be used ({reason}): write it as postgresql://user:password@host:5432/db "
             "or sqlite:///path/to/file.db")
+
+
+@contextlib.contextmanager
+def workers_start_deaf(workers: int) -> Iterator[None]:
+    """Several workers: they start with SIGINT blocked and ignore it until they serve (`digitlab/__init__`), so
+    that a Ctrl-C while they import (it reaches the whole process group) leaves no KeyboardInterrupt tracebacks:
+    the parent stops them with SIGTERM. The parent's own thread blocks SIGINT while it starts them (a spawned
+    process inherits the mask); an idle thread of its own takes the signal, which Python hands to the main thread's
+    handler (uvicorn's) as before."""
+    if workers < 2 or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()  # (starting it later would unblock SIGINT: it blocks and unblocks it itself)
+    receiver = threading.Thread(target=threading.Event().wait, name="sigint-receiver", daemon=True)
+    receiver.start()  # (before the mask: a thread inherits its creator's)
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    os.environ[WORKER_OF_ENV] = str(os.getpid())
+    try:
+        yield
+    finally:
+        os.environ.pop(WORKER_OF_ENV, None)
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 @contextlib.contextmanager
