@@ -153,6 +153,22 @@ def test_evaluate_cli_names_the_bad_file(tiny_model_dir, tmp_path, mnist_dir):
     assert len(lines) == 1 and "svm.joblib" in lines[0] and "digitlab train svm" in lines[0]
 
 
+def test_evaluate_of_every_model_leaves_out_a_damaged_one(tiny_model_dir, tmp_path, mnist_dir):
+    """`evaluate` with no names stopped at the first damaged file (no table at all) where `--drawn` leaves it
+    out: it scores the others and says which one it left out and why; named, a damaged model is still an error."""
+    for name in ("svm", "extra_trees"):
+        for suffix in (".joblib", ".json"):
+            shutil.copy(tiny_model_dir / f"{name}{suffix}", tmp_path / f"{name}{suffix}")
+    (tmp_path / "svm.joblib").write_bytes(b"not the trained model")
+    env = {"DIGITLAB_MODEL_DIR": str(tmp_path), "DIGITLAB_MNIST_DIR": str(mnist_dir), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-m", "digitlab", "evaluate", "--json"], env=env, capture_output=True,
+                         text=True, timeout=300, check=False)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert set(json.loads(out.stdout)) == {"cnn", "extra_trees"}
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("svm: not scored:") and "digitlab train svm" in lines[0]
+
+
 def test_evaluate_says_when_only_the_bundled_cnn_is_there(tmp_path, mnist_dir, tiny_model_dir):
     """A model folder with no trained model (a typo, a fresh machine) scored the packaged CNN without a word."""
     env = {"DIGITLAB_MODEL_DIR": str(tmp_path / "nothing-here"), "DIGITLAB_MNIST_DIR": str(mnist_dir),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from digitlab.core.config import get_settings
@@ -16,11 +17,15 @@ def evaluate_command(names: list[str], *, as_json: bool = False) -> int:
     unknown = [n for n in names if n not in MODEL_SPECS]
     if unknown:  # before MNIST is looked for (or downloaded): a typo is said as a typo
         raise DigitlabError(f"unknown model {unknown[0][:40]!r}: choose among {', '.join(MODEL_SPECS)}")
-    if not names:
+    skipped = None
+    if not names:  # every saved model: one whose files are damaged is said and left out (as --drawn does)
         names = [n for n in MODEL_SPECS if _available(n, settings.model_dir)]
         if not names:
             raise DigitlabError(f"no trained models in {settings.model_dir}: run `digitlab train` first.")
-    rows = evaluate_models(names, settings.model_dir, mnist_dir=settings.mnist_dir)
+        skipped = _say_skipped
+    rows = evaluate_models(names, settings.model_dir, mnist_dir=settings.mnist_dir, skipped=skipped)
+    if not rows:
+        raise DigitlabError(f"no model in {settings.model_dir} could be loaded: run `digitlab train` to rebuild them.")
     if as_json:
         print(json.dumps({row["model"]: {k: v for k, v in row.items() if k != "model"} for row in rows}, indent=1))
         return 0
@@ -37,6 +42,10 @@ def evaluate_command(names: list[str], *, as_json: bool = False) -> int:
         )
     Console().print(table)
     return 0
+
+
+def _say_skipped(name: str, exc: Exception) -> None:
+    print(f"{name}: not scored: {exc}", file=sys.stderr, flush=True)
 
 
 def _available(name: str, model_dir: Path) -> bool:

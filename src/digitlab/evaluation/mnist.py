@@ -3,23 +3,37 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from digitlab.models.artifacts import accuracy_and_confusion
+from digitlab.models.artifacts import ArtifactError, accuracy_and_confusion
 from digitlab.models.registry import load_model
 
 
-def evaluate_models(names: list[str], model_dir: Path, *, mnist_dir: Path | None = None) -> list[dict]:
-    """Load each saved model (hash-checked) and score it on the official 10k test set."""
+def evaluate_models(
+    names: list[str],
+    model_dir: Path,
+    *,
+    mnist_dir: Path | None = None,
+    skipped: Callable[[str, ArtifactError], None] | None = None,
+) -> list[dict]:
+    """Load each saved model (hash-checked) and score it on the official 10k test set. A model whose files
+    cannot be loaded stops the run, or with `skipped` is told to it and left out."""
     from digitlab.data import load_mnist
 
     X_test, y_test = load_mnist("test", directory=mnist_dir)
     X_test = X_test.reshape(len(X_test), 784).astype(np.float32) / 255.0
     rows = []
     for name in names:
-        model = load_model(name, model_dir)
+        try:
+            model = load_model(name, model_dir)
+        except ArtifactError as exc:
+            if skipped is None:
+                raise
+            skipped(name, exc)
+            continue
         started = time.perf_counter()
         proba = model.predict_proba(X_test)
         seconds = time.perf_counter() - started
