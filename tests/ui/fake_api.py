@@ -42,6 +42,7 @@ class FakeApi:
     compared: list[tuple[bytes, dict]] = field(default_factory=list)  # (picture, fields) of every predict_all
 
     learn_message: str = ""  # the outcome of a learning run started with `start_learning` ("": nothing learned)
+    locked: ApiError | None = None  # raised by the admin's reads (the log, the numbers) when the UI lacks the token
 
     def model_versions(self, name: str) -> list[dict]:
         return []
@@ -107,12 +108,16 @@ class FakeApi:
         return {"correct": true_text == reading.get("text"), "queued": False}
 
 
+    stats_answer: dict = field(default_factory=lambda: {"models": {}})
+
     def stats(self) -> dict:
         self._away()
-        return {"models": {}}
+        return self.stats_answer
 
     def predictions(self, *, page: int = 1, page_size: int = 50, correct: bool | None = None, **_: Any) -> dict:
         self._away()
+        if self.locked is not None:
+            raise self.locked
         kept = [p for p in self.stored_predictions if correct is None or p.correct is correct]
         items = kept[(page - 1) * page_size : page * page_size]
         return {"items": items, "total": len(kept), "page": page, "page_size": page_size}
@@ -121,6 +126,8 @@ class FakeApi:
                 since: Any = None, until: Any = None) -> dict:  # fmt: skip
         """The API's filters, as `store.numbers.list_numbers` applies them (stored times are naive UTC)."""
         self._away()
+        if self.locked is not None:
+            raise self.locked
         self.numbers_calls.append({"page": page, "page_size": page_size, "model": model, "correct": correct})
 
         def utc(value: Any) -> datetime:

@@ -231,3 +231,17 @@ def test_admin_token_is_sent():
     c = DigitlabClient("http://api.test", token="s3cret", transport=httpx.MockTransport(handler))
     assert c.export_csv().startswith(b"label")
     assert seen["auth"] == "Bearer s3cret"
+
+
+def test_a_refused_admin_read_tells_the_operator_how_to_start_the_ui():
+    """The API's 401 asks for an HTTP header, which a person in a browser cannot send: History said "not available
+    right now: ... send 'Authorization: Bearer <DIGITLAB_ADMIN_TOKEN>'" under an outage icon."""
+
+    def handler(request):
+        return httpx.Response(401, json={"detail": "This needs the admin token: send 'Authorization: Bearer "
+                                                   "<DIGITLAB_ADMIN_TOKEN>'.", "code": "unauthorized"})  # fmt: skip
+
+    with pytest.raises(ApiError) as caught:
+        client_for(handler).predictions(page=1, page_size=10)
+    assert caught.value.code == "unauthorized" and caught.value.status == 401
+    assert "start `digitlab ui` with DIGITLAB_ADMIN_TOKEN" in str(caught.value) and "Bearer" not in str(caught.value)

@@ -168,3 +168,20 @@ def test_counts_read_like_sentences():
     assert counted_caption(1, 1, 1, "prediction") == "1 prediction · newest first"  # was "1–1 of 1 predictions"
     assert counted_caption(1, 3, 3, "number") == "all 3 numbers · newest first"
     assert counted_caption(26, 46, 46, "prediction") == "26–46 of 46 predictions · newest first"
+
+
+def test_without_the_admin_token_history_says_how_to_start_the_ui_and_keeps_the_accuracy(history):
+    """The UI started without the API's admin token: the log and the numbers are the admin's (401), the accuracy
+    is not. History said "History is not available right now" (an outage, to a reader) and showed nothing."""
+    from digitlab.ui.client import ApiError
+
+    api, open_history = history
+    api.locked = ApiError("The API keeps this for its admin, and this UI was started without the API's admin token "
+                          "(or with another one): start `digitlab ui` with DIGITLAB_ADMIN_TOKEN set as for the API.",
+                          code="unauthorized", status=401)  # fmt: skip
+    api.stats_answer = {"models": {"cnn": {"predictions": 12, "labelled": 4, "correct": 3, "accuracy": 0.75}}}
+    at = open_history()
+    warnings = [str(w.value) for w in at.warning]
+    assert len(warnings) == 1 and warnings[0].startswith("The prediction log is not shown: The API keeps this")
+    assert "not available right now" not in "\n".join(warnings)
+    assert [m.value for m in at.metric][:1] == ["12"], [m.value for m in at.metric]  # the accuracy stays

@@ -43,6 +43,8 @@ def test_learn_now_is_not_offered_without_the_admin_token(monkeypatch):
     at = open_app(monkeypatch, canvas, "models")
     assert not at.exception, at.exception
     assert not [b for b in at.button if b.key in ("learn_open", "learn_now")]
+    captions = "\n".join(str(c.value) for c in at.caption)  # (nothing said why there was no button)
+    assert "run `digitlab learn` where the API runs" in captions and "DIGITLAB_ADMIN_TOKEN" in captions
 
 
 def test_a_quick_model_says_it_learned_from_fewer_images(monkeypatch):

@@ -261,7 +261,10 @@ class DigitlabClient:
         status = response.status_code
         if not code:
             code = {401: "unauthorized", 403: "forbidden", 404: "not_found"}.get(status, f"http_{status}")
-        if detail:
+        if code == "unauthorized":  # (the API's own words ask for a header, which a person in a browser cannot send)
+            message = ("The API keeps this for its admin, and this UI was started without the API's admin token (or "
+                       "with another one): start `digitlab ui` with DIGITLAB_ADMIN_TOKEN set as for the API.")
+        elif detail:
             message = str(detail).strip()
             message = message[0].upper() + message[1:] if message else message
         elif status in (502, 504):

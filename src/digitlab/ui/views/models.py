@@ -111,7 +111,10 @@ def learn_now() -> None:
     where it was (a popover stayed open over the outcome, inviting a second click)."""
     from digitlab.core.config import get_settings
 
-    if not get_settings().admin_token:
+    if not get_settings().admin_token:  # (the button was simply not there, with no word why)
+        st.caption("To learn from the drawings people labelled, run `digitlab learn` where the API runs; a "
+                   "“Learn now” button shows here when the UI and the API are started with the same "
+                   "DIGITLAB_ADMIN_TOKEN.")  # fmt: skip
         return
     if not st.session_state.get("learn_asking"):
         if st.button("Learn now", icon=":material/school:", key="learn_open",

@@ -89,7 +89,9 @@ def show_reading(answer: dict, image: bytes, key: str, *, photo: bool = False) -
     if answer["digits"]:
         st.markdown(_digits_seen(answer["digits"]), unsafe_allow_html=True)
     if answer.get("dropped"):
-        st.caption(f"Left out {len(answer['dropped'])} mark(s) that are no digits (a dot, a comma, …).")
+        left_out = len(answer["dropped"])
+        what = "1 mark that is no digit" if left_out == 1 else f"{left_out} marks that are no digits"
+        st.caption(f"Left out {what} (a dot, a comma, …).")
     unsure = sum(1 for d in answer["digits"] if d.get("uncertain"))
     if unsure:
         which = "the digit" if len(answer["digits"]) == 1 else "all the digits" if unsure == len(answer["digits"]) \
