@@ -4,15 +4,14 @@ with a box over each digit, each digit's 28x28 input and confidence; then "What 
 from __future__ import annotations
 
 import base64
-import io
 import unicodedata
 
 import streamlit as st
-from PIL import Image, ImageDraw, ImageOps
 
 from digitlab.ui import answers, common, ink, uploads
 from digitlab.ui.canvas import drawing_canvas
 from digitlab.ui.client import LIVE_PATIENCE, ApiError, ApiUnavailable
+from digitlab.ui.number_preview import boxed
 
 CANVAS_WIDTH = 840
 CANVAS_HEIGHT = 280
@@ -27,42 +26,6 @@ def read(image: bytes, key: str, filename: str, **fields) -> tuple[dict | None, 
         lambda: common.client().read(image, filename=filename, session_id=common.session_id(), **fields),
         size=CACHE_SIZE, record=fields.get("drawing_id"),
     )  # fmt: skip
-
-
-PREVIEW_MARGIN = 0.3  #: the preview shows the digits' boxes with this much of their height around them
-PREVIEW_MIN_WIDTH = 360  #: a smaller preview is enlarged to this width (at most 4x)
-
-
-def boxed(image: bytes, digits: list[dict]) -> bytes:
-    """The part of the image around the digits read, each under a numbered box: turned upright by its EXIF
-    orientation first, as the API reads it (a phone photo stored sideways showed sideways, its boxes over the
-    wrong part). Cropped to the digits and enlarged when small: a number written in a corner of the 840 px
-    canvas was ~100 px wide under the reading on a phone, its boxes and their numbers too small to see."""
-    with Image.open(io.BytesIO(image)) as raw:
-        im = ImageOps.exif_transpose(raw).convert("RGB")
-    boxes = [tuple(d["box"]) for d in digits]
-    if boxes:
-        x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
-        x1, y1 = max(b[0] + b[2] for b in boxes), max(b[1] + b[3] for b in boxes)
-        margin = max(8, round(PREVIEW_MARGIN * (y1 - y0)))
-        left, top = max(0, x0 - margin), max(0, y0 - margin)
-        im = im.crop((left, top, min(im.width, x1 + margin), min(im.height, y1 + margin)))
-        boxes = [(x - left, y - top, w, h) for x, y, w, h in boxes]
-    scale = min(4.0, PREVIEW_MIN_WIDTH / im.width) if im.width < PREVIEW_MIN_WIDTH else 1.0
-    if scale > 1.0:
-        im = im.resize((round(im.width * scale), round(im.height * scale)), Image.LANCZOS)
-    pen = ImageDraw.Draw(im)
-    line = max(2, round(max(im.size) / 300))
-    for i, (d, (x, y, w, h)) in enumerate(zip(digits, boxes, strict=True)):
-        colour = "#d9480f" if d.get("uncertain") else "#2b8a3e"
-        x, y, w, h = (round(v * scale) for v in (x, y, w, h))
-        pen.rectangle([x, y, x + w, y + h], outline=colour, width=line)
-        size = max(10, round(0.2 * h))
-        above = y - size - 2 * line >= 0  # the number over its box, where the margin leaves room
-        pen.text((x + line + 1, y - size - 2 * line if above else y + line), str(i + 1), fill=colour, font_size=size)
-    out = io.BytesIO()
-    im.save(out, format="PNG")
-    return out.getvalue()
 
 
 def show_reading(answer: dict, image: bytes, key: str, *, photo: bool = False) -> None:
