@@ -62,6 +62,8 @@ def test_write_read_confirm_then_history(desktop, ui_server, api_server):
     wait_idle(page)
     expect(page.locator('[data-testid="stImage"] img')).to_have_count(1)  # the boxes
     expect(seen).to_have_count(3)
+    lefts = [seen.nth(i).bounding_box()["x"] for i in range(3)]  # side by side from the left, not spread over
+    assert lefts[2] - lefts[0] < 400 and lefts[0] < 400, lefts  # the page's width (Draw's rule pushed each right)
     saved = page.get_by_text(re.compile(r"Saved to the history as number #\d+"))
     expect(saved).to_be_visible()
     number_id = int(re.search(r"#(\d+)", saved.inner_text()).group(1))

@@ -91,6 +91,9 @@ a:focus-visible, button:focus-visible, [role="radio"]:focus-visible, [role="tab"
 .dl-axis-title {font-size:.72rem; color:#5B6079; text-align:center; margin-left:2.3rem;}
 .dl-seen {margin:0 0 0 auto; display:flex; flex-direction:column; align-items:center; gap:.2rem;}
 .dl-seen img {border-radius:.35rem; display:block;}
+/* a number's digits side by side from the left (the result card's rule above pushed each one right: six digits
+   spread over the whole width, far from the boxes) */
+.dl-seen-row .dl-seen {margin:0;}
 .dl-seen figcaption {font-size:.72rem; color:#5B6079; text-align:center; max-width:7.5rem; line-height:1.2;}
 @media (max-width: 640px) {
   .dl-arrow {padding-top:0; transform:rotate(90deg);}
