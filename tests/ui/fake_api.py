@@ -34,6 +34,7 @@ class FakeApi:
     boxes: dict[bytes, list[list[int]]] = field(default_factory=dict)  # the picture -> its digits' boxes
     next_id: int = 100
     unsure: bool = False  # every prediction flagged uncertain
+    probabilities: list[float] | None = None  # every predict's answer (default: a 0 at 60 %)
     predict_error: ApiError | None = None  # raised by every predict
     stored_numbers: list[dict] = field(default_factory=list)  # History's Numbers, newest first
     stored_predictions: list[Any] = field(default_factory=list)  # History's log (StoredPrediction), newest first
@@ -82,8 +83,10 @@ class FakeApi:
         self.sent_fields.append(fields)
         if self.predict_error is not None:
             raise self.predict_error
-        return Prediction(model or "cnn", 0, 0.6, _probs(0, 0.6), id=self._id(), logged=True, uid=f"u{self.next_id}",
-                          uncertain=self.unsure)  # fmt: skip
+        probabilities = self.probabilities or _probs(0, 0.6)
+        digit = max(range(10), key=lambda d: probabilities[d])
+        return Prediction(model or "cnn", digit, probabilities[digit], probabilities, id=self._id(), logged=True,
+                          uid=f"u{self.next_id}", uncertain=self.unsure)  # fmt: skip
 
     def feedback(self, prediction: Prediction, true_digit: int | None, *, not_digit: bool = False) -> FeedbackResult:
         self._away()

@@ -464,3 +464,17 @@ def test_a_photo_is_sent_as_one_drawing(fake, page, uploader):
     at.file_uploader(key=uploader).upload("n.png", png(300, 120, shade=250), "image/png").run()  # uploaded again
     again = [f.get("drawing_id") for f in api.sent_fields if f.get("source") == "upload"][len(first):]
     assert again and again[0] != first[0]  # a new upload is a new drawing
+
+
+def test_draw_advice_for_two_close_digits_asks_which_not_whether_it_is_a_digit(fake):
+    """A clean 1 with a long flag, "Not sure — is it a 1 or a 7?", was told "It may not be a digit at all"."""
+    from ui_strokes import DIGITS, canvas_png
+
+    api, canvas, open_page = fake
+    api.unsure = True
+    api.probabilities = [0.0, 0.6, 0.0, 0.0, 0.0, 0.0, 0.0, 0.4, 0.0, 0.0]
+    canvas.set("draw", canvas_png(DIGITS[1]), strokes=1)
+    at = open_page("draw")
+    said = _answer_texts(at)
+    assert "Not sure — is it a 1 or a 7?" in said, said
+    assert "If it is one of them, say which below" in said and "not be a digit at all" not in said, said

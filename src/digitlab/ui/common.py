@@ -422,10 +422,19 @@ def a_digit(digit: int, *, bold: bool = False) -> str:
     return f"{'an' if int(digit) == 8 else 'a'} {shown}"
 
 
+#: a runner-up at least this probable is named beside the answer: "Not sure — is it an 8 or a 9?"
+RUNNER_UP = 0.15
+
+
+def two_candidates(probabilities: list[float]) -> bool:
+    """Is the runner-up close enough to be named (`not_sure_sentence` asks "is it a 1 or a 7?")?"""
+    return sorted(probabilities, reverse=True)[1] >= RUNNER_UP
+
+
 def not_sure_sentence(probabilities: list[float]) -> str:
     """'Not sure — is it a 4?' or, when the runner-up is close, 'Not sure — is it an 8 or a 9?'."""
     first, second = sorted(range(10), key=lambda d: probabilities[d], reverse=True)[:2]
-    if probabilities[second] >= 0.15:
+    if probabilities[second] >= RUNNER_UP:
         return f"Not sure — is it {a_digit(first)} or {a_digit(second)}?"
     return f"Not sure — is it {a_digit(first)}?"
 
