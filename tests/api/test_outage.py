@@ -194,7 +194,10 @@ def numbers_during_an_outage(server, cut, restore, *, reads_fail: bool = True) -
         assert by_uid.json() | {"queued": True, "stored": "spool", "id": None, "uid": plain["uid"]} == by_uid.json()
         by_id = api.post(f"/api/v1/numbers/{before['id']}/feedback", json={"true_text": "41"})
         assert by_id.status_code == 200 and by_id.json()["queued"] is True
-        assert api.get("/health").json()["spool"] >= 6
+        nothing = api.post(f"/api/v1/numbers/uid/{live[-1]['uid']}/feedback", json={"not_number": True})
+        assert nothing.status_code == 200 and nothing.json()["queued"] is True, nothing.text
+        assert nothing.json()["not_number"] is True and nothing.json()["true_text"] is None
+        assert api.get("/health").json()["spool"] >= 7
         if reads_fail:  # (SQLite: a write lock does not stop readers)
             assert_error(api.get("/api/v1/numbers", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}), 503,
                          "database_unavailable")  # fmt: skip
@@ -217,6 +220,7 @@ def numbers_during_an_outage(server, cut, restore, *, reads_fail: bool = True) -
     assert bool(stored.correct) is (plain["text"] == "307")
     assert rows[before["uid"]].true_text == "41" and rows[before["uid"]].id == before["id"]
     assert rows[live[-1]["uid"]].drawing_id == drawing_key("outage", "d-outage")  # (scoped to its session)
+    assert rows[live[-1]["uid"]].true_text == "-" and not rows[live[-1]["uid"]].correct  # "not a number", replayed
     assert "Traceback" not in server.log_text(), server.log_tail()
 
 

@@ -142,6 +142,27 @@ def _reading_round_trip(api, admin) -> None:
     assert_error(api.get("/api/v1/numbers", params={"since": "yesterday"}, headers=admin), 422, "invalid_fields")
 
 
+def test_a_writing_that_is_no_number_can_be_said_so(store_server, admin):
+    """Draw has "Not a digit"; a number's author could only type digits, so a smiley read as "467" could be
+    confirmed as 467 (learning takes confirmed numbers' digits) or left unlabelled."""
+    with store_server.client() as api:
+        r = api.post(READ, files={"image": ("n.png", draw_number("42"), "image/png")}, data={"model": "cnn"})
+        assert r.status_code == 200, r.text
+        number_id = r.json()["id"]
+        fb = api.post(f"/api/v1/numbers/{number_id}/feedback", json={"not_number": True})
+        assert fb.status_code == 200, fb.text
+        assert fb.json() | {"true_text": None, "not_number": True, "correct": False} == fb.json()
+        listed = api.get("/api/v1/numbers", params={"page_size": 500}, headers=admin).json()["items"]
+        (mine,) = [n for n in listed if n["id"] == number_id]
+        assert (mine["true_text"], mine["not_number"], mine["correct"]) == (None, True, False)
+        wrong = api.get("/api/v1/numbers", params={"page_size": 500, "correct": "false"}, headers=admin).json()
+        assert number_id in {n["id"] for n in wrong["items"]}
+        again = api.post(f"/api/v1/numbers/{number_id}/feedback", json={"true_text": "42"})  # changed their mind
+        assert again.json()["not_number"] is False and again.json()["true_text"] == "42"
+        for body in ({}, {"true_text": "42", "not_number": True}, {"not_number": False}, {"not_number": "yes"}):
+            assert_error(api.post(f"/api/v1/numbers/{number_id}/feedback", json=body), 422, "invalid_fields")
+
+
 def test_number_routes_errors(api, admin):
     assert_error(api.get("/api/v1/numbers"), 401, "unauthorized")
     assert_error(api.get("/api/v1/numbers/1/image"), 401, "unauthorized")

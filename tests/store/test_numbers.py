@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from digitlab.store.db import make_engine
 from digitlab.store.numbers import (
+    NOT_A_NUMBER,
     NumberRecord,
     get_number,
     get_number_image,
@@ -139,6 +140,9 @@ def test_confirmed_numbers_give_labelled_digit_crops(engine, store, make_png):
     insert_number(engine, with_crops("307", true_text="301"))  # confirmed: 3, 0, 1 with their crops
     insert_number(engine, with_crops("42"))  # not confirmed: nothing to learn from
     insert_number(engine, with_crops("55", true_text="558"))  # a digit missed: labels unknown
+    smiley = insert_number(engine, with_crops("7"))
+    set_true_text(engine, smiley, NOT_A_NUMBER)  # one mark read, "not a number": no digit to learn (int("-"))
+    assert get_number(engine, smiley).not_number is True and get_number(engine, smiley).correct is False
     crops = list(labelled_digit_crops(engine))
     assert [label for label, _ in crops] == [3, 0, 1]
     assert crops[2][1] == make_png(7, seed=2)  # the crop read as 7, labelled 1 by the writer

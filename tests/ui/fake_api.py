@@ -105,10 +105,10 @@ class FakeApi:
         return {"id": self._id(), "uid": f"n{self.next_id}", "logged": True, "text": text, "confidence": 0.9,
                 "uncertain": self.unsure, "model": "cnn", "latency_ms": 5.0, "digits": digits, "dropped": []}  # fmt: skip
 
-    def number_feedback(self, reading: dict, true_text: str) -> dict:
+    def number_feedback(self, reading: dict, true_text: str | None, *, not_number: bool = False) -> dict:
         self._away()
-        self.number_feedback_calls.append((reading.get("id"), true_text))
-        return {"correct": true_text == reading.get("text"), "queued": False}
+        self.number_feedback_calls.append((reading.get("id"), "not a number" if not_number else true_text))
+        return {"correct": not not_number and true_text == reading.get("text"), "queued": False}
 
 
     stats_answer: dict = field(default_factory=lambda: {"models": {}})

@@ -478,3 +478,29 @@ def test_draw_advice_for_two_close_digits_asks_which_not_whether_it_is_a_digit(f
     said = _answer_texts(at)
     assert "Not sure — is it a 1 or a 7?" in said, said
     assert "If it is one of them, say which below" in said and "not be a digit at all" not in said, said
+
+
+def test_number_not_a_number_is_an_answer(fake):
+    """Draw has "Not a digit"; Number took digits only, so a smiley read as "467" could be confirmed as 467 (its
+    digits are learned from) or left unsaid. "Not a number" is said to the API as such, once, also after an outage."""
+    api, canvas, open_page = fake
+    canvas.set("number", png(840, 280), drawing_id="n1")
+    at = open_page("number")
+    (button,) = [b for b in at.button if b.label == "Not a number"]
+    button.click().run()
+    assert not at.exception, at.exception
+    assert api.number_feedback_calls == [(101, "not a number")], api.number_feedback_calls
+    said = _answer_texts(at)
+    assert "Saved: it is **not a number**. Thank you!" in said and "It was read as" not in said, said
+
+    canvas.set("number", png(840, 281), drawing_id="n2")
+    at.run()
+    api.up = False
+    at.run()
+    (button,) = [b for b in at.button if b.label == "Not a number"]
+    button.click().run()
+    assert "Not saved yet: it is **not a number**" in _answer_texts(at)
+    api.up = True
+    at.run()
+    assert api.number_feedback_calls == [(101, "not a number"), (102, "not a number")], api.number_feedback_calls
+    assert any("Your earlier answer is saved: it is **not a number**" in str(t.value) for t in at.toast)

@@ -103,7 +103,7 @@ def test_feedback_by_id_or_uid(prediction_id, uid, answer, path, saved, queued):
         ({"id": None, "uid": "cd" * 16}, f"/api/v1/numbers/uid/{'cd' * 16}/feedback"),  # spooled
     ],
 )
-def test_number_feedback_by_id_or_uid(reading, path):
+def test_number_feedback_by_id_or_uid(reading, path):  # (and "not a number" below)
     seen = {}
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -245,3 +245,15 @@ def test_a_refused_admin_read_tells_the_operator_how_to_start_the_ui():
         client_for(handler).predictions(page=1, page_size=10)
     assert caught.value.code == "unauthorized" and caught.value.status == 401
     assert "start `digitlab ui` with DIGITLAB_ADMIN_TOKEN" in str(caught.value) and "Bearer" not in str(caught.value)
+
+
+def test_not_a_number_is_sent_as_such():
+    seen = []
+
+    def handler(request):
+        seen.append(json.loads(request.content))
+        return httpx.Response(200, json={"id": 17, "uid": "cd" * 16, "text": "7", "true_text": None,
+                                         "not_number": True, "correct": False, "stored": "database", "queued": False})
+
+    answer = client_for(handler).number_feedback({"id": 17}, None, not_number=True)
+    assert seen == [{"not_number": True}] and answer["not_number"] is True

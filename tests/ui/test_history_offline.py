@@ -185,3 +185,11 @@ def test_without_the_admin_token_history_says_how_to_start_the_ui_and_keeps_the_
     assert len(warnings) == 1 and warnings[0].startswith("The prediction log is not shown: The API keeps this")
     assert "not available right now" not in "\n".join(warnings)
     assert [m.value for m in at.metric][:1] == ["12"], [m.value for m in at.metric]  # the accuracy stays
+
+
+def test_a_number_said_to_be_no_number_is_listed_so(history):
+    api, open_history = history
+    api.stored_numbers = [{**stored_number(7, "467"), "true_text": None, "not_number": True, "correct": False}]
+    at = open_history()
+    (table,) = at.table
+    assert list(table.value["You wrote"]) == ["not a number"] and list(table.value["Right?"]) == ["✗"]

@@ -237,14 +237,24 @@ class ReadResult(BaseModel):
 
 
 class NumberFeedback(BaseModel):
-    true_text: TrueText = Field(description="The number really written, digits only.")
+    """Either the number that was really written, or `not_number: true` for a writing that is no number."""
+
+    true_text: TrueText | None = Field(None, description="The number really written, digits only.")
+    not_number: StrictBool = Field(False, description="It is no number at all (a word, a smiley, ...).")
+
+    @model_validator(mode="after")
+    def _one_answer(self) -> NumberFeedback:
+        if (self.true_text is None) == (not self.not_number):
+            raise ValueError("give either true_text (digits) or not_number: true")
+        return self
 
 
 class NumberFeedbackResponse(BaseModel):
     id: int | None = Field(description="The number's database id; null when addressed by uid and queued.")
     uid: str | None = None
     text: str | None = Field(description="The digits read; null while queued.")
-    true_text: str
+    true_text: str | None = Field(description="The number really written; null for `not_number`.")
+    not_number: bool = False
     correct: bool | None = Field(description="Whether the reading was right; null while queued.")
     stored: Literal["database", "spool"]
     queued: bool = Field(description="The database is unavailable: the answer waits in the spool.")

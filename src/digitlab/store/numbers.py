@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_serializer, field_validator
+from pydantic import BaseModel, Field, field_serializer, field_validator, model_validator
 from sqlalchemy import Engine, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -37,6 +37,10 @@ from digitlab.store.records import (
 from digitlab.store.repository import MAX_PAGE_SIZE, history_filters, no_later_label
 
 DIGITS_ONLY = re.compile(r"^[0-9]*$")
+#: `true_text` of a reading whose author said it is no number at all (a smiley, a word): stored in the same column
+#: (like a prediction's NOT_A_DIGIT label), so the outage spool, its replay and the pending answers carry it as
+#: they carry a number; `correct` is false (no digits were there to read). API answers say `not_number: true`.
+NOT_A_NUMBER = "-"
 
 
 class NumberRecord(BaseModel):
@@ -95,12 +99,20 @@ class StoredNumber(BaseModel):
     confidence: float
     uncertain: bool
     digits: list[dict[str, Any]] = Field(description="Per digit: digit, confidence, probabilities, box, ...")
-    true_text: str | None
+    true_text: str | None = Field(description="What was really written; null when not said or not a number.")
+    not_number: bool = Field(False, description="Its author said it is no number at all.")
     correct: bool | None
     latency_ms: float | None
     session_id: str | None
     source: str | None
     has_image: bool
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_number(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("true_text") == NOT_A_NUMBER:
+            data = {**data, "true_text": None, "not_number": True}
+        return data
 
     @field_validator("timestamp")
     @classmethod
@@ -194,8 +206,8 @@ def apply_true_text(conn, key: Literal["id", "uid", "drawing_id"], answers: dict
 def set_true_text_where(
     engine: Engine, key: Literal["id", "uid"], value: Any, true_text: str
 ) -> StoredNumber | None:
-    """Record what was really written (and whether the reading was right) on the number whose `key` is
-    `value`; the updated number, or None if there is none."""
+    """Record what was really written (digits, or NOT_A_NUMBER) and whether the reading was right on the number
+    whose `key` is `value`; the updated number, or None if there is none."""
     where = N.c[key] == value
     with engine.begin() as conn:
         done = conn.execute(
@@ -287,7 +299,7 @@ def labelled_digit_crops(engine: Engine, batch: int = 200) -> Iterator[tuple[int
             return
         for row in rows:
             digits = json.loads(row.digits)
-            if len(digits) != len(row.true_text):
+            if len(digits) != len(row.true_text) or not row.true_text.isdigit():  # (NOT_A_NUMBER: no digits)
                 continue
             for char, d in zip(row.true_text, digits, strict=True):
                 if d.get("processed_image"):

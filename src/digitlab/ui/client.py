@@ -413,16 +413,17 @@ class DigitlabClient:
             )
         return data
 
-    def number_feedback(self, reading: dict[str, Any], true_text: str) -> dict[str, Any]:
-        """Tell the API which number was really written, for a `read()` answer: by its id, or by its uid
-        while it waits in the outage spool. Returns the API's answer (`correct`, `queued`)."""
+    def number_feedback(self, reading: dict[str, Any], true_text: str | None, *, not_number: bool = False) -> dict[str, Any]:
+        """Tell the API which number was really written (or, `not_number`, that it is no number at all), for a
+        `read()` answer: by its id, or by its uid while it waits in the outage spool. Returns the API's answer
+        (`correct`, `queued`)."""
         if reading.get("id") is not None:
             path = f"/api/v1/numbers/{int(reading['id'])}/feedback"
         elif reading.get("uid"):
             path = f"/api/v1/numbers/uid/{reading['uid']}/feedback"
         else:
             raise ApiError("This reading was not recorded, so the answer cannot be saved.", code="not_logged")
-        data = self._json("POST", path, json={"true_text": true_text})
+        data = self._json("POST", path, json={"not_number": True} if not_number else {"true_text": true_text})
         return data if isinstance(data, dict) else {}
 
     def numbers(

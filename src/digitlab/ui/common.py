@@ -91,9 +91,7 @@ a:focus-visible, button:focus-visible, [role="radio"]:focus-visible, [role="tab"
 .dl-axis-title {font-size:.72rem; color:#5B6079; text-align:center; margin-left:2.3rem;}
 .dl-seen {margin:0 0 0 auto; display:flex; flex-direction:column; align-items:center; gap:.2rem;}
 .dl-seen img {border-radius:.35rem; display:block;}
-/* a number's digits side by side from the left (the result card's rule above pushed each one right: six digits
-   spread over the whole width, far from the boxes) */
-.dl-seen-row .dl-seen {margin:0;}
+.dl-seen-row .dl-seen {margin:0;} /* a number's digits from the left (the rule above spread them over the width) */
 .dl-seen figcaption {font-size:.72rem; color:#5B6079; text-align:center; max-width:7.5rem; line-height:1.2;}
 @media (max-width: 640px) {
   .dl-arrow {padding-top:0; transform:rotate(90deg);}
@@ -422,13 +420,7 @@ def a_digit(digit: int, *, bold: bool = False) -> str:
     return f"{'an' if int(digit) == 8 else 'a'} {shown}"
 
 
-#: a runner-up at least this probable is named beside the answer: "Not sure — is it an 8 or a 9?"
-RUNNER_UP = 0.15
-
-
-def two_candidates(probabilities: list[float]) -> bool:
-    """Is the runner-up close enough to be named (`not_sure_sentence` asks "is it a 1 or a 7?")?"""
-    return sorted(probabilities, reverse=True)[1] >= RUNNER_UP
+RUNNER_UP = 0.15  #: a runner-up at least this probable is named beside the answer: "is it an 8 or a 9?"
 
 
 def not_sure_sentence(probabilities: list[float]) -> str:
@@ -437,7 +429,6 @@ def not_sure_sentence(probabilities: list[float]) -> str:
     if probabilities[second] >= RUNNER_UP:
         return f"Not sure — is it {a_digit(first)} or {a_digit(second)}?"
     return f"Not sure — is it {a_digit(first)}?"
-
 
 
 def pct(value: float | None, digits: int = 1) -> str:

@@ -52,8 +52,9 @@ async def _query(ctx, fn: Callable[..., Any], *args: Any) -> Any:
         ) from exc
 
 
-async def _feedback(ctx, true_text: str, *, number_id: int | None = None, uid: str | None = None):
+async def _feedback(ctx, body: NumberFeedback, *, number_id: int | None = None, uid: str | None = None):
     store = store_or_503(ctx)
+    true_text = repo.NOT_A_NUMBER if body.not_number else body.true_text
     try:
         result = await anyio.to_thread.run_sync(
             lambda: store.set_number_feedback(true_text, id=number_id, uid=uid)
@@ -67,7 +68,8 @@ async def _feedback(ctx, true_text: str, *, number_id: int | None = None, uid: s
         id=row.id if row is not None else number_id,
         uid=row.uid if row is not None else uid,
         text=row.text if row is not None else None,
-        true_text=true_text,
+        true_text=body.true_text,
+        not_number=body.not_number,
         correct=row.correct if row is not None else None,
         stored=result.stored,
         queued=result.stored == "spool",
@@ -80,9 +82,10 @@ async def _feedback(ctx, true_text: str, *, number_id: int | None = None, uid: s
     responses=error_responses(400, 404, 415, 422, 503),
 )
 async def number_feedback(ctx: Ctx, number_id: NumberId, body: NumberFeedback):
-    """What was really written (`true_text`, digits only): sets the stored `true_text` and `correct`. During
-    a database outage the answer is queued (`queued: true`) and applied when the database is back."""
-    return await _feedback(ctx, body.true_text, number_id=number_id)
+    """What was really written (`true_text`, digits only), or `not_number: true` for a writing that is no number:
+    sets the stored answer and `correct` (false for `not_number`). During a database outage the answer is queued
+    (`queued: true`) and applied when the database is back."""
+    return await _feedback(ctx, body, number_id=number_id)
 
 
 @router.post(
@@ -92,7 +95,7 @@ async def number_feedback(ctx: Ctx, number_id: NumberId, body: NumberFeedback):
 )
 async def number_feedback_by_uid(ctx: Ctx, uid: Uid, body: NumberFeedback):
     """The same by `uid`: works for a reading answered with `id: null` (spooled during an outage)."""
-    return await _feedback(ctx, body.true_text, uid=uid.lower())
+    return await _feedback(ctx, body, uid=uid.lower())
 
 
 @router.get(

@@ -219,6 +219,8 @@ def empty_log_message(f: dict[str, Any]) -> str:
 
 def number_correct(n: dict[str, Any]) -> bool | None:
     """Right (the reading was what they wrote), wrong, or None when nobody said what was written."""
+    if n.get("not_number"):
+        return False  # no number there to read
     truth = n.get("true_text")
     if truth in (None, ""):
         return None
@@ -249,7 +251,7 @@ def numbers_section(models: list[dict], f: dict[str, Any] | None = None) -> None
     rows = [
         {
             "Read": n.get("text"),
-            "You wrote": n.get("true_text") or "",
+            "You wrote": "not a number" if n.get("not_number") else n.get("true_text") or "",
             "Right?": {True: "✓", False: "✗"}.get(number_correct(n), ""),
             "Digits": len(n.get("digits") or []),
             # a flagged reading says so, as on the Number page (a smiley read as 63 showed "94%" here)

@@ -128,6 +128,10 @@ def ascii_digits(typed: object) -> str:
     return "".join(str(unicodedata.decimal(c)) if c.isdecimal() else c for c in text)
 
 
+#: the answer "it is no number at all" in the page's state (`num_done_<key>`, `num_unsent`): never digits
+NOT_A_NUMBER = "not a number"
+
+
 def _remember_typed(key: str) -> None:
     """What the person typed, kept beside the box: Streamlit drops a widget's state while another page shows."""
     st.session_state[f"num_typed_{key}"] = st.session_state.get(f"num_truth_{key}")
@@ -141,7 +145,10 @@ def _send(answer: dict, key: str, truth: str) -> str:
     shown = st.session_state.get("number_drawing")
     mine = shown is not None and shown.drawing_id == key  # the canvas' drawing, not a photo or an older one
     try:
-        stored = common.client().number_feedback(answer, truth)
+        if truth == NOT_A_NUMBER:
+            stored = common.client().number_feedback(answer, None, not_number=True)
+        else:
+            stored = common.client().number_feedback(answer, truth)
     except ApiUnavailable as exc:
         st.session_state[f"num_done_{key}"] = (truth, "unsent", str(exc))
         unsent[key] = (answer, truth)
@@ -167,15 +174,21 @@ def send_unsent() -> None:
         return
     for key, (answer, truth) in list(unsent.items()):
         if _send(answer, key, truth) in ("saved", "queued"):
-            st.toast(f"Your earlier answer is saved: you wrote **{truth}**.", icon=":material/check_circle:",
+            st.toast(f"Your earlier answer is saved: {_what(truth)}.", icon=":material/check_circle:",
                      duration="long")  # fmt: skip
+
+
+def _what(truth: str) -> str:
+    return "it is **not a number**" if truth == NOT_A_NUMBER else f"you wrote **{truth}**"
 
 
 def _outcome(truth: str, kind: str, message: str, answer: dict) -> tuple[str, str]:
     """(kind of notice, its text) for an answer's outcome."""
     right = truth == answer.get("text")
     verdict = "The reading was right." if right else f"It was read as {answer.get('text')}."
-    return answers.notice(kind, f"you wrote **{truth}**", verdict, message, again="Confirm again to send it again.")
+    if truth == NOT_A_NUMBER:
+        return answers.notice(kind, _what(truth), "", message, again="Click Not a number again to send it again.")
+    return answers.notice(kind, _what(truth), verdict, message, again="Confirm again to send it again.")
 
 
 def feedback(answer: dict, key: str) -> None:
@@ -192,11 +205,14 @@ def feedback(answer: dict, key: str) -> None:
                       on_change=_remember_typed, args=(key,),
                       help="Digits only; Enter or Confirm saves your answer with the reading.")  # fmt: skip
         sent = st.button("Confirm", icon=":material/check:", key=f"num_confirm_{key}")
+        # (Draw has "Not a digit": here a smiley read as "467" could only be confirmed as 467 or left unsaid)
+        nothing = st.button("Not a number", icon=":material/block:", key=f"num_none_{key}",
+                            help="It is no number at all (a word, a drawing, a scribble)")  # fmt: skip
     if note:
         st.caption(note)
-    if sent:
-        truth = ascii_digits(st.session_state.get(f"num_truth_{key}"))
-        if not (truth.isascii() and truth.isdigit()):
+    if sent or nothing:
+        truth = NOT_A_NUMBER if nothing else ascii_digits(st.session_state.get(f"num_truth_{key}"))
+        if not nothing and not (truth.isascii() and truth.isdigit()):
             st.warning("Type the number with digits only, e.g. 2024.", icon=":material/warning:")
             return
         if not (done and done[0] == truth and done[1] in ("saved", "queued")):  # (Enter, then a click: once)
