@@ -74,8 +74,10 @@ class FakeApi:
     def predict_all(self, png: bytes, **fields: Any) -> Comparison:
         self._away()
         self.compared.append((png, fields))
-        preds = [Prediction(m["name"], 0, 0.9, _probs(0), id=self._id(), logged=True,
-                            uid=f"u{self.next_id}") for m in MODELS]  # fmt: skip
+        probabilities = self.probabilities or _probs(0)
+        digit = max(range(10), key=lambda d: probabilities[d])
+        preds = [Prediction(m["name"], digit, probabilities[digit], probabilities, id=self._id(), logged=True,
+                            uid=f"u{self.next_id}", uncertain=self.unsure) for m in MODELS]  # fmt: skip
         return Comparison(preds, None)
 
     def predict(self, png: bytes, model: str | None = None, **fields: Any) -> Prediction:

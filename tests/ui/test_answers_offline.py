@@ -504,3 +504,20 @@ def test_number_not_a_number_is_an_answer(fake):
     at.run()
     assert api.number_feedback_calls == [(101, "not a number"), (102, "not a number")], api.number_feedback_calls
     assert any("Your earlier answer is saved: it is **not a number**" in str(t.value) for t in at.toast)
+
+
+def test_compare_unsure_between_two_digits_asks_which(fake):
+    """Compare said "it may not be a digit at all. Draw one digit, large." to a clean long-flag 1 that every model
+    hesitated over between 1 and 7; a '#' (no runner-up named) still gets that advice."""
+    api, canvas, open_page = fake
+    api.unsure = True
+    api.probabilities = [0.0, 0.6, 0.0, 0.0, 0.0, 0.0, 0.0, 0.4, 0.0, 0.0]
+    canvas.set("compare", png())
+    at = open_page("compare")
+    said = _answer_texts(at)
+    assert "Not sure — is it a 1 or a 7? Here every model is unsure: if it is one of them, say which below" in said
+    assert "Draw one digit, large" not in said, said
+    api.probabilities = None
+    canvas.set("compare", png(280, 281), drawing_id="d2")
+    at.run()
+    assert "it may not be a digit at all. Draw one digit, large." in _answer_texts(at)

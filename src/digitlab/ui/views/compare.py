@@ -54,8 +54,10 @@ def verdict(result: Comparison, models: list[dict]) -> None:
     if unsure:
         verb = "is" if len(unsure) == 1 else "are"
         who = "every model is" if len(unsure) == n else f"{common.names_text(models, unsure)} {verb}"
-        st.info(f"{common.not_sure_sentence(mean_probabilities(result))} Here {who} unsure: it may not be a digit "
-                "at all. Draw one digit, large.", icon=":material/help:")  # fmt: skip
+        mean = mean_probabilities(result)
+        advice = ("if it is one of them, say which below; if not, it may not be a digit at all." if
+                  sorted(mean)[-2] >= common.RUNNER_UP else "it may not be a digit at all. Draw one digit, large.")
+        st.info(f"{common.not_sure_sentence(mean)} Here {who} unsure: {advice}", icon=":material/help:")
 
 
 def cards(result: Comparison, models: list[dict], digest: str) -> None:
