@@ -62,7 +62,9 @@ class Settings(BaseSettings):
     admin_token: str | None = Field(
         None,
         description="When set, history, images, export and deletion need 'Authorization: Bearer <token>'; "
-        "starting a learning run over HTTP (`POST /api/v1/learn`, the Models page's \"Learn now\") needs it always.",
+        "starting a learning run over HTTP (`POST /api/v1/learn`, the Models page's \"Learn now\") needs it always. "
+        "Set the same value for the UI (`digitlab run` passes it to both): History then shows its log, and the "
+        "Models page offers \"Learn now\".",
     )
 
     @field_validator("data_dir", "model_dir", mode="before")
