@@ -89,9 +89,8 @@ a:focus-visible, button:focus-visible, [role="radio"]:focus-visible, [role="tab"
 .dl-xaxis {display:flex; gap:4%; margin:0 .2rem 0 2.3rem; padding:.15rem .3rem 0; font-size:.85rem; color:#41465F;}
 .dl-xaxis span {flex:1; text-align:center; min-width:0;}
 .dl-axis-title {font-size:.72rem; color:#5B6079; text-align:center; margin-left:2.3rem;}
-.dl-seen {margin:0 0 0 auto; display:flex; flex-direction:column; align-items:center; gap:.2rem;}
+.dl-seen {display:flex; flex-direction:column; align-items:center; gap:.2rem;} .dl-result .dl-seen {margin-left:auto;}
 .dl-seen img {border-radius:.35rem; display:block;}
-.dl-seen-row .dl-seen {margin:0;} /* a number's digits from the left (the rule above spread them over the width) */
 .dl-seen figcaption {font-size:.72rem; color:#5B6079; text-align:center; max-width:7.5rem; line-height:1.2;}
 @media (max-width: 640px) {
   .dl-arrow {padding-top:0; transform:rotate(90deg);}
@@ -420,13 +419,15 @@ def a_digit(digit: int, *, bold: bool = False) -> str:
     return f"{'an' if int(digit) == 8 else 'a'} {shown}"
 
 
-RUNNER_UP = 0.15  #: a runner-up at least this probable is named beside the answer: "is it an 8 or a 9?"
+def runner_up_named(probabilities: list[float]) -> bool:
+    """Is the runner-up probable enough (0.15) to be named beside the answer: "is it an 8 or a 9?"?"""
+    return sorted(probabilities)[-2] >= 0.15
 
 
 def not_sure_sentence(probabilities: list[float]) -> str:
     """'Not sure — is it a 4?' or, when the runner-up is close, 'Not sure — is it an 8 or a 9?'."""
     first, second = sorted(range(10), key=lambda d: probabilities[d], reverse=True)[:2]
-    if probabilities[second] >= RUNNER_UP:
+    if runner_up_named(probabilities):
         return f"Not sure — is it {a_digit(first)} or {a_digit(second)}?"
     return f"Not sure — is it {a_digit(first)}?"
 

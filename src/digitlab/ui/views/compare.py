@@ -56,7 +56,7 @@ def verdict(result: Comparison, models: list[dict]) -> None:
         who = "every model is" if len(unsure) == n else f"{common.names_text(models, unsure)} {verb}"
         mean = mean_probabilities(result)
         advice = ("if it is one of them, say which below; if not, it may not be a digit at all." if
-                  sorted(mean)[-2] >= common.RUNNER_UP else "it may not be a digit at all. Draw one digit, large.")
+                  common.runner_up_named(mean) else "it may not be a digit at all. Draw one digit, large.")
         st.info(f"{common.not_sure_sentence(mean)} Here {who} unsure: {advice}", icon=":material/help:")
 
 

@@ -204,7 +204,7 @@ def answer_html(
         elif several:
             advice = ("It looks like more than one digit: this page reads one at a time, so draw one digit, large. "
                       "A whole number goes on the <b>Number</b> page.")  # fmt: skip
-        elif sorted(prediction.probabilities)[-2] >= common.RUNNER_UP:  # "a 1 or a 7?": a long-flag 1 was told it
+        elif common.runner_up_named(prediction.probabilities):  # "a 1 or a 7?": a long-flag 1 was told it
             advice = "If it is one of them, say which below: the models learn from such answers."  # may be no digit
         else:
             advice = "It may not be a digit at all: draw one digit, large."

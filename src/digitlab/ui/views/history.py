@@ -286,6 +286,20 @@ def export_button() -> None:
     )  # fmt: skip
 
 
+def prediction_log(page: dict[str, Any], models: list[dict], f: dict[str, Any], page_no: int, pager_key: str) -> None:
+    total = int(page.get("total") or 0)
+    st.subheader("Prediction log")
+    if not total:
+        st.info(empty_log_message(f), icon=":material/filter_alt:" if any(f.values()) else ":material/draw:")
+        return
+    log_table(page, models)
+    pages = max(1, -(-total // PAGE_SIZE))
+    first = (page_no - 1) * PAGE_SIZE + 1
+    st.caption(common.counted_caption(first, min(total, page_no * PAGE_SIZE), total, "prediction"))
+    if pages > 1:
+        st.pagination(pages, key=pager_key)
+
+
 def main() -> None:
     common.page_header("History", "Every prediction, what you said it was, and how the models are doing on your "
                        "drawings.")  # fmt: skip
@@ -310,22 +324,10 @@ def main() -> None:
         # the API keeps its records for its admin, and this UI was started without its token: not an outage
         # (it said "not available right now" and hid the accuracy too, which needs no token)
         st.warning(f"The prediction log is not shown: {exc}", icon=":material/lock:")
-        st.subheader("Accuracy")
-        stats_section(stats, models, f["model"])
-        return
-    total = int(page.get("total") or 0)
-    st.subheader("Prediction log")
-    if not total:
-        st.info(empty_log_message(f), icon=":material/filter_alt:" if any(f.values()) else ":material/draw:")
     else:
-        log_table(page, models)
-        pages = max(1, -(-total // PAGE_SIZE))
-        first = (page_no - 1) * PAGE_SIZE + 1
-        st.caption(common.counted_caption(first, min(total, page_no * PAGE_SIZE), total, "prediction"))
-        if pages > 1:
-            st.pagination(pages, key=pager_key)
-    export_button()
-    numbers_section(models, f)
+        prediction_log(page, models, f, page_no, pager_key)
+        export_button()
+        numbers_section(models, f)
     st.subheader("Accuracy")
     stats_section(stats, models, f["model"])
 

@@ -145,10 +145,8 @@ def _send(answer: dict, key: str, truth: str) -> str:
     shown = st.session_state.get("number_drawing")
     mine = shown is not None and shown.drawing_id == key  # the canvas' drawing, not a photo or an older one
     try:
-        if truth == NOT_A_NUMBER:
-            stored = common.client().number_feedback(answer, None, not_number=True)
-        else:
-            stored = common.client().number_feedback(answer, truth)
+        none = truth == NOT_A_NUMBER
+        stored = common.client().number_feedback(answer, None if none else truth, not_number=none)
     except ApiUnavailable as exc:
         st.session_state[f"num_done_{key}"] = (truth, "unsent", str(exc))
         unsent[key] = (answer, truth)
