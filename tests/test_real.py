@@ -113,7 +113,11 @@ def test_benchmark_on_a_small_slice_with_tiny_models(handwriting_dir, tiny_model
             assert set(m["by_view"]) == set(real.VIEWS)
             assert 0.5 < m["accuracy"] <= 1.0, name  # far better than chance even for 2,000-image models
             u = m["uncertain"]
-            assert 0.0 <= u["correct_flagged"] <= 1.0 and 0.0 <= u["wrong_flagged"] <= 1.0
+            assert 0.0 <= u["correct_flagged"] <= 1.0
+            if m["accuracy"] == 1.0:  # (the CNN asking the SVM reads Semeion's 60 scans here without a mistake)
+                assert u["wrong_flagged"] is None, name
+            else:
+                assert 0.0 <= u["wrong_flagged"] <= 1.0, name
             if round(m["n"] * (1 - m["accuracy"])) >= 10:  # (the CNN's 7 Semeion mistakes here: views of 2 scans)
                 assert u["correct_flagged"] < u["wrong_flagged"], name
     cnn = result["sets"]["usps"]["models"]["cnn"]

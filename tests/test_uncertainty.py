@@ -307,6 +307,25 @@ def test_a_model_of_several_networks_is_flagged_when_one_of_them_disagrees(detec
     assert flags.tolist() == [False, True]
 
 
+def test_an_answer_mixed_with_a_partners_is_flagged_when_either_is(detector, test_digits):
+    """A model that asked its partner (the CNN asking the SVM) is flagged by its own rule on the answer it gave
+    alone or on the mixed one: the thresholds were chosen on its own answers."""
+    x = test_digits[0][0].astype(np.float32) / 255.0
+    p = detector.not_digit_probability(x)
+    sure, doubtful = np.full(10, 0.001), np.full(10, 0.05)
+    sure[3], doubtful[3] = 0.991, 0.55
+    flat = _with_thresholds(detector, 0.999, {"cnn": 0.9, DEFAULT_T_MODEL_KEY: 0.9})
+    assert not flat.is_uncertain("cnn", x, sure, p_not_digit=p)
+    assert flat.is_uncertain("cnn", x, doubtful, p_not_digit=p)
+    assert flat.is_uncertain("cnn", x, sure, p_not_digit=p, alone=doubtful)  # alone it was not sure
+    assert flat.is_uncertain("cnn", x, doubtful, p_not_digit=p, alone=sure)  # mixed it is not sure
+    assert not flat.is_uncertain("cnn", x, sure, p_not_digit=p, alone=sure)
+    X = np.stack([x, x, x]).reshape(3, 784)
+    mixed, alone = np.stack([sure, sure, doubtful]), np.stack([sure, doubtful, sure])
+    assert flat.flags("cnn", X, mixed, alone=alone).tolist() == [False, True, True]
+    assert flat.flags("cnn", X, mixed).tolist() == [False, False, True]
+
+
 def test_the_shipped_detector_loads_its_cnn_for_the_second_opinion(tmp_path):
     loaded = load_detector(tmp_path)  # empty model folder: the bundled detector and CNN
     from digitlab.training.real_calibration import CNN_OPINION

@@ -889,3 +889,38 @@ def test_a_digit_photographed_turned_on_a_dark_table_is_answered(tmp_path, serve
         buf = io.BytesIO()
         Image.fromarray(noise).save(buf, "PNG")
         assert_error(c.post("/api/v1/predict", files={"image": ("noise.png", buf.getvalue())}), 400, "empty_image")
+
+
+def test_the_cnns_answers_name_the_svm_it_asks_and_numbers_are_read_by_the_cnn_alone(tmp_path, served_model_dir):
+    """Beside a trained svm the CNN asks it about the drawings it doubts: a stored prediction names both versions
+    (its answer equals the served model's); `/read` reads with the CNN alone and names its version only."""
+    import numpy as np
+
+    from digitlab.errors import DigitlabError
+    from digitlab.models.registry import SECOND_OPINION_BELOW
+    from digitlab.preprocess import to_mnist
+    from digitlab.synth.datasets import scribbles
+    from drawn_numbers import draw_number
+
+    with TestClient(create_app(settings_for(tmp_path, served_model_dir))) as c:
+        registry = c.app.state.ctx.registry
+        served, alone = registry.get("cnn"), registry.get("cnn").with_partner(None)
+        assert served.partner is registry.get("svm")
+        doubtful = None
+        for png in scribbles(40, seed=11, as_png=True)[0]:  # a drawing the CNN alone is not sure of
+            try:
+                x = to_mnist(png).reshape(1, 784)
+            except DigitlabError:
+                continue
+            if alone.predict_proba(x).max() < SECOND_OPINION_BELOW:
+                doubtful = png, x
+                break
+        assert doubtful is not None
+        p = c.post("/api/v1/predict", files={"image": ("d.png", doubtful[0])}, data={"model": "cnn"}).json()
+        assert p["model_version"] == f"{served.version}+svm:{registry.get('svm').version}"
+        np.testing.assert_allclose(p["probabilities"], served.predict_proba(doubtful[1])[0], atol=1e-6)
+        assert not np.allclose(p["probabilities"], alone.predict_proba(doubtful[1])[0], atol=1e-3)
+        row = c.get(f"/api/v1/predictions/{p['id']}").json()
+        assert row["model_version"] == p["model_version"]
+        read = c.post("/api/v1/read", files={"image": ("n.png", draw_number("42"))}, data={"model": "cnn"}).json()
+        assert read["model_version"] == str(served.version)

@@ -128,6 +128,58 @@ def test_registry_statuses(tiny_model_dir, tmp_path):
     assert empty.status()["svm"] == "missing"
 
 
+def test_the_cnn_asks_the_svm_when_it_is_not_sure(tiny_model_dir, test_images):
+    """Served from the registry, the CNN answers alone when sure and with the SVM's opinion mixed in (the
+    normalised geometric mean) when its top probability is under SECOND_OPINION_BELOW; stored answers name both."""
+    from digitlab.models.registry import SECOND_OPINION_BELOW, load_served
+
+    X, _ = test_images
+    noisy = np.clip(X[:200] + np.random.default_rng(0).random((200, 784)).astype(np.float32) * 0.8, 0, 1)
+    X = np.concatenate([X[:300], noisy])
+    registry = ModelRegistry(tiny_model_dir).load_all()
+    served, svm = registry.get("cnn"), registry.get("svm")
+    assert served.partner is svm and served.answer_version == f"{served.version}+svm:{svm.version}"
+    alone = load_model("cnn", tiny_model_dir)
+    assert alone.partner is None and alone.answer_version == str(alone.version)
+    own, theirs = alone.predict_proba(X), svm.predict_proba(X)
+    unsure = own.max(axis=1) < SECOND_OPINION_BELOW
+    assert 10 <= unsure.sum() <= len(X) - 10  # both kinds of row are here
+    expected = own.copy()
+    geometric = np.sqrt((own[unsure] + 1e-6) * (theirs[unsure] + 1e-6))
+    expected[unsure] = geometric / geometric.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(served.predict_proba(X), expected, atol=1e-6)
+    proba, opinion = served.predict_with_opinion(X)
+    np.testing.assert_allclose(proba, expected, atol=1e-6)
+    np.testing.assert_allclose(opinion, alone.predict_with_opinion(X)[1], atol=1e-6)  # the networks' own, unmixed
+    assert load_served("cnn", tiny_model_dir).answer_version == served.answer_version
+
+    # a promoted svm version is the one asked from then on; without an svm the CNN answers alone
+    newer = load_model("svm", tiny_model_dir)
+    newer.manifest["version"] = "7"
+    registry.install(newer, learned=True)
+    assert registry.get("cnn").partner is newer and registry.get("cnn").answer_version.endswith("+svm:7")
+    registry.forget_learned("svm")
+    assert registry.get("cnn").partner is None
+    np.testing.assert_allclose(registry.get("cnn").predict_proba(X), own, atol=1e-6)
+
+
+def test_a_partner_that_fails_leaves_the_cnn_answering_alone(tiny_model_dir, test_images, caplog):
+    from digitlab.models.registry import load_served
+
+    X, _ = test_images
+    X = np.concatenate([X[:50], np.clip(X[:50] * 0.3 + 0.4, 0, 1)])
+    served = load_served("cnn", tiny_model_dir)
+    alone = load_model("cnn", tiny_model_dir).predict_proba(X)
+
+    class Broken:
+        def predict_proba(self, X):
+            raise RuntimeError("broken svm")
+
+    served.partner.estimator = Broken()
+    np.testing.assert_allclose(served.predict_proba(X), alone, atol=1e-6)
+    assert "could not ask svm" in caplog.text
+
+
 def test_evaluate_cli_json(tiny_model_dir, mnist_dir, monkeypatch):
     env = {"DIGITLAB_MODEL_DIR": str(tiny_model_dir), "DIGITLAB_MNIST_DIR": str(mnist_dir), "PATH": "/usr/bin:/bin"}
     out = subprocess.run(

@@ -216,7 +216,7 @@ def compute_batch(ctx: AppContext, jobs: list[Job]) -> list[Computed | BaseExcep
         pre_seconds[i] = time.perf_counter() - started
 
     # every model once, on the images of the requests that asked for it
-    answers: dict[tuple[int, str], tuple[np.ndarray, float, np.ndarray | None]] = {}
+    answers: dict[tuple[int, str], tuple[np.ndarray, float, np.ndarray | None, np.ndarray | None]] = {}
     by_model: dict[str, tuple[LoadedModel, list[int]]] = {}
     for i in images:
         for model in jobs[i].models:
@@ -224,14 +224,16 @@ def compute_batch(ctx: AppContext, jobs: list[Job]) -> list[Computed | BaseExcep
     for model, members in by_model.values():
         started = time.perf_counter()
         try:
-            proba, own = model.predict_with_opinion(np.stack([images[i].reshape(784) for i in members]))
+            proba, own, alone = model.predict_opinions(np.stack([images[i].reshape(784) for i in members]))
         except Exception as exc:  # noqa: BLE001 - the requests that asked for this model fail
             for i in members:
                 outcomes[i] = exc
             continue
         seconds = time.perf_counter() - started
         for row, i in enumerate(members):
-            answers[(i, model.name)] = (proba[row], seconds, None if own is None else own[row])
+            answers[(i, model.name)] = (
+                proba[row], seconds, None if own is None else own[row], None if alone is None else alone[row]
+            )
 
     answered = [i for i in images if outcomes[i] is None]
     not_digit = _not_digit_probabilities(ctx, jobs, images, answered, answers)
@@ -271,8 +273,9 @@ def _answer(
     probas: list,
     p_not_digit: float | None,
 ) -> Computed:
-    """Results and records of one request from (model, probabilities, model seconds, its own opinion) of
-    its models and the detector's answer (None when no model's flag needs it)."""
+    """Results and records of one request from (model, probabilities, model seconds, its own opinion, its
+    answer before it asked its partner) of its models and the detector's answer (None when no model's flag
+    needs it)."""
     processed_png = to_png(image)
     processed_b64 = base64.b64encode(processed_png).decode("ascii")
     try:
@@ -284,7 +287,7 @@ def _answer(
     m = ctx.metrics
     out = Computed([], processed_b64, [])
     detector = ctx.detector
-    for model, proba, model_seconds, own in probas:
+    for model, proba, model_seconds, own, alone in probas:
         seconds = pre_seconds + model_seconds
         digit = int(np.argmax(proba))
         confidence = float(proba[digit])
@@ -292,7 +295,9 @@ def _answer(
         if detector is None:
             uncertain = confidence < UNCERTAIN_BELOW
         else:
-            uncertain = detector.is_uncertain(model.name, image, proba, p_not_digit=p_not_digit, own_opinion=own)
+            uncertain = detector.is_uncertain(
+                model.name, image, proba, p_not_digit=p_not_digit, own_opinion=own, alone=alone
+            )
         latency_ms = round(seconds * 1000.0, 3)
         m.prediction_seconds.labels(model.name).observe(seconds)
         if m.first_answer(job.drawing_id, model.name):
@@ -322,7 +327,7 @@ def _answer(
                 "id": None,
                 "uid": record.uid if record is not None else uuid.uuid4().hex,
                 "model": model.name,
-                "model_version": str(model.version),
+                "model_version": model.answer_version,
                 "digit": digit,
                 "confidence": confidence,
                 "probabilities": probabilities,
@@ -342,7 +347,7 @@ def make_record(model: LoadedModel, digit: int, probabilities: list[float], **fi
     try:
         return PredictionRecord(
             model_name=model.name,
-            model_version=str(model.version),
+            model_version=model.answer_version,
             predicted_digit=digit,
             probabilities=probabilities,
             **fields,

@@ -299,8 +299,10 @@ class UncertaintyDetector:
         *,
         p_not_digit: float | Callable[[], float] | None = None,
         own_opinion: np.ndarray | None = None,
+        alone: np.ndarray | None = None,
     ) -> bool:
-        """The rule (module docstring) for one image.
+        """The rule (module docstring) for one image; with `alone` (the model's probabilities before it asked
+        its partner, `LoadedModel.predict_opinions`) the rule on those too: either flags.
 
         `proba` is the model's 10 probabilities for `image28`. When several models answer for the
         same image (model=all), pass `p_not_digit` computed once (`not_digit_probability(image28)`, which
@@ -308,6 +310,10 @@ class UncertaintyDetector:
         when the model's own confidence does not already decide. A plain float makes the second opinion
         run the detector again.
         """
+        if alone is not None and not np.array_equal(alone, proba):
+            if self.is_uncertain(model_name, image28, proba, p_not_digit=p_not_digit, own_opinion=own_opinion):
+                return True
+            proba = alone  # the rule the thresholds were chosen for: on the model's own answer
         if not self.needs_detector(model_name, proba) or odd_shape(image28)[0]:
             return True  # flagged whatever the detector says: it need not run
         if p_not_digit is None:
@@ -344,12 +350,18 @@ class UncertaintyDetector:
         digit_proba: np.ndarray | None = None,
         reference: np.ndarray | None = None,
         own_opinion: np.ndarray | None = None,
+        alone: np.ndarray | None = None,
     ) -> np.ndarray:
         """`is_uncertain` for a batch: (n,) bool. `digit_proba`: the detector's digit outputs, and
         `reference` the CNN's (`reference_outputs`), if known (else computed when needed); `own_opinion`:
-        the model's own (`LoadedModel.predict_with_opinion`), for a model whose opinion is "members"."""
+        the model's own (`LoadedModel.predict_with_opinion`), for a model whose opinion is "members";
+        `alone`: see `is_uncertain`."""
         if p_not_digit is None:
             p_not_digit, digit_proba = self.detector_outputs(X)
+        if alone is not None:
+            both = {"p_not_digit": p_not_digit, "digit_proba": digit_proba, "reference": reference,
+                    "own_opinion": own_opinion}  # fmt: skip
+            return self.flags(model_name, X, proba, **both) | self.flags(model_name, X, alone, **both)
         proba = np.asarray(proba, dtype=np.float64)
         proba = proba.reshape(len(p_not_digit), -1) if proba.size else proba.reshape(0, 10)
         out = (np.asarray(p_not_digit) > self.t_detector) | (proba.max(axis=1) < self.threshold(model_name))

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from digitlab.detector.runtime import UncertaintyDetector
-from digitlab.models.registry import predict_with_opinion as registry_predict_with_opinion
+from digitlab.models.registry import predict_opinions as registry_predict_opinions
 
 
 def flag_rates(
@@ -38,10 +38,16 @@ def flag_rates(
 def predict_with_opinion(fn: Callable, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """`fn(X)` as float64 (n, 10), and the model's own second opinion when `fn` belongs to a model that has
     one (`models.registry.predict_with_opinion`: the CNN's networks')."""
+    return predict_opinions(fn, X)[:2]
+
+
+def predict_opinions(fn: Callable, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """`predict_with_opinion`, and the answer before the model asked its partner (None if it asked none;
+    `models.registry.predict_opinions`): the flag is computed on both, as the API does."""
     if not len(X):
-        return np.zeros((0, 10)), None
-    proba, own = registry_predict_with_opinion(fn, X)
-    return np.asarray(proba, np.float64), own
+        return np.zeros((0, 10)), None, None
+    proba, own, alone = registry_predict_opinions(fn, X)
+    return np.asarray(proba, np.float64), own, alone
 
 
 def uncertainty_rates(
@@ -70,13 +76,13 @@ def uncertainty_rates(
     r_d, r_s = (detector.reference_outputs(X, list(predict_fns)) for X in (X_digits, X_scribbles))  # the CNN's
     out: dict[str, dict[str, Any]] = {"_rule": {"t_detector": detector.t_detector}}
     for name, fn in predict_fns.items():
-        proba, own = predict_with_opinion(fn, X_digits)
-        s_proba, s_own = predict_with_opinion(fn, X_scribbles)
+        proba, own, alone = predict_opinions(fn, X_digits)
+        s_proba, s_own, s_alone = predict_opinions(fn, X_scribbles)
         correct = ok & (proba.argmax(axis=1) == np.asarray(labels)) if len(proba) else np.zeros(0, bool)
         flags = detector.flags(name, X_digits, proba, p_not_digit=p_d, digit_proba=d_d, reference=r_d,
-                               own_opinion=own) & ok | ~ok  # fmt: skip
+                               own_opinion=own, alone=alone) & ok | ~ok  # fmt: skip
         s_flags = detector.flags(name, X_scribbles, s_proba, p_not_digit=p_s, digit_proba=d_s,
-                                 reference=r_s, own_opinion=s_own) | ~scribbles_ok  # fmt: skip
+                                 reference=r_s, own_opinion=s_own, alone=s_alone) | ~scribbles_ok  # fmt: skip
         out[name] = {
             **flag_rates(flags, correct, s_flags),
             "t_model": detector.threshold(name),

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from digitlab.models.artifacts import ArtifactError, accuracy_and_confusion
-from digitlab.models.registry import load_model
+from digitlab.models.registry import load_served
 
 
 def evaluate_models(
@@ -28,7 +28,7 @@ def evaluate_models(
     rows = []
     for name in names:
         try:
-            model = load_model(name, model_dir)
+            model = load_served(name, model_dir)
         except ArtifactError as exc:
             if skipped is None:
                 raise
@@ -41,7 +41,7 @@ def evaluate_models(
         rows.append(
             {
                 "model": name,
-                "version": model.version,
+                "version": model.answer_version,
                 "mnist_test_accuracy": round(accuracy, 5),
                 "errors": int(len(y_test) - round(accuracy * len(y_test))),
                 "ms_per_image_batch": round(1000 * seconds / len(y_test), 4),

@@ -27,7 +27,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from digitlab.errors import DigitlabError
-from digitlab.evaluation.flags import predict_with_opinion
+from digitlab.evaluation.flags import predict_opinions
 from digitlab.processes import fork_pool
 
 SETS = ("usps", "semeion")
@@ -359,18 +359,21 @@ def model_outputs(
     out = {}
     for name, fn in predict_fns.items():
         proba, own = np.zeros((len(X), 10)), np.full((len(X), 10), 0.1)
-        has_own = False
+        alone, has_own, asked = np.zeros((len(X), 10)), False, False
         answered_rows = np.flatnonzero(ok)
         for i in range(0, len(answered_rows), 1000):
             rows = answered_rows[i : i + 1000]
-            proba[rows], chunk_own = predict_with_opinion(fn, X[rows])
+            proba[rows], chunk_own, chunk_alone = predict_opinions(fn, X[rows])
             if chunk_own is not None:
                 own[rows], has_own = chunk_own, True
+            alone[rows] = proba[rows] if chunk_alone is None else chunk_alone
+            asked = asked or chunk_alone is not None
         flags = None
         if p_nd is not None:
             answered = np.where(ok[:, None], proba, 0.1)
             flags = detector.flags(name, X, answered, p_not_digit=p_nd, digit_proba=digits, reference=reference,
-                                   own_opinion=own if has_own else None)  # fmt: skip
+                                   own_opinion=own if has_own else None,
+                                   alone=np.where(ok[:, None], alone, 0.1) if asked else None)  # fmt: skip
         out[name] = (proba, flags)
     return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             "cnn",
             "CNN (convolutional network)",
             "Small convolutional networks (three, averaged) trained with PyTorch on MNIST, style drawings and "
-            "real handwriting, served with onnxruntime.",
+            "real handwriting, served with onnxruntime; when they are not sure, the SVM (once trained) is asked too.",
             "1.0.0",
             bundled=True,
         ),
@@ -66,6 +67,14 @@ MODEL_SPECS: dict[str, ModelSpec] = {
 CLASSICAL_MODELS = [name for name, spec in MODEL_SPECS.items() if not spec.bundled]
 # When a request names no model: the first ready one in this order (strongest first).
 PREFERENCE = ["cnn", "svm", "svm_pca", "extra_trees", "random_forest"]
+#: A model that asks another when it is not sure: the CNN asks the SVM (other features, other mistakes) for
+#: drawings where its top probability is under SECOND_OPINION_BELOW (2-7 % of real handwriting), and answers
+#: with the normalised geometric mean of both (SECOND_OPINION_WEIGHT is the SVM's share). Chosen on the
+#: real calibration parts (docs/real.md, "The CNN asks the SVM"); a threshold of 1 (always both) read them no
+#: better, so a sure drawing costs nothing more.
+SECOND_OPINION = {"cnn": "svm"}
+SECOND_OPINION_BELOW = 0.95
+SECOND_OPINION_WEIGHT = 0.5
 
 
 @dataclass
@@ -75,6 +84,8 @@ class LoadedModel:
     spec: ModelSpec
     manifest: dict
     estimator: Any = field(repr=False)
+    #: the model asked when this one is not sure (`SECOND_OPINION`); None: it answers alone
+    partner: LoadedModel | None = field(default=None, repr=False)
 
     name = property(lambda self: self.spec.name)
     display_name = property(lambda self: self.spec.display_name)
@@ -82,23 +93,67 @@ class LoadedModel:
     version = property(lambda self: self.manifest.get("version", self.spec.version))
 
     @property
+    def answer_version(self) -> str:
+        """What stored answers name: this model's version, and its partner's when it has one ("2+svm:1.0.0")."""
+        if self.partner is None:
+            return str(self.version)
+        return f"{self.version}+{self.partner.name}:{self.partner.version}"
+
+    @property
     def metrics(self) -> dict:
         return self.manifest.get("metrics", {})
 
+    def with_partner(self, partner: LoadedModel | None) -> LoadedModel:
+        """This model asking `partner` when not sure (itself when that is already so)."""
+        return self if partner is self.partner else dataclasses.replace(self, partner=partner)
+
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float32).reshape(-1, 784)
-        proba = np.asarray(self.estimator.predict_proba(X), dtype=np.float64)
-        return proba / proba.sum(axis=1, keepdims=True)
+        return self.predict_opinions(X)[0]
 
     def predict_with_opinion(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(probabilities, own opinion or None): for a model that is several networks (the CNN) the
         smallest of their own probabilities per digit, from the same run; the "not sure" flag's second
         opinion for it (`detector.runtime`). None for every other model."""
+        return self.predict_opinions(X)[:2]
+
+    def predict_opinions(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(probabilities, own opinion or None, alone or None). `alone`: when a partner was asked for some
+        rows (`SECOND_OPINION`), this model's probabilities before it was; the "not sure" flag is the
+        model's own flag on them or on the answer (docs/uncertainty.md, "The CNN asks the SVM")."""
+        X = np.asarray(X, dtype=np.float32).reshape(-1, 784)
         members = getattr(self.estimator, "predict_proba_members", None)
+        own = None
         if members is None:
-            return self.predict_proba(X), None
-        proba, own = members(np.asarray(X, dtype=np.float32).reshape(-1, 784))
-        return proba, (None if own is None else own.min(axis=1))
+            proba = np.asarray(self.estimator.predict_proba(X), dtype=np.float64)
+            proba = proba / proba.sum(axis=1, keepdims=True)
+        else:
+            proba, networks = members(X)
+            own = None if networks is None else networks.min(axis=1)
+        mixed = self._second_opinion(X, proba)
+        return mixed, own, (proba if mixed is not proba else None)
+
+    def _second_opinion(self, X: np.ndarray, proba: np.ndarray) -> np.ndarray:
+        """`proba` with the rows this model is not sure of mixed with its partner's (`SECOND_OPINION`);
+        `proba` itself when no row was. A partner that fails leaves the model's own answer (logged): asking
+        it must never fail a prediction."""
+        if self.partner is None:
+            return proba
+        rows = np.flatnonzero(proba.max(axis=1) < SECOND_OPINION_BELOW)
+        if not len(rows):
+            return proba
+        try:
+            other = self.partner.with_partner(None).predict_proba(X[rows])
+        except Exception as exc:  # noqa: BLE001
+            log.error("%s could not ask %s (%s: %s): answering alone", self.name, self.partner.name,
+                      type(exc).__name__, exc)  # fmt: skip
+            return proba
+        from scipy.special import softmax
+
+        w = SECOND_OPINION_WEIGHT
+        mixed = (1.0 - w) * np.log(proba[rows] + 1e-6) + w * np.log(other + 1e-6)
+        out = proba.copy()
+        out[rows] = softmax(mixed, axis=1)
+        return out
 
 
 def predict_with_opinion(model: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -109,6 +164,15 @@ def predict_with_opinion(model: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndar
     if hasattr(owner, "predict_with_opinion"):
         return owner.predict_with_opinion(X)
     return (model.predict_proba(X) if hasattr(model, "predict_proba") else model(X)), None
+
+
+def predict_opinions(model: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """`predict_with_opinion`, and the model's answer before it asked its partner (None when it asked none:
+    `LoadedModel.predict_opinions`)."""
+    owner = getattr(model, "__self__", model)
+    if hasattr(owner, "predict_opinions"):
+        return owner.predict_opinions(X)
+    return (*predict_with_opinion(model, X), None)
 
 
 def model_dirs_for(name: str, model_dir: Path) -> list[Path]:
@@ -169,6 +233,19 @@ def model_from_payload(name: str, manifest: dict, payload: bytes) -> LoadedModel
     return LoadedModel(MODEL_SPECS[name], manifest, estimator)
 
 
+def load_served(name: str, model_dir: Path) -> LoadedModel:
+    """`load_model`, with the partner it asks when not sure (`SECOND_OPINION`) if that one loads: the model
+    as the API serves it from `model_dir`'s files (for benchmarks that must measure what users get)."""
+    model = load_model(name, model_dir)
+    partner_name = SECOND_OPINION.get(name)
+    if partner_name is None:
+        return model
+    try:
+        return model.with_partner(load_model(partner_name, model_dir))
+    except ArtifactError:
+        return model
+
+
 def is_training(name: str, model_dir: Path) -> bool:
     return (Path(model_dir) / f"{name}.training").exists()
 
@@ -217,12 +294,20 @@ class ModelRegistry:
                 self._learned.add(model.name)
             else:
                 self._learned.discard(model.name)
+            self._link_partners()
 
     def forget_learned(self, name: str) -> None:
         """Stop treating `name` as learned (its files are loaded at the next refresh)."""
         with self._lock:
             self._learned.discard(name)
             self._models.pop(name, None)
+            self._link_partners()
+
+    def _link_partners(self) -> None:
+        """Each model that asks another (`SECOND_OPINION`) holds the one served now (under the lock)."""
+        for name, partner_name in SECOND_OPINION.items():
+            if name in self._models:
+                self._models[name] = self._models[name].with_partner(self._models.get(partner_name))
 
     def learned_names(self) -> set[str]:
         """Models served from a promoted learned version."""

@@ -188,14 +188,15 @@ def choose_thresholds(
 
 
 def _ready_models(model_dir: Path | None) -> dict[str, Any]:
-    """Every model that loads from `model_dir` (or the settings' model dir), bundled CNN included."""
+    """Every model that loads from `model_dir` (or the settings' model dir), bundled CNN included, each on its
+    own (the thresholds are chosen for a model's own answers; one that asks a partner is flagged on both)."""
     from digitlab.core.config import get_settings
     from digitlab.models.registry import MODEL_SPECS, ModelRegistry
 
     registry = ModelRegistry(
         Path(model_dir) if model_dir is not None else get_settings().model_dir
     ).load_all()
-    return {name: registry.get(name) for name in MODEL_SPECS if registry.get(name) is not None}
+    return {name: registry.get(name).with_partner(None) for name in MODEL_SPECS if registry.get(name) is not None}
 
 
 def _batched(fn: Callable, X: np.ndarray, chunk: int = 1000) -> np.ndarray:
