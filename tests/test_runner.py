@@ -585,3 +585,29 @@ def test_train_refuses_a_folder_another_trainer_holds_and_run_leaves_it_alone(ap
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_process_that_left_its_childs_group_is_found_and_stopped_with_it():
+    """A learning run started by "Learn now" leads a session of its own (it outlives an API worker): Ctrl-C on
+    `digitlab run` stopped the API and the UI and left it training on. The runner finds such descendants before
+    it stops its children and stops them too."""
+    from digitlab.processes import group_members, start_child, stop_children, stop_groups, stray_groups
+
+    script = (
+        "import subprocess, sys, time\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], start_new_session=True)\n"
+        "time.sleep(60)\n"
+    )
+    child = start_child("API", [sys.executable, "-c", script], dict(os.environ))
+    try:
+        deadline = time.monotonic() + 10
+        while not (strays := stray_groups([child])) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(strays) == 1 and strays[0] != child.pgid
+        stop_children([child])
+        assert group_members(strays[0]), "stopping the child's group leaves the stray running"
+        started = time.monotonic()
+        stop_groups(strays)
+        assert not group_members(strays[0]) and time.monotonic() - started < 4
+    finally:
+        stop_children([child])

@@ -186,6 +186,37 @@ def stop_children(
         time.sleep(0.05)
 
 
+def stray_groups(children: list[Child]) -> list[int]:
+    """Process groups of the children's descendants that left their child's group: a learning run the API
+    starts in a session of its own (it outlives a worker) outlived `digitlab run`'s Ctrl-C, training on."""
+    groups: set[int] = set()
+    for child in children:
+        try:
+            descendants = psutil.Process(child.proc.pid).children(recursive=True)
+        except psutil.Error:
+            continue
+        for proc in descendants:
+            try:
+                pgid = os.getpgid(proc.pid)
+            except OSError:
+                continue
+            if pgid != child.pgid:
+                groups.add(pgid)
+    return sorted(groups)
+
+
+def stop_groups(pgids: list[int], grace: float = STOP_GRACE) -> None:
+    """SIGTERM each process group, SIGKILL what is left of them after `grace` seconds."""
+    for pgid in pgids:
+        _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while any(group_members(pgid) for pgid in pgids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pgid in pgids:
+        if group_members(pgid):
+            _signal_group(pgid, signal.SIGKILL)
+
+
 def clear_group(child: Child, timeout: float = 2.0) -> None:
     """SIGKILL whatever is left of a dead child's process group (uvicorn workers outlive their parent
     and keep the port), and wait until the group is gone or `timeout` passes."""

@@ -37,6 +37,8 @@ from digitlab.processes import (
     group_members,
     start_child,
     stop_children,
+    stop_groups,
+    stray_groups,
     terminate,
 )
 from digitlab.training.lock import trainer_elsewhere
@@ -197,10 +199,12 @@ class _Stop:
         self.children = children
         self.signum: int | None = None
         self.at: float | None = None
+        self.strays: list[int] | None = None  # found before the children go (a stray's parent is one of them)
 
     def __call__(self, signum, _frame) -> None:
         if self.signum is None:
             self.signum, self.at = signum, time.monotonic()
+            self.strays = stray_groups(self.children)
             terminate(self.children)
 
     def __bool__(self) -> bool:
@@ -223,7 +227,11 @@ def run_all(train_missing: bool) -> int:
         if children:
             since = stop.at if stop.at is not None else time.monotonic()
             names = ", ".join(c.name for c in children)
+            strays = stop.strays if stop.strays is not None else stray_groups(children)
             killed = stop_children(children, since=since)
+            if strays:  # a learning run started by "Learn now": stopped too (it promotes nothing half-way)
+                stop_groups(strays)
+                names += " and a learning run"
             left = [c.name for c in children if group_members(c.pgid)]
             took = time.monotonic() - since
             if left:
