@@ -464,3 +464,25 @@ def test_train_cnn_without_pytorch_says_so_before_preparing_any_data(monkeypatch
     with pytest.raises(DigitlabError, match="needs PyTorch"):
         train_command(["cnn"])
     assert not (tmp_path / "data").exists()
+
+
+def test_a_model_left_out_says_why_in_the_runs_message(settings, user_digits, monkeypatch):
+    """"Learn now" said "promoted: svm, ...; rejected: none" with no word that the default model, the CNN, was
+    not learned (no PyTorch): the job's last message names each model left out and why."""
+    from digitlab.training import cnn_net
+
+    images, labels = user_digits
+    label(settings, images[:300], labels[:300], [f"writer{i % 6}" for i in range(300)])
+    messages: list[str] = []
+    real_update = VersionStore.update_job
+
+    def update_job(self, job_id, **fields):
+        if fields.get("message"):
+            messages.append(fields["message"])
+        return real_update(self, job_id, **fields)
+
+    monkeypatch.setattr(VersionStore, "update_job", update_job)
+    monkeypatch.setattr(cnn_net, "has_torch", lambda: False)
+    outcomes = learn(settings, models=["cnn", "svm_pca"], limit=LIMIT, say=lambda m: None)
+    assert [(o.model, o.status) for o in outcomes][0] == ("cnn", "skipped")
+    assert "cnn not learned: fine-tuning needs PyTorch" in messages[-1], messages[-1]

@@ -276,6 +276,9 @@ class _Run:
         promoted = [o.model for o in outcomes if o.status == "promoted"]
         rejected = [o.model for o in outcomes if o.status == "rejected"]
         message = f"promoted: {', '.join(promoted) or 'none'}; rejected: {', '.join(rejected) or 'none'}"
+        # a model left out says why (Learn now said "promoted: svm, ...; rejected: none" without a word that the
+        # default model, the CNN, was not learned: PyTorch is not installed)
+        message += "".join(f"; {o.model} not learned: {o.reason}" for o in outcomes if o.status == "skipped")
         return outcomes, {**base, "message": message, "models": [o.__dict__ for o in outcomes]}
 
     @staticmethod
