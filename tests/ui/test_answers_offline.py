@@ -521,3 +521,18 @@ def test_compare_unsure_between_two_digits_asks_which(fake):
     canvas.set("compare", png(280, 281), drawing_id="d2")
     at.run()
     assert "it may not be a digit at all. Draw one digit, large." in _answer_texts(at)
+
+
+def test_a_number_with_no_sure_digit_is_not_offered_as_the_answer(fake):
+    """A big X read "2355" with every digit unsure was put into "What did you write?": one Enter stored the
+    scribble as the number 2355 (learned from, exported). With no sure digit the box stays empty; with a sure
+    one it follows the reading."""
+    api, canvas, open_page = fake
+    api.unsure = True
+    canvas.set("number", png(840, 280), drawing_id="x1")
+    at = open_page("number")
+    assert _typed(at).value == ""
+    api.unsure = False
+    canvas.set("number", png(840, 280), drawing_id="x2")
+    at.run()
+    assert _typed(at).value == "81"

@@ -96,6 +96,8 @@ def _offer_reading(answer: dict, key: str, done) -> str | None:
     typed before one more stroke was silently replaced by the next reading. A note when it was kept."""
     box, offered_key, kept_key = f"num_truth_{key}", f"num_offered_{key}", f"num_kept_{key}"
     reading = answer.get("text") or ""
+    if answer.get("digits") and all(d.get("uncertain") for d in answer["digits"]):
+        reading = ""  # no digit is sure ("it may not be a number at all": a big X read "2355"): one Enter saved it
     # every reading this drawing was offered: a run cut short by the next stroke can offer one the browser
     # never showed, and the box then came back with an older one, taken for a typed correction ("Kept what
     # you typed, 00" when nothing was typed; Confirm would have saved it)
