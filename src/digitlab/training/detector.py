@@ -188,8 +188,7 @@ def choose_thresholds(
 
 
 def _ready_models(model_dir: Path | None) -> dict[str, Any]:
-    """Every model that loads from `model_dir` (or the settings' model dir), bundled CNN included, each on its
-    own (the thresholds are chosen for a model's own answers; one that asks a partner is flagged on both)."""
+    """Every model that loads from `model_dir` (or the settings'), bundled CNN included, each alone (no partner)."""
     from digitlab.core.config import get_settings
     from digitlab.models.registry import MODEL_SPECS, ModelRegistry
 
