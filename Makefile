@@ -8,7 +8,7 @@ EXTRAS ?= ui,postgres,dev
 
 # The development machines keep MNIST and real handwriting (USPS, Semeion) beside the repository, read-only:
 # used when they are there and nothing else is set. Elsewhere MNIST is downloaded (checksums verified) and
-# the classical models train without real handwriting (weaker on it: README, "Real handwriting").
+# the classical models train without real handwriting (weaker on it: README's first section, docs/real.md).
 ifneq ($(wildcard ../shared/mnist/SHA256SUMS),)
 export DIGITLAB_MNIST_DIR ?= $(abspath ../shared/mnist)
 endif

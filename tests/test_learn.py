@@ -484,5 +484,5 @@ def test_a_model_left_out_says_why_in_the_runs_message(settings, user_digits, mo
     monkeypatch.setattr(VersionStore, "update_job", update_job)
     monkeypatch.setattr(cnn_net, "has_torch", lambda: False)
     outcomes = learn(settings, models=["cnn", "svm_pca"], limit=LIMIT, say=lambda m: None)
-    assert [(o.model, o.status) for o in outcomes][0] == ("cnn", "skipped")
+    assert (outcomes[0].model, outcomes[0].status) == ("cnn", "skipped")
     assert "cnn not learned: fine-tuning needs PyTorch" in messages[-1], messages[-1]

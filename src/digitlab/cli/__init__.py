@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("evaluate", help="accuracy of saved models on the official 10k MNIST test set")
+    p = sub.add_parser("evaluate", help="accuracy of saved models: MNIST test (default), --drawn, --real or --numbers")
     p.add_argument("models", nargs="*", help="model names (default: every saved model)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     mode = p.add_mutually_exclusive_group()  # one benchmark a run (`--drawn --real` ran --real only, silently)
@@ -192,11 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     q = dbsub.add_parser("export", help="export labelled drawings as a dataset")
     q.add_argument("--format", choices=["csv", "idx"], default="csv", help="csv (default) or MNIST's idx files")
     q.add_argument("--out", required=True, help="csv: a file (or - for standard output); idx: a folder")
-    q = dbsub.add_parser("prune", help="delete predictions older than N days (retention)")
+    q = dbsub.add_parser("prune", help="delete predictions and read numbers older than N days (retention)")
     q.add_argument("--days", type=_integer, required=True, help="delete what is older than N days (1-36500)")
     p.set_defaults(func=_db)
 
-    p = sub.add_parser("learn", help="new model versions from the users' labelled drawings (promoted if better)")
+    p = sub.add_parser("learn", help="new model versions from the users' labelled drawings (promoted if not worse)")
     p.add_argument("models", nargs="*", help="model names (default: every trained model)")
     p.add_argument("--min-new", type=_at_least(0), default=0, metavar="N",
                    help="do nothing unless at least N drawings were labelled since the last run (for cron)")
