@@ -68,6 +68,21 @@ def tiny_model_dir(tmp_path_factory, mnist_dir) -> Path:
     return model_dir
 
 
+@pytest.fixture(scope="session")
+def partnered_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny models, the svm's manifest saying it is fully trained: the CNN served from here asks it."""
+    import shutil
+
+    from partners import as_fully_trained
+
+    out = tmp_path_factory.mktemp("partnered_models")
+    for path in tiny_model_dir.iterdir():
+        if path.is_file():
+            shutil.copy2(path, out / path.name)
+    as_fully_trained(out)
+    return out
+
+
 def _admin_engine():
     from sqlalchemy import create_engine
 

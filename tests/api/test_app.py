@@ -891,7 +891,7 @@ def test_a_digit_photographed_turned_on_a_dark_table_is_answered(tmp_path, serve
         assert_error(c.post("/api/v1/predict", files={"image": ("noise.png", buf.getvalue())}), 400, "empty_image")
 
 
-def test_the_cnns_answers_name_the_svm_it_asks_and_numbers_are_read_by_the_cnn_alone(tmp_path, served_model_dir):
+def test_the_cnns_answers_name_the_svm_it_asks_and_numbers_are_read_by_the_cnn_alone(tmp_path, partnered_model_dir):
     """Beside a trained svm the CNN asks it about the drawings it doubts: a stored prediction names both versions
     (its answer equals the served model's); `/read` reads with the CNN alone and names its version only."""
     import numpy as np
@@ -902,7 +902,7 @@ def test_the_cnns_answers_name_the_svm_it_asks_and_numbers_are_read_by_the_cnn_a
     from digitlab.synth.datasets import scribbles
     from drawn_numbers import draw_number
 
-    with TestClient(create_app(settings_for(tmp_path, served_model_dir))) as c:
+    with TestClient(create_app(settings_for(tmp_path, partnered_model_dir))) as c:
         registry = c.app.state.ctx.registry
         served, alone = registry.get("cnn"), registry.get("cnn").with_partner(None)
         assert served.partner is registry.get("svm")
@@ -924,3 +924,5 @@ def test_the_cnns_answers_name_the_svm_it_asks_and_numbers_are_read_by_the_cnn_a
         assert row["model_version"] == p["model_version"]
         read = c.post("/api/v1/read", files={"image": ("n.png", draw_number("42"))}, data={"model": "cnn"}).json()
         assert read["model_version"] == str(served.version)
+        asks = {m["name"]: m["asks"] for m in c.get("/api/v1/models").json() if m["status"] == "ready"}
+        assert asks["cnn"] == "svm" and asks["svm"] is None  # the Models page says why two versions are named

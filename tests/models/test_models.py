@@ -128,7 +128,7 @@ def test_registry_statuses(tiny_model_dir, tmp_path):
     assert empty.status()["svm"] == "missing"
 
 
-def test_the_cnn_asks_the_svm_when_it_is_not_sure(tiny_model_dir, test_images):
+def test_the_cnn_asks_the_svm_when_it_is_not_sure(partnered_model_dir, test_images):
     """Served from the registry, the CNN answers alone when sure and with the SVM's opinion mixed in (the
     normalised geometric mean) when its top probability is under SECOND_OPINION_BELOW; stored answers name both."""
     from digitlab.models.registry import SECOND_OPINION_BELOW, load_served
@@ -136,10 +136,10 @@ def test_the_cnn_asks_the_svm_when_it_is_not_sure(tiny_model_dir, test_images):
     X, _ = test_images
     noisy = np.clip(X[:200] + np.random.default_rng(0).random((200, 784)).astype(np.float32) * 0.8, 0, 1)
     X = np.concatenate([X[:300], noisy])
-    registry = ModelRegistry(tiny_model_dir).load_all()
+    registry = ModelRegistry(partnered_model_dir).load_all()
     served, svm = registry.get("cnn"), registry.get("svm")
     assert served.partner is svm and served.answer_version == f"{served.version}+svm:{svm.version}"
-    alone = load_model("cnn", tiny_model_dir)
+    alone = load_model("cnn", partnered_model_dir)
     assert alone.partner is None and alone.answer_version == str(alone.version)
     own, theirs = alone.predict_proba(X), svm.predict_proba(X)
     unsure = own.max(axis=1) < SECOND_OPINION_BELOW
@@ -151,10 +151,10 @@ def test_the_cnn_asks_the_svm_when_it_is_not_sure(tiny_model_dir, test_images):
     proba, opinion = served.predict_with_opinion(X)
     np.testing.assert_allclose(proba, expected, atol=1e-6)
     np.testing.assert_allclose(opinion, alone.predict_with_opinion(X)[1], atol=1e-6)  # the networks' own, unmixed
-    assert load_served("cnn", tiny_model_dir).answer_version == served.answer_version
+    assert load_served("cnn", partnered_model_dir).answer_version == served.answer_version
 
     # a promoted svm version is the one asked from then on; without an svm the CNN answers alone
-    newer = load_model("svm", tiny_model_dir)
+    newer = load_model("svm", partnered_model_dir)
     newer.manifest["version"] = "7"
     registry.install(newer, learned=True)
     assert registry.get("cnn").partner is newer and registry.get("cnn").answer_version.endswith("+svm:7")
@@ -163,13 +163,39 @@ def test_the_cnn_asks_the_svm_when_it_is_not_sure(tiny_model_dir, test_images):
     np.testing.assert_allclose(registry.get("cnn").predict_proba(X), own, atol=1e-6)
 
 
-def test_a_partner_that_fails_leaves_the_cnn_answering_alone(tiny_model_dir, test_images, caplog):
+def test_an_svm_that_did_not_learn_all_of_mnist_and_real_handwriting_is_not_asked(tiny_model_dir, tmp_path):
+    """A weaker partner made the CNN worse on real handwriting (registry.PARTNER_MIN_SAMPLES): the tiny svm
+    (2,000 MNIST images, no real handwriting) is not asked, nor one of all of MNIST without real handwriting
+    (the Docker image's); once its manifest says both, it is."""
+    from digitlab.models.registry import load_served
+    from partners import as_fully_trained
+
+    for path in tiny_model_dir.iterdir():
+        if path.is_file():
+            shutil.copy2(path, tmp_path / path.name)
+    assert ModelRegistry(tmp_path).load_all().get("cnn").partner is None
+    assert load_served("cnn", tmp_path).partner is None
+    manifest = json.loads((tmp_path / "svm.json").read_text())
+    manifest["train_samples"] = 68_000  # all of MNIST and the style drawings, no real handwriting
+    (tmp_path / "svm.json").write_text(json.dumps(manifest))
+    assert ModelRegistry(tmp_path).load_all().get("cnn").partner is None
+    as_fully_trained(tmp_path)
+    registry = ModelRegistry(tmp_path).load_all()
+    assert registry.get("cnn").partner is registry.get("svm")
+    assert load_served("cnn", tmp_path).partner is not None
+    quick = load_model("svm", tmp_path)
+    quick.manifest["train_samples"] = 4_000  # a learned version from a quick start: not asked from then on
+    registry.install(quick, learned=True)
+    assert registry.get("cnn").partner is None
+
+
+def test_a_partner_that_fails_leaves_the_cnn_answering_alone(partnered_model_dir, test_images, caplog):
     from digitlab.models.registry import load_served
 
     X, _ = test_images
     X = np.concatenate([X[:50], np.clip(X[:50] * 0.3 + 0.4, 0, 1)])
-    served = load_served("cnn", tiny_model_dir)
-    alone = load_model("cnn", tiny_model_dir).predict_proba(X)
+    served = load_served("cnn", partnered_model_dir)
+    alone = load_model("cnn", partnered_model_dir).predict_proba(X)
 
     class Broken:
         def predict_proba(self, X):

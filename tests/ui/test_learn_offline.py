@@ -60,3 +60,15 @@ def test_a_quick_model_says_it_learned_from_fewer_images(monkeypatch):
     captions = "\n".join(str(c.value) for c in at.caption)
     assert "learned from 104,049 images" in captions and "learned from 104,049 images only" not in captions
     assert "learned from 4,000 images only: a quick model (`digitlab train` learns from all of MNIST)" in captions
+
+
+def test_a_model_that_asks_another_says_so(monkeypatch):
+    """The CNN's answers name two versions ("1.0.0+svm:1.0.0") while its card showed one, with no word why."""
+    import fake_api
+
+    _api, canvas = install(monkeypatch)
+    monkeypatch.setattr(fake_api, "MODELS", [{**fake_api.MODELS[0], "asks": "svm"}, fake_api.MODELS[1]])
+    at = open_app(monkeypatch, canvas, "models")
+    assert not at.exception, at.exception
+    captions = [str(c.value) for c in at.caption]
+    assert sum("asks the SVM (RBF kernel) about the drawings it doubts" in c for c in captions) == 1

@@ -63,6 +63,11 @@ class ModelInfo(BaseModel):
     trained_at: str | None = None
     training_seconds: float | None = None
     train_samples: int | None = None
+    asks: str | None = Field(
+        None,
+        description="The model this one asks about the drawings it doubts (the CNN asks a fully trained svm); "
+        "its answers' `model_version` then names both, e.g. `1.0.0+svm:1.0.0`.",
+    )
     error: str | None = Field(None, description="Why a model whose artefact exists could not be loaded.")
 
 

@@ -40,6 +40,7 @@ def model_list(ctx: AppContext) -> list[ModelInfo]:
                 trained_at=manifest.get("trained_at"),
                 training_seconds=manifest.get("training_seconds"),
                 train_samples=manifest.get("train_samples"),
+                asks=model.partner.name if model is not None and model.partner is not None else None,
                 error=errors.get(name) if model is None else None,
             )
         )

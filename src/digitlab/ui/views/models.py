@@ -174,6 +174,12 @@ def card(model: dict[str, Any], latency: float | None, live_status: str | None) 
                 " only: a quick model (`digitlab train` learns from all of MNIST)" if samples < MNIST_TRAIN else ""))
         if model.get("version"):
             extra.append(f"version {model['version']}")
+        if model.get("asks"):  # its answers name two versions ("1.0.0+svm:1.0.0"): say why
+            from digitlab.models.registry import MODEL_SPECS
+
+            spec = MODEL_SPECS.get(model["asks"])
+            extra.append(f"asks the {common.esc(spec.display_name if spec else model['asks'])} about the drawings "
+                         "it doubts (its answers name both versions)")  # fmt: skip
         if metrics.get("drawn_accuracy") is not None:
             extra.append(f"{common.pct(metrics['drawn_accuracy'])} on re-drawn digits")
         if extra:
