@@ -92,6 +92,20 @@ def shot_at_an_angle(text: str) -> bytes:
     return _jpeg(np.asarray(im.transform((w, h), Image.PERSPECTIVE, coeffs, Image.BICUBIC, fillcolor=(70, 60, 50))).astype(np.float32))
 
 
+def sheet_filling_the_frame_turned(text: str, turn: float) -> bytes:
+    """A portrait phone photo of warm, unevenly lit paper filling the frame, turned `turn` degrees: wedges of desk
+    in the corners, the top and bottom ones partly taken for ruled lines (a newcomer's tour, session 26: every
+    digit on the Draw page was read 2 or 5 at 5-8 degrees, the wedges' remains in two corners taken for ink)."""
+    w, h = 1200, 1600
+    im = Image.new("RGB", (w, h), (236, 230, 214))
+    written = Image.open(io.BytesIO(draw_number(text, size=300))).convert("L")
+    ink = Image.eval(written, lambda v: 255 if v < 128 else 0)
+    im.paste(Image.new("RGB", written.size, (30, 50, 140)), ((w - written.width) // 2, (h - written.height) // 2), ink)
+    a = np.asarray(im).astype(np.float32) * (0.85 + 0.15 * np.arange(w, dtype=np.float32) / w)[None, :, None]
+    turned = Image.fromarray(a.astype(np.uint8)).rotate(turn, Image.BICUBIC, fillcolor=(90, 80, 70))
+    return _jpeg(np.asarray(turned).astype(np.float32), noise=7)
+
+
 def notebook(text: str, turn: float, squared: bool) -> bytes:
     """`text` on lined (or squared) paper with 2 px blue lines 80 px apart, photographed `turn` degrees off."""
     im = Image.new("RGB", (1600, 1200), (246, 246, 242))
@@ -166,8 +180,10 @@ def predict_digit():
 @pytest.mark.parametrize(
     "scene",
     [shadow_edge, desk_all_around, sheet_turned_on_a_desk, finger_at_a_corner, shot_at_an_angle,
-     lambda t: notebook(t, 1.0, False), lambda t: notebook(t, -3.0, True)],
-    ids=["shadow", "desk", "turned-on-desk", "finger", "angle", "lined-turned", "squared-turned"],
+     lambda t: notebook(t, 1.0, False), lambda t: notebook(t, -3.0, True),
+     lambda t: sheet_filling_the_frame_turned(t, 6.0), lambda t: sheet_filling_the_frame_turned(t, -5.0)],
+    ids=["shadow", "desk", "turned-on-desk", "finger", "angle", "lined-turned", "squared-turned", "sheet-turned-6",
+         "sheet-turned-minus-5"],
 )
 @pytest.mark.parametrize("digit", ["2", "4", "7", "9"])
 def test_a_photo_of_one_digit_on_the_draw_page(predict_digit, scene, digit):

@@ -99,8 +99,10 @@ class NotANumberError(DigitlabError):
     code = "not_a_number"
 
 
-_NOT_A_NUMBER = (f"This does not look like a written number ({{}}): write a number of at most {MAX_DIGITS} "
-                 "digits on a plain background and try again.")  # fmt: skip
+#: (a newcomer's tour, session 26: one long wavy line on the Number canvas, a plain canvas, was told "(567 ways to
+#: split it): ... on a plain background")
+_NOT_A_NUMBER = (f"This does not look like a written number ({{}}): write up to {MAX_DIGITS} digits side by side, "
+                 "on a plain background for a photo, and try again.")  # fmt: skip
 
 
 class ProbabilityModel(Protocol):
@@ -306,7 +308,7 @@ def candidates(
     if DROP_BELOW <= 0 and MAX_DIGITS < fewest < math.inf:  # `read_number` would refuse it after the work
         raise NotANumberError(_NOT_A_NUMBER.format(f"at least {int(fewest)} digit-like marks"))
     if _work(runs, pieces) > MAX_WORK:  # a texture or a scrawl, not a number: refused before seconds of work
-        raise NotANumberError(_NOT_A_NUMBER.format(f"{len(runs)} ways to split it"))
+        raise NotANumberError(_NOT_A_NUMBER.format(f"a scrawl that could be cut into digits {len(runs)} ways"))
     spans: list[tuple[int, int]] = []
     images: list[np.ndarray] = []
     boxes: list[tuple[int, int, int, int]] = []

@@ -183,7 +183,7 @@ def test_noise_is_not_a_number(api):
     noise = np.random.default_rng(0).integers(0, 256, (280, 840), dtype=np.uint8)
     Image.fromarray(noise).save(buf, format="PNG")
     body = assert_error(api.post(READ, files={"image": ("n.png", buf.getvalue(), "image/png")}), 400, "not_a_number")
-    assert "at most 32 digits" in body["detail"]
+    assert "up to 32 digits side by side" in body["detail"]
 
 
 def test_a_blank_image_asks_for_a_number(api):
