@@ -492,6 +492,12 @@ def test_number_not_a_number_is_an_answer(fake):
     assert api.number_feedback_calls == [(101, "not a number")], api.number_feedback_calls
     said = _answer_texts(at)
     assert "Saved: it is **not a number**. Thank you!" in said and "It was read as" not in said, said
+    at.text_input(key="num_truth_n1").set_value("")
+    at.button(key="num_confirm_n1").click().run()  # Confirm with the box empty: the saved answer stays in sight
+    said = _answer_texts(at)
+    assert "Saved: it is **not a number**. Thank you!" in said, said
+    assert any("Type the number with digits only" in str(w.value) for w in at.warning)
+    assert api.number_feedback_calls == [(101, "not a number")], api.number_feedback_calls
 
     canvas.set("number", png(840, 281), drawing_id="n2")
     at.run()

@@ -212,15 +212,15 @@ def feedback(answer: dict, key: str) -> None:
         st.caption(note)
     if sent or nothing:
         truth = NOT_A_NUMBER if nothing else ascii_digits(st.session_state.get(f"num_truth_{key}"))
-        if not nothing and not (truth.isascii() and truth.isdigit()):
-            st.warning("Type the number with digits only, e.g. 2024.", icon=":material/warning:")
-            return
-        if not (done and done[0] == truth and done[1] in ("saved", "queued")):  # (Enter, then a click: once)
-            _send(answer, key, truth)
-        done = st.session_state.get(f"num_done_{key}")
-        kind, text = _outcome(*done, answer)
-        # the line below the form is under the fold at 1280x800: the outcome shows where the click was too
-        st.toast(text, icon=answers.icon(kind))
+        if not nothing and not (truth.isascii() and truth.isdigit()):  # (the answer given before stays shown:
+            st.warning("Type the number with digits only, e.g. 2024.", icon=":material/warning:")  # it was hidden)
+        else:
+            if not (done and done[0] == truth and done[1] in ("saved", "queued")):  # (Enter, then a click: once)
+                _send(answer, key, truth)
+            done = st.session_state.get(f"num_done_{key}")
+            kind, text = _outcome(*done, answer)
+            # the line below the form is under the fold at 1280x800: the outcome shows where the click was too
+            st.toast(text, icon=answers.icon(kind))
     if done:
         kind, text = _outcome(*done, answer)
         getattr(st, kind)(text, icon=answers.icon(kind))
