@@ -67,3 +67,21 @@ def test_phone_compare_shows_the_answers_before_the_rest(phone, ui_server):
              "What every model saw": seen.bounding_box()["y"]}  # fmt: skip
     assert list(order.values()) == sorted(order.values()), order  # the answers first, then the rest
     no_traceback(page)
+
+
+def test_a_phone_turned_sideways_shows_the_whole_number_canvas(browser, ui_server):
+    """The Number page asks a phone to be turned sideways; at 844x390 its 840 px canvas still ran past the screen
+    (x 16 to 856: the right end reached only by the swipe strip)."""
+    context = browser.new_context(viewport={"width": 844, "height": 390}, device_scale_factor=1, is_mobile=True,
+                                  has_touch=True)  # fmt: skip
+    try:
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        open_page(page, ui_server.url, "number", ready=CANVAS)
+        box = page.locator(CANVAS).first.bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 844, box
+        assert page.locator(".dc-scroll[data-dl-wide]").count() == 0  # no "swipe here" strip
+        no_traceback(page)
+    finally:
+        context.close()
+

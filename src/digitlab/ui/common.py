@@ -92,6 +92,8 @@ a:focus-visible, button:focus-visible, [role="radio"]:focus-visible, [role="tab"
 .dl-seen {display:flex; flex-direction:column; align-items:center; gap:.2rem;} .dl-result .dl-seen {margin-left:auto;}
 .dl-seen img {border-radius:.35rem; display:block;}
 .dl-seen figcaption {font-size:.72rem; color:#5B6079; text-align:center; max-width:7.5rem; line-height:1.2;}
+/* a phone turned sideways, as the Number page asks (844x390): its 840 px canvas ran 12 px past the screen */
+@media (max-width: 880px) and (max-height: 500px) {[data-testid="stMainBlockContainer"] {padding-left:2px !important; padding-right:2px !important;}}
 @media (max-width: 640px) {
   .dl-arrow {padding-top:0; transform:rotate(90deg);}
   .dl-digit {font-size:4.2rem; min-width:2.6rem;}
@@ -440,7 +442,6 @@ def size_text(n: float | None) -> str:
     """Decimal units, like the training log (`7.5 MB` = 7,500,000 bytes of the artefact file)."""
     if n is None:
         return "—"
-    n = float(n)
     for unit in ("bytes", "kB", "MB"):
         if n < 1000:
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
@@ -466,8 +467,7 @@ def when_text(value: str | None) -> str:
         dt = datetime.fromisoformat(str(value))  # Python 3.11 reads a trailing "Z" too
     except ValueError:
         return str(value)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
+    dt = dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
     return dt.astimezone(ZoneInfo(browser_timezone()[0])).strftime("%d %b %Y, %H:%M")
 
 
