@@ -12,8 +12,8 @@ and a hint says how to choose. A mouse click or a tap acts at once, as before.
 is lifted; until then the answers on the page are the previous picture's. An answer clicked in that moment
 (the pen lifted and the answer clicked at once) was saved on the half-drawn picture: a 4 missing its last
 stroke stored as "you drew 4", counted as the model's mistake, on every model on Compare. Clicks and taps on
-the answers are held back while a stroke is drawn and for `STROKE_SETTLE_MS` after it, with a hint to choose
-again when the new answer shows. Undo, Clear and a page link clicked in that moment are carried out once it
+the answers are held back while a stroke is drawn and for `STROKE_SETTLE_MS` after it, with a hint, and the
+answer clicked is given to the new reading once it shows (it was dropped, with no word). Undo, Clear and a page link clicked in that moment are carried out once it
 has passed: Undo took back two strokes (the unreported one and the one before), and leaving the page lost
 the stroke.
 
@@ -40,8 +40,10 @@ STROKE_SETTLE_MS = 600
 #: and the page links
 DEFERRED = ('[class*="_undo"] button', '[class*="_clear"] button', '[data-testid="stTopNavLink"]',
             '[data-testid="stSidebarNavLink"]')  # fmt: skip
-#: the hint shown then
-SETTLE_HINT = "One moment: your last stroke is being read. Choose your answer when the new one shows."
+#: the hint shown then; the answer clicked is given to the new reading once it shows, within ANSWER_WAIT_MS (it
+#: was dropped, the hint gone with the old answers: a newcomer's tour, session 26)
+SETTLE_HINT = "One moment: your last stroke is being read. Your answer goes with the new reading."
+ANSWER_WAIT_MS = 6000
 #: Number's answer box and its button (`views/number.py`: `num_form_<key>` holds `num_confirm_<key>`)
 ENTER_FORM = '[class*="st-key-num_form_"]'
 ENTER_BUTTON = '[class*="st-key-num_confirm_"] button'
@@ -129,6 +131,8 @@ _STROKE_SETTLES = """<script>
   window.addEventListener("pointerup", lift, true);
   window.addEventListener("pointercancel", lift, true);
   const busy = () => drawing || Date.now() - lifted < %(settle)d;
+  const ANSWER_WAIT_MS = %(wait)d;
+  const shown = () => document.querySelector("[data-drawing]")?.getAttribute("data-drawing") || null;
   for (const type of ["pointerdown", "mousedown", "touchstart", "pointerup", "mouseup", "touchend", "click"]) {
     window.addEventListener(type, (e) => {
       const el = e.target instanceof Element ? e.target : null;
@@ -159,6 +163,22 @@ _STROKE_SETTLES = """<script>
       const radios = group.querySelector('[role="radiogroup"]') || group;
       radios.setAttribute("data-dl-pick-hint", HINT);
       setTimeout(() => radios.removeAttribute("data-dl-pick-hint"), 4000);
+      const label = type === "click" ? (el.closest('[role="radio"]')?.textContent || "").trim() : "";
+      if (!label) return;
+      // the answer is given to the new reading once it shows (the same answers, for the same model, under
+      // a picture of another digest); never to the picture before, and never a second time (a second click
+      // on a picked answer takes it back)
+      const index = [...document.querySelectorAll(GROUP)].indexOf(group);
+      const before = shown(), until = Date.now() + ANSWER_WAIT_MS;
+      const answer = () => {
+        if (Date.now() > until) return;
+        const now = shown();
+        if (busy() || now === null || now === before) { setTimeout(answer, 100); return; }
+        const target = [...document.querySelectorAll(GROUP)][index];
+        const radio = target && [...target.querySelectorAll('[role="radio"]')].find(r => r.textContent.trim() === label);
+        if (radio && radio.getAttribute("aria-checked") !== "true") radio.click();
+      };
+      setTimeout(answer, 100);
     }, true);
   }
 })();
@@ -188,6 +208,6 @@ SCRIPTS = (
     _ANSWER_KEYS % {"groups": json.dumps(list(ANSWER_GROUPS)), "hint": json.dumps(PICK_HINT)}
     + _STROKE_SETTLES
     % {"groups": json.dumps(list(ANSWER_GROUPS)), "deferred": json.dumps(list(DEFERRED)),
-       "hint": json.dumps(SETTLE_HINT), "settle": STROKE_SETTLE_MS}
+       "hint": json.dumps(SETTLE_HINT), "settle": STROKE_SETTLE_MS, "wait": ANSWER_WAIT_MS}
     + _ENTER_CONFIRMS % {"form": json.dumps(ENTER_FORM), "button": json.dumps(ENTER_BUTTON)}
 )
