@@ -155,3 +155,37 @@ def test_undo_clicked_as_the_pen_lifts_takes_back_that_stroke_only(desktop, ui_s
     wait_idle(page, settle=1.5)
     assert current_drawing(page) == four  # the 4 again, not its first stroke
     no_traceback(page)
+
+
+def test_a_digit_drawn_right_after_clear_stays(desktop, ui_server):
+    """Clear clicked as the pen lifts waits for the stroke's report; a digit begun meanwhile made it wait for that
+    stroke too, and the late Clear then wiped the new digit (5 of 6 tries at 0.15 s / 0.15 s in a newcomer's
+    tour). The Clear is carried out as the new stroke begins."""
+    import time
+
+    from ui_strokes import points
+
+    page = desktop
+    open_page(page, ui_server.url, "", ready=CANVAS)
+    box = canvas_box(page)
+    draw_digit(page, 0)
+    zero = wait_new_prediction(page, None)
+    wait_idle(page, settle=1.0)
+    mouse_stroke(page, [(0.1, 0.95), (0.9, 0.95)], box)  # a stray stroke, Clear 0.15 s after, a 3 0.15 s later
+    time.sleep(0.15)
+    page.locator(".st-key-draw_clear button").first.click()
+    time.sleep(0.15)
+    for stroke in DIGITS[3]:  # drawn at a person's pace (0.5 s a stroke)
+        pts = points(stroke, size=box["width"])
+        page.mouse.move(box["x"] + pts[0][0], box["y"] + pts[0][1])
+        page.mouse.down()
+        for x, y in pts[1:]:
+            page.mouse.move(box["x"] + x, box["y"] + y)
+            time.sleep(0.5 / len(pts))
+        page.mouse.up()
+    three = wait_new_prediction(page, zero)
+    wait_idle(page, settle=2.0)
+    assert current_drawing(page) is not None, "the 3 was wiped: the page shows an empty canvas"
+    assert current_drawing(page) != zero
+    expect(page.locator(PREDICTION).first).to_have_attribute("data-drawing", three)
+    no_traceback(page)

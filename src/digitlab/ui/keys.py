@@ -15,7 +15,8 @@ stroke stored as "you drew 4", counted as the model's mistake, on every model on
 the answers are held back while a stroke is drawn and for `STROKE_SETTLE_MS` after it, with a hint, and the
 answer clicked is given to the new reading once it shows (it was dropped, with no word). Undo, Clear and a page link clicked in that moment are carried out once it
 has passed: Undo took back two strokes (the unreported one and the one before), and leaving the page lost
-the stroke.
+the stroke. A deferred Clear is carried out as soon as a new stroke begins: waiting for that stroke too, it
+wiped the digit drawn right after the click (a newcomer's tour, session 26).
 
 **Enter confirms "What did you write?".** Number's answer box is no form (what is typed must reach the page
 when the box loses focus, so the next reading can keep it: `views/number.py`), and Enter in a lone text box
@@ -120,11 +121,19 @@ _STROKE_SETTLES = """<script>
   window.__dlStrokeSettles = true;
   const GROUP = %(groups)s.join(", ");
   const DEFERRED = %(deferred)s.join(", ");
+  const CLEAR = %(clear)s;
   const HINT = %(hint)s;
-  let drawing = false, lifted = 0;
+  let drawing = false, lifted = 0, through = false;
+  let clearing = null;  // a deferred Clear: carried out as soon as a new stroke begins
   const onCanvas = (e) => e.composedPath().some(n => n instanceof HTMLCanvasElement);
   window.addEventListener("pointerdown", (e) => {
-    if (onCanvas(e)) { drawing = true; return; }
+    if (onCanvas(e)) {
+      drawing = true;
+      const clear = clearing;
+      clearing = null;
+      if (clear) clear();  // (waiting for this stroke's end too, it wiped the digit drawn after the click)
+      return;
+    }
     if (drawing) { drawing = false; lifted = Date.now(); }  // a pointer-up we did not see (the canvas rebuilt)
   }, true);
   const lift = () => { if (drawing) { drawing = false; lifted = Date.now(); } };
@@ -136,7 +145,7 @@ _STROKE_SETTLES = """<script>
   for (const type of ["pointerdown", "mousedown", "touchstart", "pointerup", "mouseup", "touchend", "click"]) {
     window.addEventListener(type, (e) => {
       const el = e.target instanceof Element ? e.target : null;
-      if (!el || !busy()) return;
+      if (!el || through || !busy()) return;
       const group = el.closest(GROUP);
       const later = group ? null : el.closest(DEFERRED);
       if (!group && !later) return;
@@ -150,12 +159,21 @@ _STROKE_SETTLES = """<script>
           const find = () => later.isConnected ? later
             : keyed ? document.querySelector(`.${CSS.escape(keyed)} button`)
             : href ? document.querySelector(`a[href="${CSS.escape(href)}"]`) : null;
-          const again = () => {
-            if (busy()) { setTimeout(again, 100); return; }
+          let done = false;
+          const go = () => {
+            if (done) return;
+            done = true;
             const target = find();
             if (!target) return;
-            target.click();  // (no longer busy: it goes through)
+            through = true;  // (the click goes through, busy or not)
+            try { target.click(); } finally { through = false; }
           };
+          const again = () => {
+            if (done) return;
+            if (busy()) { setTimeout(again, 100); return; }
+            go();
+          };
+          if (later.closest(CLEAR)) clearing = go;
           setTimeout(again, 100);
         }
         return;
@@ -208,6 +226,7 @@ SCRIPTS = (
     _ANSWER_KEYS % {"groups": json.dumps(list(ANSWER_GROUPS)), "hint": json.dumps(PICK_HINT)}
     + _STROKE_SETTLES
     % {"groups": json.dumps(list(ANSWER_GROUPS)), "deferred": json.dumps(list(DEFERRED)),
-       "hint": json.dumps(SETTLE_HINT), "settle": STROKE_SETTLE_MS, "wait": ANSWER_WAIT_MS}
+       "hint": json.dumps(SETTLE_HINT), "settle": STROKE_SETTLE_MS, "wait": ANSWER_WAIT_MS,
+       "clear": json.dumps(DEFERRED[1])}
     + _ENTER_CONFIRMS % {"form": json.dumps(ENTER_FORM), "button": json.dumps(ENTER_BUTTON)}
 )
