@@ -189,3 +189,22 @@ def test_a_digit_drawn_right_after_clear_stays(desktop, ui_server):
     assert current_drawing(page) != zero
     expect(page.locator(PREDICTION).first).to_have_attribute("data-drawing", three)
     no_traceback(page)
+
+
+def test_clear_clicked_right_after_the_first_stroke_clears_it(desktop, ui_server):
+    """Undo and Clear are disabled until the page hears of a first stroke (~300 ms): a click on Clear then did
+    nothing, and the next digit was drawn over the stroke (a 7 then a 1 read "7", 3 of 3 in a newcomer's tour)."""
+    import time
+
+    page = desktop
+    open_page(page, ui_server.url, "", ready=CANVAS)
+    box = canvas_box(page)
+    mouse_stroke(page, DIGITS[7][0], box)
+    time.sleep(0.05)
+    clear = page.locator(".st-key-draw_clear button").first
+    assert clear.is_disabled()  # (the page has not heard of the stroke yet: the case at hand)
+    clear.click(force=True)  # a person's click: on a disabled button it sends pointer events only
+    wait_idle(page, settle=1.5)
+    expect(page.locator('[data-testid="dl-empty"]')).to_be_visible()
+    assert current_drawing(page) is None
+    no_traceback(page)

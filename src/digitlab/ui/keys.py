@@ -16,7 +16,8 @@ the answers are held back while a stroke is drawn and for `STROKE_SETTLE_MS` aft
 answer clicked is given to the new reading once it shows (it was dropped, with no word). Undo, Clear and a page link clicked in that moment are carried out once it
 has passed: Undo took back two strokes (the unreported one and the one before), and leaving the page lost
 the stroke. A deferred Clear is carried out as soon as a new stroke begins: waiting for that stroke too, it
-wiped the digit drawn right after the click (a newcomer's tour, session 26).
+wiped the digit drawn right after the click (a newcomer's tour, session 26). Undo and Clear clicked while still
+disabled after a first stroke (the page has not heard of it yet) are carried out too, once enabled.
 
 **Enter confirms "What did you write?".** Number's answer box is no form (what is typed must reach the page
 when the box loses focus, so the next reading can keep it: `views/number.py`), and Enter in a lone text box
@@ -152,7 +153,10 @@ _STROKE_SETTLES = """<script>
       e.preventDefault();
       e.stopImmediatePropagation();
       if (later) {  // carried out once the stroke has been reported
-        if (type === "click") {
+        // (Undo and Clear stay disabled until the page hears of a first stroke: a click on them then sends
+        // pointer events only, no click, and was lost; the person drew on over the stroke they meant to clear)
+        const off = later.matches(":disabled");
+        if (type === "click" || (type === "pointerup" && off)) {
           // the same control after the page's next run (a rerun may have rebuilt it): by its key or its link
           const keyed = [...(later.closest('[class*="st-key-"]')?.classList || [])].find(c => c.startsWith("st-key-"));
           const href = later.getAttribute("href");
@@ -168,9 +172,11 @@ _STROKE_SETTLES = """<script>
             through = true;  // (the click goes through, busy or not)
             try { target.click(); } finally { through = false; }
           };
+          const until = Date.now() + 3000;
           const again = () => {
             if (done) return;
-            if (busy()) { setTimeout(again, 100); return; }
+            const target = find();
+            if (busy() || (target && target.disabled && Date.now() < until)) { setTimeout(again, 100); return; }
             go();
           };
           if (later.closest(CLEAR)) clearing = go;
