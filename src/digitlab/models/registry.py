@@ -79,7 +79,7 @@ SECOND_OPINION_WEIGHT = 0.5
 #: training images) and the real handwriting. A weaker one made the CNN worse on the calibration parts: an svm
 #: without real handwriting (the Docker image's) Semeion 96.65 -> 95.94 %, a quick one (`--limit 3000`) USPS
 #: 99.25 -> 99.05 % and Semeion 96.65 -> 95.84 % (the full svm: 99.45 and 98.17 %)
-PARTNER_MIN_SAMPLES = 60_000
+PARTNER_MIN_SAMPLES = 60_000  # MNIST's training set (`data.SPLIT_SIZES`; data imports the settings, which import this)
 
 
 def can_partner(model: LoadedModel) -> bool:
@@ -87,6 +87,11 @@ def can_partner(model: LoadedModel) -> bool:
     manifest = model.manifest
     real = (manifest.get("extra_training_data") or {}).get("real_handwriting") or 0
     return int(manifest.get("train_samples") or 0) >= PARTNER_MIN_SAMPLES and int(real) > 0
+
+
+def asking(model: LoadedModel, partner: LoadedModel | None) -> LoadedModel:
+    """`model` asking `partner` when that one `can_partner`, else answering alone."""
+    return model.with_partner(partner if partner is not None and can_partner(partner) else None)
 
 
 @dataclass
@@ -246,7 +251,7 @@ def model_from_payload(name: str, manifest: dict, payload: bytes) -> LoadedModel
 
 
 def load_served(name: str, model_dir: Path) -> LoadedModel:
-    """`load_model`, with the partner it asks when not sure (`SECOND_OPINION`) if that one loads and `can_partner`: the model
+    """`load_model`, with the partner it asks when not sure (`SECOND_OPINION`, `asking`) if that one loads: the model
     as the API serves it from `model_dir`'s files (for benchmarks that must measure what users get)."""
     model = load_model(name, model_dir)
     partner_name = SECOND_OPINION.get(name)
@@ -256,7 +261,7 @@ def load_served(name: str, model_dir: Path) -> LoadedModel:
         partner = load_model(partner_name, model_dir)
     except ArtifactError:
         return model
-    return model.with_partner(partner) if can_partner(partner) else model
+    return asking(model, partner)
 
 
 def is_training(name: str, model_dir: Path) -> bool:
@@ -321,9 +326,7 @@ class ModelRegistry:
         the lock)."""
         for name, partner_name in SECOND_OPINION.items():
             if name in self._models:
-                partner = self._models.get(partner_name)
-                fit = partner is not None and can_partner(partner)
-                self._models[name] = self._models[name].with_partner(partner if fit else None)
+                self._models[name] = asking(self._models[name], self._models.get(partner_name))
 
     def learned_names(self) -> set[str]:
         """Models served from a promoted learned version."""

@@ -40,7 +40,8 @@ PICK_HELP = "With the keyboard: pick an answer with the arrow keys or by typing 
 STROKE_SETTLE_MS = 600
 #: what is deferred rather than refused then: the canvas tools (`canvas.py`: `<page>_undo`, `<page>_clear`)
 #: and the page links
-DEFERRED = ('[class*="_undo"] button', '[class*="_clear"] button', '[data-testid="stTopNavLink"]',
+CLEAR_BUTTON = '[class*="_clear"] button'  #: carried out as soon as a new stroke begins, too
+DEFERRED = ('[class*="_undo"] button', CLEAR_BUTTON, '[data-testid="stTopNavLink"]',
             '[data-testid="stSidebarNavLink"]')  # fmt: skip
 #: the hint shown then; the answer clicked is given to the new reading once it shows, within ANSWER_WAIT_MS (it
 #: was dropped, the hint gone with the old answers: a newcomer's tour, session 26)
@@ -233,6 +234,6 @@ SCRIPTS = (
     + _STROKE_SETTLES
     % {"groups": json.dumps(list(ANSWER_GROUPS)), "deferred": json.dumps(list(DEFERRED)),
        "hint": json.dumps(SETTLE_HINT), "settle": STROKE_SETTLE_MS, "wait": ANSWER_WAIT_MS,
-       "clear": json.dumps(DEFERRED[1])}
+       "clear": json.dumps(CLEAR_BUTTON)}
     + _ENTER_CONFIRMS % {"form": json.dumps(ENTER_FORM), "button": json.dumps(ENTER_BUTTON)}
 )

@@ -6,6 +6,7 @@ from typing import Any
 
 import streamlit as st
 
+from digitlab.data import SPLIT_SIZES
 from digitlab.ui import charts, common
 from digitlab.ui.client import ApiError
 
@@ -102,7 +103,7 @@ def learning_progress(job_id: str) -> None:
         st.error(f"Learning stopped: {job.get('message')}", icon=":material/error:")
 
 
-MNIST_TRAIN = 60_000  #: MNIST's training images: a model that learned from fewer is a quick one
+MNIST_TRAIN = SPLIT_SIZES["train"]  #: MNIST's training images: a model that learned from fewer is a quick one
 
 
 def learn_now() -> None:
