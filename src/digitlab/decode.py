@@ -256,7 +256,9 @@ _PICTURE_CHUNKS = frozenset({b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"eXIf", b"IEND
 def png_picture_only(data: bytes) -> bytes | None:
     """The PNG with only the chunks that make its picture, nothing after IEND; None if it is not a
     well-formed PNG. What the store keeps of an upload: a 40 KB drawing with 5 MB of trailing bytes or of
-    text chunks was stored as sent, once per model answering (header walk only, no decoding)."""
+    text chunks was stored as sent, once per model answering (header walk only, no decoding). A picture
+    chunk with a wrong CRC is not well-formed: PIL decodes such a PNG (it does not check IDAT's CRC), and
+    it was stored as sent, a file other programs refuse (a probe, session 27)."""
     if not data.startswith(_PNG_SIGNATURE):
         return None
     out, pos, end = [_PNG_SIGNATURE], 8, len(data)
@@ -266,6 +268,9 @@ def png_picture_only(data: bytes) -> bytes | None:
             return None
         kind = data[pos + 4 : pos + 8]
         if kind in _PICTURE_CHUNKS:
+            (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+            if zlib.crc32(data[pos + 4 : pos + 8 + length]) != crc:
+                return None
             out.append(data[pos : pos + 12 + length])
         if kind == b"IEND":
             return b"".join(out)

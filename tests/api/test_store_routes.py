@@ -101,6 +101,27 @@ def test_a_png_is_stored_without_its_payload(client, admin):
     assert Image.open(io.BytesIO(stored)).tobytes() == Image.open(io.BytesIO(padded)).tobytes()
 
 
+def test_a_png_with_a_wrong_crc_is_stored_as_a_well_formed_png(client, admin):
+    """PIL decodes a PNG whose IDAT CRC is wrong, and it was stored as sent: a file other programs refuse
+    (a probe, session 27). It is stored re-encoded, with the same pixels."""
+    import struct
+    import zlib
+
+    sent = bytearray(draw_digit())
+    pos = sent.index(b"IDAT") - 4
+    (length,) = struct.unpack(">I", sent[pos : pos + 4])
+    sent[pos + 8 + length] ^= 0xFF  # the IDAT chunk's CRC
+    p = predict(client, bytes(sent), model="svm")
+    stored = client.get(f"/api/v1/predictions/{p['id']}/image", headers=admin).content
+    chunks, at = [], 8
+    while at < len(stored):
+        (n,) = struct.unpack(">I", stored[at : at + 4])
+        chunks.append(zlib.crc32(stored[at + 4 : at + 8 + n]) == struct.unpack(">I", stored[at + 8 + n : at + 12 + n])[0])
+        at += 12 + n
+    assert chunks and all(chunks)
+    assert Image.open(io.BytesIO(stored)).convert("RGBA").tobytes() == Image.open(io.BytesIO(draw_digit())).convert("RGBA").tobytes()
+
+
 def test_a_large_png_is_stored_as_a_small_one(client, admin):
     """A 1200 px photo-like PNG (paper grain: megabytes) was stored whole, once per model: it is stored
     like a photo, at most 512 px."""

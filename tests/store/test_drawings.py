@@ -174,3 +174,49 @@ def test_a_label_spooled_by_another_worker_reaches_a_stroke_that_a_later_one_rep
         assert store.count() == 2
     finally:
         store.close()
+
+
+def test_two_workers_writing_one_drawing_of_two_models_in_opposite_orders_both_commit(db_url, backend, make_record):
+    """Two API workers' group commits hold the same drawing's rows of two models in opposite orders. They
+    deadlocked on PostgreSQL (a probe, session 27: answers unsaved, the store in outage mode). Each
+    transaction here pauses after its first row until the other has written one too (or 1 s)."""
+    import threading
+
+    from sqlalchemy import event
+
+    from digitlab.store.db import make_engine
+    from digitlab.store.repository import Repository
+
+    engines = [make_engine(db_url) for _ in range(2)]
+    first_rows = threading.Barrier(2, timeout=1.0)
+    for engine in engines:
+        @event.listens_for(engine, "after_cursor_execute")
+        def wait_for_the_other(conn, cursor, statement, *args, _seen=set()):  # noqa: B006 - one per engine
+            if statement.lstrip().upper().startswith("INSERT") and id(conn) not in _seen:
+                _seen.add(id(conn))
+                try:
+                    first_rows.wait()
+                except threading.BrokenBarrierError:
+                    pass  # the other waits on this one's row lock: go on
+
+    batches = [
+        [make_record(1, model="cnn", drawing_id="dd"), make_record(1, model="svm", drawing_id="dd")],
+        [make_record(2, model="svm", drawing_id="dd"), make_record(2, model="cnn", drawing_id="dd")],
+    ]
+    outcome: dict[int, object] = {}
+
+    def write(k: int) -> None:
+        try:
+            outcome[k] = Repository(engines[k]).insert_many(batches[k])
+        except Exception as exc:  # noqa: BLE001 - the assertion names it
+            outcome[k] = exc
+
+    threads = [threading.Thread(target=write, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for engine in engines:
+        engine.dispose()
+    assert all(isinstance(ids, list) and len(ids) == 2 for ids in outcome.values()), outcome
+    assert sorted(outcome[0]) == sorted(outcome[1])  # the same two rows, one per model
