@@ -319,11 +319,12 @@ def cases() -> list[Case]:
             content=b"\x00\x01garbage",
             headers={"content-type": "multipart/form-data; boundary=zzz"},
         ),
-        Case(  # a preamble before the first boundary: python-multipart refuses it with a warning on stderr
-            "multipart-preamble",
+        Case(  # junk glued to the first boundary (no preamble line: RFC 2046's preamble is read since
+            # session 27): python-multipart refuses it with a warning on stderr
+            "multipart-junk-before-boundary",
             400,
             "malformed_body",
-            content=b"junk\r\n--zzz\r\nContent-Disposition: form-data; name=\"image\"; filename=\"d.png\"\r\n"
+            content=b"junk--zzz\r\nContent-Disposition: form-data; name=\"image\"; filename=\"d.png\"\r\n"
             b"Content-Type: image/png\r\n\r\n" + png + b"\r\n--zzz--\r\n",
             headers={"content-type": "multipart/form-data; boundary=zzz"},
         ),
@@ -602,6 +603,6 @@ def test_server_still_answers_after_the_corpus(live_server, sample_png):
     assert live_server.alive()
     log = live_server.log_text()
     assert "Traceback" not in log and "internal_error" not in log, live_server.log_tail()
-    # python-multipart's warning for each malformed body ("multipart-preamble" above) was a bare stderr line
+    # python-multipart's warning for each malformed body ("multipart-junk-before-boundary" above) was a bare stderr line
     # anyone could repeat at will: the client's 400 says it
     assert "Expected boundary character" not in log, live_server.log_tail()

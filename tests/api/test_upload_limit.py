@@ -47,3 +47,133 @@ def test_urllib_upload_over_the_limit_reads_a_json_413(live_server, body):
     # a body that carries no image is not told to send a smaller one (POST /learn said so)
     status, answer = _post(f"{live_server.url}/api/v1/learn", body(), {"Content-Type": "application/json"})
     assert status == 413 and answer["detail"].endswith("send a smaller request."), answer
+
+
+def _asgi(middleware, messages, scope_extra=None):
+    """Run a pure ASGI middleware over `messages` (what the client sends): (status, headers, body) answered
+    by it, or None when it handed the request to the app."""
+    import asyncio
+
+    sent: list[dict] = []
+    reached: list[bytes] = []
+
+    async def app(scope, receive, send):
+        message = await receive() if scope["method"] == "POST" else {"body": b""}
+        reached.append(message.get("body", b""))
+
+    async def run():
+        queue = list(messages)
+
+        async def receive():
+            if queue:
+                return queue.pop(0)
+            await asyncio.sleep(3600)
+
+        scope = {"type": "http", "method": "POST", "path": "/api/v1/predict", "headers": [], "query_string": b""}
+        scope.update(scope_extra or {})
+        async def send(message):
+            sent.append(message)
+
+        await middleware(app)(scope, receive, send)
+
+    asyncio.run(run())
+    if reached:
+        return None
+    return sent[0]["status"], dict(sent[0]["headers"]), sent[1]["body"]
+
+
+def test_bodies_held_at_once_are_bounded():
+    """100 connections each sending 4.9 MB and holding back the last bytes took 430 MB of two workers (a
+    probe, session 27): past `max_buffered` bytes of bodies being read in a process, 503 `server_busy`."""
+    import asyncio
+
+    from digitlab.api.limits import BodyLimitMiddleware
+
+    limit = BodyLimitMiddleware(None, max_bytes=1000, max_buffered=2500)
+    answers: list = []
+
+    async def one(first: bytes, hold: asyncio.Event):
+        sent: list[dict] = []
+
+        async def send(message):
+            sent.append(message)
+        steps = [{"type": "http.request", "body": first, "more_body": True}]
+
+        async def receive():
+            if steps:
+                return steps.pop(0)
+            await hold.wait()
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def app(scope, receive, send):
+            await receive()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+
+        limit.app = app
+        scope = {"type": "http", "method": "POST", "path": "/api/v1/predict", "headers": [], "query_string": b""}
+        await limit(scope, receive, send)
+        answers.append(sent[0]["status"])
+
+    async def run():
+        hold = asyncio.Event()
+        tasks = [asyncio.create_task(one(b"x" * 900, hold)) for _ in range(3)]  # 2,700 bytes held: one too many
+        await asyncio.sleep(0.05)
+        assert limit.buffered <= 2500
+        hold.set()
+        await asyncio.gather(*tasks)
+        assert limit.buffered == 0  # every body released
+        await one(b"x" * 900, hold)  # room again
+
+    asyncio.run(run())
+    assert sorted(answers) == [200, 200, 200, 503]
+
+
+def test_a_refused_expect_continue_request_closes_its_connection():
+    """Answered 413 before its body came, the connection stayed open and the client's next request was read
+    as the refused body, never answered (a probe, session 27)."""
+    from digitlab.api.limits import BodyLimitMiddleware
+
+    status, headers, _ = _asgi(
+        lambda app: BodyLimitMiddleware(app, max_bytes=1000),
+        [],
+        {"headers": [(b"content-length", b"5000"), (b"expect", b"100-continue")]},
+    )
+    assert status == 413 and headers.get(b"connection") == b"close"
+    status, headers, _ = _asgi(
+        lambda app: BodyLimitMiddleware(app, max_bytes=1000),
+        [{"type": "http.request", "body": b"x" * 5000, "more_body": False}],
+        {"headers": [(b"content-length", b"5000")]},
+    )
+    assert status == 413 and b"connection" not in headers  # its body was read: the connection is usable
+
+
+@pytest.mark.parametrize(
+    "query,refused",
+    [(b"page=1&page=2", True), (b"kind=input&kind=processed", True), (b"page=1&page_size=2", False),
+     (b"model=svm", False), (b"", False), (b"a&a", True)],
+)
+def test_a_query_parameter_sent_twice_is_refused(query, refused):
+    """`?page=1&page=2` answered page 2 and `?kind=input&kind=processed` the processed image."""
+    from digitlab.api.limits import OneValuePerQueryKey
+
+    answer = _asgi(lambda app: OneValuePerQueryKey(app), [], {"method": "GET", "query_string": query})
+    if refused:
+        status, _, body = answer
+        assert status == 422 and json.loads(body)["code"] == "invalid_fields" and b"more than once" in body
+    else:
+        assert answer is None
+
+
+def test_repeated_query_parameters_and_json_members_on_the_live_server(api):
+    from .conftest import draw_digit
+
+    r = api.get("/api/v1/predictions?page=1&page=2", headers={"Authorization": "Bearer x"})
+    assert r.status_code == 422 and r.json()["code"] == "invalid_fields", r.text
+    import base64
+
+    image = base64.b64encode(draw_digit()).decode()
+    body = '{"image": "%s", "model": "svm", "true_digit": 7, "true_digit" : 3}' % image
+    r = api.post("/api/v1/predict", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "'true_digit' was sent more than once" in r.json()["detail"], r.text
+    body = '{"image": "%s", "model": "svm", "session_id": "a\\":b\\":c", "true_digit": 7}' % image
+    assert api.post("/api/v1/predict", content=body, headers={"content-type": "application/json"}).status_code == 200

@@ -42,6 +42,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "invalid_fields": 422,
     "internal_error": 500,
     "model_not_ready": 503,
+    "server_busy": 503,
     "model_artifact_invalid": 503,
     "database_unavailable": 503,
 }

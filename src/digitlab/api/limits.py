@@ -1,7 +1,11 @@
-"""Request body size limit, enforced before the body is read (pure ASGI middleware).
+"""Request limits, enforced before the app sees the request (pure ASGI middleware): the body's size, the
+bodies held in memory at once, and each query parameter at most once.
 
 The body is read here, counting bytes as they arrive (chunked uploads have no Content-Length); an
-accepted body is handed to the app in one piece, so no route ever sees more than `max_bytes`.
+accepted body is handed to the app in one piece, so no route ever sees more than `max_bytes`. All bodies
+being read at once hold at most `max_buffered` bytes in a process: 100 connections each sending 4.9 MB
+and holding back the last bytes took 430 MB (a probe, session 27); past the bound a request is answered
+503 `server_busy` at once, and its connection closed.
 
 A body over the limit gets a JSON 413 that the client can actually read:
 
@@ -17,6 +21,7 @@ A body over the limit gets a JSON 413 that the client can actually read:
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import parse_qsl
 
 from digitlab.api.errors import error_body
 
@@ -32,14 +37,20 @@ BODY_IDLE_SECONDS = 20.0
 #: idles 20 s: such connections were held for good, and enough of them took every file descriptor) too.
 #: 5 MB in 120 s is 42 KB/s: a phone's upload on a poor mobile connection still gets through.
 BODY_TOTAL_SECONDS = 120.0
+#: The most bytes of request bodies a process holds while they arrive (the limit is 5 MB per body, a canvas
+#: drawing 3-40 KB: thousands of drawings at once, or 25 of the largest uploads).
+BUFFERED_BYTES = 128 * 1024 * 1024
 
 
 class BodyLimitMiddleware:
     def __init__(
         self, app, max_bytes: int, on_error=None, drain_bytes: int = DRAIN_BYTES,
         idle_seconds: float = BODY_IDLE_SECONDS, total_seconds: float = BODY_TOTAL_SECONDS,
+        max_buffered: int = BUFFERED_BYTES,
     ):  # fmt: skip
         self.app = app
+        self.max_buffered = max(int(max_buffered), int(max_bytes))
+        self.buffered = 0  # bytes of the bodies being read now, in this process
         self.idle_seconds = float(idle_seconds)
         self.total_seconds = float(total_seconds)
         self.max_bytes = int(max_bytes)
@@ -65,18 +76,23 @@ class BodyLimitMiddleware:
             if not message.get("more_body", False):
                 return
 
-    async def _refuse(self, send, length: int | None, path: str) -> None:
+    async def _refuse(self, send, length: int | None, path: str, *, close: bool = False) -> None:
         size = f" ({length:,} bytes)" if length is not None else ""
         what = "image" if path.endswith(("/predict", "/read")) else "request"  # (/learn said "a smaller image")
         detail = f"The request body{size} is larger than the limit of {self.max_bytes:,} bytes: send a smaller {what}."
-        await self._answer(send, 413, detail, "payload_too_large")
+        await self._answer(send, 413, detail, "payload_too_large", close=close)
 
-    async def _answer(self, send, status: int, detail: str, code: str) -> None:
+    async def _answer(self, send, status: int, detail: str, code: str, *, close: bool = False) -> None:
+        """`close`: the connection is closed after the answer (its body was not read: a client that asked
+        `Expect: 100-continue` and was refused kept the connection open and its next request was read as
+        the refused body, and never answered)."""
         if self.on_error is not None:  # (a 408 or a 415 given here was missing from digitlab_errors_total)
             self.on_error(code)
         body = error_body(detail, code)
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        if status == 408:
+        if status == 503:
+            headers.append((b"retry-after", b"1"))
+        if close or status in (408, 503):
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -104,41 +120,19 @@ class BodyLimitMiddleware:
             if not expects_continue and (declared or 0) <= self.drain_bytes:
                 await self._drain(receive, 0, deadline)
             await self._answer(send, 415, "Compressed request bodies (Content-Encoding) are not accepted: send the "
-                               "body uncompressed.", "unsupported_media_type")  # fmt: skip
+                               "body uncompressed.", "unsupported_media_type", close=expects_continue)  # fmt: skip
             return
         if declared is not None and declared > self.max_bytes:
             if not expects_continue and declared <= self.drain_bytes:
                 await self._drain(receive, 0, deadline)
-            await self._refuse(send, declared, scope.get("path", ""))
+            await self._refuse(send, declared, scope.get("path", ""), close=expects_continue)
             return
         if declared == 0 or (declared is None and scope.get("method") in _METHODS_WITHOUT_BODY):
             await self.app(scope, receive, send)
             return
-
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            try:
-                async with asyncio.timeout_at(self._next_deadline(deadline)):
-                    message = await receive()
-            except TimeoutError:
-                await self._answer(send, 408, "The request body stopped arriving, or came too slowly: send the whole "
-                                   "request again.", "request_timeout")  # fmt: skip
-                return
-            if message["type"] == "http.disconnect":
-                return  # the client went away before sending its body: nobody to answer
-            chunk = message.get("body", b"")
-            if chunk:
-                size += len(chunk)
-                if size > self.max_bytes:
-                    if message.get("more_body", False):
-                        await self._drain(receive, size, deadline)
-                    await self._refuse(send, None, scope.get("path", ""))
-                    return
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        body = await self._read_body(receive, send, scope.get("path", ""), deadline)
+        if body is None:
+            return
         delivered = False
 
         async def replay():
@@ -149,3 +143,68 @@ class BodyLimitMiddleware:
             return await receive()  # http.disconnect, when it comes
 
         await self.app(scope, replay, send)
+
+    async def _read_body(self, receive, send, path: str, deadline: float) -> bytes | None:
+        """The whole body, or None once it has been answered here (too large, too slow, the process holding
+        too many bodies) or its client went away."""
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout_at(self._next_deadline(deadline)):
+                        message = await receive()
+                except TimeoutError:
+                    await self._answer(send, 408, "The request body stopped arriving, or came too slowly: send the "
+                                       "whole request again.", "request_timeout")  # fmt: skip
+                    return None
+                if message["type"] == "http.disconnect":
+                    return None  # the client went away before sending its body: nobody to answer
+                chunk = message.get("body", b"")
+                if chunk:
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        self.buffered -= sum(len(c) for c in chunks)
+                        chunks.clear()  # (nothing left for `finally` to release)
+                        if message.get("more_body", False):
+                            await self._drain(receive, size, deadline)
+                        await self._refuse(send, None, path)
+                        return None
+                    self.buffered += len(chunk)
+                    chunks.append(chunk)
+                    if self.buffered > self.max_buffered:
+                        await self._answer(send, 503, "The server is receiving too many uploads at once: send it "
+                                           "again in a moment.", "server_busy")  # fmt: skip
+                        return None
+                if not message.get("more_body", False):
+                    break
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        finally:
+            self.buffered -= sum(len(c) for c in chunks)
+
+
+class OneValuePerQueryKey:
+    """A query parameter sent twice is refused (422 `invalid_fields`): `?page=1&page=2` answered page 2 and
+    `?kind=input&kind=processed` the processed image (a probe, session 27), as a repeated form field is
+    refused. No route takes a list in its query."""
+
+    def __init__(self, app, on_error=None):
+        self.app = app
+        self.on_error = on_error
+
+    async def __call__(self, scope, receive, send):
+        query = scope.get("query_string", b"") if scope["type"] == "http" else b""
+        if query and b"&" in query:
+            seen: set[str] = set()
+            for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+                if name in seen:
+                    if self.on_error is not None:
+                        self.on_error("invalid_fields")
+                    body = error_body(f"Invalid request: the query parameter '{name[:40]}' was sent more than "
+                                      "once: send each once.", "invalid_fields")  # fmt: skip
+                    await send({"type": "http.response.start", "status": 422, "headers": [
+                        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                    await send({"type": "http.response.body", "body": body})
+                    return
+                seen.add(name)
+        await self.app(scope, receive, send)

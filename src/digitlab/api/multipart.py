@@ -3,10 +3,12 @@
 A prediction request is a few small parts: the image file and a handful of short text fields.
 python-multipart parses it byte by byte through Python callbacks, which cost more CPU per request
 than the CNN. `parse_plain_form` handles the plain shape (RFC 7578 as browsers, curl, requests and
-httpx write it) and returns None for anything else -- a preamble or epilogue, quoted-pair escapes,
-`filename*`, other part headers, a non-UTF-8 charset, repeated names, too many parts -- so that
-Starlette's parser decides those, with its own errors. Both give the same fields for a plain form
-(tests/api/test_multipart.py).
+httpx write it, with or without a preamble) and returns None for anything else -- an epilogue,
+quoted-pair escapes, `filename*`, other part headers, a non-UTF-8 charset, repeated names, too many
+parts -- so that Starlette's parser decides those, with its own errors. Both give the same fields for a
+plain form (tests/api/test_multipart.py). A text field that is not UTF-8 is refused (`NotText`):
+Starlette's parser took its bytes as Latin-1 ("\xff\xfe" was stored as "ÿþ"; a probe, session 27), and
+RFC 2046's preamble, which its parser refused, is skipped.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from dataclasses import dataclass
 MAX_FILES = 4
 MAX_FIELDS = 32
 MAX_TEXT_PART = 1024 * 1024
+
+
+class NotText(ValueError):
+    """A text field whose bytes are not UTF-8 (its name is the message)."""
 
 
 @dataclass(frozen=True)
@@ -88,12 +94,16 @@ def parse_plain_form(content_type: str, body: bytes) -> dict[str, Part] | None:
     if boundary is None:
         return None
     delimiter = b"--" + boundary
-    if not body.startswith(delimiter + b"\r\n"):
-        return None
     separator = b"\r\n" + delimiter
+    if body.startswith(delimiter + b"\r\n"):
+        pos = len(delimiter) + 2
+    else:  # a preamble (RFC 2046): ignored, up to the line with the first delimiter
+        first = body.find(separator + b"\r\n")
+        if first < 0:
+            return None
+        pos = first + len(separator) + 2
     parts: dict[str, Part] = {}
     files = fields = 0
-    pos = len(delimiter) + 2
     while True:
         head_end = body.find(b"\r\n\r\n", pos)
         if head_end < 0:
@@ -130,7 +140,7 @@ def parse_plain_form(content_type: str, body: bytes) -> dict[str, Part] | None:
             try:
                 parts[field] = Part(False, content.decode("utf-8"))
             except UnicodeDecodeError:
-                return None
+                raise NotText(field) from None
         if files > MAX_FILES or fields > MAX_FIELDS:
             return None
         after = end + len(separator)

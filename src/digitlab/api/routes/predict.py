@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
+import re
 from typing import Any
 
 import orjson
@@ -14,7 +16,7 @@ from starlette.datastructures import UploadFile
 from digitlab.api.deps import FastJSONResponse, get_ctx
 from digitlab.api.errors import ApiError, describe_validation_errors, error_responses
 from digitlab.api.metrics import MODEL_SCOPE_KEY
-from digitlab.api.multipart import MAX_FIELDS, MAX_FILES, Part, boundary_of, parse_plain_form
+from digitlab.api.multipart import MAX_FIELDS, MAX_FILES, NotText, Part, boundary_of, parse_plain_form
 from digitlab.api.prediction import Job, resolve_models
 from digitlab.api.schemas import (
     SESSION_ID_MAX,
@@ -63,7 +65,10 @@ def _invalid(message: str) -> ApiError:
 
 async def _from_multipart(request: Request, options_model: type[ImageOptions]) -> tuple[bytes, Any]:
     body = await request.body()  # already in memory (BodyLimitMiddleware); request.form() reuses it
-    parts = parse_plain_form(request.headers.get("content-type", ""), body)
+    try:
+        parts = parse_plain_form(request.headers.get("content-type", ""), body)
+    except NotText as exc:
+        raise _invalid(f"Invalid request: the field '{str(exc)[:40]}' is not UTF-8 text.") from None
     if parts is None:  # not the plain shape: Starlette's parser decides, with its own errors
         boundary = boundary_of(request.headers.get("content-type", ""))
         if boundary is not None and b"--" + boundary + b"--" not in body:  # its parser keeps what came
@@ -125,7 +130,29 @@ async def _parts_from_starlette(request: Request, known: set[str]) -> dict[str, 
 
 
 def _loads(body: bytes) -> Any:
-    return orjson.loads(body)  # strict: NaN / Infinity are not JSON
+    """The JSON value (strict: NaN / Infinity are not JSON); an object with a member named twice raises
+    `_Repeated` (`{"true_digit": 7, "true_digit": 3}` stored 3, a probe, session 27, while a repeated
+    form field is refused). orjson keeps the last member silently: where the body has more `"name":`
+    than the object has members, the standard parser looks again, member by member."""
+    payload = orjson.loads(body)
+    if isinstance(payload, dict) and len(_MEMBER_NAME.findall(body)) > len(payload):
+        json.loads(body, object_pairs_hook=_members_once)
+    return payload
+
+
+_MEMBER_NAME = re.compile(rb'"\s*:')
+
+
+class _Repeated(ValueError):
+    pass
+
+
+def _members_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    names = [name for name, _ in pairs]
+    if len(set(names)) < len(names):
+        repeated = next(n for n in names if names.count(n) > 1)
+        raise _Repeated(repeated)
+    return dict(pairs)
 
 
 def decode_base64_image(text: str) -> bytes:
@@ -152,6 +179,8 @@ async def _from_json(request: Request, json_model: type[ImageOptions]) -> tuple[
         body = body[3:]
     try:
         payload = _loads(body)
+    except _Repeated as exc:
+        raise _invalid(f"Invalid request: '{str(exc)[:40]}' was sent more than once: send each member once.") from None
     except ValueError:
         raise _invalid("Invalid request: the body is not valid JSON.") from None
     if not isinstance(payload, dict):
