@@ -172,8 +172,8 @@ def test_repeated_query_parameters_and_json_members_on_the_live_server(api):
     import base64
 
     image = base64.b64encode(draw_digit()).decode()
-    body = '{"image": "%s", "model": "svm", "true_digit": 7, "true_digit" : 3}' % image
+    body = '{"image": "' + image + '", "model": "svm", "true_digit": 7, "true_digit" : 3}'
     r = api.post("/api/v1/predict", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 422 and "'true_digit' was sent more than once" in r.json()["detail"], r.text
-    body = '{"image": "%s", "model": "svm", "session_id": "a\\":b\\":c", "true_digit": 7}' % image
+    body = '{"image": "' + image + '", "model": "svm", "session_id": "a\\":b\\":c", "true_digit": 7}'
     assert api.post("/api/v1/predict", content=body, headers={"content-type": "application/json"}).status_code == 200
