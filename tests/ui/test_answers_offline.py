@@ -262,6 +262,26 @@ def test_number_an_untouched_answer_follows_the_reading(fake):
     assert "kept" not in _answer_texts(at).lower()
 
 
+def test_number_an_emptied_box_follows_the_next_reading(fake):
+    """Emptied, Enter, one more stroke: the box stayed empty under "Kept what you typed, ****; the new reading
+    is 391" (a newcomer's tour, session 27). Emptied is untouched: the next reading fills it; Enter on the
+    emptied box still asks for digits and confirms nothing."""
+    api, canvas, open_page = fake
+    first, second = png(840, 280), png(840, 280, shade=3)
+    api.readings = {first: "39", second: "391"}
+    canvas.set("number", first, drawing_id="n1")
+    at = open_page("number")
+    _typed(at).set_value("").run()
+    _confirm(at)
+    assert "Type the number with digits only" in " ".join(str(w.value) for w in at.warning)
+    assert _typed(at).value == "" and api.number_feedback_calls == []
+    assert "kept" not in _answer_texts(at).lower() and "****" not in _answer_texts(at)
+    canvas.set("number", second, strokes=2, drawing_id="n1")
+    at.run()
+    assert not at.exception, at.exception
+    assert _typed(at).value == "391" and "kept" not in _answer_texts(at).lower(), _answer_texts(at)
+
+
 def test_number_an_earlier_reading_sent_back_by_the_browser_is_no_correction(fake):
     """A run cut short by the next stroke offers a reading the browser never shows; the box then comes back
     with an earlier reading, which was taken for a typed correction: "Kept what you typed, 00" when nothing

@@ -214,8 +214,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("name", help="model name, e.g. svm")
     p.set_defaults(func=_models)
 
-    p = sub.add_parser("run", help="train what is missing, then start API and UI together")
-    p.add_argument("--no-train", action="store_true", help="start with whatever models exist")
+    p = sub.add_parser(
+        "run",
+        help="train what is missing, then start API and UI together",
+        description="Train the classical models that are missing (5-10 minutes on 2 cores; the CNN is bundled), "
+        "then start the API and the UI together; Ctrl-C stops both.",
+        epilog="Ports and places come from the environment: DIGITLAB_PORT (API, default 8000), DIGITLAB_UI_PORT "
+        "(UI, default 8501), DIGITLAB_MODEL_DIR, DIGITLAB_DATA_DIR, DATABASE_URL (default: SQLite in the data "
+        "folder); `digitlab run` reads them as `serve` and `ui` do.",
+    )
+    p.add_argument("--no-train", action="store_true", help="start at once with whatever models exist (the CNN is bundled)")
     p.set_defaults(func=_run)
     return parser
 

@@ -105,11 +105,20 @@ def _offer_reading(answer: dict, key: str, done) -> str | None:
     typed = st.session_state.get(box)
     if typed is None and f"num_typed_{key}" in st.session_state:  # the box's state went with a visit to
         typed = st.session_state[box] = st.session_state[f"num_typed_{key}"]  # another page: typed 388 became 38
-    if reading not in offered:
+    new_reading = reading not in offered
+    if new_reading:
         st.session_state[offered_key] = (*offered, reading)
     if done:  # confirmed (or waiting to be sent): the box holds the answer
         if typed is None:
             st.session_state[box] = done[0]
+        return None
+    if typed is not None and not "".join(str(typed).split()):
+        # emptied: nothing typed, so the next reading fills it (it said "Kept what you typed, ****" and the
+        # box stayed empty; a newcomer's tour, session 27). Not the same reading again: Enter in the emptied
+        # box would have confirmed the reading instead of asking for digits
+        if new_reading:
+            st.session_state[box] = reading
+            st.session_state.pop(kept_key, None)
         return None
     if typed is None or "".join(str(typed).split()) in (*offered, reading):
         st.session_state[box] = reading  # untouched: it follows the reading
