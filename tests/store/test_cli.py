@@ -577,3 +577,27 @@ def test_serve_refuses_a_database_user_who_may_not_create_the_tables(pg_database
         with admin_connect() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def test_serve_refuses_a_model_folder_it_cannot_read(tmp_path):
+    """Every worker stopped with a 90-line traceback (PermissionError in Path.exists) and `serve --workers 2`
+    exited 0 (a probe, session 27). Root reads any folder: the check runs without its override capabilities."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    models = tmp_path / "models"
+    models.mkdir()
+    models.chmod(0)
+    cmd = [sys.executable, "-m", "digitlab", "serve", "--port", "0", "--workers", "2"]
+    if os.geteuid() == 0:
+        cmd = ["capsh", "--drop=cap_dac_override,cap_dac_read_search", "--", "-c", shlex.join(cmd)]
+    env = {**os.environ, "DIGITLAB_MODEL_DIR": str(models), "DIGITLAB_DATA_DIR": str(tmp_path / "data"),
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'data' / 'p.db'}"}  # fmt: skip
+    try:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        models.chmod(0o755)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip() == f"error: DIGITLAB_MODEL_DIR={models} cannot be read (Permission denied): point it at a readable folder"

@@ -170,7 +170,8 @@ def check_database_schema(url: str) -> None:
 
 def check_folders(settings) -> None:
     """Refuse a data or spool folder that is a file or cannot be written: the workers would answer every
-    prediction unstored (`logged: false`) and /health would blame the database."""
+    prediction unstored (`logged: false`) and /health would blame the database. And a model folder that
+    cannot be read (a probe, session 27: every worker stopped with a traceback, and `serve` exited 0)."""
     folders = [("DIGITLAB_DATA_DIR", settings.data_dir)]
     if settings.spool_dir is not None:
         folders.append(("DIGITLAB_SPOOL_DIR", settings.spool_dir))
@@ -185,6 +186,15 @@ def check_folders(settings) -> None:
             ) from None
         if not os.access(folder, os.W_OK | os.X_OK):
             raise DigitlabError(f"{name}={folder} is not writable: point it at a writable folder", code="invalid_folder")
+    models = Path(settings.model_dir)
+    try:  # (absent is fine: the CNN is bundled; unreadable stopped every worker with a 90-line traceback)
+        if models.exists():
+            os.listdir(models)
+    except OSError as exc:
+        raise DigitlabError(
+            f"DIGITLAB_MODEL_DIR={models} cannot be read ({exc.strerror or exc}): point it at a readable folder",
+            code="invalid_folder",
+        ) from None
 
 
 def unusable_database_url(exc: BaseException) -> str:
