@@ -166,6 +166,30 @@ def test_new_model_files_are_picked_up(tmp_path, tiny_model_dir, png):
         assert r.status_code == 200 and r.json()["model"] == "svm_pca"
 
 
+def test_a_broken_artefact_written_over_a_served_one_is_said(tmp_path, tiny_model_dir, png):
+    """The log said "model svm not loaded", `/models` said ready with no error, and the next start found svm
+    broken (a probe, session 27). The version loaded before is still served, and `/models` says why."""
+    import json
+    import time
+
+    model_dir = tmp_path / "models"
+    model_dir.mkdir()
+    for suffix in ("json", "joblib"):
+        shutil.copy2(tiny_model_dir / f"svm.{suffix}", model_dir / f"svm.{suffix}")
+    with TestClient(create_app(settings_for(tmp_path, model_dir))) as c:
+        ctx = c.app.state.ctx
+        (model_dir / "svm.joblib").write_bytes(b"not a model")
+        manifest = json.loads((model_dir / "svm.json").read_text())
+        manifest["trained_at"] = "2026-12-01T08:00:00Z"
+        time.sleep(0.01)
+        (model_dir / "svm.json").write_text(json.dumps(manifest))
+        refresh_models(ctx)
+        svm = next(m for m in c.get("/api/v1/models").json() if m["name"] == "svm")
+        assert svm["status"] == "ready" and "SHA-256" in svm["error"] and "is served until it is fixed" in svm["error"]
+        r = c.post("/api/v1/predict", files={"image": ("d.png", png)}, data={"model": "svm"})
+        assert r.status_code == 200 and r.json()["model"] == "svm"
+
+
 def test_tampered_artefact_is_not_loaded(tmp_path, tiny_model_dir, png):
     model_dir = tmp_path / "models"
     model_dir.mkdir()

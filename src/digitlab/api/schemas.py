@@ -68,7 +68,7 @@ class ModelInfo(BaseModel):
         description="The model this one asks about the drawings it doubts (the CNN asks a fully trained svm); "
         "its answers' `model_version` then names both, e.g. `1.0.0+svm:1.0.0`.",
     )
-    error: str | None = Field(None, description="Why a model whose artefact exists could not be loaded.")
+    error: str | None = Field(None, description="Why a model whose artefact exists could not be loaded (also for a ready model: its artefact changed on disk and does not load, and the version loaded before is still served).")
 
 
 class PredictionResult(BaseModel):

@@ -41,10 +41,19 @@ def model_list(ctx: AppContext) -> list[ModelInfo]:
                 training_seconds=manifest.get("training_seconds"),
                 train_samples=manifest.get("train_samples"),
                 asks=model.partner.name if model is not None and model.partner is not None else None,
-                error=errors.get(name) if model is None else None,
+                error=_error(errors.get(name), model),
             )
         )
     return out
+
+
+def _error(error: str | None, served) -> str | None:
+    """Why the model's artefact could not be loaded; for a model still served, that it is the one loaded before
+    (a broken artefact written over a served one was only in the log: `/models` said ready, no error, and the
+    next start found the model broken; a probe, session 27)."""
+    if error is None or served is None:
+        return error
+    return f"the artefact on disk could not be loaded ({error}); version {served.version} loaded before is served until it is fixed"
 
 
 @router.get("/models", response_model=list[ModelInfo])

@@ -192,8 +192,12 @@ def card(model: dict[str, Any], latency: float | None, live_status: str | None) 
                 st.caption(
                     "Rows: the true digit; columns: what the model said. Off-diagonal cells are mistakes."
                 )
-        elif status == "missing":
+        elif status == "missing" and not model.get("error"):
             st.caption(f"Not trained yet: run `digitlab train {model.get('name')}`.")
+        if model.get("error"):  # an artefact that does not load (the version loaded before may still serve)
+            said = model["error"] if status == "ready" else f"its artefact could not be loaded: {model['error']}"
+            st.warning(f"{said[:1].upper()}{said[1:]}. Rebuild it with `digitlab train {model.get('name')}`.",
+                       icon=":material/report:")  # fmt: skip
         if status == "training":
             st.caption("Training now; the card fills in when it is done.")
         if status != "missing":
