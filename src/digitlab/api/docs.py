@@ -21,9 +21,21 @@ def assets_dir() -> str:
     return str(files("fastapi_offline") / "static")
 
 
+class WholeFiles(StaticFiles):
+    """The asset files whole, whatever `Range` asks (RFC 9110 lets a server ignore it): a malformed or unsatisfiable
+    range got a plain-text 400 or an empty 416, where every other error of this API is JSON (a probe, session 27);
+    the files are a few hundred KB, fetched whole by the docs pages."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            headers = [(k, v) for k, v in scope.get("headers", ()) if k not in (b"range", b"if-range")]
+            scope = {**scope, "headers": headers}
+        await super().__call__(scope, receive, send)
+
+
 def install_docs(app: FastAPI, docs_url: str = "/docs", redoc_url: str = "/redoc") -> None:
     """Add the two documentation pages and their assets to an app built with docs_url=redoc_url=None."""
-    app.mount(ASSETS_URL, StaticFiles(directory=assets_dir()), name="docs-assets")
+    app.mount(ASSETS_URL, WholeFiles(directory=assets_dir()), name="docs-assets")
     oauth2_redirect_url = app.swagger_ui_oauth2_redirect_url
 
     @app.get(docs_url, include_in_schema=False)
