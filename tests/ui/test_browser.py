@@ -276,6 +276,10 @@ def test_compare_shows_every_ready_model(desktop, ui_server, api_server):
     assert re.search(r"All \d+ models (agree|say)|The models disagree", text), text[:800]
     assert re.search(r"\d+% sure · \d+\s+ms", text)
     expect(page.get_by_text("Probabilities, model by model")).to_be_attached()
+    # the question comes before the chart, in view (under the chart it began at the window's bottom edge)
+    first = page.locator('[class*="st-key-cmp_fb_"] button').first.bounding_box()
+    chart = page.locator(".st-key-cmp_chart").bounding_box()
+    assert first["y"] + first["height"] <= min(chart["y"], page.viewport_size["height"]), (first, chart)
     # one answer labels every model's record of the drawing (they were stored with no way to label them)
     page.locator('[class*="st-key-cmp_fb_"] button').filter(
         has_text=re.compile(r"^3$")).first.click()

@@ -123,10 +123,12 @@ def compare_area() -> None:
         with slot.container(key="cmp_result"):
             verdict(result, models)
             cards(result, models, drawing.digest)
-            if chart is not None:
-                with st.container(key="cmp_chart"):  # (on a phone after "What did you draw?")
-                    st.altair_chart(chart, width="stretch")
+            # the question before the chart: under it, "What did you draw?" began at the window's bottom edge
+            # at 1280x800 (a newcomer's tour, session 27); on a phone it always came first (common.CSS)
             answer_for_all(result, drawing.digest)
+            if chart is not None:
+                with st.container(key="cmp_chart"):
+                    st.altair_chart(chart, width="stretch")
     if result.processed_png:
         seen.image(common.zoom_png(result.processed_png, 84), width=84, caption="What every model saw")
 
