@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, SQLAlchemyError
 
 from digitlab.errors import DigitlabError
 
@@ -184,6 +185,7 @@ def make_engine(url: str, *, connect_timeout: float = 2.0) -> Engine:
         # no pool_pre_ping: a file does not drop connections, and the ping was a query per checkout
         engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 5.0})
         event.listen(engine, "connect", _sqlite_pragmas)
+        _watch_file(engine, os.path.abspath(parsed.database))
         return engine
     connect_args: dict[str, int | str] = {}
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() == "psycopg2" and not _has("psycopg2"):
@@ -212,6 +214,32 @@ def make_engine(url: str, *, connect_timeout: float = 2.0) -> Engine:
         pool_pre_ping=True,  # a server restart leaves dead connections in the pool
         pool_recycle=1800,
     )
+
+
+def _watch_file(engine: Engine, path: str) -> None:
+    """A pooled connection whose database file was removed or replaced since it opened is dropped at checkout,
+    and a new one opens the file now at `path`. The open connections kept writing to the removed file: six
+    predictions answered `logged: true` after `rm digitlab.db*` were gone at the next start (a probe, session
+    27). Now the first write finds no tables there: an outage, so it is spooled, the new file is migrated and the
+    spool replayed into it, as for a database re-created empty. A file put back in place (a restored backup) is
+    read from then on. One `stat` per checkout."""
+
+    def identity() -> tuple[int, int] | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def opened(_dbapi_conn, record) -> None:
+        record.info["file"] = identity()
+
+    def checked_out(_dbapi_conn, record, _proxy) -> None:
+        if record.info.get("file") != identity():
+            raise DisconnectionError(f"the database file {path} was removed or replaced")
+
+    event.listen(engine, "connect", opened)
+    event.listen(engine, "checkout", checked_out)
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
