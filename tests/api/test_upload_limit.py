@@ -176,4 +176,12 @@ def test_repeated_query_parameters_and_json_members_on_the_live_server(api):
     r = api.post("/api/v1/predict", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 422 and "'true_digit' was sent more than once" in r.json()["detail"], r.text
     body = '{"image": "' + image + '", "model": "svm", "session_id": "a\\":b\\":c", "true_digit": 7}'
-    assert api.post("/api/v1/predict", content=body, headers={"content-type": "application/json"}).status_code == 200
+    r = api.post("/api/v1/predict", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    uid = r.json()["uid"]
+    for path in (f"/api/v1/predictions/uid/{uid}/feedback", "/api/v1/numbers/uid/" + "0" * 32 + "/feedback"):
+        r = api.post(path, content=b'{"true_digit": 7, "true_digit": 3, "true_text": "1", "true_text": "2"}',
+                     headers={"content-type": "application/json"})
+        assert r.status_code == 422 and "was sent more than once" in r.json()["detail"], (path, r.text)
+    r = api.post(f"/api/v1/predictions/uid/{uid}/feedback", json={"true_digit": 3})
+    assert r.status_code == 200, r.text

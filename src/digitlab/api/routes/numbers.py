@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
 
-from digitlab.api.deps import Ctx, require_admin, store_or_503
+from digitlab.api.deps import Ctx, json_members_once, require_admin, store_or_503
 from digitlab.api.errors import ApiError, answer_not_stored, error_responses
 from digitlab.api.routes.predictions import (
     MAX_ID,
@@ -78,6 +78,7 @@ async def _feedback(ctx, body: NumberFeedback, *, number_id: int | None = None, 
 
 @router.post(
     "/numbers/{number_id}/feedback",
+    dependencies=[Depends(json_members_once)],
     response_model=NumberFeedbackResponse,
     responses=error_responses(400, 404, 415, 422, 503),
 )
@@ -90,6 +91,7 @@ async def number_feedback(ctx: Ctx, number_id: NumberId, body: NumberFeedback):
 
 @router.post(
     "/numbers/uid/{uid}/feedback",
+    dependencies=[Depends(json_members_once)],
     response_model=NumberFeedbackResponse,
     responses=error_responses(400, 404, 415, 422, 503),
 )

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
-import re
 from typing import Any
 
 import orjson
@@ -13,7 +11,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
-from digitlab.api.deps import FastJSONResponse, get_ctx
+from digitlab.api.deps import FastJSONResponse, get_ctx, repeated_member
 from digitlab.api.errors import ApiError, describe_validation_errors, error_responses
 from digitlab.api.metrics import MODEL_SCOPE_KEY
 from digitlab.api.multipart import MAX_FIELDS, MAX_FILES, NotText, Part, boundary_of, parse_plain_form
@@ -130,29 +128,17 @@ async def _parts_from_starlette(request: Request, known: set[str]) -> dict[str, 
 
 
 def _loads(body: bytes) -> Any:
-    """The JSON value (strict: NaN / Infinity are not JSON); an object with a member named twice raises
-    `_Repeated` (`{"true_digit": 7, "true_digit": 3}` stored 3, a probe, session 27, while a repeated
-    form field is refused). orjson keeps the last member silently: where the body has more `"name":`
-    than the object has members, the standard parser looks again, member by member."""
+    """The JSON value (strict: NaN / Infinity are not JSON); `_Repeated` for an object naming a member twice."""
     payload = orjson.loads(body)
-    if isinstance(payload, dict) and len(_MEMBER_NAME.findall(body)) > len(payload):
-        json.loads(body, object_pairs_hook=_members_once)
+    if isinstance(payload, dict):
+        name = repeated_member(body, len(payload))
+        if name is not None:
+            raise _Repeated(name)
     return payload
-
-
-_MEMBER_NAME = re.compile(rb'"\s*:')
 
 
 class _Repeated(ValueError):
     pass
-
-
-def _members_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    names = [name for name, _ in pairs]
-    if len(set(names)) < len(names):
-        repeated = next(n for n in names if names.count(n) > 1)
-        raise _Repeated(repeated)
-    return dict(pairs)
 
 
 def decode_base64_image(text: str) -> bytes:

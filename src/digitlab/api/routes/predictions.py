@@ -20,7 +20,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import FileResponse, Response
 
 from digitlab.api.context import AppContext
-from digitlab.api.deps import Ctx, require_admin, store_or_503
+from digitlab.api.deps import Ctx, json_members_once, require_admin, store_or_503
 from digitlab.api.errors import ApiError, answer_not_stored, error_responses
 from digitlab.api.head import HEAD_FLAG
 from digitlab.api.schemas import (
@@ -150,6 +150,7 @@ def _feedback(ctx: AppContext, body: FeedbackRequest, *, prediction_id: int | No
 
 @router.post(
     "/predictions/{prediction_id}/feedback",
+    dependencies=[Depends(json_members_once)],
     response_model=FeedbackResponse,
     responses=error_responses(400, 404, 415, 422, 503),
 )
@@ -162,6 +163,7 @@ def feedback(ctx: Ctx, prediction_id: PredictionId, body: FeedbackRequest):
 
 @router.post(
     "/predictions/uid/{uid}/feedback",
+    dependencies=[Depends(json_members_once)],
     response_model=FeedbackResponse,
     responses=error_responses(400, 404, 415, 422, 503),
 )
