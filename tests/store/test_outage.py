@@ -331,3 +331,36 @@ def test_writes_queued_behind_a_stuck_batch_are_spooled_within_the_deadline(
         pool.shutdown(wait=True)
         store.close()
         proxy.close()
+
+
+def test_health_says_catching_up_while_the_spool_is_replayed(absent_db, open_store, make_record, tmp_path, monkeypatch):
+    """Under load /health said `unavailable` for ~20 s after the database was back, until the spool had caught up
+    (a probe, session 27): while its lines are written it says `catching_up`, then `ok` with `spool: 0`."""
+    import time
+
+    url, bring_back = absent_db
+    store = open_store(url, tmp_path / "spool" / "me", batch_size=1)
+    try:
+        for d in range(30):
+            assert store.add(make_record(d % 10)).stored == "spool"
+        assert store.health()["database"] == "unavailable"
+        replay = store._drain_batch
+
+        def slowly(spool):
+            time.sleep(0.05)
+            return replay(spool)
+
+        monkeypatch.setattr(store, "_drain_batch", slowly)
+        bring_back()
+        seen = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            seen.append(store.health()["database"])
+            if seen[-1] == "ok":
+                break
+            time.sleep(0.02)
+        assert "catching_up" in seen and seen[-1] == "ok", sorted(set(seen))
+        assert "unavailable" not in seen[seen.index("catching_up"):], seen
+        assert store.health() == {"database": "ok", "spool": 0}
+    finally:
+        store.close()

@@ -27,6 +27,8 @@ def _probs(digit: int, p: float = 0.9) -> list[float]:
 @dataclass
 class FakeApi:
     up: bool = True
+    database: str = "ok"  # what /health says of the database ("unavailable", "catching_up", ...)
+    spool: int = 0
     fail_feedback: list[ApiError] = field(default_factory=list)  # raised by the next feedback calls, in order
     feedback_calls: list[tuple[Any, Any]] = field(default_factory=list)  # (record id, answer) as sent
     number_feedback_calls: list[tuple[Any, str]] = field(default_factory=list)
@@ -61,7 +63,7 @@ class FakeApi:
 
     def health(self) -> Health:
         self._away()
-        return Health("ok", {m["name"]: "ready" for m in MODELS}, "ok")
+        return Health("ok", {m["name"]: "ready" for m in MODELS}, self.database, self.spool)
 
     def models(self) -> list[dict]:
         self._away()

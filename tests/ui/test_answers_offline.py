@@ -562,3 +562,16 @@ def test_a_number_with_no_sure_digit_is_not_offered_as_the_answer(fake):
     canvas.set("number", png(840, 280), drawing_id="x2")
     at.run()
     assert _typed(at).value == "81"
+
+
+@pytest.mark.parametrize("database,said", [
+    ("unavailable", "The database is unavailable. Predictions still work; new drawings and answers are queued (12 waiting)"),
+    ("catching_up", "The database is back: saving what was queued meanwhile (12 waiting)"),
+])  # fmt: skip
+def test_the_database_banner_says_when_the_queue_is_being_saved(fake, database, said):
+    """After an outage the banner said "unavailable" until the queue was saved (~20 s under load)."""
+    api, _canvas, open_page = fake
+    api.database, api.spool = database, 12
+    at = open_page("draw")
+    shown = " ".join(str(e.value) for e in (*at.warning, *at.info)).replace("**", "")
+    assert said in shown, shown

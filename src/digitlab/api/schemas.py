@@ -37,8 +37,9 @@ class HealthResponse(BaseModel):
         description="`degraded` when the database is unavailable or failing, or no model is ready."
     )
     models: dict[str, ModelStatus]
-    database: Literal["ok", "unavailable", "failing"] = Field(
-        description="`failing`: the database answers, but the last writes of predictions failed (e.g. a full disk)."
+    database: Literal["ok", "unavailable", "failing", "catching_up"] = Field(
+        description="`failing`: the database answers, but the last writes of predictions failed (e.g. a full disk). "
+        "`catching_up`: the database is back after an outage and the records queued meanwhile are being written."
     )
     spool: int = Field(description="Predictions, read numbers and feedback waiting in the outage spool.")
     components: dict[Literal["detector", "segment_verifier"], Literal["ready", "missing"]] = Field(

@@ -138,6 +138,7 @@ class PredictionStore:
         self._mode_lock = threading.Lock()  # mode decisions + spool appends happen under it
         self._spool_mode = True  # until the database has been reached and migrated
         self._db_ok = False
+        self._catching_up = False  # the database is back and takes the spool's lines: spool mode ends soon
         self._said_up = False  # the log's last word on the database was "available" (`_mark_up`)
         self._migrated = False
         self._orphans: list[Spool] = []
@@ -209,6 +210,7 @@ class PredictionStore:
     def _mark_down(self, exc: BaseException, *, wake: bool = True) -> None:
         with self._mode_lock:
             was_ok, self._db_ok, self._spool_mode = self._db_ok, False, True
+            self._catching_up = False
         if self._said_up:
             self._said_up = False
             log.warning(
@@ -488,8 +490,8 @@ class PredictionStore:
         yield from labelled_digit_crops(self.engine)
 
     def health(self) -> dict[str, Any]:
-        """{"database": "ok" | "unavailable", "spool": records waiting}: "ok" only while writes go to the
-        database; "spool" counts this process's spool, the ones it adopted and its siblings' (every worker
+        """{"database": "ok" | "unavailable" | "failing" | "catching_up", "spool": records waiting}: "ok" only
+        while writes go to the database; "catching_up" while the database, back, takes the spool's lines; "spool" counts this process's spool, the ones it adopted and its siblings' (every worker
         of this data folder gives the same total). In database mode the database is probed (at most once a second) so an idle outage is
         noticed too."""
         now = time.monotonic()
@@ -505,6 +507,8 @@ class PredictionStore:
         state = "ok" if ok else "unavailable"
         if ok and self.writes_failing():
             state = "failing"
+        elif not ok and self._spool_mode and self._db_ok and self._catching_up and not self._write_locked:
+            state = "catching_up"  # (under load "unavailable" was said for ~20 s after the database was back)
         return {"database": state, "spool": self.pending() + beside}
 
     def _sqlite_write_locked(self) -> bool:
@@ -653,6 +657,7 @@ class PredictionStore:
                     spool.reject(line, _one_line(exc2))
                     log.error("database refused a spooled line, kept in rejected.jsonl: %s", _one_line(exc2))
         spool.commit(end, len(lines))
+        self._catching_up = True
         return len(lines)
 
     def _apply(self, conn, ops: list[dict[str, Any]]) -> None:

@@ -61,7 +61,7 @@ class ApiUnavailable(ApiError):
 class Health:
     status: str  # "ok" | "degraded"
     models: dict[str, str]  # name -> "ready" | "training" | "missing"
-    database: str  # "ok" | "unavailable"
+    database: str  # "ok" | "unavailable" | "failing" | "catching_up"
     spool: int = 0
 
     @property

@@ -334,14 +334,14 @@ def health_monitor(has_canvas: bool = False) -> None:
                      icon=":material/cloud_off:")  # fmt: skip
     else:
         st.session_state["api_seen"] = True
-    if ok and not state.database_ok:
-        waiting = f" ({state.spool} waiting)" if state.spool else ""
+    if ok and not state.database_ok:  # (back: "unavailable" was said until the queue was saved, ~20 s under load)
+        waiting, back = (f" ({state.spool} waiting)" if state.spool else ""), state.database == "catching_up"
         with st.container(key="dl_outage"):
-            st.warning(
-                "**The database is unavailable.** Predictions still work; new drawings and answers are queued"
-                f"{waiting} and saved when it is back. History is paused.",
-                icon=":material/database:",
-            )
+            (st.info if back else st.warning)(
+                f"**The database is back**: saving what was queued meanwhile{waiting}. History fills in as it is saved."
+                if back else "**The database is unavailable.** Predictions still work; new drawings and answers are "
+                f"queued{waiting} and saved when it is back. History is paused.", icon=":material/database:",
+            )  # fmt: skip
 
 
 def _how_to_start(url: str) -> str:
