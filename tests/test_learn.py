@@ -169,6 +169,13 @@ def test_learn_fine_tunes_the_served_cnn_into_a_version_the_api_can_load(setting
 
     # its own hash (it named its parent's: every API worker loaded it again every poll, for good)
     assert manifest["sha256"] == sha256_bytes(payload) and manifest["size_bytes"] == len(payload)
+    # what it learned from in all: its parent's images and the users' (its fine-tuning's 20,350 images made the
+    # Models page call it "a quick model")
+    from digitlab.models.registry import load_model
+
+    parent = load_model("cnn", settings.model_dir).manifest
+    assert manifest["train_samples"] > parent["train_samples"] > manifest["finetune_samples"], (
+        manifest["train_samples"], parent["train_samples"], manifest["finetune_samples"])
     tried = manifest["finetuning"]["user_holdout_accuracy_by_share"]  # the best mix went to the gate
     assert set(tried) == {"0.5", "1.0"} and tried[str(manifest["finetuning"]["finetuned_share"])] == max(tried.values())
     assert m["user_holdout_accuracy"] == pytest.approx(max(tried.values()), abs=1e-5)

@@ -354,7 +354,10 @@ class _Run:
         manifest = {
             **{k: v for k, v in parent.manifest.items() if not k.startswith("_")},
             "training_seconds": round(time.perf_counter() - started, 1),
-            "train_samples": int(len(pick) + len(data.train_y)),
+            # what the network has learned from in all (the Models page called a fine-tuned CNN "a quick model"
+            # for the 20,350 images of its fine-tuning; a probe, session 27), and its fine-tuning's own images
+            "train_samples": int(parent.manifest.get("train_samples") or len(pick)) + len(data.train_y),
+            "finetune_samples": int(len(pick) + len(data.train_y)),
             "finetuning": {"finetuned_share": share,
                            "user_holdout_accuracy_by_share": {str(k): round(v, 5) for k, v in on_users.items()}},
             "metrics": {"mnist_test_accuracy": round(float((proba.argmax(axis=1) == y_test).mean()), 5)},
