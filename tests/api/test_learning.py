@@ -97,6 +97,7 @@ def test_learn_endpoints(two_servers, admin):
         assert state["status"] == "done", state
         assert "no labelled drawings" in state["message"]
         assert_error(c.get("/api/v1/learn/" + "0" * 32), 404, "learn_job_not_found")
+        assert_error(c.get("/api/v1/learn/xyz"), 404, "learn_job_not_found")  # (it was 422 "should match pattern")
         assert_error(c.get("/api/v1/models/nope/versions"), 404, "unknown_model")
     assert httpx.get(servers[0].url + "/health", timeout=10).json()["status"] == "ok"
 

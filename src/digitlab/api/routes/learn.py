@@ -7,6 +7,7 @@ progress lives in the database, so any replica can report on a job another one s
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -42,7 +43,10 @@ async def learn_body(request: Request) -> LearnRequest | None:
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
 
 
-JobId = Annotated[str, Path(pattern=r"^[0-9a-fA-F]{32}$", description="The id `POST /api/v1/learn` answered.")]
+#: any text: an id that is not one `POST /api/v1/learn` could answer is no job, 404 as the docs say (it was 422
+#: "should match pattern"; a probe, session 27)
+JobId = Annotated[str, Path(max_length=200, description="The id `POST /api/v1/learn` answered (32 hex digits).")]
+_JOB_ID = re.compile(r"[0-9a-fA-F]{32}")
 
 
 @router.post(
@@ -96,6 +100,8 @@ def _clear_dead_runs(store) -> int:
 def learning_job(ctx: Ctx, job_id: JobId):
     """A learning run: status (queued, running, done, failed), progress 0-1, the last message and, when
     done, what was promoted or rejected and why."""
+    if not _JOB_ID.fullmatch(job_id):
+        raise ApiError(f"There is no learning job {job_id[:40]!r}: job ids are 32 hex digits.", "learn_job_not_found", status=404)
     store = store_or_503(ctx)
     job_id = job_id.lower()  # hex, as a person may copy it (it was 422 "should match pattern")
     job = store.with_database(store.versions.job, job_id)
