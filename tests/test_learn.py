@@ -96,7 +96,7 @@ def test_prepare_dedupes_drops_conflicts_caps_and_holds_out_whole_sessions(user_
     assert c["holdout_sessions"] >= 1 and c["train"] + c["holdout"] == len(data.train_y) + len(data.holdout_y)
     assert any("different digits" in n for n in data.notes) and any("cap" in n for n in data.notes)
     one = prepare([(i, "alone", int(labels[i]), png(images[i])) for i in range(30)])
-    assert len(one.holdout_y) == 0 and any("one session" in n for n in one.notes)
+    assert len(one.holdout_y) == 0 and one.counts["sessions"] == 1  # (`learn` refuses it, in one message)
 
 
 def test_prepare_leaves_out_stored_images_that_are_not_28x28_pictures(user_digits):
@@ -196,7 +196,7 @@ def test_bad_data_is_a_clear_message_and_no_promotion(settings, env, user_digits
     label(settings, images[:60], labels[:60], ["alone"] * 60)  # one session only
     alone = run()
     assert alone.returncode == 0, alone.stderr
-    assert "one session" in alone.stderr and f"at least {MIN_HOLDOUT}" in alone.stderr
+    assert "one browser session" in alone.stderr and f"at least {MIN_HOLDOUT}" in alone.stderr
     label(settings, [images[100]] * 2, [3, 8], ["a", "b"])  # the same image labelled 3 and 8
     assert "labelled with different digits" in run().stderr
     assert versions_of(settings).list() == [] and versions_of(settings).promoted() == {}
@@ -493,3 +493,26 @@ def test_a_model_left_out_says_why_in_the_runs_message(settings, user_digits, mo
     outcomes = learn(settings, models=["cnn", "svm_pca"], limit=LIMIT, say=lambda m: None)
     assert (outcomes[0].model, outcomes[0].status) == ("cnn", "skipped")
     assert "cnn not learned: fine-tuning needs PyTorch" in messages[-1], messages[-1]
+
+
+def test_a_model_not_trained_is_said_before_any_data_is_read(settings, user_digits):
+    """`learn svm_pca` with svm_pca not trained logged "learning from users' 1477 drawings" and "reading the real
+    handwriting" (minutes) before "skipped: not trained" (a probe, session 27)."""
+    for suffix in ("json", "joblib"):
+        (settings.model_dir / f"svm_pca.{suffix}").unlink()
+    images, labels = user_digits
+    label(settings, images[:300], labels[:300], [f"writer{i % 6}" for i in range(300)])
+    said: list[str] = []
+    (outcome,) = learn(settings, models=["svm_pca"], limit=LIMIT, say=said.append)
+    assert (outcome.model, outcome.status) == ("svm_pca", "skipped")
+    assert said == ["svm_pca is not trained: run `digitlab train svm_pca` first; nothing learned"], said
+
+
+def test_one_session_is_refused_in_one_message(settings, user_digits):
+    """"all drawings come from one session..." and then "all 50 labelled drawings come from one browser session...":
+    the same refusal said twice."""
+    images, labels = user_digits
+    label(settings, images[:50], labels[:50], ["only"] * 50)
+    said: list[str] = []
+    assert learn(settings, models=["svm"], limit=LIMIT, say=said.append) == []
+    assert len(said) == 1 and "come from one browser session" in said[0], said

@@ -44,6 +44,7 @@ class FakeApi:
     sent_fields: list[dict] = field(default_factory=list)  # the form fields of every predict and read
     compared: list[tuple[bytes, dict]] = field(default_factory=list)  # (picture, fields) of every predict_all
 
+    busy_job: str = ""  # the id of a learning run going on already (started elsewhere): "Learn now" is 409
     learn_message: str = ""  # the outcome of a learning run started with `start_learning` ("": nothing learned)
     locked: ApiError | None = None  # raised by the admin's reads (the log, the numbers) when the UI lacks the token
 
@@ -52,6 +53,9 @@ class FakeApi:
 
     def start_learning(self) -> dict:
         self._away()
+        if self.busy_job:
+            raise ApiError(f"A learning run is going on already: follow it at /api/v1/learn/{self.busy_job}, or try "
+                           "again when it has finished.", code="learning_busy", status=409)  # fmt: skip
         return {"job_id": "job-1", "status": "queued"}
 
     def learn_job(self, job_id: str) -> dict:

@@ -37,6 +37,27 @@ def test_learn_now_asks_then_shows_the_outcome_on_the_page(monkeypatch):
         get_settings.cache_clear()
 
 
+def test_learn_now_during_a_run_started_elsewhere_follows_that_run(monkeypatch):
+    """A second browser's "Learn now" during a run said "follow it at /api/v1/learn/31ad…", a path of the API, and
+    the page never showed that run (a probe, session 27)."""
+    from digitlab.core.config import get_settings
+
+    api, canvas = install(monkeypatch)
+    monkeypatch.setenv("DIGITLAB_ADMIN_TOKEN", "secret")
+    get_settings.cache_clear()
+    try:
+        api.busy_job, api.learn_message = "31ad" + "0" * 28, "promoted: svm; rejected: none"
+        at = open_app(monkeypatch, canvas, "models")
+        at.button(key="learn_open").click().run()
+        at.button(key="learn_now").click().run()
+        assert not at.exception, at.exception
+        said = _texts(at)
+        assert "started elsewhere is going on already" in said and "/api/v1/learn/" not in said, said
+        assert "promoted: svm" in said and at.session_state["learn_job"] == api.busy_job  # its outcome, here
+    finally:
+        get_settings.cache_clear()
+
+
 def test_learn_now_is_not_offered_without_the_admin_token(monkeypatch):
     _api, canvas = install(monkeypatch)
     monkeypatch.delenv("DIGITLAB_ADMIN_TOKEN", raising=False)

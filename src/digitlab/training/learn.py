@@ -231,6 +231,16 @@ class _Run:
             self.say(message)
             return [], {"message": message, "new_labelled": new, "last_row_id": last_id, "models": [],
                         "read_at": since and since.isoformat()}  # (what counts as new stays new)
+        parents = served_models(self.settings, self.versions)
+        self.promoted_at_start = self.versions.promoted()
+        untrained = [n for n in names if n not in parents]
+        if names and len(untrained) == len(names):  # said before any data is read (it came after minutes of it)
+            message = (f"{', '.join(untrained)} {'is' if len(untrained) == 1 else 'are'} not trained: run `digitlab "
+                       f"train {' '.join(untrained)}` first; nothing learned")  # fmt: skip
+            self.say(message)
+            return ([Outcome(n, "skipped", reason="not trained: run `digitlab train` first") for n in untrained],
+                    {"message": message, "new_labelled": new, "last_row_id": last_id, "models": [],
+                     "read_at": since and since.isoformat()})  # fmt: skip
         rows = list(self.repo.labelled_drawings())
         data = prepare(rows)
         for note in data.notes:
@@ -245,8 +255,6 @@ class _Run:
         learned, held = counted(len(data.train_y), "drawing"), counted(len(data.holdout_y), "held-out drawing")
         self.say(f"learning from users' {learned}, judged on {held} of "
                  f"{counted(data.counts['holdout_sessions'], 'other session')}")  # fmt: skip
-        parents = served_models(self.settings, self.versions)
-        self.promoted_at_start = self.versions.promoted()
         self.progress("reading the real handwriting (USPS, Semeion) a new version must not read worse (a minute "
                       "or two the first time, cached after)")  # fmt: skip
         self.real = _real_handwriting(self.settings, self.say)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import streamlit as st
@@ -136,11 +137,17 @@ def learn_now() -> None:
                 try:
                     st.session_state["learn_job"] = common.client().start_learning()["job_id"]
                 except ApiError as exc:
-                    st.session_state["learn_refused"] = str(exc)
+                    running = re.search(r"/api/v1/learn/([0-9a-f]{32})", str(exc)) if exc.code == "learning_busy" else None
+                    if running:  # (another browser's or the CLI's run: it said "follow it at /api/v1/learn/…")
+                        st.session_state["learn_job"], st.session_state["learn_joined"] = running[1], True
+                    else:
+                        st.session_state["learn_refused"] = str(exc)
             st.rerun()
     refused = st.session_state.pop("learn_refused", None)
     if refused:
         st.warning(refused, icon=":material/warning:")
+    if st.session_state.pop("learn_joined", False):
+        st.info("A learning run started elsewhere is going on already: here is its progress.", icon=":material/school:")
     if st.session_state.get("learn_job"):
         learning_progress(st.session_state["learn_job"])
 
