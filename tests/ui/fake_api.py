@@ -44,12 +44,13 @@ class FakeApi:
     sent_fields: list[dict] = field(default_factory=list)  # the form fields of every predict and read
     compared: list[tuple[bytes, dict]] = field(default_factory=list)  # (picture, fields) of every predict_all
 
+    versions: dict[str, list[dict]] = field(default_factory=dict)  # a model's learned versions, newest first
     busy_job: str = ""  # the id of a learning run going on already (started elsewhere): "Learn now" is 409
     learn_message: str = ""  # the outcome of a learning run started with `start_learning` ("": nothing learned)
     locked: ApiError | None = None  # raised by the admin's reads (the log, the numbers) when the UI lacks the token
 
     def model_versions(self, name: str) -> list[dict]:
-        return []
+        return self.versions.get(name, [])
 
     def start_learning(self) -> dict:
         self._away()

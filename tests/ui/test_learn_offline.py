@@ -93,3 +93,28 @@ def test_a_model_that_asks_another_says_so(monkeypatch):
     assert not at.exception, at.exception
     captions = [str(c.value) for c in at.caption]
     assert sum("asks the SVM (RBF kernel) about the drawings it doubts" in c for c in captions) == 1
+
+
+def test_learned_versions_fit_a_card_with_their_reasons_under_them(monkeypatch):
+    """In a card half the page wide the status's reason pushed the users' and MNIST accuracies out of sight."""
+    import streamlit as st
+
+    st.cache_data.clear()  # (the page caches each model's versions for 15 s: earlier tests had none)
+    api, canvas = install(monkeypatch)
+    metrics = {"parent_user_holdout_accuracy": 0.9, "user_holdout_accuracy": 0.95, "mnist_test_accuracy": 0.9868}
+    api.versions["svm"] = [
+        {"version": "3", "status": "rejected", "reason": "loses more than 0.5% on real handwriting",
+         "created_at": "2026-12-01T08:39:00Z", "data": {"train": 350}, "metrics": metrics},
+        {"version": "2", "status": "promoted", "reason": None, "created_at": "2026-12-01T08:29:00Z",
+         "data": {"train": 300}, "metrics": metrics},
+    ]  # fmt: skip
+    try:
+        at = open_app(monkeypatch, canvas, "models")
+    finally:
+        st.cache_data.clear()  # (nor should later tests see these)
+    assert not at.exception, at.exception
+    (table,) = [d for d in at.dataframe]
+    assert list(table.value.columns) == ["version", "status", "built", "drawings", "other users", "MNIST"]
+    assert list(table.value["status"]) == ["rejected", "promoted"]
+    captions = "\n".join(str(c.value) for c in at.caption)
+    assert "version 3 rejected: loses more than 0.5% on real handwriting" in captions, captions

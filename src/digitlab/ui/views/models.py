@@ -68,22 +68,27 @@ def version_history(name: str) -> None:
     if not rows:
         return
     with st.expander(f"Learned from users: {len(rows)} version(s)", icon=":material/school:"):
+        # short columns, the reasons under the table: in a card half the page wide the status's reason pushed the
+        # users' and MNIST accuracies out of sight (a probe, session 27)
         table = [
             {
                 "version": v["version"],
-                "status": v["status"] + (f" ({v['reason']})" if v.get("reason") else ""),
+                "status": v["status"],
                 "built": common.when_text(v["created_at"]),
-                "users' drawings": v["data"].get("train"),
-                "held-out users before → after": (
-                    f"{common.pct(v['metrics'].get('parent_user_holdout_accuracy'))} → "
-                    f"{common.pct(v['metrics'].get('user_holdout_accuracy'))}"
-                ),
-                "MNIST test": common.pct(v["metrics"].get("mnist_test_accuracy"), 2),
+                "drawings": v["data"].get("train"),
+                "other users": (f"{common.pct(v['metrics'].get('parent_user_holdout_accuracy'))} → "
+                                f"{common.pct(v['metrics'].get('user_holdout_accuracy'))}"),
+                "MNIST": common.pct(v["metrics"].get("mnist_test_accuracy"), 2),
             }
             for v in rows
-        ]
+        ]  # fmt: skip
         st.dataframe(table, hide_index=True, width="stretch")
-        st.caption("Promoted only when it reads other people's drawings at least as well and keeps its MNIST "
+        reasons = [f"version {v['version']} {v['status']}: {v['reason']}" for v in rows if v.get("reason")]
+        if reasons:
+            st.caption("  \n".join(reasons))
+        st.caption("Drawings: the users' drawings it learned from; other users: its accuracy on drawings of people it "
+                   "did not learn from, before → after. "
+                   "Promoted only when it reads other people's drawings at least as well and keeps its MNIST "
                    "accuracy (docs/learning.md). `digitlab models rollback` brings the previous one back.")  # fmt: skip
 
 
