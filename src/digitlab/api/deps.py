@@ -104,10 +104,14 @@ def repeated_member(body: bytes, members: int | None = None) -> str | None:
     return None
 
 
-async def json_members_once(request: Request) -> None:
-    """A JSON body naming a member twice is 422 `invalid_fields` (a route dependency)."""
-    if "json" not in request.headers.get("content-type", "").lower():
-        return
-    name = repeated_member(await request.body())
+def refuse_repeated_members(body: bytes, members: int | None = None) -> None:
+    """422 `invalid_fields` for a JSON body naming a member twice (`repeated_member`)."""
+    name = repeated_member(body, members)
     if name is not None:
         raise ApiError(f"Invalid request: '{name[:40]}' was sent more than once: send each member once.", "invalid_fields")
+
+
+async def json_members_once(request: Request) -> None:
+    """`refuse_repeated_members` as a route dependency, for JSON bodies."""
+    if "json" in request.headers.get("content-type", "").lower():
+        refuse_repeated_members(await request.body())

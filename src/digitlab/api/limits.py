@@ -42,6 +42,22 @@ BODY_TOTAL_SECONDS = 120.0
 BUFFERED_BYTES = 128 * 1024 * 1024
 
 
+async def answer_error(send, status: int, detail: str, code: str, *, on_error=None, close: bool = False) -> None:
+    """The API's JSON error, sent from a pure ASGI middleware. `on_error(code)` counts it (metrics). `close`: the
+    connection is closed after the answer (its body was not read: a client that asked `Expect: 100-continue` and
+    was refused kept the connection open and its next request was read as the refused body, and never answered)."""
+    if on_error is not None:  # (a 408 or a 415 given here was missing from digitlab_errors_total)
+        on_error(code)
+    body = error_body(detail, code)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 503:
+        headers.append((b"retry-after", b"1"))
+    if close or status in (408, 503):
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 class BodyLimitMiddleware:
     def __init__(
         self, app, max_bytes: int, on_error=None, drain_bytes: int = DRAIN_BYTES,
@@ -83,19 +99,7 @@ class BodyLimitMiddleware:
         await self._answer(send, 413, detail, "payload_too_large", close=close)
 
     async def _answer(self, send, status: int, detail: str, code: str, *, close: bool = False) -> None:
-        """`close`: the connection is closed after the answer (its body was not read: a client that asked
-        `Expect: 100-continue` and was refused kept the connection open and its next request was read as
-        the refused body, and never answered)."""
-        if self.on_error is not None:  # (a 408 or a 415 given here was missing from digitlab_errors_total)
-            self.on_error(code)
-        body = error_body(detail, code)
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        if status == 503:
-            headers.append((b"retry-after", b"1"))
-        if close or status in (408, 503):
-            headers.append((b"connection", b"close"))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await answer_error(send, status, detail, code, on_error=self.on_error, close=close)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -198,13 +202,8 @@ class OneValuePerQueryKey:
             seen: set[str] = set()
             for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
                 if name in seen:
-                    if self.on_error is not None:
-                        self.on_error("invalid_fields")
-                    body = error_body(f"Invalid request: the query parameter '{name[:40]}' was sent more than "
-                                      "once: send each once.", "invalid_fields")  # fmt: skip
-                    await send({"type": "http.response.start", "status": 422, "headers": [
-                        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-                    await send({"type": "http.response.body", "body": body})
+                    await answer_error(send, 422, f"Invalid request: the query parameter '{name[:40]}' was sent more "
+                                       "than once: send each once.", "invalid_fields", on_error=self.on_error)  # fmt: skip
                     return
                 seen.add(name)
         await self.app(scope, receive, send)

@@ -233,13 +233,14 @@ class _Run:
                         "read_at": since and since.isoformat()}  # (what counts as new stays new)
         parents = served_models(self.settings, self.versions)
         self.promoted_at_start = self.versions.promoted()
-        untrained = [n for n in names if n not in parents]
+        untrained = [Outcome(n, "skipped", reason="not trained: run `digitlab train` first") for n in names
+                     if n not in parents]  # fmt: skip
         if names and len(untrained) == len(names):  # said before any data is read (it came after minutes of it)
-            message = (f"{', '.join(untrained)} {'is' if len(untrained) == 1 else 'are'} not trained: run `digitlab "
-                       f"train {' '.join(untrained)}` first; nothing learned")  # fmt: skip
+            missing = [o.model for o in untrained]
+            message = (f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not trained: run `digitlab "
+                       f"train {' '.join(missing)}` first; nothing learned")  # fmt: skip
             self.say(message)
-            return ([Outcome(n, "skipped", reason="not trained: run `digitlab train` first") for n in untrained],
-                    {"message": message, "new_labelled": new, "last_row_id": last_id, "models": [],
+            return (untrained, {"message": message, "new_labelled": new, "last_row_id": last_id, "models": [],
                      "read_at": since and since.isoformat()})  # fmt: skip
         rows = list(self.repo.labelled_drawings())
         data = prepare(rows)
@@ -259,8 +260,7 @@ class _Run:
                       "or two the first time, cached after)")  # fmt: skip
         self.real = _real_handwriting(self.settings, self.say)
         self.step += 1  # (minutes the first time: the bar moved only once a model was trained)
-        outcomes = [Outcome(n, "skipped", reason="not trained: run `digitlab train` first")
-                    for n in names if n not in parents]  # fmt: skip
+        outcomes = list(untrained)
         todo = [n for n in names if n in parents]
         from digitlab.training.cnn_net import has_torch
 

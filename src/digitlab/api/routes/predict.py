@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
-from digitlab.api.deps import FastJSONResponse, get_ctx, repeated_member
+from digitlab.api.deps import FastJSONResponse, get_ctx, refuse_repeated_members
 from digitlab.api.errors import ApiError, describe_validation_errors, error_responses
 from digitlab.api.metrics import MODEL_SCOPE_KEY
 from digitlab.api.multipart import MAX_FIELDS, MAX_FILES, NotText, Part, boundary_of, parse_plain_form
@@ -128,17 +128,7 @@ async def _parts_from_starlette(request: Request, known: set[str]) -> dict[str, 
 
 
 def _loads(body: bytes) -> Any:
-    """The JSON value (strict: NaN / Infinity are not JSON); `_Repeated` for an object naming a member twice."""
-    payload = orjson.loads(body)
-    if isinstance(payload, dict):
-        name = repeated_member(body, len(payload))
-        if name is not None:
-            raise _Repeated(name)
-    return payload
-
-
-class _Repeated(ValueError):
-    pass
+    return orjson.loads(body)  # strict: NaN / Infinity are not JSON
 
 
 def decode_base64_image(text: str) -> bytes:
@@ -165,12 +155,11 @@ async def _from_json(request: Request, json_model: type[ImageOptions]) -> tuple[
         body = body[3:]
     try:
         payload = _loads(body)
-    except _Repeated as exc:
-        raise _invalid(f"Invalid request: '{str(exc)[:40]}' was sent more than once: send each member once.") from None
     except ValueError:
         raise _invalid("Invalid request: the body is not valid JSON.") from None
     if not isinstance(payload, dict):
         raise _invalid("Invalid request: the body must be a JSON object with an 'image' member.")
+    refuse_repeated_members(body, len(payload))  # (orjson keeps the last of two silently)
     try:
         options = json_model.model_validate(payload)
     except ValidationError as exc:
