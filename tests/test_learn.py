@@ -383,7 +383,11 @@ def test_the_job_follows_the_training_steps(settings, user_digits, monkeypatch):
         return real_update(self, job_id, **fields)
 
     monkeypatch.setattr(VersionStore, "update_job", update_job)
+    monkeypatch.setattr("digitlab.training.learn.TICK_SECONDS", 0.1)
     learn(settings, models=["svm_pca"], limit=LIMIT, say=lambda m: None)
+    # a quiet step says how long it has taken (a one-model run sat at 40 % for two minutes with no word)
+    ticks = [m for p, m in seen if m and m.endswith("s so far)")]
+    assert ticks and all(p is None for p, m in seen if m in ticks), seen
     trained = [p for p, m in seen if m and "done)" in m]  # "svm_pca: test accuracy ... (1/1 done)"
     assert trained and trained[0] > 0
     features = [p for p, m in seen if m and m.startswith("features for")]
@@ -516,3 +520,41 @@ def test_one_session_is_refused_in_one_message(settings, user_digits):
     said: list[str] = []
     assert learn(settings, models=["svm"], limit=LIMIT, say=said.append) == []
     assert len(said) == 1 and "come from one browser session" in said[0], said
+
+
+def test_a_run_with_nothing_labelled_since_builds_nothing(settings, user_digits):
+    """A second `learn` with no new label rebuilt the same version from the same data and promoted it (a probe,
+    session 27): a model still served as the last run left it has learned every labelled drawing."""
+    images, labels = user_digits
+    label(settings, images[:300], labels[:300], [f"writer{i % 6}" for i in range(300)])
+    (first,) = learn(settings, models=["svm_pca"], limit=LIMIT, say=lambda m: None)
+    assert first.status in ("promoted", "rejected")
+    said: list[str] = []
+    (again,) = learn(settings, models=["svm_pca"], limit=LIMIT, say=said.append)
+    assert (again.status, again.version) == ("skipped", None) and "already learned" in again.reason
+    assert said == [("nothing labelled since the last run: the served svm_pca already learned from every labelled "
+                     "drawing; nothing built")], said  # fmt: skip
+    versions = versions_of(settings)
+    assert [v.version for v in versions.list("svm_pca")] == ["2"]
+    # ...and so does the run after it (what was learned is carried over), while another model still learns
+    outcomes = learn(settings, models=["svm_pca", "extra_trees"], limit=LIMIT, say=lambda m: None)
+    assert [(o.model, o.status == "skipped") for o in outcomes] == [("svm_pca", True), ("extra_trees", False)]
+    # another version served (a rollback) has not learned them: it is built again
+    if first.status == "promoted":
+        versions.rollback("svm_pca")
+        (rebuilt,) = learn(settings, models=["svm_pca"], limit=LIMIT, say=lambda m: None)
+        assert rebuilt.version == "3", rebuilt.line()
+    # one new labelled drawing: every model learns again
+    label(settings, images[300:301], labels[300:301], ["writer9"])
+    (relearned,) = learn(settings, models=["extra_trees"], limit=LIMIT, say=lambda m: None)
+    assert relearned.version == "3" and relearned.status != "skipped", relearned.line()
+
+
+def test_new_drawings_are_counted_once_per_image(settings, user_digits):
+    """`--min-new 50` ran after one image posted 50 times: the count was of rows, learning sees one sample."""
+    images, labels = user_digits
+    label(settings, [images[0]] * 50 + [images[1]], [int(labels[0])] * 50 + [int(labels[1])], ["a"] * 51)
+    assert Repository(make_engine(settings.sqlalchemy_url)).labelled_after(0) == 2
+    said: list[str] = []
+    assert learn(settings, models=["svm_pca"], min_new=3, limit=LIMIT, say=said.append) == []
+    assert said == ["2 drawings labelled since the last run, fewer than --min-new 3: nothing done"], said

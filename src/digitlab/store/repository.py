@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -384,29 +385,38 @@ class Repository:
         return out
 
     def labelled_after(self, last_id: int, since: datetime | None = None) -> int:
-        """How many rows after id `last_id`, or labelled after `since` (naive UTC: an older drawing labelled or
-        relabelled later), carry a digit label: new material for `digitlab learn`."""
+        """How many distinct images among the rows after id `last_id`, or labelled after `since` (naive UTC: an
+        older drawing labelled or relabelled later), carry a digit label: new material for `digitlab learn` (an
+        image posted again, or stored once per model that answered it, is one sample there and counts once)."""
         new = T.c.id > last_id if since is None else or_(T.c.id > last_id, T.c.labelled_at > since)
-        stmt = select(func.count()).select_from(T).where(new, T.c.drawn_digit.is_not(None))
+        stmt = select(func.count(T.c.processed_png.distinct())).where(
+            new, T.c.drawn_digit.between(0, 9), T.c.processed_png.is_not(None)
+        )
         with self.engine.connect() as conn:
             return int(conn.scalar(stmt))
 
     def labelled_images(self, batch: int = 500) -> Iterator[tuple[int, bytes]]:
         """(true digit, 28x28 PNG) per labelled drawing, oldest first (the export): a drawing is stored once
         per model that answered it (Draw after switching models, Compare, `model=all`), and is one sample,
-        with the label given last; records without a drawing id, one per distinct image and label."""
+        with the label given last; records without a drawing id, one per distinct image and label. An image
+        labelled with different digits is left out altogether, as learning leaves it out (two passes)."""
         keep = self._latest_record_per_drawing()
-        seen: set[tuple[int, bytes]] = set()
-        for id_, _, drawing, digit, png in self._labelled_rows(batch):
-            if drawing is not None:
-                if id_ not in keep:
-                    continue
-            else:
+
+        def kept() -> Iterator[tuple[int, bytes, bytes]]:
+            seen: set[tuple[int, bytes]] = set()
+            for id_, _, drawing, digit, png in self._labelled_rows(batch):
                 key = (digit, hashlib.sha256(png).digest())
-                if key in seen:
+                if (id_ not in keep) if drawing is not None else key in seen:
                     continue
                 seen.add(key)
-            yield digit, png
+                yield digit, key[1], png
+
+        labels: dict[bytes, set[int]] = defaultdict(set)
+        for digit, digest, _ in kept():
+            labels[digest].add(digit)
+        for digit, digest, png in kept():
+            if len(labels[digest]) == 1:
+                yield digit, png
 
     def _latest_record_per_drawing(self) -> set[int]:
         """Ids of the labelled records to export for drawings: per drawing id the one labelled last."""

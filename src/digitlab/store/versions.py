@@ -283,9 +283,8 @@ class VersionStore:
         """The newest labelled row id that the last finished learning run had read (0 before any run)."""
         return self.last_learned()[0]
 
-    def last_learned(self) -> tuple[int, datetime | None]:
-        """(the newest labelled row id the last finished learning run had read, when it read them: naive UTC,
-        None before any run or for a run recorded without it)."""
+    def last_result(self) -> dict[str, Any]:
+        """What the last finished learning run recorded (its job's result; {} before any run)."""
         stmt = (
             select(JOBS.c.result)
             .where(JOBS.c.status == "done", JOBS.c.result.is_not(None))
@@ -294,8 +293,13 @@ class VersionStore:
         )
         with self.engine.connect() as conn:
             result = conn.scalar(stmt)
-        if not result:
+        return json.loads(result) if result else {}
+
+    def last_learned(self) -> tuple[int, datetime | None]:
+        """(the newest labelled row id the last finished learning run had read, when it read them: naive UTC,
+        None before any run or for a run recorded without it)."""
+        data = self.last_result()
+        if not data:
             return 0, None
-        data = json.loads(result)
         read_at = data.get("read_at")
         return int(data.get("last_row_id", 0)), datetime.fromisoformat(read_at) if read_at else None

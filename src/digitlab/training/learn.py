@@ -10,7 +10,9 @@ the API only ever loads promoted, hash-checked versions.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ import numpy as np
 
 from digitlab.core.config import Settings
 from digitlab.errors import DigitlabError
+from digitlab.models.artifacts import sha256_bytes
 from digitlab.models.registry import (
     CLASSICAL_MODELS,
     MODEL_SPECS,
@@ -51,6 +54,8 @@ MIN_HOLDOUT = 20  #: fewer held-out drawings than this cannot judge a model
 #: so it does not forget what it knew
 CNN_BASE_MIX = 20_000
 ORDER = ["cnn", "svm", "svm_pca", "extra_trees", "random_forest"]
+#: a step quiet for this long (an SVM's fit: minutes) has its job's message say how long it has taken so far
+TICK_SECONDS = 10.0
 
 
 @dataclass
@@ -186,6 +191,8 @@ class _Run:
         self.step, self.steps = 0, 1
         self.promoted_at_start: dict = {}  # {name: (version, sha256)} when the run began (`_judge`)
         self.real: tuple[np.ndarray, np.ndarray] | None = None  # the third bar's images (`_real_handwriting`)
+        self.last_line: tuple[str, float] = ("", time.monotonic())  # the job's message and when it was said
+        self.learned: dict[str, str] = {}  # {model: SHA-256 served once it learned every labelled drawing}
         self.lock = lock  # the learning lock this run holds (`check` before each step and each version stored)
         lock.beat = lambda: versions.beat_job(job_id)  # alive, whatever the lock's connection went through
         if lock.keeping:  # (PostgreSQL; SQLite's file lock cannot drop: a free lock there is a dead run)
@@ -211,12 +218,36 @@ class _Run:
         """A line the training logged: a finished model or epoch is a step; the job's message follows."""
         if "done)" in line or "fine-tuning epoch" in line or line.startswith("features for"):
             self.step += 1
+        self.last_line = (line.strip(), time.monotonic())
         self.versions.update_job(self.job_id, progress=round(min(self.step, self.steps - 1) / self.steps, 3),
                                  message=line.strip())  # fmt: skip
+
+    @contextlib.contextmanager
+    def _ticking(self):
+        """While the training says nothing (one model's fit: the bar sat at 40 % for two minutes, as if stuck), the
+        job's message says how long the step has taken so far."""
+        stop = threading.Event()
+
+        def tick() -> None:
+            while not stop.wait(TICK_SECONDS):
+                line, since = self.last_line
+                quiet = time.monotonic() - since
+                if line and quiet >= TICK_SECONDS:
+                    with contextlib.suppress(Exception):  # (a database away for a moment: the next tick)
+                        self.versions.update_job(self.job_id, message=f"{line} ({_minutes(quiet)} so far)")
+
+        thread = threading.Thread(target=tick, name="learn-ticker", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     def progress(self, message: str) -> None:
         self.lock.check()  # between steps: a run that lost its lock stops early
         self.say(message)
+        self.last_line = (message, time.monotonic())
         self.versions.update_job(self.job_id, progress=round(self.step / self.steps, 3), message=message)
 
     def all(self, names: list[str], min_new: int) -> tuple[list[Outcome], dict]:
@@ -226,11 +257,14 @@ class _Run:
         last_id, since = self.versions.last_learned()
         read_at = utc_now()  # (before the read: a label given while it reads counts for the next run)
         new = self.repo.labelled_after(last_id, since)
+        # {model: SHA-256 of the version served after it learned}: with nothing labelled since, a model still
+        # served as then has learned every labelled drawing (a run rebuilt and promoted an identical version)
+        self.learned = dict(self.versions.last_result().get("learned", {})) if new == 0 else {}
         if new < min_new:
             message = f"{counted(new, 'drawing')} labelled since the last run, fewer than --min-new {min_new}: nothing done"
             self.say(message)
             return [], {"message": message, "new_labelled": new, "last_row_id": last_id, "models": [],
-                        "read_at": since and since.isoformat()}  # (what counts as new stays new)
+                        "read_at": since and since.isoformat(), "learned": self.learned}  # (new stays new)
         parents = served_models(self.settings, self.versions)
         self.promoted_at_start = self.versions.promoted()
         untrained = [Outcome(n, "skipped", reason="not trained: run `digitlab train` first") for n in names
@@ -241,7 +275,17 @@ class _Run:
                        f"train {' '.join(missing)}` first; nothing learned")  # fmt: skip
             self.say(message)
             return (untrained, {"message": message, "new_labelled": new, "last_row_id": last_id, "models": [],
-                     "read_at": since and since.isoformat()})  # fmt: skip
+                     "read_at": since and since.isoformat(), "learned": self.learned})  # fmt: skip
+        current = [n for n in names if n in parents and self.learned.get(n) == parents[n].manifest.get("sha256")]
+        skipped = untrained + [Outcome(n, "skipped", reason="already learned from every labelled drawing (nothing labelled "
+                              "since the last run)") for n in current]  # fmt: skip
+        if current and len(skipped) == len(names):
+            message = (f"nothing labelled since the last run: the served {', '.join(current)} already learned from "
+                       "every labelled drawing; nothing built")  # fmt: skip
+            self.say(message)
+            return (skipped, {"message": message, "new_labelled": 0, "last_row_id": last_id,
+                     "models": [o.__dict__ for o in skipped], "read_at": since and since.isoformat(),
+                     "learned": self.learned})  # fmt: skip
         rows = list(self.repo.labelled_drawings())
         data = prepare(rows)
         for note in data.notes:
@@ -252,7 +296,7 @@ class _Run:
         if refusal:
             self.say(refusal)  # (the drawings it refused count as new for `--min-new` next time)
             return [], {**base, "last_row_id": last_id, "read_at": since and since.isoformat(), "message": refusal,
-                        "models": []}  # fmt: skip
+                        "models": [], "learned": self.learned}  # fmt: skip
         learned, held = counted(len(data.train_y), "drawing"), counted(len(data.holdout_y), "held-out drawing")
         self.say(f"learning from users' {learned}, judged on {held} of "
                  f"{counted(data.counts['holdout_sessions'], 'other session')}")  # fmt: skip
@@ -260,8 +304,8 @@ class _Run:
                       "or two the first time, cached after)")  # fmt: skip
         self.real = _real_handwriting(self.settings, self.say)
         self.step += 1  # (minutes the first time: the bar moved only once a model was trained)
-        outcomes = list(untrained)
-        todo = [n for n in names if n in parents]
+        outcomes = list(skipped)
+        todo = [n for n in names if n in parents and n not in current]
         from digitlab.training.cnn_net import has_torch
 
         if "cnn" in todo and not has_torch():
@@ -273,7 +317,7 @@ class _Run:
         # model trained and per fine-tuning epoch (`_relay`)
         classical = sum(n in CLASSICAL_MODELS for n in todo)
         self.steps = 2 + len(todo) + classical + (classical > 0) + (EPOCHS if "cnn" in todo else 0)
-        with listening(self._relay):
+        with listening(self._relay), self._ticking():
             built = self._build(todo, parents, data)
         x_test, y_test = self._mnist("test")
         for name in todo:
@@ -287,7 +331,8 @@ class _Run:
         # a model left out says why (Learn now said "promoted: svm, ...; rejected: none" without a word that the
         # default model, the CNN, was not learned: PyTorch is not installed)
         message += "".join(f"; {o.model} not learned: {o.reason}" for o in outcomes if o.status == "skipped")
-        return outcomes, {**base, "message": message, "models": [o.__dict__ for o in outcomes]}
+        return outcomes, {**base, "message": message, "models": [o.__dict__ for o in outcomes],
+                          "learned": self.learned}  # fmt: skip
 
     @staticmethod
     def _refusal(data: UserData) -> str:
@@ -401,7 +446,17 @@ class _Run:
         }  # fmt: skip
         status = "rejected" if reason else "promoted"
         self.versions.add(name, version, payload, full, status=status, parent=str(parent.version), reason=reason or None)
+        if status == "promoted" or not reason.startswith("the served version changed"):
+            self.learned[name] = sha256_bytes(payload) if status == "promoted" else parent.manifest.get("sha256")
+        else:  # an operator's choice is served: it did not learn these drawings
+            self.learned.pop(name, None)
         return Outcome(name, status, version, str(parent.version), reason, full["metrics"])
+
+
+def _minutes(seconds: float) -> str:
+    """ "40 s", "2 min 05 s": how long a step has taken, for people watching a bar."""
+    whole = int(seconds)
+    return f"{whole} s" if whole < 60 else f"{whole // 60} min {whole % 60:02d} s"
 
 
 def _payload_of(settings: Settings, versions: VersionStore, name: str) -> bytes:
