@@ -532,7 +532,7 @@ def test_a_run_with_nothing_labelled_since_builds_nothing(settings, user_digits)
     said: list[str] = []
     (again,) = learn(settings, models=["svm_pca"], limit=LIMIT, say=said.append)
     assert (again.status, again.version) == ("skipped", None) and "already learned" in again.reason
-    assert said == [("nothing labelled since the last run: the served svm_pca already learned from every labelled "
+    assert said == [("no drawing labelled since the last run: the served svm_pca already learned from every labelled "
                      "drawing; nothing built")], said  # fmt: skip
     versions = versions_of(settings)
     assert [v.version for v in versions.list("svm_pca")] == ["2"]

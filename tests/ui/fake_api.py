@@ -47,6 +47,7 @@ class FakeApi:
     versions: dict[str, list[dict]] = field(default_factory=dict)  # a model's learned versions, newest first
     busy_job: str = ""  # the id of a learning run going on already (started elsewhere): "Learn now" is 409
     learn_message: str = ""  # the outcome of a learning run started with `start_learning` ("": nothing learned)
+    learn_models: list[dict] = field(default_factory=list)  # what became of each model in that run
     locked: ApiError | None = None  # raised by the admin's reads (the log, the numbers) when the UI lacks the token
 
     def model_versions(self, name: str) -> list[dict]:
@@ -60,7 +61,8 @@ class FakeApi:
         return {"job_id": "job-1", "status": "queued"}
 
     def learn_job(self, job_id: str) -> dict:
-        return {"id": job_id, "status": "done", "progress": 1.0, "message": self.learn_message, "result": {"models": []}}
+        return {"id": job_id, "status": "done", "progress": 1.0, "message": self.learn_message,
+                "result": {"models": self.learn_models}}
 
     def _away(self) -> None:
         if not self.up:

@@ -47,6 +47,7 @@ def test_learn_now_during_a_run_started_elsewhere_follows_that_run(monkeypatch):
     get_settings.cache_clear()
     try:
         api.busy_job, api.learn_message = "31ad" + "0" * 28, "promoted: svm; rejected: none"
+        api.learn_models = [{"model": "svm", "status": "promoted"}]
         at = open_app(monkeypatch, canvas, "models")
         at.button(key="learn_open").click().run()
         at.button(key="learn_now").click().run()
@@ -54,6 +55,28 @@ def test_learn_now_during_a_run_started_elsewhere_follows_that_run(monkeypatch):
         said = _texts(at)
         assert "started elsewhere is going on already" in said and "/api/v1/learn/" not in said, said
         assert "promoted: svm" in said and at.session_state["learn_job"] == api.busy_job  # its outcome, here
+        assert "Learning finished: promoted: svm" in said, said
+    finally:
+        get_settings.cache_clear()
+
+
+def test_a_run_that_had_nothing_new_to_learn_says_nothing_was_learned(monkeypatch):
+    """Every model skipped because it had learned every labelled drawing: "Learning finished" read as if something
+    had been learned."""
+    from digitlab.core.config import get_settings
+
+    api, canvas = install(monkeypatch)
+    monkeypatch.setenv("DIGITLAB_ADMIN_TOKEN", "secret")
+    get_settings.cache_clear()
+    try:
+        api.learn_message = "no drawing labelled since the last run: the served svm already learned from every ..."
+        api.learn_models = [{"model": "svm", "status": "skipped"}]
+        at = open_app(monkeypatch, canvas, "models")
+        at.button(key="learn_open").click().run()
+        at.button(key="learn_now").click().run()
+        assert not at.exception, at.exception
+        said = _texts(at)
+        assert "Nothing learned: no drawing labelled since the last run" in said and "finished" not in said, said
     finally:
         get_settings.cache_clear()
 

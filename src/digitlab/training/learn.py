@@ -280,7 +280,7 @@ class _Run:
         skipped = untrained + [Outcome(n, "skipped", reason="already learned from every labelled drawing (nothing labelled "
                               "since the last run)") for n in current]  # fmt: skip
         if current and len(skipped) == len(names):
-            message = (f"nothing labelled since the last run: the served {', '.join(current)} already learned from "
+            message = (f"no drawing labelled since the last run: the served {', '.join(current)} already learned from "
                        "every labelled drawing; nothing built")  # fmt: skip
             self.say(message)
             return (skipped, {"message": message, "new_labelled": 0, "last_row_id": last_id,

@@ -101,7 +101,9 @@ def learning_progress(job_id: str) -> None:
         return
     if job["status"] in ("queued", "running"):
         st.progress(float(job.get("progress") or 0), text=job.get("message") or "Starting…")
-    elif job["status"] == "done" and not (job.get("result") or {}).get("models"):  # refused: too little data
+    elif job["status"] == "done" and not any(  # refused (too little data), or every model had learned it all
+        m.get("status") in ("promoted", "rejected") for m in (job.get("result") or {}).get("models") or ()
+    ):
         st.info(f"Nothing learned: {job.get('message')}", icon=":material/school:")
     elif job["status"] == "done":
         st.success(f"Learning finished: {job.get('message')}", icon=":material/school:")
