@@ -95,6 +95,10 @@ FRAME_STRAIGHT = 0.8
 MIN_EXTENT_REL = 0.02  # ink whose extent is below 2 % of the image's long side is a speck, not a digit
 DOT_RATIO = 3.0  # ink no longer than 3 stroke widths is a dot...
 DOT_MAX_REL = 0.2  # ...unless it spans more than 20 % of the image (then it is a big blob: let it through)
+#: ...and it is round: no longer than this many times its widest point (a tap, or one dragged half the
+#: pen's width). A digit drawn small with a thick pen is as short for its mean width (an 18 px pen's 40-50 px
+#: digits: 70-93 % were refused as a dot) but longer than its widest point: it is read (`is_dot`)
+DOT_ROUND = 1.3
 
 BUSY_MSG = ("No digit found: the picture is busy all over (noise or texture), nothing stands out from it. "
             "Use a plain background, the digit large and dark.")
@@ -468,6 +472,15 @@ def _is_frame(component: np.ndarray) -> bool:
     return min(float(side.mean()) for side in sides) > FRAME_STRAIGHT
 
 
+def is_dot(mask: np.ndarray, extent: float, width: float, long_side: int) -> bool:
+    """Is this ink (a boolean mask around it) a dot: short for its stroke width, small in the image, and round
+    (its extent within DOT_ROUND of its widest point, twice the largest distance to its edge)?"""
+    if not (extent < DOT_RATIO * width and extent < DOT_MAX_REL * long_side):
+        return False
+    widest = 2.0 * float(ndi.distance_transform_edt(np.pad(mask, 1)).max())  # (small: only short ink comes here)
+    return extent < DOT_ROUND * widest
+
+
 def _stroke_width(s: np.ndarray) -> float:
     """Mean stroke width (px) of a soft ink map: 2 * area / perimeter (perimeter by the co-area formula)."""
     gy, gx = _gradient(s)
@@ -577,7 +590,7 @@ def to_mnist(
     step = max(1, int(max(crop.shape) // 96))  # the estimate does not need more than ~100 px
     width = _stroke_width(crop if step == 1 else _block_mean(crop, step)) * step
     width = min(width, float(extent))
-    if extent < DOT_RATIO * width and extent < DOT_MAX_REL * long_side:
+    if is_dot(mask[cy0:cy1, cx0:cx1], extent, width, long_side):
         raise EmptyImageError(_DOT_MSG)
 
     # --- mid resolution crop -------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from digitlab.decode import EmptyImageError
-from digitlab.preprocess import DOT_MAX_REL, DOT_RATIO
+from digitlab.preprocess import is_dot
 
 INK_ON = 0.35  # ink strength that counts as a stroke pixel
 #: a 1 (one whole stroke) leaning this much more than the writing (|dx/dy| against the number's slant) is
@@ -189,9 +189,9 @@ def pieces_of(s: np.ndarray) -> tuple[list[Piece], float, list[Piece]]:
     flat = all(boxes[i][1].stop - boxes[i][1].start >= LINE_FLAT * (boxes[i][0].stop - boxes[i][0].start) for i in tall)
     if flat and height < LINE_HEIGHT * stroke:
         raise EmptyImageError("Nothing written that looks like digits, only a line: write a number and try again.")
-    if len(keep) == 1:  # one lone mark: a dot by `to_mnist`'s rule (no longer than 3 pen widths, small)?
+    if len(keep) == 1:  # one lone mark: a dot by `to_mnist`'s rule (short for its pen, small, round)?
         extent = max(sl.stop - sl.start for sl in boxes[keep[0]])
-        if extent < DOT_RATIO * stroke and extent < DOT_MAX_REL * max(s.shape):
+        if is_dot(labels[boxes[keep[0]]] == keep[0] + 1, extent, stroke, max(s.shape)):
             raise EmptyImageError("Nothing written but a dot: write a number and try again.")
     pieces: list[Piece] = []
     specks: list[Piece] = []
