@@ -208,6 +208,10 @@ def open_image(data: bytes, max_pixels: int | None, *, draft_to: int | None = No
         raise UnreadableImageError(
             "The image file is damaged or truncated: upload a PNG, JPEG, WebP or BMP image."
         ) from exc
+    if im.format == "PNG" and not png_rows_complete(data):  # PIL filled the missing rows with black
+        raise UnreadableImageError(
+            "The image file is damaged or truncated: upload a PNG, JPEG, WebP or BMP image."
+        )
     try:
         if im.getexif().get(0x0112, 1) != 1:  # phone photos: apply the EXIF orientation
             im = ImageOps.exif_transpose(im)
@@ -276,6 +280,39 @@ def png_picture_only(data: bytes) -> bytes | None:
             return b"".join(out)
         pos += 12 + length
     return None
+
+
+_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  #: per PNG colour type
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def png_rows_complete(data: bytes) -> bool:
+    """Does the PNG's image data hold every row its header promises? A complete zlib stream with fewer rows
+    is decoded by PIL without a word, the rest black: a clean 7 cut to 270 of 280 rows was read as a sure 2
+    (a probe, session 28). Inflates in 1 MiB pieces, counting, never holding the pixels."""
+    if len(data) < 33 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return True  # (not a PNG PIL opened: nothing to say)
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    bits = depth * _CHANNELS.get(colour, 1)
+    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+    needed = 0
+    for x0, y0, dx, dy in passes:
+        w, h = (width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy
+        if w > 0 and h > 0:
+            needed += h * (1 + (w * bits + 7) // 8)
+    inflate, got, pos, end = zlib.decompressobj(), 0, 8, len(data)
+    try:
+        while pos + 12 <= end and got < needed:
+            (length,) = struct.unpack(">I", data[pos : pos + 4])
+            if data[pos + 4 : pos + 8] == b"IDAT":
+                piece = data[pos + 8 : pos + 8 + length]
+                while piece and got < needed:
+                    got += len(inflate.decompress(piece, 1 << 20))
+                    piece = inflate.unconsumed_tail
+            pos += 12 + length
+    except zlib.error:
+        return False
+    return got >= needed
 
 
 def decode_plain_png(data: bytes, max_pixels: int | None = None, *, max_side: int) -> np.ndarray | None:

@@ -33,6 +33,15 @@ def png_claiming(width: int, height: int, *, idat: bytes | None = None) -> bytes
     return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
 
 
+def png_short_rows(rows: int = 270) -> bytes:
+    """A 280x280 grey PNG of a 7 whose image data is a complete zlib stream of only `rows` rows: PIL filled the
+    rest with black and the 7 was read as a sure 2 (a probe, session 28)."""
+    arr = _digit_array()
+    raw = b"".join(b"\0" + arr[y].tobytes() for y in range(rows))
+    ihdr = struct.pack(">IIBBBBB", 280, 280, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(raw)) + _chunk(b"IEND", b"")
+
+
 def _save(im: Image.Image, fmt: str, **kw) -> bytes:
     out = io.BytesIO()
     im.save(out, format=fmt, **kw)
@@ -152,6 +161,8 @@ def cases() -> list[Case]:
         # --- broken or foreign files -----------------------------------------------------------------------
         Case("zero-byte-file", 400, "unreadable_image", files=img(b"")),
         Case("truncated-png", 400, "unreadable_image", files=img(png[: len(png) // 2])),
+        Case("png-rows-missing", 400, "unreadable_image", files=img(png_short_rows())),
+        Case("png-one-row-missing", 400, "unreadable_image", files=img(png_short_rows(279))),
         Case("png-header-only", 400, "unreadable_image", files=img(png[:33])),
         Case("wrong-magic-bytes", 400, "unreadable_image", files=img(b"\x89PNX" + png[4:])),
         Case(
