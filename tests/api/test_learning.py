@@ -98,6 +98,12 @@ def test_learn_endpoints(two_servers, admin):
         assert "no labelled drawings" in state["message"]
         assert_error(c.get("/api/v1/learn/" + "0" * 32), 404, "learn_job_not_found")
         assert_error(c.get("/api/v1/learn/xyz"), 404, "learn_job_not_found")  # (it was 422 "should match pattern")
+        assert_error(c.get("/api/v1/learn/" + "a" * 201), 404, "learn_job_not_found")  # (422 past 200 characters)
+        # a member sent twice is refused, not "the last one wins" (a run was started on it), even during a run
+        twice = c.post("/api/v1/learn", headers={**admin, "Content-Type": "application/json"},
+                       content=b'{"models": ["nope"], "models": ["svm"]}')  # fmt: skip
+        assert_error(twice, 422, "invalid_fields")
+        assert "'models' was sent more than once" in twice.json()["detail"]
         assert_error(c.get("/api/v1/models/nope/versions"), 404, "unknown_model")
     assert httpx.get(servers[0].url + "/health", timeout=10).json()["status"] == "ok"
 

@@ -11,6 +11,7 @@ from tests.store.test_numbers import number
 
 from digitlab.store.models import PENDING
 from digitlab.store.numbers import list_numbers
+from digitlab.store.spool import DATABASE_FILE
 
 
 def _waiting(store) -> int:
@@ -77,6 +78,8 @@ def test_a_worker_back_before_another_queues_labels_for_its_spooled_records(
         record = make_record(4)
         assert other.add(record).stored == "spool"
         other.close()  # it ends with the record still spooled: an orphan the next scan adopts
+        # (a missing SQLite file stands in for the shared database being away: the spool names that database)
+        (elsewhere / DATABASE_FILE).write_text(here.spool.database + "\n")
         assert here.set_feedback_by_uid(record.uid, 4)  # queued: the record may still come
         assert _waiting(here) == 1
         adopter = open_store(db_url, tmp_path / "spool" / "adopter")

@@ -115,6 +115,24 @@ def test_orphans_are_spools_of_processes_that_are_gone(tmp_path):
         s.close()
 
 
+def test_a_spool_is_adopted_only_by_a_store_of_its_database(tmp_path, caplog):
+    """A PostgreSQL API killed during an outage left its spool; a SQLite API started on the same data folder
+    replayed it into the SQLite file, and PostgreSQL never got those predictions (a probe, session 28)."""
+    dead = Spool(tmp_path / "host-1", "postgresql+psycopg://postgres@db:5432/digitlab").open()
+    dead.append({"op": "x"})
+    dead.close()
+    me = Spool(tmp_path / "host-2", "sqlite:/data/digitlab.db").open()
+    with caplog.at_level("WARNING", logger="digitlab.store"):
+        assert me.orphans() == [] and not me.siblings_pending() and me.waiting_beside() == 0
+    assert "holds predictions for another database (postgresql+psycopg://postgres@db:5432/digitlab)" in caplog.text
+    same = Spool(tmp_path / "host-3", "postgresql+psycopg://postgres@db:5432/digitlab").open()
+    (orphan,) = same.orphans()  # an API of that database replays it
+    assert orphan.dir.name == "host-1" and orphan.pending == 1
+    for s in (orphan, me, same):
+        s.close()
+    assert not (tmp_path / "host-2").exists()  # empty ones still leave nothing behind
+
+
 def test_empty_spools_of_killed_processes_are_removed(tmp_path):
     killed = Spool(tmp_path / "host-1").open()
     killed._fh.close()  # what the kernel does for a process killed outright: its files closed, no `close()`

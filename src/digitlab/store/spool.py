@@ -4,7 +4,9 @@ One directory belongs to one live process, proven by an exclusive `flock` on `sp
 the kernel when the process dies, however it dies). That gives two guarantees:
 - two API replicas never write the same file: a locked directory is refused;
 - a directory whose lock is free but whose `spool.jsonl` is not empty was left by a process that ended
-  during an outage: any other store using a sibling directory adopts it and replays it (`orphans()`).
+  during an outage: any other store using a sibling directory adopts it and replays it (`orphans()`),
+  if it writes to the same database (`spool.database` names it: a SQLite API started on a PostgreSQL
+  API's data folder replayed its outage's predictions into the SQLite file).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ SPOOL_FILE = "spool.jsonl"
 LOCK_FILE = "spool.lock"
 COUNT_FILE = "spool.count"  # the owner's count of lines waiting, for its siblings' /health (`waiting_beside`)
 REJECTED_FILE = "rejected.jsonl"  # lines the database refused for a reason other than an outage
+DATABASE_FILE = "spool.database"  # the database the lines are for (its URL without password)
 
 
 class SpoolBusyError(DigitlabError):
@@ -44,8 +47,9 @@ def _fsync_dir(path: Path) -> None:
 class Spool:
     """Not a queue in memory: everything is on disk before `append` returns."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, database: str = ""):
         self.dir = Path(directory)
+        self.database = database  # whose lines these are; "" (tests): any database's
         self.path = self.dir / SPOOL_FILE
         self._lock = threading.Lock()
         self._lock_fd: int | None = None
@@ -54,6 +58,7 @@ class Spool:
         self.offset = 0  # bytes of the file already written to the database
         self.pending = 0  # lines after `offset`
         self.generation = 0  # a new file after the old one was removed: offsets read before mean nothing
+        self._told: set[Path] = set()  # other databases' spools already logged (`_say_foreign`)
 
     # --- ownership -----------------------------------------------------------------------------------
     def open(self) -> Spool:
@@ -65,12 +70,30 @@ class Spool:
                 "its own DIGITLAB_SPOOL_DIR (or leave it unset: the default is per host and process)"
             )
         self._repair_tail()
+        if self.database and (not self.path.exists() or not self.path.stat().st_size):
+            self._write_database()
         self._fh = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open for appends; unbuffered:
         _fsync_dir(self.dir)  # a failed write leaves no bytes behind in a buffer to be flushed later
         self.offset = 0
         self.pending = sum(1 for _ in self._lines(0))
         self._open_count()
         return self
+
+    def _write_database(self) -> None:
+        if not self.database:
+            return
+        tmp = self.dir / (DATABASE_FILE + ".tmp")
+        tmp.write_text(self.database + "\n")
+        os.replace(tmp, self.dir / DATABASE_FILE)
+
+    def ours(self, path: Path) -> bool:
+        """Are the lines of the spool at `path` for this spool's database? (One written before spools named
+        their database: yes, as before.)"""
+        try:
+            theirs = (path / DATABASE_FILE).read_text().strip()
+        except OSError:
+            return True
+        return not self.database or not theirs or theirs == self.database
 
     def _open_count(self) -> None:
         if self._count_fd is not None:
@@ -130,6 +153,7 @@ class Spool:
                 self.path.unlink(missing_ok=True)
                 (self.dir / COUNT_FILE).unlink(missing_ok=True)
                 if not (self.dir / REJECTED_FILE).exists():
+                    (self.dir / DATABASE_FILE).unlink(missing_ok=True)
                     (self.dir / LOCK_FILE).unlink(missing_ok=True)
                     try:
                         self.dir.rmdir()
@@ -150,7 +174,10 @@ class Spool:
         for path in siblings:
             if not (path / LOCK_FILE).exists():
                 continue
-            orphan = Spool(path)
+            if not self.ours(path):
+                self._say_foreign(path)
+                continue
+            orphan = Spool(path, self.database)
             try:
                 orphan.open()  # SpoolBusyError: a live process's
             except (SpoolBusyError, OSError):
@@ -161,10 +188,22 @@ class Spool:
                 orphan.close()  # empty: removed (a rejected-lines file keeps the folder)
         return found
 
-    def siblings_pending(self) -> bool:
-        """Does another spool beside this one (a live process's or an orphan) hold lines not yet replayed?"""
+    def _say_foreign(self, path: Path) -> None:
         try:
-            siblings = [p for p in self.dir.parent.iterdir() if p.is_dir() and p != self.dir]
+            waiting = (path / SPOOL_FILE).stat().st_size > 0
+            theirs = (path / DATABASE_FILE).read_text().strip()
+        except OSError:
+            return
+        if waiting and path not in self._told:
+            self._told.add(path)
+            log.warning("the spool %s holds predictions for another database (%s): left for an API of that "
+                        "database to replay (this one writes to %s)", path, theirs, self.database)  # fmt: skip
+
+    def siblings_pending(self) -> bool:
+        """Does another spool beside this one (a live process's or an orphan) of its database hold lines not
+        yet replayed?"""
+        try:
+            siblings = [p for p in self.dir.parent.iterdir() if p.is_dir() and p != self.dir and self.ours(p)]
         except OSError:
             return False
         for path in siblings:
@@ -181,7 +220,8 @@ class Spool:
         itself (the ones it adopted). So that every worker's /health gives the same total."""
         total = 0
         try:
-            siblings = [p for p in self.dir.parent.iterdir() if p.is_dir() and p != self.dir and p not in exclude]
+            siblings = [p for p in self.dir.parent.iterdir()
+                        if p.is_dir() and p != self.dir and p not in exclude and self.ours(p)]  # fmt: skip
         except OSError:
             return 0
         for path in siblings:

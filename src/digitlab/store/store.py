@@ -104,6 +104,13 @@ def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, DisconnectionError | PoolTimeoutError)
 
 
+def database_identity(url) -> str:
+    """Which database a spool's lines are for: the URL without its password; a SQLite file by its absolute path."""
+    if url.get_backend_name() == "sqlite":
+        return f"sqlite:{Path(url.database).resolve() if url.database and url.database != ':memory:' else url.database}"
+    return url.render_as_string(hide_password=True)
+
+
 class PredictionStore:
     """Thread-safe; one per process. `start()` never raises because the database is down."""
 
@@ -130,7 +137,7 @@ class PredictionStore:
         self._prober = ThreadPoolExecutor(1, thread_name_prefix="digitlab-store-probe")  # one probe at a time
         self._direct = ThreadPoolExecutor(DIRECT_THREADS, thread_name_prefix="digitlab-store-direct")
         self._probe: Future | None = None
-        self.spool = Spool(Path(spool_dir))
+        self.spool = Spool(Path(spool_dir), database_identity(self.engine.url))
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         self.batch_size = batch_size

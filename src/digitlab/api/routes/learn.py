@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 from starlette.responses import Response
 
-from digitlab.api.deps import Ctx, require_admin_token, store_or_503
+from digitlab.api.deps import Ctx, refuse_repeated_members, require_admin_token, store_or_503
 from digitlab.api.errors import ApiError, error_responses
 from digitlab.api.schemas import LearnJob, LearnRequest, LearnStarted, ModelVersion
 from digitlab.models.registry import MODEL_SPECS
@@ -37,6 +37,7 @@ async def learn_body(request: Request) -> LearnRequest | None:
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media != "application/json" and not media.endswith("+json"):  # the handler answers 415, saying what to send
         raise RequestValidationError([{"type": "model_attributes_type", "loc": ("body",), "msg": "not JSON"}])
+    refuse_repeated_members(raw)  # `{"models": ["nope"], "models": ["svm"]}` started a run on the last one
     try:
         return _LEARN_BODY.validate_json(raw)
     except ValidationError as exc:
@@ -45,7 +46,7 @@ async def learn_body(request: Request) -> LearnRequest | None:
 
 #: any text: an id that is not one `POST /api/v1/learn` could answer is no job, 404 as the docs say (it was 422
 #: "should match pattern"; a probe, session 27)
-JobId = Annotated[str, Path(max_length=200, description="The id `POST /api/v1/learn` answered (32 hex digits).")]
+JobId = Annotated[str, Path(description="The id `POST /api/v1/learn` answered (32 hex digits).")]
 _JOB_ID = re.compile(r"[0-9a-fA-F]{32}")
 
 
