@@ -60,25 +60,34 @@ def test_learn_now_during_a_run_started_elsewhere_follows_that_run(monkeypatch):
         get_settings.cache_clear()
 
 
-def test_a_run_that_had_nothing_new_to_learn_says_nothing_was_learned(monkeypatch):
-    """Every model skipped because it had learned every labelled drawing: "Learning finished" read as if something
-    had been learned."""
+@pytest.fixture
+def admin_api(monkeypatch):
+    """The stand-in API and canvas, with the admin token set (the settings cache cleared before and after)."""
     from digitlab.core.config import get_settings
 
     api, canvas = install(monkeypatch)
     monkeypatch.setenv("DIGITLAB_ADMIN_TOKEN", "secret")
     get_settings.cache_clear()
-    try:
-        api.learn_message = "no drawing labelled since the last run: the served svm already learned from every ..."
-        api.learn_models = [{"model": "svm", "status": "skipped"}]
-        at = open_app(monkeypatch, canvas, "models")
-        at.button(key="learn_open").click().run()
-        at.button(key="learn_now").click().run()
-        assert not at.exception, at.exception
-        said = _texts(at)
-        assert "Nothing learned: no drawing labelled since the last run" in said and "finished" not in said, said
-    finally:
-        get_settings.cache_clear()
+    yield api, canvas
+    get_settings.cache_clear()
+
+
+def _learn_now(monkeypatch, canvas):
+    at = open_app(monkeypatch, canvas, "models")
+    at.button(key="learn_open").click().run()
+    at.button(key="learn_now").click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_a_run_that_had_nothing_new_to_learn_says_nothing_was_learned(monkeypatch, admin_api):
+    """Every model skipped because it had learned every labelled drawing: "Learning finished" read as if something
+    had been learned."""
+    api, canvas = admin_api
+    api.learn_message = "no drawing labelled since the last run: the served svm already learned from every ..."
+    api.learn_models = [{"model": "svm", "status": "skipped"}]
+    said = _texts(_learn_now(monkeypatch, canvas))
+    assert "Nothing learned: no drawing labelled since the last run" in said and "finished" not in said, said
 
 
 def test_learn_now_is_not_offered_without_the_admin_token(monkeypatch):
