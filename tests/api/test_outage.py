@@ -76,6 +76,8 @@ def test_database_outage_and_recovery(outage_server, sample_png, admin):
         assert before["logged"] and isinstance(before["id"], int)
 
         proxy.stop()  # the database goes away
+        # the export's headers promise what the export would answer, noticed before any write met the outage
+        assert api.head("/api/v1/export.csv", headers=admin).status_code == 503
         during = []
         for _ in range(3):
             r = api.post(
@@ -107,6 +109,7 @@ def test_database_outage_and_recovery(outage_server, sample_png, admin):
         assert by_uid[during[0]["uid"]]["drawn_digit"] == 7 and by_uid[during[0]["uid"]]["correct"] is True
         after = api.post("/api/v1/predict", files={"image": ("d.png", sample_png)}).json()
         assert after["logged"] and isinstance(after["id"], int)
+        assert api.head("/api/v1/export.csv", headers=admin).status_code == 200
     assert "Traceback" not in server.log_text(), server.log_tail()
 
 

@@ -283,3 +283,26 @@ def test_train_stopped_by_a_signal_leaves_no_training_marker(tmp_path, mnist_dir
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 1 and "stopped by signal" in err, err[-500:]
     assert not marker.exists() and not (tmp_path / "models" / "svm.json").exists()
+
+
+def test_a_quick_training_says_it_replaced_a_stronger_model(tmp_path, mnist_dir, tiny_model_dir):
+    """`train cnn --limit 100` replaced the bundled CNN (99 %) with one at chance level and said nothing."""
+    import os
+
+    models = tmp_path / "models"
+    models.mkdir()
+    for path in tiny_model_dir.glob("extra_trees.*"):
+        shutil.copy2(path, models / path.name)
+    manifest = json.loads((models / "extra_trees.json").read_text())
+    manifest["metrics"]["mnist_test_accuracy"] = 0.999  # the one served now: stronger than any quick one
+    (models / "extra_trees.json").write_text(json.dumps(manifest))
+    env = {**os.environ, "DIGITLAB_MODEL_DIR": str(models), "DIGITLAB_MNIST_DIR": str(mnist_dir),
+           "DIGITLAB_HANDWRITING_DIR": str(tmp_path / "none"), "DIGITLAB_DATA_DIR": str(tmp_path / "data")}  # fmt: skip
+    out = subprocess.run([sys.executable, "-m", "digitlab", "train", "extra_trees", "--limit", "100"], env=env,
+                         capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-800:]
+    assert "note: extra_trees is now a quick model from 100 images" in out.stderr, out.stderr[-800:]
+    assert "where the one it replaced had 99.9 %" in out.stderr and "`digitlab train extra_trees` (no --limit)" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "digitlab", "train", "extra_trees", "--limit", "100"], env=env,
+                         capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert out.returncode == 0 and "note: extra_trees is now a quick model" not in out.stderr  # quick replaced quick

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 from digitlab.cli.learn import stopped
 from digitlab.core.config import get_settings
 from digitlab.errors import DigitlabError
-from digitlab.models.registry import CLASSICAL_MODELS, MODEL_SPECS
+from digitlab.models.registry import CLASSICAL_MODELS, MODEL_SPECS, manifest_path
 from digitlab.training.classical import train_models
 from digitlab.training.cnn import train_cnn_with_drawings
 from digitlab.training.cnn_net import has_torch
@@ -69,8 +70,31 @@ def _writable_folder(folder: Path) -> None:
         raise DigitlabError(f"--out {folder} is not writable", code="invalid_folder")
 
 
+def _served_accuracy(name: str, model_dir: Path) -> float | None:
+    """MNIST test accuracy of the model that serves `name` now (trained or bundled); None if none or unreadable."""
+    path = manifest_path(name, model_dir)
+    try:
+        return float(json.loads(path.read_text())["metrics"]["mnist_test_accuracy"]) if path else None
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def _say_replaced(before: dict[str, float | None], model_dir: Path, limit: int) -> None:
+    """A quick run replaces the served model whatever it was: `train cnn --limit 100` swapped the bundled CNN
+    (99 %) for one at chance level with not a word; say it, and how to get the full model back."""
+    for name, was in before.items():
+        now = _served_accuracy(name, model_dir)
+        if was is None or now is None or now >= was - 0.005:
+            continue
+        back = (f"delete {model_dir}/{name}.json to serve the bundled one again, or run `digitlab train {name}`"
+                if MODEL_SPECS[name].bundled else f"`digitlab train {name}` (no --limit) builds the full model")
+        log(f"note: {name} is now a quick model from {limit:,} images: {now * 100:.1f} % on MNIST test, where the one it "
+            f"replaced had {was * 100:.1f} %; {back}")
+
+
 def _train(settings, requested: list[str], *, limit, jobs, calibrate_only: bool, out_dir: Path | None) -> int:
     started = time.perf_counter()
+    before = {n: _served_accuracy(n, settings.model_dir) for n in requested if n in MODEL_SPECS} if limit else {}
     if "cnn" in requested:
         train_cnn_with_drawings(settings, limit=limit, jobs=jobs)
     classical_names = [n for n in requested if n in CLASSICAL_MODELS]
@@ -90,5 +114,7 @@ def _train(settings, requested: list[str], *, limit, jobs, calibrate_only: bool,
         from digitlab.training.segment_verifier import train_segment_verifier_command
 
         train_segment_verifier_command(out_dir=out_dir)
+    if limit:
+        _say_replaced(before, settings.model_dir, limit)
     log(f"done in {time.perf_counter() - started:.0f} s; artefacts in {settings.model_dir}")
     return 0

@@ -434,6 +434,15 @@ class PredictionStore:
             return exc
         return None
 
+    def check_readable(self) -> None:
+        """Raise DatabaseUnavailableError unless the database answers a `SELECT 1` now: for an answer that
+        promises a read without doing it (HEAD of the export said 200 while the database was down)."""
+        problem = None if not self._db_ok else self._database_problem()
+        if problem is not None:
+            self._mark_down(problem)
+        if problem is not None or not self._db_ok:
+            raise DatabaseUnavailableError("the prediction database is unavailable; try again shortly")
+
     def _read(self, fn, *args, **kwargs):
         if not self._db_ok:
             raise DatabaseUnavailableError("the prediction database is unavailable; try again shortly")

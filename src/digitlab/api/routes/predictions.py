@@ -299,6 +299,7 @@ def export_csv(ctx: Ctx, request: Request) -> Response:
     MNIST's convention, ready to append to a training set)."""
     store = store_or_503(ctx)
     if request.scope.get(HEAD_FLAG):  # the headers only: the export itself takes seconds per 30,000 rows
+        store.check_readable()  # but the same status as the export would get
         return Response(media_type="text/csv", headers={"content-disposition": f'attachment; filename="{EXPORT_NAME}"'})
     # in the data folder, which `serve` checked is writable (the system's temporary folder may not be: a
     # read-only container, where every export was a 500)
