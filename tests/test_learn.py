@@ -259,6 +259,18 @@ def test_a_second_run_is_refused_while_one_runs(settings):
         holder.wait()
 
 
+def test_a_job_id_that_is_not_queued_is_refused_and_left_as_it_was(settings):
+    """The API's `--job-id` given a finished job's id let a new run rewrite that job's outcome (a probe)."""
+    versions = versions_of(settings)
+    job_id = versions.create_job()
+    versions.finish_job(job_id, "done", "learned nothing", {"promoted": []})
+    finished = versions.job(job_id)
+    for given in (job_id, "f" * 32):
+        with pytest.raises(DigitlabError, match="is not waiting to start"):
+            learn(settings, job_id=given, limit=LIMIT, say=lambda m: None)
+    assert versions.job(job_id) == finished and versions.job("f" * 32) is None
+
+
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
 def test_a_run_killed_half_way_leaves_served_models_and_the_store_untouched(settings, env, user_digits, how):
     images, labels = user_digits

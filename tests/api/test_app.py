@@ -668,6 +668,10 @@ def test_export_and_workers_metrics_need_no_system_temporary_folder(tmp_path, se
         c.post("/api/v1/predict", files={"image": ("d.png", draw_digit())}, data={"true_digit": "7"})
         r = c.get("/api/v1/export.csv")
         assert r.status_code == 200 and r.text.count("\n") == 2, r.text[:200]
+        for asked in ("bytes=abc", "bytes=5-1", "items=0-5", "bytes=99999999-", "bytes=0-9"):  # (a plain-text 400 or
+            ranged = c.get("/api/v1/export.csv", headers={"Range": asked})  # 416, and the export file left behind)
+            assert ranged.status_code == 200 and ranged.text == r.text, (asked, ranged.status_code, ranged.text[:100])
+            assert ranged.headers["accept-ranges"] == "none"
     assert [p.name for p in (tmp_path / "data").iterdir() if "export" in p.name] == []  # removed once sent
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     with _shared_metrics(2, tmp_path / "data"):

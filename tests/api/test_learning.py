@@ -104,6 +104,9 @@ def test_learn_endpoints(two_servers, admin):
                        content=b'{"models": ["nope"], "models": ["svm"]}')  # fmt: skip
         assert_error(twice, 422, "invalid_fields")
         assert "'models' was sent more than once" in twice.json()["detail"]
+        deep = c.post("/api/v1/learn", headers={**admin, "Content-Type": "application/json"},
+                      content=b'{"models": ' + b"[" * 5000 + b"]" * 5000 + b"}")  # fmt: skip
+        assert_error(deep, 422, "invalid_fields")  # (a 500: RecursionError)
         assert_error(c.get("/api/v1/models/nope/versions"), 404, "unknown_model")
     assert httpx.get(servers[0].url + "/health", timeout=10).json()["status"] == "ok"
 

@@ -85,6 +85,18 @@ def test_non_png_upload_is_stored_as_png(client, admin):
     assert im.format == "PNG" and max(im.size) <= 512
 
 
+def test_a_large_16_bit_png_is_stored_as_the_model_saw_it(client, admin):
+    """Over 256 KB a PNG is stored re-encoded; a 16-bit grey one was clipped to all white (the 7 invisible)."""
+    grey = np.asarray(Image.open(io.BytesIO(draw_digit(800))).convert("L"), np.float64)
+    noisy = grey * 257 - np.random.default_rng(0).integers(0, 2000, grey.shape)  # incompressible: > 256 KB
+    out = io.BytesIO()
+    Image.fromarray(np.clip(noisy, 0, 65535).astype(np.uint16)).save(out, format="PNG")
+    assert len(out.getvalue()) > 300_000
+    p = predict(client, out.getvalue(), model="svm")
+    stored = np.asarray(Image.open(io.BytesIO(client.get(f"/api/v1/predictions/{p['id']}/image", headers=admin).content)).convert("L"))
+    assert stored.min() < 80 and stored.mean() < 250  # the dark 7 on white, not white all over
+
+
 def test_a_png_is_stored_without_its_payload(client, admin):
     """A drawing with 1 MB of text chunk and 1 MB of trailing bytes was stored as sent, once per model:
     the store keeps only the chunks of the picture (the same pixels)."""

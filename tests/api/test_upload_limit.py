@@ -185,3 +185,7 @@ def test_repeated_query_parameters_and_json_members_on_the_live_server(api):
         assert r.status_code == 422 and "was sent more than once" in r.json()["detail"], (path, r.text)
     r = api.post(f"/api/v1/predictions/uid/{uid}/feedback", json={"true_digit": 3})
     assert r.status_code == 200, r.text
+    deep = '{"image": "' + image + '", "x": ' + "[" * 1000 + '{"a": 1}' + "]" * 1000 + "}"  # (a 500: RecursionError)
+    for path in ("/api/v1/predict", "/api/v1/read"):
+        r = api.post(path, content=deep, headers={"content-type": "application/json"})
+        assert r.status_code == 422 and r.json()["code"] == "invalid_fields", (path, r.text)

@@ -49,6 +49,7 @@ class FakeApi:
     learn_message: str = ""  # the outcome of a learning run started with `start_learning` ("": nothing learned)
     learn_models: list[dict] = field(default_factory=list)  # what became of each model in that run
     locked: ApiError | None = None  # raised by the admin's reads (the log, the numbers) when the UI lacks the token
+    model_states: dict[str, str] = field(default_factory=dict)  # what /health says of a model (default "ready")
 
     def model_versions(self, name: str) -> list[dict]:
         return self.versions.get(name, [])
@@ -70,7 +71,8 @@ class FakeApi:
 
     def health(self) -> Health:
         self._away()
-        return Health("ok", {m["name"]: "ready" for m in MODELS}, self.database, self.spool)
+        return Health("ok", {m["name"]: self.model_states.get(m["name"], "ready") for m in MODELS}, self.database,
+                      self.spool)  # fmt: skip
 
     def models(self) -> list[dict]:
         self._away()

@@ -88,6 +88,34 @@ def test_the_monitor_checks_once_when_the_service_goes_away(fake):
     assert "The page reconnects by itself" not in "\n".join(_texts(at))
 
 
+def test_the_page_learns_at_once_when_a_model_or_the_database_changes_state(fake):
+    """The monitor runs alone every 2 s; the page around it (a card's "training…", Draw's "Still training") was
+    drawn again only when the service went away or came back, from a model list kept 10 s: it said "training"
+    minutes after training ended. Now the monitor runs the whole page again, the list asked afresh."""
+    api, _canvas, open_page = fake
+    api.model_states = {"cnn": "training"}
+    at = open_page("draw")
+    calls = []
+    real = api.models
+
+    def models():
+        calls.append(1)
+        return real()
+
+    api.models = models
+    at.run()
+    assert calls == []  # nothing changed: the list kept
+    api.model_states = {}  # trained
+    at.run()
+    assert not at.exception, at.exception
+    assert len(calls) == 1, calls
+    api.database = "unavailable"
+    at.run()
+    assert len(calls) == 2, calls
+    at.run()
+    assert len(calls) == 2, calls
+
+
 def test_compare_clicking_the_chosen_answer_again_retries_it(fake):
     from digitlab.ui.client import ApiError
 

@@ -44,9 +44,13 @@ def test_every_page_survives_the_api_being_down(dead_api, page):
     text = _text(at)
     assert f"The prediction service is not reachable at `{dead_api}`" in text, text[:1000]
     port = dead_api.rsplit(":", 1)[1]
-    assert f"Not started yet? Run `DIGITLAB_PORT={port} digitlab serve`" in text  # how to start the API it expects
+    assert f"Not started yet? Run `DIGITLAB_PORT={port} digitlab serve` for the API." in text  # the API it expects
+    assert "make run" not in text  # (it starts an API and a UI on the default ports, not this UI's API)
     if page == "models":
         assert "Support vector machine" in text  # the packaged descriptions, offline
+        assert "version 1.0.0" not in text  # (the package's, said of models that may not exist)
+        assert "Live figures need the prediction service; meanwhile" in text
+        assert "service (The" not in text  # (the banner's sentence was said again, in brackets)
     if page == "about":
         assert "MNIST" in text and "From your drawing to a digit" in text
 

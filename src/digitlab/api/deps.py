@@ -105,8 +105,12 @@ def repeated_member(body: bytes, members: int | None = None) -> str | None:
 
 
 def refuse_repeated_members(body: bytes, members: int | None = None) -> None:
-    """422 `invalid_fields` for a JSON body naming a member twice (`repeated_member`)."""
-    name = repeated_member(body, members)
+    """422 `invalid_fields` for a JSON body naming a member twice (`repeated_member`), or nested deeper than the
+    standard parser goes (it was a 500: `[[[...]]]` 1,000 deep passes orjson, then this parse overflowed)."""
+    try:
+        name = repeated_member(body, members)
+    except RecursionError:
+        raise ApiError("Invalid request: the JSON body is nested too deeply.", "invalid_fields") from None
     if name is not None:
         raise ApiError(f"Invalid request: '{name[:40]}' was sent more than once: send each member once.", "invalid_fields")
 

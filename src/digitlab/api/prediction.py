@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from digitlab.api.context import AppContext
-from digitlab.decode import EmptyImageError, png_picture_only
+from digitlab.decode import EmptyImageError, pil_to_rgba, png_picture_only
 from digitlab.errors import DigitlabError, ModelNotReadyError, UnknownModelError
 from digitlab.models.registry import MODEL_SPECS, LoadedModel, is_training
 from digitlab.preprocess import (
@@ -94,8 +94,8 @@ def stored_input_png(data: bytes, fmt: str) -> bytes:
         if im.format == "JPEG":
             im.draft("RGB", (STORED_INPUT_MAX_SIDE, STORED_INPUT_MAX_SIDE))
         im = ImageOps.exif_transpose(im)
-        if im.mode not in ("RGB", "RGBA", "L", "LA"):
-            im = im.convert("RGBA")
+        if im.mode not in ("RGB", "RGBA", "L", "LA"):  # as the model saw it: 16-bit grey scaled (`convert`
+            im = Image.fromarray(pil_to_rgba(im), "RGBA")  # clipped it: a 16-bit scan was stored all white)
         im.thumbnail((STORED_INPUT_MAX_SIDE, STORED_INPUT_MAX_SIDE))
         out = io.BytesIO()
         im.save(out, format="PNG")

@@ -166,6 +166,10 @@ def learn(
     try:
         upgrade(engine)
         versions = VersionStore(engine)
+        if job_id is not None and (versions.job(job_id) or {}).get("status") != "queued":  # (the hidden option's
+            raise DigitlabError(  # id of a finished job had its outcome rewritten by a new run)
+                f"learning job {job_id} is not waiting to start: it is unknown, running or finished", code="bad_arguments"
+            )
         try:
             with exclusive(engine, "digitlab learn", keep=True, wait=True) as lock:
                 versions.fail_interrupted_jobs()

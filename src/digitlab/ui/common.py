@@ -9,10 +9,12 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import streamlit as st
 
+from digitlab.core.config import get_settings
 from digitlab.ui import keys
 from digitlab.ui.client import ApiError, ApiUnavailable, DigitlabClient, Health
 
@@ -23,6 +25,7 @@ STATUS_BADGE = {
     "ready": ("ready", "green", ":material/check_circle:"),
     "training": ("training…", "orange", ":material/hourglass_top:"),
     "missing": ("missing", "gray", ":material/block:"),
+    "offline": ("service not reachable", "gray", ":material/cloud_off:"),
 }
 
 CSS = """
@@ -139,14 +142,10 @@ def _client(api_url: str, token: str | None) -> DigitlabClient:
 
 
 def api_url() -> str:
-    from digitlab.core.config import get_settings
-
     return get_settings().api_url
 
 
 def client() -> DigitlabClient:
-    from digitlab.core.config import get_settings
-
     settings = get_settings()
     return _client(settings.api_url, settings.admin_token)
 
@@ -184,8 +183,7 @@ def duration(seconds: float) -> str:
     """"45 s", "10 min", "1 h 5 min": how long something took, as a person says it ("607 s" made them count)."""
     if seconds < 90:
         return f"{seconds:.0f} s"
-    minutes = round(seconds / 60)
-    if minutes < 60:
+    if (minutes := round(seconds / 60)) < 60:
         return f"{minutes} min"
     return f"{minutes // 60} h" + (f" {minutes % 60} min" if minutes % 60 else "")
 
@@ -320,9 +318,12 @@ def health_monitor(has_canvas: bool = False) -> None:
     state = health() if fresh else check_health()
     ok = state is not None
     st.session_state["api_ok"] = ok
-    if was_ok is not None and ok != was_ok:
-        if ok:
+    # the models' and database's states: shown outside this fragment too (a card said "training…" for good)
+    seen, st.session_state["health_seen"] = st.session_state.get("health_seen"), (ok and (state.models, state.database))
+    if (was_ok is not None and ok != was_ok) or (ok and seen and seen != st.session_state["health_seen"]):
+        if ok and not was_ok:
             st.session_state["api_recovered_at"] = datetime.now()
+        _models_cached.clear()
         st.session_state["health_rerun_at"] = time.monotonic()
         st.rerun(scope="app")
     if not ok:
@@ -346,14 +347,13 @@ def health_monitor(has_canvas: bool = False) -> None:
 
 def _how_to_start(url: str) -> str:
     """The command that starts the API this UI looks for (its port when it is not the default)."""
-    from urllib.parse import urlsplit
-
     try:
         port = urlsplit(url).port
-    except ValueError:
-        port = None
-    serve = "digitlab serve" if port in (None, 8000) else f"DIGITLAB_PORT={port} digitlab serve"
-    return f"Run `{serve}` for the API, or `make run` for the API and this UI."
+    except ValueError:  # (not a port: said as the default's)
+        port = 8000
+    if port in (None, 8000):
+        return "Run `digitlab serve` for the API, or `make run` for the API and this UI."
+    return f"Run `DIGITLAB_PORT={port} digitlab serve` for the API."  # (`make run`: both on the default ports)
 
 
 # --- model catalogue -----------------------------------------------------------------------------------

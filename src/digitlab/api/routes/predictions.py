@@ -7,6 +7,7 @@ during an outage -> 503 `database_unavailable`; feedback is queued in the spool 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
@@ -16,7 +17,6 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BeforeValidator
 from sqlalchemy.exc import SQLAlchemyError
-from starlette.background import BackgroundTask
 from starlette.responses import FileResponse, Response
 
 from digitlab.api.context import AppContext
@@ -319,9 +319,18 @@ def export_csv(ctx: Ctx, request: Request) -> Response:
     except BaseException:
         os.unlink(path)
         raise
-    return FileResponse(
-        path,
-        media_type="text/csv",
-        filename=EXPORT_NAME,
-        background=BackgroundTask(os.unlink, path),
-    )
+    return _WholeExport(path, media_type="text/csv", filename=EXPORT_NAME, headers={"accept-ranges": "none"})
+
+
+class _WholeExport(FileResponse):
+    """The export file, always whole, removed once answered however the answer went: with a Range header
+    (`bytes=abc`, `bytes=5-1`) Starlette answered a plain-text 400 or 416 and its clean-up never ran (a full
+    export file left in the data folder per request). An export is made for this request: nothing to resume."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k not in (b"range", b"if-range")]}
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)

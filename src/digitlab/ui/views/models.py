@@ -9,16 +9,16 @@ import streamlit as st
 
 from digitlab.data import SPLIT_SIZES
 from digitlab.ui import charts, common
-from digitlab.ui.client import ApiError
+from digitlab.ui.client import ApiError, ApiUnavailable
 
 
 def _offline_catalogue() -> list[dict[str, Any]]:
-    """Names and descriptions come with the package, so the page still says what each model is."""
+    """Names and descriptions come with the package, so the page still says what each model is (not its version
+    or state: the package's "version 1.0.0" and "status unknown" were shown for models that may not exist)."""
     from digitlab.models.registry import MODEL_SPECS
 
     return [
-        {"name": s.name, "display_name": s.display_name, "description": s.description, "version": s.version,
-         "status": "unknown"}
+        {"name": s.name, "display_name": s.display_name, "description": s.description, "status": "offline"}
         for s in MODEL_SPECS.values()
     ]  # fmt: skip
 
@@ -214,7 +214,7 @@ def card(model: dict[str, Any], latency: float | None, live_status: str | None) 
                        icon=":material/report:")  # fmt: skip
         if status == "training":
             st.caption("Training now; the card fills in when it is done.")
-        if status != "missing":
+        if status not in ("missing", "offline"):
             version_history(model.get("name"))
 
 
@@ -223,7 +223,8 @@ def main() -> None:
     try:
         models = common.client().models()
     except ApiError as exc:
-        st.info(f"Live figures need the prediction service ({exc}) Here is what each model is.",
+        said = "" if isinstance(exc, ApiUnavailable) else str(exc).rstrip(" .") + ". "  # (the banner says "away")
+        st.info(f"{said}Live figures need the prediction service; meanwhile, here is what each model is.",
                 icon=":material/cloud_off:")  # fmt: skip
         models = _offline_catalogue()
     health = common.health()
