@@ -282,7 +282,8 @@ def _run(
     env["PYTHONUNBUFFERED"] = "1"
     env["DIGITLAB_HOST"], env["DIGITLAB_PORT"] = settings.host, str(settings.port)
     env["DIGITLAB_UI_HOST"], env["DIGITLAB_UI_PORT"] = settings.ui_host, str(settings.ui_port)
-    ui_env = dict(env, DIGITLAB_API_URL=api_url)  # the UI talks to the API started here
+    ui_env = dict(env, DIGITLAB_API_URL=api_url, DIGITLAB_API_STARTED_BESIDE="1")  # the UI talks to the API started
+    # here, which answers seconds after the UI does: "Not started yet? Run digitlab serve" was said meanwhile
     python = [sys.executable, "-m", "digitlab"]
     # The UI first: it needs no database, so it starts while the migrations run; the API after them.
     ui_argv, api_argv = [*python, "ui"], [*python, "serve"]

@@ -55,6 +55,23 @@ def test_every_page_survives_the_api_being_down(dead_api, page):
         assert "MNIST" in text and "From your drawing to a digit" in text
 
 
+def test_beside_an_api_that_digitlab_run_is_starting_the_page_says_it_is_starting(dead_api, monkeypatch):
+    """`digitlab run` starts the UI seconds before the API answers: a newcomer opening it then was told in red
+    that the service is not reachable and to run `digitlab serve` (its port taken by the API starting)."""
+    from streamlit.testing.v1 import AppTest
+
+    from digitlab.core.config import get_settings
+
+    monkeypatch.setenv("DIGITLAB_API_STARTED_BESIDE", "1")
+    get_settings.cache_clear()
+    at = AppTest.from_file(str(launch.APP), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    text = _text(at)
+    assert "The prediction service is starting" in text and not at.error, text[:600]
+    assert "digitlab serve" not in text and "not reachable" not in text
+
+
 def test_a_pen_the_colour_of_the_background_is_said_so():
     """#111111 on #000000: a 4 filling the canvas was told to "draw a larger digit"."""
     from types import SimpleNamespace

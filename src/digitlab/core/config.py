@@ -150,6 +150,8 @@ class Settings(BaseSettings):
     api_url: str = Field("http://127.0.0.1:8000", description="Where the Streamlit UI reaches the API.")
     ui_host: str = "127.0.0.1"
     ui_port: int = Field(8501, ge=0, le=65535, description="Port the Streamlit UI listens on (0: any free port, for `digitlab ui` only).")
+    api_started_beside: bool = Field(False, description="Set by `digitlab run` for its UI: the API is started (and "
+                                     "restarted) beside it, so while it has never answered the UI says it is starting.")
 
     @property
     def mnist_path(self) -> Path:

@@ -225,42 +225,7 @@ def session_id() -> str:
 #: `.dc-scroll`, but a finger on the canvas draws and a phone shows no scrollbar to drag: 58 % of it could
 #: not be reached. Such a canvas (`data-dl-wide`, set here when it overflows) gets a strip under it, "swipe
 #: here", where a finger scrolls it; a mouse has the scrollbar (styled, so it shows).
-NO_CANVAS_TOOLBAR = """<script>
-(() => {
-  if (window.__dlNoCanvasToolbar) return;
-  window.__dlNoCanvasToolbar = true;
-  const rule = `.dc-toolbar{display:none !important}
-.dc-scroll[data-dl-wide]{padding-bottom:2.7rem; touch-action:pan-x pan-y; scrollbar-width:thin;
-  scrollbar-color:#9CA3C7 #EEF0FF;}
-.dc-scroll[data-dl-wide]::after{content:"←  swipe here to move along the canvas  →"; position:sticky;
-  left:0; display:flex; align-items:center; justify-content:center; box-sizing:border-box; width:var(--dl-view);
-  height:2.3rem; margin:.4rem 0 -2.7rem; border-radius:.4rem; background:#EEF0FF; border:1px dashed #C9CDE6;
-  color:#41465F; font:500 .85rem/1.2 "Source Sans", sans-serif; pointer-events:none;}`;
-  const fix = (root) => {
-    if (!root.querySelector("style[data-dl-no-toolbar]")) {
-      const style = document.createElement("style");
-      style.setAttribute("data-dl-no-toolbar", "");
-      style.textContent = rule;
-      root.appendChild(style);
-    }
-    const scroller = root.querySelector(".dc-scroll");
-    if (!scroller) return;
-    const wide = scroller.scrollWidth > scroller.clientWidth + 1;
-    if (wide !== scroller.hasAttribute("data-dl-wide")) scroller.toggleAttribute("data-dl-wide", wide);
-    const view = scroller.clientWidth + "px";
-    if (scroller.style.getPropertyValue("--dl-view") !== view) scroller.style.setProperty("--dl-view", view);
-  };
-  const scan = () => {
-    for (const host of document.querySelectorAll('[data-testid="stBidiComponentIsolated"]')) {
-      if (host.shadowRoot) fix(host.shadowRoot);
-    }
-  };
-  // a canvas' shadow root is attached (and may be rebuilt) after its host appears, which no mutation of
-  // the page reports: look a few times a second (a query by test id: cheap)
-  scan();
-  setInterval(scan, 200);
-})();
-</script>"""
+NO_CANVAS_TOOLBAR = (ASSETS / "no_canvas_toolbar.html").read_text()  #: the script that does it
 
 
 def apply_style() -> None:
@@ -326,7 +291,11 @@ def health_monitor(has_canvas: bool = False) -> None:
         _models_cached.clear()
         st.session_state["health_rerun_at"] = time.monotonic()
         st.rerun(scope="app")
-    if not ok:
+    if not ok and not st.session_state.get("api_seen") and get_settings().api_started_beside:
+        with st.container(key="dl_outage"):
+            st.info("**The prediction service is starting** (it loads the models): the page connects by itself in "
+                    "a few seconds.", icon=":material/hourglass_top:")  # fmt: skip
+    elif not ok:
         message = str(api_error()).replace(api_url(), f"`{api_url()}`")  # no autolink to an internal URL
         kept = "; your drawing stays on the canvas" if has_canvas else ""
         start = "" if st.session_state.get("api_seen") else f" Not started yet? {_how_to_start(api_url())}"
