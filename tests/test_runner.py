@@ -384,6 +384,21 @@ def test_busy_port_is_one_line_and_starts_nothing(app_env, tmp_path):
     assert f"port {api_port}" in errors[0] and "already in use" in errors[0] and "DIGITLAB_PORT" in errors[0]
 
 
+def test_a_busy_port_suggests_a_free_one_that_is_not_the_ui_s():
+    """With the API port busy, `run` suggested DIGITLAB_PORT=<port + 1>: the UI's own port, a second clash."""
+    from digitlab.core.config import Settings
+    from digitlab.ports import port_in_use
+
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        busy = blocker.getsockname()[1]
+        with pytest.raises(runner.PortInUseError) as refused:
+            runner.check_ports(Settings(host="127.0.0.1", port=busy, ui_host="127.0.0.1", ui_port=busy + 1))
+        suggested = int(re.search(r"DIGITLAB_PORT=(\d+)", str(refused.value))[1])
+        assert suggested not in (busy, busy + 1) and not port_in_use("127.0.0.1", suggested), str(refused.value)
+
+
 def _run_training(env, tmp_path, limit: int) -> Run:
     """`digitlab run` with the background training limited to `limit` images (seconds, not minutes)."""
     return Run(

@@ -105,9 +105,12 @@ def check_ports(settings: Settings) -> None:
             raise PortInUseError(f"{variable}=0 (any free port) cannot be used by `digitlab run`, which must know "
                                  f"where the {what} listens: choose a port, e.g. {variable}={8000 if what == 'API' else 8501}")  # fmt: skip
         if port_in_use(host, port):
+            taken = {settings.port, settings.ui_port}  # (port + 1 was suggested: the UI's own, busy too)
+            free = next((p for p in range(port + 1, min(port + 100, 65536)) if p not in taken and not port_in_use(host, p)),
+                        port + 1)  # fmt: skip
             raise PortInUseError(
                 f"port {port} ({what}, {host}) is already in use — stop whatever uses it (another "
-                f"`digitlab run`?) or choose another port, e.g. {variable}={port + 1}"
+                f"`digitlab run`?) or choose another port, e.g. {variable}={free}"
             )
     if settings.port == settings.ui_port:
         raise PortInUseError(f"the API and the UI cannot both use port {settings.port}: set DIGITLAB_UI_PORT")

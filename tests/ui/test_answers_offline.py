@@ -220,7 +220,7 @@ def test_number_writing_on_after_confirming_says_where_the_answer_went(fake):
     at.session_state["number_follows_answer"] = "n2"  # what the canvas records for a picture changed after an answer
     at.run()
     said = _answer_texts(at)
-    assert "You wrote on after confirming: your answer stays with the number you confirmed" in said, said
+    assert "The writing changed after you confirmed it: your answer stays with the number you confirmed" in said, said
     assert _typed(at).value == "386" and api.number_feedback_calls == [(101, "38")]
 
 

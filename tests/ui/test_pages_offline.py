@@ -51,6 +51,8 @@ def test_every_page_survives_the_api_being_down(dead_api, page):
         assert "version 1.0.0" not in text  # (the package's, said of models that may not exist)
         assert "Live figures need the prediction service; meanwhile" in text
         assert "service (The" not in text  # (the banner's sentence was said again, in brackets)
+    if page == "history":  # the service's absence said once, by the banner
+        assert text.count("is not reachable at") == 1 and "comes back with the prediction service" in text, text
     if page == "about":
         assert "MNIST" in text and "From your drawing to a digit" in text
 

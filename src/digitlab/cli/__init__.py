@@ -217,8 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "run",
         help="train what is missing, then start API and UI together",
-        description="Train the classical models that are missing (5-10 minutes on 2 cores; the CNN is bundled), "
-        "then start the API and the UI together; Ctrl-C stops both.",
+        description="Train the classical models that are missing (in the background: 5-9 minutes on a quiet 2-core "
+        "machine, up to ~20 on a busy one; DIGITLAB_TRAIN_LIMIT=3000 trains quick, weaker ones in seconds; the CNN "
+        "is bundled and answers at once), then start the API and the UI together; Ctrl-C stops both.",
         epilog="Ports and places come from the environment: DIGITLAB_PORT (API, default 8000), DIGITLAB_UI_PORT "
         "(UI, default 8501), DIGITLAB_MODEL_DIR, DIGITLAB_DATA_DIR, DATABASE_URL (default: SQLite in the data "
         "folder); `digitlab run` reads them as `serve` and `ui` do.",

@@ -34,7 +34,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             "cnn",
             "CNN (convolutional network)",
             "Small convolutional networks (three, averaged) trained with PyTorch on MNIST, style drawings and "
-            "real handwriting, served with onnxruntime; when they are not sure, the SVM (once trained) is asked too.",
+            "real handwriting, served with onnxruntime; when they are not sure, the SVM is asked too (once fully trained).",
             "1.0.0",
             bundled=True,
         ),

@@ -14,7 +14,7 @@ import streamlit as st
 
 from digitlab.store.records import StoredPrediction
 from digitlab.ui import charts, common
-from digitlab.ui.client import ApiError
+from digitlab.ui.client import ApiError, ApiUnavailable
 
 PAGE_SIZE = 25
 PERIODS = {"All time": None, "Today": 0, "7 days": 7, "30 days": 30, "Custom": "custom"}
@@ -300,6 +300,12 @@ def prediction_log(page: dict[str, Any], models: list[dict], f: dict[str, Any], 
         st.pagination(pages, key=pager_key)
 
 
+def _not_available(exc: ApiError) -> None:
+    """The page's own line; the service's absence is the banner's to say (it was said twice, word for word)."""
+    said = "it comes back with the prediction service." if isinstance(exc, ApiUnavailable) else str(exc)
+    st.warning(f"History is not available right now: {said}", icon=":material/cloud_off:")
+
+
 def main() -> None:
     common.page_header("History", "Every prediction, what you said it was, and how the models are doing on your "
                        "drawings.")  # fmt: skip
@@ -308,7 +314,7 @@ def main() -> None:
     try:
         stats = client.stats()
     except ApiError as exc:
-        st.warning(f"History is not available right now: {exc}", icon=":material/cloud_off:")
+        _not_available(exc)
         return
     stats_names = [k for k, v in (stats.get("models", stats) or {}).items() if isinstance(v, dict)]
     f = filters(models, stats_names)
@@ -319,7 +325,7 @@ def main() -> None:
         page = client.predictions(page=page_no, page_size=PAGE_SIZE, **f)
     except ApiError as exc:
         if exc.code != "unauthorized":
-            st.warning(f"History is not available right now: {exc}", icon=":material/cloud_off:")
+            _not_available(exc)
             return
         # the API keeps its records for its admin, and this UI was started without its token: not an outage
         # (it said "not available right now" and hid the accuracy too, which needs no token)

@@ -65,7 +65,7 @@ def show_reading(answer: dict, image: bytes, key: str, *, photo: bool = False) -
 
 #: Under the reading of a writing changed after the person confirmed it: the answer stayed with the number
 #: confirmed (the box quietly followed the new reading, with no word of where the answer went)
-FOLLOWS_CONFIRMED = (":material/info: You wrote on after confirming: your answer stays with the number you "
+FOLLOWS_CONFIRMED = (":material/info: The writing changed after you confirmed it: your answer stays with the number you "
                      "confirmed, and this changed writing is a new reading. Confirm again if it is what you meant.")
 
 
