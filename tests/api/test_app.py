@@ -198,6 +198,7 @@ def test_tampered_artefact_is_not_loaded(tmp_path, tiny_model_dir, png):
     with TestClient(create_app(settings_for(tmp_path, model_dir))) as c:
         svm = next(m for m in c.get("/api/v1/models").json() if m["name"] == "svm")
         assert svm["status"] == "missing" and "SHA-256" in svm["error"]
+        assert str(tmp_path) not in svm["error"] and "svm.joblib" in svm["error"], svm["error"]  # (a public list)
         body = assert_error(
             c.post("/api/v1/predict", files={"image": ("d.png", png)}, data={"model": "svm"}),
             503,

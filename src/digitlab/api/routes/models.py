@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from fastapi import APIRouter
 
 from digitlab.api.context import AppContext
 from digitlab.api.deps import Ctx
 from digitlab.api.schemas import ModelInfo
-from digitlab.models.registry import MODEL_SPECS
+from digitlab.models.registry import BUNDLED_DIR, MODEL_SPECS
 
 router = APIRouter(prefix="/api/v1", tags=["models"])
 
@@ -41,10 +44,20 @@ def model_list(ctx: AppContext) -> list[ModelInfo]:
                 training_seconds=manifest.get("training_seconds"),
                 train_samples=manifest.get("train_samples"),
                 asks=model.partner.name if model is not None and model.partner is not None else None,
-                error=_error(errors.get(name), model),
+                error=_error(_without_folders(errors.get(name), ctx.settings.model_dir), model),
             )
         )
     return out
+
+
+def _without_folders(error: str | None, model_dir: Path) -> str | None:
+    """The error with the server's model folders left out ("svm.json is unreadable"): this list is public, and
+    said where the server keeps its files ("/srv/app/models/svm.json ...")."""
+    if error is None:
+        return None
+    for folder in sorted({str(model_dir), str(Path(model_dir).resolve()), str(BUNDLED_DIR)}, key=len, reverse=True):
+        error = error.replace(folder + os.sep, "").replace(folder, "the model folder")
+    return error
 
 
 def _error(error: str | None, served) -> str | None:
