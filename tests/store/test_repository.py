@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
@@ -179,6 +180,18 @@ def test_export_csv_and_idx(store, make_record, make_png, tmp_path):
     images, labels = read_idx(tmp_path / "idx")
     assert images.shape == (4, 28, 28) and labels.tolist() == [1, 2, 3, 4]
     assert images[2].reshape(784).tolist() == png_to_pixels(pngs[2]).tolist()
+
+
+def test_the_strokes_of_a_drawing_keep_one_id_and_take_no_other(store, make_record):
+    """Every stroke is an upsert, which took a number from the id sequence even when it only updated: the ids
+    people see skipped ("saved to the history as #12" after the 9th drawing; History's "#" 19, 18, 17, 15, 12)."""
+    drawing, other = (uuid.uuid4().hex for _ in range(2))
+    first = store.add(make_record(1, drawing_id=drawing)).id
+    labelled = store.add(make_record(2, drawing_id=drawing, drawn=2)).id
+    assert labelled == first and store.add(make_record(3, drawing_id=drawing)).id == first
+    row = store.repo.get(first)
+    assert (row.predicted_digit, row.drawn_digit) == (3, 2)  # the latest stroke, the label given before it
+    assert store.add(make_record(4, drawing_id=other)).id == first + 1
 
 
 def test_the_export_has_one_row_per_labelled_drawing(store, make_record, make_png):

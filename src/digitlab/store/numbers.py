@@ -154,18 +154,28 @@ def _upsert(dialect: str, *, newer_only: bool = False):
     id stays; a `true_text` given earlier stays unless this one brings one). `newer_only`: leave a row
     that already holds a later reading (a spool replayed twice must not bring an older one back)."""
     ins = (pg_insert if dialect == "postgresql" else sqlite_insert)(N)
-    new = ins.excluded
-    true_text = func.coalesce(new.true_text, N.c.true_text)
     return ins.on_conflict_do_update(
         index_elements=[N.c.drawing_id],
-        set_={
-            **{c.name: new[c.name] for c in N.columns if c.name not in ("id", "true_text", "correct", "labelled_at")},
-            "true_text": true_text,
-            "correct": case((true_text.is_(None), None), else_=true_text == new.text),
-            "labelled_at": case((new.true_text.is_not(None), new.timestamp), else_=N.c.labelled_at),
-        },
-        where=(N.c.timestamp <= new.timestamp) if newer_only else None,
+        set_=_reading_update(ins.excluded),
+        where=(N.c.timestamp <= ins.excluded.timestamp) if newer_only else None,
     )
+
+
+def _reading_update(new) -> dict[str, Any]:
+    """The SET of a drawing's later reading over its row (`new[column]`: the new values)."""
+    true_text = func.coalesce(new["true_text"], N.c.true_text)
+    return {
+        **{c.name: new[c.name] for c in N.columns if c.name not in ("id", "true_text", "correct", "labelled_at")},
+        "true_text": true_text,
+        "correct": case((true_text.is_(None), None), else_=true_text == new["text"]),
+        "labelled_at": case((new["true_text"].is_not(None), new["timestamp"]), else_=N.c.labelled_at),
+    }
+
+
+_NEW = {c.name: bindparam(f"new_{c.name}", type_=c.type) for c in N.columns}  #: a drawing's next reading
+#: UPDATE of the row of a drawing read before ... RETURNING id (none: not stored yet); first, as for predictions
+#: (`repository._upsert_drawing`): an upsert took an id even when it only updated, and the numbers' ids skipped
+_UPDATE_READING = update(N).where(N.c.drawing_id == _NEW["drawing_id"]).values(_reading_update(_NEW)).returning(N.c.id)
 
 
 def insert_number(engine: Engine, record: NumberRecord) -> int:
@@ -173,8 +183,11 @@ def insert_number(engine: Engine, record: NumberRecord) -> int:
     with engine.begin() as conn:
         if not record.drawing_id:
             return conn.execute(insert(N).values(record.to_row())).inserted_primary_key[0]
-        stmt = _upsert(conn.dialect.name).values(record.to_row()).returning(N.c.id)
-        return conn.execute(stmt).scalar_one()
+        row = record.to_row()
+        found = conn.execute(_UPDATE_READING, {f"new_{k}": v for k, v in row.items()}).scalar_one_or_none()
+        if found is not None:
+            return found
+        return conn.execute(_upsert(conn.dialect.name).values(row).returning(N.c.id)).scalar_one()
 
 
 def insert_missing(conn, records: list[NumberRecord]) -> int:

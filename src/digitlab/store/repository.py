@@ -111,34 +111,53 @@ def history_filters(table, *, model: str | None = None, correct: bool | None = N
     return where
 
 
+def _drawing_update(new) -> dict[str, Any]:
+    """The SET of a drawing's later prediction over its row (`new[column]`: the new values): the prediction
+    replaces the earlier one; a label already given stays unless this one brings one."""
+    drawn = func.coalesce(new["drawn_digit"], T.c.drawn_digit)
+    keep = {"id", "drawing_id", "model_name", "drawn_digit", "correct", "not_digit", "labelled_at"}
+    return {
+        **{c.name: new[c.name] for c in T.columns if c.name not in keep},
+        "drawn_digit": drawn,
+        "correct": case((drawn.is_(None), None), else_=drawn == new["predicted_digit"]),
+        "not_digit": case((new["drawn_digit"].is_not(None), None), else_=T.c.not_digit),
+        "labelled_at": case((new["drawn_digit"].is_not(None), new["timestamp"]), else_=T.c.labelled_at),
+    }
+
+
 def _upsert_statement(dialect: str, *, newer_only: bool = False):
     """INSERT ... ON CONFLICT (drawing_id, model_name) DO UPDATE ... RETURNING id, for this dialect.
     `newer_only` (spool replay): a row that holds a later prediction is left as it is, and no id returned."""
     stmt = _UPSERTS.get((dialect, newer_only))
     if stmt is None:
         ins = (pg_insert if dialect == "postgresql" else sqlite_insert)(T)
-        new = ins.excluded
-        drawn = func.coalesce(new.drawn_digit, T.c.drawn_digit)
-        keep = {"id", "drawing_id", "model_name", "drawn_digit", "correct", "not_digit", "labelled_at"}
         stmt = ins.on_conflict_do_update(
             index_elements=[T.c.drawing_id, T.c.model_name],
-            set_={
-                **{c.name: new[c.name] for c in T.columns if c.name not in keep},
-                "drawn_digit": drawn,
-                "correct": case((drawn.is_(None), None), else_=drawn == new.predicted_digit),
-                "not_digit": case((new.drawn_digit.is_not(None), None), else_=T.c.not_digit),
-                "labelled_at": case((new.drawn_digit.is_not(None), new.timestamp), else_=T.c.labelled_at),
-            },
-            where=(T.c.timestamp <= new.timestamp) if newer_only else None,
+            set_=_drawing_update(ins.excluded),
+            where=(T.c.timestamp <= ins.excluded.timestamp) if newer_only else None,
         )
         _UPSERTS[(dialect, newer_only)] = stmt = stmt if newer_only else stmt.returning(T.c.id)
     return stmt
 
 
+_NEW = {c.name: bindparam(f"new_{c.name}", type_=c.type) for c in T.columns}  #: a drawing's next values
+#: UPDATE of the row of a drawing and model that is stored already ... RETURNING id (none: not stored yet)
+_UPDATE_DRAWING = (
+    update(T)
+    .where((T.c.drawing_id == _NEW["drawing_id"]) & (T.c.model_name == _NEW["model_name"]))
+    .values(_drawing_update(_NEW))
+    .returning(T.c.id)
+)
+
+
 def _upsert_drawing(conn, record: PredictionRecord) -> int:
-    """Insert the record, or update the row of its drawing and model: the drawing's latest prediction
-    replaces the earlier one; a label already given stays unless this request brings one. Returns the id."""
-    return conn.execute(_upsert_statement(conn.dialect.name), record.to_row()).scalar_one()
+    """Update the row of the record's drawing and model (`_drawing_update`), or insert it. Returns the id.
+    Updated first: an upsert takes a number from the id sequence even when it only updates (SQLite's
+    AUTOINCREMENT, PostgreSQL's sequence), and the ids people see skipped one per stroke ("saved as #12"
+    after the 9th drawing)."""
+    row = record.to_row()
+    found = conn.execute(_UPDATE_DRAWING, {f"new_{k}": v for k, v in row.items()}).scalar_one_or_none()
+    return found if found is not None else conn.execute(_upsert_statement(conn.dialect.name), row).scalar_one()
 
 
 #: SQLSTATEs of a transaction the database rolled back to break a cycle of locks (deadlock, serialization
