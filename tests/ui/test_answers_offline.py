@@ -173,6 +173,30 @@ def test_number_confirm_during_an_outage_is_sent_when_the_service_is_back(fake):
     assert api.number_feedback_calls == [(101, "81")]  # once
 
 
+def test_number_confirm_clicked_while_the_next_reading_cannot_come_is_kept(fake):
+    """Confirm clicked just after a further stroke, the service away: the run read the stroke, failed, and drew no
+    form, so the click was lost without a word; once back the page said "Saved to the history" with no answer."""
+    api, canvas, open_page = fake
+    first, second = png(840, 280), png(840, 280, shade=3)
+    api.readings = {first: "71", second: "719"}
+    canvas.set("number", first, drawing_id="n1")
+    at = open_page("number")
+    api.up = False
+    at.run()  # the monitor finds the service away; the reading shown stays
+    canvas.set("number", second, strokes=2, drawing_id="n1")  # a further stroke of the same drawing...
+    _typed(at).set_value("719")
+    _confirm(at)  # ...and Confirm before its reading came
+    said = _answer_texts(at)
+    assert "your answer (you wrote **719**) is saved with it" in said, said
+    api.up = True
+    at.run()
+    assert not at.exception, at.exception
+    assert api.number_feedback_calls == [(102, "719")], api.number_feedback_calls
+    assert "Saved: you wrote **719**" in _answer_texts(at)
+    at.run()
+    assert api.number_feedback_calls == [(102, "719")]  # once
+
+
 def test_number_confirm_refused_stays_said_until_confirmed_again(fake):
     from digitlab.ui.client import ApiError
 

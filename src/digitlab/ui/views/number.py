@@ -200,6 +200,18 @@ def _outcome(truth: str, kind: str, message: str, answer: dict) -> tuple[str, st
     return answers.notice(kind, _what(truth), verdict, message, again="Confirm again to send it again.")
 
 
+def _keep_click(key: str) -> tuple[str, str] | None:
+    """A Confirm or Not a number clicked while the reading of a further stroke was on its way, which did not come
+    (the service away): kept, with what was typed, for when the reading comes (`feedback`). Its form was not
+    drawn in that run, so the click was lost without a word and the reading stored unanswered."""
+    if st.session_state.get(f"num_none_{key}"):
+        st.session_state[f"num_clicked_{key}"] = (NOT_A_NUMBER, NOT_A_NUMBER)
+    elif st.session_state.get(f"num_confirm_{key}"):
+        typed = st.session_state.get(f"num_truth_{key}", st.session_state.get(f"num_typed_{key}"))
+        st.session_state[f"num_clicked_{key}"] = ("confirm", ascii_digits(typed or ""))
+    return st.session_state.get(f"num_clicked_{key}")
+
+
 def feedback(answer: dict, key: str) -> None:
     number_id = answer.get("id")
     if not answer.get("logged"):
@@ -217,10 +229,15 @@ def feedback(answer: dict, key: str) -> None:
         # (Draw has "Not a digit": here a smiley read as "467" could only be confirmed as 467 or left unsaid)
         nothing = st.button("Not a number", icon=":material/block:", key=f"num_none_{key}",
                             help="It is no number at all (a word, a drawing, a scribble)")  # fmt: skip
+    clicked = st.session_state.pop(f"num_clicked_{key}", None)  # (`_keep_click`)
+    kept = clicked is not None and not (sent or nothing)  # (a click now says what is meant now)
+    if kept:
+        sent, nothing = clicked[0] == "confirm", clicked[0] == NOT_A_NUMBER
     if note:
         st.caption(note)
     if sent or nothing:
-        truth = NOT_A_NUMBER if nothing else ascii_digits(st.session_state.get(f"num_truth_{key}"))
+        typed = clicked[1] if kept else st.session_state.get(f"num_truth_{key}")
+        truth = NOT_A_NUMBER if nothing else ascii_digits(typed)
         if not nothing and not (truth.isascii() and truth.isdigit()):  # (the answer given before stays shown:
             st.warning("Type the number with digits only, e.g. 2024.", icon=":material/warning:")  # it was hidden)
         else:
@@ -278,8 +295,10 @@ def _reading(drawing, photo) -> None:
     if error is not None:
         nothing = ("No number found in this photo: take it closer, the digits large." if photo is not None
                    else ink.nothing_drawn(drawing, "Nothing to read yet: write larger digits."))  # fmt: skip
+        clicked = _keep_click(key)
         common.show_error(st, error, nothing=nothing,
-                          kept="Your writing is kept; it is read as soon as the service is back.")  # fmt: skip
+                          kept="Your writing is kept; it is read as soon as the service is back"
+                          + (f", and your answer ({_what(clicked[1])}) is saved with it." if clicked else "."))  # fmt: skip
         return
     show_reading(answer, image, key, photo=photo is not None)
 
