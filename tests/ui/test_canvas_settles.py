@@ -132,3 +132,24 @@ def test_compare_takes_the_digit_drawn_on_draw_at_a_click(page):
     canvas.draw([stroke(1), stroke(2)], png(shade=20))  # a stroke more on Compare: the same drawing goes on
     at.run()
     assert [fields["drawing_id"] for _, fields in api.compared] == [compare_id, compare_id]
+
+
+def test_an_answer_clicked_as_a_last_stroke_is_on_its_way_is_the_whole_drawing_s(page):
+    """A tour clicked "4" a moment after the 4's second stroke: the run of the click came before the stroke's,
+    so the answer went to the first stroke's picture (an L stored as a 4) and the whole 4 became a new drawing
+    with no answer. The canvas holds more strokes than the answered picture: the answer follows the drawing."""
+    api, canvas, at = page
+    one, two = png(shade=50), png(shade=60)
+    canvas.draw([stroke(1)], one)
+    at.run()
+    at.session_state["draw_canvas"] = {"drawing": {"raw": {"objects": [stroke(1), stroke(2)]}}}  # its run not yet
+    _answer_buttons(at)[0].set_value(4).run()
+    assert not at.exception, at.exception
+    canvas.draw([stroke(1), stroke(2)], two)  # the stroke's run
+    at.run()
+    assert not at.exception, at.exception
+    assert _shown_drawing(at) == digest(two)[:16]
+    assert api.feedback_calls == [(101, 4), (102, 4)], api.feedback_calls
+    ids = [fields.get("drawing_id") for fields in api.sent_fields]
+    assert len(set(ids[-2:])) == 1, ids  # one drawing, one record: the whole 4 with its answer
+    assert any("you drew a **4**" in str(e.value) for e in at.success), [str(e.value) for e in at.success]

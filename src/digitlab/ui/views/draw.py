@@ -120,7 +120,9 @@ def send_feedback(key: str, prediction: Prediction, digest: str, *, spread: bool
                                              result.message, answer)  # fmt: skip
         unsent.pop(key, None)
         shown = st.session_state.get("draw_drawing")
-        if shown is not None and shown.digest == digest:  # (not when it was the photo, or a picture drawn over)
+        if shown is not None and shown.digest == digest and _stroke_on_its_way(shown):
+            st.session_state["draw_answer_follows"] = (shown.drawing_id, answer, digest)  # (`draw_area`)
+        elif shown is not None and shown.digest == digest:  # (not when it was the photo, or a picture drawn over)
             if spread:
                 _answer_other_models(prediction, shown, answer)
             common.close_drawing("draw")
@@ -135,6 +137,17 @@ def send_feedback(key: str, prediction: Prediction, digest: str, *, spread: bool
     except ApiError as exc:
         st.session_state[f"{key}_result"] = ("error", str(exc), answer)
         unsent.pop(key, None)
+
+
+def _stroke_on_its_way(shown) -> bool:
+    """Does the canvas hold more strokes than the answered picture (the person clicked an answer a moment after
+    a last stroke, before its run)? The answer is then the whole drawing's: it follows to that stroke's
+    prediction. (It was the earlier picture's: a 4's first stroke, an L, was stored as a 4, and the whole 4 as a
+    new drawing with no answer.)"""
+    try:  # (the component's value, as the browser last sent it: its run may not have come yet)
+        return len(st.session_state["draw_canvas"]["drawing"]["raw"]["objects"]) > shown.strokes
+    except (KeyError, TypeError):
+        return False
 
 
 def _answer_other_models(prediction: Prediction, shown, answer) -> None:
@@ -306,6 +319,10 @@ def draw_area() -> None:
                 common.show_error(slot, error, nothing=ink.nothing_drawn(drawing),
                                   kept="Your drawing is kept; it is recognised as soon as the service is back.")  # fmt: skip
                 return
+            follow = st.session_state.get("draw_answer_follows")  # an answer clicked as this stroke was on its way
+            if follow is not None and follow[0] == drawing.drawing_id and follow[2] != drawing.digest:
+                st.session_state.pop("draw_answer_follows")
+                st.session_state.setdefault("draw_answers", {})[drawing.digest] = follow[1]  # (`show_result` sends it)
             follows = drawing.drawing_id is not None and st.session_state.get("draw_follows_answer") == drawing.drawing_id
             several = prediction.uncertain and ink.several_digits(
                 drawing.png, drawing.pen_color, drawing.background_color
