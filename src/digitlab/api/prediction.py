@@ -150,8 +150,9 @@ def _from_photo(data: bytes, max_pixels: int) -> np.ndarray | None:
     a desk, a shadow's edge or a finger at a corner were read as 0, 1 or 8 whatever was written. Other pictures
     come here only when the colour distance found them "busy all over" (a sheet turned a little on a dark
     table, in a shadow: a 7 filling the photo was refused), so every canvas is preprocessed exactly as before.
-    The price: ~60-100 ms for a phone photo (the colour distance took 3-4 ms; a 400 px working size, 3x
-    cheaper, loses a turned notebook page's thin lines)."""
+    The price: ~60-100 ms for a phone photo, ~1.8x that since the paper is estimated two ways (session 29: a soft
+    shadow was read as a 1); the colour distance took 3-4 ms; a 400 px working size, 3x cheaper, loses a turned
+    notebook page's thin lines."""
     try:
         ink = photo_ink(data, max_pixels=max_pixels)
     except EmptyImageError:  # paper and nothing on it: the colour distance took its shading for a 0
