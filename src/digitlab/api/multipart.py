@@ -4,8 +4,7 @@ A prediction request is a few small parts: the image file and a handful of short
 python-multipart parses it byte by byte through Python callbacks, which cost more CPU per request
 than the CNN. `parse_plain_form` handles the plain shape (RFC 7578 as browsers, curl, requests and
 httpx write it, with or without a preamble) and returns None for anything else -- an epilogue,
-quoted-pair escapes, `filename*`, other part headers, a non-UTF-8 charset, repeated names, too many
-parts -- so that Starlette's parser decides those, with its own errors. Both give the same fields for a
+quoted-pair escapes, `filename*`, a non-UTF-8 charset, repeated names, too many parts -- so that Starlette's parser decides those, with its own errors. Both give the same fields for a
 plain form (tests/api/test_multipart.py). A text field that is not UTF-8 is refused (`NotText`):
 Starlette's parser took its bytes as Latin-1 ("\xff\xfe" was stored as "ÿþ"; a probe, session 27), and
 RFC 2046's preamble, which its parser refused, is skipped.
@@ -13,12 +12,16 @@ RFC 2046's preamble, which its parser refused, is skipped.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 #: Starlette's limits as the predict route sets them (beyond them its parser answers the error).
 MAX_FILES = 4
 MAX_FIELDS = 32
 MAX_TEXT_PART = 1024 * 1024
+
+
+_TOKEN = re.compile(rb"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  #: an unquoted parameter value (RFC 7230 token)
 
 
 class NotText(ValueError):
@@ -74,9 +77,12 @@ def _disposition(value: bytes) -> tuple[str, str | None] | None:
         if not eq or key not in (b"name", b"filename") or key in found:
             return None
         quoted = quoted.strip()
-        if len(quoted) < 2 or quoted[:1] != b'"' or quoted[-1:] != b'"':
+        if _TOKEN.fullmatch(quoted):  # `name=session_id`, unquoted (RFC 7578 allows it; Starlette's parser
+            text = quoted  # took such a field's text as Latin-1)
+        elif len(quoted) < 2 or quoted[:1] != b'"' or quoted[-1:] != b'"':
             return None
-        text = quoted[1:-1]
+        else:
+            text = quoted[1:-1]
         if b'"' in text or b"\\" in text:
             return None
         try:
@@ -112,9 +118,10 @@ def parse_plain_form(content_type: str, body: bytes) -> dict[str, Part] | None:
         for line in body[pos:head_end].split(b"\r\n"):
             name, colon, value = line.partition(b":")
             name = name.strip().lower()
-            if not colon or name not in (b"content-disposition", b"content-type"):
+            if not colon:
                 return None
-            if name == b"content-disposition":
+            if name == b"content-disposition":  # (other headers are ignored, as Starlette's parser ignores them:
+                # left to it, a part with one more header had its text taken as Latin-1; a probe, session 29)
                 if disposition is not None:
                     return None
                 disposition = _disposition(value.strip())
