@@ -89,7 +89,7 @@ def is_photo(rgba: np.ndarray) -> bool:
 def flatten_photo(rgba: np.ndarray) -> np.ndarray:
     """Dark ink on unevenly lit paper -> ink strength in [0, 1]; ruled lines are removed.
 
-    The paper's brightness is estimated per place, two ways (`_paper`), the picture divided by it: shadows and
+    The paper's brightness is estimated per place, two ways (below), the picture divided by it: shadows and
     light gradients cancel. Long thin horizontal or vertical lines (lined or squared paper) are found with a
     long opening and taken out. The closing's ink is the photo's when it has less ink in fewer pieces (what one
     estimate leaves of a shadow, the other does not) and a stroke of some size (CLOSED_STROKE of the picture:
@@ -98,38 +98,32 @@ def flatten_photo(rgba: np.ndarray) -> np.ndarray:
     lum = rgba[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     if _light_on_dark(lum):  # chalk on a board, a dark screen: it was refused as "658 ways to split it"
         lum = 255.0 - lum
-    smooth, closed = _paper(lum)
-    ink = _flattened(lum, smooth)
+    # the paper's brightness per place: a max filter wider than any stroke, then smoothed (a hard shadow's edge
+    # stays, whole, as one shape at the picture's edge, which `without_scenery` takes out); and a closing (that
+    # max, then a min filter as wide), which follows the light up to a soft shadow's edge, where the smoothed
+    # max carried the lit side's light into the shadow and made strokes of it (a digit on a sheet with a soft
+    # shadow across it was read with a 1 beside it, "4" -> "41"; /predict read 7 % of such photos wrong)
+    k = max(3, round(min(lum.shape) / 3))  # wider than any stroke: the max filter sees paper everywhere
+    brightest = ndi.maximum_filter(ndi.uniform_filter(lum, 3), size=k)
+    ink = _flattened(lum, ndi.uniform_filter(brightest, size=k))
     if float((ink >= INK_ON).mean()) > MAX_PAPER_INK:  # no paper with writing (noise, a texture): not twice
         return ink
     try:
-        other = _flattened(lum, closed)
+        other = _flattened(lum, ndi.uniform_filter(ndi.minimum_filter(brightest, size=k), size=PAPER_SMOOTH))
     except EmptyImageError:
         return ink
-    if float(other.sum()) < float(ink.sum()) and _pieces(other) <= _pieces(ink):
-        sizes = _pieces(other, sizes=True)
-        if sizes.size and sizes.max() >= CLOSED_STROKE * other.size:
-            return other
+    pieces = _piece_sizes(other)
+    if float(other.sum()) < float(ink.sum()) and 0 < len(pieces) <= len(_piece_sizes(ink)) and (
+        pieces.max() >= CLOSED_STROKE * other.size
+    ):
+        return other
     return ink
 
 
-def _pieces(ink: np.ndarray, *, sizes: bool = False):
-    """How many pieces of connected ink (of at least INK_ON); `sizes`: their sizes in pixels."""
-    labels, n = ndi.label(ink >= INK_ON, structure=np.ones((3, 3), bool))
-    return np.bincount(labels.ravel())[1:] if sizes else int(n)
-
-
-def _paper(lum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The paper's brightness per place: a max filter wider than any stroke, then smoothed (a hard shadow's
-    edge stays, whole, as one shape at the picture's edge, which `without_scenery` takes out); and a closing
-    (that max, then a min filter as wide), which follows the light up to a soft shadow's edge, where the
-    smoothed max carried the lit side's light into the shadow and made strokes of it (a digit on a sheet with
-    a soft shadow across it was read with a 1 beside it, "4" -> "41"; /predict read 7 % of such photos wrong)."""
-    h, w = lum.shape
-    k = max(3, round(min(h, w) / 3))  # wider than any stroke: the max filter sees paper everywhere
-    brightest = ndi.maximum_filter(ndi.uniform_filter(lum, 3), size=k)
-    closed = ndi.uniform_filter(ndi.minimum_filter(brightest, size=k), size=PAPER_SMOOTH)
-    return ndi.uniform_filter(brightest, size=k), closed
+def _piece_sizes(ink: np.ndarray) -> np.ndarray:
+    """The size in pixels of each piece of connected ink (of at least INK_ON)."""
+    labels, _ = ndi.label(ink >= INK_ON, structure=np.ones((3, 3), bool))
+    return np.bincount(labels.ravel())[1:]
 
 
 def _flattened(lum: np.ndarray, paper: np.ndarray) -> np.ndarray:

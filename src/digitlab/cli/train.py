@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -11,6 +10,7 @@ from pathlib import Path
 from digitlab.cli.learn import stopped
 from digitlab.core.config import get_settings
 from digitlab.errors import DigitlabError
+from digitlab.models.artifacts import ArtifactError, read_manifest
 from digitlab.models.registry import CLASSICAL_MODELS, MODEL_SPECS, manifest_path
 from digitlab.training.classical import train_models
 from digitlab.training.cnn import train_cnn_with_drawings
@@ -74,8 +74,8 @@ def _served_accuracy(name: str, model_dir: Path) -> float | None:
     """MNIST test accuracy of the model that serves `name` now (trained or bundled); None if none or unreadable."""
     path = manifest_path(name, model_dir)
     try:
-        return float(json.loads(path.read_text())["metrics"]["mnist_test_accuracy"]) if path else None
-    except (OSError, ValueError, TypeError, KeyError):
+        return float(read_manifest(path.parent, name)["metrics"]["mnist_test_accuracy"]) if path else None
+    except (ArtifactError, ValueError, TypeError, KeyError):
         return None
 
 

@@ -34,7 +34,13 @@ from digitlab.store.records import (
     utc_naive,
     utc_now,
 )
-from digitlab.store.repository import MAX_PAGE_SIZE, history_filters, no_later_label
+from digitlab.store.repository import (
+    MAX_PAGE_SIZE,
+    history_filters,
+    new_values,
+    no_later_label,
+    update_else_upsert,
+)
 
 DIGITS_ONLY = re.compile(r"^[0-9]*$")
 #: `true_text` of a reading whose author said it is no number at all (a smiley, a word): stored in the same column
@@ -172,9 +178,8 @@ def _reading_update(new) -> dict[str, Any]:
     }
 
 
-_NEW = {c.name: bindparam(f"new_{c.name}", type_=c.type) for c in N.columns}  #: a drawing's next reading
-#: UPDATE of the row of a drawing read before ... RETURNING id (none: not stored yet); first, as for predictions
-#: (`repository._upsert_drawing`): an upsert took an id even when it only updated, and the numbers' ids skipped
+_NEW = new_values(N)  #: a drawing's next reading
+#: UPDATE of the row of a drawing read before ... RETURNING id (none: not stored yet; `update_else_upsert`)
 _UPDATE_READING = update(N).where(N.c.drawing_id == _NEW["drawing_id"]).values(_reading_update(_NEW)).returning(N.c.id)
 
 
@@ -183,11 +188,8 @@ def insert_number(engine: Engine, record: NumberRecord) -> int:
     with engine.begin() as conn:
         if not record.drawing_id:
             return conn.execute(insert(N).values(record.to_row())).inserted_primary_key[0]
-        row = record.to_row()
-        found = conn.execute(_UPDATE_READING, {f"new_{k}": v for k, v in row.items()}).scalar_one_or_none()
-        if found is not None:
-            return found
-        return conn.execute(_upsert(conn.dialect.name).values(row).returning(N.c.id)).scalar_one()
+        upsert = _upsert(conn.dialect.name).returning(N.c.id)
+        return update_else_upsert(conn, _UPDATE_READING, upsert, record.to_row())
 
 
 def insert_missing(conn, records: list[NumberRecord]) -> int:

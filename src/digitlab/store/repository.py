@@ -140,7 +140,21 @@ def _upsert_statement(dialect: str, *, newer_only: bool = False):
     return stmt
 
 
-_NEW = {c.name: bindparam(f"new_{c.name}", type_=c.type) for c in T.columns}  #: a drawing's next values
+def new_values(table) -> dict[str, Any]:
+    """A bound parameter `new_<column>` per column: a row's next values in an UPDATE (`update_else_upsert`)."""
+    return {c.name: bindparam(f"new_{c.name}", type_=c.type) for c in table.columns}
+
+
+def update_else_upsert(conn, update_stmt, upsert_stmt, row: dict[str, Any]) -> int:
+    """`update_stmt` (on `new_values`, RETURNING id) of the drawing's row, else `upsert_stmt` (RETURNING id); the
+    id. Updated first: an upsert takes a number from the id sequence even when it only updates (SQLite's
+    AUTOINCREMENT, PostgreSQL's sequence), and the ids people see skipped one per stroke ("saved as #12" after
+    the 9th drawing)."""
+    found = conn.execute(update_stmt, {f"new_{k}": v for k, v in row.items()}).scalar_one_or_none()
+    return found if found is not None else conn.execute(upsert_stmt, row).scalar_one()
+
+
+_NEW = new_values(T)  #: a drawing's next values
 #: UPDATE of the row of a drawing and model that is stored already ... RETURNING id (none: not stored yet)
 _UPDATE_DRAWING = (
     update(T)
@@ -151,13 +165,8 @@ _UPDATE_DRAWING = (
 
 
 def _upsert_drawing(conn, record: PredictionRecord) -> int:
-    """Update the row of the record's drawing and model (`_drawing_update`), or insert it. Returns the id.
-    Updated first: an upsert takes a number from the id sequence even when it only updates (SQLite's
-    AUTOINCREMENT, PostgreSQL's sequence), and the ids people see skipped one per stroke ("saved as #12"
-    after the 9th drawing)."""
-    row = record.to_row()
-    found = conn.execute(_UPDATE_DRAWING, {f"new_{k}": v for k, v in row.items()}).scalar_one_or_none()
-    return found if found is not None else conn.execute(_upsert_statement(conn.dialect.name), row).scalar_one()
+    """Update the row of the record's drawing and model (`_drawing_update`), or insert it. Returns the id."""
+    return update_else_upsert(conn, _UPDATE_DRAWING, _upsert_statement(conn.dialect.name), record.to_row())
 
 
 #: SQLSTATEs of a transaction the database rolled back to break a cycle of locks (deadlock, serialization

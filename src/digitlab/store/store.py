@@ -437,10 +437,10 @@ class PredictionStore:
     def check_readable(self) -> None:
         """Raise DatabaseUnavailableError unless the database answers a `SELECT 1` now: for an answer that
         promises a read without doing it (HEAD of the export said 200 while the database was down)."""
-        problem = None if not self._db_ok else self._database_problem()
+        problem = self._database_problem() if self._db_ok else None
         if problem is not None:
-            self._mark_down(problem)
-        if problem is not None or not self._db_ok:
+            self._mark_down(problem)  # (which clears `_db_ok`)
+        if not self._db_ok:
             raise DatabaseUnavailableError("the prediction database is unavailable; try again shortly")
 
     def _read(self, fn, *args, **kwargs):
