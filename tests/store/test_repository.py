@@ -356,4 +356,6 @@ def test_add_many_async_spools_when_the_commit_fails(store, make_record):
     record = make_record(5)
     [result] = store.add_many_async([record]).result(timeout=10)
     assert result.stored == "spool" and result.id is None and result.uid == record.uid
-    assert store.spool.pending == 1
+    # in the spool, or already replayed by the drain thread, which the outage woke (the database itself works
+    # here: a CI run found the spool empty that moment)
+    assert store.spool.pending == 1 or store.get_by_uid(record.uid) is not None
