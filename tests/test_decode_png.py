@@ -63,6 +63,29 @@ def test_everything_else_goes_to_pil():
     assert decode_plain_png(plain, max_pixels=1000, max_side=384) is None  # 1,600 px: PIL says why
 
 
+def test_xmp_orientation_is_applied_and_stored_as_seen():
+    """An XMP orientation turns the picture on PIL's path; the fast path left it unturned, and the store kept
+    it unturned (without its XMP) while the model saw it turned."""
+    from digitlab.api.prediction import stored_input_png
+
+    xmp = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           '<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
+    arr = np.full((20, 40, 3), 255, np.uint8)
+    arr[:, :5] = 0  # a bar at the left: at the top once turned
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", xmp)
+    for mode in ("RGB", "P"):
+        im = Image.fromarray(arr).convert(mode)
+        out = io.BytesIO()
+        im.save(out, format="PNG", pnginfo=info)
+        data = out.getvalue()
+        assert decode_plain_png(data, max_side=384) is None, mode
+        seen = _pil_rgba(data)
+        assert seen.shape == (40, 20, 4) and (seen[:5, :, 0] == 0).all(), mode
+        with Image.open(io.BytesIO(stored_input_png(data, "png"))) as stored:
+            np.testing.assert_array_equal(pil_to_rgba(stored), seen)
+
+
 def test_damaged_idat_falls_back_to_pils_error():
     rng = np.random.default_rng(1)
     data = bytearray(_png(rng.integers(0, 256, (60, 60, 3), dtype=np.uint8), "RGB"))

@@ -453,6 +453,20 @@ def test_transparent_png_like_the_canvas_sends():
     close(to_mnist(encode(rgba, "PNG")), to_mnist(compose(coverage("0", width=20))))
 
 
+def test_transparent_bmp_keeps_its_alpha():
+    """A 32-bit BMP saved from a transparent canvas: its fourth byte is alpha (as browsers read it); PIL
+    dropped it, and the black strokes on transparent black were "nothing drawn"."""
+    rgba = compose(coverage("0", width=20), "transparent")
+    data = encode(rgba, "BMP")
+    assert data[28] == 32  # (PIL writes RGBA as a 32-bit bitmap, bottom row first)
+    np.testing.assert_array_equal(decode_image(data), rgba)
+    close(to_mnist(data), to_mnist(compose(coverage("0", width=20))))
+    opaque = bytearray(data)  # every fourth byte 0: an opaque bitmap, as before
+    offset = int.from_bytes(opaque[10:14], "little")
+    opaque[offset + 3 :: 4] = bytes(len(opaque[offset + 3 :: 4]))
+    assert (decode_image(bytes(opaque))[..., 3] == 255).all()
+
+
 @pytest.mark.parametrize("mode", ["I;16", "P", "LA", "1", "CMYK", "L"])
 def test_image_modes_decode_to_rgba(mode):
     cov = coverage("7", width=12)

@@ -208,6 +208,8 @@ def open_image(data: bytes, max_pixels: int | None, *, draft_to: int | None = No
         raise UnreadableImageError(
             "The image file is damaged or truncated: upload a PNG, JPEG, WebP or BMP image."
         ) from exc
+    if im.format == "BMP":
+        im = bmp_with_alpha(im, data)
     if im.format == "PNG" and not png_rows_complete(data):  # PIL filled the missing rows with black
         raise UnreadableImageError(
             "The image file is damaged or truncated: upload a PNG, JPEG, WebP or BMP image."
@@ -218,6 +220,29 @@ def open_image(data: bytes, max_pixels: int | None, *, draft_to: int | None = No
     except Exception:  # noqa: BLE001, S110 -- a broken EXIF block does not make the picture unreadable
         pass
     return im
+
+
+def bmp_with_alpha(im: Image.Image, data: bytes) -> Image.Image:
+    """A 32-bit BMP's fourth byte is its alpha, as browsers read it, unless it is 0 everywhere (then the
+    bitmap is opaque). PIL drops it: a drawing saved from a transparent canvas as BMP was all black ("nothing
+    drawn"). `im` is loaded; only an uncompressed 32-bit bitmap PIL read as RGB is read again."""
+    if im.mode != "RGB" or len(data) < 34 or struct.unpack("<HI", data[28:34]) != (32, 0):
+        return im
+    (offset,) = struct.unpack("<I", data[10:14])
+    (height,) = struct.unpack("<i", data[22:26])
+    width, rows = im.size
+    pixels = data[offset : offset + width * rows * 4]
+    if len(pixels) < width * rows * 4:
+        return im
+    alpha = np.frombuffer(pixels, np.uint8)[3::4]
+    if not alpha.any():
+        return im
+    bgra = np.frombuffer(pixels, np.uint8).reshape(rows, width, 4)
+    rgba = bgra[::-1] if height > 0 else bgra  # (positive height: bottom row first)
+    out = Image.fromarray(np.ascontiguousarray(rgba[..., [2, 1, 0, 3]]), "RGBA")
+    out.format = im.format
+    out.info = dict(im.info)
+    return out
 
 
 #: Chunks that do not change the pixels PIL decodes (text, timestamps, physical size, colour-space
@@ -247,6 +272,8 @@ def _is_plain_png(data: bytes, max_pixels: int, max_side: int) -> bool:
         (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
         if zlib.crc32(data[pos + 4 : pos + 8 + length]) != crc:  # PIL refuses a bad CRC (pyspng would not)
             return False
+        if kind == b"iTXt" and data[pos + 8 : pos + 8 + len(_XMP_KEY)] == _XMP_KEY:  # PIL turns it by its
+            return False  # XMP orientation, libspng would not
         if kind == b"IEND":
             return True
         pos += 12 + length
@@ -255,6 +282,8 @@ def _is_plain_png(data: bytes, max_pixels: int, max_side: int) -> bool:
 
 #: chunks that make a PNG's picture (and its orientation); the rest is text, metadata or hidden payload
 _PICTURE_CHUNKS = frozenset({b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"eXIf", b"IEND"})
+#: an iTXt chunk with this keyword is XMP, which may carry an orientation (PIL applies it)
+_XMP_KEY = b"XML:com.adobe.xmp\x00"
 
 
 def png_picture_only(data: bytes) -> bytes | None:
@@ -262,7 +291,8 @@ def png_picture_only(data: bytes) -> bytes | None:
     well-formed PNG. What the store keeps of an upload: a 40 KB drawing with 5 MB of trailing bytes or of
     text chunks was stored as sent, once per model answering (header walk only, no decoding). A picture
     chunk with a wrong CRC is not well-formed: PIL decodes such a PNG (it does not check IDAT's CRC), and
-    it was stored as sent, a file other programs refuse (a probe, session 27)."""
+    it was stored as sent, a file other programs refuse (a probe, session 27). A PNG with XMP (which may turn
+    the picture, as the model saw it) gives None too: it is stored as decoded."""
     if not data.startswith(_PNG_SIGNATURE):
         return None
     out, pos, end = [_PNG_SIGNATURE], 8, len(data)
@@ -271,6 +301,8 @@ def png_picture_only(data: bytes) -> bytes | None:
         if pos + 12 + length > end:
             return None
         kind = data[pos + 4 : pos + 8]
+        if kind == b"iTXt" and data[pos + 8 : pos + 8 + len(_XMP_KEY)] == _XMP_KEY:
+            return None
         if kind in _PICTURE_CHUNKS:
             (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
             if zlib.crc32(data[pos + 4 : pos + 8 + length]) != crc:

@@ -95,6 +95,19 @@ def test_a_large_photo_is_made_smaller_before_it_is_sent():
         assert small.format == "JPEG" and small.size == (1600, 1200)  # turned upright: wider than high
     assert uploads._shrunk(b"%PDF-1.7 not an image", "notes.pdf") == (b"%PDF-1.7 not an image", "notes.pdf")
 
+    import numpy as np  # a large BMP saved from a transparent canvas keeps its alpha when shrunk
+
+    rgba = np.zeros((1500, 1500, 4), np.uint8)
+    rgba[400:1100, 700:800] = (0, 0, 0, 255)  # a black 1 on transparent black
+    out = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(out, format="BMP")
+    assert len(out.getvalue()) > uploads.PHOTO_SHRINK_ABOVE
+    shrunk, name = uploads._shrunk(out.getvalue(), "one.bmp")
+    with Image.open(io.BytesIO(shrunk)) as small:
+        assert name == "one.png" and small.mode == "RGBA"
+        alpha = np.asarray(small)[..., 3]
+        assert alpha.max() == 255 and alpha.min() == 0
+
 
 def test_durations_read_as_a_person_says_them():
     assert [common.duration(s) for s in (4, 89.4, 607, 3599, 3900)] == ["4 s", "89 s", "10 min", "1 h", "1 h 5 min"]

@@ -58,12 +58,16 @@ def photo_payload(photo) -> tuple[bytes, str]:
 def _shrunk(data: bytes, name: str) -> tuple[bytes, str]:
     from PIL import Image, ImageOps
 
+    from digitlab.decode import bmp_with_alpha
+
     try:
         with Image.open(io.BytesIO(data)) as im:
             if im.width * im.height > 100_000_000:  # (the API refuses it with a clear message)
                 return data, name
             if im.format == "JPEG":
                 im.draft("RGB", (PHOTO_LONG_SIDE, PHOTO_LONG_SIDE))
+            if im.format == "BMP":
+                im = bmp_with_alpha(im, data)  # (a transparent canvas saved as BMP)
             im = ImageOps.exif_transpose(im)
             im = im.convert("RGBA" if "A" in im.getbands() else "RGB")
             im.thumbnail((PHOTO_LONG_SIDE, PHOTO_LONG_SIDE))
