@@ -282,6 +282,10 @@ def test_a_drawing_labelled_during_an_outage_keeps_its_label_and_latest_stroke(s
         assert last["id"] is None and last["uid"] != first["uid"]
         holder.execute("ROLLBACK")
         wait_for(lambda: api.get("/health").json()["spool"] == 0, timeout=60)
+        again = api.post(f"/api/v1/predictions/uid/{first['uid']}/feedback", json={"true_digit": 7})
+        assert again.status_code == 200, again.text  # the label lands on the drawing's row at once: not "queued"
+        assert (again.json()["queued"], again.json()["stored"]) == (False, "database")
+        assert again.json()["id"] is not None and again.json()["correct"] == (last["digit"] == 7)
 
     engine = create_engine(server.env["DATABASE_URL"])
     with engine.connect() as conn:

@@ -339,6 +339,10 @@ class Repository:
         """The row holding this uid (a drawing's row holds its latest stroke's), or None."""
         return self._get(T.c.uid == uid)
 
+    def get_by_drawing(self, drawing_id: str, model_name: str) -> StoredPrediction | None:
+        """The drawing's row for this model (it holds the drawing's latest stroke), or None."""
+        return self._get((T.c.drawing_id == drawing_id) & (T.c.model_name == model_name))
+
     def _get(self, where) -> StoredPrediction | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(*_SUMMARY).where(where)).first()

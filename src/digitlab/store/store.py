@@ -480,6 +480,19 @@ class PredictionStore:
     def get_by_uid(self, uid: str) -> StoredPrediction | None:
         return self._read(self.repo.get_by_uid, str(uid))
 
+    def labelled_by_uid(self, uid: str) -> StoredPrediction | None:
+        """The row a label by this uid lands on: its own, or, for a stroke replayed from a spool and replaced
+        since by a later stroke, its drawing's row (`_wait_for_record`); None when neither is stored."""
+        return self._read(self._labelled_by_uid, str(uid))
+
+    def _labelled_by_uid(self, uid: str) -> StoredPrediction | None:
+        row = self.repo.get_by_uid(uid)
+        if row is not None:
+            return row
+        with self.engine.connect() as conn:
+            drawing = pending.stroke_drawings(conn, "prediction", [uid]).get(uid)
+        return None if drawing is None else self.repo.get_by_drawing(*drawing)
+
     def get_image(self, id: int, kind: str = "input") -> bytes | None:
         """PNG bytes of the submitted drawing (`input`) or of the 28x28 model input (`processed`)."""
         return self._read(self.repo.get_image, int(id), kind)

@@ -115,7 +115,7 @@ def _feedback_answer(
     correct = None
     row = None
     try:
-        row = store.get(prediction_id) if prediction_id is not None else store.get_by_uid(uid)
+        row = store.get(prediction_id) if prediction_id is not None else store.labelled_by_uid(uid)
         if row is not None and label != NOT_A_DIGIT:
             correct = row.predicted_digit == label
         # no row: its record still waits in another process's spool, the label with it (store.pending)
