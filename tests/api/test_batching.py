@@ -51,6 +51,41 @@ def test_a_bad_image_fails_only_its_own_request(ctx):
     assert getattr(bad, "code", None) == "unreadable_image"
 
 
+def test_a_photo_is_a_batch_of_its_own_and_holds_no_drawing_queued_before_it():
+    """Drawings queued while the CPU is busy share a batch, but a photo (`heavy`: ~100x a drawing's cost) is
+    computed alone, in its turn: a drawing queued before it is answered without waiting for it."""
+    from concurrent.futures import Future
+    from time import monotonic, sleep
+
+    from digitlab.api.batching import HEAVY_BYTES, PredictionBatcher, heavy
+
+    drawing = draw_digit()
+    photo = b"\xff\xd8\xff" + bytes(1000)  # (a JPEG's first bytes: never read here)
+    assert not heavy(Job(drawing, [])) and heavy(Job(photo, [])) and heavy(Job(drawing + bytes(HEAVY_BYTES), []))
+    batches: list[list[str]] = []
+
+    class Timed(PredictionBatcher):
+        def _compute(self, jobs):
+            batches.append([j.session_id for j in jobs])
+            sleep(0.4 if any(heavy(j) for j in jobs) else 0.1)
+            logged: Future = Future()
+            logged.set_result(True)
+            return [monotonic() for _ in jobs], logged
+
+    async def run():
+        batcher = Timed(None, slots=1)
+        names = ["a", "b", "photo", "c", "d"]
+        tasks = {n: asyncio.ensure_future(batcher.predict(Job(photo if n == "photo" else drawing, [], session_id=n)))
+                 for n in names}  # fmt: skip
+        done = dict(zip(names, await asyncio.gather(*tasks.values()), strict=True))
+        batcher.close()
+        return done
+
+    done = asyncio.run(run())
+    assert batches == [["a"], ["b"], ["photo"], ["c", "d"]]
+    assert done["b"] < done["photo"] - 0.3  # answered before the photo was computed, not with it
+
+
 def test_concurrent_predictions_are_answered_and_stored_once(live_server, admin):
     drawings = [draw_digit(180 + 4 * i, pen=["#000000", "#1f2340"][i % 2]) for i in range(48)]
 
