@@ -157,3 +157,22 @@ def test_pipelined_requests_of_a_client_that_hung_up_are_dropped_quietly(caplog)
     uvicorn_log.removeHandler(caplog.handler)
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, [r.getMessage() for r in errors][:3]
+
+
+def test_a_websocket_upgrade_is_answered_as_the_plain_request_it_is(live_server):
+    """The API has no WebSocket endpoint (`ws="none"`): an upgrade got an empty 403 from uvicorn's WebSocket
+    layer; now the usual JSON answer of the path, and no warning about WebSocket libraries in the log."""
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    for path, status, code in (("/api/v1/predict", 405, "method_not_allowed"), ("/ws", 404, "not_found")):
+        with socket.create_connection(("127.0.0.1", live_server.port), timeout=10) as sock:
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())  # fmt: skip
+            data = b""
+            while b"}" not in data:
+                chunk = sock.recv(4096)
+                assert chunk, data
+                data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(f"HTTP/1.1 {status} ".encode()), head
+        assert b"application/json" in head and f'"code": "{code}"'.encode() in body, data
+    assert "upgrade" not in live_server.log_text().lower(), live_server.log_tail()

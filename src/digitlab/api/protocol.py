@@ -66,6 +66,10 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         if not self._answered_431:
             self._answer_and_close(b"400 Bad Request", b'{"detail":"This is not a valid HTTP request.","code":"bad_request"}')
 
+    def _unsupported_upgrade_warning(self) -> None:
+        """A WebSocket upgrade (`ws="none"`: the API has no WebSocket endpoint) is answered as the plain
+        request it is; uvicorn's two warnings per upgrade said to install a WebSocket library."""
+
     def _start_asgi_task(self, cycle, app) -> None:  # type: ignore[no-untyped-def]
         self._running_cycle = cycle
         super()._start_asgi_task(cycle, app)

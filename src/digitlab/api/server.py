@@ -258,6 +258,7 @@ def _run_uvicorn(uvicorn, host: str, port: int, workers: int) -> None:
         log_config=log_config(),
         access_log=False,  # /metrics counts every request; a log line per request only costs CPU at load
         http=_http_protocol(),
+        ws="none",  # no WebSocket endpoint: an upgrade is answered as the plain request it is (404 / 405 JSON)
         loop=_fast_impl("uvloop", "asyncio", "uvloop"),
         timeout_graceful_shutdown=10,
         server_header=False,
