@@ -153,3 +153,20 @@ def test_an_answer_clicked_as_a_last_stroke_is_on_its_way_is_the_whole_drawing_s
     ids = [fields.get("drawing_id") for fields in api.sent_fields]
     assert len(set(ids[-2:])) == 1, ids  # one drawing, one record: the whole 4 with its answer
     assert any("you drew a **4**" in str(e.value) for e in at.success), [str(e.value) for e in at.success]
+
+
+def test_an_answer_on_the_earlier_pictures_buttons_after_an_undo_is_not_sent(page):
+    """`keys` holds back an answer clicked right after Undo or Clear; should one come through (an Undo's run
+    begun, its page not shown yet), it is the earlier picture's and is not sent: it labelled the drawing's
+    record, which a further stroke then took over with that answer (a newcomer's tour, session 30)."""
+    api, canvas, at = page
+    canvas.draw([stroke(1), stroke(2)], png(shade=70))
+    at.run()
+    earlier = _answer_buttons(at)[0]
+    at.session_state["draw_rev"] = at.session_state["draw_rev"] + 1 if "draw_rev" in at.session_state else 1
+    earlier.set_value(7).run()  # (as if Undo's callback ran first: the canvas' revision moved on)
+    assert not at.exception, at.exception
+    assert api.feedback_calls == []
+    assert any("not saved" in str(t.value) for t in at.toast), [str(t.value) for t in at.toast]
+    _answer_buttons(at)[0].set_value(7).run()  # the answers shown now are sent
+    assert api.feedback_calls and api.feedback_calls[-1][1] == 7

@@ -17,7 +17,9 @@ answer clicked is given to the new reading once it shows (it was dropped, with n
 has passed: Undo took back two strokes (the unreported one and the one before), and leaving the page lost
 the stroke. A deferred Clear is carried out as soon as a new stroke begins: waiting for that stroke too, it
 wiped the digit drawn right after the click (a newcomer's tour, session 26). Undo and Clear clicked while still
-disabled after a first stroke (the page has not heard of it yet) are carried out too, once enabled.
+disabled after a first stroke (the page has not heard of it yet) are carried out too, once enabled. Number's
+Confirm and Not a number are deferred the same way. After an Undo or Clear, until the page shows the picture
+it leaves, an answer clicked is held back too and given to that picture (after Clear there is none: dropped).
 
 **Enter confirms "What did you write?".** Number's answer box is no form (what is typed must reach the page
 when the box loses focus, so the next reading can keep it: `views/number.py`), and Enter in a lone text box
@@ -41,8 +43,15 @@ STROKE_SETTLE_MS = 600
 #: what is deferred rather than refused then: the canvas tools (`canvas.py`: `<page>_undo`, `<page>_clear`)
 #: and the page links
 CLEAR_BUTTON = '[class*="_clear"] button'  #: carried out as soon as a new stroke begins, too
+#: Number's Confirm and Not a number are deferred too: clicked as the pen lifted, they confirmed the reading before
+#: that stroke ("390" saved, and "3907" left a new unconfirmed reading: a newcomer's tour, session 30)
 DEFERRED = ('[class*="_undo"] button', CLEAR_BUTTON, '[data-testid="stTopNavLink"]',
-            '[data-testid="stSidebarNavLink"]')  # fmt: skip
+            '[data-testid="stSidebarNavLink"]', '[class*="st-key-num_confirm_"] button',
+            '[class*="st-key-num_none_"] button')  # fmt: skip
+#: Undo and Clear: until the page shows the picture they leave, the answers on it are the earlier picture's
+TOOLS = ('[class*="_undo"] button', CLEAR_BUTTON)
+#: the hint then; an answer clicked goes with the picture Undo leaves (none after Clear: it is dropped)
+TOOL_HINT = "One moment: the drawing is changing. Your answer goes with the new picture."
 #: the hint shown then; the answer clicked is given to the new reading once it shows, within ANSWER_WAIT_MS (it
 #: was dropped, the hint gone with the old answers: a newcomer's tour, session 26)
 SETTLE_HINT = "One moment: your last stroke is being read. Your answer goes with the new reading."
@@ -125,7 +134,18 @@ _STROKE_SETTLES = """<script>
   const DEFERRED = %(deferred)s.join(", ");
   const CLEAR = %(clear)s;
   const HINT = %(hint)s;
+  const TOOLS = %(tools)s.join(", ");
+  const TOOL_HINT = %(tool_hint)s;
   let drawing = false, lifted = 0, through = false;
+  // an Undo or Clear carried out: until the page shows another picture, the answers on it are the earlier
+  // picture's (an answer clicked 0.2 s after Undo labelled the drawing, then a further stroke took it over
+  // with that answer; one clicked after Clear labelled the cleared drawing: a newcomer's tour, session 30)
+  let tool = null;
+  window.addEventListener("click", (e) => {
+    const el = e.target instanceof Element ? e.target.closest(TOOLS) : null;
+    if (el && !el.matches(":disabled")) tool = {at: Date.now(), before: shown()};
+  }, true);
+  const changing = () => tool !== null && Date.now() - tool.at < %(wait)d && shown() === tool.before;
   let clearing = null;  // a deferred Clear: carried out as soon as a new stroke begins
   const onCanvas = (e) => e.composedPath().some(n => n instanceof HTMLCanvasElement);
   window.addEventListener("pointerdown", (e) => {
@@ -147,8 +167,10 @@ _STROKE_SETTLES = """<script>
   for (const type of ["pointerdown", "mousedown", "touchstart", "pointerup", "mouseup", "touchend", "click"]) {
     window.addEventListener(type, (e) => {
       const el = e.target instanceof Element ? e.target : null;
-      if (!el || through || !busy()) return;
+      if (!el || through) return;
       const group = el.closest(GROUP);
+      const held = group && changing();
+      if (!busy() && !held) return;
       const later = group ? null : el.closest(DEFERRED);
       if (!group && !later) return;
       e.preventDefault();
@@ -186,7 +208,7 @@ _STROKE_SETTLES = """<script>
         return;
       }
       const radios = group.querySelector('[role="radiogroup"]') || group;
-      radios.setAttribute("data-dl-pick-hint", HINT);
+      radios.setAttribute("data-dl-pick-hint", held && !busy() ? TOOL_HINT : HINT);
       setTimeout(() => radios.removeAttribute("data-dl-pick-hint"), 4000);
       const label = type === "click" ? (el.closest('[role="radio"]')?.textContent || "").trim() : "";
       if (!label) return;
@@ -198,7 +220,7 @@ _STROKE_SETTLES = """<script>
       const answer = () => {
         if (Date.now() > until) return;
         const now = shown();
-        if (busy() || now === null || now === before) { setTimeout(answer, 100); return; }
+        if (busy() || changing() || now === null || now === before) { setTimeout(answer, 100); return; }
         const target = [...document.querySelectorAll(GROUP)][index];
         const radio = target && [...target.querySelectorAll('[role="radio"]')].find(r => r.textContent.trim() === label);
         if (radio && radio.getAttribute("aria-checked") !== "true") radio.click();
@@ -234,6 +256,6 @@ SCRIPTS = (
     + _STROKE_SETTLES
     % {"groups": json.dumps(list(ANSWER_GROUPS)), "deferred": json.dumps(list(DEFERRED)),
        "hint": json.dumps(SETTLE_HINT), "settle": STROKE_SETTLE_MS, "wait": ANSWER_WAIT_MS,
-       "clear": json.dumps(CLEAR_BUTTON)}
+       "clear": json.dumps(CLEAR_BUTTON), "tools": json.dumps(list(TOOLS)), "tool_hint": json.dumps(TOOL_HINT)}
     + _ENTER_CONFIRMS % {"form": json.dumps(ENTER_FORM), "button": json.dumps(ENTER_BUTTON)}
 )

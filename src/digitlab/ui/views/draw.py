@@ -101,10 +101,18 @@ NOT_A_DIGIT = "Not a digit"
 ANSWERS = [*range(10), NOT_A_DIGIT]
 
 
-def send_feedback(key: str, prediction: Prediction, digest: str, *, spread: bool = True) -> None:
+def send_feedback(key: str, prediction: Prediction, digest: str, *, spread: bool = True, rev: int | None = None) -> None:
     """The answer chosen under `prediction` (the picture with this digest) to the API; its outcome for the page.
-    With `spread`, the other models' records of the same picture get it too (`_answer_other_models`)."""
+    With `spread`, the other models' records of the same picture get it too (`_answer_other_models`). `rev`: the
+    canvas' revision when the answers were shown; an Undo or Clear since (`canvas._set_drawing`) means the click
+    was on the earlier picture's answers (`keys` holds such a click back; should one come through, it is not
+    sent: it labelled the cleared drawing, or the drawing that a further stroke then took over)."""
     answer = st.session_state.get(key)
+    if rev is not None and answer is not None and st.session_state.get("draw_rev", 0) != rev:
+        st.session_state[key] = None
+        st.toast("Your answer was not saved: the drawing changed (Undo or Clear) as you clicked. Answer the "
+                 "drawing on the canvas.", icon=":material/info:")  # fmt: skip
+        return
     if answer is None:  # the chosen answer clicked again: it stays the answer (it is stored; none cannot be)
         given = st.session_state.get(f"{key}_result")
         if given is not None:
@@ -258,6 +266,7 @@ def show_result(
         send_feedback(key, prediction, digest)
     st.pills(
         "What did you draw?", ANSWERS, key=key, on_change=send_feedback, args=(key, prediction, digest),
+        kwargs={"rev": None if photo else st.session_state.get("draw_rev", 0)},
         help="One click saves the true digit with this drawing, so the History page can measure accuracy and "
         f"the models can learn from it. 'Not a digit' teaches the check that catches scribbles. {keys.PICK_HELP}",
     )  # fmt: skip
