@@ -186,6 +186,27 @@ def test_a_frozen_api_is_told_after_the_live_patience_not_the_read_timeout():
     assert listed < HEALTH_TIMEOUT + 1.0, listed
 
 
+def test_an_answer_to_a_frozen_api_is_told_after_the_live_patience():
+    """An answer clicked while the API was frozen held the page for the whole read timeout and more (14 s in a
+    newcomer's tour, the Clear clicked meanwhile carried out when it woke, wiping a digit drawn since): feedback
+    is a live call too (`LIVE_PATIENCE`), then kept by the page and sent when the API is back."""
+    import time
+
+    from digitlab.ui.client import HEALTH_TIMEOUT, LIVE_PATIENCE
+
+    with socket.socket() as frozen:
+        frozen.bind(("127.0.0.1", 0))
+        frozen.listen(8)
+        client = DigitlabClient(f"http://127.0.0.1:{frozen.getsockname()[1]}")
+        prediction = _prediction(dict(PREDICTION, id=3))
+        for send in (lambda: client.feedback(prediction, 7), lambda: client.number_feedback({"id": 4}, "42")):
+            started = time.monotonic()
+            with pytest.raises(ApiUnavailable, match="did not answer in time"):
+                send()
+            assert time.monotonic() - started < LIVE_PATIENCE + HEALTH_TIMEOUT + 1.0
+        client.close()
+
+
 def test_a_slow_answer_from_a_live_api_is_waited_for():
     """The API waits up to 5 s for a locked or frozen database before it spools a prediction's record: while
     it answers the probe, a live call waits for its answer (a short timeout called that an API outage)."""

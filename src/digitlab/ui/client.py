@@ -378,7 +378,7 @@ class DigitlabClient:
                 False, False, "This prediction was not recorded, so the answer cannot be saved."
             )
         body = {"not_digit": True} if not_digit else {"true_digit": int(true_digit)}
-        data = self._json("POST", path, json=body)
+        data = self._json("POST", path, json=body, patience=LIVE_PATIENCE)  # (a frozen API held the page 14 s)
         data = data if isinstance(data, dict) else {}
         queued = bool(data.get("queued")) or data.get("stored") == "spool" or prediction.id is None
         if queued:
@@ -408,9 +408,7 @@ class DigitlabClient:
         files = {"image": (filename, image)}
         data = self._json("POST", "/api/v1/read", files=files, data=form, patience=patience)
         if not isinstance(data, dict) or not isinstance(data.get("digits"), list):
-            raise ApiError(
-                "The prediction service sent an answer the UI does not understand.", code="bad_response"
-            )
+            raise ApiError("The prediction service sent an answer the UI does not understand.", code="bad_response")
         return data
 
     def number_feedback(self, reading: dict[str, Any], true_text: str | None, *, not_number: bool = False) -> dict[str, Any]:
@@ -423,7 +421,8 @@ class DigitlabClient:
             path = f"/api/v1/numbers/uid/{reading['uid']}/feedback"
         else:
             raise ApiError("This reading was not recorded, so the answer cannot be saved.", code="not_logged")
-        data = self._json("POST", path, json={"not_number": True} if not_number else {"true_text": true_text})
+        body = {"not_number": True} if not_number else {"true_text": true_text}
+        data = self._json("POST", path, json=body, patience=LIVE_PATIENCE)
         return data if isinstance(data, dict) else {}
 
     def numbers(
