@@ -675,10 +675,26 @@ def test_export_and_workers_metrics_need_no_system_temporary_folder(tmp_path, se
             assert ranged.headers["accept-ranges"] == "none"
     assert [p.name for p in (tmp_path / "data").iterdir() if "export" in p.name] == []  # removed once sent
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setattr("digitlab.api.server.MEMORY_FOLDERS", (str(tmp_path / "no-shared-memory"),))
     with _shared_metrics(2, tmp_path / "data"):
         folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
         assert folder.parent == tmp_path / "data" and folder.is_dir()
     assert not folder.exists()
+
+
+def test_workers_metrics_go_to_shared_memory_not_the_data_disk(tmp_path, monkeypatch):
+    """Workers write their metrics through mmap: with them on the data disk, a full disk killed every worker
+    (SIGBUS) as it started, in a loop, and the API answered nothing (a probe, session 30)."""
+    from digitlab.api.server import _shared_metrics
+
+    memory = tmp_path / "shm"
+    memory.mkdir()
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setattr("digitlab.api.server.MEMORY_FOLDERS", (str(memory),))
+    with _shared_metrics(2, tmp_path / "data"):
+        folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        assert folder.parent == memory and folder.is_dir()
+    assert not folder.exists() and "PROMETHEUS_MULTIPROC_DIR" not in os.environ
 
 
 def test_learning_over_http_needs_an_admin_token_set(tmp_path, served_model_dir):

@@ -228,18 +228,28 @@ def workers_start_deaf(workers: int) -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
+#: where several workers' metrics go first: shared memory. They write them through mmap, and on a full data disk
+#: every worker died of SIGBUS as it started, in a loop (a probe, session 30); the data folder is the fallback
+MEMORY_FOLDERS = ("/dev/shm",)
+
+
 @contextlib.contextmanager
 def _shared_metrics(workers: int, data_dir: Path) -> Iterator[None]:
     """Several workers: a fresh folder where each one writes its metrics, so /metrics adds them up.
-    A folder the operator set in PROMETHEUS_MULTIPROC_DIR is used as it is (and kept). It is made in the
-    data folder `check_folders` found writable (the system's temporary folder may not be: in a read-only
-    container two workers ended in a traceback)."""
+    A folder the operator set in PROMETHEUS_MULTIPROC_DIR is used as it is (and kept). It is made in shared
+    memory (`MEMORY_FOLDERS`) or else in the data folder `check_folders` found writable (the system's temporary
+    folder may not be: in a read-only container two workers ended in a traceback)."""
     from digitlab.api.metrics import MULTIPROC_ENV
 
     if workers < 2 or os.environ.get(MULTIPROC_ENV):
         yield
         return
-    folder = tempfile.mkdtemp(prefix=".metrics-", dir=data_dir)
+    folder = None
+    for parent in MEMORY_FOLDERS:
+        with contextlib.suppress(OSError):
+            folder = tempfile.mkdtemp(prefix="digitlab-metrics-", dir=parent)
+            break
+    folder = folder or tempfile.mkdtemp(prefix=".metrics-", dir=data_dir)
     os.environ[MULTIPROC_ENV] = folder  # inherited by the worker processes, read when they import prometheus
     try:
         yield
