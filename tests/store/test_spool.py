@@ -406,6 +406,38 @@ def test_a_sqlite_file_removed_under_the_store_loses_nothing_answered_after(open
         store.close()
 
 
+def test_a_sqlite_file_unwritable_when_the_store_starts_is_written_once_it_can_be(open_store, make_record, tmp_path):
+    """A worker started while its SQLite file could not be written (immutable; for a user other than root, read-only)
+    kept its read-only connections when the file could be written again: every prediction spooled, for good,
+    until a restart (a probe, session 30). The connections are opened again: the spool is replayed."""
+    import os
+    import subprocess
+
+    path = tmp_path / "db" / "p.db"
+    path.parent.mkdir()
+    open_store(f"sqlite:///{path}", tmp_path / "spool" / "first").close()  # (created and migrated)
+
+    def writable(yes: bool) -> None:
+        if os.geteuid() == 0:  # (root writes a read-only file: only the immutable flag stops it)
+            subprocess.run(["chattr", "-i" if yes else "+i", str(path)], check=True)
+        else:
+            path.chmod(0o644 if yes else 0o444)
+
+    writable(False)
+    try:
+        store = open_store(f"sqlite:///{path}", tmp_path / "spool" / "me")
+        try:
+            assert store.add(make_record(1)).stored == "spool"
+            writable(True)
+            assert store.wait_drained(timeout=30)
+            assert store.add(make_record(2)).stored == "database"
+            assert sorted(r.predicted_digit for r in store.list(1, 50)[0]) == [1, 2]
+        finally:
+            store.close()
+    finally:
+        writable(True)
+
+
 def test_a_database_restored_from_before_a_migration_is_migrated_again_and_gets_the_spool(
     empty_url, open_store, make_record, tmp_path
 ):

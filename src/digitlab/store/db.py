@@ -185,6 +185,7 @@ def make_engine(url: str, *, connect_timeout: float = 2.0) -> Engine:
         # no pool_pre_ping: a file does not drop connections, and the ping was a query per checkout
         engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 5.0})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "handle_error", _reopen_when_read_only)
         _watch_file(engine, os.path.abspath(parsed.database))
         return engine
     connect_args: dict[str, int | str] = {}
@@ -240,6 +241,15 @@ def _watch_file(engine: Engine, path: str) -> None:
 
     event.listen(engine, "connect", opened)
     event.listen(engine, "checkout", checked_out)
+
+
+def _reopen_when_read_only(context) -> None:
+    """A SQLite connection opened while its file could not be written (immutable, a read-only mount, another
+    owner) stays read-only when the file can be written again: every write failed and the store stayed in spool
+    mode until a restart (a probe, session 30). Such an error drops the pool's connections (a disconnect): the
+    next write opens the file again."""
+    if "readonly database" in str(context.original_exception):
+        context.is_disconnect = True
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
