@@ -697,6 +697,27 @@ def test_workers_metrics_go_to_shared_memory_not_the_data_disk(tmp_path, monkeyp
     assert not folder.exists() and "PROMETHEUS_MULTIPROC_DIR" not in os.environ
 
 
+def test_a_store_that_cannot_start_is_tried_again(tmp_path, served_model_dir, monkeypatch):
+    """A worker started while its spool folder could not be made (a full disk, an immutable folder) stored nothing
+    for its whole life and said the database was unavailable (a probe, session 30): it tries again every few
+    seconds, and logs the predictions once it can."""
+    import time
+
+    monkeypatch.setattr("digitlab.api.main.MODEL_REFRESH_SECONDS", 0.2)
+    (tmp_path / "data").mkdir()
+    blocker = tmp_path / "data" / "spool"
+    blocker.write_text("a file where the spool folder goes")
+    with TestClient(create_app(settings_for(tmp_path, served_model_dir))) as c:
+        first = c.post("/api/v1/predict", files={"image": ("d.png", draw_digit())})
+        assert first.status_code == 200 and first.json()["logged"] is False
+        blocker.unlink()
+        deadline = time.monotonic() + 20
+        while c.get("/health").json()["database"] != "ok" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        second = c.post("/api/v1/predict", files={"image": ("d.png", draw_digit(200))})
+        assert second.status_code == 200 and second.json()["logged"] is True and second.json()["id"] is not None
+
+
 def test_learning_over_http_needs_an_admin_token_set(tmp_path, served_model_dir):
     """Without DIGITLAB_ADMIN_TOKEN history stays open (a local demo), but nobody may start minutes of
     training on the server's CPU: 403 `admin_only`, saying how to allow it."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -58,6 +59,20 @@ def _open_store(settings: Settings):
     return from_settings(settings).start()
 
 
+def open_store_or_retry_later(ctx: AppContext, *, again: bool = False) -> None:
+    """`ctx.store`, started; when it cannot start (an unwritable spool folder, a full disk) the API serves anyway,
+    its answers `logged: false`, and `_refresh_loop` calls this `again` every few seconds (a worker started so
+    stored nothing for its whole life, and said the database was unavailable: a probe, session 30)."""
+    try:
+        ctx.store = _open_store(ctx.settings)
+    except Exception as exc:  # noqa: BLE001
+        if not again:
+            log.error("prediction store not available, predictions will not be logged until it is: %s", exc)
+        return
+    if again:
+        log.info("prediction store available: predictions are logged again")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A new app. Without `settings`, they are read from the environment (DIGITLAB_*, DATABASE_URL)."""
     settings = settings if settings is not None else Settings()
@@ -90,21 +105,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 log.error("segment verifier not loaded, numbers are split by the model alone: %s", exc)
             warm_up(ctx)
 
-        def open_store():
-            try:
-                return _open_store(settings)
-            except Exception as exc:  # noqa: BLE001
-                # e.g. an unwritable spool folder: serve anyway, report it
-                log.error("prediction store not available, predictions will not be logged: %s", exc)
-                return None
-
         async with anyio.create_task_group() as tg:  # models and store load in parallel
 
             async def _models() -> None:
                 await anyio.to_thread.run_sync(load_models)
 
             async def _store() -> None:
-                ctx.store = await anyio.to_thread.run_sync(open_store)
+                await anyio.to_thread.run_sync(open_store_or_retry_later, ctx)
 
             tg.start_soon(_models)
             tg.start_soon(_store)
@@ -203,6 +210,8 @@ async def _refresh_loop(ctx: AppContext) -> None:
     while True:
         await asyncio.sleep(MODEL_REFRESH_SECONDS)
         try:
+            if ctx.store is None:
+                await anyio.to_thread.run_sync(functools.partial(open_store_or_retry_later, ctx, again=True))
             await anyio.to_thread.run_sync(refresh_models, ctx)
             await anyio.to_thread.run_sync(refresh_gauges, ctx)
         except Exception:  # never let the loop die; the next round tries again
