@@ -123,3 +123,22 @@ def test_the_numbers_benchmark_is_well_within_the_budget(handwriting_dir):
         pieces, height, _ = pieces_of(ink)
         need.append(segment._work(digit_runs(pieces, height), pieces))
     assert 150 < max(need) < 0.8 * MAX_WORK, max(need)
+
+
+def test_squared_paper_is_refused_before_its_cells_are_measured(reader, monkeypatch):
+    """A 12 KB 1-bit PNG of squared paper (5000 px, a line every 25 px: 40,000 cells) cost /read 6-10 s of CPU
+    to refuse, each cell measured and given its candidate cuts first (a probe, session 30). The strokes are
+    counted before any is measured."""
+    from digitlab import segment_pieces
+
+    grid = np.ones((2000, 2000), bool)
+    grid[::25, :] = grid[:, ::25] = False
+    out = io.BytesIO()
+    Image.fromarray(grid).convert("1").save(out, format="PNG", optimize=True)
+    measured = []
+    cuts = segment_pieces._cuts
+    monkeypatch.setattr(segment_pieces, "_cuts", lambda *a, **k: measured.append(1) or cuts(*a, **k))
+    cnn, detector, verifier = reader
+    with pytest.raises(NotANumberError, match=r"\d+ separate marks"):
+        read_number(out.getvalue(), cnn, detector, verifier=verifier)
+    assert measured == []

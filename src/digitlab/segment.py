@@ -292,7 +292,8 @@ def segmented(image: Any, **decode: Any) -> Segmented:
             raise
         # the preprocessing's message asks for a digit: here a number is asked for
         raise EmptyImageError("Nothing written: the image is blank. Write a number and try again.") from exc
-    pieces, height, _specks = pieces_of(s)
+    too_many = lambda count: NotANumberError(_NOT_A_NUMBER.format(f"{count} separate marks"))
+    pieces, height, _specks = pieces_of(s, max_strokes=MAX_MARKS, too_many=too_many)
     if len(pieces) > MAX_MARKS:
         raise NotANumberError(_NOT_A_NUMBER.format(f"{len(pieces)} separate marks"))
     spans, images, boxes = candidates(s, pieces, height)
