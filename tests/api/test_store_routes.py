@@ -269,6 +269,7 @@ def test_export_csv_has_labelled_drawings(client, admin):
     head = client.head("/api/v1/export.csv", headers=admin)  # the headers only, without the export's work
     assert head.status_code == 200 and head.content == b""
     assert head.headers["content-type"].startswith("text/csv") and "attachment" in head.headers["content-disposition"]
+    assert head.headers.get("content-length") in (None, r.headers.get("content-length"))  # (it said 0: a probe)
 
 
 def test_delete_prediction(client, admin):

@@ -300,7 +300,9 @@ def export_csv(ctx: Ctx, request: Request) -> Response:
     store = store_or_503(ctx)
     if request.scope.get(HEAD_FLAG):  # the headers only: the export itself takes seconds per 30,000 rows
         store.check_readable()  # but the same status as the export would get
-        return Response(media_type="text/csv", headers={"content-disposition": f'attachment; filename="{EXPORT_NAME}"'})
+        head = Response(media_type="text/csv", headers={"content-disposition": f'attachment; filename="{EXPORT_NAME}"'})
+        del head.headers["content-length"]  # (it said 0: the export's length is not known without making it)
+        return head
     # in the data folder, which `serve` checked is writable (the system's temporary folder may not be: a
     # read-only container, where every export was a 500)
     folder = os.fspath(ctx.settings.data_dir)
