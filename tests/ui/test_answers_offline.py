@@ -627,3 +627,26 @@ def test_the_database_banner_says_when_the_queue_is_being_saved(fake, database, 
     at = open_page("draw")
     shown = " ".join(str(e.value) for e in (*at.warning, *at.info)).replace("**", "")
     assert said in shown, shown
+
+
+def test_an_answer_queued_in_an_outage_is_said_saved_once_the_database_has_it(fake):
+    """"Saved later: ... the database is unavailable" stayed beside a database long back (a newcomer's tour,
+    session 30). Once /health says the database is ok and no spool waits, the answer is stored: said so."""
+    from digitlab.ui.client import FeedbackResult
+
+    api, canvas, open_page = fake
+    api.database, api.spool = "unavailable", 1
+    api.feedback = lambda prediction, digit, not_digit=False: FeedbackResult(False, True, "queued")
+    canvas.set("draw", png(shade=5))
+    at = open_page("draw")
+    (pills,) = [b for b in at.button_group if b.key and b.key.startswith("fb_")]
+    pills.set_value(3).run()
+    assert not at.exception, at.exception
+    assert "Saved later: you drew" in _answer_texts(at)
+    api.database, api.spool = "catching_up", 1  # back, the spool not yet replayed: still queued
+    at.run()
+    assert "Saved later: you drew" in _answer_texts(at)
+    api.database, api.spool = "ok", 0
+    at.run()
+    said = _answer_texts(at)
+    assert "Saved: you drew" in said and "Saved later" not in said, said

@@ -18,6 +18,7 @@ def notice(kind: str, what: str, verdict: str = "", message: str = "", *, again:
     a **7**"); `verdict`: how the model did against it; `message`: the API's reason for an error; `again`:
     how to send it again after an error; `saved`: the first words of a saved answer."""
     verdict = f" {verdict}" if verdict else ""
+    kind = stored_since(kind, st.session_state.get("health"))
     if kind == "saved":
         return "success", f"{saved}: {what}.{verdict} Thank you!"
     if kind == "queued":
@@ -27,6 +28,15 @@ def notice(kind: str, what: str, verdict: str = "", message: str = "", *, again:
         return "warning", (f"Not saved yet: {what}. The prediction service is away; your answer is sent as soon as "
                            "it is back (keep this page open).")  # fmt: skip
     return "error", f"Your answer was not saved: {message}" + (f" {again}" if again else "")
+
+
+def stored_since(kind: str, health) -> str:
+    """A "queued" answer is "saved" once the database is back and every spool has been replayed into it (`health`,
+    the monitor's last `Health`; the page reruns when the database's state changes): "Saved later ... the database
+    is unavailable" stayed beside a database long back (a newcomer's tour, session 30)."""
+    if kind == "queued" and health is not None and health.database == "ok" and health.spool == 0:
+        return "saved"
+    return kind
 
 
 def show(kind: str, what: str, verdict: str = "", message: str = "", *, again: str = "", saved: str = "Saved") -> None:
