@@ -323,7 +323,8 @@ def draw_area() -> None:
                     unsafe_allow_html=True,
                 )
                 return
-            prediction, error = predict(drawing, model)
+            with st.spinner("Reading your drawing…"):  # (shown after 0.5 s: the first prediction while the database
+                prediction, error = predict(drawing, model)  # is locked waits 5 s, under "Draw a digit")
             if error is not None:
                 common.show_error(slot, error, nothing=ink.nothing_drawn(drawing),
                                   kept="Your drawing is kept; it is recognised as soon as the service is back.")  # fmt: skip

@@ -289,8 +289,9 @@ def _reading(drawing, photo) -> None:
         return
     else:
         image, did = drawing.png, drawing.drawing_id  # the canvas' id: one record per drawing
-        answer, error = read(image, drawing.digest, "number.png", drawing_id=did, patience=LIVE_PATIENCE,
-                             pen_color=drawing.pen_color, background_color=drawing.background_color)  # fmt: skip
+        with st.spinner("Reading your writing…"):  # (shown after 0.5 s: a locked database holds the first 5 s)
+            answer, error = read(image, drawing.digest, "number.png", drawing_id=did, patience=LIVE_PATIENCE,
+                                 pen_color=drawing.pen_color, background_color=drawing.background_color)  # fmt: skip
         key = did
     if error is not None:
         nothing = ("No number found in this photo: take it closer, the digits large." if photo is not None
