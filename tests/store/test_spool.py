@@ -542,3 +542,18 @@ def test_a_database_that_reads_but_takes_no_writes_is_logged_once(open_store, tm
         assert store.health()["database"] == "ok"
     finally:
         store.close()
+
+
+def test_health_says_failing_while_the_spool_cannot_take_the_records_of_an_outage(absent_db, open_store, make_record,
+                                                                                 tmp_path):
+    """During an outage with the spool's disk full the answers said `logged: false` while /health said only
+    "unavailable", as for an outage that loses nothing (a probe, session 30)."""
+    url, _bring_back = absent_db
+    store = open_store(url, tmp_path / "spool" / "me")
+    try:
+        assert store.add(make_record(1)).stored == "spool"
+        assert store.health()["database"] == "unavailable"
+        store.note_write(False)  # (what the API notes for an answer it could not store)
+        assert store.health()["database"] == "failing"
+    finally:
+        store.close()

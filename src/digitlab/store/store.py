@@ -534,8 +534,8 @@ class PredictionStore:
         ok = self._db_ok and not self._spool_mode and not self._write_locked
         beside = self.spool.waiting_beside({o.dir for o in tuple(self._orphans)})
         state = "ok" if ok else "unavailable"
-        if ok and self.writes_failing():
-            state = "failing"
+        if self.writes_failing():  # records are dropped: the database refuses them, or in an outage the spool
+            state = "failing"  # cannot take them (a full disk said "unavailable" while answers were `logged: false`)
         elif not ok and self._spool_mode and self._db_ok and self._catching_up and not self._write_locked:
             state = "catching_up"  # (under load "unavailable" was said for ~20 s after the database was back)
         return {"database": state, "spool": self.pending() + beside}
