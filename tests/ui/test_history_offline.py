@@ -193,3 +193,24 @@ def test_a_number_said_to_be_no_number_is_listed_so(history):
     at = open_history()
     (table,) = at.table
     assert list(table.value["You wrote"]) == ["not a number"] and list(table.value["Right?"]) == ["✗"]
+
+
+def test_a_thumbnail_follows_the_stroke_its_record_holds(monkeypatch):
+    """A drawing's record takes each new stroke's picture under the same id: History kept showing the first
+    stroke's picture (cached by id) beside the finished digit's answer (a newcomer's tour, session 30)."""
+    from digitlab.ui import common
+    from digitlab.ui.views import history
+
+    pictures = iter([b"first stroke", b"whole digit"])
+
+    class Client:
+        def image(self, prediction_id, kind):
+            return next(pictures)
+
+    monkeypatch.setattr(common, "client", lambda: Client())
+    history._thumbnail.clear()
+    row = stored_prediction(6, 6).model_copy(update={"has_processed": True})
+    first = history.thumbnails([row])[6]
+    assert history.thumbnails([row])[6] == first  # (the same stroke: cached)
+    later = row.model_copy(update={"uid": "u-next-stroke", "predicted_digit": 4})
+    assert history.thumbnails([later])[6] != first

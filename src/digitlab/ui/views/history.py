@@ -22,7 +22,9 @@ OUTCOMES = {"All": None, "Right": True, "Wrong": False}
 
 
 @st.cache_data(max_entries=5000, show_spinner=False)
-def _thumbnail(api_url: str, prediction_id: int, kind: str) -> str:
+def _thumbnail(api_url: str, prediction_id: int, kind: str, uid: str | None) -> str:
+    """`uid`: the stroke the record holds now (a drawing's record takes each new stroke's picture under its id:
+    History showed the first stroke's picture beside the finished digit's answer, a newcomer's tour, session 30)."""
     png = common.client().image(prediction_id, kind)
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
@@ -36,7 +38,7 @@ def thumbnails(items: list[StoredPrediction]) -> dict[int, str | None]:
         if kind is None:
             return pid, None
         try:
-            return pid, _thumbnail(url, pid, kind)
+            return pid, _thumbnail(url, pid, kind, item.uid)
         except ApiError:
             return pid, None
 
