@@ -214,3 +214,12 @@ def test_a_thumbnail_follows_the_stroke_its_record_holds(monkeypatch):
     assert history.thumbnails([row])[6] == first  # (the same stroke: cached)
     later = row.model_copy(update={"uid": "u-next-stroke", "predicted_digit": 4})
     assert history.thumbnails([later])[6] != first
+
+
+def test_the_accuracy_section_says_which_filters_apply_to_it(history):
+    """With Period "Today" or Answer "Wrong" the Accuracy section stayed all-time and all answers, unsaid (a
+    newcomer's tour, session 30)."""
+    _api, open_history = history
+    at = open_history()
+    assert "Answer and Period apply to the log and the numbers above" in _captions(at)
+    assert "UTC days" in _captions(at)

@@ -337,6 +337,8 @@ def main() -> None:
         export_button()
         numbers_section(models, f)
     st.subheader("Accuracy")
+    st.caption("Of all time and every answer, per model (the Model filter applies here; Answer and Period apply to the "
+               "log and the numbers above). Days are UTC days.")  # (it changed nothing with "Today" or "Wrong", unsaid)
     stats_section(stats, models, f["model"])
 
 
