@@ -82,6 +82,10 @@ def test_a_phone_turned_sideways_shows_the_whole_number_canvas(browser, ui_serve
         assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 844, box
         assert page.locator(".dc-scroll[data-dl-wide]").count() == 0  # no "swipe here" strip
         no_traceback(page)
+        open_page(page, ui_server.url, "", ready=CANVAS)  # the other pages keep their margin (they had 2 px too)
+        margin = page.locator('[data-testid="stMainBlockContainer"]').first.evaluate(
+            "el => parseFloat(getComputedStyle(el).paddingLeft)")
+        assert margin >= 8, margin
     finally:
         context.close()
 

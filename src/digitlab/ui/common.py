@@ -95,8 +95,9 @@ a:focus-visible, button:focus-visible, [role="radio"]:focus-visible, [role="tab"
 .dl-seen {display:flex; flex-direction:column; align-items:center; gap:.2rem;} .dl-result .dl-seen {margin-left:auto;}
 .dl-seen img {border-radius:.35rem; display:block;}
 .dl-seen figcaption {font-size:.72rem; color:#5B6079; text-align:center; max-width:7.5rem; line-height:1.2;}
-/* a phone turned sideways, as the Number page asks (844x390): its 840 px canvas ran 12 px past the screen */
-@media (max-width: 880px) and (max-height: 500px) {[data-testid="stMainBlockContainer"] {padding-left:2px !important; padding-right:2px !important;}}
+/* a phone turned sideways, as the Number page asks (844x390): its 840 px canvas ran 12 px past the screen (that page
+   only: every other page's content sat 2 px from the screen's edge) */
+@media (max-width: 880px) and (max-height: 500px) {[data-testid="stMainBlockContainer"]:has(.st-key-number_canvas_box) {padding-left:2px !important; padding-right:2px !important;}}
 @media (max-width: 640px) {
   .dl-arrow {padding-top:0; transform:rotate(90deg);}
   .dl-digit {font-size:4.2rem; min-width:2.6rem;}
