@@ -223,3 +223,15 @@ def test_the_accuracy_section_says_which_filters_apply_to_it(history):
     at = open_history()
     assert "Answer and Period apply to the log and the numbers above" in _captions(at)
     assert "UTC days" in _captions(at)
+
+
+def test_a_filter_clicked_again_shows_its_default_chosen(history):
+    """Clicking the chosen Answer or Period again deselected it: nothing highlighted, everything listed (a
+    newcomer's tour, session 30). The default is then the choice, shown so."""
+    _api, open_history = history
+    at = open_history()
+    at.button_group(key="hist_outcome").set_value(None).run()
+    at.button_group(key="hist_period").set_value(None).run()
+    assert not at.exception, at.exception
+    assert at.button_group(key="hist_outcome").value == "All"
+    assert at.button_group(key="hist_period").value == "All time"

@@ -50,16 +50,24 @@ def _timezone() -> tuple[str, str]:
     return common.browser_timezone()
 
 
+def _keep_one(key: str, default: str) -> None:
+    """The chosen option clicked again deselects it: none was highlighted while the log showed everything (a
+    newcomer's tour, session 30). Then the default is the choice, and shown so."""
+    if st.session_state.get(key) is None:
+        st.session_state[key] = default
+
+
 def filters(models: list[dict[str, Any]], stats_models: list[str]) -> dict[str, Any]:
     names = list(dict.fromkeys([m["name"] for m in models if m.get("name")] + stats_models))
     with st.container(horizontal=True, gap="medium", vertical_alignment="bottom", key="hist_filters"):
         model = st.selectbox("Model", ["All models", *names], key="hist_model", width=230, persist_state="session",
                              format_func=lambda n: n if n == "All models" else common.display_name(models, n))  # fmt: skip
         outcome = st.pills("Answer", list(OUTCOMES), default="All", key="hist_outcome", persist_state="session",
+                           on_change=_keep_one, args=("hist_outcome", "All"),
                            help="Right / wrong needs what was really drawn or written: give it on the Draw or "
                            "Number page. Applies to the prediction log and the Numbers.")  # fmt: skip
         period = st.pills("Period", list(PERIODS), default="All time", key="hist_period",
-                         persist_state="session")
+                          persist_state="session", on_change=_keep_one, args=("hist_period", "All time"))
     since = until = None
     zone = ZoneInfo(_timezone()[0])
     today = datetime.now(zone).date()
