@@ -650,3 +650,18 @@ def test_an_answer_queued_in_an_outage_is_said_saved_once_the_database_has_it(fa
     at.run()
     said = _answer_texts(at)
     assert "Saved: you drew" in said and "Saved later" not in said, said
+
+
+def test_compare_keeps_the_answer_picked_through_a_visit_to_another_page(fake):
+    """Answer 8 on Compare, History, back: "Saved ... you drew an 8" was there but no answer highlighted (Draw
+    kept it: a newcomer's tour, session 30). Nothing is sent again."""
+    api, canvas, open_page = fake
+    canvas.set("compare", png(shade=9))
+    at = open_page("compare")
+    _pills(at).set_value(8).run()
+    assert len(api.feedback_calls) == 2
+    at.switch_page("views/history.py").run()
+    at.switch_page("views/compare.py").run()
+    assert not at.exception, at.exception
+    assert _pills(at).value == 8
+    assert len(api.feedback_calls) == 2

@@ -215,6 +215,7 @@ def answer_for_all(result: Comparison, digest: str) -> None:
         return
     key = f"cmp_fb_{digest[:12]}"
     st.pills("What did you draw?", ANSWERS, key=key, on_change=_send_answer, args=(key, result, digest),
+             persist_state="session",  # (after a visit to another page no answer was highlighted; Draw keeps it)
              help="One click saves the true digit with every model's answer, for the History page's accuracy "
              f"and for learning. {keys.PICK_HELP}")  # fmt: skip
     outcome = st.session_state.get(f"{key}_result")
