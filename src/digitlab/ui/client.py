@@ -262,7 +262,7 @@ class DigitlabClient:
         if not code:
             code = {401: "unauthorized", 403: "forbidden", 404: "not_found"}.get(status, f"http_{status}")
         if code == "unauthorized":  # (the API's own words ask for a header, which a person in a browser cannot send)
-            message = ("The API keeps this for its admin, and this UI was started without the API's admin token (or "
+            message = ("Only the API's admin may see or do this, and this UI was started without the API's admin token (or "
                        "with another one): start `digitlab ui` with DIGITLAB_ADMIN_TOKEN set as for the API.")
         elif detail:
             message = str(detail).strip()

@@ -68,7 +68,7 @@ def main() -> None:
     )
     st.subheader("The models")
     st.markdown(
-        "- **CNN** — a small convolutional network: learns strokes and shapes itself; usually the most accurate.\n"
+        "- **CNN** — small convolutional networks (three, averaged): they learn strokes and shapes themselves; usually the most accurate.\n"
         "- **SVM (RBF kernel)** and **SVM + PCA** — support vector machines on deskewed pixels and gradient "
         "features.\n"
         "- **Extra Trees** and **Random Forest** — many decision trees voting.\n\n"

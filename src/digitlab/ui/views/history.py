@@ -170,8 +170,8 @@ def stats_section(stats: dict[str, Any], models: list[dict[str, Any]], model_fil
                   help="One per drawing and model that answered it: a drawing on Compare counts once per model.")
         st.metric("Labelled", f"{labelled:,}", border=True,
                   help="Predictions whose author said what was drawn (every user's answers), counted like "
-                  "Predictions. The CSV download has one row per labelled drawing and one per digit of a confirmed "
-                  "number, so it can have more rows.")  # fmt: skip
+                  "Predictions. The CSV download has one row per labelled drawing (however many models answered it; "
+                  "none for one labelled with two digits) and one per digit of a confirmed number: other counts.")  # fmt: skip
         st.metric("Accuracy on labelled", common.pct(correct / labelled) if labelled else "—", border=True,
                   help="Share of labelled predictions the model got right, counted like Predictions: a drawing "
                   "answered on Compare counts once per model.")  # fmt: skip
