@@ -534,6 +534,19 @@ def test_one_session_is_refused_in_one_message(settings, user_digits):
     assert len(said) == 1 and "come from one browser session" in said[0], said
 
 
+def test_one_session_held_out_whole_is_refused_too(settings, user_digits):
+    """A lone session whose id falls into the held-out share left nothing to learn from, yet the run refit every
+    model (10 minutes for the svm here) from no user drawing at all (a probe, session 30)."""
+    from digitlab.training.user_data import HOLDOUT_SHARE, _is_holdout
+
+    session = next(f"browser-{i}" for i in range(1000) if _is_holdout(f"browser-{i}", HOLDOUT_SHARE))
+    images, labels = user_digits
+    label(settings, images[:40], labels[:40], [session] * 40)
+    said: list[str] = []
+    assert learn(settings, models=["svm"], limit=LIMIT, say=said.append) == []
+    assert len(said) == 1 and "come from one browser session" in said[0], said
+
+
 def test_a_run_with_nothing_labelled_since_builds_nothing(settings, user_digits):
     """A second `learn` with no new label rebuilt the same version from the same data and promoted it (a probe,
     session 27): a model still served as the last run left it has learned every labelled drawing."""

@@ -344,9 +344,9 @@ class _Run:
             if data.counts.get("rows"):  # there were some, and every one was left out
                 return f"none of the {data.counts['rows']} labelled drawings can be learned from ({'; '.join(data.notes)}): nothing to learn"
             return "no labelled drawings in the store: nothing to learn (label drawings on the Draw page first)"
-        if len(data.holdout_y) < MIN_HOLDOUT:
-            sessions, held = data.counts["sessions"], data.counts["holdout_sessions"]
-            if sessions < 2:
+        sessions, held = data.counts["sessions"], data.counts["holdout_sessions"]
+        if sessions < 2 or len(data.holdout_y) < MIN_HOLDOUT:  # (one session held out whole: a refit that learned
+            if sessions < 2:  # nothing from anyone, 10 minutes of it; a probe, session 30)
                 total = len(data.train_y) + len(data.holdout_y)
                 why = (f"{'the only labelled drawing comes' if total == 1 else f'all {total:,} labelled drawings come'} from one "
                        "browser session, and a new model is judged on at least "
