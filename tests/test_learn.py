@@ -547,6 +547,22 @@ def test_one_session_held_out_whole_is_refused_too(settings, user_digits):
     assert len(said) == 1 and "come from one browser session" in said[0], said
 
 
+def test_a_run_stopped_by_ctrl_c_says_so_on_its_job(settings, monkeypatch):
+    """Ctrl-C left the job "failed" with an empty message (SIGTERM's said why; a probe, session 30)."""
+    from digitlab.training import learn as learning
+
+    def interrupted(self, names, min_new):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(learning._Run, "all", interrupted)
+    versions = versions_of(settings)
+    job_id = versions.create_job()
+    with pytest.raises(KeyboardInterrupt):
+        learn(settings, models=["svm"], limit=LIMIT, job_id=job_id, say=lambda line: None)
+    job = versions.job(job_id)
+    assert (job["status"], job["message"]) == ("failed", "stopped by Ctrl-C before it finished"), job
+
+
 def test_a_run_with_nothing_labelled_since_builds_nothing(settings, user_digits):
     """A second `learn` with no new label rebuilt the same version from the same data and promoted it (a probe,
     session 27): a model still served as the last run left it has learned every labelled drawing."""

@@ -615,3 +615,30 @@ def test_serve_refuses_a_model_folder_it_cannot_read(tmp_path):
         models.chmod(0o755)
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.strip() == f"error: DIGITLAB_MODEL_DIR={models} cannot be read (Permission denied): point it at a readable folder"
+
+
+def test_ctrl_c_on_a_job_says_it_did_not_finish(monkeypatch, capsys):
+    """`train` and `learn` stopped by Ctrl-C ended with exit 130 and no word (a probe, session 30); a server
+    (`serve`, `run`), for which Ctrl-C is the stop, says nothing more."""
+    from types import SimpleNamespace
+
+    from digitlab import cli
+
+    def interrupted(_args):
+        raise KeyboardInterrupt
+
+    real = cli.build_parser()
+
+    def parser():
+        def parse(argv=None):
+            args = real.parse_args(argv)
+            args.func = interrupted
+            return args
+
+        return SimpleNamespace(parse_args=parse)
+
+    monkeypatch.setattr(cli, "build_parser", parser)
+    assert cli.main(["learn"]) == 130
+    assert "stopped by Ctrl-C: `digitlab learn` did not finish" in capsys.readouterr().err
+    assert cli.main(["serve"]) == 130
+    assert capsys.readouterr().err == ""

@@ -235,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # (a full disk or a closed pipe is found here, not in a traceback at exit)
         return code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a job stopped with no word: was it stopped, or did it fail? (servers: their stop)
+        if args.command in ("train", "learn", "evaluate", "db"):
+            print(f"stopped by Ctrl-C: `digitlab {args.command}` did not finish", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader stopped early (`| head`): quiet, like any Unix tool
         _stdout_to_devnull()

@@ -212,8 +212,10 @@ class _Run:
         self.versions.start_job(self.job_id, "reading the labelled drawings")
         try:
             outcomes, result = self.all(names, min_new)
-        except BaseException as exc:
-            self.versions.finish_job(self.job_id, "failed", str(exc))
+        except BaseException as exc:  # (Ctrl-C's KeyboardInterrupt says nothing: the job's message was empty)
+            why = str(exc) or ("stopped by Ctrl-C before it finished" if isinstance(exc, KeyboardInterrupt) else
+                               type(exc).__name__)  # fmt: skip
+            self.versions.finish_job(self.job_id, "failed", why)
             raise
         self.versions.finish_job(self.job_id, "done", result["message"], result)
         return outcomes
