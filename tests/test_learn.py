@@ -547,6 +547,18 @@ def test_one_session_held_out_whole_is_refused_too(settings, user_digits):
     assert len(said) == 1 and "come from one browser session" in said[0], said
 
 
+def test_a_damaged_model_is_said_damaged_not_untrained(settings):
+    """`learn svm_pca` with its manifest damaged said "not trained: run `digitlab train svm_pca` first" (a probe,
+    session 30); `evaluate` said what it was."""
+    from pathlib import Path
+
+    (Path(settings.model_dir) / "svm_pca.json").write_text("{bad")
+    said: list[str] = []
+    (outcome,) = learn(settings, models=["svm_pca"], limit=LIMIT, say=said.append)
+    assert outcome.status == "skipped" and outcome.reason.startswith("cannot be loaded ("), outcome
+    assert len(said) == 1 and said[0].startswith("svm_pca cannot be loaded (") and "not trained" not in said[0], said
+
+
 def test_a_run_stopped_by_ctrl_c_says_so_on_its_job(settings, monkeypatch):
     """Ctrl-C left the job "failed" with an empty message (SIGTERM's said why; a probe, session 30)."""
     from digitlab.training import learn as learning

@@ -30,6 +30,7 @@ from digitlab.models.registry import (
     MODEL_SPECS,
     LoadedModel,
     load_model,
+    manifest_path,
     model_from_payload,
 )
 from digitlab.store.db import BusyError, HeldLock, exclusive, make_engine, upgrade
@@ -83,8 +84,9 @@ class Outcome:
         return f"{self.model}: {what}{figures}" + (f": {self.reason}" if self.reason else "")
 
 
-def served_models(settings: Settings, versions: VersionStore) -> dict[str, LoadedModel]:
-    """What the API serves now: the promoted learned version of each model, else its files."""
+def served_models(settings: Settings, versions: VersionStore, problems: dict[str, str] | None = None) -> dict[str, LoadedModel]:
+    """What the API serves now: the promoted learned version of each model, else its files. `problems` gets why
+    a model that is there cannot be loaded (a damaged manifest was "not trained: run `digitlab train`")."""
     out: dict[str, LoadedModel] = {}
     promoted = versions.promoted()
     for name in MODEL_SPECS:
@@ -93,8 +95,9 @@ def served_models(settings: Settings, versions: VersionStore) -> dict[str, Loade
                 out[name] = model_from_payload(name, *versions.load(name, promoted[name][0]))
             else:
                 out[name] = load_model(name, settings.model_dir)
-        except DigitlabError:
-            continue  # not trained: nothing to learn from
+        except DigitlabError as exc:  # not trained, or not loadable: nothing to learn from
+            if problems is not None and (name in promoted or manifest_path(name, settings.model_dir) is not None):
+                problems[name] = str(exc).rstrip(".")
     return out
 
 
@@ -271,14 +274,18 @@ class _Run:
             self.say(message)
             return [], {"message": message, "new_labelled": new, "last_row_id": last_id, "models": [],
                         "read_at": since and since.isoformat(), "learned": self.learned}  # (new stays new)
-        parents = served_models(self.settings, self.versions)
+        problems: dict[str, str] = {}
+        parents = served_models(self.settings, self.versions, problems)
         self.promoted_at_start = self.versions.promoted()
-        untrained = [Outcome(n, "skipped", reason="not trained: run `digitlab train` first") for n in names
-                     if n not in parents]  # fmt: skip
+        untrained = [Outcome(n, "skipped", reason=f"cannot be loaded ({problems[n]})" if n in problems else
+                             "not trained: run `digitlab train` first") for n in names if n not in parents]  # fmt: skip
         if names and len(untrained) == len(names):  # said before any data is read (it came after minutes of it)
-            missing = [o.model for o in untrained]
-            message = (f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not trained: run `digitlab "
-                       f"train {' '.join(missing)}` first; nothing learned")  # fmt: skip
+            missing = [o.model for o in untrained if o.model not in problems]
+            said = [f"{n} cannot be loaded ({problems[n]})" for n in names if n in problems]
+            if missing:
+                are = "is" if len(missing) == 1 else "are"
+                said.append(f"{', '.join(missing)} {are} not trained: run `digitlab train {' '.join(missing)}` first")
+            message = "; ".join(said) + "; nothing learned"
             self.say(message)
             return (untrained, {"message": message, "new_labelled": new, "last_row_id": last_id, "models": [],
                      "read_at": since and since.isoformat(), "learned": self.learned})  # fmt: skip
@@ -468,7 +475,6 @@ def _minutes(seconds: float) -> str:
 def _payload_of(settings: Settings, versions: VersionStore, name: str) -> bytes:
     """The artefact bytes the API serves for `name` now."""
     from digitlab.models.artifacts import read_verified
-    from digitlab.models.registry import manifest_path
 
     promoted = versions.promoted()
     if name in promoted:
