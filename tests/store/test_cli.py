@@ -347,7 +347,8 @@ def test_serve_refuses_a_data_or_spool_folder_that_is_a_file(use_database, store
     finally:
         get_settings.cache_clear()
     err = capsys.readouterr().err
-    assert err.startswith(f"error: {variable}={a_file} cannot be used as a folder") and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"error: bad setting {variable}='{a_file}'") and "is a file, not a folder" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("argv", [
@@ -460,7 +461,8 @@ def test_a_path_that_cannot_be_a_folder_names_its_setting(monkeypatch, tmp_path,
     finally:
         get_settings.cache_clear()
     err = capsys.readouterr().err
-    assert str(tmp_path / "file" / "data") in err and "(check DIGITLAB_DATA_DIR)" in err, err
+    assert str(tmp_path / "file" / "data") in err and "DIGITLAB_DATA_DIR" in err, err
+    assert f"{tmp_path / 'file'} is a file, not a folder" in err, err  # (it said "File exists")
 
 
 def test_a_rollback_to_the_files_says_how_to_serve_a_listed_version(use_database, tmp_path, capsys):
@@ -642,3 +644,20 @@ def test_ctrl_c_on_a_job_says_it_did_not_finish(monkeypatch, capsys):
     assert "stopped by Ctrl-C: `digitlab learn` did not finish" in capsys.readouterr().err
     assert cli.main(["serve"]) == 130
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("setting", ["DIGITLAB_DATA_DIR", "DIGITLAB_SPOOL_DIR", "DIGITLAB_MNIST_DIR", "DIGITLAB_MODEL_DIR"])
+def test_a_folder_setting_under_a_file_is_one_line_naming_it(setting, monkeypatch, capsys, tmp_path):
+    """A file where a folder (or its parent) should be said "File exists", "Not a directory", or "svm.json is
+    missing: run `digitlab train svm`", some only after seconds of work (a probe, session 30)."""
+    afile = tmp_path / "env.sh"
+    afile.write_text("x")
+    for value, said in ((afile, "is a file, not a folder"), (afile / "sub", f"{afile} is a file, not a folder")):
+        monkeypatch.setenv(setting, str(value))
+        get_settings.cache_clear()
+        try:
+            assert main(["db", "upgrade"]) == 2
+        finally:
+            get_settings.cache_clear()
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: bad setting {setting}='{value}'") and said in err and "\n" not in err.strip(), err

@@ -82,12 +82,16 @@ class Settings(BaseSettings):
         """An empty optional folder is the default, as if unset (it meant the current folder)."""
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("model_dir")
+    @field_validator("model_dir", "data_dir", "mnist_dir", "handwriting_dir", "spool_dir")
     @classmethod
-    def _folder_not_file(cls, value: Path) -> Path:
-        """A file where a folder is named was "svm.json is missing: run `digitlab train svm`" (wrong advice)."""
-        if value.exists() and not value.is_dir():
-            raise ValueError("is a file, not a folder")
+    def _folder_not_file(cls, value: Path | None) -> Path | None:
+        """A file where a folder is named (or where one of its parents is) was "svm.json is missing: run `digitlab
+        train svm`" (wrong advice), or "File exists", or found only after minutes of training (probes)."""
+        for path in () if value is None else (value, *value.parents):
+            if path.exists():
+                if not path.is_dir():
+                    raise ValueError("is a file, not a folder" if path == value else f"{path} is a file, not a folder")
+                break
         return value
 
     @field_validator("default_model")
