@@ -230,16 +230,19 @@ def test_an_answer_clicked_right_after_undo_or_clear_is_not_the_earlier_pictures
     page = desktop
     open_page(page, ui_server.url, "", ready=CANVAS)
     box = canvas_box(page)
-    draw_digit(page, 4)  # two strokes
-    four = wait_new_prediction(page, None)
+    mouse_stroke(page, DIGITS[4][0], box)  # the 4's first stroke, read, then its second
+    first_stroke = wait_new_prediction(page, None)
+    wait_idle(page, settle=1.0)
+    mouse_stroke(page, DIGITS[4][1], box)
+    four = wait_new_prediction(page, first_stroke)
     wait_idle(page, settle=1.0)
     record_id = _saved_record_id(page)
 
     page.locator(".st-key-draw_undo button").first.click()  # Undo, and "7" at once on the 4's answers
     time.sleep(0.1)
     _pill(page, "7").click()
-    first_stroke = wait_new_prediction(page, four)
-    expect(page.get_by_text(re.compile(r"Saved: you drew a 7\."))).to_be_visible()  # (it said nothing)
+    assert wait_new_prediction(page, four, timeout=30) == first_stroke  # (its picture, seen before: at once)
+    expect(page.get_by_text(re.compile(r"Saved: you drew a 7\."))).to_be_visible(timeout=15_000)  # (it said nothing)
     wait_idle(page, settle=1.0)
     answered = _record(api_server.url, record_id)
     assert answered["drawn_digit"] == 7 and answered["uid"], answered
