@@ -139,7 +139,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535, description="Port the API listens on (0: any free port, for `digitlab serve` only).")
     workers: int = Field(  # (at most 64: a typo of 1000 started 1000 processes of ~350 MB each)
-        0, ge=0, le=64, description="uvicorn worker processes of one API; 0: one per CPU core, at most 4 (each ~350 MB)."
+        0, ge=0, le=64, description="uvicorn worker processes of one API, 1-64; 0: one per CPU core, at most 4 (each ~350 MB)."
     )
     max_upload_bytes: int = Field(5_000_000, ge=1, description="Largest accepted request body, in bytes.")
     max_image_pixels: int = Field(
