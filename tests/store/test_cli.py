@@ -661,3 +661,15 @@ def test_a_folder_setting_under_a_file_is_one_line_naming_it(setting, monkeypatc
             get_settings.cache_clear()
         err = capsys.readouterr().err
         assert err.startswith(f"error: bad setting {setting}='{value}'") and said in err and "\n" not in err.strip(), err
+
+
+def test_train_refuses_a_model_folder_it_cannot_make_before_any_work(monkeypatch, capsys):
+    """`DIGITLAB_MODEL_DIR=/proc/x digitlab train` failed only after seconds of style drawings (a probe, session 30)."""
+    monkeypatch.setenv("DIGITLAB_MODEL_DIR", "/proc/digitlab-models")
+    get_settings.cache_clear()
+    try:
+        assert main(["train", "svm", "--limit", "3000"]) == 2
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert err.startswith("error: DIGITLAB_MODEL_DIR /proc/digitlab-models cannot be used as a folder"), err

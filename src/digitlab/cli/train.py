@@ -47,8 +47,9 @@ def train_command(
                 f"{option} goes with {' or '.join(goes_with)} only; {', '.join(n for n in requested if n not in goes_with)} "
                 f"{'is' if len(requested) == 1 else 'are'} written to DIGITLAB_MODEL_DIR ({settings.model_dir})",
                 code="bad_arguments")  # fmt: skip
-    if out_dir is not None:
-        _writable_folder(out_dir)  # before minutes of work (it was found out when saving)
+    # before minutes of work (it was found out when saving, or after seconds of style drawings: a probe)
+    _writable_folder(out_dir if out_dir is not None else settings.model_dir,
+                     "--out" if out_dir is not None else "DIGITLAB_MODEL_DIR")  # fmt: skip
     if "cnn" in requested and not has_torch():  # before minutes of data preparation
         raise DigitlabError("training the CNN needs PyTorch: pip install -e '.[cnn]' (or pip install torch)")
     if limit is None and settings.train_limit:  # two newcomers expected it to make quick models here too
@@ -60,14 +61,14 @@ def train_command(
         return _train(settings, requested, limit=limit, jobs=jobs, calibrate_only=calibrate_only, out_dir=out_dir)
 
 
-def _writable_folder(folder: Path) -> None:
+def _writable_folder(folder: Path, name: str) -> None:
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DigitlabError(f"--out {folder} cannot be used as a folder ({exc.strerror or exc})",
+        raise DigitlabError(f"{name} {folder} cannot be used as a folder ({exc.strerror or exc})",
                             code="invalid_folder") from None  # fmt: skip
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise DigitlabError(f"--out {folder} is not writable", code="invalid_folder")
+        raise DigitlabError(f"{name} {folder} is not writable", code="invalid_folder")
 
 
 def _served_accuracy(name: str, model_dir: Path) -> float | None:
