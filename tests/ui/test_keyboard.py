@@ -259,7 +259,8 @@ def test_an_answer_clicked_right_after_undo_or_clear_is_not_the_earlier_pictures
     wait_idle(page, settle=1.5)
     assert current_drawing(page) is None
     items = httpx.get(f"{api_server.url}/api/v1/predictions", params={"page_size": 100}, timeout=5).json()["items"]
-    assert all(item["drawn_digit"] != 6 for item in items), items
+    mine = [item for item in items if item["session_id"] == answered["session_id"]]  # (other tests label 6s)
+    assert len(mine) >= 2 and all(item["drawn_digit"] != 6 for item in mine), mine
     no_traceback(page)
 
 
