@@ -272,8 +272,8 @@ def _is_plain_png(data: bytes, max_pixels: int, max_side: int) -> bool:
         (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
         if zlib.crc32(data[pos + 4 : pos + 8 + length]) != crc:  # PIL refuses a bad CRC (pyspng would not)
             return False
-        if kind == b"iTXt" and data[pos + 8 : pos + 8 + len(_XMP_KEY)] == _XMP_KEY:  # PIL turns it by its
-            return False  # XMP orientation, libspng would not
+        if _is_xmp(data, pos, kind):  # PIL turns the picture by its XMP orientation, libspng would not
+            return False
         if kind == b"IEND":
             return True
         pos += 12 + length
@@ -284,6 +284,11 @@ def _is_plain_png(data: bytes, max_pixels: int, max_side: int) -> bool:
 _PICTURE_CHUNKS = frozenset({b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"eXIf", b"IEND"})
 #: an iTXt chunk with this keyword is XMP, which may carry an orientation (PIL applies it)
 _XMP_KEY = b"XML:com.adobe.xmp\x00"
+
+
+def _is_xmp(data: bytes, pos: int, kind: bytes) -> bool:
+    """Is the chunk at `pos` (of type `kind`) XMP?"""
+    return kind == b"iTXt" and data[pos + 8 : pos + 8 + len(_XMP_KEY)] == _XMP_KEY
 
 
 def png_picture_only(data: bytes) -> bytes | None:
@@ -301,7 +306,7 @@ def png_picture_only(data: bytes) -> bytes | None:
         if pos + 12 + length > end:
             return None
         kind = data[pos + 4 : pos + 8]
-        if kind == b"iTXt" and data[pos + 8 : pos + 8 + len(_XMP_KEY)] == _XMP_KEY:
+        if _is_xmp(data, pos, kind):
             return None
         if kind in _PICTURE_CHUNKS:
             (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])

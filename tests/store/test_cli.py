@@ -646,6 +646,17 @@ def test_ctrl_c_on_a_job_says_it_did_not_finish(monkeypatch, capsys):
     assert capsys.readouterr().err == ""
 
 
+def _main_with(monkeypatch, env: dict[str, str], argv: list[str]) -> int:
+    """`digitlab ARGV` under these environment settings (the settings read afresh, and forgotten after)."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        return main(argv)
+    finally:
+        get_settings.cache_clear()
+
+
 @pytest.mark.parametrize("setting", ["DIGITLAB_DATA_DIR", "DIGITLAB_SPOOL_DIR", "DIGITLAB_MNIST_DIR", "DIGITLAB_MODEL_DIR"])
 def test_a_folder_setting_under_a_file_is_one_line_naming_it(setting, monkeypatch, capsys, tmp_path):
     """A file where a folder (or its parent) should be said "File exists", "Not a directory", or "svm.json is
@@ -653,23 +664,13 @@ def test_a_folder_setting_under_a_file_is_one_line_naming_it(setting, monkeypatc
     afile = tmp_path / "env.sh"
     afile.write_text("x")
     for value, said in ((afile, "is a file, not a folder"), (afile / "sub", f"{afile} is a file, not a folder")):
-        monkeypatch.setenv(setting, str(value))
-        get_settings.cache_clear()
-        try:
-            assert main(["db", "upgrade"]) == 2
-        finally:
-            get_settings.cache_clear()
+        assert _main_with(monkeypatch, {setting: str(value)}, ["db", "upgrade"]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"error: bad setting {setting}='{value}'") and said in err and "\n" not in err.strip(), err
 
 
 def test_train_refuses_a_model_folder_it_cannot_make_before_any_work(monkeypatch, capsys):
     """`DIGITLAB_MODEL_DIR=/proc/x digitlab train` failed only after seconds of style drawings (a probe, session 30)."""
-    monkeypatch.setenv("DIGITLAB_MODEL_DIR", "/proc/digitlab-models")
-    get_settings.cache_clear()
-    try:
-        assert main(["train", "svm", "--limit", "3000"]) == 2
-    finally:
-        get_settings.cache_clear()
+    assert _main_with(monkeypatch, {"DIGITLAB_MODEL_DIR": "/proc/digitlab-models"}, ["train", "svm", "--limit", "3000"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: DIGITLAB_MODEL_DIR /proc/digitlab-models cannot be used as a folder"), err
