@@ -603,6 +603,20 @@ def test_bad_input(live_server, admin, case: Case):
         assert_error(r, case.status, case.code)
 
 
+@pytest.mark.parametrize("path", [PREDICT, "/api/v1/read", "/api/v1/predictions/1/feedback"])
+def test_two_content_types_are_refused_not_guessed(live_server, sample_png, path):
+    """Two Content-Type headers: the routes read the first one (a probe, session 30), whichever the body was
+    written for. Refused, as two Content-Length headers are."""
+    body = b'--zzz\r\nContent-Disposition: form-data; name="image"; filename="d.png"\r\n\r\n' + sample_png + b"\r\n--zzz--\r\n"
+    headers = [("content-type", "application/json"), ("content-type", "multipart/form-data; boundary=zzz")]
+    with live_server.client() as client:
+        r = client.post(path, content=body, headers=headers)
+        assert_error(r, 400, "malformed_body")
+        assert "2 Content-Type headers" in r.json()["detail"]
+        one = client.post(PREDICT, content=body, headers=headers[1:])  # the same body with one of them is read
+        assert one.status_code == 200 and one.json()["digit"] == 7
+
+
 def test_server_still_answers_after_the_corpus(live_server, sample_png):
     """Runs after the corpus (file order): the same process answers health and a good prediction, and
     its log holds no traceback."""

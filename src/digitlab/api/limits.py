@@ -1,5 +1,5 @@
 """Request limits, enforced before the app sees the request (pure ASGI middleware): the body's size, the
-bodies held in memory at once, and each query parameter at most once.
+bodies held in memory at once, one Content-Type, and each query parameter at most once.
 
 The body is read here, counting bytes as they arrive (chunked uploads have no Content-Length); an
 accepted body is handed to the app in one piece, so no route ever sees more than `max_bytes`. All bodies
@@ -109,8 +109,11 @@ class BodyLimitMiddleware:
         declared = None
         expects_continue = False
         codings: list[bytes] = []
+        media_types = 0
         for name, value in scope.get("headers", ()):
-            if name == b"content-length":
+            if name == b"content-type":
+                media_types += 1
+            elif name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
@@ -119,6 +122,13 @@ class BodyLimitMiddleware:
                 expects_continue = value.lower() == b"100-continue"
             elif name in (b"content-encoding", b"transfer-encoding"):
                 codings += [c.strip() for c in value.lower().split(b",")]
+        if media_types > 1 and scope.get("method") not in _METHODS_WITHOUT_BODY:
+            # the routes read the first one, the body might be the other's: which was meant cannot be known
+            if not expects_continue and (declared or 0) <= self.drain_bytes:
+                await self._drain(receive, 0, deadline)
+            await self._answer(send, 400, f"The request has {media_types} Content-Type headers: send one.",
+                               "malformed_body", close=expects_continue)  # fmt: skip
+            return
         if any(c not in _PLAIN_CODINGS for c in codings) and scope.get("method") not in _METHODS_WITHOUT_BODY:
             # a compressed body reached the parsers as it was: "cut-off upload?", "not valid JSON"
             if not expects_continue and (declared or 0) <= self.drain_bytes:
