@@ -235,3 +235,15 @@ def test_a_filter_clicked_again_shows_its_default_chosen(history):
     assert not at.exception, at.exception
     assert at.button_group(key="hist_outcome").value == "All"
     assert at.button_group(key="hist_period").value == "All time"
+
+
+def test_the_numbers_write_their_times_as_the_log_does(history):
+    """The Numbers table said "01 Jan 2020, 10:00" under the log's "1 Jan 2020, 10:00:00" (its DatetimeColumn
+    format, `common.TIME_FORMAT`): one way on the page (UTC here: no browser time zone)."""
+    api, open_history = history
+    api.stored_predictions = [stored_prediction(1, 4)]
+    at = open_history()
+    (times,) = [list(at.table[0].value[c]) for c in at.table[0].value.columns if str(c).startswith("When")]
+    assert times[-1] == "1 Jan 2020, 10:00:00", times
+    (log,) = at.dataframe
+    assert '"format": "D MMM YYYY, HH:mm:ss"' in log.proto.columns, log.proto.columns

@@ -429,8 +429,13 @@ def browser_timezone() -> tuple[str, str]:
     return name, ("UTC" if name in ("UTC", "Etc/UTC") else "local time")
 
 
+#: how a time is written everywhere (History's log is a DatetimeColumn, in moment.js' tokens)
+TIME_FORMAT = "D MMM YYYY, HH:mm:ss"
+
+
 def when_text(value: str | None) -> str:
-    """An API time (UTC; naive means UTC) in the browser's time zone, like the prediction log."""
+    """An API time (UTC; naive means UTC) in the browser's time zone, written as the prediction log writes it
+    (`TIME_FORMAT`: the numbers' table beside it said "02 Dec 2026, 06:00", the log "2 Dec 2026, 06:00:05")."""
     if not value:
         return "—"
     try:
@@ -438,7 +443,8 @@ def when_text(value: str | None) -> str:
     except ValueError:
         return str(value)
     dt = dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
-    return dt.astimezone(ZoneInfo(browser_timezone()[0])).strftime("%d %b %Y, %H:%M")
+    local = dt.astimezone(ZoneInfo(browser_timezone()[0]))
+    return f"{local.day} {local:%b %Y, %H:%M:%S}"
 
 
 def esc(text: Any) -> str:

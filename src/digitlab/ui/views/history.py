@@ -137,7 +137,7 @@ def log_table(page: dict[str, Any], models: list[dict[str, Any]]) -> None:
                 "drawing", width=70, help="The 28×28 image the model saw"
             ),
             "when": st.column_config.DatetimeColumn(
-                f"when ({tz_label})", format="D MMM YYYY, HH:mm:ss", width=170
+                f"when ({tz_label})", format=common.TIME_FORMAT, width=170
             ),
             "model": st.column_config.TextColumn("model", width=170),
             "predicted": st.column_config.NumberColumn("predicted", format="%d", width=80),
