@@ -150,3 +150,32 @@ def test_learned_versions_fit_a_card_with_their_reasons_under_them(monkeypatch):
     assert list(table.value["status"]) == ["rejected", "promoted"]
     captions = "\n".join(str(c.value) for c in at.caption)
     assert "version 3 rejected: loses more than 0.5% on real handwriting" in captions, captions
+
+
+def test_a_card_without_an_answer_time_says_why(monkeypatch):
+    """Without the admin token every card showed "—" for its answer time, with no word why (the times come
+    from the stored predictions, which are the admin's)."""
+    from fake_api import stored_prediction
+
+    from digitlab.ui.client import ApiError
+
+    api, canvas = install(monkeypatch)
+    api.locked = ApiError("This needs the admin token.", code="unauthorized", status=401)
+    at = open_app(monkeypatch, canvas, "models")
+    assert not at.exception, at.exception
+    from digitlab.ui.views.models import (  # (after: its import draws the page)
+        NO_RECENT_ANSWER,
+        NO_TOKEN_FOR_TIMES,
+    )
+
+    captions = [str(c.value) for c in at.caption]
+    assert captions.count(NO_TOKEN_FOR_TIMES) == len(at.get("metric")) // 3 > 0, captions
+
+    api.locked = None  # with the token: a model no recent drawing went to says so, the other has its time
+    api.stored_predictions = [stored_prediction(1, 4)]
+    import streamlit as st
+
+    st.cache_data.clear()  # (the times are kept 30 s)
+    at.run()
+    captions = [str(c.value) for c in at.caption]
+    assert NO_TOKEN_FOR_TIMES not in captions and captions.count(NO_RECENT_ANSWER) == len(at.get("metric")) // 3 - 1

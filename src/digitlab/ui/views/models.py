@@ -23,12 +23,20 @@ def _offline_catalogue() -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def _latencies() -> dict[str, float]:
-    """Median answer time per model: from /stats when the API reports it, else from the recent log."""
+#: why a card has no answer time, when the log could not be read without the admin token
+NO_TOKEN_FOR_TIMES = ("The answer times come from the stored predictions, which the API shows only to its admin: "
+                      "start the UI with the same DIGITLAB_ADMIN_TOKEN as the API.")  # fmt: skip
+#: ... and when it could, but this model answered none of the recent drawings
+NO_RECENT_ANSWER = "No recent drawing was answered by this model."
+
+
+def _latencies() -> tuple[dict[str, float], str]:
+    """Median answer time per model (from /stats when the API reports it, else from the recent log), and what
+    a card without one should say (it showed "—" without a word when the UI had no admin token)."""
     try:
         stats = common.client().stats()
     except ApiError:
-        return {}
+        return {}, ""
     per_model = stats.get("models", stats) if isinstance(stats.get("models"), dict) else stats
     out = {}
     for name, s in per_model.items():
@@ -37,20 +45,20 @@ def _latencies() -> dict[str, float]:
             if value is not None:
                 out[name] = float(value)
     if out:
-        return out
+        return out, NO_RECENT_ANSWER
     try:
         items = common.client().predictions(page=1, page_size=500).get("items") or []
-    except ApiError:
-        return {}
+    except ApiError as exc:
+        return {}, NO_TOKEN_FOR_TIMES if exc.code == "unauthorized" else ""
     by_model: dict[str, list[float]] = {}
     for item in items:
         if item.model_name and item.latency_ms is not None:
             by_model.setdefault(item.model_name, []).append(item.latency_ms)
-    return {k: sorted(v)[len(v) // 2] for k, v in by_model.items()}
+    return {k: sorted(v)[len(v) // 2] for k, v in by_model.items()}, NO_RECENT_ANSWER
 
 
 @st.cache_data(ttl=30, show_spinner=False)
-def latencies(api_url: str) -> dict[str, float]:
+def latencies(api_url: str) -> tuple[dict[str, float], str]:
     return _latencies()
 
 
@@ -159,7 +167,8 @@ def learn_now() -> None:
         learning_progress(st.session_state["learn_job"])
 
 
-def card(model: dict[str, Any], latency: float | None, live_status: str | None) -> None:
+def card(model: dict[str, Any], latency: float | None, live_status: str | None, no_latency: str = "") -> None:
+    """`no_latency`: why there is no answer time, said under the "—"."""
     status = live_status or model.get("status") or "unknown"
     label, colour, icon = common.STATUS_BADGE.get(status, ("status unknown", "gray", ":material/help:"))
     metrics = model.get("metrics") or {}
@@ -178,6 +187,8 @@ def card(model: dict[str, Any], latency: float | None, live_status: str | None) 
             size = model.get("size_bytes")
             st.metric("Size", common.size_text(size),
                       help=f"The model file: {size:,} bytes." if size else None)  # fmt: skip
+        if latency is None and no_latency:
+            st.caption(no_latency)
         extra = []
         if model.get("trained_at"):
             extra.append(f"trained {common.when_text(model['trained_at'])}")
@@ -228,7 +239,7 @@ def main() -> None:
                 icon=":material/cloud_off:")  # fmt: skip
         models = _offline_catalogue()
     health = common.health()
-    lat = latencies(common.api_url()) if health else {}
+    lat, no_latency = latencies(common.api_url()) if health else ({}, "")
     if health:
         learn_now()
     scored = [
@@ -248,6 +259,7 @@ def main() -> None:
                     model,
                     lat.get(model.get("name")),
                     health.models.get(model.get("name")) if health else None,
+                    no_latency,
                 )
 
 
