@@ -665,3 +665,29 @@ def test_compare_keeps_the_answer_picked_through_a_visit_to_another_page(fake):
     assert not at.exception, at.exception
     assert _pills(at).value == 8
     assert len(api.feedback_calls) == 2
+
+
+def test_compare_answer_with_a_record_deleted_meanwhile_labels_the_others(fake):
+    """One of the drawing's records deleted in History: its 404 stopped the loop, the models after it got no answer
+    and the page said "not saved" (a tour, session 30). The others are labelled and the page says how many were
+    gone; with every record gone it says there is nothing left to label."""
+    from digitlab.ui.client import ApiError
+
+    api, canvas, open_page = fake
+    canvas.set("compare", png())
+    at = open_page("compare")
+    api.fail_feedback = [ApiError("No prediction with that id.", code="prediction_not_found", status=404)]
+    _pills(at).set_value(4).run()
+    assert not at.exception, at.exception
+    assert api.feedback_calls == [(102, 4)], api.feedback_calls
+    said = _answer_texts(at)
+    assert "Saved with the other models' answers: you drew a **4**" in said and "1 of the 2 models' records" in said, said
+    assert "not saved" not in said.lower(), said
+
+    canvas.set("compare", png(shade=9))
+    at.run()
+    gone = ApiError("No prediction with that id.", code="prediction_not_found", status=404)
+    api.fail_feedback = [gone, gone]
+    _pills(at).set_value(5).run()
+    said = _answer_texts(at)
+    assert "records were deleted" in said and "nothing left to label" in said, said

@@ -152,12 +152,17 @@ def _send_answer(key: str, result: Comparison, digest: str) -> None:
     unsent: dict = st.session_state.setdefault("cmp_unsent", {})  # key -> (result, digest, answer)
     shown = st.session_state.get("compare_drawing")
     try:
-        outcomes = []
+        outcomes, deleted = [], 0
         for p in result.predictions:
-            if answer == "Not a digit":
-                outcomes.append(common.client().feedback(p, None, not_digit=True))
-            else:
-                outcomes.append(common.client().feedback(p, int(answer)))
+            try:
+                if answer == "Not a digit":
+                    outcomes.append(common.client().feedback(p, None, not_digit=True))
+                else:
+                    outcomes.append(common.client().feedback(p, int(answer)))
+            except ApiError as exc:  # one record deleted in History: the others still get the answer (none did)
+                if isinstance(exc, ApiUnavailable) or exc.code != "prediction_not_found":
+                    raise
+                deleted += 1
     except ApiUnavailable as exc:
         st.session_state[f"{key}_result"] = ("unsent", answer, str(exc))
         unsent[key] = (result, digest, answer)
@@ -173,7 +178,12 @@ def _send_answer(key: str, result: Comparison, digest: str) -> None:
     if missed:  # (a record the API did not keep: nothing to label)
         st.session_state[f"{key}_result"] = ("error", answer, missed[0])
         return
-    st.session_state[f"{key}_result"] = ("queued" if any(o.queued for o in outcomes) else "saved", answer)
+    if not outcomes:
+        gone_all = "this drawing's records were deleted (on the History page), so there is nothing left to label"
+        st.session_state[f"{key}_result"] = ("error", answer, gone_all)
+        return
+    gone = f"{deleted} of the {len(result.predictions)} models' records of it had been deleted." if deleted else ""
+    st.session_state[f"{key}_result"] = ("queued" if any(o.queued for o in outcomes) else "saved", answer, gone)
     if shown is not None and shown.digest == digest:  # (not a drawing no longer on the canvas)
         common.close_drawing("compare")
 
@@ -223,8 +233,11 @@ def answer_for_all(result: Comparison, digest: str) -> None:
         return
     kind, answer = outcome[:2]
     what = "not a digit" if answer == "Not a digit" else f"you drew {common.a_digit(answer, bold=True)}"
-    answers.show(kind, what, _verdict(result, answer), outcome[2] if kind == "error" else "",
-                 again="Click your answer again to send it again.", saved="Saved with every model's answer")
+    deleted = outcome[2] if kind in ("saved", "queued") and len(outcome) > 2 else ""  # some records were gone
+    verdict = f"{_verdict(result, answer)} {deleted}".strip()
+    answers.show(kind, what, verdict, outcome[2] if kind == "error" else "",
+                 again="Click your answer again to send it again.",
+                 saved="Saved with the other models' answers" if deleted else "Saved with every model's answer")
 
 
 common.page_header(
