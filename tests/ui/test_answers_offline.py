@@ -691,3 +691,25 @@ def test_compare_answer_with_a_record_deleted_meanwhile_labels_the_others(fake):
     _pills(at).set_value(5).run()
     said = _answer_texts(at)
     assert "records were deleted" in said and "nothing left to label" in said, said
+
+
+#: `canvas.FOLLOWS_ANSWER`'s words (importing the canvas outside a Streamlit run registers its component too early)
+NEW_DRAWING = "You changed the drawing after answering: your answer stays with the picture you answered"
+
+
+def test_compare_a_picture_changed_after_answering_says_it_is_a_new_drawing(fake):
+    """A stroke after answering on Compare started a new drawing (its records unlabelled) with no word of it, where
+    Draw says so (a tour, session 30)."""
+    _api, canvas, open_page = fake
+    canvas.set("compare", png(), drawing_id="c1")
+    at = open_page("compare")
+    _pills(at).set_value(2).run()
+    assert NEW_DRAWING not in _answer_texts(at)
+    canvas.set("compare", png(shade=5), strokes=2, drawing_id="c2")
+    at.session_state["compare_follows_answer"] = "c2"  # what the canvas records for a picture changed after an answer
+    at.run()
+    assert not at.exception, at.exception
+    assert NEW_DRAWING in _answer_texts(at) and _pills(at).value is None
+    _pills(at).set_value(3).run()  # answered: the note gives way to the answer's own line
+    said = _answer_texts(at)
+    assert NEW_DRAWING not in said and "you drew a **3**" in said, said

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from digitlab.ui import answers, charts, common, ink, keys
-from digitlab.ui.canvas import Drawing, adopt, drawing_canvas, drawing_on
+from digitlab.ui.canvas import FOLLOWS_ANSWER, Drawing, adopt, drawing_canvas, drawing_on
 from digitlab.ui.client import LIVE_PATIENCE, ApiError, ApiUnavailable, Comparison
 
 CACHE_SIZE = 32
@@ -125,7 +125,8 @@ def compare_area() -> None:
             cards(result, models, drawing.digest)
             # the question before the chart: under it, "What did you draw?" began at the window's bottom edge
             # at 1280x800 (a newcomer's tour, session 27); on a phone it always came first (common.CSS)
-            answer_for_all(result, drawing.digest)
+            follows = drawing.drawing_id is not None and st.session_state.get("compare_follows_answer") == drawing.drawing_id
+            answer_for_all(result, drawing.digest, follows_answer=follows)
             if chart is not None:
                 with st.container(key="cmp_chart"):
                     st.altair_chart(chart, width="stretch")
@@ -218,9 +219,10 @@ def _verdict(result: Comparison, answer) -> str:
     return f"{right} of {n} models {'was' if right == 1 else 'were'} right."
 
 
-def answer_for_all(result: Comparison, digest: str) -> None:
+def answer_for_all(result: Comparison, digest: str, *, follows_answer: bool = False) -> None:
     """"What did you draw?" for the drawing: every model's stored answer gets it (they were stored with
-    no way to label them)."""
+    no way to label them). `follows_answer`: the picture changed after an answer, so it is a new drawing:
+    said until it is answered, as on Draw (a stroke after answering started a new drawing unsaid)."""
     if not result.predictions:
         return
     key = f"cmp_fb_{digest[:12]}"
@@ -230,6 +232,8 @@ def answer_for_all(result: Comparison, digest: str) -> None:
              f"and for learning. {keys.PICK_HELP}")  # fmt: skip
     outcome = st.session_state.get(f"{key}_result")
     if not outcome:
+        if follows_answer:
+            st.caption(FOLLOWS_ANSWER)
         return
     kind, answer = outcome[:2]
     what = "not a digit" if answer == "Not a digit" else f"you drew {common.a_digit(answer, bold=True)}"
