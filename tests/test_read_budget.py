@@ -142,3 +142,25 @@ def test_squared_paper_is_refused_before_its_cells_are_measured(reader, monkeypa
     with pytest.raises(NotANumberError, match=r"\d+ separate marks"):
         read_number(out.getvalue(), cnn, detector, verifier=verifier)
     assert measured == []
+
+
+def test_thin_writing_shrunk_away_is_not_called_blank():
+    """A 24000x1000 strip of digits in a 2 px pen is shrunk 30 times to be read and comes out blank: it was
+    "the image is blank" (a probe, session 30). It says why, and what to do; a blank picture stays blank."""
+    from digitlab.decode import EmptyImageError
+    from digitlab.segment import segmented
+
+    def strip(pen: int) -> bytes:
+        im = Image.new("L", (24000, 1000), 255)
+        draw = ImageDraw.Draw(im)
+        for x in range(50, 23500, 600) if pen else ():
+            draw.line([(x + 100, 150), (x + 100, 850)], fill=0, width=pen)
+            draw.ellipse([x + 200, 200, x + 450, 800], outline=0, width=pen)
+        out = io.BytesIO()
+        im.save(out, format="PNG")
+        return out.getvalue()
+
+    with pytest.raises(EmptyImageError, match="shrunk 30 times to be read: crop it around the number, or write"):
+        segmented(strip(2))
+    with pytest.raises(EmptyImageError, match="the image is blank"):
+        segmented(strip(0))

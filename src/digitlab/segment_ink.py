@@ -22,12 +22,14 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
 
-from digitlab.decode import EmptyImageError, decode_plain_png, open_image, pil_to_rgba
+from digitlab.decode import NOTHING_DRAWN, EmptyImageError, decode_plain_png, open_image, pil_to_rgba
 from digitlab.preprocess import ink_map
 from digitlab.segment_pieces import INK_ON, thickness
 
 #: working resolution: long side of the image the segmentation looks at (an 840 px canvas is halved)
 WORK_MAX = 800
+#: shrunk this many times or more, a picture that comes out blank may have had thin writing: said so
+SHRUNK_AWAY = 8
 MAX_PAPER_INK = 0.15  #: a photo of writing on paper has ink on less than this share of its pixels...
 MIN_STROKE_SHARE = 0.2  #: ...and its largest stroke holds at least this share of the ink (noise: under 0.1)
 STRIP_DEPTH = 0.35  #: a dark strip along a photo's edge reaches into it less than this share of its length
@@ -341,6 +343,17 @@ def working_ink(
 ) -> tuple[np.ndarray, float]:
     """(ink map at working resolution, input pixels per working pixel)."""
     rgba, factor = _working_rgba(image, max_pixels)
+    try:
+        return _ink_of(rgba, factor, pen_color, background_color)
+    except EmptyImageError as exc:
+        if str(exc) != NOTHING_DRAWN or factor < SHRUNK_AWAY or not np.ptp(rgba.reshape(-1, 4), axis=0).any():
+            raise  # (a picture of one colour is blank at any size)
+        # a 24000x1000 strip of digits in a 2 px pen came out blank, and was said to be blank (a probe, session 30)
+        raise EmptyImageError(f"Nothing written can be seen once the picture is shrunk {factor:g} times to be read: "
+                              "crop it around the number, or write with a thicker pen, and try again.") from exc  # fmt: skip
+
+
+def _ink_of(rgba: np.ndarray, factor: float, pen_color, background_color) -> tuple[np.ndarray, float]:
     if is_photo(rgba) and pen_color is None:
         return flatten_photo(rgba), factor
     ink = ink_map(rgba, pen_color=pen_color, background_color=background_color)
