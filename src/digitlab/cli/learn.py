@@ -36,9 +36,17 @@ def stopped(signum, frame) -> None:
     on, such as logging's lock release right after a pool forked a worker, is printed and dropped: the run went
     on and was ended by the watchdog with its job still "running", 1 CI run in ~10.)"""
     message = f"stopped by signal {signum} before it finished"
+    sys.unraisablehook = _one_line  # what breaks while the run comes down (a pool's pipe: "Bad file descriptor")
     faulthandler.dump_traceback_later(STOP_GRACE, exit=True)
     threading.Thread(target=_last_words, args=(message, max(0.5, STOP_GRACE - 2)), daemon=True).start()
     raise SystemExit(message)
+
+
+def _one_line(unraisable) -> None:
+    """An error Python can only report ("Exception ignored in ..."), once the run is being stopped: one line,
+    not a traceback under the stop's own line (a pool's worker pipe closed under it, session 30)."""
+    exc = unraisable.exc_value
+    print(f"Exception ignored while stopping: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
 def _last_words(message: str, after: float) -> None:
