@@ -159,8 +159,12 @@ def test_a_writing_that_is_no_number_can_be_said_so(store_server, admin):
         assert number_id in {n["id"] for n in wrong["items"]}
         again = api.post(f"/api/v1/numbers/{number_id}/feedback", json={"true_text": "42"})  # changed their mind
         assert again.json()["not_number"] is False and again.json()["true_text"] == "42"
-        for body in ({}, {"true_text": "42", "not_number": True}, {"not_number": False}, {"not_number": "yes"}):
+        for body in ({}, {"true_text": "42", "not_number": True}, {"not_number": False}, {"not_number": "yes"},
+                     {"not_number": None}):  # fmt: skip
             assert_error(api.post(f"/api/v1/numbers/{number_id}/feedback", json=body), 422, "invalid_fields")
+        # null is "not said" for both fields alike (`true_text: null` was taken, `not_number: null` a 422)
+        said = api.post(f"/api/v1/numbers/{number_id}/feedback", json={"true_text": "42", "not_number": None})
+        assert said.status_code == 200 and said.json()["not_number"] is False, said.text
 
 
 def test_number_routes_errors(api, admin):

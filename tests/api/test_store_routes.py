@@ -373,8 +373,11 @@ def test_not_a_digit_is_an_answer(client, admin):
     row = client.get(f"/api/v1/predictions/{p['id']}", headers=admin).json()
     assert (row["not_digit"], row["drawn_digit"], row["correct"]) == (True, None, None)
     assert client.get("/api/v1/stats").json()["models"]["svm"]["labelled"] == labelled_before
-    for body in ({}, {"true_digit": 3, "not_digit": True}, {"not_digit": False}):
+    for body in ({}, {"true_digit": 3, "not_digit": True}, {"not_digit": False}, {"not_digit": None}):
         assert_error(client.post(f"/api/v1/predictions/{p['id']}/feedback", json=body), 422, "invalid_fields")
+    # null is "not said" for both fields alike (`true_digit: null` was taken, `not_digit: null` a 422)
+    r = client.post(f"/api/v1/predictions/{p['id']}/feedback", json={"true_digit": 4, "not_digit": None})
+    assert r.status_code == 200 and (r.json()["true_digit"], r.json()["not_digit"]) == (4, False), r.text
 
 
 def test_drawing_id_is_checked(client):

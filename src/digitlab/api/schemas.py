@@ -246,10 +246,13 @@ class NumberFeedback(BaseModel):
     """Either the number that was really written, or `not_number: true` for a writing that is no number."""
 
     true_text: TrueText | None = Field(None, description="The number really written, digits only.")
-    not_number: StrictBool = Field(False, description="It is no number at all (a word, a smiley, ...).")
+    # null is "not said", as for true_text (`{"true_text": "42", "not_number": null}` was a 422)
+    not_number: StrictBool | None = Field(False, description="It is no number at all (a word, a smiley, ...); "
+                                          "null is false.")  # fmt: skip
 
     @model_validator(mode="after")
     def _one_answer(self) -> NumberFeedback:
+        self.not_number = bool(self.not_number)
         if (self.true_text is None) == (not self.not_number):
             raise ValueError("give either true_text (digits) or not_number: true")
         return self
@@ -277,10 +280,13 @@ class FeedbackRequest(BaseModel):
     """Either the digit that was really drawn, or `not_digit: true` for a drawing that is no digit."""
 
     true_digit: StrictDigit | None = Field(None, description="What was really drawn (0-9).")
-    not_digit: StrictBool = Field(False, description="The drawing is not a digit (a letter, a scribble, ...).")
+    # null is "not said", as for true_digit (`{"true_digit": 1, "not_digit": null}` was a 422)
+    not_digit: StrictBool | None = Field(False, description="The drawing is not a digit (a letter, a scribble, "
+                                         "...); null is false.")  # fmt: skip
 
     @model_validator(mode="after")
     def _one_answer(self) -> FeedbackRequest:
+        self.not_digit = bool(self.not_digit)
         if (self.true_digit is None) == (not self.not_digit):
             raise ValueError("give either true_digit (0-9) or not_digit: true")
         return self
