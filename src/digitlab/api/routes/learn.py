@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 from starlette.responses import Response
 
-from digitlab.api.deps import Ctx, refuse_repeated_members, require_admin_token, store_or_503
+from digitlab.api.deps import Ctx, refuse_repeated_members, require_admin_token, store_or_503, utf8_json
 from digitlab.api.errors import ApiError, error_responses
 from digitlab.api.schemas import LearnJob, LearnRequest, LearnStarted, ModelVersion
 from digitlab.models.registry import MODEL_SPECS
@@ -37,6 +37,7 @@ async def learn_body(request: Request) -> LearnRequest | None:
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media != "application/json" and not media.endswith("+json"):  # the handler answers 415, saying what to send
         raise RequestValidationError([{"type": "model_attributes_type", "loc": ("body",), "msg": "not JSON"}])
+    raw = utf8_json(raw)  # as every route reads JSON (a byte order mark or UTF-16 was "not valid JSON" here only)
     refuse_repeated_members(raw)  # `{"models": ["nope"], "models": ["svm"]}` started a run on the last one
     try:
         return _LEARN_BODY.validate_json(raw)

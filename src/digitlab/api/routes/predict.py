@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
-from digitlab.api.deps import FastJSONResponse, get_ctx, refuse_repeated_members
+from digitlab.api.deps import FastJSONResponse, get_ctx, refuse_repeated_members, utf8_json
 from digitlab.api.errors import ApiError, describe_validation_errors, error_responses
 from digitlab.api.metrics import MODEL_SCOPE_KEY
 from digitlab.api.multipart import MAX_FIELDS, MAX_FILES, NotText, Part, boundary_of, parse_plain_form
@@ -150,9 +150,7 @@ _URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
 
 
 async def _from_json(request: Request, json_model: type[ImageOptions]) -> tuple[bytes, Any]:
-    body = await request.body()
-    if body.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark, which RFC 8259 lets a parser ignore
-        body = body[3:]
+    body = utf8_json(await request.body())  # (a UTF-8 byte order mark, which RFC 8259 lets a parser ignore, goes)
     try:
         payload = _loads(body)
     except ValueError:
