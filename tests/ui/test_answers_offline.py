@@ -713,3 +713,26 @@ def test_compare_a_picture_changed_after_answering_says_it_is_a_new_drawing(fake
     _pills(at).set_value(3).run()  # answered: the note gives way to the answer's own line
     said = _answer_texts(at)
     assert NEW_DRAWING not in said and "you drew a **3**" in said, said
+
+
+def test_compare_reads_an_uploaded_photo_and_labels_its_records(fake):
+    """Compare's one input was its canvas: it could not be used without a pointer, nor for a photo (a tour,
+    session 30). A photo is read by every model, stored as an upload, and answered like a drawing; drawing on
+    the canvas after it makes the drawing what is compared."""
+    api, canvas, open_page = fake
+    at = open_page("compare")
+    photo = png(400, 300, shade=7)
+    at.file_uploader(key="compare_photo").upload("seven.png", photo, "image/png").run()
+    assert not at.exception, at.exception
+    ((sent, fields),) = api.compared
+    assert sent == photo and fields["source"] == "upload" and fields["filename"] == "seven.png", fields
+    assert fields["drawing_id"].startswith("p") and "All 2 models agree" in "\n".join(_texts(at))
+    _pills(at).set_value(7).run()
+    assert sorted(api.feedback_calls) == [(101, 7), (102, 7)], api.feedback_calls
+    assert "you drew a **7**" in _answer_texts(at)
+
+    canvas.set("compare", png(), drawing_id="c1")  # a drawing after the photo: the drawing is compared now
+    at.run()
+    assert not at.exception, at.exception
+    assert len(api.compared) == 2 and api.compared[-1][0] == png() and api.compared[-1][1].get("source", "ui") == "ui"
+    assert _pills(at).value is None

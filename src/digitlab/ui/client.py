@@ -342,9 +342,7 @@ class DigitlabClient:
             filename=filename, patience=patience,
         )  # fmt: skip
         if not isinstance(data, dict):
-            raise ApiError(
-                "The prediction service sent an answer the UI does not understand.", code="bad_response"
-            )
+            raise ApiError("The prediction service sent an answer the UI does not understand.", code="bad_response")
         return _prediction(data)
 
     def predict_all(
@@ -356,9 +354,11 @@ class DigitlabClient:
         session_id: str | None = None,
         drawing_id: str | None = None,
         patience: float | None = None,
+        source: str = "ui",  # "upload" and the file's name for a photo (`predict`)
+        filename: str = "drawing.png",
     ) -> Comparison:
-        data = self._predict_form(png, "all", pen_color=pen_color, background_color=background_color,
-                                  session_id=session_id, drawing_id=drawing_id, patience=patience)  # fmt: skip
+        data = self._predict_form(png, "all", pen_color=pen_color, background_color=background_color, source=source,
+                                  session_id=session_id, drawing_id=drawing_id, patience=patience, filename=filename)  # fmt: skip
         if not isinstance(data, dict) or not isinstance(data.get("predictions"), list):
             raise ApiError(
                 "The prediction service sent an answer the UI does not understand.", code="bad_response"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from digitlab.ui import answers, charts, common, ink, keys
+from digitlab.ui import answers, charts, common, ink, keys, uploads
 from digitlab.ui.canvas import FOLLOWS_ANSWER, Drawing, adopt, drawing_canvas, drawing_on
 from digitlab.ui.client import LIVE_PATIENCE, ApiError, ApiUnavailable, Comparison
 
 CACHE_SIZE = 32
+#: an uploaded photo in which no digit was found (as the Draw page says it)
+NOTHING_IN_PHOTO = "No digit found in this photo: take it closer, the digit large."
 
 
 def compare(drawing: Drawing) -> tuple[Comparison | None, ApiError | None]:
@@ -20,6 +22,17 @@ def compare(drawing: Drawing) -> tuple[Comparison | None, ApiError | None]:
         ),
         size=CACHE_SIZE, record=drawing.drawing_id,
     )  # fmt: skip
+
+
+def compare_photo(photo) -> tuple[Comparison | None, ApiError | None]:
+    """An uploaded photo or scan, read by every model once per file; stored as source "upload" (Compare could
+    only be used with a pointer: its one input was the canvas)."""
+    def call():
+        data, name = uploads.photo_payload(photo)
+        return common.client().predict_all(data, session_id=common.session_id(), source="upload", filename=name,
+                                           drawing_id=uploads.photo_drawing_id(photo), patience=LIVE_PATIENCE)  # fmt: skip
+
+    return common.cached_api_call("compare_cache", ("photo", photo.file_id), call, size=CACHE_SIZE)
 
 
 def mean_probabilities(result: Comparison) -> list[float]:
@@ -90,10 +103,17 @@ def compare_area() -> None:
             note = common.not_ready_note(models)
             if note:
                 st.caption(f":material/hourglass_top: {note}")
+            uploads.forget_photo_drawn_over("compare_photo", drawing)
+            photo = uploads.photo_picker("…or upload a photo or scan of a digit", "A photo or scan of one digit",
+                                         "compare_photo", "every model reads")  # fmt: skip
             seen = st.empty()
     with right:
         slot = st.empty()  # the whole result goes into this one element, written once it is all built
-        if drawing.empty:
+        if photo is not None:
+            with st.spinner("Reading your photo…"):
+                result, error = compare_photo(photo)
+            digest, follows, nothing = uploads.photo_drawing_id(photo), False, NOTHING_IN_PHOTO
+        elif drawing.empty:
             with slot.container():
                 st.markdown(
                     '<div class="dl-placeholder" data-testid="dl-empty">Draw a digit on the canvas to see every '
@@ -104,15 +124,12 @@ def compare_area() -> None:
                     st.button("Compare the digit from Draw", icon=":material/draw:", key="cmp_from_draw",
                               on_click=adopt, args=("compare", "draw"))  # fmt: skip
             return
-        result, error = compare(drawing)
-        if error is not None:
-            if error.code == "empty_image":
-                slot.info(ink.nothing_drawn(drawing), icon=":material/gesture:")
-            elif isinstance(error, ApiUnavailable):  # (the banner says which service and where)
-                slot.warning("The prediction service is not answering right now. Your drawing is kept.",
-                             icon=":material/cloud_off:")
-            else:
-                slot.warning(str(error), icon=":material/warning:")
+        else:
+            result, error = compare(drawing)
+            digest, nothing = drawing.digest, ink.nothing_drawn(drawing)
+            follows = drawing.drawing_id is not None and st.session_state.get("compare_follows_answer") == drawing.drawing_id
+        if error is not None:  # (the outage banner says which service and where)
+            common.show_error(slot, error, nothing=nothing, kept=f"Your {'photo' if photo else 'drawing'} is kept.")
             return
         rows = [
             {"model": common.display_name(models, p.model), "digit": str(d), "probability": float(q)}
@@ -122,11 +139,10 @@ def compare_area() -> None:
         chart = charts.compare(rows) if rows else None
         with slot.container(key="cmp_result"):
             verdict(result, models)
-            cards(result, models, drawing.digest)
+            cards(result, models, digest)
             # the question before the chart: under it, "What did you draw?" began at the window's bottom edge
             # at 1280x800 (a newcomer's tour, session 27); on a phone it always came first (common.CSS)
-            follows = drawing.drawing_id is not None and st.session_state.get("compare_follows_answer") == drawing.drawing_id
-            answer_for_all(result, drawing.digest, follows_answer=follows)
+            answer_for_all(result, digest, follows_answer=follows)
             if chart is not None:
                 with st.container(key="cmp_chart"):
                     st.altair_chart(chart, width="stretch")
