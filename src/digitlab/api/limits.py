@@ -197,21 +197,37 @@ class BodyLimitMiddleware:
             self.buffered -= sum(len(c) for c in chunks)
 
 
+def query_names(openapi: dict) -> set[str]:
+    """Every query parameter name the API's routes read, from its OpenAPI document."""
+    operations = [op for path in openapi.get("paths", {}).values() for op in path.values() if isinstance(op, dict)]
+    return {p["name"] for op in operations for p in op.get("parameters", ()) if p.get("in") == "query"}
+
+
 class OneValuePerQueryKey:
     """A query parameter sent twice is refused (422 `invalid_fields`): `?page=1&page=2` answered page 2 and
     `?kind=input&kind=processed` the processed image (a probe, session 27), as a repeated form field is
-    refused. No route takes a list in its query."""
+    refused. No route takes a list in its query. `read()`: the names the routes read (None: every name). A
+    name no route reads is ignored, repeated or not: `/health?_=1&_=2` (a monitor's cache-buster) was a 422."""
 
-    def __init__(self, app, on_error=None):
+    def __init__(self, app, on_error=None, read=None):
         self.app = app
         self.on_error = on_error
+        self.read = read
+        self._names: frozenset[str] | None = None
+
+    def _checked(self, name: str) -> bool:
+        if self.read is None:
+            return True
+        if self._names is None:  # (the routes are all there by the first request)
+            self._names = frozenset(self.read())
+        return name in self._names
 
     async def __call__(self, scope, receive, send):
         query = scope.get("query_string", b"") if scope["type"] == "http" else b""
         if query and b"&" in query:
             seen: set[str] = set()
             for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
-                if name in seen:
+                if name in seen and self._checked(name):
                     await answer_error(send, 422, f"Invalid request: the query parameter '{name[:40]}' was sent more "
                                        "than once: send each once.", "invalid_fields", on_error=self.on_error)  # fmt: skip
                     return

@@ -24,7 +24,7 @@ from digitlab.api.context import AppContext
 from digitlab.api.docs import install_docs
 from digitlab.api.errors import install_error_handlers, methods_by_path
 from digitlab.api.head import HeadAsGetMiddleware
-from digitlab.api.limits import BodyLimitMiddleware, OneValuePerQueryKey
+from digitlab.api.limits import BodyLimitMiddleware, OneValuePerQueryKey, query_names
 from digitlab.api.metrics import Metrics, MetricsMiddleware
 from digitlab.api.server import usable_cores
 from digitlab.api.upkeep import (
@@ -176,7 +176,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(HeadAsGetMiddleware)  # innermost: the limits and metrics see the request as sent
     on_error = lambda code: metrics.errors.labels(code).inc()
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, on_error=on_error)
-    app.add_middleware(OneValuePerQueryKey, on_error=on_error)
+    app.add_middleware(OneValuePerQueryKey, on_error=on_error, read=lambda: query_names(app.openapi()))
     app.add_middleware(
         MetricsMiddleware, metrics=metrics, routes=lambda: app.router.routes
     )  # outermost: times everything, 413s included
