@@ -992,3 +992,31 @@ def test_the_cnns_answers_name_the_svm_it_asks_and_numbers_are_read_by_the_cnn_a
         assert read["model_version"] == str(served.version)
         asks = {m["name"]: m["asks"] for m in c.get("/api/v1/models").json() if m["status"] == "ready"}
         assert asks["cnn"] == "svm" and asks["svm"] is None  # the Models page says why two versions are named
+
+
+@pytest.mark.parametrize("how", ["deleted", "corrupted"])
+def test_a_served_artefact_deleted_or_corrupted_under_its_manifest_is_said(tmp_path, tiny_model_dir, png, how):
+    """The artefact deleted, or a byte of it flipped, with its manifest left alone: `/models` said ready with no
+    error until the next start found it broken (a probe, session 30). The served model stays, and says why."""
+    model_dir = tmp_path / "models"
+    model_dir.mkdir()
+    for suffix in ("json", "joblib"):
+        shutil.copy2(tiny_model_dir / f"svm.{suffix}", model_dir / f"svm.{suffix}")
+    with TestClient(create_app(settings_for(tmp_path, model_dir))) as c:
+        ctx = c.app.state.ctx
+        refresh_models(ctx)  # nothing changed: nothing said
+        svm = next(m for m in c.get("/api/v1/models").json() if m["name"] == "svm")
+        assert (svm["status"], svm["error"]) == ("ready", None)
+        artefact = model_dir / "svm.joblib"
+        if how == "deleted":
+            artefact.unlink()
+        else:
+            data = bytearray(artefact.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            artefact.write_bytes(bytes(data))
+        refresh_models(ctx)
+        svm = next(m for m in c.get("/api/v1/models").json() if m["name"] == "svm")
+        said = "is missing" if how == "deleted" else "SHA-256"
+        assert svm["status"] == "ready" and said in svm["error"] and "is served until it is fixed" in svm["error"], svm
+        r = c.post("/api/v1/predict", files={"image": ("d.png", png)}, data={"model": "svm"})
+        assert r.status_code == 200 and r.json()["model"] == "svm"

@@ -30,7 +30,7 @@ class AppContext:
     segment_verifier: SegmentVerifier | None = None  # /read: which crops are one whole digit
     cpu_limiter: anyio.CapacityLimiter | None = None  # preprocessing + inference
     batcher: Any = None  # the predict route's micro-batches: an api.batching.PredictionBatcher (it imports this)
-    manifest_keys: dict[str, tuple[str, float] | None] = field(default_factory=dict)
+    manifest_keys: dict[str, tuple | None] = field(default_factory=dict)  # `upkeep.files_key` of each model
     ready_at: float | None = None
     #: uids of this process's recent answers `logged: false` (neither the database nor the spool took them):
     #: a label for one is refused at once (it was answered "queued" and then dropped)

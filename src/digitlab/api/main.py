@@ -29,7 +29,7 @@ from digitlab.api.metrics import Metrics, MetricsMiddleware
 from digitlab.api.server import usable_cores
 from digitlab.api.upkeep import (
     MODEL_REFRESH_SECONDS,
-    manifest_key,
+    files_key,
     refresh_gauges,
     refresh_learned,
     refresh_models,
@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         def load_models() -> None:
             for name in MODEL_SPECS:
-                ctx.manifest_keys[name] = manifest_key(name, settings.model_dir)
+                ctx.manifest_keys[name] = files_key(ctx, name)
             ctx.registry.load_all()
             try:
                 from digitlab.detector.runtime import load_detector

@@ -29,8 +29,15 @@ def manifest_key(name: str, model_dir: Path) -> tuple[str, float] | None:
         return None
 
 
+def files_key(ctx: AppContext, name: str) -> tuple | None:
+    """What is looked at to notice a model's files changed: its manifest, and the artefact it is served from
+    (deleted or rewritten under an unchanged manifest, it was still "ready" without an error)."""
+    key = manifest_key(name, ctx.settings.model_dir)
+    return None if key is None else (*key, ctx.registry.artefact_key(name))
+
+
 def refresh_models(ctx: AppContext) -> None:
-    """(Re)load a model whose manifest appeared or changed since the last look; a broken artefact is
+    """(Re)load a model whose manifest or artefact appeared or changed since the last look; a broken artefact is
     tried once per manifest change, not every few seconds. Loaded models are swapped atomically.
     A learned version promoted in the database wins over the files (see `refresh_learned`)."""
     refresh_learned(ctx)
@@ -38,7 +45,7 @@ def refresh_models(ctx: AppContext) -> None:
     for name in MODEL_SPECS:
         if name in learned or is_training(name, ctx.settings.model_dir):
             continue  # served from the database, or wait for the finished files
-        key = manifest_key(name, ctx.settings.model_dir)
+        key = files_key(ctx, name)
         if key is None or key == ctx.manifest_keys.get(name):
             continue
         ctx.manifest_keys[name] = key

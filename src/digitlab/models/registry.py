@@ -205,6 +205,15 @@ def manifest_path(name: str, model_dir: Path) -> Path | None:
     return next((p for d in model_dirs_for(name, model_dir) if (p := d / f"{name}.json").exists()), None)
 
 
+def _stat_key(path: Path) -> tuple | None:
+    """A file's identity and state (inode, size, modification time), None when it is gone."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def load_model(name: str, model_dir: Path) -> LoadedModel:
     """Load one model after checking its SHA-256; `ArtifactError` says which file and what to do."""
     if name not in MODEL_SPECS:
@@ -292,15 +301,24 @@ class ModelRegistry:
                 return
             if current is not None and current.manifest.get("_path") == str(path) and (
                 current.manifest.get("_mtime") == path.stat().st_mtime
-            ):
+            ) and self.artefact_key(name) == current.manifest.get("_artefact_key"):
                 return
             model = load_model(name, self.model_dir)
             model.manifest["_path"] = str(path)
             model.manifest["_mtime"] = path.stat().st_mtime
+            model.manifest["_artefact"] = str(path.parent / Path(model.manifest.get("artifact", "")).name)
+            model.manifest["_artefact_key"] = _stat_key(Path(model.manifest["_artefact"]))
             self.install(model, learned=False)
         except ArtifactError as exc:
             log.error("model %s not loaded: %s", name, exc)
             self._errors[name] = str(exc)
+
+    def artefact_key(self, name: str) -> tuple | None:
+        """The served file's artefact as it is on disk now (None: gone, or not served from a file): deleted or
+        rewritten under an unchanged manifest it was still "ready" with no error (a probe, session 30)."""
+        current = self._models.get(name)
+        artefact = current.manifest.get("_artefact") if current is not None else None
+        return _stat_key(Path(artefact)) if artefact else None
 
     def install(self, model: LoadedModel, *, learned: bool) -> None:
         """Serve `model` from now on (an atomic swap: requests in flight finish on the one they hold).
