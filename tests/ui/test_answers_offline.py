@@ -736,3 +736,23 @@ def test_compare_reads_an_uploaded_photo_and_labels_its_records(fake):
     assert not at.exception, at.exception
     assert len(api.compared) == 2 and api.compared[-1][0] == png() and api.compared[-1][1].get("source", "ui") == "ui"
     assert _pills(at).value is None
+
+
+def test_compare_the_same_picture_drawn_again_after_clear_is_a_new_drawing(fake):
+    """Answered 4 (a mis-click), then Clear and the same picture again ("Compare the digit from Draw"): the page
+    showed "Saved ... you drew a 4" with 4 picked, and the 9 clicked then was never stored (a tour, session 31).
+    The new drawing's records get their own, unanswered question."""
+    api, canvas, open_page = fake
+    canvas.set("compare", png(), drawing_id="c1")
+    at = open_page("compare")
+    _pills(at).set_value(4).run()
+    assert sorted(api.feedback_calls) == [(101, 4), (102, 4)]
+    canvas.set("compare", None)  # Clear
+    at.run()
+    canvas.set("compare", png(), drawing_id="c2")  # the very same picture, a new drawing
+    at.run()
+    assert not at.exception, at.exception
+    assert _pills(at).value is None and "you drew a **4**" not in _answer_texts(at)
+    _pills(at).set_value(9).run()
+    assert sorted(api.feedback_calls)[2:] == [(103, 9), (104, 9)], api.feedback_calls
+    assert "you drew a **9**" in _answer_texts(at)

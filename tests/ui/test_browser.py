@@ -321,6 +321,35 @@ def test_compare_takes_the_digit_drawn_on_draw(desktop, ui_server, api_server):
     no_traceback(page)
 
 
+def test_compare_an_answer_after_clear_and_the_same_digit_again_labels_the_new_drawing(desktop, ui_server, api_server):
+    """Answered 4 by mistake, Clear, the digit from Draw again, 9 clicked at once: the page held the 9 ("the drawing
+    is changing": the same picture as before Clear) and dropped it, and still said 4 (a tour, session 31)."""
+    page = desktop
+    ready = ready_models(api_server.url)
+    open_page(page, ui_server.url, PAGES["draw"], ready=CANVAS)
+    draw_digit(page, 9)
+    wait_new_prediction(page, None)
+    wait_idle(page, settle=1.0)
+    page.get_by_role("link", name="Compare", exact=True).first.click()
+    cards = page.locator('[data-testid="dl-compare-card"]')
+    pill = lambda digit: page.locator('[class*="st-key-cmp_fb_"] [role="radio"]').filter(has_text=re.compile(f"^{digit}$"))
+    page.locator(".st-key-cmp_from_draw button").click()
+    expect(cards).to_have_count(len(ready), timeout=15_000)
+    wait_idle(page, settle=1.0)
+    pill(4).first.click()
+    expect(page.get_by_text(re.compile(r"you drew a 4\."))).to_be_visible(timeout=10_000)
+    wait_idle(page, settle=0.5)
+    page.locator(".st-key-compare_clear button").first.click()
+    page.locator(".st-key-cmp_from_draw button").click(timeout=10_000)
+    expect(cards).to_have_count(len(ready), timeout=15_000)
+    pill(9).first.click()  # within the 6 s Clear holds answers for
+    expect(page.get_by_text(re.compile(r"you drew a 9\."))).to_be_visible(timeout=10_000)
+    wait_idle(page, settle=1.0)
+    _, rows = _newest_rows(api_server.url, 2 * len(ready))
+    assert sorted(r["drawn_digit"] for r in rows) == [4] * len(ready) + [9] * len(ready), rows
+    no_traceback(page)
+
+
 def test_phone_touch_drawing(phone, ui_server):
     """390x844: the canvas fits the screen and a finger (real touch events) draws on it."""
     page = phone

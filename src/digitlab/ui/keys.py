@@ -140,12 +140,19 @@ _STROKE_SETTLES = """<script>
   // an Undo or Clear carried out: until the page shows another picture, the answers on it are the earlier
   // picture's (an answer clicked 0.2 s after Undo labelled the drawing, then a further stroke took it over
   // with that answer; one clicked after Clear labelled the cleared drawing: a newcomer's tour, session 30)
+  // `seen`: another picture showed since (a blank canvas after Clear): the same picture back again (Compare the
+  // digit from Draw after Clear) is the new one, and an answer held till then was dropped (a tour, session 31)
   let tool = null;
   window.addEventListener("click", (e) => {
     const el = e.target instanceof Element ? e.target.closest(TOOLS) : null;
-    if (el && !el.matches(":disabled")) tool = {at: Date.now(), before: shown()};
+    if (!el || el.matches(":disabled")) return;
+    const mine = tool = {at: Date.now(), before: shown(), seen: false};
+    const watch = setInterval(() => {
+      if (tool !== mine || Date.now() - mine.at > %(wait)d) clearInterval(watch);
+      else if (shown() !== mine.before) { mine.seen = true; clearInterval(watch); }
+    }, 50);
   }, true);
-  const changing = () => tool !== null && Date.now() - tool.at < %(wait)d && shown() === tool.before;
+  const changing = () => tool !== null && !tool.seen && Date.now() - tool.at < %(wait)d && shown() === tool.before;
   let clearing = null;  // a deferred Clear: carried out as soon as a new stroke begins
   const onCanvas = (e) => e.composedPath().some(n => n instanceof HTMLCanvasElement);
   window.addEventListener("pointerdown", (e) => {
@@ -225,10 +232,11 @@ _STROKE_SETTLES = """<script>
       // clicked as the new reading had just come (0.4-0.6 s after the pen lifted, within the settle time): it
       // was waited for a further reading that never came, and dropped (3 of 4 in a newcomer's tour, session 31)
       const before = shown(), until = Date.now() + ANSWER_WAIT_MS, afterLift = busy() ? liftShown : undefined;
+      const viaTool = held ? tool : null;  // held for Undo or Clear: the picture after it, even the same one
       const answer = () => {
         if (Date.now() > until) return;
         const now = shown();
-        const come = now !== before || (afterLift !== undefined && now !== afterLift && idle());
+        const come = now !== before || (afterLift !== undefined && now !== afterLift && idle()) || !!viaTool?.seen;
         if (busy() || changing() || now === null || !come) { setTimeout(answer, 100); return; }
         const target = [...document.querySelectorAll(GROUP)][index];
         const radio = target && [...target.querySelectorAll('[role="radio"]')].find(r => r.textContent.trim() === label);

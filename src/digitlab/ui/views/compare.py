@@ -241,7 +241,10 @@ def answer_for_all(result: Comparison, digest: str, *, follows_answer: bool = Fa
     said until it is answered, as on Draw (a stroke after answering started a new drawing unsaid)."""
     if not result.predictions:
         return
-    key = f"cmp_fb_{digest[:12]}"
+    # the records' too: the same picture drawn again after Clear (or taken from Draw again) is a new drawing, and
+    # showed the earlier one's answer as saved, a new answer ignored (a tour, session 31)
+    record = next((str(p.uid or p.id) for p in result.predictions if p.uid or p.id is not None), "")
+    key = f"cmp_fb_{digest[:12]}_{record[:12]}"
     st.pills("What did you draw?", ANSWERS, key=key, on_change=_send_answer, args=(key, result, digest),
              persist_state="session",  # (after a visit to another page no answer was highlighted; Draw keeps it)
              help="One click saves the true digit with every model's answer, for the History page's accuracy "
