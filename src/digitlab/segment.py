@@ -39,7 +39,7 @@ from digitlab.errors import DigitlabError
 from digitlab.models.registry import predict_with_opinion
 from digitlab.preprocess import to_mnist
 from digitlab.segment_ink import working_ink
-from digitlab.segment_pieces import Piece, blotted, dot_below, leaning_stroke, pieces_of, stacked, two_lines
+from digitlab.segment_pieces import Piece, blotted, leaning_stroke, odd_marks, pieces_of, stacked, two_lines
 from digitlab.segment_verifier import GEOMETRY, verifier_features
 
 MAX_DIGIT_WIDTH = 1.25  # no digit is wider than this many writing heights
@@ -209,7 +209,7 @@ def read_number(
     geometry's costs decide). Raises the decoding errors and `EmptyImageError` like `to_mnist`.
     """
     c = segmented(image, pen_color=pen_color, background_color=background_color, max_pixels=max_pixels)
-    s, factor, pieces, height, spans, images, boxes, X = c
+    s, factor, pieces, height, spans, images, boxes, X, specks = c
     proba, own = predict_with_opinion(model, X)  # with the CNN's networks' own opinion, for its flag
     proba = np.asarray(proba, np.float64)
     whole = np.zeros(len(X))  # log P(one whole digit) by the verifier: 0 without one
@@ -240,7 +240,7 @@ def read_number(
             uncertain = float(p[digit]) < UNCERTAIN_BELOW
         uncertain = uncertain or boxes[k][3] > STACKED * height  # digits written one above another
         uncertain = uncertain or (digit == 1 and len(chosen) > 1 and leaning_stroke(pieces[slice(*spans[k])]))
-        uncertain = uncertain or dot_below(pieces[slice(*spans[k])], marks, height)  # a "?" or "!"
+        uncertain = uncertain or odd_marks(pieces[slice(*spans[k])], marks, [*pieces, *specks], height)  # "?", a face
         digits.append(
             ReadDigit(
                 digit, float(p[digit]), [float(v) for v in p], _scaled(boxes[k], factor), uncertain, images[k]
@@ -277,6 +277,7 @@ class Segmented(NamedTuple):
     images: list[np.ndarray]
     boxes: list[tuple[int, int, int, int]]
     X: np.ndarray  # the images as (n, 784)
+    specks: tuple[Piece, ...] = ()  # ink too small to be a stroke (a smiley's eyes in a large face)
 
     def verifier_features(self) -> np.ndarray:
         return verifier_features(self.X, candidate_geometry(self.spans, self.pieces, self.height))
@@ -293,11 +294,11 @@ def segmented(image: Any, **decode: Any) -> Segmented:
         # the preprocessing's message asks for a digit: here a number is asked for
         raise EmptyImageError("Nothing written: the image is blank. Write a number and try again.") from exc
     too_many = lambda count: NotANumberError(_NOT_A_NUMBER.format(f"{count} separate marks"))
-    pieces, height, _specks = pieces_of(s, max_strokes=MAX_MARKS, too_many=too_many)
+    pieces, height, specks = pieces_of(s, max_strokes=MAX_MARKS, too_many=too_many)
     if len(pieces) > MAX_MARKS:
         raise NotANumberError(_NOT_A_NUMBER.format(f"{len(pieces)} separate marks"))
     spans, images, boxes = candidates(s, pieces, height)
-    return Segmented(s, factor, pieces, height, spans, images, boxes, np.stack(images).reshape(len(images), 784))
+    return Segmented(s, factor, pieces, height, spans, images, boxes, np.stack(images).reshape(len(images), 784), tuple(specks))
 
 
 def candidates(

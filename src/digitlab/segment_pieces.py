@@ -30,6 +30,8 @@ LINE_FLAT = 3.0
 #: makes the digit a "?" or "!" (read as a sure 7 and 1): `uncertain`
 DOT_SIZE = 0.3
 DOT_GAP = 0.08
+#: a stroke "inside" another keeps this share of the other's width and height from its edges (`shapes_inside`)
+INSIDE_MARGIN = 0.1
 #: ink thicker than this fraction of the writing height is a filled shape (a blot, a square), not writing: its
 #: slices were sure 1s (a filled square read "111"). Calibration numbers: at most 0.17 (`evaluate --numbers --part
 #: calibration`, 400 numbers); the canvas's widest pen (40 px) on digits 115 px high: 0.35
@@ -248,6 +250,29 @@ def dot_below(group: list[Piece], marks: list[Piece], height: float) -> bool:
         if small and DOT_GAP * height <= top - bottom <= 0.6 * height and left <= float(m.xs.mean()) <= right:
             return True
     return False
+
+
+def shapes_inside(group: list[Piece], pieces: list[Piece]) -> int:
+    """How many other strokes lie wholly inside one of this candidate digit's strokes, well within its box (the
+    eyes and mouth of a smiley in its face: read "0", 100 % sure, the marks left out; a newcomer's tour, session
+    31). A digit has none; a dotted zero has one."""
+    found: set[int] = set()
+    for host in {p.component for p in group if not p.mark}:  # a stroke's slices together: the whole stroke
+        parts = [p for p in group if p.component == host]
+        y0, y1 = min(int(p.ys.min()) for p in parts), max(int(p.ys.max()) for p in parts)
+        x0, x1 = min(int(p.xs.min()) for p in parts), max(int(p.xs.max()) for p in parts)
+        my, mx = INSIDE_MARGIN * (y1 - y0), INSIDE_MARGIN * (x1 - x0)
+        for p in pieces:
+            if p.component != host and (y0 + my < p.ys.min() and p.ys.max() < y1 - my
+                                        and x0 + mx < p.xs.min() and p.xs.max() < x1 - mx):  # fmt: skip
+                found.add(p.component)
+    return len(found)
+
+
+def odd_marks(group: list[Piece], marks: list[Piece], pieces: list[Piece], height: float) -> bool:
+    """Marks that make this candidate digit no digit: a dot under it (a "?" or "!", `dot_below`) or two strokes
+    or more inside it (a face, `shapes_inside`)."""
+    return dot_below(group, marks, height) or shapes_inside(group, pieces) >= 2
 
 
 def blotted(s: np.ndarray, height: float) -> bool:
