@@ -170,7 +170,7 @@ def stored_number(number_id: int, text: str, true_text: str | None = None, *, mo
 
 
 def stored_prediction(prediction_id: int, digit: int, *, drawn: int | None = None,
-                      uncertain: bool | None = False) -> Any:  # fmt: skip
+                      uncertain: bool | None = False, latency_ms: float = 5.0, source: str = "ui") -> Any:  # fmt: skip
     """A prediction as `GET /api/v1/predictions` lists it (no stored image)."""
     from digitlab.store.records import StoredPrediction
 
@@ -178,7 +178,7 @@ def stored_prediction(prediction_id: int, digit: int, *, drawn: int | None = Non
         id=prediction_id, uid=f"u{prediction_id}", timestamp=datetime(2026, 11, 28, 10, tzinfo=UTC),
         model_name="cnn", model_version="1", predicted_digit=digit, probability=0.9, probabilities=_probs(digit),
         drawn_digit=drawn, correct=None if drawn is None else drawn == digit, pen_color=None,
-        background_color=None, latency_ms=5.0, session_id="s", source="ui", drawing_id=None, not_digit=None,
+        background_color=None, latency_ms=latency_ms, session_id="s", source=source, drawing_id=None, not_digit=None,
         uncertain=uncertain, has_image=False, has_processed=False,
     )  # fmt: skip
 

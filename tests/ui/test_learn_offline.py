@@ -179,3 +179,17 @@ def test_a_card_without_an_answer_time_says_why(monkeypatch):
     at.run()
     captions = [str(c.value) for c in at.caption]
     assert NO_TOKEN_FOR_TIMES not in captions and captions.count(NO_RECENT_ANSWER) == len(at.get("metric")) // 3 - 1
+
+
+def test_the_answer_time_is_the_drawings_not_the_photos(monkeypatch):
+    """The CNN showed 247-251 ms beside the SVM's 11-15 ms: its median took in the photos uploaded (250-700 ms
+    each to read), the drawings' 5 ms (a tour, session 31)."""
+    from fake_api import stored_prediction
+
+    api, canvas = install(monkeypatch)
+    api.stored_predictions = [stored_prediction(i, 4, latency_ms=5.0) for i in range(3)] + [
+        stored_prediction(10 + i, 4, latency_ms=400.0, source="upload") for i in range(5)]  # fmt: skip
+    at = open_app(monkeypatch, canvas, "models")
+    assert not at.exception, at.exception
+    times = [m.value for m in at.get("metric") if m.label == "Median answer time"]
+    assert "5 ms" in times and "400 ms" not in times, times

@@ -51,8 +51,8 @@ def _latencies() -> tuple[dict[str, float], str]:
     except ApiError as exc:
         return {}, NO_TOKEN_FOR_TIMES if exc.code == "unauthorized" else ""
     by_model: dict[str, list[float]] = {}
-    for item in items:
-        if item.model_name and item.latency_ms is not None:
+    for item in items:  # drawings only: a photo costs 250-700 ms to read, and made the CNN look 20x slower (a tour)
+        if item.model_name and item.latency_ms is not None and item.source != "upload":
             by_model.setdefault(item.model_name, []).append(item.latency_ms)
     return {k: sorted(v)[len(v) // 2] for k, v in by_model.items()}, NO_RECENT_ANSWER
 
@@ -183,7 +183,8 @@ def card(model: dict[str, Any], latency: float | None, live_status: str | None, 
             st.metric("MNIST test accuracy", common.pct(metrics.get("mnist_test_accuracy"), 2),
                       help="On the official 10,000 MNIST test digits, never seen in training.")  # fmt: skip
             st.metric("Median answer time", f"{latency:.0f} ms" if latency is not None else "—",
-                      help="Time the API spent on one drawing (pre-processing + model), from recent predictions.")  # fmt: skip
+                      help="Time the API spent on one drawing (pre-processing + model), from recent predictions "
+                      "(drawings, not uploaded photos).")  # fmt: skip
             size = model.get("size_bytes")
             st.metric("Size", common.size_text(size),
                       help=f"The model file: {size:,} bytes." if size else None)  # fmt: skip
