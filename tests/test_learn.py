@@ -612,3 +612,15 @@ def test_new_drawings_are_counted_once_per_image(settings, user_digits):
     said: list[str] = []
     assert learn(settings, models=["svm_pca"], min_new=3, limit=LIMIT, say=said.append) == []
     assert said == ["2 drawings labelled since the last run, fewer than --min-new 3: nothing done"], said
+
+
+def test_too_few_drawings_to_set_aside_says_how_many_there_are(settings, user_digits):
+    """17 drawings of 10 sessions: "only 1 drawing of 1 other browser session can be set aside" left a newcomer
+    asking other than what (a tour, session 31). It says how many drawings and sessions there are, and how many
+    the sessions set aside hold."""
+    images, labels = user_digits
+    label(settings, images[:17], labels[:17], [f"browser-{i % 10}" for i in range(17)])
+    said: list[str] = []
+    assert learn(settings, models=["svm"], limit=LIMIT, say=said.append) == []
+    assert len(said) == 1 and f"at least {MIN_HOLDOUT} drawings by other people" in said[0], said
+    assert "of the 17 labelled drawings from 10 browser sessions, the " in said[0] and "set aside hold" in said[0], said

@@ -355,15 +355,18 @@ class _Run:
             return "no labelled drawings in the store: nothing to learn (label drawings on the Draw page first)"
         sessions, held = data.counts["sessions"], data.counts["holdout_sessions"]
         if sessions < 2 or len(data.holdout_y) < MIN_HOLDOUT:  # (one session held out whole: a refit that learned
-            if sessions < 2:  # nothing from anyone, 10 minutes of it; a probe, session 30)
-                total = len(data.train_y) + len(data.holdout_y)
+            total = len(data.train_y) + len(data.holdout_y)  # nothing from anyone, 10 minutes of it; session 30)
+            if sessions < 2:
                 why = (f"{'the only labelled drawing comes' if total == 1 else f'all {total:,} labelled drawings come'} from one "
                        "browser session, and a new model is judged on at least "
                        f"{MIN_HOLDOUT} drawings by other people than those it learns from")  # fmt: skip
             else:
-                why = (f"a new model is judged on drawings by other people than those it learns from, and only "
-                       f"{counted(len(data.holdout_y), 'drawing')} of {counted(held, 'other browser session')} can "
-                       f"be set aside for that (at least {MIN_HOLDOUT} are needed)")  # fmt: skip
+                # ("only 1 drawing of 1 other browser session can be set aside", beside 17 labelled drawings of
+                # about 10 sessions: other than what? a newcomer's tour, session 31)
+                why = (f"a new model is judged on at least {MIN_HOLDOUT} drawings by other people than those it "
+                       f"learns from (whole browser sessions set aside); of the {counted(total, 'labelled drawing')} "
+                       f"from {counted(sessions, 'browser session')}, the {counted(held, 'session')} set aside "
+                       f"{'holds' if held == 1 else 'hold'} only {counted(len(data.holdout_y), 'drawing')}")  # fmt: skip
             return (f"{why}. When more people (browsers) have drawn and answered \"What did you draw?\", try "
                     "again. Nothing was built or promoted.")  # fmt: skip
         return ""
