@@ -247,3 +247,14 @@ def test_the_numbers_write_their_times_as_the_log_does(history):
     assert times[-1] == "1 Jan 2020, 10:00:00", times
     (log,) = at.dataframe
     assert '"format": "D MMM YYYY, HH:mm:ss"' in log.proto.columns, log.proto.columns
+
+
+def test_the_log_says_where_each_prediction_came_from(history):
+    """Canvas drawings, uploaded photos and the API's predictions were one list with nothing to tell them apart
+    (a newcomer's tour, session 31)."""
+    api, open_history = history
+    api.stored_predictions = [stored_prediction(3, 4, source="upload"), stored_prediction(2, 7),
+                              stored_prediction(1, 1, source="api")]  # fmt: skip
+    at = open_history()
+    (log,) = at.dataframe
+    assert list(log.value["from"]) == ["photo", "canvas", "API"]

@@ -112,6 +112,7 @@ def log_table(page: dict[str, Any], models: list[dict[str, Any]]) -> None:
             "right?": "—" if correct is None else ("✓ right" if correct else "✗ wrong"),
             "confidence": None if item.probability is None else 100 * item.probability,
             "latency": item.latency_ms,
+            "from": SOURCES.get(item.source or "", item.source or "—"),  # (canvas, photos and API were one list)
         })  # fmt: skip
     df = pd.DataFrame(rows)
     st.dataframe(
@@ -128,6 +129,7 @@ def log_table(page: dict[str, Any], models: list[dict[str, Any]]) -> None:
             "confidence",
             "model",
             "when",
+            "from",
             "latency",
             "#",
         ],
@@ -150,8 +152,14 @@ def log_table(page: dict[str, Any], models: list[dict[str, Any]]) -> None:
                 "confidence", format="%.0f%%", min_value=0, max_value=100, width=110
             ),
             "latency": st.column_config.NumberColumn("latency", format="%.0f ms", width=80),
+            "from": st.column_config.TextColumn("from", width=80, help="Drawn on the canvas, an uploaded photo or "
+                                                "scan, or sent to the API by a program"),
         },
     )
+
+
+#: where a stored prediction came from (its `source`), as the log says it
+SOURCES = {"ui": "canvas", "upload": "photo", "api": "API"}
 
 
 def stats_section(stats: dict[str, Any], models: list[dict[str, Any]], model_filter: str | None) -> None:
