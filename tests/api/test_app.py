@@ -166,16 +166,22 @@ def test_new_model_files_are_picked_up(tmp_path, tiny_model_dir, png):
         assert r.status_code == 200 and r.json()["model"] == "svm_pca"
 
 
+def _svm_only(tmp_path, tiny_model_dir):
+    """A model folder holding the tiny svm's files only."""
+    model_dir = tmp_path / "models"
+    model_dir.mkdir()
+    for suffix in ("json", "joblib"):
+        shutil.copy2(tiny_model_dir / f"svm.{suffix}", model_dir / f"svm.{suffix}")
+    return model_dir
+
+
 def test_a_broken_artefact_written_over_a_served_one_is_said(tmp_path, tiny_model_dir, png):
     """The log said "model svm not loaded", `/models` said ready with no error, and the next start found svm
     broken (a probe, session 27). The version loaded before is still served, and `/models` says why."""
     import json
     import time
 
-    model_dir = tmp_path / "models"
-    model_dir.mkdir()
-    for suffix in ("json", "joblib"):
-        shutil.copy2(tiny_model_dir / f"svm.{suffix}", model_dir / f"svm.{suffix}")
+    model_dir = _svm_only(tmp_path, tiny_model_dir)
     with TestClient(create_app(settings_for(tmp_path, model_dir))) as c:
         ctx = c.app.state.ctx
         (model_dir / "svm.joblib").write_bytes(b"not a model")
@@ -998,10 +1004,7 @@ def test_the_cnns_answers_name_the_svm_it_asks_and_numbers_are_read_by_the_cnn_a
 def test_a_served_artefact_deleted_or_corrupted_under_its_manifest_is_said(tmp_path, tiny_model_dir, png, how):
     """The artefact deleted, or a byte of it flipped, with its manifest left alone: `/models` said ready with no
     error until the next start found it broken (a probe, session 30). The served model stays, and says why."""
-    model_dir = tmp_path / "models"
-    model_dir.mkdir()
-    for suffix in ("json", "joblib"):
-        shutil.copy2(tiny_model_dir / f"svm.{suffix}", model_dir / f"svm.{suffix}")
+    model_dir = _svm_only(tmp_path, tiny_model_dir)
     with TestClient(create_app(settings_for(tmp_path, model_dir))) as c:
         ctx = c.app.state.ctx
         refresh_models(ctx)  # nothing changed: nothing said
