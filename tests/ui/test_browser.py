@@ -293,16 +293,21 @@ def test_compare_shows_every_ready_model(desktop, ui_server, api_server):
     no_traceback(page)
 
 
+def _drawn_then_to_compare(page, ui_server, digit: int) -> None:
+    """`digit` drawn on Draw and read, then the Compare page opened through the navigation."""
+    open_page(page, ui_server.url, PAGES["draw"], ready=CANVAS)
+    draw_digit(page, digit)
+    wait_new_prediction(page, None)
+    wait_idle(page, settle=1.0)
+    page.get_by_role("link", name="Compare", exact=True).first.click()
+
+
 def test_compare_takes_the_digit_drawn_on_draw(desktop, ui_server, api_server):
     """Drawn on Draw, then Compare (through the navigation): a newcomer found Compare blank. One click puts the
     digit on Compare's canvas, every ready model answers it, and it is a drawing of its own (its own records)."""
     page = desktop
     ready = ready_models(api_server.url)
-    open_page(page, ui_server.url, PAGES["draw"], ready=CANVAS)
-    draw_digit(page, 7)
-    wait_new_prediction(page, None)
-    wait_idle(page, settle=1.0)
-    page.get_by_role("link", name="Compare", exact=True).first.click()
+    _drawn_then_to_compare(page, ui_server, 7)
     expect(page.locator(EMPTY)).to_be_visible(timeout=10_000)
     page.locator(".st-key-cmp_from_draw button").click()
     cards = page.locator('[data-testid="dl-compare-card"]')
@@ -326,11 +331,7 @@ def test_compare_an_answer_after_clear_and_the_same_digit_again_labels_the_new_d
     is changing": the same picture as before Clear) and dropped it, and still said 4 (a tour, session 31)."""
     page = desktop
     ready = ready_models(api_server.url)
-    open_page(page, ui_server.url, PAGES["draw"], ready=CANVAS)
-    draw_digit(page, 9)
-    wait_new_prediction(page, None)
-    wait_idle(page, settle=1.0)
-    page.get_by_role("link", name="Compare", exact=True).first.click()
+    _drawn_then_to_compare(page, ui_server, 9)
     cards = page.locator('[data-testid="dl-compare-card"]')
     pill = lambda digit: page.locator('[class*="st-key-cmp_fb_"] [role="radio"]').filter(has_text=re.compile(f"^{digit}$"))
     page.locator(".st-key-cmp_from_draw button").click()
