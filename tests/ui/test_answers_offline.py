@@ -756,3 +756,20 @@ def test_compare_the_same_picture_drawn_again_after_clear_is_a_new_drawing(fake)
     _pills(at).set_value(9).run()
     assert sorted(api.feedback_calls)[2:] == [(103, 9), (104, 9)], api.feedback_calls
     assert "you drew a **9**" in _answer_texts(at)
+
+
+def test_draw_an_unsure_small_drawing_is_told_to_draw_larger(fake):
+    """A 3 drawn small in a corner was asked "is it an 8 or a 1? If it is one of them, say which below" (a newcomer's
+    tour, session 31): a small drawing is told to draw the digit large."""
+    from ui_strokes import DIGITS, canvas_png
+
+    api, canvas, open_page = fake
+    api.unsure = True
+    api.probabilities = [0.0, 0.4, 0.0, 0.1, 0.0, 0.0, 0.0, 0.0, 0.5, 0.0]  # "an 8 or a 1?"
+    small = [[(0.05 + 0.2 * x, 0.05 + 0.2 * y) for x, y in stroke] for stroke in DIGITS[3]]
+    canvas.set("draw", canvas_png(small))
+    said = "\n".join(_texts(open_page("draw")))
+    assert "It is drawn small: draw one digit large" in said and "say which below" not in said, said
+    canvas.set("draw", canvas_png(DIGITS[3]))  # the same answer for a digit of the usual size asks which
+    said = "\n".join(_texts(open_page("draw")))
+    assert "say which below" in said and "drawn small" not in said, said

@@ -32,3 +32,17 @@ def test_nothing_to_tell_is_not_several_digits():
     assert not ink.several_digits(canvas_png([]))  # a blank canvas
     assert not ink.several_digits(b"not an image")
     assert not ink.several_digits(None)
+
+
+def _in_a_corner(strokes, share: float):
+    return [[(0.05 + share * x, 0.05 + share * y) for x, y in stroke] for stroke in strokes]
+
+
+@pytest.mark.parametrize("digit", [1, 3, 8])
+def test_a_digit_drawn_small_in_a_corner_is_small(digit):
+    """A 3 drawn small in a corner, a blob at the canvas's pen width, was asked "an 8 or a 1?" (a newcomer's tour,
+    session 31): the advice is to draw it larger. Digits drawn at a usual size are not small."""
+    assert ink.drawn_small(canvas_png(_in_a_corner(DIGITS[digit], 0.2)))
+    assert not ink.drawn_small(canvas_png(DIGITS[digit]))
+    assert not ink.drawn_small(canvas_png(_in_a_corner(DIGITS[digit], 0.5)))
+    assert not ink.drawn_small(canvas_png([])) and not ink.drawn_small(b"not an image") and not ink.drawn_small(None)

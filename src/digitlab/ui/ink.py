@@ -1,6 +1,7 @@
 """What a drawing's ink tells the Draw page's advice when the model is not sure: is it several shapes side by
 side (a whole number, "12", which the Number page reads), or one shape (a digit drawn oddly, a smiley, a #)?
-And when nothing was found: was the pen the colour of the background (`nothing_drawn`)?
+Was it drawn small (`drawn_small`)? And when nothing was found: was the pen the colour of the background
+(`nothing_drawn`)?
 
 The strokes are the Number reader's own (`segment_pieces.pieces_of`: ink at least `INK_ON`, specks dropped,
 dots and dashes far lower than the writing are *marks*), grouped as it joins strokes into one digit: strokes
@@ -48,6 +49,33 @@ def several_digits(
 ) -> bool:
     """The drawing looks like several digits side by side (a whole number), as far as its ink can tell."""
     return bool(png) and shapes_side_by_side(png, pen_color, background_color) >= 2
+
+
+#: a drawing whose ink spans less than this share of the canvas (its longer side) is "small"
+SMALL_SHARE = 0.3
+
+
+@lru_cache(maxsize=64)
+def drawn_small(png: bytes | None, pen_color: str | None = None, background_color: str | None = None) -> bool:
+    """The ink spans less than `SMALL_SHARE` of the canvas: at the canvas's one pen width a small digit is a
+    blob (a 3 in a corner was asked "an 8 or a 1?" where it wanted drawing larger; a newcomer's tour)."""
+    import numpy as np
+
+    from digitlab.decode import decode_image
+    from digitlab.errors import DigitlabError
+    from digitlab.preprocess import ink_map
+
+    if not png:
+        return False
+    try:
+        inked = ink_map(decode_image(png), pen_color=pen_color, background_color=background_color) >= 0.5
+    except (DigitlabError, ValueError):
+        return False
+    rows, cols = np.flatnonzero(inked.any(axis=1)), np.flatnonzero(inked.any(axis=0))
+    if not len(rows):
+        return False
+    extent = max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
+    return extent < SMALL_SHARE * max(inked.shape)
 
 
 #: pen and background closer than this (RGB distance) hardly differ on screen, nor to the preprocessing

@@ -200,8 +200,9 @@ def send_unsent() -> None:
 
 
 def answer_html(
-    prediction: Prediction, models: list[dict], digest: str, *, photo: bool = False, several: bool = False
-) -> str:
+    prediction: Prediction, models: list[dict], digest: str, *, photo: bool = False, several: bool = False,
+    small: bool = False,
+) -> str:  # fmt: skip
     """The answer card, the 28×28 image the model saw, the "not sure" note and the probability bars, as
     one HTML block: written in one piece, they always show the same result. `photo`: the answer is for an
     uploaded photo (its advice speaks of the photo, and of the Number page for a whole number). `several`:
@@ -225,6 +226,8 @@ def answer_html(
         elif several:
             advice = ("It looks like more than one digit: this page reads one at a time, so draw one digit, large. "
                       "A whole number goes on the <b>Number</b> page.")  # fmt: skip
+        elif small:
+            advice = "It is drawn small: draw one digit large, filling most of the canvas."
         elif common.runner_up_named(prediction.probabilities):  # "a 1 or a 7?": a long-flag 1 was told it
             advice = "If it is one of them, say which below: the models learn from such answers."  # may be no digit
         else:
@@ -249,12 +252,13 @@ def show_result(
     follows_answer: bool = False,
     photo: bool = False,
     several: bool = False,
+    small: bool = False,
 ) -> None:
     """The answer, "What did you draw?" and what became of the answer. `follows_answer`: the picture was
     changed after an answer (a new drawing), said under it until it is answered. `photo`: an uploaded photo's.
-    `several`: the drawing looks like several digits (`answer_html`)."""
+    `several`, `small`: the drawing looks like several digits, or is small (`answer_html`)."""
     slot.markdown(
-        answer_html(prediction, models, digest, photo=photo, several=several), unsafe_allow_html=True
+        answer_html(prediction, models, digest, photo=photo, several=several, small=small), unsafe_allow_html=True
     )
 
     key = f"fb_{(prediction.uid or digest)[:12]}_{prediction.model}"  # per record: a twin shows no "Saved"
@@ -337,7 +341,8 @@ def draw_area() -> None:
             several = prediction.uncertain and ink.several_digits(
                 drawing.png, drawing.pen_color, drawing.background_color
             )
-            show_result(prediction, models, drawing.digest, slot, follows_answer=follows, several=several)
+            small = prediction.uncertain and ink.drawn_small(drawing.png, drawing.pen_color, drawing.background_color)
+            show_result(prediction, models, drawing.digest, slot, follows_answer=follows, several=several, small=small)
 
 
 def show_photo_answer(photo, model: str | None, models: list[dict], slot) -> None:
