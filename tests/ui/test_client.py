@@ -278,3 +278,20 @@ def test_not_a_number_is_sent_as_such():
 
     answer = client_for(handler).number_feedback({"id": 17}, None, not_number=True)
     assert seen == [{"not_number": True}] and answer["not_number"] is True
+
+
+def test_a_label_by_uid_before_its_record_is_replayed_is_sent_again_later():
+    """Two replicas: the drawing was answered by one while it spooled (`id: null`), the label reached the other
+    before the replay and got a 404, and the page said "not saved" for good (a probe, session 31: 5 of 5 lost).
+    By uid, that 404 is "not there yet": `ApiUnavailable`, which the page keeps and sends again. By id, it stays
+    a plain error (the record was deleted)."""
+    gone = {"detail": "There is no prediction with that uid.", "code": "prediction_not_found"}
+    c = client_for(lambda r: httpx.Response(404, json=gone))
+    with pytest.raises(ApiUnavailable) as info:
+        c.feedback(_prediction(dict(PREDICTION, id=None, uid="ab" * 16)), 3)
+    assert info.value.code == "record_pending" and "sent again" in str(info.value)
+    with pytest.raises(ApiUnavailable):
+        c.number_feedback({"id": None, "uid": "cd" * 16}, "307")
+    with pytest.raises(ApiError) as by_id:
+        c.feedback(_prediction(dict(PREDICTION, id=7, uid="ab" * 16)), 3)
+    assert not isinstance(by_id.value, ApiUnavailable) and by_id.value.code == "prediction_not_found"

@@ -57,6 +57,11 @@ class ApiUnavailable(ApiError):
     """The prediction service could not be reached or did not answer in time."""
 
 
+def not_understood() -> ApiError:
+    """An answer of the API the UI cannot read (a proxy's page, another program on the port)."""
+    return ApiError("The prediction service sent an answer the UI does not understand.", code="bad_response")
+
+
 @dataclass(frozen=True)
 class Health:
     status: str  # "ok" | "degraded"
@@ -129,9 +134,7 @@ def _prediction(data: dict[str, Any], processed: bytes | None = None) -> Predict
         digit = int(data["digit"])
         confidence = float(data.get("confidence", probs[digit]))
     except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise ApiError(
-            "The prediction service sent an answer the UI does not understand.", code="bad_response"
-        ) from exc
+        raise not_understood() from exc
     known = {"id", "model", "digit", "confidence", "probabilities", "processed_image", "latency_ms", "logged",
              "uncertain", "uid"}  # fmt: skip
     return Prediction(
@@ -283,17 +286,13 @@ class DigitlabClient:
         try:
             return response.json()
         except ValueError as exc:
-            raise ApiError(
-                "The prediction service sent an answer the UI does not understand.", code="bad_response"
-            ) from exc
+            raise not_understood() from exc
 
     # --- endpoints -----------------------------------------------------------------------------------
     def health(self) -> Health:
         data = self._json("GET", "/health", timeout=HEALTH_TIMEOUT)
         if not isinstance(data, dict):
-            raise ApiError(
-                "The prediction service sent an answer the UI does not understand.", code="bad_response"
-            )
+            raise not_understood()
         return Health(
             status=str(data.get("status", "degraded")),
             models={str(k): str(v) for k, v in (data.get("models") or {}).items()},
@@ -342,7 +341,7 @@ class DigitlabClient:
             filename=filename, patience=patience,
         )  # fmt: skip
         if not isinstance(data, dict):
-            raise ApiError("The prediction service sent an answer the UI does not understand.", code="bad_response")
+            raise not_understood()
         return _prediction(data)
 
     def predict_all(
@@ -360,9 +359,7 @@ class DigitlabClient:
         data = self._predict_form(png, "all", pen_color=pen_color, background_color=background_color, source=source,
                                   session_id=session_id, drawing_id=drawing_id, patience=patience, filename=filename)  # fmt: skip
         if not isinstance(data, dict) or not isinstance(data.get("predictions"), list):
-            raise ApiError(
-                "The prediction service sent an answer the UI does not understand.", code="bad_response"
-            )
+            raise not_understood()
         processed = _b64(data.get("processed_image"))
         return Comparison([_prediction(p, processed) for p in data["predictions"]], processed)
 
@@ -378,7 +375,7 @@ class DigitlabClient:
                 False, False, "This prediction was not recorded, so the answer cannot be saved."
             )
         body = {"not_digit": True} if not_digit else {"true_digit": int(true_digit)}
-        data = self._json("POST", path, json=body, patience=LIVE_PATIENCE)  # (a frozen API held the page 14 s)
+        data = self._by_uid_later(path, body, by_uid=prediction.id is None)  # (live: a frozen API held the page 14 s)
         data = data if isinstance(data, dict) else {}
         queued = bool(data.get("queued")) or data.get("stored") == "spool" or prediction.id is None
         if queued:
@@ -405,10 +402,9 @@ class DigitlabClient:
         fields = {"pen_color": pen_color, "background_color": background_color, "session_id": session_id,
                   "drawing_id": drawing_id}  # fmt: skip
         form.update({k: str(v) for k, v in fields.items() if v is not None})
-        files = {"image": (filename, image)}
-        data = self._json("POST", "/api/v1/read", files=files, data=form, patience=patience)
+        data = self._json("POST", "/api/v1/read", files={"image": (filename, image)}, data=form, patience=patience)
         if not isinstance(data, dict) or not isinstance(data.get("digits"), list):
-            raise ApiError("The prediction service sent an answer the UI does not understand.", code="bad_response")
+            raise not_understood()
         return data
 
     def number_feedback(self, reading: dict[str, Any], true_text: str | None, *, not_number: bool = False) -> dict[str, Any]:
@@ -422,8 +418,19 @@ class DigitlabClient:
         else:
             raise ApiError("This reading was not recorded, so the answer cannot be saved.", code="not_logged")
         body = {"not_number": True} if not_number else {"true_text": true_text}
-        data = self._json("POST", path, json=body, patience=LIVE_PATIENCE)
+        data = self._by_uid_later(path, body, by_uid=reading.get("id") is None)
         return data if isinstance(data, dict) else {}
+
+    def _by_uid_later(self, path: str, body: dict, *, by_uid: bool) -> Any:
+        """A feedback POST. By uid (its server spooled the record), a 404 is another replica's, before the replay:
+        `ApiUnavailable`, so the page keeps the answer and sends it again (such labels were lost; session 31)."""
+        try:
+            return self._json("POST", path, json=body, patience=LIVE_PATIENCE)
+        except ApiError as exc:
+            if by_uid and exc.status == 404 and not isinstance(exc, ApiUnavailable):
+                raise ApiUnavailable("The drawing is still being saved: your answer is kept and sent again.",
+                                     code="record_pending", status=404) from None
+            raise
 
     def numbers(
         self,
@@ -440,9 +447,7 @@ class DigitlabClient:
         params = _history_params(page, page_size, model, correct, since, until)
         data = self._json("GET", "/api/v1/numbers", params=params)
         if not isinstance(data, dict) or not isinstance(data.get("items"), list):
-            raise ApiError(
-                "The prediction service sent an answer the UI does not understand.", code="bad_response"
-            )
+            raise not_understood()
         return data
 
     def predictions(
@@ -466,9 +471,7 @@ class DigitlabClient:
                 "page_size": int(data.get("page_size", page_size)),
             }
         except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
-            raise ApiError(
-                "The prediction service sent an answer the UI does not understand.", code="bad_response"
-            ) from exc
+            raise not_understood() from exc
 
     def image(self, prediction_id: int, kind: str = "processed") -> bytes:
         return self._request(
@@ -478,9 +481,7 @@ class DigitlabClient:
     def stats(self) -> dict[str, Any]:
         data = self._json("GET", "/api/v1/stats", timeout=HEAVY_TIMEOUT)
         if not isinstance(data, dict):
-            raise ApiError(
-                "The prediction service sent an answer the UI does not understand.", code="bad_response"
-            )
+            raise not_understood()
         return data
 
     def model_versions(self, name: str) -> list[dict[str, Any]]:
