@@ -306,8 +306,9 @@ class ModelRegistry:
             model = load_model(name, self.model_dir)
             model.manifest["_path"] = str(path)
             model.manifest["_mtime"] = path.stat().st_mtime
-            model.manifest["_artefact"] = str(path.parent / Path(model.manifest.get("artifact", "")).name)
-            model.manifest["_artefact_key"] = _stat_key(Path(model.manifest["_artefact"]))
+            artefact = model.manifest.get("artifact")  # (every manifest names one; the folder's own stat is no key)
+            model.manifest["_artefact"] = str(path.parent / Path(artefact).name) if artefact else None
+            model.manifest["_artefact_key"] = _stat_key(Path(model.manifest["_artefact"])) if artefact else None
             self.install(model, learned=False)
         except ArtifactError as exc:
             log.error("model %s not loaded: %s", name, exc)
