@@ -146,3 +146,15 @@ def test_the_api_refuses_latin1_fields_and_reads_a_preamble(api):
     assert r.status_code == 422 and r.json()["code"] == "invalid_fields" and "UTF-8" in r.json()["detail"]
     r = api.post("/api/v1/predict", content=b"a preamble\r\n" + form(b"s-1"), headers=headers)
     assert r.status_code == 200, r.text
+
+
+def test_an_image_sent_as_a_text_field_is_told_to_be_a_file(api):
+    """A PNG in a part without a file name was "the field 'image' is not UTF-8 text" (a probe, session 31), where
+    a text there was told the part must be a file field. Both are told that now."""
+    from .conftest import draw_digit
+
+    headers = {"content-type": "multipart/form-data; boundary=B"}
+    for payload in (draw_digit(), b"some text"):
+        body = b'--B\r\nContent-Disposition: form-data; name="image"\r\n\r\n' + payload + b"\r\n--B--\r\n"
+        r = api.post("/api/v1/predict", content=body, headers=headers)
+        assert r.status_code == 422 and "'image' must be a file field" in r.json()["detail"], r.text

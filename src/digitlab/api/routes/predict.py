@@ -57,6 +57,11 @@ def image_request_body(form_model: type[BaseModel], json_model: type[BaseModel])
 _REQUEST_BODY = image_request_body(PredictForm, PredictJSON)
 
 
+#: an image part sent without a file name (a text field)
+IMAGE_NOT_A_FILE = ("Invalid request: 'image' must be a file field (a part whose Content-Disposition has a "
+                    'filename="..."), not a text field.')
+
+
 def _invalid(message: str) -> ApiError:
     return ApiError(message, "invalid_fields")
 
@@ -65,8 +70,9 @@ async def _from_multipart(request: Request, options_model: type[ImageOptions]) -
     body = await request.body()  # already in memory (BodyLimitMiddleware); request.form() reuses it
     try:
         parts = parse_plain_form(request.headers.get("content-type", ""), body)
-    except NotText as exc:
-        raise _invalid(f"Invalid request: the field '{str(exc)[:40]}' is not UTF-8 text.") from None
+    except NotText as exc:  # (an image sent as a text field, its bytes no text: "'image' is not UTF-8 text")
+        raise _invalid(IMAGE_NOT_A_FILE if str(exc) == "image" else
+                       f"Invalid request: the field '{str(exc)[:40]}' is not UTF-8 text.") from None  # fmt: skip
     if parts is None:  # not the plain shape: Starlette's parser decides, with its own errors
         boundary = boundary_of(request.headers.get("content-type", ""))
         if boundary is not None and b"--" + boundary + b"--" not in body:  # its parser keeps what came
@@ -79,8 +85,7 @@ async def _from_multipart(request: Request, options_model: type[ImageOptions]) -
     if image is None:
         raise _invalid("Invalid request: 'image' is required (a file field with the PNG, JPEG, WebP or BMP).")
     if not image.is_file:
-        raise _invalid("Invalid request: 'image' must be a file field (a part whose Content-Disposition has a "
-                       "filename=\"...\"), not a text field.")
+        raise _invalid(IMAGE_NOT_A_FILE)
     values: dict[str, Any] = {}
     for name in options_model.model_fields:
         part = parts.get(name)
