@@ -194,3 +194,16 @@ def test_repeated_query_parameters_and_json_members_on_the_live_server(api):
     for path in ("/api/v1/predict", "/api/v1/read"):
         r = api.post(path, content=deep, headers={"content-type": "application/json"})
         assert r.status_code == 422 and r.json()["code"] == "invalid_fields", (path, r.text)
+
+
+@pytest.mark.parametrize(("header", "value"), [(b"transfer-encoding", b"gzip, chunked"), (b"content-encoding", b"gzip")])
+def test_a_compressed_body_is_refused_naming_the_header_that_said_so(header, value):
+    """`Transfer-Encoding: gzip, chunked` was refused with a message about Content-Encoding (a probe, session 31)."""
+    from digitlab.api.limits import BodyLimitMiddleware
+
+    messages = [{"type": "http.request", "body": b"x", "more_body": False}]
+    status, _, body = _asgi(lambda app: BodyLimitMiddleware(app, max_bytes=1000), messages,
+                            {"headers": [(header, value)]})  # fmt: skip
+    detail = json.loads(body)["detail"]
+    named = "Transfer-Encoding" if header == b"transfer-encoding" else "Content-Encoding"
+    assert status == 415 and f"({named})" in detail, detail

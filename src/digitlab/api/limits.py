@@ -108,7 +108,7 @@ class BodyLimitMiddleware:
         deadline = asyncio.get_running_loop().time() + self.total_seconds
         declared = None
         expects_continue = False
-        codings: list[bytes] = []
+        codings: list[tuple[bytes, bytes]] = []  # (coding, the header that named it)
         media_types = 0
         for name, value in scope.get("headers", ()):
             if name == b"content-type":
@@ -121,7 +121,7 @@ class BodyLimitMiddleware:
             elif name == b"expect":
                 expects_continue = value.lower() == b"100-continue"
             elif name in (b"content-encoding", b"transfer-encoding"):
-                codings += [c.strip() for c in value.lower().split(b",")]
+                codings += [(c.strip(), name) for c in value.lower().split(b",")]
         if media_types > 1 and scope.get("method") not in _METHODS_WITHOUT_BODY:
             # the routes read the first one, the body might be the other's: which was meant cannot be known
             if not expects_continue and (declared or 0) <= self.drain_bytes:
@@ -129,12 +129,14 @@ class BodyLimitMiddleware:
             await self._answer(send, 400, f"The request has {media_types} Content-Type headers: send one.",
                                "malformed_body", close=expects_continue)  # fmt: skip
             return
-        if any(c not in _PLAIN_CODINGS for c in codings) and scope.get("method") not in _METHODS_WITHOUT_BODY:
+        coded = [n for c, n in codings if c not in _PLAIN_CODINGS]
+        if coded and scope.get("method") not in _METHODS_WITHOUT_BODY:
             # a compressed body reached the parsers as it was: "cut-off upload?", "not valid JSON"
             if not expects_continue and (declared or 0) <= self.drain_bytes:
                 await self._drain(receive, 0, deadline)
-            await self._answer(send, 415, "Compressed request bodies (Content-Encoding) are not accepted: send the "
-                               "body uncompressed.", "unsupported_media_type", close=expects_continue)  # fmt: skip
+            header = "Transfer-Encoding" if coded[0] == b"transfer-encoding" else "Content-Encoding"  # (it said
+            await self._answer(send, 415, f"Compressed request bodies ({header}) are not accepted: send the "  # the
+                               "body uncompressed.", "unsupported_media_type", close=expects_continue)  # other)
             return
         if declared is not None and declared > self.max_bytes:
             if not expects_continue and declared <= self.drain_bytes:
