@@ -293,7 +293,7 @@ class ModelRegistry:
         return self
 
     def refresh(self, name: str) -> None:
-        """(Re)load `name` if its manifest changed; keep the loaded one when nothing new is there."""
+        """(Re)load `name` if its manifest or its artefact changed; keep the loaded one when nothing new is there."""
         current = self._models.get(name)
         try:
             path = manifest_path(name, self.model_dir)

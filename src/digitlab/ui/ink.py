@@ -19,15 +19,29 @@ JOIN_GAP = 0.05
 
 
 @lru_cache(maxsize=64)
-def shapes_side_by_side(png: bytes, pen_color: str | None = None, background_color: str | None = None) -> int:
-    """How many shapes stand side by side in the picture (0: no ink, or an image that cannot be read)."""
+def _ink(png: bytes, pen_color: str | None, background_color: str | None):
+    """The drawing's ink map (as the preprocessing sees it), None for an image that cannot be read: decoded once
+    for both questions asked of an unsure drawing (`shapes_side_by_side`, `drawn_small`)."""
     from digitlab.decode import decode_image  # (numpy and scipy: only once a drawing needs advice)
     from digitlab.errors import DigitlabError
     from digitlab.preprocess import ink_map
-    from digitlab.segment_pieces import pieces_of
 
     try:
-        ink = ink_map(decode_image(png), pen_color=pen_color, background_color=background_color)
+        return ink_map(decode_image(png), pen_color=pen_color, background_color=background_color)
+    except (DigitlabError, ValueError):
+        return None
+
+
+@lru_cache(maxsize=64)
+def shapes_side_by_side(png: bytes, pen_color: str | None = None, background_color: str | None = None) -> int:
+    """How many shapes stand side by side in the picture (0: no ink, or an image that cannot be read)."""
+    from digitlab.errors import DigitlabError
+    from digitlab.segment_pieces import pieces_of
+
+    ink = _ink(png, pen_color, background_color)
+    if ink is None:
+        return 0
+    try:
         pieces, height, _ = pieces_of(ink)
     except (DigitlabError, ValueError):
         return 0
@@ -61,16 +75,10 @@ def drawn_small(png: bytes | None, pen_color: str | None = None, background_colo
     blob (a 3 in a corner was asked "an 8 or a 1?" where it wanted drawing larger; a newcomer's tour)."""
     import numpy as np
 
-    from digitlab.decode import decode_image
-    from digitlab.errors import DigitlabError
-    from digitlab.preprocess import ink_map
-
-    if not png:
+    ink = _ink(png, pen_color, background_color) if png else None
+    if ink is None:
         return False
-    try:
-        inked = ink_map(decode_image(png), pen_color=pen_color, background_color=background_color) >= 0.5
-    except (DigitlabError, ValueError):
-        return False
+    inked = ink >= 0.5
     rows, cols = np.flatnonzero(inked.any(axis=1)), np.flatnonzero(inked.any(axis=0))
     if not len(rows):
         return False

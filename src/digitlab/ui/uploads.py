@@ -41,6 +41,22 @@ def photo_drawing_id(photo) -> str:
     return "p" + hashlib.blake2b(str(photo.file_id).encode(), digest_size=12).hexdigest()
 
 
+#: an uploaded photo in which no digit was found (Draw and Compare)
+NOTHING_IN_PHOTO = "No digit found in this photo: take it closer, the digit large."
+
+
+def digit_photo_picker(key: str, what: str):
+    """`photo_picker` for one digit (Draw and Compare)."""
+    return photo_picker("…or upload a photo or scan of a digit", "A photo or scan of one digit", key, what)
+
+
+def upload_request(photo) -> tuple[bytes, dict[str, str]]:
+    """(bytes, fields) an uploaded photo is sent with, on every page: stored as source "upload", under the file
+    name it was sent as and its `photo_drawing_id`."""
+    data, name = photo_payload(photo)
+    return data, {"source": "upload", "filename": name, "drawing_id": photo_drawing_id(photo)}
+
+
 def photo_payload(photo) -> tuple[bytes, str]:
     """(bytes, file name) to send for an uploaded photo: as uploaded, or shrunk when it is large (a phone
     photo was refused by the uploader with its reason out of sight). A file PIL cannot shrink goes as it is:

@@ -9,8 +9,6 @@ from digitlab.ui.canvas import FOLLOWS_ANSWER, Drawing, adopt, drawing_canvas, d
 from digitlab.ui.client import LIVE_PATIENCE, ApiError, ApiUnavailable, Comparison
 
 CACHE_SIZE = 32
-#: an uploaded photo in which no digit was found (as the Draw page says it)
-NOTHING_IN_PHOTO = "No digit found in this photo: take it closer, the digit large."
 
 
 def compare(drawing: Drawing) -> tuple[Comparison | None, ApiError | None]:
@@ -28,9 +26,8 @@ def compare_photo(photo) -> tuple[Comparison | None, ApiError | None]:
     """An uploaded photo or scan, read by every model once per file; stored as source "upload" (Compare could
     only be used with a pointer: its one input was the canvas)."""
     def call():
-        data, name = uploads.photo_payload(photo)
-        return common.client().predict_all(data, session_id=common.session_id(), source="upload", filename=name,
-                                           drawing_id=uploads.photo_drawing_id(photo), patience=LIVE_PATIENCE)  # fmt: skip
+        data, fields = uploads.upload_request(photo)
+        return common.client().predict_all(data, session_id=common.session_id(), patience=LIVE_PATIENCE, **fields)
 
     return common.cached_api_call("compare_cache", ("photo", photo.file_id), call, size=CACHE_SIZE)
 
@@ -104,15 +101,14 @@ def compare_area() -> None:
             if note:
                 st.caption(f":material/hourglass_top: {note}")
             uploads.forget_photo_drawn_over("compare_photo", drawing)
-            photo = uploads.photo_picker("…or upload a photo or scan of a digit", "A photo or scan of one digit",
-                                         "compare_photo", "every model reads")  # fmt: skip
+            photo = uploads.digit_photo_picker("compare_photo", "every model reads")
             seen = st.empty()
     with right:
         slot = st.empty()  # the whole result goes into this one element, written once it is all built
         if photo is not None:
             with st.spinner("Reading your photo…"):
                 result, error = compare_photo(photo)
-            digest, follows, nothing = uploads.photo_drawing_id(photo), False, NOTHING_IN_PHOTO
+            digest, follows, nothing = uploads.photo_drawing_id(photo), False, uploads.NOTHING_IN_PHOTO
         elif drawing.empty:
             with slot.container():
                 st.markdown(

@@ -85,16 +85,14 @@ def predict(drawing: Drawing, model: str | None) -> tuple[Prediction | None, Api
 def predict_photo(photo, model: str | None) -> tuple[Prediction | None, ApiError | None]:
     """An uploaded photo or scan, predicted once per (file, model) like a drawing; stored as source "upload"."""
     def call():
-        data, name = uploads.photo_payload(photo)
-        return common.client().predict(data, model, session_id=common.session_id(), source="upload", filename=name,
-                                       drawing_id=uploads.photo_drawing_id(photo))  # fmt: skip
+        data, fields = uploads.upload_request(photo)
+        return common.client().predict(data, model, session_id=common.session_id(), **fields)
 
     return common.cached_api_call("draw_cache", ("photo", photo.file_id, model), call, size=CACHE_SIZE)
 
 
 def photo_picker():
-    return uploads.photo_picker("…or upload a photo or scan of a digit", "A photo or scan of one digit", "draw_photo",
-                               "the model reads")  # fmt: skip
+    return uploads.digit_photo_picker("draw_photo", "the model reads")
 
 
 NOT_A_DIGIT = "Not a digit"
@@ -349,7 +347,7 @@ def show_photo_answer(photo, model: str | None, models: list[dict], slot) -> Non
     with st.spinner("Reading your photo…"):  # (a 7 MB photo took 2.6 s, under "Draw a digit on the canvas")
         prediction, error = predict_photo(photo, model)
     if error is not None:  # the API's one-line message (unreadable image, too large, …), never a traceback
-        common.show_error(slot, error, nothing="No digit found in this photo: take it closer, the digit large.",
+        common.show_error(slot, error, nothing=uploads.NOTHING_IN_PHOTO,
                           kept="Your photo is kept; it is recognised as soon as the service is back.")  # fmt: skip
         return
     show_result(prediction, models, hashlib.sha1(photo.getvalue()).hexdigest(), slot, photo=True)

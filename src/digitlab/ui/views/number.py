@@ -276,9 +276,8 @@ def number_area() -> None:
 def _reading(drawing, photo) -> None:
     """The reading of the photo (when there is one) or of the canvas, with its boxes and the answer form."""
     if photo is not None:
-        image, name = uploads.photo_payload(photo)
-        answer, error = read(image, ("photo", photo.file_id), name, source="upload",
-                             drawing_id=uploads.photo_drawing_id(photo))  # fmt: skip
+        image, fields = uploads.upload_request(photo)
+        answer, error = read(image, ("photo", photo.file_id), fields.pop("filename"), **fields)
         key = f"photo_{photo.file_id}"
     elif drawing.empty:
         st.markdown(
