@@ -456,3 +456,19 @@ def test_keep_alive_survives_errors(live_server, sample_png):
 def test_a_nul_in_a_text_filter_is_refused(api, path):
     """PostgreSQL text cannot hold NUL: it was a 500 there (and SQLite answered 200)."""
     assert_error(api.get(path), 422, "invalid_fields")
+
+
+def test_openapi_lists_the_answers_given_before_routing(api):
+    """A 431 (head too large) can answer any operation, a 408 (body too slow) and a 413 (too large) any that takes
+    a body: the document lists them, so a client generated from it knows them (it listed none, session 31's probe)."""
+    spec = api.get("/openapi.json").json()
+    with_body = without_body = 0
+    for path, operations in spec["paths"].items():
+        for method, op in operations.items():
+            assert "431" in op["responses"], (method, path)
+            if "requestBody" in op:
+                with_body += 1
+                assert {"408", "413"} <= set(op["responses"]), (method, path)
+            else:
+                without_body += 1
+    assert with_body >= 4 and without_body >= 10

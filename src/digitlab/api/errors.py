@@ -216,6 +216,33 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": ErrorResponse, "description": descriptions.get(s, "Error")} for s in statuses}
 
 
+#: What the server answers on any route, before the route is reached (api/protocol.py, api/limits.py).
+TRANSPORT_ERRORS = {
+    431: "Request head (request line and headers) too large",
+}
+#: ... and on any route that takes a body.
+BODY_TRANSPORT_ERRORS = {
+    408: "The request body stopped arriving, or came too slowly",
+    413: "Body or image too large",
+}
+
+
+def with_transport_errors(openapi: dict[str, Any]) -> dict[str, Any]:
+    """The document with the answers the server gives before a route runs listed on every operation they
+    can reach (a client generated from it would otherwise treat a 431 or a 408 as undocumented)."""
+    schema = {"$ref": "#/components/schemas/ErrorResponse"}
+    for operations in openapi.get("paths", {}).values():
+        for op in operations.values():
+            if not isinstance(op, dict) or "responses" not in op:
+                continue
+            extra = TRANSPORT_ERRORS | (BODY_TRANSPORT_ERRORS if "requestBody" in op else {})
+            for status, description in extra.items():
+                op["responses"].setdefault(str(status), {
+                    "description": description, "content": {"application/json": {"schema": schema}},
+                })
+    return openapi
+
+
 def answer_not_stored() -> ApiError:
     """503 for an answer neither the database nor the outage spool could take."""
     return ApiError(

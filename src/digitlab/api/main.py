@@ -22,7 +22,7 @@ from digitlab import __version__ as _pkg_version
 from digitlab.api.batching import PredictionBatcher
 from digitlab.api.context import AppContext
 from digitlab.api.docs import install_docs
-from digitlab.api.errors import install_error_handlers, methods_by_path
+from digitlab.api.errors import install_error_handlers, methods_by_path, with_transport_errors
 from digitlab.api.head import HeadAsGetMiddleware
 from digitlab.api.limits import BodyLimitMiddleware, OneValuePerQueryKey, query_names
 from digitlab.api.metrics import Metrics, MetricsMiddleware
@@ -161,6 +161,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redirect_slashes=False,
     )
     install_docs(app)
+    app.openapi = _documenting_transport_errors(app.openapi)
     app.state.ctx = ctx
     app.state.metrics = metrics
     install_error_handlers(app)
@@ -181,6 +182,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         MetricsMiddleware, metrics=metrics, routes=lambda: app.router.routes
     )  # outermost: times everything, 413s included
     return app
+
+
+def _documenting_transport_errors(build):
+    """FastAPI's `app.openapi` (which keeps its document), with the 408 / 413 / 431 the server answers before
+    routing listed on it."""
+
+    def openapi() -> dict:
+        return with_transport_errors(build())
+
+    return openapi
 
 
 def cpu_slots(workers: int) -> int:
