@@ -89,3 +89,38 @@ def test_a_phone_turned_sideways_shows_the_whole_number_canvas(browser, ui_serve
     finally:
         context.close()
 
+
+
+@pytest.mark.parametrize("size", [(1366, 768), (1280, 720)])
+def test_a_laptop_window_shows_the_number_question_under_the_reading(browser, ui_server, size):
+    """At 1366x768 the Number page put "What did you write?" at the window's bottom edge and Confirm under it (a
+    newcomer's tour, session 31): the question and its buttons are on the screen without scrolling now. The
+    phone's advice (turn it sideways, swipe) shows on a phone only."""
+    from test_number_page import write_number
+
+    width, height = size
+    context = browser.new_context(viewport={"width": width, "height": height}, device_scale_factor=1)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        open_page(page, ui_server.url, "number", ready=CANVAS)
+        expect(page.get_by_text("turn it sideways")).to_be_hidden()
+        write_number(page, "12")
+        confirm = page.get_by_role("button", name="Confirm")
+        expect(confirm).to_be_visible()
+        page.evaluate("() => window.scrollTo(0, 0)")
+        for element in (confirm, page.get_by_role("button", name="Not a number"),
+                        page.locator('input[aria-label="What did you write? (digits only)"]')):  # fmt: skip
+            box = element.bounding_box()
+            assert box is not None and box["y"] + box["height"] <= height, (size, box)
+        no_traceback(page)
+    finally:
+        context.close()
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1, is_mobile=True,
+                                has_touch=True)  # fmt: skip
+    try:
+        page = phone.new_page()
+        open_page(page, ui_server.url, "number", ready=CANVAS)
+        expect(page.get_by_text("turn it sideways")).to_be_visible()
+    finally:
+        phone.close()

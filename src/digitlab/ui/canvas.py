@@ -168,14 +168,16 @@ def pen_settings() -> tuple[int, str, str]:
 
 
 def drawing_canvas(
-    prefix: str, *, hint: str = "Draw one digit, 0–9", width: int = CANVAS_SIZE, height: int = CANVAS_SIZE
+    prefix: str, *, hint: str | None = "Draw one digit, 0–9", width: int = CANVAS_SIZE, height: int = CANVAS_SIZE
 ) -> Drawing:
-    """Canvas + tool row. Returns what is on the canvas after the last finished stroke."""
+    """Canvas + tool row (with `hint` above it, if any). Returns what is on the canvas after the last finished
+    stroke."""
     canvas_width, canvas_height = width, height
     width = int(st.session_state.get("pen_width", DEFAULT_WIDTH))
     pen = st.session_state.get("pen_color", DEFAULT_PEN)
     bg = st.session_state.get("bg_color", DEFAULT_BACKGROUND)
-    st.caption(hint)
+    if hint:
+        st.caption(hint)
     kept_objects = st.session_state.get(f"{prefix}_objects") or []
     kept: Drawing | None = st.session_state.get(f"{prefix}_drawing")
     if f"{prefix}_canvas" not in st.session_state and kept_objects:  # back from another page: a new canvas

@@ -98,6 +98,14 @@ a:focus-visible, button:focus-visible, [role="radio"]:focus-visible, [role="tab"
 /* a phone turned sideways, as the Number page asks (844x390): its 840 px canvas ran 12 px past the screen (that page
    only: every other page's content sat 2 px from the screen's edge) */
 @media (max-width: 880px) and (max-height: 500px) {[data-testid="stMainBlockContainer"]:has(.st-key-number_canvas_box) {padding-left:2px !important; padding-right:2px !important;}}
+/* the Number page's phone advice, where the 840 px canvas does not fit beside the margins */
+@media (min-width: 881px) {.st-key-number_hint {display:none;}}
+/* a laptop's short window (1366x768): the title and its margin smaller, so that the Number page's question and
+   Confirm show under the reading (they were cut by the window's bottom edge) */
+@media (min-width: 641px) and (max-height: 860px) {
+  [data-testid="stMainBlockContainer"] {padding-top: 3.4rem;}
+  h1 {font-size: 2rem !important; padding-top: .5rem !important; padding-bottom: .25rem !important;}
+}
 @media (max-width: 640px) {
   .dl-arrow {padding-top:0; transform:rotate(90deg);}
   .dl-digit {font-size:4.2rem; min-width:2.6rem;}

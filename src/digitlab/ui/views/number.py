@@ -262,9 +262,9 @@ def feedback(answer: dict, key: str) -> None:
 @st.fragment
 def number_area() -> None:
     send_unsent()
-    drawing = drawing_canvas("number", hint="Write a number, e.g. a year or a PIN (on a phone, turn it sideways, "
-                             "or swipe the strip under the canvas to reach all of it)",
-                             width=CANVAS_WIDTH, height=CANVAS_HEIGHT)  # fmt: skip
+    with st.container(key="number_hint"):  # narrow screens only (common.CSS): the page's caption says the rest
+        st.caption("On a phone, turn it sideways, or swipe the strip under the canvas to reach all of it.")
+    drawing = drawing_canvas("number", hint=None, width=CANVAS_WIDTH, height=CANVAS_HEIGHT)
     result = st.container()  # the reading right under the canvas; the upload folded away below it
     uploads.forget_photo_drawn_over("number_photo", drawing)
     photo = uploads.photo_picker("…or upload a photo or scan of a written number",
