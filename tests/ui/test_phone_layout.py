@@ -81,6 +81,7 @@ def test_a_phone_turned_sideways_shows_the_whole_number_canvas(browser, ui_serve
         box = page.locator(CANVAS).first.bounding_box()
         assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 844, box
         assert page.locator(".dc-scroll[data-dl-wide]").count() == 0  # no "swipe here" strip
+        expect(page.get_by_text("turn it sideways")).to_be_hidden()  # (it is turned: the line only took room)
         no_traceback(page)
         open_page(page, ui_server.url, "", ready=CANVAS)  # the other pages keep their margin (they had 2 px too)
         margin = page.locator('[data-testid="stMainBlockContainer"]').first.evaluate(

@@ -98,8 +98,9 @@ a:focus-visible, button:focus-visible, [role="radio"]:focus-visible, [role="tab"
 /* a phone turned sideways, as the Number page asks (844x390): its 840 px canvas ran 12 px past the screen (that page
    only: every other page's content sat 2 px from the screen's edge) */
 @media (max-width: 880px) and (max-height: 500px) {[data-testid="stMainBlockContainer"]:has(.st-key-number_canvas_box) {padding-left:2px !important; padding-right:2px !important;}}
-/* the Number page's phone advice, where the 840 px canvas does not fit beside the margins */
-@media (min-width: 881px) {.st-key-number_hint {display:none;}}
+/* the Number page's phone advice, where the 840 px canvas does not fit beside the margins (not on a phone already
+   turned sideways: there it only pushed the canvas further down) */
+@media (min-width: 881px), (max-height: 500px) {.st-key-number_hint {display:none;}}
 /* a laptop's short window (1366x768): the title and its margin smaller, so that the Number page's question and
    Confirm show under the reading (they were cut by the window's bottom edge) */
 @media (min-width: 641px) and (max-height: 860px) {
