@@ -176,6 +176,7 @@ _STROKE_SETTLES = """<script>
     return !state || state === "notRunning";
   };
   const ANSWER_WAIT_MS = %(wait)d;
+  let downOn = null;  // {label, at}: the answer a held press began on
   const shown = () => document.querySelector("[data-drawing]")?.getAttribute("data-drawing") || null;
   for (const type of ["pointerdown", "mousedown", "touchstart", "pointerup", "mouseup", "touchend", "click"]) {
     window.addEventListener(type, (e) => {
@@ -186,7 +187,9 @@ _STROKE_SETTLES = """<script>
       if (!busy() && !held) return;
       const later = group ? null : el.closest(DEFERRED);
       if (!group && !later) return;
-      e.preventDefault();
+      // a touch cancelled makes no click, and the click is what tells the answer (or carries out Undo or Clear):
+      // a tap as the finger lifted was lost on phones (15 of 16, a newcomer's tour, session 32)
+      if (!type.startsWith("touch")) e.preventDefault();
       e.stopImmediatePropagation();
       if (later) {  // carried out once the stroke has been reported
         // (Undo and Clear stay disabled until the page hears of a first stroke: a click on them then sends
@@ -223,7 +226,13 @@ _STROKE_SETTLES = """<script>
       const radios = group.querySelector('[role="radiogroup"]') || group;
       radios.setAttribute("data-dl-pick-hint", held && !busy() ? TOOL_HINT : HINT);
       setTimeout(() => radios.removeAttribute("data-dl-pick-hint"), 4000);
-      const label = type === "click" ? (el.closest('[role="radio"]')?.textContent || "").trim() : "";
+      const pressed = (el.closest('[role="radio"]')?.textContent || "").trim();
+      if (type !== "click") {  // the answer the finger or button went down on: a tap's click can come on the
+        if (pressed) downOn = {label: pressed, at: Date.now()};  // group around it (the hint changed the pills)
+        return;
+      }
+      const label = pressed || (downOn && Date.now() - downOn.at < 1500 ? downOn.label : "");
+      downOn = null;
       if (!label) return;
       // the answer is given to the new reading once it shows (the same answers, for the same model, under
       // a picture of another digest); never to the picture before, and never a second time (a second click
