@@ -96,6 +96,7 @@ def photo_picker():
 
 
 NOT_A_DIGIT = "Not a digit"
+DROPPED = "Your answer was not saved: the drawing changed (Undo or Clear) as you clicked. Answer the drawing on the canvas."
 ANSWERS = [*range(10), NOT_A_DIGIT]
 
 
@@ -107,9 +108,10 @@ def send_feedback(key: str, prediction: Prediction, digest: str, *, spread: bool
     sent: it labelled the cleared drawing, or the drawing that a further stroke then took over)."""
     answer = st.session_state.get(key)
     if rev is not None and answer is not None and st.session_state.get("draw_rev", 0) != rev:
-        st.session_state[key] = None
-        st.toast("Your answer was not saved: the drawing changed (Undo or Clear) as you clicked. Answer the "
-                 "drawing on the canvas.", icon=":material/info:")  # fmt: skip
+        given = st.session_state.get(f"{key}_result")  # (answered already: that answer stays, and no word)
+        st.session_state[key] = given[2] if given else None
+        if not given:  # said by `show_result`, not here: an element shown by a callback in a fragment's run
+            st.session_state["draw_answer_dropped"] = True  # replaced the page's first one, its style sheet
         return
     if answer is None:  # the chosen answer clicked again: it stays the answer (it is stored; none cannot be)
         given = st.session_state.get(f"{key}_result")
@@ -272,6 +274,8 @@ def show_result(
         help="One click saves the true digit with this drawing, so the History page can measure accuracy and "
         f"the models can learn from it. 'Not a digit' teaches the check that catches scribbles. {keys.PICK_HELP}",
     )  # fmt: skip
+    if st.session_state.pop("draw_answer_dropped", False):
+        st.toast(DROPPED, icon=":material/info:")
     with st.empty():  # always one element here: a photo's or an earlier line cannot linger below
         outcome = st.session_state.get(f"{key}_result")
         if outcome:
