@@ -339,6 +339,21 @@ def test_one_drawing_is_one_record_however_many_strokes(client, admin):
     assert (row["drawn_digit"], row["correct"]) == (7, row["predicted_digit"] == 7)
 
 
+def test_a_drawings_picture_is_not_kept_by_caches_as_it_changes(client, admin):
+    """The picture under one URL changes with each live stroke of a drawing: it was sent `max-age=3600` with no
+    ETag, and a browser kept the first stroke's picture for an hour (an API probe, session 32)."""
+    drawing = uuid.uuid4().hex
+    first = predict(client, draw_digit(), model="svm", drawing_id=drawing, source="ui")
+    url = f"/api/v1/predictions/{first['id']}/image"
+    before = client.get(url, headers=admin)
+    predict(client, draw_digit(pen="#aa0000"), model="svm", drawing_id=drawing, source="ui")
+    after = client.get(url, headers=admin)
+    assert before.content != after.content
+    for answer in (before, after):
+        assert "no-cache" in answer.headers["cache-control"] and "max-age" not in answer.headers["cache-control"]
+    assert before.headers["etag"] != after.headers["etag"]
+
+
 def test_a_drawing_id_belongs_to_its_session(client, admin):
     """Another session sending the same drawing id gets a record of its own: it replaced the first one's
     picture under that one's label (a picture of a 1 "labelled 7" for learning), on /predict and /read."""
@@ -438,3 +453,21 @@ def test_every_route_reads_json_in_the_same_encodings(client, admin, encoding):
     learn = send("/api/v1/learn", {"models": ["nope"]}, **admin)  # read, and refused for what it says
     body = assert_error(learn, 422, "invalid_fields")
     assert "not valid JSON" not in body["detail"] and "models" in body["detail"], body
+
+
+def test_json_and_form_read_the_same_fields_alike(client, admin):
+    """A form's fields were read without their spaces and JSON's with them: `"s1 "` in JSON was another session
+    than the form's `s1 ` (two records for one drawing), `" svm"` an unknown model, `" #ffffff "` invalid; and
+    `"source": null` was a 422 where every other optional field's null is "not given" (an API probe, session 32)."""
+    session, drawing = f"s{uuid.uuid4().hex[:8]} ", uuid.uuid4().hex
+    image = base64.b64encode(draw_digit()).decode()
+    by_json = client.post("/api/v1/predict", json={"image": image, "model": " svm", "session_id": session,
+                                                   "drawing_id": drawing, "pen_color": " #000000 ",
+                                                   "source": None})  # fmt: skip
+    assert by_json.status_code == 200, by_json.text
+    by_form = predict(client, draw_digit(pen="#aa0000"), model="svm", session_id=session.strip(), drawing_id=drawing)
+    assert by_form["id"] == by_json.json()["id"]  # one drawing, one record
+    row = client.get(f"/api/v1/predictions/{by_form['id']}", headers=admin).json()
+    assert row["session_id"] == session.strip() and row["source"] == "api"
+    read = client.post("/api/v1/read", json={"image": image, "source": None, "model": "svm "})
+    assert read.status_code == 200, read.text

@@ -114,6 +114,30 @@ def test_from_settings_defaults(monkeypatch, tmp_path):
     explicit.engine.dispose()
 
 
+@pytest.mark.parametrize("name", ["d%41b", "q?cache=shared", "a#b c"])
+def test_the_database_is_in_the_data_folder_whatever_its_name(monkeypatch, tmp_path, name):
+    """A data folder named "d%41b" put the SQLite database at ".../dAb" (which did not exist: every prediction
+    spooled for good, an API probe, session 32), and "q?cache=shared" at ".../q", outside it."""
+    from digitlab.core.config import Settings as Fresh
+
+    for var in ("DATABASE_URL", "DIGITLAB_DATABASE_URL", "POSTGRES_HOST", "DIGITLAB_SPOOL_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    folder = tmp_path / name
+    store = from_settings(Fresh(data_dir=folder, _env_file=None)).start()
+    try:
+        assert store.add(make_record_for_folder()).stored == "database"
+    finally:
+        store.close()
+    assert (folder / "digitlab.db").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # nothing beside the folder
+
+
+def make_record_for_folder():
+    from digitlab.store.records import PredictionRecord
+
+    return PredictionRecord(model_name="cnn", predicted_digit=9, probabilities=[0.01] * 9 + [0.91])
+
+
 @pytest.mark.parametrize("argv", [["learn"], ["models", "list"], ["models", "rollback", "svm"]])
 def test_an_unreachable_database_is_one_line_not_a_traceback(use_database, argv, capsys, tmp_path, monkeypatch):
     with socket.socket() as s:  # a port nobody listens on

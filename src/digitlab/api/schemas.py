@@ -97,9 +97,11 @@ class MultiPredictionResult(BaseModel):
 
 
 class ImageOptions(BaseModel):
-    """The optional fields every image request shares (multipart form fields or JSON members)."""
+    """The optional fields every image request shares (multipart form fields or JSON members). Text is read
+    without the spaces around it, as a form's fields are (JSON's `" cnn"` was an unknown model, `"s1 "` another
+    session than the form's, an API probe, session 32)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
     model: str | None = Field(
         None,
@@ -116,6 +118,11 @@ class ImageOptions(BaseModel):
     source: Source = Field(
         "api", description="Who asked (`ui`: the canvas, `upload`: a photo or scan sent from the UI, `api`)."
     )
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _null_source_is_default(cls, value: Any) -> Any:  # (null is "not given", as for every optional field)
+        return "api" if value is None else value
 
     @field_validator("model", mode="before")
     @classmethod

@@ -175,7 +175,10 @@ class Settings(BaseSettings):
             if self.postgres_password:
                 auth += ":" + quote(self.postgres_password, safe="")
             return f"postgresql+psycopg://{auth}@{self.postgres_host}:{self.postgres_port}/{self.postgres_db}"
-        return f"sqlite:///{(self.data_dir / 'digitlab.db').as_posix()}"
+        from sqlalchemy.engine import URL  # (here: the UI reads these settings and loads no database code)
+
+        # (quoted: a data folder named "d%41b" or "q?cache=shared" put the database elsewhere, or nowhere)
+        return URL.create("sqlite", database=(self.data_dir / "digitlab.db").as_posix()).render_as_string(False)
 
 
 @lru_cache

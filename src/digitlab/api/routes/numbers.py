@@ -25,6 +25,7 @@ from digitlab.api.routes.predictions import (
     SinceFilter,
     Uid,
     UntilFilter,
+    png_headers,
     query_utc,
 )
 from digitlab.api.schemas import NumberFeedback, NumberFeedbackResponse, NumberPage
@@ -134,4 +135,4 @@ async def number_image(ctx: Ctx, number_id: NumberId) -> Response:
     png = await _query(ctx, repo.get_number_image, number_id)
     if png is None:
         raise _not_found(number_id)
-    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+    return Response(png, media_type="image/png", headers=png_headers(png))

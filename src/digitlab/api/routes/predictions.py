@@ -8,6 +8,7 @@ during an outage -> 503 `database_unavailable`; feedback is queued in the spool 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import tempfile
@@ -56,6 +57,12 @@ PNG_RESPONSE = {
     "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
     "description": "PNG",
 }
+
+
+def png_headers(png: bytes) -> dict[str, str]:
+    """A stored picture changes under its URL (each live stroke of a drawing, a deletion): caches ask each time
+    (it was `max-age=3600`, an hour of the drawing's first stroke), and its ETag tells them whether it changed."""
+    return {"Cache-Control": "private, no-cache", "ETag": f'"{hashlib.sha256(png).hexdigest()[:32]}"'}
 
 
 def _not_found(prediction_id: int | str) -> ApiError:
@@ -240,7 +247,7 @@ def get_image(
         if store.get(prediction_id) is None:
             raise _not_found(prediction_id)
         raise ApiError(f"Prediction {prediction_id} has no {kind} image stored.", "image_not_found")
-    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+    return Response(png, media_type="image/png", headers=png_headers(png))
 
 
 @router.delete(
