@@ -359,3 +359,32 @@ def test_add_many_async_spools_when_the_commit_fails(store, make_record):
     # in the spool, or already replayed by the drain thread, which the outage woke (the database itself works
     # here: a CI run found the spool empty that moment)
     assert store.spool.pending == 1 or store.get_by_uid(record.uid) is not None
+
+
+def test_closing_does_not_wait_for_a_write_stuck_on_a_frozen_database(store, make_record):
+    """A batch stuck on a frozen database, its callers answered by the deadline (their records spooled by the
+    store), held the shutdown of every API worker for 10 s (an API probe, session 32): close waits only while a
+    caller still waits. Without a deadline (scripts) it still waits for the queued records."""
+    import time
+
+    from digitlab.store.writer import GroupCommit, WriteTimedOut
+
+    release = threading.Event()
+    insert_many = store.repo.insert_many
+    store.repo.insert_many = lambda records: release.wait(30) and insert_many(records)
+    writer = GroupCommit(store.repo, deadline=0.3)
+    writer.start()
+    try:
+        with pytest.raises(WriteTimedOut):
+            writer.insert([make_record()])
+        started = time.monotonic()
+        writer.close(timeout=10)
+        assert time.monotonic() - started < 1.0
+    finally:
+        release.set()
+    store.repo.insert_many = insert_many
+    patient = GroupCommit(store.repo)  # no deadline: what is queued is committed before close returns
+    patient.start()
+    future = patient.submit([make_record(), make_record()])
+    patient.close()
+    assert len(future.result(timeout=0)) == 2

@@ -80,6 +80,8 @@ def schema_missing(exc: BaseException) -> bool:
 #: a write the database has not answered in this many seconds is spooled (its request answers), and the
 #: store goes to spool mode: a frozen server or a paused container accepts connections and answers nothing
 WRITE_DEADLINE = 5.0
+#: a closing store waits this long for its spool's replay to finish (it is safe to leave: see `close`)
+DRAIN_STOP_SECONDS = 2.0
 #: /health waits this long for the database's `SELECT 1`
 HEALTH_PROBE_SECONDS = 1.5
 #: SQLite: /health waits this long for the write lock (a write holds it for milliseconds) before it says the
@@ -181,8 +183,8 @@ class PredictionStore:
         self.writer.close(timeout)  # commits what is queued first
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        if self._thread is not None:  # (a replay stuck on a frozen database loses nothing: its lines stay spooled
+            self._thread.join(min(timeout, DRAIN_STOP_SECONDS))  # until a replay is confirmed, and uids dedupe)
         for orphan in self._orphans:
             orphan.close(remove_if_empty=False)
         self._orphans = []

@@ -65,11 +65,18 @@ class GroupCommit:
                 self.on_stall()
 
     def close(self, timeout: float = 10.0) -> None:
-        self._stopped.set()
+        """Commit what is queued, waiting up to `timeout`; with a deadline, only while a caller still waits: a
+        batch stuck on a frozen database whose callers were all answered (its records spooled) held every
+        worker's shutdown 10 s, and new connections went unanswered meanwhile (an API probe, session 32)."""
         if self._thread is not None:
             self._queue.put(None)
-            self._thread.join(timeout)
+            end = time.monotonic() + timeout
+            while self._thread.is_alive() and time.monotonic() < end:
+                self._thread.join(0.05)
+                if self.deadline and not self._waiting:
+                    break
             self._thread = None
+        self._stopped.set()  # (the watchdog answered the callers of a stuck batch meanwhile)
 
     def insert(self, records: list[PredictionRecord]) -> list[int]:
         """The records' ids once committed; raises what the database raised."""
