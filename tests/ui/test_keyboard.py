@@ -160,6 +160,7 @@ def test_an_answer_clicked_as_the_new_reading_shows_is_saved_with_it(desktop, ui
     page.locator('[class*="st-key-fb_"] [role="radio"]').filter(has_text=re.compile(r"^4$")).first.click()
     expect(page.locator("[data-dl-pick-hint]")).to_have_count(1)
     expect(page.get_by_text(re.compile(r"Saved: you drew a 4\."))).to_be_visible(timeout=10_000)
+    expect(page.locator("[data-dl-pick-hint]")).to_have_count(0, timeout=1000)  # (it stayed beside "Saved")
     assert current_drawing(page) == whole
     assert _record(api_server.url, record_id)["drawn_digit"] == 4
     no_traceback(page)

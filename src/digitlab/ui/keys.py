@@ -242,14 +242,17 @@ _STROKE_SETTLES = """<script>
       // was waited for a further reading that never came, and dropped (3 of 4 in a newcomer's tour, session 31)
       const before = shown(), until = Date.now() + ANSWER_WAIT_MS, afterLift = busy() ? liftShown : undefined;
       const viaTool = held ? tool : null;  // held for Undo or Clear: the picture after it, even the same one
+      // the hint goes once the answer is given (or given up): it stayed under "Saved: you drew a 9" (a tour, session 32)
+      const unhint = () => document.querySelectorAll("[data-dl-pick-hint]").forEach(g => g.removeAttribute("data-dl-pick-hint"));
       const answer = () => {
-        if (Date.now() > until) return;
+        if (Date.now() > until) { unhint(); return; }
         const now = shown();
         const come = now !== before || (afterLift !== undefined && now !== afterLift && idle()) || !!viaTool?.seen;
         if (busy() || changing() || now === null || !come) { setTimeout(answer, 100); return; }
         const target = [...document.querySelectorAll(GROUP)][index];
         const radio = target && [...target.querySelectorAll('[role="radio"]')].find(r => r.textContent.trim() === label);
         if (radio && radio.getAttribute("aria-checked") !== "true") radio.click();
+        unhint();
       };
       setTimeout(answer, 100);
     }, true);
