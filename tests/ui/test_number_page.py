@@ -180,3 +180,27 @@ def test_phone_the_wide_canvas_scrolls_under_a_finger_and_is_drawn_on_all_along(
     page.evaluate("() => window.scrollTo(0, 0)")
     screenshot(page, SCREENSHOTS / "number-scrolled-390x844.png")
     no_traceback(page)
+
+
+def test_confirm_tapped_as_the_finger_lifts_is_saved_on_a_phone(phone, ui_server, api_server):
+    """On a phone, Confirm tapped 0.2-0.3 s after the last stroke was lost (4 of 4 in a newcomer's tour, session
+    32): held for that stroke's reading, the tap's touch events were cancelled, and a cancelled touch makes no
+    click. The settle time is stretched (`window.__dlSettleMs`) so that the tap lands within it on any machine."""
+    page = phone
+    page.add_init_script("window.__dlSettleMs = 4000")
+    open_page(page, ui_server.url, "number", ready=CANVAS)
+    touch = Touch(page)
+    box = canvas_box(page)
+    cell = {"x": box["x"], "y": box["y"], "width": box["height"], "height": box["height"]}
+    touch.stroke(DIGITS[4][0], cell)
+    expect(page.locator(NUMBER)).to_have_count(1, timeout=20_000)
+    wait_idle(page, settle=4.5)
+    touch.stroke(DIGITS[4][1], cell)  # the 4's last stroke, and Confirm tapped at once
+    confirm = page.get_by_role("button", name="Confirm")
+    confirm.tap()
+    saved = re.compile(r"Saved: you wrote \d+\.")
+    expect(page.locator('[data-testid="stMainBlockContainer"]').get_by_text(saved)).to_be_visible(timeout=20_000)
+    text = page.locator(NUMBER).get_attribute("data-text")
+    items = httpx.get(f"{api_server.url}/api/v1/numbers", timeout=5).json()["items"]
+    assert items[0]["true_text"] == text, items[0]  # the whole 4's reading, confirmed
+    no_traceback(page)
