@@ -137,8 +137,9 @@ def _flattened(lum: np.ndarray, paper: np.ndarray) -> np.ndarray:
     darkness = np.clip(1.0 - lum / np.maximum(paper, 1.0), 0.0, 1.0)
     across = _lines(darkness, max(15, int(0.5 * w)))  # longer than most digits' strokes
     down = _lines(darkness.T, max(15, int(0.8 * h))).T  # (both from the same picture: the first taken out
-    across = _ruled(across, darkness, axis=1, length=max(15, int(0.5 * w)) / w)  # left gaps where lines cross)
-    down = _ruled(down, darkness, axis=0, length=max(15, int(0.8 * h)) / h)
+    core = _writing_core(darkness)  # (once for both directions)
+    across = _ruled(across, core, axis=1, length=max(15, int(0.5 * w)) / w)  # left gaps where lines cross)
+    down = _ruled(down, core, axis=0, length=max(15, int(0.8 * h)) / h)
     darkness = np.clip(darkness - np.maximum(across, down), 0.0, None)
     noise = float(np.percentile(darkness, 60))
     core = (
@@ -216,7 +217,14 @@ def _lines(darkness: np.ndarray, length: int) -> np.ndarray:
     return _sheared(lines, -turn)
 
 
-def _ruled(lines: np.ndarray, darkness: np.ndarray, *, axis: int, length: float) -> np.ndarray:
+def _writing_core(darkness: np.ndarray) -> float | None:
+    """The darkness of the writing's core (90th percentile above the noise); None when too little stands out."""
+    noise = float(np.percentile(darkness, 60))
+    strong = darkness[darkness > noise + 0.05]
+    return float(np.percentile(strong, 90)) if strong.size > 8 else None
+
+
+def _ruled(lines: np.ndarray, core: float | None, *, axis: int, length: float) -> np.ndarray:
     """`lines` less the lines that are writing: whole thin lines that end short of RULED_SPAN of the picture and of
     its edges, or the only one as dark as the writing (RULED_LIGHT). A digit's long stroke in a close photo (a 7's
     bar over half the width, a 1 over 0.8 of the height) was taken out as a ruled line: a 7 read a sure 1, and
@@ -225,12 +233,7 @@ def _ruled(lines: np.ndarray, darkness: np.ndarray, *, axis: int, length: float)
     labels, n = ndi.label(lines >= LINE_SEEN, structure=np.ones((3, 3), bool))
     if n == 0:
         return lines
-    noise = float(np.percentile(darkness, 60))
-    strong = darkness[darkness > noise + 0.05]
-    if strong.size <= 8:
-        return lines
-    core = float(np.percentile(strong, 90))
-    if core < WRITING_CORE:  # no writing to compare with (a blank sheet's noise, flattened)
+    if core is None or core < WRITING_CORE:  # no writing to compare with (a blank sheet's noise, flattened)
         return lines
     boxes = ndi.find_objects(labels)
     size = lines.shape[axis]
