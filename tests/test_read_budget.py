@@ -78,7 +78,7 @@ def work(monkeypatch) -> dict[str, int]:
 @pytest.mark.parametrize(
     ("image", "reason"),
     [
-        pytest.param(zigzag(100), "cut into digits 404 ways", id="zigzag"),  # was read as "0000000": 2 s
+        pytest.param(zigzag(100), r"cut into digits \d{3} ways", id="zigzag"),  # was read as "0000000": 2 s
         pytest.param(strokes(24), "could be cut into digits", id="tall-strokes"),  # 245 large crops: 2.4 s
         pytest.param(zigzag(100, 800, 400), "could be cut into digits", id="zigzag-large"),  # 161 large crops: 1.4 s
         pytest.param(strokes(60, 1200, 200, 3, slant=0.3), "at least 60 digit-like marks", id="hatching"),

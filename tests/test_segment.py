@@ -331,6 +331,25 @@ def test_one_big_digit_written_wide_is_one_digit(cnn, detector, verifier, digit,
     assert read_number(out.getvalue(), cnn, detector, verifier=verifier).text == digit
 
 
+@pytest.mark.parametrize(("canvas", "w", "h"), [((840, 280), 300, 200), ((840, 280), 330, 220), ((800, 600), 600, 400)])
+@pytest.mark.parametrize("crossed", [False, True])
+def test_a_seven_drawn_wider_than_a_digit_is_one_sure_seven(cnn, detector, verifier, canvas, w, h, crossed):
+    """A 7 drawn in one stroke 1.4-1.5 times wider than tall was read "77" (sure on a 600x400 one) or "72": no run
+    of a cut stroke's slices wider than 1.25 heights was a candidate, so the whole stroke never was one either."""
+    from PIL import ImageDraw
+
+    im = Image.new("RGB", canvas, "white")
+    pen = ImageDraw.Draw(im)
+    x0, y0 = (canvas[0] - w) // 2, (canvas[1] - h) // 2
+    pen.line([(x0, y0), (x0 + w, y0), (x0 + int(0.45 * w), y0 + h)], fill="#1F2340", width=16, joint="curve")
+    if crossed:
+        pen.line([(x0 + w // 2, y0 + h // 2), (x0 + int(0.9 * w), y0 + h // 2)], fill="#1F2340", width=16)
+    out = io.BytesIO()
+    im.save(out, format="PNG")
+    reading = read_number(out.getvalue(), cnn, detector, verifier=verifier)
+    assert (reading.text, reading.uncertain) == ("7", False)
+
+
 def test_a_large_jpeg_is_read_at_a_reduced_scale_with_boxes_in_its_own_pixels(cnn, detector, verifier):
     """A phone photo of 5000 px is decoded at 1/4 scale (it took ~1 s and ~370 MB in full); the boxes are
     still in the uploaded image's pixels."""

@@ -14,8 +14,8 @@ geometry only proposes and the model decides:
    Strokes wider than a digit get candidate cuts at thin columns of their projection (where touching
    digits meet) and, when wider than 0.75 writing heights (overlapping digits have no thin column between
    them), at the thinnest column near every tenth of a height: the model tells which cuts are real.
-4. Readings: every run of neighbouring pieces that could be one digit (not too wide; separate strokes only
-   when they overlap horizontally or nearly touch) is cropped without the bits of a neighbour a cut took
+4. Readings: every run of neighbouring pieces that could be one digit (not too wide, unless it is one whole
+   stroke: a 7 drawn wider than tall; separate strokes only when they overlap horizontally or nearly touch) is cropped without the bits of a neighbour a cut took
    along, preprocessed like a single drawing (`to_mnist`) and scored by the model in one batch, and by
    the not-a-digit detector where it can change the answer, and by the segment verifier
    (`segment_verifier`: is this crop one whole digit, not a fragment or two merged neighbours? The model
@@ -336,10 +336,25 @@ def digit_runs(pieces: list[Piece], height: float) -> list[tuple[int, int]]:
             group = pieces[i:j]
             if not _joinable(group, height):
                 if j > i + 1 and _width(group) > MAX_DIGIT_WIDTH * height:
+                    end = _stroke_end(pieces, i)
+                    if end >= j and (i, end) not in runs:
+                        runs.append((i, end))  # one stroke may be one wide digit (a 7 drawn wider than tall)
                     break
                 continue
             runs.append((i, j))
     return runs
+
+
+def _stroke_end(pieces: list[Piece], i: int) -> int:
+    """j if pieces[i:j] are all the slices of one cut stroke (i its first); else i: a stroke too wide for one digit
+    is still a candidate as a whole, however wide, where the model and the verifier decide."""
+    host = pieces[i].component
+    if not pieces[i].sliced or pieces[i].mark or (i > 0 and pieces[i - 1].component == host):
+        return i
+    j = i
+    while j < len(pieces) and pieces[j].component == host:
+        j += 1
+    return j
 
 
 def _work(runs: list[tuple[int, int]], pieces: list[Piece]) -> float:
