@@ -624,3 +624,29 @@ def test_too_few_drawings_to_set_aside_says_how_many_there_are(settings, user_di
     assert learn(settings, models=["svm"], limit=LIMIT, say=said.append) == []
     assert len(said) == 1 and f"at least {MIN_HOLDOUT} drawings by other people" in said[0], said
     assert "of the 17 labelled drawings from 10 browser sessions, the " in said[0] and "set aside hold" in said[0], said
+
+
+def test_confirmed_numbers_teach_their_digits_too(settings, user_digits):
+    """Issue 16: a confirmed number's digits are labelled crops for learning; `learn` read drawings only (a probe,
+    session 33: its data counted 2 rows while 5 confirmed numbers were stored). They follow the same rules."""
+    import base64
+
+    from digitlab.store.numbers import NumberRecord
+
+    images, labels = user_digits
+    label(settings, images[:300], labels[:300], [f"writer{i % 6}" for i in range(300)])
+    store = from_settings(settings).start()
+    try:
+        for k in range(40):  # 40 two-digit numbers by two more writers, 80 crops; and one confirmed wrongly long
+            pair = images[300 + 2 * k : 302 + 2 * k]
+            text = "".join(str(int(d)) for d in labels[300 + 2 * k : 302 + 2 * k])
+            digits = [{"digit": int(c), "confidence": 0.9, "box": [30 * i, 0, 28, 28],
+                       "processed_image": base64.b64encode(png(img)).decode()} for i, (c, img) in enumerate(zip(text, pair))]  # fmt: skip
+            for true_text in (text, text + "7") if k == 0 else (text,):
+                store.add_number(NumberRecord(model_name="cnn", text=text, confidence=0.8, uncertain=False, digits=digits,
+                                              true_text=true_text, session_id=f"numbers{k % 2}"))  # fmt: skip
+    finally:
+        store.close()
+    outcomes = learn(settings, models=["extra_trees"], limit=LIMIT, say=lambda m: None)
+    data = versions_of(settings).get("extra_trees", outcomes[0].version).manifest["data"]
+    assert data["train"] + data["holdout"] == 380, data  # the confirmed-as-longer number gives nothing

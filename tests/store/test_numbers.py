@@ -151,6 +151,24 @@ def test_confirmed_numbers_give_labelled_digit_crops(engine, store, make_png):
     assert [line.split(",")[0] for line in out.getvalue().splitlines()[1:]] == ["3", "0", "1"]
 
 
+def test_the_same_crop_confirmed_again_is_one_sample_and_a_contradicted_one_none(engine, store, make_png):
+    """One picture read three times and confirmed "23", "23" and "24": its second digit's crop was exported three
+    times, labelled 3, 3 and 4 (a probe, session 33), where a drawing given two labels is left out."""
+
+    def with_crops(text: str, **kwargs) -> NumberRecord:
+        record = number(text, **kwargs)
+        for i, d in enumerate(record.digits):
+            d["processed_image"] = base64.b64encode(make_png(int(text[i]), seed=i)).decode()
+        return record
+
+    for answer in ("23", "23", "24"):
+        insert_number(engine, with_crops("23", true_text=answer, session_id="again"))
+    crops = list(labelled_digit_crops(engine))
+    assert crops == [(2, make_png(2, seed=0))]  # the 2 once; the 3, called 3 and 4, left out
+    out = io.StringIO()
+    assert store.export_csv(out) == 1
+
+
 # --- the outage spool: a number is stored exactly once, in order, with its feedback ----------------------
 
 
@@ -210,3 +228,39 @@ def test_spooled_number_lines_round_trip():
     record = number("42", image_png=b"\x00\x01binary", drawing_id="d", true_text="42", source="upload")
     back = NumberRecord.from_json(json.loads(json.dumps(record.to_json())))
     assert back == record
+
+
+def test_a_number_whose_write_hangs_is_spooled_after_the_write_deadline(db_url, tmp_path, open_store, monkeypatch):
+    """A `/read` waited as long as its pooled connection hung (16-60 s in a probe: backends stopped while the server
+    took new connections, so the `SELECT 1` probe said all was well), where a prediction is spooled after the
+    write deadline. A number is too; should the stuck insert land after all, the replay skips its uid."""
+    import threading
+    import time
+
+    from digitlab.store import numbers as numbers_module
+
+    release = threading.Event()
+    real_insert = numbers_module.insert_number
+
+    def stuck_insert(engine, record):
+        release.wait(30)
+        return real_insert(engine, record)
+
+    store = open_store(db_url, tmp_path / "spool" / "me", write_deadline=1.0)
+    try:
+        monkeypatch.setattr(numbers_module, "insert_number", stuck_insert)
+        record = number("2024", session_id="stuck")
+        started = time.monotonic()
+        result = store.add_number(record)
+        assert result.stored == "spool" and result.uid == record.uid
+        assert time.monotonic() - started < 3.0
+        assert store.health()["database"] == "unavailable"
+        assert store.set_number_feedback("2025", uid=record.uid).stored == "spool"  # after it, in order
+        release.set()  # the stuck write lands after all; then the replay
+        monkeypatch.setattr(numbers_module, "insert_number", real_insert)
+        assert store.wait_drained(timeout=30)
+        rows, total = list_numbers(store.engine)
+        assert total == 1 and (rows[0].uid, rows[0].text, rows[0].true_text) == (record.uid, "2024", "2025")
+    finally:
+        release.set()
+        store.close()

@@ -9,9 +9,11 @@ spool's replay uses `insert_missing` / `apply_true_text` (idempotent thanks to t
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import uuid
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -300,12 +302,28 @@ def delete_numbers_older_than(engine: Engine, days: float, *, now: datetime | No
 
 def labelled_digit_crops(engine: Engine, batch: int = 200) -> Iterator[tuple[int, bytes]]:
     """(true digit, 28x28 PNG) of every digit of a confirmed number whose reading had as many digits as
-    were written (so each crop's label is known), oldest first, in id-keyed batches."""
+    were written (so each crop's label is known), oldest first; as the drawings' export: one per distinct image
+    and label, and an image given different labels (read again and confirmed "23", then "24") left out."""
+    labels: dict[bytes, set[int]] = defaultdict(set)
+    for _, _, digit, png in labelled_number_digits(engine, batch):
+        labels[hashlib.sha256(png).digest()].add(digit)
+    seen: set[bytes] = set()
+    for _, _, digit, png in labelled_number_digits(engine, batch):
+        digest = hashlib.sha256(png).digest()
+        if len(labels.get(digest, ())) == 1 and digest not in seen:
+            seen.add(digest)
+            yield digit, png
+
+
+def labelled_number_digits(engine: Engine, batch: int = 200) -> Iterator[tuple[int, str | None, int, bytes]]:
+    """(number id, session id, true digit, 28x28 PNG) of every digit of a confirmed number whose reading had as
+    many digits as were written, oldest first, in id-keyed batches: what learning and the export take from
+    numbers (`training.user_data.prepare` sorts out duplicates and contradictions)."""
     last = 0
     while True:
         with engine.connect() as conn:
             rows = conn.execute(
-                select(N.c.id, N.c.true_text, N.c.digits)
+                select(N.c.id, N.c.session_id, N.c.true_text, N.c.digits)
                 .where(N.c.id > last, N.c.true_text.is_not(None))
                 .order_by(N.c.id)
                 .limit(batch)
@@ -318,5 +336,5 @@ def labelled_digit_crops(engine: Engine, batch: int = 200) -> Iterator[tuple[int
                 continue
             for char, d in zip(row.true_text, digits, strict=True):
                 if d.get("processed_image"):
-                    yield int(char), base64.b64decode(d["processed_image"])
+                    yield row.id, row.session_id, int(char), base64.b64decode(d["processed_image"])
         last = rows[-1].id

@@ -53,7 +53,7 @@ from digitlab.store.records import AddResult, PredictionRecord, StoredPrediction
 from digitlab.store.repository import Repository
 from digitlab.store.spool import Spool
 from digitlab.store.versions import VersionStore
-from digitlab.store.writer import GroupCommit, WriteSkipped
+from digitlab.store.writer import GroupCommit, WriteSkipped, WriteTimedOut
 
 log = logging.getLogger("digitlab.store")
 
@@ -129,6 +129,7 @@ class PredictionStore:
         write_deadline: float | None = WRITE_DEADLINE,
     ):
         self.url = url
+        self.write_deadline = write_deadline
         self.engine = make_engine(url, connect_timeout=connect_timeout)
         self.repo = Repository(self.engine)
         self.versions = VersionStore(self.engine)
@@ -303,7 +304,10 @@ class PredictionStore:
                 self.spool.append(op)
                 return True
         try:
-            return self._bounded(lambda: direct() or self._wait_for_record(op))
+            return self._bounded(lambda: direct() or self._wait_for_record(op), deadline=self.write_deadline)
+        except WriteTimedOut:  # (applied twice, should the stuck write land after all: the same label)
+            self._spool_after_timeout(op)
+            return True
         except SQLAlchemyError as exc:
             if not is_outage(exc):
                 raise
@@ -344,6 +348,15 @@ class PredictionStore:
         # 4,220 predictions for 30 s with the database up. Wake it: it drains and switches back.
         self._wake.set()
 
+    def _spool_after_timeout(self, op: dict[str, Any]) -> None:
+        """A direct write not answered within the write deadline: spooled, the store in spool mode, as the writer
+        does with predictions (its connection hangs while new ones answer: the `SELECT 1` probe cannot tell)."""
+        self._mark_down(TimeoutError(f"the database did not answer a write in {self.write_deadline:g} s"))
+        with self._mode_lock:
+            self._spool_mode = True
+            self.spool.append(op)
+        self._wake.set()
+
     # --- read numbers (table read_numbers): spooled like predictions, in the same file --------------------
     def add_number(self, record: NumberRecord) -> AddResult:
         """Store a read number (or update its drawing's row): in the database, or in the spool when the
@@ -355,7 +368,11 @@ class PredictionStore:
                 self.spool.append(op)
                 return AddResult(None, record.uid, "spool")
         try:
-            return AddResult(self._bounded(numbers.insert_number, self.engine, record), record.uid, "database")
+            stored = self._bounded(numbers.insert_number, self.engine, record, deadline=self.write_deadline)
+            return AddResult(stored, record.uid, "database")
+        except WriteTimedOut:  # as a prediction's write: a `/read` waited out a stuck connection (16-60 s in a probe)
+            self._spool_after_timeout(op)  # (should the insert land after all, the replay skips its uid)
+            return AddResult(None, record.uid, "spool")
         except IntegrityError:  # its uid is stored already (cannot happen from the API: uids are fresh)
             existing = self._read(self._number_id, record.uid)
             if existing is None:
@@ -385,7 +402,10 @@ class PredictionStore:
             return row, row is None and self._wait_for_record(op)
 
         try:
-            row, waits = self._bounded(direct)
+            row, waits = self._bounded(direct, deadline=self.write_deadline)
+        except WriteTimedOut:
+            self._spool_after_timeout(op)
+            return NumberFeedbackResult("spool")
         except SQLAlchemyError as exc:
             if not is_outage(exc):
                 raise
@@ -406,16 +426,22 @@ class PredictionStore:
         return deleted, self._read(numbers.delete_numbers_older_than, self.engine, days)
 
     # --- reading -------------------------------------------------------------------------------------
-    def _bounded(self, fn, *args, **kwargs):
+    def _bounded(self, fn, *args, deadline: float | None = None, **kwargs):
         """`fn(*args, **kwargs)` in one of the store's threads, waited for as long as the database shows
         it is alive: a server that accepts connections and answers nothing (frozen, a paused container)
         hung feedback and every read for as long as it stayed so. Raises DisconnectionError (an outage)
-        when the database does not answer a `SELECT 1` either."""
+        when the database does not answer a `SELECT 1` either, and WriteTimedOut after `deadline` s (a write
+        whose connection hangs while new ones answer: the probe's `SELECT 1` cannot tell)."""
         future = self._direct.submit(fn, *args, **kwargs)
+        started = time.monotonic()
         while True:
             try:
-                return future.result(timeout=DIRECT_PATIENCE)
+                left = None if deadline is None else deadline - (time.monotonic() - started)
+                return future.result(timeout=DIRECT_PATIENCE if left is None else max(0.0, min(left, DIRECT_PATIENCE)))
             except FutureTimeout:
+                if deadline is not None and time.monotonic() - started >= deadline:
+                    future.cancel()
+                    raise WriteTimedOut from None
                 if self._database_problem() is not None:
                     future.cancel()  # not started yet: it never will (it would act long after its answer)
                     raise DisconnectionError(

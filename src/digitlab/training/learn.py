@@ -34,6 +34,7 @@ from digitlab.models.registry import (
     model_from_payload,
 )
 from digitlab.store.db import BusyError, HeldLock, exclusive, make_engine, upgrade
+from digitlab.store.numbers import labelled_number_digits
 from digitlab.store.records import utc_now
 from digitlab.store.repository import Repository
 from digitlab.store.versions import VersionStore
@@ -300,7 +301,9 @@ class _Run:
                      "models": [o.__dict__ for o in skipped], "read_at": since and since.isoformat(),
                      "learned": self.learned})  # fmt: skip
         rows = list(self.repo.labelled_drawings())
-        data = prepare(rows)
+        # and the digits of confirmed numbers (their crops' labels are known: a number read with as many digits as
+        # were written), by the same rules; only drawings count as new for `--min-new` and the watermark
+        data = prepare(rows + list(labelled_number_digits(self.repo.engine)))
         for note in data.notes:
             self.say(note)
         base = {"data": data.counts, "new_labelled": new, "last_row_id": max((r[0] for r in rows), default=last_id),
