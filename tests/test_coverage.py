@@ -336,3 +336,23 @@ def test_real_variant_set_caches_and_says_when_the_files_are_missing(tmp_path, h
     assert (tmp_path / f"real_variants_semeion_fit_1_{coverage.VARIANT_SEED}.npz").exists()
     X2, y2 = coverage.real_variant_set(directory, {"semeion": 1}, jobs=1, cache_dir=tmp_path)
     assert np.array_equal(X, X2) and np.array_equal(y, y2)
+
+
+def test_the_models_show_as_training_while_their_drawings_are_made(tmp_path, monkeypatch):
+    """`digitlab train` makes minutes of style drawings and real handwriting before its fits; the models showed as
+    missing meanwhile ("Not trained: ... digitlab train") while `digitlab run` said they were training (a
+    newcomer's tour, session 32). The markers are there from the start, and go if that step fails."""
+    from digitlab.cli import train as train_cli
+
+    seen = []
+
+    def coverage_set(settings, **_):
+        seen.append(sorted(p.name for p in tmp_path.glob("*.training")))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(coverage, "coverage_set", coverage_set)
+    settings = SimpleNamespace(model_dir=tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        train_cli._train(settings, ["svm", "extra_trees"], limit=300, jobs=1, calibrate_only=False, out_dir=None)
+    assert seen == [["extra_trees.training", "svm.training"]]
+    assert not list(tmp_path.glob("*.training"))

@@ -282,7 +282,7 @@ def test_train_stopped_by_a_signal_leaves_no_training_marker(tmp_path, mnist_dir
     proc.send_signal(getattr(signal, signum))
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 1 and "stopped by signal" in err, err[-500:]
-    assert not marker.exists() and not (tmp_path / "models" / "svm.json").exists()
+    assert not marker.exists() and not (tmp_path / "models" / "svm.json").exists(), err[-3000:]
 
 
 def test_a_quick_training_says_it_replaced_a_stronger_model(tmp_path, mnist_dir, tiny_model_dir):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import os
 import signal
 import sys
 import threading
@@ -36,17 +37,32 @@ def stopped(signum, frame) -> None:
     on, such as logging's lock release right after a pool forked a worker, is printed and dropped: the run went
     on and was ended by the watchdog with its job still "running", 1 CI run in ~10.)"""
     message = f"stopped by signal {signum} before it finished"
-    sys.unraisablehook = _one_line  # what breaks while the run comes down (a pool's pipe: "Bad file descriptor")
-    faulthandler.dump_traceback_later(STOP_GRACE, exit=True)
-    threading.Thread(target=_last_words, args=(message, max(0.5, STOP_GRACE - 2)), daemon=True).start()
+    if not _STOPPING:  # (a signal sent again by `_one_line` only raises again: the clocks run from the first)
+        _STOPPING.append(signum)
+        sys.unraisablehook = _one_line  # what breaks while the run comes down (a pool's pipe: "Bad file descriptor")
+        faulthandler.dump_traceback_later(STOP_GRACE, exit=True)
+        threading.Thread(target=_last_words, args=(message, max(0.5, STOP_GRACE - 2)), daemon=True).start()
     raise SystemExit(message)
+
+
+#: the signal whose stop is under way
+_STOPPING: list[int] = []
+#: seconds before a stop whose SystemExit was dropped is asked for again (out of the callback that dropped it)
+RESEND_AFTER = 0.05
 
 
 def _one_line(unraisable) -> None:
     """An error Python can only report ("Exception ignored in ..."), once the run is being stopped: one line,
-    not a traceback under the stop's own line (a pool's worker pipe closed under it, session 30)."""
+    not a traceback under the stop's own line (a pool's worker pipe closed under it, session 30). When it is the
+    stop's own SystemExit (raised in a callback that drops it: logging's after-fork lock release as a pool forks
+    its workers), the signal is sent again: the run went on for the watchdog's 8 s, its "training" markers left
+    behind (1 dry run in 2 once `train` touched them before its style drawings, session 32)."""
     exc = unraisable.exc_value
     print(f"Exception ignored while stopping: {type(exc).__name__}: {exc}", file=sys.stderr)
+    if isinstance(exc, SystemExit) and _STOPPING:
+        again = threading.Timer(RESEND_AFTER, os.kill, (os.getpid(), _STOPPING[0]))
+        again.daemon = True
+        again.start()
 
 
 def _last_words(message: str, after: float) -> None:
