@@ -68,8 +68,13 @@ _ANSWER_KEYS = """<script>
   const HINT = %(hint)s;
   const MOVES = new Set(["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "Home", "End"]);
   const style = document.createElement("style");
-  style.textContent = `[data-dl-pick-hint]::after {content:attr(data-dl-pick-hint); flex-basis:100%%;
-    font-size:.85rem; color:#7A4B00; padding-top:.15rem;}`;
+  // over what follows, not in the flow: a line added under the pills as a finger went down on one moved them
+  // (the phone's scroll kept its anchor: 52 px up), and the tap landed between pills or on "Not a digit"
+  // (3 of 10 quick taps lost or mislabelled, a newcomer's tour, session 33)
+  style.textContent = `[data-dl-pick-hint] {position:relative;}
+    [data-dl-pick-hint]::after {content:attr(data-dl-pick-hint); position:absolute; left:0; right:0; top:100%%;
+    z-index:5; pointer-events:none; font-size:.85rem; color:#7A4B00; background:rgba(255,255,255,.97);
+    padding:.15rem .3rem; border-radius:.3rem; box-shadow:0 1px 4px rgba(0,0,0,.18);}`;
   document.head.appendChild(style);
   const live = document.createElement("div");  // the hint, read out by a screen reader
   live.setAttribute("aria-live", "polite");
