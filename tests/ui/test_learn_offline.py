@@ -193,3 +193,20 @@ def test_the_answer_time_is_the_drawings_not_the_photos(monkeypatch):
     assert not at.exception, at.exception
     times = [m.value for m in at.get("metric") if m.label == "Median answer time"]
     assert "5 ms" in times and "400 ms" not in times, times
+
+
+def test_a_model_not_trained_shows_no_version(monkeypatch):
+    """A newcomer's tour (session 33): a missing model's card said "version 1.0.0" (the package's, for a model that
+    is not there) beside "Not trained yet"."""
+    import fake_api
+
+    api, canvas = install(monkeypatch)
+    missing = {"name": "svm_pca", "display_name": "SVM + PCA", "status": "missing", "version": "1.0.0", "metrics": {}}
+    ready = {**fake_api.MODELS[1], "version": "1.0.0"}
+    monkeypatch.setattr(fake_api, "MODELS", [fake_api.MODELS[0], ready, missing])
+    api.model_states["svm_pca"] = "missing"
+    at = open_app(monkeypatch, canvas, "models")
+    assert not at.exception, at.exception
+    captions = [str(c.value) for c in at.caption]
+    assert any("Not trained yet: run `digitlab train svm_pca`" in c for c in captions), "\n".join(captions)
+    assert sum("version 1.0.0" in c for c in captions) == 1, captions  # the svm's, not the missing one's

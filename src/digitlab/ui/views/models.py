@@ -199,7 +199,7 @@ def card(model: dict[str, Any], latency: float | None, live_status: str | None, 
         if samples:  # a quick start (`DIGITLAB_TRAIN_LIMIT`) kept its weaker models with no word of it
             extra.append(f"learned from {samples:,} images" + (
                 " only: a quick model (`digitlab train` learns from all of MNIST)" if samples < MNIST_TRAIN else ""))
-        if model.get("version"):
+        if model.get("version") and status != "missing":  # (the package's "1.0.0" of a model that is not there)
             extra.append(f"version {model['version']}")
         if model.get("asks"):  # its answers name two versions ("1.0.0+svm:1.0.0"): say why
             from digitlab.models.registry import MODEL_SPECS
