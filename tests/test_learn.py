@@ -429,11 +429,9 @@ def test_a_run_whose_leaving_hangs_after_sigterm_ends_anyway_with_its_stacks_on_
     assert stderr.startswith("stopped by signal 15") and "Timeout (0:00:0" in stderr and "in _shutdown" in stderr
 
 
-def test_a_stop_whose_systemexit_was_dropped_is_still_recorded_before_the_process_ends():
-    """CI (session 21): SIGTERM's SystemExit raised inside logging's after-fork lock release (a pool had just forked a
-    worker) was printed and dropped; the run went on, the watchdog ended it 8 s later, its job still "running".
-    The stop's last words (the job's failure) are recorded 2 s before the watchdog, whatever became of the
-    SystemExit (here code that swallows it, even when the stop is asked for again)."""
+def _stopped_inside_a_fork_callback(after_the_fork: str) -> tuple[int, str, str, float]:
+    """Run a script whose SIGTERM lands in an after-fork callback (where its SystemExit is dropped, as on CI when
+    a pool forked a worker), then `after_the_fork`: (exit code, stdout, stderr, seconds from the signal to the end)."""
     from digitlab.cli.learn import STOP_GRACE
 
     script = ("import os, signal, time\nfrom digitlab.cli import learn\n"
@@ -442,8 +440,7 @@ def test_a_stop_whose_systemexit_was_dropped_is_still_recorded_before_the_proces
               "os.register_at_fork(after_in_parent=lambda: time.sleep(1.5))\n"  # the signal arrives in there
               "print('ready', flush=True)\n"
               "pid = os.fork()\n"
-              "if pid == 0:\n    os._exit(0)\n"
-              "while True:\n    try:\n        time.sleep(600)\n    except SystemExit:\n        pass\n")  # fmt: skip
+              "if pid == 0:\n    os._exit(0)\n" + after_the_fork)  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "ready"
@@ -451,13 +448,38 @@ def test_a_stop_whose_systemexit_was_dropped_is_still_recorded_before_the_proces
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         proc.wait(STOP_GRACE + 20)
+        took = time.monotonic() - started
     finally:
         proc.kill()
-    out, stderr = proc.stdout.read(), proc.stderr.read()
+    return proc.returncode, proc.stdout.read(), proc.stderr.read(), took
+
+
+def test_a_stop_whose_systemexit_was_dropped_is_still_recorded_before_the_process_ends():
+    """CI (session 21): SIGTERM's SystemExit raised inside logging's after-fork lock release (a pool had just forked a
+    worker) was printed and dropped; the run went on, the watchdog ended it 8 s later, its job still "running".
+    The stop's last words (the job's failure) are recorded 2 s before the watchdog, whatever became of the
+    SystemExit (here code that swallows it, even when the stop is asked for again)."""
+    from digitlab.cli.learn import STOP_GRACE
+
+    code, out, stderr, took = _stopped_inside_a_fork_callback(
+        "while True:\n    try:\n        time.sleep(600)\n    except SystemExit:\n        pass\n"
+    )
     # dropped, as on CI, and said in one line (it was a traceback under the stop's own line)
     assert "Exception ignored while stopping: SystemExit: stopped by signal 15" in stderr and "Traceback" not in stderr
     assert out.strip() == "recorded: stopped by signal 15 before it finished", (out, stderr)
-    assert proc.returncode == 1 and time.monotonic() - started < STOP_GRACE + 10
+    assert code == 1 and took < STOP_GRACE + 10
+
+
+def test_a_stop_whose_systemexit_was_dropped_is_asked_for_again():
+    """SIGTERM's SystemExit dropped inside an after-fork callback (a pool forking its workers) let `digitlab train`
+    go on until the watchdog ended it 8 s later, its "training" markers left behind (1 dry run in 2, session 32):
+    the signal is sent again once it was dropped, and the run leaves through its SystemExit at once."""
+    code, out, stderr, took = _stopped_inside_a_fork_callback(
+        "try:\n    time.sleep(600)\nfinally:\n    print('left', flush=True)\n"
+    )
+    assert "Exception ignored while stopping: SystemExit: stopped by signal 15" in stderr  # dropped, as on CI
+    assert out.strip() == "left" and "Timeout" not in stderr, (out, stderr)  # its own way out, not the watchdog's
+    assert code == 1 and took < 4, stderr
 
 
 def test_train_says_when_the_quick_start_setting_does_not_apply(monkeypatch, tmp_path, capsys):
@@ -624,33 +646,6 @@ def test_too_few_drawings_to_set_aside_says_how_many_there_are(settings, user_di
     assert learn(settings, models=["svm"], limit=LIMIT, say=said.append) == []
     assert len(said) == 1 and f"at least {MIN_HOLDOUT} drawings by other people" in said[0], said
     assert "of the 17 labelled drawings from 10 browser sessions, the " in said[0] and "set aside hold" in said[0], said
-
-
-def test_a_stop_whose_systemexit_was_dropped_is_asked_for_again():
-    """SIGTERM's SystemExit dropped inside an after-fork callback (a pool forking its workers) let `digitlab train`
-    go on until the watchdog ended it 8 s later, its "training" markers left behind (1 dry run in 2, session 32):
-    the signal is sent again once it was dropped, and the run leaves through its SystemExit at once."""
-    script = ("import os, signal, time\nfrom digitlab.cli import learn\n"
-              "learn.LAST_WORDS.append(lambda message: print('recorded:', message, flush=True))\n"
-              "signal.signal(signal.SIGTERM, learn.stopped)\n"
-              "os.register_at_fork(after_in_parent=lambda: time.sleep(1.5))\n"  # the signal arrives in there
-              "print('ready', flush=True)\n"
-              "pid = os.fork()\n"
-              "if pid == 0:\n    os._exit(0)\n"
-              "try:\n    time.sleep(600)\nfinally:\n    print('left', flush=True)\n")  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "ready"
-        time.sleep(0.5)  # inside the after-fork callback now
-        started = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
-    finally:
-        proc.kill()
-    out, stderr = proc.stdout.read(), proc.stderr.read()
-    assert "Exception ignored while stopping: SystemExit: stopped by signal 15" in stderr  # dropped, as on CI
-    assert out.strip() == "left" and "Timeout" not in stderr, (out, stderr)  # its own way out, not the watchdog's
-    assert proc.returncode == 1 and time.monotonic() - started < 4, stderr
 
 
 def test_confirmed_numbers_teach_their_digits_too(settings, user_digits):
