@@ -471,3 +471,17 @@ def test_json_and_form_read_the_same_fields_alike(client, admin):
     assert row["session_id"] == session.strip() and row["source"] == "api"
     read = client.post("/api/v1/read", json={"image": image, "source": None, "model": "svm "})
     assert read.status_code == 200, read.text
+
+
+def test_a_blank_session_is_no_session_in_json_as_in_a_form(client, admin):
+    """JSON's `"session_id": ""` (or spaces) was stored as the session '' where a form's empty field is none: learning
+    counted them as two sessions (an API probe, session 33)."""
+    image = base64.b64encode(draw_digit()).decode()
+    ids = []
+    for blank in ("", "   "):
+        answer = client.post("/api/v1/predict", json={"image": image, "model": "svm", "session_id": blank})
+        assert answer.status_code == 200, answer.text
+        ids.append(answer.json()["id"])
+    ids.append(predict(client, draw_digit(), model="svm", session_id="")["id"])
+    for id_ in ids:
+        assert client.get(f"/api/v1/predictions/{id_}", headers=admin).json()["session_id"] is None

@@ -134,6 +134,8 @@ class ImageOptions(BaseModel):
     @field_validator("session_id")
     @classmethod
     def _printable(cls, value: str | None) -> str | None:
+        if value == "":  # as a form's empty field: JSON's "" (or "  ") was stored as a session of its own
+            return None
         if value is not None and not value.isprintable():
             raise ValueError("must be printable text")
         return value
