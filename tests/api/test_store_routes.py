@@ -352,6 +352,14 @@ def test_a_drawings_picture_is_not_kept_by_caches_as_it_changes(client, admin):
     for answer in (before, after):
         assert "no-cache" in answer.headers["cache-control"] and "max-age" not in answer.headers["cache-control"]
     assert before.headers["etag"] != after.headers["etag"]
+    # and the ETag saves the download when the picture did not change (it was ignored: a probe, session 33)
+    same = client.get(url, headers={**admin, "If-None-Match": after.headers["etag"]})
+    assert same.status_code == 304 and same.content == b"" and same.headers["etag"] == after.headers["etag"]
+    assert client.get(url, headers={**admin, "If-None-Match": before.headers["etag"]}).content == after.content
+    read = client.post("/api/v1/read", files={"image": ("n.png", draw_digit(), "image/png")}, data={"model": "svm"})
+    number_url = f"/api/v1/numbers/{read.json()['id']}/image"
+    tag = client.get(number_url, headers=admin).headers["etag"]
+    assert client.get(number_url, headers={**admin, "If-None-Match": f"W/{tag}, \"x\""}).status_code == 304
 
 
 def test_a_drawing_id_belongs_to_its_session(client, admin):

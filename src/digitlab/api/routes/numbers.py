@@ -9,7 +9,7 @@ from functools import partial
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
 
@@ -17,7 +17,7 @@ from digitlab.api.deps import Ctx, json_members_once, require_admin, store_or_50
 from digitlab.api.errors import ApiError, answer_not_stored, error_responses
 from digitlab.api.routes.predictions import (
     MAX_ID,
-    PNG_RESPONSE,
+    PNG_RESPONSES,
     CorrectFilter,
     ModelFilter,
     PageNumber,
@@ -25,7 +25,7 @@ from digitlab.api.routes.predictions import (
     SinceFilter,
     Uid,
     UntilFilter,
-    png_headers,
+    png_response,
     query_utc,
 )
 from digitlab.api.schemas import NumberFeedback, NumberFeedbackResponse, NumberPage
@@ -128,11 +128,11 @@ async def list_numbers(
     "/numbers/{number_id}/image",
     response_class=Response,
     dependencies=ADMIN,
-    responses={200: PNG_RESPONSE, **error_responses(401, 404, 422, 503)},
+    responses={**PNG_RESPONSES, **error_responses(401, 404, 422, 503)},
 )
-async def number_image(ctx: Ctx, number_id: NumberId) -> Response:
+async def number_image(ctx: Ctx, number_id: NumberId, request: Request) -> Response:
     """The submitted image of a read number, as image/png."""
     png = await _query(ctx, repo.get_number_image, number_id)
     if png is None:
         raise _not_found(number_id)
-    return Response(png, media_type="image/png", headers=png_headers(png))
+    return png_response(request, png)

@@ -57,12 +57,20 @@ PNG_RESPONSE = {
     "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
     "description": "PNG",
 }
+#: a picture's answers: the PNG, or 304 when `If-None-Match` names its ETag
+PNG_RESPONSES = {200: PNG_RESPONSE, 304: {"description": "Not modified: the picture `If-None-Match` names (its ETag)"}}
 
 
-def png_headers(png: bytes) -> dict[str, str]:
+def png_response(request: Request, png: bytes) -> Response:
     """A stored picture changes under its URL (each live stroke of a drawing, a deletion): caches ask each time
-    (it was `max-age=3600`, an hour of the drawing's first stroke), and its ETag tells them whether it changed."""
-    return {"Cache-Control": "private, no-cache", "ETag": f'"{hashlib.sha256(png).hexdigest()[:32]}"'}
+    (it was `max-age=3600`, an hour of the drawing's first stroke), and its ETag tells them whether it changed:
+    304 with no body when it did not (the ETag was sent and `If-None-Match` ignored: an API probe, session 33)."""
+    tag = f'"{hashlib.sha256(png).hexdigest()[:32]}"'
+    headers = {"Cache-Control": "private, no-cache", "ETag": tag}
+    asked = {t.strip().removeprefix("W/") for t in request.headers.get("if-none-match", "").split(",")}
+    if tag in asked or "*" in asked:
+        return Response(status_code=304, headers=headers)
+    return Response(png, media_type="image/png", headers=headers)
 
 
 def _not_found(prediction_id: int | str) -> ApiError:
@@ -228,11 +236,12 @@ def get_prediction(ctx: Ctx, prediction_id: PredictionId):
     "/predictions/{prediction_id}/image",
     response_class=Response,
     dependencies=ADMIN,
-    responses={200: PNG_RESPONSE, **error_responses(401, 404, 422, 503)},
+    responses={**PNG_RESPONSES, **error_responses(401, 404, 422, 503)},
 )
 def get_image(
     prediction_id: PredictionId,
     ctx: Ctx,
+    request: Request,
     kind: Annotated[
         Literal["input", "processed"],
         Query(
@@ -247,7 +256,7 @@ def get_image(
         if store.get(prediction_id) is None:
             raise _not_found(prediction_id)
         raise ApiError(f"Prediction {prediction_id} has no {kind} image stored.", "image_not_found")
-    return Response(png, media_type="image/png", headers=png_headers(png))
+    return png_response(request, png)
 
 
 @router.delete(
