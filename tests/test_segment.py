@@ -350,6 +350,30 @@ def test_a_seven_drawn_wider_than_a_digit_is_one_sure_seven(cnn, detector, verif
     assert (reading.text, reading.uncertain) == ("7", False)
 
 
+@pytest.mark.parametrize(("source", "index"), [("mnist", 245), ("mnist", 998), ("usps", 1367), ("usps", 1896),
+                                              ("semeion", 790), ("semeion", 548)])  # fmt: skip
+def test_one_real_digit_on_the_canvas_is_one_digit(cnn, detector, verifier, handwriting_dir, mnist_dir, source, index):
+    """One real handwritten digit in one stroke, a little wider than tall, on the square canvas: `/read` said "33",
+    "22", "77" or "65", sure, where `/predict` read it right (an API probe, session 33: 7 of 400 MNIST, 7 of 200
+    USPS, 7 of 200 Semeion). A writing that is one stroke is most likely one digit (`segment.STROKE_BONUS`)."""
+    import numpy as np
+
+    from digitlab.data import load_mnist
+
+    if source == "mnist":
+        images, labels = load_mnist("test", directory=mnist_dir, limit=index + 1)
+        canvas = Image.fromarray(255 - images[index]).resize((280, 280), Image.BILINEAR)
+    else:
+        data = np.load(handwriting_dir / f"{source}.npz")
+        images, labels = (data["test_images"], data["test_labels"]) if source == "usps" else (data["images"], data["labels"])
+        canvas = Image.new("L", (280, 280), 255)
+        canvas.paste(Image.fromarray(255 - images[index]).resize((200, 200), Image.BILINEAR), (40, 40))
+    out = io.BytesIO()
+    canvas.save(out, format="PNG")
+    reading = read_number(out.getvalue(), cnn, detector, verifier=verifier)
+    assert reading.text == str(int(labels[index])), reading.text
+
+
 def test_a_large_jpeg_is_read_at_a_reduced_scale_with_boxes_in_its_own_pixels(cnn, detector, verifier):
     """A phone photo of 5000 px is decoded at 1/4 scale (it took ~1 s and ~370 MB in full); the boxes are
     still in the uploaded image's pixels."""

@@ -51,6 +51,11 @@ WIDE_COST = 0.75
 ONE_WIDTH = 0.35  # a 1 is one thin stroke: wider than this (in writing heights)...
 ONE_WIDE_COST = 2.0  # ...it pays this per extra height
 CUT_COST = math.log(2.0)  # cutting through ink is a guess: it must buy a clearly better reading
+#: added to the one stroke a writing is (cut into candidates) read whole as one digit: one real digit on the square
+#: canvas (1,200 of USPS test, Semeion, MNIST test at 200-280 px) was read as two 23 times, 37 wrong (sure: 14);
+#: with 1.0: 14 times, 29 wrong (11). Calibration numbers (500, seeds 200 / 300): 85.8 / 83.2 -> 85.6 / 83.2 %;
+#: given to every whole stroke, not only a writing's only one, 0.5 cost 0.6 / 0.4 points and 1.0 1.8 / 1.2
+STROKE_BONUS = 1.0
 #: a bit of a cut slice smaller than this share of the slice's biggest blob is a neighbour's stroke tip
 #: the cut took along: left out of the digit's crop
 FRAGMENT_SHARE = 0.3
@@ -402,6 +407,9 @@ def _scores(
     scores -= WIDE_COST * np.maximum(0.0, widths - WIDE_PRIOR)
     scores -= ONE_WIDE_COST * one * np.maximum(0.0, widths - ONE_WIDTH)
     scores -= CUT_COST * np.array([pieces[i].cut_left for i, _ in spans])  # a cut through ink on its left
+    strokes = [k for k, p in enumerate(pieces) if not p.mark]
+    if len({pieces[k].component for k in strokes}) == 1:  # the writing is one stroke: most likely one digit
+        scores += STROKE_BONUS * np.array([i <= strokes[0] and strokes[-1] < j for i, j in spans])
     return scores + whole + DIGIT_BONUS
 
 
