@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from digitlab import segment
+from digitlab import segment, segment_runs
 from digitlab.detector.runtime import load_detector
 from digitlab.models.registry import BUNDLED_DIR, load_model
 from digitlab.segment import MAX_WORK, NotANumberError, digit_runs, read_number
@@ -99,7 +99,7 @@ def test_large_crops_count_as_more_work():
     ink, _ = working_ink(strokes(24))
     pieces, height, _ = pieces_of(ink)
     runs = digit_runs(pieces, height)
-    assert len(runs) <= MAX_WORK < segment._work(runs, pieces)
+    assert len(runs) <= MAX_WORK < segment_runs.work(runs, pieces)
 
 
 @pytest.mark.parametrize(
@@ -121,7 +121,7 @@ def test_the_numbers_benchmark_is_well_within_the_budget(handwriting_dir):
     for sample in number_samples(100, directory=handwriting_dir):
         ink, _ = working_ink(sample.image)
         pieces, height, _ = pieces_of(ink)
-        need.append(segment._work(digit_runs(pieces, height), pieces))
+        need.append(segment_runs.work(digit_runs(pieces, height), pieces))
     assert 150 < max(need) < 0.8 * MAX_WORK, max(need)
 
 

@@ -40,9 +40,9 @@ from digitlab.models.registry import predict_with_opinion
 from digitlab.preprocess import to_mnist
 from digitlab.segment_ink import working_ink
 from digitlab.segment_pieces import Piece, blotted, leaning_stroke, odd_marks, pieces_of, stacked, two_lines
+from digitlab.segment_runs import digit_runs, fewest_digits, width, work
 from digitlab.segment_verifier import GEOMETRY, verifier_features
 
-MAX_DIGIT_WIDTH = 1.25  # no digit is wider than this many writing heights
 WIDE_PRIOR = 0.7  # digits wider than this (in writing heights) pay WIDE_COST per extra height
 #: chosen on `evaluate --numbers --part calibration` (500 numbers, seeds 200 / 300) with the segment verifier:
 #: 2.0 (before it) 420 / 405 right, 1.0 423 / 408, 0.75 424 / 406, 0.5 423 / 407; held out 77.8 -> 77.9 %. A
@@ -59,9 +59,6 @@ STROKE_BONUS = 1.0
 #: a bit of a cut slice smaller than this share of the slice's biggest blob is a neighbour's stroke tip
 #: the cut took along: left out of the digit's crop
 FRAGMENT_SHARE = 0.3
-MIN_OVERLAP = 0.3  # separate strokes form one digit only if they overlap this much horizontally...
-JOIN_GAP = 0.05  # ...or are at most this far apart (in writing heights: a 0 written in two strokes)
-MAX_PIECES = 14  # pieces per digit (a cut stroke is sliced every tenth of a writing height)
 DIGIT_BONUS = 0.0  # added per digit read: evens out the sum of log-probabilities' preference for fewer digits
 #: added per digit read with the verifier (whose log P(whole digit) is below 0 for every digit, so that
 #: readings with fewer digits are not favoured); chosen on `evaluate --numbers --part calibration`
@@ -89,10 +86,6 @@ MAX_DIGITS = 32  #: the longest number read (`true_text` takes up to 32 digits t
 #: more separate marks than this are no written number (noise, a texture, a page of text): refused before
 #: the work grows with them
 MAX_MARKS = 4 * MAX_DIGITS
-#: the reading's work is per candidate digit: cropping and preprocessing it (~2 ms, and ~0.06 ms more per
-#: 1000 pixels of its crop) and classifying it (~1.3 ms with the verifier and the detector). So the work is
-#: counted in candidates before any is done, a crop of this many pixels counting as one candidate more
-CROP_PIXELS = 50_000
 #: more work than this is no written number either: refused before any of it, so that a reading costs at
 #: most ~1 s of CPU (a 1 KB zig-zag line, 404 candidates, cost 2 s; 24 tall strokes, 245 large crops, 2.4 s).
 #: Real numbers need less: of 6000 of 2-6 digits (`evaluate --numbers`, both parts) 99 % need under 200 and
@@ -137,23 +130,6 @@ class NumberReading:
 
 # --------------------------------------------------------------------------------------------------
 # readings
-
-
-def _joinable(group: list[Piece], height: float) -> bool:
-    """Can these neighbouring pieces be one digit? Not too wide; separate strokes must overlap."""
-    left = min(p.left for p in group)
-    right = max(p.right for p in group)
-    if right - left > MAX_DIGIT_WIDTH * height and len(group) > 1:
-        return False  # (a single piece is always a reading, however wide: no path may be impossible)
-    if all(p.mark for p in group):
-        return False
-    for a, b in itertools.pairwise(group):
-        if a.component == b.component:
-            continue  # (a mark joins a digit only where it overlaps it: a 5's top, not a comma beside it)
-        overlap = min(a.right, b.right) - max(a.left, b.left)
-        if overlap < MIN_OVERLAP * min(a.right - a.left, b.right - b.left) and -overlap > JOIN_GAP * height:
-            return False
-    return True
 
 
 def _crop(s: np.ndarray, group: list[Piece]) -> tuple[np.ndarray, tuple[int, int, int, int]]:
@@ -311,10 +287,10 @@ def candidates(
 ) -> tuple[list[tuple[int, int]], list[np.ndarray], list[tuple[int, int, int, int]]]:
     """Every run pieces[i:j] that could be one digit, cropped and preprocessed: (spans, 28x28s, boxes)."""
     runs = digit_runs(pieces, height)
-    fewest = _fewest_digits(runs, pieces)
+    fewest = fewest_digits(runs, pieces)
     if DROP_BELOW <= 0 and MAX_DIGITS < fewest < math.inf:  # `read_number` would refuse it after the work
         raise NotANumberError(_NOT_A_NUMBER.format(f"at least {int(fewest)} digit-like marks"))
-    if _work(runs, pieces) > MAX_WORK:  # a texture or a scrawl, not a number: refused before seconds of work
+    if work(runs, pieces) > MAX_WORK:  # a texture or a scrawl, not a number: refused before seconds of work
         raise NotANumberError(_NOT_A_NUMBER.format(f"a scrawl that could be cut into digits {len(runs)} ways"))
     spans: list[tuple[int, int]] = []
     images: list[np.ndarray] = []
@@ -332,61 +308,6 @@ def candidates(
     return spans, images, boxes
 
 
-def digit_runs(pieces: list[Piece], height: float) -> list[tuple[int, int]]:
-    """Every run (i, j) of pieces[i:j] that could be one digit."""
-    n = len(pieces)
-    runs: list[tuple[int, int]] = []
-    for i in range(n):
-        for j in range(i + 1, min(n, i + MAX_PIECES) + 1):
-            group = pieces[i:j]
-            if not _joinable(group, height):
-                if j > i + 1 and _width(group) > MAX_DIGIT_WIDTH * height:
-                    end = _stroke_end(pieces, i)
-                    if end >= j and (i, end) not in runs:
-                        runs.append((i, end))  # one stroke may be one wide digit (a 7 drawn wider than tall)
-                    break
-                continue
-            runs.append((i, j))
-    return runs
-
-
-def _stroke_end(pieces: list[Piece], i: int) -> int:
-    """j if pieces[i:j] are all the slices of one cut stroke (i its first); else i: a stroke too wide for one digit
-    is still a candidate as a whole, however wide, where the model and the verifier decide."""
-    host = pieces[i].component
-    if not pieces[i].sliced or pieces[i].mark or (i > 0 and pieces[i - 1].component == host):
-        return i
-    j = i
-    while j < len(pieces) and pieces[j].component == host:
-        j += 1
-    return j
-
-
-def _work(runs: list[tuple[int, int]], pieces: list[Piece]) -> float:
-    """The work of reading these runs, in candidates (see `CROP_PIXELS`), from their boxes alone."""
-    ext = [(int(p.ys.min()), int(p.ys.max()), int(p.xs.min()), int(p.xs.max())) for p in pieces]
-    work = 0.0
-    for i, j in runs:
-        group = ext[i:j]
-        rows = max(e[1] for e in group) - min(e[0] for e in group) + 7  # `_crop`'s box with its margin
-        cols = max(e[3] for e in group) - min(e[2] for e in group) + 7
-        work += 1.0 + rows * cols / CROP_PIXELS
-    return work
-
-
-def _fewest_digits(runs: list[tuple[int, int]], pieces: list[Piece]) -> float:
-    """The fewest runs that read all pieces (marks may be left out): no reading has fewer digits (none is
-    dropped while `DROP_BELOW` is 0), so more than `MAX_DIGITS` is refused before the work. inf: none."""
-    by_end: dict[int, list[int]] = {}
-    for i, j in runs:
-        by_end.setdefault(j, []).append(i)
-    fewest = [0.0] + [math.inf] * len(pieces)
-    for j in range(1, len(pieces) + 1):
-        skip = fewest[j - 1] if pieces[j - 1].mark else math.inf
-        fewest[j] = min([skip, *(fewest[i] + 1 for i in by_end.get(j, ()))])
-    return fewest[-1]
-
-
 def _scores(
     spans: list[tuple[int, int]],
     pieces: list[Piece],
@@ -398,7 +319,7 @@ def _scores(
     """How good each candidate is as one digit: log of its top probability, of being a digit at all and
     (`whole`, the verifier's) of being one whole digit, less the cost of being wider than a digit (a 1:
     than a thin stroke) or of cutting through ink."""
-    widths = np.array([_width(pieces[i:j]) for i, j in spans]) / height
+    widths = np.array([width(pieces[i:j]) for i, j in spans]) / height
     one = proba.argmax(axis=1) == 1
     thin_one = one & (widths <= ONE_WIDTH)  # the detector finds a lone stroke odd: trust it less there
     weight = np.where(thin_one, ONE_DETECTOR_WEIGHT, DETECTOR_WEIGHT)
@@ -423,7 +344,7 @@ def candidate_geometry(spans: list[tuple[int, int]], pieces: list[Piece], height
         top = min(int(p.ys.min()) for p in group)
         bottom = max(int(p.ys.max()) for p in group)
         rows[k] = (
-            _width(group) / height,
+            width(group) / height,
             (bottom - top + 1) / height,
             float(pieces[i].cut_left),
             float(j < n and pieces[j].cut_left),
@@ -432,10 +353,6 @@ def candidate_geometry(spans: list[tuple[int, int]], pieces: list[Piece], height
             sum(len(p.ys) for p in group) / height**2,
         )
     return rows
-
-
-def _width(group: list[Piece]) -> float:
-    return max(p.right for p in group) - min(p.left for p in group)
 
 
 def _best_path(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-#: strokes at most this far apart (in writing heights) are one shape (`segment.JOIN_GAP`: a 0 in two strokes)
+#: strokes at most this far apart (in writing heights) are one shape (`segment_runs.JOIN_GAP`: a 0 in two strokes)
 JOIN_GAP = 0.05
 
 
