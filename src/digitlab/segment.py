@@ -14,9 +14,9 @@ geometry only proposes and the model decides:
    Strokes wider than a digit get candidate cuts at thin columns of their projection (where touching
    digits meet) and, when wider than 0.75 writing heights (overlapping digits have no thin column between
    them), at the thinnest column near every tenth of a height: the model tells which cuts are real.
-4. Readings: every run of neighbouring pieces that could be one digit (not too wide, unless it is one whole
-   stroke: a 7 drawn wider than tall; separate strokes only when they overlap horizontally or nearly touch) is cropped without the bits of a neighbour a cut took
-   along, preprocessed like a single drawing (`to_mnist`) and scored by the model in one batch, and by
+4. Readings: every run of neighbouring pieces that could be one digit (`segment_runs`: not too wide, unless it
+   is one whole stroke, a 7 drawn wider than tall; separate strokes only when they overlap horizontally or nearly
+   touch) is cropped without the bits of a neighbour a cut took along, preprocessed like a single drawing (`to_mnist`) and scored by the model in one batch, and by
    the not-a-digit detector where it can change the answer, and by the segment verifier
    (`segment_verifier`: is this crop one whole digit, not a fragment or two merged neighbours? The model
    is sure of itself on merged crops). Dynamic programming picks the reading whose digits are the most

@@ -45,7 +45,7 @@ def digit_runs(pieces: list[Piece], height: float) -> list[tuple[int, int]]:
             if not joinable(group, height):
                 if j > i + 1 and width(group) > MAX_DIGIT_WIDTH * height:
                     end = stroke_end(pieces, i)
-                    if end >= j and (i, end) not in runs:
+                    if end >= j:  # (never a run already: those end before j)
                         runs.append((i, end))  # one stroke may be one wide digit (a 7 drawn wider than tall)
                     break
                 continue

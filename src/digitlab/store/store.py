@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -334,8 +335,8 @@ class PredictionStore:
                 self._label(conn, target, {op["uid"]: label}, {})
         return True
 
-    def _spool_after_error(self, op: dict[str, Any], exc: SQLAlchemyError) -> None:
-        if is_outage(exc):
+    def _spool_after_error(self, op: dict[str, Any], exc: SQLAlchemyError | TimeoutError) -> None:
+        if isinstance(exc, TimeoutError) or is_outage(exc):  # (a timeout: a write its connection never answered)
             self._mark_down(exc)
         else:  # the database refused it: keep it anyway; the drain thread sets it aside in rejected.jsonl
             log.error("database refused a record, spooling it: %s", _one_line(exc))
@@ -351,11 +352,7 @@ class PredictionStore:
     def _spool_after_timeout(self, op: dict[str, Any]) -> None:
         """A direct write not answered within the write deadline: spooled, the store in spool mode, as the writer
         does with predictions (its connection hangs while new ones answer: the `SELECT 1` probe cannot tell)."""
-        self._mark_down(TimeoutError(f"the database did not answer a write in {self.write_deadline:g} s"))
-        with self._mode_lock:
-            self._spool_mode = True
-            self.spool.append(op)
-        self._wake.set()
+        self._spool_after_error(op, TimeoutError(f"the database did not answer a write in {self.write_deadline:g} s"))
 
     # --- read numbers (table read_numbers): spooled like predictions, in the same file --------------------
     def add_number(self, record: NumberRecord) -> AddResult:
@@ -435,11 +432,11 @@ class PredictionStore:
         future = self._direct.submit(fn, *args, **kwargs)
         started = time.monotonic()
         while True:
+            left = (math.inf if deadline is None else deadline) - (time.monotonic() - started)
             try:
-                left = None if deadline is None else deadline - (time.monotonic() - started)
-                return future.result(timeout=DIRECT_PATIENCE if left is None else max(0.0, min(left, DIRECT_PATIENCE)))
+                return future.result(timeout=max(0.0, min(left, DIRECT_PATIENCE)))
             except FutureTimeout:
-                if deadline is not None and time.monotonic() - started >= deadline:
+                if left <= DIRECT_PATIENCE:  # (this wait took it to the deadline)
                     future.cancel()
                     raise WriteTimedOut from None
                 if self._database_problem() is not None:
