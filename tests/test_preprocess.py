@@ -682,6 +682,26 @@ def test_a_frame_a_little_inside_the_picture_is_not_the_digit():
         close(to_mnist(np.asarray(im)), to_mnist(compose(cov)))
 
 
+def test_a_box_drawn_around_the_digit_is_not_the_digit():
+    """A digit in a square drawn well inside the picture (a form's box, a probe in session 34): the box was
+    the largest stroke, and every digit a sure 0. A box around the digit is left out at any inset."""
+    cov = coverage("7", width=12, box=(0.3, 0.25, 0.7, 0.75))
+    for inset in (30, 50):
+        im = Image.fromarray(compose(cov).copy())
+        ImageDraw.Draw(im).rectangle((inset, inset, 279 - inset, 279 - inset), outline=(0, 0, 0), width=4)
+        close(to_mnist(np.asarray(im)), to_mnist(compose(cov)))
+
+
+def test_a_square_around_a_dot_is_still_drawn_ink():
+    """Only a box around a stroke of some size is a frame: a square with a dot inside stays the drawing."""
+    im = Image.new("L", (280, 280), 255)
+    pen = ImageDraw.Draw(im)
+    pen.rectangle((60, 60, 220, 220), outline=0, width=14)
+    pen.ellipse((134, 134, 146, 146), fill=0)
+    out = to_mnist(np.asarray(im))
+    assert out[:, :6].sum() > 5 and out[:, 22:].sum() > 5  # the square's sides are there
+
+
 def test_a_big_slashed_zero_is_not_a_frame():
     """A 0 drawn to the canvas's edges with a slash through it: round sides, so it stays the digit."""
     im = Image.new("L", (280, 280), 255)

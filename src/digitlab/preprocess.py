@@ -437,9 +437,11 @@ def _drop_specks(
     ph, pw = (image_h // 2, image_w // 2) if step == 2 else (image_h, image_w)
     oy, ox = origin[0] // step, origin[1] // step
     near = max(1, round(FRAME_MARGIN * max(ph, pw)))
-    for i, b in enumerate(boxes, start=1):  # a frame line around the picture is not ink
+    for i, b in enumerate(boxes, start=1):  # a frame line around the picture (or around the digit) is not ink
         gaps = (b[0].start + oy, b[1].start + ox, ph - b[0].stop - oy, pw - b[1].stop - ox)
-        if max(gaps) > near or sizes[i] >= 0.25 * ph * pw or sizes.sum() <= sizes[i]:
+        if sizes[i] >= 0.25 * ph * pw or sizes.sum() <= sizes[i]:
+            continue
+        if max(gaps) > near and not _around_the_rest(boxes, i):
             continue
         if max(gaps) <= 1 or _is_frame(labels[b] == i):  # at the edge, or straight on all four sides
             sizes[i] = 0
@@ -462,6 +464,17 @@ def _drop_specks(
 
 
 _EIGHT = np.ones((3, 3), bool)
+
+
+def _around_the_rest(boxes: list, i: int) -> bool:
+    """Component `i` (1-based) holds every other one inside its box, and one of them is a stroke of some size:
+    a box drawn around the digit, however far in (a 7 in a square drawn 30 px in from the edge was a sure 0)."""
+    outer = boxes[i - 1]
+    inner = [b for k, b in enumerate(boxes, start=1) if k != i]
+    inside = all(outer[0].start < b[0].start and b[0].stop < outer[0].stop and outer[1].start < b[1].start
+                 and b[1].stop < outer[1].stop for b in inner)  # fmt: skip
+    short_side = min(outer[0].stop - outer[0].start, outer[1].stop - outer[1].start)
+    return inside and max(max(b[0].stop - b[0].start, b[1].stop - b[1].start) for b in inner) >= 0.3 * short_side
 
 
 def _is_frame(component: np.ndarray) -> bool:
