@@ -63,6 +63,33 @@ def test_without_admin_token_history_is_open(tmp_path, served_model_dir, png):
         assert c.delete(f"/api/v1/predictions/{p['id']}").status_code == 204
 
 
+def test_a_reading_the_store_refuses_is_counted_and_health_says_failing(tmp_path, served_model_dir):
+    """A `/read` the store could not take (SQLite on a full disk lost 343 of 400 readings while /health said "ok"
+    and no metric moved: a probe, session 34) counts like a prediction: the metric, and /health "failing"
+    until a reading is stored again."""
+    from drawn_numbers import draw_number
+
+    app = create_app(settings_for(tmp_path, served_model_dir))
+    image = draw_number("42")
+    with TestClient(app) as c:
+        store = app.state.ctx.store
+
+        def broken(record):
+            raise OSError("No space left on device")
+
+        store.add_number = broken
+        try:
+            r = c.post("/api/v1/read", files={"image": ("n.png", image)})
+            assert r.status_code == 200 and r.json()["logged"] is False and r.json()["text"] == "42"
+            assert "digitlab_store_write_failures_total 1.0" in c.get("/metrics").text
+            health = c.get("/health").json()
+            assert (health["status"], health["database"]) == ("degraded", "failing")
+        finally:
+            del store.add_number
+        assert c.post("/api/v1/read", files={"image": ("n.png", image)}).json()["logged"] is True
+        assert c.get("/health").json()["database"] == "ok"
+
+
 def test_store_failure_still_answers(tmp_path, served_model_dir, png):
     """A store that takes no rows (a full disk): the answer comes, `logged: false`, and /health says the
     database is failing (it said "ok" while every answer was unlogged); a write that works clears it."""

@@ -118,7 +118,7 @@ class Metrics:
         )
         self.store_failures = Counter(
             "digitlab_store_write_failures",
-            "Predictions that could not be logged (store raised).",
+            "Predictions and read numbers that could not be stored (the store raised, or there is none).",
             registry=r,
         )
         self.errors = Counter("digitlab_errors", "Error responses, by error code.", ["code"], registry=r)

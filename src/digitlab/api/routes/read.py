@@ -56,14 +56,20 @@ async def read(request: Request) -> FastJSONResponse:
         if await request.is_disconnected():
             return Response(status_code=CLIENT_CLOSED)  # (nobody to send it to: counted as 499)
         answer, _reading, input_png = await anyio.to_thread.run_sync(compute)
-    if ctx.store is not None:
-        try:
-            record = number_record(answer, options, input_png)
-            added = await anyio.to_thread.run_sync(ctx.store.add_number, record)
-        except Exception as exc:  # noqa: BLE001 -- the reading is answered even when it cannot be stored
-            log.error("read number not stored: %s", str(exc).splitlines()[0] if str(exc) else exc)
-        else:  # in the database (`id`), or in the outage spool (`id` null until it is replayed)
-            answer.update(id=added.id, uid=added.uid, logged=True)
+    if ctx.store is None:  # counted like a prediction that could not be stored (it was not counted at all)
+        ctx.metrics.store_failures.inc()
+        return FastJSONResponse(answer)
+    try:
+        record = number_record(answer, options, input_png)
+        added = await anyio.to_thread.run_sync(ctx.store.add_number, record)
+    except Exception as exc:  # noqa: BLE001 -- the reading is answered even when it cannot be stored
+        log.error("read number not stored: %s", str(exc).splitlines()[0] if str(exc) else exc)
+        ctx.metrics.store_failures.inc()  # and /health says "failing", as for predictions (a full disk lost
+        ctx.store.note_write(False)  # 343 of 400 readings while /health said "ok": a probe, session 34)
+    else:  # in the database (`id`), or in the outage spool (`id` null until it is replayed)
+        if added.stored == "database":
+            ctx.store.note_write(True)
+        answer.update(id=added.id, uid=added.uid, logged=True)
     return FastJSONResponse(answer)
 
 
