@@ -14,6 +14,7 @@ from PIL import Image, ImageFilter
 from digitlab.decode import EmptyImageError
 from digitlab.detector.runtime import load_detector
 from digitlab.errors import DigitlabError
+from digitlab.line_reader import load_line_reader
 from digitlab.models.registry import BUNDLED_DIR, load_model
 from digitlab.segment import read_number
 from digitlab.segment_verifier import load_segment_verifier
@@ -25,7 +26,8 @@ DESK = (50, 45, 40)
 @pytest.fixture(scope="module")
 def reader():
     cnn, detector, verifier = load_model("cnn", BUNDLED_DIR), load_detector(None), load_segment_verifier(None)
-    return lambda data: read_number(data, cnn, detector, verifier=verifier).text
+    line_reader = load_line_reader(None)  # as `/read` reads
+    return lambda data: read_number(data, cnn, detector, verifier=verifier, line_reader=line_reader).text
 
 
 def _sheet(text: str, width: int = 1600, height: int = 1200) -> np.ndarray:
@@ -287,3 +289,28 @@ def test_a_long_stroke_of_a_digit_photographed_close_is_no_ruled_line(predict_di
     photo = _close_photo(strokes)
     assert predict_digit(photo) == int(digit)
     assert reader(photo) == digit
+
+
+def _blank_notebook_page(margin: bool) -> bytes:
+    """A photo of a ruled notebook page with nothing written on it, its red margin line from top to bottom."""
+    im = Image.new("RGB", (1600, 1200), (236, 234, 226))
+    from PIL import ImageDraw
+
+    pen = ImageDraw.Draw(im)
+    for y in range(70, 1200, 84):
+        pen.line([(0, y), (1600, y)], fill=(150, 180, 220), width=4)
+    if margin:
+        pen.line([(144, 0), (144, 1200)], fill=(220, 120, 120), width=4)
+    a = np.asarray(im).astype(float) + np.random.default_rng(0).normal(0, 14, (1200, 1600, 3))
+    out = io.BytesIO()
+    Image.fromarray(a.clip(0, 255).astype("uint8")).save(out, format="JPEG", quality=95)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("margin", [True, False], ids=["margin", "no-margin"])
+def test_a_blank_notebook_page_is_no_number(reader, margin):
+    """A photo of a blank ruled page was read "11111111111111" (a newcomer's tour, session 34): the margin line,
+    the only dark line, was kept as a lone long stroke (a 1 photographed close), cut into pieces by the ruled
+    lines. A lone line from edge to edge is the page's margin."""
+    with pytest.raises(DigitlabError):
+        reader(_blank_notebook_page(margin))

@@ -240,6 +240,7 @@ def _ruled(lines: np.ndarray, core: float | None, *, axis: int, length: float) -
     span = np.array([(b[axis].stop - b[axis].start) / size for b in boxes])
     edge = max(2, round(0.02 * size))  # (a turned page's line leaves the picture through its top or bottom)
     at_edge = np.array([b[axis].start <= edge or b[axis].stop >= size - edge for b in boxes])
+    across = np.array([b[axis].start <= edge and b[axis].stop >= size - edge for b in boxes])  # edge to edge
     other = 1 - axis  # a stroke is thin across; a shadow's flank, found as a "line" too, is not (it stays taken out)
     thin = np.array([b[other].stop - b[other].start for b in boxes]) <= 0.4 * span * size
     # (the rest: pieces of a faint line, broken where it fades into the noise)
@@ -248,7 +249,8 @@ def _ruled(lines: np.ndarray, core: float | None, *, axis: int, length: float) -
     for i in np.flatnonzero(whole):  # (each within its own box: a striped picture's hundreds cost one pass)
         box = boxes[i]
         dark[i] = np.percentile(lines[box][labels[box] == i + 1], 90) >= RULED_LIGHT * core
-    writing = whole & (((span < RULED_SPAN) & ~at_edge) | (dark & (dark.sum() == 1)))
+    # (a lone dark line from edge to edge is a notebook's margin, not a 1: a blank page read "11111111111111")
+    writing = whole & (((span < RULED_SPAN) & ~at_edge) | (dark & (dark.sum() == 1) & ~across))
     if not writing.any():
         return lines
     return np.where(np.concatenate(([False], writing))[labels], 0.0, lines).astype(lines.dtype)
