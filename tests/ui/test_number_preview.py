@@ -33,3 +33,16 @@ def test_each_number_is_over_its_box_never_on_the_ink(top):
         inside = label[(label > box_top + 4) & (label < box_bottom - 4)]
         assert label.size and label.min() < box_top, (colour, box_top, label)  # over the box ...
         assert not np.any(mine[box_top + 6 : box_bottom - 6, :].sum(axis=1) > 8), inside  # ... nothing on the ink
+
+
+def test_each_box_is_labelled_with_the_digit_read_there():
+    """Position numbers over the boxes ("1 2 3 4" over 3819) were taken for the digits read (a newcomer's tour,
+    session 34): each box shows its own digit."""
+    from digitlab.ui.number_preview import boxed
+
+    def shown(digit: int) -> np.ndarray:
+        digits = [{"box": [100, 60, 60, 90], "uncertain": False, "digit": digit}]
+        return np.asarray(Image.open(io.BytesIO(boxed(_png(840, 280), digits))).convert("L"))
+
+    assert not np.array_equal(shown(7), shown(1))  # (a position number: "1" over both)
+    assert np.array_equal(shown(7), shown(7))

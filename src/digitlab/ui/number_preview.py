@@ -1,5 +1,5 @@
-"""The Number page's picture of a reading: the part of the image around the digits read, each under a numbered
-box (pure PIL, no Streamlit: the page shows it with `st.image`)."""
+"""The Number page's picture of a reading: the part of the image around the digits read, each in a box labelled
+with the digit read there (pure PIL, no Streamlit: the page shows it with `st.image`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ PREVIEW_MIN_WIDTH = 360  #: a smaller preview is enlarged to this width (at most
 
 
 def boxed(image: bytes, digits: list[dict]) -> bytes:
-    """The part of the image around the digits read, each under a numbered box: turned upright by its EXIF
+    """The part of the image around the digits read, each in a box labelled with its digit: turned upright by its EXIF
     orientation first, as the API reads it (a phone photo stored sideways showed sideways, its boxes over the
     wrong part). Cropped to the digits and enlarged when small: a number written in a corner of the 840 px
     canvas was ~100 px wide under the reading on a phone, its boxes and their numbers too small to see."""
@@ -43,7 +43,9 @@ def boxed(image: bytes, digits: list[dict]) -> bytes:
     for i, (d, (x, y, w, h), size) in enumerate(zip(digits, boxes, sizes, strict=True)):
         colour = "#d9480f" if d.get("uncertain") else "#2b8a3e"
         pen.rectangle([x, y, x + w, y + h], outline=colour, width=line)
-        pen.text((x + line + 1, y - size - 2 * line), str(i + 1), fill=colour, font_size=size)
+        label = str(d["digit"]) if "digit" in d else str(i + 1)  # the digit read there: a position number over
+        pen.text((x + line + 1, y - size - 2 * line), label, fill=colour, font_size=size)  # each was taken for a
+        # digit read ("1 2 3 4" over 3819: a "3" over its 1), a newcomer's tour, session 34
     out = io.BytesIO()
     im.save(out, format="PNG")
     return out.getvalue()
