@@ -5,7 +5,7 @@
 
 The drawing: "204719" written with a round pen on an 840 x 280 canvas (the Number page's size), two of
 its digits in two strokes (4, crossed 7), sent as PNG. In-process: `digitlab.segment.read_number` with
-the bundled CNN, detector and segment verifier, one BLAS thread (as the API runs it): wall and CPU time per
+the bundled CNN, detector, segment verifier and line reader, one BLAS thread (as the API runs it): wall and CPU time per
 reading.
 Server: `--n` sequential multipart requests on one keep-alive connection to a spawned API (port 18400
 unless `--port`), the client's round-trip and the server's own `latency_ms`. Prints one table.
@@ -38,19 +38,20 @@ def in_process(png: bytes, n: int) -> dict:
     from threadpoolctl import threadpool_limits
 
     from digitlab.detector.runtime import load_detector
+    from digitlab.line_reader import load_line_reader
     from digitlab.models.registry import BUNDLED_DIR, load_model
     from digitlab.segment import read_number
     from digitlab.segment_verifier import load_segment_verifier
 
     threadpool_limits(limits=1)
     model, detector = load_model("cnn", BUNDLED_DIR), load_detector(None)
-    verifier = load_segment_verifier(None)
+    verifier, line_reader = load_segment_verifier(None), load_line_reader(None)
     for _ in range(3):
-        text = read_number(png, model, detector, verifier=verifier).text
+        text = read_number(png, model, detector, verifier=verifier, line_reader=line_reader).text
     wall, cpu = [], []
     for _ in range(n):
         t0, c0 = time.perf_counter(), time.process_time()
-        read_number(png, model, detector, verifier=verifier)
+        read_number(png, model, detector, verifier=verifier, line_reader=line_reader)
         wall.append(1000 * (time.perf_counter() - t0))
         cpu.append(1000 * (time.process_time() - c0))
     return {"text": text, "wall": wall, "cpu": cpu}

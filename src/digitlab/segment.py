@@ -38,6 +38,7 @@ from digitlab.detector.runtime import NotDigit
 from digitlab.errors import DigitlabError
 from digitlab.models.registry import predict_with_opinion
 from digitlab.preprocess import to_mnist
+from digitlab.segment_agree import agree
 from digitlab.segment_ink import working_ink
 from digitlab.segment_pieces import Piece, blotted, leaning_stroke, odd_marks, pieces_of, stacked, two_lines
 from digitlab.segment_runs import digit_runs, fewest_digits, width, work
@@ -179,6 +180,7 @@ def read_number(
     detector: Any = None,
     *,
     verifier: Any = None,
+    line_reader: Any = None,
     pen_color: str | None = None,
     background_color: str | None = None,
     max_pixels: int | None = None,
@@ -187,7 +189,8 @@ def read_number(
 
     `detector`: a `digitlab.detector.runtime.UncertaintyDetector` or None; `verifier`: a
     `digitlab.segment_verifier.SegmentVerifier` or None (then only the model's probabilities and the
-    geometry's costs decide). Raises the decoding errors and `EmptyImageError` like `to_mnist`.
+    geometry's costs decide); `line_reader`: a `digitlab.line_reader.LineReader` or None (`segment_agree`).
+    Raises the decoding errors and `EmptyImageError` like `to_mnist`.
     """
     c = segmented(image, pen_color=pen_color, background_color=background_color, max_pixels=max_pixels)
     s, factor, pieces, height, spans, images, boxes, X, specks = c
@@ -202,6 +205,18 @@ def read_number(
         p_not, digit_opinion = _not_digit(detector, X, spans, pieces, height, proba, whole)
     scores = _scores(spans, pieces, height, proba, p_not, whole)
     chosen, skipped = _best_path(spans, scores, pieces)
+    read_as = {k: int(np.argmax(proba[k])) for k in chosen}
+    disagree = dict.fromkeys(chosen, False)
+    if line_reader is not None:  # the line reader, which never cuts, as a second opinion (`segment_agree`)
+        frames, marks = line_reader.frames(s), [p.mark for p in pieces]
+        agreed = agree(frames, spans, scores, proba, marks, chosen, skipped)
+        unseen = [k for k in agreed.chosen if p_not[k] == 0.0]  # the detector skipped what could not win alone
+        if detector is not None and unseen:
+            p_not[unseen], digit_opinion[unseen] = detector.detector_outputs(X[unseen])
+            scores = _scores(spans, pieces, height, proba, p_not, whole)
+            agreed = agree(frames, spans, scores, proba, marks, chosen, skipped)
+        chosen, skipped = agreed.chosen, agreed.skipped
+        read_as, disagree = dict(zip(chosen, agreed.digits)), dict(zip(chosen, agreed.disagree))
     dropped = [_crop(s, [pieces[i]])[1] for i in skipped]
     digits = []
     marks = [p for p in pieces if p.mark]
@@ -211,7 +226,7 @@ def read_number(
             dropped.append(boxes[k])  # a currency sign, a letter: the detector is sure it is no digit
             continue
         p = proba[k]
-        digit = int(np.argmax(p))
+        digit = read_as[k]
         if detector is not None:
             p_k = NotDigit(float(p_not[k]), digit_opinion[k])
             uncertain = bool(detector.is_uncertain(model.name, images[k], p, p_not_digit=p_k,
@@ -219,6 +234,7 @@ def read_number(
             uncertain = uncertain or float(p_not[k]) > MARK_NOT_DIGIT
         else:
             uncertain = float(p[digit]) < UNCERTAIN_BELOW
+        uncertain = uncertain or disagree[k] or digit != int(np.argmax(p))  # the two readers disagree on it
         uncertain = uncertain or boxes[k][3] > STACKED * height  # digits written one above another
         uncertain = uncertain or (digit == 1 and len(chosen) > 1 and leaning_stroke(pieces[slice(*spans[k])]))
         uncertain = uncertain or odd_marks(pieces[slice(*spans[k])], marks, [*pieces, *specks], height)  # "?", a face

@@ -639,17 +639,21 @@ def test_a_promoted_version_that_cannot_be_loaded_is_tried_once(tmp_path, served
 
 
 def test_health_names_a_detector_or_verifier_that_could_not_be_loaded(tmp_path, served_model_dir, png):
-    """A broken detector or segment verifier in the model folder is logged at start-up and named in /health
-    (the flag then uses the model's confidence only, /read the model alone); predictions still answer."""
+    """A broken detector, segment verifier or line reader in the model folder is logged at start-up and named in
+    /health (the flag then uses the model's confidence only, /read the model alone); predictions still answer."""
+    from drawn_numbers import draw_number
+
     model_dir = tmp_path / "models"
     shutil.copytree(served_model_dir, model_dir)
     with TestClient(create_app(settings_for(tmp_path, model_dir))) as c:
-        assert c.get("/health").json()["components"] == {"detector": "ready", "segment_verifier": "ready"}
-    (model_dir / "detector.json").write_text("{not json")
-    (model_dir / "segment_verifier.json").write_text("{not json")
+        assert c.get("/health").json()["components"] == {"detector": "ready", "segment_verifier": "ready",
+                                                         "line_reader": "ready"}  # fmt: skip
+    for part in ("detector", "segment_verifier", "line_reader"):
+        (model_dir / f"{part}.json").write_text("{not json")
     with TestClient(create_app(settings_for(tmp_path, model_dir))) as c:
         body = c.get("/health").json()
-        assert body["components"] == {"detector": "missing", "segment_verifier": "missing"}
+        assert body["components"] == {"detector": "missing", "segment_verifier": "missing", "line_reader": "missing"}
+        assert c.post("/api/v1/read", files={"image": ("n.png", draw_number("42"))}).json()["text"] == "42"
         assert body["status"] == "ok"  # the models and the database answer
         assert c.post("/api/v1/predict", files={"image": ("d.png", png)}).status_code == 200
 

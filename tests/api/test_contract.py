@@ -59,7 +59,7 @@ def test_health_reports_every_part(api):
     assert r.status_code == 200
     body = r.json()
     assert set(body) == {"status", "models", "database", "spool", "components"}
-    assert body["components"] == {"detector": "ready", "segment_verifier": "ready"}
+    assert body["components"] == {"detector": "ready", "segment_verifier": "ready", "line_reader": "ready"}
     assert body["status"] == "ok"
     assert body["database"] == "ok"
     assert body["spool"] == 0

@@ -29,7 +29,7 @@ def assert_reading(body: dict, text: str, image: bytes) -> None:
         x, y, w, h = d["box"]
         assert 0 <= x < x + w <= width and 0 <= y < y + h <= height
         assert math.isclose(sum(d["probabilities"]), 1.0, abs_tol=1e-4)
-        assert d["confidence"] == max(d["probabilities"])
+        assert d["confidence"] == d["probabilities"][d["digit"]]
         assert Image.open(io.BytesIO(base64.b64decode(d["processed_image"]))).size == (28, 28)
     assert math.isclose(body["confidence"], math.prod(d["confidence"] for d in body["digits"]), rel_tol=1e-6)
     assert body["uncertain"] == any(d["uncertain"] for d in body["digits"])

@@ -14,6 +14,7 @@ from digitlab.models.registry import ModelRegistry
 
 if TYPE_CHECKING:  # the store is opened by the lifespan (SQLAlchemy is imported there, not here)
     from digitlab.detector.runtime import UncertaintyDetector
+    from digitlab.line_reader import LineReader
     from digitlab.segment_verifier import SegmentVerifier
     from digitlab.store import PredictionStore
 
@@ -28,6 +29,7 @@ class AppContext:
     store: PredictionStore | None = None
     detector: UncertaintyDetector | None = None  # flags drawings that are not digits
     segment_verifier: SegmentVerifier | None = None  # /read: which crops are one whole digit
+    line_reader: LineReader | None = None  # /read: the whole line read without cuts, a second opinion
     cpu_limiter: anyio.CapacityLimiter | None = None  # preprocessing + inference
     batcher: Any = None  # the predict route's micro-batches: an api.batching.PredictionBatcher (it imports this)
     manifest_keys: dict[str, tuple | None] = field(default_factory=dict)  # `upkeep.files_key` of each model

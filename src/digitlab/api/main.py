@@ -103,6 +103,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ctx.segment_verifier = load_segment_verifier(settings.model_dir)
             except Exception as exc:  # noqa: BLE001 - read numbers without it: the model's probabilities decide
                 log.error("segment verifier not loaded, numbers are split by the model alone: %s", exc)
+            try:
+                from digitlab.line_reader import load_line_reader
+
+                ctx.line_reader = load_line_reader(settings.model_dir)
+            except Exception as exc:  # noqa: BLE001 - read numbers without its second opinion
+                log.error("line reader not loaded, numbers are read by their segmentation alone: %s", exc)
             warm_up(ctx)
 
         async with anyio.create_task_group() as tg:  # models and store load in parallel

@@ -37,6 +37,7 @@ def compute_reading(
             model,
             ctx.detector,
             verifier=ctx.segment_verifier,
+            line_reader=ctx.line_reader,
             pen_color=pen_color,
             background_color=background_color,
             max_pixels=ctx.settings.max_image_pixels,

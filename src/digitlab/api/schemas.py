@@ -42,10 +42,12 @@ class HealthResponse(BaseModel):
         "`catching_up`: the database is back after an outage and the records queued meanwhile are being written."
     )
     spool: int = Field(description="Predictions, read numbers and feedback waiting in the outage spool.")
-    components: dict[Literal["detector", "segment_verifier"], Literal["ready", "missing"]] = Field(
+    components: dict[Literal["detector", "segment_verifier", "line_reader"], Literal["ready", "missing"]] = Field(
         description="The parts beside the models: `detector` (the \"not sure\" flag's not-a-digit detector and "
-        "second opinion; missing: the flag uses the model's confidence only) and `segment_verifier` (/read's "
-        "judge of which crops are one whole digit; missing: numbers are split by the model alone)."
+        "second opinion; missing: the flag uses the model's confidence only), `segment_verifier` (/read's "
+        "judge of which crops are one whole digit; missing: numbers are split by the model alone) and "
+        "`line_reader` (/read's second reader of the whole line, which never cuts; missing: the segmentation "
+        "alone decides)."
     )
 
 

@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train models on the 60k MNIST training set and save artefacts")
     p.add_argument(
         "models", nargs="*",
-        help="model names, 'cnn', 'detector' or 'segment_verifier' (default: every classical model)",
+        help="model names, 'cnn', 'detector', 'segment_verifier' or 'line_reader' (default: every classical model)",
     )
     p.add_argument(
         "--limit", type=_at_least(100), default=None, help="train on the first N images only (quick runs; N >= 100)"
@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--out", type=Path, default=None,
-        help="with 'detector' or 'segment_verifier': write it here (default: DIGITLAB_MODEL_DIR; the bundled "
+        help="with 'detector', 'segment_verifier' or 'line_reader': write it here (default: DIGITLAB_MODEL_DIR; the bundled "
         "ones: src/digitlab/models/bundled)",
     )
     p.set_defaults(func=_train)

@@ -27,15 +27,15 @@ def train_command(
     calibrate_only: bool = False,
     out_dir: Path | None = None,
 ) -> int:
-    """`digitlab train [MODEL ...]`: classical models by default; `cnn`, `detector` and `segment_verifier`
-    on request.
+    """`digitlab train [MODEL ...]`: classical models by default; `cnn`, `detector`, `segment_verifier` and
+    `line_reader` on request.
 
     The detector goes last but one: its thresholds are calibrated against the models just trained; the
     segment verifier reports on the numbers read with the CNN and that detector.
     """
     settings = get_settings()
     requested = list(names) or list(CLASSICAL_MODELS)
-    extras = ("detector", "segment_verifier")
+    extras = ("detector", "segment_verifier", "line_reader")
     unknown = [n for n in requested if n not in MODEL_SPECS and n not in extras]
     if unknown:
         raise DigitlabError(
@@ -50,8 +50,10 @@ def train_command(
     # before minutes of work (it was found out when saving, or after seconds of style drawings: a probe)
     _writable_folder(out_dir if out_dir is not None else settings.model_dir,
                      "--out" if out_dir is not None else "DIGITLAB_MODEL_DIR")  # fmt: skip
-    if "cnn" in requested and not has_torch():  # before minutes of data preparation
-        raise DigitlabError("training the CNN needs PyTorch: pip install -e '.[cnn]' (or pip install torch)")
+    needs_torch = [n for n in ("cnn", "line_reader") if n in requested]
+    if needs_torch and not has_torch():  # before minutes of data preparation
+        raise DigitlabError(f"training the {needs_torch[0].replace('cnn', 'CNN').replace('_', ' ')} needs PyTorch: "
+                            "pip install -e '.[cnn]' (or pip install torch)")  # fmt: skip
     if limit is None and settings.train_limit:  # two newcomers expected it to make quick models here too
         log(f"note: DIGITLAB_TRAIN_LIMIT={settings.train_limit} is for `digitlab run`'s first start: this trains "
             f"on all of MNIST (minutes); `digitlab train --limit {settings.train_limit}` trains quick models")
@@ -126,6 +128,10 @@ def _train(settings, requested: list[str], *, limit, jobs, calibrate_only: bool,
         from digitlab.training.segment_verifier import train_segment_verifier_command
 
         train_segment_verifier_command(out_dir=out_dir)
+    if "line_reader" in requested:
+        from digitlab.training.line_reader import train_line_reader_command
+
+        train_line_reader_command(out_dir=out_dir, count=limit or 50000, check=min(limit or 500, 500), jobs=jobs or 2)
     if limit:
         _say_replaced(before, settings.model_dir, limit)
     log(f"done in {time.perf_counter() - started:.0f} s; artefacts in {settings.model_dir}")

@@ -235,12 +235,13 @@ def evaluate_numbers(
     """Read every sample with each model; one row of scores per model."""
     from digitlab.detector.runtime import load_detector
     from digitlab.errors import DigitlabError
+    from digitlab.line_reader import load_line_reader
     from digitlab.models.registry import load_model
     from digitlab.segment import read_number
     from digitlab.segment_verifier import load_segment_verifier
 
     samples = number_samples(count, seed=seed, part=part)
-    detector, verifier = load_detector(model_dir), load_segment_verifier(model_dir)
+    detector, verifier, line_reader = load_detector(model_dir), load_segment_verifier(model_dir), load_line_reader(model_dir)
     rows = []
     for name in names:
         model = load_model(name, model_dir)
@@ -248,7 +249,7 @@ def evaluate_numbers(
         started = time.perf_counter()
         for sample in samples:
             try:
-                texts.append(read_number(sample.image, model, detector, verifier=verifier).text)
+                texts.append(read_number(sample.image, model, detector, verifier=verifier, line_reader=line_reader).text)
             except DigitlabError:
                 texts.append(None)
         seconds = time.perf_counter() - started

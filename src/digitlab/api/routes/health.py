@@ -26,6 +26,7 @@ def health_payload(ctx: AppContext) -> HealthResponse:
     components = {
         "detector": "ready" if ctx.detector is not None else "missing",
         "segment_verifier": "ready" if ctx.segment_verifier is not None else "missing",
+        "line_reader": "ready" if ctx.line_reader is not None else "missing",
     }
     return HealthResponse(
         status=status, models=models, database=store["database"], spool=int(store["spool"]), components=components

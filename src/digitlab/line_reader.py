@@ -1,0 +1,99 @@
+"""A second reader of written numbers that never cuts: the whole line of ink -> a text, by CTC.
+
+Why: `segment` reads a number by cutting its ink into digits, and where digits touch or overlap no cut is
+clean (a straight cut leaves each crop a sliver of its neighbour), so it merges, splits or misreads them.
+A network that reads the whole line at once, column by column, and is trained with CTC to emit each digit
+once wherever it sits, needs no cut. It gives no boxes and no per-digit pictures, so it does not replace the
+segmentation: `segment.read_number` asks it which reading of its candidates to believe (the reading whose
+digits it finds most probable, `LineReader.log_probability`), and flags a reading they disagree on.
+
+The network (`training/line_reader.py`, `digitlab train line_reader`) is small (a few convolutions and a
+bidirectional GRU over columns) and runs in onnxruntime, one thread, like the CNN.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+LINE_READER_NAME = "line_reader"
+ROWS = 32  #: the network's input height: the ink's rows scaled to CORE, with a margin above and below
+CORE = 28
+SIDE = 8  #: blank columns on either side
+MAX_COLUMNS = 1200  #: a line wider than this (about 50 digits) is squeezed
+INK_ON = 0.35  #: what counts as ink when finding the writing's rows and columns
+BLANK = 0  #: the CTC blank is class 0; digit d is class d + 1
+
+
+def line_input(ink: np.ndarray) -> np.ndarray:
+    """The working ink (values in [0, 1]) -> the network's (ROWS, width) input: the ink's bounding box scaled
+    to CORE rows, SIDE blank columns either side. Raises ValueError when there is no ink."""
+    ys, xs = np.nonzero(ink > INK_ON)
+    if not len(ys):
+        raise ValueError("no ink")
+    crop = np.asarray(ink[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1], np.float32)
+    h, w = crop.shape
+    columns = int(min(MAX_COLUMNS, max(1, round(w * CORE / h))))
+    scaled = np.asarray(Image.fromarray(crop, "F").resize((columns, CORE), Image.BILINEAR))
+    out = np.zeros((ROWS, columns + 2 * SIDE + (columns % 2)), np.float32)  # an even width: frames are 2 columns
+    top = (ROWS - CORE) // 2
+    out[top : top + CORE, SIDE : SIDE + columns] = np.clip(scaled, 0.0, 1.0)
+    return out
+
+
+def best_text(log_probs: np.ndarray) -> str:
+    """Greedy CTC decoding: the most probable class per frame, repeats merged, blanks dropped."""
+    best = np.asarray(log_probs).argmax(axis=1)
+    keep = (best != BLANK) & np.concatenate([[True], best[1:] != best[:-1]])
+    return "".join(str(int(v) - 1) for v in best[keep])
+
+
+def text_log_probability(log_probs: np.ndarray, text: str) -> float:
+    """log P(text | the frames) under CTC: the forward algorithm over the text with blanks between."""
+    lp = np.asarray(log_probs, np.float64)
+    if not text:
+        return float(lp[:, BLANK].sum())
+    labels = [BLANK]
+    for ch in text:
+        labels += [int(ch) + 1, BLANK]
+    n = len(labels)
+    emit = lp[:, labels]  # (frames, n)
+    alpha = np.full(n, -np.inf)
+    alpha[:2] = emit[0, :2]
+    skip = np.zeros(n, bool)  # a digit may follow the previous digit directly unless they are equal
+    skip[3::2] = [labels[k] != labels[k - 2] for k in range(3, n, 2)]
+    for t in range(1, len(lp)):
+        step = np.logaddexp(alpha, np.concatenate([[-np.inf], alpha[:-1]]))
+        step[skip] = np.logaddexp(step[skip], np.concatenate([[-np.inf, -np.inf], alpha[:-2]])[skip])
+        alpha = step + emit[t]
+    return float(np.logaddexp(alpha[-1], alpha[-2]))
+
+
+class LineReader:
+    """The ONNX network: (1, 1, ROWS, width) -> (1, width / 2, 11) log-probabilities per frame."""
+
+    def __init__(self, model_bytes: bytes):
+        from digitlab.models.onnx import make_session
+
+        self.session = make_session(model_bytes)
+        self.input = self.session.get_inputs()[0].name
+
+    def frames(self, ink: np.ndarray) -> np.ndarray:
+        """(frames, 11) log-probabilities of the working ink's line."""
+        x = line_input(ink)[None, None]
+        return np.asarray(self.session.run(None, {self.input: x})[0][0], np.float64)
+
+
+def load_line_reader(model_dir: Path | None = None) -> LineReader:
+    """The line reader in `model_dir` (rebuilt by `digitlab train line_reader`), else the bundled one; its
+    SHA-256 checked against its manifest first (`ArtifactError` if it does not match)."""
+    from digitlab.models.artifacts import read_verified
+    from digitlab.models.registry import BUNDLED_DIR
+
+    directory = BUNDLED_DIR
+    if model_dir is not None and (Path(model_dir) / f"{LINE_READER_NAME}.json").exists():
+        directory = Path(model_dir)
+    _manifest, payload = read_verified(directory, LINE_READER_NAME)
+    return LineReader(payload)

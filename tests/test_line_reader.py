@@ -1,0 +1,203 @@
+"""The line reader (`digitlab.line_reader`): a whole written number read without cuts by a CTC network, and
+how `segment.read_number` takes its opinion (`digitlab.segment_agree`)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from digitlab.detector.runtime import load_detector
+from digitlab.evaluation.numbers import number_samples
+from digitlab.line_reader import (
+    CORE,
+    LINE_READER_NAME,
+    ROWS,
+    LineReader,
+    best_text,
+    line_input,
+    load_line_reader,
+    text_log_probability,
+)
+from digitlab.models.artifacts import ArtifactError
+from digitlab.models.registry import BUNDLED_DIR, load_model
+from digitlab.segment import read_number
+from digitlab.segment_agree import agree, reading_of, unmatched
+from digitlab.segment_ink import working_ink
+from digitlab.segment_verifier import load_segment_verifier
+from drawn_numbers import draw_number
+
+
+def spelled(text: str, frames_per_digit: int = 4, sure: float = 0.98) -> np.ndarray:
+    """Frames a reader would give for `text`: each digit over a few frames, blanks around and between."""
+    classes = [0, 0]
+    for ch in text:
+        classes += [int(ch) + 1] * (frames_per_digit - 2) + [0, 0]
+    frames = np.full((len(classes), 11), (1 - sure) / 10)
+    frames[np.arange(len(classes)), classes] = sure
+    return np.log(frames)
+
+
+def test_the_text_probability_is_ctcs(cnn_torch):
+    """`text_log_probability` is CTC's forward algorithm: equal to PyTorch's CTC loss, repeats included."""
+    torch, F = cnn_torch
+    rng = np.random.default_rng(0)
+    for text in ["", "7", "11", "1234", "9009", "111", "80"]:
+        frames = torch.log_softmax(torch.tensor(rng.normal(0, 2, (20, 11))), -1)
+        if text:
+            want = -float(F.ctc_loss(frames[:, None, :], torch.tensor([[int(c) + 1 for c in text]]),
+                                     torch.tensor([20]), torch.tensor([len(text)]), reduction="sum"))  # fmt: skip
+        else:
+            want = float(frames[:, 0].sum())
+        assert text_log_probability(frames.numpy(), text) == pytest.approx(want, rel=1e-9, abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def cnn_torch():
+    torch = pytest.importorskip("torch")  # the `cnn` extra: CI installs it
+    import torch.nn.functional as F
+
+    return torch, F
+
+
+def test_greedy_decoding_merges_repeats_and_drops_blanks():
+    assert best_text(spelled("1123")) == "1123"  # a blank between two 1s keeps both
+    frames = np.log(np.eye(11)[[0, 2, 2, 0, 2, 3, 3, 0, 0]] + 1e-9)
+    assert best_text(frames) == "112"
+    assert best_text(np.log(np.eye(11)[[0, 0, 0]] + 1e-9)) == ""
+
+
+def test_the_input_is_the_inks_box_scaled_to_the_core_rows():
+    ink = np.zeros((300, 900), np.float32)
+    ink[100:200, 50:351] = 1.0  # 100 rows x 301 columns of ink
+    x = line_input(ink)
+    assert x.shape[0] == ROWS and x.shape[1] % 2 == 0
+    rows = np.flatnonzero(x.max(axis=1) > 0.5)
+    cols = np.flatnonzero(x.max(axis=0) > 0.5)
+    assert len(rows) == CORE and abs(len(cols) - round(301 * CORE / 100)) <= 1
+    with pytest.raises(ValueError):
+        line_input(np.zeros((10, 10), np.float32))
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return load_line_reader(None)
+
+
+def test_the_bundled_reader_reads_numbers_it_never_saw(bundled, handwriting_dir):
+    """Calibration numbers (digits no model trains on), read alone: most right, whatever the gap."""
+    samples = number_samples(40, seed=11, directory=handwriting_dir, part="calibration")
+    right = [best_text(bundled.frames(working_ink(s.image)[0])) == s.text for s in samples]
+    assert np.mean(right) >= 0.75, np.mean(right)
+
+
+def test_a_changed_reader_file_is_refused(tmp_path):
+    for suffix in ("json", "onnx"):
+        shutil.copy(BUNDLED_DIR / f"{LINE_READER_NAME}.{suffix}", tmp_path)
+    path = tmp_path / f"{LINE_READER_NAME}.onnx"
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="SHA-256"):
+        load_line_reader(tmp_path)
+
+
+# --- the second opinion in read_number ----------------------------------------------------------------
+
+
+class Spelling:
+    """A stand-in line reader that reads every line as `text`."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def frames(self, ink):
+        return spelled(self.text)
+
+
+def test_reading_of_a_text_scores_each_candidate_as_its_digit():
+    spans = [(0, 1), (1, 2), (0, 2)]  # two pieces: each alone, or both as one digit
+    proba = np.full((3, 10), 0.01)
+    proba[0, 4], proba[1, 2], proba[2, 9] = 0.6, 0.9, 0.95  # "42" or one "9"
+    scores = np.log(proba.max(axis=1))
+    score, chosen, skipped = reading_of("72", spans, scores, proba, [False, False])
+    assert chosen == [0, 1] and skipped == []
+    assert score == pytest.approx(np.log(0.01) + np.log(0.9))
+    assert reading_of("123", spans, scores, proba, [False, False]) is None  # three digits from two pieces: none
+    assert reading_of("9", spans, scores, proba, [False, False])[1] == [2]
+
+
+def test_agree_keeps_the_segmentation_where_the_two_agree_and_flags_where_they_cannot():
+    spans = [(0, 1), (1, 2), (0, 2)]
+    proba = np.full((3, 10), 0.01)
+    proba[0, 4], proba[1, 2], proba[2, 9] = 0.6, 0.9, 0.95
+    scores = np.log(proba.max(axis=1))
+    same = agree(spelled("42"), spans, scores, proba, [False, False], [0, 1], [])
+    assert same.chosen == [0, 1] and same.digits == [4, 2] and same.disagree == [False, False]
+    other = agree(spelled("9"), spans, scores, proba, [False, False], [0, 1], [])  # the line reader is sure of "9"
+    assert other.chosen == [2] and other.digits == [9] and other.disagree == [False]
+    lost = agree(spelled("123"), spans, scores, proba, [False, False], [0, 1], [])  # no reading gives "123"
+    assert lost.chosen == [0, 1] and lost.digits == [4, 2] and lost.disagree == [True, False]
+
+
+def test_one_digit_read_by_the_model_is_only_flagged_by_the_line_reader():
+    """A single digit drawn wide (a 1 as wide as tall) was "11", "7" or "41" for the line reader: one digit stays
+    the model's, flagged where the line reader reads otherwise."""
+    spans = [(0, 1), (1, 2), (0, 2)]
+    proba = np.full((3, 10), 0.01)
+    proba[0, 4], proba[1, 2], proba[2, 9] = 0.6, 0.9, 0.95
+    scores = np.log(proba.max(axis=1))
+    kept = agree(spelled("42"), spans, scores, proba, [False, False], [2], [])
+    assert kept.chosen == [2] and kept.digits == [9] and kept.disagree == [True]
+    assert agree(spelled("99"), spans, scores, proba, [False, False], [2], []).disagree == [False]
+
+
+def test_only_the_digits_the_line_reader_does_not_see_are_flagged():
+    assert unmatched("427", "42") == [False, False, True]  # "42?": the "?" read as 7 by the segmentation
+    assert unmatched("2024", "2074") == [False, False, True, False]
+    assert unmatched("11", "111") == [False, False]
+    assert unmatched("35", "") == [True, True]
+
+
+@pytest.fixture(scope="module")
+def reader_parts():
+    return load_model("cnn", BUNDLED_DIR), load_detector(None), load_segment_verifier(None)
+
+
+def test_read_number_takes_the_line_readers_text_when_its_pieces_can_give_it(reader_parts):
+    cnn, detector, verifier = reader_parts
+    data = draw_number("2024")
+    plain = read_number(data, cnn, detector, verifier=verifier)
+    assert plain.text == "2024"
+    forced = read_number(data, cnn, detector, verifier=verifier, line_reader=Spelling("2074"))
+    assert forced.text == "2074" and [d.digit for d in forced.digits] == [2, 0, 7, 4]
+    assert forced.digits[2].uncertain  # the CNN gives that 2 little chance of being a 7
+    assert [d.box for d in forced.digits] == [d.box for d in plain.digits]
+    none = read_number(data, cnn, detector, verifier=verifier, line_reader=Spelling("3333333"))
+    assert none.text == "2024" and none.uncertain and all(d.uncertain for d in none.digits)
+    one_off = read_number(data, cnn, detector, verifier=verifier, line_reader=Spelling("20245"))  # no fifth piece
+    assert one_off.text == "2024" and not one_off.uncertain  # every digit of "2024" is in "20245"
+
+
+def test_a_tiny_reader_trains_exports_and_runs_as_it_trained(tmp_path, cnn_torch, handwriting_dir, mnist_dir):
+    """A few hundred composed numbers, one epoch: the ONNX file gives the network's own frames."""
+    torch, _ = cnn_torch
+    from digitlab.training.line_reader import (
+        digit_pool,
+        export_line_onnx,
+        fit_line_net,
+        training_lines,
+    )
+
+    lines, texts = training_lines(200, digit_pool(handwriting_dir, mnist_dir), jobs=1, progress=False)
+    assert len(lines) >= 190 and all(x.shape[0] == ROWS for x in lines)
+    assert all(t.isdigit() and 1 <= len(t) <= 6 for t in texts)
+    net = fit_line_net(lines, texts, epochs=1, progress=False)
+    reader = LineReader(export_line_onnx(net))
+    x = lines[0]
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)[None, None]).numpy()[0]
+    got = reader.session.run(None, {reader.input: x[None, None]})[0][0]
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert got.shape == (x.shape[1] // 2, 11)
