@@ -90,10 +90,7 @@ def load_line_reader(model_dir: Path | None = None) -> LineReader:
     """The line reader in `model_dir` (rebuilt by `digitlab train line_reader`), else the bundled one; its
     SHA-256 checked against its manifest first (`ArtifactError` if it does not match)."""
     from digitlab.models.artifacts import read_verified
-    from digitlab.models.registry import BUNDLED_DIR
+    from digitlab.models.registry import component_dir
 
-    directory = BUNDLED_DIR
-    if model_dir is not None and (Path(model_dir) / f"{LINE_READER_NAME}.json").exists():
-        directory = Path(model_dir)
-    _manifest, payload = read_verified(directory, LINE_READER_NAME)
+    _manifest, payload = read_verified(component_dir(LINE_READER_NAME, model_dir), LINE_READER_NAME)
     return LineReader(payload)

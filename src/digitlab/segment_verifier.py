@@ -73,10 +73,7 @@ def load_segment_verifier(model_dir: Path | None = None) -> SegmentVerifier:
     """The verifier in `model_dir` (rebuilt by `digitlab train segmenter`), else the bundled one; its
     SHA-256 checked against its manifest first (`ArtifactError` if it does not match)."""
     from digitlab.models.artifacts import read_verified
-    from digitlab.models.registry import BUNDLED_DIR
+    from digitlab.models.registry import component_dir
 
-    directory = BUNDLED_DIR
-    if model_dir is not None and (Path(model_dir) / f"{VERIFIER_NAME}.json").exists():
-        directory = Path(model_dir)
-    _manifest, payload = read_verified(directory, VERIFIER_NAME)
+    _manifest, payload = read_verified(component_dir(VERIFIER_NAME, model_dir), VERIFIER_NAME)
     return SegmentVerifier.from_bytes(payload)

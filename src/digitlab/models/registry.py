@@ -200,6 +200,14 @@ def model_dirs_for(name: str, model_dir: Path) -> list[Path]:
     return dirs
 
 
+def component_dir(name: str, model_dir: Path | None) -> Path:
+    """Where a part beside the models (segment verifier, line reader) loads from: `model_dir` when it holds
+    `<name>.json` (rebuilt there by `digitlab train <name>`), else the bundled folder."""
+    if model_dir is not None and (Path(model_dir) / f"{name}.json").exists():
+        return Path(model_dir)
+    return BUNDLED_DIR
+
+
 def manifest_path(name: str, model_dir: Path) -> Path | None:
     """The manifest that serves `name`: the trained one in `model_dir`, else the bundled one; None if neither."""
     return next((p for d in model_dirs_for(name, model_dir) if (p := d / f"{name}.json").exists()), None)
