@@ -538,6 +538,7 @@ def test_unsupported_formats():
         "TIFF": encode(tiny, "TIFF"),
         "ICO": encode(tiny, "ICO"),
         "PPM": encode(tiny[..., :3].copy(), "PPM"),
+        "TGA": encode(tiny[..., :3].copy(), "TGA"),  # (it starts as a CUR file does, and was called one)
     }
     for name, data in cases.items():
         with pytest.raises(UnsupportedImageError) as exc_info:

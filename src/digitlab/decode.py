@@ -91,8 +91,10 @@ _OTHER_SIGNATURES: tuple[tuple[bytes, str], ...] = (
 def unsupported_format(data: bytes) -> str | None:
     """Name a recognised format we refuse (so it gets unsupported_media_type, not unreadable_image)."""
     head = bytes(data[:512])
+    if bytes(data[-18:]) == b"TRUEVISION-XFILE.\x00":  # TGA's footer (its header has no magic: an uncompressed
+        return "TGA"  # one starts as a CUR does, and was called a CUR file)
     for sig, name in _OTHER_SIGNATURES:
-        if head.startswith(sig):
+        if head.startswith(sig) and (name not in ("ICO", "CUR") or head[4:6] != b"\x00\x00"):  # (images: >= 1)
             return name
     if head[4:8] == b"ftyp":
         brand = head[8:12]
