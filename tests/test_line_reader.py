@@ -109,11 +109,11 @@ def test_a_changed_reader_file_is_refused(tmp_path):
 class Spelling:
     """A stand-in line reader that reads every line as `text`."""
 
-    def __init__(self, text: str):
-        self.text = text
+    def __init__(self, text: str, sure: float = 0.98):
+        self.text, self.sure = text, sure
 
     def frames(self, ink):
-        return spelled(self.text)
+        return spelled(self.text, sure=self.sure)
 
 
 def test_reading_of_a_text_scores_each_candidate_as_its_digit():
@@ -176,6 +176,8 @@ def test_read_number_takes_the_line_readers_text_when_its_pieces_can_give_it(rea
     assert [d.box for d in forced.digits] == [d.box for d in plain.digits]
     none = read_number(data, cnn, detector, verifier=verifier, line_reader=Spelling("3333333"))
     assert none.text == "2024" and none.uncertain and all(d.uncertain for d in none.digits)
+    sure = read_number(data, cnn, detector, verifier=verifier, line_reader=Spelling("2074", sure=0.99999))
+    assert sure.text == "2074" and not sure.digits[2].uncertain  # a line reader sure of the text: no doubt left
     one_off = read_number(data, cnn, detector, verifier=verifier, line_reader=Spelling("20245"))  # no fifth piece
     assert one_off.text == "2024" and not one_off.uncertain  # every digit of "2024" is in "20245"
 

@@ -206,7 +206,7 @@ def read_number(
     scores = _scores(spans, pieces, height, proba, p_not, whole)
     chosen, skipped = _best_path(spans, scores, pieces)
     read_as = {k: int(np.argmax(proba[k])) for k in chosen}
-    disagree = dict.fromkeys(chosen, False)
+    disagree, line_sure = dict.fromkeys(chosen, False), False
     if line_reader is not None:  # the line reader, which never cuts, as a second opinion (`segment_agree`)
         frames, marks = line_reader.frames(s), [p.mark for p in pieces]
         agreed = agree(frames, spans, scores, proba, marks, chosen, skipped)
@@ -217,6 +217,7 @@ def read_number(
             agreed = agree(frames, spans, scores, proba, marks, chosen, skipped)
         chosen, skipped = agreed.chosen, agreed.skipped
         read_as, disagree = dict(zip(chosen, agreed.digits)), dict(zip(chosen, agreed.disagree))
+        line_sure = agreed.sure  # the line reader reads this very text, surely: confidence alone is no doubt
     dropped = [_crop(s, [pieces[i]])[1] for i in skipped]
     digits = []
     marks = [p for p in pieces if p.mark]
@@ -229,12 +230,12 @@ def read_number(
         digit = read_as[k]
         if detector is not None:
             p_k = NotDigit(float(p_not[k]), digit_opinion[k])
-            uncertain = bool(detector.is_uncertain(model.name, images[k], p, p_not_digit=p_k,
-                                                   own_opinion=None if own is None else own[k]))
+            uncertain = not line_sure and bool(detector.is_uncertain(model.name, images[k], p, p_not_digit=p_k,
+                                                                     own_opinion=None if own is None else own[k]))
             uncertain = uncertain or float(p_not[k]) > MARK_NOT_DIGIT
         else:
-            uncertain = float(p[digit]) < UNCERTAIN_BELOW
-        uncertain = uncertain or disagree[k] or digit != int(np.argmax(p))  # the two readers disagree on it
+            uncertain = not line_sure and float(p[digit]) < UNCERTAIN_BELOW
+        uncertain = uncertain or disagree[k] or (digit != int(np.argmax(p)) and not line_sure)  # the readers differ
         uncertain = uncertain or boxes[k][3] > STACKED * height  # digits written one above another
         uncertain = uncertain or (digit == 1 and len(chosen) > 1 and leaning_stroke(pieces[slice(*spans[k])]))
         uncertain = uncertain or odd_marks(pieces[slice(*spans[k])], marks, [*pieces, *specks], height)  # "?", a face
