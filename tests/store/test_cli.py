@@ -514,7 +514,7 @@ def test_serve_refuses_one_spool_folder_for_several_workers(use_database, store,
 
 
 @pytest.mark.parametrize(("argv", "says"), [
-    (["train", "svm", "--out", "OUT"], "--out goes with detector or segment_verifier only; svm is written to"),
+    (["train", "svm", "--out", "OUT"], "--out goes with detector, segment_verifier or line_reader only; svm is written to"),
     (["train", "--calibrate-only"], "--calibrate-only goes with detector only"),
     (["train", "detector", "--calibrate-only", "--out", "A_FILE"], "--out A_FILE cannot be used as a folder"),
 ])  # fmt: skip

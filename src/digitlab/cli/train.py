@@ -44,7 +44,8 @@ def train_command(
     for option, given, goes_with in (("--calibrate-only", calibrate_only, ("detector",)), ("--out", out_dir, extras)):
         if given and not set(requested) <= set(goes_with):  # it was ignored: `train svm --out X` replaced the
             raise DigitlabError(  # served svm in DIGITLAB_MODEL_DIR
-                f"{option} goes with {' or '.join(goes_with)} only; {', '.join(n for n in requested if n not in goes_with)} "
+                f"{option} goes with {' or '.join([', '.join(goes_with[:-1]), goes_with[-1]] if len(goes_with) > 1 else goes_with)} only; "
+                f"{', '.join(n for n in requested if n not in goes_with)} "
                 f"{'is' if len(requested) == 1 else 'are'} written to DIGITLAB_MODEL_DIR ({settings.model_dir})",
                 code="bad_arguments")  # fmt: skip
     # before minutes of work (it was found out when saving, or after seconds of style drawings: a probe)
