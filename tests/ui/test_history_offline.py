@@ -109,7 +109,8 @@ def test_an_empty_log_says_why(history):
     at.button_group(key="hist_outcome").set_value("Wrong").run()
     assert not at.exception, at.exception
     infos = " ".join(str(i.value) for i in at.info)
-    assert "No wrong answers here yet" in infos and "Draw something" not in infos
+    assert "No wrong answers among the drawings yet" in infos and "Draw something" not in infos
+    assert "Numbers have their own table below" in infos  # the wrong numbers listed below are not contradicted
     api.stored_predictions = []
     at = open_history()
     assert "Nothing here yet. Draw something on the Draw page!" in " ".join(str(i.value) for i in at.info)

@@ -182,7 +182,8 @@ def stats_section(stats: dict[str, Any], models: list[dict[str, Any]], model_fil
                   "none for one labelled with two digits) and one per digit of a confirmed number: other counts.")  # fmt: skip
         st.metric("Accuracy on labelled", common.pct(correct / labelled) if labelled else "—", border=True,
                   help="Share of labelled predictions the model got right, counted like Predictions: a drawing "
-                  "answered on Compare counts once per model.")  # fmt: skip
+                  "answered on Compare counts once per model. Drawings only: each number says right or wrong in "
+                  "the Numbers table above.")  # fmt: skip
     if not labelled:
         st.info("No labelled drawings yet: answer “What did you draw?” on the Draw page and accuracy, the confusion "
                 "matrix and trends appear here.", icon=":material/touch_app:")  # fmt: skip
@@ -228,8 +229,9 @@ def empty_log_message(f: dict[str, Any]) -> str:
     """What an empty prediction log means: nothing drawn yet, or nothing that matches the filters."""
     if f.get("correct") is not None:
         outcome = "right" if f["correct"] else "wrong"
-        return (f"No {outcome} answers here yet: an answer is right or wrong once you say what you drew (on the "
-                "Draw page, under the answer).")  # fmt: skip
+        # (it said "No wrong answers here yet" above a Numbers table of wrong numbers: a newcomer's tour, session 34)
+        return (f"No {outcome} answers among the drawings yet: a drawing's answer is right or wrong once you say what "
+                "you drew (on the Draw page, under the answer). Numbers have their own table below.")  # fmt: skip
     if any(f.get(k) is not None for k in ("model", "since", "until")):
         return "No predictions match these filters. Try another model or period."
     return "Nothing here yet. Draw something on the Draw page!"
