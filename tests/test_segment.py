@@ -101,6 +101,22 @@ def test_ones_that_lean_with_the_writing_stay_sure(cnn, detector, verifier, text
     assert not any(d.uncertain for d in reading.digits if d.digit == 1)
 
 
+@pytest.mark.parametrize("text", ["(5)", "(42)", "[7]", "[305]"])
+def test_brackets_around_a_number_are_never_sure_digits(cnn, detector, verifier, text):
+    """ "(5)" was read "151", every digit sure: a bracket is one stroke like a 1, but bowed away from what it
+    encloses (`segment_pieces.bracketed`). Whatever a bracket is read as, it is not a sure digit."""
+    reading = read_number(draw_number(text), cnn, detector, verifier=verifier)
+    assert text[1:-1] in reading.text and reading.uncertain
+    inner = reading.text.index(text[1:-1])
+    assert all(d.uncertain for i, d in enumerate(reading.digits) if not inner <= i < inner + len(text) - 2)
+
+
+@pytest.mark.parametrize("text", ["151", "1971", "10241"])
+def test_a_number_from_one_to_one_is_not_bracketed(cnn, detector, verifier, text):
+    reading = read_number(draw_number(text), cnn, detector, verifier=verifier)
+    assert reading.text == text and not reading.uncertain
+
+
 @pytest.mark.parametrize("text", ["?", "42?", "1?", "!", "5!"])
 @pytest.mark.parametrize("size", [80, 160])
 def test_a_question_or_exclamation_mark_is_never_a_sure_digit(cnn, detector, verifier, text, size):

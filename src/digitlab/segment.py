@@ -40,7 +40,16 @@ from digitlab.models.registry import predict_with_opinion
 from digitlab.preprocess import to_mnist
 from digitlab.segment_agree import agree
 from digitlab.segment_ink import working_ink
-from digitlab.segment_pieces import Piece, blotted, leaning_stroke, odd_marks, pieces_of, stacked, two_lines
+from digitlab.segment_pieces import (
+    Piece,
+    blotted,
+    bracketed,
+    leaning_stroke,
+    odd_marks,
+    pieces_of,
+    stacked,
+    two_lines,
+)
 from digitlab.segment_runs import digit_runs, fewest_digits, width, work
 from digitlab.segment_verifier import GEOMETRY, verifier_features
 
@@ -221,6 +230,8 @@ def read_number(
     dropped = [_crop(s, [pieces[i]])[1] for i in skipped]
     digits = []
     marks = [p for p in pieces if p.mark]
+    ends = (chosen[0], chosen[-1]) if len(chosen) > 2 else ()
+    brackets = bool(ends) and bracketed(*(pieces[slice(*spans[k])] for k in ends))  # "(5)" was a sure "151"
     for k in chosen:
         sure_not = detector is not None and p_not[k] > detector.t_detector and proba[k].max() < DROP_BELOW
         if sure_not and len(chosen) > 1:
@@ -238,6 +249,7 @@ def read_number(
         uncertain = uncertain or disagree[k] or (digit != int(np.argmax(p)) and not line_sure)  # the readers differ
         uncertain = uncertain or boxes[k][3] > STACKED * height  # digits written one above another
         uncertain = uncertain or (digit == 1 and len(chosen) > 1 and leaning_stroke(pieces[slice(*spans[k])]))
+        uncertain = uncertain or (digit == 1 and brackets and k in ends)
         uncertain = uncertain or odd_marks(pieces[slice(*spans[k])], marks, [*pieces, *specks], height)  # "?", a face
         digits.append(
             ReadDigit(

@@ -20,6 +20,12 @@ INK_ON = 0.35  # ink strength that counts as a stroke pixel
 #: --part calibration` (1,000 numbers, seed 200): of 380 single-stroke 1s in numbers read right 0.3 % lean
 #: more than 0.3 (the most 0.31), slashes drawn as a person would 0.32-0.53
 ONE_LEAN = 0.3
+#: a number between brackets: its first and last digits read as 1s, each one whole stroke whose ends both reach
+#: past its middle, away from the digits between (`Piece.bow`, in stroke heights): "(5)" and "[5]" were a sure
+#: "151". One 1 bows either way often (of 385 single-stroke 1s in calibration numbers read right: median 0.04,
+#: 10 % over 0.13); a pair facing each other is rare: 1 of 2,000 calibration numbers read right (seeds 200, 300:
+#: "1091") is flagged. A "(" drawn as an arc bows 0.22, a "[" 0.08
+BRACKET_BOW = 0.07
 MARK_HEIGHT = 0.35  # a stroke lower than this fraction of the writing height is a mark (a dot, a comma, a dash)
 #: writing no higher than this many pen widths, every stroke of it at least LINE_FLAT times as wide as high,
 #: is a line (a dash, a finger swiping over the canvas), not digits: it was cut into a slice per tenth of its
@@ -68,6 +74,22 @@ class Piece:
         """dx/dy of this stroke's own axis against the writing's slant: a 1 leaning apart from its
         neighbours is more likely a slash ("1/2")."""
         return _slant(self.ys.astype(np.float64), self.xs.astype(np.float64)) - self.shear
+
+
+    @property
+    def bow(self) -> float:
+        """How far this stroke's two ends reach out to the right (> 0) or the left (< 0) of its middle, in stroke
+        heights: its top and bottom tenths' reach past its middle's, the nearer end counted ("(" and "[" > 0,
+        ")" and "]" < 0; a 1 with a flag at one end, or serifs on both sides, about 0)."""
+        ys, xs = self.ys.astype(np.float64), self.xs.astype(np.float64)
+        h = ys.max() - ys.min() + 1
+        if len(ys) < 10 or h < 10:
+            return 0.0
+        at = (ys - ys.min()) / h
+        ends, middle = (xs[at < 0.1], xs[at >= 0.9]), xs[(at >= 0.3) & (at < 0.7)]
+        right = min(end.max() for end in ends) - middle.max()
+        left = middle.min() - max(end.min() for end in ends)
+        return float(right - left) / h
 
 
 def _slant(ys: np.ndarray, xs: np.ndarray) -> float:
@@ -231,6 +253,13 @@ def pieces_of(
 def leaning_stroke(group: list[Piece]) -> bool:
     """Is this candidate digit one whole stroke leaning apart from the writing (`ONE_LEAN`)?"""
     return len(group) == 1 and not group[0].sliced and abs(group[0].lean) > ONE_LEAN
+
+
+def bracketed(first: list[Piece], last: list[Piece]) -> bool:
+    """Are a number's first and last candidate digits a pair of brackets around it (`BRACKET_BOW`): each one
+    whole stroke, the first bowed left, the last bowed right?"""
+    whole = len(first) == len(last) == 1 and not first[0].sliced and not last[0].sliced
+    return whole and first[0].bow > BRACKET_BOW and last[0].bow < -BRACKET_BOW
 
 
 def dot_below(group: list[Piece], marks: list[Piece], height: float) -> bool:
