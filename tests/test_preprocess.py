@@ -683,6 +683,17 @@ def test_a_frame_a_little_inside_the_picture_is_not_the_digit():
         close(to_mnist(np.asarray(im)), to_mnist(compose(cov)))
 
 
+@pytest.mark.parametrize("pad", [0, 161])  # 280 x 280, and 441 x 441 (odd: read at half resolution)
+@pytest.mark.parametrize("width", [1, 3, 8])
+def test_a_frame_along_the_very_edges_is_not_the_background(pad, width):
+    """A frame drawn on the picture's edges made the border black: a 7 inside it was a sure 0 (3-8 px), or
+    "busy all over" (1 px), and a 1-px frame's last column, left out at half resolution, stayed a "1"."""
+    plain = np.pad(compose(coverage("7", width=12)), ((0, pad), (0, pad), (0, 0)), constant_values=255)
+    im = Image.fromarray(plain.copy())
+    ImageDraw.Draw(im).rectangle((0, 0, im.width - 1, im.height - 1), outline=(0, 0, 0), width=width)
+    close(to_mnist(np.asarray(im)), to_mnist(plain))
+
+
 def test_a_box_drawn_around_the_digit_is_not_the_digit():
     """A digit in a square drawn well inside the picture (a form's box, a probe in session 34): the box was
     the largest stroke, and every digit a sure 0. A box around the digit is left out at any inset."""

@@ -219,14 +219,18 @@ def _parse_colour(value: str | None, name: str) -> np.ndarray | None:
 # ink extraction
 
 
-def _border(a: np.ndarray) -> np.ndarray:
-    """The outer ring of an (H, W, 4) image, as (n, 4): 1.5 % of the short side thick (1..4 px).
+def _border(a: np.ndarray, inset: int = 0) -> np.ndarray:
+    """The outer ring of an (H, W, 4) image, as (n, 4): 1.5 % of the short side thick (1..4 px); `inset`
+    pixels in from the edges if given.
 
     A ring rather than the 1-px edge, so that a thin frame line around a picture is not taken for
     its background.
     """
     h, w = a.shape[:2]
     t = max(1, min(4, round(0.015 * min(h, w))))
+    if inset:
+        a = a[inset : h - inset, inset : w - inset]
+        h, w = a.shape[:2]
     if h <= 2 * t or w <= 2 * t:
         return a.reshape(-1, a.shape[-1])
     return np.concatenate(
@@ -237,6 +241,42 @@ def _border(a: np.ndarray) -> np.ndarray:
             a[t:-t, -t:].reshape(-1, a.shape[-1]),
         ]
     )
+
+
+#: how many rings (each `_border`'s thickness) inside the edge `_background_border` looks for plain background
+FRAME_RINGS = 4
+#: a picture smaller than this is a scan of the digit alone (USPS's 16 x 16: its ink reaches the edges), no frame
+FRAME_MIN_SIDE = 64
+
+
+def _background_border(a: np.ndarray) -> np.ndarray:
+    """The ring the background is read from: `_border`, unless a frame is drawn along the picture's very edges
+    (3-16 px of black around a 7: the border was black, the 7 a sure 0). Then it is the innermost plain ring
+    (one colour, give or take FLOOR_MIN) of FRAME_RINGS inside, if that colour is unlike the edge's."""
+    outer = _border(a)
+    if (outer[:, 3] < 128).any() or min(a.shape[:2]) < FRAME_MIN_SIDE:  # transparency: the alpha decides
+        return outer
+    t = max(1, min(4, round(0.015 * min(a.shape[:2]))))
+    edge, plain = _plain_colour(outer), None
+    for k in range(FRAME_RINGS, 0, -1):  # innermost first
+        if min(a.shape[:2]) > 2 * k * t + 4 * t:
+            ring = _border(a, k * t)
+            plain = _plain_colour(ring)
+            if plain is not None:
+                break
+    if plain is None or (edge is not None and float(np.linalg.norm(plain - edge)) <= MIN_CONTRAST):
+        return outer
+    unlike = edge is not None or float(np.median(np.linalg.norm(outer[:, :3] - plain, axis=1))) > MIN_CONTRAST
+    return ring if unlike else outer  # (an edge of no one colour is a frame if it is mostly unlike the ring)
+
+
+def _plain_colour(ring: np.ndarray) -> np.ndarray | None:
+    """The colour of a ring of pixels that is one colour (give or take FLOOR_MIN for 80 % of them), else None."""
+    packed = np.ascontiguousarray(ring).view(np.uint32).reshape(-1)
+    if (packed == packed[0]).all():  # (a canvas: no median)
+        return ring[0, :3].astype(np.float32)
+    colour = np.median(ring[:, :3].astype(np.float32), axis=0)
+    return colour if float(np.percentile(np.linalg.norm(ring[:, :3] - colour, axis=1), 80)) < FLOOR_MIN else None
 
 
 def _median_colour(rgb: np.ndarray, uniform: bool = False) -> np.ndarray:
@@ -325,7 +365,7 @@ def _gather(rgba: np.ndarray, sel: np.ndarray | None) -> np.ndarray:
 
 def _ink_values(rgba: np.ndarray, pen: np.ndarray | None, bg: np.ndarray | None):
     """(flat indices of the candidate pixels or None for all, their ink strength in [0, 1])."""
-    border = _border(rgba)
+    border = _background_border(rgba)
     packed = np.ascontiguousarray(border).view(np.uint32).reshape(-1)
     uniform = bool((packed == packed[0]).all())  # one colour all round: a canvas
     if uniform:
@@ -423,9 +463,9 @@ def _drop_specks(
     pooled = mask
     step = 1
     if max(image_h, image_w) > 160:  # label at half resolution (OR-pooled): 4x cheaper, same components
-        step = 2
-        h2, w2 = mask.shape[0] // 2 * 2, mask.shape[1] // 2 * 2
-        pooled = mask[0:h2:2, 0:w2:2] | mask[1:h2:2, 0:w2:2] | mask[0:h2:2, 1:w2:2] | mask[1:h2:2, 1:w2:2]
+        step = 2  # (an odd last row or column is pooled too: a 1-px frame's right side there stayed a "1")
+        even = np.pad(mask, ((0, mask.shape[0] % 2), (0, mask.shape[1] % 2)))
+        pooled = even[0::2, 0::2] | even[1::2, 0::2] | even[0::2, 1::2] | even[1::2, 1::2]
     labels, n = ndi.label(pooled, structure=_EIGHT)
     if n <= 1:
         y0, y1, x0, x1 = _bbox(mask)
@@ -434,7 +474,7 @@ def _drop_specks(
     sizes[0] = 0
     boxes = ndi.find_objects(labels)
     # the whole image's pooled size, and where the window sits in it
-    ph, pw = (image_h // 2, image_w // 2) if step == 2 else (image_h, image_w)
+    ph, pw = (-(-image_h // 2), -(-image_w // 2)) if step == 2 else (image_h, image_w)
     oy, ox = origin[0] // step, origin[1] // step
     near = max(1, round(FRAME_MARGIN * max(ph, pw)))
     for i, b in enumerate(boxes, start=1):  # a frame line around the picture (or around the digit) is not ink
@@ -453,10 +493,7 @@ def _drop_specks(
     if small.any():
         drop = small[labels]
         if step == 2:
-            drop = np.repeat(np.repeat(drop, 2, axis=0), 2, axis=1)
-            drop = np.pad(
-                drop, ((0, mask.shape[0] - drop.shape[0]), (0, mask.shape[1] - drop.shape[1])), mode="edge"
-            )
+            drop = np.repeat(np.repeat(drop, 2, axis=0), 2, axis=1)[: mask.shape[0], : mask.shape[1]]
         drop = ndi.binary_dilation(drop, iterations=2) & ~(mask & ~drop)
         mask[drop] = False
         s[drop] = 0.0
