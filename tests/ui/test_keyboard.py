@@ -100,6 +100,7 @@ def test_number_enter_in_what_did_you_write_confirms(desktop, ui_server, api_ser
     number_id = int(re.search(r"#(\d+)", saved.inner_text()).group(1))
     main = page.locator('[data-testid="stMainBlockContainer"]')
     box = page.locator('input[aria-label="What did you write? (digits only)"]')
+    expect(box).to_have_attribute("inputmode", "numeric")  # a phone's number pad (it gave the letters)
 
     box.fill("")
     box.press("Enter")  # an empty answer: the message a click on Confirm gives, nothing saved

@@ -21,7 +21,8 @@ disabled after a first stroke (the page has not heard of it yet) are carried out
 Confirm and Not a number are deferred the same way. After an Undo or Clear, until the page shows the picture
 it leaves, an answer clicked is held back too and given to that picture (after Clear there is none: dropped).
 
-**Enter confirms "What did you write?".** Number's answer box is no form (what is typed must reach the page
+**Enter confirms "What did you write?", typed on a number pad.** A phone gives the box its number pad
+(`inputmode="numeric"`, set by the script: it showed letters). Number's answer box is no form (what is typed must reach the page
 when the box loses focus, so the next reading can keep it: `views/number.py`), and Enter in a lone text box
 only hands its text over. Enter there now also clicks the box's Confirm button, once its text is handed over:
 the page checks it and saves it as a click does (an empty or non-digit answer gets the same message).
@@ -281,6 +282,18 @@ _ENTER_CONFIRMS = """<script>
       if (button && button.isConnected && !button.disabled) button.click();
     }, 0);
   }, true);
+  // a phone gives the digits-only box its number pad, not letters (Streamlit's text box has no inputmode)
+  const numeric = () => {
+    for (const input of document.querySelectorAll(%(form)s + " input")) {
+      if (input.getAttribute("inputmode") !== "numeric") {
+        input.setAttribute("inputmode", "numeric");
+        input.setAttribute("pattern", "[0-9]*");
+        input.setAttribute("autocomplete", "off");
+      }
+    }
+  };
+  numeric();
+  setInterval(numeric, 250);
 })();
 </script>"""
 
