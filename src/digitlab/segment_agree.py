@@ -24,7 +24,7 @@ import numpy as np
 from digitlab.line_reader import best_text, text_log_probability
 
 #: weight of the line reader's log P(text) against the segmentation's score (chosen on the calibration numbers)
-AGREE_WEIGHT = 2.0
+AGREE_WEIGHT = 3.0
 MAX_DIGITS = 32  #: the longest text searched for (`segment.MAX_DIGITS`)
 
 

@@ -130,9 +130,9 @@ def _train(settings, requested: list[str], *, limit, jobs, calibrate_only: bool,
 
         train_segment_verifier_command(out_dir=out_dir)
     if "line_reader" in requested:
-        from digitlab.training.line_reader import train_line_reader_command
+        from digitlab.training.line_reader import COUNT, train_line_reader_command
 
-        train_line_reader_command(out_dir=out_dir, count=limit or 50000, check=min(limit or 500, 500), jobs=jobs or 2)
+        train_line_reader_command(out_dir=out_dir, count=limit or COUNT, check=min(limit or 500, 500), jobs=jobs or 2)
     if limit:
         _say_replaced(before, settings.model_dir, limit)
     log(f"done in {time.perf_counter() - started:.0f} s; artefacts in {settings.model_dir}")

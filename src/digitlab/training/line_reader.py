@@ -28,6 +28,7 @@ PHOTO_SHARE = 0.15
 SLANT_SHARE, SLANT = 0.6, 0.3
 CHANNELS, HIDDEN = (16, 32, 64, 96), 64
 BATCH, RATE = 32, 2e-3
+COUNT, EPOCHS = 60000, 8  #: numbers composed and passes over them (50,000 x 5 left the CTC loss still falling)
 OPSET = 17
 
 _pool: tuple | None = None  # (images, labels, sources) of the digits to compose from, in each worker
@@ -216,7 +217,7 @@ def calibration_reading(payload: bytes, count: int, model_dir: Path) -> dict[str
 
 
 def train_line_reader_command(
-    *, out_dir: Path | None = None, count: int = 50000, epochs: int = 5, check: int = 500, jobs: int = 2
+    *, out_dir: Path | None = None, count: int = COUNT, epochs: int = EPOCHS, check: int = 500, jobs: int = 2
 ) -> int:
     """`digitlab train line_reader [--out DIR]`: compose, train, export, report on the calibration numbers, save."""
     from digitlab.core.config import get_settings
@@ -233,10 +234,14 @@ def train_line_reader_command(
     payload = export_line_onnx(net)
     summary: dict = {"numbers": len(lines), "epochs": epochs}
     if check:
-        read = {k: round(v, 4) for k, v in calibration_reading(payload, check, settings.model_dir).items()}
-        summary["calibration_numbers"] = {"count": check, **read}
-        log(f"line reader: {check} calibration numbers read right: alone {100 * read['line reader alone']:.1f} %, "
-            f"by the cnn's segmentation {100 * read['without']:.1f} -> {100 * read['with']:.1f} % with it")  # fmt: skip
+        try:
+            read = {k: round(v, 4) for k, v in calibration_reading(payload, check, settings.model_dir).items()}
+        except Exception as exc:  # noqa: BLE001 -- the check failing must not throw away the trained network
+            log(f"line reader: the calibration check failed ({type(exc).__name__}: {exc}); saved without it")
+        else:
+            summary["calibration_numbers"] = {"count": check, **read}
+            log(f"line reader: {check} calibration numbers read right: alone {100 * read['line reader alone']:.1f} "
+                f"%, by the cnn's segmentation {100 * read['without']:.1f} -> {100 * read['with']:.1f} % with it")  # fmt: skip
     manifest = {
         "kind": "line_reader",
         "seed": SEED,
