@@ -219,6 +219,11 @@ def _parse_colour(value: str | None, name: str) -> np.ndarray | None:
 # ink extraction
 
 
+def _ring_thickness(a: np.ndarray) -> int:
+    """`_border`'s ring: 1.5 % of the image's short side, 1..4 px."""
+    return max(1, min(4, round(0.015 * min(a.shape[:2]))))
+
+
 def _border(a: np.ndarray, inset: int = 0) -> np.ndarray:
     """The outer ring of an (H, W, 4) image, as (n, 4): 1.5 % of the short side thick (1..4 px); `inset`
     pixels in from the edges if given.
@@ -227,7 +232,7 @@ def _border(a: np.ndarray, inset: int = 0) -> np.ndarray:
     its background.
     """
     h, w = a.shape[:2]
-    t = max(1, min(4, round(0.015 * min(h, w))))
+    t = _ring_thickness(a)
     if inset:
         a = a[inset : h - inset, inset : w - inset]
         h, w = a.shape[:2]
@@ -256,7 +261,7 @@ def _background_border(a: np.ndarray) -> np.ndarray:
     outer = _border(a)
     if (outer[:, 3] < 128).any() or min(a.shape[:2]) < FRAME_MIN_SIDE:  # transparency: the alpha decides
         return outer
-    t = max(1, min(4, round(0.015 * min(a.shape[:2]))))
+    t = _ring_thickness(a)
     edge, plain = _plain_colour(outer), None
     for k in range(FRAME_RINGS, 0, -1):  # innermost first
         if min(a.shape[:2]) > 2 * k * t + 4 * t:
