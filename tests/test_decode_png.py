@@ -95,3 +95,22 @@ def test_damaged_idat_falls_back_to_pils_error():
     with pytest.raises(Exception) as caught:
         to_mnist(bytes(data))
     assert getattr(caught.value, "code", None) == "unreadable_image"
+
+
+def test_a_picture_chunk_with_a_wrong_crc_is_refused_by_name():
+    """PIL reads a PNG whose IDAT or IEND CRC is wrong (it checks the others); libpng refuses it: so do we, by name.
+    The same file with the right CRCs decodes."""
+    from digitlab.decode import UnreadableImageError, decode_image, png_bad_checksum
+
+    rgb = np.random.default_rng(1).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    plain = _png(rgb, "RGB")
+    assert png_bad_checksum(plain) is None
+    np.testing.assert_array_equal(decode_image(plain), _pil_rgba(plain))
+    for kind in (b"IDAT", b"IEND"):
+        bad = bytearray(plain)
+        pos = bad.index(kind) - 4
+        (length,) = struct.unpack(">I", bad[pos : pos + 4])
+        bad[pos + 8 + length] ^= 0x01
+        assert png_bad_checksum(bytes(bad)) == kind.decode()
+        with pytest.raises(UnreadableImageError, match=f"its {kind.decode()} chunk fails its checksum"):
+            decode_image(bytes(bad))
