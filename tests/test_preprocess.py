@@ -453,6 +453,25 @@ def test_transparent_png_like_the_canvas_sends():
     close(to_mnist(encode(rgba, "PNG")), to_mnist(compose(coverage("0", width=20))))
 
 
+def test_a_digit_cut_out_of_an_opaque_picture_is_read_as_a_page_shows_it():
+    """Transparent strokes on an opaque black or blue picture show white on a page: they are the digit (it was
+    "nothing drawn", a probe, session 34). On an opaque white picture (an eraser's strokes) nothing shows:
+    blank, as before."""
+    ink = coverage("7", width=20) > 0.5
+    white_on_black = np.zeros((280, 280, 4), np.uint8)
+    white_on_black[..., 3] = 255
+    white_on_black[ink, :3] = 255
+    for background in ((0, 0, 0), (20, 40, 160)):
+        cut = np.zeros((280, 280, 4), np.uint8)
+        cut[..., :3] = background
+        cut[..., 3] = np.where(ink, 0, 255)
+        np.testing.assert_array_equal(to_mnist(encode(cut, "PNG")), to_mnist(encode(white_on_black, "PNG")))
+    erased = np.full((280, 280, 4), 255, np.uint8)
+    erased[ink, 3] = 0
+    with pytest.raises(DigitlabError, match="Nothing drawn"):
+        to_mnist(encode(erased, "PNG"))
+
+
 def test_transparent_bmp_keeps_its_alpha():
     """A 32-bit BMP saved from a transparent canvas: its fourth byte is alpha (as browsers read it); PIL
     dropped it, and the black strokes on transparent black were "nothing drawn"."""

@@ -301,6 +301,9 @@ def _distance(px: np.ndarray, bg: np.ndarray | None, pen: np.ndarray | None) -> 
     """
     if bg is None:
         return _LEVELS[px[:, 3]]
+    alpha = px[:, 3]
+    if alpha.size and alpha.min() < 255 and float(bg.min()) < 254.5:
+        px, alpha = _over_white(px), alpha[:0]
     luts = _distance_luts(bg.dtype.str, bg.tobytes(), None if pen is None else (pen.dtype.str, pen.tobytes()))
     d = luts[0][px[:, 0]]
     d += luts[1][px[:, 1]]
@@ -309,10 +312,18 @@ def _distance(px: np.ndarray, bg: np.ndarray | None, pen: np.ndarray | None) -> 
         np.maximum(d, 0.0, out=d)
     else:
         np.sqrt(d, out=d)
-    alpha = px[:, 3]
     if alpha.size and alpha.min() < 255:
-        d *= _OPACITY[alpha]
+        d *= _OPACITY[alpha]  # (composited over a white background: the same as over white)
     return d
+
+
+def _over_white(px: np.ndarray) -> np.ndarray:
+    """RGBA pixels (n, 4) composited over white, as a page shows them: a digit cut out of a black picture
+    (transparent on opaque black) is a white digit, not blank ("nothing drawn", a probe, session 34)."""
+    a = px[:, 3:4].astype(np.float32) * (1.0 / 255.0)
+    out = np.full_like(px, 255)
+    out[:, :3] = np.rint(px[:, :3] * a + 255.0 * (1.0 - a)).astype(np.uint8)
+    return out
 
 
 _LEVELS = np.arange(256, dtype=np.float32)
@@ -356,7 +367,7 @@ def _candidates(rgba: np.ndarray, bg: np.ndarray | None) -> np.ndarray | None:
     if np.count_nonzero(differs) > 0.6 * differs.size:
         return None
     sel = np.flatnonzero(differs)
-    return sel[flat[sel, 3] > 0]
+    return sel[flat[sel, 3] > 0] if float(bg.min()) >= 254.5 else sel  # (`_over_white`: transparent is white)
 
 
 def _gather(rgba: np.ndarray, sel: np.ndarray | None) -> np.ndarray:
