@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import io
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -115,6 +116,39 @@ def test_brackets_around_a_number_are_never_sure_digits(cnn, detector, verifier,
 def test_a_number_from_one_to_one_is_not_bracketed(cnn, detector, verifier, text):
     reading = read_number(draw_number(text), cnn, detector, verifier=verifier)
     assert reading.text == text and not reading.uncertain
+
+
+@pytest.mark.parametrize("text", ["27", "2024", "5"])
+@pytest.mark.parametrize("colours", [{}, {"pen_color": "#1f2340", "background_color": "#ffffff"}])
+def test_a_number_written_in_a_box_is_read_without_the_box(cnn, detector, verifier, text, colours):
+    """A box drawn around a number: its long sides went as ruled lines and its short ones were read as 1s ("27"
+    a sure "171"; 2 of 40 boxed real numbers read right), or it was refused as a scrawl. The box is left out
+    (`segment_pieces.without_frame`), on the canvas (which sends its colours) and on an upload alike."""
+
+    def box(pen, size):
+        right, bottom = pen.im.size[0] - 0.2 * size, 1.62 * size
+        wobble = [(0.22 * size, 0.16 * size), (right, 0.2 * size), (right - 0.03 * size, bottom), (0.2 * size, bottom - 0.02 * size)]
+        pen.line([*wobble, wobble[0]], fill="#1f2340", width=int(0.08 * size), joint="curve")
+
+    reading = read_number(draw_number(text, extra=box), cnn, detector, verifier=verifier, **colours)
+    assert reading.text == text and not reading.uncertain
+
+
+def test_a_zero_around_a_digit_is_not_taken_for_a_box(cnn, detector, verifier):
+    """Only straight sides make a box: a ring drawn around a digit reaches ~65 % along each side of its box."""
+    from digitlab.segment_pieces import without_frame
+
+    ring = np.zeros((120, 120), np.float32)
+    yy, xx = np.mgrid[:120, :120]
+    ring[np.abs(np.hypot(yy - 60, xx - 60) - 50) < 4] = 1.0
+    ring[40:80, 58:62] = 1.0  # a 1 inside
+    assert without_frame(ring) is ring
+    square = np.zeros((120, 120), np.float32)
+    square[8:112, 8:112] = 1.0
+    square[14:106, 14:106] = 0.0
+    square[40:80, 58:62] = 1.0
+    cleared = without_frame(square)
+    assert cleared[8:14].max() == 0.0 and cleared[40:80, 58:62].min() == 1.0
 
 
 @pytest.mark.parametrize("text", ["?", "42?", "1?", "!", "5!"])

@@ -24,7 +24,7 @@ from scipy import ndimage as ndi
 
 from digitlab.decode import NOTHING_DRAWN, EmptyImageError, decode_plain_png, open_image, pil_to_rgba
 from digitlab.preprocess import ink_map
-from digitlab.segment_pieces import INK_ON, thickness
+from digitlab.segment_pieces import INK_ON, thickness, without_frame
 
 #: working resolution: long side of the image the segmentation looks at (an 840 px canvas is halved)
 WORK_MAX = 800
@@ -134,7 +134,7 @@ def _piece_sizes(ink: np.ndarray) -> np.ndarray:
 
 def _flattened(lum: np.ndarray, paper: np.ndarray) -> np.ndarray:
     h, w = lum.shape
-    darkness = np.clip(1.0 - lum / np.maximum(paper, 1.0), 0.0, 1.0)
+    darkness = without_frame(np.clip(1.0 - lum / np.maximum(paper, 1.0), 0.0, 1.0))  # (before its sides go as lines)
     across = _lines(darkness, max(15, int(0.5 * w)))  # longer than most digits' strokes
     down = _lines(darkness.T, max(15, int(0.8 * h))).T  # (both from the same picture: the first taken out
     core = _writing_core(darkness)  # (once for both directions)
@@ -405,6 +405,7 @@ def _ink_of(rgba: np.ndarray, factor: float, pen_color, background_color) -> tup
     ink = ink_map(rgba, pen_color=pen_color, background_color=background_color)
     if pen_color is None and background_color is None and _framed_sheet(ink):
         return flatten_photo(rgba), factor
+    ink = without_frame(ink)  # (before the ruled lines: a box's long sides went as lines, its short ones read 1s)
     return (ink if pen_color is not None else without_ruled_lines(ink)), factor
 
 
