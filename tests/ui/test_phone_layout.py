@@ -125,3 +125,37 @@ def test_a_laptop_window_shows_the_number_question_under_the_reading(browser, ui
         expect(page.get_by_text("turn it sideways")).to_be_visible()
     finally:
         phone.close()
+
+
+ANDROID = ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/129.0.0.0 Mobile "
+           "Safari/537.36")
+
+
+@pytest.mark.parametrize("agent", [ANDROID, None], ids=["android", "narrow-window"])
+def test_a_page_picked_in_the_narrow_screen_menu_closes_the_menu(browser, ui_server, agent):
+    """On a narrow screen the page menu opens over the page, and it stayed open over the page picked (a
+    newcomer's tour, session 34: Streamlit closes it for a browser that says it is a phone's), hiding the page picked."""
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1, is_mobile=agent is not None,
+                                  has_touch=agent is not None, **({"user_agent": agent} if agent else {}))  # fmt: skip
+    try:
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        open_page(page, ui_server.url, ready=CANVAS)
+        menu = page.locator('[data-testid="stSidebar"]')
+
+        def menu_right() -> float:
+            box = menu.bounding_box()
+            return box["x"] + box["width"]
+
+        page.locator('[data-testid="stExpandSidebarButton"]').click()
+        page.wait_for_function("() => document.querySelector('[data-testid=stSidebar]').getBoundingClientRect().right > 200")
+        page.locator('[data-testid="stSidebarNavLink"]', has_text="Number").click()
+        expect(page.get_by_role("heading", name="Write a number")).to_be_visible()
+        page.wait_for_function(
+            "() => document.querySelector('[data-testid=stSidebar]').getBoundingClientRect().right <= 1", timeout=5000
+        )
+        title = page.get_by_role("heading", name="Write a number").bounding_box()
+        assert title["x"] >= menu_right(), (title, menu_right())  # the page picked is in sight
+        no_traceback(page)
+    finally:
+        context.close()

@@ -26,6 +26,10 @@ it leaves, an answer clicked is held back too and given to that picture (after C
 when the box loses focus, so the next reading can keep it: `views/number.py`), and Enter in a lone text box
 only hands its text over. Enter there now also clicks the box's Confirm button, once its text is handed over:
 the page checks it and saves it as a click does (an empty or non-digit answer gets the same message).
+
+**A page picked in the narrow screen's menu closes it.** On a narrow screen the page menu opens over the page;
+Streamlit closes it after a pick on a phone's browser, but in a narrow window (or a browser that does not say it
+is a phone's) it stayed open over the page picked, hiding it.
 """
 
 from __future__ import annotations
@@ -298,6 +302,31 @@ _ENTER_CONFIRMS = """<script>
 </script>"""
 
 
+#: the phone's page menu (Streamlit's sidebar, over the page on a narrow screen) and its close button
+MENU_LINK = '[data-testid="stSidebarNavLink"]'
+MENU_CLOSE = '[data-testid="stSidebarCollapseButton"] button'
+
+_MENU_CLOSES = """<script>
+(() => {
+  if (window.__dlMenuCloses) return;
+  window.__dlMenuCloses = true;
+  // on a narrow screen the page menu opens over the page and stayed open over the page picked (a newcomer's
+  // tour, session 34; Streamlit closes it for phones it recognises): a link picked there closes it; beside the
+  // page (a wide screen) it stays
+  window.addEventListener("click", (e) => {
+    const link = e.target instanceof Element ? e.target.closest(%(link)s) : null;
+    if (!link) return;
+    const menu = link.closest('[data-testid="stSidebar"]');
+    const main = document.querySelector('[data-testid="stMain"]');
+    if (!menu || !main || menu.getBoundingClientRect().right <= main.getBoundingClientRect().left + 1) return;
+    setTimeout(() => {
+      const close = document.querySelector(%(close)s);
+      if (close && close.getAttribute("aria-expanded") !== "false") close.click();
+    }, 0);
+  });
+})();
+</script>"""
+
 SCRIPTS = (
     _ANSWER_KEYS % {"groups": json.dumps(list(ANSWER_GROUPS)), "hint": json.dumps(PICK_HINT)}
     + _STROKE_SETTLES
@@ -305,4 +334,5 @@ SCRIPTS = (
        "hint": json.dumps(SETTLE_HINT), "settle": STROKE_SETTLE_MS, "wait": ANSWER_WAIT_MS,
        "clear": json.dumps(CLEAR_BUTTON), "tools": json.dumps(list(TOOLS)), "tool_hint": json.dumps(TOOL_HINT)}
     + _ENTER_CONFIRMS % {"form": json.dumps(ENTER_FORM), "button": json.dumps(ENTER_BUTTON)}
+    + _MENU_CLOSES % {"link": json.dumps(MENU_LINK), "close": json.dumps(MENU_CLOSE)}
 )
