@@ -91,6 +91,37 @@ def test_a_phone_turned_sideways_shows_the_whole_number_canvas(browser, ui_serve
         context.close()
 
 
+@pytest.mark.parametrize("text", ["1", "307"])
+def test_a_phone_turned_sideways_shows_the_reading_while_writing(browser, ui_server, text):
+    """Turned sideways (844x390) the reading came under the 280 px canvas, below the screen: out of sight while
+    writing (a newcomer's tour, session 34). It floats at the top right now, above the canvas, on one line."""
+    from test_number_page import write_number
+
+    context = browser.new_context(viewport={"width": 844, "height": 390}, device_scale_factor=1, is_mobile=True,
+                                  has_touch=True)  # fmt: skip
+    try:
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        open_page(page, ui_server.url, "number", ready=CANVAS)
+        write_number(page, text)
+        reading = page.locator('[data-testid="dl-number"]')
+        expect(reading).to_be_attached()
+        wait_idle(page, settle=0.5)
+        page.evaluate("() => window.scrollTo(0, 0)")
+        card, canvas = reading.bounding_box(), page.locator(CANVAS).first.bounding_box()
+        header = page.locator('[data-testid="stHeader"]').bounding_box()
+        assert 0 <= card["x"] and card["x"] + card["width"] <= 844, card  # on the screen
+        assert header["y"] + header["height"] <= card["y"] + 1, (header, card)  # below the navigation, not under it
+        assert card["y"] + card["height"] <= canvas["y"] + 1, (card, canvas)  # not over the canvas being written on
+        assert card["height"] < 60, card  # one line
+        expect(page.get_by_role("button", name="Confirm")).to_be_attached()  # the answer form stays below
+        if text == "307":
+            screenshot(page, SCREENSHOTS / "number-sideways-844x390.png")
+        no_traceback(page)
+    finally:
+        context.close()
+
+
 
 @pytest.mark.parametrize("size", [(1366, 768), (1280, 720)])
 def test_a_laptop_window_shows_the_number_question_under_the_reading(browser, ui_server, size):

@@ -98,6 +98,15 @@ a:focus-visible, button:focus-visible, [role="radio"]:focus-visible, [role="tab"
 /* a phone turned sideways, as the Number page asks (844x390): its 840 px canvas ran 12 px past the screen (that page
    only: every other page's content sat 2 px from the screen's edge) */
 @media (max-width: 880px) and (max-height: 500px) {[data-testid="stMainBlockContainer"]:has(.st-key-number_canvas_box) {padding-left:2px !important; padding-right:2px !important;}}
+/* ... and its reading floats at the top right, over the page's caption, as one line: under the 280 px canvas it was
+   below the screen, out of sight while writing (a newcomer's tour, session 34) */
+@media (max-height: 500px) and (orientation: landscape) {
+  .dl-result[data-testid="dl-number"] {position:fixed; top:3.75rem; right:.5rem; z-index:999989; min-height:0; margin:0;
+    padding:.2rem .7rem; gap:.6rem; flex-wrap:nowrap; box-shadow:0 .3rem 1rem rgba(31,35,64,.2); max-width:calc(100vw - 1rem);}
+  .dl-result[data-testid="dl-number"] .dl-digit.dl-number {font-size:1.9rem; min-width:0;}
+  .dl-result[data-testid="dl-number"] .dl-meta {font-size:.8rem; gap:0;}
+  .dl-result[data-testid="dl-number"] .dl-meta span + span {display:none;}
+}
 /* the Number page's phone advice, where the 840 px canvas does not fit beside the margins (not on a phone already
    turned sideways: there it only pushed the canvas further down) */
 @media (min-width: 881px), (max-height: 500px) {.st-key-number_hint {display:none;}}
