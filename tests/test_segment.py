@@ -534,3 +534,17 @@ def test_a_smiley_read_as_a_zero_is_not_sure(cnn, detector, verifier, face, eyes
     assert reading.uncertain, (reading.text, [d.confidence for d in reading.digits])
     zero = read_number(_face(0, 0, dotted_zero=True), cnn, detector, verifier=verifier)
     assert (zero.text, zero.uncertain) == ("0", False)
+
+
+@pytest.mark.parametrize("background", [(0, 0, 0), (30, 60, 150)])
+def test_a_number_cut_out_of_an_opaque_picture_is_read(cnn, detector, verifier, background):
+    """Transparent strokes on an opaque black or blue picture show white on a page: "2024", not blank (or a sure 1
+    from a sliver: a probe, session 34)."""
+    drawn = np.asarray(Image.open(io.BytesIO(draw_number("2024"))).convert("L")) < 128
+    cut = np.zeros((*drawn.shape, 4), np.uint8)
+    cut[..., :3] = background
+    cut[..., 3] = np.where(drawn, 0, 255)
+    out = io.BytesIO()
+    Image.fromarray(cut, "RGBA").save(out, format="PNG")
+    reading = read_number(out.getvalue(), cnn, detector, verifier=verifier)
+    assert reading.text == "2024" and not reading.uncertain
