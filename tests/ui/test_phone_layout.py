@@ -69,57 +69,56 @@ def test_phone_compare_shows_the_answers_before_the_rest(phone, ui_server):
     no_traceback(page)
 
 
-def test_a_phone_turned_sideways_shows_the_whole_number_canvas(browser, ui_server):
-    """The Number page asks a phone to be turned sideways; at 844x390 its 840 px canvas still ran past the screen
-    (x 16 to 856: the right end reached only by the swipe strip)."""
+@pytest.fixture
+def sideways(browser):
+    """A phone turned sideways (844x390, touch)."""
     context = browser.new_context(viewport={"width": 844, "height": 390}, device_scale_factor=1, is_mobile=True,
                                   has_touch=True)  # fmt: skip
-    try:
-        page = context.new_page()
-        page.set_default_timeout(20_000)
-        open_page(page, ui_server.url, "number", ready=CANVAS)
-        box = page.locator(CANVAS).first.bounding_box()
-        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 844, box
-        assert page.locator(".dc-scroll[data-dl-wide]").count() == 0  # no "swipe here" strip
-        expect(page.get_by_text("turn it sideways")).to_be_hidden()  # (it is turned: the line only took room)
-        no_traceback(page)
-        open_page(page, ui_server.url, "", ready=CANVAS)  # the other pages keep their margin (they had 2 px too)
-        margin = page.locator('[data-testid="stMainBlockContainer"]').first.evaluate(
-            "el => parseFloat(getComputedStyle(el).paddingLeft)")
-        assert margin >= 8, margin
-    finally:
-        context.close()
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    yield page
+    context.close()
+
+
+def test_a_phone_turned_sideways_shows_the_whole_number_canvas(sideways, ui_server):
+    """The Number page asks a phone to be turned sideways; at 844x390 its 840 px canvas still ran past the screen
+    (x 16 to 856: the right end reached only by the swipe strip)."""
+    page = sideways
+    open_page(page, ui_server.url, "number", ready=CANVAS)
+    box = page.locator(CANVAS).first.bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 844, box
+    assert page.locator(".dc-scroll[data-dl-wide]").count() == 0  # no "swipe here" strip
+    expect(page.get_by_text("turn it sideways")).to_be_hidden()  # (it is turned: the line only took room)
+    no_traceback(page)
+    open_page(page, ui_server.url, "", ready=CANVAS)  # the other pages keep their margin (they had 2 px too)
+    margin = page.locator('[data-testid="stMainBlockContainer"]').first.evaluate(
+        "el => parseFloat(getComputedStyle(el).paddingLeft)")
+    assert margin >= 8, margin
 
 
 @pytest.mark.parametrize("text", ["1", "307"])
-def test_a_phone_turned_sideways_shows_the_reading_while_writing(browser, ui_server, text):
+def test_a_phone_turned_sideways_shows_the_reading_while_writing(sideways, ui_server, text):
     """Turned sideways (844x390) the reading came under the 280 px canvas, below the screen: out of sight while
     writing (a newcomer's tour, session 34). It floats at the top right now, above the canvas, on one line."""
     from test_number_page import write_number
 
-    context = browser.new_context(viewport={"width": 844, "height": 390}, device_scale_factor=1, is_mobile=True,
-                                  has_touch=True)  # fmt: skip
-    try:
-        page = context.new_page()
-        page.set_default_timeout(20_000)
-        open_page(page, ui_server.url, "number", ready=CANVAS)
-        write_number(page, text)
-        reading = page.locator('[data-testid="dl-number"]')
-        expect(reading).to_be_attached()
-        wait_idle(page, settle=0.5)
-        page.evaluate("() => window.scrollTo(0, 0)")
-        card, canvas = reading.bounding_box(), page.locator(CANVAS).first.bounding_box()
-        header = page.locator('[data-testid="stHeader"]').bounding_box()
-        assert 0 <= card["x"] and card["x"] + card["width"] <= 844, card  # on the screen
-        assert header["y"] + header["height"] <= card["y"] + 1, (header, card)  # below the navigation, not under it
-        assert card["y"] + card["height"] <= canvas["y"] + 1, (card, canvas)  # not over the canvas being written on
-        assert card["height"] < 60, card  # one line
-        expect(page.get_by_role("button", name="Confirm")).to_be_attached()  # the answer form stays below
-        if text == "307":
-            screenshot(page, SCREENSHOTS / "number-sideways-844x390.png")
-        no_traceback(page)
-    finally:
-        context.close()
+    page = sideways
+    open_page(page, ui_server.url, "number", ready=CANVAS)
+    write_number(page, text)
+    reading = page.locator('[data-testid="dl-number"]')
+    expect(reading).to_be_attached()
+    wait_idle(page, settle=0.5)
+    page.evaluate("() => window.scrollTo(0, 0)")
+    card, canvas = reading.bounding_box(), page.locator(CANVAS).first.bounding_box()
+    header = page.locator('[data-testid="stHeader"]').bounding_box()
+    assert 0 <= card["x"] and card["x"] + card["width"] <= 844, card  # on the screen
+    assert header["y"] + header["height"] <= card["y"] + 1, (header, card)  # below the navigation, not under it
+    assert card["y"] + card["height"] <= canvas["y"] + 1, (card, canvas)  # not over the canvas being written on
+    assert card["height"] < 60, card  # one line
+    expect(page.get_by_role("button", name="Confirm")).to_be_attached()  # the answer form stays below
+    if text == "307":
+        screenshot(page, SCREENSHOTS / "number-sideways-844x390.png")
+    no_traceback(page)
 
 
 
