@@ -203,3 +203,43 @@ def test_a_tiny_reader_trains_exports_and_runs_as_it_trained(tmp_path, cnn_torch
     got = reader.session.run(None, {reader.input: x[None, None]})[0][0]
     np.testing.assert_allclose(got, want, atol=1e-4)
     assert got.shape == (x.shape[1] // 2, 11)
+
+
+def test_several_networks_read_together_by_their_mean_log_probability():
+    """Frames of two networks (members, frames, 11): a text's log-probability is the mean of theirs, and the text
+    read is, of each one's and their mean frames', the most probable (a digit need not sit on the same frames)."""
+    a, b = spelled("42"), spelled("47")
+    both = np.stack([a, b])
+    for text in ("42", "47", "4", ""):
+        want = 0.5 * (text_log_probability(a, text) + text_log_probability(b, text))
+        assert text_log_probability(both, text) == pytest.approx(want, rel=1e-9)
+    assert best_text(both) in ("42", "47")
+    shifted = np.stack([spelled("1234", sure=0.9), np.roll(spelled("1234", sure=0.9), 1, axis=0)])
+    assert best_text(shifted) == "1234"  # (frames a frame apart: the mean frames alone could read "11223344")
+    unsure = np.stack([spelled("42", sure=0.6), spelled("43", sure=0.99)])
+    assert best_text(unsure) == "43"
+
+
+def test_networks_merged_into_one_file_each_give_their_own_frames(cnn_torch, handwriting_dir, mnist_dir):
+    """`merge_line_onnx`: one file, one input, each network's own frames stacked; a one-network file still reads."""
+    assert cnn_torch  # (the `cnn` extra: torch trains the networks)
+    from digitlab.training.line_reader import (
+        digit_pool,
+        export_line_onnx,
+        fit_line_net,
+        merge_line_onnx,
+        training_lines,
+    )
+
+    lines, texts = training_lines(64, digit_pool(handwriting_dir, mnist_dir), jobs=1, progress=False)
+    nets = [fit_line_net(lines, texts, epochs=1, progress=False, seed=seed) for seed in (0, 1)]
+    payloads = [export_line_onnx(net) for net in nets]
+    merged = LineReader(merge_line_onnx(payloads))
+    ink = np.zeros((90, 260), np.float32)
+    ink[10:80, 40:47], ink[10:17, 120:180], ink[10:80, 170:177] = 1.0, 1.0, 1.0
+    frames = merged.frames(ink)
+    assert frames.shape[0] == 2 and frames.shape[2] == 11
+    for member, payload in zip(frames, payloads, strict=True):
+        np.testing.assert_allclose(member, LineReader(payload).frames(ink), atol=1e-5)
+    assert not np.allclose(frames[0], frames[1])  # (two networks, not one twice)
+    assert best_text(frames) in {best_text(frames[0]), best_text(frames[1]), best_text(np.log(np.exp(frames).mean(0)))}
