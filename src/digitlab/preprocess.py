@@ -301,9 +301,9 @@ def _distance(px: np.ndarray, bg: np.ndarray | None, pen: np.ndarray | None) -> 
     """
     if bg is None:
         return _LEVELS[px[:, 3]]
-    alpha = px[:, 3]
-    if alpha.size and alpha.min() < 255 and float(bg.min()) < 254.5:
-        px, alpha = _over_white(px), alpha[:0]
+    see_through = bool(px.size) and int(px[:, 3].min()) < 255
+    if see_through and not _white(bg):
+        px, see_through = _over_white(px), False
     luts = _distance_luts(bg.dtype.str, bg.tobytes(), None if pen is None else (pen.dtype.str, pen.tobytes()))
     d = luts[0][px[:, 0]]
     d += luts[1][px[:, 1]]
@@ -312,9 +312,14 @@ def _distance(px: np.ndarray, bg: np.ndarray | None, pen: np.ndarray | None) -> 
         np.maximum(d, 0.0, out=d)
     else:
         np.sqrt(d, out=d)
-    if alpha.size and alpha.min() < 255:
-        d *= _OPACITY[alpha]  # (composited over a white background: the same as over white)
+    if see_through:  # over a white background: composited over it, as `_over_white` would
+        d *= _OPACITY[px[:, 3]]
     return d
+
+
+def _white(bg: np.ndarray) -> bool:
+    """Is the background colour white (what a transparent pixel shows on a page)?"""
+    return float(bg.min()) >= 254.5
 
 
 def _over_white(px: np.ndarray) -> np.ndarray:
@@ -367,7 +372,7 @@ def _candidates(rgba: np.ndarray, bg: np.ndarray | None) -> np.ndarray | None:
     if np.count_nonzero(differs) > 0.6 * differs.size:
         return None
     sel = np.flatnonzero(differs)
-    return sel[flat[sel, 3] > 0] if float(bg.min()) >= 254.5 else sel  # (`_over_white`: transparent is white)
+    return sel[flat[sel, 3] > 0] if _white(bg) else sel  # (elsewhere transparent is white: `_over_white`)
 
 
 def _gather(rgba: np.ndarray, sel: np.ndarray | None) -> np.ndarray:

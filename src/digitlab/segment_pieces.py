@@ -225,18 +225,19 @@ def without_frame(s: np.ndarray) -> np.ndarray:
     if max(b[0].stop - b[0].start for b in inner) < FRAME_CONTENT * min(h, w):
         return s
     frame = labels[outer] == k + 1
-    band = max(2, round(FRAME_BAND * min(h, w)))
-    if frame[band:-band, band:-band].any() or not _boxed(frame):  # ink of its own inside: a stroke, not a box
+    if not _is_box(frame):
         return s
     out = s.copy()
     out[outer][ndi.binary_dilation(frame, iterations=2)] = 0.0  # (and its soft edge)
     return out
 
 
-def _boxed(mask: np.ndarray) -> bool:
-    """Does the ink (a boolean mask cropped to its box) keep along at least FRAME_SIDES of each of its box's four
-    sides, within FRAME_BAND of the short side from it?"""
+def _is_box(mask: np.ndarray) -> bool:
+    """Does the stroke (a boolean mask cropped to its box) keep within FRAME_BAND of the short side from its box's
+    edges (no ink of its own further in: a stroke, not a box) and along at least FRAME_SIDES of all four sides?"""
     band = max(2, round(FRAME_BAND * min(mask.shape)))
+    if mask[band:-band, band:-band].any():
+        return False
     sides = (mask[:band].any(axis=0), mask[-band:].any(axis=0), mask[:, :band].any(axis=1), mask[:, -band:].any(axis=1))
     return min(float(side.mean()) for side in sides) >= FRAME_SIDES
 
