@@ -17,6 +17,7 @@ calibration numbers, right ones flagged 173 -> 157 of 929, wrong ones not flagge
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -114,16 +115,17 @@ def agree(
     digits = [int(proba[k].argmax()) for k in chosen]
     ours = "".join(map(str, digits))
     theirs = best_text(frames)
+    log_p = functools.cache(lambda text: text_log_probability(frames, text))  # each text's forward pass once
     if ours == theirs:
-        sure = np.exp(text_log_probability(frames, ours)) >= SURE_ABOVE
+        sure = np.exp(log_p(ours)) >= SURE_ABOVE
         return Agreed(chosen, skipped, digits, [False] * len(chosen), bool(sure))
-    if len(chosen) == 1 and not (len(theirs) > 1 and np.exp(text_log_probability(frames, theirs)) >= SURE_ABOVE):
+    if len(chosen) == 1 and not (len(theirs) > 1 and np.exp(log_p(theirs)) >= SURE_ABOVE):
         return Agreed(chosen, skipped, digits, unmatched(ours, theirs))  # one digit: its model knows it better
     other = reading_of(theirs, spans, scores, proba, marks) if theirs else None
     if other is not None:
         score, other_chosen, other_skipped = other
-        ours_total = float(scores[chosen].sum()) + AGREE_WEIGHT * text_log_probability(frames, ours)
-        if score + AGREE_WEIGHT * text_log_probability(frames, theirs) > ours_total:
-            sure = np.exp(text_log_probability(frames, theirs)) >= SURE_ABOVE
+        ours_total = float(scores[chosen].sum()) + AGREE_WEIGHT * log_p(ours)
+        if score + AGREE_WEIGHT * log_p(theirs) > ours_total:
+            sure = np.exp(log_p(theirs)) >= SURE_ABOVE
             return Agreed(other_chosen, other_skipped, [int(ch) for ch in theirs], [False] * len(other_chosen), bool(sure))
     return Agreed(chosen, skipped, digits, unmatched(ours, theirs))
