@@ -16,6 +16,8 @@ from digitlab.line_reader import (
     ROWS,
     LineReader,
     best_text,
+    digit_frames,
+    frame_columns,
     line_input,
     load_line_reader,
     text_log_probability,
@@ -23,8 +25,9 @@ from digitlab.line_reader import (
 from digitlab.models.artifacts import ArtifactError
 from digitlab.models.registry import BUNDLED_DIR, load_model
 from digitlab.segment import read_number
-from digitlab.segment_agree import agree, reading_of, unmatched
+from digitlab.segment_agree import agree, line_pieces, reading_of, unmatched
 from digitlab.segment_ink import working_ink
+from digitlab.segment_pieces import Piece
 from digitlab.segment_verifier import load_segment_verifier
 from drawn_numbers import draw_number
 
@@ -153,6 +156,49 @@ def test_one_digit_read_by_the_model_is_only_flagged_by_the_line_reader():
     assert agree(spelled("99"), spans, scores, proba, [False, False], [2], []).disagree == [False]
 
 
+def test_each_digit_sits_where_the_most_probable_path_emits_it():
+    assert digit_frames(spelled("24"), "24") == [(2, 3), (6, 7)]  # blanks 0-1, "2" 2-3, blanks 4-5, "4" 6-7
+    assert digit_frames(spelled("11"), "11") == [(2, 3), (6, 7)]  # a repeat needs the blank between
+    assert digit_frames(np.stack([spelled("24"), spelled("24")]), "24") == [(2, 3), (6, 7)]  # members: their mean
+    with pytest.raises(ValueError):
+        digit_frames(spelled("24")[:1], "24")  # two digits on one frame
+
+
+def test_a_sure_text_no_candidate_gives_is_handed_back_to_cut_the_ink_by():
+    spans = [(0, 1), (1, 2), (0, 2)]
+    proba = np.full((3, 10), 0.01)
+    proba[0, 4], proba[1, 2], proba[2, 9] = 0.6, 0.9, 0.95
+    scores = np.log(proba.max(axis=1))
+    unsure = agree(spelled("123"), spans, scores, proba, [False, False], [0, 1], [])
+    assert unsure.unformed == "" and unsure.digits == [4, 2]
+    sure = agree(spelled("123", sure=0.99999), spans, scores, proba, [False, False], [0, 1], [])
+    assert sure.unformed == "123" and sure.digits == [4, 2]  # `read_number` cuts the ink for it
+
+
+def test_the_ink_is_cut_where_the_line_reader_sees_each_digit():
+    ink = np.zeros((40, 100), np.float32)
+    ink[5:35, 10:14] = ink[5:35, 40:44] = ink[5:35, 80:84] = 1.0  # "111", one stroke joined along the bottom
+    ink[33:35, 10:84] = 1.0
+    ys, xs = np.nonzero(ink > 0.5)
+    whole = [Piece(ys, xs, float(xs.min()), float(xs.max()) + 1.0, 0)]
+    cut = line_pieces(_frames_of(ink, "111"), "111", whole, ink)
+    assert len(cut) == 3 and sum(len(p.ys) for p in cut) == len(ys)  # every ink pixel in one digit
+    for piece, x in zip(cut, (10, 40, 80), strict=True):
+        assert piece.left <= x and x + 4 <= piece.right  # each upright stroke whole in its own piece
+
+
+def _frames_of(ink: np.ndarray, text: str) -> np.ndarray:
+    """Frames as a line reader would give for `ink`: each digit emitted on the frame over its stroke."""
+    width = line_input(ink).shape[1] // 2
+    frames = np.full((width, 11), 0.001)
+    frames[:, 0] = 0.99
+    at = frame_columns(ink, width)
+    for ch, x in zip(text, (12, 42, 82), strict=False):
+        f = int(np.argmin(abs(at - x)))
+        frames[f], frames[f, int(ch) + 1] = 0.001, 0.99
+    return np.log(frames)
+
+
 def test_only_the_digits_the_line_reader_does_not_see_are_flagged():
     assert unmatched("427", "42") == [False, False, True]  # "42?": the "?" read as 7 by the segmentation
     assert unmatched("2024", "2074") == [False, False, True, False]
@@ -180,6 +226,22 @@ def test_read_number_takes_the_line_readers_text_when_its_pieces_can_give_it(rea
     assert sure.text == "2074" and not sure.digits[2].uncertain  # a line reader sure of the text: no doubt left
     one_off = read_number(data, cnn, detector, verifier=verifier, line_reader=Spelling("20245"))  # no fifth piece
     assert one_off.text == "2024" and not one_off.uncertain  # every digit of "2024" is in "20245"
+
+
+def test_two_overlapping_digits_the_segmentation_reads_as_one_are_read_as_the_line_reader_sees_them(
+    reader_parts, bundled, handwriting_dir
+):
+    """A calibration "91" whose 9 and 1 overlap in one stroke: the segmentation alone reads "9" (no cut gives a
+    1), the line reader "91" surely; the ink is cut where it sees the two."""
+    cnn, detector, verifier = reader_parts
+    sample = number_samples(135, seed=300, part="calibration", directory=handwriting_dir)[134]
+    assert sample.text == "91" and sample.gap == "overlapping"
+    assert read_number(sample.image, cnn, detector, verifier=verifier).text == "9"
+    read = read_number(sample.image, cnn, detector, verifier=verifier, line_reader=bundled)
+    assert read.text == "91"
+    (x9, _, w9, _), (x1, _, w1, _) = (d.box for d in read.digits)
+    assert x9 < x1 and x9 + w9 < x1 + w1  # left to right
+    assert [int(np.argmax(d.probabilities)) for d in read.digits] == [9, 1]  # the CNN reads each cut as its digit
 
 
 def test_a_tiny_reader_trains_exports_and_runs_as_it_trained(tmp_path, cnn_torch, handwriting_dir, mnist_dir):

@@ -43,6 +43,15 @@ def line_input(ink: np.ndarray) -> np.ndarray:
     return out
 
 
+def frame_columns(ink: np.ndarray, frames: int) -> np.ndarray:
+    """The working ink's column at the centre of each of `frames` frames of its `line_input` (a frame is two
+    input columns): where in the ink the line reader saw each frame."""
+    ys, xs = np.nonzero(ink > INK_ON)
+    h, w = int(ys.max() - ys.min() + 1), int(xs.max() - xs.min() + 1)
+    columns = int(min(MAX_COLUMNS, max(1, round(w * CORE / h))))
+    return xs.min() + (2 * np.arange(frames) + 1 - SIDE) * (w / columns) - 0.5
+
+
 def best_text(log_probs: np.ndarray) -> str:
     """Greedy CTC decoding: the most probable class per frame, repeats merged, blanks dropped. For several
     networks' frames (members, frames, 11): of each one's text and that of their mean frames, the one
@@ -82,6 +91,38 @@ def text_log_probability(log_probs: np.ndarray, text: str) -> float:
         step[:, skip] = np.logaddexp(step[:, skip], shifted[:, :-2][:, skip])
         alpha = step + emit[:, t]
     return float(np.logaddexp(alpha[:, -1], alpha[:, -2]).mean())
+
+
+def digit_frames(log_probs: np.ndarray, text: str) -> list[tuple[int, int]]:
+    """Where each digit of `text` sits: its first and last frame on the most probable CTC path (Viterbi; for
+    several networks' frames, on their mean log-probabilities). Raises ValueError for an empty text or one
+    the frames cannot hold (more digits than frames)."""
+    lp = np.asarray(log_probs, np.float64)
+    lp = lp.mean(axis=0) if lp.ndim == 3 else lp
+    labels = [BLANK]
+    for ch in text:
+        labels += [int(ch) + 1, BLANK]
+    n, frames = len(labels), len(lp)
+    if not text or frames < len(text):
+        raise ValueError(f"{len(text)} digits cannot sit on {frames} frames")
+    emit = lp[:, labels]
+    score = np.full(n, -np.inf)
+    score[:2] = emit[0, :2]
+    back = np.zeros((frames, n), np.int8)  # how far back (0, 1, 2 states) each state's best path came from
+    skip = np.zeros(n, bool)
+    skip[3::2] = [labels[k] != labels[k - 2] for k in range(3, n, 2)]
+    none = np.full(2, -np.inf)
+    for t in range(1, frames):
+        options = np.stack([score, np.concatenate([none[:1], score[:-1]]), np.concatenate([none, score[:-2]])])
+        options[2, ~skip] = -np.inf
+        back[t] = options.argmax(axis=0)
+        score = options.max(axis=0) + emit[t]
+    state = n - 1 if score[n - 1] >= score[n - 2] else n - 2
+    path = np.empty(frames, int)
+    for t in range(frames - 1, -1, -1):
+        path[t] = state
+        state -= back[t, state]
+    return [(int(np.flatnonzero(path == s)[0]), int(np.flatnonzero(path == s)[-1])) for s in range(1, n, 2)]
 
 
 class LineReader:

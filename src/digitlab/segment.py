@@ -38,7 +38,7 @@ from digitlab.detector.runtime import NotDigit
 from digitlab.errors import DigitlabError
 from digitlab.models.registry import predict_with_opinion
 from digitlab.preprocess import to_mnist
-from digitlab.segment_agree import agree
+from digitlab.segment_agree import agree, line_pieces
 from digitlab.segment_ink import working_ink
 from digitlab.segment_pieces import (
     Piece,
@@ -227,6 +227,12 @@ def read_number(
         chosen, skipped = agreed.chosen, agreed.skipped
         read_as, disagree = dict(zip(chosen, agreed.digits)), dict(zip(chosen, agreed.disagree))
         line_sure = agreed.sure  # the line reader reads this very text, surely: confidence alone is no doubt
+        cut = _line_cut(s, frames, agreed.unformed, pieces, model, detector) if agreed.unformed else None
+        if cut is not None:  # its text, surely, where no run of candidates gave it: cut where it sees the digits
+            pieces, spans, images, boxes, proba, own, p_not, digit_opinion = cut
+            chosen, skipped, line_sure = list(range(len(pieces))), [], True
+            read_as = {k: int(ch) for k, ch in enumerate(agreed.unformed)}
+            disagree = {k: read_as[k] != int(np.argmax(proba[k])) for k in chosen}  # a cut the model reads otherwise
     dropped = [_crop(s, [pieces[i]])[1] for i in skipped]
     digits = []
     marks = [p for p in pieces if p.mark]
@@ -273,6 +279,25 @@ def read_number(
         uncertain=any(d.uncertain for d in digits),
         dropped=sorted(_scaled(b, factor) for b in dropped),
     )
+
+
+def _line_cut(s: np.ndarray, frames: np.ndarray, text: str, pieces: list[Piece], model: Any, detector: Any):
+    """`read_number`'s candidates, one per digit, of the ink cut where the line reader reads `text`
+    (`segment_agree.line_pieces`): (pieces, spans, images, boxes, proba, own, p_not, digit opinion), or None
+    where a digit gets no ink."""
+    cut = line_pieces(frames, text, pieces, s)
+    try:
+        crops = [_crop(s, [piece]) for piece in cut]
+        images = [to_mnist(crop) for crop, _ in crops]
+    except EmptyImageError:
+        return None
+    if not cut:
+        return None
+    X = np.stack(images).reshape(len(images), 784)
+    proba, own = predict_with_opinion(model, X)
+    p_not, opinion = (np.zeros(len(X)), np.full((len(X), 10), 0.1)) if detector is None else detector.detector_outputs(X)
+    spans = [(k, k + 1) for k in range(len(cut))]
+    return cut, spans, images, [box for _, box in crops], np.asarray(proba, np.float64), own, p_not, opinion
 
 
 class Segmented(NamedTuple):

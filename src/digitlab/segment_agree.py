@@ -13,16 +13,22 @@ them, a wide 1 read "11", "7" or "41"), but two overlapping digits merged into o
 very text chosen, surely (`SURE_ABOVE`), a digit is not "not sure" for its model's confidence alone, nor for
 being the model's second choice (the marks, shapes and layout that make a digit "not sure" still do): of 1,000
 calibration numbers, right ones flagged 173 -> 157 of 929, wrong ones not flagged 16 of 71 before and after.
+Where the line reader reads a text surely (`SURE_ABOVE`) that no run of candidates gives at all (two digits
+overlapping in one stroke the cuts cannot part, "12" read "0"), the ink is cut where it sees each digit
+(`line_pieces`) and read as its text: of 1,000 calibration numbers 942 -> 949 read right (7 changed, all to
+right); 1,200 real single digits on the canvas 1,179 -> 1,182 right.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 from typing import NamedTuple
 
 import numpy as np
 
-from digitlab.line_reader import best_text, text_log_probability
+from digitlab.line_reader import best_text, digit_frames, frame_columns, text_log_probability
+from digitlab.segment_pieces import Piece
 
 #: weight of the line reader's log P(text) against the segmentation's score (chosen on the calibration numbers)
 AGREE_WEIGHT = 3.0
@@ -39,6 +45,7 @@ class Agreed(NamedTuple):
     digits: list[int]  # the digit each chosen candidate is read as
     disagree: list[bool]  # per chosen candidate: the line reader's text has no such digit there
     sure: bool = False  # the line reader reads this very text with P >= SURE_ABOVE
+    unformed: str = ""  # the line reader's text, read surely, that no run of candidates gives (`line_pieces`)
 
 
 def unmatched(ours: str, theirs: str) -> list[bool]:
@@ -128,4 +135,36 @@ def agree(
         if score + AGREE_WEIGHT * log_p(theirs) > ours_total:
             sure = np.exp(log_p(theirs)) >= SURE_ABOVE
             return Agreed(other_chosen, other_skipped, [int(ch) for ch in theirs], [False] * len(other_chosen), bool(sure))
+    elif 0 < len(theirs) <= MAX_DIGITS and np.exp(log_p(theirs)) >= SURE_ABOVE:
+        return Agreed(chosen, skipped, digits, unmatched(ours, theirs), unformed=theirs)
     return Agreed(chosen, skipped, digits, unmatched(ours, theirs))
+
+
+def line_pieces(frames: np.ndarray, text: str, pieces: list[Piece], ink: np.ndarray) -> list[Piece]:
+    """The ink cut into one piece per digit of the line reader's `text`, where no run of the segmentation's
+    candidates gives it (two overlapping digits in one stroke, "12" read "0"): each cut at the emptiest slanted
+    column between two digits' frames on the most probable CTC path (`line_reader.digit_frames`). Empty list
+    where a digit would get no ink."""
+    strokes = [p for p in pieces if not p.mark] or pieces
+    ys, xs = np.concatenate([p.ys for p in pieces]), np.concatenate([p.xs for p in pieces])
+    shear, yc = pieces[0].shear, 0.5 * (ink.shape[0] - 1)
+    xp = xs - shear * (ys - yc)
+    middle = 0.5 * (min(int(p.ys.min()) for p in strokes) + max(int(p.ys.max()) for p in strokes))
+    at = frame_columns(ink, len(frames[0] if np.ndim(frames) == 3 else frames)) - shear * (middle - yc)
+    spans = digit_frames(frames, text)
+    left = int(np.floor(xp.min()))
+    column_ink = np.bincount((xp - left).astype(int))
+    bounds = [-np.inf]
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        a, b = sorted((round(float(at[end]) - left), round(float(at[start]) - left)))
+        a, b = max(a, 0), min(max(b, a + 1), len(column_ink))
+        bounds.append(left + a + int(np.argmin(column_ink[a:b])) + 0.5 if b > a else left + a + 0.5)
+    bounds.append(np.inf)
+    out = []
+    for k in range(len(text)):
+        sel = (xp >= bounds[k]) & (xp < bounds[k + 1])
+        if not sel.any():
+            return []
+        out.append(Piece(ys[sel], xs[sel], float(xp[sel].min()), float(xp[sel].max()) + 1.0, k,
+                         cut_left=k > 0, sliced=True, shear=shear))  # fmt: skip
+    return out
