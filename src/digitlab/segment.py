@@ -285,11 +285,11 @@ def _line_cut(s: np.ndarray, frames: np.ndarray, text: str, pieces: list[Piece],
     """`read_number`'s candidates, one per digit, of the ink cut where the line reader reads `text`
     (`segment_agree.line_pieces`): (pieces, spans, images, boxes, proba, own, p_not, digit opinion), or None
     where a digit gets no ink."""
-    cut = line_pieces(frames, text, pieces, s)
     try:
+        cut = line_pieces(frames, text, pieces, s)
         crops = [_crop(s, [piece]) for piece in cut]
         images = [to_mnist(crop) for crop, _ in crops]
-    except EmptyImageError:
+    except (EmptyImageError, ValueError):  # a digit cut to a speck; a text its frames cannot hold
         return None
     if not cut:
         return None
