@@ -305,3 +305,6 @@ def test_networks_merged_into_one_file_each_give_their_own_frames(cnn_torch, han
         np.testing.assert_allclose(member, LineReader(payload).frames(ink), atol=1e-5)
     assert not np.allclose(frames[0], frames[1])  # (two networks, not one twice)
     assert best_text(frames) in {best_text(frames[0]), best_text(frames[1]), best_text(np.log(np.exp(frames).mean(0)))}
+    grown = LineReader(merge_line_onnx([merge_line_onnx(payloads), payloads[0]])).frames(ink)  # one added to a file
+    assert grown.shape[0] == 3
+    np.testing.assert_allclose(grown, np.concatenate([frames, frames[:1]]), atol=1e-5)

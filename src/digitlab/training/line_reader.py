@@ -199,7 +199,8 @@ def export_line_onnx(net) -> bytes:
 def merge_line_onnx(payloads: list[bytes]) -> bytes:
     """Several line networks' ONNX as one graph: the one input `line` (n, 1, ROWS, width) to each, their
     log-probabilities stacked as `log_probs` (n, members, width / 2, 11). One file, loaded and checked like one
-    network; `line_reader.best_text` and `text_log_probability` combine the members."""
+    network; `line_reader.best_text` and `text_log_probability` combine the members. A payload that is already
+    merged brings all its members (a network added to a bundled file)."""
     import onnx
     from onnx import compose, helper, numpy_helper
 
@@ -212,14 +213,19 @@ def merge_line_onnx(payloads: list[bytes]) -> bytes:
             node.input[:] = ["line" if name == source else name for name in node.input]
         nodes += graph.node
         weights += graph.initializer
+        if len(graph.output[0].type.tensor_type.shape.dim) == 4:  # already several members (a merged file)
+            stacked.append(result)
+            continue
         stacked.append(f"m{i}_member")
         nodes.append(helper.make_node("Unsqueeze", [result, "member_axis"], [stacked[-1]]))
     nodes.append(helper.make_node("Concat", stacked, ["log_probs"], axis=1))
     line = helper.make_tensor_value_info("line", onnx.TensorProto.FLOAT, ["n", 1, ROWS, "width"])
-    out = helper.make_tensor_value_info("log_probs", onnx.TensorProto.FLOAT, ["n", len(models), "frames", 11])
+    members = sum(1 if len(m.graph.output[0].type.tensor_type.shape.dim) == 3 else
+                  m.graph.output[0].type.tensor_type.shape.dim[1].dim_value for m in models)  # fmt: skip
+    out = helper.make_tensor_value_info("log_probs", onnx.TensorProto.FLOAT, ["n", members, "frames", 11])
     merged = helper.make_model(helper.make_graph(nodes, "line_reader", [line], [out], weights),
                                opset_imports=models[0].opset_import, ir_version=models[0].ir_version)  # fmt: skip
-    merged.doc_string = (f"digitlab line reader, {len(models)} networks: (n, 1, {ROWS}, width) -> (n, {len(models)}, "
+    merged.doc_string = (f"digitlab line reader, {members} networks: (n, 1, {ROWS}, width) -> (n, {members}, "
                          "width / 2, 11) CTC log-probabilities")  # fmt: skip
     onnx.checker.check_model(merged, full_check=True)
     return merged.SerializeToString()
