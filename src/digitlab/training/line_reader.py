@@ -33,7 +33,7 @@ BATCH, RATE = 32, 2e-3
 COUNT, EPOCHS = 60000, 8  #: numbers composed and passes over them (50,000 x 5 left the CTC loss still falling)
 #: networks trained apart, each on its own compositions (seed SEED + i) from its own start (torch seed i), and
 #: read together (`line_reader.best_text`, `text_log_probability`)
-MEMBERS = 2
+MEMBERS = 3
 OPSET = 17
 
 _pool: tuple | None = None  # (images, labels, sources) of the digits to compose from, in each worker
