@@ -27,15 +27,21 @@ INK_ON = 0.35  #: what counts as ink when finding the writing's rows and columns
 BLANK = 0  #: the CTC blank is class 0; digit d is class d + 1
 
 
-def line_input(ink: np.ndarray) -> np.ndarray:
-    """The working ink (values in [0, 1]) -> the network's (ROWS, width) input: the ink's bounding box scaled
-    to CORE rows, SIDE blank columns either side. Raises ValueError when there is no ink."""
+def _line_box(ink: np.ndarray) -> tuple[int, int, int, int, int]:
+    """(top, left, height, width) of the ink's bounding box, and the columns it is scaled to in `line_input`.
+    Raises ValueError when there is no ink."""
     ys, xs = np.nonzero(ink > INK_ON)
     if not len(ys):
         raise ValueError("no ink")
-    crop = np.asarray(ink[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1], np.float32)
-    h, w = crop.shape
-    columns = int(min(MAX_COLUMNS, max(1, round(w * CORE / h))))
+    h, w = int(ys.max() - ys.min() + 1), int(xs.max() - xs.min() + 1)
+    return int(ys.min()), int(xs.min()), h, w, int(min(MAX_COLUMNS, max(1, round(w * CORE / h))))
+
+
+def line_input(ink: np.ndarray) -> np.ndarray:
+    """The working ink (values in [0, 1]) -> the network's (ROWS, width) input: the ink's bounding box scaled
+    to CORE rows, SIDE blank columns either side. Raises ValueError when there is no ink."""
+    y0, x0, h, w, columns = _line_box(ink)
+    crop = np.asarray(ink[y0 : y0 + h, x0 : x0 + w], np.float32)
     scaled = np.asarray(Image.fromarray(crop, "F").resize((columns, CORE), Image.BILINEAR))
     out = np.zeros((ROWS, columns + 2 * SIDE + (columns % 2)), np.float32)  # an even width: frames are 2 columns
     top = (ROWS - CORE) // 2
@@ -46,10 +52,8 @@ def line_input(ink: np.ndarray) -> np.ndarray:
 def frame_columns(ink: np.ndarray, frames: int) -> np.ndarray:
     """The working ink's column at the centre of each of `frames` frames of its `line_input` (a frame is two
     input columns): where in the ink the line reader saw each frame."""
-    ys, xs = np.nonzero(ink > INK_ON)
-    h, w = int(ys.max() - ys.min() + 1), int(xs.max() - xs.min() + 1)
-    columns = int(min(MAX_COLUMNS, max(1, round(w * CORE / h))))
-    return xs.min() + (2 * np.arange(frames) + 1 - SIDE) * (w / columns) - 0.5
+    _, x0, _, w, columns = _line_box(ink)
+    return x0 + (2 * np.arange(frames) + 1 - SIDE) * (w / columns) - 0.5
 
 
 def best_text(log_probs: np.ndarray) -> str:
@@ -66,6 +70,17 @@ def best_text(log_probs: np.ndarray) -> str:
     return "".join(str(int(v) - 1) for v in best[keep])
 
 
+def _ctc_states(text: str) -> tuple[list[int], np.ndarray]:
+    """CTC's states for `text`: its classes with a blank before, between and after them; and per state whether
+    a path may reach it from two states back (a digit after another digit, unless the two are equal)."""
+    labels = [BLANK]
+    for ch in text:
+        labels += [int(ch) + 1, BLANK]
+    skip = np.zeros(len(labels), bool)
+    skip[3::2] = [labels[k] != labels[k - 2] for k in range(3, len(labels), 2)]
+    return labels, skip
+
+
 def text_log_probability(log_probs: np.ndarray, text: str) -> float:
     """log P(text | the frames) under CTC: the forward algorithm over the text with blanks between. For several
     networks' frames (members, frames, 11): the mean of their log-probabilities (a geometric mean: a text one
@@ -75,15 +90,10 @@ def text_log_probability(log_probs: np.ndarray, text: str) -> float:
     members = lp if lp.ndim == 3 else lp[None]
     if not text:
         return float(members[:, :, BLANK].sum(axis=1).mean())
-    labels = [BLANK]
-    for ch in text:
-        labels += [int(ch) + 1, BLANK]
-    n = len(labels)
-    emit = members[:, :, labels]  # (members, frames, n)
-    alpha = np.full((len(members), n), -np.inf)
+    labels, skip = _ctc_states(text)
+    emit = members[:, :, labels]  # (members, frames, states)
+    alpha = np.full((len(members), len(labels)), -np.inf)
     alpha[:, :2] = emit[:, 0, :2]
-    skip = np.zeros(n, bool)  # a digit may follow the previous digit directly unless they are equal
-    skip[3::2] = [labels[k] != labels[k - 2] for k in range(3, n, 2)]
     none = np.full((len(members), 2), -np.inf)
     for t in range(1, members.shape[1]):
         shifted = np.concatenate([none, alpha], axis=1)
@@ -99,18 +109,15 @@ def digit_frames(log_probs: np.ndarray, text: str) -> list[tuple[int, int]]:
     the frames cannot hold (more digits than frames)."""
     lp = np.asarray(log_probs, np.float64)
     lp = lp.mean(axis=0) if lp.ndim == 3 else lp
-    labels = [BLANK]
-    for ch in text:
-        labels += [int(ch) + 1, BLANK]
-    n, frames = len(labels), len(lp)
+    frames = len(lp)
     if not text or frames < len(text):
         raise ValueError(f"{len(text)} digits cannot sit on {frames} frames")
+    labels, skip = _ctc_states(text)
+    n = len(labels)
     emit = lp[:, labels]
     score = np.full(n, -np.inf)
     score[:2] = emit[0, :2]
     back = np.zeros((frames, n), np.int8)  # how far back (0, 1, 2 states) each state's best path came from
-    skip = np.zeros(n, bool)
-    skip[3::2] = [labels[k] != labels[k - 2] for k in range(3, n, 2)]
     none = np.full(2, -np.inf)
     for t in range(1, frames):
         options = np.stack([score, np.concatenate([none[:1], score[:-1]]), np.concatenate([none, score[:-2]])])
@@ -122,7 +129,8 @@ def digit_frames(log_probs: np.ndarray, text: str) -> list[tuple[int, int]]:
     for t in range(frames - 1, -1, -1):
         path[t] = state
         state -= back[t, state]
-    return [(int(np.flatnonzero(path == s)[0]), int(np.flatnonzero(path == s)[-1])) for s in range(1, n, 2)]
+    at = [np.flatnonzero(path == state) for state in range(1, n, 2)]  # a path visits every digit's state
+    return [(int(frames_of[0]), int(frames_of[-1])) for frames_of in at]
 
 
 class LineReader:

@@ -291,7 +291,7 @@ def _line_cut(s: np.ndarray, frames: np.ndarray, text: str, pieces: list[Piece],
         images = [to_mnist(crop) for crop, _ in crops]
     except (EmptyImageError, ValueError):  # a digit cut to a speck; a text its frames cannot hold
         return None
-    if not cut:
+    if not images:  # (`line_pieces`: a digit would get no ink)
         return None
     X = np.stack(images).reshape(len(images), 784)
     proba, own = predict_with_opinion(model, X)

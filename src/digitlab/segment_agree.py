@@ -150,7 +150,7 @@ def line_pieces(frames: np.ndarray, text: str, pieces: list[Piece], ink: np.ndar
     shear, yc = pieces[0].shear, 0.5 * (ink.shape[0] - 1)
     xp = xs - shear * (ys - yc)
     middle = 0.5 * (min(int(p.ys.min()) for p in strokes) + max(int(p.ys.max()) for p in strokes))
-    at = frame_columns(ink, len(frames[0] if np.ndim(frames) == 3 else frames)) - shear * (middle - yc)
+    at = frame_columns(ink, np.shape(frames)[-2]) - shear * (middle - yc)
     spans = digit_frames(frames, text)
     left = int(np.floor(xp.min()))
     column_ink = np.bincount((xp - left).astype(int))
