@@ -144,6 +144,33 @@ def test_agree_keeps_the_segmentation_where_the_two_agree_and_flags_where_they_c
     assert lost.chosen == [0, 1] and lost.digits == [4, 2] and lost.disagree == [True, False]
 
 
+def _leaning(first: dict[int, float], rest: str) -> np.ndarray:
+    """Frames of a line whose first digit the reader reads as `first` ({digit: probability}), then `rest` surely."""
+    frames = np.exp(spelled("0" + rest))
+    for f in (2, 3):  # the first digit's frames
+        frames[f] = 0.001
+        for digit, p in first.items():
+            frames[f, digit + 1] = p
+    return np.log(frames / frames.sum(axis=1, keepdims=True))
+
+
+def test_where_only_a_digit_differs_the_model_keeps_it_unless_the_line_reader_is_far_surer():
+    """Both read the same cuts, "42" and "72": the model (sure of its 4) wins against a line reader that leans to 7,
+    flagged "not sure"; a line reader sure of its 7 still wins against a model that hesitates."""
+    spans = [(0, 1), (1, 2), (0, 2)]
+    proba = np.full((3, 10), 0.01)
+    proba[0, 4], proba[0, 7], proba[1, 2], proba[2, 9] = 0.9, 0.05, 0.9, 0.3
+    scores = np.log(proba.max(axis=1))
+    leans = _leaning({7: 0.6, 4: 0.35}, "2")
+    assert text_log_probability(leans, "72") - text_log_probability(leans, "42") > 1.0  # it prefers "72", ~3x
+    kept = agree(leans, spans, scores, proba, [False, False], [0, 1], [])
+    assert kept.chosen == [0, 1] and kept.digits == [4, 2] and kept.disagree == [True, False]
+    proba[0, 4], proba[0, 7] = 0.5, 0.4
+    scores = np.log(proba.max(axis=1))
+    taken = agree(spelled("72", sure=0.99), spans, scores, proba, [False, False], [0, 1], [])
+    assert taken.chosen == [0, 1] and taken.digits == [7, 2] and taken.disagree == [False, False]
+
+
 def test_one_digit_read_by_the_model_is_only_flagged_by_the_line_reader():
     """A single digit drawn wide (a 1 as wide as tall) was "11", "7" or "41" for the line reader: one digit stays
     the model's, flagged where the line reader reads otherwise."""
@@ -216,14 +243,14 @@ def test_read_number_takes_the_line_readers_text_when_its_pieces_can_give_it(rea
     data = draw_number("2024")
     plain = read_number(data, cnn, detector, verifier=verifier)
     assert plain.text == "2024"
-    forced = read_number(data, cnn, detector, verifier=verifier, line_reader=Spelling("2074"))
-    assert forced.text == "2074" and [d.digit for d in forced.digits] == [2, 0, 7, 4]
-    assert forced.digits[2].uncertain  # the CNN gives that 2 little chance of being a 7
-    assert [d.box for d in forced.digits] == [d.box for d in plain.digits]
+    doubted = read_number(data, cnn, detector, verifier=verifier, line_reader=Spelling("2074"))
+    assert doubted.text == "2024" and [d.uncertain for d in doubted.digits] == [False, False, True, False]  # the CNN
+    # is sure of its 2 (`RELABEL_WEIGHT`): kept, but "not sure" where the line reader reads a 7
     none = read_number(data, cnn, detector, verifier=verifier, line_reader=Spelling("3333333"))
     assert none.text == "2024" and none.uncertain and all(d.uncertain for d in none.digits)
     sure = read_number(data, cnn, detector, verifier=verifier, line_reader=Spelling("2074", sure=0.99999))
     assert sure.text == "2074" and not sure.digits[2].uncertain  # a line reader sure of the text: no doubt left
+    assert [d.box for d in sure.digits] == [d.box for d in plain.digits]
     one_off = read_number(data, cnn, detector, verifier=verifier, line_reader=Spelling("20245"))  # no fifth piece
     assert one_off.text == "2024" and not one_off.uncertain  # every digit of "2024" is in "20245"
 
