@@ -197,6 +197,34 @@ def test_number_confirm_clicked_while_the_next_reading_cannot_come_is_kept(fake)
     assert api.number_feedback_calls == [(102, "719")]  # once
 
 
+def test_number_keeps_its_last_reading_when_a_further_stroke_cannot_be_read(fake):
+    """One more stroke while the service is away: the page said only "not answering", and the reading the
+    person had just seen was gone. It stays, said to be of the writing before that stroke; a new writing has none."""
+    api, canvas, open_page = fake
+    first, second, other = png(840, 280), png(840, 280, shade=3), png(840, 280, shade=6)
+    api.readings = {first: "71", second: "719", other: "5"}
+    canvas.set("number", first, drawing_id="n1")
+    at = open_page("number")
+    assert "Before your latest stroke" not in _answer_texts(at)
+    api.up = False
+    at.run()
+    canvas.set("number", second, strokes=2, drawing_id="n1")
+    at.run()
+    said = _answer_texts(at)
+    assert "The prediction service is not answering right now" in said, said
+    assert "Before your latest stroke it was read as <b>71</b>" in said, said
+    canvas.set("number", other, drawing_id="n2")  # cleared, and a new writing begun
+    at.run()
+    said = _answer_texts(at)
+    assert "not answering" in said and "Before your latest stroke" not in said, said
+    api.up = True
+    canvas.set("number", second, strokes=2, drawing_id="n1")
+    at.run()
+    assert not at.exception, at.exception
+    said = _answer_texts(at)
+    assert "Before your latest stroke" not in said and 'data-text="719"' in said, said
+
+
 def test_number_confirm_refused_stays_said_until_confirmed_again(fake):
     from digitlab.ui.client import ApiError
 

@@ -132,6 +132,43 @@ def test_a_reading_during_a_database_outage_is_queued_and_confirmed(desktop, ui_
     assert len(mine) == 1 and mine[0]["source"] == "upload" and mine[0]["correct"] is (text == "42"), items[:3]
 
 
+def test_a_stroke_during_an_outage_keeps_the_reading_before_it(desktop, ui_server, api_server):
+    """The API goes away while a number is written: one more stroke left only "not answering" on the page. The
+    reading before it stays, said to be of the writing before that stroke; once back, the whole writing is read."""
+    page = desktop
+    open_page(page, ui_server.url, "number", ready=CANVAS)
+    write_number(page, "30")
+    page.wait_for_function(
+        "sel => { const el = document.querySelector(sel); return el && el.getAttribute('data-text') === '30'; }",
+        arg=NUMBER, timeout=20_000,
+    )  # fmt: skip
+    api_server.stop()
+    try:
+        expect(page.get_by_text(re.compile(r"The prediction service is not reachable")).first).to_be_visible(
+            timeout=10_000
+        )
+        box = canvas_box(page)
+        side = box["height"]
+        cell = {"x": box["x"] + 2 * side, "y": box["y"], "width": side, "height": side}
+        for stroke in DIGITS[7]:
+            mouse_stroke(page, stroke, cell)
+        earlier = page.get_by_test_id("dl-number-earlier")
+        expect(earlier).to_be_visible(timeout=20_000)
+        expect(earlier).to_contain_text("Before your latest stroke it was read as 30")
+        expect(page.get_by_text(re.compile(r"not answering right now"))).to_be_visible()
+        expect(page.locator('[data-testid="dl-digits-seen"] img')).to_have_count(2)
+        no_traceback(page)
+        screenshot(page, SCREENSHOTS / "number-outage-1280x800.png")
+    finally:
+        api_server.start()
+    page.wait_for_function(
+        "sel => { const el = document.querySelector(sel); return el && el.getAttribute('data-text') === '307'; }",
+        arg=NUMBER, timeout=30_000,
+    )  # fmt: skip
+    expect(page.get_by_test_id("dl-number-earlier")).to_have_count(0)
+    no_traceback(page)
+
+
 #: The wide canvas' own scroll box (in the component's shadow root): where it is, how far it is scrolled.
 SCROLLER_JS = """() => { for (const h of document.querySelectorAll('[data-testid="stBidiComponentIsolated"]')) {
     const s = h.shadowRoot && h.shadowRoot.querySelector('.dc-scroll');

@@ -63,6 +63,17 @@ def show_reading(answer: dict, image: bytes, key: str, *, photo: bool = False) -
                 "number at all.", icon=":material/help:")  # fmt: skip
 
 
+def show_earlier(answer: dict) -> None:
+    """The last reading of this writing, before the stroke the service was away for: one more stroke during an
+    outage took the reading off the page, leaving only "not answering"."""
+    text = answer.get("text") or "–"
+    st.markdown(f'<div class="dl-source" data-testid="dl-number-earlier">Before your latest stroke it was read as '
+                f"<b>{common.esc(text)}</b>; the whole writing is read when the service is back.</div>",
+                unsafe_allow_html=True)  # fmt: skip
+    if answer.get("digits"):
+        st.markdown(_digits_seen(answer["digits"]), unsafe_allow_html=True)
+
+
 #: Under the reading of a writing changed after the person confirmed it: the answer stayed with the number
 #: confirmed (the box quietly followed the new reading, with no word of where the answer went)
 FOLLOWS_CONFIRMED = (":material/info: The writing changed after you confirmed it: your answer stays with the number you "
@@ -299,6 +310,9 @@ def _reading(drawing, photo) -> None:
         common.show_error(st, error, nothing=nothing,
                           kept="Your writing is kept; it is read as soon as the service is back"
                           + (f", and your answer ({_what(clicked[1])}) is saved with it." if clicked else "."))  # fmt: skip
+        earlier = common.last_answer("number_cache", key) if isinstance(error, ApiUnavailable) else None
+        if earlier is not None:
+            show_earlier(earlier)
         return
     show_reading(answer, image, key, photo=photo is not None)
 
