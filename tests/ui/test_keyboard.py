@@ -356,15 +356,12 @@ def test_an_answer_clicked_right_after_undo_or_clear_is_not_the_earlier_pictures
 def test_number_confirm_clicked_as_the_pen_lifts_confirms_the_whole_number(desktop, ui_server, api_server):
     """A newcomer's tour (session 30): Confirm clicked right after the last stroke saved the reading before it
     ("390" confirmed, "3907" left as a second, unconfirmed reading). It waits for that stroke's reading."""
-    from test_number_page import NUMBER, write_number
+    from test_number_page import wait_reading, write_number
 
     page = desktop
     open_page(page, ui_server.url, "number", ready=CANVAS)
     write_number(page, "90")
-    page.wait_for_function(
-        "sel => { const el = document.querySelector(sel); return el && el.getAttribute('data-text') === '90'; }",
-        arg=NUMBER, timeout=20_000,
-    )  # fmt: skip
+    wait_reading(page, "90")
     wait_idle(page, settle=1.0)
     box = canvas_box(page)
     cell = {"x": box["x"] + 2 * box["height"], "y": box["y"], "width": box["height"], "height": box["height"]}

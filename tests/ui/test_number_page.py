@@ -26,6 +26,14 @@ pytestmark = pytest.mark.browser
 NUMBER = '[data-testid="dl-number"]'
 
 
+def wait_reading(page, text: str, timeout: int = 20_000) -> None:
+    """Until the page shows `text` as the reading."""
+    page.wait_for_function(
+        "([sel, text]) => { const el = document.querySelector(sel); return el && el.getAttribute('data-text') === text; }",
+        arg=[NUMBER, text], timeout=timeout,
+    )  # fmt: skip
+
+
 def write_number(page, text: str) -> None:
     """Each digit in its own 280 px square of the 840 x 280 canvas, one stroke at a time."""
     box = canvas_box(page)
@@ -43,11 +51,7 @@ def test_write_read_confirm_then_history(desktop, ui_server, api_server):
     open_page(page, ui_server.url, "number", ready=CANVAS)
     write_number(page, "307")
 
-    page.wait_for_function(
-        "sel => { const el = document.querySelector(sel); return el && el.getAttribute('data-text') === '307'; }",
-        arg=NUMBER,
-        timeout=20_000,
-    )
+    wait_reading(page, "307")
     expect(page.get_by_text("What was read: one box per digit")).to_be_visible()
     page.set_viewport_size({"width": 390, "height": 844})  # a phone's width: "307" broke into "30" over "7"
     wait_idle(page)
@@ -138,10 +142,7 @@ def test_a_stroke_during_an_outage_keeps_the_reading_before_it(desktop, ui_serve
     page = desktop
     open_page(page, ui_server.url, "number", ready=CANVAS)
     write_number(page, "30")
-    page.wait_for_function(
-        "sel => { const el = document.querySelector(sel); return el && el.getAttribute('data-text') === '30'; }",
-        arg=NUMBER, timeout=20_000,
-    )  # fmt: skip
+    wait_reading(page, "30")
     api_server.stop()
     try:
         expect(page.get_by_text(re.compile(r"The prediction service is not reachable")).first).to_be_visible(
@@ -161,10 +162,7 @@ def test_a_stroke_during_an_outage_keeps_the_reading_before_it(desktop, ui_serve
         screenshot(page, SCREENSHOTS / "number-outage-1280x800.png")
     finally:
         api_server.start()
-    page.wait_for_function(
-        "sel => { const el = document.querySelector(sel); return el && el.getAttribute('data-text') === '307'; }",
-        arg=NUMBER, timeout=30_000,
-    )  # fmt: skip
+    wait_reading(page, "307", timeout=30_000)
     expect(page.get_by_test_id("dl-number-earlier")).to_have_count(0)
     no_traceback(page)
 
@@ -206,11 +204,7 @@ def test_phone_the_wide_canvas_scrolls_under_a_finger_and_is_drawn_on_all_along(
     cell = {"x": box["x"] + box["width"] - box["height"], "y": box["y"], "width": box["height"], "height": box["height"]}
     for stroke in DIGITS[7]:  # a 7 in the rightmost 280 px of the canvas
         touch.stroke(stroke, cell)
-    page.wait_for_function(
-        "sel => { const el = document.querySelector(sel); return el && el.getAttribute('data-text') === '7'; }",
-        arg=NUMBER,
-        timeout=20_000,
-    )
+    wait_reading(page, "7")
     wait_idle(page)
     newest = httpx.get(f"{api_server.url}/api/v1/numbers", timeout=5).json()["items"][0]
     assert newest["text"] == "7" and newest["digits"][0]["box"][0] >= 560 - 40, newest["digits"]  # drawn at the right
