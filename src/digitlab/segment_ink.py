@@ -103,7 +103,7 @@ def is_photo(rgba: np.ndarray) -> bool:
     return float(np.mean(np.abs(border[:, :3] - np.median(border[:, :3], axis=0)).max(axis=1) > 3)) > 0.2
 
 
-def flatten_photo(rgba: np.ndarray, floor: float = INK_FLOOR) -> np.ndarray:
+def flatten_photo(rgba: np.ndarray, floor_share: float = INK_FLOOR) -> np.ndarray:
     """Dark ink on unevenly lit paper -> ink strength in [0, 1]; ruled lines are removed.
 
     The paper's brightness is estimated per place, two ways (below), the picture divided by it: shadows and
@@ -111,7 +111,7 @@ def flatten_photo(rgba: np.ndarray, floor: float = INK_FLOOR) -> np.ndarray:
     long opening and taken out. The closing's ink is the photo's when it has less ink in fewer pieces (what one
     estimate leaves of a shadow, the other does not) and a stroke of some size (CLOSED_STROKE of the picture:
     a dot on a shadowed sheet, "nothing drawn" by the other, was a dot among specks, read "51012181005511").
-    `floor`: darkness under this share of the darkest strokes' is paper (`INK_FLOOR`, `ONE_DIGIT_INK_FLOOR`).
+    `floor_share`: darkness under this share of the darkest strokes' is paper (`INK_FLOOR`, `ONE_DIGIT_INK_FLOOR`).
     """
     lum = rgba[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     if _light_on_dark(lum):  # chalk on a board, a dark screen: it was refused as "658 ways to split it"
@@ -123,11 +123,11 @@ def flatten_photo(rgba: np.ndarray, floor: float = INK_FLOOR) -> np.ndarray:
     # shadow across it was read with a 1 beside it, "4" -> "41"; /predict read 7 % of such photos wrong)
     k = max(3, round(min(lum.shape) / 3))  # wider than any stroke: the max filter sees paper everywhere
     brightest = ndi.maximum_filter(ndi.uniform_filter(lum, 3), size=k)
-    ink = _flattened(lum, ndi.uniform_filter(brightest, size=k), floor)
+    ink = _flattened(lum, ndi.uniform_filter(brightest, size=k), floor_share)
     if float((ink >= INK_ON).mean()) > MAX_PAPER_INK:  # no paper with writing (noise, a texture): not twice
         return ink
     try:
-        other = _flattened(lum, ndi.uniform_filter(ndi.minimum_filter(brightest, size=k), size=PAPER_SMOOTH), floor)
+        other = _flattened(lum, ndi.uniform_filter(ndi.minimum_filter(brightest, size=k), size=PAPER_SMOOTH), floor_share)
     except EmptyImageError:
         return ink
     pieces = _piece_sizes(other)
@@ -144,7 +144,7 @@ def _piece_sizes(ink: np.ndarray) -> np.ndarray:
     return np.bincount(labels.ravel())[1:]
 
 
-def _flattened(lum: np.ndarray, paper: np.ndarray, share: float) -> np.ndarray:
+def _flattened(lum: np.ndarray, paper: np.ndarray, floor_share: float) -> np.ndarray:
     h, w = lum.shape
     darkness = without_frame(np.clip(1.0 - lum / np.maximum(paper, 1.0), 0.0, 1.0))  # (before its sides go as lines)
     across = _lines(darkness, max(15, int(0.5 * w)))  # longer than most digits' strokes
@@ -161,7 +161,7 @@ def _flattened(lum: np.ndarray, paper: np.ndarray, share: float) -> np.ndarray:
     )
     if core < 0.12:
         raise EmptyImageError("Nothing written: the photo shows no ink. Write a number and try again.")
-    floor = max(noise + 0.04, share * core)
+    floor = max(noise + 0.04, floor_share * core)
     ink = np.clip((darkness - floor) / max(core - floor, 1e-3), 0.0, 1.0).astype(np.float32)
     ink = with_faint_digits(ink, darkness, noise + FAINT_ABOVE_NOISE)
     return without_scenery(without_border_strips(even_strokes(ink)))

@@ -356,16 +356,14 @@ def test_an_answer_clicked_right_after_undo_or_clear_is_not_the_earlier_pictures
 def test_number_confirm_clicked_as_the_pen_lifts_confirms_the_whole_number(desktop, ui_server, api_server):
     """A newcomer's tour (session 30): Confirm clicked right after the last stroke saved the reading before it
     ("390" confirmed, "3907" left as a second, unconfirmed reading). It waits for that stroke's reading."""
-    from test_number_page import wait_reading, write_number
+    from test_number_page import square, wait_reading, write_number
 
     page = desktop
     open_page(page, ui_server.url, "number", ready=CANVAS)
     write_number(page, "90")
     wait_reading(page, "90")
     wait_idle(page, settle=1.0)
-    box = canvas_box(page)
-    cell = {"x": box["x"] + 2 * box["height"], "y": box["y"], "width": box["height"], "height": box["height"]}
-    mouse_stroke(page, DIGITS[7][0], cell)
+    mouse_stroke(page, DIGITS[7][0], square(canvas_box(page), 2))
     page.get_by_role("button", name="Confirm").click()  # at once
     expect(page.locator('[data-testid="stMainBlockContainer"]').get_by_text(re.compile(r"Saved: you wrote 907\."))
            ).to_be_visible(timeout=15_000)  # fmt: skip

@@ -34,13 +34,18 @@ def wait_reading(page, text: str, timeout: int = 20_000) -> None:
     )  # fmt: skip
 
 
+def square(box: dict, i: int) -> dict:
+    """The `i`-th square of the wide canvas' `box`, from the left: where `write_number` writes its `i`-th digit."""
+    side = box["height"]
+    return {"x": box["x"] + i * side, "y": box["y"], "width": side, "height": side}
+
+
 def write_number(page, text: str) -> None:
     """Each digit in its own 280 px square of the 840 x 280 canvas, one stroke at a time."""
     box = canvas_box(page)
     assert box["width"] >= 3 * box["height"] - 2, box
-    side = box["height"]
     for i, char in enumerate(text):
-        cell = {"x": box["x"] + i * side, "y": box["y"], "width": side, "height": side}
+        cell = square(box, i)
         for stroke in DIGITS[int(char)]:
             mouse_stroke(page, stroke, cell)
             wait_idle(page, settle=0.2)  # read as you write: every stroke is a new reading
@@ -148,11 +153,8 @@ def test_a_stroke_during_an_outage_keeps_the_reading_before_it(desktop, ui_serve
         expect(page.get_by_text(re.compile(r"The prediction service is not reachable")).first).to_be_visible(
             timeout=10_000
         )
-        box = canvas_box(page)
-        side = box["height"]
-        cell = {"x": box["x"] + 2 * side, "y": box["y"], "width": side, "height": side}
         for stroke in DIGITS[7]:
-            mouse_stroke(page, stroke, cell)
+            mouse_stroke(page, stroke, square(canvas_box(page), 2))
         earlier = page.get_by_test_id("dl-number-earlier")
         expect(earlier).to_be_visible(timeout=20_000)
         expect(earlier).to_contain_text("Before your latest stroke it was read as 30")

@@ -193,15 +193,20 @@ def cached_api_call(cache_name: str, key: Any, call, size: int = 64, record: Any
     return result, None
 
 
+def _last_key(cache_name: str, record: Any) -> Any:
+    """The cache entry of `record`'s last call that came (see `cached_api_call`), or None."""
+    return (st.session_state.get(f"{cache_name}_sent") or {}).get(record)
+
+
 def last_answer(cache_name: str, record: Any) -> Any:
-    """The answer to `record`'s last call that came (see `cached_api_call`), or None."""
-    key = (st.session_state.get(f"{cache_name}_sent") or {}).get(record)
+    """The answer to `record`'s last call that came, or None."""
+    key = _last_key(cache_name, record)
     return None if key is None else (st.session_state.get(cache_name) or {}).get(key)
 
 
 def holds(cache_name: str, record: Any, key: Any) -> bool:
     """Does `record` (see `cached_api_call`) still hold the picture of cache entry `key` (its last call)?"""
-    return (st.session_state.get(f"{cache_name}_sent") or {}).get(record) == key
+    return _last_key(cache_name, record) == key
 
 
 def duration(seconds: float) -> str:
