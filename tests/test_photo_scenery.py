@@ -223,6 +223,44 @@ def test_a_photo_uploaded_as_png_on_the_draw_page(predict_digit, digit, turn):
     assert predict_digit(photo, source="upload") == int(digit)
 
 
+@pytest.mark.parametrize("scene", [shadow_edge, soft_shadow], ids=["shadow", "soft-shadow"])
+@pytest.mark.parametrize("digit", ["0", "1", "4", "7"])
+def test_a_png_photo_beside_a_shadow_is_read_as_paper(predict_digit, scene, digit):
+    """A photo saved as PNG and sent by an API client (not uploaded as a photo): the colour distance took the
+    border's median for the paper, and a phone's shadow over the side of the sheet was the ink, a 0 a sure 1, a 1,
+    4 or 7 "Nothing drawn". Its edge in two tones, neither paper nor ink (`shows_a_scene`), makes it read as paper."""
+    assert predict_digit(_as_png(scene(digit))) == int(digit)
+
+
+def _grey_png(a: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "L").save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_what_shows_a_scene():
+    """Only an edge with a stretch of a third tone is a scene: not a canvas, transparent or opaque, not a digit
+    running off the picture's edges, not a scan with a grain or lit unevenly (`to_mnist` reads them as before)."""
+    from digitlab.preprocess import shows_a_scene, working_rgba
+
+    drawn = 255 - np.asarray(Image.open(io.BytesIO(draw_number("0", size=200))).convert("L"), np.float32)
+    rows, cols = np.nonzero(drawn > 128)
+    cropped = 255 - drawn[rows.min() + 6 : rows.max() - 6, cols.min() + 6 : cols.max() - 6]  # ink off every edge
+    xx = np.mgrid[0:300, 0:300][1]
+    grain = np.where(drawn[:300, :300] > 128, 40, 235 + np.random.default_rng(0).normal(0, 6, (300, 300)))
+    assert drawn.shape[0] >= 300 and drawn.shape[1] >= 300
+    not_scenes = {
+        "canvas": draw_number("0", size=200),
+        "cropped": _grey_png(cropped),
+        "grain": _grey_png(grain),
+        "lit-unevenly": _grey_png(np.where(drawn[:300, :300] > 128, 40, 250 - 30 * xx / 300)),
+    }
+    for name, data in not_scenes.items():
+        assert not shows_a_scene(working_rgba(data)), name
+    assert shows_a_scene(working_rgba(_as_png(shadow_edge("4"))))
+    assert shows_a_scene(working_rgba(_as_png(soft_shadow("4"))))
+
+
 @pytest.mark.parametrize("scene", [lambda t: _jpeg(_sheet(t)), lambda t: notebook(t, 1.0, False)],
                          ids=["plain", "lined-turned"])
 def test_a_photo_of_blank_paper_is_empty_on_the_draw_page(predict_digit, scene):

@@ -26,9 +26,11 @@ from digitlab.preprocess import (
     BUSY_MSG,
     ImageTooLargeError,
     UnreadableImageError,
+    shows_a_scene,
     sniff_format,
     to_mnist,
     to_png,
+    working_rgba,
 )
 from digitlab.segment_ink import photo_ink
 
@@ -121,23 +123,26 @@ def image_errors(fmt: str) -> Iterator[None]:
 def preprocess(
     ctx: AppContext, data: bytes, *, pen_color: str | None, background_color: str | None, source: str = "api"
 ):  # fmt: skip
-    """bytes -> (28x28 float32, format). Only 4xx errors leave this function for a bad image. A JPEG, or any
+    """bytes -> (28x28 float32, format). Only 4xx errors leave this function for a bad image. A JPEG, any
     picture uploaded as a photo or scan (`source` "upload": a PNG of a sheet turned 6 degrees on a desk kept
-    the sheet's edge as ink, a 2 read 0, while the Number page read it right), is read as paper first."""
+    the sheet's edge as ink, a 2 read 0, while the Number page read it right), and any other picture that
+    `shows_a_scene` (a PNG photo beside a shadow's edge: a sure 1) is read as paper first. Without colour hints."""
     fmt = sniff_format(data)
     with image_errors(fmt):
-        as_photo = (fmt == "jpeg" or source == "upload") and pen_color is None and background_color is None
+        hints = pen_color is not None or background_color is not None
+        as_photo = (fmt == "jpeg" or source == "upload") and not hints
         if as_photo:
             image = _from_photo(data, ctx.settings.max_image_pixels)
             if image is not None:
                 return image, fmt
+        rgba = working_rgba(data, ctx.settings.max_image_pixels)  # decoded once, for both below
+        if not as_photo and not hints and shows_a_scene(rgba):
+            as_photo = True
+            image = _from_photo(data, ctx.settings.max_image_pixels)
+            if image is not None:
+                return image, fmt
         try:
-            image = to_mnist(
-                data,
-                pen_color=pen_color,
-                background_color=background_color,
-                max_pixels=ctx.settings.max_image_pixels,
-            )
+            image = to_mnist(rgba, pen_color=pen_color, background_color=background_color)
         except EmptyImageError as exc:
             if str(exc) != BUSY_MSG or pen_color is not None or as_photo:  # (read as paper above already)
                 raise
