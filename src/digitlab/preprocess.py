@@ -180,36 +180,59 @@ def working_rgba(data: bytes, max_pixels: int | None = None) -> np.ndarray:
     return _working_rgba(data, max_pixels)
 
 
-#: an opaque picture at least this big may show a scene (`shows_a_scene`); a smaller one is a scan of the digit alone
-SCENE_MIN_SIDE = 64
-#: the share of the picture's edge, in one stretch, in a tone between the paper's and the ink's that makes a scene
+#: an opaque picture at least this big may show a scene (`shows_a_scene`): a photo is; a picture cropped to its digit
+#: often is not (a 1 cropped to 254 x 66 px: its ink's soft rim all along both long sides was "a shadow")
+SCENE_MIN_SIDE = 128
+#: the share of the picture's edge, in one stretch, that shows the scene (a shadow, a desk)
 SCENE_RUN = 0.2
-#: how far (grey levels) from both the paper's and the ink's tone that in-between tone is
+#: how far (grey levels) a scene's tone is from the paper's (and a shadow's from the ink's)
 SCENE_TONE = 40.0
+#: how far in (share of the short side) a scene is looked at: its tone half as far, and no ink in it
+SCENE_DEPTH = 0.05
 
 
 def shows_a_scene(rgba: np.ndarray) -> bool:
-    """Whether an opaque picture's edge shows a tone that is neither paper nor ink (a shadow over part of a photo
-    of paper, a desk at its side), whatever its format: SCENE_RUN of its 1-px edge, in one stretch, is SCENE_TONE
-    grey levels darker than the edge's paper (its 90th percentile) and lighter than the picture's ink (its 0.05th).
-    The colour distance takes the edge's median for the paper: a PNG photo of a 0 beside a phone's hard shadow was
-    a sure 1 (the shadow's edge its ink), of a 1 "Nothing drawn". A canvas, a noisy scan and a digit running off
-    the edge (stretches of its anti-aliased rim: at most 14 % of the edge in 150 such drawings) are not scenes."""
+    """Whether an opaque picture shows a shadow over part of a photo of paper, whatever its format: SCENE_RUN of its
+    1-px edge, in one stretch, is in a tone SCENE_TONE grey levels darker than the edge's paper (its 90th
+    percentile) and lighter than the picture's ink (its 0.05th), as far as SCENE_DEPTH in, with no ink there. The
+    colour distance takes the border for the paper: a PNG photo of a 0 beside a phone's shadow was a sure 1 (the
+    shadow's edge its ink), of a 1 "Nothing drawn". A canvas, a noisy or unevenly lit scan and a drawing cropped
+    to or through its ink (its soft rim along the edge) are no scenes: `to_mnist` reads them as before. A desk is
+    no scene here (as dark as ink, it cannot be told from a digit cropped through); send such photos as uploads."""
     h, w = rgba.shape[:2]
-    if min(h, w) < SCENE_MIN_SIDE:  # a scan of the digit alone (USPS, Semeion): its ink reaches the edges
+    if min(h, w) < SCENE_MIN_SIDE:
         return False
     ring = _border(rgba)
-    if not (ring[:, 3] == 255).all() or _plain_colour(ring) is not None:
+    packed = np.ascontiguousarray(ring).view(np.uint32).reshape(-1)
+    if (packed == packed[0]).all() or not (ring[:, 3] == 255).all():  # a canvas: one colour, or transparent
         return False
     grey = rgba[..., :3].mean(axis=2, dtype=np.float32)
-    edge = np.concatenate([grey[0], grey[1:, -1], grey[-1, -2::-1], grey[-2:0:-1, 0]])  # clockwise
-    paper, ink = float(np.percentile(edge, 90)), float(np.percentile(grey, 0.05))
-    between = (edge < paper - SCENE_TONE) & (edge > ink + SCENE_TONE)
-    if between.all():
-        return True
-    between = np.roll(between, -int(np.argmin(between)))  # starts outside a stretch: none wraps around
-    bounds = np.flatnonzero(np.diff(np.concatenate([[0], between.view(np.int8), [0]])))
-    return bool(len(bounds)) and int((bounds[1::2] - bounds[::2]).max()) >= SCENE_RUN * len(edge)
+    ys, xs = _edge_coordinates(h, w)
+    reach = max(2, round(SCENE_DEPTH * min(h, w)))
+    tones = np.stack([grey[np.clip(ys, k, h - 1 - k), np.clip(xs, k, w - 1 - k)] for k in range(reach + 1)])
+    paper, ink = float(np.percentile(tones[0], 90)), float(np.percentile(grey, 0.05))
+    between = (tones < paper - SCENE_TONE) & (tones > ink + SCENE_TONE)
+    # a shadow is a band of that tone with no ink in it; an ink stroke's soft rim at the edge has its ink beside it
+    scene = between[0] & between[reach // 2] & ~(tones <= ink + SCENE_TONE).any(axis=0)
+    return _longest_stretch(scene) >= SCENE_RUN
+
+
+def _edge_coordinates(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, columns) of a picture's 1-px edge, clockwise from the top left corner."""
+    top, right = np.arange(w), np.arange(1, h)
+    bottom, left = np.arange(w - 2, -1, -1), np.arange(h - 2, 0, -1)
+    ys = np.concatenate([np.zeros(w, int), right, np.full(w - 1, h - 1), left])
+    xs = np.concatenate([top, np.full(h - 1, w - 1), bottom, np.zeros(h - 2, int)])
+    return ys, xs
+
+
+def _longest_stretch(along_edge: np.ndarray) -> float:
+    """The longest run of True in a circular boolean array, as a share of its length."""
+    if along_edge.all():
+        return 1.0
+    run = np.roll(along_edge, -int(np.argmin(along_edge)))  # starts outside a stretch: none wraps around
+    bounds = np.flatnonzero(np.diff(np.concatenate([[0], run.view(np.int8), [0]])))
+    return float((bounds[1::2] - bounds[::2]).max()) / len(run) if len(bounds) else 0.0
 
 
 def _reduce_pil(im: Image.Image) -> Image.Image:
