@@ -116,10 +116,12 @@ def test_db_refuses_the_placeholder_password_of_env_example(tmp_path):
 def _trainer(tmp_path: Path, **env: str) -> subprocess.Popen:
     """`entrypoint.sh trainer` with a stand-in `digitlab` that logs its arguments and how it ended."""
     stand_in = tmp_path / "digitlab"
+    # its trap is set before it says it runs, and its nap holds no pipe: a SIGTERM before `nap=$!` (a loaded CI
+    # machine) left the nap running 30 s with the test's stdout open, and the test waited for it in vain
     stand_in.write_text(f"""#!/bin/sh
+trap 'kill ${{nap:-}} 2>/dev/null; echo "stopped $*" >> {tmp_path}/runs; exit 143' TERM
 echo "learn $*" >> {tmp_path}/runs
-trap 'kill $nap; echo "stopped $*" >> {tmp_path}/runs; exit 143' TERM
-sleep 30 &
+sleep 30 > /dev/null 2>&1 &
 nap=$!
 wait $nap
 """)
