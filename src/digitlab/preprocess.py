@@ -183,7 +183,7 @@ def working_rgba(data: bytes, max_pixels: int | None = None) -> np.ndarray:
 #: an opaque picture at least this big may show a scene (`shows_a_scene`): a photo is; a picture cropped to its digit
 #: often is not (a 1 cropped to 254 x 66 px: its ink's soft rim all along both long sides was "a shadow")
 SCENE_MIN_SIDE = 128
-#: the share of the picture's edge, in one stretch, that shows the scene (a shadow, a desk)
+#: the share of the picture's edge, in one stretch, that shows the scene (a shadow; a desk is none, see below)
 SCENE_RUN = 0.2
 #: how far (grey levels) a scene's tone is from the paper's (and a shadow's from the ink's)
 SCENE_TONE = 40.0
