@@ -334,6 +334,9 @@ def test_learn_judges_on_real_handwriting_when_the_sets_are_there(settings, user
     m = outcome.metrics
     assert 0.5 < m["parent_real_accuracy"] <= 1 and 0.5 < m["real_accuracy"] <= 1 and m["real_worst_digit_loss"] >= 0
     assert "real handwriting" in outcome.line()
+    # the held-out figure the Models page shows, measured on the new version (a promoted one's card kept no figure)
+    stored = versions_of(settings).get("svm_pca", outcome.version).manifest["metrics"]
+    assert stored["real_heldout_accuracy"] == m["real_heldout_accuracy"] and 0.5 < m["real_heldout_accuracy"] <= 1
 
 
 def test_promote_by_hand_checks_the_bytes_and_clears_an_old_reason(settings):

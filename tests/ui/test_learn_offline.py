@@ -210,3 +210,30 @@ def test_a_model_not_trained_shows_no_version(monkeypatch):
     captions = [str(c.value) for c in at.caption]
     assert any("Not trained yet: run `digitlab train svm_pca`" in c for c in captions), "\n".join(captions)
     assert sum("version 1.0.0" in c for c in captions) == 1, captions  # the svm's, not the missing one's
+
+
+def test_the_models_page_shows_real_handwriting_beside_mnist(monkeypatch):
+    """The page said MNIST test only (99.6 %), where people's own drawings get 95-98 %: a model measured on held-out
+    real handwriting shows that figure on its card and in a chart of its own; one not measured says "—" and why."""
+    import fake_api
+
+    _api, canvas = install(monkeypatch)
+    measured = {**fake_api.MODELS[0], "metrics": {"mnist_test_accuracy": 0.9961, "real_heldout_accuracy": 0.9757}}
+    monkeypatch.setattr(fake_api, "MODELS", [measured, fake_api.MODELS[1]])
+    at = open_app(monkeypatch, canvas, "models")
+    assert not at.exception, at.exception
+    real = [m for m in at.metric if m.label == "Real handwriting"]
+    assert [m.value for m in real] == ["97.6 %", "—"]
+    assert "USPS and Semeion" in real[0].help and "Not measured" in real[1].help
+    titles = [c.proto.spec for c in at.get("vega_lite_chart")]
+    assert sum("Real handwriting of other writers" in t for t in titles) == 1
+    assert sum("MNIST test set" in t for t in titles) == 1
+
+
+def test_without_real_handwriting_figures_the_page_shows_the_mnist_chart_alone(monkeypatch):
+    _api, canvas = install(monkeypatch)
+    at = open_app(monkeypatch, canvas, "models")
+    assert not at.exception, at.exception
+    titles = [c.proto.spec for c in at.get("vega_lite_chart")]
+    assert len(titles) == 1 and "MNIST test set" in titles[0]
+    assert [m.value for m in at.metric if m.label == "Real handwriting"] == ["—", "—"]

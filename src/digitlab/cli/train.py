@@ -103,6 +103,7 @@ def _train(settings, requested: list[str], *, limit, jobs, calibrate_only: bool,
         train_cnn_with_drawings(settings, limit=limit, jobs=jobs)
     classical_names = [n for n in requested if n in CLASSICAL_MODELS]
     if classical_names:
+        from digitlab.evaluation.heldout import load_heldout
         from digitlab.training.coverage import REAL_VARIANTS, coverage_set
 
         # "training" from the start: the minute or two of style drawings and real handwriting before the fits
@@ -113,13 +114,14 @@ def _train(settings, requested: list[str], *, limit, jobs, calibrate_only: bool,
             for marker in markers:
                 marker.touch()
             images, labels, summary = coverage_set(settings, limit=limit, jobs=jobs, real_variants=REAL_VARIANTS)
+            real_test = None if limit else load_heldout(settings.handwriting_path, settings.data_dir / "cache")
         except BaseException:
             for marker in markers:
                 marker.unlink(missing_ok=True)
             raise
         train_models(
             classical_names, settings.model_dir, limit=limit, jobs=jobs, mnist_dir=settings.mnist_dir,
-            extra=(images, labels), extra_summary=summary,
+            extra=(images, labels), extra_summary=summary, real_test=real_test,
         )
     if "detector" in requested:
         from digitlab.training.detector import train_detector_command

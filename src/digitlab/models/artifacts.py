@@ -74,6 +74,12 @@ def save_artifact(model_dir: Path, name: str, payload: bytes, fmt: str, manifest
     return full
 
 
+def write_manifest(model_dir: Path, name: str, manifest: dict[str, Any]) -> dict:
+    """Rewrite `<name>.json` alone (a figure measured after the artefact was saved), atomically."""
+    _atomic_write(Path(model_dir) / f"{name}.json", json.dumps(manifest, indent=1).encode())
+    return manifest
+
+
 def dump_joblib(obj: Any) -> bytes:
     import joblib
 

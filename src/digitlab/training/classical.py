@@ -21,6 +21,7 @@ from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.svm import SVC
 
+from digitlab.evaluation.heldout import METRIC, HeldOut, heldout_metrics
 from digitlab.features import DigitFeatures, deskew, gradient_histograms
 from digitlab.models.artifacts import accuracy_and_confusion, dump_joblib, library_versions, save_artifact
 from digitlab.models.registry import MODEL_SPECS
@@ -96,6 +97,8 @@ def _fit_one(name: str, seed: int, n_jobs: int) -> tuple[str, bytes, dict]:
     seconds = time.perf_counter() - started
     proba = final.predict_proba(F_test)
     accuracy, confusion = accuracy_and_confusion(y_test, proba.argmax(axis=1))
+    real = _SHARED.get("real")  # held-out real handwriting (`evaluation.heldout`), when given
+    real_metrics = heldout_metrics(final.predict_proba(_SHARED["real_features"][recipe]), real) if real else {}
     pipeline = Pipeline([("features", features(name)), ("classifier", final)])
     spec = MODEL_SPECS[name]
     manifest = {
@@ -107,6 +110,7 @@ def _fit_one(name: str, seed: int, n_jobs: int) -> tuple[str, bytes, dict]:
         "metrics": {
             "mnist_test_accuracy": round(accuracy, 5),
             "mnist_test_log_loss": round(float(-np.mean(np.log(np.clip(proba[np.arange(len(y_test)), y_test], 1e-12, 1)))), 5),
+            **real_metrics,
         },
         "confusion_matrix": confusion,
         "params": {"features": FEATURES[name], "seed": seed, **params},
@@ -130,13 +134,15 @@ def train_models(
     extra: tuple[np.ndarray, np.ndarray] | None = None,
     extra_weight: float | np.ndarray = 1.0,
     extra_summary: dict | None = None,
+    real_test: HeldOut | None = None,
 ) -> list[dict]:
     """Train `names` on MNIST's training set (first `limit` images), save artefacts, return manifests.
 
     `extra`: more training images (uint8 (m, 28, 28), labels) added to the fitting data (never to the
     held-out calibration images): style drawings and real handwriting (`training.coverage`), users'
     drawings (`digitlab learn`). Each weighs `extra_weight` MNIST images (one number, or one per image);
-    `extra_summary` goes into the manifest.
+    `extra_summary` goes into the manifest. `real_test`: held-out real handwriting each model is measured on too
+    (`evaluation.heldout`: its accuracy goes into the manifest beside MNIST test's).
     """
     from digitlab.data import load_mnist
 
@@ -160,19 +166,25 @@ def train_models(
             X = np.vstack([X, np.asarray(extra[0], np.float32).reshape(-1, 784) / 255.0])
             y = np.concatenate([y, np.asarray(extra[1], y.dtype)])
             weights = np.concatenate([weights, np.broadcast_to(np.asarray(extra_weight, float), len(extra[1]))])
-        _SHARED["extra"] = extra_summary
+        _SHARED.update(extra=extra_summary, real=real_test, real_features={})
         started = time.perf_counter()
         recipes = {_recipe_key(name): features(name) for name in names}
         _SHARED.update(
             fit={}, cal={}, test={}, y_fit=y[fit], w_fit=weights[fit], y_cal=y[cal], y_test=y_test.astype(int)
         )
-        log(f"features for {len(X)} + {len(X_test)} images (deskew, gradient histograms)")
+        real_rows = f" + {len(real_test.labels)} held-out real" if real_test is not None else ""
+        log(f"features for {len(X)} + {len(X_test)}{real_rows} images (deskew, gradient histograms)")
         straight, straight_test = deskew(X), deskew(X_test)
         histograms, histograms_test = gradient_histograms(straight), gradient_histograms(straight_test)
+        if real_test is not None:
+            straight_real = deskew(real_test.X)
+            histograms_real = gradient_histograms(straight_real)
         for key, transformer in recipes.items():
             F = transformer.from_deskewed(straight, histograms)
             F_test = transformer.from_deskewed(straight_test, histograms_test)
             _SHARED["fit"][key], _SHARED["cal"][key], _SHARED["test"][key] = F[fit], F[cal], F_test
+            if real_test is not None:
+                _SHARED["real_features"][key] = transformer.from_deskewed(straight_real, histograms_real)
         _SHARED["feature_seconds"] = time.perf_counter() - started
         queue = sorted(names, key=SLOWEST_FIRST.index)
         manifests = []
@@ -186,9 +198,11 @@ def train_models(
                 manifest = save_artifact(model_dir, name, payload, "joblib", manifest)
                 (model_dir / f"{name}.training").unlink(missing_ok=True)
                 manifests.append(manifest)
+                real = manifest["metrics"].get(METRIC)
                 log(
                     f"{name}: test accuracy {manifest['metrics']['mnist_test_accuracy']:.2%}, "
-                    f"{manifest['training_seconds']:.0f} s, {manifest['size_bytes'] / 1e6:.1f} MB "
+                    + (f"held-out real handwriting {real:.2%}, " if real is not None else "")
+                    + f"{manifest['training_seconds']:.0f} s, {manifest['size_bytes'] / 1e6:.1f} MB "
                     f"({len(manifests)}/{len(queue)} done)"
                 )
         return manifests

@@ -450,7 +450,10 @@ def train_cnn_with_drawings(settings, *, limit: int | None = None, jobs: int | N
         mnist_x, mnist_y = _load_mnist("train", settings.mnist_dir, None)
         pick = np.random.default_rng(0).choice(len(mnist_x), min(SETTLE_MNIST, len(mnist_x)), replace=False)
         base = (np.concatenate([mnist_x[pick], images]), np.concatenate([mnist_y[pick], labels]))
-        return settle_on_real_handwriting(settings.model_dir, real, base, mnist_dir=settings.mnist_dir)
+        settle_on_real_handwriting(settings.model_dir, real, base, mnist_dir=settings.mnist_dir)
+        from digitlab.evaluation.heldout import measure_saved
+
+        return measure_saved(settings.model_dir, SPEC.name, settings.handwriting_path, settings.data_dir / "cache")
     finally:
         marker.unlink(missing_ok=True)
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from digitlab.core.config import Settings
 from digitlab.errors import DigitlabError
+from digitlab.evaluation.heldout import HeldOut, heldout_metrics, load_heldout
 from digitlab.models.artifacts import sha256_bytes
 from digitlab.models.registry import (
     CLASSICAL_MODELS,
@@ -199,6 +200,7 @@ class _Run:
         self.step, self.steps = 0, 1
         self.promoted_at_start: dict = {}  # {name: (version, sha256)} when the run began (`_judge`)
         self.real: tuple[np.ndarray, np.ndarray] | None = None  # the third bar's images (`_real_handwriting`)
+        self.heldout: HeldOut | None = None  # measured, never judged on: the Models page's real handwriting figure
         self.last_line: tuple[str, float] = ("", time.monotonic())  # the job's message and when it was said
         self.learned: dict[str, str] = {}  # {model: SHA-256 served once it learned every labelled drawing}
         self.lock = lock  # the learning lock this run holds (`check` before each step and each version stored)
@@ -319,6 +321,9 @@ class _Run:
         self.progress("reading the real handwriting (USPS, Semeion) a new version must not read worse (a minute "
                       "or two the first time, cached after)")  # fmt: skip
         self.real = _real_handwriting(self.settings, self.say)
+        if self.real is not None:  # (quick runs, `limit`: 100 scans a set)
+            self.heldout = load_heldout(self.settings.handwriting_path, self.settings.data_dir / "cache",
+                                        count=100 if self.limit else None)  # fmt: skip
         self.step += 1  # (minutes the first time: the bar moved only once a model was trained)
         outcomes = list(skipped)
         todo = [n for n in names if n in parents and n not in current]
@@ -451,6 +456,8 @@ class _Run:
             old_real, old_digits = real_scores(parent, *self.real)
             metrics.update(real_accuracy=new_real, parent_real_accuracy=old_real,
                            real_worst_digit_loss=float(max(0.0, (old_digits - new_digits).max())))  # fmt: skip
+        if self.heldout is not None:
+            metrics.update(heldout_metrics(candidate.predict_proba(self.heldout.X), self.heldout))
         self.lock.check()  # another run took over while the database was away: store nothing
         reason = _gate(metrics)
         if not reason and self.versions.promoted().get(name) != self.promoted_at_start.get(name):

@@ -285,8 +285,12 @@ def disagreement(votes: dict[int, list[str]], models: list[dict[str, Any]]) -> s
     return "The models disagree: " + "; ".join(parts) + "."
 
 
-def accuracy_of(model: dict[str, Any]) -> float | None:
-    value = (model.get("metrics") or {}).get("mnist_test_accuracy")
+#: the manifest's accuracy on held-out real handwriting by other writers (`evaluation.heldout.METRIC`)
+REAL_HELDOUT = "real_heldout_accuracy"
+
+
+def accuracy_of(model: dict[str, Any], metric: str = "mnist_test_accuracy") -> float | None:
+    value = (model.get("metrics") or {}).get(metric)
     return None if value is None else float(value)
 
 

@@ -55,7 +55,9 @@ def main() -> None:
             "them: the Models page says how many), from drawings of styles MNIST rarely has (a 7 with a bar, a 9 "
             "with a hooked tail, a 1 with a long flag) and from real handwriting of other collections, and is "
             "measured on the 10,000 test digits it never saw — that is the *MNIST test accuracy* on the Models "
-            "page. With the labelled drawings of this app's users it can learn more (Models page)."
+            "page — and on real handwriting of people it never learned from, which is closer to what you draw "
+            "(*Real handwriting* there: two to three points lower). With the labelled drawings of this app's users it "
+            "can learn more (Models page)."
         )
     with right:
         st.image(str(common.ASSETS / "mnist_samples.png"), caption="Four MNIST test digits of each class, as stored "
