@@ -121,6 +121,25 @@ def test_a_phone_turned_sideways_shows_the_reading_while_writing(sideways, ui_se
     no_traceback(page)
 
 
+def test_a_phone_turned_sideways_takes_you_to_the_question_from_the_reading(sideways, ui_server):
+    """Sideways, the question and Confirm were under the canvas, below the screen, with no hint they were there
+    (left since session 34): the floating reading links to them."""
+    from test_number_page import write_number
+
+    page = sideways
+    open_page(page, ui_server.url, "number", ready=CANVAS)
+    write_number(page, "307")
+    confirm = page.get_by_role("button", name="Confirm")
+    expect(confirm).to_be_attached()
+    wait_idle(page, settle=0.5)
+    assert confirm.bounding_box()["y"] > 390  # below the screen
+    page.locator('[data-testid="dl-to-answer"]').click()
+    expect(confirm).to_be_in_viewport()
+    box, reading = confirm.bounding_box(), page.locator('[data-testid="dl-number"]').bounding_box()
+    assert box["y"] + box["height"] <= 390 and reading["y"] + reading["height"] <= box["y"] + 1, (box, reading)
+    no_traceback(page)
+
+
 
 @pytest.mark.parametrize("size", [(1366, 768), (1280, 720)])
 def test_a_laptop_window_shows_the_number_question_under_the_reading(browser, ui_server, size):
@@ -139,6 +158,7 @@ def test_a_laptop_window_shows_the_number_question_under_the_reading(browser, ui
         write_number(page, "12")
         confirm = page.get_by_role("button", name="Confirm")
         expect(confirm).to_be_visible()
+        expect(page.locator('[data-testid="dl-to-answer"]')).to_be_hidden()  # (a phone turned sideways's link)
         page.evaluate("() => window.scrollTo(0, 0)")
         for element in (confirm, page.get_by_role("button", name="Not a number"),
                         page.locator('input[aria-label="What did you write? (digits only)"]')):  # fmt: skip

@@ -40,11 +40,16 @@ def show_reading(answer: dict, image: bytes, key: str, *, photo: bool = False) -
     # one line up to a dozen digits (smaller past six); longer readings wrap rather than leave the card
     unsure += " dl-very-long" if len(text) > 12 else " dl-long" if len(text) > 6 else ""
     model = common.display_name(common.model_catalog()[0], answer.get("model", ""))
+    # a phone turned sideways shows the reading floating over the page and the question under the canvas, below
+    # the screen: the link (shown there only, `style.html`) takes you to it (the Left list of sessions 34-42)
+    to_answer = ('<a class="dl-to-answer" href="#dl-answer" target="_self" data-testid="dl-to-answer">Is it right? ↓</a>'
+                 if answer.get("logged") else "")  # fmt: skip
     st.markdown(
         f"""<div class="dl-result dl-number-row" data-testid="dl-number" data-text="{common.esc(text)}">
           <div class="dl-digit dl-number{unsure}" data-testid="dl-number-text">{common.esc(text) or "–"}</div>
           <div class="dl-meta"><span>{_number_score(answer)}</span>
-            <span>{common.esc(model)} · {answer.get("latency_ms", 0):.0f}&nbsp;ms</span></div></div>""",
+            <span>{common.esc(model)} · {answer.get("latency_ms", 0):.0f}&nbsp;ms</span></div>{to_answer}</div>
+        <span id="dl-answer" class="dl-anchor"></span>""",
         unsafe_allow_html=True,
     )
     feedback(answer, key)  # right under the reading: no scrolling to confirm (it was ~550 px below the fold)
