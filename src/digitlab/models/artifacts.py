@@ -70,8 +70,7 @@ def save_artifact(model_dir: Path, name: str, payload: bytes, fmt: str, manifest
         or datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
     }
     _atomic_write(Path(model_dir) / artifact, payload)
-    _atomic_write(Path(model_dir) / f"{name}.json", json.dumps(full, indent=1).encode())
-    return full
+    return write_manifest(model_dir, name, full)
 
 
 def write_manifest(model_dir: Path, name: str, manifest: dict[str, Any]) -> dict:

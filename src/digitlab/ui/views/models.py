@@ -187,7 +187,7 @@ def mistakes_charts(models: list[dict[str, Any]]) -> None:
                 for m in models if common.accuracy_of(m, metric) is not None]  # fmt: skip
         if rows:
             shown.append((rows, title, unit))
-    places = st.columns(len(shown), gap="medium") if len(shown) > 1 else [st.container()] * len(shown)
+    places = st.columns(len(shown), gap="medium") if len(shown) > 1 else [st.container() for _ in shown]
     for place, (rows, title, unit) in zip(places, shown, strict=True):
         with place:
             st.altair_chart(charts.mistakes(rows, title=title, unit=unit), width="stretch",
@@ -210,8 +210,8 @@ def card(model: dict[str, Any], latency: float | None, live_status: str | None, 
         with st.container(horizontal=True, gap="small"):
             st.metric("MNIST test accuracy", common.pct(metrics.get("mnist_test_accuracy"), 2),
                       help="On the official 10,000 MNIST test digits, never seen in training.")  # fmt: skip
-            st.metric("Real handwriting", common.pct(metrics.get(common.REAL_HELDOUT), 1),
-                      help=REAL_HELP if metrics.get(common.REAL_HELDOUT) is not None else NO_REAL_HELP)  # fmt: skip
+            real = common.accuracy_of(model, common.REAL_HELDOUT)
+            st.metric("Real handwriting", common.pct(real, 1), help=REAL_HELP if real is not None else NO_REAL_HELP)
             st.metric("Median answer time", f"{latency:.0f} ms" if latency is not None else "—",
                       help="Time the API spent on one drawing (pre-processing + model), from recent predictions "
                       "(drawings, not uploaded photos).")  # fmt: skip
