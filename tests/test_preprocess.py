@@ -786,3 +786,22 @@ def test_large_images_of_other_modes_are_reduced_first_to_the_same_pixels(mode):
     full = pil_to_rgba(im)  # the straightforward way: the whole image to RGBA, then reduced
     expected = np.asarray(Image.fromarray(full, "RGBA").reduce(math.ceil(1000 / WORK_MAX)))
     assert np.array_equal(_small_rgba(im), expected)
+
+
+def test_a_jpeg_whose_header_claims_more_pixels_than_its_data_holds_is_unreadable():
+    """A 280x280 JPEG whose header was changed to say 4900x5000 was decoded without an error (the missing
+    part grey) and read as a number, "000000000" (an API probe): its bytes cannot hold a picture that size.
+    The same picture as it was is read; a large blank JPEG (2-6 bits per 8x8 block: the fewest a JPEG has) too."""
+    im = Image.new("L", (280, 280), 255)
+    ImageDraw.Draw(im).line([(80, 60), (200, 60), (120, 230)], fill=0, width=20)
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=90)
+    data = buf.getvalue()
+    sof = data.index(b"\xff\xc0")
+    claims = data[: sof + 5] + (5000).to_bytes(2, "big") + (4900).to_bytes(2, "big") + data[sof + 9 :]
+    with pytest.raises(UnreadableImageError, match="4900x5000"):
+        decode_image(claims)
+    assert to_mnist(data).shape == (28, 28)
+    plain = io.BytesIO()
+    Image.new("L", (4000, 3000), 255).save(plain, "JPEG", quality=75)  # a blank sheet: the fewest bits a JPEG has
+    assert decode_image(plain.getvalue(), max_pixels=20_000_000).shape == (3000, 4000, 4)

@@ -62,6 +62,11 @@ DEFAULT_MAX_PIXELS = 25_000_000
 #: small file repeating one scan cost seconds of CPU per 1,000; a camera's or browser's progressive JPEG
 #: has about 10 (its thumbnail, or an MPO's second picture, a few more).
 MAX_JPEG_SCANS = 100
+#: A JPEG spends at least a bit on each 8x8 block of its first component (a Huffman code for the block's DC),
+#: so one whose data holds less than half a bit per block of the size in its header cannot hold its picture:
+#: libjpeg decodes it without an error, the missing part grey (a 4.5 KB JPEG whose header was changed to
+#: claim 4900x5000 was read "000000000"). Half a bit leaves room for arithmetic coding, which is rare.
+JPEG_MIN_BITS_PER_BLOCK = 0.5
 
 
 _OTHER_SIGNATURES: tuple[tuple[bytes, str], ...] = (
@@ -194,6 +199,11 @@ def open_image(data: bytes, max_pixels: int | None, *, draft_to: int | None = No
         raise UnreadableImageError(  # stuffed as FF 00: FF DA is a marker)
             f"The JPEG holds more than {MAX_JPEG_SCANS} scans, far more than a photo has: save it again as a "
             "plain JPEG or PNG and upload that."
+        )
+    if im.format in ("JPEG", "MPO") and len(data) * 8 < -(-width // 8) * -(-height // 8) * JPEG_MIN_BITS_PER_BLOCK:
+        raise UnreadableImageError(
+            f"The JPEG file is damaged: {len(data):,} bytes cannot hold the {width}x{height} pixels its header "
+            "gives. Save it again and upload it."
         )
     try:
         if draft_to is not None and im.format in ("JPEG", "MPO"):  # MPO: a phone camera's JPEG

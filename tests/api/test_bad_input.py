@@ -631,3 +631,17 @@ def test_server_still_answers_after_the_corpus(live_server, sample_png):
     # python-multipart's warning for each malformed body ("multipart-junk-before-boundary" above) was a bare stderr line
     # anyone could repeat at will: the client's 400 says it
     assert "Expected boundary character" not in log, live_server.log_tail()
+
+
+def test_a_form_with_another_boundary_than_its_header_names_is_said_so(api):
+    """A form whose parts use another boundary than its Content-Type names was told "ends before its closing
+    boundary (a cut-off upload?)": nothing was cut off (an API probe)."""
+    png = draw_digit()
+    body = (b"--real\r\nContent-Disposition: form-data; name=\"image\"; filename=\"d.png\"\r\n"
+            b"Content-Type: image/png\r\n\r\n" + png + b"\r\n--real--\r\n")  # fmt: skip
+    wrong = api.post(PREDICT, content=body, headers={"content-type": "multipart/form-data; boundary=other"})
+    assert "does not use the boundary" in assert_error(wrong, 400, "malformed_body")["detail"]
+    cut = api.post(PREDICT, content=body[:300], headers={"content-type": "multipart/form-data; boundary=real"})
+    assert "cut-off" in assert_error(cut, 400, "malformed_body")["detail"]
+    whole = api.post(PREDICT, content=body, headers={"content-type": "multipart/form-data; boundary=real"})
+    assert whole.status_code == 200, whole.text

@@ -472,3 +472,13 @@ def test_openapi_lists_the_answers_given_before_routing(api):
             else:
                 without_body += 1
     assert with_body >= 4 and without_body >= 10
+
+
+def test_two_authorization_headers_are_refused_whichever_comes_first(api):
+    """Two `Authorization` headers: the first one was read, whichever was meant (two `Content-Type` headers are a
+    400 already; an API probe). Refused either way round; the token sent once works."""
+    good, bad = ("authorization", f"Bearer {ADMIN_TOKEN}"), ("authorization", "Bearer wrong")
+    for headers in ([good, bad], [bad, good], [good, good]):
+        answer = api.get("/api/v1/predictions", headers=headers)
+        assert "two Authorization headers" in assert_error(answer, 401, "unauthorized")["detail"]
+    assert api.get("/api/v1/predictions", headers=[good]).status_code == 200

@@ -176,3 +176,52 @@ def test_a_websocket_upgrade_is_answered_as_the_plain_request_it_is(live_server)
         assert head.startswith(f"HTTP/1.1 {status} ".encode()), head
         assert b"application/json" in head and f'"code": "{code}"'.encode() in body, data
     assert "upgrade" not in live_server.log_text().lower(), live_server.log_tail()
+
+
+def test_requests_the_client_never_read_or_the_protocol_refused_are_counted(monkeypatch):
+    """An answer written after its client hung up (a prediction waiting on a frozen database, `curl -m 1`) was
+    counted as a 200, and the protocol's own 400 (no HTTP) and 431 in neither counter (an API probe): the first is
+    a 499 now, the others count as requests and as errors."""
+    from digitlab.api import metrics as metrics_module
+    from digitlab.api.metrics import Metrics, MetricsMiddleware
+
+    metrics = Metrics()
+    monkeypatch.setattr(metrics_module, "refused_by_protocol", metrics.count_refused)
+    served = []
+
+    async def slow(scope, receive, send):
+        await asyncio.sleep(0.6)  # the client is gone by now
+        await hello(scope, receive, send)
+        served.append(scope["path"])
+
+    class SmallHead(HeadDeadlineProtocol):
+        max_head_bytes = 4096
+
+    def counted(status: str) -> float:
+        return metrics.registry.get_sample_value(
+            "digitlab_http_requests_total", {"method": "other", "route": "unmatched", "status": status, "model": ""}
+        ) or 0.0
+
+    with serving(SmallHead, app=MetricsMiddleware(slow, metrics)) as port:
+        with socket.create_connection(("127.0.0.1", port)) as left:
+            left.sendall(b"GET /gone HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.1)
+        with socket.create_connection(("127.0.0.1", port)) as stayed:
+            stayed.sendall(b"GET /here HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _answer(stayed).startswith(b"HTTP/1.1 200")
+        for head in (b"FOO\x00\xff / HTTP/1.1\r\n\r\n", b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 6000 + b"\r\n\r\n"):
+            with socket.create_connection(("127.0.0.1", port)) as refused:
+                refused.sendall(head)
+                refused.settimeout(5)
+                while refused.recv(1000):
+                    pass
+        deadline = time.monotonic() + 5
+        while len(served) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert sorted(served) == ["/gone", "/here"]
+    statuses = {s.labels["status"]: s.value for m in metrics.registry.collect() for s in m.samples
+                if s.name == "digitlab_http_requests_total" and s.labels["method"] == "GET"}  # fmt: skip
+    assert statuses == {"200": 1.0, "499": 1.0}, statuses
+    assert counted("400") == 1.0 and counted("431") == 1.0
+    for code in ("bad_request", "headers_too_large"):
+        assert metrics.registry.get_sample_value("digitlab_errors_total", {"code": code}) == 1.0

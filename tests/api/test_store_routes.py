@@ -492,3 +492,89 @@ def test_a_blank_session_is_no_session_in_json_as_in_a_form(client, admin):
     ids.append(predict(client, draw_digit(), model="svm", session_id="")["id"])
     for id_ in ids:
         assert client.get(f"/api/v1/predictions/{id_}", headers=admin).json()["session_id"] is None
+
+
+def _refusing(url: str, prefix: str, create: bool) -> None:
+    """A database that answers but will not take the rows of sessions starting with `prefix` (a trigger here; a
+    constraint, a grant or schema drift alike); `create=False` takes the triggers away again."""
+    from digitlab.store.db import make_engine
+
+    engine = make_engine(url)
+    tag, n, tables = prefix.rstrip("-"), len(prefix), ("user_predictions", "read_numbers")
+    if engine.dialect.name == "postgresql":
+        refuse = (
+            f"CREATE FUNCTION {tag}() RETURNS trigger AS $$ BEGIN IF left(NEW.session_id, {n}) = '{prefix}' "
+            "THEN RAISE EXCEPTION 'refused by policy'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
+        )
+        create_each = "CREATE TRIGGER {tag}_{t} BEFORE INSERT ON {t} FOR EACH ROW EXECUTE FUNCTION {tag}()"
+        statements = [refuse] + [create_each.format(tag=tag, t=t) for t in tables] if create else (
+            [f"DROP TRIGGER {tag}_{t} ON {t}" for t in tables] + [f"DROP FUNCTION {tag}()"])  # fmt: skip
+    else:
+        create_each = (
+            "CREATE TRIGGER {tag}_{t} BEFORE INSERT ON {t} WHEN substr(NEW.session_id, 1, {n}) = '{prefix}' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by policy'); END"
+        )
+        statements = [create_each.format(tag=tag, t=t, n=n, prefix=prefix) for t in tables] if create else (
+            [f"DROP TRIGGER {tag}_{t}" for t in tables])  # fmt: skip
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.exec_driver_sql(statement)
+    engine.dispose()
+
+
+def _failures(client) -> float:
+    text = client.get("/metrics").text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("digitlab_store_write_failures_total"))
+
+
+def test_a_drawing_the_database_refuses_is_answered_not_logged(store_server, client, admin):
+    """A prediction the database refused (not an outage) was answered `logged: true`, then set aside in rejected.jsonl
+    by the replay: /health said `ok`, the failures counter stayed 0 and a label by its uid was a 404 later (an API
+    probe). Now the answer says `logged: false` at once, the counter counts it, /health says `failing`, the label is
+    refused with a reason; a `/read` alike. A drawing written next is stored, and /health says `ok` again."""
+    prefix = f"rej{uuid.uuid4().hex[:8]}-"
+    url = store_server.env["DATABASE_URL"]
+    _refusing(url, prefix, create=True)
+    try:
+        before = _failures(client)
+        answer = predict(client, draw_digit(), session_id=prefix + "a")
+        assert answer["logged"] is False and answer["id"] is None
+        assert client.get("/health").json()["database"] == "failing"
+        assert _failures(client) == before + 1
+        assert_error(client.post(f"/api/v1/predictions/uid/{answer['uid']}/feedback", json={"true_digit": 3}),
+                     404, "prediction_not_found")  # fmt: skip
+        read = client.post("/api/v1/read", files={"image": ("n.png", draw_digit(), "image/png")},
+                           data={"session_id": prefix + "b"})  # fmt: skip
+        assert read.status_code == 200 and read.json()["logged"] is False and read.json()["id"] is None
+        assert _failures(client) == before + 2
+    finally:
+        _refusing(url, prefix, create=False)
+    stored = predict(client, draw_digit(), session_id=prefix + "c")
+    assert stored["logged"] is True and stored["id"] is not None
+    health = client.get("/health").json()
+    assert health["database"] == "ok" and health["spool"] == 0, health
+
+
+def test_json_reads_the_source_without_its_spaces_as_a_form_does(client, admin):
+    """JSON's `"source": "upload "` was a 422 where the form's `source= upload ` was read (every other text field
+    is trimmed in both: an API probe); blank is "not given", as for the model."""
+    image = base64.b64encode(draw_digit()).decode()
+    for sent, stored in (("upload ", "upload"), (" ui", "ui"), ("  ", "api")):
+        answer = client.post("/api/v1/predict", json={"image": image, "model": "svm", "source": sent})
+        assert answer.status_code == 200, answer.text
+        assert client.get(f"/api/v1/predictions/{answer.json()['id']}", headers=admin).json()["source"] == stored
+    assert client.post("/api/v1/read", json={"image": image, "source": " upload"}).status_code == 200
+    assert_error(client.post("/api/v1/predict", json={"image": image, "source": "phone"}), 422, "invalid_fields")
+
+
+def test_a_time_offsets_plus_sent_unencoded_is_read_as_a_plus(client, admin):
+    """`since=2026-01-01T09:00:00+05:00` typed into a URL arrives with a space for the "+" (a query's plus is a
+    space): it was a 422 "unexpected extra characters", with no hint why (an API probe). It is the offset meant."""
+    predict(client, draw_digit())
+    encoded = client.get("/api/v1/predictions", params={"since": "2000-01-01T09:00:00+05:00"}, headers=admin)
+    typed = client.get("/api/v1/predictions?since=2000-01-01T09:00:00+05:00", headers=admin)
+    assert typed.status_code == 200, typed.text
+    assert typed.json()["total"] == encoded.json()["total"] > 0
+    later = client.get("/api/v1/numbers?since=2999-01-01T09:00+0530", headers=admin)
+    assert later.status_code == 200 and later.json()["total"] == 0, later.text
+    assert_error(client.get("/api/v1/predictions?since=2000-01-01T09:00:00+5", headers=admin), 422, "invalid_fields")

@@ -557,3 +557,61 @@ def test_health_says_failing_while_the_spool_cannot_take_the_records_of_an_outag
         assert store.health()["database"] == "failing"
     finally:
         store.close()
+
+
+def test_a_folder_left_with_only_rejected_lines_holds_nothing_waiting(tmp_path):
+    """A dead worker's folder kept for its rejected.jsonl (no spool file left) was counted as one line waiting:
+    /health said `spool: 1` for good, and "database ok, spool 0" never came (an API probe)."""
+    a = Spool(tmp_path / "host-a").open()
+    left = tmp_path / "host-b"
+    left.mkdir()
+    (left / REJECTED_FILE).write_text('{"reason": "refused", "line": "{}"}\n')
+    (left / "spool.lock").touch()
+    assert a.waiting_beside() == 0 and not a.siblings_pending()
+    a.close(remove_if_empty=False)
+
+
+_REFUSE = {  # a database that answers but will not take some rows (a trigger here; a constraint or a grant alike)
+    "postgresql": [
+        (
+            "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN IF left(NEW.session_id, 4) = 'rej-' THEN "
+            "RAISE EXCEPTION 'refused by policy'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
+        ),
+        "CREATE TRIGGER refuse_p BEFORE INSERT ON user_predictions FOR EACH ROW EXECUTE FUNCTION refuse()",
+        "CREATE TRIGGER refuse_n BEFORE INSERT ON read_numbers FOR EACH ROW EXECUTE FUNCTION refuse()",
+    ],
+    "sqlite": [
+        f"CREATE TRIGGER refuse_{t[0]} BEFORE INSERT ON {t} WHEN substr(NEW.session_id, 1, 4) = 'rej-' "
+        "BEGIN SELECT RAISE(ABORT, 'refused by policy'); END"
+        for t in ("user_predictions", "read_numbers")
+    ],
+}
+
+
+def test_a_record_the_database_refuses_is_answered_not_stored_and_health_says_failing(
+    backend, empty_url, open_store, make_record, tmp_path
+):
+    """A record the database refuses for another reason than an outage was spooled and answered "stored"
+    (`logged: true`), then set aside by the replay, while /health said `ok` and feedback by its uid found
+    nothing (an API probe). Now it is answered `refused` at once and kept in rejected.jsonl, /health says
+    `failing`; the records written with it in one batch are stored."""
+    from tests.store.test_numbers import number
+
+    store = open_store(empty_url, tmp_path / "spool" / "me")
+    try:
+        with store.engine.begin() as conn:
+            for statement in _REFUSE[backend]:
+                conn.exec_driver_sql(statement)
+        good, bad = make_record(1, session_id="fine"), make_record(2, session_id="rej-1")
+        results = store.add_many([good, bad])
+        assert [(r.stored, r.id is None) for r in results] == [("database", False), ("refused", True)]
+        assert store.health() == {"database": "failing", "spool": 0}
+        assert [r.uid for r in store.list()[0]] == [good.uid]
+        assert store.add_number(number("42", session_id="rej-2")).stored == "refused"
+        assert store.add_number(number("43", session_id="fine")).stored == "database"
+        kept = [json.loads(line) for line in (tmp_path / "spool" / "me" / REJECTED_FILE).read_text().splitlines()]
+        assert [json.loads(k["line"])["record"]["session_id"] for k in kept] == ["rej-1", "rej-2"]
+        assert all("refused by policy" in k["reason"] for k in kept)
+        assert store.pending() == 0 and store.spool.pending == 0  # nothing queued that will never be stored
+    finally:
+        store.close()

@@ -41,6 +41,9 @@ def require_admin(
     token = get_ctx(request).settings.admin_token
     if not token:
         return
+    if len(request.headers.getlist("authorization")) > 1:  # (the first one was read, whichever was meant)
+        raise ApiError("The request has two Authorization headers: send the admin token once.", "unauthorized",
+                       headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
     given = credentials.credentials if credentials is not None else ""
     if not hmac.compare_digest(
         given.encode("utf-8", "surrogateescape"), token.encode("utf-8", "surrogateescape")

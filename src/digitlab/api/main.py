@@ -19,6 +19,7 @@ import anyio
 from fastapi import FastAPI
 
 from digitlab import __version__ as _pkg_version
+from digitlab.api import metrics as metrics_module
 from digitlab.api.batching import PredictionBatcher
 from digitlab.api.context import AppContext
 from digitlab.api.docs import install_docs
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         started = time.perf_counter()
         limit_blas_threads()
         metrics.forget_dead_workers()
+        metrics_module.refused_by_protocol = metrics.count_refused  # (the HTTP protocol's own 400s and 431s)
         ctx.cpu_limiter = anyio.CapacityLimiter(CPU_THREADS)
 
         def load_models() -> None:

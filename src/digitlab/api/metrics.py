@@ -143,6 +143,12 @@ class Metrics:
             multiprocess_mode="livemin",
         )
 
+    def count_refused(self, status: int, code: str) -> None:
+        """A request the HTTP protocol answered itself, before the app (a 400 for bytes that are no HTTP, a
+        431): in neither counter before (an API probe)."""
+        self.requests.labels("other", "unmatched", str(status), "").inc()
+        self.errors.labels(code).inc()
+
     def exposition(self) -> tuple[bytes, str]:
         """(body, content type) of a scrape: this process's registry, or every worker's values."""
         if os.environ.get(MULTIPROC_ENV):
@@ -179,6 +185,10 @@ class Metrics:
 #: the status counted for a request whose client hung up before any answer (nginx's "client closed request";
 #: it was counted as a 500, so any alert on server errors fired on flaky phone uploads)
 CLIENT_CLOSED = 499
+#: scope key of a callable: did the client go away before its answer was complete (`api.protocol` sets it)?
+CLIENT_GONE_KEY = "digitlab.client_gone"
+#: this process's `Metrics.count_refused`, for the HTTP protocol (no app sees those requests); set at start-up
+refused_by_protocol = None
 
 
 class MetricsMiddleware:
@@ -211,6 +221,9 @@ class MetricsMiddleware:
                 status = 500
             raise
         finally:
+            gone = scope.get(CLIENT_GONE_KEY)
+            if status != 500 and gone is not None and gone():  # answered into a closed connection: never read
+                status = CLIENT_CLOSED  # (counted as a 200 when the answer came after the client hung up)
             route = scope.get("route")
             if route is None and self.routes is not None:
                 route = _match(self.routes(), scope)

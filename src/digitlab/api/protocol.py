@@ -10,6 +10,7 @@ import asyncio
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from digitlab.api import metrics
 from digitlab.api.limits import BODY_IDLE_SECONDS
 
 #: a request head (request line and headers) must be complete this long after the connection opened or the
@@ -65,6 +66,7 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         every other error, JSON with a code (uvicorn's own answer is plain text); not after a 431."""
         if not self._answered_431:
             self._answer_and_close(b"400 Bad Request", b'{"detail":"This is not a valid HTTP request.","code":"bad_request"}')
+            _count_refused(400, "bad_request")
 
     def _unsupported_upgrade_warning(self) -> None:
         """A WebSocket upgrade (`ws="none"`: the API has no WebSocket endpoint) is answered as the plain
@@ -72,6 +74,7 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
 
     def _start_asgi_task(self, cycle, app) -> None:  # type: ignore[no-untyped-def]
         self._running_cycle = cycle
+        cycle.scope[metrics.CLIENT_GONE_KEY] = lambda: cycle.disconnected  # (metrics: 499, not the unread 200)
         super()._start_asgi_task(cycle, app)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -103,6 +106,7 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         self._answer_and_close(b"431 Request Header Fields Too Large",
                                b'{"detail":"The request\'s headers are larger than %d KB.","code":"headers_too_large"}'
                                % (self.max_head_bytes // 1024))  # fmt: skip
+        _count_refused(431, "headers_too_large")
 
     def _answer_and_close(self, status: bytes, body: bytes) -> None:
         """A JSON error written straight to the connection (no request reached the app), then closed."""
@@ -116,3 +120,9 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         self._head_timer = None
         if not self.transport.is_closing():
             self.transport.close()
+
+
+def _count_refused(status: int, code: str) -> None:
+    count = metrics.refused_by_protocol
+    if count is not None:
+        count(status, code)

@@ -37,6 +37,10 @@ def log_predictions_async(ctx: AppContext, computed: Computed) -> Future:
             if any(added.stored == "database" for added in added_all):  # (spooled: the database is still
                 ctx.store.note_write(True)  # untested; a full disk said "ok" between two failed writes)
             for (result, _), added in zip(valid, added_all, strict=True):
+                if added.stored == "refused":  # the database will not take it: not stored, and said so
+                    ctx.metrics.store_failures.inc()
+                    ctx.note_unlogged([added.uid])
+                    continue
                 ctx.metrics.logged.labels(added.stored).inc()
                 result["id"] = added.id
                 result["uid"] = added.uid

@@ -124,6 +124,8 @@ class ImageOptions(BaseModel):
     @field_validator("source", mode="before")
     @classmethod
     def _null_source_is_default(cls, value: Any) -> Any:  # (null is "not given", as for every optional field)
+        if isinstance(value, str):  # trimmed as every text field is (a literal is no `str` to pydantic's
+            value = value.strip() or None  # str_strip_whitespace: JSON's "upload " was a 422, the form's read)
         return "api" if value is None else value
 
     @field_validator("model", mode="before")

@@ -158,7 +158,7 @@ class AddResult:
 
     id: int | None
     uid: str
-    stored: Literal["database", "spool"]
+    stored: Literal["database", "spool", "refused"]  #: refused: the database will not take it (rejected.jsonl)
 
 
 class StoredPrediction(BaseModel):

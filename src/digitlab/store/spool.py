@@ -229,8 +229,11 @@ class Spool:
                 if (path / SPOOL_FILE).stat().st_size == 0:
                     continue
                 total += int((path / COUNT_FILE).read_bytes() or b"0")
+            except FileNotFoundError as exc:  # no spool file: nothing waits (a folder kept for its rejected
+                if exc.filename and Path(exc.filename).name == COUNT_FILE:  # lines said "spool: 1" for good)
+                    total += 1  # lines wait there (a spool of a version without counts): at least one
             except (OSError, ValueError):
-                total += 1  # lines wait there (a spool of a version without counts): at least one
+                total += 1
         return total
 
     # --- data ----------------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ from digitlab.store.db import DatabaseUnavailableError, make_engine, upgrade
 from digitlab.store.numbers import NumberFeedbackResult, NumberRecord
 from digitlab.store.records import AddResult, PredictionRecord, StoredPrediction, check_label, utc_now
 from digitlab.store.repository import Repository
-from digitlab.store.spool import Spool
+from digitlab.store.spool import REJECTED_FILE, Spool
 from digitlab.store.versions import VersionStore
 from digitlab.store.writer import GroupCommit, WriteSkipped, WriteTimedOut
 
@@ -267,10 +267,36 @@ class PredictionStore:
             with self._mode_lock:
                 return self._spool_adds(records)
         except SQLAlchemyError as exc:
+            if not is_outage(exc):  # the database refuses the batch: each record on its own, to tell which
+                return [self._add_alone(record) for record in records]
             for record in records:
                 self._spool_after_error({"op": "add", "record": record.to_json()}, exc)
             return [AddResult(None, r.uid, "spool") for r in records]
         return [AddResult(id, r.uid, "database") for id, r in zip(ids, records, strict=True)]
+
+    def _add_alone(self, record: PredictionRecord) -> AddResult:
+        """A record whose batch the database refused (a constraint, a trigger, a permission: no outage), tried
+        alone: stored, or set aside for good (`_refuse`). It was spooled and answered "stored" before, then set
+        aside by the replay, while /health said `ok` and feedback by its uid found nothing (an API probe)."""
+        op = {"op": "add", "record": record.to_json()}
+        try:
+            stored = self._bounded(self.repo.insert, record, deadline=self.write_deadline)
+            return AddResult(stored, record.uid, "database")
+        except WriteTimedOut:
+            self._spool_after_timeout(op)
+        except SQLAlchemyError as exc:
+            if not is_outage(exc):
+                return self._refuse(op, exc)
+            self._spool_after_error(op, exc)
+        return AddResult(None, record.uid, "spool")
+
+    def _refuse(self, op: dict[str, Any], exc: BaseException) -> AddResult:
+        """A record the database refuses for another reason than an outage: kept in rejected.jsonl beside the
+        spool (the operator decides), answered as not stored (`refused`), and /health says `failing`."""
+        self.spool.reject(json.dumps(op, separators=(",", ":")).encode(), _one_line(exc))
+        log.error("database refused a record, kept in %s: %s", self.spool.dir / REJECTED_FILE, _one_line(exc))
+        self.note_write(False)
+        return AddResult(None, op["record"]["uid"], "refused")
 
     def _spool_adds(self, records: list[PredictionRecord]) -> list[AddResult]:
         """Append the records to the spool (the caller holds `_mode_lock`). The store is in spool mode while
@@ -370,12 +396,14 @@ class PredictionStore:
         except WriteTimedOut:  # as a prediction's write: a `/read` waited out a stuck connection (16-60 s in a probe)
             self._spool_after_timeout(op)  # (should the insert land after all, the replay skips its uid)
             return AddResult(None, record.uid, "spool")
-        except IntegrityError:  # its uid is stored already (cannot happen from the API: uids are fresh)
+        except IntegrityError as exc:  # its uid is stored already (cannot happen from the API: uids are fresh)
             existing = self._read(self._number_id, record.uid)
-            if existing is None:
-                raise
+            if existing is None:  # no: the database refuses the row (a constraint, a trigger)
+                return self._refuse(op, exc)
             return AddResult(existing, record.uid, "database")
         except SQLAlchemyError as exc:
+            if not is_outage(exc):
+                return self._refuse(op, exc)
             self._spool_after_error(op, exc)
             return AddResult(None, record.uid, "spool")
 
@@ -710,6 +738,8 @@ class PredictionStore:
                         raise
                     spool.reject(line, _one_line(exc2))
                     log.error("database refused a spooled line, kept in rejected.jsonl: %s", _one_line(exc2))
+                    if op["op"] in ("add", "number"):  # a record answered "queued" is not stored: /health says so
+                        self.note_write(False)
         spool.commit(end, len(lines))
         self._catching_up = True
         return len(lines)

@@ -75,6 +75,12 @@ async def _from_multipart(request: Request, options_model: type[ImageOptions]) -
                        f"Invalid request: the field '{str(exc)[:40]}' is not UTF-8 text.") from None  # fmt: skip
     if parts is None:  # not the plain shape: Starlette's parser decides, with its own errors
         boundary = boundary_of(request.headers.get("content-type", ""))
+        if boundary is not None and b"--" + boundary not in body:  # (said "a cut-off upload?", misleading)
+            raise ApiError(
+                "The multipart body does not use the boundary its Content-Type header names: send the form as "
+                "your HTTP library builds it (its parts separated by that boundary).",
+                "malformed_body",
+            )
         if boundary is not None and b"--" + boundary + b"--" not in body:  # its parser keeps what came
             raise ApiError(  # before the cut and drops the rest: "'image' is required" would mislead
                 "The multipart body ends before its closing boundary (a cut-off upload?): send the whole form.",

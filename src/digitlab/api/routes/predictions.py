@@ -102,7 +102,12 @@ def _iso_time(value: object) -> object:
     no error). ISO 8601 begins with the date."""
     if isinstance(value, str) and not _ISO_DATE.match(value):
         raise ValueError("must be a date or time in ISO 8601, e.g. 2026-11-29 or 2026-11-29T14:30:00Z")
+    if isinstance(value, str):  # an offset's "+" sent unencoded arrives as a space ("...T09:00:00 05:00"): it
+        value = _UNENCODED_PLUS.sub(r"\1+\2", value)  # was "unexpected extra characters", with no hint why
     return value
+
+
+_UNENCODED_PLUS = re.compile(r"^(\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9:.]+) ([0-9]{2}(?::?[0-9]{2})?\s*)$")
 
 
 IsoTime = BeforeValidator(_iso_time)
@@ -135,8 +140,13 @@ def _feedback_answer(
             correct = row.predicted_digit == label
         # no row: its record still waits in another process's spool, the label with it (store.pending)
         queued = row is None or store.pending() > 0
+        # ... unless none waits anywhere, or it had an id (only a stored row has one): it was deleted meanwhile
+        # (a label racing an admin's DELETE was answered "queued in the spool", with nothing there)
+        deleted = row is None and (prediction_id is not None or not (store.pending() or store.spool.siblings_pending()))
     except Exception:  # database unavailable: the feedback waits in the spool  # noqa: BLE001
-        queued = True
+        queued, deleted = True, False
+    if deleted:
+        raise _not_found(uid or prediction_id)
     return FeedbackResponse(
         id=prediction_id if prediction_id is not None else (row.id if row is not None else None),
         uid=uid if uid is not None else (row.uid if row is not None else None),

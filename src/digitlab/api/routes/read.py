@@ -67,6 +67,9 @@ async def read(request: Request) -> FastJSONResponse:
         ctx.metrics.store_failures.inc()  # and /health says "failing", as for predictions (a full disk lost
         ctx.store.note_write(False)  # 343 of 400 readings while /health said "ok": a probe, session 34)
     else:  # in the database (`id`), or in the outage spool (`id` null until it is replayed)
+        if added.stored == "refused":  # the database will not take it (kept in rejected.jsonl): not stored
+            ctx.metrics.store_failures.inc()
+            return FastJSONResponse(answer)
         if added.stored == "database":
             ctx.store.note_write(True)
         answer.update(id=added.id, uid=added.uid, logged=True)
