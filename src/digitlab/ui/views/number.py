@@ -54,18 +54,21 @@ def show_reading(answer: dict, image: bytes, key: str, *, photo: bool = False) -
     )
     feedback(answer, key)  # right under the reading: no scrolling to confirm (it was ~550 px below the fold)
     st.image(boxed(image, answer["digits"]), caption="What was read: one box per digit", width="content")
+    # one slot each, written in every run, empty or not: a reading's "Not sure" stayed under the next, sure one
+    # (a phone, fast strokes: 3 of 9), left by a page run the next stroke cut short and never cleared
+    seen, left_out_note, unsure_note = st.empty(), st.empty(), st.empty()
     if answer["digits"]:
-        st.markdown(_digits_seen(answer["digits"]), unsafe_allow_html=True)
+        seen.markdown(_digits_seen(answer["digits"]), unsafe_allow_html=True)
     if answer.get("dropped"):
         left_out = len(answer["dropped"])
         what = "1 mark that is no digit" if left_out == 1 else f"{left_out} marks that are no digits"
-        st.caption(f"Left out {what} (a dot, a comma, …).")
+        left_out_note.caption(f"Left out {what} (a dot, a comma, …).")
     unsure = sum(1 for d in answer["digits"] if d.get("uncertain"))
     if unsure:
         which = "the digit" if len(answer["digits"]) == 1 else "all the digits" if unsure == len(answer["digits"]) \
             else "the digits with an orange box"
-        st.info(f"Not sure of {which}: write digits larger, with a little space between them. It may not be a "
-                "number at all.", icon=":material/help:")  # fmt: skip
+        unsure_note.info(f"Not sure of {which}: write digits larger, with a little space between them. It may not "
+                         "be a number at all.", icon=":material/help:")  # fmt: skip
 
 
 def show_earlier(answer: dict) -> None:
