@@ -139,10 +139,11 @@ def _feedback_answer(
         if row is not None and label != NOT_A_DIGIT:
             correct = row.predicted_digit == label
         # no row: its record still waits in another process's spool, the label with it (store.pending)
-        queued = row is None or store.pending() > 0
+        waiting = store.pending() > 0
+        queued = row is None or waiting
         # ... unless none waits anywhere, or it had an id (only a stored row has one): it was deleted meanwhile
         # (a label racing an admin's DELETE was answered "queued in the spool", with nothing there)
-        deleted = row is None and (prediction_id is not None or not (store.pending() or store.spool.siblings_pending()))
+        deleted = row is None and (prediction_id is not None or not (waiting or store.spool.siblings_pending()))
     except Exception:  # database unavailable: the feedback waits in the spool  # noqa: BLE001
         queued, deleted = True, False
     if deleted:
