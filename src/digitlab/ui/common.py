@@ -287,9 +287,10 @@ def disagreement(votes: dict[int, list[str]], models: list[dict[str, Any]]) -> s
 
 #: the manifest's accuracy on held-out real handwriting by other writers (`evaluation.heldout.METRIC`)
 REAL_HELDOUT = "real_heldout_accuracy"
+MNIST_TEST = "mnist_test_accuracy"
 
 
-def accuracy_of(model: dict[str, Any], metric: str = "mnist_test_accuracy") -> float | None:
+def accuracy_of(model: dict[str, Any], metric: str = MNIST_TEST) -> float | None:
     value = (model.get("metrics") or {}).get(metric)
     return None if value is None else float(value)
 
