@@ -64,6 +64,25 @@ def test_compare_answer_during_an_outage_is_sent_when_the_service_is_back(fake):
     assert len(api.feedback_calls) == 2  # sent once
 
 
+def test_compares_agree_banner_turns_when_the_answer_says_every_model_was_wrong(fake):
+    """Compare kept its green "All 2 models agree: it is a 0" beside "All 2 models were wrong" once the person
+    said they drew a 7 (a tour, session 44); a right answer keeps it."""
+    _api, canvas, open_page = fake
+    canvas.set("compare", png())
+    at = open_page("compare")
+    assert [str(s.value) for s in at.success] == ["All 2 models agree: it is a **0**."]
+    _pills(at).set_value(7).run()
+    assert not at.exception, at.exception
+    said = _answer_texts(at)
+    assert "All 2 models were wrong" in said and "agree" not in said, said
+    assert "All 2 models said **0**, but you drew a **7**." in [str(w.value) for w in at.warning], said
+    canvas.set("compare", png(shade=60))  # a new drawing, answered as what the models say
+    at.run()
+    _pills(at).set_value(0).run()
+    said = _answer_texts(at)
+    assert "All 2 models agree: it is a **0**." in said and "Every model was right" in said, said
+
+
 def test_the_monitor_checks_once_when_the_service_goes_away(fake):
     """A frozen API costs HEALTH_TIMEOUT per check. The run the monitor asks for when the service goes away
     (or comes back) starts with the check that found it: it checked again, and the notice came 1.5 s later."""

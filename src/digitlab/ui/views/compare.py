@@ -37,17 +37,22 @@ def mean_probabilities(result: Comparison) -> list[float]:
     return [sum(p.probabilities[d] for p in result.predictions) / n for d in range(10)]
 
 
-def verdict(result: Comparison, models: list[dict]) -> None:
+def verdict(result: Comparison, models: list[dict], answer: int | str | None = None) -> None:
     """Whether the models agree, and, like the Draw page, when they are not sure (any model flags its
-    answer as uncertain: an unclear digit, or no digit at all)."""
+    answer as uncertain: an unclear digit, or no digit at all). `answer`: what the person said they drew;
+    a green "agree" stayed beside "All 5 models were wrong" (a tour, session 44)."""
     n = len(result.predictions)
     if not n:
         st.warning("No model is ready yet.", icon=":material/hourglass_top:")
         return
     unsure = [p.model for p in result.predictions if p.uncertain]
     weak = min(p.confidence for p in result.predictions) < 0.5  # agreeing at 29 % is no verdict
-    if result.agree:
-        digit = result.predictions[0].digit
+    digit = result.predictions[0].digit
+    if result.agree and answer is not None and answer != "Not a digit" and int(answer) != digit:
+        who = "The only ready model" if n == 1 else f"All {n} models"
+        st.warning(f"{who} said **{digit}**, but you drew {common.a_digit(int(answer), bold=True)}.",
+                   icon=":material/close:")  # fmt: skip
+    elif result.agree:
         said = f"{digit}" if not unsure else f"{digit}, but not sure"
         if n == 1:
             text = f"The only ready model says **{said}**."
@@ -134,7 +139,7 @@ def compare_area() -> None:
         ]
         chart = charts.compare(rows) if rows else None
         with slot.container(key="cmp_result"):
-            verdict(result, models)
+            verdict(result, models, given_answer(result, digest))
             cards(result, models, digest)
             # the question before the chart: under it, "What did you draw?" began at the window's bottom edge
             # at 1280x800 (a newcomer's tour, session 27); on a phone it always came first (common.CSS)
@@ -231,16 +236,27 @@ def _verdict(result: Comparison, answer) -> str:
     return f"{right} of {n} models {'was' if right == 1 else 'were'} right."
 
 
+def answer_key(result: Comparison, digest: str) -> str:
+    """The answer's session key: the drawing's and its records' (the same picture drawn again after Clear, or
+    taken from Draw again, is a new drawing: it showed the earlier one's answer as saved, a new answer ignored
+    (a tour, session 31))."""
+    record = next((str(p.uid or p.id) for p in result.predictions if p.uid or p.id is not None), "")
+    return f"cmp_fb_{digest[:12]}_{record[:12]}"
+
+
+def given_answer(result: Comparison, digest: str) -> int | str | None:
+    """What the person said this drawing is, once they answered (saved or not yet)."""
+    outcome = st.session_state.get(f"{answer_key(result, digest)}_result")
+    return outcome[1] if outcome else None
+
+
 def answer_for_all(result: Comparison, digest: str, *, follows_answer: bool = False) -> None:
     """"What did you draw?" for the drawing: every model's stored answer gets it (they were stored with
     no way to label them). `follows_answer`: the picture changed after an answer, so it is a new drawing:
     said until it is answered, as on Draw (a stroke after answering started a new drawing unsaid)."""
     if not result.predictions:
         return
-    # the records' too: the same picture drawn again after Clear (or taken from Draw again) is a new drawing, and
-    # showed the earlier one's answer as saved, a new answer ignored (a tour, session 31)
-    record = next((str(p.uid or p.id) for p in result.predictions if p.uid or p.id is not None), "")
-    key = f"cmp_fb_{digest[:12]}_{record[:12]}"
+    key = answer_key(result, digest)
     st.pills("What did you draw?", ANSWERS, key=key, on_change=_send_answer, args=(key, result, digest),
              persist_state="session",  # (after a visit to another page no answer was highlighted; Draw keeps it)
              help="One click saves the true digit with every model's answer, for the History page's accuracy "
