@@ -230,6 +230,20 @@ def test_the_models_page_shows_real_handwriting_beside_mnist(monkeypatch):
     assert sum("MNIST test set" in t for t in titles) == 1
 
 
+def test_the_models_pages_chart_titles_fit_a_phone():
+    """At 390 px the chart was 358 px wide: "Real handwriting of other writers: fewer mis…" and "mistakes per 1,000
+    MNIST test digi" were cut off. Each line of the titles fits (13 px bold: ~7.5 px a character, 11 px ~6)."""
+    from digitlab.ui import charts
+    from digitlab.ui.views.models import CHARTS
+
+    for _metric, title, unit in CHARTS:
+        spec = charts.mistakes([{"model": "CNN", "accuracy": 0.976}], title=title, unit=unit).to_dict()
+        assert len(spec["title"]["text"]) * 7.5 <= 300, spec["title"]
+        assert len(spec["title"]["subtitle"]) * 6 <= 300 and unit in spec["title"]["subtitle"], spec["title"]
+        axis_title = next(layer["encoding"]["x"]["title"] for layer in spec["layer"] if "x" in layer["encoding"])
+        assert len(axis_title) * 6.5 <= 170, axis_title  # (beside the models' names: the plot is ~170 px wide)
+
+
 def test_the_draw_pages_model_picker_names_one_measure_for_every_model(monkeypatch):
     """The picker said "CNN · 99.6 % on MNIST" where people's drawings get 95-98 %: with every model measured on
     held-out real handwriting, each is labelled with that figure. Beside a quick model (not measured there) it

@@ -169,8 +169,8 @@ def learn_now() -> None:
 
 #: the charts at the top: (manifest metric, title, what the mistakes are counted per 1,000 of)
 CHARTS = (
-    ("mnist_test_accuracy", "MNIST test set: fewer mistakes is better", "MNIST test digits"),
-    (common.REAL_HELDOUT, "Real handwriting of other writers: fewer mistakes is better", "real digits"),
+    ("mnist_test_accuracy", "MNIST test set", "test digits"),
+    (common.REAL_HELDOUT, "Real handwriting of other writers", "real digits"),
 )
 REAL_HELP = ("On 2,804 digits written by people of the USPS and Semeion sets whom no model learned from, each as "
              "an upload and drawn on the canvas four ways: closer to what you draw than MNIST test.")  # fmt: skip
