@@ -225,7 +225,8 @@ def card(model: dict[str, Any], latency: float | None, live_status: str | None, 
         samples = model.get("train_samples")
         if samples:  # a quick start (`DIGITLAB_TRAIN_LIMIT`) kept its weaker models with no word of it
             extra.append(f"learned from {samples:,} images" + (
-                " only: a quick model (`digitlab train` learns from all of MNIST)" if samples < MNIST_TRAIN else ""))
+                " only: a quick model, `DIGITLAB_TRAIN_LIMIT`'s MNIST digits plus drawn examples of other styles "
+                "(`digitlab train` learns from all of MNIST)" if samples < MNIST_TRAIN else ""))  # (3,000 asked: 4,000)
         if model.get("size_bytes"):  # (a fourth figure beside the three above wrapped to a line of its own)
             extra.append(f"a {common.size_text(model['size_bytes'])} file")
         if model.get("version") and status != "missing":  # (the package's "1.0.0" of a model that is not there)
