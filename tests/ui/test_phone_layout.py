@@ -209,3 +209,26 @@ def test_a_page_picked_in_the_narrow_screen_menu_closes_the_menu(browser, ui_ser
         no_traceback(page)
     finally:
         context.close()
+
+
+@pytest.mark.parametrize("path", ["", "compare"])
+def test_a_tablet_or_a_narrow_window_shows_the_whole_canvas(browser, ui_server, path):
+    """Between the phone's stacked layout (640 px) and about 1,000 px the canvas' column was narrower than its
+    280 px canvas: a portrait tablet (768 px) showed 251 px of Compare's, with a "swipe here" strip, and Draw's
+    was cut up to 740 px (a tour, session 45). The canvas' column keeps the canvas' width."""
+    context = browser.new_context(viewport={"width": 768, "height": 1024}, device_scale_factor=1, is_mobile=True,
+                                  has_touch=True)  # fmt: skip
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    open_page(page, ui_server.url, path, ready=CANVAS)
+    shown = {}
+    for width in (641, 700, 768, 834, 880, 960, 1024):
+        page.set_viewport_size({"width": width, "height": 1024})
+        wait_idle(page, settle=0.8)
+        shown[width] = page.locator(CANVAS).first.evaluate(
+            "c => { const s = c.closest('.dc-scroll'); return [Math.round(s.getBoundingClientRect().width), "
+            "s.hasAttribute('data-dl-wide'), document.documentElement.scrollWidth]; }")
+    cut = {w: s for w, s in shown.items() if s[0] < 280 or s[1] or s[2] > w}
+    assert not cut, f"canvas shown width, swipe strip, page width by window width: {cut}"
+    no_traceback(page)
+    context.close()
