@@ -43,6 +43,22 @@ def test_a_batch_answers_like_one_request_at_a_time(ctx):
         assert len({r.uid for r in outcome.records}) == len(job.models)
 
 
+def test_records_are_timed_when_their_request_arrived(ctx):
+    """Of two strokes of a drawing in flight at once, the one sent later must win in the store: a record timed
+    when it was answered let an earlier stroke, answered later, replace it (a probe, session 45)."""
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    cnn = ctx.registry.get("cnn")
+    sent_later = Job(draw_digit(), [cnn], drawing_id="d")
+    sent_earlier = Job(draw_digit(200), [cnn], drawing_id="d", received=sent_later.received - timedelta(seconds=1))
+    time.sleep(0.05)
+    computed = compute_batch(ctx, [sent_later, sent_earlier])
+    answered = datetime.now(UTC)
+    assert [c.records[0].timestamp for c in computed] == [sent_later.received, sent_earlier.received]
+    assert sent_later.received < answered - timedelta(seconds=0.04)
+
+
 def test_a_bad_image_fails_only_its_own_request(ctx):
     cnn = ctx.registry.get("cnn")
     jobs = [Job(draw_digit(), [cnn]), Job(b"not an image", [cnn]), Job(draw_digit(240), [cnn])]

@@ -4,6 +4,7 @@ the "not a digit" label. On both backends, through PredictionStore, including a 
 from __future__ import annotations
 
 import shutil
+from datetime import UTC, datetime, timedelta
 
 from digitlab.store.records import NOT_A_DIGIT
 
@@ -30,6 +31,29 @@ def test_a_label_stays_while_the_drawing_changes_and_a_new_drawing_is_a_new_row(
     assert (row.predicted_digit, row.drawn_digit, row.correct) == (7, 7, True)
     assert store.add(make_record(7, drawing_id="d3")).id != first.id
     assert store.add(make_record(7)).id not in (first.id, None)  # no drawing id: a row of its own
+    assert store.count() == 3
+
+
+def test_the_stroke_sent_last_stays_when_an_earlier_one_is_answered_after_it(store, make_record):
+    """Two strokes of a drawing in flight at once (the UI's live requests under load, on two workers): the one
+    sent earlier, answered later, replaced the row, so a partial picture stayed stored and a label by the last
+    stroke's uid was a 404 (a probe, session 45: 7 of 20 drawings). A record is timed when its request arrived;
+    an older one leaves the row as it is, and a label it brings still reaches the drawing."""
+    sent = datetime.now(UTC)
+    last = store.add(make_record(3, drawing_id="race", timestamp=sent))
+    earlier = store.add(make_record(7, drawing_id="race", timestamp=sent - timedelta(milliseconds=30)))
+    assert earlier.stored == "database" and earlier.id == last.id
+    row = store.get(last.id)
+    assert (row.predicted_digit, row.uid) == (3, last.uid), row
+    assert store.set_feedback_by_uid(last.uid, 3)  # (it was "There is no prediction ...")
+    labelled = store.add(make_record(1, drawn=8, drawing_id="race2", timestamp=sent))
+    store.add(make_record(7, drawn=3, drawing_id="race2", timestamp=sent - timedelta(milliseconds=30)))
+    row = store.get(labelled.id)
+    assert (row.predicted_digit, row.drawn_digit, row.correct) == (1, 8, False), row  # (its own label is later)
+    unlabelled = store.add(make_record(1, drawing_id="race3", timestamp=sent))
+    store.add(make_record(7, drawn=1, drawing_id="race3", timestamp=sent - timedelta(milliseconds=30)))
+    row = store.get(unlabelled.id)
+    assert (row.predicted_digit, row.drawn_digit, row.correct) == (1, 1, True), row
     assert store.count() == 3
 
 

@@ -130,6 +130,22 @@ def test_live_reads_of_one_drawing_keep_one_row(engine):
     assert list_numbers(engine)[1] == 2
 
 
+def test_the_reading_of_the_stroke_sent_last_stays_when_an_earlier_one_is_stored_after_it(engine):
+    """Two strokes of a number in flight at once: the reading of the one sent earlier, stored later, replaced the
+    row with a partial number (a probe, session 45: 8 of 8 on `/read`). An older reading leaves the row as it
+    is; the answer it brings still reaches it."""
+    from datetime import UTC, datetime, timedelta
+
+    sent = datetime.now(UTC)
+    last = insert_number(engine, number("307", drawing_id="race", timestamp=sent))
+    earlier = insert_number(engine, number("30", drawing_id="race", timestamp=sent - timedelta(milliseconds=30),
+                                           true_text="307"))  # fmt: skip
+    assert earlier == last
+    row = get_number(engine, last)
+    assert (row.text, row.true_text, row.correct) == ("307", "307", True), row
+    assert list_numbers(engine)[1] == 1
+
+
 def test_confirmed_numbers_give_labelled_digit_crops(engine, store, make_png):
     def with_crops(text: str, **kwargs) -> NumberRecord:
         record = number(text, **kwargs)
@@ -220,6 +236,12 @@ def test_numbers_read_while_the_database_is_away_are_replayed_once(absent_db, tm
         answered = store.set_number_feedback("11", id=direct.id)
         assert answered.stored == "database" and answered.number.correct is True
         assert store.set_number_feedback("1", uid="0" * 32) is None
+        # an answer by a replayed stroke's uid, replaced since by a later stroke: its drawing's row, stored (it
+        # was answered "queued in the spool", id and text null, with nothing spooled: a probe, session 45)
+        by_stroke = store.set_number_feedback("3071", uid=live[0].uid)
+        assert by_stroke.stored == "database" and by_stroke.number.uid == later.uid, by_stroke
+        assert (by_stroke.number.text, by_stroke.number.true_text, by_stroke.number.correct) == ("3071", "3071", True)
+        assert store.health()["spool"] == 0
     finally:
         store.close()
 

@@ -13,7 +13,8 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -193,6 +194,9 @@ class Job:
     session_id: str | None = None
     source: str = "api"
     drawing_id: str | None = None
+    #: when the request arrived, its records' time: of two strokes of a drawing in flight at once, the one sent
+    #: later wins (the one answered later won: an earlier, partial picture stayed stored)
+    received: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 def compute_predictions(ctx: AppContext, data: bytes, models: list[LoadedModel], **fields) -> Computed:
@@ -330,6 +334,7 @@ def _answer(
             source=job.source,
             drawing_id=job.drawing_id,
             uncertain=uncertain,
+            timestamp=job.received,
         )
         out.records.append(record)
         out.results.append(

@@ -157,15 +157,16 @@ def _stored(row: Any) -> StoredNumber:
     return StoredNumber.model_validate(data)
 
 
-def _upsert(dialect: str, *, newer_only: bool = False):
+def _upsert(dialect: str):
     """INSERT ... ON CONFLICT (drawing_id) DO UPDATE: the drawing's latest reading replaces the row (its
-    id stays; a `true_text` given earlier stays unless this one brings one). `newer_only`: leave a row
-    that already holds a later reading (a spool replayed twice must not bring an older one back)."""
+    id stays; a `true_text` given earlier stays unless this one brings one). A row that already holds a later
+    reading is left as it is: a stroke sent later (`timestamp`: when its request arrived) answered first, or a
+    spool replayed twice, must not bring an older one back."""
     ins = (pg_insert if dialect == "postgresql" else sqlite_insert)(N)
     return ins.on_conflict_do_update(
         index_elements=[N.c.drawing_id],
         set_=_reading_update(ins.excluded),
-        where=(N.c.timestamp <= ins.excluded.timestamp) if newer_only else None,
+        where=N.c.timestamp <= ins.excluded.timestamp,
     )
 
 
@@ -181,17 +182,29 @@ def _reading_update(new) -> dict[str, Any]:
 
 
 _NEW = new_values(N)  #: a drawing's next reading
-#: UPDATE of the row of a drawing read before ... RETURNING id (none: not stored yet; `update_else_upsert`)
-_UPDATE_READING = update(N).where(N.c.drawing_id == _NEW["drawing_id"]).values(_reading_update(_NEW)).returning(N.c.id)
+#: UPDATE of the row of a drawing read before, unless it holds a later reading ... RETURNING id (none: not stored
+#: yet, or a later reading is; `update_else_upsert`)
+_UPDATE_READING = (
+    update(N).where((N.c.drawing_id == _NEW["drawing_id"]) & (N.c.timestamp <= _NEW["timestamp"]))
+    .values(_reading_update(_NEW)).returning(N.c.id)
+)  # fmt: skip
 
 
 def insert_number(engine: Engine, record: NumberRecord) -> int:
-    """Store one read number, or update its drawing's row (a `true_text` given earlier stays); returns its id."""
+    """Store one read number, or update its drawing's row (a `true_text` given earlier stays); returns its id.
+    A reading older than its drawing's row (two strokes in flight, the later one answered first: the row kept an
+    earlier, partial picture, a probe, session 45) leaves the row as it is, its `true_text` given to the row."""
     with engine.begin() as conn:
         if not record.drawing_id:
             return conn.execute(insert(N).values(record.to_row())).inserted_primary_key[0]
         upsert = _upsert(conn.dialect.name).returning(N.c.id)
-        return update_else_upsert(conn, _UPDATE_READING, upsert, record.to_row())
+        row = record.to_row()
+        stored = update_else_upsert(conn, _UPDATE_READING, upsert, row)
+        if stored is not None:
+            return stored
+        if record.true_text is not None:
+            apply_true_text(conn, "drawing_id", {record.drawing_id: (record.true_text, row["timestamp"])})
+        return conn.execute(select(N.c.id).where(N.c.drawing_id == record.drawing_id)).scalar_one()
 
 
 def insert_missing(conn, records: list[NumberRecord]) -> int:
@@ -204,7 +217,7 @@ def insert_missing(conn, records: list[NumberRecord]) -> int:
     if plain:
         conn.execute(insert(N), plain)
     if drawings:
-        conn.execute(_upsert(conn.dialect.name, newer_only=True), drawings)
+        conn.execute(_upsert(conn.dialect.name), drawings)
     return len(missing)
 
 
@@ -284,6 +297,13 @@ def list_numbers(
             select(*_COLUMNS).where(*where).order_by(N.c.timestamp.desc(), N.c.id.desc()).limit(page_size).offset(offset)
         ).all()
     return [_stored(r) for r in rows], int(total)
+
+
+def get_number_of_drawing(engine: Engine, drawing_id: str) -> StoredNumber | None:
+    """The stored number of a drawing (its latest reading), without its image, or None."""
+    with engine.connect() as conn:
+        row = conn.execute(select(*_COLUMNS).where(N.c.drawing_id == drawing_id)).first()
+    return None if row is None else _stored(row)
 
 
 def get_number_image(engine: Engine, number_id: int) -> bytes | None:

@@ -125,18 +125,18 @@ def _drawing_update(new) -> dict[str, Any]:
     }
 
 
-def _upsert_statement(dialect: str, *, newer_only: bool = False):
-    """INSERT ... ON CONFLICT (drawing_id, model_name) DO UPDATE ... RETURNING id, for this dialect.
-    `newer_only` (spool replay): a row that holds a later prediction is left as it is, and no id returned."""
-    stmt = _UPSERTS.get((dialect, newer_only))
+def _upsert_statement(dialect: str, *, returning: bool = False):
+    """INSERT ... ON CONFLICT (drawing_id, model_name) DO UPDATE, for this dialect: a row that holds a later
+    prediction (a stroke sent later, `timestamp`) is left as it is. `returning`: RETURNING id (none then)."""
+    stmt = _UPSERTS.get((dialect, returning))
     if stmt is None:
         ins = (pg_insert if dialect == "postgresql" else sqlite_insert)(T)
         stmt = ins.on_conflict_do_update(
             index_elements=[T.c.drawing_id, T.c.model_name],
             set_=_drawing_update(ins.excluded),
-            where=(T.c.timestamp <= ins.excluded.timestamp) if newer_only else None,
+            where=T.c.timestamp <= ins.excluded.timestamp,
         )
-        _UPSERTS[(dialect, newer_only)] = stmt = stmt if newer_only else stmt.returning(T.c.id)
+        _UPSERTS[(dialect, returning)] = stmt = stmt.returning(T.c.id) if returning else stmt
     return stmt
 
 
@@ -145,28 +145,46 @@ def new_values(table) -> dict[str, Any]:
     return {c.name: bindparam(f"new_{c.name}", type_=c.type) for c in table.columns}
 
 
-def update_else_upsert(conn, update_stmt, upsert_stmt, row: dict[str, Any]) -> int:
+def update_else_upsert(conn, update_stmt, upsert_stmt, row: dict[str, Any]) -> int | None:
     """`update_stmt` (on `new_values`, RETURNING id) of the drawing's row, else `upsert_stmt` (RETURNING id); the
-    id. Updated first: an upsert takes a number from the id sequence even when it only updates (SQLite's
-    AUTOINCREMENT, PostgreSQL's sequence), and the ids people see skipped one per stroke ("saved as #12" after
-    the 9th drawing)."""
+    id, or None when the row holds a later stroke (both statements leave such a row as it is). Updated first:
+    an upsert takes a number from the id sequence even when it only updates (SQLite's AUTOINCREMENT,
+    PostgreSQL's sequence), and the ids people see skipped one per stroke ("saved as #12" after the 9th
+    drawing)."""
     found = conn.execute(update_stmt, {f"new_{k}": v for k, v in row.items()}).scalar_one_or_none()
-    return found if found is not None else conn.execute(upsert_stmt, row).scalar_one()
+    return found if found is not None else conn.execute(upsert_stmt, row).scalar_one_or_none()
 
 
 _NEW = new_values(T)  #: a drawing's next values
-#: UPDATE of the row of a drawing and model that is stored already ... RETURNING id (none: not stored yet)
+_OF_DRAWING = (T.c.drawing_id == bindparam("dr")) & (T.c.model_name == bindparam("m"))  #: a drawing's row
+#: UPDATE of the row of a drawing and model that is stored already, unless it holds a later stroke ... RETURNING
+#: id (none: not stored yet, or a later stroke is)
 _UPDATE_DRAWING = (
     update(T)
-    .where((T.c.drawing_id == _NEW["drawing_id"]) & (T.c.model_name == _NEW["model_name"]))
+    .where(
+        (T.c.drawing_id == _NEW["drawing_id"]) & (T.c.model_name == _NEW["model_name"])
+        & (T.c.timestamp <= _NEW["timestamp"])
+    )
     .values(_drawing_update(_NEW))
     .returning(T.c.id)
 )
 
 
 def _upsert_drawing(conn, record: PredictionRecord) -> int:
-    """Update the row of the record's drawing and model (`_drawing_update`), or insert it. Returns the id."""
-    return update_else_upsert(conn, _UPDATE_DRAWING, _upsert_statement(conn.dialect.name), record.to_row())
+    """Update the row of the record's drawing and model (`_drawing_update`), or insert it. Returns the id.
+
+    The last stroke sent wins, not the last one answered: two strokes in flight at once (the UI's live
+    requests under load, on two workers) stored whichever was answered last, an earlier, partial picture (a
+    probe, session 45: 7 of 20 drawings). A record older than its drawing's row (`timestamp`: when its request
+    arrived) leaves the row as it is, its label, if it brings one, given to the row."""
+    row = record.to_row()
+    stored = update_else_upsert(conn, _UPDATE_DRAWING, _upsert_statement(conn.dialect.name, returning=True), row)
+    if stored is not None:
+        return stored
+    keys = {"dr": record.drawing_id, "m": record.model_name}
+    if record.drawn_digit is not None:
+        Repository._apply_labels(conn, _OF_DRAWING, [(keys, (record.drawn_digit, row["timestamp"]))])
+    return conn.execute(select(T.c.id).where(_OF_DRAWING), keys).scalar_one()
 
 
 #: SQLSTATEs of a transaction the database rolled back to break a cycle of locks (deadlock, serialization
@@ -237,7 +255,7 @@ class Repository:
         Two executemany at most (psycopg pipelines them: no round trip per record): the records without a
         drawing, and the drawings' records in order (each execution sees the ones before it, so a drawing's
         later prediction wins; one per record cost a round trip each). A drawing's record only replaces a
-        row holding an earlier prediction (`_upsert_statement(..., newer_only=True)`): the earlier strokes'
+        row holding an earlier prediction (`_upsert_statement`): the earlier strokes'
         uids are no longer in the table, so they count as missing on a second replay of the same spool."""
         missing = not_stored(conn, T.c.uid, records)
         plain = [r.to_row() for r in missing if not r.drawing_id]
@@ -245,7 +263,7 @@ class Repository:
         if plain:
             conn.execute(_INSERT, plain)
         if drawings:
-            conn.execute(_upsert_statement(conn.dialect.name, newer_only=True), drawings)
+            conn.execute(_upsert_statement(conn.dialect.name), drawings)
         return len(missing)
 
     def apply_feedback(self, conn, key: str, labels: dict[Any, Label]) -> None:
@@ -256,8 +274,7 @@ class Repository:
 
     def apply_feedback_by_drawing(self, conn, labels: dict[tuple[str, str], Label]) -> None:
         """`apply_feedback` keyed by (drawing id, model name): the drawing's row, whichever stroke it holds."""
-        where = (T.c.drawing_id == bindparam("dr")) & (T.c.model_name == bindparam("m"))
-        self._apply_labels(conn, where, [({"dr": dr, "m": m}, d) for (dr, m), d in labels.items()])
+        self._apply_labels(conn, _OF_DRAWING, [({"dr": dr, "m": m}, d) for (dr, m), d in labels.items()])
 
     @staticmethod
     def _apply_labels(conn, where, keyed: list[tuple[dict[str, Any], Label]]) -> None:

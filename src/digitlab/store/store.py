@@ -341,11 +341,12 @@ class PredictionStore:
             self._spool_after_error(op, exc)
             return True
 
-    def _wait_for_record(self, op: dict[str, Any]) -> bool:
+    def _wait_for_record(self, op: dict[str, Any]) -> Any:
         """Feedback by the uid of a record that is not stored: a stroke replayed from a spool and replaced
-        since by a later stroke labels its drawing's row (True); if another process still has a spool to
-        replay (this one is back from an outage before it), the record may be there: the label waits in
-        `pending_feedback` for it (True). Otherwise there is no such record (False)."""
+        since by a later stroke labels its drawing's row (that row's key is returned: (drawing id, model) or a
+        number's drawing id); if another process still has a spool to replay (this one is back from an outage
+        before it), the record may be there: the label waits in `pending_feedback` for it (True). Otherwise
+        there is no such record (False)."""
         if "uid" not in op:
             return False
         target = "number" if op["op"] in NUMBER_OPS else "prediction"
@@ -354,7 +355,7 @@ class PredictionStore:
             drawing = pending.stroke_drawings(conn, target, [op["uid"]])
             if drawing:  # a stroke replayed after an outage, replaced since by a later one: its drawing's row
                 self._label(conn, target, {op["uid"]: label}, drawing)
-                return True
+                return drawing[op["uid"]]
             if not self.spool.siblings_pending():
                 return False
             if pending.keep_unmatched(conn, target, {op["uid"]: label}):  # stored meanwhile: label it now
@@ -424,7 +425,12 @@ class PredictionStore:
                 return NumberFeedbackResult("spool")
         def direct():
             row = numbers.set_true_text_where(self.engine, key, value, str(true_text))
-            return row, row is None and self._wait_for_record(op)
+            if row is not None:
+                return row, False
+            landed = self._wait_for_record(op)
+            if isinstance(landed, str):  # a replaced stroke's drawing, labelled: its row (it said "queued")
+                return numbers.get_number_of_drawing(self.engine, landed), False
+            return None, bool(landed)
 
         try:
             row, waits = self._bounded(direct, deadline=self.write_deadline)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 import anyio
 from fastapi import APIRouter, Request, Response
@@ -42,6 +43,7 @@ async def read(request: Request) -> FastJSONResponse:
     """
     ctx = get_ctx(request)
     data, options = await parse_image_request(request, ReadOptions, ReadJSON)
+    received = datetime.now(UTC)  # the record's time: of two strokes in flight, the one sent later wins
     if options.model == "all":
         raise ApiError("Invalid request: /read takes one model, not 'all'.", "invalid_fields")
     model = resolve_models(ctx, options.model, allow_all=False)[0]
@@ -60,7 +62,7 @@ async def read(request: Request) -> FastJSONResponse:
         ctx.metrics.store_failures.inc()
         return FastJSONResponse(answer)
     try:
-        record = number_record(answer, options, input_png)
+        record = number_record(answer, options, input_png, received)
         added = await anyio.to_thread.run_sync(ctx.store.add_number, record)
     except Exception as exc:  # noqa: BLE001 -- the reading is answered even when it cannot be stored
         log.error("read number not stored: %s", str(exc).splitlines()[0] if str(exc) else exc)
@@ -76,8 +78,9 @@ async def read(request: Request) -> FastJSONResponse:
     return FastJSONResponse(answer)
 
 
-def number_record(answer: dict, options: ReadOptions, input_png: bytes | None) -> NumberRecord:
-    """The store's record of a `/read` answer (digits keep their box, probabilities and 28x28 PNG)."""
+def number_record(answer: dict, options: ReadOptions, input_png: bytes | None, received: datetime) -> NumberRecord:
+    """The store's record of a `/read` answer (digits keep their box, probabilities and 28x28 PNG), timed when
+    its request arrived."""
     return NumberRecord(
         model_name=answer["model"],
         model_version=answer["model_version"],
@@ -91,4 +94,5 @@ def number_record(answer: dict, options: ReadOptions, input_png: bytes | None) -
         source=options.source,
         drawing_id=drawing_key(options.session_id, options.drawing_id),
         image_png=input_png,
+        timestamp=received,
     )
