@@ -719,6 +719,30 @@ def test_export_and_workers_metrics_need_no_system_temporary_folder(tmp_path, se
     assert not folder.exists()
 
 
+def test_workers_count_a_drawing_once_whichever_answers_its_strokes(tmp_path, monkeypatch):
+    """Each worker remembered the drawings it had answered: a drawing whose strokes landed on two workers counted
+    two in `digitlab_predictions_total` (a probe, session 45: 10 strokes, +2). Workers share that memory (a
+    worker in another process here, as `serve` starts them)."""
+    import subprocess
+    import sys
+
+    from digitlab.api.metrics import Metrics
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    one, other = Metrics(), Metrics()
+    assert one.first_answer("d1", "svm") and not other.first_answer("d1", "svm")
+    assert other.first_answer("d1", "cnn") and other.first_answer("d2", "svm") and not one.first_answer("d2", "svm")
+    assert one.first_answer(None, "svm") and other.first_answer(None, "svm")  # no drawing: each its own
+    child = ("from digitlab.api.metrics import Metrics; m = Metrics(); "
+             "print(m.first_answer('d1', 'svm'), m.first_answer('d3', 'svm'))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.split() == ["False", "True"], out
+    assert not one.first_answer("d3", "svm")
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+    alone = Metrics()  # one process: its own memory, as before
+    assert alone.first_answer("d1", "svm") and not alone.first_answer("d1", "svm")
+
+
 def test_workers_metrics_go_to_shared_memory_not_the_data_disk(tmp_path, monkeypatch):
     """Workers write their metrics through mmap: with them on the data disk, a full disk killed every worker
     (SIGBUS) as it started, in a loop, and the API answered nothing (a probe, session 30)."""

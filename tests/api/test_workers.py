@@ -29,7 +29,8 @@ def _scrape(server: LiveServer) -> str:
 
 def test_two_workers_share_one_metrics_view(served_model_dir, tmp_path, sample_png):
     """Each request on its own connection lands on either worker; every scrape, whichever worker
-    answers it, counts all of them (per-worker counters made one scrape show about half). A killed
+    answers it, counts all of them (per-worker counters made one scrape show about half), and a drawing's
+    strokes count one drawing, whichever workers answer them. A killed
     worker's counts stay, and its replacement drops the dead one's gauges."""
     folder = tmp_path / "metrics"
     folder.mkdir()
@@ -45,13 +46,19 @@ def test_two_workers_share_one_metrics_view(served_model_dir, tmp_path, sample_p
             with httpx.Client(base_url=server.url, timeout=30) as client:  # a new connection each time
                 r = client.post("/api/v1/predict", files={"image": ("d.png", sample_png, "image/png")})
                 assert r.status_code == 200 and r.json()["logged"] is True
+        for _ in range(10):  # ten strokes of one drawing, on either worker: one drawing (it counted one per worker)
+            with httpx.Client(base_url=server.url, timeout=30) as client:
+                r = client.post("/api/v1/predict", files={"image": ("d.png", sample_png, "image/png")},
+                                data={"drawing_id": "strokes", "session_id": "s"})  # fmt: skip
+                assert r.status_code == 200
         log = server.log_text()
         pids = set(re.findall(r"Started server process \[(\d+)\]", log))
         assert len(pids) == 2, log[-2000:]
         for _ in range(6):
             text = _scrape(server)
-            assert _total(text, "digitlab_predictions_total") == 24
-            assert _total(text, "digitlab_http_requests_total", route="/api/v1/predict", status="200") == 24
+            assert _total(text, "digitlab_predictions_total") == 25
+            assert _total(text, "digitlab_drawing_updates_total") == 9
+            assert _total(text, "digitlab_http_requests_total", route="/api/v1/predict", status="200") == 34
             assert _total(text, "digitlab_database_up") == 1
             assert _total(text, "digitlab_model_ready", model="cnn") == 1
 
@@ -65,7 +72,7 @@ def test_two_workers_share_one_metrics_view(served_model_dir, tmp_path, sample_p
         assert list(folder.glob(f"counter_{dead}.db"))  # what the dead worker counted stays
         for _ in range(4):
             text = _scrape(server)
-            assert _total(text, "digitlab_predictions_total") == 24
+            assert _total(text, "digitlab_predictions_total") == 25
             assert _total(text, "digitlab_database_up") == 1
     finally:
         server.stop()

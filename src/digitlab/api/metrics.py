@@ -48,14 +48,52 @@ MODEL_SCOPE_KEY = "digitlab.model"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
+class SharedSeen:
+    """(drawing, model) pairs answered recently, shared by every worker of a server: a drawing's strokes land on
+    any worker, and each counted the drawing once more (two workers: 10 strokes of one drawing counted 2
+    drawings, a probe, session 45). A file of SLOTS 8-byte fingerprints in the metrics folder (a pair's slot is
+    its fingerprint modulo SLOTS: a newer pair takes an older one's slot), checked and set under a file lock."""
+
+    SLOTS = 1 << 16  #: 512 KB
+    FILE = "seen_drawings.bin"  #: (not *.db: the multiprocess collector reads those)
+
+    def __init__(self, folder: str):
+        import mmap
+
+        self._fd = os.open(os.path.join(folder, self.FILE), os.O_RDWR | os.O_CREAT, 0o600)
+        # zeros (no pair), every page given now: a page of a sparse file written when the memory is full kills the
+        # worker (SIGBUS); this raises instead. Each worker may do it: same size, nothing overwritten.
+        os.posix_fallocate(self._fd, 0, 8 * self.SLOTS)
+        self._slots = memoryview(mmap.mmap(self._fd, 8 * self.SLOTS)).cast("Q")
+
+    def first(self, key: tuple[str, str]) -> bool:
+        """Mark `key` seen; True unless it was seen before."""
+        import fcntl
+        import hashlib
+
+        mark = int.from_bytes(hashlib.blake2b("\0".join(key).encode(), digest_size=8).digest(), "little") or 1
+        slot = mark % self.SLOTS
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            if self._slots[slot] == mark:
+                return False
+            self._slots[slot] = mark
+            return True
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
 class Metrics:
     RECENT_DRAWINGS = 50_000  #: (drawing, model) pairs remembered to tell a drawing's first answer
 
     def first_answer(self, drawing_id: str | None, model: str) -> bool:
-        """True unless this process recently answered this drawing with this model (a later stroke)."""
+        """True unless this server (any of its workers) recently answered this drawing with this model (a later
+        stroke)."""
         if drawing_id is None:
             return True
         key = (drawing_id, model)
+        if self._shared_seen is not None:
+            return self._shared_seen.first(key)
         with self._drawings_lock:
             if key in self._drawings:
                 self._drawings.move_to_end(key)
@@ -97,6 +135,7 @@ class Metrics:
         )
         self._drawings: OrderedDict[tuple[str, str], None] = OrderedDict()  # recently answered (drawing, model)
         self._drawings_lock = threading.Lock()
+        self._shared_seen = self._open_shared_seen()
         self.prediction_seconds = Histogram(
             "digitlab_prediction_duration_seconds",
             "Preprocessing + inference time of one prediction, by model.",
@@ -148,6 +187,21 @@ class Metrics:
         431): in neither counter before (an API probe)."""
         self.requests.labels("other", "unmatched", str(status), "").inc()
         self.errors.labels(code).inc()
+
+    @staticmethod
+    def _open_shared_seen() -> SharedSeen | None:
+        """The workers' shared memory of answered drawings (several workers), else None (this process's own);
+        None too when its file cannot be made (a full disk: counted per worker, as before, rather than no API)."""
+        folder = os.environ.get(MULTIPROC_ENV)
+        if not folder:
+            return None
+        try:
+            return SharedSeen(folder)
+        except (OSError, ValueError) as exc:
+            import logging
+
+            logging.getLogger("digitlab.api").warning("drawings are counted per worker: %s", exc)
+            return None
 
     def exposition(self) -> tuple[bytes, str]:
         """(body, content type) of a scrape: this process's registry, or every worker's values."""
