@@ -373,3 +373,22 @@ def test_number_confirm_clicked_as_the_pen_lifts_confirms_the_whole_number(deskt
     assert [(n["text"], n["true_text"]) for n in session] == [("907", "907")], session
     expect(page.get_by_text("The writing changed after you confirmed it")).to_have_count(0)
     no_traceback(page)
+
+
+def test_undo_with_the_keyboard_keeps_the_focus_among_the_tools(desktop, ui_server):
+    """Undo on a one-stroke drawing disables it: the focus fell to the page, and the next Tab began again at
+    "Skip to main content" (a tour, session 45). It stays among the tools (on Pen)."""
+    page = desktop
+    open_page(page, ui_server.url, "", ready=CANVAS)
+    draw_digit(page, 1)
+    wait_new_prediction(page, None)
+    wait_idle(page, settle=0.8)
+    undo = page.locator(".st-key-draw_undo button:visible").first
+    undo.focus()
+    page.keyboard.press("Enter")
+    expect(undo).to_be_disabled(timeout=10_000)
+    page.wait_for_function("() => document.activeElement && document.activeElement.closest('.st-key-draw_tools')",
+                           timeout=10_000)  # fmt: skip
+    focused = page.evaluate("() => document.activeElement.innerText.trim()")
+    assert "Pen" in focused, focused
+    no_traceback(page)

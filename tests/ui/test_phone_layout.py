@@ -94,6 +94,11 @@ def test_a_phone_turned_sideways_shows_the_whole_number_canvas(sideways, ui_serv
     margin = page.locator('[data-testid="stMainBlockContainer"]').first.evaluate(
         "el => parseFloat(getComputedStyle(el).paddingLeft)")
     assert margin >= 8, margin
+    page.set_viewport_size({"width": 683, "height": 384})  # a laptop at 200 % zoom: the canvas cannot fit; the
+    open_page(page, ui_server.url, "number", ready=CANVAS)  # text touched the window's edge (a tour, session 45)
+    margin = page.locator('[data-testid="stMainBlockContainer"]').first.evaluate(
+        "el => parseFloat(getComputedStyle(el).paddingLeft)")
+    assert margin >= 8, margin
 
 
 @pytest.mark.parametrize("text", ["1", "307"])

@@ -327,6 +327,28 @@ _MENU_CLOSES = """<script>
 })();
 </script>"""
 
+#: Undo on a one-stroke drawing (or Clear) disables the button that has the keyboard's focus: it fell to the page,
+#: and the next Tab began again at "Skip to main content" (a tour, session 45). It goes to the first tool still
+#: enabled (Pen) once the page has answered.
+_TOOL_KEEPS_FOCUS = """<script>
+(() => {
+  if (window.__dlToolFocus) return;
+  window.__dlToolFocus = true;
+  const TOOLS = %(tools)s.join(", ");
+  document.addEventListener("click", (e) => {
+    const button = e.target instanceof Element ? e.target.closest(TOOLS) : null;
+    const row = button && button.closest('[class*="_tools"]');
+    if (!row || document.activeElement !== button) return;
+    const keep = () => {
+      if (document.activeElement && document.activeElement !== document.body) return;
+      const to = [...row.querySelectorAll("button")].find(b => !b.disabled && b.offsetParent !== null);
+      if (to) to.focus();
+    };
+    [250, 700, 1500, 3000].forEach(t => setTimeout(keep, t));
+  }, true);
+})();
+</script>"""
+
 SCRIPTS = (
     _ANSWER_KEYS % {"groups": json.dumps(list(ANSWER_GROUPS)), "hint": json.dumps(PICK_HINT)}
     + _STROKE_SETTLES
@@ -335,4 +357,5 @@ SCRIPTS = (
        "clear": json.dumps(CLEAR_BUTTON), "tools": json.dumps(list(TOOLS)), "tool_hint": json.dumps(TOOL_HINT)}
     + _ENTER_CONFIRMS % {"form": json.dumps(ENTER_FORM), "button": json.dumps(ENTER_BUTTON)}
     + _MENU_CLOSES % {"link": json.dumps(MENU_LINK), "close": json.dumps(MENU_CLOSE)}
+    + _TOOL_KEEPS_FOCUS % {"tools": json.dumps(list(TOOLS))}
 )
