@@ -331,7 +331,7 @@ class PredictionStore:
                 self.spool.append(op)
                 return True
         try:
-            return self._bounded(lambda: direct() or self._wait_for_record(op), deadline=self.write_deadline)
+            return self._bounded(lambda: direct() or bool(self._wait_for_record(op)), deadline=self.write_deadline)
         except WriteTimedOut:  # (applied twice, should the stuck write land after all: the same label)
             self._spool_after_timeout(op)
             return True
