@@ -719,6 +719,33 @@ def test_export_and_workers_metrics_need_no_system_temporary_folder(tmp_path, se
     assert not folder.exists()
 
 
+def test_learn_now_answered_503_leaves_no_job_that_blocks_the_next(tmp_path, served_model_dir, monkeypatch):
+    """A database that answers after the request gave up (a freeze): "Learn now" got a 503, yet the job's row
+    arrived, "queued" with no process behind it, and the next "Learn now" was a 409 (a probe, session 45). The
+    job is marked failed ("abandoned") as soon as its row is there."""
+    from digitlab.api.routes import learn
+    from digitlab.store.db import DatabaseUnavailableError
+    from digitlab.store.versions import VersionStore
+
+    real, queued = VersionStore.create_job_if_idle, []
+
+    def committed_too_late(self, *args, **kwargs):
+        queued.append(real(self, *args, **kwargs))  # the row is written...
+        raise DatabaseUnavailableError("the database did not answer in time")  # ...after the request gave up
+
+    monkeypatch.setattr(VersionStore, "create_job_if_idle", committed_too_late)
+    admin = {"Authorization": "Bearer t0ken-for-tests"}
+    with TestClient(create_app(settings_for(tmp_path, served_model_dir, admin_token="t0ken-for-tests"))) as c:
+        assert_error(c.post("/api/v1/learn", headers=admin), 503, "database_unavailable")
+        versions = c.app.state.ctx.store.versions
+        deadline = time.monotonic() + 10
+        while versions.busy_job() is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert versions.busy_job() is None  # the next "Learn now" may start a run
+        job = versions.job(queued[0])
+        assert (job["status"], job["message"]) == ("failed", learn.ABANDONED), job
+
+
 def test_workers_count_a_drawing_once_whichever_answers_its_strokes(tmp_path, monkeypatch):
     """Each worker remembered the drawings it had answered: a drawing whose strokes landed on two workers counted
     two in `digitlab_predictions_total` (a probe, session 45: 10 strokes, +2). Workers share that memory (a

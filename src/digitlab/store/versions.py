@@ -193,11 +193,11 @@ class VersionStore:
             conn.execute(insert(JOBS).values(id=job_id, status="queued", created_at=utc_now(), progress=0.0))
         return job_id
 
-    def create_job_if_idle(self, stale_after: timedelta = STALE_QUEUED) -> str | None:
-        """A new queued job, or None when one is queued or running already: one statement (and on
-        PostgreSQL a transaction lock), so that simultaneous requests start one run, not one each. A job
-        still queued after `stale_after` never started (its process died): it no longer counts."""
-        job_id = uuid.uuid4().hex
+    def create_job_if_idle(self, job_id: str | None = None, stale_after: timedelta = STALE_QUEUED) -> str | None:
+        """A new queued job (`job_id`, else a new id), or None when one is queued or running already: one
+        statement (and on PostgreSQL a transaction lock), so that simultaneous requests start one run, not one
+        each. A job still queued after `stale_after` never started (its process died): it no longer counts."""
+        job_id = job_id or uuid.uuid4().hex
         busy = select(JOBS.c.id).where(
             (JOBS.c.status == "running") | ((JOBS.c.status == "queued") & (JOBS.c.created_at > utc_now() - stale_after))
         )
@@ -210,6 +210,17 @@ class VersionStore:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _JOB_LOCK})
             stmt = insert(JOBS).from_select(["id", "status", "created_at", "progress"], values).returning(JOBS.c.id)
             return conn.execute(stmt).scalar()  # None: nothing inserted
+
+    def abandon_job(self, job_id: str, message: str) -> bool | None:
+        """Mark a job still queued failed (its request gave up on it: no run will begin). True if it was, False
+        if it is there but no longer queued, None if it is not there (yet)."""
+        now = utc_now()
+        with self.engine.begin() as conn:
+            if conn.execute(update(JOBS).where((JOBS.c.id == job_id) & (JOBS.c.status == "queued")).values(
+                status="failed", message=message, finished_at=now,
+            )).rowcount:  # fmt: skip
+                return True
+            return False if conn.scalar(select(JOBS.c.id).where(JOBS.c.id == job_id)) else None
 
     def busy_job(self) -> str | None:
         """The id of the job running (or queued), newest first; None when none is."""

@@ -11,6 +11,8 @@ import re
 import subprocess
 import sys
 import threading
+import time
+import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
@@ -22,7 +24,7 @@ from digitlab.api.deps import Ctx, refuse_repeated_members, require_admin_token,
 from digitlab.api.errors import ApiError, error_responses
 from digitlab.api.schemas import LearnJob, LearnRequest, LearnStarted, ModelVersion
 from digitlab.models.registry import MODEL_SPECS
-from digitlab.store.db import BusyError, exclusive
+from digitlab.store.db import BusyError, DatabaseUnavailableError, exclusive
 
 router = APIRouter(prefix="/api/v1", tags=["learning"])
 _LEARN_BODY = TypeAdapter(LearnRequest | None)
@@ -64,9 +66,9 @@ def start_learning(ctx: Ctx, response: Response, body: Annotated[LearnRequest | 
     `GET /api/v1/learn/{job_id}`. 409 while a run is going on. An optional JSON body `{"models": [...]}`
     names the models to learn (default: every trained one)."""
     store = store_or_503(ctx)
-    job_id = store.with_database(store.versions.create_job_if_idle)
+    job_id = _create_job(store)
     if job_id is None and store.with_database(_clear_dead_runs, store):  # a run killed half-way blocked it
-        job_id = store.with_database(store.versions.create_job_if_idle)
+        job_id = _create_job(store)
     if job_id is None:
         busy = store.with_database(store.versions.busy_job)  # (started here, by the CLI or by cron)
         follow = f"follow it at /api/v1/learn/{busy}" if busy else "follow it"
@@ -81,6 +83,35 @@ def start_learning(ctx: Ctx, response: Response, body: Annotated[LearnRequest | 
     threading.Thread(target=run.wait, name=f"digitlab-learn-{job_id[:8]}", daemon=True).start()
     response.headers["Location"] = f"/api/v1/learn/{job_id}"
     return LearnStarted(job_id=job_id, status_url=f"/api/v1/learn/{job_id}")
+
+
+#: how long a job whose request was answered 503 is looked for, to be marked failed once its row arrives
+ABANDON_FOR = 120.0
+ABANDONED = "abandoned: the request that queued it was answered 503 (the database did not answer in time)"
+
+
+def _create_job(store) -> str | None:
+    """A new queued job, or None when a run is going on. When the database does not answer in time (503), the
+    job's row may still arrive once it does, with no process to start it: it said "queued" and answered the next
+    "Learn now" with 409 (a probe, session 45). It is marked failed then (`_abandon`)."""
+    job_id = uuid.uuid4().hex
+    try:
+        return store.with_database(store.versions.create_job_if_idle, job_id)
+    except DatabaseUnavailableError:
+        threading.Thread(target=_abandon, args=(store, job_id), name=f"digitlab-abandon-{job_id[:8]}",
+                         daemon=True).start()  # fmt: skip
+        raise
+
+
+def _abandon(store, job_id: str, every: float = 1.0) -> None:
+    deadline = time.monotonic() + ABANDON_FOR
+    while time.monotonic() < deadline:
+        try:
+            if store.with_database(store.versions.abandon_job, job_id, ABANDONED) is not None:
+                return  # marked failed, or it began after all
+        except Exception:  # noqa: BLE001, S110 -- the database still away: try again
+            pass
+        time.sleep(every)
 
 
 def _clear_dead_runs(store) -> int:
