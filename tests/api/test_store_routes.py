@@ -578,3 +578,7 @@ def test_a_time_offsets_plus_sent_unencoded_is_read_as_a_plus(client, admin):
     later = client.get("/api/v1/numbers?since=2999-01-01T09:00+0530", headers=admin)
     assert later.status_code == 200 and later.json()["total"] == 0, later.text
     assert_error(client.get("/api/v1/predictions?since=2000-01-01T09:00:00+5", headers=admin), 422, "invalid_fields")
+    for offset in ("+99:00", "-24:00", "+0560"):  # (it said "unexpected extra characters")
+        r = client.get("/api/v1/predictions", params={"since": f"2000-01-01T09:00:00{offset}"}, headers=admin)
+        assert_error(r, 422, "invalid_fields")
+        assert f"offset {offset}" in r.json()["detail"] and "between -23:59 and +23:59" in r.json()["detail"], r.text

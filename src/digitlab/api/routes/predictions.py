@@ -104,7 +104,13 @@ def _iso_time(value: object) -> object:
         raise ValueError("must be a date or time in ISO 8601, e.g. 2026-11-29 or 2026-11-29T14:30:00Z")
     if isinstance(value, str):  # an offset's "+" sent unencoded arrives as a space ("...T09:00:00 05:00"): it
         value = _UNENCODED_PLUS.sub(r"\1+\2", value)  # was "unexpected extra characters", with no hint why
+        offset = _OFFSET.search(value)
+        if offset and (int(offset["h"]) > 23 or int(offset["m"]) > 59):  # (+99:00 was "unexpected extra characters")
+            raise ValueError(f"has the time zone offset {offset['offset']}: it must be between -23:59 and +23:59")
     return value
+
+
+_OFFSET = re.compile(r"T[0-9:.]+?\s*(?P<offset>[+-](?P<h>[0-9]{2}):?(?P<m>[0-9]{2}))\s*$")
 
 
 _UNENCODED_PLUS = re.compile(r"^(\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9:.]+) ([0-9]{2}(?::?[0-9]{2})?\s*)$")
