@@ -164,14 +164,32 @@ def test_a_query_parameter_sent_twice_is_refused(query, refused):
         assert answer is None
 
 
+@pytest.mark.parametrize(
+    "query,refused",
+    [(b"model=%FF", True), (b"since=2026%E2", True), (b"model=caf%C3%A9", False), (b"model=%41", False), (b"page=1", False)],
+)
+def test_a_query_parameter_that_is_not_utf8_is_refused(query, refused):
+    """`?model=%FF` was read as "\ufffd" (a 200 with no rows) where the same bytes in a form field are a 422."""
+    from digitlab.api.limits import OneValuePerQueryKey
+
+    answer = _asgi(lambda app: OneValuePerQueryKey(app), [], {"method": "GET", "query_string": query})
+    if refused:
+        status, _, body = answer
+        assert status == 422 and json.loads(body)["code"] == "invalid_fields" and b"is not UTF-8 text" in body, body
+    else:
+        assert answer is None
+
+
 def test_repeated_query_parameters_and_json_members_on_the_live_server(api):
     from .conftest import draw_digit
 
     r = api.get("/api/v1/predictions?page=1&page=2", headers={"Authorization": "Bearer x"})
     assert r.status_code == 422 and r.json()["code"] == "invalid_fields", r.text
     # a name no route reads is ignored, repeated or not: a monitor's cache-buster made /health a 422 (a probe)
-    for path in ("/health?_=1&_=2", "/api/v1/models?a=1&a=1", "/metrics?a=1&a=1"):
+    for path in ("/health?_=1&_=2", "/api/v1/models?a=1&a=1", "/metrics?a=1&a=1", "/health?_=%FF"):
         assert api.get(path).status_code == 200, path
+    r = api.get("/api/v1/predictions?model=%FF", headers={"Authorization": "Bearer x"})
+    assert r.status_code == 422 and "'model' is not UTF-8 text" in r.json()["detail"], r.text
     r = api.post("/api/v1/predict?a=1&a=1", files={"image": ("d.png", draw_digit(), "image/png")})
     assert r.status_code == 200, r.text
     import base64

@@ -208,7 +208,7 @@ def query_names(openapi: dict) -> set[str]:
 class OneValuePerQueryKey:
     """A query parameter sent twice is refused (422 `invalid_fields`): `?page=1&page=2` answered page 2 and
     `?kind=input&kind=processed` the processed image (a probe, session 27), as a repeated form field is
-    refused. No route takes a list in its query. `read()`: the names the routes read (None: every name). A
+    refused; so is one whose value is not UTF-8. No route takes a list in its query. `read()`: the names the routes read (None: every name). A
     name no route reads is ignored, repeated or not: `/health?_=1&_=2` (a monitor's cache-buster) was a 422."""
 
     def __init__(self, app, on_error=None, read=None):
@@ -226,6 +226,16 @@ class OneValuePerQueryKey:
 
     async def __call__(self, scope, receive, send):
         query = scope.get("query_string", b"") if scope["type"] == "http" else b""
+        if query and b"%" in query:  # `?model=%FF` was read as "\ufffd": a 200 with nothing, where a form field is a 422
+            for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True, encoding="latin-1"):
+                try:
+                    value.encode("latin-1").decode("utf-8")
+                except UnicodeDecodeError:
+                    if self._checked(name):
+                        await answer_error(send, 422, f"Invalid request: the query parameter '{name[:40]}' is not UTF-8 "
+                                           "text (a percent-encoded byte that is no character).", "invalid_fields",
+                                           on_error=self.on_error)  # fmt: skip
+                        return
         if query and b"&" in query:
             seen: set[str] = set()
             for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
