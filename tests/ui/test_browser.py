@@ -338,13 +338,13 @@ def test_compare_an_answer_after_clear_and_the_same_digit_again_labels_the_new_d
     expect(cards).to_have_count(len(ready), timeout=15_000)
     wait_idle(page, settle=1.0)
     pill(4).first.click()
-    expect(page.get_by_text(re.compile(r"you drew a 4\."))).to_be_visible(timeout=10_000)
+    expect(page.get_by_text(re.compile(r"answer: you drew a 4\."))).to_be_visible(timeout=10_000)
     wait_idle(page, settle=0.5)
     page.locator(".st-key-compare_clear button").first.click()
     page.locator(".st-key-cmp_from_draw button").click(timeout=10_000)
     expect(cards).to_have_count(len(ready), timeout=15_000)
     pill(9).first.click()  # within the 6 s Clear holds answers for
-    expect(page.get_by_text(re.compile(r"you drew a 9\."))).to_be_visible(timeout=10_000)
+    expect(page.get_by_text(re.compile(r"answer: you drew a 9\."))).to_be_visible(timeout=10_000)
     wait_idle(page, settle=1.0)
     _, rows = _newest_rows(api_server.url, 2 * len(ready))
     assert sorted(r["drawn_digit"] for r in rows) == [4] * len(ready) + [9] * len(ready), rows
