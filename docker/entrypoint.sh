@@ -31,8 +31,10 @@ case "${1:-api}" in
     every="${DIGITLAB_LEARN_EVERY:-3600}"
     min_new="${DIGITLAB_LEARN_MIN_NEW:-200}"
     # a value `sleep` refuses made the loop start a run every ~2 s
-    case "$every" in
-      "" | *[!0-9]* | 0) echo "entrypoint: DIGITLAB_LEARN_EVERY must be a whole number of seconds (> 0), got '$every'" >&2; exit 2 ;;
+    case "$every" in  # (all zeros, "00" too: `sleep 00` returns at once)
+      "" | *[!0-9]*) echo "entrypoint: DIGITLAB_LEARN_EVERY must be a whole number of seconds (> 0), got '$every'" >&2; exit 2 ;;
+      *[!0]*) ;;  # a digit other than 0: more than 0
+      *) echo "entrypoint: DIGITLAB_LEARN_EVERY must be a whole number of seconds (> 0), got '$every'" >&2; exit 2 ;;
     esac
     case "$min_new" in
       "" | *[!0-9]*) echo "entrypoint: DIGITLAB_LEARN_MIN_NEW must be a whole number, got '$min_new'" >&2; exit 2 ;;

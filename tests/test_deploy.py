@@ -132,7 +132,7 @@ wait $nap
 
 def test_the_trainer_refuses_an_interval_that_is_no_number(tmp_path):
     """`DIGITLAB_LEARN_EVERY=1hour`: `sleep` refused it and the loop started a learning run every ~2 s."""
-    for every in ("1hour", "0", "-5", "1.5"):
+    for every in ("1hour", "0", "00", "000", "-5", "1.5"):  # ("00": `sleep 00` returned at once)
         loop = _trainer(tmp_path, DIGITLAB_LEARN_EVERY=every)
         out, _ = loop.communicate(timeout=10)
         assert loop.returncode == 2 and "DIGITLAB_LEARN_EVERY must be a whole number of seconds" in out, out

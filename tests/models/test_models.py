@@ -285,6 +285,34 @@ def test_train_stopped_by_a_signal_leaves_no_training_marker(tmp_path, mnist_dir
     assert not marker.exists() and not (tmp_path / "models" / "svm.json").exists(), err[-3000:]
 
 
+def test_a_quick_training_stopped_half_way_says_what_it_replaced(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    """Each model is written whole when it is done, so a quick run stopped half-way keeps the ones it finished:
+    it said nothing of a stronger model it had replaced (a probe, session 45: 99.4 % swapped for 98.6 %)."""
+    from types import SimpleNamespace
+
+    from digitlab.cli import train as cli_train
+
+    models = tmp_path / "models"
+    models.mkdir()
+    for path in tiny_model_dir.glob("extra_trees.*"):
+        shutil.copy2(path, models / path.name)
+    manifest = json.loads((models / "extra_trees.json").read_text())
+    manifest["metrics"]["mnist_test_accuracy"] = 0.999
+    (models / "extra_trees.json").write_text(json.dumps(manifest))
+
+    def finished_one_then_stopped(*_args, **_kwargs):
+        manifest["metrics"]["mnist_test_accuracy"] = 0.85  # the quick one, written whole...
+        (models / "extra_trees.json").write_text(json.dumps(manifest))
+        raise KeyboardInterrupt  # ...then Ctrl-C during the next
+
+    monkeypatch.setattr(cli_train, "_train_each", finished_one_then_stopped)
+    with pytest.raises(KeyboardInterrupt):
+        cli_train._train(SimpleNamespace(model_dir=models), ["extra_trees", "svm"], limit=100, jobs=1,
+                         calibrate_only=False, out_dir=None)  # fmt: skip
+    err = capsys.readouterr().err
+    assert "note: extra_trees is now a quick model from 100 images: 85.0 %" in err and "had 99.9 %" in err, err
+
+
 def test_a_quick_training_says_it_replaced_a_stronger_model(tmp_path, mnist_dir, tiny_model_dir):
     """`train cnn --limit 100` replaced the bundled CNN (99 %) with one at chance level and said nothing."""
     import os

@@ -190,11 +190,15 @@ def test_the_embedded_database_needs_no_folder_made_first(monkeypatch, tmp_path,
     get_settings.cache_clear()
     try:
         assert main(["models", "list"]) == 0
+        # read-only: it says so and makes nothing (a mistyped DIGITLAB_DATA_DIR got an empty database)
+        out = capsys.readouterr().out
+        assert out.startswith("no learned versions: there is no database at") and not folder.exists()
+        assert main(["learn", "--min-new", "5"]) == 0  # likewise (it made one and said "0 drawings labelled")
+        out = capsys.readouterr().out
+        assert out.startswith(f"nothing learned: there is no database at {folder / 'digitlab.db'}"), out
+        assert not folder.exists()
     finally:
         get_settings.cache_clear()
-    # read-only: it says so and makes nothing (a mistyped DIGITLAB_DATA_DIR got an empty database)
-    out = capsys.readouterr().out
-    assert out.startswith("no learned versions: there is no database at") and not folder.exists()
 
 
 @pytest.mark.parametrize(("variable", "value", "said"), [

@@ -76,8 +76,14 @@ def _last_words(message: str, after: float) -> None:
 
 def learn_command(args: argparse.Namespace) -> int:
     """Learn every model (or the named ones); 0 whether or not anything was promoted."""
+    from digitlab.cli.db import absent_sqlite_file
     from digitlab.training.learn import learn
 
+    database = absent_sqlite_file(get_settings().sqlalchemy_url)
+    if database:  # (a mistyped data folder: it made an empty database there and said "0 drawings labelled")
+        print(f"nothing learned: there is no database at {database} yet, so no labelled drawings (check "
+              "DIGITLAB_DATA_DIR or DATABASE_URL: the API's own)")  # fmt: skip
+        return 0
     signal.signal(signal.SIGTERM, stopped)
     outcomes = learn(_settings(), models=args.models or None, min_new=args.min_new, job_id=args.job_id,
                      on_start=LAST_WORDS.append)  # fmt: skip

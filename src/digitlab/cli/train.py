@@ -97,8 +97,20 @@ def _say_replaced(before: dict[str, float | None], model_dir: Path, limit: int) 
 
 
 def _train(settings, requested: list[str], *, limit, jobs, calibrate_only: bool, out_dir: Path | None) -> int:
+    """Each model is written whole when it is done: a run stopped half-way keeps the ones it finished (a quick run
+    stopped so says which it replaced: it said nothing, a probe, session 45)."""
     started = time.perf_counter()
     before = {n: _served_accuracy(n, settings.model_dir) for n in requested if n in MODEL_SPECS} if limit else {}
+    try:
+        _train_each(settings, requested, limit=limit, jobs=jobs, calibrate_only=calibrate_only, out_dir=out_dir)
+    finally:
+        if limit:
+            _say_replaced(before, settings.model_dir, limit)
+    log(f"done in {time.perf_counter() - started:.0f} s; artefacts in {settings.model_dir}")
+    return 0
+
+
+def _train_each(settings, requested: list[str], *, limit, jobs, calibrate_only: bool, out_dir: Path | None) -> None:
     if "cnn" in requested:
         train_cnn_with_drawings(settings, limit=limit, jobs=jobs)
     classical_names = [n for n in requested if n in CLASSICAL_MODELS]
@@ -135,7 +147,3 @@ def _train(settings, requested: list[str], *, limit, jobs, calibrate_only: bool,
         from digitlab.training.line_reader import COUNT, train_line_reader_command
 
         train_line_reader_command(out_dir=out_dir, count=limit or COUNT, check=min(limit or 500, 500), jobs=jobs or 2)
-    if limit:
-        _say_replaced(before, settings.model_dir, limit)
-    log(f"done in {time.perf_counter() - started:.0f} s; artefacts in {settings.model_dir}")
-    return 0
