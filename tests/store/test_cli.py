@@ -84,8 +84,8 @@ def test_an_unreachable_database_is_one_line_error(use_database, absent_db, caps
     err = capsys.readouterr().err.strip()
     if backend == "sqlite":  # a file: it said "check that it is running" of a folder that cannot be written
         assert err.startswith("error: cannot open the database sqlite:") and "DIGITLAB_DATA_DIR" in err
-    else:
-        assert err.startswith("error: cannot reach the database") and "is running" in err
+    else:  # (a database not created yet: the server answers, and names it; it said "check that it is running")
+        assert err.startswith("error: the database server at") and "does not exist): check DATABASE_URL" in err, err
     assert "\n" not in err
 
 
@@ -149,6 +149,27 @@ def test_an_unreachable_database_is_one_line_not_a_traceback(use_database, argv,
     err = capsys.readouterr().err
     assert err.startswith("error: cannot reach the database postgresql+psycopg://postgres:***@127.0.0.1:")
     assert "secret" not in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [["learn"], ["models", "list"], ["db", "upgrade"]])
+def test_a_database_that_refuses_the_connection_is_named_so_not_unreachable(use_database, argv, capsys, tmp_path,
+                                                                           monkeypatch):  # fmt: skip
+    """A role that does not exist: the server was reached, yet it said "cannot reach the database ...: check that it
+    is running" (an operator's probe, session 45), where `digitlab serve` says the server refuses the connection."""
+    use_database("postgresql+psycopg://nobody-here:secret@127.0.0.1:5432/postgres")
+    monkeypatch.setenv("DIGITLAB_MODEL_DIR", str(tmp_path / "models"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the database server at postgresql+psycopg://nobody-here:***@127.0.0.1:5432/postgres "
+                          'refuses the connection (role "nobody-here" does not exist): check DATABASE_URL'), err
+    assert "secret" not in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_unreachable_line_says_a_held_lock_is_no_outage():
+    from digitlab.cli.db import unreachable_line
+
+    said = unreachable_line("postgresql+psycopg://u:***@db/x", "canceling statement due to lock timeout")
+    assert said.startswith("the database postgresql+psycopg://u:***@db/x is busy: another process holds a lock"), said
 
 
 def test_export_leaves_out_an_image_labelled_with_different_digits(use_database, store, make_record, make_png,

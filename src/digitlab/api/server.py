@@ -7,7 +7,6 @@ import contextlib
 import copy
 import logging
 import os
-import re
 import shutil
 import signal
 import sys
@@ -20,6 +19,7 @@ from digitlab import WORKER_OF_ENV
 from digitlab.core.config import get_settings
 from digitlab.errors import DigitlabError
 from digitlab.ports import refuse_busy_port
+from digitlab.store.db import REFUSED_FOR_GOOD
 
 APP = "digitlab.api.main:create_app"
 
@@ -129,8 +129,6 @@ def check_database_url(url: str) -> None:
 
 #: what a PostgreSQL server answers a connection whose URL can never work (libpq's words; sqlstate is not
 #: kept for connection errors): `serve` started, spooled every prediction and said "unavailable" for ever
-NEVER_WORKS = re.compile(r'(database "[^"]*" does not exist|role "[^"]*" does not exist|password authentication '
-                         r'failed for user "[^"]*"|server does not support SSL, but SSL was required)')
 
 
 def check_database_schema(url: str) -> None:
@@ -152,7 +150,7 @@ def check_database_schema(url: str) -> None:
         if revision != head_revision():  # the workers' first job: done here, where a refusal can still be said
             upgrade(engine)
     except OperationalError as exc:  # down, unreachable, locked: an outage, handled by the workers ...
-        refused = NEVER_WORKS.search(str(exc.orig or exc))
+        refused = REFUSED_FOR_GOOD.search(str(exc.orig or exc))
         if refused:  # ... but a server that names the URL's database, role or password wrong will say so again
             raise DigitlabError(f"the database server refuses the connection ({refused[1]}): check DATABASE_URL "
                                 "(or POSTGRES_*)", code="invalid_database") from None  # fmt: skip

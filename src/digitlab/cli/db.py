@@ -126,5 +126,13 @@ def unreachable_line(url: str, reason: str) -> str:
             return f"the database {url} is locked by another process ({reason}): try again when it has finished"
         return (f"cannot open the database {url} ({reason}): check that DIGITLAB_DATA_DIR (or DATABASE_URL) names "
                 "a folder this user can write")
+    from digitlab.store.db import REFUSED_FOR_GOOD
+
+    refused = REFUSED_FOR_GOOD.search(reason)
+    if refused:  # it was reached ("is it running?" sent people to a server that was fine), as `serve` says
+        return f"the database server at {url} refuses the connection ({refused[1]}): check DATABASE_URL (or POSTGRES_*)"
+    if "lock timeout" in reason:  # another process holds it (migrating, say): it was "cannot reach the database"
+        return (f"the database {url} is busy: another process holds a lock it needs ({reason}): try again when it "
+                "has finished (another digitlab migrating it?)")
     return (f"cannot reach the database {url} ({reason}): check that it is running and that DATABASE_URL "
             "(or POSTGRES_*) points to it")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +31,10 @@ _LEARN_LOCK = 0x6C_65_61_72  # "lear"
 #: PostgreSQL: a statement gives up after waiting this long for a lock, or running this long (milliseconds).
 #: Reads for exports and `digitlab learn` stream well within the second one.
 LOCK_TIMEOUT_MS = 3_000
+#: what a PostgreSQL server says when the URL names its database, role or password wrong: it will say it again
+#: (no outage to wait out)
+REFUSED_FOR_GOOD = re.compile(r'(database "[^"]*" does not exist|role "[^"]*" does not exist|password authentication '
+                              r'failed for user "[^"]*"|server does not support SSL, but SSL was required)')
 STATEMENT_TIMEOUT_MS = 30_000
 
 
