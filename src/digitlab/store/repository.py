@@ -159,24 +159,15 @@ _NEW = new_values(T)  #: a drawing's next values
 _OF_DRAWING = (T.c.drawing_id == bindparam("dr")) & (T.c.model_name == bindparam("m"))  #: a drawing's row
 #: UPDATE of the row of a drawing and model that is stored already, unless it holds a later stroke ... RETURNING
 #: id (none: not stored yet, or a later stroke is)
-_UPDATE_DRAWING = (
-    update(T)
-    .where(
-        (T.c.drawing_id == _NEW["drawing_id"]) & (T.c.model_name == _NEW["model_name"])
-        & (T.c.timestamp <= _NEW["timestamp"])
-    )
-    .values(_drawing_update(_NEW))
-    .returning(T.c.id)
-)
+_LATER_STROKE = (T.c.drawing_id == _NEW["drawing_id"]) & (T.c.model_name == _NEW["model_name"]) & (
+    T.c.timestamp <= _NEW["timestamp"])  # fmt: skip
+_UPDATE_DRAWING = update(T).where(_LATER_STROKE).values(_drawing_update(_NEW)).returning(T.c.id)
 
 
 def _upsert_drawing(conn, record: PredictionRecord) -> int:
-    """Update the row of the record's drawing and model (`_drawing_update`), or insert it. Returns the id.
-
-    The last stroke sent wins, not the last one answered: two strokes in flight at once (the UI's live
-    requests under load, on two workers) stored whichever was answered last, an earlier, partial picture (a
-    probe, session 45: 7 of 20 drawings). A record older than its drawing's row (`timestamp`: when its request
-    arrived) leaves the row as it is, its label, if it brings one, given to the row."""
+    """Update the row of the record's drawing and model (`_drawing_update`), or insert it; the id. The stroke sent
+    last wins, not the one answered last (two in flight at once stored an earlier, partial picture: a probe, session
+    45): a record older than the row (`timestamp`: its request's arrival) leaves it, its label given to the row."""
     row = record.to_row()
     stored = update_else_upsert(conn, _UPDATE_DRAWING, _upsert_statement(conn.dialect.name, returning=True), row)
     if stored is not None:
