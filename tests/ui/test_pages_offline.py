@@ -64,14 +64,40 @@ def test_beside_an_api_that_digitlab_run_is_starting_the_page_says_it_is_startin
 
     from digitlab.core.config import get_settings
 
+    import threading
+
+    from digitlab.ui import common
+
     monkeypatch.setenv("DIGITLAB_API_STARTED_BESIDE", "1")
     get_settings.cache_clear()
+    monkeypatch.setattr(common, "API_ANSWERED", threading.Event())  # (not answered yet: earlier tests' sessions saw it)
     at = AppTest.from_file(str(launch.APP), default_timeout=60)
     at.run()
     assert not at.exception, at.exception
     text = _text(at)
     assert "The prediction service is starting" in text and not at.error, text[:600]
     assert "digitlab serve" not in text and "not reachable" not in text
+
+
+def test_a_new_visitor_while_the_api_is_away_later_is_not_told_it_is_starting(dead_api, monkeypatch):
+    """Once the API has answered this UI, a visitor arriving while it is frozen or gone was still told it "is
+    starting (it loads the models)" and to wait a few seconds (a tour, session 45): it is said to be away."""
+    import threading
+
+    from streamlit.testing.v1 import AppTest
+
+    from digitlab.core.config import get_settings
+    from digitlab.ui import common
+
+    monkeypatch.setenv("DIGITLAB_API_STARTED_BESIDE", "1")
+    get_settings.cache_clear()
+    monkeypatch.setattr(common, "API_ANSWERED", threading.Event())
+    common.API_ANSWERED.set()  # (another visitor's session saw it answer)
+    at = AppTest.from_file(str(launch.APP), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    text = _text(at)
+    assert "is starting" not in text and "not reachable" in text and at.error, text[:600]
 
 
 def test_a_pen_the_colour_of_the_background_is_said_so():

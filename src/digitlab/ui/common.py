@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import io
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -176,6 +177,11 @@ def api_error() -> str | None:
     return st.session_state.get("api_error")
 
 
+#: the API has answered this UI process (any visitor's session): a new visitor while it is frozen or gone later was
+#: told it "is starting (it loads the models)" and to wait a few seconds (a tour, session 45)
+API_ANSWERED = threading.Event()
+
+
 @st.fragment(run_every=HEALTH_POLL_SECONDS)
 def health_monitor(has_canvas: bool = False) -> None:
     """Polls /health; shows a notice while the API or its database is away; reruns the whole page when
@@ -198,7 +204,7 @@ def health_monitor(has_canvas: bool = False) -> None:
         _models_cached.clear()
         st.session_state["health_rerun_at"] = time.monotonic()
         st.rerun(scope="app")
-    if not ok and not st.session_state.get("api_seen") and get_settings().api_started_beside:
+    if not ok and not st.session_state.get("api_seen") and not API_ANSWERED.is_set() and get_settings().api_started_beside:
         with st.container(key="dl_outage"):
             st.info("**The prediction service is starting** (it loads the models): the page connects by itself in "
                     "a few seconds.", icon=":material/hourglass_top:")  # fmt: skip
@@ -211,6 +217,7 @@ def health_monitor(has_canvas: bool = False) -> None:
                      icon=":material/cloud_off:")  # fmt: skip
     else:
         st.session_state["api_seen"] = True
+        API_ANSWERED.set()
     if ok and not state.database_ok:  # (back: "unavailable" was said until the queue was saved, ~20 s under load)
         waiting, back = (f" ({state.spool} waiting)" if state.spool else ""), state.database == "catching_up"
         with st.container(key="dl_outage"):
