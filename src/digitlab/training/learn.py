@@ -371,9 +371,12 @@ class _Run:
             else:
                 # ("only 1 drawing of 1 other browser session can be set aside", beside 17 labelled drawings of
                 # about 10 sessions: other than what? a newcomer's tour, session 31)
+                rows = data.counts.get("rows", total)  # History counts answers ("Labelled 24"): say why 13 here
+                pictures = (f" ({rows:,} labelled answers: a picture answered for several models, or twice, counts "
+                            "once)") if rows > total else ""  # (a tour, session 45)
                 why = (f"a new model is judged on at least {MIN_HOLDOUT} drawings by other people than those it "
-                       f"learns from (whole browser sessions set aside); of the {counted(total, 'labelled drawing')} "
-                       f"from {counted(sessions, 'browser session')}, the {counted(held, 'session')} set aside "
+                       f"learns from (whole browser sessions set aside); of the {counted(total, 'labelled drawing')}"
+                       f"{pictures} from {counted(sessions, 'browser session')}, the {counted(held, 'session')} set aside "
                        f"{'holds' if held == 1 else 'hold'} only {counted(len(data.holdout_y), 'drawing')}")  # fmt: skip
             return (f"{why}. When more people (browsers) have drawn and answered \"What did you draw?\", try "
                     "again. Nothing was built or promoted.")  # fmt: skip
