@@ -60,12 +60,11 @@ def test_every_page_survives_the_api_being_down(dead_api, page):
 def test_beside_an_api_that_digitlab_run_is_starting_the_page_says_it_is_starting(dead_api, monkeypatch):
     """`digitlab run` starts the UI seconds before the API answers: a newcomer opening it then was told in red
     that the service is not reachable and to run `digitlab serve` (its port taken by the API starting)."""
+    import threading
+
     from streamlit.testing.v1 import AppTest
 
     from digitlab.core.config import get_settings
-
-    import threading
-
     from digitlab.ui import common
 
     monkeypatch.setenv("DIGITLAB_API_STARTED_BESIDE", "1")

@@ -11,6 +11,8 @@ import numpy as np
 from digitlab.models.artifacts import ArtifactError, accuracy_and_confusion
 from digitlab.models.registry import load_served
 
+CHUNK = 500  #: test images per model call
+
 
 def evaluate_models(
     names: list[str],
@@ -18,9 +20,11 @@ def evaluate_models(
     *,
     mnist_dir: Path | None = None,
     skipped: Callable[[str, ArtifactError], None] | None = None,
+    scored: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Load each saved model (hash-checked) and score it on the official 10k test set. A model whose files
-    cannot be loaded stops the run, or with `skipped` is told to it and left out."""
+    cannot be loaded stops the run, or with `skipped` is told to it and left out; `scored` is told each model's
+    row as it is done. Scored CHUNK images at a time: one call on all 10,000 held a Ctrl-C up to 23 s."""
     from digitlab.data import load_mnist
 
     X_test, y_test = load_mnist("test", directory=mnist_dir)
@@ -35,7 +39,7 @@ def evaluate_models(
             skipped(name, exc)
             continue
         started = time.perf_counter()
-        proba = model.predict_proba(X_test)
+        proba = np.vstack([model.predict_proba(X_test[i : i + CHUNK]) for i in range(0, len(X_test), CHUNK)])
         seconds = time.perf_counter() - started
         accuracy, confusion = accuracy_and_confusion(y_test, proba.argmax(axis=1))
         rows.append(
@@ -48,4 +52,6 @@ def evaluate_models(
                 "confusion_matrix": confusion,
             }
         )
+        if scored is not None:
+            scored(rows[-1])
     return rows
