@@ -147,6 +147,9 @@ def test_the_trainer_passes_sigterm_on_to_the_running_learn(tmp_path):
     deadline = time.monotonic() + 10
     while not runs.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+    # (the run may write its line before the loop's shell has run `child=$!`, on a loaded machine: a SIGTERM then
+    # finds no child to pass on, and the stand-in's 30 s nap held the test's pipe; CI dry run, session 45)
+    time.sleep(0.3)
     loop.send_signal(signal.SIGTERM)
     out, _ = loop.communicate(timeout=10)
     assert loop.returncode == 143, out
