@@ -8,6 +8,10 @@ adds them up, so any scrape reports the whole server, whichever worker answers i
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import hashlib
+import logging
+import mmap
 import os
 import threading
 import time
@@ -58,8 +62,6 @@ class SharedSeen:
     FILE = "seen_drawings.bin"  #: (not *.db: the multiprocess collector reads those)
 
     def __init__(self, folder: str):
-        import mmap
-
         self._fd = os.open(os.path.join(folder, self.FILE), os.O_RDWR | os.O_CREAT, 0o600)
         # zeros (no pair), every page given now: a page of a sparse file written when the memory is full kills the
         # worker (SIGBUS); this raises instead. Each worker may do it: same size, nothing overwritten.
@@ -68,9 +70,6 @@ class SharedSeen:
 
     def first(self, key: tuple[str, str]) -> bool:
         """Mark `key` seen; True unless it was seen before."""
-        import fcntl
-        import hashlib
-
         mark = int.from_bytes(hashlib.blake2b("\0".join(key).encode(), digest_size=8).digest(), "little") or 1
         slot = mark % self.SLOTS
         fcntl.flock(self._fd, fcntl.LOCK_EX)
@@ -198,8 +197,6 @@ class Metrics:
         try:
             return SharedSeen(folder)
         except (OSError, ValueError) as exc:
-            import logging
-
             logging.getLogger("digitlab.api").warning("drawings are counted per worker: %s", exc)
             return None
 
