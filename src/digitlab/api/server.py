@@ -182,8 +182,13 @@ def check_folders(settings) -> None:
                 f"{name}={folder} cannot be used as a folder ({exc.strerror or exc}): point it at a writable folder",
                 code="invalid_folder",
             ) from None
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise DigitlabError(f"{name}={folder} is not writable: point it at a writable folder", code="invalid_folder")
+        try:  # a file made and removed, not os.access: root passes that check on /sys and read-only mounts
+            tempfile.TemporaryFile(dir=folder).close()
+        except OSError as exc:
+            raise DigitlabError(
+                f"{name}={folder} is not writable ({exc.strerror or exc}): point it at a writable folder",
+                code="invalid_folder",
+            ) from None
     models = Path(settings.model_dir)
     try:  # (absent is fine: the CNN is bundled; unreadable stopped every worker with a 90-line traceback)
         if models.exists():
