@@ -169,8 +169,9 @@ class Supervised:
             self.restart_at = now + self.delay
             self.down_since = self.down_since if self.down_since is not None else now
             meanwhile = " (the UI shows an outage notice meanwhile)" if self.name == "API" else ""
-            _say(f"the {self.name} stopped unexpectedly ({describe_exit(self.child.proc.returncode)}); "
-                 f"restarting it in {self.delay:g} s{meanwhile}")  # fmt: skip
+            code = self.child.proc.returncode  # 0: a clean shutdown someone else asked for (SIGINT, SIGTERM)
+            how = "was stopped from outside (it shut down cleanly)" if code == 0 else f"stopped unexpectedly ({describe_exit(code)})"
+            _say(f"the {self.name} {how}; restarting it in {self.delay:g} s{meanwhile}")
         elif self.restart_at is not None and now >= self.restart_at:
             old = self.child
             self.child = start_child(old.name, self.argv, self.env, term_group=old.term_group)
