@@ -645,3 +645,18 @@ def test_a_form_with_another_boundary_than_its_header_names_is_said_so(api):
     assert "cut-off" in assert_error(cut, 400, "malformed_body")["detail"]
     whole = api.post(PREDICT, content=body, headers={"content-type": "multipart/form-data; boundary=real"})
     assert whole.status_code == 200, whole.text
+
+
+@pytest.mark.parametrize("path", [PREDICT, "/api/v1/read"])
+def test_a_number_past_a_doubles_range_is_named_not_called_bad_json(api, path):
+    """`1e400` is valid JSON that orjson refuses: `/predict` called the whole body "not valid JSON" while the
+    feedback routes named the field (session 45's probe). NaN, which is not JSON, stays "not valid JSON"."""
+    image = b64(draw_digit())
+    field = "true_digit" if path == PREDICT else "true_text"
+    huge = api.post(path, content=b'{"image": "%s", "%s": 1e400}' % (image.encode(), field.encode()),
+                    headers={"content-type": "application/json"})  # fmt: skip
+    detail = assert_error(huge, 422, "invalid_fields")["detail"]
+    assert field in detail and "not valid JSON" not in detail, detail
+    nan = api.post(path, content=b'{"image": "%s", "%s": NaN}' % (image.encode(), field.encode()),
+                   headers={"content-type": "application/json"})  # fmt: skip
+    assert "not valid JSON" in assert_error(nan, 422, "invalid_fields")["detail"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from typing import Any
 
 import orjson
@@ -139,7 +140,20 @@ async def _parts_from_starlette(request: Request, known: set[str]) -> dict[str, 
 
 
 def _loads(body: bytes) -> Any:
-    return orjson.loads(body)  # strict: NaN / Infinity are not JSON
+    """orjson first (fast); what it refuses goes to the standard parser, which reads a number past a double's
+    range (`1e400`, valid JSON) as the feedback routes do, so its field's check names it (it was "not valid
+    JSON"). NaN and Infinity stay refused: they are not JSON."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:
+            return json.loads(body, parse_constant=_not_json)
+        except RecursionError:
+            raise ValueError("nested too deeply") from None
+
+
+def _not_json(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
 
 
 def decode_base64_image(text: str) -> bytes:
