@@ -9,14 +9,13 @@ from pathlib import Path
 from digitlab.core.config import get_settings
 from digitlab.errors import DigitlabError
 from digitlab.evaluation.mnist import evaluate_models
-from digitlab.models.registry import MODEL_SPECS
+from digitlab.models.registry import MODEL_SPECS, unknown_models
 
 
 def evaluate_command(names: list[str], *, as_json: bool = False) -> int:
     settings = get_settings()
-    unknown = [n for n in names if n not in MODEL_SPECS]
-    if unknown:  # before MNIST is looked for (or downloaded): a typo is said as a typo
-        raise DigitlabError(f"unknown model {unknown[0][:40]!r}: choose among {', '.join(MODEL_SPECS)}")
+    if (unknown := unknown_models(names)) is not None:  # before MNIST is looked for (or downloaded): a typo is a typo
+        raise DigitlabError(unknown)
     skipped = None
     if not names:  # every saved model: one whose files are damaged is said and left out (as --drawn does)
         names = [n for n in MODEL_SPECS if _available(n, settings.model_dir)]

@@ -77,8 +77,12 @@ def _last_words(message: str, after: float) -> None:
 def learn_command(args: argparse.Namespace) -> int:
     """Learn every model (or the named ones); 0 whether or not anything was promoted."""
     from digitlab.cli.db import absent_sqlite_file
+    from digitlab.errors import DigitlabError
+    from digitlab.models.registry import unknown_models
     from digitlab.training.learn import learn
 
+    if (unknown := unknown_models(args.models or ())) is not None:  # before "no database": a typo is a typo
+        raise DigitlabError(unknown, code="unknown_model")
     database = absent_sqlite_file(get_settings().sqlalchemy_url)
     if database:  # (a mistyped data folder: it made an empty database there and said "0 drawings labelled")
         print(f"nothing learned: there is no database at {database} yet, so no labelled drawings (check "
@@ -103,10 +107,10 @@ def _versions():
 
 def models_command(args: argparse.Namespace) -> int:
     from digitlab.errors import DigitlabError
-    from digitlab.models.registry import MODEL_SPECS
+    from digitlab.models.registry import unknown_models
 
-    if getattr(args, "name", None) is not None and args.name not in MODEL_SPECS:  # a typo is not "no versions yet"
-        raise DigitlabError(f"unknown model: choose one of {', '.join(MODEL_SPECS)}", code="unknown_model")
+    if getattr(args, "name", None) is not None and (unknown := unknown_models([args.name])):  # not "no versions yet"
+        raise DigitlabError(unknown, code="unknown_model")
     if args.action == "list":  # read-only: a mistyped data folder made an empty database there
         from digitlab.cli.db import absent_sqlite_file
 

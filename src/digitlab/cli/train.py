@@ -11,7 +11,7 @@ from digitlab.cli.learn import stopped
 from digitlab.core.config import get_settings
 from digitlab.errors import DigitlabError
 from digitlab.models.artifacts import ArtifactError, read_manifest
-from digitlab.models.registry import CLASSICAL_MODELS, MODEL_SPECS, manifest_path
+from digitlab.models.registry import CLASSICAL_MODELS, MODEL_SPECS, manifest_path, unknown_models
 from digitlab.training.classical import train_models
 from digitlab.training.cnn import train_cnn_with_drawings
 from digitlab.training.cnn_net import has_torch
@@ -36,11 +36,8 @@ def train_command(
     settings = get_settings()
     requested = list(names) or list(CLASSICAL_MODELS)
     extras = ("detector", "segment_verifier", "line_reader")
-    unknown = [n for n in requested if n not in MODEL_SPECS and n not in extras]
-    if unknown:
-        raise DigitlabError(
-            f"unknown model(s) {', '.join(unknown)}: choose from {', '.join([*MODEL_SPECS, *extras])}."
-        )
+    if (unknown := unknown_models(requested, [*MODEL_SPECS, *extras])) is not None:
+        raise DigitlabError(unknown)
     for option, given, goes_with in (("--calibrate-only", calibrate_only, ("detector",)), ("--out", out_dir, extras)):
         if given and not set(requested) <= set(goes_with):  # it was ignored: `train svm --out X` replaced the
             raise DigitlabError(  # served svm in DIGITLAB_MODEL_DIR

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -222,10 +223,21 @@ def _stat_key(path: Path) -> tuple | None:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+def unknown_models(names: Iterable[str], known: Iterable[str] = MODEL_SPECS) -> str | None:
+    """One wording for every command given names that are no model (train, evaluate, learn and models each
+    had their own): "unknown model 'zzz': choose among cnn, svm, ..."; None when every name is known."""
+    known = list(known)
+    unknown = [name for name in names if name not in known]
+    if not unknown:
+        return None
+    listed = ", ".join(repr(name[:40]) for name in unknown)
+    return f"unknown model{'s' if len(unknown) > 1 else ''} {listed}: choose among {', '.join(known)}"
+
+
 def load_model(name: str, model_dir: Path) -> LoadedModel:
     """Load one model after checking its SHA-256; `ArtifactError` says which file and what to do."""
-    if name not in MODEL_SPECS:
-        raise ArtifactError(f"unknown model {name!r}: choose one of {', '.join(MODEL_SPECS)}.", code="unknown_model")
+    if (unknown := unknown_models([name])) is not None:
+        raise ArtifactError(unknown, code="unknown_model")
     error: ArtifactError | None = None
     for directory in model_dirs_for(name, model_dir):
         if not (directory / f"{name}.json").exists():

@@ -33,6 +33,7 @@ from digitlab.models.registry import (
     load_model,
     manifest_path,
     model_from_payload,
+    unknown_models,
 )
 from digitlab.store.db import BusyError, HeldLock, exclusive, make_engine, upgrade
 from digitlab.store.numbers import labelled_number_digits
@@ -164,9 +165,8 @@ def learn(
     """One learning run; returns what became of each model. Raises BusyError while another run goes on.
     `on_start` is handed a function that marks this run's job failed with a message while it still runs."""
     models = list(dict.fromkeys(models)) if models else None  # a name given twice was trained twice, in parallel
-    unknown = [n for n in models or () if n not in MODEL_SPECS]
-    if unknown:  # before the lock: a typo while a run goes on said "another digitlab learn is running"
-        raise DigitlabError(f"unknown model(s) {', '.join(unknown)}: choose from {', '.join(MODEL_SPECS)}.")
+    if (unknown := unknown_models(models or ())) is not None:  # before the lock: a typo while a run goes on
+        raise DigitlabError(unknown)  # said "another digitlab learn is running"
     engine = make_engine(settings.sqlalchemy_url)
     try:
         upgrade(engine)
@@ -263,9 +263,8 @@ class _Run:
         self.versions.update_job(self.job_id, progress=round(self.step / self.steps, 3), message=message)
 
     def all(self, names: list[str], min_new: int) -> tuple[list[Outcome], dict]:
-        unknown = [n for n in names if n not in MODEL_SPECS]
-        if unknown:
-            raise DigitlabError(f"unknown model(s) {', '.join(unknown)}: choose from {', '.join(MODEL_SPECS)}.")
+        if (unknown := unknown_models(names)) is not None:
+            raise DigitlabError(unknown)
         last_id, since = self.versions.last_learned()
         read_at = utc_now()  # (before the read: a label given while it reads counts for the next run)
         new = self.repo.labelled_after(last_id, since)
