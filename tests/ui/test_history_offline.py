@@ -259,3 +259,27 @@ def test_the_log_says_where_each_prediction_came_from(history):
     at = open_history()
     (log,) = at.dataframe
     assert list(log.value["from"]) == ["photo", "canvas", "API"]
+
+
+def test_a_short_last_page_keeps_the_tables_height(history, monkeypatch):
+    """Paging to a short last page made the page shorter under the pager: the table scrolled out of sight (a
+    tour, session 45). With several pages, every page's table is as tall as a full one; one page fits its rows."""
+    import streamlit as st
+
+    from digitlab.ui.views.history import PAGE_SIZE
+
+    heights = []  # (AppTest's dataframe element does not carry its height)
+    dataframe = st.dataframe
+    monkeypatch.setattr(st, "dataframe", lambda *a, **k: heights.append(k.get("height")) or dataframe(*a, **k))
+    api, open_history = history
+    api.stored_predictions = [stored_prediction(i, i % 10) for i in range(PAGE_SIZE + 3, 0, -1)]
+    at = open_history()
+    (pager,) = at.get("pagination")
+    pager.set_value(2).run()
+    assert not at.exception, at.exception
+    (log,) = at.dataframe
+    assert len(log.value) == 3
+    assert len(heights) == 2 and heights[0] == heights[1] and isinstance(heights[0], int), heights
+    api.stored_predictions = api.stored_predictions[-3:]
+    open_history()
+    assert heights[2] == "auto", heights  # one page: as tall as its rows

@@ -17,6 +17,7 @@ from digitlab.ui import charts, common
 from digitlab.ui.client import ApiError, ApiUnavailable
 
 PAGE_SIZE = 25
+ROW_HEIGHT = 42  # px: a thumbnail of the 28x28 input fits
 PERIODS = {"All time": None, "Today": 0, "7 days": 7, "30 days": 30, "Custom": "custom"}
 OUTCOMES = {"All": None, "Right": True, "Wrong": False}
 
@@ -94,7 +95,12 @@ def filters(models: list[dict[str, Any]], stats_models: list[str]) -> dict[str, 
     }
 
 
-def log_table(page: dict[str, Any], models: list[dict[str, Any]]) -> None:
+#: the log's height when it has several pages: a full page's, as "auto" draws it (ten rows, then it scrolls), so that
+#: a short last page keeps the pager where it was (the page grew shorter under it, and the table scrolled away)
+PAGED_HEIGHT = 11 * ROW_HEIGHT + 3
+
+
+def log_table(page: dict[str, Any], models: list[dict[str, Any]], *, paged: bool = False) -> None:
     items = page.get("items") or []
     thumbs = thumbnails(items)
     tz, tz_label = _timezone()
@@ -118,7 +124,8 @@ def log_table(page: dict[str, Any], models: list[dict[str, Any]]) -> None:
     st.dataframe(
         df,
         hide_index=True,
-        row_height=42,
+        row_height=ROW_HEIGHT,
+        height=PAGED_HEIGHT if paged else "auto",
         key="hist_table",
         column_order=[
             "drawing",
@@ -312,8 +319,8 @@ def prediction_log(page: dict[str, Any], models: list[dict], f: dict[str, Any], 
     if not total:
         st.info(empty_log_message(f), icon=":material/filter_alt:" if any(f.values()) else ":material/draw:")
         return
-    log_table(page, models)
     pages = max(1, -(-total // PAGE_SIZE))
+    log_table(page, models, paged=pages > 1)
     first = (page_no - 1) * PAGE_SIZE + 1
     st.caption(common.counted_caption(first, min(total, page_no * PAGE_SIZE), total, "prediction"))
     if pages > 1:
