@@ -142,8 +142,8 @@ def sniff_format(data: bytes) -> str:
             raise UnreadableImageError("The BMP file is damaged (its header gives no width): upload a PNG, JPEG, "
                                        "WebP or BMP image.")  # fmt: skip (it read as "too many pixels")
         return "bmp"
-    other = unsupported_format(data)
-    if other:
+    other = unsupported_format(data) or _identify_any(data)  # (PIL's header check: SGI, XBM, IM, SPIDER, ... were
+    if other:  # "not an image we can read", a 400, where other formats are a 415; a probe, session 46)
         raise UnsupportedImageError(f"{other} files are not supported: upload a PNG, JPEG, WebP or BMP image.")
     raise UnreadableImageError("The file is not an image we can read: upload a PNG, JPEG, WebP or BMP image.")
 

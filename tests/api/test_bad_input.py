@@ -215,6 +215,9 @@ def cases() -> list[Case]:
         # PPM and PCX were 400 "not an image we can read": they are images, of a format we do not take
         Case("ppm", 415, "unsupported_media_type", files=img(_save(Image.new("RGB", (32, 32)), "PPM"))),
         Case("pcx", 415, "unsupported_media_type", files=img(_save(Image.new("RGB", (32, 32)), "PCX"))),
+        # SGI, XBM (and PIL's IM, SPIDER): formats without a signature of ours were 400 too (a probe, session 46)
+        Case("sgi", 415, "unsupported_media_type", files=img(_save(Image.new("RGB", (32, 32)), "SGI"))),
+        Case("xbm", 415, "unsupported_media_type", files=img(_save(Image.new("1", (32, 32)), "XBM"))),
         Case("bmp-negative-width", 400, "unreadable_image", files=img(bmp_negative_width())),  # was 413
         # a colour profile that inflates past PIL's limit: /predict read it (libspng), /read refused it
         Case("png-huge-colour-profile", 200, None, files=img(png_with_big_iccp(png))),
@@ -657,6 +660,24 @@ def test_a_number_past_a_doubles_range_is_named_not_called_bad_json(api, path):
                     headers={"content-type": "application/json"})  # fmt: skip
     detail = assert_error(huge, 422, "invalid_fields")["detail"]
     assert field in detail and "not valid JSON" not in detail, detail
+    digits = api.post(path, content=b'{"image": "%s", "%s": %s}' % (image.encode(), field.encode(), b"9" * 5000),
+                      headers={"content-type": "application/json"})  # fmt: skip
+    assert "too many digits" in assert_error(digits, 422, "invalid_fields")["detail"]
+    deep = api.post(path, content=b"[" * 100_000 + b"]" * 100_000, headers={"content-type": "application/json"})
+    assert "nested too deeply" in assert_error(deep, 422, "invalid_fields")["detail"]
     nan = api.post(path, content=b'{"image": "%s", "%s": NaN}' % (image.encode(), field.encode()),
                    headers={"content-type": "application/json"})  # fmt: skip
     assert "not valid JSON" in assert_error(nan, 422, "invalid_fields")["detail"]
+
+
+@pytest.mark.parametrize("path", [PREDICT, "/api/v1/read"])
+@pytest.mark.parametrize("member", ["drawing_id", "pen_color", "background_color", "session_id", "true"])
+def test_a_blank_json_member_is_not_given_as_in_a_form(api, path, member):
+    """api.md: a blank field is not given, in a form and in JSON alike; JSON's `"drawing_id": ""` (or `"  "`) was a
+    422 "should match pattern" while the form's empty field was read as absent (an API probe, session 46)."""
+    name = {"true": "true_digit" if path == PREDICT else "true_text"}.get(member, member)
+    for blank in ("", "   "):
+        answer = api.post(path, json={"image": b64(draw_digit()), name: blank})
+        assert answer.status_code == 200, (name, blank, answer.text)
+        form = api.post(path, files={"image": ("d.png", draw_digit(), "image/png")}, data={name: blank})
+        assert form.status_code == 200, (name, blank, form.text)

@@ -128,12 +128,14 @@ class ImageOptions(BaseModel):
             value = value.strip() or None  # str_strip_whitespace: JSON's "upload " was a 422, the form's read)
         return "api" if value is None else value
 
-    @field_validator("model", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _blank_model_is_default(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value.strip():
-            return None
-        return value
+    def _blank_is_not_given(cls, values: Any) -> Any:
+        """A blank text member is not given, as a form's empty field (JSON's `"drawing_id": ""`, `"pen_color": ""`
+        or `"true_text": " "` were 422s; an API probe, session 46). The image is not optional: its own checks say."""
+        if isinstance(values, dict):
+            return {k: None if k != "image" and isinstance(v, str) and not v.strip() else v for k, v in values.items()}
+        return values
 
     @field_validator("session_id")
     @classmethod

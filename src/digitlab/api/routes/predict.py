@@ -149,7 +149,11 @@ def _loads(body: bytes) -> Any:
         try:
             return json.loads(body, parse_constant=_not_json)
         except RecursionError:
-            raise ValueError("nested too deeply") from None
+            raise _invalid("Invalid request: the JSON body is nested too deeply.") from None
+        except ValueError as exc:  # (Python's own limit on an integer's digits: valid JSON, no field's value)
+            if "integer string conversion" in str(exc):
+                raise _invalid("Invalid request: a number in the JSON body has too many digits.") from None
+            raise
 
 
 def _not_json(name: str) -> None:
