@@ -66,7 +66,6 @@ def test_hand_written_bodies():
 
 
 DECLINED = {
-    "epilogue": b'--B\r\nContent-Disposition: form-data; name="image"; filename="a"\r\n\r\nx\r\n--B--\r\nmore',
     "no end": b'--B\r\nContent-Disposition: form-data; name="image"; filename="a"\r\n\r\nx',
     "no headers end": b'--B\r\nContent-Disposition: form-data; name="image"',
     "no disposition": b"--B\r\nContent-Type: text/plain\r\n\r\nx\r\n--B--",
@@ -108,6 +107,21 @@ def test_a_preamble_is_skipped():
     assert parse_plain_form("multipart/form-data; boundary=B", PLAIN) == expected
     for preamble in (b"preamble\r\n", b"This is a multi-part message.\r\n--C\r\n\r\n", b"\r\n"):
         assert parse_plain_form("multipart/form-data; boundary=B", preamble + PLAIN) == expected
+
+
+def test_an_epilogue_and_padded_delimiters_are_read():
+    """RFC 2046: what follows the close delimiter is an epilogue, and spaces or tabs may pad a delimiter line. Left
+    to Starlette, a preamble with an epilogue was a 400 (its parser refuses preambles), and so was padding (a probe,
+    session 46). An epilogue alone reads as Starlette reads it."""
+    part = b'Content-Disposition: form-data; name="image"; filename="a"\r\n\r\nx\r\n'
+    expected = {"image": Part(True, b"x")}
+    epilogue = b"--B\r\n" + part + b"--B--\r\nmore"
+    assert parse_plain_form("multipart/form-data; boundary=B", epilogue) == expected
+    assert _starlette("multipart/form-data; boundary=B", epilogue) == expected
+    for body in (b"preamble\r\n" + epilogue, b"--B \t\r\n" + part + b"--B--", b"pre\r\n--B  \r\n" + part + b"--B--x"):
+        assert parse_plain_form("multipart/form-data; boundary=B", body) == expected, body
+    padded = b"--B\r\n" + part + b'--B \r\nContent-Disposition: form-data; name="m"\r\n\r\n7\r\n--B--'
+    assert parse_plain_form("multipart/form-data; boundary=B", padded) == {**expected, "m": Part(False, "7")}
 
 
 def test_a_text_field_that_is_not_utf8_is_refused():

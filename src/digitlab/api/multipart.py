@@ -3,7 +3,7 @@
 A prediction request is a few small parts: the image file and a handful of short text fields.
 python-multipart parses it byte by byte through Python callbacks, which cost more CPU per request
 than the CNN. `parse_plain_form` handles the plain shape (RFC 7578 as browsers, curl, requests and
-httpx write it, with or without a preamble) and returns None for anything else -- an epilogue,
+httpx write it, with or without a preamble or an epilogue) and returns None for anything else --
 quoted-pair escapes, `filename*`, a non-UTF-8 charset, repeated names, too many parts -- so that Starlette's parser decides those, with its own errors. Both give the same fields for a
 plain form (tests/api/test_multipart.py). A text field that is not UTF-8 is refused (`NotText`):
 Starlette's parser took its bytes as Latin-1 ("\xff\xfe" was stored as "ÿþ"; a probe, session 27), and
@@ -94,6 +94,13 @@ def _disposition(value: bytes) -> tuple[str, str | None] | None:
     return found[b"name"], found.get(b"filename")
 
 
+def _after_delimiter_line(body: bytes, pos: int) -> int | None:
+    """Where the line of a delimiter ending at `pos` ends: after any spaces or tabs and its CRLF; None if no CRLF."""
+    while body[pos : pos + 1] in (b" ", b"\t"):
+        pos += 1
+    return pos + 2 if body.startswith(b"\r\n", pos) else None
+
+
 def parse_plain_form(content_type: str, body: bytes) -> dict[str, Part] | None:
     """{name: Part} of a plain multipart/form-data body, or None (use the full parser)."""
     boundary = boundary_of(content_type)
@@ -101,13 +108,16 @@ def parse_plain_form(content_type: str, body: bytes) -> dict[str, Part] | None:
         return None
     delimiter = b"--" + boundary
     separator = b"\r\n" + delimiter
-    if body.startswith(delimiter + b"\r\n"):
-        pos = len(delimiter) + 2
-    else:  # a preamble (RFC 2046): ignored, up to the line with the first delimiter
-        first = body.find(separator + b"\r\n")
-        if first < 0:
+    # the first delimiter line: at the start, or after a preamble (RFC 2046: ignored); spaces or tabs may pad a
+    # delimiter line before its CRLF (RFC 2046's transport padding: it was a 400 from the full parser)
+    pos = _after_delimiter_line(body, len(delimiter)) if body.startswith(delimiter) else None
+    found = 0
+    while pos is None:
+        found = body.find(separator, found)
+        if found < 0:
             return None
-        pos = first + len(separator) + 2
+        found += len(separator)
+        pos = _after_delimiter_line(body, found)
     parts: dict[str, Part] = {}
     files = fields = 0
     while True:
@@ -151,8 +161,8 @@ def parse_plain_form(content_type: str, body: bytes) -> dict[str, Part] | None:
         if files > MAX_FILES or fields > MAX_FIELDS:
             return None
         after = end + len(separator)
-        if body.startswith(b"--", after):
-            return parts if body[after + 2 :] in (b"", b"\r\n") else None
-        if not body.startswith(b"\r\n", after):
+        if body.startswith(b"--", after):  # the close delimiter: what follows is an epilogue, ignored (RFC 2046;
+            return parts  # with a preamble too it was a 400: the full parser refuses preambles; a probe, session 46)
+        pos = _after_delimiter_line(body, after)
+        if pos is None:
             return None
-        pos = after + 2
