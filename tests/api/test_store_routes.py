@@ -222,6 +222,20 @@ def test_history_pages_and_filters(client, admin):
     assert none["total"] == 0
 
 
+@pytest.mark.parametrize("path", ["/api/v1/predictions", "/api/v1/numbers"])
+def test_a_filter_is_trimmed_and_a_blank_one_not_given(client, admin, path):
+    """`?model=` was no filter, but `?model=%20svm%20` matched nothing and `?since=`, `?until=`, `?correct=` were
+    422s (an API probe, session 46): each filter's text is trimmed, and blank is not given."""
+    predict(client, draw_digit(), model="svm")
+    everything = client.get(path, params={"page_size": 100}, headers=admin).json()
+    blank = {"model": "", "since": " ", "until": "", "correct": ""}
+    assert client.get(path, params={"page_size": 100, **blank}, headers=admin).json() == everything
+    exact = client.get(path, params={"model": "svm"}, headers=admin).json()
+    spaced = client.get(path, params={"model": " svm ", "correct": " false "}, headers=admin)
+    assert spaced.status_code == 200, spaced.text
+    assert client.get(path, params={"model": " svm "}, headers=admin).json() == exact
+
+
 def test_stats_per_model(client):
     before = client.get("/api/v1/stats").json()
     p = predict(client, draw_digit(), model="svm_pca", true_digit="7")

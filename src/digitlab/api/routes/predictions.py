@@ -77,13 +77,21 @@ def _not_found(prediction_id: int | str) -> ApiError:
     return ApiError(f"There is no prediction {prediction_id}.", "prediction_not_found")
 
 
+def _trimmed(value: object) -> object:
+    """A filter's text without the spaces around it, and a blank one not given, as `?model=` already was (a probe,
+    session 46: `?model=%20svm%20` matched nothing, `?since=` and `?correct=` were 422s)."""
+    return (value.strip() or None) if isinstance(value, str) else value
+
+
 #: the filters of a history page (`/predictions`, `/numbers`)
-ModelFilter = Annotated[str | None, Query(max_length=64, pattern=NO_NUL, description="Only this model's answers.")]
+ModelFilter = Annotated[str | None, BeforeValidator(lambda v: v.strip() if isinstance(v, str) else v),  # ("": none)
+                        Query(max_length=64, pattern=NO_NUL, description="Only this model's answers.")]  # fmt: skip
 
 
 def _true_or_false(value: object) -> object:
     """`true` or `false`, as documented (pydantic's lax bool also took yes, on, 1, t...)."""
-    if isinstance(value, str) and value.strip().lower() not in ("true", "false"):
+    value = _trimmed(value)
+    if isinstance(value, str) and value.lower() not in ("true", "false"):
         raise ValueError("must be true or false")
     return value
 
@@ -100,6 +108,7 @@ def _iso_time(value: object) -> object:
     """ISO 8601 only, as documented: pydantic also read a number as Unix time, seconds or milliseconds by
     its size (`until=99999999999`, meant as year 5138, was 1973; `since=1.5e10` the year 2445: an empty page,
     no error). ISO 8601 begins with the date."""
+    value = _trimmed(value)
     if isinstance(value, str) and not _ISO_DATE.match(value):
         raise ValueError("must be a date or time in ISO 8601, e.g. 2026-11-29 or 2026-11-29T14:30:00Z")
     if isinstance(value, str):  # an offset's "+" sent unencoded arrives as a space ("...T09:00:00 05:00"): it
@@ -300,7 +309,7 @@ def delete_prediction(ctx: Ctx, prediction_id: PredictionId) -> Response:
 )
 def stats(
     ctx: Ctx,
-    model: Annotated[str | None, Query(max_length=64, pattern=NO_NUL, description="Only this model.")] = None,
+    model: ModelFilter = None,
 ):
     """Per model: predictions, labelled, accuracy on the labelled ones, 10x10 confusion matrix
     (rows = true digit, columns = predicted) and accuracy per day."""
