@@ -153,7 +153,7 @@ def _refuse_text_bomb(exc: Exception) -> None:
     "could not be read as an image", for a picture that is fine but for its metadata)."""
     if isinstance(exc, ValueError) and str(exc).lower().startswith(("decompressed data too large", "too much memory used in text")):
         raise ImageTooLargeError(
-            "The PNG's text metadata unpacks to more than 1 MB: save the image without metadata and upload it again."
+            "The PNG's metadata (text or colour profile) unpacks to more than 1 MB: save the image without metadata and upload it again."
         ) from exc
 
 
