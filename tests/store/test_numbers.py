@@ -276,7 +276,8 @@ def test_a_number_whose_write_hangs_is_spooled_after_the_write_deadline(db_url, 
         result = store.add_number(record)
         assert result.stored == "spool" and result.uid == record.uid
         assert time.monotonic() - started < 3.0
-        assert store.health()["database"] == "unavailable"
+        # not "ok": "catching_up" once the spool's probe (SELECT 1 answers) starts a replay the stuck insert holds
+        assert store.health()["database"] in ("unavailable", "catching_up")
         answered = store.set_number_feedback("2025", uid=record.uid)  # spooled after it, or (the database answers
         assert answered is not None and answered.stored in ("spool", "database")  # SELECT 1) after its replay
         release.set()  # the stuck write lands after all; then the replay

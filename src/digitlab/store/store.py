@@ -597,6 +597,8 @@ class PredictionStore:
             state = "failing"  # cannot take them (a full disk said "unavailable" while answers were `logged: false`)
         elif not ok and self._spool_mode and self._db_ok and self._catching_up and not self._write_locked:
             state = "catching_up"  # (under load "unavailable" was said for ~20 s after the database was back)
+        elif ok and (beside or self.pending()):  # writes reach the database, but records of the outage still wait in
+            state = "catching_up"  # a sibling's spool (it notices within its probe): "ok" misled a load balancer
         return {"database": state, "spool": self.pending() + beside}
 
     def _sqlite_write_locked(self) -> bool:
