@@ -55,7 +55,8 @@ def _views(images: np.ndarray, seed: int) -> list[bytes]:
 
 
 def _accuracy_by_model(api: str, pngs: list[bytes], labels: np.ndarray) -> dict[str, float]:
-    """Every ready model on these drawings, through the running API (`model=all`, not stored: no session)."""
+    """Every ready model on these drawings, through the running API (`model=all`: stored, as every prediction is,
+    but with no true digit, so no later run learns from them)."""
     right: dict[str, int] = {}
     with httpx.Client(base_url=api, timeout=60) as client:
         def one(item):

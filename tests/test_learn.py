@@ -250,7 +250,13 @@ def test_a_second_run_is_refused_while_one_runs(settings):
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(BusyError, match="another digitlab learn"):
+        with pytest.raises(BusyError, match="another digitlab learn") as refused:
+            learn(settings, limit=LIMIT, say=lambda m: None)
+        assert "(job" not in str(refused.value)  # no job row: nothing more to name
+        versions = versions_of(settings)  # the run's job, as `learn` keeps it: the refusal names it and its step
+        running = versions.create_job()
+        versions.update_job(running, status="running", progress=0.4, message="svm: fitting")
+        with pytest.raises(BusyError, match=rf"job {running}, running, 40% done: svm: fitting"):
             learn(settings, limit=LIMIT, say=lambda m: None)
         with pytest.raises(DigitlabError, match="unknown model"):  # a typo is a typo, not "busy"
             learn(settings, models=["svm", "nosuch"], limit=LIMIT, say=lambda m: None)
@@ -333,7 +339,8 @@ def test_learn_judges_on_real_handwriting_when_the_sets_are_there(settings, user
     (outcome,) = learn(settings, models=["svm_pca"], limit=LIMIT, say=lambda m: None)
     m = outcome.metrics
     assert 0.5 < m["parent_real_accuracy"] <= 1 and 0.5 < m["real_accuracy"] <= 1 and m["real_worst_digit_loss"] >= 0
-    assert "real handwriting" in outcome.line()
+    # named as the calibration part it is: the Models page's figure is the held-out sets' (a helper read the two as one)
+    assert "real handwriting (calibration part)" in outcome.line()
     # the held-out figure the Models page shows, measured on the new version (a promoted one's card kept no figure)
     stored = versions_of(settings).get("svm_pca", outcome.version).manifest["metrics"]
     assert stored["real_heldout_accuracy"] == m["real_heldout_accuracy"] and 0.5 < m["real_heldout_accuracy"] <= 1
@@ -383,6 +390,15 @@ def test_models_list_is_readable_when_piped(settings, env, monkeypatch, capsys):
         get_settings.cache_clear()
     out = capsys.readouterr().out  # (not a terminal: it was squeezed into 80 columns)
     assert "random_forest" in out and "worse than the served version on the held-out users' drawings" in out
+    get_settings.cache_clear()
+    try:  # promoting a version the gate rejected said only "promoted" (a helper's run)
+        assert main(["models", "promote", "random_forest", "2"]) == 0
+        assert main(["models", "promote", "random_forest", "2"]) == 0  # served already: no note
+    finally:
+        get_settings.cache_clear()
+    out = capsys.readouterr().out
+    assert "version 2 promoted" in out and out.count("note: it had been rejected (worse than the served version") == 1
+    assert "digitlab models rollback random_forest" in out
 
 
 def test_the_job_follows_the_training_steps(settings, user_digits, monkeypatch):
@@ -399,7 +415,12 @@ def test_the_job_follows_the_training_steps(settings, user_digits, monkeypatch):
 
     monkeypatch.setattr(VersionStore, "update_job", update_job)
     monkeypatch.setattr("digitlab.training.learn.TICK_SECONDS", 0.1)
-    learn(settings, models=["svm_pca"], limit=LIMIT, say=lambda m: None)
+    monkeypatch.setattr("digitlab.training.learn.SAY_SECONDS", 0.3)
+    said: list[str] = []
+    learn(settings, models=["svm_pca"], limit=LIMIT, say=said.append)
+    # ...and the command line says so too, now and then (it was silent for minutes during a fit)
+    still = [m for m in said if m.startswith("still at: ")]
+    assert still and all(m.endswith(" s so far)") and m.count("so far") == 1 for m in still), said
     # a quiet step says how long it has taken (a one-model run sat at 40 % for two minutes with no word)
     ticks = [m for p, m in seen if m and m.endswith("s so far)")]
     assert ticks and all(p is None for p, m in seen if m in ticks), seen

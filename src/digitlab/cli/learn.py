@@ -122,9 +122,12 @@ def models_command(args: argparse.Namespace) -> int:
     versions = _versions()
     if args.action == "promote":
         served = versions.promoted().get(args.name, ("",))[0] == args.version
+        before = versions.get(args.name, args.version)
         info = versions.promote(args.name, args.version)
         print(f"{info.name}: version {info.version} is served already" if served else
               f"{info.name}: version {info.version} promoted (every API process serves it within seconds)")  # fmt: skip
+        if not served and before is not None and before.status == "rejected" and before.reason:
+            print(f"note: it had been rejected ({before.reason}); `digitlab models rollback {info.name}` undoes this")
         return 0
     if args.action == "rollback":
         info = versions.rollback(args.name)

@@ -60,6 +60,8 @@ CNN_BASE_MIX = 20_000
 ORDER = ["cnn", "svm", "svm_pca", "extra_trees", "random_forest"]
 #: a step quiet for this long (an SVM's fit: minutes) has its job's message say how long it has taken so far
 TICK_SECONDS = 10.0
+#: ...and the command line says it once a minute (a terminal sat silent for three minutes during the classical fits)
+SAY_SECONDS = 60.0
 
 
 @dataclass
@@ -80,7 +82,7 @@ class Outcome:
             figures = (
                 f" (held-out users {m['parent_user_holdout_accuracy']:.2%} -> {m['user_holdout_accuracy']:.2%}, "
                 f"MNIST test {m['parent_mnist_test_accuracy']:.2%} -> {m['mnist_test_accuracy']:.2%}"
-                + (f", real handwriting {m['parent_real_accuracy']:.2%} -> {m['real_accuracy']:.2%}"
+                + (f", real handwriting (calibration part) {m['parent_real_accuracy']:.2%} -> {m['real_accuracy']:.2%}"
                    if "real_accuracy" in m else "") + ")"
             )  # fmt: skip
         what = f"version {self.version} {self.status}" if self.version else self.status
@@ -185,9 +187,22 @@ def learn(
         except BusyError as exc:
             if job_id:  # started by the API: its job says why it did nothing
                 versions.finish_job(job_id, "failed", str(exc))
-            raise
+                raise
+            raise BusyError(_naming_the_run(versions, str(exc))) from None
     finally:
         engine.dispose()
+
+
+def _naming_the_run(versions: VersionStore, refusal: str) -> str:
+    """The refusal with the run going on: its job, how far it is, its step (a second `learn` said only "another
+    digitlab learn is running", and where to look was left to the operator)."""
+    running = versions.busy_job()
+    job = versions.job(running) if running else None
+    if job is None:  # (a run started before its job row, or a lock held by hand)
+        return refusal
+    step = f": {job['message']}" if job.get("message") else ""
+    return (f"{refusal.rstrip('.')} (job {running}, {job['status']}, {job['progress']:.0%} done{step}; "
+            f"GET /api/v1/learn/{running} follows it).")  # fmt: skip
 
 
 class _Run:
@@ -228,6 +243,8 @@ class _Run:
 
     def _relay(self, line: str) -> None:
         """A line the training logged: a finished model or epoch is a step; the job's message follows."""
+        if line.startswith("still at: "):  # the ticker's own line (said on the terminal), not a step
+            return
         if "done)" in line or "fine-tuning epoch" in line or line.startswith("features for"):
             self.step += 1
         self.last_line = (line.strip(), time.monotonic())
@@ -239,6 +256,7 @@ class _Run:
         """While the training says nothing (one model's fit: the bar sat at 40 % for two minutes, as if stuck), the
         job's message says how long the step has taken so far."""
         stop = threading.Event()
+        said: dict[float, int] = {}  # {a quiet step's start: how many times the command line said so}
 
         def tick() -> None:
             while not stop.wait(TICK_SECONDS):
@@ -247,6 +265,9 @@ class _Run:
                 if line and quiet >= TICK_SECONDS:
                     with contextlib.suppress(Exception):  # (a database away for a moment: the next tick)
                         self.versions.update_job(self.job_id, message=f"{line} ({_minutes(quiet)} so far)")
+                if line and quiet >= SAY_SECONDS * (said.get(since, 0) + 1):
+                    said[since] = said.get(since, 0) + 1
+                    self.say(f"still at: {line} ({_minutes(quiet)} so far)")
 
         thread = threading.Thread(target=tick, name="learn-ticker", daemon=True)
         thread.start()
