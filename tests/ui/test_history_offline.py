@@ -283,3 +283,15 @@ def test_a_short_last_page_keeps_the_tables_height(history, monkeypatch):
     api.stored_predictions = api.stored_predictions[-3:]
     open_history()
     assert heights[2] == "auto", heights  # one page: as tall as its rows
+
+
+def test_the_accuracy_per_day_chart_has_no_axis_title_to_cut_on_a_phone():
+    """At 390 px the rotated y axis title "accuracy" began 2 px left of the chart's box and a tour saw
+    "ccuracy"; the chart's title, "Accuracy per day", says what the percentages are."""
+    from digitlab.ui import charts
+
+    rows = [{"date": "2026-12-05", "model": "CNN", "accuracy": 0.9, "labelled": 10}]
+    spec = charts.accuracy_over_time(rows).to_dict()
+    assert spec["title"] == "Accuracy per day"
+    assert spec["encoding"]["y"]["title"] is None, spec["encoding"]["y"]
+    assert spec["encoding"]["y"]["axis"]["format"] == "%"  # the labels still say they are percentages

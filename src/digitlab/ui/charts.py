@@ -165,7 +165,8 @@ def mistakes(rows: list[dict[str, Any]], *, title: str = "MNIST test set", unit:
 
 
 def accuracy_over_time(rows: list[dict[str, Any]], *, height: int = 330) -> alt.Chart:
-    """rows: {date, model, accuracy, labelled}."""
+    """rows: {date, model, accuracy, labelled}. No y axis title: the chart's title says it, and at 390 px
+    the rotated "accuracy" was cut at the left edge ("ccuracy", a tour), as the Models page's were."""
     df = pd.DataFrame(rows)
     df["date"] = pd.to_datetime(df["date"])
     return (
@@ -173,7 +174,7 @@ def accuracy_over_time(rows: list[dict[str, Any]], *, height: int = 330) -> alt.
         .mark_line(point=alt.OverlayMarkDef(size=60, filled=False, strokeWidth=2))
         .encode(
             x=alt.X("date:T", title="day", axis=alt.Axis(format="%d %b", labelAngle=0, tickCount="day")),
-            y=alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
+            y=alt.Y("accuracy:Q", title=None, scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
             color=alt.Color("model:N", title=None, scale=alt.Scale(range=PALETTE), legend=_legend()),
             # a shape per model too: models with the same accuracy on a day share a point, and one colour
             # alone hid the others (five models showed three dots)
