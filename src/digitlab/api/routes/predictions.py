@@ -116,7 +116,26 @@ def _iso_time(value: object) -> object:
         offset = _OFFSET.search(value)
         if offset and (int(offset["h"]) > 23 or int(offset["m"]) > 59):  # (+99:00 was "unexpected extra characters")
             raise ValueError(f"has the time zone offset {offset['offset']}: it must be between -23:59 and +23:59")
+        _check_clock(value)
     return value
+
+
+_CLOCK = re.compile(r"^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ](?P<time>(?P<h>[0-9]{2}):(?P<m>[0-9]{2})(?::(?P<s>[0-9]{2}))?"
+                    r"(?:[.,][0-9]+)?)\s*(?P<rest>.*?)\s*$")  # fmt: skip
+_ZONE = re.compile(r"[Zz]|[+-][0-9]{2}:?[0-9]{2}")
+
+
+def _check_clock(value: str) -> None:
+    """Name what is wrong with a time: 24:00:00, 10:61 and an offset with seconds (+05:30:30) were all "unexpected
+    extra characters at the end of the input" (pydantic, failing the time, read the value as a date; a probe)."""
+    clock = _CLOCK.match(value)
+    if clock is None:
+        return
+    if int(clock["h"]) > 23 or int(clock["m"]) > 59 or int(clock["s"] or 0) > 59:
+        raise ValueError(f"has the time {clock['time']}: hours run from 00 to 23, minutes and seconds from 00 to 59")
+    if clock["rest"] and not _ZONE.fullmatch(clock["rest"]):
+        raise ValueError(f"has {clock['rest']!r} after the time {clock['time']}: a time zone is Z or an offset such as "
+                         "+05:30")  # fmt: skip
 
 
 _OFFSET = re.compile(r"T[0-9:.]+?\s*(?P<offset>[+-](?P<h>[0-9]{2}):?(?P<m>[0-9]{2}))\s*$")
@@ -270,6 +289,7 @@ def get_image(
     request: Request,
     kind: Annotated[
         Literal["input", "processed"],
+        BeforeValidator(lambda v: _trimmed(v) or "input"),  # (blank was a 422 where every filter's is not given)
         Query(
             description="`input`: the drawing as submitted (PNG); `processed`: the 28x28 image the model saw."
         ),
