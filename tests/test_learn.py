@@ -214,6 +214,9 @@ def test_poisoning_session_is_capped_and_cannot_promote_a_worse_model(settings, 
     said: list[str] = []
     outcomes = learn(settings, models=["svm_pca"], limit=LIMIT, say=said.append)
     assert any("cap" in line for line in said)
+    # named, wherever its session fell (a helper's run: held out, it went unnamed); the honest writers are not
+    disputed = [line for line in said if "a mistake or a poisoning?" in line]
+    assert len(disputed) == 1 and disputed[0].startswith("session 'poisoner' (") and "labelled 1 read as 7" in disputed[0], said
     for o in outcomes:
         if o.status == "promoted":
             assert o.metrics["user_holdout_accuracy"] >= o.metrics["parent_user_holdout_accuracy"]

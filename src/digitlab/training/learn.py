@@ -41,7 +41,7 @@ from digitlab.store.records import utc_now
 from digitlab.store.repository import Repository
 from digitlab.store.versions import VersionStore
 from digitlab.training.progress import listening, log
-from digitlab.training.user_data import UserData, counted, prepare
+from digitlab.training.user_data import UserData, counted, disputed_sessions, prepare
 
 #: a user's drawing weighs as much as this many MNIST digits (7,500 drawings vs 60,000 MNIST: ~1/3 of the
 #: weight), enough to learn styles MNIST lacks without forgetting MNIST (measured: docs/learning.md)
@@ -335,6 +335,10 @@ class _Run:
             self.say(refusal)  # (the drawings it refused count as new for `--min-new` next time)
             return [], {**base, "last_row_id": last_id, "read_at": since and since.isoformat(), "message": refusal,
                         "models": [], "learned": self.learned}  # fmt: skip
+        reader = parents.get("cnn") or next(iter(parents.values()))  # the default model, else any served one
+        for line in disputed_sessions(data, lambda x: reader.predict_proba(
+                x.reshape(len(x), 784).astype(np.float32) / 255.0).argmax(axis=1)):  # fmt: skip
+            self.say(line)
         learned, held = counted(len(data.train_y), "drawing"), counted(len(data.holdout_y), "held-out drawing")
         self.say(f"learning from users' {learned}, judged on {held} of "
                  f"{counted(data.counts['holdout_sessions'], 'other session')}")  # fmt: skip
