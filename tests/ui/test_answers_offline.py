@@ -33,7 +33,7 @@ def _texts(at) -> list[str]:
 
 def _answer_texts(at) -> str:
     """What the page says, without the outage banner (whose monitor does retry)."""
-    return "\n".join(t for t in _texts(at) if "The page reconnects by itself" not in t)
+    return "\n".join(t for t in _texts(at) if "Predictions are unavailable — retrying" not in t)
 
 
 def _pills(at):
@@ -100,11 +100,11 @@ def test_the_monitor_checks_once_when_the_service_goes_away(fake):
     at.run()  # the monitor finds the service away: the page runs again, with the notice
     assert not at.exception, at.exception
     assert checks == [False], checks
-    assert "The page reconnects by itself" in "\n".join(_texts(at))
+    assert "Predictions are unavailable — retrying" in "\n".join(_texts(at))
     api.up = True
     at.run()
     assert checks == [False, True], checks
-    assert "The page reconnects by itself" not in "\n".join(_texts(at))
+    assert "Predictions are unavailable" not in "\n".join(_texts(at))
 
 
 def test_the_page_learns_at_once_when_a_model_or_the_database_changes_state(fake):

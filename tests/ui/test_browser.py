@@ -488,21 +488,29 @@ def test_api_outage_and_recovery(desktop, ui_server, api_server):
 
     api_server.stop()
     try:
-        banner = page.get_by_text(re.compile(r"The prediction service is not reachable at .* retrying"))
+        banner = page.get_by_text("Predictions are unavailable — retrying.")
         notice = page.locator(".st-key-dl_outage")
         started = time.monotonic()
         expect(banner.first).to_be_visible(timeout=OUTAGE_BUDGET_S * 1000)
         print(f"\noutage: draw page warned after {time.monotonic() - started:.1f} s")
+        # plain words, in the header beside the navigation: it showed the API's address to a newcomer and
+        # covered the page's subtitle (a tour)
+        expect(notice).not_to_contain_text(api_server.url.split("//")[1])
+        expect(notice).not_to_contain_text("digitlab serve")
+        over, nav = notice.bounding_box(), page.get_by_role("link", name="About", exact=True).first.bounding_box()
+        assert over["y"] + over["height"] <= page.locator("header").first.bounding_box()["height"], over
+        assert over["x"] >= nav["x"] + nav["width"], (over, nav)
         # an answer given now is kept and sent when the API is back, even after drawing on (it was lost)
         feedback_pill(page, 1).click()
         expect(page.get_by_text(re.compile(r"Not saved yet: you drew a 1"))).to_be_visible(timeout=10_000)
         # the notice floats: the canvas has not moved (issue 13.8: it was pushed down ~96 px)
         assert page.locator(CANVAS).first.bounding_box()["y"] == canvas_top
-        expect(notice).to_contain_text("your drawing stays on the canvas")
+        expect(notice).to_contain_text("Your drawing stays on the canvas")
         # the notice hides neither the answer's status (at the bottom it did at 1280x800: only "away; your answer
-        # is sent" showed) nor the canvas
+        # is sent" showed) nor the canvas, nor the page's title and subtitle
         status = page.get_by_text(re.compile(r"Not saved yet: you drew a 1"))
-        for part in (status, page.locator(CANVAS).first):
+        for part in (status, page.locator(CANVAS).first, page.locator("h1").first,
+                     page.locator('[data-testid="stCaptionContainer"]').first):  # fmt: skip
             seen, over = part.bounding_box(), notice.bounding_box()
             apart = seen["y"] >= over["y"] + over["height"] or seen["y"] + seen["height"] <= over["y"]
             assert apart and seen["y"] + seen["height"] <= 800, (seen, over)
@@ -518,7 +526,7 @@ def test_api_outage_and_recovery(desktop, ui_server, api_server):
             expect(banner.first).to_be_visible(timeout=OUTAGE_BUDGET_S * 1000)
             expect(page.locator('[data-stale="true"]')).to_have_count(0)
             if name in ("draw", "compare"):  # only a page with a canvas promises to keep the drawing
-                expect(notice).to_contain_text("your drawing stays on the canvas")
+                expect(notice).to_contain_text("Your drawing stays on the canvas")
             else:
                 expect(notice).not_to_contain_text("canvas")
             print(f"outage: {name} page warned after {time.monotonic() - started:.1f} s")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import io
+import logging
 import threading
 import time
 import uuid
@@ -187,8 +188,9 @@ def health_monitor(has_canvas: bool = False) -> None:
     """Polls /health; shows a notice while the API or its database is away; reruns the whole page when
     the API comes back (or goes away), so every page recovers by itself without a reload.
 
-    The notice floats (`.st-key-dl_outage`) over the page's title on a wide screen, over the bottom of the
-    window on a phone: appearing and going, it moves nothing on the page. `has_canvas`: the page keeps a drawing (Draw, Compare), so the notice says so."""
+    The notice floats (`.st-key-dl_outage`): the API's absence in the header, beside the navigation, the
+    database's over the page's title on a wide screen, over the bottom of the window on a phone; appearing and
+    going, it moves nothing on the page. `has_canvas`: the page keeps a drawing (Draw, Compare), so the notice says so."""
     was_ok = st.session_state.get("api_ok")
     # the run this monitor asked for (below) starts with the check it just made: a frozen API's second
     # check took HEALTH_TIMEOUT again before the notice showed
@@ -209,15 +211,16 @@ def health_monitor(has_canvas: bool = False) -> None:
             st.info("**The prediction service is starting** (it loads the models): the page connects by itself in "
                     "a few seconds.", icon=":material/hourglass_top:")  # fmt: skip
     elif not ok:
-        message = str(api_error()).replace(api_url(), f"`{api_url()}`")  # no autolink to an internal URL
-        kept = "; your drawing stays on the canvas" if has_canvas else ""
-        start = "" if st.session_state.get("api_seen") else f" Not started yet? {_how_to_start(api_url())}"
-        with st.container(key="dl_outage"):
-            st.error(f"**{message}**  \nThe page reconnects by itself as soon as the service is back{kept}.{start}",
-                     icon=":material/cloud_off:")  # fmt: skip
+        _log_away(started=bool(st.session_state.get("api_seen")))
+        # plain words, no address: a newcomer was shown "not reachable at http://127.0.0.1:8000" (a tour);
+        # the address and how to start the API go to the UI's log, where whoever runs it looks
+        kept = "Your drawing stays on the canvas." if has_canvas else "The page reconnects by itself."
+        with st.container(key="dl_outage"), st.container(key="dl_api_away"):  # (in the header: style.html)
+            st.error(f"**Predictions are unavailable — retrying.**\n\n{kept}", icon=":material/cloud_off:")
     else:
         st.session_state["api_seen"] = True
         API_ANSWERED.set()
+        _AWAY_LOGGED.clear()
     if ok and not state.database_ok:  # (back: "unavailable" was said until the queue was saved, ~20 s under load)
         waiting, back = (f" ({state.spool} waiting)" if state.spool else ""), state.database == "catching_up"
         with st.container(key="dl_outage"):
@@ -226,6 +229,20 @@ def health_monitor(has_canvas: bool = False) -> None:
                 if back else "**The database is unavailable.** Predictions still work; new drawings and answers are "
                 f"queued{waiting} and saved when it is back. History is paused.", icon=":material/database:",
             )  # fmt: skip
+
+
+#: this UI process has logged the API's absence (once per outage, however many visitors see it)
+_AWAY_LOGGED = threading.Event()
+
+
+def _log_away(*, started: bool) -> None:
+    """The API's address and, when this visitor never saw it answer, how to start it: in the UI's log
+    (`digitlab ui`'s output), once per outage; the page says only that predictions are unavailable."""
+    if _AWAY_LOGGED.is_set():
+        return
+    _AWAY_LOGGED.set()
+    start = "" if started else f" Not started yet? {_how_to_start(api_url())}"
+    logging.getLogger("digitlab.ui").warning("%s%s", api_error(), start)
 
 
 def _how_to_start(url: str) -> str:
