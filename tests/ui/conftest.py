@@ -28,9 +28,17 @@ CHROMIUM_ARGS = [
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nobody listens on: the system's pick, or on a shared machine the first free one of the range
+    `DIGITLAB_TEST_PORTS` names ("8760-8799")."""
+    first, _, last = os.environ.get("DIGITLAB_TEST_PORTS", "0").partition("-")
+    for port in range(int(first), int(last or first) + 1):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise RuntimeError(f"no free port in DIGITLAB_TEST_PORTS={os.environ['DIGITLAB_TEST_PORTS']}")
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
