@@ -265,6 +265,7 @@ def test_undo_removes_the_last_stroke(desktop, ui_server):
 
 def test_compare_shows_every_ready_model(desktop, ui_server, api_server):
     page = desktop
+    page.set_viewport_size({"width": 1366, "height": 768})  # a laptop: the "Saved" line was below the fold (a tour)
     ready = ready_models(api_server.url)
     open_page(page, ui_server.url, PAGES["compare"], ready=CANVAS)
     draw_digit(page, 3)
@@ -283,7 +284,13 @@ def test_compare_shows_every_ready_model(desktop, ui_server, api_server):
     # one answer labels every model's record of the drawing (they were stored with no way to label them)
     page.locator('[class*="st-key-cmp_fb_"] button').filter(
         has_text=re.compile(r"^3$")).first.click()
-    expect(page.get_by_text(re.compile(r"Saved with every model's answer: you drew a 3"))).to_be_visible()
+    saved = page.get_by_text(re.compile(r"Saved with every model's answer: you drew a 3"))
+    expect(saved).to_be_visible()
+    # the question and what became of the answer right under the verdict, before the cards: under them the
+    # "Saved" line was at the window's bottom (y 616-640 of 768 with 5 models, one more alert when unsure)
+    wait_idle(page, settle=0.3)
+    box, card = saved.bounding_box(), cards.first.bounding_box()
+    assert box["y"] + box["height"] <= min(card["y"], page.viewport_size["height"]), (box, card)
     right = sum(cards.nth(i).get_attribute("data-digit") == "3" for i in range(len(ready)))
     said = {len(ready): "Every model was right", 0: f"All {len(ready)} models were wrong"}.get(
         right, f"{right} of {len(ready)} models were right")  # how they did, beside the agreement sentence

@@ -1,7 +1,7 @@
 """Phone layout (390x844, touch): what a person needs is on the screen without scrolling. The Pen popover
 fits under the tools (it ran past the bottom of the screen: the Background swatch half shown, its caption
-out of sight), and Compare shows the models' answers right under the canvas' tools, before the chart and
-"What every model saw" (which pushed every card below the fold)."""
+out of sight), and Compare shows the verdict and "What did you draw?" right under the canvas' tools, then the
+cards, before the chart and "What every model saw" (which pushed every card below the fold)."""
 
 from __future__ import annotations
 
@@ -57,13 +57,15 @@ def test_phone_compare_shows_the_answers_before_the_rest(phone, ui_server):
     page.evaluate("() => window.scrollTo(0, 0)")
     tools = _top(page, ".st-key-compare_tools")
     verdict = main.locator('[data-testid="stAlert"]').first.bounding_box()
+    pills = main.locator('[data-testid="stButtonGroup"]').first.bounding_box()
     first_card = page.locator('[data-testid="dl-compare-card"]').first.bounding_box()
-    assert tools < verdict["y"] < first_card["y"], (tools, verdict, first_card)
-    assert first_card["y"] + first_card["height"] <= HEIGHT, first_card  # the answers start on the screen
+    assert tools < verdict["y"] < pills["y"] < first_card["y"], (tools, verdict, pills, first_card)
+    # the verdict and "What did you draw?" on the screen, the cards starting on it: under the cards the question
+    # began at y 1044, ~1 screen below the canvas (a newcomer's tour)
+    assert pills["y"] + pills["height"] <= HEIGHT and first_card["y"] < HEIGHT, (pills, first_card)
     cards = page.locator('[data-testid="dl-compare-card"]')
     last_card = max(cards.nth(i).bounding_box()["y"] for i in range(cards.count()))
-    pills = main.locator('[data-testid="stButtonGroup"]').first.bounding_box()["y"]
-    order = {"last card": last_card, "What did you draw?": pills, "chart": chart.bounding_box()["y"],
+    order = {"What did you draw?": pills["y"], "last card": last_card, "chart": chart.bounding_box()["y"],
              "What every model saw": seen.bounding_box()["y"]}  # fmt: skip
     assert list(order.values()) == sorted(order.values()), order  # the answers first, then the rest
     no_traceback(page)

@@ -140,10 +140,11 @@ def compare_area() -> None:
         chart = charts.compare(rows) if rows else None
         with slot.container(key="cmp_result"):
             verdict(result, models, given_answer(result, digest))
-            cards(result, models, digest)
-            # the question before the chart: under it, "What did you draw?" began at the window's bottom edge
-            # at 1280x800 (a newcomer's tour, session 27); on a phone it always came first (common.CSS)
+            # the question right under the verdict, before the cards: under them the "Saved" line was below the
+            # fold at 1366x768, and on a phone the question was ~1 screen below the canvas (a newcomer's tour);
+            # under the chart it began at the window's bottom edge at 1280x800 (a tour, session 27)
             answer_for_all(result, digest, follows_answer=follows)
+            cards(result, models, digest)
             if chart is not None:
                 with st.container(key="cmp_chart"):
                     st.altair_chart(chart, width="stretch")
