@@ -820,3 +820,31 @@ def test_draw_an_unsure_small_drawing_is_told_to_draw_larger(fake):
     canvas.set("draw", canvas_png(DIGITS[3]))  # the same answer for a digit of the usual size asks which
     said = "\n".join(_texts(open_page("draw")))
     assert "say which below" in said and "drawn small" not in said, said
+
+
+def test_compare_says_why_a_lower_score_is_not_flagged_and_a_higher_one_is(fake):
+    """A tour saw Random Forest at "41% score" unflagged beside Extra Trees "Not sure" at 42%. By design: the flag
+    is each model's own call, its score weighed with a second opinion of its answer against its own threshold
+    (the trees had named different digits); the page says so, and only when the cards look contradictory."""
+    from fake_api import _probs
+
+    from digitlab.ui.client import Comparison, Prediction
+
+    api, canvas, open_page = fake
+
+    def predict_all(png: bytes, **fields) -> Comparison:
+        return Comparison([Prediction("cnn", 4, 0.41, _probs(4, 0.41), id=1, logged=True, uid="a"),
+                           Prediction("svm", 9, 0.42, _probs(9, 0.42), id=2, logged=True, uid="b", uncertain=True)],
+                          None)  # fmt: skip
+
+    api.predict_all = predict_all
+    canvas.set("compare", png())
+    at = open_page("compare")
+    captions = "\n".join(str(c.value) for c in at.caption)
+    assert 'Why is SVM at 42% "Not sure" and CNN at 41% not?' in captions, captions
+    assert "each model has its own threshold" in captions and "second opinion" in captions, captions
+
+    del api.predict_all  # the plain stand-in: both models sure of a 0, nothing to explain
+    canvas.set("compare", png(shade=60))
+    at.run()
+    assert not at.exception and not any("own threshold" in str(c.value) for c in at.caption), at.caption

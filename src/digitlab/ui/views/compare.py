@@ -93,6 +93,28 @@ def cards(result: Comparison, models: list[dict], digest: str) -> None:
                 )
 
 
+def flag_note(result: Comparison, models: list[dict]) -> str | None:
+    """Why a card at a lower score is not "Not sure" while one at a higher score is (a tour: Random Forest at
+    "41% score" unflagged beside Extra Trees "Not sure" at 42%). By design: the flag weighs the model's score
+    with a second opinion's probability of that model's answer, against the model's own threshold
+    (docs/uncertainty.md); the two trees ask the same second opinion, so they had named different digits."""
+    shown = {p.model: round(p.confidence * 100) for p in result.predictions}
+    sure = sorted((p for p in result.predictions if not p.uncertain), key=lambda p: shown[p.model])
+    if not sure:
+        return None
+    low = sure[0]
+    above = sorted((p for p in result.predictions if p.uncertain and shown[p.model] >= shown[low.model]),
+                   key=lambda p: shown[p.model])  # fmt: skip
+    if not above:
+        return None
+    high = above[0]
+    return (f"Why is {common.display_name(models, high.model)} at {shown[high.model]}% \"Not sure\" and "
+            f"{common.display_name(models, low.model)} at {shown[low.model]}% not? \"Not sure\" is each model's own "
+            "call, not its score alone: a second opinion checks how likely the model's answer is, and each model has "
+            "its own threshold. An answer the second opinion finds likely passes with a low score; one it doubts is "
+            "flagged even with a higher score.")  # fmt: skip
+
+
 @st.fragment
 def compare_area() -> None:
     send_unsent()
@@ -145,6 +167,9 @@ def compare_area() -> None:
             # under the chart it began at the window's bottom edge at 1280x800 (a tour, session 27)
             answer_for_all(result, digest, follows_answer=follows)
             cards(result, models, digest)
+            why = flag_note(result, models)
+            if why:
+                st.caption(f":material/help: {why}")
             if chart is not None:
                 with st.container(key="cmp_chart"):
                     st.altair_chart(chart, width="stretch")
