@@ -323,7 +323,8 @@ def test_the_gate_holds_real_handwriting_the_users_cannot_choose():
     """The users' hold-out is theirs to shape (a client with many sessions put poisoned ones into it): a third
     bar on real handwriting the project holds rejects a candidate that lost a digit, even when the users'
     hold-out and MNIST say it is better."""
-    from digitlab.training.learn import REAL_DIGIT_LOSS_ALLOWED, _gate
+    from digitlab.training.gate import REAL_DIGIT_LOSS_ALLOWED
+    from digitlab.training.gate import gate as _gate
 
     fine = {"user_holdout_accuracy": 0.92, "parent_user_holdout_accuracy": 0.17,
             "mnist_test_accuracy": 0.995, "parent_mnist_test_accuracy": 0.995}  # fmt: skip

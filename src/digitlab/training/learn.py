@@ -15,10 +15,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -40,19 +38,13 @@ from digitlab.store.numbers import labelled_number_digits
 from digitlab.store.records import utc_now
 from digitlab.store.repository import Repository
 from digitlab.store.versions import VersionStore
+from digitlab.training.gate import Outcome, gate, real_scores
 from digitlab.training.progress import listening, log
 from digitlab.training.user_data import UserData, counted, disputed_sessions, prepare
 
 #: a user's drawing weighs as much as this many MNIST digits (7,500 drawings vs 60,000 MNIST: ~1/3 of the
 #: weight), enough to learn styles MNIST lacks without forgetting MNIST (measured: docs/learning.md)
 USER_WEIGHT = 4.0
-MNIST_LOSS_ALLOWED = 0.001  #: a candidate may lose at most 0.1 point of MNIST test accuracy
-#: ...and of real handwriting the project holds (the calibration part of USPS and Semeion, which neither the
-#: users nor `learn` choose): overall, and for any one digit. The users' hold-out is theirs to shape: a
-#: client with many sessions put poisoned ones into it (7s labelled 1 made the poisoned CNN read "16.8 ->
-#: 92.0 %" on held-out users; only the MNIST bar stopped it, once by a single digit)
-REAL_LOSS_ALLOWED = 0.005
-REAL_DIGIT_LOSS_ALLOWED = 0.03
 MIN_HOLDOUT = 20  #: fewer held-out drawings than this cannot judge a model
 #: digits of the CNN's own training data (MNIST, style drawings, real handwriting) mixed into its fine-tuning,
 #: so it does not forget what it knew
@@ -62,31 +54,6 @@ ORDER = ["cnn", "svm", "svm_pca", "extra_trees", "random_forest"]
 TICK_SECONDS = 10.0
 #: ...and the command line says it once a minute (a terminal sat silent for three minutes during the classical fits)
 SAY_SECONDS = 60.0
-
-
-@dataclass
-class Outcome:
-    """What became of one model in a run."""
-
-    model: str
-    status: str  # promoted | rejected | skipped
-    version: str | None = None
-    parent: str | None = None
-    reason: str = ""
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-    def line(self) -> str:
-        m = self.metrics
-        figures = ""
-        if "user_holdout_accuracy" in m:
-            figures = (
-                f" (held-out users {m['parent_user_holdout_accuracy']:.2%} -> {m['user_holdout_accuracy']:.2%}, "
-                f"MNIST test {m['parent_mnist_test_accuracy']:.2%} -> {m['mnist_test_accuracy']:.2%}"
-                + (f", real handwriting (calibration part) {m['parent_real_accuracy']:.2%} -> {m['real_accuracy']:.2%}"
-                   if "real_accuracy" in m else "") + ")"
-            )  # fmt: skip
-        what = f"version {self.version} {self.status}" if self.version else self.status
-        return f"{self.model}: {what}{figures}" + (f": {self.reason}" if self.reason else "")
 
 
 def served_models(settings: Settings, versions: VersionStore, problems: dict[str, str] | None = None) -> dict[str, LoadedModel]:
@@ -115,27 +82,6 @@ def _mnist_test(settings: Settings) -> tuple[np.ndarray, np.ndarray]:
     from digitlab.data import load_mnist
 
     return load_mnist("test", directory=settings.mnist_dir)
-
-
-def _gate(metrics: dict[str, float]) -> str:
-    """'' when the candidate may be promoted, else why not."""
-    if metrics["user_holdout_accuracy"] < metrics["parent_user_holdout_accuracy"]:
-        return "worse than the served version on the held-out users' drawings"
-    if metrics["mnist_test_accuracy"] < metrics["parent_mnist_test_accuracy"] - MNIST_LOSS_ALLOWED:
-        return f"loses more than {MNIST_LOSS_ALLOWED:.1%} on MNIST test"
-    if "real_accuracy" in metrics:
-        if metrics["real_accuracy"] < metrics["parent_real_accuracy"] - REAL_LOSS_ALLOWED:
-            return f"loses more than {REAL_LOSS_ALLOWED:.1%} on real handwriting (USPS and Semeion calibration)"
-        if metrics["real_worst_digit_loss"] > REAL_DIGIT_LOSS_ALLOWED:
-            return (f"loses {metrics['real_worst_digit_loss']:.1%} of one digit on real handwriting (USPS and "
-                    f"Semeion calibration; at most {REAL_DIGIT_LOSS_ALLOWED:.0%}): learnt wrong labels?")  # fmt: skip
-    return ""
-
-
-def real_scores(model: LoadedModel, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-    """(accuracy, accuracy per digit 0-9) of `model` on float (n, 784) images in [0, 1]."""
-    right = model.predict_proba(x).argmax(axis=1) == y
-    return float(right.mean()), np.array([right[y == d].mean() if (y == d).any() else 1.0 for d in range(10)])
 
 
 def _real_handwriting(settings: Settings, say) -> tuple[np.ndarray, np.ndarray] | None:
@@ -486,7 +432,7 @@ class _Run:
         if self.heldout is not None:
             metrics.update(heldout_metrics(candidate.predict_proba(self.heldout.X), self.heldout))
         self.lock.check()  # another run took over while the database was away: store nothing
-        reason = _gate(metrics)
+        reason = gate(metrics)
         if not reason and self.versions.promoted().get(name) != self.promoted_at_start.get(name):
             reason = ("the served version changed while this one was built (a promotion or a rollback): not "
                       f"promoted over that decision (`digitlab models promote {name} VERSION` serves it)")  # fmt: skip
