@@ -523,8 +523,8 @@ def test_api_outage_and_recovery(desktop, ui_server, api_server):
             assert apart and seen["y"] + seen["height"] <= 800, (seen, over)
         no_traceback(page)
         # Every other page, reached through the navigation (no reload), says so too.
-        titles = {"compare": "Compare models", "history": "History", "models": "Models", "about": "About digitlab",
-                  "draw": "Draw a digit"}  # fmt: skip
+        titles = {"number": "Write a number", "compare": "Compare models", "history": "History", "models": "Models",
+                  "about": "About digitlab", "draw": "Draw a digit"}  # fmt: skip
         for name, title in titles.items():
             page.get_by_role("link", name=name.capitalize(), exact=True).first.click()
             started = time.monotonic()
@@ -534,6 +534,8 @@ def test_api_outage_and_recovery(desktop, ui_server, api_server):
             expect(page.locator('[data-stale="true"]')).to_have_count(0)
             if name in ("draw", "compare"):  # only a page with a canvas promises to keep the drawing
                 expect(notice).to_contain_text("Your drawing stays on the canvas")
+            elif name == "number":  # (it kept the writing, and said "The page reconnects by itself.")
+                expect(notice).to_contain_text("Your writing stays on the canvas")
             else:
                 expect(notice).not_to_contain_text("canvas")
             print(f"outage: {name} page warned after {time.monotonic() - started:.1f} s")

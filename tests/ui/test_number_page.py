@@ -153,6 +153,8 @@ def test_a_stroke_during_an_outage_keeps_the_reading_before_it(desktop, ui_serve
         expect(page.get_by_text("Predictions are unavailable — retrying.").first).to_be_visible(
             timeout=10_000
         )
+        # the writing stays, and the notice says so (it said "The page reconnects by itself.")
+        expect(page.locator(".st-key-dl_outage")).to_contain_text("Your writing stays on the canvas.")
         for stroke in DIGITS[7]:
             mouse_stroke(page, stroke, square(canvas_box(page), 2))
         earlier = page.get_by_test_id("dl-number-earlier")

@@ -32,7 +32,7 @@ def _text(at) -> str:
     return "\n".join(parts)
 
 
-@pytest.mark.parametrize("page", ["draw", "compare", "history", "models", "about"])
+@pytest.mark.parametrize("page", ["draw", "number", "compare", "history", "models", "about"])
 def test_every_page_survives_the_api_being_down(dead_api, page, monkeypatch, caplog):
     """The page says plainly that predictions are unavailable and it retries; the API's address and how to start
     it go to the UI's log, once (a newcomer was shown "not reachable at http://127.0.0.1:8000", a tour)."""
@@ -56,6 +56,11 @@ def test_every_page_survives_the_api_being_down(dead_api, page, monkeypatch, cap
     assert len(logged) == 1 and f"not reachable at {dead_api}" in logged[0], logged
     assert f"Not started yet? Run `DIGITLAB_PORT={port} digitlab serve` for the API." in logged[0]  # the API it expects
     assert "make run" not in logged[0]  # (it starts an API and a UI on the default ports, not this UI's API)
+    # a page with a canvas keeps what is on it (Number keeps the writing: it was told "The page reconnects by itself.")
+    kept = {"draw": "Your drawing stays on the canvas.", "compare": "Your drawing stays on the canvas.",
+            "number": "Your writing stays on the canvas."}.get(page, "The page reconnects by itself.")  # fmt: skip
+    (banner,) = [str(e.value) for e in at.error if "Predictions are unavailable" in str(e.value)]
+    assert kept in banner and ("canvas" in banner) is (page in ("draw", "number", "compare")), banner
     if page == "models":
         assert "Support vector machine" in text  # the packaged descriptions, offline
         assert "version 1.0.0" not in text  # (the package's, said of models that may not exist)

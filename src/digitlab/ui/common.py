@@ -184,13 +184,14 @@ API_ANSWERED = threading.Event()
 
 
 @st.fragment(run_every=HEALTH_POLL_SECONDS)
-def health_monitor(has_canvas: bool = False) -> None:
+def health_monitor(kept: str | None = None) -> None:
     """Polls /health; shows a notice while the API or its database is away; reruns the whole page when
     the API comes back (or goes away), so every page recovers by itself without a reload.
 
     The notice floats (`.st-key-dl_outage`): the API's absence in the header, beside the navigation, the
     database's over the page's title on a wide screen, over the bottom of the window on a phone; appearing and
-    going, it moves nothing on the page. `has_canvas`: the page keeps a drawing (Draw, Compare), so the notice says so."""
+    going, it moves nothing on the page. `kept`: what the page's canvas keeps ("drawing" on Draw and Compare,
+    "writing" on Number), so the notice says so."""
     was_ok = st.session_state.get("api_ok")
     # the run this monitor asked for (below) starts with the check it just made: a frozen API's second
     # check took HEALTH_TIMEOUT again before the notice showed
@@ -214,9 +215,9 @@ def health_monitor(has_canvas: bool = False) -> None:
         _log_away(started=bool(st.session_state.get("api_seen")))
         # plain words, no address: a newcomer was shown "not reachable at http://127.0.0.1:8000" (a tour);
         # the address and how to start the API go to the UI's log, where whoever runs it looks
-        kept = "Your drawing stays on the canvas." if has_canvas else "The page reconnects by itself."
+        said = f"Your {kept} stays on the canvas." if kept else "The page reconnects by itself."
         with st.container(key="dl_outage"), st.container(key="dl_api_away"):  # (in the header: style.html)
-            st.error(f"**Predictions are unavailable — retrying.**\n\n{kept}", icon=":material/cloud_off:")
+            st.error(f"**Predictions are unavailable — retrying.**\n\n{said}", icon=":material/cloud_off:")
     else:
         st.session_state["api_seen"] = True
         API_ANSWERED.set()
