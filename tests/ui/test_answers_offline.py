@@ -848,3 +848,41 @@ def test_compare_says_why_a_lower_score_is_not_flagged_and_a_higher_one_is(fake)
     canvas.set("compare", png(shade=60))
     at.run()
     assert not at.exception and not any("own threshold" in str(c.value) for c in at.caption), at.caption
+
+
+def test_compare_unsure_never_gives_a_model_a_digit_it_did_not_say(fake):
+    """The question is the models' probabilities together: "Not sure — is it a 3? Here Extra Trees is unsure" was said
+    of Extra Trees' 5 (a tour). When an unsure model said a digit the question does not name, it is named with its own
+    answer and the question is said to be all the models' together; when it said a named one, the line is as before."""
+    from fake_api import _probs
+
+    from digitlab.ui.client import Comparison, Prediction
+
+    api, canvas, open_page = fake
+    svm = 0.25  # SVM's 5, unsure: too unlikely in the average (0.13) to be named beside the 3
+
+    def predict_all(png: bytes, **fields) -> Comparison:
+        return Comparison([Prediction("cnn", 3, 0.9, _probs(3, 0.9), id=1, logged=True, uid="a"),
+                           Prediction("svm", 5, svm, _probs(5, svm), id=2, logged=True, uid="b", uncertain=True)],
+                          None)  # fmt: skip
+
+    api.predict_all = predict_all
+    canvas.set("compare", png())
+    at = open_page("compare")
+    said = _answer_texts(at)
+    assert "Here SVM is unsure" not in said, said
+    assert ("Not sure — SVM is unsure of its 5; all models together lean to a 3: it may not be a digit at all. Draw "
+            "one digit, large.") in said, said  # fmt: skip
+
+    # both unsure, each of its own digit
+    cnn_unsure = Prediction("cnn", 3, 0.9, _probs(3, 0.9), id=3, logged=True, uid="c", uncertain=True)
+    api.predict_all = lambda png, **fields: Comparison([cnn_unsure, predict_all(png).predictions[1]], None)
+    canvas.set("compare", png(280, 281), drawing_id="d2")
+    at.run()
+    assert "Not sure — every model is unsure of its answer; all models together lean to a 3:" in _answer_texts(at)
+
+    api.predict_all = predict_all
+    svm = 0.6  # its 5 is named now ("is it a 3 or a 5?"): nothing is said of it that it did not say
+    canvas.set("compare", png(shade=60))
+    at.run()
+    assert "Not sure — is it a 3 or a 5? Here SVM is unsure: if it is one of them, say which below" in _answer_texts(at)

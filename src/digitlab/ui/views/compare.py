@@ -72,7 +72,24 @@ def verdict(result: Comparison, models: list[dict], answer: int | str | None = N
         mean = mean_probabilities(result)
         advice = ("if it is one of them, say which below; if not, it may not be a digit at all." if
                   common.runner_up_named(mean) else "it may not be a digit at all. Draw one digit, large.")
-        st.info(f"{common.not_sure_sentence(mean)} Here {who} unsure: {advice}", icon=":material/help:")
+        named = sorted(range(10), key=mean.__getitem__, reverse=True)[: 2 if common.runner_up_named(mean) else 1]
+        if all(p.digit in named for p in result.predictions if p.uncertain):
+            st.info(f"{common.not_sure_sentence(mean)} Here {who} unsure: {advice}", icon=":material/help:")
+        else:  # the question is all the models' probabilities together: "Not sure — is it a 3? Here Extra Trees is
+            # unsure" was said of Extra Trees' 5 (a tour), so each unsure model is named with its own answer
+            st.info(f"Not sure — {unsure_of_their_own(result, models)}; all models together lean to "
+                    f"{' or '.join(common.a_digit(d) for d in named)}: {advice}", icon=":material/help:")  # fmt: skip
+
+
+def unsure_of_their_own(result: Comparison, models: list[dict]) -> str:
+    """"SVM is unsure of its 5", "CNN is unsure of its 3 and SVM of its 5", "every model is unsure of its answer"
+    (the cards show each one's)."""
+    unsure = [p for p in result.predictions if p.uncertain]
+    if len(unsure) == len(result.predictions) > 1:
+        return "every model is unsure of its answer"
+    said = [f"{common.display_name(models, p.model)} {'is unsure ' if not i else ''}of its {p.digit}"
+            for i, p in enumerate(unsure)]  # fmt: skip
+    return said[0] if len(said) == 1 else ", ".join(said[:-1]) + " and " + said[-1]
 
 
 def cards(result: Comparison, models: list[dict], digest: str) -> None:
