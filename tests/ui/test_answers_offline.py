@@ -664,8 +664,8 @@ def test_a_number_with_no_sure_digit_is_not_offered_as_the_answer(fake):
 
 
 @pytest.mark.parametrize("database,said", [
-    ("unavailable", "The database is unavailable. Predictions still work; new drawings and answers are queued (12 waiting)"),
-    ("catching_up", "The database is back: saving what was queued meanwhile (12 waiting)"),
+    ("unavailable", "Database unavailable; predictions work.\n\nAnswers are queued (12 waiting)."),
+    ("catching_up", "The database is back: saving the queue.\n\nHistory fills in as it is saved (12 waiting)."),
 ])  # fmt: skip
 def test_the_database_banner_says_when_the_queue_is_being_saved(fake, database, said):
     """After an outage the banner said "unavailable" until the queue was saved (~20 s under load)."""

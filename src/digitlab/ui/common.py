@@ -188,9 +188,9 @@ def health_monitor(kept: str | None = None) -> None:
     """Polls /health; shows a notice while the API or its database is away; reruns the whole page when
     the API comes back (or goes away), so every page recovers by itself without a reload.
 
-    The notice floats (`.st-key-dl_outage`): the API's absence in the header, beside the navigation, the
-    database's over the page's title on a wide screen, over the bottom of the window on a phone; appearing and
-    going, it moves nothing on the page. `kept`: what the page's canvas keeps ("drawing" on Draw and Compare,
+    The notice floats (`.st-key-dl_outage`) in the header, beside the navigation, in two short lines: appearing
+    and going, it moves nothing on the page and covers nothing (the database's and "starting" covered the page's
+    title and subtitle, or the bottom of a phone's screen). `kept`: what the page's canvas keeps ("drawing" on Draw and Compare,
     "writing" on Number), so the notice says so."""
     was_ok = st.session_state.get("api_ok")
     # the run this monitor asked for (below) starts with the check it just made: a frozen API's second
@@ -208,15 +208,15 @@ def health_monitor(kept: str | None = None) -> None:
         st.session_state["health_rerun_at"] = time.monotonic()
         st.rerun(scope="app")
     if not ok and not st.session_state.get("api_seen") and not API_ANSWERED.is_set() and get_settings().api_started_beside:
-        with st.container(key="dl_outage"):
-            st.info("**The prediction service is starting** (it loads the models): the page connects by itself in "
-                    "a few seconds.", icon=":material/hourglass_top:")  # fmt: skip
+        with st.container(key="dl_outage"):  # (in the header: style.html)
+            st.info("**The prediction service is starting.**\n\nThe page connects by itself shortly.",
+                    icon=":material/hourglass_top:")  # fmt: skip
     elif not ok:
         _log_away(started=bool(st.session_state.get("api_seen")))
         # plain words, no address: a newcomer was shown "not reachable at http://127.0.0.1:8000" (a tour);
         # the address and how to start the API go to the UI's log, where whoever runs it looks
         said = f"Your {kept} stays on the canvas." if kept else "The page reconnects by itself."
-        with st.container(key="dl_outage"), st.container(key="dl_api_away"):  # (in the header: style.html)
+        with st.container(key="dl_outage"):  # (in the header: style.html)
             st.error(f"**Predictions are unavailable — retrying.**\n\n{said}", icon=":material/cloud_off:")
     else:
         st.session_state["api_seen"] = True
@@ -224,11 +224,11 @@ def health_monitor(kept: str | None = None) -> None:
         _AWAY_LOGGED.clear()
     if ok and not state.database_ok:  # (back: "unavailable" was said until the queue was saved, ~20 s under load)
         waiting, back = (f" ({state.spool} waiting)" if state.spool else ""), state.database == "catching_up"
-        with st.container(key="dl_outage"):
+        with st.container(key="dl_outage"):  # (in the header, short: style.html)
             (st.info if back else st.warning)(
-                f"**The database is back**: saving what was queued meanwhile{waiting}. History fills in as it is saved."
-                if back else "**The database is unavailable.** Predictions still work; new drawings and answers are "
-                f"queued{waiting} and saved when it is back. History is paused.", icon=":material/database:",
+                f"**The database is back: saving the queue.**\n\nHistory fills in as it is saved{waiting}."
+                if back else f"**Database unavailable; predictions work.**\n\nAnswers are queued{waiting}.",
+                icon=":material/database:",
             )  # fmt: skip
 
 
