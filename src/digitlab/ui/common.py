@@ -399,7 +399,9 @@ def zoom_png(png: bytes, size: int = 140) -> bytes:
 
 
 def page_header(title: str, caption: str) -> None:
-    st.title(title)
+    """The page's title, without an anchor link: it was the first Tab stop after "Skip to main content", a link
+    that never shows (the sections' headings have none either)."""
+    st.title(title, anchor=False)
     st.caption(caption)
 
 

@@ -11,7 +11,7 @@ EXAMPLE_PROBABILITIES = [0.002, 0.001, 0.012, 0.948, 0.001, 0.021, 0.001, 0.004,
 
 
 def pipeline() -> None:
-    st.subheader("From your drawing to a digit")
+    st.subheader("From your drawing to a digit", anchor=False)
     steps = [
         (
             "pipeline_drawing.png",
@@ -45,7 +45,7 @@ def main() -> None:
                        "answer.")  # fmt: skip
     left, right = st.columns([1, 1], gap="large")
     with left:
-        st.subheader("MNIST: 70,000 handwritten digits")
+        st.subheader("MNIST: 70,000 handwritten digits", anchor=False)
         st.markdown(
             "The models learned from **MNIST**, the classic collection of handwritten digits written by US Census "
             "Bureau employees and high-school students: **60,000** training images and **10,000** test images, "
@@ -68,7 +68,7 @@ def main() -> None:
         "Steps 2 and 3 make it look like MNIST (same size, position, stroke width and grey levels) so a model trained "
         "on MNIST recognises it. You see the exact 28×28 image next to every prediction."
     )
-    st.subheader("The models")
+    st.subheader("The models", anchor=False)
     st.markdown(
         "- **CNN** — small convolutional networks (three, averaged): they learn strokes and shapes themselves; usually the most accurate.\n"
         "- **SVM (RBF kernel)** and **SVM + PCA** — support vector machines on deskewed pixels and gradient "
@@ -77,7 +77,7 @@ def main() -> None:
         "The **Models** page shows each one's test accuracy, confusion matrix, speed and size; **Compare** lets "
         "all of them answer the same drawing."
     )
-    st.subheader("Your drawings")
+    st.subheader("Your drawings", anchor=False)
     st.markdown(
         "Each prediction is stored with the drawing, the 28×28 image, the model and its answer. When you answer "
         "*What did you draw?* the true digit is stored too: that is what **History** measures accuracy on, and "

@@ -266,7 +266,7 @@ def numbers_section(models: list[dict], f: dict[str, Any] | None = None) -> None
         st.caption(f"Numbers are not available right now: {exc}" if exc.code != "unauthorized" else
                    f"Numbers are not shown: {exc}")  # fmt: skip
         return
-    st.subheader("Numbers")
+    st.subheader("Numbers", anchor=False)
     total = int(page.get("total") or 0)
     items = page["items"]
     if not items:
@@ -315,7 +315,7 @@ def export_button() -> None:
 
 def prediction_log(page: dict[str, Any], models: list[dict], f: dict[str, Any], page_no: int, pager_key: str) -> None:
     total = int(page.get("total") or 0)
-    st.subheader("Prediction log")
+    st.subheader("Prediction log", anchor=False)
     if not total:
         st.info(empty_log_message(f), icon=":material/filter_alt:" if any(f.values()) else ":material/draw:")
         return
@@ -361,7 +361,7 @@ def main() -> None:
         prediction_log(page, models, f, page_no, pager_key)
         export_button()
         numbers_section(models, f)
-    st.subheader("Accuracy")
+    st.subheader("Accuracy", anchor=False)
     st.caption("Of all time and every answer, per model (the Model filter applies here; Answer and Period apply to the "
                "log and the numbers above). Days are UTC days.")  # (it changed nothing with "Today" or "Wrong", unsaid)
     stats_section(stats, models, f["model"])
