@@ -66,6 +66,10 @@ def test_draw_a_space_saves_no_answer_until_one_is_picked(desktop, ui_server, ap
     predicted = page.locator(f'{PREDICTION} [data-testid="dl-digit"]').inner_text().strip()
 
     assert _tab_to_the_answers(page) == "0"  # Tab comes into the answers on their first one
+    # ...which say how to pick one with the keyboard (nothing did: the help's tooltip shows to a pointer only)
+    hint = page.locator('[class*="st-key-fb_"] [data-dl-pick-hint]')
+    expect(hint).to_have_attribute("data-dl-pick-hint", re.compile(r"^Pick with the arrow keys or by typing the digit"))
+    expect(page.get_by_test_id("dl-pick-hint")).to_have_text(re.compile(r"^Pick with the arrow keys"))  # (read out)
     for key in ("Space", "Enter"):  # ...where Space (or Enter) saved "0"
         page.keyboard.press(key)
         wait_idle(page, settle=0.8)
@@ -76,6 +80,7 @@ def test_draw_a_space_saves_no_answer_until_one_is_picked(desktop, ui_server, ap
     for _ in range(7):  # picked with the arrow keys
         page.keyboard.press("ArrowRight")
     assert page.evaluate(FOCUSED) == "7"
+    expect(hint).to_have_count(0)  # (said until one is picked)
     page.keyboard.press("Space")
     expect(page.get_by_text(re.compile(r"Saved: you drew a 7"))).to_be_visible()
     assert _record(api_server.url, prediction_id)["drawn_digit"] == 7

@@ -6,7 +6,8 @@ on the first click. Its buttons are a radio group (react-aria): Tab into it land
 scroll the page or to "enter" the group, stored the label 0 for a drawing nobody had answered. Here Space and
 Enter on an answer only act once the person has picked it with the keyboard since their focus came into the
 group: an arrow key, Home/End, or the digit typed ("7" moves to the 7). Before that, the keys are held back
-and a hint says how to choose. A mouse click or a tap acts at once, as before.
+and a hint says how to choose; it says so too as the keyboard's focus comes into the group (nothing on the page
+said the arrow keys pick: the help's tooltip shows to a pointer). A mouse click or a tap acts at once, as before.
 
 **An answer waits for the last stroke's reading.** The canvas reports a stroke about 200 ms after the pen
 is lifted; until then the answers on the page are the previous picture's. An answer clicked in that moment
@@ -42,6 +43,9 @@ ANSWER_GROUPS = ('[class*="st-key-fb_"]', '[class*="st-key-cmp_fb_"]')
 PICK_HINT = "Pick your answer first: arrow keys or type the digit, then Space or Enter."
 #: the answers' help says it too
 PICK_HELP = "With the keyboard: pick an answer with the arrow keys or by typing the digit, then press Space."
+#: shown (and read out) as the keyboard's focus comes into the answers, until one is picked: nothing on the page said
+#: that the arrow keys pick one (the help's tooltip shows to a pointer only)
+KEYS_HINT = "Pick with the arrow keys or by typing the digit, then press Space or Enter."
 #: how long after the pen is lifted an answer is held back (the canvas reports after ~200 ms; a click 300 ms
 #: after was already the new picture's)
 STROKE_SETTLE_MS = 600
@@ -70,7 +74,7 @@ _ANSWER_KEYS = """<script>
   if (window.__dlAnswerKeys) return;
   window.__dlAnswerKeys = true;
   const GROUP = %(groups)s.map(g => g + ' [role="radiogroup"]').join(", ");
-  const HINT = %(hint)s;
+  const HINT = %(hint)s, KEYS = %(keys)s;
   const MOVES = new Set(["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "Home", "End"]);
   const style = document.createElement("style");
   // over what follows, not in the flow: a line added under the pills as a finger went down on one moved them
@@ -91,10 +95,15 @@ _ANSWER_KEYS = """<script>
   const picked = new WeakSet();  // groups whose focused answer was picked with the keyboard
   let held = null;  // the key whose keydown was held back: its keyup is held back too
   const settle = (group) => { group.removeAttribute("data-dl-pick-hint"); live.textContent = ""; };
-  // focus coming into a group (Tab, a click, a script) picks nothing; moving inside it keeps what was picked
+  // focus coming into a group (Tab, a click, a script) picks nothing; moving inside it keeps what was picked.
+  // Come with the keyboard, the group says how to pick (until one is)
   document.addEventListener("focusin", (e) => {
     const group = groupOf(e.target);
-    if (group && groupOf(e.relatedTarget) !== group) { picked.delete(group); settle(group); }
+    if (group && groupOf(e.relatedTarget) !== group) {
+      picked.delete(group);
+      settle(group);
+      if (e.target.matches(":focus-visible")) { group.setAttribute("data-dl-pick-hint", KEYS); live.textContent = KEYS; }
+    }
   }, true);
   document.addEventListener("focusout", (e) => {
     const group = groupOf(e.target);
@@ -350,7 +359,7 @@ _TOOL_KEEPS_FOCUS = """<script>
 </script>"""
 
 SCRIPTS = (
-    _ANSWER_KEYS % {"groups": json.dumps(list(ANSWER_GROUPS)), "hint": json.dumps(PICK_HINT)}
+    _ANSWER_KEYS % {"groups": json.dumps(list(ANSWER_GROUPS)), "hint": json.dumps(PICK_HINT), "keys": json.dumps(KEYS_HINT)}
     + _STROKE_SETTLES
     % {"groups": json.dumps(list(ANSWER_GROUPS)), "deferred": json.dumps(list(DEFERRED)),
        "hint": json.dumps(SETTLE_HINT), "settle": STROKE_SETTLE_MS, "wait": ANSWER_WAIT_MS,
