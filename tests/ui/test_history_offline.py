@@ -295,3 +295,18 @@ def test_the_accuracy_per_day_chart_has_no_axis_title_to_cut_on_a_phone():
     assert spec["title"] == "Accuracy per day"
     assert spec["encoding"]["y"]["title"] is None, spec["encoding"]["y"]
     assert spec["encoding"]["y"]["axis"]["format"] == "%"  # the labels still say they are percentages
+
+
+def test_the_confusion_matrix_of_all_models_says_it_counts_once_per_model(history):
+    """A tour drew three 9s on Compare (3 models) and read 9 in row 9 under "Each row is what you drew"."""
+    api, open_history = history
+    one = [[0] * 10 for _ in range(10)]
+    one[9][9] = 3
+    api.stats_answer = {"models": {m: {"predictions": 3, "labelled": 3, "correct": 3, "accuracy": 1.0, "confusion_matrix": one}
+                                   for m in ("cnn", "svm", "extra_trees")}}  # fmt: skip
+    at = open_history()
+    (picker,) = [s for s in at.selectbox if s.label == "Confusion matrix of"]
+    assert picker.value == "all"
+    assert "counts once per model" in _captions(at)
+    picker.set_value("svm").run()
+    assert "Each row is what you drew" in _captions(at) and "counts once per model" not in _captions(at)

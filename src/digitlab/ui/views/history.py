@@ -229,7 +229,9 @@ def stats_section(stats: dict[str, Any], models: list[dict[str, Any]], model_fil
         st.altair_chart(
             charts.confusion(matrix, title="True digit (rows) vs predicted (columns)"), width="stretch"
         )
-        st.caption("Each row is what you drew; the diagonal is right, everything else is a mistake.")
+        st.caption("Each row is what you drew; the diagonal is right, everything else is a mistake."
+                   + (" All models together: a drawing answered by several models (Compare) counts once per model."
+                      if pick == "all" else ""))  # (a tour read three 9s drawn on Compare as 9 in row 9)  # fmt: skip
 
 
 def empty_log_message(f: dict[str, Any]) -> str:
