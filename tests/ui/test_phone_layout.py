@@ -1,13 +1,27 @@
 """Phone layout (390x844, touch): what a person needs is on the screen without scrolling. The Pen popover
 fits under the tools (it ran past the bottom of the screen: the Background swatch half shown, its caption
 out of sight), and Compare shows the verdict and "What did you draw?" right under the canvas' tools, then the
-cards, before the chart and "What every model saw" (which pushed every card below the fold)."""
+cards, before the chart and "What every model saw" (which pushed every card below the fold); Draw asks "What did
+you draw?" right under the digit, before the chart, with every answer and the "Saved" line on the screen."""
 
 from __future__ import annotations
 
 import pytest
 from playwright.sync_api import expect
-from ui_browser import CANVAS, SCREENSHOTS, Touch, draw_digit, no_traceback, open_page, screenshot, wait_idle
+from ui_browser import (
+    CANVAS,
+    PREDICTION,
+    SCREENSHOTS,
+    Touch,
+    canvas_box,
+    draw_digit,
+    no_traceback,
+    open_page,
+    screenshot,
+    wait_idle,
+    wait_new_prediction,
+)
+from ui_strokes import DIGITS, side_by_side
 
 pytestmark = pytest.mark.browser
 
@@ -239,3 +253,51 @@ def test_a_tablet_or_a_narrow_window_shows_the_whole_canvas(browser, ui_server, 
     assert not cut, f"canvas shown width, swipe strip, page width by window width: {cut}"
     no_traceback(page)
     context.close()
+
+
+def _bottom(box: dict) -> float:
+    return box["y"] + box["height"]
+
+
+@pytest.mark.parametrize("shape", ["4", "unsure"])
+def test_phone_draw_asks_what_you_drew_on_the_first_screen(phone, ui_server, shape):
+    """Draw on a phone after drawing: the canvas, the result card and the top of the chart filled the screen;
+    "What did you draw?" began at y 977 (pills 976-1074, ~313 px lower for an unsure drawing) and "Saved: you
+    drew a 4" came below the screen too. The question and its outcome come right under the digit now, before the
+    chart and the 28x28 image."""
+    page = phone
+    open_page(page, ui_server.url, "", ready=CANVAS)
+    touch = Touch(page)
+    if shape == "4":
+        draw_digit(page, 4, touch=touch)
+    else:  # two digits side by side: one digit's page is unsure of it
+        box = canvas_box(page)
+        for stroke in side_by_side(DIGITS[1], DIGITS[7]):
+            touch.stroke(stroke, box)
+    wait_new_prediction(page, None, PREDICTION)
+    main = page.locator('[data-testid="stMainBlockContainer"]')
+    pills = main.locator('[class*="st-key-fb_"]').first
+    expect(pills).to_be_visible()
+    wait_idle(page, settle=1.0)
+    page.evaluate("() => window.scrollTo(0, 0)")
+    digit = page.locator('[data-testid="dl-digit"]').bounding_box()
+    chart = page.locator('[data-testid="dl-chart"]').bounding_box()
+    question = pills.bounding_box()
+    last = page.locator('[class*="st-key-fb_"] button').filter(has_text="Not a digit").first.bounding_box()
+    print(f"\n{shape}: digit {digit['y']:.0f}-{_bottom(digit):.0f}, pills {question['y']:.0f}-{_bottom(question):.0f}, "
+          f"chart {chart['y']:.0f}")
+    if shape == "unsure":
+        expect(page.locator('[data-testid="dl-unsure"]')).to_be_visible()
+    assert _bottom(digit) < question["y"] < chart["y"], (digit, question, chart)  # the question under the digit
+    assert _bottom(last) <= HEIGHT, last  # every answer on the screen: no scrolling to answer
+    page.locator('[class*="st-key-fb_"] button').filter(has_text="1" if shape != "4" else "4").first.tap()
+    saved = main.get_by_text("Saved: you drew")
+    expect(saved).to_be_visible()
+    wait_idle(page, settle=0.5)
+    scrolled = page.evaluate("() => window.scrollY")
+    box = saved.bounding_box()
+    print(f"{shape}: saved {box['y']:.0f}-{_bottom(box):.0f} (scrolled {scrolled})")
+    assert scrolled == 0, scrolled
+    if shape == "4":  # what became of the answer, in sight (an unsure drawing's note leaves no room for it)
+        assert _bottom(box) <= HEIGHT, box
+    no_traceback(page)

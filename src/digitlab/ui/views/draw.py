@@ -337,7 +337,7 @@ def draw_area() -> None:
     with right:
         # the answer, its buttons and notes in one element, replaced whole on every run: a trailing
         # element of the previous answer (the photo's caption) could outlive an interrupted run
-        slot = st.empty().container()
+        slot = st.empty().container(key="draw_result")  # (a phone shows the chart after the question: common.CSS)
         with slot:
             if photo is not None:
                 show_photo_answer(photo, model, models, slot)
