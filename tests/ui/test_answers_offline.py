@@ -886,3 +886,40 @@ def test_compare_unsure_never_gives_a_model_a_digit_it_did_not_say(fake):
     canvas.set("compare", png(shade=60))
     at.run()
     assert "Not sure — is it a 3 or a 5? Here SVM is unsure: if it is one of them, say which below" in _answer_texts(at)
+
+
+def _draw_pills(at) -> list:
+    return [b for b in at.button_group if b.key and b.key.startswith("fb_")]
+
+
+def test_draw_a_stroke_after_an_answer_waiting_for_the_service_keeps_it_said(fake):
+    """Draw a 3, the service goes away, click "3": "Not saved yet …". A small stroke then took that line off the
+    page with the result and the pills, leaving only "not answering" (the answer was still sent when the service
+    came back, with nothing on the page saying it waited). The waiting answer stays said under the notice."""
+    api, canvas, open_page = fake
+    api.probabilities = [0.02] * 3 + [0.82] + [0.02] * 6  # read as a 3
+    canvas.set("draw", png(), drawing_id="d1")
+    at = open_page("draw")
+    api.up = False
+    (pills,) = _draw_pills(at)
+    pills.set_value(3).run()
+    said = _answer_texts(at)
+    assert "Not saved yet: you drew a **3**" in said, said
+    canvas.set("draw", png(shade=4), strokes=2, drawing_id="d2")  # a small stroke: a new drawing after the answer
+    at.run()
+    assert not at.exception, at.exception
+    said = _answer_texts(at)
+    assert "The prediction service is not answering right now" in said, said
+    assert not _draw_pills(at), said  # nothing to answer: the changed drawing is not read yet
+    assert "Not saved yet: you drew a **3** (the drawing as it was when you answered)" in said, said
+    canvas.set("draw", None)  # cleared: the answer still waits
+    at.run()
+    assert "Not saved yet: you drew a **3**" in _answer_texts(at)
+    assert not api.feedback_calls
+    api.up = True
+    at.run()  # the monitor finds the service back: the answer is sent, and said so
+    assert not at.exception, at.exception
+    assert [answer for _, answer in api.feedback_calls] == [3], api.feedback_calls
+    said = _answer_texts(at)
+    assert "Not saved yet" not in said, said
+    assert any("Your earlier answer is saved" in str(t.value) for t in at.toast), said

@@ -202,6 +202,15 @@ def _answer_other_models(prediction: Prediction, shown, answer) -> None:
         send_feedback(key, other, digest, spread=False)
 
 
+def show_waiting_answers() -> None:
+    """The answers waiting for the service (`draw_unsent`), said under its notice when the picture on the canvas
+    cannot be read: a stroke after answering during an outage took "Not saved yet: you drew a 3 …" off the page
+    with the result and the pills, leaving only "not answering" (the answer was still sent when it was back)."""
+    for _prediction, _digest, answer in (st.session_state.get("draw_unsent") or {}).values():
+        what = "not a digit" if answer == NOT_A_DIGIT else f"you drew {common.a_digit(answer, bold=True)}"
+        answers.show("unsent", f"{what} (the drawing as it was when you answered)")
+
+
 def send_unsent() -> None:
     """Answers given while the service was away, sent once it is back (it reruns the page then): also
     those of a picture no longer on screen (the person drew on; the answer was silently lost)."""
@@ -349,12 +358,15 @@ def draw_area() -> None:
                     "The answer shows up here as soon as you lift the pen.</div>",
                     unsafe_allow_html=True,
                 )
+                show_waiting_answers()  # (cleared during an outage: the answer still waits, and is sent)
                 return
             with st.spinner("Reading your drawing…"):  # (shown after 0.5 s: the first prediction while the database
                 prediction, error = predict(drawing, model)  # is locked waits 5 s, under "Draw a digit")
             if error is not None:
                 common.show_error(slot, error, nothing=ink.nothing_drawn(drawing),
                                   kept="Your drawing is kept; it is recognised as soon as the service is back.")  # fmt: skip
+                if isinstance(error, ApiUnavailable):
+                    show_waiting_answers()
                 return
             follow = st.session_state.get("draw_answer_follows")  # an answer clicked as this stroke was on its way
             if follow is not None and follow[0] == drawing.drawing_id and follow[2] != drawing.digest:
