@@ -923,3 +923,25 @@ def test_draw_a_stroke_after_an_answer_waiting_for_the_service_keeps_it_said(fak
     said = _answer_texts(at)
     assert "Not saved yet" not in said, said
     assert any("Your earlier answer is saved" in str(t.value) for t in at.toast), said
+
+
+def test_the_outage_notice_says_your_drawing_only_when_something_is_drawn(fake):
+    """A fresh visit to Draw while the API is away heard "Your drawing stays on the canvas." over an empty canvas:
+    what is to come is said then; once something is drawn, the drawing (by the monitor's next check)."""
+    api, canvas, open_page = fake
+    api.up = False
+    at = open_page("draw")
+
+    def notice() -> str:
+        (said,) = [str(e.value) for e in at.error if "Predictions are unavailable" in str(e.value)]
+        return said
+
+    assert "What you draw stays on the canvas." in notice() and "Your drawing" not in notice(), notice()
+    canvas.set("draw", png())
+    at.run()
+    at.run()  # (the monitor runs before the page: it sees the drawing at its next check)
+    assert "Your drawing stays on the canvas." in notice(), notice()
+    canvas.set("draw", None)  # cleared
+    at.run()
+    at.run()
+    assert "What you draw stays on the canvas." in notice(), notice()

@@ -532,10 +532,12 @@ def test_api_outage_and_recovery(desktop, ui_server, api_server):
             wait_idle(page, settle=0.2)
             expect(banner.first).to_be_visible(timeout=OUTAGE_BUDGET_S * 1000)
             expect(page.locator('[data-stale="true"]')).to_have_count(0)
-            if name in ("draw", "compare"):  # only a page with a canvas promises to keep the drawing
+            if name == "draw":  # only a page with a canvas promises to keep the drawing
                 expect(notice).to_contain_text("Your drawing stays on the canvas")
+            elif name == "compare":  # (its canvas is blank: "Your drawing" was said over it)
+                expect(notice).to_contain_text("What you draw stays on the canvas")
             elif name == "number":  # (it kept the writing, and said "The page reconnects by itself.")
-                expect(notice).to_contain_text("Your writing stays on the canvas")
+                expect(notice).to_contain_text("What you write stays on the canvas")
             else:
                 expect(notice).not_to_contain_text("canvas")
             print(f"outage: {name} page warned after {time.monotonic() - started:.1f} s")

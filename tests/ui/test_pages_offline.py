@@ -56,9 +56,10 @@ def test_every_page_survives_the_api_being_down(dead_api, page, monkeypatch, cap
     assert len(logged) == 1 and f"not reachable at {dead_api}" in logged[0], logged
     assert f"Not started yet? Run `DIGITLAB_PORT={port} digitlab serve` for the API." in logged[0]  # the API it expects
     assert "make run" not in logged[0]  # (it starts an API and a UI on the default ports, not this UI's API)
-    # a page with a canvas keeps what is on it (Number keeps the writing: it was told "The page reconnects by itself.")
-    kept = {"draw": "Your drawing stays on the canvas.", "compare": "Your drawing stays on the canvas.",
-            "number": "Your writing stays on the canvas."}.get(page, "The page reconnects by itself.")  # fmt: skip
+    # a page with a canvas keeps what is on it (Number keeps the writing: it was told "The page reconnects by itself."),
+    # said of what is to come while nothing is drawn (a fresh visit heard "Your drawing stays on the canvas.")
+    kept = {"draw": "What you draw stays on the canvas.", "compare": "What you draw stays on the canvas.",
+            "number": "What you write stays on the canvas."}.get(page, "The page reconnects by itself.")  # fmt: skip
     (banner,) = [str(e.value) for e in at.error if "Predictions are unavailable" in str(e.value)]
     assert kept in banner and ("canvas" in banner) is (page in ("draw", "number", "compare")), banner
     if page == "models":

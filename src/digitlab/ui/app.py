@@ -28,5 +28,6 @@ pages = [
 ]
 page = st.navigation(pages, position="top")
 # what a page's canvas keeps during an outage (Number kept the writing, but was told "The page reconnects by itself.")
-common.health_monitor(kept={"": "drawing", "compare": "drawing", "number": "writing"}.get(page.url_path))
+common.health_monitor(kept={"": "drawing", "compare": "drawing", "number": "writing"}.get(page.url_path),
+                      canvas={"": "draw", "compare": "compare", "number": "number"}.get(page.url_path))
 page.run()

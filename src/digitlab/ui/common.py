@@ -184,14 +184,15 @@ API_ANSWERED = threading.Event()
 
 
 @st.fragment(run_every=HEALTH_POLL_SECONDS)
-def health_monitor(kept: str | None = None) -> None:
+def health_monitor(kept: str | None = None, canvas: str | None = None) -> None:
     """Polls /health; shows a notice while the API or its database is away; reruns the whole page when
     the API comes back (or goes away), so every page recovers by itself without a reload.
 
     The notice floats (`.st-key-dl_outage`) in the header, beside the navigation, in two short lines: appearing
     and going, it moves nothing on the page and covers nothing (the database's and "starting" covered the page's
     title and subtitle, or the bottom of a phone's screen). `kept`: what the page's canvas keeps ("drawing" on Draw and Compare,
-    "writing" on Number), so the notice says so."""
+    "writing" on Number), so the notice says so; `canvas`: the canvas' prefix ("draw"), to say "Your drawing" only
+    when something is drawn on it (a fresh visit heard "Your drawing stays on the canvas." over an empty canvas)."""
     was_ok = st.session_state.get("api_ok")
     # the run this monitor asked for (below) starts with the check it just made: a frozen API's second
     # check took HEALTH_TIMEOUT again before the notice showed
@@ -215,7 +216,8 @@ def health_monitor(kept: str | None = None) -> None:
         _log_away(started=bool(st.session_state.get("api_seen")))
         # plain words, no address: a newcomer was shown "not reachable at http://127.0.0.1:8000" (a tour);
         # the address and how to start the API go to the UI's log, where whoever runs it looks
-        said = f"Your {kept} stays on the canvas." if kept else "The page reconnects by itself."
+        said = ("The page reconnects by itself." if not kept else f"Your {kept} stays on the canvas."
+                if drawn(canvas) else f"What you {'write' if kept == 'writing' else 'draw'} stays on the canvas.")
         with st.container(key="dl_outage"):  # (in the header: style.html)
             st.error(f"**Predictions are unavailable — retrying.**\n\n{said}", icon=":material/cloud_off:")
     else:
@@ -230,6 +232,12 @@ def health_monitor(kept: str | None = None) -> None:
                 if back else f"**Database unavailable; predictions work.**\n\nAnswers are queued{waiting}.",
                 icon=":material/database:",
             )  # fmt: skip
+
+
+def drawn(canvas: str | None) -> bool:
+    """Is something on the canvas with this prefix (as its page's last run saw it)?"""
+    drawing = st.session_state.get(f"{canvas}_drawing") if canvas else None
+    return drawing is not None and not drawing.empty
 
 
 #: this UI process has logged the API's absence (once per outage, however many visitors see it)
