@@ -945,3 +945,24 @@ def test_the_outage_notice_says_your_drawing_only_when_something_is_drawn(fake):
     at.run()
     at.run()
     assert "What you draw stays on the canvas." in notice(), notice()
+
+
+def test_compares_cards_say_right_or_wrong_once_answered(fake):
+    """After "I drew a 7" the cards kept their 0s unmarked, as if nothing had been said (a newcomer's tour)."""
+    _api, canvas, open_page = fake
+    canvas.set("compare", png())
+    at = open_page("compare")
+
+    def marks() -> list[str]:
+        cards = [str(m.value) for m in at.markdown if "dl-compare-card" in str(m.value)]
+        assert len(cards) == 2, cards
+        return ["right" if "dl-right" in c else "wrong" if "dl-wrong" in c else "" for c in cards]
+
+    assert marks() == ["", ""]  # nothing said yet
+    _pills(at).set_value(7).run()
+    assert marks() == ["wrong", "wrong"]
+    canvas.set("compare", png(shade=60))  # a new drawing: unmarked until answered
+    at.run()
+    assert marks() == ["", ""]
+    _pills(at).set_value(0).run()
+    assert marks() == ["right", "right"]

@@ -92,7 +92,17 @@ def unsure_of_their_own(result: Comparison, models: list[dict]) -> str:
     return said[0] if len(said) == 1 else ", ".join(said[:-1]) + " and " + said[-1]
 
 
-def cards(result: Comparison, models: list[dict], digest: str) -> None:
+def _mark(digit: int, answer: int | str | None) -> str:
+    """Right or wrong by the person's answer, beside a card's digit: after "I drew a 3" the cards still showed
+    their 5s unmarked, as if nothing had been said (a tour; the line above said it, the cards did not)."""
+    if answer is None or answer == "Not a digit":
+        return ""
+    if int(answer) == digit:
+        return '<span class="dl-card-mark dl-right" title="right" aria-label="right">✓</span>'
+    return '<span class="dl-card-mark dl-wrong" title="wrong" aria-label="wrong">✗</span>'
+
+
+def cards(result: Comparison, models: list[dict], digest: str, answer: int | str | None = None) -> None:
     majority = next(iter(result.votes)) if result.predictions else None
     with st.grid("auto", min_column_width=135, gap="small", key="cmp_cards"):
         for p in result.predictions:
@@ -104,7 +114,7 @@ def cards(result: Comparison, models: list[dict], digest: str) -> None:
                     f"""<div data-testid="dl-compare-card" data-drawing="{digest[:16]}" data-model="{
                         p.model
                     }" data-digit="{p.digit}"><div class="dl-small dl-card-name">{common.esc(common.display_name(models, p.model))}</div>
-                    <div class="dl-card-digit{odd}">{p.digit}</div>
+                    <div class="dl-card-digit{odd}">{p.digit}{_mark(p.digit, answer)}</div>
                     <div class="dl-small">{score} · {latency}</div></div>""",
                     unsafe_allow_html=True,
                 )
@@ -183,7 +193,7 @@ def compare_area() -> None:
             # fold at 1366x768, and on a phone the question was ~1 screen below the canvas (a newcomer's tour);
             # under the chart it began at the window's bottom edge at 1280x800 (a tour, session 27)
             answer_for_all(result, digest, follows_answer=follows)
-            cards(result, models, digest)
+            cards(result, models, digest, given_answer(result, digest))
             why = flag_note(result, models)
             if why:
                 st.caption(f":material/help: {why}")
