@@ -340,12 +340,15 @@ def runner_up_named(probabilities: list[float]) -> bool:
     return sorted(probabilities)[-2] >= 0.15
 
 
+def named_digits(probabilities: list[float]) -> list[int]:
+    """The digits a "not sure" question names: the likeliest, and the runner-up when it is close."""
+    ranked = sorted(range(10), key=lambda d: probabilities[d], reverse=True)
+    return ranked[: 2 if runner_up_named(probabilities) else 1]
+
+
 def not_sure_sentence(probabilities: list[float]) -> str:
     """'Not sure — is it a 4?' or, when the runner-up is close, 'Not sure — is it an 8 or a 9?'."""
-    first, second = sorted(range(10), key=lambda d: probabilities[d], reverse=True)[:2]
-    if runner_up_named(probabilities):
-        return f"Not sure — is it {a_digit(first)} or {a_digit(second)}?"
-    return f"Not sure — is it {a_digit(first)}?"
+    return f"Not sure — is it {' or '.join(a_digit(d) for d in named_digits(probabilities))}?"
 
 
 def pct(value: float | None, digits: int = 1) -> str:

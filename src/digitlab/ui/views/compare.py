@@ -72,7 +72,7 @@ def verdict(result: Comparison, models: list[dict], answer: int | str | None = N
         mean = mean_probabilities(result)
         advice = ("if it is one of them, say which below; if not, it may not be a digit at all." if
                   common.runner_up_named(mean) else "it may not be a digit at all. Draw one digit, large.")
-        named = sorted(range(10), key=mean.__getitem__, reverse=True)[: 2 if common.runner_up_named(mean) else 1]
+        named = common.named_digits(mean)
         if all(p.digit in named for p in result.predictions if p.uncertain):
             st.info(f"{common.not_sure_sentence(mean)} Here {who} unsure: {advice}", icon=":material/help:")
         else:  # the question is all the models' probabilities together: "Not sure — is it a 3? Here Extra Trees is
@@ -188,12 +188,13 @@ def compare_area() -> None:
         ]
         chart = charts.compare(rows) if rows else None
         with slot.container(key="cmp_result"):
-            verdict(result, models, given_answer(result, digest))
+            answer = given_answer(result, digest)
+            verdict(result, models, answer)
             # the question right under the verdict, before the cards: under them the "Saved" line was below the
             # fold at 1366x768, and on a phone the question was ~1 screen below the canvas (a newcomer's tour);
             # under the chart it began at the window's bottom edge at 1280x800 (a tour, session 27)
             answer_for_all(result, digest, follows_answer=follows)
-            cards(result, models, digest, given_answer(result, digest))
+            cards(result, models, digest, answer)
             why = flag_note(result, models)
             if why:
                 st.caption(f":material/help: {why}")
