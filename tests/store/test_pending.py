@@ -188,3 +188,86 @@ def test_of_two_waiting_labels_for_one_record_the_one_given_last_is_taken(store)
         pending.keep_unmatched(conn, "prediction", {"a" * 32: (2, later)})
         pending.keep_unmatched(conn, "prediction", {"a" * 32: (5, earlier)})
         assert pending.take(conn, "prediction", ["a" * 32]) == {"a" * 32: (2, later)}
+
+
+def test_labels_for_records_not_stored_stop_at_the_cap_during_an_outage(absent_db, tmp_path, make_record, open_store):
+    """A client sending labels by made-up uids during an outage: each was spooled and then waited a day in
+    `pending_feedback`, with no limit. Past `max_waiting_labels` in a spool such a label is refused
+    (`WaitingLabelsFull`); what was spooled before is kept and reaches the database; labels by id still go."""
+    import pytest
+
+    from digitlab.store.pending import WaitingLabelsFull
+
+    url, bring_back = absent_db
+    store = open_store(url, tmp_path / "spool" / "me", max_waiting_labels=3)
+    try:
+        stored = store.add(make_record(3))
+        read = store.add_number(number("2024"))
+        assert store.set_feedback_by_uid(stored.uid, 3)
+        assert store.set_feedback_by_uid("f" * 32, 3)
+        assert store.set_number_feedback("2024", uid=read.uid).stored == "spool"
+        with pytest.raises(WaitingLabelsFull):
+            store.set_feedback_by_uid("e" * 32, 4)
+        with pytest.raises(WaitingLabelsFull):
+            store.set_number_feedback("7", uid="d" * 32)
+        lines = store.spool.pending
+        bring_back()
+        assert store.wait_drained(timeout=60)
+        assert lines == 5  # the two records and the three labels taken
+        assert store.get_by_uid(stored.uid).drawn_digit == 3
+        assert [n.true_text for n in list_numbers(store.engine)[0]] == ["2024"]
+        assert _waiting(store) == 1  # the made-up uid's label
+        assert store.spool.labels_by_uid == 0  # the spool drained: room again for the next outage
+    finally:
+        store.close()
+
+
+def test_labels_parked_for_a_sibling_spool_stop_at_the_cap(db_url, tmp_path, make_record, open_store):
+    """In database mode, while another process's spool holds lines, a label by an unknown uid is parked in
+    `pending_feedback`: at most `max_waiting_labels` of them; the next is refused, the parked ones stay, and
+    labels by the uid of a stored record are not held back."""
+    import pytest
+
+    from digitlab.store.pending import WaitingLabelsFull
+
+    here = open_store(db_url, tmp_path / "spool" / "here", max_waiting_labels=2)
+    try:
+        stored = here.add(make_record(6))
+        elsewhere = tmp_path / "spool" / "elsewhere"
+        other = open_store("sqlite:///" + str(tmp_path / "missing" / "x.db"), elsewhere)  # its database is away
+        assert other.add(make_record(4)).stored == "spool"
+        other.close(timeout=1)
+        (elsewhere / DATABASE_FILE).write_text(here.spool.database + "\n")
+        assert here.set_feedback_by_uid("a" * 32, 1)
+        assert here.set_number_feedback("12", uid="b" * 32).stored == "spool"
+        with pytest.raises(WaitingLabelsFull):
+            here.set_feedback_by_uid("c" * 32, 1)
+        with pytest.raises(WaitingLabelsFull):
+            here.set_number_feedback("12", uid="d" * 32)
+        assert _waiting(here) == 2
+        assert here.set_feedback_by_uid(stored.uid, 6)  # its record is stored: nothing waits
+        assert here.get_by_uid(stored.uid).drawn_digit == 6
+    finally:
+        here.close()
+        shutil.rmtree(tmp_path / "spool", ignore_errors=True)
+
+
+def test_a_replay_parks_no_more_labels_than_the_cap(absent_db, tmp_path, make_record, open_store):
+    """Two spools of an outage each hold labels by uids no record has: their replay parks at most
+    `max_waiting_labels` in all (the rest is dropped and logged), the ones parked first staying."""
+    url, bring_back = absent_db
+    for name, uids in (("a-first", "12"), ("b-second", "345")):
+        spool_store = open_store(url, tmp_path / "spool" / name, max_waiting_labels=3)
+        try:
+            for u in uids:
+                assert spool_store.set_feedback_by_uid(u * 32, 1)
+        finally:
+            spool_store.close()
+    bring_back()
+    later = open_store(url, tmp_path / "spool" / "c-later", max_waiting_labels=3)
+    try:
+        assert later.wait_drained(timeout=60)
+        with later.engine.connect() as conn:
+            assert sorted(conn.scalars(select(PENDING.c.uid))) == ["1" * 32, "2" * 32, "3" * 32]
+    finally:
+        later.close()

@@ -45,6 +45,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "server_busy": 503,
     "model_artifact_invalid": 503,
     "database_unavailable": 503,
+    "too_many_waiting_labels": 503,
 }
 
 _CODE_BY_STATUS = {

@@ -59,6 +59,12 @@ class Settings(BaseSettings):
         None, description="Durable outage spool for predictions; default <data_dir>/spool/<host>-<pid>. One process's: "
         "`digitlab serve` with several workers refuses it."
     )
+    max_waiting_labels: int = Field(
+        10_000, ge=1, description="Most answers (labels by a prediction's or number's uid) kept waiting for a record "
+        "not stored yet, during and after a database outage: in each process's spool, and in the database's "
+        "`pending_feedback` (a day at most); past it an answer is refused (503 `too_many_waiting_labels`) and one "
+        "replayed from a spool is dropped and logged.",
+    )
     admin_token: str | None = Field(
         None,
         description="When set, history, images, export and deletion need 'Authorization: Bearer <token>'; "

@@ -66,4 +66,5 @@ def from_settings(settings, **kwargs) -> PredictionStore:
     spool_dir = settings.spool_dir or default_spool_dir(settings.data_dir)
     from digitlab.store.store import PredictionStore
 
+    kwargs.setdefault("max_waiting_labels", settings.max_waiting_labels)
     return PredictionStore(url, spool_dir, **kwargs)

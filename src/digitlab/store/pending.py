@@ -5,7 +5,11 @@ on its own. A person's label goes to whichever worker their request reaches, so 
 before their prediction, which still waits in another worker's spool. Such a label is not dropped: it
 waits in `pending_feedback` and is applied when its record is replayed (same transaction), or by the
 next sweep (`take_resolvable`) if the two replays ran at the same time. Labels whose record never comes
-are dropped after `MAX_AGE`, with a log line.
+are dropped after `MAX_AGE`, with a log line. At most `max_waiting` labels wait (the setting
+`DIGITLAB_MAX_WAITING_LABELS`, `MAX_WAITING` by default): a label by the uid of a record that never comes waits a
+day, so a client could fill the table with made-up uids. Past the cap a label given now is refused
+(`WaitingLabelsFull`, the API's 503 `too_many_waiting_labels`) and one replayed from a spool is dropped and
+logged; the labels already waiting stay.
 
 A label by the uid of a stroke that a later stroke of the same drawing has replaced (its uid is no
 longer in the table) goes to the drawing's row: `replayed_strokes` remembers the drawing of every
@@ -26,6 +30,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, insert, select
 
+from digitlab.errors import DigitlabError
 from digitlab.store.models import NUMBERS, PENDING, STROKES
 from digitlab.store.models import TABLE as PREDICTIONS
 from digitlab.store.records import utc_now
@@ -34,9 +39,22 @@ log = logging.getLogger("digitlab.store")
 
 #: a label whose record has not arrived after this long is dropped (its record was never stored)
 MAX_AGE = timedelta(days=1)
+#: at most this many labels wait for their records (the default of `Settings.max_waiting_labels`)
+MAX_WAITING = 10_000
 _TABLES = {"prediction": PREDICTIONS, "number": NUMBERS}
 _CHUNK = 500  # uids per IN (...) list
 
+
+class WaitingLabelsFull(DigitlabError):
+    """A label by the uid of a record not stored (yet) that would pass the cap of waiting labels."""
+
+    code = "too_many_waiting_labels"
+
+    def __init__(self, cap: int):
+        super().__init__(
+            f"Too many answers already wait for drawings that are not stored (yet) (at most {cap:,} are kept), so "
+            "this one was not kept: send it again once its drawing is stored."
+        )
 
 
 def _chunks(items: list, size: int = _CHUNK) -> Iterable[list]:
@@ -66,16 +84,32 @@ def stored_uids(conn, target: str, uids: Iterable[str]) -> set[str]:
     return found
 
 
-def keep_unmatched(conn, target: str, labels: dict[str, Any]) -> dict[str, Any]:
+def waiting(conn) -> int:
+    """How many labels wait in `pending_feedback`."""
+    return int(conn.scalar(select(func.count()).select_from(PENDING)))
+
+
+def keep_unmatched(
+    conn, target: str, labels: dict[str, Any], cap: int | None = None, *, refuse: bool = False
+) -> dict[str, Any]:
     """Split labels keyed by uid: those whose record is stored are returned (to be applied now); the
-    others wait in `pending_feedback`."""
+    others wait in `pending_feedback`, up to `cap` waiting in all: past it, `refuse` raises `WaitingLabelsFull`
+    (nothing kept), else the labels past it are dropped and logged (those waiting already stay)."""
     present = stored_uids(conn, target, labels)
-    waiting = [k for k in labels if k not in present]
-    if waiting:
+    waiting_now = [k for k in labels if k not in present]
+    if waiting_now and cap is not None:
+        room = max(0, cap - waiting(conn))
+        if len(waiting_now) > room:
+            if refuse:
+                raise WaitingLabelsFull(cap)
+            log.warning("%d spooled label(s) for records not stored dropped: %d labels wait already (the most "
+                        "kept, DIGITLAB_MAX_WAITING_LABELS)", len(waiting_now) - room, cap)  # fmt: skip
+            waiting_now = waiting_now[:room]
+    if waiting_now:
         now = utc_now()
         conn.execute(
             insert(PENDING),
-            [{"created_at": now, "target": target, "uid": k, "label": _dumps(labels[k])} for k in waiting],
+            [{"created_at": now, "target": target, "uid": k, "label": _dumps(labels[k])} for k in waiting_now],
         )
     return {k: v for k, v in labels.items() if k in present}
 

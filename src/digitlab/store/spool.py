@@ -36,6 +36,11 @@ class SpoolBusyError(DigitlabError):
     code = "spool_in_use"
 
 
+def is_label_by_uid(line: bytes) -> bool:
+    """A spool line (as `append` writes it) holding feedback by a record's uid, not by its id."""
+    return line.startswith((b'{"op":"feedback","uid":', b'{"op":"number_feedback","uid":'))
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -57,6 +62,7 @@ class Spool:
         self._count_fd: int | None = None
         self.offset = 0  # bytes of the file already written to the database
         self.pending = 0  # lines after `offset`
+        self.labels_by_uid = 0  # labels by uid in the file (`store.max_waiting_labels`); 0 again once it is drained
         self.generation = 0  # a new file after the old one was removed: offsets read before mean nothing
         self._told: set[Path] = set()  # other databases' spools already logged (`_say_foreign`)
 
@@ -75,7 +81,10 @@ class Spool:
         self._fh = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open for appends; unbuffered:
         _fsync_dir(self.dir)  # a failed write leaves no bytes behind in a buffer to be flushed later
         self.offset = 0
-        self.pending = sum(1 for _ in self._lines(0))
+        self.pending = self.labels_by_uid = 0
+        for line, _ in self._lines(0):
+            self.pending += 1
+            self.labels_by_uid += is_label_by_uid(line)
         self._open_count()
         return self
 
@@ -259,6 +268,7 @@ class Spool:
                     os.ftruncate(fd, start)
                 raise
             self.pending += 1
+            self.labels_by_uid += is_label_by_uid(line)
             self._publish()
 
     def _removed(self) -> bool:
@@ -285,7 +295,7 @@ class Spool:
         self._fh = open(self.path, "ab", buffering=0)  # noqa: SIM115
         _fsync_dir(self.dir)
         self.offset = 0
-        self.pending = 0
+        self.pending = self.labels_by_uid = 0
         self.generation += 1
         self._open_count()
 
@@ -335,7 +345,7 @@ class Spool:
             self._fh.truncate(0)
             os.fsync(self._fh.fileno())
             self.offset = 0
-            self.pending = 0
+            self.pending = self.labels_by_uid = 0
             self._publish()
             return True
 

@@ -128,8 +128,10 @@ class PredictionStore:
         batch_size: int = 200,
         orphan_scan_interval: float = 30.0,
         write_deadline: float | None = WRITE_DEADLINE,
+        max_waiting_labels: int = pending.MAX_WAITING,
     ):
         self.url = url
+        self.max_waiting_labels = max_waiting_labels  # labels by uid waiting for a record not stored (yet)
         self.write_deadline = write_deadline
         self.engine = make_engine(url, connect_timeout=connect_timeout)
         self.repo = Repository(self.engine)
@@ -328,7 +330,7 @@ class PredictionStore:
     def _feedback(self, op: dict[str, Any], direct) -> bool:
         with self._mode_lock:
             if self._spool_mode:
-                self.spool.append(op)
+                self._spool_label(op)
                 return True
         try:
             return self._bounded(lambda: direct() or bool(self._wait_for_record(op)), deadline=self.write_deadline)
@@ -340,6 +342,14 @@ class PredictionStore:
                 raise
             self._spool_after_error(op, exc)
             return True
+
+    def _spool_label(self, op: dict[str, Any]) -> None:
+        """Append a label during an outage (the caller holds `_mode_lock`). One by uid may name a record that
+        never comes, and waits a day for it once replayed: past `max_waiting_labels` of them in this spool
+        `WaitingLabelsFull` (nothing appended; those spooled already stay)."""
+        if "uid" in op and self.spool.labels_by_uid >= self.max_waiting_labels:
+            raise pending.WaitingLabelsFull(self.max_waiting_labels)
+        self.spool.append(op)
 
     def _wait_for_record(self, op: dict[str, Any]) -> Any:
         """Feedback by the uid of a record that is not stored: a stroke replayed from a spool and replaced
@@ -358,7 +368,8 @@ class PredictionStore:
                 return drawing[op["uid"]]
             if not self.spool.siblings_pending():
                 return False
-            if pending.keep_unmatched(conn, target, {op["uid"]: label}):  # stored meanwhile: label it now
+            if pending.keep_unmatched(conn, target, {op["uid"]: label}, self.max_waiting_labels, refuse=True):
+                # stored meanwhile: label it now
                 self._label(conn, target, {op["uid"]: label}, {})
         return True
 
@@ -421,7 +432,7 @@ class PredictionStore:
         op = {"op": "number_feedback", key: value, "true_text": str(true_text), "at": _stamp()}
         with self._mode_lock:
             if self._spool_mode:
-                self.spool.append(op)
+                self._spool_label(op)
                 return NumberFeedbackResult("spool")
         def direct():
             row = numbers.set_true_text_where(self.engine, key, value, str(true_text))
@@ -805,7 +816,7 @@ class PredictionStore:
         by_drawing = pending.latest_per_key((drawing_of[u], v) for u, v in labels.items() if u in drawing_of)
         rest = {u: v for u, v in labels.items() if u not in drawing_of}
         if keep:
-            rest = pending.keep_unmatched(conn, target, rest)
+            rest = pending.keep_unmatched(conn, target, rest, self.max_waiting_labels)
         if target == "prediction":
             if by_drawing:
                 self.repo.apply_feedback_by_drawing(conn, by_drawing)
