@@ -193,30 +193,34 @@ def test_of_two_waiting_labels_for_one_record_the_one_given_last_is_taken(store)
 def test_labels_for_records_not_stored_stop_at_the_cap_during_an_outage(absent_db, tmp_path, make_record, open_store):
     """A client sending labels by made-up uids during an outage: each was spooled and then waited a day in
     `pending_feedback`, with no limit. Past `max_waiting_labels` in a spool such a label is refused
-    (`WaitingLabelsFull`); what was spooled before is kept and reaches the database; labels by id still go."""
+    (`WaitingLabelsFull`); what was spooled before is kept and reaches the database; labels by id, and by the uid
+    of a record this spool holds, still go (a probe: the made-up uids filled the cap and a person's label of
+    their own drawing was refused)."""
     import pytest
 
     from digitlab.store.pending import WaitingLabelsFull
 
     url, bring_back = absent_db
-    store = open_store(url, tmp_path / "spool" / "me", max_waiting_labels=3)
+    store = open_store(url, tmp_path / "spool" / "me", max_waiting_labels=2)
     try:
         stored = store.add(make_record(3))
         read = store.add_number(number("2024"))
-        assert store.set_feedback_by_uid(stored.uid, 3)
         assert store.set_feedback_by_uid("f" * 32, 3)
-        assert store.set_number_feedback("2024", uid=read.uid).stored == "spool"
+        assert store.set_feedback_by_uid("c" * 32, 3)
         with pytest.raises(WaitingLabelsFull):
             store.set_feedback_by_uid("e" * 32, 4)
         with pytest.raises(WaitingLabelsFull):
             store.set_number_feedback("7", uid="d" * 32)
+        assert store.set_feedback_by_uid(stored.uid, 3)  # its record is in this spool: it comes
+        assert store.set_number_feedback("2024", uid=read.uid).stored == "spool"
+        assert store.set_feedback(1, 3)  # by id (the same record, id 1 once replayed): never waits for a record
         lines = store.spool.pending
         bring_back()
         assert store.wait_drained(timeout=60)
-        assert lines == 5  # the two records and the three labels taken
+        assert lines == 7  # the two records and the five labels taken
         assert store.get_by_uid(stored.uid).drawn_digit == 3
         assert [n.true_text for n in list_numbers(store.engine)[0]] == ["2024"]
-        assert _waiting(store) == 1  # the made-up uid's label
+        assert _waiting(store) == 2  # the made-up uids' labels
         assert store.spool.labels_by_uid == 0  # the spool drained: room again for the next outage
     finally:
         store.close()
@@ -271,3 +275,31 @@ def test_a_replay_parks_no_more_labels_than_the_cap(absent_db, tmp_path, make_re
             assert sorted(conn.scalars(select(PENDING.c.uid))) == ["1" * 32, "2" * 32, "3" * 32]
     finally:
         later.close()
+
+
+def test_two_replays_at_once_park_no_more_than_the_cap(store, backend):
+    """Two workers replaying at once each counted the other's parked labels as absent (not committed yet):
+    with a cap of 20 the probe's two workers parked 40. The second waits for the first and parks what is left."""
+    import threading
+    from datetime import datetime
+
+    from digitlab.store import pending
+
+    at = datetime(2026, 12, 6, 1, 0, 0)
+    first = store.engine.connect()
+    tx = first.begin()
+    pending.keep_unmatched(first, "prediction", {u * 32: (1, at) for u in "12"}, 3)
+    done = threading.Event()
+
+    def second() -> None:
+        with store.engine.begin() as conn:
+            pending.keep_unmatched(conn, "prediction", {u * 32: (1, at) for u in "345"}, 3)
+        done.set()
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    time.sleep(0.5)
+    tx.commit()
+    first.close()
+    thread.join(timeout=30)
+    assert done.is_set() and _waiting(store) == 3

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, select, text
 
 from digitlab.errors import DigitlabError
 from digitlab.store.models import NUMBERS, PENDING, STROKES
@@ -43,6 +43,7 @@ MAX_AGE = timedelta(days=1)
 MAX_WAITING = 10_000
 _TABLES = {"prediction": PREDICTIONS, "number": NUMBERS}
 _CHUNK = 500  # uids per IN (...) list
+_LOCK_KEY = 0x6469676974_01  # the advisory lock of `lock_waiting` ("digit", 1)
 
 
 class WaitingLabelsFull(DigitlabError):
@@ -89,6 +90,18 @@ def waiting(conn) -> int:
     return int(conn.scalar(select(func.count()).select_from(PENDING)))
 
 
+def lock_waiting(conn) -> None:
+    """Hold, until this transaction ends, the lock under which labels are counted and parked. Without
+    it two workers replaying their spools at once each counted the other's labels as not there (not committed
+    yet) and together parked twice the cap (a probe: 40 of 20). SQLite: the file's write lock, taken by a write
+    that changes nothing (a count before it saw what was committed before the other writer's commit). Take it
+    before the transaction locks any row (`store._drain_batch`): every taker then waits in the same order."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+    elif conn.dialect.name == "sqlite":
+        conn.execute(delete(PENDING).where(PENDING.c.id == -1))
+
+
 def keep_unmatched(
     conn, target: str, labels: dict[str, Any], cap: int | None = None, *, refuse: bool = False
 ) -> dict[str, Any]:
@@ -98,6 +111,7 @@ def keep_unmatched(
     present = stored_uids(conn, target, labels)
     waiting_now = [k for k in labels if k not in present]
     if waiting_now and cap is not None:
+        lock_waiting(conn)
         room = max(0, cap - waiting(conn))
         if len(waiting_now) > room:
             if refuse:

@@ -36,6 +36,10 @@ class SpoolBusyError(DigitlabError):
     code = "spool_in_use"
 
 
+#: the uids of the records appended last that a spool remembers (`holds`): ~1 MB for 8,192
+REMEMBERED_UIDS = 8192
+
+
 def is_label_by_uid(line: bytes) -> bool:
     """A spool line (as `append` writes it) holding feedback by a record's uid, not by its id."""
     return line.startswith((b'{"op":"feedback","uid":', b'{"op":"number_feedback","uid":'))
@@ -63,6 +67,7 @@ class Spool:
         self.offset = 0  # bytes of the file already written to the database
         self.pending = 0  # lines after `offset`
         self.labels_by_uid = 0  # labels by uid in the file (`store.max_waiting_labels`); 0 again once it is drained
+        self._uids: dict[str, None] = {}  # the records appended last (`holds`), oldest first
         self.generation = 0  # a new file after the old one was removed: offsets read before mean nothing
         self._told: set[Path] = set()  # other databases' spools already logged (`_say_foreign`)
 
@@ -268,8 +273,19 @@ class Spool:
                     os.ftruncate(fd, start)
                 raise
             self.pending += 1
-            self.labels_by_uid += is_label_by_uid(line)
+            record = op.get("record")
+            if isinstance(record, dict) and record.get("uid"):
+                self._uids[record["uid"]] = None
+                if len(self._uids) > REMEMBERED_UIDS:
+                    del self._uids[next(iter(self._uids))]
+            elif not self.holds(op.get("uid")):
+                self.labels_by_uid += is_label_by_uid(line)
             self._publish()
+
+    def holds(self, uid: str | None) -> bool:
+        """Is `uid` one of the last `REMEMBERED_UIDS` records appended here, waiting to be replayed? (A label by
+        it names a record that comes: it is not counted in `labels_by_uid`.)"""
+        return uid is not None and uid in self._uids
 
     def _removed(self) -> bool:
         """Was the open spool file (or its folder) deleted under us (an operator, a tmp cleaner)?"""
@@ -296,6 +312,7 @@ class Spool:
         _fsync_dir(self.dir)
         self.offset = 0
         self.pending = self.labels_by_uid = 0
+        self._uids.clear()
         self.generation += 1
         self._open_count()
 
@@ -346,6 +363,7 @@ class Spool:
             os.fsync(self._fh.fileno())
             self.offset = 0
             self.pending = self.labels_by_uid = 0
+            self._uids.clear()
             self._publish()
             return True
 

@@ -346,8 +346,9 @@ class PredictionStore:
     def _spool_label(self, op: dict[str, Any]) -> None:
         """Append a label during an outage (the caller holds `_mode_lock`). One by uid may name a record that
         never comes, and waits a day for it once replayed: past `max_waiting_labels` of them in this spool
-        `WaitingLabelsFull` (nothing appended; those spooled already stay)."""
-        if "uid" in op and self.spool.labels_by_uid >= self.max_waiting_labels:
+        `WaitingLabelsFull` (nothing appended; those spooled already stay). A label by the uid of a record this
+        spool holds is always taken (and not counted): its record comes."""
+        if "uid" in op and self.spool.labels_by_uid >= self.max_waiting_labels and not self.spool.holds(op["uid"]):
             raise pending.WaitingLabelsFull(self.max_waiting_labels)
         self.spool.append(op)
 
@@ -744,6 +745,8 @@ class PredictionStore:
                 log.error("unreadable spool line kept in %s: %s", spool.dir, exc)
         try:
             with self.engine.begin() as conn:
+                if any(op["op"] in ("feedback", "number_feedback") and "uid" in op for _, op in ops):
+                    pending.lock_waiting(conn)  # (first: it may park labels; see there)
                 self._apply(conn, [op for _, op in ops])
         except SQLAlchemyError as exc:
             if is_outage(exc):
