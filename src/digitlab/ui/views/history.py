@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from digitlab.store.records import StoredPrediction
-from digitlab.ui import charts, common
+from digitlab.ui import charts, common, history_cards
 from digitlab.ui.client import ApiError, ApiUnavailable
 
 PAGE_SIZE = 25
@@ -121,6 +121,14 @@ def log_table(page: dict[str, Any], models: list[dict[str, Any]], *, paged: bool
             "from": SOURCES.get(item.source or "", item.source or "—"),  # (canvas, photos and API were one list)
         })  # fmt: skip
     df = pd.DataFrame(rows)
+    with st.container(key="hist_log_cards"):  # a phone's (style.html: the grid cut its fifth column's header)
+        st.markdown(history_cards.log_cards_html(rows, tz_label), unsafe_allow_html=True)
+    with st.container(key="hist_log_grid"):
+        log_grid(df, paged=paged, tz_label=tz_label)
+
+
+def log_grid(df: pd.DataFrame, *, paged: bool, tz_label: str) -> None:
+    """The log as a grid (from 641 px up): sortable, with the table's own "Download as CSV"."""
     st.dataframe(
         df,
         hide_index=True,
@@ -292,8 +300,10 @@ def numbers_section(models: list[dict], f: dict[str, Any] | None = None) -> None
         }
         for n in items
     ]
-    with st.container(key="hist_numbers"):  # (common.CSS: on a phone it scrolls sideways, with a scrollbar)
+    with st.container(key="hist_numbers"):  # (on a phone, cards instead: style.html)
         st.table(pd.DataFrame(rows), hide_index=True)  # a plain table: a handful of short rows; the id last
+    with st.container(key="hist_number_cards"):
+        st.markdown(history_cards.number_cards_html(rows), unsafe_allow_html=True)
     caption = common.counted_caption(1, len(items), total, "number")
     verb = " matches" if total == 1 else " match"  # ("1 number match the filters above")
     st.caption(caption.replace(" · ", f"{verb} the filters above · ", 1) if filtered else caption)
