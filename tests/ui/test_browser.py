@@ -281,6 +281,12 @@ def test_compare_shows_every_ready_model(desktop, ui_server, api_server):
     first = page.locator('[class*="st-key-cmp_fb_"] button').first.bounding_box()
     chart = page.locator(".st-key-cmp_chart").bounding_box()
     assert first["y"] + first["height"] <= min(chart["y"], page.viewport_size["height"]), (first, chart)
+    # what every model saw is in the window, whole (under the uploader its caption was cut at y 734-783 of 768)
+    seen = page.locator('[data-testid="dl-compare-seen"]')
+    expect(seen).to_contain_text("What every model saw")
+    seen_box = seen.bounding_box()
+    assert seen_box["y"] >= 0 and seen_box["y"] + seen_box["height"] <= page.viewport_size["height"], seen_box
+    card_before = cards.first.bounding_box()["y"]
     # one answer labels every model's record of the drawing (they were stored with no way to label them)
     page.locator('[class*="st-key-cmp_fb_"] button').filter(
         has_text=re.compile(r"^3$")).first.click()
@@ -291,6 +297,7 @@ def test_compare_shows_every_ready_model(desktop, ui_server, api_server):
     wait_idle(page, settle=0.3)
     box, card = saved.bounding_box(), cards.first.bounding_box()
     assert box["y"] + box["height"] <= min(card["y"], page.viewport_size["height"]), (box, card)
+    assert abs(card["y"] - card_before) <= 1, (card_before, card)  # the "Saved" box pushed the cards down 75 px
     right = sum(cards.nth(i).get_attribute("data-digit") == "3" for i in range(len(ready)))
     said = {len(ready): "Every model was right", 0: f"All {len(ready)} models were wrong"}.get(
         right, f"{right} of {len(ready)} models were right")  # how they did, beside the agreement sentence

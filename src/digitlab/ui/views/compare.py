@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import streamlit as st
 
 from digitlab.ui import answers, charts, common, ink, keys, uploads
@@ -150,13 +152,15 @@ def compare_area() -> None:
         left, right = st.columns([1, 1.6], gap="large")
     with left:
         drawing = drawing_canvas("compare", hint="Draw one digit, 0–9")
+        # under the tools, small, the caption beside it: under the uploader it was cut by a 1366x768 window's
+        # bottom edge (a tour); on a phone after the answers, the chart and the rest (style.html)
+        seen = st.container(key="compare_seen").empty()
         with st.container(key="compare_extras"):  # (on a phone after the answers: they pushed them below the fold)
             note = common.not_ready_note(models)
             if note:
                 st.caption(f":material/hourglass_top: {note}")
             uploads.forget_photo_drawn_over("compare_photo", drawing)
             photo = uploads.digit_photo_picker("compare_photo", "every model reads")
-            seen = st.empty()
     with right:
         slot = st.empty()  # the whole result goes into this one element, written once it is all built
         if photo is not None:
@@ -202,7 +206,10 @@ def compare_area() -> None:
                 with st.container(key="cmp_chart"):
                     st.altair_chart(chart, width="stretch")
     if result.processed_png:
-        seen.image(common.zoom_png(result.processed_png, 84), width=84, caption="What every model saw")
+        png = base64.b64encode(common.zoom_png(result.processed_png, 56)).decode("ascii")
+        seen.markdown(f'<figure class="dl-seen-inline" data-testid="dl-compare-seen"><img src="data:image/png;base64,'
+                      f'{png}" width="56" height="56" alt="the 28×28 image every model read">'
+                      "<figcaption>What every model saw</figcaption></figure>", unsafe_allow_html=True)  # fmt: skip
 
 
 ANSWERS = [*range(10), "Not a digit"]
@@ -316,10 +323,18 @@ def answer_for_all(result: Comparison, digest: str, *, follows_answer: bool = Fa
              help="One click saves the true digit with every model's answer, for the History page's accuracy "
              f"and for learning. {keys.PICK_HELP}")  # fmt: skip
     outcome = st.session_state.get(f"{key}_result")
-    if not outcome:
-        if follows_answer:
-            st.caption(FOLLOWS_ANSWER)
-        return
+    with st.container(key="cmp_outcome"):  # as tall before the answer as after it: the "Saved" box pushed the cards
+        if not outcome:  # down 75 px as it appeared (a tour; style.html)
+            if follows_answer:
+                st.caption(FOLLOWS_ANSWER)
+            else:  # (not on a phone, where the first card's place on the first screen comes first: style.html)
+                st.container(key="cmp_hint").caption(
+                    "One click saves it with every model's answer, for the History page and for learning.")
+            return
+        _outcome(result, outcome)
+
+
+def _outcome(result: Comparison, outcome: tuple) -> None:
     kind, answer = outcome[:2]
     what = "not a digit" if answer == "Not a digit" else f"you drew {common.a_digit(answer, bold=True)}"
     deleted = outcome[2] if kind in ("saved", "queued") and len(outcome) > 2 else ""  # some records were gone
