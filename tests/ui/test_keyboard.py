@@ -34,6 +34,12 @@ FOCUSED = """() => { const a = document.activeElement;
     return a && a.closest('[class*="st-key-fb_"]') && a.getAttribute('role') === 'radio' ? a.textContent.trim() : null; }"""
 
 
+#: where the answers' hint is drawn (their group's ::after): [top, bottom] in the window
+HINT_BOX = """() => { const g = document.querySelector('[data-dl-pick-hint]'); const s = getComputedStyle(g, '::after');
+    const b = g.getBoundingClientRect(), h = parseFloat(s.height) + parseFloat(s.paddingTop) + parseFloat(s.paddingBottom);
+    return s.position === 'absolute' ? [b.top + parseFloat(s.top), b.top + parseFloat(s.top) + h] : [b.bottom - h, b.bottom]; }"""
+
+
 def _record(api_url: str, prediction_id: int) -> dict:
     return httpx.get(f"{api_url}/api/v1/predictions/{prediction_id}", timeout=5).json()
 
@@ -70,6 +76,12 @@ def test_draw_a_space_saves_no_answer_until_one_is_picked(desktop, ui_server, ap
     hint = page.locator('[class*="st-key-fb_"] [data-dl-pick-hint]')
     expect(hint).to_have_attribute("data-dl-pick-hint", re.compile(r"^Pick with the arrow keys or by typing the digit"))
     expect(page.get_by_test_id("dl-pick-hint")).to_have_text(re.compile(r"^Pick with the arrow keys"))  # (read out)
+    top, bottom = page.evaluate(HINT_BOX)  # the hint above "Saved to the history as #N", not over it (it was)
+    assert bottom <= saved.bounding_box()["y"] + 0.5, (top, bottom, saved.bounding_box())
+    # the focused answer is ringed, not filled: its fill and halo read as picked (a tour)
+    focus = page.locator('[class*="st-key-fb_"] [role="radio"]:focus').evaluate(
+        "e => { const s = getComputedStyle(e); return [s.backgroundColor, s.boxShadow, s.outlineStyle]; }")
+    assert focus[0] in ("rgb(255, 255, 255)", "rgba(0, 0, 0, 0)") and focus[1] == "none" and focus[2] == "solid", focus
     for key in ("Space", "Enter"):  # ...where Space (or Enter) saved "0"
         page.keyboard.press(key)
         wait_idle(page, settle=0.8)
@@ -91,6 +103,12 @@ def test_draw_a_space_saves_no_answer_until_one_is_picked(desktop, ui_server, ap
     verdict = "The model was right" if predicted == "3" else f"The model said {predicted}"
     expect(page.get_by_text(re.compile(rf"Saved: you drew a 3\. {verdict}"))).to_be_visible()
     assert _record(api_server.url, prediction_id)["drawn_digit"] == 3
+    picked = page.locator('[class*="st-key-fb_"] [role="radio"][aria-checked="true"]').evaluate(
+        "e => getComputedStyle(e).backgroundColor")
+    assert picked != focus[0], picked  # (picked: filled)
+    wait_idle(page, settle=0.5)
+    page.keyboard.press("Tab")  # on to Clear, the next drawing's first step (the focus left the page: the next
+    assert page.evaluate("() => document.activeElement.closest('.st-key-draw_clear') !== null")  # Tab was at its top)
     no_traceback(page)
 
 

@@ -74,7 +74,7 @@ _ANSWER_KEYS = """<script>
   if (window.__dlAnswerKeys) return;
   window.__dlAnswerKeys = true;
   const GROUP = %(groups)s.map(g => g + ' [role="radiogroup"]').join(", ");
-  const HINT = %(hint)s, KEYS = %(keys)s;
+  const HINT = %(hint)s, KEYS = %(keys)s, CLEAR = %(clear)s;
   const MOVES = new Set(["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "Home", "End"]);
   const style = document.createElement("style");
   // over what follows, not in the flow: a line added under the pills as a finger went down on one moved them
@@ -83,7 +83,13 @@ _ANSWER_KEYS = """<script>
   style.textContent = `[data-dl-pick-hint] {position:relative;}
     [data-dl-pick-hint]::after {content:attr(data-dl-pick-hint); position:absolute; left:0; right:0; top:100%%;
     z-index:5; pointer-events:none; font-size:.85rem; color:#7A4B00; background:rgba(255,255,255,.97);
-    padding:.15rem .3rem; border-radius:.3rem; box-shadow:0 1px 4px rgba(0,0,0,.18);}`;
+    padding:.15rem .3rem; border-radius:.3rem; box-shadow:0 1px 4px rgba(0,0,0,.18);}
+    [data-dl-pick-hint][data-dl-by-keys]::after {position:static; flex-basis:100%%; order:99; box-shadow:none;
+    background:#FFF7E6;}`;
+  // the keyboard's hints take their own line, in the flow: over what follows they covered "Saved to the history
+  // as #N" while they showed (a tour). (A finger's are over it: see above.)
+  const say = (group, text) => { group.setAttribute("data-dl-pick-hint", text); group.setAttribute("data-dl-by-keys", "");
+                                 live.textContent = text; };
   document.head.appendChild(style);
   const live = document.createElement("div");  // the hint, read out by a screen reader
   live.setAttribute("aria-live", "polite");
@@ -94,7 +100,8 @@ _ANSWER_KEYS = """<script>
   const radios = (group) => [...group.querySelectorAll('[role="radio"]')];
   const picked = new WeakSet();  // groups whose focused answer was picked with the keyboard
   let held = null;  // the key whose keydown was held back: its keyup is held back too
-  const settle = (group) => { group.removeAttribute("data-dl-pick-hint"); live.textContent = ""; };
+  const settle = (group) => { group.removeAttribute("data-dl-pick-hint"); group.removeAttribute("data-dl-by-keys");
+                              live.textContent = ""; };
   // focus coming into a group (Tab, a click, a script) picks nothing; moving inside it keeps what was picked.
   // Come with the keyboard, the group says how to pick (until one is)
   document.addEventListener("focusin", (e) => {
@@ -102,7 +109,7 @@ _ANSWER_KEYS = """<script>
     if (group && groupOf(e.relatedTarget) !== group) {
       picked.delete(group);
       settle(group);
-      if (e.target.matches(":focus-visible")) { group.setAttribute("data-dl-pick-hint", KEYS); live.textContent = KEYS; }
+      if (e.target.matches(":focus-visible")) say(group, KEYS);
     }
   }, true);
   document.addEventListener("focusout", (e) => {
@@ -112,6 +119,13 @@ _ANSWER_KEYS = """<script>
   window.addEventListener("keydown", (e) => {
     const group = groupOf(e.target);
     if (!group || e.altKey || e.ctrlKey || e.metaKey) return;
+    // Tab from an answered drawing's answers goes to Clear, the next drawing's first step: nothing focusable
+    // follows them on the page, and the focus left it, the next Tab beginning at its top (a tour)
+    if (e.key === "Tab" && !e.shiftKey && group.querySelector('[role="radio"][aria-checked="true"]')) {
+      const to = [...document.querySelectorAll(CLEAR)].find(b => !b.disabled && b.offsetParent !== null);
+      if (to) { e.preventDefault(); to.focus(); }
+      return;
+    }
     if (MOVES.has(e.key)) {  // the radio group moves the focus on arrows; Home and End here
       picked.add(group);
       settle(group);
@@ -131,8 +145,7 @@ _ANSWER_KEYS = """<script>
       e.preventDefault();
       e.stopImmediatePropagation();
       held = e.key;
-      group.setAttribute("data-dl-pick-hint", HINT);
-      live.textContent = HINT;
+      say(group, HINT);
     }
   }, true);
   window.addEventListener("keyup", (e) => {
@@ -244,6 +257,7 @@ _STROKE_SETTLES = """<script>
       }
       const radios = group.querySelector('[role="radiogroup"]') || group;
       radios.setAttribute("data-dl-pick-hint", held && !busy() ? TOOL_HINT : HINT);
+      radios.removeAttribute("data-dl-by-keys");
       setTimeout(() => radios.removeAttribute("data-dl-pick-hint"), 4000);
       const pressed = (el.closest('[role="radio"]')?.textContent || "").trim();
       if (type !== "click") {  // the answer the finger or button went down on: a tap's click can come on the
@@ -359,7 +373,8 @@ _TOOL_KEEPS_FOCUS = """<script>
 </script>"""
 
 SCRIPTS = (
-    _ANSWER_KEYS % {"groups": json.dumps(list(ANSWER_GROUPS)), "hint": json.dumps(PICK_HINT), "keys": json.dumps(KEYS_HINT)}
+    _ANSWER_KEYS % {"groups": json.dumps(list(ANSWER_GROUPS)), "hint": json.dumps(PICK_HINT), "keys": json.dumps(KEYS_HINT),
+                    "clear": json.dumps(CLEAR_BUTTON)}
     + _STROKE_SETTLES
     % {"groups": json.dumps(list(ANSWER_GROUPS)), "deferred": json.dumps(list(DEFERRED)),
        "hint": json.dumps(SETTLE_HINT), "settle": STROKE_SETTLE_MS, "wait": ANSWER_WAIT_MS,
