@@ -966,3 +966,24 @@ def test_compares_cards_say_right_or_wrong_once_answered(fake):
     assert marks() == ["", ""]
     _pills(at).set_value(0).run()
     assert marks() == ["right", "right"]
+
+
+def test_draw_a_photo_s_answer_waiting_for_the_service_stays_said(fake):
+    """A photo answered while the service is away: "Not saved yet …". Another photo uploaded then cannot be read, and
+    the waiting answer was said no more (a drawing's is said under the notice: a newcomer's tour, session 47)."""
+    api, _canvas, open_page = fake
+    api.probabilities = [0.02] * 3 + [0.82] + [0.02] * 6  # read as a 3
+    at = open_page("draw")
+    at.file_uploader(key="draw_photo").upload("three.png", png(400, 400), "image/png").run()
+    api.up = False
+    (pills,) = _draw_pills(at)
+    pills.set_value(3).run()
+    assert "Not saved yet: you drew a **3**" in _answer_texts(at)
+    at.file_uploader(key="draw_photo").upload("another.png", png(400, 401), "image/png").run()
+    assert not at.exception, at.exception
+    said = _answer_texts(at)
+    assert "The prediction service is not answering right now" in said and not _draw_pills(at), said
+    assert "Not saved yet: you drew a **3** (the photo you answered)" in said, said
+    api.up = True
+    at.run()  # the monitor finds the service back: the answer is sent
+    assert [answer for _, answer in api.feedback_calls] == [3], api.feedback_calls

@@ -206,9 +206,11 @@ def show_waiting_answers() -> None:
     """The answers waiting for the service (`draw_unsent`), said under its notice when the picture on the canvas
     cannot be read: a stroke after answering during an outage took "Not saved yet: you drew a 3 …" off the page
     with the result and the pills, leaving only "not answering" (the answer was still sent when it was back)."""
-    for _prediction, _digest, answer in (st.session_state.get("draw_unsent") or {}).values():
+    photos = st.session_state.get("draw_photo_digests") or set()
+    for _prediction, digest, answer in (st.session_state.get("draw_unsent") or {}).values():
         what = "not a digit" if answer == NOT_A_DIGIT else f"you drew {common.a_digit(answer, bold=True)}"
-        answers.show("unsent", f"{what} (the drawing as it was when you answered)")
+        which = "the photo you answered" if digest in photos else "the drawing as it was when you answered"
+        answers.show("unsent", f"{what} ({which})")
 
 
 def send_unsent() -> None:
@@ -386,8 +388,12 @@ def show_photo_answer(photo, model: str | None, models: list[dict], slot) -> Non
     if error is not None:  # the API's one-line message (unreadable image, too large, …), never a traceback
         common.show_error(slot, error, nothing=uploads.NOTHING_IN_PHOTO,
                           kept="Your photo is kept; it is recognised as soon as the service is back.")  # fmt: skip
+        if isinstance(error, ApiUnavailable):  # (an answer waiting went unsaid under it, as a drawing's did once)
+            show_waiting_answers()
         return
-    show_result(prediction, models, hashlib.sha1(photo.getvalue()).hexdigest(), slot, photo=True)
+    digest = hashlib.sha1(photo.getvalue()).hexdigest()
+    st.session_state.setdefault("draw_photo_digests", set()).add(digest)  # (a waiting answer says "the photo")
+    show_result(prediction, models, digest, slot, photo=True)
 
 
 common.page_header("Draw a digit", "Draw a digit with the mouse or a finger: it is recognised when you lift the "
