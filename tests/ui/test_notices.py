@@ -89,8 +89,31 @@ def _covers_nothing(page, said: str) -> None:
         assert seen is not None and _apart(seen, over), (said, seen, over)
 
 
-def test_the_starting_and_database_notices_cover_nothing(beside, desktop, phone):
+@pytest.fixture
+def tablet(browser):
+    """A window from 768 to 879 px wide (a portrait tablet, a narrow window): the navigation's links beside the notice
+    left it room for its first line only, its second ("Answers are queued (12 waiting).") hidden."""
+    context = browser.new_context(viewport={"width": 768, "height": 1024}, device_scale_factor=1)
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    yield page
+    context.close()
+
+
+def _both_lines(page, said: str) -> None:
+    """At 768, 820 and 879 px the notice saying `said` shows its two lines and covers nothing."""
+    for width in (768, 820, 879):
+        page.set_viewport_size({"width": width, "height": 1024})
+        lines = page.locator(".st-key-dl_outage p")
+        expect(lines.first).to_contain_text(said, timeout=15_000)
+        expect(lines.nth(1)).to_be_visible()
+        _covers_nothing(page, said)
+
+
+def test_the_starting_and_database_notices_cover_nothing(beside, desktop, phone, tablet):
     pages = (desktop, phone)
+    open_page(tablet, beside.url, ready=CANVAS)
+    _both_lines(tablet, "The prediction service is starting")
     for page in pages:
         open_page(page, beside.url, ready=CANVAS)
         _covers_nothing(page, "The prediction service is starting")
@@ -98,7 +121,10 @@ def test_the_starting_and_database_notices_cover_nothing(beside, desktop, phone)
     beside.start_api()
     for page in pages:
         _covers_nothing(page, "Database unavailable")
+    _both_lines(tablet, "Database unavailable")
     StandIn.database = "catching_up"
     for page in pages:
         _covers_nothing(page, "The database is back")
         no_traceback(page)
+    _both_lines(tablet, "The database is back")
+    no_traceback(tablet)
