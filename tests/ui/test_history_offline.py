@@ -186,6 +186,8 @@ def test_without_the_admin_token_history_says_how_to_start_the_ui_and_keeps_the_
     assert len(warnings) == 1 and warnings[0].startswith("The prediction log is not shown: The API keeps this")
     assert "not available right now" not in "\n".join(warnings)
     assert [m.value for m in at.metric][:1] == ["12"], [m.value for m in at.metric]  # the accuracy stays
+    (operator,) = [e for e in at.expander if e.label == "For whoever runs this app"]  # how to start the UI
+    assert "DIGITLAB_ADMIN_TOKEN" in "\n".join(str(m.value) for m in operator.markdown)
 
 
 def test_a_number_said_to_be_no_number_is_listed_so(history):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from digitlab.models.registry import MODEL_SPECS
 from digitlab.ui import charts, common, uploads
 
@@ -111,3 +113,47 @@ def test_a_large_photo_is_made_smaller_before_it_is_sent():
 
 def test_durations_read_as_a_person_says_them():
     assert [common.duration(s) for s in (4, 89.4, 607, 3599, 3900)] == ["4 s", "89 s", "10 min", "1 h", "1 h 5 min"]
+
+
+FOR_THE_OPERATOR = "For whoever runs this app"
+COMMANDS = re.compile(r"digitlab (train|learn|serve|evaluate|models|ui)\b|DIGITLAB_|admin token|`make ")
+
+
+def _said_outside_the_operators_note(node, out: list[str]) -> list[str]:
+    """Every element's text (its protobuf: values, labels, help) on the page, except under "For whoever runs this app"."""
+    for child in getattr(node, "children", {}).values():
+        if getattr(child, "type", "") == "expander" and getattr(child, "label", "") == FOR_THE_OPERATOR:
+            continue
+        if getattr(child, "children", None):
+            _said_outside_the_operators_note(child, out)
+        else:
+            out.append(str(getattr(child, "proto", "")))
+    return out
+
+
+@pytest.mark.parametrize("page", ["draw", "compare", "number", "history", "models", "about"])
+def test_a_person_using_the_app_is_told_no_command(monkeypatch, page):
+    """The pages named `digitlab train`, `digitlab learn`, the admin token and DIGITLAB_TRAIN_LIMIT to every visitor
+    (a newcomer's tour, session 47): they say it in a person's words, and the operator's how is folded under "For
+    whoever runs this app". Here a UI without the admin token, a quick model, one not trained and one not measured."""
+    import fake_api
+    from fake_api import install, open_app
+
+    from digitlab.ui.client import ApiError
+
+    api, canvas = install(monkeypatch)
+    monkeypatch.delenv("DIGITLAB_ADMIN_TOKEN", raising=False)
+    missing = {"name": "svm_pca", "display_name": "SVM + PCA", "status": "missing", "metrics": {}}
+    quick = {**fake_api.MODELS[1], "train_samples": 4_000}
+    monkeypatch.setattr(fake_api, "MODELS", [fake_api.MODELS[0], quick, missing])
+    api.model_states["svm_pca"] = "missing"
+    api.locked = ApiError("Only the prediction service's administrator may see or do this.", code="unauthorized",
+                          status=401)  # fmt: skip
+    canvas.set(page, fake_api.png())
+    at = open_app(monkeypatch, canvas, page)
+    assert not at.exception, at.exception
+    said = [s for s in _said_outside_the_operators_note(at.main, []) if COMMANDS.search(s)]
+    assert not said, said
+    if page in ("models", "history"):
+        (operator,) = [e for e in at.expander if e.label == FOR_THE_OPERATOR]
+        assert COMMANDS.search("\n".join(str(m.value) for m in operator.markdown))

@@ -265,8 +265,8 @@ class DigitlabClient:
         if not code:
             code = {401: "unauthorized", 403: "forbidden", 404: "not_found"}.get(status, f"http_{status}")
         if code == "unauthorized":  # (the API's own words ask for a header, which a person in a browser cannot send)
-            message = ("Only the API's admin may see or do this, and this UI was started without the API's admin token (or "
-                       "with another one): start `digitlab ui` with DIGITLAB_ADMIN_TOKEN set as for the API.")
+            message = ("Only the prediction service's administrator may see or do this, and this app was not started "
+                       "with the administrator's key.")  # (how: common.ADMIN_HOW)
         elif detail:
             message = str(detail).strip()
             message = message[0].upper() + message[1:] if message else message
@@ -275,7 +275,7 @@ class DigitlabClient:
                 f"The prediction service at {self.base_url} is not answering (HTTP {status}) — retrying."
             )
         elif status in (401, 403):
-            message = "The prediction service refused access: set DIGITLAB_ADMIN_TOKEN for the UI."
+            message = "The prediction service refused access: this app's administrator key is missing or wrong."
         else:
             message = f"The prediction service answered HTTP {status}."
         cls = ApiUnavailable if status in (502, 504) or (status == 503 and not detail) else ApiError

@@ -301,8 +301,21 @@ def not_ready_note(models: list[dict[str, Any]]) -> str | None:
         joins = "they join as soon as they are" if len(training) > 1 else "it joins as soon as it is"
         parts.append(f"Still training: {', '.join(training)}; {joins} ready.")
     if missing:
-        parts.append(f"Not trained: {', '.join(missing)} (`digitlab train`).")
+        parts.append(f"Not trained: {', '.join(missing)}.")  # (the command is the Models page's operator note)
     return " ".join(parts) or None
+
+
+#: how the operator gives the UI the API's admin key (for the operator's eyes: `for_the_operator`)
+ADMIN_HOW = "Start `digitlab ui` with DIGITLAB_ADMIN_TOKEN set as for the API (the same key)."
+
+
+def for_the_operator(notes: list[str]) -> None:
+    """What only whoever runs the app can do (a command, a setting), folded away at the page's end: a person using it
+    was told to run `digitlab train` or to start the UI with DIGITLAB_ADMIN_TOKEN (a newcomer's tour, session 47)."""
+    notes = list(dict.fromkeys(n for n in notes if n))
+    if notes:
+        with st.expander("For whoever runs this app", icon=":material/terminal:"):
+            st.markdown("\n".join(f"- {n}" for n in notes))
 
 
 def names_text(models: list[dict[str, Any]], names: list[str]) -> str:

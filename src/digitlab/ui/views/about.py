@@ -51,7 +51,7 @@ def main() -> None:
             "Bureau employees and high-school students: **60,000** training images and **10,000** test images, "
             "each a **28×28** grey-scale picture with the digit scaled to fit a 20×20 box and centred by its "
             "centre of mass.\n\n"
-            "A fully trained model learns from the 60,000 (a quick one, `digitlab train --limit`, from a part of "
+            "A fully trained model learns from the 60,000 (a quick one from a part of "
             "them: the Models page says how many), from drawings of styles MNIST rarely has (a 7 with a bar, a 9 "
             "with a hooked tail, a 1 with a long flag) and from real handwriting of other collections, and is "
             "measured on the 10,000 test digits it never saw — that is the *MNIST test accuracy* on the Models "

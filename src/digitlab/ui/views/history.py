@@ -360,6 +360,7 @@ def main() -> None:
     # New filters start again at page 1: the pager gets a new key (setting its value would warn).
     pager_key = "hist_page_" + hashlib.sha1(repr(sorted(f.items(), key=str)).encode()).hexdigest()[:10]
     page_no = int(st.session_state.get(pager_key) or 1)
+    operator: list[str] = []  # what only whoever runs the app can do, folded at the page's end
     try:
         page = client.predictions(page=page_no, page_size=PAGE_SIZE, **f)
     except ApiError as exc:
@@ -369,6 +370,7 @@ def main() -> None:
         # the API keeps its records for its admin, and this UI was started without its token: not an outage
         # (it said "not available right now" and hid the accuracy too, which needs no token)
         st.warning(f"The prediction log is not shown: {exc}", icon=":material/lock:")
+        operator = [common.ADMIN_HOW]
     else:
         prediction_log(page, models, f, page_no, pager_key)
         export_button()
@@ -377,6 +379,7 @@ def main() -> None:
     st.caption("Of all time and every answer, per model (the Model filter applies here; Answer and Period apply to the "
                "log and the numbers above). Days are UTC days.")  # (it changed nothing with "Today" or "Wrong", unsaid)
     stats_section(stats, models, f["model"])
+    common.for_the_operator(operator)
 
 
 main()

@@ -24,8 +24,13 @@ def _offline_catalogue() -> list[dict[str, Any]]:
 
 
 #: why a card has no answer time, when the log could not be read without the admin token
-NO_TOKEN_FOR_TIMES = ("The answer times come from the stored predictions, which the API shows only to its admin: "
-                      "start the UI with the same DIGITLAB_ADMIN_TOKEN as the API.")  # fmt: skip
+NO_TOKEN_FOR_TIMES = ("The answer times come from the stored predictions, which the prediction service shows only to "
+                      "its administrator.")  # (how: `OPERATOR`, at the page's end)  # fmt: skip
+#: what only whoever runs the app can do, said at the page's end (`common.for_the_operator`): the cards and captions
+#: named commands and settings to every visitor (a newcomer's tour, session 47). Filled by this run of the page.
+OPERATOR: list[str] = []
+LEARN_HOW = ("`digitlab learn` (where the API runs) learns from the labelled drawings; with the same "
+             "DIGITLAB_ADMIN_TOKEN for the UI and the API a “Learn now” button shows on this page.")  # fmt: skip
 #: ... and when it could, but this model answered none of the recent drawings
 NO_RECENT_ANSWER = "No recent drawing was answered by this model."
 
@@ -97,7 +102,8 @@ def version_history(name: str) -> None:
         st.caption("Drawings: the users' drawings it learned from; other users: its accuracy on drawings of people it "
                    "did not learn from, before → after. "
                    "Promoted only when it reads other people's drawings at least as well and keeps its MNIST "
-                   "accuracy (docs/learning.md). `digitlab models rollback` brings the previous one back.")  # fmt: skip
+                   "accuracy.")  # fmt: skip
+        OPERATOR.append("`digitlab models rollback` brings a model's previous version back (docs/learning.md).")
 
 
 @st.fragment(run_every=2)
@@ -129,9 +135,8 @@ def learn_now() -> None:
     from digitlab.core.config import get_settings
 
     if not get_settings().admin_token:  # (the button was simply not there, with no word why)
-        st.caption("To learn from the drawings people labelled, run `digitlab learn` where the API runs; a "
-                   "“Learn now” button shows here when the UI and the API are started with the same "
-                   "DIGITLAB_ADMIN_TOKEN.")  # fmt: skip
+        st.caption("Learning from the drawings people labelled is started by whoever runs this app.")
+        OPERATOR.append(LEARN_HOW)
         return
     if not st.session_state.get("learn_asking"):
         if st.button("Learn now", icon=":material/school:", key="learn_open",
@@ -174,8 +179,9 @@ CHARTS = (
 )
 REAL_HELP = ("On 2,804 digits written by people of the USPS and Semeion sets whom no model learned from, each as "
              "an upload and drawn on the canvas four ways: closer to what you draw than MNIST test.")  # fmt: skip
-NO_REAL_HELP = ("Not measured: a quick model, or one trained without the real handwriting sets "
-                "(DIGITLAB_HANDWRITING_DIR); `digitlab evaluate --real` measures it.")  # fmt: skip
+NO_REAL_HELP = "Not measured: a quick model, or one trained without the real handwriting sets."
+REAL_HOW = ("`digitlab evaluate --real` measures a model on real handwriting (the sets in DIGITLAB_HANDWRITING_DIR); "
+            "`digitlab train` trains with them.")  # fmt: skip
 
 
 def mistakes_charts(models: list[dict[str, Any]]) -> None:
@@ -212,6 +218,8 @@ def card(model: dict[str, Any], latency: float | None, live_status: str | None, 
                       help="On the official 10,000 MNIST test digits, never seen in training.")  # fmt: skip
             real = common.accuracy_of(model, common.REAL_HELDOUT)
             st.metric("Real handwriting", common.pct(real, 1), help=REAL_HELP if real is not None else NO_REAL_HELP)
+            if real is None and status not in ("missing", "offline"):
+                OPERATOR.append(REAL_HOW)
             st.metric("Median answer time", f"{latency:.0f} ms" if latency is not None else "—",
                       help="Time the API spent on one drawing (pre-processing + model), from recent predictions "
                       "(drawings, not uploaded photos).")  # fmt: skip
@@ -224,9 +232,13 @@ def card(model: dict[str, Any], latency: float | None, live_status: str | None, 
             extra.append(f"in {common.duration(float(model['training_seconds']))}")
         samples = model.get("train_samples")
         if samples:  # a quick start (`DIGITLAB_TRAIN_LIMIT`) kept its weaker models with no word of it
+            quick = samples < MNIST_TRAIN
             extra.append(f"learned from {samples:,} images" + (
-                " only: a quick model, `DIGITLAB_TRAIN_LIMIT`'s MNIST digits plus drawn examples of other styles "
-                "(`digitlab train` learns from all of MNIST)" if samples < MNIST_TRAIN else ""))  # (3,000 asked: 4,000)
+                " only: a quick model, part of MNIST's digits plus drawn examples of other styles (a fully trained "
+                "one learns from all 60,000)" if quick else ""))  # (3,000 asked: 4,000)
+            if quick:
+                OPERATOR.append(f"`digitlab train {model.get('name')}` trains {common.esc(model.get('display_name') or model.get('name'))} "
+                                "on all of MNIST (a quick model: `DIGITLAB_TRAIN_LIMIT`).")  # fmt: skip
         if model.get("size_bytes"):  # (a fourth figure beside the three above wrapped to a line of its own)
             extra.append(f"a {common.size_text(model['size_bytes'])} file")
         if model.get("version") and status != "missing":  # (the package's "1.0.0" of a model that is not there)
@@ -249,11 +261,13 @@ def card(model: dict[str, Any], latency: float | None, live_status: str | None, 
                     "Rows: the true digit; columns: what the model said. Off-diagonal cells are mistakes."
                 )
         elif status == "missing" and not model.get("error"):
-            st.caption(f"Not trained yet: run `digitlab train {model.get('name')}`.")
+            st.caption("Not trained yet.")
+            OPERATOR.append(f"`digitlab train {model.get('name')}` trains {common.esc(model.get('display_name') or model.get('name'))}.")
         if model.get("error"):  # an artefact that does not load (the version loaded before may still serve)
             said = model["error"] if status == "ready" else f"its artefact could not be loaded: {model['error']}"
-            st.warning(f"{said[:1].upper()}{said[1:]}. Rebuild it with `digitlab train {model.get('name')}`.",
+            st.warning(f"{said[:1].upper()}{said[1:]}. It needs to be rebuilt by whoever runs this app.",
                        icon=":material/report:")  # fmt: skip
+            OPERATOR.append(f"`digitlab train {model.get('name')}` rebuilds {common.esc(model.get('display_name') or model.get('name'))}.")
         if status == "training":
             st.caption("Training now; the card fills in when it is done.")
         if status not in ("missing", "offline"):
@@ -261,6 +275,7 @@ def card(model: dict[str, Any], latency: float | None, live_status: str | None, 
 
 
 def main() -> None:
+    OPERATOR.clear()
     common.page_header("Models", "The models behind the predictions, measured on the MNIST test set and on real "
                                  "handwriting of people no model learned from.")  # fmt: skip
     try:
@@ -285,6 +300,9 @@ def main() -> None:
                     health.models.get(model.get("name")) if health else None,
                     no_latency,
                 )
+    if no_latency == NO_TOKEN_FOR_TIMES:
+        OPERATOR.append(common.ADMIN_HOW + " The cards then show their answer times.")
+    common.for_the_operator(OPERATOR)
 
 
 main()
