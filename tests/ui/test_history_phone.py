@@ -81,3 +81,59 @@ def test_history_on_a_phone_shows_whole_rows_and_a_whole_axis(phone, ui_server, 
     page.set_viewport_size({"width": 1280, "height": 800})  # a desktop keeps the tables
     expect(main.locator('[data-testid="stDataFrame"]')).to_be_visible()
     expect(main.locator('[data-testid="dl-log-cards"]')).to_be_hidden()
+
+
+def _log_top(page) -> dict:
+    """The "Prediction log" heading's and the first card's top (y in the screen), and how many cards show."""
+    return page.evaluate(
+        """() => { const h = [...document.querySelectorAll('[data-testid="stHeading"]')]
+                     .find(e => e.innerText.trim() === 'Prediction log');
+                   const cards = document.querySelectorAll('[data-testid="dl-log-cards"] li');
+                   return {heading: h ? h.getBoundingClientRect().top : null,
+                           card: cards.length ? cards[0].getBoundingClientRect().top : null, cards: cards.length}; }"""
+    )
+
+
+def test_a_short_last_page_of_the_log_shows_on_a_phone(phone, ui_server, api_server):
+    """The pager is under 25 cards: a short last page shortened the page under it, and its few cards were above the
+    screen (the person saw empty space). After a page change the log's heading and first cards are on the screen."""
+    total = httpx.get(f"{api_server.url}/api/v1/predictions", params={"page_size": 1}, timeout=10).json()["total"]
+    if total < 26:
+        _seed_history(api_server.url)
+    page = phone
+    open_page(page, ui_server.url, "history", ready='[data-testid="dl-log-cards"] li')
+    wait_idle(page, settle=1.0)
+    pager = page.locator('[data-testid="stPagination"]').first
+    pager.scroll_into_view_if_needed()  # where a person's thumb is after reading the page's 25 cards
+    wait_idle(page, settle=0.5)
+    before = _log_top(page)
+    last = page.locator('[data-testid="stPaginationPage"]').last
+    last_no = int(last.inner_text())
+    last.click()
+    page.wait_for_function(
+        """n => { const a = document.querySelector('[data-testid="stPaginationPageActive"]');
+                  return a && a.innerText.trim() === String(n); }""", arg=last_no)  # fmt: skip
+    wait_idle(page, settle=1.0)
+    after = _log_top(page)
+    print(f"\nphone 390x844, page 1 -> {last_no}: heading y {before['heading']:.0f} -> {after['heading']:.0f}, "
+          f"first card y {before['card']:.0f} -> {after['card']:.0f} ({before['cards']} -> {after['cards']} cards)")
+    assert after["cards"] < before["cards"], (before, after)  # a short last page
+    assert 0 <= after["heading"] and after["card"] + 60 <= 844, after  # the heading and a first card on the screen
+    page.locator('[data-testid="stPaginationPage"]').first.click()  # and back: the heading shown again
+    page.wait_for_function(
+        """() => document.querySelector('[data-testid="stPaginationPageActive"]')?.innerText.trim() === '1'""")
+    wait_idle(page, settle=1.0)
+    back = _log_top(page)
+    assert back["cards"] == before["cards"] and 0 <= back["heading"] < 844, back
+
+    page.set_viewport_size({"width": 1280, "height": 800})  # a desktop's pager stays put, and the page is not moved
+    wait_idle(page, settle=0.5)
+    pager.scroll_into_view_if_needed()
+    y = pager.bounding_box()["y"]
+    page.locator('[data-testid="stPaginationPage"]').last.click()
+    page.wait_for_function(
+        """n => document.querySelector('[data-testid="stPaginationPageActive"]')?.innerText.trim() === String(n)""",
+        arg=last_no)  # fmt: skip
+    wait_idle(page, settle=1.0)
+    assert abs(pager.bounding_box()["y"] - y) < 2, (y, pager.bounding_box())
+    no_traceback(page)

@@ -3,7 +3,11 @@
 Up to 640 px wide the tables are hidden and these cards shown (`style.html`): at 390 px the log's grid showed its
 first four columns and cut the fifth's header ("right?" at x 374), and the Numbers table cut "When (UTC)" to
 "Wh (UT" (a newcomer's tour); both scrolled sideways with nothing saying so. The cards hold the same rows (built
-once, by `views/history.py`), so the two never disagree."""
+once, by `views/history.py`), so the two never disagree.
+
+A page turned there brings the log's heading back to the screen (`page_turned_script`): the pager is under 25 cards,
+and a short last page shortened the page under the person, its few cards above the screen (at 390x844 the heading
+went to y -1676, the first card to -1623: empty space shown)."""
 
 from __future__ import annotations
 
@@ -75,3 +79,27 @@ def number_cards_html(rows: list[dict[str, Any]]) -> str:
             f'<div class="dl-log-meta">{" · ".join(meta)}</div></div></li>'
         )
     return f'<ul class="dl-log-cards" data-testid="dl-number-cards">{"".join(cards)}</ul>'
+
+
+#: Run once as the log shows another page (`views/history.py`), on a phone only (the grid keeps its height and the pager
+#: its place, from 641 px up): the "Prediction log" heading (else the cards) to the top of the screen, under the header.
+_PAGE_TURNED_JS = """<script data-turn="%s">(() => {
+  if (!window.matchMedia('(max-width: 640px)').matches) return;
+  const show = () => {
+    const cards = document.querySelector('.st-key-hist_log_cards');
+    if (!cards) return;
+    const box = cards.closest('[data-testid="stLayoutWrapper"]') || cards;
+    let target = box.previousElementSibling;
+    while (target && !target.querySelector('[data-testid="stHeading"]')) target = target.previousElementSibling;
+    target = target || box;
+    target.style.scrollMarginTop = '4.25rem';  // the header's 3.75rem and a little air
+    target.scrollIntoView({block: 'start'});
+  };
+  requestAnimationFrame(show);
+  setTimeout(show, 250);  // once the rest of the run has laid out (the page shortens as the old cards go)
+})()</script>"""
+
+
+def page_turned_script(turn: str) -> str:
+    """`turn`: differs at every page change, so that the script is a new element and runs again."""
+    return _PAGE_TURNED_JS % esc(turn)

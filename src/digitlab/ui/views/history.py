@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
@@ -333,6 +334,12 @@ def prediction_log(page: dict[str, Any], models: list[dict], f: dict[str, Any], 
         return
     pages = max(1, -(-total // PAGE_SIZE))
     log_table(page, models, paged=pages > 1)
+    shown = st.session_state.get("hist_log_shown")  # (pager, page) of the last run: a page turned with this pager?
+    st.session_state["hist_log_shown"] = (pager_key, page_no)
+    if shown and shown[0] == pager_key and shown[1] != page_no:
+        with st.container(key="hist_log_turned"):  # (hidden: a script only) the phone's cards back on the screen
+            st.html(history_cards.page_turned_script(f"{shown[1]}-{page_no}-{time.time():.3f}"),
+                    unsafe_allow_javascript=True)  # fmt: skip
     first = (page_no - 1) * PAGE_SIZE + 1
     st.caption(common.counted_caption(first, min(total, page_no * PAGE_SIZE), total, "prediction"))
     if pages > 1:
