@@ -296,3 +296,25 @@ def test_a_label_by_uid_before_its_record_is_replayed_is_sent_again_later():
     with pytest.raises(ApiError) as by_id:
         c.feedback(_prediction(dict(PREDICTION, id=7, uid="ab" * 16)), 3)
     assert not isinstance(by_id.value, ApiUnavailable) and by_id.value.code == "prediction_not_found"
+
+
+def test_a_label_the_api_cannot_keep_while_too_many_wait_is_kept_and_sent_again():
+    """During a database outage the API refuses a label by uid past its cap of answers waiting for drawings not
+    stored yet: 503 `too_many_waiting_labels`, "… send it again once its drawing is stored". With its message it was
+    a plain `ApiError`: the page said "not saved" for good and the answer was lost. Now `ApiUnavailable`, which the
+    pages keep and send again (as an answer given while the service is away)."""
+    full = {"detail": "Too many answers already wait for drawings that are not stored (yet) (at most 10,000 are "
+                      "kept), so this one was not kept: send it again once its drawing is stored.",
+            "code": "too_many_waiting_labels"}  # fmt: skip
+    c = client_for(lambda r: httpx.Response(503, json=full))
+    with pytest.raises(ApiUnavailable) as info:
+        c.feedback(_prediction(dict(PREDICTION, id=None, uid="ab" * 16)), 3)
+    assert info.value.code == "too_many_waiting_labels" and info.value.status == 503
+    assert "sent again" in str(info.value) and "send it again" not in str(info.value)  # the page sends it, not the person
+    with pytest.raises(ApiUnavailable) as number:
+        c.number_feedback({"id": None, "uid": "cd" * 16}, "307")
+    assert number.value.code == "too_many_waiting_labels"
+    other = {"detail": "The model is not ready.", "code": "model_not_ready"}  # another 503 with a message stays one
+    with pytest.raises(ApiError) as refused:
+        client_for(lambda r: httpx.Response(503, json=other)).feedback(_prediction(dict(PREDICTION, id=7)), 3)
+    assert not isinstance(refused.value, ApiUnavailable)

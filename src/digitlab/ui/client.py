@@ -3,7 +3,7 @@
 Every method either returns plain data or raises `ApiError` whose `str()` is one sentence a person can
 read ("The prediction service is not reachable at http://… — retrying."). `ApiUnavailable` (a subclass)
 means the service itself is away (refused, timed out, 502/503/504 from a proxy), as opposed to the
-service answering "no" to this request.
+service answering "no" to this request (`api_errors.py`: the errors and how an HTTP answer becomes one).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from digitlab.store.records import StoredPrediction
+from digitlab.ui.api_errors import ApiError, ApiUnavailable, from_response, label_kept, not_understood
 
 __all__ = [
     "ApiError",
@@ -41,25 +42,6 @@ HEAVY_TIMEOUT = 15.0  # exports and big history pages
 #: outage: the API waits up to 5 s for a locked or frozen database, `store.WRITE_DEADLINE`, before it answers.)
 LIVE_PATIENCE = 1.0
 _LIVE = ThreadPoolExecutor(max_workers=32, thread_name_prefix="digitlab-ui-live")  # threads start when used
-
-
-class ApiError(Exception):
-    """A failure a person can read: `str(exc)` is one sentence; `code` is the API's stable code."""
-
-    def __init__(self, message: str, *, code: str = "api_error", status: int | None = None):
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.status = status
-
-
-class ApiUnavailable(ApiError):
-    """The prediction service could not be reached or did not answer in time."""
-
-
-def not_understood() -> ApiError:
-    """An answer of the API the UI cannot read (a proxy's page, another program on the port)."""
-    return ApiError("The prediction service sent an answer the UI does not understand.", code="bad_response")
 
 
 @dataclass(frozen=True)
@@ -233,7 +215,7 @@ class DigitlabClient:
                 code="api_unreachable",
             ) from exc
         if response.status_code >= 400:
-            raise self._error(response)
+            raise from_response(response, self.base_url)
         return response
 
     def _patiently(self, patience: float, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -248,38 +230,6 @@ class DigitlabClient:
             waiting.cancel()  # (still queued: never sent; sent: its answer is not waited for)
             raise
         return waiting.result()  # alive: as long as the call's own timeout lets it take
-
-    def _error(self, response: httpx.Response) -> ApiError:
-        detail, code = None, None
-        try:
-            body = response.json()
-            if isinstance(body, dict):
-                detail, code = body.get("detail"), body.get("code")
-                if isinstance(detail, list):  # FastAPI validation errors
-                    detail = "; ".join(
-                        str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail
-                    )
-        except ValueError:
-            pass
-        status = response.status_code
-        if not code:
-            code = {401: "unauthorized", 403: "forbidden", 404: "not_found"}.get(status, f"http_{status}")
-        if code == "unauthorized":  # (the API's own words ask for a header, which a person in a browser cannot send)
-            message = ("Only the prediction service's administrator may see or do this, and this app was not started "
-                       "with the administrator's key.")  # (how: common.ADMIN_HOW)
-        elif detail:
-            message = str(detail).strip()
-            message = message[0].upper() + message[1:] if message else message
-        elif status in (502, 504):
-            message = (
-                f"The prediction service at {self.base_url} is not answering (HTTP {status}) — retrying."
-            )
-        elif status in (401, 403):
-            message = "The prediction service refused access: this app's administrator key is missing or wrong."
-        else:
-            message = f"The prediction service answered HTTP {status}."
-        cls = ApiUnavailable if status in (502, 504) or (status == 503 and not detail) else ApiError
-        return cls(message, code=str(code), status=status)
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._request(method, path, **kwargs)
@@ -422,14 +372,15 @@ class DigitlabClient:
         return data if isinstance(data, dict) else {}
 
     def _by_uid_later(self, path: str, body: dict, *, by_uid: bool) -> Any:
-        """A feedback POST. By uid (its server spooled the record), a 404 is another replica's, before the replay:
-        `ApiUnavailable`, so the page keeps the answer and sends it again (such labels were lost; session 31)."""
+        """A feedback POST. One the API cannot take yet, though it will (`api_errors.label_kept`: by uid before its
+        record is stored, or too many answers waiting during an outage), raises `ApiUnavailable`: the page keeps the
+        answer and sends it again."""
         try:
             return self._json("POST", path, json=body, patience=LIVE_PATIENCE)
         except ApiError as exc:
-            if by_uid and exc.status == 404 and not isinstance(exc, ApiUnavailable):
-                raise ApiUnavailable("The drawing is still being saved: your answer is kept and sent again.",
-                                     code="record_pending", status=404) from None
+            kept = label_kept(exc, by_uid=by_uid)
+            if kept is not None:
+                raise kept from None
             raise
 
     def numbers(
