@@ -191,10 +191,12 @@ def test_a_card_without_an_answer_time_says_why(monkeypatch):
 def test_the_answer_time_is_the_drawings_not_the_photos(monkeypatch):
     """The CNN showed 247-251 ms beside the SVM's 11-15 ms: its median took in the photos uploaded (250-700 ms
     each to read), the drawings' 5 ms (a tour, session 31)."""
+    import streamlit as st
     from fake_api import stored_prediction
 
+    st.cache_data.clear()  # (the times are kept 30 s: an earlier test's were shown)
     api, canvas = install(monkeypatch)
-    api.stored_predictions = [stored_prediction(i, 4, latency_ms=5.0) for i in range(3)] + [
+    api.stored_predictions = [stored_prediction(i, 4, latency_ms=5.0) for i in range(5)] + [
         stored_prediction(10 + i, 4, latency_ms=400.0, source="upload") for i in range(5)]  # fmt: skip
     at = open_app(monkeypatch, canvas, "models")
     assert not at.exception, at.exception
@@ -286,3 +288,35 @@ def test_without_real_handwriting_figures_the_page_shows_the_mnist_chart_alone(m
     titles = [c.proto.spec for c in at.get("vega_lite_chart")]
     assert len(titles) == 1 and "MNIST test set" in titles[0]
     assert [m.value for m in at.metric if m.label == "Real handwriting"] == ["—", "—"]
+
+
+def test_an_answer_time_from_too_few_drawings_is_not_given_as_typical(monkeypatch):
+    """The card said "Median answer time 3 ms" from a single drawing. Under `FEW_TIMES` answers it shows "—" and how
+    few there were; from the count /stats gives with a median when it gives one."""
+    from fake_api import stored_prediction
+    from streamlit import cache_data
+
+    from digitlab.ui.views.models import FEW_TIMES, few_times
+
+    cache_data.clear()  # (the times are kept 30 s: an earlier test's were shown)
+    api, canvas = install(monkeypatch)
+    api.stored_predictions = [stored_prediction(1, 4, latency_ms=3.0)]  # one drawing, by the CNN
+    at = open_app(monkeypatch, canvas, "models")
+    assert not at.exception, at.exception
+    times = [m.value for m in at.get("metric") if m.label == "Median answer time"]
+    assert "3 ms" not in times and "—" in times, times
+    assert few_times(1) in [str(c.value) for c in at.caption] and "1 recent drawing went" in few_times(1)
+
+    api.stored_predictions = [stored_prediction(i, 4, latency_ms=3.0) for i in range(FEW_TIMES)]
+    cache_data.clear()  # (the times are kept 30 s)
+    at.run()
+    assert "3 ms" in [m.value for m in at.get("metric") if m.label == "Median answer time"]
+
+    api.stored_predictions = []  # the API's own median, with the count it gives
+    api.stats_answer = {"models": {"cnn": {"predictions": 2, "median_latency_ms": 7.0},
+                                   "svm": {"predictions": 40, "median_latency_ms": 9.0}}}  # fmt: skip
+    cache_data.clear()
+    at.run()
+    times = [m.value for m in at.get("metric") if m.label == "Median answer time"]
+    assert "7 ms" not in times and "9 ms" in times, times
+    assert few_times(2) in [str(c.value) for c in at.caption]

@@ -35,9 +35,20 @@ LEARN_HOW = ("`digitlab learn` (where the API runs) learns from the labelled dra
 NO_RECENT_ANSWER = "No recent drawing was answered by this model."
 
 
-def _latencies() -> tuple[dict[str, float], str]:
-    """Median answer time per model (from /stats when the API reports it, else from the recent log), and what
-    a card without one should say (it showed "—" without a word when the UI had no admin token)."""
+#: fewer answers than this give no typical time: the card said "Median answer time 3 ms" from a single drawing
+FEW_TIMES = 5
+
+
+def few_times(count: int) -> str:
+    """Said under the "—" of a model with fewer than `FEW_TIMES` answers to time."""
+    drawings = "1 recent drawing" if count == 1 else f"{count} recent drawings"
+    return f"Only {drawings} went to this model: too few for a typical answer time."
+
+
+def _latencies() -> tuple[dict[str, tuple[float, int]], str]:
+    """Median answer time per model and how many answers it comes from (from /stats when the API reports it, else
+    from the recent log), and what a card without one should say (it showed "—" without a word when the UI had no
+    admin token)."""
     try:
         stats = common.client().stats()
     except ApiError:
@@ -47,8 +58,9 @@ def _latencies() -> tuple[dict[str, float], str]:
     for name, s in per_model.items():
         if isinstance(s, dict):
             value = s.get("median_latency_ms") or s.get("latency_ms") or s.get("mean_latency_ms")
-            if value is not None:
-                out[name] = float(value)
+            if value is not None:  # the count the API gives with it, else its predictions
+                count = s.get("latency_count") or s.get("latency_samples") or s.get("predictions")
+                out[name] = (float(value), int(count) if count is not None else FEW_TIMES)
     if out:
         return out, NO_RECENT_ANSWER
     try:
@@ -59,11 +71,11 @@ def _latencies() -> tuple[dict[str, float], str]:
     for item in items:  # drawings only: a photo costs 250-700 ms to read, and made the CNN look 20x slower (a tour)
         if item.model_name and item.latency_ms is not None and item.source != "upload":
             by_model.setdefault(item.model_name, []).append(item.latency_ms)
-    return {k: sorted(v)[len(v) // 2] for k, v in by_model.items()}, NO_RECENT_ANSWER
+    return {k: (sorted(v)[len(v) // 2], len(v)) for k, v in by_model.items()}, NO_RECENT_ANSWER
 
 
 @st.cache_data(ttl=30, show_spinner=False)
-def latencies(api_url: str) -> tuple[dict[str, float], str]:
+def latencies(api_url: str) -> tuple[dict[str, tuple[float, int]], str]:
     return _latencies()
 
 
@@ -201,8 +213,12 @@ def mistakes_charts(models: list[dict[str, Any]]) -> None:
                                 f"{r['model']} {(1 - r['accuracy']) * 1000:.0f}" for r in rows))  # fmt: skip
 
 
-def card(model: dict[str, Any], latency: float | None, live_status: str | None, no_latency: str = "") -> None:
-    """`no_latency`: why there is no answer time, said under the "—"."""
+def card(model: dict[str, Any], latency: tuple[float, int] | None, live_status: str | None,
+         no_latency: str = "") -> None:  # fmt: skip
+    """`latency`: the median answer time and how many answers it comes from (`_latencies`); `no_latency`: why there
+    is none, said under the "—"."""
+    if latency is not None and latency[1] < FEW_TIMES:
+        latency, no_latency = None, few_times(latency[1])
     status = live_status or model.get("status") or "unknown"
     label, colour, icon = common.STATUS_BADGE.get(status, ("status unknown", "gray", ":material/help:"))
     metrics = model.get("metrics") or {}
@@ -220,9 +236,9 @@ def card(model: dict[str, Any], latency: float | None, live_status: str | None, 
             st.metric("Real handwriting", common.pct(real, 1), help=REAL_HELP if real is not None else NO_REAL_HELP)
             if real is None and status not in ("missing", "offline"):
                 OPERATOR.append(REAL_HOW)
-            st.metric("Median answer time", f"{latency:.0f} ms" if latency is not None else "—",
+            st.metric("Median answer time", f"{latency[0]:.0f} ms" if latency is not None else "—",
                       help="Time the API spent on one drawing (pre-processing + model), from recent predictions "
-                      "(drawings, not uploaded photos).")  # fmt: skip
+                      f"(drawings, not uploaded photos; {FEW_TIMES} at least).")  # fmt: skip
         if latency is None and no_latency:
             st.caption(no_latency)
         extra = []
