@@ -987,3 +987,83 @@ def test_draw_a_photo_s_answer_waiting_for_the_service_stays_said(fake):
     api.up = True
     at.run()  # the monitor finds the service back: the answer is sent
     assert [answer for _, answer in api.feedback_calls] == [3], api.feedback_calls
+
+
+def _kept(code: str):
+    """The error `api_errors.label_kept` raises for an answer the API answers but cannot take yet."""
+    from digitlab.ui.client import ApiUnavailable
+
+    return ApiUnavailable("kept", code=code, status=404 if code == "record_pending" else 503)
+
+
+_SERVICE_AWAY = "The prediction service is away"
+
+
+def test_draw_an_answer_kept_while_the_database_is_away_says_so_not_that_the_service_is(fake):
+    """An answer kept because the API answered 503 `too_many_waiting_labels` (its database away, too many answers
+    waiting) said "The prediction service is away": the service answered; the header said the database was away."""
+    api, canvas, open_page = fake
+    api.database, api.spool = "unavailable", 30
+    api.probabilities = [0.02] * 3 + [0.82] + [0.02] * 6  # read as a 3
+    canvas.set("draw", png(), drawing_id="d1")
+    at = open_page("draw")
+    api.fail_feedback = [_kept("too_many_waiting_labels")] * 20  # (sent again at every run while the API is up)
+    (pills,) = _draw_pills(at)
+    pills.set_value(3).run()
+    assert not at.exception, at.exception
+    said = _answer_texts(at)
+    assert "Not saved yet: you drew a **3**. The database is away and many answers already wait for it" in said, said
+    assert _SERVICE_AWAY not in said, said
+    api.database, api.spool, api.fail_feedback = "ok", 0, []
+    at.run()  # sent again: taken now
+    assert [answer for _, answer in api.feedback_calls] == [3], api.feedback_calls
+    assert "Not saved yet" not in _answer_texts(at)
+
+
+def test_draw_a_kept_answer_says_the_service_is_away_once_it_is(fake):
+    """Kept for the database, then the service itself goes away: it waits for the service (the outage wording)."""
+    api, canvas, open_page = fake
+    canvas.set("draw", png(), drawing_id="d1")
+    at = open_page("draw")
+    api.fail_feedback = [_kept("too_many_waiting_labels")] * 20  # (sent again at every run while the API is up)
+    (pills,) = _draw_pills(at)
+    pills.set_value(3).run()
+    assert "The database is away" in _answer_texts(at)
+    api.up = False
+    canvas.set("draw", png(shade=4), strokes=2, drawing_id="d2")  # a stroke that cannot be read now
+    at.run()
+    assert not at.exception, at.exception
+    said = _answer_texts(at)
+    assert f"(the drawing as it was when you answered). {_SERVICE_AWAY}" in said, said
+    assert "The database is away" not in said, said
+
+
+def test_compare_an_answer_kept_before_its_drawing_is_stored_says_so(fake):
+    """The 404 by uid (`record_pending`): the drawing is not stored yet; the service answered."""
+    api, canvas, open_page = fake
+    canvas.set("compare", png())
+    at = open_page("compare")
+    api.fail_feedback = [_kept("record_pending")] * 20
+    _pills(at).set_value(0).run()
+    assert not at.exception, at.exception
+    said = _answer_texts(at)
+    assert "Not saved yet: you drew a **0**. The database has not stored this picture yet" in said, said
+    assert _SERVICE_AWAY not in said, said
+
+
+def test_number_an_answer_kept_while_the_database_is_away_says_so(fake):
+    api, canvas, open_page = fake
+    canvas.set("number", png(840, 280), drawing_id="n1")
+    at = open_page("number")
+    sent = api.number_feedback
+
+    def refused(reading, true_text, *, not_number=False):
+        raise _kept("too_many_waiting_labels")
+
+    api.number_feedback = refused
+    _confirm(at)
+    said = _answer_texts(at)
+    assert "Not saved yet: you wrote **81**. The database is away" in said and _SERVICE_AWAY not in said, said
+    api.number_feedback = sent
+    at.run()  # sent again: taken now
+    assert api.number_feedback_calls == [(101, "81")], api.number_feedback_calls

@@ -243,7 +243,7 @@ def _send_answer(key: str, result: Comparison, digest: str) -> None:
                     raise
                 deleted += 1
     except ApiUnavailable as exc:
-        st.session_state[f"{key}_result"] = ("unsent", answer, str(exc))
+        st.session_state[f"{key}_result"] = ("unsent", answer, exc.code)  # (why it waits: `answers.waiting`)
         unsent[key] = (result, digest, answer)
         if shown is not None and shown.digest == digest:  # answered all the same: a further stroke is a
             common.close_drawing("compare")  # new drawing (as on Draw)
@@ -339,7 +339,7 @@ def _outcome(result: Comparison, outcome: tuple) -> None:
     what = "not a digit" if answer == "Not a digit" else f"you drew {common.a_digit(answer, bold=True)}"
     deleted = outcome[2] if kind in ("saved", "queued") and len(outcome) > 2 else ""  # some records were gone
     verdict = f"{_verdict(result, answer)} {deleted}".strip()
-    answers.show(kind, what, verdict, outcome[2] if kind == "error" else "",
+    answers.show(kind, what, verdict, outcome[2] if kind in ("error", "unsent") else "",
                  again="Click your answer again to send it again.",
                  saved="Saved with the other models' answers" if deleted else "Saved with every model's answer")
 

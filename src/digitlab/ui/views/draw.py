@@ -157,7 +157,7 @@ def send_feedback(key: str, prediction: Prediction, digest: str, *, spread: bool
             common.close_drawing("draw")
         st.session_state.setdefault("draw_answers", {})[digest] = answer
     except ApiUnavailable as exc:  # sent again when the service is back (`send_unsent`)
-        st.session_state[f"{key}_result"] = ("unsent", str(exc), answer)
+        st.session_state[f"{key}_result"] = ("unsent", exc.code, answer)  # (why it waits: `answers.waiting`)
         unsent[key] = (prediction, digest, answer)
         shown = st.session_state.get("draw_drawing")
         if shown is not None and shown.digest == digest:  # answered all the same: a further stroke is a new
@@ -207,10 +207,11 @@ def show_waiting_answers() -> None:
     cannot be read: a stroke after answering during an outage took "Not saved yet: you drew a 3 …" off the page
     with the result and the pills, leaving only "not answering" (the answer was still sent when it was back)."""
     photos = st.session_state.get("draw_photo_digests") or set()
-    for _prediction, digest, answer in (st.session_state.get("draw_unsent") or {}).values():
+    for key, (_prediction, digest, answer) in (st.session_state.get("draw_unsent") or {}).items():
         what = "not a digit" if answer == NOT_A_DIGIT else f"you drew {common.a_digit(answer, bold=True)}"
         which = "the photo you answered" if digest in photos else "the drawing as it was when you answered"
-        answers.show("unsent", f"{what} ({which})")
+        why = (st.session_state.get(f"{key}_result") or ("", ""))[1]  # (the code it was kept by)
+        answers.show("unsent", f"{what} ({which})", message=why)
 
 
 def send_unsent() -> None:

@@ -178,7 +178,7 @@ def _send(answer: dict, key: str, truth: str) -> str:
         none = truth == NOT_A_NUMBER
         stored = common.client().number_feedback(answer, None if none else truth, not_number=none)
     except ApiUnavailable as exc:
-        st.session_state[f"num_done_{key}"] = (truth, "unsent", str(exc))
+        st.session_state[f"num_done_{key}"] = (truth, "unsent", exc.code)  # (why it waits: `answers.waiting`)
         unsent[key] = (answer, truth)
         if mine:  # answered all the same: a further stroke is a new reading (as on Draw)
             common.close_drawing("number")
