@@ -220,11 +220,13 @@ def card(model: dict[str, Any], latency: tuple[float, int] | None, live_status: 
     if latency is not None and latency[1] < FEW_TIMES:
         latency, no_latency = None, few_times(latency[1])
     status = live_status or model.get("status") or "unknown"
+    shown = common.esc(model.get("display_name") or model.get("name"))  # (the heading and the operator's notes)
+    train = f"`digitlab train {model.get('name')}`"
     label, colour, icon = common.STATUS_BADGE.get(status, ("status unknown", "gray", ":material/help:"))
     metrics = model.get("metrics") or {}
     with st.container(border=True, key=f"model_card_{model.get('name')}"):
         with st.container(horizontal=True, vertical_alignment="center", gap="small"):
-            st.markdown(f"#### {common.esc(model.get('display_name') or model.get('name'))}")
+            st.markdown(f"#### {shown}")
             st.badge(label, color=colour, icon=icon)
             if model.get("default"):
                 st.badge("default", color="violet", icon=":material/star:")
@@ -253,7 +255,7 @@ def card(model: dict[str, Any], latency: tuple[float, int] | None, live_status: 
                 " only: a quick model, part of MNIST's digits plus drawn examples of other styles (a fully trained "
                 "one learns from all 60,000)" if quick else ""))  # (3,000 asked: 4,000)
             if quick:
-                OPERATOR.append(f"`digitlab train {model.get('name')}` trains {common.esc(model.get('display_name') or model.get('name'))} "
+                OPERATOR.append(f"{train} trains {shown} "
                                 "on all of MNIST (a quick model: `DIGITLAB_TRAIN_LIMIT`).")  # fmt: skip
         if model.get("size_bytes"):  # (a fourth figure beside the three above wrapped to a line of its own)
             extra.append(f"a {common.size_text(model['size_bytes'])} file")
@@ -278,12 +280,12 @@ def card(model: dict[str, Any], latency: tuple[float, int] | None, live_status: 
                 )
         elif status == "missing" and not model.get("error"):
             st.caption("Not trained yet.")
-            OPERATOR.append(f"`digitlab train {model.get('name')}` trains {common.esc(model.get('display_name') or model.get('name'))}.")
+            OPERATOR.append(f"{train} trains {shown}.")
         if model.get("error"):  # an artefact that does not load (the version loaded before may still serve)
             said = model["error"] if status == "ready" else f"its artefact could not be loaded: {model['error']}"
             st.warning(f"{said[:1].upper()}{said[1:]}. It needs to be rebuilt by whoever runs this app.",
                        icon=":material/report:")  # fmt: skip
-            OPERATOR.append(f"`digitlab train {model.get('name')}` rebuilds {common.esc(model.get('display_name') or model.get('name'))}.")
+            OPERATOR.append(f"{train} rebuilds {shown}.")
         if status == "training":
             st.caption("Training now; the card fills in when it is done.")
         if status not in ("missing", "offline"):
