@@ -453,7 +453,7 @@ def pil_to_rgba(im: Image.Image) -> np.ndarray:
 
 
 def decode_image(data: bytes, *, max_pixels: int | None = None) -> np.ndarray:
-    """Decode PNG / JPEG / WebP / BMP (or a GIF's first frame) bytes to RGBA uint8 (H, W, 4).
+    """Decode PNG / JPEG / WebP / BMP bytes to RGBA uint8 (H, W, 4): an animation's first frame; GIF refused.
 
     `max_pixels` (default `DEFAULT_MAX_PIXELS`, 25 000 000) is checked against the header's
     width x height *before* any pixel is decoded. EXIF orientation is applied. 16-bit, palette, grey,

@@ -70,7 +70,7 @@ class SegmentVerifier:
 
 
 def load_segment_verifier(model_dir: Path | None = None) -> SegmentVerifier:
-    """The verifier in `model_dir` (rebuilt by `digitlab train segmenter`), else the bundled one; its
+    """The verifier in `model_dir` (rebuilt by `digitlab train segment_verifier`), else the bundled one; its
     SHA-256 checked against its manifest first (`ArtifactError` if it does not match)."""
     from digitlab.models.artifacts import read_verified
     from digitlab.models.registry import component_dir
