@@ -546,6 +546,49 @@ def test_a_database_that_reads_but_takes_no_writes_is_logged_once(open_store, tm
         store.close()
 
 
+def test_a_replay_stuck_on_the_database_holds_up_no_new_record(open_store, tmp_path, make_record, monkeypatch):
+    """The replay's last lines were written while holding the lock every append takes: SQLite's write lock held
+    by another process then kept each new record (and `_mark_down`) waiting out the busy timeout, on top of the
+    write deadline: 10 s for one prediction (a probe, session 49: 2 workers, the file locked 15 s). The
+    database is written to outside that lock now; new records go to the spool at once."""
+    import sqlite3
+    import threading
+
+    path = tmp_path / "w.db"
+    store = open_store(f"sqlite:///{path}", tmp_path / "spool" / "me")
+    try:
+        drain, calls, took, adding = store._drain_batch, [], [], []
+
+        def drain_batch(spool):
+            calls.append(1)
+            if len(calls) == 2 and spool is store.spool:  # a record appended while the first batch was replayed
+                spool.append({"op": "add", "record": make_record(2).to_json()})
+                holder = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+                holder.execute("BEGIN IMMEDIATE")  # another process takes the write lock for 2 s
+                threading.Timer(2.0, lambda: (holder.execute("ROLLBACK"), holder.close())).start()
+
+                def add() -> None:
+                    time.sleep(0.3)  # (the replay is waiting for the lock by then)
+                    started = time.monotonic()
+                    took.append((store.add(make_record(3)).stored, time.monotonic() - started))
+
+                adding.append(threading.Thread(target=add))
+                adding[0].start()
+            return drain(spool)
+
+        monkeypatch.setattr(store, "_drain_batch", drain_batch)
+        store._spool_after_error({"op": "add", "record": make_record(1).to_json()},
+                                 TimeoutError("the database did not answer a write in 5 s"))  # fmt: skip
+        assert store.wait_drained(timeout=15)
+        adding[0].join(10)
+        assert len(took) == 1, took
+        assert took[0][1] < 1.0, f"a new record waited {took[0][1]:.1f} s for the replay"
+        assert store.wait_drained(timeout=15)
+        assert store.count() == 3
+    finally:
+        store.close()
+
+
 def test_health_says_failing_while_the_spool_cannot_take_the_records_of_an_outage(absent_db, open_store, make_record,
                                                                                  tmp_path):
     """During an outage with the spool's disk full the answers said `logged: false` while /health said only

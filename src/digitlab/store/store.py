@@ -705,18 +705,20 @@ class PredictionStore:
             self._wake.clear()
 
     def _drain_own(self) -> None:
-        """Replay in batches while adds keep appending; once caught up, take the append lock for the last
-        few lines and switch modes. (Without the lock, steady load would append between every "empty"
-        check and the switch, and the store would never leave spool mode.)"""
+        """Replay in batches while adds keep appending; once a read finds nothing left, take the append lock and
+        switch modes if still nothing was appended (else replay that too and try again: the window between the
+        empty read and the lock is microseconds, so steady load does not keep the store in spool mode). The
+        database is never written to under the append lock: the last lines were, and a replay waiting on the
+        database (SQLite's write lock held by another process: its 5 s busy timeout) held every new record,
+        label and `_mark_down` meanwhile: one prediction took 10 s (a probe, session 49)."""
         while not self._stop.is_set():
-            if self._drain_batch(self.spool) < self.batch_size:
-                with self._mode_lock:
-                    while self._drain_batch(self.spool):
-                        pass
-                    if self.spool.reset_if_drained():
-                        self._spool_mode = False
-                        log.info("spool drained, back to database mode")
-                        break
+            if self._drain_batch(self.spool):
+                continue
+            with self._mode_lock:
+                if self.spool.reset_if_drained():
+                    self._spool_mode = False
+                    log.info("spool drained, back to database mode")
+                    break
         if not self._spool_mode:
             self._sweep_pending()
 
