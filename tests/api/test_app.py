@@ -599,6 +599,33 @@ def test_a_promotion_between_two_versions_of_the_same_bytes_is_served(tmp_path, 
         assert answer["model_version"] == "2"
 
 
+def test_a_rollback_to_the_files_leaves_no_moment_without_the_model(tmp_path, served_model_dir):
+    """A rollback took the learned version out and loaded the files after it: requests in between were 503
+    "Model 'svm_pca' is not trained: run `digitlab train svm_pca`" (a probe, session 49: 17 of 9,423 under load,
+    2 workers, three promotions and rollbacks). The files' model is swapped in in one step now."""
+    from digitlab.api.upkeep import refresh_learned, refresh_models
+    from digitlab.models.artifacts import read_verified
+
+    app = create_app(settings_for(tmp_path, served_model_dir))
+    with TestClient(app) as c:
+        ctx, versions = app.state.ctx, app.state.ctx.store.versions
+        manifest, payload = read_verified(served_model_dir, "svm")
+        versions.add("svm", "2", payload, {**manifest, "version": "2"}, status="promoted", parent="1.0.0")
+        refresh_models(ctx)
+        assert ctx.registry.get("svm").version == "2"
+        assert versions.rollback("svm") is None  # no earlier learned version: back to the files
+        installs = []
+        real_install = ctx.registry.install
+        ctx.registry.install = lambda model, **kw: (installs.append(model.version), real_install(model, **kw))
+        refresh_learned(ctx)  # (the poll's first step: no request may find the model gone after it)
+        assert ctx.registry.get("svm") is not None and ctx.registry.get("svm").version == "1.0.0"
+        assert ctx.registry.learned_names() == set()
+        refresh_models(ctx)
+        assert installs == ["1.0.0"]  # loaded once
+        answer = c.post("/api/v1/predict", files={"image": ("d.png", draw_digit())}, data={"model": "svm"}).json()
+        assert answer["model_version"] == "1.0.0"
+
+
 def test_a_promoted_version_is_served_from_the_first_request(tmp_path, served_model_dir):
     """A (re)started replica said ready and answered with the model files until its first poll, 5 s later."""
     from digitlab.models.artifacts import read_verified

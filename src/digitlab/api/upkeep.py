@@ -97,8 +97,14 @@ def refresh_learned(ctx: AppContext) -> None:
         log.info("model %s now serves learned version %s", name, version)
     for name in ctx.registry.learned_names() - promoted.keys():
         log.info("model %s: no learned version promoted any more, back to its files", name)
-        ctx.manifest_keys.pop(name, None)  # the file check below reloads it
-        ctx.registry.forget_learned(name)
+        # the files' model swapped in in one step (`refresh` installs it over the learned one): the learned one
+        # was dropped first and the files loaded after it, and requests in between were 503 "not trained"
+        ctx.registry.refresh(name)
+        if name in ctx.registry.learned_names():  # no files to go back to, or they do not load
+            ctx.manifest_keys.pop(name, None)  # (the file check of `refresh_models` tries them again)
+            ctx.registry.forget_learned(name)
+        else:
+            ctx.manifest_keys[name] = files_key(ctx, name)
 
 
 def refresh_gauges(ctx: AppContext) -> str:
