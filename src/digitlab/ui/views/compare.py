@@ -167,6 +167,7 @@ def compare_area() -> None:
             with st.spinner("Reading your photo…"):
                 result, error = compare_photo(photo)
             digest, follows, nothing = uploads.photo_drawing_id(photo), False, uploads.NOTHING_IN_PHOTO
+            st.session_state.setdefault("cmp_photo_digests", set()).add(digest)  # (a waiting answer says "the photo")
         elif drawing.empty:
             with slot.container():
                 st.markdown(
@@ -177,13 +178,17 @@ def compare_area() -> None:
                 if drawing_on("draw"):  # the digit just drawn on Draw, one click away
                     st.button("Compare the digit from Draw", icon=":material/draw:", key="cmp_from_draw",
                               on_click=adopt, args=("compare", "draw"))  # fmt: skip
+                show_waiting_answers()  # (cleared during an outage: the answer still waits, and is sent)
             return
         else:
             result, error = compare(drawing)
             digest, nothing = drawing.digest, ink.nothing_drawn(drawing)
             follows = drawing.drawing_id is not None and st.session_state.get("compare_follows_answer") == drawing.drawing_id
         if error is not None:  # (the outage banner says which service and where)
-            common.show_error(slot, error, nothing=nothing, kept=f"Your {'photo' if photo else 'drawing'} is kept.")
+            with slot.container():
+                common.show_error(st, error, nothing=nothing, kept=f"Your {'photo' if photo else 'drawing'} is kept.")
+                if isinstance(error, ApiUnavailable):
+                    show_waiting_answers()
             return
         rows = [
             {"model": common.display_name(models, p.model), "digit": str(d), "probability": float(q)}
@@ -265,6 +270,18 @@ def _send_answer(key: str, result: Comparison, digest: str) -> None:
     st.session_state[f"{key}_result"] = ("queued" if any(o.queued for o in outcomes) else "saved", answer, gone)
     if shown is not None and shown.digest == digest:  # (not a drawing no longer on the canvas)
         common.close_drawing("compare")
+
+
+def show_waiting_answers() -> None:
+    """The answers waiting for the service (`cmp_unsent`), said under its notice when the picture cannot be read:
+    a stroke after answering during an outage took "Not saved yet: you drew a 5 …" off the page with the cards,
+    leaving only "not answering" (a tour, session 49; Draw's since session 47)."""
+    photos = st.session_state.get("cmp_photo_digests") or set()
+    for key, (_result, digest, answer) in (st.session_state.get("cmp_unsent") or {}).items():
+        what = "not a digit" if answer == "Not a digit" else f"you drew {common.a_digit(answer, bold=True)}"
+        which = "the photo you answered" if digest in photos else "the drawing as it was when you answered"
+        why = (st.session_state.get(f"{key}_result") or ("", "", ""))[2]  # (the code it was kept by)
+        answers.show("unsent", f"{what} ({which})", message=why)
 
 
 def send_unsent() -> None:
