@@ -48,6 +48,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from digitlab.errors import DigitlabError
 from digitlab.store import export, numbers, pending
+from digitlab.store.coalesce import Coalesced
 from digitlab.store.db import DatabaseUnavailableError, make_engine, upgrade
 from digitlab.store.numbers import NumberFeedbackResult, NumberRecord
 from digitlab.store.records import AddResult, PredictionRecord, StoredPrediction, check_label, utc_now
@@ -143,6 +144,7 @@ class PredictionStore:
         self._prober = ThreadPoolExecutor(1, thread_name_prefix="digitlab-store-probe")  # one probe at a time
         self._direct = ThreadPoolExecutor(DIRECT_THREADS, thread_name_prefix="digitlab-store-direct")
         self._probe: Future | None = None
+        self._stats = Coalesced()  # identical stats reads arriving together share one query (`coalesce`)
         self.spool = Spool(Path(spool_dir), database_identity(self.engine.url))
         self.retry_initial = retry_initial
         self.retry_max = retry_max
@@ -569,7 +571,7 @@ class PredictionStore:
         return self._read(self.repo.get_image, int(id), kind)
 
     def stats(self, model: str | None = None) -> dict[str, dict[str, Any]]:
-        return self._read(self.repo.stats, model)
+        return self._stats.run(model, lambda: self._read(self.repo.stats, model))
 
     def count(self) -> int:
         return self._read(self.repo.count)
