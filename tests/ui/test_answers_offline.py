@@ -552,7 +552,7 @@ def test_draw_advice_names_the_number_page_only_for_several_digits(fake):
     at.run()
     assert not at.exception, at.exception
     said = _answer_texts(at)
-    assert "It looks like more than one digit" in said, said
+    assert "It looks like several digits" in said, said
     assert "A whole number goes on the <b>Number</b> page" in said, said
 
 

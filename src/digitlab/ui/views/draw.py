@@ -257,8 +257,8 @@ def answer_html(
             advice = ("It may not be one digit: take the photo closer, one digit filling it. Several digits? The "
                       "<b>Number</b> page reads whole numbers.")  # fmt: skip
         elif several:
-            advice = ("It looks like more than one digit: this page reads one at a time, so draw one digit, large. "
-                      "A whole number goes on the <b>Number</b> page.")  # fmt: skip
+            advice = ("It looks like several digits: draw one, large. A whole number goes on the <b>Number</b> "
+                      "page.")  # fmt: skip (3 lines on a phone pushed "Saved" off the screen: a tour)
         elif small:
             advice = "It is drawn small: draw one digit large, filling most of the canvas."
         elif common.runner_up_named(prediction.probabilities):  # "a 1 or a 7?": a long-flag 1 was told it
