@@ -192,6 +192,29 @@ def test_stats_asked_by_many_at_once_are_few_queries_each_read_after_it_was_aske
     assert store.stats("cnn") == {} and runs[-1] == "cnn"  # another filter is another query
 
 
+def test_a_label_never_waits_behind_slow_reads(store, make_record):
+    """Labels ran in the threads reads run in: behind 12 exports at once a label outwaited its write deadline, was
+    spooled, and the store went to spool mode with the database up (/health "unavailable", then "catching_up";
+    a probe, session 49). Writes have threads of their own."""
+    import time
+
+    from digitlab.store.store import DIRECT_THREADS
+
+    id = store.add(make_record(3)).id
+    reads = [threading.Thread(target=store.with_database, args=(time.sleep, 3.0)) for _ in range(2 * DIRECT_THREADS)]
+    for t in reads:  # (a slow export each: the read threads busy for 6 s)
+        t.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    assert store.set_feedback(id, 5) is True
+    took = time.monotonic() - started
+    assert store.health()["database"] == "ok" and store.pending() == 0  # stored, not spooled
+    assert took < 1.0, f"the label waited {took:.1f} s behind reads"
+    for t in reads:
+        t.join(10)
+    assert store.get(id).drawn_digit == 5
+
+
 def test_export_csv_and_idx(store, make_record, make_png, tmp_path):
     pngs = {i: make_png(i, seed=i) for i in range(4)}
     for i, png in pngs.items():

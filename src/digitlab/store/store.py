@@ -92,8 +92,12 @@ SQLITE_LOCK_PATIENCE = 0.5
 #: a direct call (feedback, a read, a read number) not answered in this many seconds makes the store ask the
 #: database for a `SELECT 1`: answered, the call may go on (a slow export); not, the database is away
 DIRECT_PATIENCE = 3.0
-#: direct calls at once; more wait for a free thread (with the same patience)
+#: direct reads at once; more wait for a free thread (with the same patience)
 DIRECT_THREADS = 8
+#: direct writes (feedback, read numbers) at once, in threads of their own: queued behind reads (12 exports at once)
+#: a label outwaited its write deadline, was spooled, and the store went to spool mode with the database up:
+#: /health said "unavailable" (a probe, session 49). The pool (5 + 10) has a connection for each thread.
+DIRECT_WRITE_THREADS = 4
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -143,6 +147,7 @@ class PredictionStore:
         )  # fmt: skip
         self._prober = ThreadPoolExecutor(1, thread_name_prefix="digitlab-store-probe")  # one probe at a time
         self._direct = ThreadPoolExecutor(DIRECT_THREADS, thread_name_prefix="digitlab-store-direct")
+        self._direct_writes = ThreadPoolExecutor(DIRECT_WRITE_THREADS, thread_name_prefix="digitlab-store-direct-write")
         self._probe: Future | None = None
         self._stats = Coalesced()  # identical stats reads arriving together share one query (`coalesce`)
         self.spool = Spool(Path(spool_dir), database_identity(self.engine.url))
@@ -197,6 +202,7 @@ class PredictionStore:
         self.spool.close()
         self._prober.shutdown(wait=False)
         self._direct.shutdown(wait=False, cancel_futures=True)
+        self._direct_writes.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()
 
     def __enter__(self) -> Self:
@@ -477,7 +483,8 @@ class PredictionStore:
         hung feedback and every read for as long as it stayed so. Raises DisconnectionError (an outage)
         when the database does not answer a `SELECT 1` either, and WriteTimedOut after `deadline` s (a write
         whose connection hangs while new ones answer: the probe's `SELECT 1` cannot tell)."""
-        future = self._direct.submit(fn, *args, **kwargs)
+        # writes (they have a deadline) never queue behind reads: a slow export is no reason to spool a label
+        future = (self._direct if deadline is None else self._direct_writes).submit(fn, *args, **kwargs)
         started = time.monotonic()
         while True:
             left = (math.inf if deadline is None else deadline) - (time.monotonic() - started)
