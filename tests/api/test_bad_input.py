@@ -636,6 +636,19 @@ def test_server_still_answers_after_the_corpus(live_server, sample_png):
     assert "Expected boundary character" not in log, live_server.log_tail()
 
 
+@pytest.mark.parametrize("path", [PREDICT, "/api/v1/read"])
+def test_an_empty_body_is_said_to_be_empty(api, path):
+    """A POST with no body (a client that lost its upload, a chunked body with no chunk) was told "The multipart
+    body does not use the boundary its Content-Type header names" or "the body is not valid JSON" (a probe,
+    session 49): the body is empty, and the answer says so."""
+    form = api.post(path, content=b"", headers={"content-type": "multipart/form-data; boundary=zzz"})
+    assert "no body" in assert_error(form, 400, "malformed_body")["detail"]
+    blank = api.post(path, content=b"\r\n", headers={"content-type": "multipart/form-data; boundary=zzz"})
+    assert "no body" in assert_error(blank, 400, "malformed_body")["detail"]
+    json = api.post(path, content=b"", headers={"content-type": "application/json"})
+    assert "empty" in assert_error(json, 422, "invalid_fields")["detail"]
+
+
 def test_a_form_with_another_boundary_than_its_header_names_is_said_so(api):
     """A form whose parts use another boundary than its Content-Type names was told "ends before its closing
     boundary (a cut-off upload?)": nothing was cut off (an API probe)."""

@@ -69,6 +69,9 @@ def _invalid(message: str) -> ApiError:
 
 async def _from_multipart(request: Request, options_model: type[ImageOptions]) -> tuple[bytes, Any]:
     body = await request.body()  # already in memory (BodyLimitMiddleware); request.form() reuses it
+    if not body.strip():  # (it was told its parts do not use the boundary its header names)
+        raise ApiError("The request has no body: send the form (multipart/form-data) with a file field named 'image'.",
+                       "malformed_body")  # fmt: skip
     try:
         parts = parse_plain_form(request.headers.get("content-type", ""), body)
     except NotText as exc:  # (an image sent as a text field, its bytes no text: "'image' is not UTF-8 text")
@@ -180,6 +183,8 @@ _URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
 
 async def _from_json(request: Request, json_model: type[ImageOptions]) -> tuple[bytes, Any]:
     body = utf8_json(await request.body())  # (a UTF-8 byte order mark, which RFC 8259 lets a parser ignore, goes)
+    if not body.strip():  # ("not valid JSON" said nothing of what was wrong)
+        raise _invalid("Invalid request: the body is empty: send a JSON object with the image in base64 as 'image'.")
     try:
         payload = _loads(body)
     except ValueError:
