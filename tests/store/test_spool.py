@@ -546,6 +546,40 @@ def test_a_database_that_reads_but_takes_no_writes_is_logged_once(open_store, tm
         store.close()
 
 
+def test_writes_go_to_the_spool_at_once_while_the_health_probe_finds_the_sqlite_file_locked(
+    open_store, tmp_path, make_record
+):
+    """/health said "unavailable" (another process held SQLite's write lock) and the next prediction still waited
+    out the 5 s write deadline, in each worker: after a start with the file locked every worker's first answers
+    took 5 s (a probe, session 49). What the probe found sends writes to the spool at once."""
+    import sqlite3
+
+    path = tmp_path / "w.db"
+    store = open_store(f"sqlite:///{path}", tmp_path / "spool" / "me")
+    try:
+        id = store.add(make_record(1)).id
+        holder = sqlite3.connect(str(path), isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            store._last_probe = 0.0
+            assert store.health()["database"] == "unavailable"
+            started = time.monotonic()
+            added = store.add(make_record(2))
+            assert store.set_feedback(id, 4) is True
+            took = time.monotonic() - started
+            assert added.stored == "spool" and took < 1.0, (added, took)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert store.wait_drained(timeout=15)
+        assert store.count() == 2 and store.get(id).drawn_digit == 4
+        store._last_probe = 0.0
+        assert store.health()["database"] == "ok"
+        assert store.add(make_record(3)).stored == "database"
+    finally:
+        store.close()
+
+
 def test_a_replay_stuck_on_the_database_holds_up_no_new_record(open_store, tmp_path, make_record, monkeypatch):
     """The replay's last lines were written while holding the lock every append takes: SQLite's write lock held
     by another process then kept each new record (and `_mark_down`) waiting out the busy timeout, on top of the

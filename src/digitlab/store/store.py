@@ -167,7 +167,11 @@ class PredictionStore:
         self._idle = threading.Condition()
         self._thread: threading.Thread | None = None
         self._last_probe = 0.0
-        self._write_locked = False  # SQLite's write lock held by another process at the last probe (`health`)
+        # SQLite's write lock held by another process at the last probe (`health`): writes go to the spool at once
+        # (each worker's next write waited out the 5 s write deadline, also after /health had said "unavailable":
+        # every first prediction took 5 s after a start with the file locked; a probe, session 49); cleared by
+        # the next probe that gets the lock or the spool's next replay
+        self._write_locked = False
         self._last_write_failure: float | None = None  # (`note_write`)
 
     # --- life cycle ----------------------------------------------------------------------------------
@@ -255,7 +259,7 @@ class PredictionStore:
         committed or spooled. The API awaits it on its event loop, so a slow database holds no thread."""
         done: Future = Future()
         with self._mode_lock:
-            if self._spool_mode:
+            if self._spooling():
                 done.set_result(self._spool_adds(records))
                 return done
         self.writer.submit(records).add_done_callback(lambda committed: self._settle(records, committed, done))
@@ -308,6 +312,14 @@ class PredictionStore:
         self.note_write(False)
         return AddResult(None, op["record"]["uid"], "refused")
 
+    def _spooling(self) -> bool:
+        """Do writes go to the spool now (the caller holds `_mode_lock`)? In spool mode, and while another process
+        holds SQLite's write lock (`_write_locked`): spool mode then, the drain thread told."""
+        if not self._spool_mode and self._write_locked:
+            self._spool_mode = True
+            self._wake.set()
+        return self._spool_mode
+
     def _spool_adds(self, records: list[PredictionRecord]) -> list[AddResult]:
         """Append the records to the spool (the caller holds `_mode_lock`). The store is in spool mode while
         its spool has lines, and the drain thread is told: records skipped by the writer, spooled after the
@@ -337,7 +349,7 @@ class PredictionStore:
 
     def _feedback(self, op: dict[str, Any], direct) -> bool:
         with self._mode_lock:
-            if self._spool_mode:
+            if self._spooling():
                 self._spool_label(op)
                 return True
         try:
@@ -408,7 +420,7 @@ class PredictionStore:
         database."""
         op = {"op": "number", "record": record.to_json()}
         with self._mode_lock:
-            if self._spool_mode:
+            if self._spooling():
                 self.spool.append(op)
                 return AddResult(None, record.uid, "spool")
         try:
@@ -440,7 +452,7 @@ class PredictionStore:
         key, value = ("id", int(id)) if uid is None else ("uid", str(uid))
         op = {"op": "number_feedback", key: value, "true_text": str(true_text), "at": _stamp()}
         with self._mode_lock:
-            if self._spool_mode:
+            if self._spooling():
                 self._spool_label(op)
                 return NumberFeedbackResult("spool")
         def direct():
@@ -774,6 +786,7 @@ class PredictionStore:
                     if op["op"] in ("add", "number"):  # a record answered "queued" is not stored: /health says so
                         self.note_write(False)
         spool.commit(end, len(lines))
+        self._write_locked = False  # (it took writes)
         self._catching_up = True
         return len(lines)
 
