@@ -664,16 +664,19 @@ def test_a_number_with_no_sure_digit_is_not_offered_as_the_answer(fake):
 
 
 @pytest.mark.parametrize("database,said", [
-    ("unavailable", "Database unavailable; predictions work.\n\nAnswers are queued (12 waiting)."),
+    ("unavailable", "Database unavailable; predictions work.\n\nDrawings and answers are queued (12 waiting)."),
     ("catching_up", "The database is back: saving the queue.\n\nHistory fills in as it is saved (12 waiting)."),
 ])  # fmt: skip
 def test_the_database_banner_says_when_the_queue_is_being_saved(fake, database, said):
-    """After an outage the banner said "unavailable" until the queue was saved (~20 s under load)."""
+    """After an outage the banner said "unavailable" until the queue was saved (~20 s under load). What waits is
+    said as what `/health`'s `spool` counts: drawings, readings and answers (after one answer and two strokes on
+    Number the banner said "Answers are queued (3 waiting)")."""
     api, _canvas, open_page = fake
     api.database, api.spool = database, 12
     at = open_page("draw")
     shown = " ".join(str(e.value) for e in (*at.warning, *at.info)).replace("**", "")
     assert said in shown, shown
+    assert "Answers are queued" not in shown, shown
 
 
 def test_an_answer_queued_in_an_outage_is_said_saved_once_the_database_has_it(fake):

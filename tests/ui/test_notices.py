@@ -92,7 +92,7 @@ def _covers_nothing(page, said: str) -> None:
 @pytest.fixture
 def tablet(browser):
     """A window from 768 to 879 px wide (a portrait tablet, a narrow window): the navigation's links beside the notice
-    left it room for its first line only, its second ("Answers are queued (12 waiting).") hidden."""
+    left it room for its first line only, its second ("Answers are queued (12 waiting)." then) hidden."""
     context = browser.new_context(viewport={"width": 768, "height": 1024}, device_scale_factor=1)
     page = context.new_page()
     page.set_default_timeout(20_000)

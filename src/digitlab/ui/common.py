@@ -224,12 +224,14 @@ def health_monitor(kept: str | None = None, canvas: str | None = None) -> None:
         st.session_state["api_seen"] = True
         API_ANSWERED.set()
         _AWAY_LOGGED.clear()
+    # (`spool` counts drawings, readings and answers alike, every visitor's: "Answers are queued (3 waiting)" was
+    # said after one answer and two strokes on Number; the API does not tell answers apart)
     if ok and not state.database_ok:  # (back: "unavailable" was said until the queue was saved, ~20 s under load)
         waiting, back = (f" ({state.spool} waiting)" if state.spool else ""), state.database == "catching_up"
         with st.container(key="dl_outage"):  # (in the header, short: style.html)
             (st.info if back else st.warning)(
                 f"**The database is back: saving the queue.**\n\nHistory fills in as it is saved{waiting}."
-                if back else f"**Database unavailable; predictions work.**\n\nAnswers are queued{waiting}.",
+                if back else f"**Database unavailable; predictions work.**\n\nDrawings and answers are queued{waiting}.",
                 icon=":material/database:",
             )  # fmt: skip
 
