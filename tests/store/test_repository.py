@@ -190,6 +190,10 @@ def test_stats_asked_by_many_at_once_are_few_queries_each_read_after_it_was_aske
     answers[0]["svm"]["labelled"] = -1  # each caller has its own copy
     assert answers[1]["svm"]["labelled"] == 2
     assert store.stats("cnn") == {} and runs[-1] == "cnn"  # another filter is another query
+    monkeypatch.undo()
+    for n in range(50):  # (`?model=` is any text a client sends: nothing is kept once answered)
+        store.stats(f"nobody-{n}")
+    assert store._stats._arrived == store._stats._done == store._stats._inside == {}
 
 
 def test_a_label_never_waits_behind_slow_reads(store, make_record):

@@ -24,14 +24,28 @@ class Coalesced:
         self._arrived: dict[Hashable, int] = {}  # key -> how many calls arrived so far
         self._running: set[Hashable] = set()
         self._done: dict[Hashable, tuple[int, Any, BaseException | None]] = {}  # key -> (covers calls 1..n, result)
+        self._inside: dict[Hashable, int] = {}  # key -> calls in `run` now
 
     def run(self, key: Hashable, fn: Callable[[], Any]) -> Any:
+        with self._cond:
+            self._inside[key] = self._inside.get(key, 0) + 1
+        try:
+            result, error = self._shared(key, fn)
+        finally:
+            with self._cond:  # nothing kept for a key nobody asks for now (`?model=` is any text a client sends)
+                self._inside[key] -= 1
+                if not self._inside[key]:
+                    for table in (self._inside, self._arrived, self._done):
+                        table.pop(key, None)
+        return _hand_out(result, error)
+
+    def _shared(self, key: Hashable, fn: Callable[[], Any]) -> tuple[Any, BaseException | None]:
         with self._cond:
             ticket = self._arrived[key] = self._arrived.get(key, 0) + 1
             while True:
                 covers, result, error = self._done.get(key, (0, None, None))
                 if covers >= ticket:  # a run that began after this call arrived has ended
-                    return _hand_out(result, error)
+                    return result, error
                 if key not in self._running:
                     break  # this call runs it, for every call arrived until now
                 self._cond.wait()
@@ -46,7 +60,7 @@ class Coalesced:
             self._running.discard(key)
             self._done[key] = (covers, result, error)
             self._cond.notify_all()
-        return _hand_out(result, error)
+        return result, error
 
 
 def _hand_out(result: Any, error: BaseException | None) -> Any:
