@@ -239,3 +239,36 @@ def test_confirm_tapped_as_the_finger_lifts_is_saved_on_a_phone(phone, ui_server
     items = httpx.get(f"{api_server.url}/api/v1/numbers", timeout=5).json()["items"]
     assert items[0]["true_text"] == text, items[0]  # the whole 4's reading, confirmed
     no_traceback(page)
+
+
+def test_portrait_tablet_the_canvas_fits_its_column_and_is_drawn_on_all_along(browser, ui_server, api_server):
+    """820x1180 (a portrait tablet): the 840 px canvas sat in a 788 px column, its right 52 px reached through the
+    swipe strip, under "On a phone, turn it sideways…". From 641 to 999 px wide it is drawn smaller (CSS `zoom`), whole
+    in its column, with no strip and no phone advice; a finger's 7 at its right end is read there."""
+    context = browser.new_context(viewport={"width": 820, "height": 1180}, device_scale_factor=1, is_mobile=True,
+                                  has_touch=True)  # fmt: skip
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    try:
+        open_page(page, ui_server.url, "number", ready=CANVAS)
+        page.wait_for_function(f"() => ({SCROLLER_JS})() !== null", timeout=10_000)
+        page.wait_for_timeout(600)  # (the app marks a canvas wider than its column within 200 ms)
+        column = page.locator('[data-testid="stMainBlockContainer"] [data-testid="stVerticalBlock"]').first.bounding_box()
+        box = page.locator(CANVAS).first.bounding_box()
+        print(f"\n820x1180: column x {column['x']:.0f}-{column['x'] + column['width']:.0f}, canvas x "
+              f"{box['x']:.0f}-{box['x'] + box['width']:.0f} ({box['width']:.0f}x{box['height']:.0f})")  # fmt: skip
+        assert column["x"] <= box["x"] and box["x"] + box["width"] <= column["x"] + column["width"] + 0.5, (box, column)
+        assert box["width"] >= 0.9 * 840 and abs(box["width"] - 3 * box["height"]) < 2, box  # smaller, same shape
+        assert not page.evaluate(SCROLLER_JS)["wide"]  # no swipe strip
+        expect(page.locator(".st-key-number_hint")).to_be_hidden()
+        cell = {"x": box["x"] + box["width"] - box["height"], "y": box["y"], "width": box["height"], "height": box["height"]}
+        touch = Touch(page)
+        for stroke in DIGITS[7]:  # a 7 in the rightmost third of the canvas
+            touch.stroke(stroke, cell)
+        wait_reading(page, "7")
+        wait_idle(page)
+        newest = httpx.get(f"{api_server.url}/api/v1/numbers", timeout=5).json()["items"][0]
+        assert newest["text"] == "7" and newest["digits"][0]["box"][0] >= 560 - 40, newest["digits"]  # drawn at the right
+        no_traceback(page)
+    finally:
+        context.close()
