@@ -40,11 +40,19 @@ PROBE_JS = """
 """
 
 
+#: the page's script run has ended: Streamlit's status widget shows only once a run has lasted 500 ms, so `wait_idle`
+#: alone can return while a run goes on, its first elements shown and the rest not yet (a page's title is shown
+#: with none of About's Tab stops after it: the first Tab stop test, once in a full run and once in ~35 runs beside
+#: load, found the keyboard gone from "Skip to main content" out of the page, `document.body` focused)
+RUN_ENDED = """() => document.querySelector('[data-testid="stApp"]').getAttribute('data-test-script-state') === 'notRunning'"""
+
+
 def open_page(page: Page, base_url: str, path: str = "", *, ready: str | None = None) -> None:
     page.goto(f"{base_url}/{path}")
     page.wait_for_selector('[data-testid="stAppViewContainer"]')
     if ready:
         page.wait_for_selector(ready, timeout=30_000)
+    page.wait_for_function(RUN_ENDED, timeout=30_000)
     page.evaluate(PROBE_JS)
     wait_idle(page, settle=0.3)  # a stroke drawn while the canvas is still loading would be wiped
 
