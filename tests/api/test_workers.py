@@ -102,3 +102,36 @@ def test_ctrl_c_while_the_workers_start_leaves_no_tracebacks(served_model_dir, t
         assert proc.returncode == 0, text
         assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
         assert "API stopped" in text, text
+
+
+def test_a_paused_worker_is_not_killed(served_model_dir, tmp_path, sample_png):
+    """uvicorn kills a worker that does not answer its health ping in time, cutting that worker's requests.
+    Its default of 5 s killed a worker that was only paused (stopped 8 s here, as a container throttled or a
+    machine swapping): "Child process [pid] died" and a new one loading its models. Now both keep serving."""
+    env = {
+        "DIGITLAB_MODEL_DIR": str(served_model_dir),
+        "DIGITLAB_DATA_DIR": str(tmp_path / "data"),
+        "DATABASE_URL": f"sqlite:///{(tmp_path / 'digitlab.db').as_posix()}",
+    }
+    server = LiveServer("paused-worker", env, tmp_path, workers=2).start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(pids := set(re.findall(r"Started server process \[(\d+)\]", server.log_text()))) < 2:
+            assert time.monotonic() < deadline, server.log_tail()
+            time.sleep(0.2)
+        paused = int(min(pids))
+        os.kill(paused, signal.SIGSTOP)
+        try:
+            time.sleep(8)
+        finally:
+            os.kill(paused, signal.SIGCONT)
+        time.sleep(2)  # the parent pings every half second: a kill would have come by now
+        log = server.log_text()
+        assert "died" not in log, log[-2000:]
+        assert set(re.findall(r"Started server process \[(\d+)\]", log)) == pids, log[-2000:]
+        for _ in range(8):  # either worker, each on a new connection
+            with httpx.Client(base_url=server.url, timeout=30) as client:
+                r = client.post("/api/v1/predict", files={"image": ("d.png", sample_png, "image/png")})
+                assert r.status_code == 200, r.text
+    finally:
+        server.stop()

@@ -261,6 +261,13 @@ def _shared_metrics(workers: int, data_dir: Path) -> Iterator[None]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+# uvicorn (0.37 and newer) pings each worker process and kills one that does not answer within this many
+# seconds, cutting its requests. Its default, 5 s, killed a worker that was only paused (stopped, swapped
+# out, throttled by its container's CPU quota, starting up on a busy machine); a hung worker is still
+# replaced, after 30 s.
+WORKER_HEALTHCHECK_SECONDS = 30
+
+
 def _run_uvicorn(uvicorn, host: str, port: int, workers: int) -> None:
     uvicorn.run(
         APP,
@@ -274,5 +281,6 @@ def _run_uvicorn(uvicorn, host: str, port: int, workers: int) -> None:
         ws="none",  # no WebSocket endpoint: an upgrade is answered as the plain request it is (404 / 405 JSON)
         loop=_fast_impl("uvloop", "asyncio", "uvloop"),
         timeout_graceful_shutdown=10,
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
         server_header=False,
     )
