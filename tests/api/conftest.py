@@ -259,4 +259,6 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict:
     assert set(body) == {"detail", "code"}, body
     assert body["code"] == code, body
     assert isinstance(body["detail"], str) and body["detail"] and body["detail"][-1] in ".!?", body
+    if status == 503:  # says when to try again (RFC 9110 10.2.3): seconds, as a number
+        assert response.headers.get("retry-after", "").isdigit(), dict(response.headers)
     return body

@@ -87,7 +87,16 @@ def error_body(detail: str, code: str) -> bytes:
     return json.dumps({"detail": detail, "code": code}, ensure_ascii=False).encode()
 
 
+#: Seconds a client is told to wait before trying a 503 again (`Retry-After`): the store probes the database
+#: and a worker reloads its models every 5 s; a busy server's slot frees in about a second (api/limits.py).
+RETRY_AFTER_SECONDS = 5
+RETRY_AFTER_BUSY_SECONDS = 1
+
+
 def error_response(status: int, detail: str, code: str, headers: dict[str, str] | None = None) -> Response:
+    if status == 503 and not any(name.lower() == "retry-after" for name in headers or {}):
+        seconds = RETRY_AFTER_BUSY_SECONDS if code == "server_busy" else RETRY_AFTER_SECONDS
+        headers = {**(headers or {}), "Retry-After": str(seconds)}
     return Response(
         error_body(detail, code), status_code=status, media_type="application/json", headers=headers
     )

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import parse_qsl
 
-from digitlab.api.errors import error_body
+from digitlab.api.errors import RETRY_AFTER_BUSY_SECONDS, error_body
 
 _PLAIN_CODINGS = frozenset({b"", b"identity", b"chunked"})  #: body codings taken as they are
 _METHODS_WITHOUT_BODY = frozenset({b"GET", b"HEAD", b"OPTIONS", "GET", "HEAD", "OPTIONS"})
@@ -51,7 +51,7 @@ async def answer_error(send, status: int, detail: str, code: str, *, on_error=No
     body = error_body(detail, code)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if status == 503:
-        headers.append((b"retry-after", b"1"))
+        headers.append((b"retry-after", str(RETRY_AFTER_BUSY_SECONDS).encode()))
     if close or status in (408, 503):
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
