@@ -7,6 +7,7 @@ its own deadline and limit (`limits`)."""
 from __future__ import annotations
 
 import asyncio
+import select
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -91,6 +92,19 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         self.pipeline.clear()
         super().connection_lost(exc)
 
+    def timeout_keep_alive_handler(self) -> None:
+        """uvicorn closes a kept-alive connection idle for `timeout_keep_alive` (5 s); not one whose next request
+        waits unread: after a pause (SIGSTOP, a frozen container, a starved process) the timeout runs before the
+        socket is read, and a request sent meanwhile was cut with "connection reset" (an API probe, session 50:
+        every request sent on a kept-alive connection during a pause over 5 s). The timeout is armed again: the bytes
+        are read next, which ends it (a client's hang-up too); an idle connection is closed as before."""
+        if _readable(self.transport):
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
+            return
+        super().timeout_keep_alive_handler()
+
     def _start_head_timer(self) -> None:
         if self._head_timer is None:
             self._head_timer = self.loop.call_later(self.head_seconds, self._head_too_slow)
@@ -120,6 +134,19 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         self._head_timer = None
         if not self.transport.is_closing():
             self.transport.close()
+
+
+def _readable(transport: asyncio.Transport) -> bool:
+    """Bytes (or the client's end) wait unread on the transport's socket."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or transport.is_closing():
+        return False
+    try:
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return False
 
 
 def _count_refused(status: int, code: str) -> None:
