@@ -448,3 +448,51 @@ def test_closing_does_not_wait_for_a_write_stuck_on_a_frozen_database(store, mak
     future = patient.submit([make_record(), make_record()])
     patient.close()
     assert len(future.result(timeout=0)) == 2
+
+
+def test_a_paused_process_is_not_a_database_that_does_not_answer(store, make_record, monkeypatch):
+    """A worker stopped for 15-18 s (SIGSTOP, a frozen container) with a write in flight resumed with that
+    write "not answered in 5 s" although the database's answer was waiting to be read: its records spooled,
+    "database unavailable" logged, /stats 503 for a moment (an API probe, session 50). The pause is not
+    counted against the write deadline; a database that does not answer still is."""
+    import time
+
+    from digitlab.store import writer as writer_module
+    from digitlab.store.writer import GroupCommit, WriteTimedOut
+
+    jumped = [0.0]
+
+    class PausedClock:  # the process's clock: after a pause it has jumped by the pause
+        @staticmethod
+        def monotonic() -> float:
+            return time.monotonic() + jumped[0]
+
+    monkeypatch.setattr(writer_module, "time", PausedClock)
+    inserting, release = threading.Event(), threading.Event()
+    insert_many = store.repo.insert_many
+
+    def answered_after_the_pause(records):
+        inserting.set()
+        release.wait(10)
+        return insert_many(records)
+
+    store.repo.insert_many = answered_after_the_pause
+    stalls = []
+    writer = GroupCommit(store.repo, deadline=2.0, on_stall=lambda: stalls.append(True))
+    writer.start()
+    try:
+        future = writer.submit([make_record()])
+        assert inserting.wait(5)
+        jumped[0] += 15.0  # stopped for 15 s, the insert sent
+        time.sleep(0.6)  # the watchdog's ticks after the pause
+        release.set()  # the answer, read once the process runs again
+        assert len(future.result(timeout=5)) == 1
+        assert not stalls
+        release.clear()
+        with pytest.raises(WriteTimedOut):  # a database that does not answer is still noticed
+            writer.submit([make_record()]).result(timeout=5)
+        assert stalls
+    finally:
+        release.set()
+        writer.close()
+        store.repo.insert_many = insert_many

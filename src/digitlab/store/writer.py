@@ -15,6 +15,12 @@ from sqlalchemy.exc import IntegrityError
 from digitlab.store.records import PredictionRecord
 from digitlab.store.repository import Repository
 
+#: the watchdog woke this much later than it asked: the process was paused (SIGSTOP, a frozen container, a
+#: suspended machine), and the pause is not counted against the database. A worker stopped 15-18 s under load
+#: resumed with its last writes "not answered in 5 s": spooled, "database unavailable" logged, /stats 503 for a
+#: moment, with the database up (an API probe, session 50).
+PAUSE_SECONDS = 1.0
+
 
 class WriteSkipped(Exception):
     """The writer did not try: the store switched to spool mode while the records were queued."""
@@ -42,7 +48,8 @@ class GroupCommit:
         self.on_stall = on_stall  # called (from the watchdog) when a batch missed the deadline
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._waiting: dict[Future, float] = {}  # every unanswered caller's future -> when it was submitted
+        self._waiting: dict[Future, float] = {}  # every unanswered caller's future -> when it was submitted (`_clock`)
+        self._paused = 0.0  # seconds the process was seen paused (PAUSE_SECONDS), left out of `_clock`
         self._stopped = threading.Event()
 
     def start(self) -> None:
@@ -56,8 +63,14 @@ class GroupCommit:
         """Fail the callers the database has not answered within the deadline: the writer thread stays
         blocked until the server answers (or its connection breaks), the requests do not. Those queued
         behind a stuck batch are failed too (they waited for the whole stall: 12-28 s in a probe)."""
-        while not self._stopped.wait(min(0.25, self.deadline)):
-            now = time.monotonic()
+        tick = min(0.25, self.deadline)
+        last = time.monotonic()
+        while not self._stopped.wait(tick):
+            paused, last = time.monotonic() - last - tick, time.monotonic()
+            if paused > PAUSE_SECONDS:  # this process did not run (SIGSTOP, a frozen container): not the database's
+                self._paused += paused  # time, and its answer may be waiting to be read: the pause is not counted
+                continue
+            now = self._clock()
             late = [future for future, since in list(self._waiting.items()) if now - since >= self.deadline]
             for future in late:
                 _settle_future(future, exc=WriteTimedOut())
@@ -92,10 +105,14 @@ class GroupCommit:
                 future.set_exception(exc)
             return future
         if self.deadline:
-            self._waiting[future] = time.monotonic()
+            self._waiting[future] = self._clock()
             future.add_done_callback(self._answered)
         self._queue.put((records, future))
         return future
+
+    def _clock(self) -> float:
+        """Monotonic seconds, the pauses of the process left out (the write deadline's clock)."""
+        return time.monotonic() - self._paused
 
     def _answered(self, future: Future) -> None:
         self._waiting.pop(future, None)
