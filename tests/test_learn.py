@@ -436,6 +436,45 @@ def test_the_job_follows_the_training_steps(settings, user_digits, monkeypatch):
     assert steps == sorted(steps), seen  # never backwards
 
 
+def test_reading_the_real_handwriting_and_judging_say_how_long_they_have_taken(settings, user_digits, monkeypatch):
+    """The first step, reading the real handwriting ("a minute or two the first time"), took 74 s of a run with no
+    word, and judging the CNN 76 s under "cnn: fine-tuning epoch 2/2 ...": the ticker ran during the training only,
+    so the job's message had no "so far" and the command line no "still at" (a newcomer's tour, session 50)."""
+    images, labels = user_digits
+    label(settings, images[:300], labels[:300], [f"writer{i % 6}" for i in range(300)])
+    seen: list[str] = []
+    real_update = VersionStore.update_job
+
+    def update_job(self, job_id, **fields):
+        seen.append(fields.get("message") or "")
+        return real_update(self, job_id, **fields)
+
+    def slow_read(settings, say) -> None:  # (no real handwriting: the bar it judges is left out)
+        time.sleep(0.8)
+
+    from digitlab.training.learn import _Run
+
+    real_judge = _Run._judge
+
+    def slow_judge(self, *args, **kwargs):
+        time.sleep(0.8)
+        return real_judge(self, *args, **kwargs)
+
+    monkeypatch.setattr(VersionStore, "update_job", update_job)
+    monkeypatch.setattr("digitlab.training.learn._real_handwriting", slow_read)
+    monkeypatch.setattr(_Run, "_judge", slow_judge)
+    monkeypatch.setattr("digitlab.training.learn.TICK_SECONDS", 0.1)
+    monkeypatch.setattr("digitlab.training.learn.SAY_SECONDS", 0.3)
+    said: list[str] = []
+    learn(settings, models=["svm_pca"], limit=LIMIT, say=said.append)
+    reading = "reading the real handwriting (USPS, Semeion)"
+    assert any(m.startswith(reading) and m.endswith(" s so far)") for m in seen), seen
+    assert any(m.startswith(f"still at: {reading}") for m in said), said
+    judging = "judging svm_pca: the new version and the served one"
+    assert any(m.startswith(judging) and m.endswith(" s so far)") for m in seen), seen
+    assert any(m.startswith(f"still at: {judging}") for m in said), said
+
+
 def test_a_run_whose_leaving_hangs_after_sigterm_ends_anyway_with_its_stacks_on_stderr():
     """A hang on the way out (CI's: a pool thread Python waits for at exit) must not outlive the stop."""
     from digitlab.cli.learn import STOP_GRACE

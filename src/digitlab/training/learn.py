@@ -290,10 +290,11 @@ class _Run:
                  f"{counted(data.counts['holdout_sessions'], 'other session')}")  # fmt: skip
         self.progress("reading the real handwriting (USPS, Semeion) a new version must not read worse (a minute "
                       "or two the first time, cached after)")  # fmt: skip
-        self.real = _real_handwriting(self.settings, self.say)
-        if self.real is not None:  # (quick runs, `limit`: 100 scans a set)
-            self.heldout = load_heldout(self.settings.handwriting_path, self.settings.data_dir / "cache",
-                                        count=100 if self.limit else None)  # fmt: skip
+        with self._ticking():  # (74 s the first time with no word: no "so far", no "still at", the bar at 0 %)
+            self.real = _real_handwriting(self.settings, self.say)
+            if self.real is not None:  # (quick runs, `limit`: 100 scans a set)
+                self.heldout = load_heldout(self.settings.handwriting_path, self.settings.data_dir / "cache",
+                                            count=100 if self.limit else None)  # fmt: skip
         self.step += 1  # (minutes the first time: the bar moved only once a model was trained)
         outcomes = list(skipped)
         todo = [n for n in names if n in parents and n not in current]
@@ -312,8 +313,12 @@ class _Run:
             built = self._build(todo, parents, data)
         x_test, y_test = self._mnist("test")
         for name in todo:
+            # (the CNN's judging took 76 s under "cnn: fine-tuning epoch 2/2 ...", said once and never "so far")
+            self.progress(f"judging {name}: the new version and the served one on the held-out users' drawings, "
+                          "MNIST test" + (" and the real handwriting" if self.real is not None else ""))  # fmt: skip
+            with self._ticking():
+                outcome = self._judge(name, parents[name], *built[name], data, x_test, y_test)
             self.step += 1
-            outcome = self._judge(name, parents[name], *built[name], data, x_test, y_test)
             outcomes.append(outcome)
             self.progress(outcome.line())
         promoted = [o.model for o in outcomes if o.status == "promoted"]
