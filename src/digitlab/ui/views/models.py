@@ -93,26 +93,24 @@ def version_history(name: str) -> None:
     if not rows:
         return
     with st.expander(f"Learned from users: {len(rows)} version(s)", icon=":material/school:"):
-        # short columns, the reasons under the table: in a card half the page wide the status's reason pushed the
-        # users' and MNIST accuracies out of sight (a probe, session 27)
-        table = [
-            {
-                "version": v["version"],
-                "status": v["status"],
-                "built": common.when_text(v["created_at"]),
-                "drawings": v["data"].get("train"),
-                "other users": (f"{common.pct(v['metrics'].get('parent_user_holdout_accuracy'))} → "
-                                f"{common.pct(v['metrics'].get('user_holdout_accuracy'))}"),
-                "MNIST": common.pct(v["metrics"].get("mnist_test_accuracy"), 2),
-            }
-            for v in rows
-        ]  # fmt: skip
-        st.dataframe(table, hide_index=True, width="stretch")
-        reasons = [f"version {v['version']} {v['status']}: {v['reason']}" for v in rows if v.get("reason")]
-        if reasons:
-            st.caption("  \n".join(reasons))
-        st.caption("Drawings: the users' drawings it learned from; other users: its accuracy on drawings of people it "
-                   "did not learn from, before → after. "
+        # a line per version, its reason under it, wrapping to any width: a table (version, status, built,
+        # drawings, other users, MNIST) showed a phone only its first three columns, the figures that say why a
+        # version was or was not promoted out of sight behind a sideways swipe inside the card (a tour, session
+        # 50); before that, the reason in a column pushed them out of a desktop's half-page card (session 27)
+        lines = []
+        for v in rows:
+            metrics, drawings = v.get("metrics") or {}, (v.get("data") or {}).get("train")
+            line = (f"**Version {v['version']}** · {v['status']} · {common.when_text(v['created_at'])}"
+                    + (f" · from {drawings:,} drawing{'' if drawings == 1 else 's'}" if drawings is not None else "")
+                    + f" · other users {common.pct(metrics.get('parent_user_holdout_accuracy'))} → "
+                    f"{common.pct(metrics.get('user_holdout_accuracy'))}"
+                    f" · MNIST {common.pct(metrics.get('mnist_test_accuracy'), 2)}")  # fmt: skip
+            if v.get("reason"):
+                line += f"  \n{str(v['status']).capitalize()}: {v['reason']}"
+            lines.append(f"- {line}")
+        st.markdown("\n".join(lines))
+        st.caption("From N drawings: the users' drawings it learned from; other users: its accuracy on drawings of "
+                   "people it did not learn from, before → after; MNIST: its accuracy on the MNIST test set. "
                    "Promoted only when it reads other people's drawings at least as well and keeps its MNIST "
                    "accuracy.")  # fmt: skip
         OPERATOR.append("`digitlab models rollback` brings a model's previous version back (docs/learning.md).")
