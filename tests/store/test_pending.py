@@ -6,9 +6,11 @@ from __future__ import annotations
 import shutil
 import time
 
+import pytest
 from sqlalchemy import func, select
 from tests.store.test_numbers import number
 
+from digitlab.store import DatabaseUnavailableError
 from digitlab.store.models import PENDING
 from digitlab.store.numbers import list_numbers
 from digitlab.store.spool import DATABASE_FILE
@@ -303,3 +305,54 @@ def test_two_replays_at_once_park_no_more_than_the_cap(store, backend):
     first.close()
     thread.join(timeout=30)
     assert done.is_set() and _waiting(store) == 3
+
+
+def test_a_replay_that_waits_for_the_labels_lock_is_no_outage(backend, db_url, tmp_path, make_record, open_store):
+    """After an outage two workers replay their spools; a replay holding labels by uid takes the labels' lock
+    (`pending.lock_waiting`) and one that waited 3 s for it (PostgreSQL's `lock_timeout`) took that for an
+    outage: the store said "unavailable", answered /stats 503 with the database up, and backed off (an API
+    probe, session 50). Here another transaction holds the lock 4.5 s: reads go on, and the label is replayed
+    once the lock is free."""
+    import threading
+
+    from digitlab.store.db import make_engine
+    from digitlab.store.pending import _LOCK_KEY
+
+    if backend != "postgresql":
+        pytest.skip("SQLite has no lock timeout: a write waits for the file's lock (busy timeout), an outage")
+    store = open_store(db_url, tmp_path / "spool" / "me")
+    try:
+        record = make_record(3)
+        assert store.add(record).stored == "database"
+        holder = make_engine(db_url)
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with holder.begin() as conn:
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})")
+                held.set()
+                release.wait(10)
+
+        thread = threading.Thread(target=hold)
+        thread.start()
+        assert held.wait(5)
+        store._mark_down(ConnectionError("a test outage"), wake=False)
+        assert store.set_feedback_by_uid(record.uid, 8)  # spooled
+        store._wake.set()  # the replay: it meets the lock
+        failures = []
+        end = time.monotonic() + 4.5
+        while time.monotonic() < end:
+            time.sleep(0.2)
+            try:
+                store.stats()
+            except DatabaseUnavailableError as exc:
+                failures.append(round(end - time.monotonic(), 1))
+                assert "unavailable" in str(exc)
+        release.set()
+        thread.join(5)
+        holder.dispose()
+        assert not failures, f"reads refused with the database up, {len(failures)} times"
+        assert store.wait_drained(10)
+        assert store.get_by_uid(record.uid).drawn_digit == 8
+    finally:
+        store.close()

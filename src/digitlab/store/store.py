@@ -72,6 +72,15 @@ _SCHEMA_SQLSTATES = frozenset({"42P01", "42703"})
 _SCHEMA_MESSAGES = ("no such table", "no such column", "has no column named")
 
 
+def _lock_timeout(exc: BaseException) -> bool:
+    """PostgreSQL gave up a lock wait (`lock_timeout`, 55P03): the database answers, a transaction of another
+    process holds the lock. A spool replay that waited 3 s for the labels' lock (`pending.lock_waiting`), held by
+    the other worker's replay after an outage, took it for an outage: the store said "unavailable" and answered
+    /stats 503 with the database up, and backed off (an API probe, session 50: 3 and 5 times per catch-up, which
+    took 23 s after the database was back)."""
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) == "55P03"
+
+
 def schema_missing(exc: BaseException) -> bool:
     """The database lacks a table or column the code uses: it needs migrating (again)."""
     orig = getattr(exc, "orig", None)
@@ -710,15 +719,19 @@ class PredictionStore:
                 if self._spool_mode:
                     wait = 0  # more arrived while draining
             except Exception as exc:
-                if schema_missing(exc) and self._migrated:
-                    log.warning("the database has no digitlab tables (re-created?): migrating it again")
-                    self._migrated = False
-                elif not is_outage(exc) and self._migrated:
-                    log.exception("draining the spool failed")
-                log.debug("drain attempt failed: %s", _one_line(exc))
-                self._mark_down(exc, wake=False)  # back off: do not cut our own wait short
-                wait = retry
-                retry = min(retry * 2, self.retry_max)
+                if _lock_timeout(exc) and self._db_ok:  # busy, not away: try again soon (`_lock_timeout`)
+                    log.debug("the spool's replay waits for a lock: %s", _one_line(exc))
+                    wait = self.retry_initial
+                else:
+                    if schema_missing(exc) and self._migrated:
+                        log.warning("the database has no digitlab tables (re-created?): migrating it again")
+                        self._migrated = False
+                    elif not is_outage(exc) and self._migrated:
+                        log.exception("draining the spool failed")
+                    log.debug("drain attempt failed: %s", _one_line(exc))
+                    self._mark_down(exc, wake=False)  # back off: do not cut our own wait short
+                    wait = retry
+                    retry = min(retry * 2, self.retry_max)
             with self._idle:
                 self._idle.notify_all()
             if wait:
