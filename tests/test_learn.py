@@ -217,6 +217,9 @@ def test_poisoning_session_is_capped_and_cannot_promote_a_worse_model(settings, 
     # named, wherever its session fell (a helper's run: held out, it went unnamed); the honest writers are not
     disputed = [line for line in said if "a mistake or a poisoning?" in line]
     assert len(disputed) == 1 and disputed[0].startswith("session 'poisoner' (") and "labelled 1 read as 7" in disputed[0], said
+    # ...and kept in the job's result, which "Learn now" shows: a run it starts writes its lines nowhere (session 50)
+    notes = versions_of(settings).last_result().get("notes")
+    assert notes and disputed[0] in notes and any("cap" in note for note in notes), notes
     for o in outcomes:
         if o.status == "promoted":
             assert o.metrics["user_holdout_accuracy"] >= o.metrics["parent_user_holdout_accuracy"]

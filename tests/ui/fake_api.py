@@ -48,6 +48,7 @@ class FakeApi:
     busy_job: str = ""  # the id of a learning run going on already (started elsewhere): "Learn now" is 409
     learn_message: str = ""  # the outcome of a learning run started with `start_learning` ("": nothing learned)
     learn_models: list[dict] = field(default_factory=list)  # what became of each model in that run
+    learn_notes: list[str] = field(default_factory=list)  # what that run said of its data (a disputed session)
     locked: ApiError | None = None  # raised by the admin's reads (the log, the numbers) when the UI lacks the token
     model_states: dict[str, str] = field(default_factory=dict)  # what /health says of a model (default "ready")
 
@@ -63,7 +64,7 @@ class FakeApi:
 
     def learn_job(self, job_id: str) -> dict:
         return {"id": job_id, "status": "done", "progress": 1.0, "message": self.learn_message,
-                "result": {"models": self.learn_models}}
+                "result": {"models": self.learn_models, "notes": self.learn_notes}}
 
     def _away(self) -> None:
         if not self.up:

@@ -53,8 +53,9 @@ def test_learn_now_during_a_run_started_elsewhere_follows_that_run(monkeypatch):
         at.button(key="learn_now").click().run()
         assert not at.exception, at.exception
         said = _texts(at)
-        assert "started elsewhere is going on already" in said and "/api/v1/learn/" not in said, said
-        assert "promoted: svm" in said and at.session_state["learn_job"] == api.busy_job  # its outcome, here
+        # (the run had ended by the page's next look: the page, drawn again with its outcome, says so)
+        assert "started elsewhere was going on: here is its outcome" in said and "/api/v1/learn/" not in said, said
+        assert "promoted: svm" in said and at.session_state["learn_ended"]["id"] == api.busy_job  # its outcome, here
         assert "Learning finished: promoted: svm" in said, said
     finally:
         get_settings.cache_clear()
@@ -88,6 +89,52 @@ def test_a_run_that_had_nothing_new_to_learn_says_nothing_was_learned(monkeypatc
     api.learn_models = [{"model": "svm", "status": "skipped"}]
     said = _texts(_learn_now(monkeypatch, canvas))
     assert "Nothing learned: no drawing labelled since the last run" in said and "finished" not in said, said
+
+
+def test_a_run_that_ends_draws_the_page_again_with_what_it_built(monkeypatch, admin_api):
+    """"Learning finished: promoted: cnn" showed over a CNN card still on the version before (its version, MNIST
+    figure and "Learned from users" as when the page was opened) until the page was opened again, and the ended run
+    was polled every 2 s for as long as the page stayed open (a tour, session 50)."""
+    import streamlit as st
+
+    api, canvas = admin_api
+    polled = []
+    real_job = api.learn_job
+    monkeypatch.setattr(api, "learn_job", lambda job_id: polled.append(job_id) or real_job(job_id))
+    st.cache_data.clear()  # (the page keeps each model's versions for 15 s)
+    try:
+        at = open_app(monkeypatch, canvas, "models")
+        assert not [e for e in at.expander if e.label.startswith("Learned from users")]
+        at.button(key="learn_open").click().run()
+        # the run builds and promotes a version of the SVM
+        api.learn_message, api.learn_models = "promoted: svm; rejected: none", [{"model": "svm", "status": "promoted"}]
+        api.versions["svm"] = [{"version": "2", "status": "promoted", "reason": None, "created_at": "2026-12-06T09:02:00Z",
+                                "data": {"train": 150}, "metrics": {"user_holdout_accuracy": 1.0}}]  # fmt: skip
+        at.button(key="learn_now").click().run()
+        assert not at.exception, at.exception
+        assert "Learning finished: promoted: svm" in _texts(at), _texts(at)
+        assert [e for e in at.expander if e.label == "Learned from users: 1 version(s)"]  # what it built, shown
+        seen = len(polled)
+        at.run()
+        assert len(polled) == seen and "Learning finished: promoted: svm" in _texts(at)  # said, no longer polled
+    finally:
+        st.cache_data.clear()
+
+
+def test_what_a_run_said_of_its_data_shows_with_its_outcome(monkeypatch, admin_api):
+    """A run started by "Learn now" writes its lines nowhere: "session 'poisoner' (held out): the served model reads
+    40 of its 40 drawings as other digits ...: a mistake or a poisoning?" reached nobody, while its held-out users'
+    figure read 76.5 % -> 76.5 % with no word why (a tour, session 50)."""
+    api, canvas = admin_api
+    api.learn_message, api.learn_models = "promoted: cnn; rejected: none", [{"model": "cnn", "status": "promoted"}]
+    poisoner = ("session 'poisoner' (held out): the served model reads 40 of its 40 drawings as other digits (40 "
+                "labelled 1 read as 7): a mistake or a poisoning?")  # fmt: skip
+    api.learn_notes = [poisoner, "3 images labelled with different digits: left out"]
+    at = _learn_now(monkeypatch, canvas)
+    (note,) = [str(w.value) for w in at.warning]
+    assert "Learning finished: promoted: cnn" in _texts(at)
+    assert "session 'poisoner' (held out): the served model reads 40 of its 40" in note and "poisoning?" in note, note
+    assert "3 images labelled with different digits: left out" in note, note
 
 
 def test_learn_now_is_not_offered_without_the_admin_token(monkeypatch):

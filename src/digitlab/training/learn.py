@@ -274,8 +274,10 @@ class _Run:
         data = prepare(rows + list(labelled_number_digits(self.repo.engine)))
         for note in data.notes:
             self.say(note)
+        # what the run said of its data, kept in its result: a run started by "Learn now" writes its lines nowhere,
+        # and "session 'poisoner' (held out): ... a mistake or a poisoning?" reached nobody (a tour, session 50)
         base = {"data": data.counts, "new_labelled": new, "last_row_id": max((r[0] for r in rows), default=last_id),
-                "read_at": read_at.isoformat()}
+                "read_at": read_at.isoformat(), "notes": list(data.notes)}  # fmt: skip
         refusal = self._refusal(data)
         if refusal:
             self.say(refusal)  # (the drawings it refused count as new for `--min-new` next time)
@@ -285,6 +287,7 @@ class _Run:
         for line in disputed_sessions(data, lambda x: reader.predict_proba(
                 x.reshape(len(x), 784).astype(np.float32) / 255.0).argmax(axis=1)):  # fmt: skip
             self.say(line)
+            base["notes"].append(line)
         learned, held = counted(len(data.train_y), "drawing"), counted(len(data.holdout_y), "held-out drawing")
         self.say(f"learning from users' {learned}, judged on {held} of "
                  f"{counted(data.counts['holdout_sessions'], 'other session')}")  # fmt: skip

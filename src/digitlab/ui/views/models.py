@@ -125,7 +125,19 @@ def learning_progress(job_id: str) -> None:
         return
     if job["status"] in ("queued", "running"):
         st.progress(float(job.get("progress") or 0), text=job.get("message") or "Starting…")
-    elif job["status"] == "done" and not any(  # refused (too little data), or every model had learned it all
+        return
+    # it has ended: the charts, cards and versions around were drawn before it did, so the whole page is drawn again
+    # with its outcome, no longer polled ("Learning finished: promoted: cnn" over a CNN card still on the version
+    # before, its MNIST figure and its "Learned from users" too, until the page was opened again: a tour, session 50)
+    st.session_state["learn_ended"] = job
+    st.session_state.pop("learn_job", None)
+    versions.clear()
+    st.rerun(scope="app")
+
+
+def learning_outcome(job: dict[str, Any]) -> None:
+    """What became of a learning run that has ended."""
+    if job["status"] == "done" and not any(  # refused (too little data), or every model had learned it all
         m.get("status") in ("promoted", "rejected") for m in (job.get("result") or {}).get("models") or ()
     ):
         st.info(f"Nothing learned: {job.get('message')}", icon=":material/school:")
@@ -133,6 +145,10 @@ def learning_progress(job_id: str) -> None:
         st.success(f"Learning finished: {job.get('message')}", icon=":material/school:")
     else:
         st.error(f"Learning stopped: {job.get('message')}", icon=":material/error:")
+    notes = (job.get("result") or {}).get("notes") or []
+    if notes:  # what the run said of the data: a session that labels 7s as 1s, drawings left out (they reached nobody)
+        # (a session id is the client's text: no markup of its own)
+        st.warning("  \n".join(re.sub(r"([\\`*_\[\]<>#|~])", r"\\\1", str(n)) for n in notes), icon=":material/flag:")
 
 
 MNIST_TRAIN = SPLIT_SIZES["train"]  #: MNIST's training images: a model that learned from fewer is a quick one
@@ -165,6 +181,8 @@ def learn_now() -> None:
             st.session_state["learn_asking"] = False
             if start:
                 try:
+                    st.session_state.pop("learn_ended", None)  # (the run before's outcome)
+                    st.session_state.pop("learn_joined", None)
                     st.session_state["learn_job"] = common.client().start_learning()["job_id"]
                 except ApiError as exc:
                     running = re.search(r"/api/v1/learn/([0-9a-f]{32})", str(exc)) if exc.code == "learning_busy" else None
@@ -176,10 +194,14 @@ def learn_now() -> None:
     refused = st.session_state.pop("learn_refused", None)
     if refused:
         st.warning(refused, icon=":material/warning:")
-    if st.session_state.pop("learn_joined", False):
-        st.info("A learning run started elsewhere is going on already: here is its progress.", icon=":material/school:")
+    if st.session_state.get("learn_joined"):  # (kept with the outcome: the page is drawn again when the run ends)
+        st.info("A learning run started elsewhere is going on already: here is its progress."
+                if st.session_state.get("learn_job") else "A learning run started elsewhere was going on: here is "
+                "its outcome.", icon=":material/school:")  # fmt: skip
     if st.session_state.get("learn_job"):
         learning_progress(st.session_state["learn_job"])
+    elif st.session_state.get("learn_ended"):
+        learning_outcome(st.session_state["learn_ended"])
 
 
 #: the charts at the top: (manifest metric, title, what the mistakes are counted per 1,000 of)
