@@ -604,6 +604,20 @@ def test_a_model_left_out_says_why_in_the_runs_message(settings, user_digits, mo
     assert "cnn not learned: fine-tuning needs PyTorch" in messages[-1], messages[-1]
 
 
+def test_models_left_out_for_the_same_reason_are_named_together(settings, user_digits):
+    """"Learning finished: promoted: cnn; rejected: none; svm not learned: not trained: run `digitlab train` first;
+    svm_pca not learned: not trained: run `digitlab train` first; extra_trees not learned: ..." (a tour, session 50)."""
+    for name in ("svm", "extra_trees"):
+        for suffix in ("json", "joblib"):
+            (settings.model_dir / f"{name}.{suffix}").unlink()
+    images, labels = user_digits
+    label(settings, images[:300], labels[:300], [f"writer{i % 6}" for i in range(300)])
+    learn(settings, models=["svm", "svm_pca", "extra_trees"], limit=LIMIT, say=lambda m: None)
+    message = versions_of(settings).last_result()["message"]
+    assert message.endswith("; svm, extra_trees not learned: not trained: run `digitlab train` first"), message
+    assert message.count("not learned") == 1, message
+
+
 def test_a_model_not_trained_is_said_before_any_data_is_read(settings, user_digits):
     """`learn svm_pca` with svm_pca not trained logged "learning from users' 1477 drawings" and "reading the real
     handwriting" (minutes) before "skipped: not trained" (a probe, session 27)."""

@@ -329,7 +329,13 @@ class _Run:
         message = f"promoted: {', '.join(promoted) or 'none'}; rejected: {', '.join(rejected) or 'none'}"
         # a model left out says why (Learn now said "promoted: svm, ...; rejected: none" without a word that the
         # default model, the CNN, was not learned: PyTorch is not installed)
-        message += "".join(f"; {o.model} not learned: {o.reason}" for o in outcomes if o.status == "skipped")
+        # (models left out for the same reason named together: "svm not learned: not trained: run `digitlab train`
+        # first; svm_pca not learned: not trained: ..." three times over under "Learning finished", a tour)
+        left_out: dict[str, list[str]] = {}
+        for o in outcomes:
+            if o.status == "skipped":
+                left_out.setdefault(str(o.reason), []).append(o.model)
+        message += "".join(f"; {', '.join(models)} not learned: {why}" for why, models in left_out.items())
         return outcomes, {**base, "message": message, "models": [o.__dict__ for o in outcomes],
                           "learned": self.learned}  # fmt: skip
 
