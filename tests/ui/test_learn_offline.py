@@ -209,6 +209,9 @@ def test_learned_versions_fit_a_card_with_their_reasons_under_them(monkeypatch):
     assert "Rejected: loses more than 0.5% on real handwriting" in first, shown  # under it, before the next one
     assert second.startswith("**Version 2** · promoted · ") and "from 300 drawings" in second, shown
     assert "Promoted:" not in shown
+    (operator,) = [e for e in at.expander if e.label == "For whoever runs this app"]  # a command that runs as said
+    said = "\n".join(str(m.value) for m in operator.markdown)
+    assert "`digitlab models rollback NAME` brings" in said, said
 
 
 def test_a_card_without_an_answer_time_says_why(monkeypatch):

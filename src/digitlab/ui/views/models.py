@@ -113,7 +113,8 @@ def version_history(name: str) -> None:
                    "people it did not learn from, before → after; MNIST: its accuracy on the MNIST test set. "
                    "Promoted only when it reads other people's drawings at least as well and keeps its MNIST "
                    "accuracy.")  # fmt: skip
-        OPERATOR.append("`digitlab models rollback` brings a model's previous version back (docs/learning.md).")
+        # (it said `digitlab models rollback`, which stops at "the following arguments are required: name")
+        OPERATOR.append("`digitlab models rollback NAME` brings a model's previous version back (docs/learning.md).")
 
 
 @st.fragment(run_every=2)
