@@ -307,6 +307,7 @@ def test_two_replays_at_once_park_no_more_than_the_cap(store, backend):
     assert done.is_set() and _waiting(store) == 3
 
 
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)  # SQLite has no lock timeout: a write waits
 def test_a_replay_that_waits_for_the_labels_lock_is_no_outage(backend, db_url, tmp_path, make_record, open_store):
     """After an outage two workers replay their spools; a replay holding labels by uid takes the labels' lock
     (`pending.lock_waiting`) and one that waited 3 s for it (PostgreSQL's `lock_timeout`) took that for an
@@ -318,8 +319,6 @@ def test_a_replay_that_waits_for_the_labels_lock_is_no_outage(backend, db_url, t
     from digitlab.store.db import make_engine
     from digitlab.store.pending import _LOCK_KEY
 
-    if backend != "postgresql":
-        pytest.skip("SQLite has no lock timeout: a write waits for the file's lock (busy timeout), an outage")
     store = open_store(db_url, tmp_path / "spool" / "me")
     try:
         record = make_record(3)
