@@ -377,7 +377,10 @@ class LearnJob(BaseModel):
     created_at: str
     started_at: str | None
     finished_at: str | None
-    result: dict[str, Any] | None = Field(description="When done: data counts and, per model, what became of it.")
+    result: dict[str, Any] | None = Field(
+        description="When done: data counts, `notes` (what the run said of its data: a disputed session, refused "
+        "drawings) and, per model, what became of it."
+    )
 
 
 class ModelVersion(BaseModel):
