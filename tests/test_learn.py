@@ -153,13 +153,20 @@ def test_learn_builds_versions_and_promotes_only_what_passes_the_gate(settings, 
     assert Repository(make_engine(settings.sqlalchemy_url)).labelled_after(*versions.last_learned()) == 1
 
 
-def test_learn_fine_tunes_the_served_cnn_into_a_version_the_api_can_load(settings, user_digits):
+def test_learn_fine_tunes_the_served_cnn_into_a_version_the_api_can_load(settings, user_digits, capfd):
     pytest.importorskip("torch")
     from digitlab.models.registry import model_from_payload
 
     images, labels = user_digits
     label(settings, images[:300], labels[:300], [f"writer{i % 6}" for i in range(300)])
     (outcome,) = learn(settings, models=["cnn"], limit=LIMIT, say=lambda m: None)
+    # each epoch's line says it is done and which one runs now (it stays the job's message, "so far" added, during
+    # the next: "epoch 1/2 ... (34 s so far)" read as if the first were still running)
+    said = [line for line in capfd.readouterr().err.splitlines() if "cnn: fine-tuning" in line]
+    assert [line.split("] ", 1)[1].split(" on ")[0] for line in said] == [
+        "cnn: fine-tuning 2 epochs", "cnn: fine-tuning epoch 1/2 done", "cnn: fine-tuning epoch 2/2 done"], said
+    assert said[0].endswith("epoch 1/2 running") and said[1].endswith("epoch 2/2 running"), said
+    assert "running" not in said[2], said
     m = outcome.metrics
     passes = (m["user_holdout_accuracy"] >= m["parent_user_holdout_accuracy"]
               and m["mnist_test_accuracy"] >= m["parent_mnist_test_accuracy"] - 0.001)  # fmt: skip

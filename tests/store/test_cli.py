@@ -744,3 +744,19 @@ def test_train_refuses_a_model_folder_it_cannot_make_before_any_work(monkeypatch
     assert _main_with(monkeypatch, {"DIGITLAB_MODEL_DIR": "/proc/digitlab-models"}, ["train", "svm", "--limit", "3000"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: DIGITLAB_MODEL_DIR /proc/digitlab-models cannot be used as a folder"), err
+
+
+def test_models_list_without_versions_says_what_is_served(use_database, db_url, monkeypatch, tmp_path, capsys):
+    """No learned version: the files are served, if the model has any (`models list svm` said "the models' files
+    are served" of an svm never trained)."""
+    use_database(db_url)
+    monkeypatch.setenv("DIGITLAB_MODEL_DIR", str(tmp_path / "no-models"))  # nothing trained: the bundled CNN only
+    get_settings.cache_clear()
+    assert main(["models", "list", "svm"]) == 0
+    assert capsys.readouterr().out.strip() == (
+        "no learned versions of svm, and it is not trained: `digitlab train svm` builds it")
+    assert main(["models", "list", "cnn"]) == 0
+    assert capsys.readouterr().out.startswith("no learned versions of cnn yet: its files are served")
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "the models' files are served (svm, svm_pca, extra_trees, random_forest not trained)" in out, out

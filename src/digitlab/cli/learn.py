@@ -105,6 +105,22 @@ def _versions():
     return VersionStore(engine)
 
 
+def _no_versions(name: str | None) -> str:
+    """What is served when nothing was learned: the models' files, if there are any (`models list svm` said "the
+    models' files are served" of an svm never trained: a tour, session 50)."""
+    from digitlab.models.registry import MODEL_SPECS, manifest_path
+
+    model_dir = get_settings().model_dir
+    names = [name] if name else list(MODEL_SPECS)
+    untrained = [n for n in names if manifest_path(n, model_dir) is None]
+    if name is not None:
+        if untrained:
+            return f"no learned versions of {name}, and it is not trained: `digitlab train {name}` builds it"
+        return f"no learned versions of {name} yet: its files are served (`digitlab learn` builds new versions)"
+    served = "the models' files are served" + (f" ({', '.join(untrained)} not trained)" if untrained else "")
+    return f"no learned versions yet: {served} (`digitlab learn` builds new versions)"
+
+
 def models_command(args: argparse.Namespace) -> int:
     from digitlab.errors import DigitlabError
     from digitlab.models.registry import unknown_models
@@ -137,7 +153,7 @@ def models_command(args: argparse.Namespace) -> int:
         return 0
     rows = versions.list(args.name)
     if not rows:
-        print("no learned versions yet: the models' files are served (`digitlab learn` builds new versions)")
+        print(_no_versions(args.name))
         return 0
     from rich.console import Console
     from rich.table import Table

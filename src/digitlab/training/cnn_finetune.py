@@ -99,6 +99,7 @@ def finetune(
     optimizer = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
     batches = max(1, len(x_all) // BATCH)
     bf16 = bf16_is_fast()  # as in training: the forward pass in bfloat16 where the CPU has it natively
+    log(f"cnn: fine-tuning {EPOCHS} epochs on {len(x_all):,} images; epoch 1/{EPOCHS} running")
     for epoch in range(1, EPOCHS + 1):
         net.train()
         order = torch.randperm(len(x_all), generator=generator)
@@ -115,7 +116,11 @@ def finetune(
             loss.backward()
             optimizer.step()
             total += loss.item()
-        log(f"cnn: fine-tuning epoch {epoch}/{EPOCHS} on {len(x_all):,} images, loss {total / batches:.4f}")
+        # "done", and which epoch runs now: the line stays the job's message (with "so far") during the next
+        # epoch, and "epoch 1/2 ... (34 s so far)" read as if the first were still running (a tour, session 50)
+        following = f"; epoch {epoch + 1}/{EPOCHS} running" if epoch < EPOCHS else ""
+        log(f"cnn: fine-tuning epoch {epoch}/{EPOCHS} done on {len(x_all):,} images, loss {total / batches:.4f}"
+            f"{following}")  # fmt: skip
     net.eval()
     tuned = {name: tensor.detach().clone() for name, tensor in net.state_dict().items()}
     candidates = {}
