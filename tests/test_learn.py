@@ -765,3 +765,23 @@ def test_confirmed_numbers_teach_their_digits_too(settings, user_digits):
     outcomes = learn(settings, models=["extra_trees"], limit=LIMIT, say=lambda m: None)
     data = versions_of(settings).get("extra_trees", outcomes[0].version).manifest["data"]
     assert data["train"] + data["holdout"] == 380, data  # the confirmed-as-longer number gives nothing
+
+
+def test_a_rejected_version_keeps_the_gates_reason_through_promotions_and_rollbacks(settings):
+    """A rejected version promoted by hand said "promoted by hand", rolled back "rolled back": why the gate had
+    rejected it was gone from `models list` and the Models page (a tour, session 50)."""
+    from digitlab.models.artifacts import read_verified
+
+    versions = versions_of(settings)
+    manifest, payload = read_verified(settings.model_dir, "svm_pca")
+    versions.add("svm_pca", "2", payload, {**manifest, "version": "2"}, status="promoted", parent=None)
+    gate = "worse than the served version on the held-out users' drawings (75.9 % < 76.5 %)"
+    versions.add("svm_pca", "3", payload, {**manifest, "version": "3"}, status="rejected", parent="2", reason=gate)
+    kept = f"(the gate had rejected it: {gate})"
+    for _ in range(2):  # and again: the reasons do not nest
+        versions.promote("svm_pca", "3")
+        assert versions.get("svm_pca", "3").reason == f"promoted by hand {kept}"
+        assert versions.rollback("svm_pca").version == "2"
+        assert versions.get("svm_pca", "3").reason == f"rolled back {kept}"
+    assert versions.rollback("svm_pca") is None  # 2, promoted by the gate: rolled back, nothing to keep
+    assert versions.get("svm_pca", "2").reason == "rolled back"

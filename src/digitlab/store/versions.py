@@ -69,6 +69,19 @@ def _info(row) -> VersionInfo:
     return VersionInfo(**data)
 
 
+HAND, ROLLED_BACK, _GATE = "promoted by hand", "rolled back", " (the gate had rejected it: "
+
+
+def keeping_the_gate(action: str, before: str | None) -> str:
+    """A version's reason after a hand promotion or a rollback: the action, and why the gate rejected it if it
+    did (a rejected version promoted by hand, then rolled back, said only "rolled back": the gate's "worse than the
+    served version on the held-out users' drawings" was gone)."""
+    gate = before or ""
+    if gate.startswith((HAND, ROLLED_BACK)):  # ours: the gate's reason, if any, is inside
+        gate = gate.partition(_GATE)[2].removesuffix(")")
+    return f"{action}{_GATE}{gate})" if gate else action
+
+
 class VersionStore:
     """Every statement on `model_versions` and `learn_jobs`."""
 
@@ -104,6 +117,10 @@ class VersionStore:
         return self.get(name, version)
 
     @staticmethod
+    def _reason_of(conn, name: str, version: str) -> str | None:
+        return conn.scalar(VersionStore._where(name, version, select(VERSIONS.c.reason)))
+
+    @staticmethod
     def _where(name: str, version: str, stmt):
         return stmt.where(VERSIONS.c.name == name, VERSIONS.c.version == version)
 
@@ -129,7 +146,8 @@ class VersionStore:
         except ArtifactError as exc:
             raise DigitlabError(f"{exc} Not promoted.", code="version_damaged") from exc
         with self.engine.begin() as conn:
-            self._promote(conn, name, version, utc_now(), reason="promoted by hand")
+            reason = keeping_the_gate(HAND, self._reason_of(conn, name, version))
+            self._promote(conn, name, version, utc_now(), reason=reason)
         return self.get(name, version)
 
     def rollback(self, name: str) -> VersionInfo | None:
@@ -142,7 +160,8 @@ class VersionStore:
             if current is None:
                 raise DigitlabError(f"no learned version of {name!r} is promoted: nothing to roll back.",
                                     code="nothing_to_roll_back")  # fmt: skip
-            conn.execute(self._where(name, current, update(VERSIONS)).values(status="rejected", reason="rolled back"))
+            reason = keeping_the_gate(ROLLED_BACK, self._reason_of(conn, name, current))
+            conn.execute(self._where(name, current, update(VERSIONS)).values(status="rejected", reason=reason))
             previous = conn.scalar(
                 select(VERSIONS.c.version)
                 .where(VERSIONS.c.name == name, VERSIONS.c.status == "retired")
