@@ -113,3 +113,23 @@ def test_upload_a_photo_on_the_draw_page(desktop, ui_server, api_server):
     expect(page.locator('[data-testid="stAlert"]').filter(has_text="PDF")).to_be_visible(timeout=20_000)
     expect(page.locator('[data-testid="stAlert"]').filter(has_text="not an image we can read")).to_have_count(0)
     no_traceback(page)
+
+
+def test_a_file_over_the_uploaders_limit_says_why_under_its_name(phone, ui_server):
+    """A file over Streamlit's own limit (server.maxUploadSize, 25 MB) never reaches the page: the uploader keeps
+    it as a red chip, and its reason was only for screen readers and a hover tooltip (a phone has none): the
+    answer area still said "Draw a digit" and nothing said why. The reason now shows under the file's name."""
+    page = phone
+    open_page(page, ui_server.url, "", ready=CANVAS)
+    page.get_by_text(UPLOAD).click()
+    upload(page, "scan.png", b"\x89PNG\r\n\x1a\n" + bytes(26 * 1024 * 1024))
+    reason = page.locator('[data-testid="stFileChip"][aria-invalid="true"] [role="alert"]').first
+    expect(reason).to_contain_text("25.0MB", timeout=20_000)
+    reason.scroll_into_view_if_needed()
+    box = reason.bounding_box()
+    assert box and box["width"] > 150 and box["height"] >= 10, box  # (it was clipped to a 1 px box)
+    viewport = page.viewport_size
+    assert 0 <= box["y"] and box["y"] + box["height"] <= viewport["height"], (box, viewport)
+    assert box["x"] >= 0 and box["x"] + box["width"] <= viewport["width"], (box, viewport)
+    expect(page.locator(EMPTY)).to_be_visible()  # (the page never got the file)
+    no_traceback(page)
