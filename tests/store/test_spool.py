@@ -4,6 +4,7 @@ aside."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -548,21 +549,30 @@ def test_a_database_that_reads_but_takes_no_writes_is_logged_once(open_store, tm
         store.close()
 
 
+@contextlib.contextmanager
+def _write_lock_held(path):
+    """Another process's connection holding the SQLite file's write lock meanwhile."""
+    import sqlite3
+
+    holder = sqlite3.connect(str(path), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
 def test_writes_go_to_the_spool_at_once_while_the_health_probe_finds_the_sqlite_file_locked(
     open_store, tmp_path, make_record
 ):
     """/health said "unavailable" (another process held SQLite's write lock) and the next prediction still waited
     out the 5 s write deadline, in each worker: after a start with the file locked every worker's first answers
     took 5 s (a probe, session 49). What the probe found sends writes to the spool at once."""
-    import sqlite3
-
-    path = tmp_path / "w.db"
-    store = open_store(f"sqlite:///{path}", tmp_path / "spool" / "me")
+    store = open_store(f"sqlite:///{tmp_path / 'w.db'}", tmp_path / "spool" / "me")
     try:
         id = store.add(make_record(1)).id
-        holder = sqlite3.connect(str(path), isolation_level=None)
-        holder.execute("BEGIN IMMEDIATE")
-        try:
+        with _write_lock_held(tmp_path / "w.db"):
             store._last_probe = 0.0
             assert store.health()["database"] == "unavailable"
             started = time.monotonic()
@@ -570,9 +580,6 @@ def test_writes_go_to_the_spool_at_once_while_the_health_probe_finds_the_sqlite_
             assert store.set_feedback(id, 4) is True
             took = time.monotonic() - started
             assert added.stored == "spool" and took < 1.0, (added, took)
-        finally:
-            holder.execute("ROLLBACK")
-            holder.close()
         assert store.wait_drained(timeout=15)
         assert store.count() == 2 and store.get(id).drawn_digit == 4
         store._last_probe = 0.0
@@ -593,13 +600,10 @@ def test_reads_go_on_while_another_process_holds_the_sqlite_write_lock(open_stor
 
     from digitlab.store.store import WriteStalled
 
-    path = tmp_path / "w.db"
-    store = open_store(f"sqlite:///{path}", tmp_path / "spool" / "me")
+    store = open_store(f"sqlite:///{tmp_path / 'w.db'}", tmp_path / "spool" / "me")
     try:
         first = store.add(make_record(1)).id
-        holder = sqlite3.connect(str(path), isolation_level=None)
-        holder.execute("BEGIN IMMEDIATE")
-        try:
+        with _write_lock_held(tmp_path / "w.db"):
             assert store.add(make_record(2)).stored == "spool"  # (after the busy timeout or the write deadline)
             for _ in range(3):  # the drain thread meets the lock too, meanwhile
                 rows, total = store.list()
@@ -614,9 +618,6 @@ def test_reads_go_on_while_another_process_holds_the_sqlite_write_lock(open_stor
             for exc in (locked, WriteStalled("the database did not answer a write in 5 s")):
                 store._mark_down(exc, wake=False)
                 assert store.list()[1] == 1 and store.get(first) is not None
-        finally:
-            holder.execute("ROLLBACK")
-            holder.close()
         assert store.wait_drained(timeout=20)
         assert store.count() == 2
         store._last_probe = 0.0
