@@ -109,6 +109,11 @@ DIRECT_THREADS = 8
 DIRECT_WRITE_THREADS = 4
 
 
+def _says_locked(error: BaseException | None) -> bool:
+    """SQLite's words for another connection holding the write lock ("database is locked", "... busy")."""
+    return "locked" in str(error) or "busy" in str(error)
+
+
 class WriteStalled(TimeoutError):
     """The write deadline ran out (`GroupCommit`'s watchdog): the database did not answer a write in time."""
 
@@ -667,7 +672,7 @@ class PredictionStore:
         if isinstance(exc, WriteStalled):
             return True
         orig = getattr(exc, "orig", None)
-        return isinstance(exc, OperationalError) and ("locked" in str(orig) or "busy" in str(orig))
+        return isinstance(exc, OperationalError) and _says_locked(orig)
 
     def _sqlite_write_locked(self) -> bool:
         """SQLite: is the file's write lock held for longer than a write takes (another process, a long
@@ -686,7 +691,7 @@ class PredictionStore:
             conn.execute("ROLLBACK")
             return False
         except sqlite3.OperationalError as exc:
-            return "locked" in str(exc) or "busy" in str(exc)
+            return _says_locked(exc)
         finally:
             conn.close()
 
